@@ -1,0 +1,168 @@
+"""Shared plumbing of the ``spectral-surgery`` registry commands: where the registry is, error handling, output.
+
+Every expected failure of a command (unknown adapter, empty reason, a state the registry refuses, a bad config)
+becomes a red one-line message on stderr and exit code 2, never a traceback; ``--json`` prints JSON only on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flows.cli import _fail as fail
+
+DB_ENV = "SPECTRAL_SURGERY_DB"
+
+
+# ------------------------------------------------------------------------------------------- plumbing
+def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn any exception of a command into a red message and exit code 2 (``-v`` shows the traceback)."""
+
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(fn(args) or 0)
+        except KeyboardInterrupt:
+            return fail("interrupted", code=130)
+        except Exception as e:  # the CLI's contract: a message that says what to fix, not a traceback
+            if getattr(args, "verbose", False):
+                from rich.console import Console
+
+                Console(stderr=True).print_exception()
+            return fail(message(e))
+
+    return run
+
+
+def message(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    from registry.validation import RegistryError
+
+    if isinstance(e, (RegistryError, ValidationError, FileNotFoundError)):
+        return str(e)
+    if isinstance(e, KeyError):  # KeyError quotes its message; the registries' errors read as plain text
+        return str(e.args[0]) if e.args else type(e).__name__
+    return f"{type(e).__name__}: {e}"
+
+
+def resolve_location(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """``(data_dir, registry_url)`` from ``--data-dir`` / ``--db``, the environment and the defaults."""
+    from tasks.config import default_data_dir
+
+    data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
+    return data_dir, getattr(args, "db", None) or os.environ.get(DB_ENV) or None
+
+
+def open_registry(args: argparse.Namespace, *, create: bool = False):
+    """The registry of the command line; a missing default SQLite file is an error unless ``create``."""
+    from registry.db import default_url
+    from registry.repository import Registry, RegistryError
+
+    data_dir, url = resolve_location(args)
+    if url is None and not create and not (data_dir / "registry.db").is_file():
+        raise RegistryError(f"no registry at {default_url(data_dir)}: run `spectral-surgery init` first "
+                            "(or pass --data-dir / --db)")
+    return Registry.open(url, data_dir)
+
+
+def emit(args: argparse.Namespace, payload: Any, render: Callable[[], None]) -> int:
+    """JSON on stdout with ``--json``, else the rich rendering."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        render()
+    return 0
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]], *, narrow: tuple[str, ...] = ()):
+    """A rich table; ``narrow`` columns never wrap, the others fold long values (paths, URIs).
+
+    Cells are plain text, never markup: a reason like "[urgent] ..." is shown as typed, not swallowed.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=col in narrow, overflow="fold")
+    for row in rows:
+        table.add_row(*[Text("—" if v is None else str(v)) for v in row])
+    return table
+
+
+def default_actor() -> str:
+    """The name recorded for manual actions: ``$USER``, else the login name."""
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return "cli"
+
+
+# ------------------------------------------------------------------------------------------ serialise
+def adapter_dict(a) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "source_uri": a.source_uri, "base_model_id": a.base_model_id,
+            "base_model_revision": a.base_model_revision, "task_family": a.task_family,
+            "benchmark_override": a.benchmark_override, "enabled": a.enabled, "config": a.config_json}
+
+
+def event_dict(e, adapter_name: str | None = None) -> dict[str, Any]:
+    return {"id": e.id, "adapter": adapter_name, "kind": e.kind, "actor": e.actor, "at": e.at.isoformat(),
+            "from_version_id": e.from_version_id, "from_candidate_id": e.from_candidate_id,
+            "to_version_id": e.to_version_id, "to_candidate_id": e.to_candidate_id, "reason": e.reason,
+            "decision_id": e.decision_id, "reverts_event_id": e.reverts_event_id, "evidence": e.evidence_json}
+
+
+def production_dict(reg, name: str) -> dict[str, Any] | None:
+    state = reg.production(name)
+    if state is None:
+        return None
+    policy = reg.get_candidate(state.candidate_id).policy if state.candidate_id is not None else None
+    return {"adapter_version_id": state.adapter_version_id, "content_sha256": state.content_sha256,
+            "candidate_id": state.candidate_id, "policy": policy, "artifact_uri": state.artifact_uri,
+            "implicit": state.implicit, "updated_at": state.updated_at.isoformat() if state.updated_at else None}
+
+
+def state_label(reg, version_id: int | None, candidate_id: int | None, cache: dict) -> str:
+    if version_id is None:
+        return "—"
+    if candidate_id is None:
+        return f"v{version_id} unedited"
+    if candidate_id not in cache:
+        cache[candidate_id] = reg.get_candidate(candidate_id).policy
+    return f"v{version_id} {cache[candidate_id]} (#{candidate_id})"
+
+
+def production_label(prod: dict | None) -> str:
+    if prod is None:
+        return "no version yet"
+    if prod["candidate_id"] is None:
+        return f"v{prod['adapter_version_id']} unedited" + (" (never promoted)" if prod["implicit"] else "")
+    return f"v{prod['adapter_version_id']} {prod['policy']} (#{prod['candidate_id']})"
+
+
+def candidates_of_latest(reg, adapter: str) -> list[dict[str, Any]]:
+    """The latest version's candidates (what ``promote`` takes) with their task scores, best first."""
+    versions = reg.list_versions(adapter)
+    if not versions:
+        return []
+    scores = {e.candidate_id: e for e in reg.list_evaluations(versions[0].id) if e.kind == "task"}
+    rows = [{"id": c.id, "version_id": c.adapter_version_id, "policy": c.policy, "seed": c.seed,
+             "is_control": c.is_control, "config_hash": c.config_hash,
+             "benchmark": scores[c.id].benchmark if c.id in scores else None,
+             "task_score": scores[c.id].value if c.id in scores else None,
+             "baseline_score": scores[None].value if None in scores else None}
+            for c in reg.list_candidates(versions[0].id)]
+    return sorted(rows, key=lambda r: (r["task_score"] is None, -(r["task_score"] or 0.0), r["id"]))

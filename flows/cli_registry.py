@@ -1,0 +1,281 @@
+"""Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
+
+(``run`` lives in :mod:`flows.cli_run`, the shared plumbing in :mod:`flows.cli_common`.) Each command opens the
+registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
+:class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from flows.cli_common import (
+    adapter_dict,
+    candidates_of_latest,
+    console,
+    default_actor,
+    emit,
+    event_dict,
+    fail,
+    guarded,
+    open_registry,
+    production_dict,
+    production_label,
+    resolve_location,
+    state_label,
+    table,
+)
+
+
+# ------------------------------------------------------------------------------------------- commands
+@guarded
+def cmd_init(args) -> int:
+    from rich.markup import escape
+
+    from registry.migrations import current
+
+    reg = open_registry(args, create=True)
+    data_dir, _ = resolve_location(args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = reg.engine.url.render_as_string(hide_password=True)
+    info = {"data_dir": str(data_dir), "database": url, "schema_revision": current(reg.engine)}
+    reg.close()
+    return emit(args, info, lambda: console().print(
+        f"[green]Registry ready[/]: data in [bold]{escape(info['data_dir'])}[/], database [bold]{escape(url)}[/] "
+        f"(schema {info['schema_revision']})"))
+
+
+def _local_or_uri(value: str, what: str, *, must_exist: bool) -> str:
+    """A local path made absolute (the nightly run may start elsewhere); URIs and hub ids as given."""
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if must_exist:
+        raise FileNotFoundError(f"{what} {value!r}: no such directory (give hf://<org>/<name>[@<revision>] "
+                                "or an existing local adapter directory)")
+    return value
+
+
+def _calib_source(value: str) -> str:
+    from tasks.calib_data import get_calib_loader
+
+    path = Path(value).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    name = value.partition(":")[0]
+    if value.endswith((".jsonl", ".json")) or "/" in value or "\\" in value:
+        try:
+            get_calib_loader(name)
+        except KeyError:
+            raise FileNotFoundError(f"--calib {value!r}: calibration file does not exist") from None
+        return value
+    get_calib_loader(name)  # unknown loader: raises with the close matches
+    return value
+
+
+@guarded
+def cmd_register(args) -> int:
+    reg = open_registry(args)
+    config = {"calib": _calib_source(args.calib)} if args.calib else None
+    enabled = False if args.disabled else (True if args.enabled else None)
+    adapter = reg.register_adapter(
+        args.name, _local_or_uri(args.source, "--source", must_exist=True),
+        _local_or_uri(args.base, "--base", must_exist=False), args.family,
+        base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
+    )
+    reg.close()
+    row = adapter_dict(adapter)
+    return emit(args, row, lambda: console().print(table(
+        f"Registered {adapter.name}", ["field", "value"],
+        [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in row.items()])))
+
+
+@guarded
+def cmd_list(args) -> int:
+    reg = open_registry(args)
+    rows = []
+    for a in reg.list_adapters():
+        versions = reg.list_versions(a.name)
+        latest = versions[0] if versions else None
+        rows.append({**adapter_dict(a), "versions": len(versions),
+                     "latest_version": None if latest is None else {
+                         "id": latest.id, "content_sha256": latest.content_sha256,
+                         "resolved_revision": latest.resolved_revision,
+                         "last_seen_at": latest.last_seen_at.isoformat()},
+                     "production": production_dict(reg, a.name)})
+    reg.close()
+
+    def render() -> None:
+        if not rows:
+            console().print("No adapters registered yet: add one with `spectral-surgery register`.")
+            return
+        console().print(table(
+            f"{len(rows)} adapter(s)", ["adapter", "family", "enabled", "source", "base", "latest", "production"],
+            [[r["name"], r["task_family"] + (f" → {r['benchmark_override']}" if r["benchmark_override"] else ""),
+              "yes" if r["enabled"] else "no", r["source_uri"], r["base_model_id"],
+              None if r["latest_version"] is None else
+              f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}",
+              production_label(r["production"])] for r in rows], narrow=("adapter", "family", "enabled")))
+
+    return emit(args, rows, render)
+
+
+@guarded
+def cmd_history(args) -> int:
+    reg = open_registry(args)
+    events = reg.history(args.adapter)
+    prod = production_dict(reg, args.adapter)
+    cands = candidates_of_latest(reg, args.adapter)
+    cache: dict[int, str] = {}
+    rows = [[e.id, e.at.strftime("%Y-%m-%d %H:%M:%S"), e.kind, e.actor,
+             state_label(reg, e.from_version_id, e.from_candidate_id, cache),
+             state_label(reg, e.to_version_id, e.to_candidate_id, cache), e.reason] for e in events]
+    payload = {"adapter": args.adapter, "production": prod, "events": [event_dict(e, args.adapter) for e in events],
+               "candidates": cands}
+    reg.close()
+
+    def render() -> None:
+        out = console()
+        if rows:
+            out.print(table(f"History of {args.adapter}", ["#", "at (UTC)", "kind", "actor", "from", "to",
+                                                            "reason"], rows, narrow=("#", "kind")))
+        else:
+            out.print(f"{args.adapter}: no production moves yet.")
+        out.print(f"In production now: [bold]{production_label(prod)}[/]")
+        if cands:
+            fmt = lambda v: None if v is None else f"{v:.4f}"  # noqa: E731
+            out.print(table(
+                f"Candidates of v{cands[0]['version_id']} (promote by id)",
+                ["id", "policy", "seed", "control", "benchmark", "score", "baseline"],
+                [[c["id"], c["policy"], c["seed"], "yes" if c["is_control"] else "no", c["benchmark"],
+                  fmt(c["task_score"]), fmt(c["baseline_score"])] for c in cands], narrow=("id", "policy")))
+
+    return emit(args, payload, render)
+
+
+def _print_event(args, reg, event, title: str) -> int:
+    from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
+
+    name = reg.get_version(event.to_version_id).adapter.name
+    cache: dict[int, str] = {}
+    payload = {"changed": True, "event": event_dict(event, name), "production": production_dict(reg, name)}
+    frm = state_label(reg, event.from_version_id, event.from_candidate_id, cache)
+    to = state_label(reg, event.to_version_id, event.to_candidate_id, cache)
+    reg.close()
+    return emit(args, payload, lambda: console().print(
+        f"[green]{title}[/] {name}: {frm} → [bold]{to}[/] (event #{event.id} by {escape(event.actor)}: "
+        f"{escape(event.reason)})"))
+
+
+@guarded
+def cmd_promote(args) -> int:
+    from registry.repository import RegistryError
+
+    reg = open_registry(args)
+    if args.candidate in ("unedited", "baseline"):
+        if args.version is None:
+            raise RegistryError("promoting the unedited adapter needs --version VERSION_ID")
+        candidate_id = None
+    else:
+        try:
+            candidate_id = int(args.candidate)
+        except ValueError:
+            raise RegistryError(f"CANDIDATE_ID must be a candidate id (an integer) or 'unedited', "
+                                f"got {args.candidate!r}") from None
+    event = reg.manual_promote(candidate_id, args.actor or default_actor(), args.reason,
+                               adapter_version_id=args.version)
+    if event is None:
+        reg.close()
+        return emit(args, {"changed": False, "event": None}, lambda: console().print(
+            "Already in production: nothing changed, nothing recorded."))
+    return _print_event(args, reg, event, "Promoted by hand:")
+
+
+@guarded
+def cmd_rollback(args) -> int:
+    reg = open_registry(args)
+    event = reg.rollback(args.adapter, args.actor or default_actor(), args.reason)
+    return _print_event(args, reg, event, "Rolled back")
+
+
+@guarded
+def cmd_dashboard(args) -> int:
+    from rich.markup import escape
+
+    try:
+        from flows.dashboard import render_dashboard, serve_dashboard
+    except ImportError as e:
+        return fail(f"the dashboard is not available in this installation ({e})")
+    reg = open_registry(args)
+    data_dir, _ = resolve_location(args)
+    if args.serve:
+        console().print(f"Serving the dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+        serve_dashboard(reg, args.host, args.port, args.interval)
+        return 0
+    path = render_dashboard(reg, args.out or data_dir / "dashboard.html")
+    reg.close()
+    return emit(args, {"path": str(path)},
+                lambda: console().print(f"Dashboard written to [bold]{escape(str(path))}[/]"))
+
+
+# ------------------------------------------------------------------------------------------- parsers
+def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
+    """Register the registry sub-commands (and ``run``) on the ``spectral-surgery`` sub-parsers."""
+    from flows.cli_run import add_run
+
+    p = sub.add_parser("init", parents=[common], help="Create the data directory and the registry database.")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("register", parents=[common], help="Register (or re-declare) an adapter.",
+                       description="Register an adapter for nightly refinement; an existing NAME is updated "
+                                   "(the arguments win).")
+    p.add_argument("name", metavar="NAME", help="Unique adapter name.")
+    p.add_argument("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
+    p.add_argument("--base", required=True, metavar="MODEL", help="Base model: hub id or local directory.")
+    p.add_argument("--family", required=True, metavar="F", help="Task family: math, code, instruction, commonsense…")
+    p.add_argument("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
+    p.add_argument("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
+    p.add_argument("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--disabled", action="store_true", help="Register disabled (no nightly work).")
+    state.add_argument("--enabled", action="store_true", help="(Re-)enable an existing adapter.")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("list", parents=[common], help="List adapters, their latest version and production.")
+    p.set_defaults(func=cmd_list)
+
+    add_run(sub, common)
+    from flows.cli_demo import add_demo
+
+    add_demo(sub, common)
+
+    p = sub.add_parser("history", parents=[common], help="The audit history of an adapter's production pointer.")
+    p.add_argument("adapter", metavar="ADAPTER")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("promote", parents=[common], help="Manual override: put a candidate in production.",
+                       description="Put a candidate in production by hand (audited as manual_override).")
+    p.add_argument("candidate", metavar="CANDIDATE_ID", help="Candidate id, or 'unedited' with --version.")
+    p.add_argument("--reason", required=True, help="Why (required; recorded in the history).")
+    p.add_argument("--actor", default=None, help="Who (default $USER).")
+    p.add_argument("--version", type=int, default=None, metavar="VERSION_ID",
+                   help="Adapter version (required with 'unedited'; a check otherwise).")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", parents=[common], help="Undo the latest production move of an adapter (audited).")
+    p.add_argument("adapter", metavar="ADAPTER")
+    p.add_argument("--reason", required=True, help="Why (required; recorded in the history).")
+    p.add_argument("--actor", default=None, help="Who (default $USER).")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("dashboard", parents=[common], help="Render (or serve) the HTML dashboard.")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="Output HTML (default <data-dir>/dashboard.html).")
+    p.add_argument("--serve", action="store_true", help="Serve it over HTTP, re-rendered every --interval seconds.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765, metavar="N")
+    p.add_argument("--interval", type=float, default=30.0, metavar="S", help="Re-render period when serving.")
+    p.set_defaults(func=cmd_dashboard)

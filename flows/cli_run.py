@@ -1,0 +1,249 @@
+"""``spectral-surgery run``: the nightly flow, now, with a line per adapter as it finishes and a summary table.
+
+The run configuration is a :class:`tasks.run_config.RunConfig`: from ``--config FILE`` (YAML or JSON) if given,
+with the command-line options laid over it. Progress is read from the registry (the adapter runs of this
+refinement run), so it works whatever the task runner: threads here, or Dask workers elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from flows.cli import PAPER_POLICIES, _parse_sets
+from flows.cli_common import DB_ENV, emit, guarded, open_registry
+
+POLL_S = 0.25
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML or JSON run-config file (``ValueError`` naming the file otherwise)."""
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
+    return data
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """The RunConfig of ``run``: defaults < ``--config`` file < command-line options.
+
+    ``--data-dir`` / ``--db`` win over the file's ``data_dir`` / ``registry_url``, which win over
+    ``$SPECTRAL_SURGERY_HOME`` / ``$SPECTRAL_SURGERY_DB``.
+    """
+    from pydantic import ValidationError
+
+    from tasks.policies import get_policy
+    from tasks.run_config import RunConfig
+
+    data = read_config_file(args.config) if args.config else {}
+    if args.data_dir:
+        data["data_dir"] = str(args.data_dir)
+    if args.db:
+        data["registry_url"] = args.db
+    elif not data.get("registry_url") and os.environ.get(DB_ENV):
+        data["registry_url"] = os.environ[DB_ENV]
+    options = {"evaluator": args.evaluator, "task_limit": args.task_limit, "guard_limit": args.guard_limit,
+               "concurrency": args.concurrency, "task_runner": args.task_runner, "dask_address": args.dask_address,
+               "calib_source": args.calib, "device": args.device}
+    data.update({k: v for k, v in options.items() if v is not None})
+    if args.dask_address and not args.task_runner:
+        data["task_runner"] = "dask"
+    if args.evaluator_option:
+        data["evaluator_options"] = {**data.get("evaluator_options", {}), **_parse_sets(args.evaluator_option)}
+    if args.dry_run:
+        data["promote"] = False
+    if args.no_guard:
+        data["guard"] = False
+    surgery = data.setdefault("surgery", {})
+    if args.policy:
+        policies = []
+        for p in args.policy:
+            policies.extend([x for x in PAPER_POLICIES if x != "random_index"] if p == "all" else [p])
+        surgery["policies"] = list(dict.fromkeys(get_policy(p).name for p in policies))
+    if args.n_samples is not None:
+        surgery.setdefault("calib", {})["n_samples"] = args.n_samples
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as e:
+        where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
+        raise ValueError(f"invalid run configuration from {where}:\n{e}") from None
+    for p in config.surgery.policies:
+        get_policy(p)  # unknown names fail here with "did you mean", before any work starts
+    return config
+
+
+class Progress:
+    """Prints one line per adapter run of the current refinement run as it finishes (polls the registry)."""
+
+    def __init__(self, reg, console, *, moves: bool = True) -> None:
+        self.reg, self.console, self.moves = reg, console, moves  # moves=False: a dry run, no pointer moves
+        self.before = self._max_run_id()
+        self.run_id: int | None = None
+        self.seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cli-progress", daemon=True)
+
+    def _max_run_id(self) -> int:
+        # Read-only query: the registry has no "latest run" method, and the run row is created by the flow.
+        from sqlalchemy import func, select
+
+        from registry.db import session_scope
+        from registry.models import RefinementRun
+
+        with session_scope(self.reg.engine, write=False) as s:
+            return s.scalar(select(func.max(RefinementRun.id))) or 0
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()  # whatever finished since the last tick
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_S):
+            try:
+                self.poll()
+            except Exception:  # progress is cosmetic; the run's own result is what counts
+                pass
+
+    def poll(self) -> None:
+        if self.run_id is None:
+            latest = self._max_run_id()
+            if latest <= self.before:
+                return
+            self.run_id = self.before + 1
+        for r in self.reg.adapter_runs(self.run_id):
+            if r.id in self.seen or r.status not in ("completed", "failed"):
+                continue
+            self.seen.add(r.id)
+            self.console.print(self._line(r))
+
+    def _line(self, r) -> str:
+        from rich.markup import escape  # names, errors and sentences are text, not markup ("[type=...]")
+
+        name = escape(self.reg.get_version(r.adapter_version_id).adapter.name)
+        if r.status == "failed":
+            return f"[red]✗ {name}[/] failed: {escape(_error_line(r.error_type or 'Error', r.error_message))}"
+        d = self.reg.get_decision(r.adapter_version_id, r.config_hash)
+        if d is None:
+            return f"[green]✓ {name}[/] done"
+        verdict = "kept as is"
+        if d.promoted:  # the gate's verdict; the pointer moved only if this run promotes
+            policy = self.reg.get_candidate(d.promoted_candidate_id).policy
+            verdict = (f"promoted [bold]{policy}[/]" if self.moves
+                       else f"would promote [bold]{policy}[/] (dry run: not moved)")
+        return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
+
+
+def _error_line(error_type: str, text: str | None) -> str:
+    """``Type: message`` of a recorded failure, whose text is the whole traceback (the exception comes last)."""
+    short = error_type.rsplit(".", 1)[-1]
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(f"{error_type}: "):
+            return f"{short}: {line.removeprefix(f'{error_type}: ')}"
+    return f"{short}: {lines[-1] if lines else ''}"
+
+
+def _served(r: dict) -> str:
+    if r.get("status") != "completed":
+        return "—"
+    if r.get("reused"):
+        return "(already done)"
+    if r.get("promoted"):
+        return r["promoted"]
+    stats = r.get("statistics") or {}
+    return f"{stats['promoted']} (not moved: dry run)" if stats.get("promoted") else "unchanged"
+
+
+@guarded
+def cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not args.verbose:  # the per-adapter lines replace Prefect's logs, library warnings and load bars
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    config = run_config_from_args(args)
+    from flows import worker
+    from flows.refine_fleet import run_nightly
+
+    args.data_dir, args.db = config.data_dir, config.registry_url
+    open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
+    reg = worker.registry(config)
+    err = Console(stderr=True)
+    enabled = reg.list_adapters(enabled_only=True)
+    err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
+              f"{config.task_runner} task runner × {config.concurrency}"
+              + (", [yellow]dry run[/] (no promotion)" if not config.promote else ""))
+    with Progress(reg, err, moves=config.promote):
+        summary = run_nightly(config)
+    failed = summary["failed"]
+
+    def render() -> None:
+        console = Console()
+        results = summary["results"]
+        if not results:
+            console.print("Nothing to refine: every enabled adapter's latest version is done under this "
+                          "configuration.")
+            return
+        table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined']} refined, "
+                            f"{failed} failed")
+        for col in ("adapter", "status", "benchmark", "served now", "decision"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
+                          r.get("benchmark") or "—", _served(r), escape(r.get("sentence") or r.get("error") or ""))
+        console.print(table)
+
+    emit(args, summary, render)
+    return 1 if failed else 0
+
+
+def add_run(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``run`` on the ``spectral-surgery`` sub-parsers."""
+    p = sub.add_parser(
+        "run", parents=[common], help="Run the nightly refinement now (progress, then a summary table).",
+        description="Refine every enabled adapter whose latest version was not refined under this configuration, "
+                    "decide, and promote. Exit code 1 if any adapter failed (the others still ran).")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="RunConfig as YAML or JSON.")
+    p.add_argument("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
+    p.add_argument("--evaluator-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
+    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
+    p.add_argument("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+    p.add_argument("--no-guard", action="store_true", help="Skip the IFEval guard.")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
+    p.add_argument("--task-runner", choices=["thread", "dask"], default=None, help="Prefect task runner of the fan-out.")
+    p.add_argument("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
+    p.add_argument("--policy", action="append", default=None,
+                   help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
+    p.add_argument("--n-samples", type=int, default=None, metavar="N", help="Calibration examples.")
+    p.add_argument("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
+    p.add_argument("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
+    p.add_argument("--dry-run", action="store_true",
+                   help="Decide and record, but move no production pointer (promote by hand afterwards).")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,253 @@
+"""One adapter's section of the audit dashboard: trend, latest deltas, itemised runs, spectra, sensitivities,
+promotion history and failures (from one entry of ``collect()["adapters"]``)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import math
+from typing import Any
+
+from flows import dashboard_svg as sv
+from flows.dashboard_html import _ci, _short, _status_badge, _x_dates, fmt_p, pct, pts
+from flows.dashboard_svg import color_for, e
+
+MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
+
+
+def _metric_label(a: dict) -> str:
+    m = a.get("metric")
+    return f"{m['benchmark']} {m['metric']} (%)" if m and m.get("benchmark") else "task metric (%)"
+
+
+def _trend(a: dict) -> str:
+    t = a["trend"]
+    if not t:
+        return '<p class="muted">No decision yet.</p>'
+    xs = [float(i + 1) for i in range(len(t))]
+    xfmt, xlab = _x_dates([p["t"] for p in t])
+
+    def series(key: str) -> list[tuple[float, float | None]]:
+        return [(x, p[key] * 100 if p[key] is not None else None) for x, p in zip(xs, t)]
+
+    few = len(t) <= 3  # lines of one or two points need their dots to be visible at all
+    titles = {x: f"{p['at']} · version {p['version_sha']} · production {p['production_label']}" for x, p in zip(xs, t)}
+    markers = [{"x": x, "y": p["promoted_value"] * 100, "color": "#009E73", "legend": "promotion",
+                "title": f"{p['at']}: promoted {p['promoted_arm']} ({pct(p['promoted_value'])}%)"}
+               for x, p in zip(xs, t) if p["promoted_arm"] and p["promoted_value"] is not None]
+    chart = sv.line_chart([
+        {"name": "production (served after the night)", "points": series("production"), "color": "#009E73",
+         "step": True, "titles": titles},
+        {"name": "unedited (baseline)", "points": series("baseline"), "color": "#4B5563", "dots": few},
+        {"name": "best guided candidate", "points": series("best"), "color": "#0072B2", "dash": True, "dots": few},
+        {"name": "random control", "points": series("control"), "color": "#9CA3AF", "dash": True, "dots": few}],
+        x_label=xlab, y_label=_metric_label(a), xfmt=xfmt, xticks=_thin(xs, 8), markers=markers,
+        label=f"{a['name']}: task metric across nights")
+    return ('<p class="guide">Reading guide: the green step line is what production scored after each night (it '
+            'moves only on a promotion, override or rollback); grey is the unedited adapter of that night, blue the '
+            'best edited candidate, light grey the random control. Triangles mark promotions.</p>' + chart)
+
+
+def _thin(xs: list[float], n: int) -> list[float]:
+    step = max(1, math.ceil(len(xs) / n))
+    return xs[::step]
+
+
+def _forest(a: dict, night: dict) -> str:
+    cands = [r for r in night["rows"] if r["role"] == "candidate"]
+    if not cands:
+        return ""
+    tol = night["gate"].get("guard_tolerance")
+
+    def val(x: dict | None, r: dict, what: str) -> tuple | None:
+        if not x or x.get("delta") is None:
+            return None
+        color = "#009E73" if r["promoted"] else (color_for(r["policy"]) if r["passed"] else "#9CA3AF")
+        tip = f"{r['arm']} {what}: {pts(x['delta'])} pts [{pts(x['lo'])}, {pts(x['hi'])}] {fmt_p(x.get('p'))}"
+        lo = x["lo"] * 100 if x.get("lo") is not None else None
+        hi = x["hi"] * 100 if x.get("hi") is not None else None
+        return (x["delta"] * 100, lo, hi, color, tip)
+
+    panels = [
+        {"title": "task: candidate − unedited", "x_label": "Δ task (pts)",
+         "values": [val(r["vs_baseline"], r, "vs unedited") for r in cands]},
+        {"title": "task: candidate − random control", "x_label": "Δ task (pts)",
+         "values": [val(r["vs_control"], r, f"vs {r['control']}") for r in cands]},
+        {"title": "IFEval: candidate − unedited", "x_label": "Δ IFEval (pts)",
+         "values": [val(r["guard_delta"], r, "IFEval") for r in cands],
+         "band": (-tol * 100, 0.0) if tol else None},
+    ]
+    panels = [p for p in panels if any(v is not None for v in p["values"])]
+    if not panels:
+        return ""
+    labels = [r["arm"] + (" ★" if r["promoted"] else "") for r in cands]
+    return ('<p class="guide">Reading guide: dots are paired differences with 95% intervals. A candidate is promoted '
+            'when its interval-backed gain is significant against BOTH the unedited adapter and the random control '
+            'and its IFEval change stays inside the shaded tolerance band. Green = promoted (★), coloured = passed, '
+            'grey = refused.</p>' + sv.forest(panels, labels, label=f"{a['name']}: latest decision's paired deltas"))
+
+
+def _verdict(r: dict) -> str:
+    if r["role"] == "baseline":
+        return '<span class="muted">reference</span>'
+    if r["role"] == "control":
+        return '<span class="badge b-mut">random control' + (" (best)" if r["best_control"] else "") + "</span>"
+    if r["promoted"]:
+        return f'<span class="badge b-ok" title="{e(r["reason"] or "")}">promoted</span>'
+    if r["passed"]:
+        return f'<span class="badge b-info" title="{e(r["reason"] or "")}">passed</span>'
+    failed = r.get("failed") or []
+    return (f'<span class="badge b-bad" title="{e(r["reason"] or "")}">refused</span> '
+            f'<span class="muted">{e(", ".join(failed))}</span>')
+
+
+def _runs_table(a: dict) -> str:
+    if not a["nights"]:
+        return ""
+    out = ['<table><thead><tr><th>Subject</th><th class="num">Task (%) [95% CI]</th><th class="num">IFEval (%) '
+           '[95% CI]</th><th class="num">Δ vs unedited (pts) [CI] p</th><th class="num">Δ vs random control (pts) '
+           '[CI] p</th><th class="num">Δ IFEval (pts) [CI] p</th><th>Decision</th></tr></thead><tbody>']
+    for n in a["nights"]:
+        bench = f"{n['benchmark']} · guard {n['guard_benchmark']}" if n["benchmark"] else ""
+        out.append(f'<tr class="night"><th colspan="7">{e(n["at"])} · run #{n["run_id"]} · version '
+                   f'{e(n["version_sha"])} · config {e(n["config_hash"])} · {e(bench)} — '
+                   f'<span class="{"" if n["promoted"] else "muted"}">{e(_short(n["sentence"], 220))}</span></th></tr>')
+        for r in n["rows"]:
+            name = e(r["arm"]) if r["role"] != "baseline" else "unedited (baseline)"
+            out.append(f'<tr><td><span style="color:{color_for(r["policy"])}">■</span> {name}</td>'
+                       f'<td class="num">{_ci(r["task"])}</td><td class="num">{_ci(r["guard"])}</td>'
+                       f'<td class="num">{_ci(r["vs_baseline"], signed=True)}</td>'
+                       f'<td class="num">{_ci(r["vs_control"], signed=True)}</td>'
+                       f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_verdict(r)}</td></tr>')
+    out.append("</tbody></table>")
+    return f'<div class="scroll">{"".join(out)}</div>'
+
+
+def _nice_log2(x: float) -> float:
+    return next((v for v in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0) if x <= v), 8.0)
+
+
+def _spectrum(a: dict) -> str:
+    sp = a["spectrum"]
+    if not sp:
+        return ""
+    panels, biggest = [], 0.0
+    for c in sp["candidates"]:
+        mat = []
+        for before, after in zip(c["before"], c["after"]):
+            row: list[Any] = []
+            for s0, s1 in zip(before, after):
+                v = math.log2(s1 / s0) if s0 and s0 > 1e-12 and s1 is not None and s1 > 0 else None
+                if v is not None:
+                    biggest = max(biggest, abs(v))
+                row.append(v)
+            mat.append(row)
+        panels.append((c["arm"], mat))
+    lim = _nice_log2(biggest or 0.1)
+    heat = sv.heatmap_panels(panels, sp["modules"], col_label="component k (σ descending)", vmin=-lim, vmax=lim,
+                             cmap="diverging", cbar_label="σ'/σ", cbar_fmt=lambda t: f"×{2 ** t:.2g}",
+                             label=f"{a['name']}: σ'/σ per module and component")
+    focus = next((c for c in sp["candidates"] if c["arm"] == sp["focus"]), sp["candidates"][0])
+    mods = list(zip(sp["modules"], focus["before"], focus["after"]))[:MAX_MULTIPLES]
+    color = color_for(focus["policy"])
+    multiples = sv.small_multiples(
+        [(name, [("σ before", "#4B5563", b), (f"σ' {focus['arm']}", color, af)]) for name, b, af in mods],
+        x_label="component k", y_label="singular value σ", label=f"{a['name']}: singular values before and after ({focus['arm']})",
+        legend_items=[("σ before (unedited)", "#4B5563", "line"), (f"σ' after {focus['arm']}", color, "line")])
+    more = (f'<p class="muted">First {MAX_MULTIPLES} of {len(sp["modules"])} modules; the heatmap shows all.</p>'
+            if len(sp["modules"]) > MAX_MULTIPLES else "")
+    return ('<p class="guide">Reading guide: each cell is one singular value\'s factor σ\'/σ after the edit (red = '
+            'amplified, blue = suppressed, white = unchanged, grey = σ≈0), per module (rows) and component (columns, '
+            f'largest σ first), for every candidate of the latest decision (version {e(sp["version_sha"])}). The line '
+            f'charts show σ before and after for {e(focus["arm"])} per module.</p>' + heat + multiples + more)
+
+
+def _sensitivity(a: dict) -> str:
+    se = a["sensitivity"]
+    if not se:
+        return ""
+    mag = []
+    for row in se["magnitude"]:
+        top = max((abs(v) for v in row), default=0.0)
+        mag.append([abs(v) / top if top > 0 else None for v in row])
+    h1 = sv.heatmap_panels([("|g| ÷ module max", mag)], se["modules"], col_label="component k", vmin=0, vmax=1,
+                           cmap="viridis", cbar_label="relative |g|", label=f"{a['name']}: sensitivity magnitude",
+                           max_width=560)
+    h2 = sv.heatmap_panels([("sign agreement", se["sign_agreement"])], se["modules"], col_label="component k",
+                           vmin=0, vmax=1, cmap="viridis", cbar_label="fraction agreeing",
+                           label=f"{a['name']}: sign agreement", max_width=560)
+    return ('<p class="guide">Reading guide: |g| is how strongly the calibration loss responds to each singular '
+            'value (normalised per module; bright = the components the |g| policies amplify). Sign agreement is the '
+            'fraction of calibration examples whose gradient points the same way as the aggregate: near 1 = a '
+            'consistent signal, near 0.5 = examples disagree (a noisy direction).</p>'
+            f'<div class="row">{h1}{h2}</div>')
+
+
+def _events(a: dict) -> str:
+    if not a["events"]:
+        return '<p class="muted">No promotion, override or rollback yet: production is the unedited version.</p>'
+    cls = {"promotion": "b-ok", "manual_override": "b-warn", "rollback": "b-bad"}
+    rows = "".join(f'<tr><td>{e(v["at"])}</td><td><span class="badge {cls.get(v["kind"], "b-mut")}">'
+                   f'{e(v["kind"].replace("_", " "))}</span></td><td>{e(v["actor"])}</td><td>{e(v["from"])} → '
+                   f'<b>{e(v["to"])}</b></td><td title="{e(v["reason"])}">{e(_short(v["reason"], 160))}</td></tr>'
+                   for v in a["events"])
+    return ('<table><thead><tr><th>When</th><th>Kind</th><th>Actor</th><th>From → to</th><th>Reason</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def _failures(a: dict) -> str:
+    if not a["failures"]:
+        return ""
+    rows = "".join(f'<tr><td>#{f["run_id"]}</td><td>{e(f["at"] or "")}</td><td>{e(f["version_sha"])}</td>'
+                   f'<td><b>{e(f["error_type"] or "")}</b> {e(_short(f["summary"], 200))}<details><summary '
+                   f'class="muted">traceback</summary><pre>{e(f["message"][-4000:])}</pre></details></td></tr>'
+                   for f in a["failures"])
+    return (f'<h4>Failures ({a["n_failures"]})</h4><table><thead><tr><th>Run</th><th>When</th><th>Version</th>'
+            f"<th>Error</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def pack(html: str) -> str:
+    """``html`` gzip-compressed and base64-encoded, for a lazy section the page inflates when it is opened."""
+    return base64.b64encode(gzip.compress(html.encode("utf-8"), compresslevel=6, mtime=0)).decode("ascii")
+
+
+def adapter_section(a: dict, *, lazy: bool = True) -> str:
+    """The collapsed ``<details id=slug>`` section of one adapter.
+
+    Args:
+        a: One entry of ``collect()["adapters"]``.
+        lazy: Ship the section's body gzip-compressed (``<div class="lazy" data-gz=...>``); the page's script
+            inflates it with the browser's ``DecompressionStream`` on first opening. Charts compress ~8×, and a
+            page of 200 adapters builds 200 closed sections instead of thousands of SVG nodes.
+    """
+    prod = a["production"]
+    dec = a["last_decision"]
+    run = a["last_run"]
+    badge = ""
+    if dec is not None:
+        badge = (f'<span class="badge b-ok">promoted {e(dec["arm"] or "")}</span>' if dec["promoted"]
+                 else '<span class="badge b-mut">kept</span>')
+    summary = (f'<summary><b>{e(a["name"])}</b><span class="muted">{e(a["family"])}</span>'
+               f'<span>production: {e(prod["label"]) if prod else "–"}</span>{badge}'
+               f'{_status_badge(run["status"]) if run else ""}'
+               + (f'<span class="badge b-bad">{a["n_failures"]} failed</span>' if a["n_failures"] else "")
+               + "</summary>")
+    lv = a["latest_version"]
+    meta = (f'<p class="muted">source {e(a["source_uri"])} · base {e(a["base_model"])} · {a["n_versions"]} '
+            f'version(s), latest {e(lv["sha"]) if lv else "–"} seen {e(lv["seen"]) if lv else "–"}'
+            + (f' · last run #{run["run_id"]} {e(run["status"])}' if run else "") + "</p>")
+    sentence = f'<p class="sentence"><b>Last decision:</b> {e(dec["sentence"])}</p>' if dec else ""
+    parts = ["<h4>Task metric across nights</h4>", _trend(a)]
+    if a["nights"]:
+        parts += ["<h4>Latest decision: paired differences</h4>", _forest(a, a["nights"][0]),
+                  f"<h4>Runs and candidates (last {len(a['nights'])})</h4>", _runs_table(a)]
+    if a["spectrum"]:
+        parts += ["<h4>Singular values before → after</h4>", _spectrum(a)]
+    if a["sensitivity"]:
+        parts += ["<h4>Sensitivity profile</h4>", _sensitivity(a)]
+    parts += ["<h4>Promotion, override and rollback history</h4>", _events(a), _failures(a)]
+    inner = "".join(parts)
+    body = (f'<div class="lazy" data-gz="{pack(inner)}"><noscript>This section needs JavaScript to unpack.'
+            f'</noscript></div>' if lazy else f'<div class="lazy" data-state="ready">{inner}</div>')
+    return (f'<details class="adapter" id="{e(a["slug"])}">{summary}<div class="body">{meta}{sentence}{body}'
+            "</div></details>")

@@ -1,0 +1,600 @@
+"""What the audit dashboard shows, as plain dicts: read-only queries on the registry, no HTML.
+
+The registry is the only writer of the database; this module only reads, with plain ``select()`` on the models in
+ONE read transaction (``session_scope(write=False)``), so a page is one consistent snapshot. Heavy JSON columns
+are read only where they are shown, which keeps a fleet of hundreds of adapters × months of nights fast:
+
+* decision statistics for the last ``history`` decisions of each adapter (trends, diagnostics),
+* evaluations (benchmark names, standard errors) for the last ``detail_runs`` decisions,
+* spectra and sensitivities for the candidates of each adapter's latest decision only.
+
+Every value is a fraction on the metric's own scale (0..1 for accuracies); the renderer prints points (×100).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import defaultdict
+from datetime import UTC, datetime
+from statistics import NormalDist, fmean, stdev
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from registry.db import session_scope
+from registry.models import (
+    Adapter,
+    AdapterRun,
+    AdapterVersion,
+    Candidate,
+    Decision,
+    Evaluation,
+    GuardResult,
+    ProductionPointer,
+    PromotionEvent,
+    RefinementRun,
+)
+
+HISTORY = 30  # decisions per adapter in trends and diagnostics
+DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
+EVENTS_CAP = 30  # promotion/override/rollback events listed per adapter
+FAILURES_CAP = 50  # failed adapter runs listed fleet-wide (10 per adapter)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def arm_name(policy: str, seed: int, is_control: bool) -> str:
+    """The gate's name of a candidate: the policy, or ``<policy>-s<seed>`` for a random control.
+
+    Same rule as ``flows.refine_adapter.Arm.name`` (not imported: that would pull Prefect into the dashboard).
+    """
+    return f"{policy}-s{seed}" if is_control else policy
+
+
+def short_module(name: str) -> str:
+    """``model.layers.3.self_attn.o_proj`` → ``L3 o_proj`` (the last two dotted parts without a layer index)."""
+    m = re.search(r"\.layers\.(\d+)\.", name)
+    last = name.rsplit(".", 1)[-1]
+    return f"L{m.group(1)} {last}" if m else ".".join(name.split(".")[-2:])
+
+
+def slug(name: str) -> str:
+    """An HTML id for an adapter's section (the name with every other character replaced by ``-``)."""
+    return "adapter-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt is not None else None
+
+
+def _epoch(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def error_summary(message: str | None) -> str:
+    """The last non-empty line of a stored traceback: the exception and its message."""
+    lines = [ln for ln in (message or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence: float) -> dict | None:
+    """A score with its two-sided interval: ``mean ± z·SE`` when the evaluator gave a standard error, else the
+    Wilson score interval (0/1 outcomes) from ``n``; ``lo``/``hi`` are None when neither is known."""
+    if mean is None or not math.isfinite(mean):
+        return None
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    if stderr is not None and math.isfinite(stderr):
+        return {"mean": mean, "lo": mean - z * stderr, "hi": mean + z * stderr}
+    if n and 0.0 <= mean <= 1.0:
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return {"mean": mean, "lo": centre - half, "hi": centre + half}
+    return {"mean": mean, "lo": None, "hi": None}
+
+
+def _test(t: dict | None) -> dict | None:
+    """A stored ``PairedTest`` as ``{delta, lo, hi, p, n}``."""
+    if not t:
+        return None
+    return {"delta": t.get("delta"), "lo": t.get("ci_low"), "hi": t.get("ci_high"), "p": t.get("p_value"),
+            "n": t.get("n")}
+
+
+def _better(values: dict[str, float], names: list[str], hib: bool) -> str | None:
+    scored = [n for n in names if isinstance(values.get(n), (int, float))]
+    if not scored:
+        return None
+    return max(scored, key=lambda n: values[n]) if hib else min(scored, key=lambda n: values[n])
+
+
+# ----------------------------------------------------------------------------------------------- queries
+def registry_fingerprint(registry) -> str:
+    """A short hash that changes whenever the registry gains or changes a row the dashboard shows.
+
+    Cheap aggregates only (max ids, latest timestamps, counts), so a server can poll it every few seconds.
+    """
+    probes = [
+        select(func.count(Adapter.id), func.max(Adapter.id), func.sum(case((Adapter.enabled, 1), else_=0))),
+        select(func.max(AdapterVersion.id), func.max(AdapterVersion.last_seen_at)),
+        select(func.max(RefinementRun.id), func.max(RefinementRun.ended_at), func.count(RefinementRun.ended_at)),
+        select(func.max(AdapterRun.id), func.max(AdapterRun.started_at), func.max(AdapterRun.ended_at),
+               func.count(AdapterRun.ended_at)),
+        select(func.max(Candidate.id), func.count(Candidate.spectrum_json)),
+        select(func.max(Evaluation.id)),
+        select(func.max(GuardResult.id)),
+        select(func.max(Decision.id)),
+        select(func.max(ProductionPointer.updated_at)),
+        select(func.max(PromotionEvent.id)),
+    ]
+    with session_scope(registry.engine, write=False) as s:
+        values = [tuple(s.execute(p).one()) for p in probes]
+    return hashlib.sha256(repr(values).encode()).hexdigest()[:16]
+
+
+def _recent_decisions(s: Session, history: int, adapter_ids: list[int] | None):
+    """Subquery: every decision with its adapter and its rank (1 = newest) among the adapter's decisions."""
+    rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
+                                  order_by=(Decision.created_at.desc(), Decision.id.desc()))
+    q = (select(Decision.id.label("id"), Decision.adapter_version_id.label("version_id"),
+                Decision.config_hash.label("config_hash"), AdapterVersion.adapter_id.label("adapter_id"),
+                rank.label("rank"))
+         .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id))
+    if adapter_ids is not None:
+        q = q.where(AdapterVersion.adapter_id.in_(adapter_ids))
+    sub = q.subquery()
+    return select(sub).where(sub.c.rank <= history).subquery()
+
+
+def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[str, Any]:
+    """Every row the views need, as tuples (one read transaction)."""
+    q = select(Adapter.id, Adapter.name, Adapter.task_family, Adapter.enabled, Adapter.source_uri,
+               Adapter.base_model_id, Adapter.benchmark_override).order_by(Adapter.name)
+    if only is not None:
+        q = q.where(Adapter.name == only)
+    adapters = s.execute(q).all()
+    ids = [a.id for a in adapters] if only is not None else None
+    recent = _recent_decisions(s, history, ids)
+    vq = select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.content_sha256,
+                AdapterVersion.resolved_revision, AdapterVersion.local_path, AdapterVersion.last_seen_at)
+    if ids is not None:
+        vq = vq.where(AdapterVersion.adapter_id.in_(ids))
+    versions = s.execute(vq).all()
+    version_ids = None if ids is None else [v.id for v in versions]
+    rq = select(AdapterRun.id, AdapterRun.run_id, AdapterRun.adapter_version_id, AdapterRun.status,
+                AdapterRun.error_type, AdapterRun.started_at, AdapterRun.ended_at)
+    fq = select(AdapterRun.id, AdapterRun.error_message).where(AdapterRun.status == "failed")
+    if version_ids is not None:
+        rq = rq.where(AdapterRun.adapter_version_id.in_(version_ids))
+        fq = fq.where(AdapterRun.adapter_version_id.in_(version_ids))
+    # Trends need three fields of each decision's statistics, extracted by the database (JSON path operators
+    # on SQLite and PostgreSQL alike); the whole document is parsed only for the itemised recent decisions.
+    stats = Decision.statistics_json
+    decisions = s.execute(
+        select(Decision.id, Decision.adapter_version_id, Decision.config_hash, Decision.run_id, Decision.promoted,
+               Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
+               recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
+               stats["promoted"].label("promoted_arm"))
+        .join(recent, recent.c.id == Decision.id)).all()
+    full_stats = dict(s.execute(select(Decision.id, Decision.statistics_json).join(recent, recent.c.id == Decision.id)
+                                .where(recent.c.rank <= max(detail_runs, 1))).all())
+    cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
+                 Candidate.is_control)
+    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.config_hash == Candidate.config_hash))
+    candidates = s.execute(select(*cand_cols, recent.c.rank).join(recent, on)).all()
+    latest = select(recent).where(recent.c.rank == 1).subquery()
+    on1 = ((latest.c.version_id == Candidate.adapter_version_id) & (latest.c.config_hash == Candidate.config_hash))
+    spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json).join(latest, on1)
+                        .order_by(Candidate.id)).all()
+    detail = select(recent.c.version_id).where(recent.c.rank <= detail_runs).distinct().subquery()
+    evaluations = s.execute(
+        select(Evaluation.id, Evaluation.adapter_version_id, Evaluation.candidate_id, Evaluation.kind,
+               Evaluation.benchmark, Evaluation.metric, Evaluation.value, Evaluation.n, Evaluation.stderr,
+               Evaluation.evaluator_key)
+        .where(Evaluation.adapter_version_id.in_(select(detail.c.version_id))).order_by(Evaluation.id)).all()
+    eq = select(PromotionEvent.id, PromotionEvent.adapter_id, PromotionEvent.kind, PromotionEvent.actor,
+                PromotionEvent.at, PromotionEvent.from_candidate_id, PromotionEvent.to_candidate_id,
+                PromotionEvent.from_version_id, PromotionEvent.to_version_id, PromotionEvent.reason,
+                PromotionEvent.decision_id, PromotionEvent.reverts_event_id).order_by(PromotionEvent.id)
+    pq = select(ProductionPointer.adapter_id, ProductionPointer.candidate_id, ProductionPointer.adapter_version_id,
+                ProductionPointer.updated_at)
+    if ids is not None:
+        eq = eq.where(PromotionEvent.adapter_id.in_(ids))
+        pq = pq.where(ProductionPointer.adapter_id.in_(ids))
+    events = s.execute(eq).all()
+    # Candidates named by events (production may serve a candidate older than the decision window).
+    event_cands = {e.to_candidate_id for e in events} | {e.from_candidate_id for e in events}
+    event_cands.discard(None)
+    extra = s.execute(select(*cand_cols).where(Candidate.id.in_(sorted(event_cands)))).all() if event_cands else []
+    runs = s.execute(select(RefinementRun.id, RefinementRun.started_at, RefinementRun.ended_at, RefinementRun.status)
+                     .order_by(RefinementRun.id.desc()).limit(history)).all()
+    return {"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
+            "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
+            "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
+            "pointers": s.execute(pq).all(), "runs": runs}
+
+
+# ------------------------------------------------------------------------------------------------- views
+class _Index:
+    """Rows of one snapshot, indexed for the per-adapter views."""
+
+    def __init__(self, rows: dict[str, Any]) -> None:
+        self.versions = {v.id: v for v in rows["versions"]}
+        self.versions_of: dict[int, list] = defaultdict(list)  # adapter -> versions, latest first
+        for v in sorted(rows["versions"], key=lambda v: (v.last_seen_at, v.id), reverse=True):
+            self.versions_of[v.adapter_id].append(v)
+        self.full_stats = rows["full_stats"]
+        self.cands = {c.id: c for c in rows["extra_candidates"]} | {c.id: c for c in rows["candidates"]}
+        self.by_decision: dict[tuple[int, str], list] = defaultdict(list)  # (version, config_hash) -> candidates
+        for c in sorted(rows["candidates"], key=lambda c: c.id):
+            self.by_decision[(c.adapter_version_id, c.config_hash)].append(c)
+        self.decisions: dict[int, list] = defaultdict(list)  # adapter -> decisions, newest first
+        for d in sorted(rows["decisions"], key=lambda d: d.rank):
+            self.decisions[d.adapter_id].append(d)
+        self.evals: dict[tuple, Any] = {}  # (version, candidate|None, kind) -> latest evaluation
+        self.evals_by_key: dict[tuple, Any] = {}  # (version, candidate|None, kind, evaluator key) -> evaluation
+        for e in rows["evaluations"]:
+            self.evals[(e.adapter_version_id, e.candidate_id, e.kind)] = e
+            self.evals_by_key[(e.adapter_version_id, e.candidate_id, e.kind, e.evaluator_key)] = e
+        self.spectra = {c.id: c for c in rows["spectra"]}
+        self.runs: dict[int, list] = defaultdict(list)  # adapter -> adapter runs, newest first
+        for r in sorted(rows["adapter_runs"], key=lambda r: r.id, reverse=True):
+            v = self.versions.get(r.adapter_version_id)
+            if v is not None:
+                self.runs[v.adapter_id].append(r)
+        self.messages = rows["failure_messages"]
+        self.events: dict[int, list] = defaultdict(list)  # adapter -> events, oldest first
+        for e in rows["events"]:
+            self.events[e.adapter_id].append(e)
+        self.pointers = {p.adapter_id: p for p in rows["pointers"]}
+        # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
+        # so the latest decision of a version wins).
+        self.cand_value: dict[int, float] = {}
+        self.version_value: dict[int, float] = {}
+        for d in sorted(rows["decisions"], key=lambda d: (d.created_at, d.id)):
+            means = d.means or {}
+            if isinstance(means.get("baseline"), (int, float)):
+                self.version_value[d.adapter_version_id] = means["baseline"]
+            for c in self.by_decision[(d.adapter_version_id, d.config_hash)]:
+                arm = arm_name(c.policy, c.seed, c.is_control)
+                if isinstance(means.get(arm), (int, float)):
+                    self.cand_value[c.id] = means[arm]
+
+    def stats(self, d) -> dict[str, Any]:
+        """A decision's statistics: the whole document when it was read, else the fields every view needs."""
+        full = self.full_stats.get(d.id)
+        if full is not None:
+            return full
+        return {"means": d.means or {}, "higher_is_better": True if d.hib is None else bool(d.hib), "promoted": d.promoted_arm}
+
+    def sha(self, version_id: int | None) -> str:
+        v = self.versions.get(version_id)
+        return v.content_sha256[:8] if v is not None else "?"
+
+    def state_label(self, candidate_id: int | None, version_id: int | None) -> str:
+        """``smooth_abs @ 1a2b3c4d`` or ``unedited @ 1a2b3c4d``."""
+        c = self.cands.get(candidate_id) if candidate_id is not None else None
+        what = arm_name(c.policy, c.seed, c.is_control) if c is not None else (
+            "unedited" if candidate_id is None else f"candidate {candidate_id}")
+        return f"{what} @ {self.sha(version_id)}"
+
+    def state_value(self, candidate_id: int | None, version_id: int | None) -> float | None:
+        if candidate_id is not None:
+            return self.cand_value.get(candidate_id)
+        return self.version_value.get(version_id)
+
+
+def _baseline_eval(ix: _Index, d, cands, kind: str):
+    """The unedited version's evaluation this decision used: the one scored by the same evaluator (key) as the
+    decision's candidates. A version re-decided under another configuration has one baseline evaluation per
+    evaluator, and the latest one would give an older decision the wrong interval or benchmark."""
+    for c in cands:
+        e = ix.evals.get((d.adapter_version_id, c.id, kind))
+        if e is not None:
+            base = ix.evals_by_key.get((d.adapter_version_id, None, kind, e.evaluator_key))
+            if base is not None:
+                return base
+    return ix.evals.get((d.adapter_version_id, None, kind))
+
+
+def _night(ix: _Index, d) -> dict[str, Any]:
+    """One decision with every candidate's scores, deltas, p-values and verdict."""
+    stats = ix.stats(d)
+    hib = bool(stats.get("higher_is_better", True))
+    conf = float((stats.get("config") or {}).get("confidence", 0.95))
+    means, gmeans = stats.get("means") or {}, stats.get("guard_means") or {}
+    verdicts = {v.get("name"): v for v in stats.get("verdicts") or []}
+    cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[(d.adapter_version_id, d.config_hash)]}
+    controls = [a for a, c in cands.items() if c.is_control]
+    best_control = next((v.get("control_name") for v in verdicts.values() if v.get("control_name")), None)
+    best_control = best_control or _better(means, controls, hib)
+    base_task = _baseline_eval(ix, d, cands.values(), "task")
+    base_guard = _baseline_eval(ix, d, cands.values(), "guard")
+    promoted_arm = stats.get("promoted") if d.promoted else None
+    order = ["baseline"] + [a for a, c in cands.items() if not c.is_control] + controls
+    order += [a for a in verdicts if a not in order]
+    rows = []
+    for arm in order:
+        c = cands.get(arm)
+        v = verdicts.get(arm) or {}
+        if arm not in means and not v:
+            continue  # planned but never evaluated
+        cid = c.id if c is not None else None
+        te = base_task if arm == "baseline" else ix.evals.get((d.adapter_version_id, cid, "task"))
+        ge = base_guard if arm == "baseline" else ix.evals.get((d.adapter_version_id, cid, "guard"))
+        n_task = (v.get("vs_baseline") or {}).get("n") or (te.n if te is not None else None)
+        n_guard = (v.get("guard_test") or {}).get("n") or (ge.n if ge is not None else None) or n_task
+        task_mean = means.get(arm, v.get("task_mean", te.value if te is not None else None))
+        guard_mean = gmeans.get(arm, ge.value if ge is not None else None)
+        guard = _test(v.get("guard_test"))
+        if guard is None and v.get("guard_delta") is not None:
+            guard = {"delta": v["guard_delta"], "lo": None, "hi": None, "p": None, "n": None}
+        rows.append({
+            "arm": arm, "policy": v.get("policy") or (c.policy if c is not None else "baseline"),
+            "role": "baseline" if arm == "baseline" else ("control" if c is not None and c.is_control else "candidate"),
+            "candidate_id": cid,
+            "task": mean_ci(task_mean, te.stderr if te is not None else None, n_task, conf),
+            "guard": mean_ci(guard_mean, ge.stderr if ge is not None else None, n_guard, conf),
+            "vs_baseline": _test(v.get("vs_baseline")), "vs_control": _test(v.get("vs_control")),
+            "control": v.get("control_name"), "guard_delta": guard,
+            "passed": v.get("passed") if v else None, "promoted": arm == promoted_arm,
+            "best_control": arm == best_control, "reason": v.get("reason"),
+            "failed": [what for what, ok in (("vs unedited", v.get("beats_baseline")),
+                                             ("vs random control", v.get("beats_control")),
+                                             ("IFEval guard", v.get("guard_ok"))) if v and ok is False],
+        })
+    return {
+        "decision_id": d.id, "at": _iso(d.created_at), "t": _epoch(d.created_at), "run_id": d.run_id,
+        "version_sha": ix.sha(d.adapter_version_id), "config_hash": d.config_hash[:8], "promoted": bool(d.promoted),
+        "promoted_arm": promoted_arm, "sentence": d.sentence, "higher_is_better": hib, "confidence": conf,
+        "gate": stats.get("config") or {}, "rows": rows,
+        "benchmark": base_task.benchmark if base_task is not None else None,
+        "metric": base_task.metric if base_task is not None else None,
+        "guard_benchmark": base_guard.benchmark if base_guard is not None else None,
+        "guard_metric": base_guard.metric if base_guard is not None else None,
+    }
+
+
+def _trend(ix: _Index, adapter_id: int, decisions: list, now: datetime) -> list[dict]:
+    """One point per decision, oldest first: baseline, best guided candidate, best control, and what production
+    served after that night (the pointer's state until the next decision)."""
+    events = ix.events.get(adapter_id, [])
+    out = []
+    chrono = list(reversed(decisions))
+    for i, d in enumerate(chrono):
+        stats = ix.stats(d)
+        hib = bool(stats.get("higher_is_better", True))
+        means = stats.get("means") or {}
+        cands = ix.by_decision[(d.adapter_version_id, d.config_hash)]
+        guided = [arm_name(c.policy, c.seed, c.is_control) for c in cands if not c.is_control]
+        controls = [arm_name(c.policy, c.seed, c.is_control) for c in cands if c.is_control]
+        best, ctrl = _better(means, guided, hib), _better(means, controls, hib)
+        until = chrono[i + 1].created_at if i + 1 < len(chrono) else now
+        state = None
+        for e in events:
+            if e.at <= until:
+                state = (e.to_candidate_id, e.to_version_id)
+        if state is None:  # nothing promoted yet: production is the unedited version
+            state = (None, d.adapter_version_id)
+        promoted = stats.get("promoted") if d.promoted else None
+        out.append({
+            "t": _epoch(d.created_at), "at": _iso(d.created_at), "decision_id": d.id,
+            "version_sha": ix.sha(d.adapter_version_id), "baseline": means.get("baseline"),
+            "best": means.get(best) if best else None, "best_arm": best,
+            "control": means.get(ctrl) if ctrl else None, "control_arm": ctrl,
+            "promoted_arm": promoted, "promoted_value": means.get(promoted) if promoted else None,
+            "production": ix.state_value(*state), "production_label": ix.state_label(*state),
+        })
+    return out
+
+
+def _spectrum(ix: _Index, latest) -> tuple[dict | None, dict | None]:
+    """σ before/after of every candidate of the latest decision, and the version's sensitivity profile."""
+    if latest is None:
+        return None, None
+    cands = [c for c in ix.by_decision[(latest.adapter_version_id, latest.config_hash)] if c.id in ix.spectra]
+    stats = ix.stats(latest)
+    modules: list[str] = []
+    panels, sens = [], None
+    for c in cands:
+        spec = (ix.spectra[c.id].spectrum_json or {}).get("modules") or {}
+        for name in spec:
+            if name not in modules:
+                modules.append(name)
+        panels.append({"arm": arm_name(c.policy, c.seed, c.is_control), "policy": c.policy,
+                       "is_control": c.is_control, "modules": spec,
+                       "summary": (ix.spectra[c.id].spectrum_json or {}).get("summary") or {}})
+        if sens is None and ix.spectra[c.id].sensitivity_json:
+            sens = ix.spectra[c.id].sensitivity_json
+    if not panels:
+        return None, None
+    guided = [p for p in panels if not p["is_control"]]
+    focus = stats.get("promoted") if latest.promoted else _better(
+        stats.get("means") or {}, [p["arm"] for p in guided], bool(stats.get("higher_is_better", True)))
+    spectrum = {
+        "decision_id": latest.id, "version_sha": ix.sha(latest.adapter_version_id), "module_names": modules,
+        "modules": [short_module(m) for m in modules], "focus": focus or panels[0]["arm"],
+        "candidates": [{"arm": p["arm"], "policy": p["policy"], "is_control": p["is_control"],
+                        "summary": p["summary"],
+                        "before": [p["modules"].get(m, {}).get("before") or [] for m in modules],
+                        "after": [p["modules"].get(m, {}).get("after") or [] for m in modules]} for p in panels],
+    }
+    sensitivity = None
+    if sens:
+        names = [m for m in modules if m in sens] + [m for m in sens if m not in modules]
+        sensitivity = {"modules": [short_module(m) for m in names], "module_names": names,
+                       "magnitude": [sens[m].get("magnitude") or [] for m in names],
+                       "sign_agreement": [sens[m].get("sign_agreement") or [] for m in names]}
+    return spectrum, sensitivity
+
+
+def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
+    decisions = ix.decisions.get(a.id, [])
+    runs = ix.runs.get(a.id, [])
+    versions = ix.versions_of.get(a.id, [])
+    pointer = ix.pointers.get(a.id)
+    if pointer is not None:
+        production = {"implicit": False, "candidate_id": pointer.candidate_id,
+                      "label": ix.state_label(pointer.candidate_id, pointer.adapter_version_id),
+                      "since": _iso(pointer.updated_at),
+                      "value": ix.state_value(pointer.candidate_id, pointer.adapter_version_id)}
+    elif versions:
+        production = {"implicit": True, "candidate_id": None, "label": ix.state_label(None, versions[0].id),
+                      "since": None, "value": ix.state_value(None, versions[0].id)}
+    else:
+        production = None
+    failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at), "version_sha": ix.sha(r.adapter_version_id),
+                 "error_type": r.error_type, "summary": error_summary(ix.messages.get(r.id)),
+                 "message": ix.messages.get(r.id) or ""} for r in runs if r.status == "failed"]
+    last = runs[0] if runs else None
+    nights = [_night(ix, d) for d in decisions[:detail_runs]]
+    spectrum, sensitivity = _spectrum(ix, decisions[0] if decisions else None)
+    events = [{"id": e.id, "kind": e.kind, "actor": e.actor, "at": _iso(e.at),
+               "from": ix.state_label(e.from_candidate_id, e.from_version_id),
+               "to": ix.state_label(e.to_candidate_id, e.to_version_id), "reason": e.reason,
+               "decision_id": e.decision_id, "reverts": e.reverts_event_id}
+              for e in reversed(ix.events.get(a.id, [])[-EVENTS_CAP:])]
+    metric = next(({"benchmark": n["benchmark"], "metric": n["metric"], "higher_is_better": n["higher_is_better"],
+                    "guard_benchmark": n["guard_benchmark"], "guard_metric": n["guard_metric"]}
+                   for n in nights if n["benchmark"]), None)
+    return {
+        "name": a.name, "slug": slug(a.name), "family": a.task_family, "enabled": bool(a.enabled),
+        "source_uri": a.source_uri, "base_model": a.base_model_id, "benchmark_override": a.benchmark_override,
+        "n_versions": len(versions),
+        "latest_version": ({"id": versions[0].id, "sha": versions[0].content_sha256[:8],
+                            "revision": versions[0].resolved_revision, "seen": _iso(versions[0].last_seen_at),
+                            "local_path": versions[0].local_path} if versions else None),
+        "production": production,
+        "last_run": ({"run_id": last.run_id, "status": last.status, "started": _iso(last.started_at),
+                      "ended": _iso(last.ended_at), "version_sha": ix.sha(last.adapter_version_id),
+                      "error_type": last.error_type, "error": error_summary(ix.messages.get(last.id))}
+                     if last is not None else None),
+        "last_decision": ({"id": decisions[0].id, "at": _iso(decisions[0].created_at),
+                           "promoted": bool(decisions[0].promoted), "sentence": decisions[0].sentence,
+                           "arm": decisions[0].promoted_arm if decisions[0].promoted
+                           else None} if decisions else None),
+        "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
+        "spectrum": spectrum, "sensitivity": sensitivity, "events": events,
+        "failures": failures[:10], "n_failures": len(failures),
+    }
+
+
+# ------------------------------------------------------------------------------------------- diagnostics
+def _summary(values: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Mean and a normal-approximation 95% interval of the mean (None where undefined)."""
+    if not values:
+        return None, None, None
+    m = fmean(values)
+    if len(values) < 2:
+        return m, None, None
+    half = 1.96 * stdev(values) / math.sqrt(len(values))
+    return m, m - half, m + half
+
+
+def diagnostics(latest: list[tuple[str, dict]]) -> dict[str, Any]:
+    """The paper's Fig. 3 (guided vs random) and Fig. 4 (reward vs risk) from each adapter's latest decision.
+
+    Args:
+        latest: ``(adapter name, decision statistics)`` per adapter.
+
+    Returns:
+        ``reward_risk``: points ``{adapter, policy, gain, risk, promoted}`` (gain = task improvement over the
+        unedited adapter, risk = IFEval drop, both fractions, sign-adjusted for lower-is-better metrics) and a
+        per-policy summary; ``guided_random``: points ``{adapter, policy, control, x, y}`` with x the best
+        random control's gain and y the policy's gain, and per policy how many lie above the diagonal.
+    """
+    rr, gr = [], []
+    for name, stats in latest:
+        sign = 1.0 if stats.get("higher_is_better", True) else -1.0
+        means, gmeans = stats.get("means") or {}, stats.get("guard_means") or {}
+        base, gbase = means.get("baseline"), gmeans.get("baseline")
+        promoted = stats.get("promoted")
+        controls = set()
+        for v in stats.get("verdicts") or []:
+            gain = sign * (v.get("vs_baseline") or {}).get("delta", float("nan"))
+            risk = -v["guard_delta"] if v.get("guard_delta") is not None else None
+            if math.isfinite(gain):
+                rr.append({"adapter": name, "policy": v.get("policy") or v.get("name"), "gain": gain, "risk": risk,
+                           "promoted": v.get("name") == promoted})
+            ctrl = v.get("control_name")
+            if ctrl and isinstance(means.get(ctrl), (int, float)) and base is not None and math.isfinite(gain):
+                gr.append({"adapter": name, "policy": v.get("policy") or v.get("name"), "control": ctrl,
+                           "x": sign * (means[ctrl] - base), "y": gain})
+                controls.add(ctrl)
+        for ctrl in sorted(controls):  # the random control itself, as the paper's random_index point
+            if base is None:
+                continue
+            risk = (gbase - gmeans[ctrl]) if gbase is not None and ctrl in gmeans else None
+            rr.append({"adapter": name, "policy": ctrl.rsplit("-s", 1)[0], "gain": sign * (means[ctrl] - base),
+                       "risk": risk, "promoted": False})
+    policies = sorted({p["policy"] for p in rr})
+    rr_summary = []
+    for pol in policies:
+        pts = [p for p in rr if p["policy"] == pol]
+        g, glo, ghi = _summary([p["gain"] for p in pts])
+        r, rlo, rhi = _summary([p["risk"] for p in pts if p["risk"] is not None])
+        rr_summary.append({"policy": pol, "n": len(pts), "gain": g, "gain_lo": glo, "gain_hi": ghi,
+                           "risk": r, "risk_lo": rlo, "risk_hi": rhi})
+    gr_summary = []
+    for pol in sorted({p["policy"] for p in gr}):
+        pts = [p for p in gr if p["policy"] == pol]
+        above = sum(1 for p in pts if p["y"] > p["x"])
+        gr_summary.append({"policy": pol, "n": len(pts), "above": above,
+                           "mean_margin": fmean(p["y"] - p["x"] for p in pts)})
+    return {"reward_risk": {"points": rr, "policies": rr_summary},
+            "guided_random": {"points": gr, "policies": gr_summary}}
+
+
+# ------------------------------------------------------------------------------------------------- entry
+def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS, only: str | None = None,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows, from one read-only snapshot of the registry.
+
+    Args:
+        registry: A ``registry.repository.Registry`` (only its ``engine`` is used, read-only).
+        history: Decisions per adapter in trends and diagnostics (older ones are not read).
+        detail_runs: Decisions per adapter shown with every candidate's numbers.
+        only: Restrict to the adapter with this name (a single adapter's section / markdown).
+        now: The snapshot's time (default: now, UTC).
+
+    Returns:
+        A JSON-serialisable dict: ``summary``, ``runs``, ``failures``, ``adapters`` (one view per adapter) and
+        ``diagnostics``; see the module docstring for units.
+    """
+    now = now or datetime.now(UTC)
+    with session_scope(registry.engine, write=False) as s:
+        rows = _load(s, history, detail_runs, only)
+    ix = _Index(rows)
+    names = {a.id: a.name for a in rows["adapters"]}
+    adapters = [_adapter(ix, a, detail_runs, now) for a in rows["adapters"]]
+    seen: set[str] = set()
+    for view in adapters:  # distinct anchors even when two names sanitise alike ("a/b", "a-b")
+        while view["slug"] in seen:
+            view["slug"] += "-"
+        seen.add(view["slug"])
+    latest = [(names[aid], ix.stats(ds[0])) for aid, ds in ix.decisions.items() if aid in names and ds]
+    per_run: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows["adapter_runs"]:
+        per_run[r.run_id][r.status] += 1
+    for d in rows["decisions"]:
+        if d.promoted and d.run_id is not None:
+            per_run[d.run_id]["promoted"] += 1
+    runs = [{"id": r.id, "started": _iso(r.started_at), "ended": _iso(r.ended_at), "status": r.status,
+             "t": _epoch(r.started_at), "completed": per_run[r.id]["completed"], "failed": per_run[r.id]["failed"],
+             "running": per_run[r.id]["running"] + per_run[r.id]["pending"], "promoted": per_run[r.id]["promoted"]}
+            for r in reversed(rows["runs"])]
+    failures = sorted(({"adapter": v["name"], "slug": v["slug"], **f} for v in adapters for f in v["failures"]),
+                      key=lambda f: f["at"] or "", reverse=True)[:FAILURES_CAP]
+    summary = {
+        "adapters": len(adapters), "enabled": sum(1 for v in adapters if v["enabled"]),
+        "edited_in_production": sum(1 for v in adapters if v["production"] and v["production"]["candidate_id"]),
+        "promotions": sum(1 for e in rows["events"] if e.kind == "promotion"),
+        "overrides": sum(1 for e in rows["events"] if e.kind == "manual_override"),
+        "rollbacks": sum(1 for e in rows["events"] if e.kind == "rollback"),
+        "failing": sum(1 for v in adapters if v["last_run"] and v["last_run"]["status"] == "failed"),
+        "last_run": runs[-1] if runs else None,
+    }
+    return {"generated_at": _iso(now), "registry_url": registry.engine.url.render_as_string(hide_password=True),
+            "history": history, "detail_runs": detail_runs, "summary": summary, "runs": runs,
+            "failures": failures, "adapters": adapters, "diagnostics": diagnostics(latest)}

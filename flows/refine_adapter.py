@@ -1,0 +1,275 @@
+"""Per-adapter subflow: download → decompose + calibrate once → edit under every policy and random control →
+evaluate → guard → decide → promote.
+
+Every step first asks the registry whether its result already exists (content-addressed keys), so a re-run does
+no new work and a run killed mid-way resumes where it stopped. Pure work lives in ``tasks/``; the Prefect tasks
+here only add retries (for I/O), logging and artifacts.
+"""
+
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows import worker
+from tasks.adapter_io import AdapterError, adapter_content_sha256
+from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
+from tasks.download import ResolvedAdapter, resolve_source
+from tasks.gate import ArmOutcomes, decide
+from tasks.policies import get_policy
+from tasks.run_config import RunConfig
+
+BASELINE = "baseline"
+
+
+def _logger():
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a flow run (unit tests of the helpers)
+        return logging.getLogger(__name__)
+
+
+def adapter_config_hash(config: RunConfig, adapter) -> str:
+    """The result key of one adapter under one run config: the run's result hash plus the adapter's declaration."""
+    declared = {
+        "overrides": adapter.config_json or {},
+        "base_model_id": adapter.base_model_id,
+        "base_model_revision": adapter.base_model_revision,
+        "task_family": adapter.task_family,
+        "benchmark_override": adapter.benchmark_override,
+    }
+    return config.result_hash(declared)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One planned candidate: a policy under a seed (random controls: one per control seed)."""
+
+    policy: str
+    seed: int
+    is_control: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy}-s{self.seed}" if self.is_control else self.policy
+
+
+def plan_arms(config: RunConfig, surgery) -> list[Arm]:
+    """Every configured policy at the calibration seed, plus ``random_index`` at each control seed."""
+    arms = [Arm(get_policy(p).name, surgery.calib.seed, get_policy(p).is_control) for p in surgery.policies]
+    arms += [Arm("random_index", s, True) for s in surgery.random_control_seeds]
+    return arms
+
+
+def _io_retry(task_, task_run, state) -> bool:
+    """Retry only I/O failures; a bad adapter stays bad however often it is read."""
+    try:
+        state.result()
+    except (AdapterError, ValueError, KeyError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_io_retry, cache_policy=NO_CACHE)
+def fetch_adapter(uri: str) -> ResolvedAdapter:
+    """Download (hub, revision pinned) or locate (local path) an adapter and hash its content."""
+    return resolve_source(uri)
+
+
+@task(cache_policy=NO_CACHE)
+def make_candidates(config: RunConfig, version, adapter, local: Path, chash: str, arms: list[Arm]) -> int:
+    """Decompose + calibrate ONCE, then write every missing candidate; returns how many were written."""
+    from tasks.calibration import load_calibration
+    from tasks.edit import prepare, write_candidate
+
+    reg = worker.registry(config)
+    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, chash)}
+    missing = [a for a in arms if not (
+        (c := existing.get((a.policy, a.seed))) and c.artifact_uri and Path(c.artifact_uri).is_dir())]
+    if not missing:
+        return 0
+    overrides = adapter.config_json or {}
+    surgery = config.surgery_for(overrides)
+    source = overrides.get("calib") or config.calib_source
+    if not source:
+        raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
+                         "(config {'calib': 'path.jsonl'}) or set RunConfig.calib_source")
+    examples = load_calibration(source, surgery.calib)
+    store = worker.store_dir(config, adapter.name, version.content_sha256, chash)
+    log = _logger()
+    log.info("%s: decomposing and calibrating on %d examples for %d candidates", adapter.name, len(examples),
+             len(missing))
+    with worker.model_lock(adapter.base_model_id):
+        model, tok = worker.base_model(config, adapter.base_model_id, adapter.base_model_revision)
+        def on_batch(done: int, total: int) -> None:
+            log.info("%s: calibration batch %d/%d", adapter.name, done, total)
+
+        prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
+    log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name, len(prepared.modules),
+             prepared.n_examples, prepared.timings.get("calibrate", 0.0))
+    for arm in missing:
+        path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed)
+        spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
+                    for name, m in manifest["modules"].items()}
+        sens = {name: {"magnitude": m["sensitivity"]["magnitude"], "sign_agreement": m["sensitivity"]["sign_agreement"]}
+                for name, m in manifest["modules"].items()}
+        reg.add_candidate(version.id, chash, arm.policy, arm.seed, params=manifest["parameters"],
+                          is_control=arm.is_control, artifact_uri=str(path), artifact_sha256=adapter_content_sha256(path),
+                          spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
+    return len(missing)
+
+
+def _evaluator_key(ev, spec: BenchmarkSpec, limit: int | None) -> str:
+    return hashlib.sha256(f"{ev.key}|{spec.name}|{limit}".encode()).hexdigest()[:64]
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_subjects(config: RunConfig, version, adapter, local: Path, chash: str, spec: BenchmarkSpec,
+                      limit: int | None, kind: str) -> dict[str, list]:
+    """Evaluate the baseline and every candidate on ``spec`` (skipping scores already recorded).
+
+    Returns:
+        Subject name ("baseline" or the arm name) -> per-document outcomes aligned by document.
+    """
+    reg = worker.registry(config)
+    cands = {Arm(c.policy, c.seed, c.is_control).name: c for c in reg.list_candidates(version.id, chash)}
+    with worker.model_lock(adapter.base_model_id):
+        ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
+        ekey = _evaluator_key(ev, spec, limit)
+        todo: dict[str, Path] = {}
+        if reg.get_evaluation(version.id, spec.name, ekey, None) is None:
+            todo[BASELINE] = local
+        for name, c in cands.items():
+            if reg.get_evaluation(version.id, spec.name, ekey, c.id) is None:
+                todo[name] = Path(c.artifact_uri)
+        if todo:
+            out = worker.store_dir(config, adapter.name, version.content_sha256, chash) / "eval"
+            log = _logger()
+            log.info("%s: scoring %d subject(s) on %s (%s documents)", adapter.name, len(todo), spec.name,
+                     limit if limit is not None else "all")
+
+            def on_result(r, seconds: float) -> None:
+                log.info("%s: %s on %s: %s %.3f (n=%d, %.0f s)", adapter.name, r.subject, spec.name, r.metric,
+                         r.value, r.n, seconds)
+
+            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=limit, out_dir=out,
+                                  on_result=on_result)
+            for name, r in results.items():
+                reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
+                                   higher_is_better=r.higher_is_better,
+                                   candidate_id=None if name == BASELINE else cands[name].id, n=r.n, stderr=r.stderr,
+                                   samples_uri=r.samples_path, doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind)
+    out: dict[str, list] = {}
+    for name, cid in [(BASELINE, None), *[(n, c.id) for n, c in cands.items()]]:
+        row = reg.get_evaluation(version.id, spec.name, ekey, cid)
+        out[name] = [v for _, v in sorted(row.doc_outcomes_json, key=lambda p: str(p[0]))]
+    _logger().info("%s: %s evaluated (%d new subjects)", adapter.name, spec.name, len(todo))
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+def decide_and_promote(config: RunConfig, version, adapter, run_id: int, chash: str, task_out: dict,
+                       guard_out: dict | None, higher_is_better: bool, guard_name: str | None) -> dict:
+    """Apply the gate, record the decision (once per version and config) and move the production pointer."""
+    reg = worker.registry(config)
+    cands = {Arm(c.policy, c.seed, c.is_control).name: c for c in reg.list_candidates(version.id, chash)}
+    g = guard_out or {}
+    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
+    arms = [ArmOutcomes(n, c.policy, c.is_control, task_out[n], g.get(n), higher_is_better) for n, c in cands.items()]
+    decision = decide(base, [a for a in arms if not a.is_control], [a for a in arms if a.is_control], config.gate)
+    for v in decision.verdicts:
+        if v.guard_test is not None and guard_name:
+            reg.add_guard_result(cands[v.name].id, guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
+                                 config.gate.guard_tolerance, v.guard_ok, p_value=v.guard_test.p_value)
+    stats = decision.to_dict()
+    stats["means"] = {n: sum(x) / len(x) for n, x in task_out.items()}
+    if guard_out:
+        stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
+    row = reg.record_decision(version.id, chash, run_id=run_id,
+                              promoted_candidate_id=cands[decision.promoted].id if decision.promoted else None,
+                              statistics=json.loads(json.dumps(stats, default=float)), sentence=decision.sentence)
+    promoted = False
+    if row.promoted and config.promote:
+        reg.promote(row, actor=config.actor)
+        promoted = True
+    return {"decision_id": row.id, "promoted": decision.promoted if promoted else None,
+            "sentence": row.sentence, "statistics": stats}
+
+
+def _artifact_key(adapter_name: str) -> str:
+    # one key per adapter: every run adds a version under it, so the Prefect UI shows the adapter's history
+    return ("refine-" + "".join(c if c.isalnum() else "-" for c in adapter_name.lower()).strip("-"))[:92]
+
+
+def _artifacts(reg, adapter_name: str, result: dict) -> None:
+    key = _artifact_key(adapter_name)
+    stats = result.get("statistics", {})
+    rows = []
+    for v in stats.get("verdicts", []):
+        rows.append({"candidate": v["name"], "task": round(v["task_mean"], 4),
+                     "vs baseline (pts)": round(v["vs_baseline"]["delta"] * 100, 2),
+                     "p vs baseline": round(v["vs_baseline"]["p_value"], 4),
+                     "guard delta (pts)": None if v["guard_delta"] is None else round(v["guard_delta"] * 100, 2),
+                     "passed": v["passed"]})
+    create_table_artifact(key=key, table=rows, description=f"{adapter_name}: {result.get('sentence', '')}")
+    from flows.dashboard import adapter_data, adapter_markdown
+
+    # the dashboard's adapter view as markdown: scores with intervals, deltas, p-values, decision, history
+    markdown = adapter_markdown(adapter_data(reg, adapter_name))
+    create_markdown_artifact(key=key + "-summary", markdown=markdown, description=f"Decision for {adapter_name}")
+
+
+def _failure_artifact(adapter_name: str, e: BaseException) -> None:
+    create_markdown_artifact(key=_artifact_key(adapter_name) + "-summary",
+                             markdown=f"### {adapter_name}: refinement failed\n\n`{type(e).__name__}: {e}`\n",
+                             description=f"Failure of {adapter_name}")
+
+
+@flow(name="refine-adapter", flow_run_name="refine-{adapter_name}")  # no log_prints: see refine_fleet
+def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
+    """Refine one adapter version end to end; failures are recorded in the registry and re-raised."""
+    reg = worker.registry(config)
+    version = reg.get_version(version_id)
+    adapter = reg.get_adapter(adapter_name)
+    chash = adapter_config_hash(config, adapter)
+    arun = reg.start_adapter_run(run_id, version_id, chash)
+    if arun.status == "completed":
+        return {"adapter": adapter_name, "status": "completed", "reused": True}
+    try:
+        local = Path(version.local_path) if version.local_path else None
+        if local is None or not local.is_dir() or adapter_content_sha256(local) != version.content_sha256:
+            local = fetch_adapter(adapter.source_uri).local_path
+        surgery = config.surgery_for(adapter.config_json)
+        written = make_candidates(config, version, adapter, local, chash, plan_arms(config, surgery))
+        spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
+        task_out = evaluate_subjects(config, version, adapter, local, chash, spec, config.task_limit, "task")
+        guard_out, guard_name = None, None
+        if config.guard:
+            gspec = guard_benchmark(config.benchmark_profile)
+            guard_name = gspec.name
+            guard_out = task_out if gspec.name == spec.name else evaluate_subjects(
+                config, version, adapter, local, chash, gspec, config.guard_limit, "guard")
+        result = decide_and_promote(config, version, adapter, run_id, chash, task_out, guard_out,
+                                    spec.higher_is_better, guard_name)
+        reg.finish_adapter_run(arun.id, "completed")
+    except BaseException as e:
+        reg.record_failure(run_id, version_id, e, config_hash=chash)
+        try:
+            _failure_artifact(adapter_name, e)
+        except Exception:  # never mask the adapter's own error
+            pass
+        raise
+    result.update(adapter=adapter_name, status="completed", candidates_written=written, benchmark=spec.name)
+    try:
+        _artifacts(reg, adapter_name, result)
+    except Exception as e:  # artifacts are a convenience; never fail a refinement over them
+        _logger().warning("could not write artifacts for %s: %s", adapter_name, e)
+    return result

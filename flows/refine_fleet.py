@@ -1,0 +1,98 @@
+"""The nightly flow: scan the registry, find adapter versions that need work, fan out one subflow per adapter.
+
+A version needs work when it is new, was never refined, or was refined under another configuration (its
+result hash differs). One adapter's failure is recorded with its error and never stops the others. Fan-out is
+bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past one machine, on Dask.
+"""
+
+import uuid
+from collections import deque
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows import worker
+from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
+from tasks.run_config import RunConfig
+
+
+@task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
+def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
+    """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on."""
+    try:
+        return refine_adapter(version_id, adapter_name, run_id, config)
+    except Exception as e:
+        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+def scan(config: RunConfig, run_id: int) -> list[dict]:
+    """Resolve every enabled adapter's source and record its current version; returns scan failures."""
+    reg = worker.registry(config)
+    failures = []
+    for adapter in reg.list_adapters(enabled_only=True):
+        state = fetch_adapter(adapter.source_uri, return_state=True)
+        if state.is_completed():
+            res = state.result()
+            reg.record_version(adapter.name, res.sha256, res.revision, res.local_path)
+        else:
+            try:
+                state.result()
+            except Exception as e:  # recorded against the adapter's latest known version, if any
+                failures.append({"adapter": adapter.name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+                versions = reg.list_versions(adapter.name)
+                if versions:
+                    reg.record_failure(run_id, versions[0].id, e, config_hash=adapter_config_hash(config, adapter))
+    return failures
+
+
+def _task_runner(config: RunConfig):
+    if config.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if config.dask_address:
+            return DaskTaskRunner(address=config.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": config.concurrency, "processes": False,
+                                              "threads_per_worker": 1})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=config.concurrency)
+
+
+# log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
+@flow(name="nightly-refinement")
+def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
+    """Refine every adapter version that needs it; decide and promote; summarise as artifacts."""
+    from prefect.runtime import flow_run
+
+    log = get_run_logger()
+    reg = worker.registry(config)
+    run = reg.start_run(flow_run.id or str(uuid.uuid4()), config.model_dump(mode="json"), config.result_hash())
+    results = scan(config, run.id)
+    pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
+    log.info("%d adapter version(s) need refinement", len(pending))
+    # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
+    in_flight: deque = deque()
+    for v in pending:
+        if len(in_flight) >= config.concurrency:
+            results.append(in_flight.popleft().result())
+        in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
+    while in_flight:
+        results.append(in_flight.popleft().result())
+    failed = [r for r in results if r.get("status") == "failed"]
+    reg.finish_run(run.id, "completed")
+    summary = {"run_id": run.id, "refined": len(pending), "failed": len(failed), "results": results}
+    rows = [{"adapter": r["adapter"], "status": r["status"], "promoted": r.get("promoted"),
+             "decision": r.get("sentence") or r.get("error", "")} for r in results]
+    if rows:
+        create_table_artifact(key="nightly-refinement", table=rows,
+                              description=f"{len(pending)} refined, {len(failed)} failed")
+    create_markdown_artifact(key="nightly-refinement-summary", markdown="\n".join(
+        [f"## Nightly refinement run {run.id}", "", f"{len(pending)} adapter version(s) refined, {len(failed)} failed.",
+         ""] + [f"- **{r['adapter']}**: {r.get('sentence') or r.get('error', r['status'])}" for r in results]))
+    return summary
+
+
+def run_nightly(config: RunConfig) -> dict:
+    """Run the nightly flow now with the task runner the config asks for (CLI and tests)."""
+    return nightly_refinement.with_options(task_runner=_task_runner(config))(config)

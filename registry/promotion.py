@@ -1,0 +1,181 @@
+"""Moving production pointers, inside a caller's transaction.
+
+Every move of a pointer appends one ``PromotionEvent`` in the same transaction, so the pointer is always the
+``to`` of the latest effective event and the history alone can say what production was at any time. A rollback
+undoes the latest move that has not been undone yet (the history is replayed as an undo stack: promotions and
+manual overrides push, a rollback pops the event it reverts), so repeated rollbacks walk back one step each.
+
+These functions take a ``Session`` and never commit: ``registry.repository.Registry`` owns the transactions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.models import (
+    Adapter,
+    AdapterVersion,
+    Candidate,
+    ProductionPointer,
+    PromotionEvent,
+    utcnow,
+)
+from registry.validation import NotFoundError, RegistryError
+
+
+@dataclass(frozen=True)
+class ProductionState:
+    """What an adapter serves now.
+
+    Attributes:
+        adapter_name: The adapter.
+        adapter_version_id: The version served (edited or not).
+        content_sha256: Content hash of that version.
+        local_path: Where that version's unedited files are.
+        candidate_id: The edited candidate served; ``None`` = the unedited version.
+        artifact_uri: Where the candidate's files are (``None`` for the unedited version).
+        updated_at: When the pointer last moved; ``None`` when ``implicit``.
+        implicit: ``True`` when nothing was ever promoted: production is the latest unedited version.
+    """
+
+    adapter_name: str
+    adapter_version_id: int
+    content_sha256: str
+    local_path: str | None
+    candidate_id: int | None
+    artifact_uri: str | None
+    updated_at: datetime | None
+    implicit: bool
+
+
+def lock_adapter(session: Session, adapter_id: int) -> Adapter:
+    """Load the adapter row ``FOR UPDATE``: the per-adapter mutex of every pointer move.
+
+    On PostgreSQL concurrent movers of one adapter queue here, so each reads the pointer the previous one wrote.
+    SQLite ignores ``FOR UPDATE``; there ``BEGIN IMMEDIATE`` already serialises all writers.
+    """
+    adapter = session.execute(select(Adapter).where(Adapter.id == adapter_id).with_for_update()).scalar_one_or_none()
+    if adapter is None:
+        raise NotFoundError(f"no adapter with id {adapter_id}")
+    return adapter
+
+
+def latest_version(session: Session, adapter_id: int) -> AdapterVersion | None:
+    """The adapter's most recently seen version (ties broken by id)."""
+    return session.scalars(
+        select(AdapterVersion)
+        .where(AdapterVersion.adapter_id == adapter_id)
+        .order_by(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc())
+        .limit(1)
+    ).first()
+
+
+def current_state(session: Session, adapter_id: int) -> tuple[int | None, int | None]:
+    """``(candidate_id, version_id)`` in production; with no pointer yet, the latest unedited version."""
+    pointer = session.get(ProductionPointer, adapter_id)
+    if pointer is not None:
+        return pointer.candidate_id, pointer.adapter_version_id
+    latest = latest_version(session, adapter_id)
+    return None, latest.id if latest is not None else None
+
+
+def move_pointer(
+    session: Session,
+    adapter_id: int,
+    to_version_id: int,
+    to_candidate_id: int | None,
+    *,
+    kind: str,
+    actor: str,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+    decision_id: int | None = None,
+    reverts_event_id: int | None = None,
+) -> PromotionEvent:
+    """Point ``adapter_id`` at ``(to_version_id, to_candidate_id)`` and append the event recording the move.
+
+    The caller must hold the adapter's lock (:func:`lock_adapter`) and commit; both writes then land together
+    or not at all. The event's ``from`` is the state before the move (see :func:`current_state`).
+    """
+    from_candidate_id, from_version_id = current_state(session, adapter_id)
+    if from_version_id is None:
+        raise RegistryError(f"adapter {adapter_id} has no recorded version: record_version() before promoting")
+    now = utcnow()
+    pointer = session.get(ProductionPointer, adapter_id)
+    if pointer is None:
+        pointer = ProductionPointer(adapter_id=adapter_id)
+        session.add(pointer)
+    pointer.candidate_id = to_candidate_id
+    pointer.adapter_version_id = to_version_id
+    pointer.updated_at = now
+    event = PromotionEvent(
+        adapter_id=adapter_id, kind=kind, actor=actor, at=now, reason=reason, evidence_json=evidence,
+        from_candidate_id=from_candidate_id, from_version_id=from_version_id,
+        to_candidate_id=to_candidate_id, to_version_id=to_version_id,
+        decision_id=decision_id, reverts_event_id=reverts_event_id,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def events_of(session: Session, adapter_id: int) -> list[PromotionEvent]:
+    """The adapter's promotion events, oldest first."""
+    return list(session.scalars(
+        select(PromotionEvent).where(PromotionEvent.adapter_id == adapter_id).order_by(PromotionEvent.id)
+    ))
+
+
+def undo_stack(events: list[PromotionEvent]) -> list[PromotionEvent]:
+    """The moves still in effect, oldest first: promotions and manual overrides not reverted by a rollback."""
+    stack: list[PromotionEvent] = []
+    for event in events:
+        if event.kind == "rollback":
+            stack = [e for e in stack if e.id != event.reverts_event_id]
+        else:
+            stack.append(event)
+    return stack
+
+
+def rollback_target(session: Session, adapter: Adapter) -> PromotionEvent:
+    """The event a rollback of ``adapter`` reverts: the latest move still in effect.
+
+    Raises:
+        RegistryError: if nothing is left to roll back, or the pointer disagrees with the history.
+    """
+    stack = undo_stack(events_of(session, adapter.id))
+    if not stack:
+        raise RegistryError(f"adapter {adapter.name!r} has no promotion left to roll back (see its history)")
+    top = stack[-1]
+    pointer = session.get(ProductionPointer, adapter.id)
+    if pointer is None or (pointer.candidate_id, pointer.adapter_version_id) != (top.to_candidate_id,
+                                                                                 top.to_version_id):
+        raise RegistryError(
+            f"adapter {adapter.name!r}: the production pointer does not match the latest event in effect "
+            f"(event {top.id}); use manual_promote() to set production explicitly"
+        )
+    return top
+
+
+def production_state(session: Session, adapter: Adapter) -> ProductionState | None:
+    """What ``adapter`` serves now (``None`` if it has no version at all)."""
+    pointer = session.get(ProductionPointer, adapter.id)
+    if pointer is not None:
+        version = session.get(AdapterVersion, pointer.adapter_version_id)
+        candidate = session.get(Candidate, pointer.candidate_id) if pointer.candidate_id is not None else None
+        updated_at, implicit = pointer.updated_at, False
+    else:
+        version, candidate = latest_version(session, adapter.id), None
+        updated_at, implicit = None, True
+        if version is None:
+            return None
+    return ProductionState(
+        adapter_name=adapter.name, adapter_version_id=version.id, content_sha256=version.content_sha256,
+        local_path=version.local_path, candidate_id=candidate.id if candidate else None,
+        artifact_uri=candidate.artifact_uri if candidate else None, updated_at=updated_at, implicit=implicit,
+    )

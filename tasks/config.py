@@ -1,0 +1,144 @@
+"""Pydantic configuration for the Spectral Surgery engine, validated at the edge.
+
+Defaults follow the authors' paper-run drivers (METHOD.md §16, last column): asymmetric multiplicative
+``grad_direction`` with η_sup = 2.0 / η_enh = 0.2, ``mean_abs`` normalisation, L1 energy preservation,
+targets ``o_proj`` + ``down_proj``, 128 calibration examples, reference mini-batch 2, seed 42.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GradNorm = Literal["mean_abs", "l2", "none"]
+EnergyMode = Literal["l1", "l2", "none"]
+UpdateMode = Literal["multiplicative", "additive"]
+Aggregation = Literal["abs_of_sum", "mean_abs"]
+
+DEFAULT_TARGETS = ("o_proj", "down_proj")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EditConfig(_Strict):
+    """Parameters of every reweighting policy, with clamp and energy preservation (METHOD §6, §7, §9, §12)."""
+
+    core_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (by |g| rank) amplified.")
+    noise_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (lowest |g|) suppressed.")
+    amp_factor: float = Field(1.25, gt=0.0, description="Multiplier for core components.")
+    sup_factor: float = Field(0.80, ge=0.0, description="Multiplier for noise components.")
+    mid_factor: float = Field(1.0, ge=0.0, description="Multiplier for all other components.")
+    min_core_k: int = Field(1, ge=0, description="Minimum number of core components.")
+    smooth_temperature: float = Field(0.35, gt=0.0, description="smooth_abs sigmoid temperature (× quantile spread).")
+    smooth_center_q: float = Field(0.5, ge=0.0, le=1.0, description="smooth_abs centre quantile (0.5 = median).")
+    smooth_align_mid: bool = Field(True, description="Shift the smooth_abs sigmoid so gate(centre) = mid_factor.")
+    eta: float = Field(0.2, ge=0.0, description="Step size of symmetric grad_direction.")
+    update_mode: UpdateMode = Field("multiplicative", description="grad_direction update: σ·exp(−e) or σ − e.")
+    asymmetric_update: bool = Field(True, description="Asymmetric grad_direction (drivers' setting).")
+    eta_suppress: float = Field(2.0, ge=0.0, description="Asymmetric step for components with g > 0.")
+    eta_enhance: float = Field(0.2, ge=0.0, description="Asymmetric step for components with g < 0.")
+    pos_power: float = Field(1.0, gt=0.0, description="Power applied to the positive part of ĝ.")
+    grad_norm: GradNorm = Field("mean_abs", description="Per-module normalisation of the sensitivities.")
+    preserve_energy: EnergyMode = Field("l1", description="Norm of σ kept after the edit: l1 (nuclear), l2, none.")
+    sigma_clip_min: float = Field(0.0, ge=0.0, description="Absolute floor applied to σ̃ before renormalisation.")
+    z_high: float = Field(1.0, description="z_score: z above which components are amplified.")
+    z_low: float = Field(-0.5, description="z_score: z below which components are suppressed.")
+    z_tau: float = Field(0.2, gt=0.0, description="z_score sigmoid temperature.")
+    z_fallback_std: float = Field(1e-6, ge=0.0, description="z_score: identity if std below this.")
+    robust_z_high: float = Field(1.0, description="robust_z: z above which components are amplified.")
+    robust_z_low: float = Field(-0.5, description="robust_z: z below which components are suppressed.")
+    robust_z_tau: float = Field(0.2, gt=0.0, description="robust_z sigmoid temperature.")
+    robust_fallback_sigma: float = Field(1e-6, ge=0.0, description="robust_z: identity if robust σ below this.")
+
+    @model_validator(mode="after")
+    def _check_factors(self) -> "EditConfig":
+        if self.sup_factor > self.amp_factor:
+            raise ValueError(
+                f"sup_factor ({self.sup_factor}) is larger than amp_factor ({self.amp_factor}); "
+                "suppression must not exceed amplification — swap them or lower sup_factor."
+            )
+        return self
+
+
+class TargetConfig(_Strict):
+    """Which LoRA modules are edited (METHOD §2.2, §8.1)."""
+
+    target_modules: tuple[str, ...] = Field(
+        DEFAULT_TARGETS, min_length=1, description="Last dotted names of modules to edit, e.g. o_proj, down_proj."
+    )
+    layer_min: int | None = Field(None, ge=0, description="First layer index edited (inclusive); None = all.")
+    layer_max: int | None = Field(None, ge=0, description="Last layer index edited (inclusive); None = all.")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split(cls, v):
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        if isinstance(v, (list, tuple)) and any(s in ("all", "all_modules") for s in v):
+            v = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        return tuple(v)
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "TargetConfig":
+        if self.layer_min is not None and self.layer_max is not None and self.layer_min > self.layer_max:
+            raise ValueError(
+                f"layer_min ({self.layer_min}) > layer_max ({self.layer_max}); give an inclusive range low..high."
+            )
+        return self
+
+    def selects(self, module_name: str, layer_index: int | None) -> bool:
+        """True if a module (by its last dotted name and layer index) is an edit target."""
+        if module_name.rsplit(".", 1)[-1] not in self.target_modules:
+            return False
+        if layer_index is None:
+            return self.layer_min is None and self.layer_max is None
+        if self.layer_min is not None and layer_index < self.layer_min:
+            return False
+        if self.layer_max is not None and layer_index > self.layer_max:
+            return False
+        return True
+
+
+class CalibConfig(_Strict):
+    """Calibration pass (METHOD §4, §5)."""
+
+    n_samples: int = Field(128, ge=1, description="Number of calibration examples (first N, no shuffle).")
+    start: int = Field(0, ge=0, description="Offset of the first example.")
+    shuffle: bool = Field(False, description="Shuffle before taking N (seeded by `seed`).")
+    batch_size: int = Field(8, ge=1, description="Examples per forward/backward batch (compute only).")
+    reference_batch_size: int = Field(
+        2,
+        ge=1,
+        description="Mini-batch whose token-mean loss the reference sums (abs_of_sum weights examples as it did).",
+    )
+    aggregation: Aggregation = Field(
+        "abs_of_sum", description="abs_of_sum: |Σ_batches g| (reference); mean_abs: mean over examples of |g|."
+    )
+    max_seq_len: int | None = Field(None, ge=8, description="Truncate sequences (None = no truncation, as the paper).")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Model dtype during calibration; auto = float16 on CUDA (reference), float32 on CPU."
+    )
+    seed: int = Field(42, description="Seed for shuffling and for random_index.")
+
+
+class SurgeryConfig(_Strict):
+    """Everything that determines an edit: used as the cache key of candidates."""
+
+    edit: EditConfig = Field(default_factory=EditConfig)
+    targets: TargetConfig = Field(default_factory=TargetConfig)
+    calib: CalibConfig = Field(default_factory=CalibConfig)
+    policies: tuple[str, ...] = Field(
+        ("abs_select", "smooth_abs", "grad_direction"), description="Non-control policies to apply."
+    )
+    random_control_seeds: tuple[int, ...] = Field((42,), description="Seeds of the random_index control.")
+
+
+def default_data_dir() -> "Path":
+    """The data directory: ``$SPECTRAL_SURGERY_HOME`` or ``~/.spectral-surgery`` (registry, store, model cache)."""
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("SPECTRAL_SURGERY_HOME") or Path.home() / ".spectral-surgery").expanduser()

@@ -1,0 +1,213 @@
+"""The engine: decompose once, calibrate once, edit under every policy, write PEFT adapters.
+
+``prepare`` does the expensive work exactly once per adapter (thin SVD of every target module and ONE
+calibration pass); ``edit_sigmas`` is then a few milliseconds per policy, and ``write_candidate`` writes
+an ordinary PEFT adapter plus an edit manifest. Nothing here needs Prefect or a database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
+from tasks.adapter_io import write_adapter
+from tasks.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
+from tasks.config import EditConfig, SurgeryConfig
+from tasks.decompose import Spectrum, lowrank_svd, rebuild_factors
+from tasks.policies import apply_policy, get_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedAdapter:
+    """Everything the policies need, computed once per adapter version.
+
+    Attributes:
+        adapter: The loaded adapter (config, tensors, module table).
+        modules: The selected target modules, in edit order (layer index, then name).
+        spectra: Module name -> thin SVD of its unscaled B·A.
+        sensitivities: Module name -> calibration sensitivities (modules whose hook never fired are absent).
+        calib_sha256: Hash of the calibration examples used.
+        n_examples: Number of calibration examples.
+        timings: Seconds spent in each stage ("decompose", "calibrate").
+    """
+
+    adapter: LoraAdapter
+    modules: list[LoraModule]
+    spectra: dict[str, Spectrum]
+    sensitivities: dict[str, Sensitivity]
+    calib_sha256: str
+    n_examples: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def edited_modules(self) -> list[LoraModule]:
+        """Target modules that received a gradient (the reference skips the others, METHOD §11)."""
+        return [m for m in self.modules if m.name in self.sensitivities]
+
+
+def decompose_modules(adapter: LoraAdapter, modules: list[LoraModule]) -> dict[str, Spectrum]:
+    """Thin SVD of B·A for every module, through QR of the factors (never a dense ΔW)."""
+    return {m.name: lowrank_svd(adapter.tensors[m.key_A], adapter.tensors[m.key_B]) for m in modules}
+
+
+@contextlib.contextmanager
+def attached_adapter(base_model: torch.nn.Module, adapter_dir: Path, *, adapter_name: str = "default") -> Iterator:
+    """Wrap ``base_model`` with the PEFT adapter for the duration of the block, then remove the LoRA layers.
+
+    The base model is shared across adapters in one worker, so it must come back unmodified.
+    """
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(base_model, str(adapter_dir), adapter_name=adapter_name, is_trainable=True)
+    try:
+        peft_model.eval()
+        yield peft_model
+    finally:
+        peft_model.base_model.unload()  # strips LoRA layers in place; base weights untouched
+        for p in base_model.parameters():
+            p.requires_grad_(False)
+
+
+def prepare(
+    base_model: torch.nn.Module,
+    tokenizer,
+    adapter: LoraAdapter | str | Path,
+    examples: list[CalibExample],
+    cfg: SurgeryConfig,
+    *,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> PreparedAdapter:
+    """Decompose every target module and run ONE calibration pass for all policies.
+
+    Args:
+        base_model: The loaded base causal LM (eval mode). It is wrapped temporarily and restored.
+        tokenizer: Its tokenizer.
+        adapter: A loaded adapter or the path of a PEFT LoRA directory.
+        examples: Calibration examples (already truncated to N).
+        cfg: The surgery configuration (targets and calibration settings are used here).
+        on_batch: Progress callback ``(done, total)`` over calibration batches.
+
+    Raises:
+        AdapterError: the adapter is invalid, has no target modules, or does not fit the base model.
+    """
+    if not isinstance(adapter, LoraAdapter):
+        adapter = load_adapter(adapter)
+    check_base_compat(adapter, base_model)
+    modules = select_modules(adapter, cfg.targets)
+    t0 = time.perf_counter()
+    spectra = decompose_modules(adapter, modules)
+    t1 = time.perf_counter()
+    scalings = {m.name: m.scaling for m in modules}
+    with attached_adapter(base_model, adapter.path) as peft_model:
+        sens = collect_sensitivities(peft_model, tokenizer, examples, spectra, scalings, cfg.calib, on_batch=on_batch)
+    t2 = time.perf_counter()
+    missing = [m.name for m in modules if m.name not in sens]
+    if missing:
+        log.warning("%d target module(s) received no gradient and stay unchanged: %s", len(missing), missing[:5])
+    return PreparedAdapter(
+        adapter=adapter,
+        modules=modules,
+        spectra=spectra,
+        sensitivities=sens,
+        calib_sha256=calibration_sha256(examples),
+        n_examples=len(examples),
+        timings={"decompose": t1 - t0, "calibrate": t2 - t1},
+    )
+
+
+def edit_sigmas(prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42) -> dict[str, torch.Tensor]:
+    """New singular values σ' per edited module under one policy (U and V are kept).
+
+    ``random_index`` draws from one CPU generator seeded once with ``seed`` and consumed in module order,
+    as the reference's global generator is (METHOD §7.3).
+    """
+    get_policy(policy)  # fail fast with a did-you-mean on unknown names
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for m in prepared.edited_modules:
+        s = prepared.sensitivities[m.name]
+        sigma0 = prepared.spectra[m.name].S.detach().cpu().float()
+        out[m.name] = apply_policy(policy, sigma0, s.magnitude.float(), s.signed.float(), cfg, gen)
+    return out
+
+
+def rebuilt_tensors(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LoRA factors B' = U diag(√σ'), A' = diag(√σ') Vᵀ in the original dtypes, keyed by state-dict key."""
+    tensors: dict[str, torch.Tensor] = {}
+    for m in prepared.edited_modules:
+        if m.name not in sigmas:
+            continue
+        a_old, b_old = prepared.adapter.tensors[m.key_A], prepared.adapter.tensors[m.key_B]
+        a_new, b_new = rebuild_factors(prepared.spectra[m.name], sigmas[m.name], dtype_A=a_old.dtype, dtype_B=b_old.dtype)
+        tensors[m.key_A], tensors[m.key_B] = a_new.cpu().contiguous(), b_new.cpu().contiguous()
+    return tensors
+
+
+def spectrum_summary(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> dict:
+    """Per-policy summary: modules edited, scalars edited, mean |σ'/σ − 1| over components with σ > 0."""
+    ratios = []
+    n_scalars = 0
+    for name, new in sigmas.items():
+        old = prepared.spectra[name].S.cpu().float()
+        n_scalars += old.numel()
+        nz = old > 1e-12
+        ratios.append((new[nz] / old[nz] - 1).abs())
+    mean_change = float(torch.cat(ratios).mean()) if ratios and sum(r.numel() for r in ratios) else 0.0
+    return {"modules_edited": len(sigmas), "scalars_edited": n_scalars, "mean_abs_rel_change": mean_change}
+
+
+def build_manifest(
+    prepared: PreparedAdapter, policy: str, cfg: SurgeryConfig, sigmas: dict[str, torch.Tensor], seed: int
+) -> dict:
+    """The edit manifest written beside every edited adapter (JSON-serialisable)."""
+    spec = get_policy(policy)
+    modules = {}
+    for m in prepared.edited_modules:
+        s = prepared.sensitivities[m.name]
+        modules[m.name] = {
+            "r": m.r,
+            "scaling": m.scaling,
+            "sigma_before": [round(float(x), 8) for x in prepared.spectra[m.name].S.cpu()],
+            "sigma_after": [round(float(x), 8) for x in sigmas[m.name]],
+            "sensitivity": {
+                "aggregation": s.aggregation,
+                "magnitude": [float(x) for x in s.magnitude],
+                "signed": [float(x) for x in s.signed],
+                "sign_agreement": [float(x) for x in s.sign_agreement],
+            },
+        }
+    return {
+        "format": "spectral-surgery/edit-manifest/v1",
+        "policy": spec.name,
+        "is_control": spec.is_control,
+        "parameters": cfg.edit.model_dump(mode="json"),
+        "targets": cfg.targets.model_dump(mode="json"),
+        "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
+        "seed": seed,
+        "input_adapter_sha256": prepared.adapter.sha256,
+        "summary": spectrum_summary(prepared, sigmas),
+        "skipped_modules": [m.name for m in prepared.modules if m.name not in prepared.sensitivities],
+        "modules": modules,
+        "package_versions": package_versions(),
+        "paper": "https://arxiv.org/abs/2603.03995",
+    }
+
+
+def write_candidate(
+    prepared: PreparedAdapter, policy: str, cfg: SurgeryConfig, out_dir: str | Path, *, seed: int = 42
+) -> tuple[Path, dict]:
+    """Edit under ``policy`` and write the PEFT adapter atomically to ``out_dir``; returns (path, manifest)."""
+    sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed)
+    manifest = build_manifest(prepared, policy, cfg, sigmas, seed)
+    path = write_adapter(prepared.adapter, rebuilt_tensors(prepared, sigmas), out_dir, manifest)
+    return Path(path), manifest
+

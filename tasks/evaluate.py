@@ -1,0 +1,424 @@
+"""Evaluate a base model under several LoRA adapters ("subjects") on one benchmark, per document.
+
+``LmEvalEvaluator`` loads the base model once, hot-swaps every subject as a named PEFT adapter on one
+``PeftModel`` and runs lm-eval's ``simple_evaluate`` per subject, returning per-document outcomes that
+are aligned across subjects (same documents, same order) for the paired tests of the gate.
+``FakeEvaluator`` ("fake") is for tests only: deterministic pseudo-outcomes with no model at all.
+
+Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
+:class:`Evaluator` protocol; neither inherits from anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Protocol
+
+from tasks.benchmarks import BenchmarkSpec, get_benchmark
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One subject's score on one benchmark, with the per-document evidence behind it.
+
+    Attributes:
+        subject: Subject name (``baseline``, a candidate, a random control, ...).
+        benchmark: Registered benchmark name.
+        metric: The deciding metric (``BenchmarkSpec.metric``).
+        value: Aggregate of ``metric`` over the documents (lm-eval's number).
+        n: Number of documents.
+        stderr: Standard error of ``value`` (None if undefined, e.g. n = 1).
+        higher_is_better: Direction of ``metric``.
+        doc_ids: Document ids, in the same order for every subject of one call.
+        outcomes: Per-document values of ``metric`` (0/1 for accuracy-type metrics), aligned with ``doc_ids``.
+        samples_path: JSONL of lm-eval's logged samples for this subject (None if not written).
+    """
+
+    subject: str
+    benchmark: str
+    metric: str
+    value: float
+    n: int
+    stderr: float | None
+    higher_is_better: bool
+    doc_ids: list[str]
+    outcomes: list[float]
+    samples_path: str | None
+
+
+class Evaluator(Protocol):
+    """Scores subjects (PEFT adapter dirs on one base model, or None = the bare base) on a benchmark."""
+
+    key: str  # identity of the evaluator and its settings; part of evaluation cache keys
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Evaluate every subject on the same first ``limit`` documents; write samples under ``out_dir``.
+
+        ``on_result(result, seconds)`` is called as each subject finishes (progress for long nightly runs).
+        """
+        ...
+
+
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
+
+
+def register_evaluator(name: str) -> Callable:
+    """Class decorator registering an evaluator factory under ``name``; raises on duplicates."""
+
+    def deco(cls):
+        if name in _EVALUATORS:
+            raise ValueError(f"evaluator {name!r} is already registered")
+        _EVALUATORS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
+    """Instantiate the evaluator registered as ``name`` with ``kwargs``; ``KeyError`` with close matches."""
+    if name not in _EVALUATORS:
+        close = difflib.get_close_matches(name, list(_EVALUATORS), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown evaluator {name!r}.{hint} Known: {', '.join(sorted(_EVALUATORS))}")
+    return _EVALUATORS[name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def mean_stderr(xs: list[float]) -> float | None:
+    """Standard error of the mean, sample std (n-1) / sqrt(n), as lm-eval's ``mean_stderr``."""
+    n = len(xs)
+    if n < 2:
+        return None
+    m = sum(xs) / n
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
+def adapter_weights_file(adapter_dir: Path) -> Path:
+    """The weights file of a PEFT adapter dir; ``FileNotFoundError`` naming the dir otherwise."""
+    for name in WEIGHT_FILES:
+        if (Path(adapter_dir) / name).is_file():
+            return Path(adapter_dir) / name
+    raise FileNotFoundError(f"{adapter_dir}: no {' or '.join(WEIGHT_FILES)} (not a PEFT adapter dir)")
+
+
+def _check_inputs(subjects: dict[str, Path | None], limit: int | None) -> None:
+    if not subjects:
+        raise ValueError("evaluate: subjects is empty; give at least one name -> adapter dir (or None)")
+    for name, path in subjects.items():
+        if not _SUBJECT_RE.match(name) or name in (".", ".."):
+            raise ValueError(f"evaluate: subject name {name!r} must be a plain file name ([A-Za-z0-9_.+-])")
+        if path is not None:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"subject {name!r}: {path}/adapter_config.json not found")
+            adapter_weights_file(Path(path))
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"evaluate: limit must be a positive int or None, got {limit!r}")
+
+
+def suites_digest() -> str:
+    """sha256 over the offline suites' YAML, data and code, so a changed suite changes evaluator keys."""
+    h = hashlib.sha256()
+    for p in sorted(SUITES_DIR.iterdir()):
+        if p.suffix in (".yaml", ".jsonl", ".py") and p.is_file():
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, default=handle_non_serializable, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a file
+    return str(path)
+
+
+def outcomes_from_samples(samples: list[dict], spec: BenchmarkSpec) -> tuple[list[str], list[float], list[dict]]:
+    """Per-document ``spec.metric`` from lm-eval's logged samples of one task, sorted by doc id.
+
+    Returns:
+        ``(doc_ids, outcomes, rows)`` where ``rows`` are the samples of ``spec.filter``.
+
+    Raises:
+        KeyError: No sample carries the filter or the metric (names the task and what exists).
+    """
+    rows = sorted((s for s in samples if s.get("filter") == spec.filter), key=lambda s: int(s["doc_id"]))
+    if not rows:
+        filters = sorted({str(s.get("filter")) for s in samples})
+        raise KeyError(f"{spec.lm_eval_task}: no logged samples for filter {spec.filter!r} (have {filters})")
+    if spec.metric not in rows[0]:
+        raise KeyError(f"{spec.lm_eval_task}: samples have no metric {spec.metric!r} (have {rows[0].get('metrics')})")
+    return [str(s["doc_id"]) for s in rows], [float(s[spec.metric]) for s in rows], rows
+
+
+# ------------------------------------------------------------------------------------------ lm-eval backend
+@dataclass
+class _Base:
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any
+    peft: Any = None  # peft.PeftModel wrapping ``model`` once the first adapter is loaded
+
+
+@register_evaluator("lm_eval")
+class LmEvalEvaluator:
+    """lm-eval ``simple_evaluate`` over hot-swapped PEFT adapters on one base model loaded once.
+
+    Args:
+        batch_size: lm-eval HFLM batch size.
+        device: ``cuda``/``cpu``/...; None = CUDA if available.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU) or a torch dtype name.
+        max_gen_toks: Override of every generative task's ``max_gen_toks`` (None = the task's own).
+        apply_chat_template: Wrap prompts in the tokenizer's chat template (instruct/chat bases).
+        model: An already-loaded base model (used as-is: adapters are injected into it in place).
+        tokenizer: Its tokenizer (required with ``model``).
+        model_id: The ``base_model`` string that refers to ``model`` (default ``model.name_or_path``).
+        max_cached_bases: Base models kept loaded at once (least recently used are dropped).
+
+    Attributes:
+        base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
+
+    Example:
+        >>> ev = get_evaluator("lm_eval", batch_size=8)
+        >>> res = ev.evaluate("HuggingFaceTB/SmolLM2-135M", {"baseline": Path("a/"), "cand": Path("b/")},
+        ...                   "ss_mc", limit=100, out_dir=Path("runs/x"))
+    """
+
+    def __init__(self, *, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+                 max_gen_toks: int | None = None, apply_chat_template: bool = False,
+                 model: Any = None, tokenizer: Any = None,
+                 model_id: str | None = None, max_cached_bases: int = 1) -> None:  # fmt: skip
+        import torch
+
+        if (model is None) != (tokenizer is None):
+            raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
+        self.batch_size = batch_size
+        if device is None:
+            device = str(model.device) if model is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device
+        self.dtype = dtype
+        self.max_gen_toks = max_gen_toks
+        self.apply_chat_template = apply_chat_template
+        self.max_cached_bases = max_cached_bases
+        self.base_loads = 0
+        self._bases: OrderedDict[str, _Base] = OrderedDict()
+        self._task_managers: dict[bool, Any] = {}
+        self._adapter_seq = 0
+        if model is not None:
+            self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
+        self.key = (
+            f"lm_eval={version('lm_eval')};transformers={version('transformers')};peft={version('peft')};"
+            f"torch={torch.__version__.split('+')[0]};device={self.device.split(':')[0]};"
+            f"dtype={dtype if model is None else str(model.dtype).removeprefix('torch.')};"
+            f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
+        )
+
+    # -- model handling
+    def _torch_dtype(self):
+        import torch
+
+        if self.dtype == "auto":
+            cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if cuda_bf16 else torch.float32
+        return getattr(torch, self.dtype)
+
+    def _base(self, base_model: str) -> _Base:
+        if base_model in self._bases:
+            self._bases.move_to_end(base_model)
+            return self._bases[base_model]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        while len(self._bases) >= self.max_cached_bases:
+            self._bases.popitem(last=False)
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=self._torch_dtype()).to(self.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        self.base_loads += 1
+        self._bases[base_model] = entry = _Base(model, tokenizer)
+        return entry
+
+    def _load_adapter(self, base: _Base, path: Path) -> str:
+        from peft import PeftModel
+
+        self._adapter_seq += 1
+        name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
+        if base.peft is None:
+            base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
+        else:
+            base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        base.peft.to(self.device).eval()
+        return name
+
+    def _task_manager(self, spec: BenchmarkSpec):
+        from lm_eval.tasks import TaskManager
+
+        # Indexing lm-eval's ~15k built-in YAMLs takes seconds; local suites do not need them.
+        with_defaults = spec.kind == "hub"
+        if with_defaults not in self._task_managers:
+            self._task_managers[with_defaults] = TaskManager(
+                include_path=str(SUITES_DIR), include_defaults=with_defaults
+            )
+        return self._task_managers[with_defaults]
+
+    # -- evaluation
+    def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None) -> dict:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+
+        hflm = HFLM(pretrained=lm_model, tokenizer=tokenizer, batch_size=self.batch_size)
+        results = simple_evaluate(
+            model=hflm,
+            tasks=[spec.lm_eval_task],
+            limit=limit,
+            log_samples=True,
+            task_manager=self._task_manager(spec),
+            # lm-eval's request cache is keyed by task and prompts, not by model: sharing it across
+            # subjects would hand one adapter's answers to another. Both caches stay off.
+            use_cache=None,
+            cache_requests=False,
+            gen_kwargs={"max_gen_toks": self.max_gen_toks} if self.max_gen_toks else None,
+            confirm_run_unsafe_code=spec.executes_code,
+            apply_chat_template=self.apply_chat_template,
+            bootstrap_iters=0,  # we compute the stderr of the mean from the outcomes ourselves
+        )
+        if results is None:
+            raise RuntimeError(f"lm-eval returned no results for {spec.lm_eval_task} (not rank 0?)")
+        return results
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Evaluate each subject on the first ``limit`` documents of ``benchmark``.
+
+        Args:
+            base_model: Hub id or local dir of the base model (or the ``model_id`` of a preloaded model).
+            subjects: Name -> PEFT adapter dir; None = the bare base model.
+            benchmark: Registered benchmark name (:mod:`tasks.benchmarks`).
+            limit: First N documents (None = ``spec.default_limit``, then all).
+            out_dir: Samples go to ``out_dir/<subject>/<benchmark>.jsonl``.
+            on_result: Called with each subject's result and its seconds as it finishes.
+
+        Returns:
+            Subject name -> :class:`EvalResult`, all with identical ``doc_ids``.
+        """
+        spec = get_benchmark(benchmark)
+        _check_inputs(subjects, limit)
+        limit = limit if limit is not None else spec.default_limit
+        if spec.executes_code and spec.kind == "hub":
+            os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
+        base = self._base(base_model)
+        loaded: dict[str, str] = {}
+        out: dict[str, EvalResult] = {}
+        try:
+            for subject, path in subjects.items():
+                if path is not None:
+                    loaded[subject] = self._load_adapter(base, Path(path))
+            for subject, path in subjects.items():
+                t0 = time.perf_counter()
+                if path is None:
+                    if base.peft is not None:
+                        with base.peft.disable_adapter():
+                            res = self._run(base.peft, base.tokenizer, spec, limit)
+                    else:
+                        res = self._run(base.model, base.tokenizer, spec, limit)
+                else:
+                    base.peft.set_adapter(loaded[subject])
+                    res = self._run(base.peft, base.tokenizer, spec, limit)
+                out[subject] = self._result(subject, spec, res, Path(out_dir))
+                if on_result is not None:
+                    on_result(out[subject], time.perf_counter() - t0)
+        finally:
+            if base.peft is not None:
+                # Drop this call's adapters and the LoRA layers themselves: the base goes back to pristine
+                # (also a caller's preloaded model) and memory does not grow over a fleet of adapters.
+                base.model = base.peft.unload()
+                base.peft = None
+        _check_aligned(out)
+        return out
+
+    def _result(self, subject: str, spec: BenchmarkSpec, res: dict, out_dir: Path) -> EvalResult:
+        task = spec.lm_eval_task
+        doc_ids, outcomes, rows = outcomes_from_samples(res["samples"][task], spec)
+        agg = res["results"][task].get(f"{spec.metric},{spec.filter}")
+        value = float(agg) if isinstance(agg, (int, float)) else sum(outcomes) / len(outcomes)
+        path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
+        return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
+                          spec.higher_is_better, doc_ids, outcomes, path)  # fmt: skip
+
+
+def _check_aligned(results: dict[str, EvalResult]) -> None:
+    ref = next(iter(results.values()))
+    for r in results.values():
+        if r.doc_ids != ref.doc_ids:
+            raise RuntimeError(f"{r.benchmark}: subjects {ref.subject!r} and {r.subject!r} saw different documents")
+
+
+# --------------------------------------------------------------------------------------- fake, for tests
+@register_evaluator("fake")
+class FakeEvaluator:
+    """FOR TESTS ONLY: deterministic pseudo-outcomes without a model, so flow tests run in milliseconds.
+
+    Document ``i`` of a subject succeeds iff ``u < rate``, where ``u`` in [0, 1) comes from
+    sha256(adapter weights file bytes, benchmark, i): outcomes depend on the adapter's content (an edited
+    adapter scores differently from its baseline; identical weights score identically) and never on
+    the subject's name. The bare base model (None) hashes ``base:<base_model>`` instead.
+
+    Args:
+        n_docs: Documents per benchmark when no limit is given.
+        rate: Default success probability per document.
+        rates: Per-subject-name success probabilities overriding ``rate`` (to script a winner in tests).
+    """
+
+    def __init__(self, *, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None) -> None:
+        if not 0.0 <= rate <= 1.0 or any(not 0.0 <= r <= 1.0 for r in (rates or {}).values()):
+            raise ValueError("FakeEvaluator: rates must be in [0, 1]")
+        self.n_docs, self.rate, self.rates = n_docs, rate, dict(rates or {})
+        self.key = f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(self.rates.items())}"
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Same contract as :meth:`LmEvalEvaluator.evaluate`; samples hold ``doc_id`` and the outcome."""
+        spec = get_benchmark(benchmark)
+        _check_inputs(subjects, limit)
+        n = limit or spec.default_limit or self.n_docs
+        out = {}
+        for subject, path in subjects.items():
+            if path is None:
+                seed = f"base:{base_model}".encode()
+            else:
+                seed = hashlib.sha256(adapter_weights_file(Path(path)).read_bytes()).digest()
+            p = self.rates.get(subject, self.rate)
+            outcomes = []
+            for i in range(n):
+                h = hashlib.sha256(seed + f"|{spec.name}|{i}".encode()).digest()
+                outcomes.append(1.0 if int.from_bytes(h[:8], "big") / 2**64 < p else 0.0)
+            doc_ids = [str(i) for i in range(n)]
+            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in enumerate(outcomes)]
+            path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
+            out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
+                                      spec.higher_is_better, doc_ids, outcomes, path_out)  # fmt: skip
+            if on_result is not None:
+                on_result(out[subject], 0.0)
+        return out

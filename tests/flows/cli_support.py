@@ -1,0 +1,55 @@
+"""Run the ``spectral-surgery`` command line in-process and capture what it prints (shared by the CLI tests)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+from flows.cli import main
+
+
+@dataclass
+class Result:
+    """Exit code and output of one command line; ``exited``: argparse called ``sys.exit`` (``--help``)."""
+
+    code: int
+    out: str
+    err: str
+    exited: bool = False
+
+    def json(self) -> Any:
+        assert self.code == 0, self.err
+        return json.loads(self.out)
+
+
+def cli(*argv: Any) -> Result:
+    """``flows.cli.main(argv)`` with stdout/stderr captured (works in module-scoped fixtures, unlike capsys).
+
+    COLUMNS is wide so that rich does not fold table cells in the middle of the values the tests look for.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    exited = False
+    with mock.patch.dict(os.environ, {"COLUMNS": "250"}), redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # only argparse's --help may get here; main() returns codes otherwise
+            code, exited = int(e.code or 0), True
+    return Result(code, out.getvalue(), err.getvalue(), exited)
+
+
+def assert_error(r: Result, *fragments: str) -> str:
+    """A failed command: exit 2, nothing on stdout, one ``error:`` line holding ``fragments``, no traceback."""
+    assert not r.exited, "main() must return the exit code, not call sys.exit"
+    assert r.code == 2, (r.code, r.out, r.err)
+    assert r.out == ""
+    assert "Traceback" not in r.err
+    lines = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, r.err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]

@@ -1,0 +1,324 @@
+"""The registry commands and ``run`` end to end on a tiny fleet with the fake evaluator: init → register → list →
+run → history → promote → rollback, and the one-line errors of each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from flows import worker
+from tests import tiny
+from tests.flows.cli_support import assert_error, cli
+
+INIT_HINT = "run `spectral-surgery init` first"
+WINNER = {"smooth_abs": 0.9}  # the fake evaluator passes smooth_abs' documents at 0.9, the others at 0.5
+REASON = "[urgent] the math team prefers it"  # brackets: printed as typed, never parsed as rich markup
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_worker():
+    worker.reset()
+    yield
+    worker.reset()
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_base, tmp_path_factory):
+    """Two tiny adapters, a corrupt one, a calibration file and a run-config file, built once for the module."""
+    root = tmp_path_factory.mktemp("cli_fleet")
+    dirs = [tiny.save_adapter(fleet_base, root / f"ad{i}", seed=i + 1) for i in range(2)]
+    bad = tiny.save_adapter(fleet_base, root / "bad", seed=9)
+    (bad / "adapter_model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+    calib = root / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    config = root / "run.yaml"  # the file gives what has no option; the options below are laid over it
+    config.write_text("surgery:\n  calib:\n    n_samples: 4\n    batch_size: 4\nevaluator_options:\n  n_docs: 60\n")
+    return SimpleNamespace(root=root, dirs=dirs, bad=bad, calib=calib, config=config, base=fleet_base)
+
+
+def run_args(fleet, data_dir: Path, *extra) -> list:
+    return ["run", "--data-dir", data_dir, "--config", fleet.config, "--evaluator", "fake",
+            "--evaluator-option", f"rates={json.dumps(WINNER)}", "--task-limit", 60, "--guard-limit", 60,
+            "--calib", fleet.calib, *extra]
+
+
+@pytest.fixture(scope="module")
+def ran(prefect_harness, fleet, tmp_path_factory):
+    """A registry after init, two registrations and one nightly ``run --json``."""
+    data = tmp_path_factory.mktemp("cli_data") / "home"
+    init = cli("init", "--data-dir", data)
+    regs = [cli("register", "ad0", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
+                "--calib", fleet.calib, "--data-dir", data, "--json"),
+            cli("register", "ad1", "--source", fleet.dirs[1], "--base", fleet.base, "--family", "commonsense",
+                "--data-dir", data, "--json")]
+    run = cli(*run_args(fleet, data, "--json"))
+    return SimpleNamespace(data=data, init=init, regs=regs, run=run)
+
+
+def _in(data: Path, *argv) -> list:
+    return [*argv, "--data-dir", data]
+
+
+# ---------------------------------------------------------------------------------------------- init
+def test_init_creates_the_registry_and_is_idempotent(tmp_path):
+    data = tmp_path / "a" / "b"
+    r = cli("init", "--data-dir", data)
+    assert r.code == 0, r.err
+    assert (data / "registry.db").is_file()
+    assert "Registry ready" in r.out and str(data) in r.out
+    info = cli("--json", "init", "--data-dir", data).json()  # again: nothing to do, same schema
+    assert info["data_dir"] == str(data)
+    assert info["database"] == f"sqlite:///{data / 'registry.db'}"
+    assert info["schema_revision"]
+    assert cli("list", "--data-dir", data).out.startswith("No adapters registered yet")
+    assert cli("list", "--json", "--data-dir", data).json() == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["list"], ["history", "ad0"], ["register", "ad0", "--source", ".", "--base", "b", "--family", "math"],
+    ["promote", "1", "--reason", "why"], ["rollback", "ad0", "--reason", "why"], ["dashboard"],
+    ["run", "--evaluator", "fake"],
+])
+def test_every_command_without_init_says_to_run_init(argv, tmp_path):
+    assert_error(cli(*argv, "--data-dir", tmp_path / "nowhere"), INIT_HINT)
+    assert not (tmp_path / "nowhere" / "registry.db").exists()
+
+
+# ------------------------------------------------------------------------------------- register, list
+def test_register_and_list(fleet, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    monkeypatch.chdir(fleet.root)  # a relative source is stored absolute: the nightly run starts elsewhere
+    r = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "math", "--benchmark",
+            "ss_arith", "--calib", "calib.jsonl", "--data-dir", data)
+    assert r.code == 0, r.err
+    assert "Registered ad0" in r.out and str(fleet.dirs[0]) in r.out
+    rows = cli("list", "--json", "--data-dir", data).json()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["name"] == "ad0" and row["enabled"] is True and row["versions"] == 0
+    assert row["source_uri"] == str(fleet.dirs[0].resolve()) and row["base_model_id"] == str(fleet.base.resolve())
+    assert row["task_family"] == "math" and row["benchmark_override"] == "ss_arith"
+    assert row["config"] == {"calib": str(fleet.calib.resolve())}
+    assert row["latest_version"] is None and row["production"] is None
+    table = cli("list", "--data-dir", data).out
+    assert "1 adapter(s)" in table and "math → ss_arith" in table and "no version yet" in table
+    # registering the same name again updates it (declarative); --disabled turns nightly work off
+    again = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "code", "--disabled",
+                "--json", "--data-dir", data).json()
+    assert again["id"] == row["id"] and again["enabled"] is False and again["task_family"] == "code"
+    assert [a["name"] for a in cli("list", "--json", "--data-dir", data).json()] == ["ad0"]
+    assert "│ no " in cli("list", "--data-dir", data).out
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--source", "{root}/missing"], ["--source", "missing", "no such directory"]),
+    (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"], ["--calib", "missing.jsonl", "does not exist"]),
+    (["--source", "{root}/ad0", "--calib", "gsm8kk"], ["gsm8kk", "gsm8k"]),
+    (["--source", "hf://just-a-name"], ["hf://just-a-name", "expected hf://<org>/<name>"]),
+])
+def test_register_bad_input(argv, fragments, fleet, tmp_path):
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    argv = [a.format(root=fleet.root) for a in argv]
+    assert_error(cli("register", "x", "--base", fleet.base, "--family", "math", *argv, "--data-dir", data),
+                 *fragments)
+    assert cli("list", "--json", "--data-dir", data).json() == []
+
+
+def test_register_bad_name_and_usage(fleet, tmp_path):
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    assert_error(cli("register", "no spaces", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
+                     "--data-dir", data), "name 'no spaces'")
+    assert_error(cli("register", "x", "--source", fleet.dirs[0], "--base", fleet.base, "--data-dir", data),
+                 "required: --family")
+    assert_error(cli("register", "x", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
+                     "--enabled", "--disabled", "--data-dir", data), "not allowed with argument")
+
+
+# ------------------------------------------------------------------------------------------------ run
+def test_run_refines_decides_and_promotes(ran, fleet):
+    assert ran.init.code == 0 and all(r.code == 0 for r in ran.regs)
+    assert ran.run.code == 0, ran.run.err
+    summary = ran.run.json()  # stdout is nothing but the JSON summary
+    assert summary["refined"] == 2 and summary["failed"] == 0
+    by_name = {r["adapter"]: r for r in summary["results"]}
+    assert set(by_name) == {"ad0", "ad1"}
+    for name, r in by_name.items():
+        assert r["status"] == "completed" and r["promoted"] == "smooth_abs"
+        assert r["candidates_written"] == 4  # three policies and the random control
+        assert "→ promoted" in r["sentence"] and r["statistics"]["promoted"] == "smooth_abs"
+        assert r["decision_id"]
+    # the evaluator options of the file and of the command line were merged: n_docs 60 and the scripted winner
+    verdicts = {v["policy"]: v for v in by_name["ad0"]["statistics"]["verdicts"]}
+    assert verdicts["smooth_abs"]["vs_baseline"]["n"] == 60 and verdicts["smooth_abs"]["passed"]
+    # progress on stderr: the header, then a line per adapter as it finished
+    err = ran.run.err
+    assert "Nightly refinement of 2 enabled adapter(s): evaluator fake" in err
+    assert "✓ ad0 promoted smooth_abs:" in err and "✓ ad1 promoted smooth_abs:" in err
+    assert "Traceback" not in err
+
+
+def test_list_after_run_shows_versions_and_production(ran):
+    rows = {r["name"]: r for r in cli(*_in(ran.data, "list", "--json")).json()}
+    for name in ("ad0", "ad1"):
+        r = rows[name]
+        assert r["versions"] == 1 and len(r["latest_version"]["content_sha256"]) == 64
+        assert r["production"]["policy"] == "smooth_abs" and r["production"]["implicit"] is False
+        assert Path(r["production"]["artifact_uri"], "adapter_model.safetensors").is_file()
+    out = cli(*_in(ran.data, "list")).out
+    assert "2 adapter(s)" in out and out.count("smooth_abs (#") == 2
+
+
+def test_second_run_has_no_new_work(ran, fleet):
+    before = cli(*_in(ran.data, "history", "ad0", "--json")).json()
+    again = cli(*run_args(fleet, ran.data, "--json")).json()
+    assert again["refined"] == 0 and again["failed"] == 0 and again["results"] == []
+    assert again["run_id"] == ran.run.json()["run_id"] + 1
+    r = cli(*run_args(fleet, ran.data))
+    assert r.code == 0 and "Nothing to refine" in r.out
+    after = cli(*_in(ran.data, "history", "ad0", "--json")).json()
+    assert after["events"] == before["events"] and after["candidates"] == before["candidates"]
+
+
+def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness, fleet, tmp_path):
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    for name, d in (("ad0", fleet.dirs[0]), ("bad", fleet.bad)):
+        assert cli("register", name, "--source", d, "--base", fleet.base, "--family", "math",
+                   "--data-dir", data).code == 0
+    r = cli(*run_args(fleet, data, "--dry-run", "--policy", "smooth_abs", "--no-guard"))
+    assert r.code == 1  # one adapter failed; the other still ran
+    assert "dry run" in r.err and "✗ bad failed: AdapterError:" in r.err
+    assert "✓ ad0 would promote smooth_abs (dry run: not moved):" in r.err
+    assert "1 failed" in r.out and "failed" in next(line for line in r.out.splitlines() if " bad " in line)
+    ad0 = next(line for line in r.out.splitlines() if " ad0 " in line)
+    assert "smooth_abs (not moved: dry run)" in ad0
+    prod = {a["name"]: a["production"] for a in cli(*_in(data, "list", "--json")).json()}
+    assert prod["ad0"]["candidate_id"] is None and prod["ad0"]["implicit"] is True  # nothing moved
+    # the dry run's winner is promoted by hand afterwards
+    hist = cli(*_in(data, "history", "ad0", "--json")).json()
+    assert hist["events"] == []
+    assert sorted(c["policy"] for c in hist["candidates"]) == ["random_index", "smooth_abs"]
+    best = hist["candidates"][0]
+    assert best["policy"] == "smooth_abs" and best["task_score"] > best["baseline_score"]
+    moved = cli(*_in(data, "promote", best["id"], "--reason", "dry run looked good", "--json")).json()
+    assert moved["changed"] and moved["production"]["policy"] == "smooth_abs"
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--policy", "abs_selekt"], ["abs_selekt", "abs_select"]),
+    (["--policy", "random_index"], ["invalid run configuration from", "random control is added automatically"]),
+    (["--evaluator-option", "n_docs"], ["KEY=VALUE"]),
+    (["--task-limit", "0"], ["invalid run configuration", "task_limit"]),
+])
+def test_run_bad_options(extra, fragments, fleet, tmp_path):
+    r = cli(*run_args(fleet, tmp_path / "nowhere", *extra))
+    assert r.code == 2 and r.out == "" and "Traceback" not in r.err
+    for f in fragments:
+        assert f in r.err
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("- a\n- list\n", "a run config is a mapping"),
+    ("surgery: {policies: [abs_select]}\nnot_a_field: 1\n", "not_a_field"),
+    ("key: [unclosed\n", "not valid YAML"),
+])
+def test_run_bad_config_file_names_the_file(text, fragment, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    r = cli("run", "--config", path, "--data-dir", tmp_path / "nowhere")
+    assert r.code == 2 and "Traceback" not in r.err and str(path) in r.err and fragment in r.err
+    assert_error(cli("run", "--config", tmp_path / "absent.yaml"), "absent.yaml", "no such file")
+
+
+# ------------------------------------------------------------------------- history, promote, rollback
+def test_promote_and_rollback_are_audited(ran, monkeypatch):
+    hist = cli(*_in(ran.data, "history", "ad0", "--json")).json()
+    assert [(e["kind"], e["actor"]) for e in hist["events"]] == [("promotion", "nightly")]
+    nightly_pick = hist["production"]["candidate_id"]
+    cands = {c["policy"]: c for c in hist["candidates"]}
+    assert set(cands) == {"abs_select", "smooth_abs", "grad_direction", "random_index"}
+    assert hist["candidates"][0]["policy"] == "smooth_abs" == hist["production"]["policy"]  # best first
+    assert cands["random_index"]["is_control"] and cands["smooth_abs"]["id"] == nightly_pick
+    other = cands["abs_select"]["id"]
+
+    # --reason is required, and must say something
+    assert_error(cli(*_in(ran.data, "promote", other)), "required: --reason")
+    assert_error(cli(*_in(ran.data, "promote", other, "--reason", "  ")), "reason must be a non-empty string")
+    assert cli(*_in(ran.data, "history", "ad0", "--json")).json()["production"]["candidate_id"] == nightly_pick
+
+    moved = cli(*_in(ran.data, "promote", other, "--reason", REASON, "--actor", "alice", "--json")).json()
+    assert moved["changed"] is True
+    event = moved["event"]
+    assert (event["kind"], event["actor"], event["reason"]) == ("manual_override", "alice", REASON)
+    assert (event["from_candidate_id"], event["to_candidate_id"]) == (nightly_pick, other)
+    assert event["evidence"]["policy"] == "abs_select"
+    assert moved["production"]["candidate_id"] == other and moved["production"]["policy"] == "abs_select"
+    same = cli(*_in(ran.data, "promote", other, "--reason", "again"))
+    assert same.code == 0 and "Already in production: nothing changed" in same.out
+
+    monkeypatch.setenv("USER", "carol")  # the default actor
+    back = cli(*_in(ran.data, "rollback", "ad0", "--reason", "regression [/] reported"))
+    assert back.code == 0, back.err  # free text with brackets is printed as typed, never parsed as markup
+    assert "Rolled back ad0: v1 abs_select" in back.out and "v1 smooth_abs" in back.out
+    assert "by carol: regression [/] reported" in back.out
+
+    hist = cli(*_in(ran.data, "history", "ad0", "--json")).json()
+    kinds = [(e["kind"], e["actor"]) for e in hist["events"]]
+    assert kinds == [("promotion", "nightly"), ("manual_override", "alice"), ("rollback", "carol")]
+    manual, rollback = hist["events"][1:]
+    assert rollback["reverts_event_id"] == manual["id"] and rollback["reason"] == "regression [/] reported"
+    assert (rollback["from_candidate_id"], rollback["to_candidate_id"]) == (other, nightly_pick)
+    assert hist["production"]["candidate_id"] == nightly_pick
+    table = cli(*_in(ran.data, "history", "ad0")).out
+    for text in ("History of ad0", "manual_override", "alice", REASON, "rollback", "carol", "regression [/] reported",
+                 f"In production now: v1 smooth_abs (#{nightly_pick})", "Candidates of v1 (promote by id)"):
+        assert text in table
+    # the other adapter's history is untouched by these moves
+    ad1 = cli(*_in(ran.data, "history", "ad1", "--json")).json()
+    assert not {"alice", "carol"} & {e["actor"] for e in ad1["events"]}
+
+
+def test_promote_and_rollback_errors(ran, fleet, tmp_path):
+    ad1_version = cli(*_in(ran.data, "history", "ad1", "--json")).json()["candidates"][0]["version_id"]
+    ad0_cand = cli(*_in(ran.data, "history", "ad0", "--json")).json()["candidates"][0]["id"]
+    assert_error(cli(*_in(ran.data, "promote", "abc", "--reason", "r")), "must be a candidate id", "'abc'")
+    assert_error(cli(*_in(ran.data, "promote", "99999", "--reason", "r")), "no candidate with id 99999")
+    assert_error(cli(*_in(ran.data, "promote", "unedited", "--reason", "r")), "needs --version")
+    assert_error(cli(*_in(ran.data, "promote", ad0_cand, "--reason", "r", "--version", ad1_version)),
+                 "belongs to adapter version")
+    assert_error(cli(*_in(ran.data, "rollback", "ad0")), "required: --reason")
+    assert_error(cli(*_in(ran.data, "history", "ad7")), "no adapter named 'ad7'", "did you mean", "'ad0'")
+    assert_error(cli(*_in(ran.data, "rollback", "nope", "--reason", "r")), "no adapter named 'nope'")
+    # an adapter that never moved has nothing to roll back
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    cli("register", "fresh", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math", "--data-dir", data)
+    assert_error(cli(*_in(data, "rollback", "fresh", "--reason", "r")), "no promotion left to roll back")
+    assert "fresh: no production moves yet." in cli(*_in(data, "history", "fresh")).out
+
+
+def test_promote_unedited_by_hand(ran):
+    version = cli(*_in(ran.data, "history", "ad1", "--json")).json()["production"]["adapter_version_id"]
+    moved = cli(*_in(ran.data, "promote", "unedited", "--version", version, "--reason", "serve the original",
+                     "--json")).json()
+    assert moved["changed"] and moved["production"]["candidate_id"] is None
+    assert moved["production"]["implicit"] is False
+    row = next(line for line in cli(*_in(ran.data, "list")).out.splitlines() if " ad1 " in line)
+    assert f"v{version} unedited" in row
+    back = cli(*_in(ran.data, "rollback", "ad1", "--reason", "undo", "--actor", "bob", "--json")).json()
+    assert back["production"]["policy"] == "smooth_abs" and back["event"]["kind"] == "rollback"
+
+
+# ------------------------------------------------------------------------------------------ dashboard
+def test_dashboard_is_written(ran, tmp_path):
+    out = tmp_path / "dash.html"
+    r = cli(*_in(ran.data, "dashboard", "--out", out, "--json"))
+    assert r.json() == {"path": str(out)}
+    html = out.read_text()
+    assert "ad0" in html and "ad1" in html and "smooth_abs" in html

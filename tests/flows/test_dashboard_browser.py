@@ -1,0 +1,217 @@
+"""The dashboard in a real browser: headless Chromium (the Debian package at /usr/bin/chromium) driven by
+Playwright's Python API loads the page with the network cut off, finds every section, opens every adapter,
+reports no console error, and follows a live reload. Screenshots go to ``test-artifacts/dashboard/`` at the
+repository root (gitignored) for a person to look at.
+
+Skipped, with the reason, where Chromium or Playwright is missing, unless ``CI`` is set (then it fails).
+Never run ``playwright install``: the system Chromium is used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from flows.dashboard import render_dashboard
+from flows.dashboard_serve import start_dashboard_server
+from tests.flows.dashboard_support import build_flow_registry, build_generated_registry, copy_registry
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "test-artifacts" / "dashboard"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+SECTIONS = ("fleet", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
+LOCAL = {"127.0.0.1", "localhost"}
+
+
+def _unavailable(why: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"browser test cannot run in CI: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"{CHROMIUM} not found (install the Debian package: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright Python package is not installed (pip install playwright; no browser download "
+                     "needed, the system Chromium is used)")
+    with sync_playwright() as p:
+        try:
+            # Every request that is not to this machine goes to a dead proxy: the page must render with no network.
+            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                  proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1,localhost"})
+        except Exception as exc:  # e.g. a Chromium that does not start in this sandbox
+            _unavailable(f"{CHROMIUM} did not start: {type(exc).__name__}: {exc}")
+        yield b
+        b.close()
+
+
+class Watch:
+    """A page with its console errors, uncaught exceptions and every URL it requested."""
+
+    def __init__(self, browser, width: int = 1360, height: int = 1000) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error"
+                     else None)
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} {r.failure}"))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def external(self) -> list[str]:
+        out = []
+        for url in self.requests:
+            parts = urlsplit(url)
+            if parts.scheme in ("file", "data", "blob"):
+                continue
+            if parts.scheme in ("http", "https") and parts.hostname in LOCAL:
+                continue
+            out.append(url)
+        return out
+
+    def shot(self, name: str, selector: str | None = None, full_page: bool = False) -> Path:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}.png"
+        if selector:
+            self.page.locator(selector).screenshot(path=str(path))
+        else:
+            self.page.screenshot(path=str(path), full_page=full_page)
+        assert path.stat().st_size > 1000
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def flow(prefect_harness, fleet_base, tmp_path_factory):
+    return build_flow_registry(tmp_path_factory.mktemp("dash_flow"), fleet_base)
+
+
+def open_adapter(page, slug: str) -> None:
+    """Click the adapter's summary and wait until its gzip'd body is inflated (the page's own script)."""
+    page.locator(f"#{slug} > summary").click()
+    page.wait_for_selector(f"#{slug}[open] .lazy[data-state=ready]", timeout=15000)
+
+
+def test_static_page_in_chromium(browser, flow, tmp_path):
+    reg, _ = flow
+    out = render_dashboard(reg, tmp_path / "dashboard.html")
+    w = Watch(browser)
+    try:
+        page = w.page
+        page.goto(out.as_uri(), wait_until="load")
+        for sid in SECTIONS:
+            assert page.locator(f"#{sid}").is_visible(), f"section #{sid} is not visible"
+        assert page.locator("nav a").count() == len(SECTIONS)
+        assert page.locator("#fleet-table tbody tr").count() == 4
+        # Charts are laid out (non-empty boxes), with text (axes, legends) rendered.
+        for label in ("adapter versions per nightly run", "Reward vs risk per policy",
+                      "Guided policy gain vs random control gain", "principal direction similarity"):
+            box = page.locator(f'svg[aria-label="{label}"]').bounding_box()
+            assert box and box["width"] > 200 and box["height"] > 100, label
+        w.shot("static-top")
+        w.shot("static-diagnostics", "#diagnostics")
+        # The fleet filter hides the rows that do not match.
+        page.fill("#fleet-filter", "failed")
+        visible = [r for r in page.locator("#fleet-table tbody tr").all() if r.is_visible()]
+        assert len(visible) == 1 and "ad-bad" in visible[0].inner_text()
+        page.fill("#fleet-filter", "")
+        # Every adapter section opens and inflates; sections with decisions have their charts.
+        charts = {}
+        for slug in ("adapter-ad-win", "adapter-ad-mixed", "adapter-ad-bad", "adapter-ad-gone"):
+            open_adapter(page, slug)
+            charts[slug] = page.locator(f"#{slug} svg.chart").count()
+        assert charts["adapter-ad-win"] >= 6 and charts["adapter-ad-mixed"] >= 6  # trend, forest, σ, |g|, agreement
+        body = page.locator("#adapter-ad-mixed").inner_text()
+        for text in ("Runs and candidates", "Singular values before → after", "Sensitivity profile",
+                     "manual override", "rollback", "alice", "bob"):
+            assert text in body, text
+        assert "Failures (2)" in page.locator("#adapter-ad-bad").inner_text()
+        w.shot("static-adapter-ad-win", "#adapter-ad-win")
+        w.shot("static-adapter-ad-mixed", "#adapter-ad-mixed")
+        w.shot("static-full", full_page=True)
+        # A link to an adapter (URL hash) opens its section.
+        page.goto(out.as_uri() + "#adapter-ad-win", wait_until="load")
+        page.wait_for_selector("#adapter-ad-win[open] .lazy[data-state=ready]", timeout=15000)
+        assert w.errors == [], w.errors
+        assert w.external() == [], w.external()
+    finally:
+        w.close()
+
+
+def test_200_adapter_page_in_chromium(browser, fleet_base, tmp_path_factory, tmp_path):
+    reg, _ = build_generated_registry(tmp_path_factory.mktemp("dash_fleet"), fleet_base)
+    out = render_dashboard(reg, tmp_path / "fleet.html")
+    w = Watch(browser)
+    try:
+        page = w.page
+        t0 = time.perf_counter()
+        page.goto(out.as_uri(), wait_until="load")
+        load_s = time.perf_counter() - t0
+        print(f"\nChromium loaded the 200-adapter page ({out.stat().st_size / 1e6:.1f} MB) in {load_s:.2f}s")
+        assert page.locator("#fleet-table tbody tr").count() == 200
+        assert page.locator("details.adapter").count() == 200
+        for sid in SECTIONS:
+            assert page.locator(f"#{sid}").is_visible(), sid
+        page.fill("#fleet-filter", "fleet-01")
+        assert sum(r.is_visible() for r in page.locator("#fleet-table tbody tr").all()) == 10
+        page.fill("#fleet-filter", "")
+        open_adapter(page, "adapter-fleet-real")
+        assert page.locator("#adapter-fleet-real svg.chart").count() >= 6
+        w.shot("fleet200-top")
+        w.shot("fleet200-diagnostics", "#diagnostics")
+        w.shot("fleet200-adapter", "#adapter-fleet-real")
+        assert w.errors == [], w.errors
+        assert w.external() == [], w.external()
+    finally:
+        w.close()
+
+
+def test_served_page_reloads_itself_when_the_registry_changes(browser, flow, tmp_path):
+    reg = copy_registry(flow[0], tmp_path / "registry")
+    server = start_dashboard_server(reg, port=0, interval_s=0.3, cache_dir=tmp_path / "cache")
+    w = Watch(browser)
+    try:
+        page = w.page
+        page.goto(server.url, wait_until="load")
+        old = page.evaluate("document.body.dataset.version")
+        assert old == server.version and page.locator("#live").is_visible()
+        open_adapter(page, "adapter-ad-win")
+        reg.rollback("ad-win", actor="carol", reason="browser reload test")
+        deadline = time.monotonic() + 30
+        new = old
+        while new == old:  # the page polls /version and reloads itself
+            assert time.monotonic() < deadline, "the page did not reload within 30 s of the registry change"
+            time.sleep(0.2)
+            try:
+                new = page.evaluate("document.body.dataset.version")
+            except Exception:  # the page is mid-reload
+                pass
+        page.wait_for_load_state("load")
+        assert new == server.version
+        # The open section stays open across the reload and shows the change.
+        page.wait_for_selector("#adapter-ad-win[open] .lazy[data-state=ready]", timeout=15000)
+        assert "carol" in page.locator("#adapter-ad-win").inner_text()
+        row = page.locator("#fleet-table tbody tr", has_text="ad-win")
+        assert "unedited @" in row.inner_text()
+        w.shot("served-after-reload")
+        w.shot("served-adapter-ad-win", "#adapter-ad-win")
+        assert w.errors == [], w.errors
+        assert w.external() == [], w.external()
+        assert any(urlsplit(u).path == "/version" for u in w.requests)
+    finally:
+        w.close()
+        server.shutdown()
+        reg.close()

@@ -1,0 +1,89 @@
+"""Smoke test of the README's main-job command: ``spectral-surgery demo`` at its smallest budget, end to end.
+
+It runs the real thing in a child process (bundled SmolLM2 from the GGUF, three freshly trained demo adapters,
+the real nightly flow with lm-eval on the offline suites, the IFEval guard, the gate) and then reads what it
+left behind in the registry and on disk. A few minutes on 2 cores; the full demo's numbers are in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from registry.repository import Registry
+from tasks.config import SurgeryConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    data_dir = root / "data"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PREFECT_HOME=str(root / "prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", SPECTRAL_SURGERY_HOME=str(root / "unused"))
+    env.pop("PREFECT_API_URL", None)  # the child runs its own ephemeral Prefect server, like a fresh user's
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--budget", "smallest", "--data-dir",
+                           str(data_dir), "--json"], env=env, capture_output=True, text=True, timeout=1500,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+    summary = json.loads(proc.stdout)
+    reg = Registry.open(None, data_dir)
+    yield data_dir, summary, proc.stderr, reg
+    reg.close()
+
+
+def test_demo_registers_the_fleet_and_decides_every_adapter(demo_run):
+    data_dir, summary, stderr, reg = demo_run
+    names = sorted(a.name for a in reg.list_adapters())
+    assert names == ["demo-commonsense", "demo-instruction", "demo-math"]
+    assert summary["failed"] == 0
+    assert [r["adapter"] for r in summary["rows"]] == ["demo-math", "demo-commonsense", "demo-instruction"]
+    for row in summary["rows"]:
+        assert row["decision"] and "vs baseline" in row["decision"], row
+        assert row["best_policy"] in SurgeryConfig().policies
+    # progress was visible while it ran: the demo's steps and the flow's per-subject lines
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+        assert step in stderr
+    assert "calibration batch" in stderr and "baseline on ss_" in stderr
+
+
+def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run):
+    _, _, _, reg = demo_run
+    policies = set(SurgeryConfig().policies)
+    for adapter in reg.list_adapters():
+        (version,) = reg.list_versions(adapter.name)
+        cands = reg.list_candidates(version.id)
+        assert {c.policy for c in cands if not c.is_control} == policies
+        assert [c.policy for c in cands if c.is_control] == ["random_index"]
+        for c in cands:  # every candidate is a real PEFT adapter on disk with its spectrum summary
+            assert (Path(c.artifact_uri) / "adapter_model.safetensors").is_file()
+            assert (Path(c.artifact_uri) / "edit_manifest.json").is_file() and c.spectrum_json
+        evals = reg.list_evaluations(version.id)
+        benchmarks = {e.benchmark for e in evals}
+        assert "ss_ifeval" in benchmarks and len(benchmarks) == 2, benchmarks
+        # baseline + 3 policies + 1 control on the task suite and on the guard
+        assert len(evals) == 2 * (len(policies) + 2)
+        for e in evals:
+            assert e.n == 4 and len(e.doc_outcomes_json) == 4
+            assert all(0.0 <= float(v) <= 1.0 for _, v in e.doc_outcomes_json)
+            assert Path(e.samples_uri).is_file()
+        runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
+        assert runs and runs[0].status == "completed"
+        decision = reg.get_decision(version.id, runs[0].config_hash)
+        assert decision is not None and decision.sentence
+        assert decision.statistics_json["verdicts"]
+
+
+def test_demo_renders_the_dashboard(demo_run):
+    data_dir, summary, _, _ = demo_run
+    page = Path(summary["dashboard"])
+    assert page == data_dir / "dashboard.html" and page.is_file()
+    html = page.read_text(encoding="utf-8")
+    for name in ("demo-math", "demo-commonsense", "demo-instruction"):
+        assert name in html

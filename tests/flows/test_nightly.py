@@ -1,0 +1,196 @@
+"""The nightly flow over a tiny fleet: failures isolated, idempotent re-runs, kill/resume, racing runs, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from flows import worker
+from flows.refine_fleet import run_nightly
+from registry import models as m
+from tasks.config import CalibConfig, SurgeryConfig
+from tasks.run_config import RunConfig
+from tests import tiny
+
+REPO = Path(__file__).resolve().parents[2]
+TABLES = [m.Adapter, m.AdapterVersion, m.RefinementRun, m.AdapterRun, m.Candidate, m.Evaluation, m.GuardResult,
+          m.Decision, m.ProductionPointer, m.PromotionEvent]
+WINNER = {"smooth_abs": 0.9}  # the fake evaluator scores smooth_abs' documents at 0.9 and everything else at 0.5
+
+
+def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:
+    return RunConfig(data_dir=data_dir, evaluator="fake", evaluator_options={"n_docs": 60, "rates": WINNER},
+                     calib_source=str(calib), task_limit=60, guard_limit=60,
+                     surgery=SurgeryConfig(calib=CalibConfig(n_samples=4, batch_size=4)), **kw)
+
+
+def _register(cfg: RunConfig, dirs, base, families=("math", "commonsense", "instruction")):
+    reg = worker.registry(cfg)
+    for d, fam in zip(dirs, families):
+        reg.register_adapter(d.name, str(d), str(base), fam)
+    return reg
+
+
+def _counts(reg) -> dict[str, int]:
+    from sqlalchemy.orm import Session
+
+    with Session(reg.engine) as s:
+        return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) for t in TABLES}
+
+
+def _corrupt(d: Path) -> None:
+    (d / "adapter_model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_worker():
+    worker.reset()
+    yield
+    worker.reset()
+
+
+def test_fleet_with_one_corrupt_adapter(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(3)
+    _corrupt(dirs[1])
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base)
+    out = run_nightly(cfg)
+    assert out["refined"] == 3 and out["failed"] == 1
+    by_name = {r["adapter"]: r for r in out["results"]}
+    assert by_name["ad1"]["status"] == "failed" and "safetensors" in by_name["ad1"]["error"]
+    assert by_name["ad0"]["status"] == by_name["ad2"]["status"] == "completed"
+    counts = _counts(reg)
+    assert counts["decisions"] == 2
+    runs = reg.adapter_runs(out["run_id"])
+    failed = [r for r in runs if r.status == "failed"]
+    assert len(failed) == 1 and "safetensors" in failed[0].error_message
+    # every policy plus the random control produced a candidate for each healthy adapter
+    for name in ("ad0", "ad2"):
+        version = reg.list_versions(name)[0]
+        cands = reg.list_candidates(version.id)
+        assert sorted(c.policy for c in cands) == ["abs_select", "grad_direction", "random_index", "smooth_abs"]
+        assert all(Path(c.artifact_uri, "edit_manifest.json").is_file() for c in cands)
+        evals = reg.list_evaluations(version.id)
+        assert all(e.doc_outcomes_json and len(e.doc_outcomes_json) == e.n for e in evals)
+        prod = reg.production(name)
+        assert prod is not None and reg.get_candidate(prod.candidate_id).policy == "smooth_abs"
+    # a second run finds every key done: no new work, no new rows (beyond its own run row)
+    before = _counts(reg)
+    again = run_nightly(cfg)
+    after = _counts(reg)
+    assert again["refined"] == 1  # only the corrupt adapter is retried: it never completed
+    assert {k: v for k, v in after.items() if k not in ("refinement_runs", "adapter_runs")} == \
+           {k: v for k, v in before.items() if k not in ("refinement_runs", "adapter_runs")}
+    assert after["refinement_runs"] == before["refinement_runs"] + 1
+
+
+def test_rerun_with_nothing_new_does_no_work(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(2)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
+    run_nightly(cfg)
+    before = _counts(reg)
+    out = run_nightly(cfg)
+    assert out["refined"] == 0
+    after = _counts(reg)
+    assert after.pop("refinement_runs") == before.pop("refinement_runs") + 1
+    assert after == before
+
+
+def test_config_change_and_new_version_are_refined(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    run_nightly(cfg)
+    changed = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"alpha": 0.01})})
+    assert run_nightly(changed)["refined"] == 1
+    tiny.save_adapter(fleet_base, dirs[0], seed=99)  # the adapter's content changes: a new version
+    assert run_nightly(changed)["refined"] == 1
+    assert len(reg.list_versions("ad0")) == 2
+
+
+def test_rollback_restores_previous_production(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    run_nightly(cfg)
+    first = reg.production("ad0")
+    tiny.save_adapter(fleet_base, dirs[0], seed=42)
+    run_nightly(cfg)
+    second = reg.production("ad0")
+    assert second.candidate_id != first.candidate_id and second.adapter_version_id != first.adapter_version_id
+    reg.rollback("ad0", actor="alice", reason="regression reported by the math team")
+    restored = reg.production("ad0")
+    assert (restored.candidate_id, restored.adapter_version_id) == (first.candidate_id, first.adapter_version_id)
+    kinds = [e.kind for e in reg.history("ad0")]
+    assert kinds.count("promotion") == 2 and kinds[-1] == "rollback"
+    last = reg.history("ad0")[-1]
+    assert (last.from_candidate_id, last.to_candidate_id) == (second.candidate_id, first.candidate_id)
+    assert last.actor == "alice" and "regression" in last.reason
+
+
+# ------------------------------------------------------------------------------ separate processes
+RUNNER = """
+import json, os, sys
+sys.path.insert(0, {repo!r})
+from flows.refine_fleet import run_nightly
+from tasks.run_config import RunConfig
+out = run_nightly(RunConfig.model_validate_json(sys.argv[1]))
+print(json.dumps({{"refined": out["refined"], "failed": out["failed"]}}))
+"""
+
+
+def _spawn(cfg: RunConfig, home: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": "", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_URL")
+    return subprocess.Popen([sys.executable, "-c", RUNNER.format(repo=str(REPO)), cfg.model_dump_json()],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(3)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base)
+    proc = _spawn(cfg, tmp_path / "prefect-a")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if _counts(reg)["candidates"] >= 2:  # mid-way: candidates written, evaluations/decisions pending
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run finished before it could be killed: {proc.communicate()[1][-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    mid = _counts(reg)
+    assert mid["decisions"] < 3
+    out = run_nightly(cfg)
+    assert out["failed"] == 0
+    counts = _counts(reg)
+    assert counts["candidates"] == 3 * 4 and counts["decisions"] == 3
+    assert counts["promotion_events"] == counts["production_pointers"] == sum(
+        1 for n in ("ad0", "ad1", "ad2") if reg.production(n) is not None)
+    for name in ("ad0", "ad1", "ad2"):
+        assert sum(e.kind == "promotion" for e in reg.history(name)) <= 1
+
+
+def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet_base, tmp_path):
+    dirs, calib = make_fleet(2)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
+    procs = [_spawn(cfg, tmp_path / f"prefect-{i}") for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (so, se) in zip(procs, outs):
+        assert p.returncode == 0, se[-3000:]
+    counts = _counts(reg)
+    assert counts["decisions"] == 2 and counts["candidates"] == 2 * 4
+    for name in ("ad0", "ad1"):
+        assert sum(e.kind == "promotion" for e in reg.history(name)) == 1
+    assert counts["promotion_events"] == 2

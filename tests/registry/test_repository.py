@@ -1,0 +1,350 @@
+"""The registry API on SQLite and PostgreSQL: idempotent writes, pending work, promotion, rollback, audit history."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing as mp
+
+import pytest
+from sqlalchemy import func, select
+
+from registry.models import Base, PromotionEvent
+from registry.repository import NotFoundError, Registry, RegistryError
+
+H1, H2 = "a" * 64, "b" * 64  # config hashes
+
+
+def sha(tag: str) -> str:
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def counts(reg: Registry) -> dict[str, int]:
+    with reg.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+                for t in Base.metadata.sorted_tables}
+
+
+def make_adapter(reg: Registry, name: str = "gsm-lora", content: str = "v1"):
+    adapter = reg.register_adapter(name, f"hf://acme/{name}@main", "HuggingFaceTB/SmolLM2-135M", "math")
+    version, _ = reg.record_version(adapter, sha(name + content), "rev-" + content, f"/cache/{name}/{content}")
+    return adapter, version
+
+
+def refine(reg: Registry, version, run_id: int | None = None, config_hash: str = H1, *, promote_policy="abs_select"):
+    """Record what a refinement produces: two candidates, a control, baseline + candidate scores, a decision."""
+    good = reg.add_candidate(version.id, config_hash, promote_policy, 42, params={"eta": 0.2},
+                             artifact_uri=f"/store/{version.id}/{promote_policy}", artifact_sha256=sha("art"))
+    other = reg.add_candidate(version.id, config_hash, "smooth_abs", 42)
+    control = reg.add_candidate(version.id, config_hash, "random_index", 42, is_control=True)
+    reg.add_evaluation(version.id, "gsm8k", "acc", 0.40, evaluator_key="ev1", higher_is_better=True,
+                       doc_outcomes=[(0, 0.0), (1, 1.0)])
+    reg.add_evaluation(version.id, "gsm8k", "acc", 0.45, evaluator_key="ev1", higher_is_better=True,
+                       candidate_id=good.id, doc_outcomes=[(0, 1.0), (1, 1.0)])
+    decision = reg.record_decision(version.id, config_hash, run_id=run_id, promoted_candidate_id=good.id,
+                                   statistics={"delta": 0.05, "p_value": 0.01}, sentence="abs_select beats both")
+    return good, other, control, decision
+
+
+@pytest.fixture
+def reg(registry) -> Registry:
+    return registry
+
+
+# ------------------------------------------------------------------------------------------- adapters
+def test_register_adapter_is_idempotent_and_declarative(reg):
+    a = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"seed": 1}})
+    before = counts(reg)
+    again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"seed": 1}})
+    assert again.id == a.id and counts(reg) == before
+    moved = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k")
+    assert (moved.id, moved.source_uri, moved.benchmark_override, moved.config_json) == (
+        a.id, "hf://acme/gsm-lora@v2", "gsm8k", None)
+    assert counts(reg) == before
+    assert reg.get_adapter("gsm-lora").source_uri == "hf://acme/gsm-lora@v2"
+
+
+def test_reregistering_keeps_a_disabled_adapter_disabled(reg):
+    reg.register_adapter("x", "/adapters/x", "base", "code")
+    assert reg.set_enabled("x", False).enabled is False
+    assert reg.register_adapter("x", "/adapters/x", "base", "code").enabled is False
+    assert reg.register_adapter("x", "/adapters/x", "base", "code", enabled=True).enabled is True
+    assert [a.name for a in reg.list_adapters(enabled_only=True)] == ["x"]
+
+
+def test_bad_adapter_input_is_named(reg):
+    with pytest.raises(RegistryError, match="source_uri 'hf://nope'"):
+        reg.register_adapter("x", "hf://nope", "base", "math")
+    with pytest.raises(RegistryError, match="name ' bad name'"):
+        reg.register_adapter(" bad name", "/p", "base", "math")
+    with pytest.raises(RegistryError, match="config.bad: set is not JSON"):
+        reg.register_adapter("x", "/p", "base", "math", config={"bad": {1, 2}})
+    reg.register_adapter("gsm-lora", "/p", "base", "math")
+    with pytest.raises(NotFoundError, match="did you mean 'gsm-lora'"):
+        reg.get_adapter("gsm-lra")
+
+
+# ------------------------------------------------------------------------------------------- versions
+def test_record_version_is_content_addressed(reg):
+    a, v1 = make_adapter(reg)
+    before = counts(reg)
+    same, created = reg.record_version("gsm-lora", v1.content_sha256, "rev-other", "/elsewhere")
+    assert (same.id, created) == (v1.id, False) and counts(reg) == before
+    v2, created = reg.record_version(a, sha("new bytes"), "rev-2", "/cache/v2")
+    assert created and v2.id != v1.id and v2.adapter.name == "gsm-lora"
+    assert [v.id for v in reg.list_versions("gsm-lora")] == [v2.id, v1.id]
+    reg.record_version(a, v1.content_sha256, "rev-3", "/cache/v1")  # the source went back to old bytes
+    assert [v.id for v in reg.list_versions("gsm-lora")] == [v1.id, v2.id]
+    with pytest.raises(RegistryError, match="sha256 must be 64 lowercase hex"):
+        reg.record_version(a, "ABC", None, None)
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def test_runs_are_idempotent(reg):
+    run = reg.start_run("flow-1", {"surgery": {"policies": ("abs_select",)}, "limit": float("nan")}, H1)
+    assert run.config_snapshot == {"surgery": {"policies": ["abs_select"]}, "limit": None}
+    before = counts(reg)
+    assert reg.start_run("flow-1", {}, H1).id == run.id and counts(reg) == before
+    with pytest.raises(RegistryError, match="new configuration needs a new flow run"):
+        reg.start_run("flow-1", {}, H2)
+    done = reg.finish_run(run.id, "crashed")
+    assert done.status == "crashed" and done.ended_at is not None
+    assert reg.finish_run(run.id, "crashed").ended_at == done.ended_at
+    assert reg.start_run("flow-1", {}, H1).status == "running"  # a retried flow run re-opens it
+    with pytest.raises(RegistryError, match="status must be one of completed, failed, crashed"):
+        reg.finish_run(run.id, "running")
+
+
+def test_pending_work(reg):
+    _, gsm = make_adapter(reg, "gsm-lora")
+    _, code = make_adapter(reg, "code-lora")
+    reg.register_adapter("off", "/p", "base", "math", enabled=False)
+    reg.record_version("off", sha("off"), None, "/p")
+    run = reg.start_run("flow-1", {}, H1)
+    assert [v.id for v in reg.pending_work(H1)] == [code.id, gsm.id]  # new, by name; disabled left out
+
+    ar = reg.start_adapter_run(run.id, gsm.id)
+    assert ar.status == "running" and not reg.is_refined(gsm.id, H1)
+    reg.record_failure(run.id, code.id, RuntimeError("OOM"))
+    reg.finish_adapter_run(ar.id, "completed")
+    assert reg.is_refined(gsm.id, H1)
+    assert [v.id for v in reg.pending_work(H1)] == [code.id]  # failed: still to do
+    assert [v.id for v in reg.pending_work(H2)] == [code.id, gsm.id]  # another config: everything again
+
+    gsm2, _ = reg.record_version("gsm-lora", sha("gsm v2"), "rev-2", "/cache/gsm/2")
+    assert [v.id for v in reg.pending_work(H1)] == [code.id, gsm2.id]  # only the latest version
+    per_adapter = {"gsm-lora": H1, "code-lora": H2}
+    assert [v.id for v in reg.pending_work(lambda a: per_adapter[a.name])] == [code.id, gsm2.id]
+    reg.set_enabled("gsm-lora", False)
+    assert [v.adapter.name for v in reg.pending_work(H1)] == ["code-lora"]
+
+
+def test_adapter_runs_record_failures_and_retries(reg):
+    _, v = make_adapter(reg)
+    run = reg.start_run("flow-1", {}, H1)
+    first = reg.start_adapter_run(run.id, v.id, status="pending")
+    assert reg.start_adapter_run(run.id, v.id, status="pending").id == first.id
+    try:
+        raise ValueError("calibration set is empty: /data/calib.jsonl")
+    except ValueError as exc:
+        failed = reg.record_failure(run.id, v.id, exc)
+    assert failed.id == first.id and failed.status == "failed" and failed.error_type == "ValueError"
+    assert "Traceback" in failed.error_message and "calibration set is empty" in failed.error_message
+    before = counts(reg)
+    retried = reg.start_adapter_run(run.id, v.id)
+    assert (retried.id, retried.status, retried.error_message) == (first.id, "running", None)
+    done = reg.finish_adapter_run(retried.id)
+    assert done.status == "completed" and reg.start_adapter_run(run.id, v.id).status == "completed"
+    assert counts(reg) == before
+    assert [r.id for r in reg.adapter_runs(run.id)] == [first.id]
+
+
+# -------------------------------------------------------------------------------------------- evidence
+def test_evidence_writes_are_idempotent(reg):
+    _, v = make_adapter(reg)
+    run = reg.start_run("flow-1", {}, H1)
+    good, other, control, decision = refine(reg, v, run.id)
+    reg.add_guard_result(good.id, "ifeval", 0.50, 0.49, 0.02, True, p_value=0.4)
+    before = counts(reg)
+    assert before["candidates"] == 3 and before["evaluations"] == 2 and before["decisions"] == 1
+    again = refine(reg, v, run.id)
+    assert [x.id for x in again] == [good.id, other.id, control.id, decision.id]
+    assert reg.add_guard_result(good.id, "ifeval", 0.50, 0.49, 0.02, True).p_value == 0.4
+    assert counts(reg) == before
+
+
+def test_candidate_fills_missing_fields_and_keeps_recorded_ones(reg):
+    _, v = make_adapter(reg)
+    c = reg.add_candidate(v.id, H1, "abs_select", 42)
+    assert c.artifact_uri is None and c.params_json == {} and not c.is_control
+    filled = reg.add_candidate(v.id, H1, "abs_select", 42, artifact_uri="/store/1", spectrum={"o_proj": [1.0, 0.5]})
+    assert (filled.id, filled.artifact_uri, filled.spectrum_json) == (c.id, "/store/1", {"o_proj": [1.0, 0.5]})
+    kept = reg.add_candidate(v.id, H1, "abs_select", 42, artifact_uri="/store/other")
+    assert kept.artifact_uri == "/store/1"
+    assert reg.add_candidate(v.id, H1, "abs_select", 7).id != c.id  # another seed is another candidate
+    assert [x.seed for x in reg.list_candidates(v.id, H1)] == [42, 7]
+
+
+def test_evaluations_baseline_and_candidates(reg):
+    _, v = make_adapter(reg)
+    _, other_v = make_adapter(reg, "other")
+    c = reg.add_candidate(v.id, H1, "abs_select", 42)
+    base = reg.add_evaluation(v.id, "gsm8k", "acc", 0.4, evaluator_key="ev1", higher_is_better=True,
+                              doc_outcomes=[("d0", 1.0), ("d1", 0.0)], stderr=float("nan"), samples_uri="/s/b")
+    assert (base.subject, base.candidate_id, base.n, base.stderr) == ("baseline", None, 2, None)
+    assert base.doc_outcomes_json == [["d0", 1.0], ["d1", 0.0]]
+    first_wins = reg.add_evaluation(v.id, "gsm8k", "acc", 0.9, evaluator_key="ev1", higher_is_better=True)
+    assert (first_wins.id, first_wins.value) == (base.id, 0.4)
+    cand = reg.add_evaluation(v.id, "gsm8k", "acc", 0.5, evaluator_key="ev1", higher_is_better=True,
+                              candidate_id=c.id)
+    assert cand.subject == f"candidate:{c.id}" and cand.id != base.id
+    new_evaluator = reg.add_evaluation(v.id, "gsm8k", "acc", 0.41, evaluator_key="ev2", higher_is_better=True)
+    assert new_evaluator.id not in (base.id, cand.id)
+    assert reg.get_evaluation(v.id, "gsm8k", "ev1").id == base.id
+    assert reg.get_evaluation(v.id, "gsm8k", "ev1", candidate_id=c.id).id == cand.id
+    assert reg.get_evaluation(v.id, "gsm8k", "ev3") is None
+    assert len(reg.list_evaluations(v.id)) == 3
+    with pytest.raises(RegistryError, match="belongs to adapter version"):
+        reg.add_evaluation(other_v.id, "gsm8k", "acc", 0.5, evaluator_key="ev1", higher_is_better=True,
+                           candidate_id=c.id)
+    with pytest.raises(RegistryError, match="value must be finite"):
+        reg.add_evaluation(v.id, "mbpp", "pass@1", math.inf, evaluator_key="ev1", higher_is_better=True)
+
+
+def test_decision_first_write_wins_and_controls_never_promote(reg):
+    _, v = make_adapter(reg)
+    good, other, control, decision = refine(reg, v)
+    assert decision.promoted and decision.promoted_candidate_id == good.id
+    again = reg.record_decision(v.id, H1, run_id=None, promoted_candidate_id=None, statistics={}, sentence="no")
+    assert (again.id, again.promoted_candidate_id) == (decision.id, good.id)
+    assert reg.get_decision(v.id, H1).id == decision.id
+    control_h2 = reg.add_candidate(v.id, H2, control.policy, control.seed, is_control=True)
+    with pytest.raises(RegistryError, match="random control"):
+        reg.record_decision(v.id, H2, run_id=None, promoted_candidate_id=control_h2.id, statistics={}, sentence="x")
+    with pytest.raises(RegistryError, match="not a candidate of adapter version"):
+        reg.record_decision(v.id, H2, run_id=None, promoted_candidate_id=other.id, statistics={}, sentence="x")
+
+
+# ------------------------------------------------------------------------------------------ production
+def test_promote_moves_pointer_once(reg):
+    _, v = make_adapter(reg)
+    assert reg.production("gsm-lora").implicit  # nothing promoted yet: the latest unedited version
+    good, *_, decision = refine(reg, v)
+    event = reg.promote(decision)
+    assert (event.kind, event.decision_id, event.to_candidate_id, event.to_version_id) == (
+        "promotion", decision.id, good.id, v.id)
+    assert (event.from_candidate_id, event.from_version_id) == (None, v.id)
+    assert event.reason == "abs_select beats both" and event.evidence_json["p_value"] == 0.01
+    prod = reg.production("gsm-lora")
+    assert (prod.candidate_id, prod.adapter_version_id, prod.artifact_uri, prod.implicit) == (
+        good.id, v.id, f"/store/{v.id}/abs_select", False)
+    before = counts(reg)
+    assert reg.promote(decision.id).id == event.id
+    assert counts(reg) == before and before["promotion_events"] == 1
+
+
+def test_a_decision_without_candidate_does_not_promote(reg):
+    _, v = make_adapter(reg)
+    d = reg.record_decision(v.id, H1, run_id=None, promoted_candidate_id=None, statistics={"why": "no gain"},
+                            sentence="No candidate beat the random control.")
+    with pytest.raises(RegistryError, match="promoted no candidate: No candidate beat"):
+        reg.promote(d)
+    assert reg.history("gsm-lora") == []
+
+
+def test_rollback_restores_previous_production(reg):
+    _, v1 = make_adapter(reg)
+    c1, *_, d1 = refine(reg, v1)
+    reg.promote(d1)
+    v2, _ = reg.record_version("gsm-lora", sha("gsm v2"), "rev-2", "/cache/2")
+    c2, *_, d2 = refine(reg, v2)
+    reg.promote(d2)
+    assert reg.production("gsm-lora").candidate_id == c2.id
+
+    back = reg.rollback("gsm-lora", "alice", "v2 regressed in production")
+    assert (back.kind, back.actor, back.reverts_event_id) == ("rollback", "alice", reg.history("gsm-lora")[1].id)
+    assert (back.from_candidate_id, back.from_version_id, back.to_candidate_id, back.to_version_id) == (
+        c2.id, v2.id, c1.id, v1.id)
+    prod = reg.production("gsm-lora")
+    assert (prod.candidate_id, prod.adapter_version_id) == (c1.id, v1.id)
+    assert [(e.kind, e.to_candidate_id) for e in reg.history("gsm-lora")] == [
+        ("promotion", c1.id), ("promotion", c2.id), ("rollback", c1.id)]
+
+    reg.rollback("gsm-lora", "alice", "v1 edit too")  # walks back one more step: the unedited v1
+    prod = reg.production("gsm-lora")
+    assert (prod.candidate_id, prod.adapter_version_id, prod.implicit) == (None, v1.id, False)
+    with pytest.raises(RegistryError, match="no promotion left to roll back"):
+        reg.rollback("gsm-lora", "alice", "again")
+    assert reg.promote(d2).decision_id == d2.id  # still promoted once: rollbacks do not re-arm a decision
+    assert len(reg.history("gsm-lora")) == 4
+
+
+def test_manual_promote_and_its_rollback(reg):
+    _, v = make_adapter(reg)
+    good, other, control, decision = refine(reg, v)
+    reg.promote(decision)
+    with pytest.raises(RegistryError, match="reason must be a non-empty string"):
+        reg.manual_promote(other.id, "bob", "  ")
+    ev = reg.manual_promote(other.id, "bob", "smooth_abs reads better in review")
+    assert (ev.kind, ev.actor, ev.from_candidate_id, ev.to_candidate_id) == (
+        "manual_override", "bob", good.id, other.id)
+    assert ev.evidence_json["policy"] == "smooth_abs"
+    assert reg.manual_promote(other.id, "bob", "double click") is None  # already there: nothing appended
+    unedited = reg.manual_promote(None, "bob", "serve the plain adapter", adapter_version_id=v.id)
+    assert (unedited.to_candidate_id, unedited.to_version_id) == (None, v.id)
+    with pytest.raises(RegistryError, match="pass adapter_version_id"):
+        reg.manual_promote(None, "bob", "which version?")
+    reg.rollback("gsm-lora", "bob", "undo the plain adapter")
+    assert reg.production("gsm-lora").candidate_id == other.id
+    assert [e.kind for e in reg.history("gsm-lora")] == ["promotion", "manual_override", "manual_override",
+                                                        "rollback"]
+
+
+def test_history_is_append_only_through_the_api(reg):
+    _, v = make_adapter(reg)
+    *_, decision = refine(reg, v)
+    reg.promote(decision)
+    reg.rollback("gsm-lora", "alice", "test")
+    snapshot = [(e.id, e.kind, e.reason, e.at) for e in reg.history("gsm-lora")]
+    public = {name for name in dir(Registry) if not name.startswith("_")}
+    assert not {n for n in public if "delete" in n or "update" in n or "edit" in n}  # no way to rewrite events
+    reg.promote(decision)
+    assert [(e.id, e.kind, e.reason, e.at) for e in reg.history("gsm-lora")] == snapshot
+
+
+# ------------------------------------------------------------------------------------------ concurrency
+def _promote_in_process(url: str, decision_id: int, barrier, results) -> None:
+    reg = Registry.open(url, migrate=False)
+    try:
+        barrier.wait(timeout=60)
+        event = reg.promote(decision_id, actor="worker")
+        # A get-or-create racing the other process on the same key, too.
+        version = reg.get_version(event.to_version_id)
+        same = reg.add_evaluation(version.id, "ifeval", "prompt_strict", 0.3, evaluator_key="race",
+                                  higher_is_better=True, kind="guard")
+        results.put((event.id, same.id))
+    except BaseException as exc:  # report to the parent instead of dying silently
+        results.put(("error", repr(exc)))
+    finally:
+        reg.close()
+
+
+@pytest.mark.slow
+def test_two_processes_promoting_one_decision_append_one_event(reg):
+    _, v = make_adapter(reg)
+    *_, decision = refine(reg, v)
+    url = reg.engine.url.render_as_string(hide_password=False)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_in_process, args=(url, decision.id, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(g[0] != "error" for g in got), got
+    assert got[0] == got[1]  # both saw the same event and the same evaluation
+    with reg.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(PromotionEvent)).scalar_one() == 1
+    assert counts(reg)["evaluations"] == 3
+    assert reg.production("gsm-lora").candidate_id == decision.promoted_candidate_id

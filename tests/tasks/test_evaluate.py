@@ -1,0 +1,181 @@
+"""LmEvalEvaluator end to end on the tiny random model with the offline suites; FakeEvaluator; registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.evaluate import (
+    EvalResult,
+    FakeEvaluator,
+    LmEvalEvaluator,
+    get_evaluator,
+    mean_stderr,
+    register_evaluator,
+)
+from tests import tiny
+
+LIMIT_MC = 8
+LIMIT_GEN = 4
+MAX_GEN_TOKS = 8  # the tiny model's context is 512 tokens; short generations keep the tests fast
+
+
+@pytest.fixture(scope="module")
+def other_adapter(tiny_base, tmp_path_factory):
+    """A second adapter on the tiny base with different random weights."""
+    return tiny.save_adapter(tiny_base, tmp_path_factory.mktemp("other_adapter"), seed=2)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return get_evaluator("lm_eval", batch_size=8, device="cpu", max_gen_toks=MAX_GEN_TOKS)
+
+
+@pytest.fixture(scope="module")
+def mc_run(evaluator, tiny_base, tiny_adapter, other_adapter, tmp_path_factory):
+    """ss_mc on three subjects, with lm-eval's request cache made to explode if anything touches it."""
+    import lm_eval.api.task as lm_task
+
+    out = tmp_path_factory.mktemp("eval_mc")
+    mp = pytest.MonkeyPatch()
+
+    def no_save(**kw):
+        raise AssertionError("lm-eval request cache must never be written")
+
+    def no_load(file_name, cache=False):
+        assert cache is False, "lm-eval request cache must never be read"
+
+    mp.setattr(lm_task, "save_to_cache", no_save)
+    mp.setattr(lm_task, "load_from_cache", no_load)
+    try:
+        subjects = {"baseline": tiny_adapter, "other": other_adapter, "bare": None}
+        res = evaluator.evaluate(str(tiny_base), subjects, "ss_mc", limit=LIMIT_MC, out_dir=out)
+    finally:
+        mp.undo()
+    return res, out
+
+
+def _samples(r: EvalResult) -> list[dict]:
+    return [json.loads(line) for line in Path(r.samples_path).read_text().splitlines()]
+
+
+def _check_common(res: dict[str, EvalResult], benchmark: str, metric: str, n: int) -> None:
+    ids = [str(i) for i in range(n)]
+    for name, r in res.items():
+        assert r.subject == name and r.benchmark == benchmark and r.metric == metric and r.higher_is_better
+        assert r.n == n and r.doc_ids == ids and len(r.outcomes) == n
+        assert 0.0 <= r.value <= 1.0 and all(0.0 <= o <= 1.0 for o in r.outcomes)
+        assert r.value == pytest.approx(sum(r.outcomes) / n)
+        assert r.stderr == pytest.approx(mean_stderr(r.outcomes))
+        rows = _samples(r)
+        assert Path(r.samples_path).name == f"{benchmark}.jsonl" and Path(r.samples_path).parent.name == name
+        assert [str(s["doc_id"]) for s in rows] == ids
+        assert [float(s[metric]) for s in rows] == r.outcomes
+
+
+def test_mc_end_to_end(mc_run):
+    res, out = mc_run
+    assert list(res) == ["baseline", "other", "bare"]
+    _check_common(res, "ss_mc", "acc", LIMIT_MC)
+    # Same documents and prompts for everyone ...
+    for a, b in zip(_samples(res["baseline"]), _samples(res["other"])):
+        assert a["doc_hash"] == b["doc_hash"] and a["arguments"] == b["arguments"]
+    # ... but the adapters really change the model: per-choice loglikelihoods differ.
+    lls = {k: [[c[0][0] for c in s["resps"]] for s in _samples(r)] for k, r in res.items()}
+    assert lls["baseline"] != lls["other"] and lls["baseline"] != lls["bare"] and lls["other"] != lls["bare"]
+
+
+def test_bare_base_matches_unwrapped_model(evaluator, tiny_base, mc_run, tmp_path):
+    """None = base with every adapter disabled; identical to the base when no adapter is loaded at all."""
+    res, _ = mc_run
+    alone = evaluator.evaluate(str(tiny_base), {"bare": None}, "ss_mc", limit=LIMIT_MC, out_dir=tmp_path)
+    a = [c[0][0] for s in _samples(alone["bare"]) for c in s["resps"]]
+    b = [c[0][0] for s in _samples(res["bare"]) for c in s["resps"]]
+    assert a == pytest.approx(b, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("bench", "metric", "filter_name"),
+    [("ss_arith", "exact_match", "last-number"), ("ss_ifeval", "prompt_level_strict_acc", "none"),
+     ("ss_code", "pass@1", "none")],
+)  # fmt: skip
+def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tmp_path, bench, metric, filter_name):
+    # (not "benchmark": pytest-benchmark owns that fixture name)
+    subjects = {"baseline": tiny_adapter, "other": other_adapter}
+    res = evaluator.evaluate(str(tiny_base), subjects, bench, limit=LIMIT_GEN, out_dir=tmp_path)
+    _check_common(res, bench, metric, LIMIT_GEN)
+    for r in res.values():
+        rows = _samples(r)
+        assert all(s["filter"] == filter_name for s in rows)
+        # Greedy generations were capped by the evaluator's max_gen_toks (char-level tokenizer: 1 token = 1 char).
+        assert all(len(s["resps"][0][0]) <= MAX_GEN_TOKS for s in rows)
+
+
+def test_base_loaded_once(evaluator, mc_run):
+    # Runs after the module's other evaluations (file order): one load for every call above.
+    assert evaluator.base_loads == 1
+
+
+def test_preloaded_model_is_used(tiny_base, tiny_adapter, tmp_path):
+    model, tok = tiny.make_model(), tiny.make_tokenizer()
+    ev = LmEvalEvaluator(model=model, tokenizer=tok, model_id="tiny", device="cpu")
+    res = ev.evaluate("tiny", {"a": tiny_adapter}, "ss_mc", limit=2, out_dir=tmp_path)
+    assert ev.base_loads == 0 and res["a"].n == 2
+    # The adapters were unloaded again: the caller's model has no LoRA layers left.
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_input_errors(evaluator, tiny_base, tiny_adapter, tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        evaluator.evaluate(str(tiny_base), {"x": tmp_path}, "ss_mc", limit=2, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="subject name"):
+        evaluator.evaluate(str(tiny_base), {"../x": tiny_adapter}, "ss_mc", limit=2, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="limit"):
+        evaluator.evaluate(str(tiny_base), {"x": tiny_adapter}, "ss_mc", limit=0, out_dir=tmp_path)
+    with pytest.raises(KeyError, match="ss_mc"):
+        evaluator.evaluate(str(tiny_base), {"x": tiny_adapter}, "ss_mcq", limit=2, out_dir=tmp_path)
+
+
+def test_key_names_versions_and_settings(evaluator):
+    assert "lm_eval=0.4" in evaluator.key and f"max_gen_toks={MAX_GEN_TOKS}" in evaluator.key
+    assert "suites=" in evaluator.key
+
+
+# ------------------------------------------------------------------------------------------- fake
+def test_fake_is_deterministic_and_content_addressed(tiny_base, tiny_adapter, other_adapter, tmp_path):
+    ev = get_evaluator("fake")
+    subjects = {"baseline": tiny_adapter, "other": other_adapter, "again": tiny_adapter, "bare": None}
+    r1 = ev.evaluate(str(tiny_base), subjects, "ss_mc", limit=40, out_dir=tmp_path / "1")
+    r2 = FakeEvaluator().evaluate(str(tiny_base), subjects, "ss_mc", limit=40, out_dir=tmp_path / "2")
+    assert {k: v.outcomes for k, v in r1.items()} == {k: v.outcomes for k, v in r2.items()}
+    assert r1["baseline"].outcomes == r1["again"].outcomes  # same weights file, same outcomes
+    assert r1["baseline"].outcomes != r1["other"].outcomes
+    assert 0 < sum(r1["baseline"].outcomes) < 40  # not a constant
+    assert all(r.doc_ids == [str(i) for i in range(40)] for r in r1.values())
+    assert [json.loads(x)["acc"] for x in Path(r1["other"].samples_path).read_text().splitlines()] == r1[
+        "other"
+    ].outcomes
+
+
+def test_fake_rates_and_default_size(tiny_base, tiny_adapter, tmp_path):
+    ev = FakeEvaluator(n_docs=30, rates={"good": 1.0, "bad": 0.0})
+    subjects = {"good": tiny_adapter, "bad": tiny_adapter}
+    res = ev.evaluate(str(tiny_base), subjects, "ifeval", limit=None, out_dir=tmp_path)
+    assert res["good"].value == 1.0 and res["bad"].value == 0.0 and res["good"].n == 30
+    assert res["good"].metric == "prompt_level_strict_acc"
+    assert ev.key != FakeEvaluator().key
+
+
+# --------------------------------------------------------------------------------------- registry
+def test_registry_duplicates_and_suggestions():
+    with pytest.raises(ValueError, match="already registered"):
+        register_evaluator("fake")(object)
+    with pytest.raises(KeyError, match="Did you mean 'lm_eval'"):
+        get_evaluator("lm-eval")
+
+
+def test_mean_stderr():
+    assert mean_stderr([1.0]) is None
+    assert mean_stderr([0.0, 1.0]) == pytest.approx(0.5)
