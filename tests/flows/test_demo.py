@@ -20,6 +20,8 @@ from tasks.config import SurgeryConfig
 
 pytestmark = pytest.mark.slow
 
+TASK_SUITE = {"demo-math": "ss_arith", "demo-commonsense": "ss_mc", "demo-instruction": "ss_ifeval"}
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
@@ -27,6 +29,7 @@ def demo_run(tmp_path_factory):
     data_dir = root / "data"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PREFECT_HOME=str(root / "prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", SPECTRAL_SURGERY_HOME=str(root / "unused"))
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"  # tests/flows/conftest.py quiets Prefect; the demo's user sees INFO
     env.pop("PREFECT_API_URL", None)  # the child runs its own ephemeral Prefect server, like a fresh user's
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--budget", "smallest", "--data-dir",
                            str(data_dir), "--json"], env=env, capture_output=True, text=True, timeout=1500,
@@ -66,9 +69,11 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
             assert (Path(c.artifact_uri) / "edit_manifest.json").is_file() and c.spectrum_json
         evals = reg.list_evaluations(version.id)
         benchmarks = {e.benchmark for e in evals}
-        assert "ss_ifeval" in benchmarks and len(benchmarks) == 2, benchmarks
-        # baseline + 3 policies + 1 control on the task suite and on the guard
-        assert len(evals) == 2 * (len(policies) + 2)
+        # the task suite and the IFEval guard; the instruction adapter's task suite *is* the guard, scored once
+        expected = {"ss_ifeval", TASK_SUITE[adapter.name]}
+        assert benchmarks == expected, (adapter.name, benchmarks)
+        # baseline + 3 policies + 1 control on each suite
+        assert len(evals) == len(expected) * (len(policies) + 2)
         for e in evals:
             assert e.n == 4 and len(e.doc_outcomes_json) == 4
             assert all(0.0 <= float(v) <= 1.0 for _, v in e.doc_outcomes_json)
