@@ -115,7 +115,15 @@ def default_actor() -> str:
 def adapter_dict(a) -> dict[str, Any]:
     return {"id": a.id, "name": a.name, "source_uri": a.source_uri, "base_model_id": a.base_model_id,
             "base_model_revision": a.base_model_revision, "task_family": a.task_family,
-            "benchmark_override": a.benchmark_override, "enabled": a.enabled, "config": a.config_json}
+            "benchmark_override": a.benchmark_override, "enabled": a.enabled, "config": a.config_json,
+            "fetch_error": _last_line(a.fetch_error),
+            "fetch_error_at": a.fetch_error_at.isoformat() if a.fetch_error_at else None}
+
+
+def _last_line(text: str | None) -> str | None:
+    """The exception line of a stored traceback."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else None
 
 
 def event_dict(e, adapter_name: str | None = None) -> dict[str, Any]:

@@ -117,8 +117,9 @@ def cmd_list(args) -> int:
             f"{len(rows)} adapter(s)", ["adapter", "family", "enabled", "source", "base", "latest", "production"],
             [[r["name"], r["task_family"] + (f" → {r['benchmark_override']}" if r["benchmark_override"] else ""),
               "yes" if r["enabled"] else "no", r["source_uri"], r["base_model_id"],
-              None if r["latest_version"] is None else
-              f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}",
+              ("—" if r["latest_version"] is None else
+               f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}")
+              + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
               production_label(r["production"])] for r in rows], narrow=("adapter", "family", "enabled")))
 
     return emit(args, rows, render)

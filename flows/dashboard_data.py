@@ -150,7 +150,8 @@ def _recent_decisions(s: Session, history: int, adapter_ids: list[int] | None):
 def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[str, Any]:
     """Every row the views need, as tuples (one read transaction)."""
     q = select(Adapter.id, Adapter.name, Adapter.task_family, Adapter.enabled, Adapter.source_uri,
-               Adapter.base_model_id, Adapter.benchmark_override).order_by(Adapter.name)
+               Adapter.base_model_id, Adapter.benchmark_override, Adapter.fetch_error,
+               Adapter.fetch_error_at).order_by(Adapter.name)
     if only is not None:
         q = q.where(Adapter.name == only)
     adapters = s.execute(q).all()
@@ -447,6 +448,10 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
     failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at), "version_sha": ix.sha(r.adapter_version_id),
                  "error_type": r.error_type, "summary": error_summary(ix.messages.get(r.id)),
                  "message": ix.messages.get(r.id) or ""} for r in runs if r.status == "failed"]
+    if a.fetch_error:  # the source itself could not be fetched on the latest scan (no run to hang it on)
+        failures.insert(0, {"run_id": None, "at": _iso(a.fetch_error_at), "version_sha": "source",
+                            "error_type": "fetch failed", "summary": error_summary(a.fetch_error),
+                            "message": a.fetch_error})
     last = runs[0] if runs else None
     nights = [_night(ix, d) for d in decisions[:detail_runs]]
     spectrum, sensitivity = _spectrum(ix, decisions[0] if decisions else None)
@@ -477,6 +482,7 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
         "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
         "spectrum": spectrum, "sensitivity": sensitivity, "events": events,
         "failures": failures[:10], "n_failures": len(failures),
+        "fetch_error": error_summary(a.fetch_error) if a.fetch_error else None,
     }
 
 

@@ -186,6 +186,9 @@ def _fleet(data: dict) -> str:
         prod_html = (f'{e(prod["label"])}' + (' <span class="muted">(implicit)</span>' if prod["implicit"] else
                                                 f' <span class="muted">since {e(prod["since"])}</span>')
                      if prod else '<span class="muted">no version recorded</span>')
+        if a["fetch_error"]:
+            prod_html += (f'<br><span class="badge b-bad">source not fetched</span> '
+                          f'<span class="muted" title="{e(a["fetch_error"])}">{e(_short(a["fetch_error"], 90))}</span>')
         disabled = "" if a["enabled"] else ' <span class="badge b-mut">disabled</span>'
         search = " ".join([a["name"], a["family"], run["status"] if run else "never", bench]).lower()
         out.append(
@@ -206,7 +209,8 @@ def _failures(data: dict) -> str:
     out.append('<table><thead><tr><th>Adapter</th><th>Run</th><th>When</th><th>Version</th><th>Error</th></tr></thead>'
                "<tbody>")
     for f in data["failures"]:
-        out.append(f'<tr><td><a href="#{e(f["slug"])}">{e(f["adapter"])}</a></td><td>#{f["run_id"]}</td>'
+        out.append(f'<tr><td><a href="#{e(f["slug"])}">{e(f["adapter"])}</a></td>'
+                   f'<td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td>'
                    f'<td>{e(f["at"] or "")}</td><td>{e(f["version_sha"])}</td><td><b>{e(f["error_type"] or "")}</b> '
                    f'{e(_short(f["summary"], 200))}<details><summary class="muted">traceback</summary>'
                    f'<pre>{e(f["message"][-4000:])}</pre></details></td></tr>')

@@ -38,8 +38,9 @@ def scan(config: RunConfig, run_id: int) -> list[dict]:
         else:
             try:
                 state.result()
-            except Exception as e:  # recorded against the adapter's latest known version, if any
+            except Exception as e:  # recorded on the adapter, and against its latest known version if any
                 failures.append({"adapter": adapter.name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+                reg.record_fetch_error(adapter.name, e)
                 versions = reg.list_versions(adapter.name)
                 if versions:
                     reg.record_failure(run_id, versions[0].id, e, config_hash=adapter_config_hash(config, adapter))

@@ -110,6 +110,8 @@ class Adapter(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     config_json: Mapped[dict[str, Any] | None] = mapped_column(doc="Per-adapter overrides of the run config.")
+    fetch_error: Mapped[str | None] = mapped_column(Text, doc="Why the source could not be fetched (None = it was).")
+    fetch_error_at: Mapped[datetime | None] = mapped_column(doc="When that last failed fetch happened.")
 
     def __repr__(self) -> str:
         return f"Adapter(id={self.id}, name={self.name!r}, enabled={self.enabled})"

@@ -206,6 +206,19 @@ class Registry:
             adapter.enabled = bool(enabled)
             return adapter
 
+    def record_fetch_error(self, adapter: Adapter | str, error: BaseException | str) -> Adapter:
+        """Record that ``adapter``'s source could not be fetched (cleared by the next :meth:`record_version`).
+
+        This is where a failure goes when there is no version to refine yet (a mistyped path, an unknown repo,
+        offline with an empty cache); a failure of a known version is also recorded on its adapter run.
+        """
+        _, message = check.error_text(error)  # the traceback, ending in "Type: message"
+        with self._write() as s:
+            row = self._adapter(s, adapter)
+            row.fetch_error = message
+            row.fetch_error_at = utcnow()
+            return row
+
     # -------------------------------------------------------------------------------------------- versions
     def record_version(
         self, adapter: Adapter | str, sha256: str, resolved_revision: str | None, local_path: str | Path | None
@@ -227,6 +240,7 @@ class Registry:
                 s, AdapterVersion, {"adapter_id": row.id, "content_sha256": sha256},
                 {"resolved_revision": resolved_revision, "local_path": path, "adapter": row},
             )
+            row.fetch_error = row.fetch_error_at = None  # fetched: any earlier fetch error is over
             if not created:
                 version.last_seen_at = utcnow()
                 version.resolved_revision = resolved_revision or version.resolved_revision

@@ -20,7 +20,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
@@ -178,6 +178,31 @@ class _Base:
     model: Any  # transformers.PreTrainedModel
     tokenizer: Any
     peft: Any = None  # peft.PeftModel wrapping ``model`` once the first adapter is loaded
+    # Loaded adapter name -> its weight-shaping config: a subject with the same config is swapped into it in place
+    slots: dict[str, dict] = field(default_factory=dict)
+
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without git's stderr: the commit of the working directory, or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+_ENV_INFO: dict = {}
+
+
+def _cached_env_info(storage: dict) -> None:
+    """lm-eval's ``add_env_info``, computed on the first call of the process and copied after that."""
+    if not _ENV_INFO:
+        from lm_eval.loggers.utils import add_env_info
+
+        add_env_info(_ENV_INFO)
+    storage.update(_ENV_INFO)
 
 
 @register_evaluator("lm_eval")
@@ -257,15 +282,36 @@ class LmEvalEvaluator:
         return entry
 
     def _load_adapter(self, base: _Base, path: Path) -> str:
-        from peft import PeftModel
+        """Make the adapter at ``path`` the active one; returns its PEFT adapter name.
 
-        self._adapter_seq += 1
-        name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
-        if base.peft is None:
-            base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
+        Candidates of one adapter share its config (same targets, ranks, alphas): only their weights differ, so
+        the first one is injected (PEFT walks every module to wrap the targets: ~0.7 s on a 30-layer model) and
+        each next one is swapped into those LoRA layers in place (``set_peft_model_state_dict``: milliseconds).
+        An adapter with another config gets layers of its own.
+        """
+        from peft import PeftModel
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        config = _weight_config(path)
+        name = next((n for n, c in base.slots.items() if c == config), None)
+        if name is not None:
+            state = load_peft_weights(str(path), device=str(next(base.peft.parameters()).device))
+            result = set_peft_model_state_dict(base.peft, state, adapter_name=name)
+            missing = [k for k in result.missing_keys if ".lora_" in k and f".{name}." in k]
+            if result.unexpected_keys or missing:  # never evaluate a half-swapped adapter
+                raise RuntimeError(f"{path}: swapping its weights into loaded adapter layers left "
+                                   f"{len(missing)} LoRA weights unset and {len(result.unexpected_keys)} unused "
+                                   f"(first: {(missing + list(result.unexpected_keys))[:3]})")
         else:
-            base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        base.peft.to(self.device).eval()
+            self._adapter_seq += 1
+            name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
+            if base.peft is None:
+                base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
+            else:
+                base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            base.peft.to(self.device).eval()
+            base.slots[name] = config
+        base.peft.set_adapter(name)
         return name
 
     def _task_manager(self, spec: BenchmarkSpec):
@@ -281,8 +327,17 @@ class LmEvalEvaluator:
 
     # -- evaluation
     def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None) -> dict:
+        from lm_eval import evaluator as lm_evaluator
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
+
+        # simple_evaluate records `git describe` of the caller's working directory (meaningless here: results
+        # carry the adapter and config hashes) and lets git print "fatal: not a git repository" to our stderr
+        # once per subject outside a checkout. Same lookup, git's stderr discarded.
+        lm_evaluator.get_git_commit_hash = _quiet_git_hash
+        # ... and it collects torch's full environment report (pip, conda, nvidia-smi subprocesses: 0.5-2 s) for
+        # every call, i.e. for every subject; the environment does not change within a process: collect it once.
+        lm_evaluator.add_env_info = _cached_env_info
 
         hflm = HFLM(pretrained=lm_model, tokenizer=tokenizer, batch_size=self.batch_size)
         results = simple_evaluate(
@@ -327,12 +382,8 @@ class LmEvalEvaluator:
         if spec.executes_code and spec.kind == "hub":
             os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
         base = self._base(base_model)
-        loaded: dict[str, str] = {}
         out: dict[str, EvalResult] = {}
         try:
-            for subject, path in subjects.items():
-                if path is not None:
-                    loaded[subject] = self._load_adapter(base, Path(path))
             for subject, path in subjects.items():
                 t0 = time.perf_counter()
                 if path is None:
@@ -342,7 +393,7 @@ class LmEvalEvaluator:
                     else:
                         res = self._run(base.model, base.tokenizer, spec, limit)
                 else:
-                    base.peft.set_adapter(loaded[subject])
+                    self._load_adapter(base, Path(path))
                     res = self._run(base.peft, base.tokenizer, spec, limit)
                 out[subject] = self._result(subject, spec, res, Path(out_dir))
                 if on_result is not None:
@@ -353,6 +404,7 @@ class LmEvalEvaluator:
                 # (also a caller's preloaded model) and memory does not grow over a fleet of adapters.
                 base.model = base.peft.unload()
                 base.peft = None
+                base.slots.clear()
         _check_aligned(out)
         return out
 
@@ -364,6 +416,16 @@ class LmEvalEvaluator:
         path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
         return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
                           spec.higher_is_better, doc_ids, outcomes, path)  # fmt: skip
+
+
+# adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
+_NOT_SHAPING = ("base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version")
+
+
+def _weight_config(path: Path) -> dict:
+    """The part of an adapter's config that decides which LoRA layers exist and how they compute."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in cfg.items() if k not in _NOT_SHAPING}
 
 
 def _check_aligned(results: dict[str, EvalResult]) -> None:

@@ -194,3 +194,35 @@ def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet
     for name in ("ad0", "ad1"):
         assert sum(e.kind == "promotion" for e in reg.history(name)) == 1
     assert counts["promotion_events"] == 2
+
+
+def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefect_harness, make_fleet, fleet_base,
+                                                                        tmp_path):
+    """An adapter whose source does not exist (never fetched: no version to fail) is recorded in the registry, shown
+    by the dashboard, and never stops the rest of the fleet; the next successful fetch clears it."""
+    import shutil
+
+    from flows.dashboard_data import collect
+
+    dirs, calib = make_fleet(2)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, families=("math", "commonsense"))
+    missing = tmp_path / "not-there"
+    reg.register_adapter("ghost", str(missing), str(fleet_base), "math")
+    out = run_nightly(cfg)
+    assert out["failed"] == 1
+    by_name = {r["adapter"]: r for r in out["results"]}
+    assert by_name["ghost"]["status"] == "failed" and "not-there" in by_name["ghost"]["error"]
+    assert by_name["ad0"]["status"] == by_name["ad1"]["status"] == "completed"
+    ghost = reg.get_adapter("ghost")
+    assert ghost.fetch_error and "not-there" in ghost.fetch_error and ghost.fetch_error_at is not None
+    assert reg.list_versions("ghost") == []
+    data = collect(reg)
+    entry = next(a for a in data["adapters"] if a["name"] == "ghost")
+    assert entry["fetch_error"] and "not-there" in entry["fetch_error"]
+    assert any(f["adapter"] == "ghost" and f["error_type"] == "fetch failed" for f in data["failures"])
+
+    shutil.copytree(dirs[0], missing)  # the owner fixes the path
+    again = run_nightly(cfg)
+    assert again["failed"] == 0
+    assert reg.get_adapter("ghost").fetch_error is None and len(reg.list_versions("ghost")) == 1

@@ -13,6 +13,7 @@ from registry import migrations
 from registry.db import init_db, make_engine
 from registry.models import Base
 
+HEAD = "0002"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events",
@@ -50,13 +51,14 @@ def bare_engine(db_url):
 def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
-    assert script.get_current_head() == "0001"
+    assert script.get_current_head() == HEAD
+    assert [r.revision for r in script.walk_revisions()] == ["0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
     assert migrations.current(bare_engine) is None
     init_db(bare_engine)
-    assert migrations.current(bare_engine) == "0001"
+    assert migrations.current(bare_engine) == HEAD
     assert TABLES <= set(inspect(bare_engine).get_table_names())
     assert len(_triggers(bare_engine)) >= 2
 
@@ -67,7 +69,7 @@ def test_upgrade_downgrade_upgrade(bare_engine):
 
     init_db(bare_engine)
     init_db(bare_engine)  # already at head: a no-op
-    assert migrations.current(bare_engine) == "0001"
+    assert migrations.current(bare_engine) == HEAD
     assert TABLES <= set(inspect(bare_engine).get_table_names())
     migrations.check(bare_engine)
 
@@ -104,7 +106,7 @@ def test_migrations_run_from_any_directory(tmp_path, monkeypatch):
     assert cfg.get_main_option("script_location") == str(migrations.SCRIPT_LOCATION)
     eng = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     init_db(eng)
-    assert migrations.current(eng) == "0001"
+    assert migrations.current(eng) == HEAD
     eng.dispose()
 
 
@@ -125,3 +127,27 @@ def test_failed_upgrade_leaves_nothing_behind(tmp_path, monkeypatch):
     init_db(eng)
     assert TABLES <= set(inspect(eng).get_table_names())
     eng.dispose()
+
+
+def test_0002_adds_fetch_error_to_existing_adapters_and_downgrades(bare_engine):
+    """A registry created at 0001 keeps its rows through 0002 (fetch error columns, NULL) and back."""
+    migrations.upgrade(bare_engine, "0001")
+    with bare_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
+            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
+        conn.execute(text(  # a row that references the adapter: the downgrade must not trip its foreign key
+            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
+            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+    migrations.upgrade(bare_engine)
+    assert migrations.current(bare_engine) == HEAD
+    cols = {c["name"] for c in inspect(bare_engine).get_columns("adapters")}
+    assert {"fetch_error", "fetch_error_at"} <= cols
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT name, fetch_error FROM adapters")).all() == [("old", None)]
+    migrations.check(bare_engine)
+    migrations.downgrade(bare_engine, "0001")
+    cols = {c["name"] for c in inspect(bare_engine).get_columns("adapters")}
+    assert "fetch_error" not in cols and "name" in cols
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT name FROM adapters")).scalars().all() == ["old"]

@@ -99,6 +99,22 @@ def test_record_version_is_content_addressed(reg):
         reg.record_version(a, "ABC", None, None)
 
 
+def test_fetch_error_is_recorded_on_the_adapter_and_cleared_by_a_version(reg):
+    reg.register_adapter("ghost", "/adapters/ghost", "base", "math")
+    try:
+        raise FileNotFoundError("adapter source /adapters/ghost does not exist")
+    except FileNotFoundError as e:
+        reg.record_fetch_error("ghost", e)
+    row = reg.get_adapter("ghost")
+    assert row.fetch_error.rstrip().endswith("FileNotFoundError: adapter source /adapters/ghost does not exist")
+    assert "Traceback" in row.fetch_error and row.fetch_error_at is not None
+    reg.record_fetch_error("ghost", "offline, nothing cached")  # a later failure replaces it
+    assert reg.get_adapter("ghost").fetch_error == "offline, nothing cached"
+    reg.record_version("ghost", sha("ghost bytes"), None, "/adapters/ghost")
+    row = reg.get_adapter("ghost")
+    assert row.fetch_error is None and row.fetch_error_at is None
+
+
 # ------------------------------------------------------------------------------------------------ runs
 def test_runs_are_idempotent(reg):
     run = reg.start_run("flow-1", {"surgery": {"policies": ("abs_select",)}, "limit": float("nan")}, H1)

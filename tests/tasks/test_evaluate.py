@@ -113,6 +113,27 @@ def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tm
         assert all(len(s["resps"][0][0]) <= MAX_GEN_TOKS for s in rows)
 
 
+def _lls(r: EvalResult) -> list[float]:
+    return [c[0][0] for s in _samples(r) for c in s["resps"]]
+
+
+def test_same_config_adapters_are_swapped_in_place_with_the_same_results(tiny_base, tiny_adapter, other_adapter,
+                                                                        tmp_path_factory):
+    """Subjects sharing a config reuse one set of LoRA layers (weights swapped in place); the scores are exactly
+    those of each adapter injected alone, and an adapter with another config gets layers of its own."""
+    third = tiny.save_adapter(tiny_base, tmp_path_factory.mktemp("r8"), r=8, alpha=16, seed=3)
+    swapped = get_evaluator("lm_eval", batch_size=8, device="cpu")
+    subjects = {"a": tiny_adapter, "b": other_adapter, "c": third, "a-again": tiny_adapter}
+    res = swapped.evaluate(str(tiny_base), subjects, "ss_mc", limit=LIMIT_MC, out_dir=tmp_path_factory.mktemp("sw"))
+    assert swapped._adapter_seq == 2  # a and b (and a again) share layers; c (r 8) has its own
+    assert _lls(res["a"]) == _lls(res["a-again"])
+    for name, path in (("a", tiny_adapter), ("b", other_adapter), ("c", third)):
+        alone = get_evaluator("lm_eval", batch_size=8, device="cpu").evaluate(
+            str(tiny_base), {name: path}, "ss_mc", limit=LIMIT_MC, out_dir=tmp_path_factory.mktemp("alone"))
+        assert _lls(alone[name]) == pytest.approx(_lls(res[name]), abs=1e-6), name
+        assert alone[name].outcomes == res[name].outcomes
+
+
 def test_base_loaded_once(evaluator, mc_run):
     # Runs after the module's other evaluations (file order): one load for every call above.
     assert evaluator.base_loads == 1
