@@ -598,7 +598,8 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
         "promotions": sum(1 for e in rows["events"] if e.kind == "promotion"),
         "overrides": sum(1 for e in rows["events"] if e.kind == "manual_override"),
         "rollbacks": sum(1 for e in rows["events"] if e.kind == "rollback"),
-        "failing": sum(1 for v in adapters if v["last_run"] and v["last_run"]["status"] == "failed"),
+        "failing": sum(1 for v in adapters
+                       if (v["last_run"] and v["last_run"]["status"] == "failed") or v["fetch_error"]),
         "last_run": runs[-1] if runs else None,
     }
     return {"generated_at": _iso(now), "registry_url": registry.engine.url.render_as_string(hide_password=True),

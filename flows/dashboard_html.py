@@ -202,8 +202,9 @@ def _fleet(data: dict) -> str:
 
 def _failures(data: dict) -> str:
     out = ['<section id="failures"><h2>Failures</h2><p class="guide">Adapter refinements whose latest attempt '
-           'failed, newest first, with the error the flow recorded (expand for the traceback). A failed adapter keeps '
-           'its current production version.</p>']
+           'failed, and adapters whose source could not be fetched on the last scan (run "scan"), newest first, with the '
+           'error the flow recorded (expand for the traceback). A failed adapter keeps its current production '
+           'version.</p>']
     if not data["failures"]:
         return "".join(out) + '<p class="muted">No failed refinements.</p></section>'
     out.append('<table><thead><tr><th>Adapter</th><th>Run</th><th>When</th><th>Version</th><th>Error</th></tr></thead>'

@@ -127,14 +127,18 @@ def test_fleet_view_data_matches_the_registry(flow, page):
     assert bad["last_run"]["status"] == "failed" and bad["last_run"]["error_type"].endswith("AdapterError")
     assert "target_modules" in bad["last_run"]["error"] and bad["last_decision"] is None
     assert bad["production"]["implicit"] and bad["n_failures"] == 2
-    assert [f["adapter"] for f in data["failures"]] == ["ad-bad", "ad-bad"]
-    assert all(f["message"].startswith("Traceback") and "q_proj" in f["summary"] for f in data["failures"])
-    # Never fetched: registered, nothing else.
+    assert sorted(f["adapter"] for f in data["failures"]) == ["ad-bad", "ad-bad", "ad-gone"]
+    assert all(f["message"].startswith("Traceback") and "q_proj" in f["summary"]
+               for f in data["failures"] if f["adapter"] == "ad-bad")
+    # Never fetched: no version, no run; the scan's fetch error is on the adapter and in the failures.
     gone = v["ad-gone"]
     assert gone["production"] is None and gone["last_run"] is None and gone["trend"] == []
+    assert "never-there" in gone["fetch_error"] and gone["n_failures"] == 1
+    (fetch,) = [f for f in data["failures"] if f["adapter"] == "ad-gone"]
+    assert fetch["run_id"] is None and fetch["error_type"] == "fetch failed" and "never-there" in fetch["message"]
     events = {n: reg.history(n) for n in v}
     s = data["summary"]
-    assert s["adapters"] == 4 and s["failing"] == 1 and s["edited_in_production"] == 2
+    assert s["adapters"] == 4 and s["failing"] == 2 and s["edited_in_production"] == 2
     assert s["promotions"] == sum(e.kind == "promotion" for es in events.values() for e in es) == 2
     assert s["overrides"] == s["rollbacks"] == 1
 
@@ -150,7 +154,7 @@ def test_fleet_view_html(page):
     win = by_name["ad-win"]
     assert "smooth_abs @" in win and 'class="spark"' in win and "completed" in win
     assert "failed" in by_name["ad-bad"] and "AdapterError" in by_name["ad-bad"]
-    assert "never run" in by_name["ad-gone"]
+    assert "never run" in by_name["ad-gone"] and "source not fetched" in by_name["ad-gone"]
     # The decision's sentence is shown (shortened in the cell, whole in the tooltip).
     sentence = views(data)["ad-win"]["last_decision"]["sentence"]
     assert f'title="{escape(sentence)}"' in win and escape(sentence[:40]) in win
@@ -160,7 +164,8 @@ def test_fleet_view_html(page):
     assert {"refinement run (id)", "adapter versions", "refined and promoted", "failed"} <= set(texts)
     assert "#1" in texts and "#2" in texts
     failures = html.split('<section id="failures">', 1)[1].split("</section>", 1)[0]
-    assert failures.count("<details>") == 2 and "Traceback" in failures
+    assert failures.count("<details>") == 3 and "Traceback" in failures  # 2 refinements + 1 fetch of ad-gone
+    assert "never-there" in failures and ">scan</td>" in failures
 
 
 # ---------------------------------------------------------------------------------------- adapter view
