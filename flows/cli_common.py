@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli import _fail as fail
+from registry.validation import error_summary
 
 DB_ENV = "SPECTRAL_SURGERY_DB"
 
@@ -116,14 +117,9 @@ def adapter_dict(a) -> dict[str, Any]:
     return {"id": a.id, "name": a.name, "source_uri": a.source_uri, "base_model_id": a.base_model_id,
             "base_model_revision": a.base_model_revision, "task_family": a.task_family,
             "benchmark_override": a.benchmark_override, "enabled": a.enabled, "config": a.config_json,
-            "fetch_error": _last_line(a.fetch_error),
+            "fetch_error": error_summary(a.fetch_error) or None,
             "fetch_error_at": a.fetch_error_at.isoformat() if a.fetch_error_at else None}
 
-
-def _last_line(text: str | None) -> str | None:
-    """The exception line of a stored traceback."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else None
 
 
 def event_dict(e, adapter_name: str | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from registry.db import session_scope
+from registry.validation import error_summary
 from registry.models import (
     Adapter,
     AdapterRun,
@@ -71,12 +72,6 @@ def _iso(dt: datetime | None) -> str | None:
 
 def _epoch(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
-
-
-def error_summary(message: str | None) -> str:
-    """The last non-empty line of a stored traceback: the exception and its message."""
-    lines = [ln for ln in (message or "").strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence: float) -> dict | None:

@@ -106,3 +106,9 @@ def error_text(error: BaseException | str) -> tuple[str, str]:
     else:
         kind, text = "Error", str(error)
     return kind[:200], text[-MAX_ERROR_CHARS:]
+
+
+def error_summary(message: str | None) -> str:
+    """The last non-empty line of a stored traceback (see :func:`error_text`): the exception and its message."""
+    lines = [ln for ln in (message or "").strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""

@@ -112,6 +112,18 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
     assert again["id"] == row["id"] and again["enabled"] is False and again["task_family"] == "code"
     assert [a["name"] for a in cli("list", "--json", "--data-dir", data).json()] == ["ad0"]
     assert "│ no " in cli("list", "--data-dir", data).out
+    # a source the nightly scan could not fetch shows with its error until a fetch succeeds
+    from registry.repository import Registry
+
+    reg = Registry.open(None, data)
+    try:
+        raise FileNotFoundError("adapter source /gone/ad0 does not exist")
+    except FileNotFoundError as e:
+        reg.record_fetch_error("ad0", e)
+    reg.close()
+    (row,) = cli("list", "--json", "--data-dir", data).json()
+    assert row["fetch_error"] == "FileNotFoundError: adapter source /gone/ad0 does not exist" and row["fetch_error_at"]
+    assert "fetch failed: FileNotFoundError: adapter source /gone/ad0" in cli("list", "--data-dir", data).out
 
 
 @pytest.mark.parametrize("argv, fragments", [
