@@ -143,7 +143,7 @@ class Progress:
         name = escape(self.reg.get_version(r.adapter_version_id).adapter.name)
         if r.status == "failed":
             return f"[red]✗ {name}[/] failed: {escape(_error_line(r.error_type or 'Error', r.error_message))}"
-        d = self.reg.get_decision(r.adapter_version_id, r.config_hash)
+        d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done"
         verdict = "kept as is"

@@ -133,7 +133,8 @@ def _recent_decisions(s: Session, history: int, adapter_ids: list[int] | None):
     rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
                                   order_by=(Decision.created_at.desc(), Decision.id.desc()))
     q = (select(Decision.id.label("id"), Decision.adapter_version_id.label("version_id"),
-                Decision.config_hash.label("config_hash"), AdapterVersion.adapter_id.label("adapter_id"),
+                Decision.config_hash.label("config_hash"), Decision.candidate_key.label("candidate_key"),
+                AdapterVersion.adapter_id.label("adapter_id"),
                 rank.label("rank"))
          .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id))
     if adapter_ids is not None:
@@ -168,7 +169,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     # on SQLite and PostgreSQL alike); the whole document is parsed only for the itemised recent decisions.
     stats = Decision.statistics_json
     decisions = s.execute(
-        select(Decision.id, Decision.adapter_version_id, Decision.config_hash, Decision.run_id, Decision.promoted,
+        select(Decision.id, Decision.adapter_version_id, Decision.config_hash, Decision.candidate_key, Decision.run_id,
+               Decision.promoted,
                Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
                recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
                stats["promoted"].label("promoted_arm"))
@@ -177,10 +179,10 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
                                 .where(recent.c.rank <= max(detail_runs, 1))).all())
     cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
                  Candidate.is_control)
-    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.config_hash == Candidate.config_hash))
+    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.candidate_key == Candidate.config_hash))
     candidates = s.execute(select(*cand_cols, recent.c.rank).join(recent, on)).all()
     latest = select(recent).where(recent.c.rank == 1).subquery()
-    on1 = ((latest.c.version_id == Candidate.adapter_version_id) & (latest.c.config_hash == Candidate.config_hash))
+    on1 = ((latest.c.version_id == Candidate.adapter_version_id) & (latest.c.candidate_key == Candidate.config_hash))
     spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json).join(latest, on1)
                         .order_by(Candidate.id)).all()
     detail = select(recent.c.version_id).where(recent.c.rank <= detail_runs).distinct().subquery()
@@ -222,7 +224,7 @@ class _Index:
             self.versions_of[v.adapter_id].append(v)
         self.full_stats = rows["full_stats"]
         self.cands = {c.id: c for c in rows["extra_candidates"]} | {c.id: c for c in rows["candidates"]}
-        self.by_decision: dict[tuple[int, str], list] = defaultdict(list)  # (version, config_hash) -> candidates
+        self.by_decision: dict[tuple[int, str], list] = defaultdict(list)  # (version, candidate key) -> candidates
         for c in sorted(rows["candidates"], key=lambda c: c.id):
             self.by_decision[(c.adapter_version_id, c.config_hash)].append(c)
         self.decisions: dict[int, list] = defaultdict(list)  # adapter -> decisions, newest first
@@ -252,7 +254,7 @@ class _Index:
             means = d.means or {}
             if isinstance(means.get("baseline"), (int, float)):
                 self.version_value[d.adapter_version_id] = means["baseline"]
-            for c in self.by_decision[(d.adapter_version_id, d.config_hash)]:
+            for c in self.by_decision[(d.adapter_version_id, d.candidate_key)]:
                 arm = arm_name(c.policy, c.seed, c.is_control)
                 if isinstance(means.get(arm), (int, float)):
                     self.cand_value[c.id] = means[arm]
@@ -301,7 +303,7 @@ def _night(ix: _Index, d) -> dict[str, Any]:
     conf = float((stats.get("config") or {}).get("confidence", 0.95))
     means, gmeans = stats.get("means") or {}, stats.get("guard_means") or {}
     verdicts = {v.get("name"): v for v in stats.get("verdicts") or []}
-    cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[(d.adapter_version_id, d.config_hash)]}
+    cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[(d.adapter_version_id, d.candidate_key)]}
     controls = [a for a, c in cands.items() if c.is_control]
     best_control = next((v.get("control_name") for v in verdicts.values() if v.get("control_name")), None)
     best_control = best_control or _better(means, controls, hib)
@@ -362,7 +364,7 @@ def _trend(ix: _Index, adapter_id: int, decisions: list, now: datetime) -> list[
         stats = ix.stats(d)
         hib = bool(stats.get("higher_is_better", True))
         means = stats.get("means") or {}
-        cands = ix.by_decision[(d.adapter_version_id, d.config_hash)]
+        cands = ix.by_decision[(d.adapter_version_id, d.candidate_key)]
         guided = [arm_name(c.policy, c.seed, c.is_control) for c in cands if not c.is_control]
         controls = [arm_name(c.policy, c.seed, c.is_control) for c in cands if c.is_control]
         best, ctrl = _better(means, guided, hib), _better(means, controls, hib)
@@ -389,7 +391,7 @@ def _spectrum(ix: _Index, latest) -> tuple[dict | None, dict | None]:
     """σ before/after of every candidate of the latest decision, and the version's sensitivity profile."""
     if latest is None:
         return None, None
-    cands = [c for c in ix.by_decision[(latest.adapter_version_id, latest.config_hash)] if c.id in ix.spectra]
+    cands = [c for c in ix.by_decision[(latest.adapter_version_id, latest.candidate_key)] if c.id in ix.spectra]
     stats = ix.stats(latest)
     modules: list[str] = []
     panels, sens = [], None

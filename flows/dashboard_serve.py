@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -89,12 +89,16 @@ class DashboardServer:
                 log.warning("dashboard refresh failed (serving the previous page): %s", self.last_error)
 
     def shutdown(self) -> None:
-        """Stop serving and polling."""
+        """Stop serving and polling, promptly.
+
+        The HTTP loop stops within its 0.5 s poll; the registry poller is told to stop but not waited for beyond a
+        second: it may be in the middle of a render, and it is a daemon thread, so it never holds the process.
+        """
         self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-        for t in self._threads:
-            t.join(timeout=5)
+        self._threads[0].join(timeout=2)
+        self._threads[1].join(timeout=1)
 
 
 def _handler(server: DashboardServer) -> type[BaseHTTPRequestHandler]:
@@ -161,11 +165,23 @@ def serve_dashboard(registry, host: str = "127.0.0.1", port: int = 8765, interva
     """
     server = start_dashboard_server(registry, host, port, interval_s, alignment_adapter=alignment_adapter,
                                     cache_dir=cache_dir)
+    stop = threading.Event()
+    previous = {}
+
+    def _stop(signum, frame) -> None:  # Ctrl-C and SIGTERM (a service manager) both end the loop below
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _stop)
     print(f"Spectral Surgery dashboard on {server.url} (refreshes every {interval_s:g} s; Ctrl-C to stop)", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("dashboard stopped", flush=True)

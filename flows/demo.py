@@ -120,7 +120,7 @@ def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
     for name in names:
         adapter = reg.get_adapter(name)
         versions = reg.list_versions(name)
-        decision = reg.get_decision(versions[0].id, adapter_config_hash(cfg, adapter)) if versions else None
+        decision = reg.decision_of_run(versions[0].id, adapter_config_hash(cfg, adapter)) if versions else None
         if decision is None:
             rows.append({"adapter": name, "decision": "failed or not refined", "promoted": None})
             continue

@@ -84,18 +84,30 @@ def fetch_adapter(uri: str) -> ResolvedAdapter:
     return resolve_source(uri)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The candidates of one visit: their stage key and the arm name -> candidate row id of every planned arm."""
+
+    key: str
+    ids: dict[str, int]
+    written: int
+    calibrated: bool
+
+
 @task(cache_policy=NO_CACHE)
-def make_candidates(config: RunConfig, version, adapter, local: Path, chash: str, arms: list[Arm]) -> int:
-    """Decompose + calibrate ONCE, then write every missing candidate; returns how many were written."""
-    from tasks.calibration import load_calibration
+def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list[Arm]) -> Candidates:
+    """Write every planned candidate that is not stored yet; the model pass runs only if its result is not stored.
+
+    Candidates are keyed by what determines them (:func:`tasks.run_config.candidate_key`); the decomposition and
+    sensitivities by :func:`tasks.run_config.prepared_key`, stored once per key in the artifact store, so a new
+    policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
+    """
+    from tasks.calibration import calibration_sha256, load_calibration
     from tasks.edit import prepare, write_candidate
+    from tasks.prep_store import load_prepared, save_prepared
+    from tasks.run_config import candidate_key, prepared_key
 
     reg = worker.registry(config)
-    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, chash)}
-    missing = [a for a in arms if not (
-        (c := existing.get((a.policy, a.seed))) and c.artifact_uri and Path(c.artifact_uri).is_dir())]
-    if not missing:
-        return 0
     overrides = adapter.config_json or {}
     surgery = config.surgery_for(overrides)
     source = overrides.get("calib") or config.calib_source
@@ -103,56 +115,83 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, chash: str
         raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
                          "(config {'calib': 'path.jsonl'}) or set RunConfig.calib_source")
     examples = load_calibration(source, surgery.calib)
-    store = worker.store_dir(config, adapter.name, version.content_sha256, chash)
-    log = _logger()
-    log.info("%s: decomposing and calibrating on %d examples for %d candidates", adapter.name, len(examples),
-             len(missing))
-    with worker.model_lock(adapter.base_model_id):
-        model, tok = worker.base_model(config, adapter.base_model_id, adapter.base_model_revision)
-        def on_batch(done: int, total: int) -> None:
-            log.info("%s: calibration batch %d/%d", adapter.name, done, total)
+    pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
+                        calibration_sha256(examples))
+    ckey = candidate_key(pkey, surgery)
+    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
+    missing = [a for a in arms if not (
+        (c := existing.get((a.policy, a.seed))) and c.artifact_uri and Path(c.artifact_uri).is_dir())]
+    calibrated = False
+    if missing:
+        log = _logger()
+        prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
+        prepared = load_prepared(prep_file, local, surgery.targets)
+        if prepared is not None:
+            log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities (no model pass)",
+                     adapter.name, len(missing))
+        else:
+            log.info("%s: decomposing and calibrating on %d examples for %d candidates", adapter.name,
+                     len(examples), len(missing))
+            with worker.model_lock(adapter.base_model_id):
+                model, tok = worker.base_model(config, adapter.base_model_id, adapter.base_model_revision)
 
-        prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
-    log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name, len(prepared.modules),
-             prepared.n_examples, prepared.timings.get("calibrate", 0.0))
-    for arm in missing:
-        path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed)
-        spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
+                def on_batch(done: int, total: int) -> None:
+                    log.info("%s: calibration batch %d/%d", adapter.name, done, total)
+
+                prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
+            calibrated = True
+            save_prepared(prepared, prep_file)
+            log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
+                     len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
+        store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
+        for arm in missing:
+            path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed)
+            spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
+                        for name, m in manifest["modules"].items()}
+            sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
+                           "sign_agreement": m["sensitivity"]["sign_agreement"]}
                     for name, m in manifest["modules"].items()}
-        sens = {name: {"magnitude": m["sensitivity"]["magnitude"], "sign_agreement": m["sensitivity"]["sign_agreement"]}
-                for name, m in manifest["modules"].items()}
-        reg.add_candidate(version.id, chash, arm.policy, arm.seed, params=manifest["parameters"],
-                          is_control=arm.is_control, artifact_uri=str(path), artifact_sha256=adapter_content_sha256(path),
-                          spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
-    return len(missing)
+            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=manifest["parameters"],
+                              is_control=arm.is_control, artifact_uri=str(path),
+                              artifact_sha256=adapter_content_sha256(path),
+                              spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
+    rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
+    ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
+    return Candidates(ckey, ids, len(missing), calibrated)
 
 
-def _evaluator_key(ev, spec: BenchmarkSpec, limit: int | None) -> str:
-    return hashlib.sha256(f"{ev.key}|{spec.name}|{limit}".encode()).hexdigest()[:64]
+def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None) -> str:
+    return hashlib.sha256(f"{identity}|{spec.name}|{limit}".encode()).hexdigest()[:64]
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_subjects(config: RunConfig, version, adapter, local: Path, chash: str, spec: BenchmarkSpec,
-                      limit: int | None, kind: str) -> dict[str, list]:
-    """Evaluate the baseline and every candidate on ``spec`` (skipping scores already recorded).
+def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
+                      limit: int | None, kind: str) -> tuple[str, dict[str, list]]:
+    """Evaluate the baseline and every candidate on ``spec``, skipping scores already recorded.
+
+    An evaluation is keyed by (subject, benchmark, limit, evaluator identity): the baseline's is reused across
+    nights and configs until one of those changes, a candidate's as long as the candidate is. Nothing is loaded
+    when every score is recorded.
 
     Returns:
-        Subject name ("baseline" or the arm name) -> per-document outcomes aligned by document.
+        ``(evaluator key, subject name -> per-document outcomes aligned by document)``; subjects are
+        "baseline" and the arm names.
     """
     reg = worker.registry(config)
-    cands = {Arm(c.policy, c.seed, c.is_control).name: c for c in reg.list_candidates(version.id, chash)}
-    with worker.model_lock(adapter.base_model_id):
-        ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
-        ekey = _evaluator_key(ev, spec, limit)
-        todo: dict[str, Path] = {}
-        if reg.get_evaluation(version.id, spec.name, ekey, None) is None:
-            todo[BASELINE] = local
-        for name, c in cands.items():
-            if reg.get_evaluation(version.id, spec.name, ekey, c.id) is None:
-                todo[name] = Path(c.artifact_uri)
-        if todo:
-            out = worker.store_dir(config, adapter.name, version.content_sha256, chash) / "eval"
-            log = _logger()
+    ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit)
+    subjects: dict[str, int | None] = {BASELINE: None, **cands.ids}
+    todo: dict[str, Path] = {}
+    for name, cid in subjects.items():
+        if reg.get_evaluation(version.id, spec.name, ekey, cid) is None:
+            todo[name] = local if cid is None else Path(reg.get_candidate(cid).artifact_uri)
+    if todo:
+        log = _logger()
+        with worker.model_lock(adapter.base_model_id):
+            ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
+            if _evaluator_key(ev.key, spec, limit) != ekey:  # the identity must be computable without the model
+                raise RuntimeError(f"evaluator {config.evaluator!r}: its key {ev.key!r} differs from the identity "
+                                   "computed before loading it; results could not be reused safely")
+            out_dir = worker.store_dir(config, adapter.name, version.content_sha256, ekey) / "eval"
             log.info("%s: scoring %d subject(s) on %s (%s documents)", adapter.name, len(todo), spec.name,
                      limit if limit is not None else "all")
 
@@ -160,48 +199,63 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, chash: s
                 log.info("%s: %s on %s: %s %.3f (n=%d, %.0f s)", adapter.name, r.subject, spec.name, r.metric,
                          r.value, r.n, seconds)
 
-            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=limit, out_dir=out,
+            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=limit, out_dir=out_dir,
                                   on_result=on_result)
             for name, r in results.items():
                 reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
-                                   higher_is_better=r.higher_is_better,
-                                   candidate_id=None if name == BASELINE else cands[name].id, n=r.n, stderr=r.stderr,
-                                   samples_uri=r.samples_path, doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind)
+                                   higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
+                                   stderr=r.stderr, samples_uri=r.samples_path,
+                                   doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind)
     out: dict[str, list] = {}
-    for name, cid in [(BASELINE, None), *[(n, c.id) for n, c in cands.items()]]:
+    for name, cid in subjects.items():
         row = reg.get_evaluation(version.id, spec.name, ekey, cid)
         out[name] = [v for _, v in sorted(row.doc_outcomes_json, key=lambda p: str(p[0]))]
     _logger().info("%s: %s evaluated (%d new subjects)", adapter.name, spec.name, len(todo))
-    return out
+    return ekey, out
 
 
 @task(cache_policy=NO_CACHE)
-def decide_and_promote(config: RunConfig, version, adapter, run_id: int, chash: str, task_out: dict,
-                       guard_out: dict | None, higher_is_better: bool, guard_name: str | None) -> dict:
-    """Apply the gate, record the decision (once per version and config) and move the production pointer."""
+def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
+                       task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
+                       task_name: str, guard_name: str | None) -> dict:
+    """Apply the gate to the stored outcomes, record the decision (once per decision key), move production.
+
+    The decision key is the gate settings plus the evaluations weighed, so changing a threshold re-decides from
+    the recorded per-document outcomes without any model pass, and an unchanged one finds its decision done.
+    """
+    from tasks.run_config import decision_key
+
     reg = worker.registry(config)
-    cands = {Arm(c.policy, c.seed, c.is_control).name: c for c in reg.list_candidates(version.id, chash)}
+    task_key, task_out = task_eval
+    guard_key, guard_out = guard_eval if guard_eval is not None else (None, None)
+    evidence = {"task": [task_name, task_key], "guard": [guard_name, guard_key],
+                "subjects": sorted(cands.ids.items())}
+    dkey = decision_key(config.gate, cands.key, evidence)
     g = guard_out or {}
+    by_name = {a.name: a for a in arms}
     base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
-    arms = [ArmOutcomes(n, c.policy, c.is_control, task_out[n], g.get(n), higher_is_better) for n, c in cands.items()]
-    decision = decide(base, [a for a in arms if not a.is_control], [a for a in arms if a.is_control], config.gate)
+    outcomes = [ArmOutcomes(n, by_name[n].policy, by_name[n].is_control, task_out[n], g.get(n), higher_is_better)
+                for n in cands.ids]
+    decision = decide(base, [a for a in outcomes if not a.is_control], [a for a in outcomes if a.is_control],
+                      config.gate)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
-            reg.add_guard_result(cands[v.name].id, guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
+            reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
                                  config.gate.guard_tolerance, v.guard_ok, p_value=v.guard_test.p_value)
     stats = decision.to_dict()
     stats["means"] = {n: sum(x) / len(x) for n, x in task_out.items()}
     if guard_out:
         stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
-    row = reg.record_decision(version.id, chash, run_id=run_id,
-                              promoted_candidate_id=cands[decision.promoted].id if decision.promoted else None,
+    stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
+    row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
+                              promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=json.loads(json.dumps(stats, default=float)), sentence=decision.sentence)
     promoted = False
     if row.promoted and config.promote:
         reg.promote(row, actor=config.actor)
         promoted = True
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None,
-            "sentence": row.sentence, "statistics": stats}
+            "sentence": row.sentence, "statistics": row.statistics_json}
 
 
 def _artifact_key(adapter_name: str) -> str:
@@ -248,18 +302,19 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         if local is None or not local.is_dir() or adapter_content_sha256(local) != version.content_sha256:
             local = fetch_adapter(adapter.source_uri).local_path
         surgery = config.surgery_for(adapter.config_json)
-        written = make_candidates(config, version, adapter, local, chash, plan_arms(config, surgery))
+        arms = plan_arms(config, surgery)
+        cands = make_candidates(config, version, adapter, local, arms)
         spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
-        task_out = evaluate_subjects(config, version, adapter, local, chash, spec, config.task_limit, "task")
-        guard_out, guard_name = None, None
+        task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.task_limit, "task")
+        guard_eval, guard_name = None, None
         if config.guard:
             gspec = guard_benchmark(config.benchmark_profile)
             guard_name = gspec.name
-            guard_out = task_out if gspec.name == spec.name else evaluate_subjects(
-                config, version, adapter, local, chash, gspec, config.guard_limit, "guard")
-        result = decide_and_promote(config, version, adapter, run_id, chash, task_out, guard_out,
-                                    spec.higher_is_better, guard_name)
-        reg.finish_adapter_run(arun.id, "completed")
+            guard_eval = task_eval if gspec.name == spec.name else evaluate_subjects(
+                config, version, adapter, local, cands, gspec, config.guard_limit, "guard")
+        result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
+                                    spec.higher_is_better, spec.name, guard_name)
+        reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:
         reg.record_failure(run_id, version_id, e, config_hash=chash)
         try:
@@ -267,7 +322,8 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         except Exception:  # never mask the adapter's own error
             pass
         raise
-    result.update(adapter=adapter_name, status="completed", candidates_written=written, benchmark=spec.name)
+    result.update(adapter=adapter_name, status="completed", candidates_written=cands.written,
+                  calibrated=cands.calibrated, benchmark=spec.name)
     try:
         _artifacts(reg, adapter_name, result)
     except Exception as e:  # artifacts are a convenience; never fail a refinement over them

@@ -82,6 +82,18 @@ def evaluator(config: RunConfig, model_id: str, revision: str | None = None):
         return _evaluators.setdefault(key, ev)
 
 
+def evaluator_identity(config: RunConfig, model_id: str) -> str:
+    """The key of the evaluator :func:`evaluator` would build, without loading the base model."""
+    from tasks.evaluate import evaluator_identity as identity
+
+    options = dict(config.evaluator_options)
+    if config.evaluator == "lm_eval":
+        # as evaluator(): the worker's base model, whose dtype base_model() picks from the device
+        options.update(device=config.device,
+                       model_dtype="float16" if config.device.startswith("cuda") else "float32")
+    return identity(config.evaluator, **options)
+
+
 def store_dir(config: RunConfig, adapter_name: str, version_sha: str, config_hash: str) -> Path:
     """Content-addressed artifact directory of one adapter version under one configuration."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in adapter_name)

@@ -176,6 +176,8 @@ class AdapterRun(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    decision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("decisions.id"), doc="The decision this run reached (several runs can reach the same one).")
 
 
 class Candidate(Base):
@@ -255,7 +257,12 @@ class GuardResult(Base):
 
 
 class Decision(Base):
-    """The gate's verdict for one version under one config: which candidate (if any) to promote, and why."""
+    """The gate's verdict for one version: which candidate (if any) to promote, and why.
+
+    ``config_hash`` is the decision key: a hash of exactly what determines the verdict (the gate settings and the
+    evaluations it weighed), so a threshold change makes a new decision from stored outcomes and nothing else.
+    ``candidate_key`` is the key of the candidates it weighed (``Candidate.config_hash``).
+    """
 
     __tablename__ = "decisions"
     __table_args__ = (UniqueConstraint("adapter_version_id", "config_hash", name="uq_decisions_key"),)
@@ -266,6 +273,7 @@ class Decision(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("refinement_runs.id"))
     promoted_candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"))
     promoted: Mapped[bool] = mapped_column(Boolean)
+    candidate_key: Mapped[str | None] = mapped_column(String(64), doc="Candidate.config_hash of its candidates.")
     statistics_json: Mapped[dict[str, Any]]
     sentence: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -365,12 +365,18 @@ class Registry:
 
     def finish_adapter_run(
         self, adapter_run_id: int, status: str = "completed", *, error_type: str | None = None,
-        error_message: str | None = None,
+        error_message: str | None = None, decision_id: int | None = None,
     ) -> AdapterRun:
-        """Close an adapter run as ``completed`` or ``failed`` (with the error recorded)."""
+        """Close an adapter run as ``completed`` (with the decision it reached) or ``failed`` (with the error)."""
         check.choice(status, "status", ("completed", "failed"))
         with self._write() as s:
             row = self._row(s, AdapterRun, adapter_run_id, "adapter run")
+            if decision_id is not None:
+                decision = self._row(s, Decision, decision_id, "decision")
+                if decision.adapter_version_id != row.adapter_version_id:
+                    raise RegistryError(f"decision {decision_id} is about adapter version "
+                                        f"{decision.adapter_version_id}, not {row.adapter_version_id}")
+                row.decision_id = decision_id
             if status == "completed":
                 error_type = error_message = None
             if (row.status, row.error_type, row.error_message) != (status, error_type, error_message):
@@ -554,13 +560,18 @@ class Registry:
         promoted_candidate_id: int | None,
         statistics: dict[str, Any],
         sentence: str,
+        candidate_key: str | None = None,
     ) -> Decision:
         """Get or create the gate's decision for ``(version, config_hash)``; an existing one is returned as is.
 
-        ``promoted`` is ``promoted_candidate_id is not None``. The promoted candidate must belong to the version,
-        be under the same config and not be a random control.
+        ``config_hash`` is the decision key (gate settings and the evaluations weighed); ``candidate_key`` the
+        key of the candidates weighed (default ``config_hash``, as before stage keys). ``promoted`` is
+        ``promoted_candidate_id is not None``. The promoted candidate must belong to the version, be under
+        ``candidate_key`` and not be a random control.
         """
         check.text(config_hash, "config_hash", max_len=64)
+        candidate_key = candidate_key or config_hash
+        check.text(candidate_key, "candidate_key", max_len=64)
         check.text(sentence, "sentence")
         stats = check.jsonable(statistics, "statistics")
         if not isinstance(stats, dict):
@@ -571,18 +582,32 @@ class Registry:
                 self._row(s, RefinementRun, run_id, "refinement run")
             if promoted_candidate_id is not None:
                 cand = self._row(s, Candidate, promoted_candidate_id, "candidate")
-                if (cand.adapter_version_id, cand.config_hash) != (adapter_version_id, config_hash):
+                if (cand.adapter_version_id, cand.config_hash) != (adapter_version_id, candidate_key):
                     raise RegistryError(f"candidate {cand.id} is not a candidate of adapter version "
-                                        f"{adapter_version_id} under config {config_hash}")
+                                        f"{adapter_version_id} under candidate key {candidate_key}")
                 if cand.is_control:
                     raise RegistryError(f"candidate {cand.id} is a random control ({cand.policy}); "
                                         "controls are never promoted")
             row, _ = self._get_or_create(
                 s, Decision, {"adapter_version_id": adapter_version_id, "config_hash": config_hash},
-                {"run_id": run_id, "promoted_candidate_id": promoted_candidate_id,
+                {"run_id": run_id, "promoted_candidate_id": promoted_candidate_id, "candidate_key": candidate_key,
                  "promoted": promoted_candidate_id is not None, "statistics_json": stats, "sentence": sentence},
             )
             return row
+
+    def get_decision_by_id(self, decision_id: int) -> Decision:
+        """The decision ``decision_id``."""
+        with self._read() as s:
+            return self._row(s, Decision, decision_id, "decision")
+
+    def decision_of_run(self, adapter_version_id: int, run_config_hash: str) -> Decision | None:
+        """The decision the latest completed adapter run of ``(version, run config hash)`` reached, or ``None``."""
+        with self._read() as s:
+            return s.scalars(
+                select(Decision).join(AdapterRun, AdapterRun.decision_id == Decision.id)
+                .where(AdapterRun.adapter_version_id == adapter_version_id,
+                       AdapterRun.config_hash == run_config_hash, AdapterRun.status == "completed")
+                .order_by(AdapterRun.id.desc()).limit(1)).first()
 
     def get_decision(self, adapter_version_id: int, config_hash: str) -> Decision | None:
         """The decision for ``(version, config_hash)``, or ``None``."""

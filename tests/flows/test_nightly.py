@@ -117,6 +117,87 @@ def test_config_change_and_new_version_are_refined(prefect_harness, make_fleet, 
     assert len(reg.list_versions("ad0")) == 2
 
 
+def _no_model_pass(monkeypatch, allow_evaluations: int = 0) -> dict[str, int]:
+    """Make any calibration pass fail the test, and count (and cap) evaluated subjects."""
+    import tasks.edit
+    from tasks.evaluate import FakeEvaluator
+
+    def no_prepare(*a, **k):
+        raise AssertionError("a model pass (calibration) ran although its result was stored")
+
+    monkeypatch.setattr(tasks.edit, "prepare", no_prepare)
+    seen = {"subjects": 0}
+    real = FakeEvaluator.evaluate
+
+    def counted(self, base_model, subjects, benchmark, **kw):
+        seen["subjects"] += len(subjects)
+        assert seen["subjects"] <= allow_evaluations, f"evaluated {sorted(subjects)} on {benchmark}"
+        return real(self, base_model, subjects, benchmark, **kw)
+
+    monkeypatch.setattr(FakeEvaluator, "evaluate", counted)
+    return seen
+
+
+def test_gate_only_change_redecides_from_stored_outcomes(prefect_harness, make_fleet, fleet_base, tmp_path,
+                                                         monkeypatch):
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    run_nightly(cfg)
+    before = _counts(reg)
+    version = reg.list_versions("ad0")[0]
+    first = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
+    seen = _no_model_pass(monkeypatch)
+    strict = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"alpha": 1e-30})})
+    out = run_nightly(strict)
+    assert out["refined"] == 1 and seen["subjects"] == 0
+    after = _counts(reg)
+    assert after["candidates"] == before["candidates"] and after["evaluations"] == before["evaluations"]
+    assert after["decisions"] == before["decisions"] + 1
+    second = reg.decision_of_run(version.id, strict.result_hash(_declared(reg)))
+    assert second.id != first.id and second.candidate_key == first.candidate_key
+    assert first.promoted and not second.promoted  # nothing can be significant at alpha 1e-30
+    assert second.statistics_json["config"]["alpha"] == 1e-30
+    # back to the first thresholds: that visit is done already; nothing new is written
+    assert run_nightly(cfg)["refined"] == 0 and _counts(reg)["decisions"] == after["decisions"]
+    assert reg.decision_of_run(version.id, cfg.result_hash(_declared(reg))).id == first.id
+
+
+def _declared(reg, name: str = "ad0") -> dict:
+    from flows.refine_adapter import adapter_config_hash
+
+    class _Cfg:  # adapter_config_hash(config, adapter) == config.result_hash(declared): recover `declared`
+        def result_hash(self, declared):
+            return declared
+
+    return adapter_config_hash(_Cfg(), reg.get_adapter(name))
+
+
+def test_new_policy_evaluates_only_the_new_candidate(prefect_harness, make_fleet, fleet_base, tmp_path, monkeypatch):
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    run_nightly(cfg)
+    before = _counts(reg)
+    version = reg.list_versions("ad0")[0]
+    old = {(c.policy, c.seed): c.id for c in reg.list_candidates(version.id)}
+    seen = _no_model_pass(monkeypatch, allow_evaluations=2)  # the new candidate on the task and on the guard
+    more = cfg.model_copy(update={"surgery": cfg.surgery.model_copy(
+        update={"policies": (*cfg.surgery.policies, "double_smooth")})})
+    out = run_nightly(more)
+    assert out["refined"] == 1 and seen["subjects"] == 2
+    result = out["results"][0]
+    assert result["candidates_written"] == 1 and result["calibrated"] is False
+    after = _counts(reg)
+    assert after["candidates"] == before["candidates"] + 1
+    assert after["evaluations"] == before["evaluations"] + 2
+    now = {(c.policy, c.seed): c.id for c in reg.list_candidates(version.id)}
+    assert {k: v for k, v in now.items() if k in old} == old  # the others are the same rows, reused
+    decision = reg.decision_of_run(version.id, more.result_hash(_declared(reg)))
+    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"abs_select", "smooth_abs",
+                                                                          "grad_direction", "double_smooth"}
+
+
 def test_rollback_restores_previous_production(prefect_harness, make_fleet, fleet_base, tmp_path):
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib)

@@ -13,7 +13,7 @@ from registry import migrations
 from registry.db import init_db, make_engine
 from registry.models import Base
 
-HEAD = "0002"
+HEAD = "0003"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events",
@@ -52,7 +52,7 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0003", "0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
@@ -151,3 +151,46 @@ def test_0002_adds_fetch_error_to_existing_adapters_and_downgrades(bare_engine):
     assert "fetch_error" not in cols and "name" in cols
     with bare_engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM adapters")).scalars().all() == ["old"]
+
+
+def test_0003_links_decisions_and_runs_by_their_old_shared_hash_and_downgrades(bare_engine):
+    """Rows written at 0002 (one hash keyed candidates, decisions and runs) get explicit links at 0003."""
+    migrations.upgrade(bare_engine, "0002")
+    h = "c" * 64
+    with bare_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
+            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
+        conn.execute(text(
+            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
+            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        conn.execute(text(
+            "INSERT INTO refinement_runs (flow_run_id, started_at, status, config_snapshot, config_hash) "
+            "VALUES ('f1', CURRENT_TIMESTAMP, 'completed', '{}', :h)"), {"h": h})
+        conn.execute(text(
+            "INSERT INTO decisions (adapter_version_id, config_hash, run_id, promoted, statistics_json, sentence, "
+            "created_at) SELECT v.id, :h, r.id, :f, '{}', 'kept', CURRENT_TIMESTAMP "
+            "FROM adapter_versions v, refinement_runs r"), {"h": h, "f": False})
+        conn.execute(text(
+            "INSERT INTO adapter_runs (run_id, adapter_version_id, config_hash, status) "
+            "SELECT r.id, v.id, :h, 'completed' FROM adapter_versions v, refinement_runs r"), {"h": h})
+        conn.execute(text(  # a failed run reached no decision
+            "INSERT INTO refinement_runs (flow_run_id, started_at, status, config_snapshot, config_hash) "
+            "VALUES ('f2', CURRENT_TIMESTAMP, 'completed', '{}', :h)"), {"h": h})
+        conn.execute(text(
+            "INSERT INTO adapter_runs (run_id, adapter_version_id, config_hash, status) "
+            "SELECT r.id, v.id, :h, 'failed' FROM adapter_versions v, refinement_runs r WHERE r.flow_run_id = 'f2'"),
+            {"h": h})
+    migrations.upgrade(bare_engine)
+    assert migrations.current(bare_engine) == HEAD
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT candidate_key FROM decisions")).scalars().all() == [h]
+        did = conn.execute(text("SELECT id FROM decisions")).scalar_one()
+        links = conn.execute(text("SELECT status, decision_id FROM adapter_runs ORDER BY id")).all()
+    assert links == [("completed", did), ("failed", None)]
+    migrations.check(bare_engine)
+    migrations.downgrade(bare_engine, "0002")
+    assert "candidate_key" not in {c["name"] for c in inspect(bare_engine).get_columns("decisions")}
+    assert "decision_id" not in {c["name"] for c in inspect(bare_engine).get_columns("adapter_runs")}
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM adapter_runs")).scalar_one() == 2

