@@ -57,6 +57,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.canaries import canaries
 from tasks.power import mcnemar_mde, mcnemar_sample_size, paired_mde, paired_sample_size
 from tasks.stats import PairedTest, adjust_pvalues, as_outcomes, paired_test
 
@@ -340,34 +341,6 @@ def _mean(x: Sequence[float]) -> float:
     return math.fsum(float(v) for v in x) / len(x)
 
 
-def canaries(baseline: ArmOutcomes, zero_rebuild: ArmOutcomes | None, bare_base: ArmOutcomes | None,
-             cfg: GateConfig) -> tuple[dict[str, dict[str, Any]], tuple[str, ...]]:  # fmt: skip
-    """Check the two canaries; returns (per-canary record, flags).
-
-    * zero rebuild (σ unchanged through the candidates' write path, EXTENSIONS.md §8.4): its per-document
-      task outcomes may differ from the baseline's on at most ``canary_tolerance`` of the documents;
-    * applied adapter: the baseline must differ from the bare base model on at least one document.
-    """
-    base = np.asarray(baseline.task, dtype=np.float64)
-    record: dict[str, dict[str, Any]] = {}
-    flags: list[str] = []
-    for key, arm in (("zero_rebuild", zero_rebuild), ("bare_base", bare_base)):
-        if arm is None:
-            continue
-        differ = int(np.sum(np.abs(np.asarray(arm.task, dtype=np.float64) - base) > _EPS))
-        frac = differ / base.size
-        ok = frac <= cfg.canary_tolerance + _EPS if key == "zero_rebuild" else differ > 0
-        record[key] = {"arm": arm.name, "n_differ": differ, "fraction": frac, "ok": ok,
-                       **({"tolerance": cfg.canary_tolerance} if key == "zero_rebuild" else {})}  # fmt: skip
-        if not ok and key == "zero_rebuild":
-            flags.append(f"zero-rebuild canary {arm.name} differs from the baseline on {differ} of {base.size} "
-                         f"documents ({frac * 100:.1f}% > tolerance {cfg.canary_tolerance * 100:.1f}%)")  # fmt: skip
-        elif not ok:
-            flags.append(f"adapter not applied: the baseline matches the bare base {arm.name} on all "
-                         f"{base.size} documents")  # fmt: skip
-    return record, tuple(flags)
-
-
 @dataclass(frozen=True)
 class _Tests:
     """One candidate's comparisons and their corrected p-values (None where not applicable)."""
@@ -514,7 +487,7 @@ def decide(
     hib = baseline.higher_is_better
     sign = 1.0 if hib else -1.0
     best_r = min(controls, key=lambda r: (-sign * _mean(r.task), r.name)) if controls else None
-    record, flags = canaries(baseline, zero_rebuild, bare_base, cfg)
+    record, flags = canaries(baseline, zero_rebuild, bare_base, cfg.canary_tolerance)
     family = [not c.is_control for c in candidates]
     m = max(1, sum(family))
     level = cfg.alpha if cfg.correction == "none" else cfg.alpha / m
