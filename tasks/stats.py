@@ -15,6 +15,8 @@ document i of ``b``) and reports the difference ``delta = mean(a) − mean(b)`` 
 * All paired differences equal up to float rounding (nothing to resample) → method ``"none"``: the
   interval is the point ``[delta, delta]`` and the p-value is the exact sign test's (``0.5**n`` if every
   difference favours the alternative, else 1.0), which is 1.0 when ``a == b``.
+
+:func:`adjust_pvalues` corrects a family of p-values for multiplicity (Holm step-down, Bonferroni, none).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scipy import stats as sps
 
 Alternative = Literal["greater", "less"]
 Method = Literal["mcnemar_exact", "paired_bootstrap", "none"]
+Correction = Literal["none", "holm", "bonferroni"]
 _CHUNK = 1 << 21  # resampled values held at once by the bootstrap (~16 MiB of float64)
 
 
@@ -132,6 +135,45 @@ def newcombe_paired_ci(
     return max(-1.0, lo), min(1.0, hi)
 
 
+def newcombe_paired_ci_array(
+    n11: np.ndarray, n10: np.ndarray, n01: np.ndarray, n00: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`newcombe_paired_ci` vectorised over arrays of 2×2 tables (same math, elementwise).
+
+    Used by simulations and the sequential futility rule, which evaluate many tables at once.
+
+    Args:
+        n11, n10, n01, n00: Integer arrays of one shape (broadcastable), each table with n ≥ 1.
+        confidence: Two-sided confidence level.
+
+    Returns:
+        ``(low, high)`` arrays of that shape, clipped to [-1, 1].
+    """
+    n11, n10, n01, n00 = (np.asarray(x, dtype=np.float64) for x in (n11, n10, n01, n00))
+    n = n11 + n10 + n01 + n00
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+
+    def wilson(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = x / n
+        denom = 1.0 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+        return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+
+    xa, xb = n11 + n10, n11 + n01
+    pa, pb = xa / n, xb / n
+    (la, ua), (lb, ub) = wilson(xa), wilson(xb)
+    cross = n11 * n00 - n10 * n01
+    adj = np.where(cross > n / 2, cross - n / 2, np.where(cross >= 0, 0.0, cross))
+    margins = xa * (n - xa) * xb * (n - xb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = np.where(margins > 0, adj / np.sqrt(np.where(margins > 0, margins, 1.0)), 0.0)
+    d = pa - pb
+    lo = d - np.sqrt(np.maximum(0.0, (pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2))
+    hi = d + np.sqrt(np.maximum(0.0, (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2))
+    return np.maximum(-1.0, lo), np.minimum(1.0, hi)
+
+
 def mcnemar_exact(a: np.ndarray, b: np.ndarray, alternative: Alternative, confidence: float) -> PairedTest:
     """Exact McNemar test of two aligned 0/1 arrays (one-sided binomial test on discordant pairs)."""
     n10 = int(np.sum((a == 1) & (b == 0)))
@@ -221,3 +263,42 @@ def paired_test(
     if is_binary(xa) and is_binary(xb):
         return mcnemar_exact(xa, xb, alternative, confidence)
     return paired_bootstrap(xa, xb, alternative, int(n_boot), seed, confidence)
+
+
+def adjust_pvalues(p_values: Sequence[float], method: Correction = "holm") -> list[float]:
+    """Multiplicity-adjusted p-values of one family of m hypotheses (reject H_i when ``p̃_i < alpha``).
+
+    * ``"bonferroni"``: ``p̃_i = min(1, m·p_i)``.
+    * ``"holm"`` (Holm 1979, "A simple sequentially rejective multiple test procedure", Scand J Stat
+      6:65-70): with the p-values sorted ``p_(1) ≤ … ≤ p_(m)``,
+      ``p̃_(k) = min(1, max_{j ≤ k} (m − j + 1)·p_(j))``. It controls the family-wise error rate at alpha
+      in the strong sense, like Bonferroni, and never rejects less (``p̃_holm ≤ p̃_bonferroni``).
+    * ``"none"``: the p-values unchanged.
+
+    Ties keep their input order; the adjusted values do not depend on it.
+
+    Args:
+        p_values: Raw p-values in [0, 1], any order; may be empty.
+        method: ``"holm"``, ``"bonferroni"`` or ``"none"``.
+
+    Returns:
+        Adjusted p-values in the input order.
+
+    Raises:
+        ValueError: unknown method, or a p-value outside [0, 1] / not finite.
+    """
+    if method not in ("none", "holm", "bonferroni"):
+        raise ValueError(f"correction must be 'none', 'holm' or 'bonferroni', got {method!r}")
+    p = np.asarray(list(p_values), dtype=np.float64)
+    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
+        raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+    m = p.size
+    if method == "none" or m == 0:
+        return p.tolist()
+    if method == "bonferroni":
+        return np.minimum(1.0, m * p).tolist()
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])  # (m − j + 1)·p_(j), running max
+    out = np.empty(m)
+    out[order] = np.minimum(1.0, stepped)
+    return out.tolist()

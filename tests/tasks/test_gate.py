@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import math
+
 from tasks.gate import ArmOutcomes, Decision, GateConfig, decide, guard_check
+from tasks.power import mcnemar_mde, mcnemar_sample_size
+from tasks.stats import adjust_pvalues
 
 N_DOCS, N_PROMPTS = 400, 100
 CFG = GateConfig()
@@ -291,3 +295,127 @@ def test_to_dict_is_json_serialisable_and_complete():
     assert v["vs_baseline"]["method"] == "mcnemar_exact" and v["vs_baseline"]["n_a_only"] == 40
     assert v["vs_control"]["p_value"] == pytest.approx(0.5**30) and v["guard_test"]["n"] == N_PROMPTS
     assert [x["passed"] for x in out["verdicts"]] == [True, False]
+
+
+# ------------------------------------------------------------------------------------ verdicts (wave 2)
+def test_verdict_promote_records_power_numbers():
+    d = decide(BASE, [cand("smooth_abs")], [ctrl(gain=10)], CFG)
+    v = one(d, "smooth_abs")
+    assert d.verdict == v.verdict == "promote" and d.n_needed is None
+    assert (v.n, v.n_a_only, v.n_b_only) == (400, 40, 0)
+    assert v.p_adjusted == pytest.approx(0.5**30)  # max(p vs baseline, p vs control); one candidate: no change
+    assert 0 < v.mde < 0.1 and v.n_needed >= 1
+
+
+def test_verdict_hold_says_how_many_documents():
+    # +20/−14 documents: +1.5 pts, p = P(X ≥ 20 | Bin(34, ½)) ≈ 0.196; the interval holds 0 and +2 pts.
+    d = decide(BASE, [cand("abs_select", gain=20, loss=14)], [ctrl(gain=0)], CFG)
+    v = one(d, "abs_select")
+    assert v.verdict == d.verdict == "hold" and d.promoted is None
+    assert v.gain_upper > CFG.min_effect and v.vs_baseline.ci_low < 0
+    # Connor (1987) at the observed discordance 34/400 vs baseline (and vs the control), alpha 0.05, power 0.8.
+    expected = math.ceil(mcnemar_sample_size(0.02, 34 / 400, 0.05, 0.8))
+    assert v.n_needed == expected == 1312
+    assert v.mde == pytest.approx(mcnemar_mde(400, 34 / 400, 0.05, 0.8))
+    assert d.n_needed == expected and d.sentence.endswith(f"held for evidence: needs ~{expected} documents")
+    assert f"hold: held for evidence: needs ~{expected} documents" in v.reason
+
+
+def test_verdict_reject_by_upper_bound():
+    d = decide(BASE, [cand("abs_select", gain=2, loss=10)], [ctrl(gain=0)], CFG)
+    v = one(d, "abs_select")
+    assert v.verdict == d.verdict == "reject" and v.gain_upper < CFG.min_effect
+    assert "reject: the gain's upper bound" in v.reason and "below min_effect 2.0" in v.reason
+
+
+def test_verdict_reject_by_guard():
+    v = one(decide(BASE, [cand("grad_direction", g=guard(drop=3))], [ctrl()], CFG), "grad_direction")
+    assert v.verdict == "reject" and "reject: the IFEval guard fails" in v.reason
+
+
+def test_verdict_reject_random_control_explains():
+    v = one(decide(BASE, [cand("smooth_abs", gain=40)], [ctrl(gain=40)], CFG), "smooth_abs")
+    assert v.verdict == "reject" and v.explained_by == "random_s0"
+    assert "the random control random_s0 explains this gain" in v.reason
+
+
+def test_verdict_reject_a_global_rescale_explains():
+    scalar = ArmOutcomes("scalar_g0.40", "global_scalar", True, task(40), guard())
+    d = decide(BASE, [cand("hns", gain=41)], [ctrl(gain=0)], CFG, scalar_control=scalar)
+    v = one(d, "hns")
+    assert v.beats_baseline and v.beats_control and v.beats_scalar is False
+    assert v.scalar_name == "scalar_g0.40" and v.vs_scalar.n_a_only == 1 and v.explained_by == "scalar_g0.40"
+    assert v.verdict == d.verdict == "reject" and "a global rescale explains this gain" in v.reason
+    # The scalar as a candidate too: it is compared with baseline and control, not itself, and may win.
+    as_cand = ArmOutcomes("scalar_g0.40", "global_scalar", False, task(40), guard())
+    d = decide(BASE, [cand("hns", gain=20), as_cand], [ctrl(gain=0)], CFG, scalar_control=as_cand)
+    assert d.promoted == "scalar_g0.40" and one(d, "scalar_g0.40").vs_scalar is None
+    assert one(d, "hns").verdict == "reject" and "a global rescale explains this gain" in one(d, "hns").reason
+    with pytest.raises(ValueError, match="scalar_control"):
+        decide(BASE, [as_cand], [ctrl()], CFG, scalar_control=ArmOutcomes("scalar_g0.40", "g", True, task(3)))
+
+
+def test_zero_rebuild_canary():
+    zr = ArmOutcomes("zero_rebuild", "zero_rebuild", True, task(gain=3))  # differs on 3 of 400 documents
+    d = decide(BASE, [cand("smooth_abs")], [ctrl()], CFG, zero_rebuild=zr)
+    assert d.promoted is None and d.verdict == "reject" and len(d.flags) == 1
+    assert "zero-rebuild canary zero_rebuild differs from the baseline on 3 of 400 documents" in d.flags[0]
+    v = one(d, "smooth_abs")
+    assert v.verdict == "reject" and not v.passed and "canary failed: zero-rebuild" in v.reason
+    assert d.canaries["zero_rebuild"] == {"arm": "zero_rebuild", "n_differ": 3, "fraction": 0.0075, "ok": False,
+                                          "tolerance": 0.0}  # fmt: skip
+    ok = decide(BASE, [cand("smooth_abs")], [ctrl()], GateConfig(canary_tolerance=0.01), zero_rebuild=zr)
+    assert ok.promoted == "smooth_abs" and ok.flags == () and ok.canaries["zero_rebuild"]["ok"]
+
+
+def test_adapter_not_applied_canary():
+    bare = ArmOutcomes("bare_base", "none", True, task())  # identical to the baseline: adapter never loaded
+    d = decide(BASE, [cand("abs_select", gain=20, loss=14)], [ctrl(gain=0)], CFG, bare_base=bare)
+    assert d.promoted is None and d.verdict == "reject"  # not "hold": a flag blocks everything
+    assert d.flags == ("adapter not applied: the baseline matches the bare base bare_base on all 400 documents",)
+    assert one(d, "abs_select").verdict == "reject"
+    fine = decide(BASE, [cand("smooth_abs")], [ctrl()], CFG, bare_base=ArmOutcomes("bare_base", "none", True, task(loss=30)))
+    assert fine.promoted == "smooth_abs" and fine.canaries["bare_base"]["n_differ"] == 30
+
+
+@pytest.mark.parametrize(("correction", "promoted", "p_adj"), [("none", "a", 0.5**5), ("holm", None, 2 * 0.5**5),
+                                                               ("bonferroni", None, 2 * 0.5**5)])  # fmt: skip
+def test_multiplicity_correction_across_candidates(correction, promoted, p_adj):
+    # "a" gains 5 documents (p = 1/32 vs baseline and control); "b" gains nothing (p = 1).
+    cfg = GateConfig(correction=correction)
+    d = decide(BASE, [cand("a", gain=5), cand("b", gain=0)], [ctrl(gain=0)], cfg)
+    v = one(d, "a")
+    assert d.promoted == promoted
+    assert v.p_adjusted == pytest.approx(p_adj) and v.p_adjusted_vs_baseline == pytest.approx(p_adj)
+    assert v.p_adjusted_vs_control == pytest.approx(p_adj) and one(d, "b").p_adjusted == 1.0
+    if correction != "none":
+        assert f"{correction} p=0.0625, not significant after {correction}" in v.reason
+        assert v.verdict == "hold" and d.verdict == "hold"
+    assert d.to_dict()["correction"] == correction
+
+
+def test_intersection_union_p_is_holm_of_the_largest_p():
+    # "x" is far better than the baseline but barely above the control; "y" the reverse.
+    base = ArmOutcomes("baseline", "identity", False, task(), guard())
+    r = ArmOutcomes("r0", "random_index", True, task(gain=20))
+    d = decide(base, [cand("x", gain=25), cand("y", gain=22)], [r], CFG)
+    x, y = one(d, "x"), one(d, "y")
+    raw = [max(x.vs_baseline.p_value, x.vs_control.p_value), max(y.vs_baseline.p_value, y.vs_control.p_value)]
+    assert [x.p_adjusted, y.p_adjusted] == pytest.approx(adjust_pvalues(raw, "holm"))
+    for v in (x, y):
+        assert v.p_adjusted_vs_baseline <= v.p_adjusted and v.p_adjusted_vs_control <= v.p_adjusted
+
+
+def test_to_dict_carries_verdicts_and_power():
+    zr = ArmOutcomes("zero_rebuild", "zero_rebuild", True, task())
+    d = decide(BASE, [cand("smooth_abs"), cand("abs_select", gain=20, loss=14)], [ctrl(gain=0)], CFG,
+                zero_rebuild=zr)
+    out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
+    assert out["verdict"] == "promote" and out["flags"] == [] and out["correction"] == "holm"
+    assert out["canaries"]["zero_rebuild"]["ok"] is True and out["n_needed"] is None
+    assert out["config"]["min_effect"] == 0.02 and out["config"]["power"] == 0.8
+    v = {x["name"]: x for x in out["verdicts"]}
+    assert v["smooth_abs"]["verdict"] == "promote" and v["abs_select"]["verdict"] == "hold"
+    for key in ("n", "n_a_only", "n_b_only", "mde", "n_needed", "p_adjusted", "p_adjusted_vs_baseline",
+                "p_adjusted_vs_control", "p_adjusted_vs_scalar", "gain_upper", "explained_by", "vs_scalar"):
+        assert key in v["abs_select"]

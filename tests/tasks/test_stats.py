@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tasks.stats import PairedTest, newcombe_paired_ci, paired_test
+from tasks.stats import PairedTest, adjust_pvalues, newcombe_paired_ci, newcombe_paired_ci_array, paired_test
 
 SEED = 1234
 # Cavo et al. (2012), paired 2x2 table [[59, 6], [16, 80]]; Newcombe square-and-add interval as published in
@@ -179,3 +179,56 @@ def test_result_is_frozen_plain_floats():
 def test_invalid_inputs_raise(a, b, kwargs, match):
     with pytest.raises(ValueError, match=match):
         paired_test(a, b, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ multiplicity
+# Textbook example (Holm–Bonferroni method, worked example in Wikipedia / Holm 1979's step-down rule): four
+# hypotheses with p = 0.01, 0.04, 0.03, 0.005 at alpha = 0.05 → H1 and H4 rejected. Adjusted p-values by hand:
+# sorted 0.005, 0.01, 0.03, 0.04 → 4·0.005 = 0.02, 3·0.01 = 0.03, 2·0.03 = 0.06, max(0.06, 1·0.04) = 0.06.
+HOLM_P = [0.01, 0.04, 0.03, 0.005]
+HOLM_ADJ = [0.03, 0.06, 0.06, 0.02]
+
+
+def test_holm_textbook_example():
+    adj = adjust_pvalues(HOLM_P, "holm")
+    assert adj == pytest.approx(HOLM_ADJ, abs=1e-15)
+    assert [a < 0.05 for a in adj] == [True, False, False, True]
+    assert adjust_pvalues(HOLM_P, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert adjust_pvalues(HOLM_P, "none") == HOLM_P
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_equals_closed_testing_with_bonferroni(seed):
+    # Holm is the closed testing procedure with Bonferroni local tests: p̃_i = max over S ∋ i of |S|·min_{j∈S} p_j.
+    rng = np.random.default_rng(seed)
+    p = (rng.random(6) ** 3).tolist()
+    m = len(p)
+    closed = []
+    for i in range(m):
+        best = 0.0
+        for mask in range(1 << m):
+            if mask >> i & 1:
+                s = [p[j] for j in range(m) if mask >> j & 1]
+                best = max(best, min(1.0, len(s) * min(s)))
+        closed.append(best)
+    assert adjust_pvalues(p, "holm") == pytest.approx(closed, rel=1e-12)
+    assert all(h <= b + 1e-15 for h, b in zip(adjust_pvalues(p, "holm"), adjust_pvalues(p, "bonferroni")))
+
+
+def test_adjust_pvalues_edge_cases():
+    assert adjust_pvalues([], "holm") == []
+    assert adjust_pvalues([0.3], "holm") == [0.3]
+    assert adjust_pvalues([0.6, 0.7], "bonferroni") == [1.0, 1.0]
+    assert adjust_pvalues([0.02, 0.02], "holm") == [0.04, 0.04]  # ties
+    with pytest.raises(ValueError, match="correction"):
+        adjust_pvalues([0.1], "fdr")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        adjust_pvalues([1.5], "holm")
+
+
+def test_vectorised_newcombe_matches_scalar():
+    rng = np.random.default_rng(SEED)
+    tables = np.vstack([rng.integers(0, 40, (300, 4)), [CAVO, (0, 0, 0, 10), (0, 3, 0, 0), (5, 0, 0, 0)]])
+    lo, hi = newcombe_paired_ci_array(*tables.T, confidence=0.9)
+    ref = np.array([newcombe_paired_ci(*map(int, t), confidence=0.9) for t in tables])
+    assert np.allclose(lo, ref[:, 0], atol=1e-14) and np.allclose(hi, ref[:, 1], atol=1e-14)
