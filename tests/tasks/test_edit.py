@@ -213,7 +213,8 @@ def test_global_scalar_through_write_candidate(prepared, tiny_base, tiny_adapter
     src = load_adapter(tiny_adapter)
     a_shared = None
     for gamma in (1.0, 0.4):
-        path, manifest = write_candidate(p, "global_scalar", _cfg(), tmp_path / f"g{gamma}", selection=fixed_gamma(gamma))
+        sel = fixed_gamma(gamma)
+        path, manifest = write_candidate(p, "global_scalar", _cfg(), tmp_path / f"g{gamma}", selection=sel)
         assert manifest["role"] == "scalar_control" and not manifest["is_control"] and manifest["promotable"]
         assert manifest["rebuild"] == "one_sided" and manifest["gamma"] == gamma and manifest["gamma_rule"] == "fixed"
         assert json.loads((path / "edit_manifest.json").read_text())["gamma"] == gamma

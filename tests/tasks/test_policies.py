@@ -468,7 +468,8 @@ def test_control_ladder_roles_and_flags():
     assert not get_policy("global_scalar").is_control and get_policy("global_scalar").promotable
     assert get_policy("global_scalar").needs_gamma and not get_policy("zero_rebuild").needs_gamma
     assert get_policy("random_index").role == "random_control" and get_policy("random_index").is_control
-    assert all(get_policy(n).role == "policy" and get_policy(n).promotable for n in list_policies() if n != "random_index")
+    others = [get_policy(n) for n in list_policies() if n != "random_index"]
+    assert all(spec.role == "policy" and spec.promotable for spec in others)
 
 
 def test_register_policy_role_arguments(monkeypatch):
