@@ -124,6 +124,44 @@ class CalibConfig(_Strict):
     seed: int = Field(42, description="Seed for shuffling and for random_index.")
 
 
+GammaRule = Literal["calib_loss", "held_out_metric"]
+PROTOCOL1_GRID = (1.0, 0.85, 0.70, 0.60, 0.50, 0.40)  # EXTENSIONS §8.3 Protocol 1
+DEFAULT_GAMMA_GRID = (*PROTOCOL1_GRID, 0.30, 0.20)  # extended below 0.40 (EXTENSIONS §11: the pick sat on the edge)
+
+
+class GlobalScalarConfig(_Strict):
+    """The calibrated global scalar control ``global_scalar`` (EXTENSIONS §8.3, §11; code in tasks/global_scalar.py).
+
+    t_m = γσ_m in every edited module, rebuilt one-sided. γ is picked from ``grid`` on data never used for the
+    gate's decision; an exact tie goes to the γ closest to 1.
+    """
+
+    grid: tuple[float, ...] = Field(
+        DEFAULT_GAMMA_GRID, min_length=1, description="Candidate γ, locked in advance (Protocol 1 + 0.30, 0.20)."
+    )
+    rule: GammaRule = Field(
+        "calib_loss",
+        description="calib_loss: lowest mean token CE on held-out calibration examples (forward only); "
+        "held_out_metric: highest score(γ) from a caller-provided held-out metric (Protocol 1).",
+    )
+    holdout: int = Field(
+        32,
+        ge=1,
+        description="calib_loss: held-out calibration examples, the ones right after the sensitivity slice "
+        "(positions calib.start + calib.n_samples onwards in the same, possibly shuffled, order).",
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _check_grid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [g for g in v if not (g >= 0.0 and g < float("inf"))]
+        if bad:
+            raise ValueError(f"global_scalar.grid must hold finite values >= 0, got {bad}; e.g. (1.0, 0.85, 0.7)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"global_scalar.grid has repeated values {sorted(v)}; list each γ once")
+        return v
+
+
 class SurgeryConfig(_Strict):
     """Everything that determines an edit: used as the cache key of candidates."""
 
@@ -134,6 +172,9 @@ class SurgeryConfig(_Strict):
         ("abs_select", "smooth_abs", "grad_direction"), description="Non-control policies to apply."
     )
     random_control_seeds: tuple[int, ...] = Field((42,), description="Seeds of the random_index control.")
+    global_scalar: GlobalScalarConfig = Field(
+        default_factory=GlobalScalarConfig, description="How γ of the global_scalar control is chosen."
+    )
 
 
 def default_data_dir() -> "Path":

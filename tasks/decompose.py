@@ -12,6 +12,7 @@ Reference: ``lowrank_svd_from_ba`` and ``rebuild_ba_from_uv_sigma`` in ``TTtianT
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -19,7 +20,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Compact SVD ``B·A = U diag(S) Vᵀ`` of one LoRA module, in fp32 on the factors' device.
+    """Compact SVD ``B·A = U diag(S) Vᵀ`` of one LoRA module, in fp32 (fp64 for fp64 factors) on their device.
 
     Attributes:
         U: Left singular vectors, shape (d_out, r), orthonormal columns.
@@ -59,7 +60,7 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
         B: The ``lora_B`` weight, shape (d_out, r), any floating dtype.
 
     Returns:
-        The fp32 spectrum (U (d_out, r), S (r,), V (d_in, r)) on the factors' device.
+        The fp32 spectrum (U (d_out, r), S (r,), V (d_in, r)) on the factors' device (fp64 if a factor is fp64).
 
     Raises:
         ValueError: a factor is not 2-D or not floating point, the ranks of A and B differ,
@@ -84,7 +85,9 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
         raise ValueError(f"lora_A weight is on {A.device} but lora_B weight is on {B.device}; move both to one device")
     # fp32 on purpose: adapters are stored in fp16/bf16, whose 8-10 bit mantissas would make QR and the small
     # SVD lose the trailing (small) singular values and the orthogonality of U and V (METHOD §3 step 1).
-    a32, b32 = A.detach().float(), B.detach().float()
+    # fp64 factors stay fp64 (more precision never hurts; the zero-rebuild check of EXTENSIONS §8.4 needs it).
+    work = torch.float64 if (A.dtype == torch.float64 or B.dtype == torch.float64) else torch.float32
+    a32, b32 = A.detach().to(work), B.detach().to(work)
     for t, what in ((a32, "lora_A weight"), (b32, "lora_B weight")):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{what} (shape {tuple(t.shape)}) contains NaN or Inf values")
@@ -96,11 +99,18 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
 
 
 def rebuild_factors(
-    spectrum: Spectrum, sigma: Tensor, *, dtype_A: torch.dtype, dtype_B: torch.dtype
+    spectrum: Spectrum,
+    sigma: Tensor,
+    *,
+    dtype_A: torch.dtype,
+    dtype_B: torch.dtype,
+    form: Literal["balanced", "one_sided"] = "balanced",
 ) -> tuple[Tensor, Tensor]:
-    """New LoRA factors with ``B'·A' = U diag(σ') Vᵀ``, split evenly between them (METHOD §10).
+    """New LoRA factors with ``B'·A' = U diag(σ') Vᵀ`` (METHOD §10, EXTENSIONS §0).
 
-    ``B' = U diag(√σ')`` and ``A' = diag(√σ') Vᵀ``.
+    ``balanced`` (the policies' form): ``B' = U diag(√σ')`` and ``A' = diag(√σ') Vᵀ``, split evenly.
+    ``one_sided`` (the common-basis controls'): ``B' = U diag(σ')`` and ``A' = Vᵀ``, so every variant of
+    one adapter shares a byte-identical A'.
     σ' is clamped at 0 first (the reference does the same before the square root, METHOD §10). The
     original balance between A and B is not kept; inference only sees the product.
 
@@ -109,23 +119,31 @@ def rebuild_factors(
         sigma: New singular values σ', shape (r,), any device and floating dtype.
         dtype_A: dtype of the stored ``lora_A`` weight (the output A' is cast to it).
         dtype_B: dtype of the stored ``lora_B`` weight (the output B' is cast to it).
+        form: ``balanced`` or ``one_sided``.
 
     Returns:
         ``(A', B')`` with shapes (r, d_in) and (d_out, r), on the spectrum's device.
 
     Raises:
-        ValueError: sigma is not shape (r,) or holds NaN/Inf.
+        ValueError: sigma is not shape (r,) or holds NaN/Inf; an unknown form.
     """
+    if form not in ("balanced", "one_sided"):
+        raise ValueError(f"form must be 'balanced' or 'one_sided'; got {form!r}")
     r = spectrum.r
     if not isinstance(sigma, Tensor) or tuple(sigma.shape) != (r,):
         shape = tuple(sigma.shape) if isinstance(sigma, Tensor) else type(sigma).__name__
         raise ValueError(f"sigma must have shape ({r},) to match the spectrum's rank, got {shape}")
     # The product is computed in fp32 (like the decomposition) and cast only at the end, so the
     # edited factors lose no more precision than one rounding to the stored dtype.
-    s = sigma.detach().to(device=spectrum.U.device, dtype=torch.float32)
+    s = sigma.detach().to(device=spectrum.U.device, dtype=torch.promote_types(spectrum.U.dtype, torch.float32))
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"sigma contains NaN or Inf values: {s.tolist()}")
-    root = s.clamp_min(0.0).sqrt()
-    b_new = spectrum.U * root.unsqueeze(0)  # (d_out, r)
-    a_new = root.unsqueeze(1) * spectrum.V.T  # (r, d_in)
+    s = s.clamp_min(0.0)
+    if form == "one_sided":
+        b_new = spectrum.U * s.unsqueeze(0)  # (d_out, r)
+        a_new = spectrum.V.T.clone()  # (r, d_in)
+    else:
+        root = s.sqrt()
+        b_new = spectrum.U * root.unsqueeze(0)  # (d_out, r)
+        a_new = root.unsqueeze(1) * spectrum.V.T  # (r, d_in)
     return a_new.to(dtype_A).contiguous(), b_new.to(dtype_B).contiguous()

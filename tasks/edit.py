@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
@@ -22,6 +22,9 @@ from tasks.calibration import CalibExample, Sensitivity, calibration_sha256, col
 from tasks.config import EditConfig, SurgeryConfig
 from tasks.decompose import Spectrum, lowrank_svd, rebuild_factors
 from tasks.policies import apply_policy, get_policy
+
+if TYPE_CHECKING:  # tasks.global_scalar imports this module; the type is only needed for annotations
+    from tasks.global_scalar import GammaSelection
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +131,13 @@ def prepare(
     )
 
 
-def edit_sigmas(prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42) -> dict[str, torch.Tensor]:
+def edit_sigmas(
+    prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42, gamma: float | None = None
+) -> dict[str, torch.Tensor]:
     """New singular values σ' per edited module under one policy (U and V are kept).
 
     ``random_index`` draws from one CPU generator seeded once with ``seed`` and consumed in module order,
-    as the reference's global generator is (METHOD §7.3).
+    as the reference's global generator is (METHOD §7.3). ``gamma`` is the global scale of ``global_scalar``.
     """
     get_policy(policy)  # fail fast with a did-you-mean on unknown names
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -140,18 +145,22 @@ def edit_sigmas(prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed
     for m in prepared.edited_modules:
         s = prepared.sensitivities[m.name]
         sigma0 = prepared.spectra[m.name].S.detach().cpu().float()
-        out[m.name] = apply_policy(policy, sigma0, s.magnitude.float(), s.signed.float(), cfg, gen)
+        out[m.name] = apply_policy(policy, sigma0, s.magnitude.float(), s.signed.float(), cfg, gen, gamma=gamma)
     return out
 
 
-def rebuilt_tensors(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """LoRA factors B' = U diag(√σ'), A' = diag(√σ') Vᵀ in the original dtypes, keyed by state-dict key."""
+def rebuilt_tensors(
+    prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor], *, form: str = "balanced"
+) -> dict[str, torch.Tensor]:
+    """LoRA factors in the original dtypes, keyed by state-dict key: ``balanced`` B' = U diag(√σ'),
+    A' = diag(√σ') Vᵀ (the policies'); ``one_sided`` B' = U diag(σ'), A' = Vᵀ (the common-basis controls')."""
     tensors: dict[str, torch.Tensor] = {}
     for m in prepared.edited_modules:
         if m.name not in sigmas:
             continue
         a_old, b_old = prepared.adapter.tensors[m.key_A], prepared.adapter.tensors[m.key_B]
-        a_new, b_new = rebuild_factors(prepared.spectra[m.name], sigmas[m.name], dtype_A=a_old.dtype, dtype_B=b_old.dtype)
+        a_new, b_new = rebuild_factors(prepared.spectra[m.name], sigmas[m.name], dtype_A=a_old.dtype,
+                                       dtype_B=b_old.dtype, form=form)  # fmt: skip
         tensors[m.key_A], tensors[m.key_B] = a_new.cpu().contiguous(), b_new.cpu().contiguous()
     return tensors
 
@@ -170,9 +179,19 @@ def spectrum_summary(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor])
 
 
 def build_manifest(
-    prepared: PreparedAdapter, policy: str, cfg: SurgeryConfig, sigmas: dict[str, torch.Tensor], seed: int
+    prepared: PreparedAdapter,
+    policy: str,
+    cfg: SurgeryConfig,
+    sigmas: dict[str, torch.Tensor],
+    seed: int,
+    selection: GammaSelection | None = None,
 ) -> dict:
-    """The edit manifest written beside every edited adapter (JSON-serialisable)."""
+    """The edit manifest written beside every edited adapter (JSON-serialisable).
+
+    ``role``/``is_control``/``promotable`` come from the policy registry; ``rebuild`` is the factor form.
+    With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
+    ``gamma_scores`` (see :meth:`tasks.global_scalar.GammaSelection.to_manifest`).
+    """
     spec = get_policy(policy)
     modules = {}
     for m in prepared.edited_modules:
@@ -192,7 +211,10 @@ def build_manifest(
     return {
         "format": "spectral-surgery/edit-manifest/v1",
         "policy": spec.name,
+        "role": spec.role,
         "is_control": spec.is_control,
+        "promotable": spec.promotable,
+        "rebuild": spec.rebuild,
         "parameters": cfg.edit.model_dump(mode="json"),
         "targets": cfg.targets.model_dump(mode="json"),
         "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
@@ -203,15 +225,46 @@ def build_manifest(
         "modules": modules,
         "package_versions": package_versions(),
         "paper": "https://arxiv.org/abs/2603.03995",
+        **(selection.to_manifest() if selection is not None else {}),
     }
 
 
 def write_candidate(
-    prepared: PreparedAdapter, policy: str, cfg: SurgeryConfig, out_dir: str | Path, *, seed: int = 42
+    prepared: PreparedAdapter,
+    policy: str,
+    cfg: SurgeryConfig,
+    out_dir: str | Path,
+    *,
+    seed: int = 42,
+    selection: GammaSelection | None = None,
 ) -> tuple[Path, dict]:
-    """Edit under ``policy`` and write the PEFT adapter atomically to ``out_dir``; returns (path, manifest)."""
-    sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed)
-    manifest = build_manifest(prepared, policy, cfg, sigmas, seed)
-    path = write_adapter(prepared.adapter, rebuilt_tensors(prepared, sigmas), out_dir, manifest)
+    """Edit under ``policy`` and write the PEFT adapter atomically to ``out_dir``; returns (path, manifest).
+
+    Every registered edit goes through here, controls included: the factor form is the policy's
+    ``rebuild`` (balanced for the policies and ``zero_rebuild``, one-sided for ``global_scalar`` and
+    ``zero_rebuild_one_sided``).
+
+    Args:
+        prepared: From :func:`prepare`.
+        policy: Registered policy name or alias.
+        cfg: The surgery configuration.
+        out_dir: Target directory (written atomically).
+        seed: Seed of ``random_index``.
+        selection: The chosen γ of ``global_scalar`` (:mod:`tasks.global_scalar`); required by it, refused
+            by every other policy.
+
+    Raises:
+        ValueError: ``selection`` missing for a policy that needs γ, or given to one that does not.
+    """
+    spec = get_policy(policy)
+    if spec.needs_gamma and selection is None:
+        raise ValueError(f"policy {spec.name!r} needs a γ selection: pass selection= from "
+                         "tasks.global_scalar.select_gamma_calib_loss / select_gamma_held_out / fixed_gamma")
+    if selection is not None and not spec.needs_gamma:
+        raise ValueError(f"policy {spec.name!r} takes no γ; drop selection= (it is only for global_scalar)")
+    gamma = None if selection is None else selection.gamma
+    sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed, gamma=gamma)
+    manifest = build_manifest(prepared, policy, cfg, sigmas, seed, selection)
+    path = write_adapter(prepared.adapter, rebuilt_tensors(prepared, sigmas, form=spec.rebuild), out_dir, manifest)
     return Path(path), manifest
 

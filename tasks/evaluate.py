@@ -6,7 +6,8 @@ are aligned across subjects (same documents, same order) for the paired tests of
 ``FakeEvaluator`` ("fake") is for tests only: deterministic pseudo-outcomes with no model at all.
 
 Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
-:class:`Evaluator` protocol; neither inherits from anything.
+:class:`Evaluator` protocol; neither inherits from anything. A subject whose path is ``None``
+(:data:`BARE_BASE`) is the bare base model, scored on the same documents (the "adapter is applied" canary).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 from tasks.benchmarks import BenchmarkSpec, get_benchmark
 
+BARE_BASE = None  # subject path meaning "the base model with every adapter disabled" (the adapter-applied canary)
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")

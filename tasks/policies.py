@@ -5,13 +5,19 @@ Paper: https://arxiv.org/abs/2603.03995. Every policy is a small pure function r
 without touching its inputs. :func:`apply_policy` wraps one in the reference order: normalise (§6) →
 policy (§7, §12) → clamp at ``sigma_clip_min`` → energy preservation (§9). Semantics, degenerate cases
 included (§11), follow ``src/finetune/spectral_edit/edit_strategies.py`` of ``TTtianTT/peft-sft-lab``.
+
+The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §11), each with a ``role``:
+``zero_rebuild`` / ``zero_rebuild_one_sided`` (canaries: t = σ, never promoted) and ``global_scalar``
+(t = γσ with a calibrated γ, see :mod:`tasks.global_scalar`; a legitimate edit that may be promoted). They
+skip clamp and energy preservation (their target is exact) and name the factor form they are rebuilt in.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -20,6 +26,11 @@ from tasks.config import EditConfig, EnergyMode, GradNorm
 
 PAPER = "https://arxiv.org/abs/2603.03995"
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
+
+Role = Literal["policy", "random_control", "scalar_control", "canary"]
+ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary")
+Rebuild = Literal["balanced", "one_sided"]
+NEVER_PROMOTED: tuple[Role, ...] = ("random_control", "canary")
 
 
 @dataclass(frozen=True)
@@ -31,12 +42,14 @@ class PolicyInputs:
         magnitude: Normalised sensitivity magnitude â (METHOD §6).
         signed: Normalised signed sensitivity ĝ (METHOD §6).
         generator: CPU generator for ``random_index``; None means torch's global generator.
+        gamma: The global scale γ of ``global_scalar`` (None for every other policy).
     """
 
     sigma0: Tensor
     magnitude: Tensor
     signed: Tensor
     generator: torch.Generator | None = None
+    gamma: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,15 +60,34 @@ class PolicySpec:
         name: Registered name.
         fn: ``(PolicyInputs, EditConfig) -> σ̃`` (before clamp and energy preservation).
         uses_sensitivity: False for controls that ignore the gradients.
-        is_control: True for the matched random control.
+        role: ``policy`` (a candidate), ``random_control`` (the matched random control of METHOD §7.3),
+            ``scalar_control`` (the calibrated global scalar, EXTENSIONS §8.3: a legitimate edit that may be
+            promoted when it wins) or ``canary`` (the zero rebuild, EXTENSIONS §8.4: a noise floor).
         description: One line for listings.
+        rebuild: Factor form of the written adapter: ``balanced`` (B' = U diag(√t), A' = diag(√t) Vᵀ,
+            METHOD §10) or ``one_sided`` (B' = U diag(t), A' = Vᵀ, EXTENSIONS §0).
+        postprocess: Apply ``sigma_clip_min`` and energy preservation after ``fn`` (False: ``fn``'s t is exact).
+        needs_gamma: ``fn`` reads ``PolicyInputs.gamma``, which must then be given.
     """
 
     name: str
     fn: Callable[[PolicyInputs, EditConfig], Tensor]
     uses_sensitivity: bool
-    is_control: bool
+    role: Role
     description: str
+    rebuild: Rebuild = "balanced"
+    postprocess: bool = True
+    needs_gamma: bool = False
+
+    @property
+    def is_control(self) -> bool:
+        """True for arms that are never promoted (random controls and canaries); False for the scalar control."""
+        return self.role in NEVER_PROMOTED
+
+    @property
+    def promotable(self) -> bool:
+        """True if the gate may promote an adapter edited this way (``policy`` and ``scalar_control``)."""
+        return not self.is_control
 
 
 class UnknownPolicyError(ValueError, KeyError):
@@ -74,14 +106,38 @@ def register_policy(
     *,
     uses_sensitivity: bool = True,
     is_control: bool = False,
+    role: Role | None = None,
     description: str = "",
     aliases: tuple[str, ...] = (),
+    rebuild: Rebuild = "balanced",
+    postprocess: bool = True,
+    needs_gamma: bool = False,
 ) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
     """Decorator registering a policy function under ``name`` (and optional ``aliases``).
 
+    Args:
+        name: Registered name (lowercase by convention).
+        uses_sensitivity: False if ``fn`` ignores â and ĝ (their NaN/sign checks are then skipped).
+        is_control: Shorthand kept for older callers: ``role="random_control"``.
+        role: See :class:`PolicySpec`; default ``random_control`` if ``is_control`` else ``policy``.
+        description: One line for listings (default: the first docstring line).
+        aliases: Further names resolving to this spec.
+        rebuild: Factor form of the written adapter (see :class:`PolicySpec`).
+        postprocess: Clamp and preserve energy after ``fn``.
+        needs_gamma: ``fn`` needs ``PolicyInputs.gamma``.
+
     Raises:
-        ValueError: ``name`` or an alias is empty or already registered (as a name or an alias).
+        ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
+            role or rebuild form; ``is_control=True`` with a role that is promoted.
     """
+    if role is None:
+        role = "random_control" if is_control else "policy"
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    if is_control and role not in NEVER_PROMOTED:
+        raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
+    if rebuild not in ("balanced", "one_sided"):
+        raise ValueError(f"rebuild must be 'balanced' or 'one_sided'; got {rebuild!r}")
     for n in (name, *aliases):
         if not isinstance(n, str) or not n.strip():
             raise ValueError(f"policy names must be non-empty strings, got {n!r}")
@@ -90,7 +146,7 @@ def register_policy(
 
     def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
-        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, is_control, desc)
+        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma)
         _ALIASES.update({a: name for a in aliases})
         return fn
 
@@ -112,9 +168,13 @@ def get_policy(name: str) -> PolicySpec:
     raise UnknownPolicyError(f"Unknown policy {name!r}.{hint} Known policies: {', '.join(known)}.")
 
 
-def list_policies() -> list[str]:
-    """Registered policy names (aliases excluded), in registration order."""
-    return list(_REGISTRY)
+def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control")) -> list[str]:
+    """Registered names (aliases excluded) whose role is in ``roles``, in registration order.
+
+    The default lists the reweighting policies of METHOD §7/§12 and their random control; the control
+    ladder's edits are ``list_policies(("scalar_control", "canary"))`` and everything is ``list_policies(None)``.
+    """
+    return [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
 
 
 def normalize(values: Tensor, mode: GradNorm) -> Tensor:
@@ -302,6 +362,65 @@ def robust_z(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return sigma0 * gate.to(sigma0.dtype)
 
 
+# ---- the control ladder (EXTENSIONS §8.3, §8.4, §11) ------------------------------------------------------
+
+
+@register_policy(
+    "zero_rebuild",
+    uses_sensitivity=False,
+    role="canary",
+    postprocess=False,
+    description="Canary: t = σ, rebuilt balanced like the policies (the noise floor of the rebuild).",
+)
+def zero_rebuild(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
+    """Zero rebuild in the policies' balanced form (EXTENSIONS §8.4; paper: https://arxiv.org/abs/2603.03995).
+
+    ``t = σ`` exactly, written as ``B' = U diag(√σ)``, ``A' = diag(√σ) Vᵀ``: B·A is unchanged in exact
+    arithmetic, but the B/A balance moves and storage rounding may flip greedy outputs. Compare a
+    balanced-rebuild candidate with this, not only with the untouched adapter. Never promoted.
+    """
+    return inp.sigma0.clone()
+
+
+@register_policy(
+    "zero_rebuild_one_sided",
+    uses_sensitivity=False,
+    role="canary",
+    rebuild="one_sided",
+    postprocess=False,
+    description="Canary: t = σ, rebuilt one-sided (the noise floor of global_scalar).",
+)
+def zero_rebuild_one_sided(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
+    """Zero rebuild in the one-sided form (EXTENSIONS §8.4; paper: https://arxiv.org/abs/2603.03995).
+
+    ``t = σ`` written as ``B' = U diag(σ)``, ``A' = Vᵀ``: the noise floor of ``global_scalar`` (which is
+    this at γ = 1). Never promoted.
+    """
+    return inp.sigma0.clone()
+
+
+@register_policy(
+    "global_scalar",
+    uses_sensitivity=False,
+    role="scalar_control",
+    rebuild="one_sided",
+    postprocess=False,
+    needs_gamma=True,
+    description="Calibrated global scalar: t = γσ in every edited module, γ chosen on held-out data.",
+)
+def global_scalar(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
+    """Calibrated global scalar (EXTENSIONS §8.3; paper: https://arxiv.org/abs/2603.03995).
+
+    ``t_m = γ·σ_m`` with one γ for all edited modules, written one-sided (``B' = U diag(γσ)``, ``A' = Vᵀ``),
+    scaling s unchanged: ``W0 + γ·s·BA`` interpolates between the base (γ = 0) and the adapter (γ = 1).
+    γ comes from :mod:`tasks.global_scalar` (chosen on data never used for the decision). A candidate
+    must beat this to show that its edit is more than a rescaling (EXTENSIONS §11).
+    """
+    if inp.gamma is None:
+        raise ValueError("global_scalar needs gamma (choose it with tasks.global_scalar first)")
+    return inp.sigma0 * float(inp.gamma)
+
+
 def _as_vector(t: Tensor, what: str, r: int | None) -> Tensor:
     if not isinstance(t, Tensor) or t.dim() != 1 or t.numel() == 0:
         shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
@@ -318,12 +437,16 @@ def apply_policy(
     signed_raw: Tensor,
     cfg: EditConfig,
     generator: torch.Generator | None = None,
+    *,
+    gamma: float | None = None,
 ) -> Tensor:
     """New singular values σ' of one module under policy ``name`` (METHOD §2 step 7).
 
     Normalise magnitude and signed sensitivities separately with ``cfg.grad_norm`` (with the reference's
     ``abs_of_sum`` aggregation magnitude = |signed|, so the denominators coincide), run the policy to
     get σ̃, clamp at ``cfg.sigma_clip_min`` and preserve ``cfg.preserve_energy``. Inputs are not modified.
+    Policies registered with ``postprocess=False`` (the control ladder) return their t unclamped and
+    unrescaled, so ``zero_rebuild`` is exactly σ0 and ``global_scalar`` exactly γσ0 under any EditConfig.
 
     Args:
         name: Registered policy name or alias.
@@ -332,6 +455,7 @@ def apply_policy(
         signed_raw: Raw signed sensitivities g, shape (r,).
         cfg: Edit parameters.
         generator: CPU generator for ``random_index`` (None: torch's global generator).
+        gamma: The global scale of policies with ``needs_gamma`` (``global_scalar``); ignored by the others.
 
     Returns:
         σ', shape (r,), fp32, on σ0's device.
@@ -339,9 +463,14 @@ def apply_policy(
     Raises:
         UnknownPolicyError: unknown policy name.
         ValueError: shapes differ, or σ0 (or, for policies that use them, the sensitivities) hold
-            NaN/Inf or negative magnitudes.
+            NaN/Inf or negative magnitudes; a policy that needs γ got none, or γ is negative or not finite.
     """
     spec = get_policy(name)
+    if spec.needs_gamma:
+        if gamma is None:
+            raise ValueError(f"policy {spec.name!r} needs gamma (a global scale >= 0); none was given")
+        if not math.isfinite(float(gamma)) or float(gamma) < 0:
+            raise ValueError(f"policy {spec.name!r}: gamma must be finite and >= 0, got {gamma!r}")
     s0 = _as_vector(sigma0, "sigma0", None)
     r = s0.numel()
     mag = _as_vector(magnitude_raw, "magnitude", r).to(s0.device)
@@ -353,6 +482,9 @@ def apply_policy(
             raise ValueError(f"sensitivities contain NaN or Inf (magnitude {mag.tolist()}, signed {sgn.tolist()})")
         if bool((mag < 0).any()):
             raise ValueError(f"sensitivity magnitudes must be >= 0, got {mag.tolist()}")
-    inputs = PolicyInputs(s0, normalize(mag, cfg.grad_norm), normalize(sgn, cfg.grad_norm), generator)
+    inputs = PolicyInputs(s0, normalize(mag, cfg.grad_norm), normalize(sgn, cfg.grad_norm), generator,
+                          None if gamma is None else float(gamma))  # fmt: skip
+    if not spec.postprocess:
+        return spec.fn(inputs, cfg).float()
     sigma_tilde = spec.fn(inputs, cfg).clamp_min(float(cfg.sigma_clip_min))
     return preserve_energy(s0, sigma_tilde, cfg.preserve_energy).float()

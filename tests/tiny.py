@@ -112,3 +112,43 @@ def calib_rows(n: int = 8) -> list[dict]:
         a, b = 3 + i, 5 + 2 * i
         rows.append({"prompt": f"Question: what is {a} plus {b}?\nAnswer:", "answer": f"{a} + {b} = {a + b}. #### {a + b}"})
     return rows
+
+
+BROKEN_KINDS = ("scale", "mispair", "transpose")
+
+
+def write_broken_rebuild(prepared, out_dir: Path, *, kind: str = "scale", factor: float = 2.0) -> Path:
+    """Write a deliberately WRONG rebuild of ``prepared``'s edited modules, for canary tests (EXTENSIONS §8.4).
+
+    The starting point is the correct balanced zero rebuild (t = σ); then, per edited module:
+    ``scale`` multiplies B' by ``factor``; ``mispair`` reverses the rows of A', pairing u_k with v_{r-1-k};
+    ``transpose`` swaps the factors as (A', B') = (B'ᵀ, A'ᵀ), so B'A' = (BA)ᵀ (square modules only; the
+    others are mispaired). Each changes the model's outputs, so a check that the zero rebuild is a no-op
+    must reject it. Written with the production writer and a manifest naming the breakage.
+
+    Args:
+        prepared: A :class:`tasks.edit.PreparedAdapter`.
+        out_dir: Destination directory.
+        kind: One of :data:`BROKEN_KINDS`.
+        factor: The ``scale`` factor.
+
+    Returns:
+        ``out_dir``.
+    """
+    from tasks.adapter_io import write_adapter
+    from tasks.edit import rebuilt_tensors
+
+    if kind not in BROKEN_KINDS:
+        raise ValueError(f"kind must be one of {BROKEN_KINDS}, got {kind!r}")
+    sigmas = {m.name: prepared.spectra[m.name].S.detach().cpu().float() for m in prepared.edited_modules}
+    tensors = rebuilt_tensors(prepared, sigmas)
+    for m in prepared.edited_modules:
+        a, b = tensors[m.key_A], tensors[m.key_B]
+        if kind == "scale":
+            b = b * factor
+        elif kind == "transpose" and a.shape[1] == b.shape[0]:
+            a, b = b.T.contiguous(), a.T.contiguous()
+        else:
+            a = a.flip(0).contiguous()
+        tensors[m.key_A], tensors[m.key_B] = a, b
+    return write_adapter(prepared.adapter, tensors, out_dir, {"policy": f"broken_{kind}", "is_control": True})

@@ -1,7 +1,10 @@
-"""Thin SVD of B·A and the balanced rebuild (tasks/decompose.py, METHOD §3 and §10)."""
+"""Thin SVD of B·A and the balanced and one-sided rebuilds (tasks/decompose.py, METHOD §3, §10, EXTENSIONS §0)."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -130,6 +133,44 @@ def test_identity_round_trip_reproduces_product(d_out, d_in, r):
     spec = lowrank_svd(A, B)
     A2, B2 = rebuild_factors(spec, spec.S.clone(), dtype_A=A.dtype, dtype_B=B.dtype)
     torch.testing.assert_close(B2.double() @ A2.double(), B.double() @ A.double(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("d_out,d_in,r", SHAPES)
+def test_one_sided_rebuild(d_out, d_in, r):
+    A, B = _factors(d_out, d_in, r, seed=5)
+    spec = lowrank_svd(A, B)
+    sigma = spec.S * torch.linspace(0.5, 1.5, r)
+    A2, B2 = rebuild_factors(spec, sigma, dtype_A=torch.float32, dtype_B=torch.float32, form="one_sided")
+    assert A2.shape == A.shape and B2.shape == B.shape
+    torch.testing.assert_close(B2.double() @ A2.double(), _dense(spec, sigma), atol=ATOL, rtol=0)
+    assert torch.equal(A2, spec.V.T.contiguous())  # A' = Vᵀ: shared by every one-sided variant
+    torch.testing.assert_close(torch.linalg.vector_norm(B2, dim=0), sigma, atol=ATOL, rtol=1e-5)
+    A3, _ = rebuild_factors(spec, sigma * 0.3, dtype_A=torch.float32, dtype_B=torch.float32, form="one_sided")
+    assert torch.equal(A2, A3)
+    with pytest.raises(ValueError, match="form must be"):
+        rebuild_factors(spec, sigma, dtype_A=torch.float32, dtype_B=torch.float32, form="sideways")  # type: ignore
+
+
+def test_zero_rebuild_vector_of_extensions_8_4():
+    """EXTENSIONS §8.4: B (6×3, column scales 3, 1, 0.1) and A (3×5) from ``np.random.default_rng(0)``,
+    B drawn first (``standard_normal((6, 3)) * [3, 1, 0.1]``, then ``standard_normal((3, 5))``): the draw
+    that reproduces the spec's norms. t = σ rebuilt in fp64 reproduces BA to ~2e-16 (relative) in both forms, while
+    (‖B‖, ‖A‖) moves from (9.24, 2.70) to (4.39, 4.39) balanced and (17.75, √3) one-sided."""
+    rng = np.random.default_rng(0)
+    B = torch.from_numpy(rng.standard_normal((6, 3)) * np.array([3.0, 1.0, 0.1]))
+    A = torch.from_numpy(rng.standard_normal((3, 5)))
+    assert (round(float(B.norm()), 2), round(float(A.norm()), 2)) == (9.24, 2.70)
+    spec = lowrank_svd(A, B)
+    assert spec.S.dtype == torch.float64  # fp64 factors stay fp64
+    want = {"balanced": (4.39, 4.39), "one_sided": (17.75, round(math.sqrt(3), 2))}
+    for form, norms in want.items():
+        A2, B2 = rebuild_factors(spec, spec.S, dtype_A=A.dtype, dtype_B=B.dtype, form=form)
+        assert A2.dtype == B2.dtype == torch.float64
+        rel = float((B2 @ A2 - B @ A).norm() / (B @ A).norm())
+        assert rel < 5e-16, (form, rel)  # the spec's "2e-16": ‖B'A' − BA‖_F/‖BA‖_F ≈ 2.2e-16 / 2.1e-16
+        assert (round(float(B2.norm()), 2), round(float(A2.norm()), 2)) == norms, form
+    A2, B2 = rebuild_factors(spec, spec.S, dtype_A=A.dtype, dtype_B=B.dtype)
+    assert float(B2.norm()) == pytest.approx(float(A2.norm()), rel=1e-12)  # balanced: exactly equal norms
 
 
 def test_all_ones_factors_round_trip():

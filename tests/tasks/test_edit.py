@@ -10,10 +10,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from tasks.adapter_io import load_adapter
-from tasks.calibration import CalibExample
+from tasks.calibration import CalibExample, build_batch
 from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 from tasks.decompose import lowrank_svd
 from tasks.edit import edit_sigmas, prepare, write_candidate
+from tasks.global_scalar import fixed_gamma
 from tasks.policies import policy_counts
 from tests import tiny
 
@@ -156,3 +157,80 @@ def test_cli_edit_reports_bad_adapter(tiny_base, calib_file, tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "adapter_config.json" in capsys.readouterr().err
+
+
+# ---- the control ladder through the same write path ------------------------------------------------------
+
+
+def _logits(tiny_base, adapter_dir) -> torch.Tensor:
+    """Logits of the tiny model (with the adapter at ``adapter_dir``, or bare if None) on a calibration batch."""
+    model = _base(tiny_base)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    batch = build_batch(tiny.make_tokenizer(), _examples(4))
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+@pytest.mark.parametrize("policy", ["zero_rebuild", "zero_rebuild_one_sided"])
+def test_zero_rebuild_reproduces_the_adapter(prepared, tiny_base, tiny_adapter, policy, tmp_path):
+    p, _ = prepared
+    path, manifest = write_candidate(p, policy, _cfg(), tmp_path / policy)
+    assert manifest["role"] == "canary" and manifest["is_control"] and not manifest["promotable"]
+    assert manifest["rebuild"] == ("one_sided" if policy.endswith("one_sided") else "balanced")
+    assert manifest["summary"]["mean_abs_rel_change"] == 0.0 and "gamma" not in manifest
+    edited, src = load_adapter(path), load_adapter(tiny_adapter)
+    for m in p.modules:
+        a, b = edited.tensors[m.key_A], edited.tensors[m.key_B]
+        sig = p.spectra[m.name].S
+        torch.testing.assert_close(b @ a, src.tensors[m.key_B] @ src.tensors[m.key_A], atol=1e-5, rtol=1e-4)
+        assert not torch.equal(a, src.tensors[m.key_A])  # really rebuilt, not copied
+        if manifest["rebuild"] == "balanced":  # both factors carry √σ
+            torch.testing.assert_close(torch.linalg.vector_norm(b, dim=0), sig.sqrt(), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(torch.linalg.vector_norm(a, dim=1), sig.sqrt(), atol=1e-5, rtol=1e-5)
+        else:  # A' = Vᵀ (orthonormal rows), B' carries σ
+            torch.testing.assert_close(a @ a.T, torch.eye(m.r), atol=1e-5, rtol=0)
+            torch.testing.assert_close(torch.linalg.vector_norm(b, dim=0), sig, atol=1e-5, rtol=1e-5)
+    # The written adapter loads in PEFT and computes what the original does (fp32: rounding only).
+    torch.testing.assert_close(_logits(tiny_base, path), _logits(tiny_base, tiny_adapter), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", tiny.BROKEN_KINDS)
+def test_broken_rebuild_changes_the_outputs(prepared, tiny_base, tiny_adapter, kind, tmp_path):
+    """What the zero-rebuild canary must catch: a wrong rebuild moves the logits far beyond rounding."""
+    p, _ = prepared
+    zero, _ = write_candidate(p, "zero_rebuild", _cfg(), tmp_path / "zero")
+    broken = tiny.write_broken_rebuild(p, tmp_path / kind, kind=kind)
+    want = _logits(tiny_base, tiny_adapter)
+    floor = float((_logits(tiny_base, zero) - want).abs().max())
+    moved = float((_logits(tiny_base, broken) - want).abs().max())
+    assert floor < 1e-4 and moved > 1e-2 and moved > 1000 * floor, (floor, moved)
+    assert json.loads((broken / "edit_manifest.json").read_text())["policy"] == f"broken_{kind}"
+
+
+def test_global_scalar_through_write_candidate(prepared, tiny_base, tiny_adapter, tmp_path):
+    p, _ = prepared
+    src = load_adapter(tiny_adapter)
+    a_shared = None
+    for gamma in (1.0, 0.4):
+        sel = fixed_gamma(gamma)
+        path, manifest = write_candidate(p, "global_scalar", _cfg(), tmp_path / f"g{gamma}", selection=sel)
+        assert manifest["role"] == "scalar_control" and not manifest["is_control"] and manifest["promotable"]
+        assert manifest["rebuild"] == "one_sided" and manifest["gamma"] == gamma and manifest["gamma_rule"] == "fixed"
+        assert json.loads((path / "edit_manifest.json").read_text())["gamma"] == gamma
+        edited = load_adapter(path)
+        for m in p.modules:
+            a, b = edited.tensors[m.key_A], edited.tensors[m.key_B]
+            torch.testing.assert_close(b @ a, gamma * (src.tensors[m.key_B] @ src.tensors[m.key_A]), atol=1e-5,
+                                       rtol=1e-4)  # fmt: skip
+            sig = torch.tensor(manifest["modules"][m.name]["sigma_after"])
+            torch.testing.assert_close(sig, gamma * p.spectra[m.name].S, atol=1e-6, rtol=1e-6)
+        a_now = [edited.tensors[m.key_A] for m in p.modules]
+        if a_shared is not None:  # one-sided: every γ shares a byte-identical A' = Vᵀ
+            assert all(torch.equal(x, y) for x, y in zip(a_now, a_shared))
+        a_shared = a_now
+        PeftModel.from_pretrained(_base(tiny_base), str(path))
+    with pytest.raises(ValueError, match="needs a γ selection"):
+        write_candidate(p, "global_scalar", _cfg(), tmp_path / "none")
+    with pytest.raises(ValueError, match="takes no γ"):
+        write_candidate(p, "smooth_abs", _cfg(), tmp_path / "s", selection=fixed_gamma(0.5))

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoModelForCausalLM
 
+from tasks.doc_compare import differing_docs
 from tasks.evaluate import (
+    BARE_BASE,
     EvalResult,
     FakeEvaluator,
     LmEvalEvaluator,
@@ -134,6 +137,30 @@ def test_same_config_adapters_are_swapped_in_place_with_the_same_results(tiny_ba
         assert alone[name].outcomes == res[name].outcomes
 
 
+def test_bare_base_between_adapters_disables_them_and_the_next_subject_gets_its_adapter_back(
+    evaluator, tiny_base, tiny_adapter, other_adapter, mc_run, tmp_path
+):
+    """The adapter-applied canary: BARE_BASE scored between adapters runs the base with every LoRA layer
+    disabled (the same numbers as the base model evaluated on its own, never wrapped), and the subjects after
+    it get their adapters back with exactly the numbers they have without a bare base in between."""
+    first, _ = mc_run
+    subjects = {"a": tiny_adapter, "bare": BARE_BASE, "a-again": tiny_adapter, "other": other_adapter}
+    res = evaluator.evaluate(str(tiny_base), subjects, "ss_mc", limit=LIMIT_MC, out_dir=tmp_path / "mid")
+    assert _lls(res["a"]) == _lls(res["a-again"])
+    assert _lls(res["a"]) == pytest.approx(_lls(first["baseline"]), abs=1e-6)
+    assert _lls(res["other"]) == pytest.approx(_lls(first["other"]), abs=1e-6)
+    # the bare base on its own: a fresh evaluator on a base model that was never wrapped by PEFT
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
+    alone = LmEvalEvaluator(model=model, tokenizer=tiny.make_tokenizer(), model_id="tiny", device="cpu").evaluate(
+        "tiny", {"bare": BARE_BASE}, "ss_mc", limit=LIMIT_MC, out_dir=tmp_path / "alone")  # fmt: skip
+    assert _lls(res["bare"]) == pytest.approx(_lls(alone["bare"]), abs=1e-5)
+    assert res["bare"].outcomes == alone["bare"].outcomes
+    # the gate's check: the baseline differs from the bare base on some (here: every) document
+    assert differing_docs(res["a"], res["bare"], by="response") == res["a"].doc_ids
+    assert differing_docs(res["a"], res["a-again"], by="response") == []
+    assert differing_docs(res["bare"], alone["bare"], by="response", rel_tol=1e-5) == []
+
+
 def test_base_loaded_once(evaluator, mc_run):
     # Runs after the module's other evaluations (file order): one load for every call above.
     assert evaluator.base_loads == 1
@@ -178,6 +205,17 @@ def test_fake_is_deterministic_and_content_addressed(tiny_base, tiny_adapter, ot
     assert [json.loads(x)["acc"] for x in Path(r1["other"].samples_path).read_text().splitlines()] == r1[
         "other"
     ].outcomes
+
+
+def test_fake_bare_base(tiny_base, tiny_adapter, tmp_path):
+    ev = FakeEvaluator()
+    subjects = {"a": tiny_adapter, "bare": BARE_BASE, "a-again": tiny_adapter}
+    res = ev.evaluate(str(tiny_base), subjects, "ss_mc", limit=40, out_dir=tmp_path / "mid")
+    alone = ev.evaluate(str(tiny_base), {"bare": BARE_BASE}, "ss_mc", limit=40, out_dir=tmp_path / "alone")
+    assert res["bare"].outcomes == alone["bare"].outcomes and res["a"].outcomes == res["a-again"].outcomes
+    assert differing_docs(res["a"], res["bare"], by="response")  # no logged responses: outcomes decide
+    other_base = ev.evaluate("another/base", {"bare": BARE_BASE}, "ss_mc", limit=40, out_dir=tmp_path / "o")
+    assert other_base["bare"].outcomes != alone["bare"].outcomes  # the bare base is keyed by the base model
 
 
 def test_fake_rates_and_default_size(tiny_base, tiny_adapter, tmp_path):

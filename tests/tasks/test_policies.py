@@ -447,3 +447,71 @@ def test_robust_z_fallback_to_identity():
     assert torch.equal(apply_policy("robust_z", SIGMA0, g.abs(), g, DEFAULT), SIGMA0)
     assert torch.equal(_factors("robust_z", EditConfig(robust_fallback_sigma=100.0)), torch.ones(8))
     assert not torch.equal(_factors("robust_z"), torch.ones(8))
+
+
+# ---- the control ladder (EXTENSIONS §8.3, §8.4, §11) -----------------------------------------------------
+
+CONTROLS = {"zero_rebuild": ("canary", "balanced"), "zero_rebuild_one_sided": ("canary", "one_sided"),
+            "global_scalar": ("scalar_control", "one_sided")}  # fmt: skip
+
+
+def test_control_ladder_roles_and_flags():
+    assert list_policies(("scalar_control", "canary")) == list(CONTROLS)
+    assert list_policies(None) == list_policies() + list(CONTROLS)
+    assert list_policies(("random_control",)) == ["random_index"]
+    for name, (role, rebuild) in CONTROLS.items():
+        spec = get_policy(name)
+        assert (spec.role, spec.rebuild) == (role, rebuild) and not spec.uses_sensitivity and not spec.postprocess
+        assert "2603.03995" in (spec.fn.__doc__ or "") and spec.description
+    # canaries are never promoted; the calibrated scalar is a legitimate edit that may win
+    assert get_policy("zero_rebuild").is_control and not get_policy("zero_rebuild").promotable
+    assert not get_policy("global_scalar").is_control and get_policy("global_scalar").promotable
+    assert get_policy("global_scalar").needs_gamma and not get_policy("zero_rebuild").needs_gamma
+    assert get_policy("random_index").role == "random_control" and get_policy("random_index").is_control
+    others = [get_policy(n) for n in list_policies() if n != "random_index"]
+    assert all(spec.role == "policy" and spec.promotable for spec in others)
+
+
+def test_register_policy_role_arguments(monkeypatch):
+    monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))
+
+    @register_policy("tmp_control", is_control=True)
+    def tmp_control(inp, cfg):
+        """Old-style control."""
+        return inp.sigma0.clone()
+
+    assert get_policy("tmp_control").role == "random_control" and get_policy("tmp_control").is_control
+    with pytest.raises(ValueError, match="contradicts"):
+        register_policy("tmp2", is_control=True, role="scalar_control")
+    with pytest.raises(ValueError, match="role must be one of"):
+        register_policy("tmp3", role="boss")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rebuild must be"):
+        register_policy("tmp4", rebuild="diagonal")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, EditConfig(sigma_clip_min=2.5, preserve_energy="l2"),
+                                 EditConfig(preserve_energy="none", grad_norm="none")])  # fmt: skip
+def test_zero_rebuild_is_exactly_sigma_under_any_edit_config(cfg):
+    for name in ("zero_rebuild", "zero_rebuild_one_sided"):
+        out = apply_policy(name, SIGMA0, torch.full((8,), float("nan")), G, cfg)  # sensitivities ignored
+        assert out.dtype == torch.float32 and torch.equal(out, SIGMA0)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.4, 0.0, 1.3])
+def test_global_scalar_is_gamma_sigma_without_clamp_or_energy(gamma):
+    cfg = EditConfig(sigma_clip_min=2.5)  # would lift entries and restore Σσ if postprocessing ran
+    out = apply_policy("global_scalar", SIGMA0, G.abs(), G, cfg, gamma=gamma)
+    torch.testing.assert_close(out, SIGMA0 * gamma, atol=0, rtol=0)
+    # γ is ignored by the other policies
+    torch.testing.assert_close(apply_policy("abs_select", SIGMA0, G.abs(), G, DEFAULT, gamma=gamma),
+                               apply_policy("abs_select", SIGMA0, G.abs(), G, DEFAULT))  # fmt: skip
+
+
+def test_global_scalar_needs_a_valid_gamma():
+    with pytest.raises(ValueError, match="needs gamma"):
+        apply_policy("global_scalar", SIGMA0, G.abs(), G, DEFAULT)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            apply_policy("global_scalar", SIGMA0, G.abs(), G, DEFAULT, gamma=bad)
+    with pytest.raises(ValueError, match="needs gamma"):
+        get_policy("global_scalar").fn(PolicyInputs(SIGMA0, G.abs(), G), DEFAULT)
