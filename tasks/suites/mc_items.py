@@ -108,15 +108,16 @@ def clock(rng: random.Random) -> list[Draft]:
 
 
 def antonym(rng: random.Random) -> list[Draft]:
-    words = [w for pair in t.OPPOSITES for w in pair]
     near: dict[str, set[str]] = {}
     for w, x in t.NEAR_OPPOSITES:
         near.setdefault(w, set()).add(x)
     out = []
-    for i, (a, b) in enumerate(t.OPPOSITES):
-        for q, ans in [(a, b), (b, a)][: 1 + i % 2]:  # both directions for every other pair
-            out.append(Draft("antonym", f"What is the opposite of '{q}'?", ans,
-                             tuple(_pick(rng, words, {a, b} | near.get(q, set())))))  # fmt: skip
+    for pairs in t.OPPOSITES.values():
+        words = [w for pair in pairs for w in pair]
+        for i, (a, b) in enumerate(pairs):
+            for q, ans in [(a, b), (b, a)][: 1 + i % 2]:  # both directions for every other pair
+                out.append(Draft("antonym", f"What is the opposite of '{q}'?", ans,
+                                 tuple(_pick(rng, words, {a, b} | near.get(q, set())))))  # fmt: skip
     return out
 
 

@@ -12,22 +12,30 @@ MONTHS = ["January", "February", "March", "April", "May", "June", "July", "Augus
           "October", "November", "December"]  # fmt: skip
 MONTH_DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]  # a year that is not a leap year
 
-OPPOSITES = [
-    ("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"), ("light", "dark"),
-    ("open", "closed"), ("up", "down"), ("early", "late"), ("full", "empty"), ("hard", "soft"),
-    ("wet", "dry"), ("young", "old"), ("strong", "weak"), ("rich", "poor"), ("loud", "quiet"),
-    ("tall", "short"), ("thick", "thin"), ("clean", "dirty"), ("win", "lose"), ("buy", "sell"),
-    ("push", "pull"), ("begin", "end"), ("above", "below"), ("inside", "outside"), ("true", "false"),
-    ("first", "last"), ("simple", "complex"), ("cheap", "expensive"), ("near", "far"), ("day", "night"),
-    ("north", "south"), ("east", "west"), ("friend", "enemy"), ("question", "answer"), ("left", "right"),
-    ("give", "take"), ("arrive", "leave"), ("remember", "forget"), ("accept", "refuse"), ("asleep", "awake"),
-    ("wide", "narrow"), ("deep", "shallow"), ("sharp", "blunt"), ("sweet", "sour"), ("smooth", "rough"),
-    ("brave", "cowardly"), ("polite", "rude"), ("love", "hate"), ("laugh", "cry"), ("always", "never"),
-    ("before", "after"), ("top", "bottom"), ("front", "back"), ("entrance", "exit"), ("alive", "dead"),
-    ("maximum", "minimum"), ("increase", "decrease"), ("borrow", "lend"), ("float", "sink"), ("rise", "fall"),
-    ("safe", "dangerous"), ("healthy", "sick"), ("fresh", "stale"), ("tight", "loose"), ("whisper", "shout"),
-    ("ancient", "modern"), ("public", "private"), ("import", "export"), ("success", "failure"), ("generous", "selfish"),
-]  # fmt: skip
+# Antonym pairs by kind of word; the wrong choices of an antonym question are words of the same kind.
+OPPOSITES = {
+    "adjective": [
+        ("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"), ("light", "dark"), ("open", "closed"),
+        ("early", "late"), ("full", "empty"), ("hard", "soft"), ("wet", "dry"), ("young", "old"), ("strong", "weak"),
+        ("rich", "poor"), ("loud", "quiet"), ("tall", "short"), ("thick", "thin"), ("clean", "dirty"),
+        ("true", "false"), ("simple", "complex"), ("cheap", "expensive"), ("near", "far"), ("asleep", "awake"),
+        ("wide", "narrow"), ("deep", "shallow"), ("sharp", "blunt"), ("sweet", "sour"), ("smooth", "rough"),
+        ("brave", "cowardly"), ("polite", "rude"), ("alive", "dead"), ("safe", "dangerous"), ("healthy", "sick"),
+        ("fresh", "stale"), ("tight", "loose"), ("ancient", "modern"), ("public", "private"),
+        ("generous", "selfish"), ("first", "last"),
+    ],
+    "verb": [
+        ("win", "lose"), ("buy", "sell"), ("push", "pull"), ("begin", "end"), ("give", "take"), ("arrive", "leave"),
+        ("remember", "forget"), ("accept", "refuse"), ("love", "hate"), ("laugh", "cry"), ("increase", "decrease"),
+        ("borrow", "lend"), ("float", "sink"), ("rise", "fall"), ("whisper", "shout"), ("import", "export"),
+    ],
+    "other": [
+        ("up", "down"), ("above", "below"), ("inside", "outside"), ("day", "night"), ("north", "south"),
+        ("east", "west"), ("friend", "enemy"), ("question", "answer"), ("left", "right"), ("always", "never"),
+        ("before", "after"), ("top", "bottom"), ("front", "back"), ("entrance", "exit"), ("maximum", "minimum"),
+        ("success", "failure"),
+    ],
+}  # fmt: skip
 
 # (word, other word): the other word is close enough to an opposite of the word that it is never one of the
 # wrong choices of "What is the opposite of '<word>'?".
@@ -47,7 +55,10 @@ NEAR_OPPOSITES = [
     ("big", "short"), ("small", "tall"), ("laugh", "sad"), ("happy", "cry"), ("sad", "laugh"), ("cry", "happy"),
     ("healthy", "dead"), ("alive", "sick"), ("dead", "awake"), ("asleep", "alive"), ("closed", "public"),
     ("private", "open"), ("open", "private"), ("public", "closed"), ("far", "inside"), ("outside", "near"),
-    ("dirty", "fresh"), ("stale", "clean"), ("dangerous", "healthy"), ("sick", "safe"),
+    ("dirty", "fresh"), ("stale", "clean"), ("dangerous", "healthy"), ("sick", "safe"), ("simple", "hard"),
+    ("hard", "simple"), ("sick", "alive"), ("dead", "healthy"), ("old", "fresh"), ("blunt", "polite"),
+    ("polite", "blunt"), ("give", "accept"), ("take", "refuse"), ("refuse", "take"), ("increase", "sink"),
+    ("above", "bottom"), ("below", "top"),
 ]  # fmt: skip
 
 CATEGORIES = {

@@ -140,6 +140,21 @@ def test_mc_computable_answers_are_right():
     assert checked > 400
 
 
+def test_mc_tables_are_unambiguous():
+    """A word is in one antonym pair, a thing in one category, a capital in one country: one right choice."""
+    from tasks.suites import mc_tables as t
+
+    words = [w for pairs in t.OPPOSITES.values() for pair in pairs for w in pair]
+    members = [m for ms in t.CATEGORIES.values() for m in ms]
+    assert len(set(words)) == len(words) and len(set(members)) == len(members)
+    assert len({c for _, c in t.CAPITALS}) == len(t.CAPITALS) and not set(t.NOT_CAPITAL.values()) & {
+        c for _, c in t.CAPITALS}  # fmt: skip
+    near = set(t.NEAR_OPPOSITES)
+    for r in read_jsonl(SUITES_DIR / "ss_mc.jsonl"):
+        if m := re.fullmatch(r"What is the opposite of '(\w+)'\?", r["question"]):
+            assert not {(m[1], c) for c in r["choices"]} & near, r
+
+
 def test_ifeval_rows_use_ifeval_format():
     from tasks.nltk_data import ensure_punkt_tab
 
