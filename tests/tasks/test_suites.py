@@ -185,6 +185,17 @@ def test_ifeval_scoring_is_lm_evals_own():
                        "inst_level_loose_acc"}  # fmt: skip
 
 
+def test_every_ifeval_doc_scores_through_lm_eval_dataset(task_manager):
+    # The docs as lm-eval hands them over (datasets merges all kwargs dicts into one struct, None-filled)
+    # are accepted by IFEval's checkers, and a response that follows nothing fails most prompts.
+    from tasks.suites.utils import process_ss_ifeval
+
+    task = task_manager.load(["ss_ifeval"])["tasks"]["ss_ifeval"]
+    docs = list(task.eval_docs)
+    scores = [process_ss_ifeval(d, ["Hello, World"])["prompt_level_strict_acc"] for d in docs]
+    assert len(docs) >= 300 and sum(scores) < len(docs) / 2
+
+
 # ------------------------------------------------------------------- document order: limit=N is a fair sample
 @pytest.mark.parametrize("file", sorted(build_data.BUILDERS))
 def test_first_documents_are_a_representative_mix(file):
