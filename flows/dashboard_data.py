@@ -47,11 +47,11 @@ FAILURES_CAP = 50  # failed adapter runs listed fleet-wide (10 per adapter)
 
 # ----------------------------------------------------------------------------------------------- helpers
 def arm_name(policy: str, seed: int, is_control: bool) -> str:
-    """The gate's name of a candidate: the policy, or ``<policy>-s<seed>`` for a random control.
+    """The gate's name of a candidate: the policy, or ``random_index-s<seed>`` for a random control.
 
     Same rule as ``flows.refine_adapter.Arm.name`` (not imported: that would pull Prefect into the dashboard).
     """
-    return f"{policy}-s{seed}" if is_control else policy
+    return f"{policy}-s{seed}" if policy == "random_index" else policy
 
 
 def short_module(name: str) -> str:
@@ -248,8 +248,11 @@ class _Index:
         self.pointers = {p.adapter_id: p for p in rows["pointers"]}
         # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
         # so the latest decision of a version wins).
+        # Candidates are reused across decisions (stage keys): a promoted candidate keeps the score of the decision
+        # that promoted it, whatever later decisions (other benchmarks or limits) measured.
         self.cand_value: dict[int, float] = {}
         self.version_value: dict[int, float] = {}
+        promoted_value: dict[int, float] = {}
         for d in sorted(rows["decisions"], key=lambda d: (d.created_at, d.id)):
             means = d.means or {}
             if isinstance(means.get("baseline"), (int, float)):
@@ -258,6 +261,9 @@ class _Index:
                 arm = arm_name(c.policy, c.seed, c.is_control)
                 if isinstance(means.get(arm), (int, float)):
                     self.cand_value[c.id] = means[arm]
+                    if d.promoted_candidate_id == c.id:
+                        promoted_value[c.id] = means[arm]
+        self.cand_value.update(promoted_value)
 
     def stats(self, d) -> dict[str, Any]:
         """A decision's statistics: the whole document when it was read, else the fields every view needs."""
@@ -283,10 +289,26 @@ class _Index:
         return self.version_value.get(version_id)
 
 
+def _eval_of(ix: _Index, d, candidate_id: int | None, kind: str):
+    """The evaluation decision ``d`` weighed for a subject: by the evaluator key its statistics name (stage-keyed
+    decisions reuse candidates, so a candidate can have several), else the subject's latest."""
+    keys = ix.stats(d).get("keys") or {}
+    ekey = keys.get("task_evaluation" if kind == "task" else "guard_evaluation")
+    if ekey:
+        e = ix.evals_by_key.get((d.adapter_version_id, candidate_id, kind, ekey))
+        if e is None and kind == "guard" and keys.get("guard_evaluation") == keys.get("task_evaluation"):
+            e = ix.evals_by_key.get((d.adapter_version_id, candidate_id, "task", ekey))
+        if e is not None:
+            return e
+    return ix.evals.get((d.adapter_version_id, candidate_id, kind))
+
+
 def _baseline_eval(ix: _Index, d, cands, kind: str):
     """The unedited version's evaluation this decision used: the one scored by the same evaluator (key) as the
     decision's candidates. A version re-decided under another configuration has one baseline evaluation per
     evaluator, and the latest one would give an older decision the wrong interval or benchmark."""
+    if (ix.stats(d).get("keys") or {}).get("task_evaluation"):
+        return _eval_of(ix, d, None, kind)
     for c in cands:
         e = ix.evals.get((d.adapter_version_id, c.id, kind))
         if e is not None:
@@ -319,8 +341,8 @@ def _night(ix: _Index, d) -> dict[str, Any]:
         if arm not in means and not v:
             continue  # planned but never evaluated
         cid = c.id if c is not None else None
-        te = base_task if arm == "baseline" else ix.evals.get((d.adapter_version_id, cid, "task"))
-        ge = base_guard if arm == "baseline" else ix.evals.get((d.adapter_version_id, cid, "guard"))
+        te = base_task if arm == "baseline" else _eval_of(ix, d, cid, "task")
+        ge = base_guard if arm == "baseline" else _eval_of(ix, d, cid, "guard")
         n_task = (v.get("vs_baseline") or {}).get("n") or (te.n if te is not None else None)
         n_guard = (v.get("guard_test") or {}).get("n") or (ge.n if ge is not None else None) or n_task
         task_mean = means.get(arm, v.get("task_mean", te.value if te is not None else None))

@@ -8,8 +8,8 @@ here only add retries (for I/O), logging and artifacts.
 
 
 import hashlib
-import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from tasks.policies import get_policy
 from tasks.run_config import RunConfig
 
 BASELINE = "baseline"
+BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
 
 
 def _logger():
@@ -47,23 +48,46 @@ def adapter_config_hash(config: RunConfig, adapter) -> str:
     return config.result_hash(declared)
 
 
+ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One planned candidate: a policy under a seed (random controls: one per control seed)."""
+    """One planned subject besides the baseline: a policy under a seed, a control of the ladder, or the bare base.
+
+    Roles: ``policy`` (a configured edit), ``random_control`` (``random_index``, one per control seed),
+    ``scalar_control`` (the calibrated global scalar: a control every policy must beat, promotable itself),
+    ``canary`` (the zero rebuild: must match the baseline), ``bare_base`` (the base model without the adapter:
+    the baseline must differ from it; no artifact).
+    """
 
     policy: str
     seed: int
-    is_control: bool
+    role: str
+
+    @property
+    def is_control(self) -> bool:
+        """Never promoted."""
+        return self.role in ("random_control", "canary", "bare_base")
 
     @property
     def name(self) -> str:
-        return f"{self.policy}-s{self.seed}" if self.is_control else self.policy
+        return f"{self.policy}-s{self.seed}" if self.role == "random_control" else self.policy
 
 
 def plan_arms(config: RunConfig, surgery) -> list[Arm]:
-    """Every configured policy at the calibration seed, plus ``random_index`` at each control seed."""
-    arms = [Arm(get_policy(p).name, surgery.calib.seed, get_policy(p).is_control) for p in surgery.policies]
-    arms += [Arm("random_index", s, True) for s in surgery.random_control_seeds]
+    """The configured policies at the calibration seed, ``random_index`` at each control seed, and the ladder."""
+    arms = []
+    for p in surgery.policies:
+        spec = get_policy(p)
+        arms.append(Arm(spec.name, surgery.calib.seed, "random_control" if spec.is_control else "policy"))
+    arms += [Arm("random_index", s, "random_control") for s in surgery.random_control_seeds]
+    if config.ladder.global_scalar:
+        arms.append(Arm("global_scalar", surgery.calib.seed, "scalar_control"))
+    if config.ladder.zero_rebuild:
+        arms.append(Arm("zero_rebuild", surgery.calib.seed, "canary"))
+    if config.ladder.bare_base:
+        arms.append(Arm(BARE_BASE, 0, "bare_base"))
     return arms
 
 
@@ -92,6 +116,7 @@ class Candidates:
     ids: dict[str, int]
     written: int
     calibrated: bool
+    skipped: dict[str, str]
 
 
 @task(cache_policy=NO_CACHE)
@@ -104,6 +129,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     """
     from tasks.calibration import calibration_sha256, load_calibration
     from tasks.edit import prepare, write_candidate
+    from tasks.global_scalar import holdout_calib_config, select_gamma_calib_loss
     from tasks.prep_store import load_prepared, save_prepared
     from tasks.run_config import candidate_key, prepared_key
 
@@ -115,49 +141,78 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
         raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
                          "(config {'calib': 'path.jsonl'}) or set RunConfig.calib_source")
     examples = load_calibration(source, surgery.calib)
+    skipped: dict[str, str] = {}
+    holdout = []
+    if any(a.role == "scalar_control" for a in arms):
+        holdout = load_calibration(source, holdout_calib_config(surgery))
+        if not holdout:
+            skipped["global_scalar"] = (
+                f"no held-out calibration examples to choose γ on: {source} has no rows after the first "
+                f"{surgery.calib.start + surgery.calib.n_samples}; add {surgery.global_scalar.holdout} more")
+            arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
                         calibration_sha256(examples))
-    ckey = candidate_key(pkey, surgery)
+    ckey = candidate_key(pkey, surgery, holdout_sha256=calibration_sha256(holdout) if holdout else None)
     existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
-    missing = [a for a in arms if not (
-        (c := existing.get((a.policy, a.seed))) and c.artifact_uri and Path(c.artifact_uri).is_dir())]
+
+    def done(a: Arm) -> bool:
+        c = existing.get((a.policy, a.seed))
+        return c is not None and (a.role == "bare_base" or bool(c.artifact_uri and Path(c.artifact_uri).is_dir()))
+
+    missing = [a for a in arms if not done(a)]
     calibrated = False
-    if missing:
-        log = _logger()
+    log = _logger()
+    for arm in [a for a in missing if a.role == "bare_base"]:  # scored with the adapter off: nothing to write
+        reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params={}, is_control=True)
+    writes = [a for a in missing if a.role != "bare_base"]
+    if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
         prepared = load_prepared(prep_file, local, surgery.targets)
+        needs_model = prepared is None or any(a.role == "scalar_control" for a in writes)
         if prepared is not None:
-            log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities (no model pass)",
-                     adapter.name, len(missing))
-        else:
-            log.info("%s: decomposing and calibrating on %d examples for %d candidates", adapter.name,
-                     len(examples), len(missing))
+            log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities", adapter.name,
+                     len(writes))
+        selection = None
+        if needs_model:
             with worker.model_lock(adapter.base_model_id):
                 model, tok = worker.base_model(config, adapter.base_model_id, adapter.base_model_revision)
+                if prepared is None:
+                    log.info("%s: decomposing and calibrating on %d examples for %d candidates", adapter.name,
+                             len(examples), len(writes))
 
-                def on_batch(done: int, total: int) -> None:
-                    log.info("%s: calibration batch %d/%d", adapter.name, done, total)
+                    def on_batch(done_: int, total: int) -> None:
+                        log.info("%s: calibration batch %d/%d", adapter.name, done_, total)
 
-                prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
-            calibrated = True
-            save_prepared(prepared, prep_file)
-            log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
-                     len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
+                    prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
+                    calibrated = True
+                    save_prepared(prepared, prep_file)
+                    log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
+                             len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
+                if any(a.role == "scalar_control" for a in writes):
+                    selection = select_gamma_calib_loss(model, tok, prepared, holdout, surgery,
+                                                        sensitivity_examples=examples)
+                    log.info("%s: global scalar γ = %g (lowest held-out calibration loss of %s on %d examples)",
+                             adapter.name, selection.gamma, list(selection.grid), len(holdout))
         store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
-        for arm in missing:
-            path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed)
+        for arm in writes:
+            sel = selection if arm.role == "scalar_control" else None
+            path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed,
+                                             selection=sel)
             spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
                         for name, m in manifest["modules"].items()}
             sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
                            "sign_agreement": m["sensitivity"]["sign_agreement"]}
                     for name, m in manifest["modules"].items()}
-            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=manifest["parameters"],
+            params = dict(manifest["parameters"])
+            if sel is not None:
+                params.update({k: manifest[k] for k in ("gamma", "gamma_rule", "gamma_grid", "gamma_scores")})
+            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
                               spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
     rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
     ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
-    return Candidates(ckey, ids, len(missing), calibrated)
+    return Candidates(ckey, ids, len(missing), calibrated, skipped)
 
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None) -> str:
@@ -166,12 +221,15 @@ def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None) -> str
 
 @task(cache_policy=NO_CACHE)
 def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
-                      limit: int | None, kind: str) -> tuple[str, dict[str, list]]:
+                      limit: int | None, kind: str, arms: list[str] | None = None) -> tuple[str, dict[str, list]]:
     """Evaluate the baseline and every candidate on ``spec``, skipping scores already recorded.
 
     An evaluation is keyed by (subject, benchmark, limit, evaluator identity): the baseline's is reused across
     nights and configs until one of those changes, a candidate's as long as the candidate is. Nothing is loaded
     when every score is recorded.
+
+    Args:
+        arms: The arm names to score besides the baseline (default: every arm of ``cands``).
 
     Returns:
         ``(evaluator key, subject name -> per-document outcomes aligned by document)``; subjects are
@@ -179,11 +237,16 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
     """
     reg = worker.registry(config)
     ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit)
-    subjects: dict[str, int | None] = {BASELINE: None, **cands.ids}
-    todo: dict[str, Path] = {}
+    subjects: dict[str, int | None] = {BASELINE: None, **{n: i for n, i in cands.ids.items()
+                                                           if arms is None or n in arms}}
+    todo: dict[str, Path | None] = {}
     for name, cid in subjects.items():
         if reg.get_evaluation(version.id, spec.name, ekey, cid) is None:
-            todo[name] = local if cid is None else Path(reg.get_candidate(cid).artifact_uri)
+            if cid is None:
+                todo[name] = local
+            else:
+                uri = reg.get_candidate(cid).artifact_uri
+                todo[name] = None if name == BARE_BASE else Path(uri)
     if todo:
         log = _logger()
         with worker.model_lock(adapter.base_model_id):
@@ -232,12 +295,15 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                 "subjects": sorted(cands.ids.items())}
     dkey = decision_key(config.gate, cands.key, evidence)
     g = guard_out or {}
-    by_name = {a.name: a for a in arms}
+    by_name = {a.name: a for a in arms if a.name in cands.ids}
     base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
-    outcomes = [ArmOutcomes(n, by_name[n].policy, by_name[n].is_control, task_out[n], g.get(n), higher_is_better)
-                for n in cands.ids]
-    decision = decide(base, [a for a in outcomes if not a.is_control], [a for a in outcomes if a.is_control],
-                      config.gate)
+    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n], g.get(n), higher_is_better)
+           for n, a in by_name.items()}
+    role = {n: a.role for n, a in by_name.items()}
+    one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
+    decision = decide(base, [arm[n] for n in arm if role[n] in ("policy", "scalar_control")],
+                      [arm[n] for n in arm if role[n] == "random_control"], config.gate,
+                      scalar_control=one["scalar_control"], zero_rebuild=one["canary"], bare_base=one["bare_base"])
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
@@ -247,15 +313,28 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     if guard_out:
         stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
     stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
+    stats["ladder"] = {"roles": role, "skipped": cands.skipped}
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
-                              statistics=json.loads(json.dumps(stats, default=float)), sentence=decision.sentence)
+                              statistics=_json_safe(stats), sentence=decision.sentence)
     promoted = False
     if row.promoted and config.promote:
         reg.promote(row, actor=config.actor)
         promoted = True
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None,
             "sentence": row.sentence, "statistics": row.statistics_json}
+
+
+def _json_safe(obj):
+    """Plain JSON (PostgreSQL's too): floats that are not finite (an unreachable MDE, say) become None."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) or hasattr(obj, "__float__") and not isinstance(obj, (int, bool, str)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
 
 
 def _artifact_key(adapter_name: str) -> str:
@@ -310,8 +389,11 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         if config.guard:
             gspec = guard_benchmark(config.benchmark_profile)
             guard_name = gspec.name
+            # the guard scores what could be promoted (and the random controls, for the dashboard's risk view);
+            # the canaries and the bare base are checked on the task benchmark only
+            guarded = [a.name for a in arms if a.role in ("policy", "scalar_control", "random_control")]
             guard_eval = task_eval if gspec.name == spec.name else evaluate_subjects(
-                config, version, adapter, local, cands, gspec, config.guard_limit, "guard")
+                config, version, adapter, local, cands, gspec, config.guard_limit, "guard", guarded)
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
                                     spec.higher_is_better, spec.name, guard_name)
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])

@@ -469,10 +469,13 @@ def _check_aligned(results: dict[str, EvalResult]) -> None:
 class FakeEvaluator:
     """FOR TESTS ONLY: deterministic pseudo-outcomes without a model, so flow tests run in milliseconds.
 
-    Document ``i`` of a subject succeeds iff ``u < rate``, where ``u`` in [0, 1) comes from
-    sha256(adapter weights file bytes, benchmark, i): outcomes depend on the adapter's content (an edited
-    adapter scores differently from its baseline; identical weights score identically) and never on
-    the subject's name. The bare base model (None) hashes ``base:<base_model>`` instead.
+    Document ``i`` of a subject succeeds iff ``u_i < p + 0.8·p(1−p)·sin(s_i / 0.5)`` with ``p`` its rate: ``u_i`` in
+    [0, 1) comes from sha256(base model, benchmark, i), and ``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}`` is a random
+    projection of the adapter's update (Gaussian ``x``, ``y`` seeded by module name and benchmark; document ``i``
+    uses row ``i``). Outcomes are therefore a continuous function of the update B·A, as a real model's are: a
+    refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled one differs on
+    some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never depend on the
+    subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of order 10).
 
     Args:
         n_docs: Documents per benchmark when no limit is given.
@@ -501,16 +504,13 @@ class FakeEvaluator:
         _check_inputs(subjects, limit)
         n = limit or spec.default_limit or self.n_docs
         out = {}
+        u = [int.from_bytes(hashlib.sha256(f"base:{base_model}|{spec.name}|{i}".encode()).digest()[:8], "big") / 2**64
+             for i in range(n)]
         for subject, path in subjects.items():
-            if path is None:
-                seed = f"base:{base_model}".encode()
-            else:
-                seed = hashlib.sha256(adapter_weights_file(Path(path)).read_bytes()).digest()
+            s = [0.0] * n if path is None else _update_projections(Path(path), spec.name, n)
             p = self.rates.get(subject, self.rate)
-            outcomes = []
-            for i in range(n):
-                h = hashlib.sha256(seed + f"|{spec.name}|{i}".encode()).digest()
-                outcomes.append(1.0 if int.from_bytes(h[:8], "big") / 2**64 < p else 0.0)
+            amp = 0.8 * p * (1.0 - p)  # 0.2 at rate 0.5; a rate of 0 or 1 stays exact
+            outcomes = [1.0 if u[i] < p + amp * math.sin(s[i] / 0.5) else 0.0 for i in range(n)]
             doc_ids = [str(i) for i in range(n)]
             rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in enumerate(outcomes)]
             path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
@@ -519,3 +519,26 @@ class FakeEvaluator:
             if on_result is not None:
                 on_result(out[subject], 0.0)
         return out
+
+
+def _update_projections(adapter_dir: Path, benchmark: str, n: int) -> list[float]:
+    """``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}`` for i < n (FakeEvaluator), without forming B·A."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(adapter_weights_file(adapter_dir)))
+    total = np.zeros(n)
+
+    def rows(tag: str, prefix: str, d: int) -> np.ndarray:  # row i is the same whatever n is
+        seed = int.from_bytes(hashlib.sha256(f"{tag}|{prefix}|{benchmark}".encode()).digest()[:8], "big")
+        return np.random.default_rng(seed).standard_normal((n, d))
+
+    for key in sorted(k for k in tensors if k.endswith("lora_A.weight")):
+        prefix = key[: -len("lora_A.weight")]
+        b = tensors.get(prefix + "lora_B.weight")
+        if b is None:
+            continue
+        a, b = (t.to(torch.float64).numpy() for t in (tensors[key], b))
+        total += np.einsum("ir,ir->i", rows("x", prefix, b.shape[0]) @ b, rows("y", prefix, a.shape[1]) @ a.T)
+    return total.tolist()

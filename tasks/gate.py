@@ -420,7 +420,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     # Power: what this n can detect and what n would detect min_effect, against every reference.
     refs = [(x, tt) for x, tt in ((b, t.vs_b), (r, t.vs_r), (s, t.vs_s)) if x is not None and tt is not None]
     mde, needed = (max(v) for v in zip(*(_power(c, x, tt, cfg, level) for x, tt in refs)))
-    n_needed = int(min(math.ceil(needed - 1e-9), 10**9))
+    # capped (an alpha so small that no n reaches the power gives inf): 10**9 documents reads as "unreachable"
+    n_needed = 10**9 if not math.isfinite(needed) else int(min(math.ceil(needed - 1e-9), 10**9))
     upper = _gain(t.vs_b, hib)[1]
     explained_by, why = None, ""
     if flags:

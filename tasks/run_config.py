@@ -27,6 +27,23 @@ from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
 
 
+class LadderConfig(BaseModel):
+    """The control ladder every decision carries besides the random controls (issue 9; EXTENSIONS.md §8.3, §8.4).
+
+    Each is evaluated like a candidate on the task benchmark and recorded in the decision sentence. Off by default
+    for now (each costs one more evaluation per adapter on CPU); ``deployments/configs/nightly-gpu.yaml`` turns them on.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    global_scalar: bool = Field(False, description="Calibrated global scalar σ·γ (γ on held-out calibration data): "
+                                "a policy that does not beat it is explained by a global rescale; it may be promoted.")
+    zero_rebuild: bool = Field(False, description="Zero-rebuild canary (σ unchanged, same write path): must match the "
+                               "baseline's per-document outcomes within gate.canary_tolerance, else nothing is promoted.")
+    bare_base: bool = Field(False, description="Adapter-applied canary: the baseline must differ from the bare base "
+                            "model on some documents, else nothing is promoted.")
+
+
 class RunConfig(BaseModel):
     """Everything a nightly refinement run needs."""
 
@@ -36,6 +53,7 @@ class RunConfig(BaseModel):
     registry_url: str | None = Field(None, description="SQLAlchemy URL; None = SQLite file in data_dir.")
     surgery: SurgeryConfig = Field(default_factory=SurgeryConfig, description="Policies, targets, calibration.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
+    ladder: LadderConfig = Field(default_factory=LadderConfig, description="Controls and canaries of every decision.")
     evaluator: str = Field("lm_eval", description="Registered evaluator name (lm_eval; fake is for tests).")
     evaluator_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the evaluator.")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
@@ -76,7 +94,7 @@ class RunConfig(BaseModel):
         """Hash of everything that determines candidates, evaluations and decisions for one adapter."""
         keyed = self.model_dump(
             mode="json",
-            include={"surgery", "gate", "evaluator", "evaluator_options", "benchmark_profile", "task_limit",
+            include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "benchmark_profile", "task_limit",
                      "guard_limit", "guard", "calib_source"},
         )
         keyed["adapter_overrides"] = adapter_overrides or {}
@@ -110,9 +128,16 @@ def prepared_key(adapter_sha256: str, base_model_id: str, base_model_revision: s
                  "calib": surgery.calib.model_dump(mode="json"), "calib_sha256": calib_sha256})
 
 
-def candidate_key(prepared: str, surgery: SurgeryConfig) -> str:
-    """Key of the candidates edited from one prepared state under ``surgery.edit`` (policy and seed excluded)."""
-    return _sha({"stage": "candidates", "prepared": prepared, "edit": surgery.edit.model_dump(mode="json")})
+def candidate_key(prepared: str, surgery: SurgeryConfig, *, holdout_sha256: str | None = None) -> str:
+    """Key of the candidates edited from one prepared state (policy and seed are the rest of their identity).
+
+    Args:
+        prepared: :func:`prepared_key`.
+        surgery: The edit settings and the global scalar's settings enter the key.
+        holdout_sha256: Hash of the held-out calibration examples the global scalar's γ is chosen on (None: none).
+    """
+    return _sha({"stage": "candidates", "prepared": prepared, "edit": surgery.edit.model_dump(mode="json"),
+                 "global_scalar": surgery.global_scalar.model_dump(mode="json"), "holdout": holdout_sha256})
 
 
 def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any]) -> str:

@@ -183,7 +183,7 @@ def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, 
     reg = worker.registry(cfg)
     for name in ("ad0", "ad1"):
         version = reg.list_versions(name)[0]
-        decision = reg.get_decision(version.id, adapter_config_hash(cfg, reg.get_adapter(name)))
+        decision = reg.decision_of_run(version.id, adapter_config_hash(cfg, reg.get_adapter(name)))
         assert decision is not None and decision.sentence
         assert len(reg.list_candidates(version.id)) == 4  # three policies and the random control
 

@@ -351,7 +351,7 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
                 ids[Decision] += 1
                 promoted = entry["promoted"]
                 rows[Decision].append({
-                    "id": ids[Decision], "adapter_version_id": vid, "config_hash": chash, "run_id": run.id,
+                    "id": ids[Decision], "adapter_version_id": vid, "config_hash": chash, "candidate_key": chash, "run_id": run.id,
                     "promoted_candidate_id": cand_ids[promoted] if promoted else None, "promoted": bool(promoted),
                     "statistics_json": entry["stats"], "sentence": entry["sentence"],
                     "created_at": at + timedelta(seconds=10)})

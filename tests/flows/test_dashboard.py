@@ -67,8 +67,12 @@ def decisions_of(reg, name: str) -> list[Decision]:
 def evaluations_of(reg, d: Decision) -> dict[tuple[int | None, str], Evaluation]:
     """The evaluations a decision was made on: its candidates' and the unedited version's by the same evaluator
     (a version decided under two configurations has a baseline evaluation per evaluator)."""
-    cands = {c.id for c in reg.list_candidates(d.adapter_version_id, d.config_hash)}
+    cands = {c.id for c in reg.list_candidates(d.adapter_version_id, d.candidate_key)}
     evals = reg.list_evaluations(d.adapter_version_id)
+    stage = (d.statistics_json or {}).get("keys")  # stage-keyed decisions name the evaluations they weighed
+    if stage:
+        wanted = {stage.get("task_evaluation"), stage.get("guard_evaluation")} - {None}
+        evals = [e for e in evals if e.evaluator_key in wanted]
     keys = {(e.kind, e.evaluator_key) for e in evals if e.candidate_id in cands}
     return {(e.candidate_id, e.kind): e for e in evals
             if e.candidate_id in cands or (e.candidate_id is None and (e.kind, e.evaluator_key) in keys)}

@@ -80,7 +80,7 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
             assert Path(e.samples_uri).is_file()
         runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
         assert runs and runs[0].status == "completed"
-        decision = reg.get_decision(version.id, runs[0].config_hash)
+        decision = reg.decision_of_run(version.id, runs[0].config_hash)
         assert decision is not None and decision.sentence
         assert decision.statistics_json["verdicts"]
 

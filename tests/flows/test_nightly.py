@@ -194,8 +194,39 @@ def test_new_policy_evaluates_only_the_new_candidate(prefect_harness, make_fleet
     now = {(c.policy, c.seed): c.id for c in reg.list_candidates(version.id)}
     assert {k: v for k, v in now.items() if k in old} == old  # the others are the same rows, reused
     decision = reg.decision_of_run(version.id, more.result_hash(_declared(reg)))
-    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"abs_select", "smooth_abs",
-                                                                          "grad_direction", "double_smooth"}
+    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"abs_select", "smooth_abs", "grad_direction",
+                                                                          "double_smooth"}
+
+
+def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, fleet_base, tmp_path):
+    """Three random seeds, the calibrated global scalar, the zero-rebuild canary and the bare base, on real edits."""
+    from flows.refine_adapter import adapter_config_hash
+    from tasks.run_config import LadderConfig
+
+    dirs, calib = make_fleet(1)
+    Path(calib).write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(40)))  # held-out rows for γ
+    cfg = _config(tmp_path / "data", calib, ladder=LadderConfig(global_scalar=True, zero_rebuild=True,
+                                                                bare_base=True))
+    cfg = cfg.model_copy(update={"surgery": cfg.surgery.model_copy(update={"random_control_seeds": (1, 2, 3)})})
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0
+    version = reg.list_versions("ad0")[0]
+    cands = reg.list_candidates(version.id)
+    assert sorted(c.policy for c in cands) == ["abs_select", "bare_base", "global_scalar", "grad_direction",
+                                               "random_index", "random_index", "random_index", "smooth_abs",
+                                               "zero_rebuild"]
+    scalar = next(c for c in cands if c.policy == "global_scalar")
+    assert scalar.params_json["gamma"] in scalar.params_json["gamma_grid"] and not scalar.is_control
+    decision = reg.decision_of_run(version.id, adapter_config_hash(cfg, reg.get_adapter("ad0")))
+    stats = decision.statistics_json
+    # the zero rebuild has the baseline's update B·A, so it scores the same; the baseline differs from the bare base
+    assert stats["canaries"]["zero_rebuild"]["ok"] and stats["canaries"]["zero_rebuild"]["n_differ"] == 0
+    assert stats["canaries"]["bare_base"]["ok"] and stats["canaries"]["bare_base"]["n_differ"] > 0
+    assert stats["ladder"]["roles"]["global_scalar"] == "scalar_control" and not stats["ladder"]["skipped"]
+    assert {v["name"] for v in stats["verdicts"]} == {"abs_select", "smooth_abs", "grad_direction", "global_scalar"}
+    assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "smooth_abs"
+    assert stats["verdict"] == "promote" and stats["correction"] == "holm"
 
 
 def test_rollback_restores_previous_production(prefect_harness, make_fleet, fleet_base, tmp_path):
