@@ -77,6 +77,14 @@ def test_init_creates_the_registry_and_is_idempotent(tmp_path):
     assert cli("list", "--json", "--data-dir", data).json() == []
 
 
+def test_the_database_comes_from_spectral_surgery_db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("SPECTRAL_SURGERY_DB", url)
+    assert cli("--json", "init", "--data-dir", tmp_path / "home").json()["database"] == url
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "home" / "registry.db").exists()
+    assert cli("list", "--json", "--data-dir", tmp_path / "home").json() == []  # found with no --db
+
+
 @pytest.mark.parametrize("argv", [
     ["list"], ["history", "ad0"], ["register", "ad0", "--source", ".", "--base", "b", "--family", "math"],
     ["promote", "1", "--reason", "why"], ["rollback", "ad0", "--reason", "why"], ["dashboard"],
