@@ -136,10 +136,12 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, fragments", [
     (["--source", "{root}/missing"], ["--source", "missing", "no such directory"]),
-    (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"], ["config.calib", "missing.jsonl", "does not exist"]),
+    (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"],
+     ["config.calib", "missing.jsonl", "does not exist"]),
     (["--source", "{root}/ad0", "--calib", "gsm8kk"], ["config.calib", "gsm8kk", "Did you mean 'gsm8k'?"]),
     (["--source", "{root}/ad0", "--family", "mth"], ["task_family 'mth'", "Did you mean 'math'?"]),
-    (["--source", "{root}/ad0", "--benchmark", "ss_arth"], ["benchmark_override 'ss_arth'", "Did you mean 'ss_arith'?"]),
+    (["--source", "{root}/ad0", "--benchmark", "ss_arth"],
+     ["benchmark_override 'ss_arth'", "Did you mean 'ss_arith'?"]),
     (["--source", "hf://just-a-name"], ["hf://just-a-name", "expected hf://<org>/<name>"]),
 ])
 def test_register_bad_input(argv, fragments, fleet, tmp_path):
