@@ -226,7 +226,7 @@ def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="Unique adapter name.")
     p.add_argument("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
     p.add_argument("--base", required=True, metavar="MODEL", help="Base model: hub id or local directory.")
-    p.add_argument("--family", required=True, metavar="F", help="Task family: math, code, instruction, commonsense…")
+    p.add_argument("--family", required=True, metavar="F", help="Task family: math, code, instruction or commonsense.")
     p.add_argument("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
     p.add_argument("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
     p.add_argument("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
