@@ -18,8 +18,6 @@ from typing import Any
 from flows.cli import _fail as fail
 from registry.validation import error_summary
 
-DB_ENV = "SPECTRAL_SURGERY_DB"
-
 
 # ------------------------------------------------------------------------------------------- plumbing
 def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -55,10 +53,11 @@ def message(e: BaseException) -> str:
 
 def resolve_location(args: argparse.Namespace) -> tuple[Path, str | None]:
     """``(data_dir, registry_url)`` from ``--data-dir`` / ``--db``, the environment and the defaults."""
+    from registry.db import env_url
     from tasks.config import default_data_dir
 
     data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
-    return data_dir, getattr(args, "db", None) or os.environ.get(DB_ENV) or None
+    return data_dir, getattr(args, "db", None) or env_url()
 
 
 def open_registry(args: argparse.Namespace, *, create: bool = False):

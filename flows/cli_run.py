@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli import PAPER_POLICIES, _parse_sets
-from flows.cli_common import DB_ENV, emit, guarded, open_registry
+from flows.cli_common import emit, guarded, open_registry
 
 POLL_S = 0.25
 
@@ -48,6 +48,7 @@ def run_config_from_args(args: argparse.Namespace):
     """
     from pydantic import ValidationError
 
+    from registry.db import env_url
     from tasks.policies import get_policy
     from tasks.run_config import RunConfig
 
@@ -56,8 +57,8 @@ def run_config_from_args(args: argparse.Namespace):
         data["data_dir"] = str(args.data_dir)
     if args.db:
         data["registry_url"] = args.db
-    elif not data.get("registry_url") and os.environ.get(DB_ENV):
-        data["registry_url"] = os.environ[DB_ENV]
+    elif not data.get("registry_url") and (url := env_url()):
+        data["registry_url"] = url
     options = {"evaluator": args.evaluator, "task_limit": args.task_limit, "guard_limit": args.guard_limit,
                "concurrency": args.concurrency, "task_runner": args.task_runner, "dask_address": args.dask_address,
                "calib_source": args.calib, "device": args.device}

@@ -11,6 +11,8 @@ for read sessions.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from tasks.config import default_data_dir
 
 BUSY_TIMEOUT_S = 30.0
+# The one environment variable naming the registry's database, read by the CLI and by Alembic's env.py.
+DB_ENV = "SPECTRAL_SURGERY_DB"
+# What registry/migrations/env.py read until the names were unified; still honoured, with a warning.
+DEPRECATED_DB_ENV = "SPECTRAL_SURGERY_DB_URL"
 # Execution option carried by write-mode engines/connections; read by the "begin" hook below.
 _BEGIN_OPTION = "spectral_surgery_sqlite_begin"
 
@@ -43,6 +49,23 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def env_url() -> str | None:
+    """The registry URL from ``$SPECTRAL_SURGERY_DB``; ``None`` if it is unset or empty.
+
+    The old ``$SPECTRAL_SURGERY_DB_URL`` is used only when ``$SPECTRAL_SURGERY_DB`` is not set, with a
+    ``FutureWarning``: a script still exporting it keeps migrating the database it meant, not the default file.
+    """
+    url = os.environ.get(DB_ENV)
+    if url:
+        return url
+    old = os.environ.get(DEPRECATED_DB_ENV)
+    if old:
+        warnings.warn(f"${DEPRECATED_DB_ENV} is deprecated: set ${DB_ENV} instead (same value)", FutureWarning,
+                      stacklevel=2)
+        return old
+    return None
 
 
 def default_url(data_dir: Path | None = None) -> str:

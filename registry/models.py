@@ -105,7 +105,7 @@ class Adapter(Base):
     source_uri: Mapped[str] = mapped_column(Text, doc="hf://org/name@revision or a local path.")
     base_model_id: Mapped[str] = mapped_column(String(500))
     base_model_revision: Mapped[str | None] = mapped_column(String(200))
-    task_family: Mapped[str] = mapped_column(String(64), doc="math | code | instruction | commonsense | ...")
+    task_family: Mapped[str] = mapped_column(String(64), doc="math | code | instruction | commonsense")
     benchmark_override: Mapped[str | None] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry import promotion as prom
+from registry.declaration import check_declaration
 from registry import validation as check
 from registry.db import init_db, make_engine, session_scope
 from registry.models import (
@@ -150,15 +151,20 @@ class Registry:
             name: Unique name (letters, digits, ``. _ / -``).
             source_uri: ``hf://org/name[@revision]`` or a local directory path.
             base_model_id: Hub id or local path of the base model.
-            task_family: ``math``, ``code``, ``instruction``, ``commonsense``, ... (picks the benchmark).
+            task_family: ``math``, ``code``, ``instruction`` or ``commonsense`` (picks the benchmark).
             base_model_revision: Pinned base model revision.
             benchmark_override: Benchmark to use instead of the task family's default.
             enabled: ``None`` = enabled when new, unchanged when it exists (so a re-registration does not undo
                 :meth:`set_enabled`).
-            config: Per-adapter overrides of the run config (JSON).
+            config: Per-adapter overrides of the run config (JSON): ``surgery`` (sections of ``SurgeryConfig``,
+                merged over the run's) and ``calib`` (calibration file or loader).
 
         Returns:
             The adapter row.
+
+        Raises:
+            RegistryError: a bad value; ``DeclarationError`` (a subclass) for an unknown task family, benchmark,
+                override key or policy, or a calibration file that does not exist (see :mod:`registry.declaration`).
         """
         check.text(name, "name", max_len=200)
         if not check.NAME.fullmatch(name):
@@ -174,6 +180,8 @@ class Registry:
             "benchmark_override": check.optional_text(benchmark_override, "benchmark_override", max_len=200),
             "config_json": check.jsonable(config, "config"),
         }
+        # before anything is written: a declaration the nightly run could not carry out is refused here
+        check_declaration(values["task_family"], values["benchmark_override"], values["config_json"])
         with self._write() as s:
             adapter, created = self._get_or_create(
                 s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}

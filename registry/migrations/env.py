@@ -1,12 +1,12 @@
 """Alembic environment of the registry.
 
 Run programmatically by :func:`registry.migrations.upgrade` (the engine's connection is passed in
-``config.attributes["connection"]``), or from the command line with ``alembic -c registry/alembic.ini -x url=...``.
+``config.attributes["connection"]``), or from the command line with ``alembic -c registry/alembic.ini``: the URL is
+``-x url=...``, else ``sqlalchemy.url`` of the ini file, else ``$SPECTRAL_SURGERY_DB`` (as the CLI), else the
+default SQLite file ``<data_dir>/registry.db``.
 """
 
 from __future__ import annotations
-
-import os
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -28,10 +28,10 @@ def _configure(**kwargs) -> None:
 
 
 def _url() -> str:
-    from registry.db import default_url, normalize_url
+    from registry.db import default_url, env_url, normalize_url
 
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
-    return normalize_url(url or os.environ.get("SPECTRAL_SURGERY_DB_URL") or default_url())
+    return normalize_url(url or env_url() or default_url())
 
 
 def _run_online(connection: Connection) -> None:

@@ -77,10 +77,18 @@ def test_init_creates_the_registry_and_is_idempotent(tmp_path):
     assert cli("list", "--json", "--data-dir", data).json() == []
 
 
+def test_the_database_comes_from_spectral_surgery_db(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("SPECTRAL_SURGERY_DB", url)
+    assert cli("--json", "init", "--data-dir", tmp_path / "home").json()["database"] == url
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "home" / "registry.db").exists()
+    assert cli("list", "--json", "--data-dir", tmp_path / "home").json() == []  # found with no --db
+
+
 @pytest.mark.parametrize("argv", [
     ["list"], ["history", "ad0"], ["register", "ad0", "--source", ".", "--base", "b", "--family", "math"],
     ["promote", "1", "--reason", "why"], ["rollback", "ad0", "--reason", "why"], ["dashboard"],
-    ["run", "--evaluator", "fake"],
+    pytest.param(["run", "--evaluator", "fake"], marks=pytest.mark.slow),  # imports Prefect: about 3 s
 ])
 def test_every_command_without_init_says_to_run_init(argv, tmp_path):
     assert_error(cli(*argv, "--data-dir", tmp_path / "nowhere"), INIT_HINT)
@@ -128,8 +136,12 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, fragments", [
     (["--source", "{root}/missing"], ["--source", "missing", "no such directory"]),
-    (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"], ["--calib", "missing.jsonl", "does not exist"]),
-    (["--source", "{root}/ad0", "--calib", "gsm8kk"], ["gsm8kk", "gsm8k"]),
+    (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"],
+     ["config.calib", "missing.jsonl", "does not exist"]),
+    (["--source", "{root}/ad0", "--calib", "gsm8kk"], ["config.calib", "gsm8kk", "Did you mean 'gsm8k'?"]),
+    (["--source", "{root}/ad0", "--family", "mth"], ["task_family 'mth'", "Did you mean 'math'?"]),
+    (["--source", "{root}/ad0", "--benchmark", "ss_arth"],
+     ["benchmark_override 'ss_arth'", "Did you mean 'ss_arith'?"]),
     (["--source", "hf://just-a-name"], ["hf://just-a-name", "expected hf://<org>/<name>"]),
 ])
 def test_register_bad_input(argv, fragments, fleet, tmp_path):
@@ -137,7 +149,7 @@ def test_register_bad_input(argv, fragments, fleet, tmp_path):
     cli("init", "--data-dir", data)
     argv = [a.format(root=fleet.root) for a in argv]
     assert_error(cli("register", "x", "--base", fleet.base, "--family", "math", *argv, "--data-dir", data),
-                 *fragments)
+                 *fragments)  # a later --family wins over the first
     assert cli("list", "--json", "--data-dir", data).json() == []
 
 
@@ -153,6 +165,7 @@ def test_register_bad_name_and_usage(fleet, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ run
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_run_refines_decides_and_promotes(ran, fleet):
     assert ran.init.code == 0 and all(r.code == 0 for r in ran.regs)
     assert ran.run.code == 0, ran.run.err
@@ -175,6 +188,7 @@ def test_run_refines_decides_and_promotes(ran, fleet):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_list_after_run_shows_versions_and_production(ran):
     rows = {r["name"]: r for r in cli(*_in(ran.data, "list", "--json")).json()}
     for name in ("ad0", "ad1"):
@@ -186,6 +200,7 @@ def test_list_after_run_shows_versions_and_production(ran):
     assert "2 adapter(s)" in out and out.count("smooth_abs (#") == 2
 
 
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_second_run_has_no_new_work(ran, fleet):
     before = cli(*_in(ran.data, "history", "ad0", "--json")).json()
     again = cli(*run_args(fleet, ran.data, "--json")).json()
@@ -197,6 +212,7 @@ def test_second_run_has_no_new_work(ran, fleet):
     assert after["events"] == before["events"] and after["candidates"] == before["candidates"]
 
 
+@pytest.mark.slow  # two nightly runs of its own through Prefect
 def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness, fleet, tmp_path):
     data = tmp_path / "data"
     cli("init", "--data-dir", data)
@@ -249,6 +265,7 @@ def test_run_bad_config_file_names_the_file(text, fragment, tmp_path):
 
 
 # ------------------------------------------------------------------------- history, promote, rollback
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_promote_and_rollback_are_audited(ran, monkeypatch):
     hist = cli(*_in(ran.data, "history", "ad0", "--json")).json()
     assert [(e["kind"], e["actor"]) for e in hist["events"]] == [("promotion", "nightly")]
@@ -296,6 +313,7 @@ def test_promote_and_rollback_are_audited(ran, monkeypatch):
     assert not {"alice", "carol"} & {e["actor"] for e in ad1["events"]}
 
 
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_promote_and_rollback_errors(ran, fleet, tmp_path):
     ad1_version = cli(*_in(ran.data, "history", "ad1", "--json")).json()["candidates"][0]["version_id"]
     ad0_cand = cli(*_in(ran.data, "history", "ad0", "--json")).json()["candidates"][0]["id"]
@@ -315,6 +333,7 @@ def test_promote_and_rollback_errors(ran, fleet, tmp_path):
     assert "fresh: no production moves yet." in cli(*_in(data, "history", "fresh")).out
 
 
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_promote_unedited_by_hand(ran):
     version = cli(*_in(ran.data, "history", "ad1", "--json")).json()["production"]["adapter_version_id"]
     moved = cli(*_in(ran.data, "promote", "unedited", "--version", version, "--reason", "serve the original",
@@ -328,6 +347,7 @@ def test_promote_unedited_by_hand(ran):
 
 
 # ------------------------------------------------------------------------------------------ dashboard
+@pytest.mark.slow  # needs the module's `ran` fixture: a nightly run through Prefect
 def test_dashboard_is_written(ran, tmp_path):
     out = tmp_path / "dash.html"
     r = cli(*_in(ran.data, "dashboard", "--out", out, "--json"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -194,3 +196,38 @@ def test_0003_links_decisions_and_runs_by_their_old_shared_hash_and_downgrades(b
     assert "decision_id" not in {c["name"] for c in inspect(bare_engine).get_columns("adapter_runs")}
     with bare_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM adapter_runs")).scalar_one() == 2
+
+
+def test_alembic_reads_the_database_from_the_same_variable_as_the_cli(tmp_path, monkeypatch):
+    """``alembic upgrade`` with no ``-x url=`` migrates ``$SPECTRAL_SURGERY_DB`` (the CLI's variable)."""
+    from alembic import command
+
+    from registry.db import DB_ENV, DEPRECATED_DB_ENV
+
+    assert DB_ENV == "SPECTRAL_SURGERY_DB"
+    monkeypatch.setenv("SPECTRAL_SURGERY_HOME", str(tmp_path / "home"))  # the default file, which must stay unused
+    monkeypatch.setenv(DB_ENV, f"sqlite:///{tmp_path / 'new.db'}")
+    monkeypatch.setenv(DEPRECATED_DB_ENV, f"sqlite:///{tmp_path / 'old.db'}")  # the new name wins, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        command.upgrade(migrations.alembic_config(), "head")  # no connection given: env.py opens the URL itself
+    eng = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    assert migrations.current(eng) == HEAD
+    eng.dispose()
+    assert not (tmp_path / "old.db").exists() and not (tmp_path / "home" / "registry.db").exists()
+
+
+def test_the_old_variable_still_works_with_a_warning(tmp_path, monkeypatch):
+    from alembic import command
+
+    from registry.db import DB_ENV, DEPRECATED_DB_ENV, env_url
+
+    monkeypatch.delenv(DB_ENV, raising=False)
+    monkeypatch.setenv(DEPRECATED_DB_ENV, "")
+    assert env_url() is None  # empty is unset
+    monkeypatch.setenv(DEPRECATED_DB_ENV, f"sqlite:///{tmp_path / 'old.db'}")
+    with pytest.warns(FutureWarning, match=r"\$SPECTRAL_SURGERY_DB_URL is deprecated: set \$SPECTRAL_SURGERY_DB"):
+        command.upgrade(migrations.alembic_config(), "head")
+    eng = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    assert migrations.current(eng) == HEAD
+    eng.dispose()

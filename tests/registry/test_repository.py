@@ -53,9 +53,9 @@ def reg(registry) -> Registry:
 
 # ------------------------------------------------------------------------------------------- adapters
 def test_register_adapter_is_idempotent_and_declarative(reg):
-    a = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"seed": 1}})
+    a = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"calib": {"seed": 1}}})
     before = counts(reg)
-    again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"seed": 1}})
+    again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"calib": {"seed": 1}}})
     assert again.id == a.id and counts(reg) == before
     moved = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k")
     assert (moved.id, moved.source_uri, moved.benchmark_override, moved.config_json) == (

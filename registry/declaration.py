@@ -1,0 +1,158 @@
+"""Checks of an adapter's declaration against what the nightly run can do, before the registry stores it.
+
+:meth:`registry.repository.Registry.register_adapter` calls :func:`check_declaration` before it opens its
+transaction, so a typo (``--family mth``, a misspelt policy, a calibration file that is not there) is refused at
+``register`` with one line naming the field and the closest valid names, instead of failing in the nightly run
+after the calibration pass. Every refusal is a :class:`DeclarationError` (a ``RegistryError``).
+
+The names come from the registries the run uses (``tasks.benchmarks``, ``tasks.policies``, ``tasks.calib_data``),
+imported lazily: those modules import torch, and the CLI's other commands should not pay for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from registry.validation import RegistryError
+
+# The keys of an adapter's ``config`` the nightly run reads (flows/refine_adapter.py): anything else would be
+# stored and silently ignored.
+OVERRIDE_KEYS = ("surgery", "calib")
+
+
+class DeclarationError(RegistryError):
+    """An adapter declaration the nightly run could not carry out; the message names the field and the fix."""
+
+
+def hint(value: Any, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the names of ``known`` close to ``value`` (empty if none is close)."""
+    close = difflib.get_close_matches(str(value), list(known), n=3)
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _unknown(field: str, what: str, value: Any, known: Sequence[str]) -> DeclarationError:
+    return DeclarationError(f"{field} {value!r} is not a known {what}.{hint(value, known)} "
+                            f"Known: {', '.join(sorted(known))}")
+
+
+def check_declaration(task_family: str, benchmark_override: str | None, config: Any) -> None:
+    """Refuse a declaration the run could not carry out (every check of this module, in field order).
+
+    Raises:
+        DeclarationError: naming the first bad field.
+    """
+    check_family(task_family)
+    check_benchmark(benchmark_override)
+    check_overrides(config)
+
+
+def check_family(value: str) -> str:
+    """``value`` if it is a task family of :data:`tasks.benchmarks.FAMILIES`."""
+    from tasks.benchmarks import FAMILIES
+
+    if value not in FAMILIES:
+        raise _unknown("task_family", "task family", value, FAMILIES)
+    return value
+
+
+def check_benchmark(value: str | None) -> str | None:
+    """``value`` if it is ``None`` or a registered benchmark name."""
+    from tasks.benchmarks import list_benchmarks
+
+    if value is not None and value not in list_benchmarks():
+        raise _unknown("benchmark_override", "benchmark", value, list_benchmarks())
+    return value
+
+
+def check_overrides(config: Any) -> Any:
+    """``config`` if it is ``None`` or overrides the run reads: ``{"surgery": {...}, "calib": "<source>"}``."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise DeclarationError(f"config must be a JSON object with keys {', '.join(OVERRIDE_KEYS)}; "
+                               f"got {type(config).__name__}")
+    for key in config:
+        if key not in OVERRIDE_KEYS:
+            raise DeclarationError(f"config.{key}: unknown key.{hint(key, OVERRIDE_KEYS)} "
+                                   f"Valid keys: {', '.join(OVERRIDE_KEYS)}")
+    if config.get("calib") is not None:
+        check_calib(config["calib"], "config.calib")
+    if config.get("surgery") is not None:
+        check_surgery(config)
+    return config
+
+
+def check_calib(value: Any, field: str) -> str:
+    """``value`` if it is an existing calibration file or a registered loader (``metamath``, ``jsonl:<path>``).
+
+    Mirrors :func:`tasks.calib_data.load_calibration`'s reading of a source without loading any data.
+    """
+    from tasks.calib_data import get_calib_loader
+
+    if not isinstance(value, str) or not value.strip():
+        where = " (calibration settings go under surgery.calib)" if isinstance(value, dict) else ""
+        raise DeclarationError(f"{field} must be a calibration file path or a loader name, got {value!r}{where}")
+    if Path(value).expanduser().is_file():
+        return value
+    name, sep, arg = value.partition(":")
+    try:
+        get_calib_loader(name)
+    except KeyError as e:
+        if value.endswith((".jsonl", ".json")) or "/" in value or "\\" in value:
+            raise DeclarationError(f"{field} {value!r}: calibration file does not exist") from None
+        raise DeclarationError(f"{field}: {e}") from None
+    if name == "jsonl" and not (sep and Path(arg).expanduser().is_file()):
+        raise DeclarationError(f"{field} {value!r}: calibration file {arg!r} does not exist")
+    return value
+
+
+def check_surgery(config: dict[str, Any]) -> None:
+    """Build the adapter's surgery config as the run does (:meth:`RunConfig.surgery_for`) and check its policies."""
+    from pydantic import ValidationError
+
+    from tasks.config import SurgeryConfig
+    from tasks.policies import get_policy
+    from tasks.run_config import RunConfig
+
+    surgery = config["surgery"]
+    if not isinstance(surgery, dict):
+        raise DeclarationError(f"config.surgery must be a JSON object of SurgeryConfig sections "
+                               f"({', '.join(SurgeryConfig.model_fields)}); got {type(surgery).__name__}")
+    try:
+        merged = RunConfig().surgery_for(config)
+    except ValidationError as e:
+        raise DeclarationError(_one_line(e, SurgeryConfig, "config.surgery")) from None
+    for i, name in enumerate(merged.policies):
+        try:
+            spec = get_policy(name)
+        except KeyError as e:
+            raise DeclarationError(f"config.surgery.policies[{i}]: {e}") from None
+        if spec.name == "random_index":  # as RunConfig refuses it: the run adds one per control seed itself
+            raise DeclarationError("config.surgery.policies lists random_index: the random control is added "
+                                   "for every seed in surgery.random_control_seeds; remove it from policies")
+
+
+def _one_line(error: Any, model: type, prefix: str) -> str:
+    """The first error of a pydantic ``ValidationError`` as one line naming the key (and the valid keys)."""
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join([prefix, *loc])
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        return f"{where}: unknown key.{hint(loc[-1], valid)} Valid keys: {', '.join(valid)}"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
+    return f"{where}: {msg}{got}"
+
+
+def _fields_at(model: type, path: Sequence[str]) -> list[str]:
+    """The field names of the pydantic model found by following ``path`` from ``model`` (``[]`` if none)."""
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not hasattr(field.annotation, "model_fields"):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))

@@ -1,0 +1,112 @@
+"""The run config and its stage keys (tasks/run_config.py): each key changes with exactly what determines it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import SurgeryConfig
+from tasks.gate import GateConfig
+from tasks.run_config import RunConfig, candidate_key, decision_key, prepared_key
+
+ADAPTER, BASE, CALIB = "a" * 64, "acme/base", "c" * 64
+EVIDENCE = {"task": {"evaluator": "fake/v1", "subjects": [None, 1, 2]}}
+
+
+def keys(surgery: SurgeryConfig, gate: GateConfig = GateConfig(), *, adapter: str = ADAPTER, base: str = BASE,
+         revision: str | None = None, calib: str = CALIB, evidence: dict = EVIDENCE) -> tuple[str, str, str]:
+    """(prepared, candidate, decision) keys of one adapter version, chained as the nightly flow chains them."""
+    p = prepared_key(adapter, base, revision, surgery, calib)
+    c = candidate_key(p, surgery)
+    return p, c, decision_key(gate, c, evidence)
+
+
+def surgery(**overrides) -> SurgeryConfig:
+    return RunConfig().surgery_for({"surgery": overrides})
+
+
+def changed(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[bool, ...]:
+    return tuple(x != y for x, y in zip(a, b))
+
+
+BASELINE = keys(SurgeryConfig())
+
+
+# ------------------------------------------------------------------------------------------- stage keys
+def test_keys_are_deterministic_hex_and_distinct_per_stage():
+    assert keys(SurgeryConfig()) == BASELINE
+    assert all(len(k) == 64 and int(k, 16) >= 0 for k in BASELINE) and len(set(BASELINE)) == 3
+
+
+@pytest.mark.parametrize("what, kwargs", [
+    ("adapter content", {"adapter": "b" * 64}),
+    ("base model", {"base": "acme/other"}),
+    ("base revision", {"revision": "r2"}),
+    ("calibration examples", {"calib": "d" * 64}),
+])  # fmt: skip
+def test_inputs_of_the_model_pass_change_every_key(what, kwargs):
+    assert changed(BASELINE, keys(SurgeryConfig(), **kwargs)) == (True, True, True), what
+
+
+@pytest.mark.parametrize("what, overrides, expected", [
+    ("calibration settings", {"calib": {"n_samples": 4}}, (True, True, True)),
+    ("calibration seed", {"calib": {"seed": 7}}, (True, True, True)),
+    ("targets", {"targets": {"target_modules": ["o_proj"]}}, (True, True, True)),
+    ("edit settings", {"edit": {"eta": 0.3}}, (False, True, True)),
+    ("another policy", {"policies": ["abs_select", "smooth_abs", "grad_direction", "z_score"]}, (False, False, False)),
+    ("fewer policies", {"policies": ["smooth_abs"]}, (False, False, False)),
+    ("control seeds", {"random_control_seeds": [1, 2, 3]}, (False, False, False)),
+])  # fmt: skip
+def test_surgery_settings_change_only_the_stages_they_determine(what, overrides, expected):
+    # policies and seeds are the rest of a candidate's identity (rows keyed by policy and seed), not the key
+    assert changed(BASELINE, keys(surgery(**overrides))) == expected, what
+
+
+def test_the_gate_and_the_evidence_change_only_the_decision_key():
+    assert changed(BASELINE, keys(SurgeryConfig(), GateConfig(alpha=0.01))) == (False, False, True)
+    assert changed(BASELINE, keys(SurgeryConfig(), GateConfig(min_effect=0.05))) == (False, False, True)
+    other = {"task": {"evaluator": "fake/v2", "subjects": [None, 1, 2]}}
+    assert changed(BASELINE, keys(SurgeryConfig(), evidence=other)) == (False, False, True)
+
+
+# ------------------------------------------------------------------------------------------- result hash
+def test_result_hash_covers_what_the_results_depend_on_and_nothing_else(tmp_path):
+    base = RunConfig(data_dir=tmp_path / "a")
+    same = [RunConfig(data_dir=tmp_path / "b"), RunConfig(data_dir=tmp_path / "a", concurrency=8),
+            RunConfig(data_dir=tmp_path / "a", registry_url="sqlite:///x.db", task_runner="dask", promote=False,
+                      actor="bob", device="cuda")]
+    assert {c.result_hash() for c in same} == {base.result_hash()}
+    different = [RunConfig(data_dir=tmp_path / "a", gate=GateConfig(alpha=0.01)),
+                 RunConfig(data_dir=tmp_path / "a", task_limit=50), RunConfig(data_dir=tmp_path / "a", guard=False),
+                 RunConfig(data_dir=tmp_path / "a", evaluator="fake"),
+                 RunConfig(data_dir=tmp_path / "a", evaluator_options={"n_docs": 3}),
+                 RunConfig(data_dir=tmp_path / "a", calib_source="metamath"),
+                 RunConfig(data_dir=tmp_path / "a", surgery=surgery(policies=["smooth_abs"]))]
+    hashes = {c.result_hash() for c in different}
+    assert len(hashes) == len(different) and base.result_hash() not in hashes
+    assert base.result_hash({"calib": "x.jsonl"}) != base.result_hash() == base.result_hash({})
+
+
+# ------------------------------------------------------------------------------------------- overrides
+def test_surgery_for_merges_an_adapters_overrides_section_by_section():
+    run = RunConfig(surgery=SurgeryConfig.model_validate({"calib": {"n_samples": 16, "batch_size": 4}}))
+    assert run.surgery_for(None) is run.surgery and run.surgery_for({"surgery": {}}) is run.surgery
+    merged = run.surgery_for({"surgery": {"calib": {"n_samples": 4}, "policies": ["gd"]}, "calib": "x.jsonl"})
+    assert (merged.calib.n_samples, merged.calib.batch_size) == (4, 4)  # a section is updated, not replaced
+    assert merged.policies == ("gd",) and merged.edit == run.surgery.edit
+    assert run.surgery.calib.n_samples == 16  # the run's own config is untouched
+    with pytest.raises(ValidationError, match="etaa"):
+        run.surgery_for({"surgery": {"edit": {"etaa": 1}}})
+
+
+def test_run_config_rules_say_the_fix(tmp_path):
+    with pytest.raises(ValidationError, match="random control is added automatically"):
+        RunConfig(surgery=SurgeryConfig(policies=("smooth_abs", "random_index")))
+    with pytest.raises(ValidationError, match="set gate.require_control=false"):
+        RunConfig(surgery=SurgeryConfig(random_control_seeds=()))
+    RunConfig(surgery=SurgeryConfig(random_control_seeds=()), gate=GateConfig(require_control=False))
+    with pytest.raises(ValidationError, match="task_runner"):
+        RunConfig(task_runner="ray")
+    assert RunConfig(data_dir="~/x").data_dir.is_absolute()
+    dumped = RunConfig(data_dir=tmp_path).model_dump(mode="json")  # JSON round trip (a config sent to a worker)
+    assert RunConfig.model_validate(dumped) == RunConfig(data_dir=tmp_path)
