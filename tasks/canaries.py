@@ -5,12 +5,11 @@ A failed canary flags the whole decision: nothing from the run is promoted, what
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from tasks.gate import ArmOutcomes
+# ``ArmOutcomes`` (tasks.gate, which imports this module) appears in annotations only, never imported.
 
 _EPS = 1e-12  # outcomes equal up to float rounding count as the same
 

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -23,8 +23,7 @@ from tasks.config import EditConfig, SurgeryConfig
 from tasks.decompose import Spectrum, lowrank_svd, rebuild_factors
 from tasks.policies import apply_policy, get_policy
 
-if TYPE_CHECKING:  # tasks.global_scalar imports this module; the type is only needed for annotations
-    from tasks.global_scalar import GammaSelection
+# ``GammaSelection`` (tasks.global_scalar, which imports this module) appears in annotations only, never imported.
 
 log = logging.getLogger(__name__)
 
