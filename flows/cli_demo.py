@@ -37,6 +37,8 @@ def cmd_demo(args) -> int:
                             task_limit=args.task_limit, guard_limit=args.guard_limit,
                             max_gen_toks=args.max_gen_toks)
     data_dir, db = resolve_location(args)
+    from flows.cli_run import _verdict_cell
+
     err = Console(stderr=True)
     result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
 
@@ -53,7 +55,7 @@ def cmd_demo(args) -> int:
                           f"{_fmt(r.get('delta_baseline'))} ({_fmt(r.get('p_baseline'), '.3g')})",
                           f"{_fmt(r.get('delta_random'))} ({_fmt(r.get('p_random'), '.3g')})",
                           _fmt(r.get("guard_delta")),
-                          f"[green]promoted {r['promoted']}[/]" if r.get("promoted") else "kept as is")
+                          _verdict_cell(r))
         console.print(table)
         for r in result["rows"]:  # the gate's own sentence: every candidate's evidence, why it moved or not
             console.print(f"[bold]{r['adapter']}[/]: " + (r.get("decision") or "").replace(" | ", "\n  "),

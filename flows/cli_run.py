@@ -147,11 +147,18 @@ class Progress:
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done"
-        verdict = "kept as is"
-        if d.promoted:  # the gate's verdict; the pointer moved only if this run promotes
+        from tasks.gate import verdict_label, verdict_of
+
+        stats = d.statistics_json or {}
+        kind = verdict_of(stats, d.promoted)
+        if kind == "promote":  # the gate's verdict; the pointer moved only if this run promotes
             policy = self.reg.get_candidate(d.promoted_candidate_id).policy
-            verdict = (f"promoted [bold]{policy}[/]" if self.moves
-                       else f"would promote [bold]{policy}[/] (dry run: not moved)")
+            verdict = (f"[green]promoted[/] [bold]{policy}[/]" if self.moves
+                       else f"[green]would promote[/] [bold]{policy}[/] (dry run: not moved)")
+        elif kind == "hold":
+            verdict = f"[yellow]{verdict_label(kind, stats.get('n_needed'))}[/]"
+        else:
+            verdict = "[red]rejected[/]"
         return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
 
 
@@ -163,6 +170,19 @@ def _error_line(error_type: str, text: str | None) -> str:
         if line.startswith(f"{error_type}: "):
             return f"{short}: {line.removeprefix(f'{error_type}: ')}"
     return f"{short}: {lines[-1] if lines else ''}"
+
+
+_VERDICT_STYLE = {"promote": "green", "hold": "yellow", "reject": "red"}
+
+
+def _verdict_cell(r: dict) -> str:
+    """PROMOTE / HOLD (needs ~N docs) / REJECT: a HOLD ("could not tell yet") never reads like a REJECT."""
+    v = r.get("verdict")
+    if r.get("status", "completed") != "completed" or v not in _VERDICT_STYLE:
+        return "—"
+    need = f" (needs ~{r['n_needed']:,} docs)" if v == "hold" and r.get("n_needed") else ""
+    what = f" {r['promoted']}" if v == "promote" and r.get("promoted") else ""
+    return f"[{_VERDICT_STYLE[v]}]{v.upper()}[/]{what}{need}"
 
 
 def _served(r: dict) -> str:
@@ -213,11 +233,12 @@ def cmd_run(args) -> int:
             return
         table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined']} refined, "
                             f"{failed} failed")
-        for col in ("adapter", "status", "benchmark", "served now", "decision"):
+        for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
             table.add_column(col, overflow="fold")
         for r in results:
             table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
-                          r.get("benchmark") or "—", _served(r), escape(r.get("sentence") or r.get("error") or ""))
+                          r.get("benchmark") or "—", _verdict_cell(r), _served(r),
+                          escape(r.get("sentence") or r.get("error") or ""))
         console.print(table)
 
     emit(args, summary, render)

@@ -137,7 +137,8 @@ def adapter_markdown(data: dict) -> str:
         err = f" — `{run['error_type']}`: {run['error']}" if run["status"] == "failed" else ""
         lines.append(f"- **Last run:** #{run['run_id']} {run['status']} ({run['ended'] or run['started']}){err}")
     if a["last_decision"]:
-        lines.append(f"- **Last decision:** {a['last_decision']['sentence']}")
+        dec = a["last_decision"]
+        lines.append(f"- **Last decision:** **{dec.get('label') or ''}** — {dec['sentence']}")
     if a["nights"]:
         n = a["nights"][0]
         metric = f"{n['benchmark']} {n['metric']}" if n["benchmark"] else "task"
@@ -175,4 +176,10 @@ def _md_verdict(r: dict) -> str:
         return "reference"
     if r["role"] == "control":
         return "random control" + (" (best)" if r["best_control"] else "")
-    return "**promoted**" if r["promoted"] else ("passed" if r["passed"] else "refused")
+    if r["promoted"]:
+        return "**promoted**"
+    if r["passed"]:
+        return "passed"
+    if r.get("verdict") == "hold":
+        return f"held: needs ~{r['n_needed']} docs" if r.get("n_needed") else "held for evidence"
+    return "rejected"

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from flows import dashboard_svg as sv
-from flows.dashboard_html import _ci, _short, _status_badge, _x_dates, fmt_p, pct, pts
+from flows.dashboard_html import _ci, decision_badge, _short, _status_badge, _x_dates, fmt_p, pct, pts
 from flows.dashboard_svg import color_for, e
 
 MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
@@ -84,7 +84,8 @@ def _forest(a: dict, night: dict) -> str:
     return ('<p class="guide">Reading guide: dots are paired differences with 95% intervals. A candidate is promoted '
             'when its interval-backed gain is significant against BOTH the unedited adapter and the random control '
             'and its IFEval change stays inside the shaded tolerance band. Green = promoted (★), coloured = passed, '
-            'grey = refused.</p>' + sv.forest(panels, labels, label=f"{a['name']}: latest decision's paired deltas"))
+            'grey = not promoted (the Decision column says which: held for evidence, or rejected).</p>'
+            + sv.forest(panels, labels, label=f"{a['name']}: latest decision's paired deltas"))
 
 
 def _verdict(r: dict) -> str:
@@ -96,8 +97,11 @@ def _verdict(r: dict) -> str:
         return f'<span class="badge b-ok" title="{e(r["reason"] or "")}">promoted</span>'
     if r["passed"]:
         return f'<span class="badge b-info" title="{e(r["reason"] or "")}">passed</span>'
+    if r.get("verdict") == "hold":
+        need = f": needs ~{r['n_needed']:,} docs" if r.get("n_needed") else ""
+        return f'<span class="badge b-warn" title="{e(r["reason"] or "")}">held{need}</span>'
     failed = r.get("failed") or []
-    return (f'<span class="badge b-bad" title="{e(r["reason"] or "")}">refused</span> '
+    return (f'<span class="badge b-bad" title="{e(r["reason"] or "")}">rejected</span> '
             f'<span class="muted">{e(", ".join(failed))}</span>')
 
 
@@ -225,8 +229,7 @@ def adapter_section(a: dict, *, lazy: bool = True) -> str:
     run = a["last_run"]
     badge = ""
     if dec is not None:
-        badge = (f'<span class="badge b-ok">promoted {e(dec["arm"] or "")}</span>' if dec["promoted"]
-                 else '<span class="badge b-mut">kept</span>')
+        badge = decision_badge(dec)
     summary = (f'<summary><b>{e(a["name"])}</b><span class="muted">{e(a["family"])}</span>'
                f'<span>production: {e(prod["label"]) if prod else "–"}</span>{badge}'
                f'{_status_badge(run["status"]) if run else ""}'

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from registry.db import session_scope
 from registry.validation import error_summary
+from tasks.gate import verdict_label, verdict_of
 from registry.models import (
     Adapter,
     AdapterRun,
@@ -173,7 +174,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
                Decision.promoted,
                Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
                recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
-               stats["promoted"].label("promoted_arm"))
+               stats["promoted"].label("promoted_arm"), stats["verdict"].label("verdict"),
+               stats["n_needed"].label("n_needed"))
         .join(recent, recent.c.id == Decision.id)).all()
     full_stats = dict(s.execute(select(Decision.id, Decision.statistics_json).join(recent, recent.c.id == Decision.id)
                                 .where(recent.c.rank <= max(detail_runs, 1))).all())
@@ -357,8 +359,11 @@ def _night(ix: _Index, d) -> dict[str, Any]:
             "task": mean_ci(task_mean, te.stderr if te is not None else None, n_task, conf),
             "guard": mean_ci(guard_mean, ge.stderr if ge is not None else None, n_guard, conf),
             "vs_baseline": _test(v.get("vs_baseline")), "vs_control": _test(v.get("vs_control")),
+            "vs_scalar": _test(v.get("vs_scalar")),
             "control": v.get("control_name"), "guard_delta": guard,
             "passed": v.get("passed") if v else None, "promoted": arm == promoted_arm,
+            "verdict": v.get("verdict") or (("promote" if v.get("passed") else "reject") if v else None),
+            "n_needed": v.get("n_needed"),
             "best_control": arm == best_control, "reason": v.get("reason"),
             "failed": [what for what, ok in (("vs unedited", v.get("beats_baseline")),
                                              ("vs random control", v.get("beats_control")),
@@ -367,7 +372,9 @@ def _night(ix: _Index, d) -> dict[str, Any]:
     return {
         "decision_id": d.id, "at": _iso(d.created_at), "t": _epoch(d.created_at), "run_id": d.run_id,
         "version_sha": ix.sha(d.adapter_version_id), "config_hash": d.config_hash[:8], "promoted": bool(d.promoted),
-        "promoted_arm": promoted_arm, "sentence": d.sentence, "higher_is_better": hib, "confidence": conf,
+        "promoted_arm": promoted_arm, "sentence": d.sentence,
+        "verdict": verdict_of(stats, bool(d.promoted)), "n_needed": stats.get("n_needed"),
+        "higher_is_better": hib, "confidence": conf,
         "gate": stats.get("config") or {}, "rows": rows,
         "benchmark": base_task.benchmark if base_task is not None else None,
         "metric": base_task.metric if base_task is not None else None,
@@ -494,10 +501,7 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
                       "ended": _iso(last.ended_at), "version_sha": ix.sha(last.adapter_version_id),
                       "error_type": last.error_type, "error": error_summary(ix.messages.get(last.id))}
                      if last is not None else None),
-        "last_decision": ({"id": decisions[0].id, "at": _iso(decisions[0].created_at),
-                           "promoted": bool(decisions[0].promoted), "sentence": decisions[0].sentence,
-                           "arm": decisions[0].promoted_arm if decisions[0].promoted
-                           else None} if decisions else None),
+        "last_decision": (_last_decision(decisions[0]) if decisions else None),
         "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
         "spectrum": spectrum, "sensitivity": sensitivity, "events": events,
         "failures": failures[:10], "n_failures": len(failures),
@@ -506,6 +510,14 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- diagnostics
+def _last_decision(d) -> dict[str, Any]:
+    verdict = verdict_of({"verdict": d.verdict}, bool(d.promoted))
+    arm = d.promoted_arm if d.promoted else None
+    n_needed = d.n_needed if verdict == "hold" else None
+    return {"id": d.id, "at": _iso(d.created_at), "promoted": bool(d.promoted), "sentence": d.sentence, "arm": arm,
+            "verdict": verdict, "n_needed": n_needed, "label": verdict_label(verdict, n_needed, arm)}
+
+
 def _summary(values: list[float]) -> tuple[float | None, float | None, float | None]:
     """Mean and a normal-approximation 95% interval of the mean (None where undefined)."""
     if not values:

@@ -130,6 +130,18 @@ def _x_dates(ts: Sequence[float | None]) -> Any:
     return f, ("time of decision (UTC)" if fmt == "%H:%M" else "night (date of decision, UTC)")
 
 
+def decision_badge(dec: dict) -> str:
+    """The last decision's verdict as a badge: promoted (green), held for evidence with the documents it needs
+    (amber: the evidence could not tell yet), rejected (red: measured, and not worth promoting)."""
+    verdict = dec.get("verdict") or ("promote" if dec.get("promoted") else "reject")
+    if verdict == "promote":
+        return f'<span class="badge b-ok">promoted {e(dec.get("arm") or "")}</span>'
+    if verdict == "hold":
+        need = f": needs ~{dec['n_needed']:,} docs" if dec.get("n_needed") else ""
+        return f'<span class="badge b-warn" title="held for evidence">held{need}</span>'
+    return '<span class="badge b-bad">rejected</span>'
+
+
 def _status_badge(status: str | None) -> str:
     cls = {"completed": "b-ok", "failed": "b-bad", "running": "b-info", "pending": "b-mut"}.get(status or "", "b-mut")
     return f'<span class="badge {cls}">{e(status or "never run")}</span>'
@@ -176,9 +188,7 @@ def _fleet(data: dict) -> str:
         if dec is None:
             dec_html = '<span class="muted">no decision yet</span>'
         else:
-            badge = ('<span class="badge b-ok">promoted ' + e(dec["arm"] or "") + "</span>" if dec["promoted"]
-                     else '<span class="badge b-mut">kept</span>')
-            dec_html = f'{badge} <span title="{e(dec["sentence"])}">{e(_short(dec["sentence"], 120))}</span>'
+            dec_html = f'{decision_badge(dec)} <span title="{e(dec["sentence"])}">{e(_short(dec["sentence"], 120))}</span>'
         run_html = (f'{_status_badge(run["status"])} <span class="muted">#{run["run_id"]} · '
                     f'{e(run["ended"] or run["started"] or "")}</span>' if run else _status_badge(None))
         if run and run["status"] == "failed":
@@ -198,6 +208,51 @@ def _fleet(data: dict) -> str:
             f'<td>{dec_html}</td><td class="num">{a["n_failures"] or ""}</td></tr>')
     out.append("</tbody></table></section>")
     return "".join(out)
+
+
+def _evidence(data: dict) -> str:
+    """The paper's Table 2 in kind for the fleet's latest decisions: adapter × candidate (and each control), the gain
+    over the unedited adapter with its 95% interval and p, over the best random control and over the calibrated
+    global scalar, the IFEval change, and the verdict."""
+    rows = []
+    for a in data["adapters"]:
+        if not a.get("nights"):
+            continue
+        night = a["nights"][0]
+        for r in night["rows"]:
+            if r["role"] == "baseline":
+                continue
+            rows.append(f'<tr><td>{e(a["name"])}</td><td><span style="color:{color_for(r["policy"])}">■</span> '
+                        f'{e(r["arm"])}</td><td class="num">{_ci(r["task"])}</td>'
+                        f'<td class="num">{_ci(r["vs_baseline"], signed=True)}</td>'
+                        f'<td class="num">{_ci(r["vs_control"], signed=True)}</td>'
+                        f'<td class="num">{_ci(r.get("vs_scalar"), signed=True)}</td>'
+                        f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_row_verdict(r)}</td></tr>')
+    if not rows:
+        return ""
+    return ('<section id="evidence"><h2>Evidence of the latest decisions</h2><p class="guide">Reading guide: the '
+            "paper's Table 2 in kind, one row per adapter and candidate (controls included) of each adapter's latest "
+            'decision. Δ are points on the task metric with 95% intervals and one-sided p-values: vs the unedited '
+            'adapter, vs the best random control, vs the calibrated global scalar (a gain that does not beat it is a '
+            'global rescale); Δ IFEval is the guard. A candidate is promoted only when it beats all three and the '
+            'guard holds; "held" means the interval still holds both no gain and the smallest gain worth having.</p>'
+            '<div class="scroll"><table><thead><tr><th>Adapter</th><th>Candidate</th><th class="num">Task (%)</th>'
+            '<th class="num">Δ vs unedited (pts) [CI] p</th><th class="num">Δ vs best random (pts) [CI] p</th>'
+            '<th class="num">Δ vs global scalar (pts) [CI] p</th><th class="num">Δ IFEval (pts) [CI] p</th>'
+            f'<th>Verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div></section>')
+
+
+def _row_verdict(r: dict) -> str:
+    if r["role"] == "control":
+        return '<span class="muted">control' + (" (best random)" if r.get("best_control") else "") + "</span>"
+    if r.get("promoted"):
+        return '<span class="badge b-ok">promoted</span>'
+    if r.get("verdict") == "hold":
+        need = f": needs ~{r['n_needed']:,} docs" if r.get("n_needed") else ""
+        return f'<span class="badge b-warn">held{need}</span>'
+    if r.get("passed"):
+        return '<span class="badge b-info">passed</span>'
+    return '<span class="badge b-bad">rejected</span>'
 
 
 def _failures(data: dict) -> str:
@@ -361,10 +416,10 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
             f'<body data-live="{1 if live else 0}" data-version="{e(version)}" data-interval="{interval_s:g}">'
             f'<header><h1>Spectral Surgery · audit dashboard</h1><span class="meta">{s["adapters"]} adapters · '
             f'generated {e(data["generated_at"])} · registry {e(data["registry_url"])}</span>{live_badge}</header>'
-            '<nav><a href="#fleet">Fleet</a><a href="#failures">Failures</a><a href="#diagnostics">Diagnostics</a>'
+            '<nav><a href="#fleet">Fleet</a><a href="#evidence">Evidence</a><a href="#failures">Failures</a><a href="#diagnostics">Diagnostics</a>'
             '<a href="#reward-risk">Reward vs risk</a><a href="#guided-random">Guided vs random</a>'
             '<a href="#alignment">Subspace alignment</a><a href="#adapters">Adapters</a></nav><main>')
-    parts = [head, _fleet(data), _failures(data),
+    parts = [head, _fleet(data), _evidence(data), _failures(data),
              '<section id="diagnostics"><h2>Diagnostics from the fleet</h2>', _reward_risk(data),
              _guided_random(data), _alignment(data, alignment_choices), "</section>",
              f'<section id="adapters"><h2>Adapters</h2><p class="guide">One collapsed section per adapter: click to '

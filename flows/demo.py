@@ -115,6 +115,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
 def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
     """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
     from flows.refine_adapter import adapter_config_hash
+    from tasks.gate import verdict_of
 
     rows = []
     for name in names:
@@ -131,7 +132,9 @@ def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
             sign = 1 if stats.get("higher_is_better", True) else -1
             promoted = [v for v in verdicts if v["name"] == stats.get("promoted")]
             best = promoted[0] if promoted else max(verdicts, key=lambda v: sign * v["task_mean"])
+        verdict = verdict_of(stats, bool(decision.promoted))
         row = {"adapter": name, "promoted": stats.get("promoted"), "decision": decision.sentence,
+               "verdict": verdict, "n_needed": stats.get("n_needed") if verdict == "hold" else None,
                "baseline": stats.get("baseline_task_mean")}
         if best:
             vb, vc = best["vs_baseline"], best.get("vs_control")

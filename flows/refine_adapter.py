@@ -21,7 +21,7 @@ from flows import worker
 from tasks.adapter_io import AdapterError, adapter_content_sha256
 from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, resolve_source
-from tasks.gate import ArmOutcomes, decide
+from tasks.gate import ArmOutcomes, decide, verdict_label, verdict_of
 from tasks.policies import get_policy
 from tasks.run_config import RunConfig
 
@@ -215,13 +215,21 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     return Candidates(ckey, ids, len(missing), calibrated, skipped)
 
 
-def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None) -> str:
-    return hashlib.sha256(f"{identity}|{spec.name}|{limit}".encode()).hexdigest()[:64]
+def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None) -> str:
+    scope = limit if docs is None else f"docs={docs[0]}:{docs[1]}"  # first N documents, or one look's chunk
+    return hashlib.sha256(f"{identity}|{spec.name}|{scope}".encode()).hexdigest()[:64]
+
+
+def _doc_order(doc_id) -> tuple:
+    """Documents in benchmark order (numeric ids as numbers: "10" after "9"), so a look's first n are the first n."""
+    text = str(doc_id)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
 
 @task(cache_policy=NO_CACHE)
 def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
-                      limit: int | None, kind: str, arms: list[str] | None = None) -> tuple[str, dict[str, list]]:
+                      limit: int | None, kind: str, arms: list[str] | None = None,
+                      docs: tuple[int, int] | None = None) -> tuple[str, dict[str, list]]:
     """Evaluate the baseline and every candidate on ``spec``, skipping scores already recorded.
 
     An evaluation is keyed by (subject, benchmark, limit, evaluator identity): the baseline's is reused across
@@ -230,13 +238,15 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
 
     Args:
         arms: The arm names to score besides the baseline (default: every arm of ``cands``).
+        docs: ``(start, stop)``: score documents ``start..stop-1`` instead of the first ``limit`` (one sequential
+            look's new documents; keyed as such).
 
     Returns:
         ``(evaluator key, subject name -> per-document outcomes aligned by document)``; subjects are
         "baseline" and the arm names.
     """
     reg = worker.registry(config)
-    ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit)
+    ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit, docs)
     subjects: dict[str, int | None] = {BASELINE: None, **{n: i for n, i in cands.ids.items()
                                                            if arms is None or n in arms}}
     todo: dict[str, Path | None] = {}
@@ -251,19 +261,21 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
         log = _logger()
         with worker.model_lock(adapter.base_model_id):
             ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
-            if _evaluator_key(ev.key, spec, limit) != ekey:  # the identity must be computable without the model
+            if _evaluator_key(ev.key, spec, limit, docs) != ekey:  # the identity must be computable without the model
                 raise RuntimeError(f"evaluator {config.evaluator!r}: its key {ev.key!r} differs from the identity "
                                    "computed before loading it; results could not be reused safely")
             out_dir = worker.store_dir(config, adapter.name, version.content_sha256, ekey) / "eval"
-            log.info("%s: scoring %d subject(s) on %s (%s documents)", adapter.name, len(todo), spec.name,
-                     limit if limit is not None else "all")
+            log.info("%s: scoring %d subject(s) on %s (%s)", adapter.name, len(todo), spec.name,
+                     f"documents {docs[0]}..{docs[1] - 1}" if docs else
+                     f"{limit} documents" if limit is not None else "all documents")
 
             def on_result(r, seconds: float) -> None:
                 log.info("%s: %s on %s: %s %.3f (n=%d, %.0f s)", adapter.name, r.subject, spec.name, r.metric,
                          r.value, r.n, seconds)
 
-            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=limit, out_dir=out_dir,
-                                  on_result=on_result)
+            chosen = {} if docs is None else {"docs": list(range(*docs))}
+            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=None if docs else limit,
+                                  out_dir=out_dir, on_result=on_result, **chosen)
             for name, r in results.items():
                 reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
                                    higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
@@ -272,15 +284,116 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
     out: dict[str, list] = {}
     for name, cid in subjects.items():
         row = reg.get_evaluation(version.id, spec.name, ekey, cid)
-        out[name] = [v for _, v in sorted(row.doc_outcomes_json, key=lambda p: str(p[0]))]
+        out[name] = [v for _, v in sorted(row.doc_outcomes_json, key=lambda p: _doc_order(p[0]))]
     _logger().info("%s: %s evaluated (%d new subjects)", adapter.name, spec.name, len(todo))
     return ekey, out
+
+
+def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
+                        arms: list[Arm]) -> tuple[tuple[str, dict[str, list]], dict]:
+    """The task benchmark in looks (:mod:`tasks.sequential`): each look scores only its new documents, for the
+    baseline, the controls and every candidate still running; the canaries are scored at the first look only.
+
+    A candidate stops at a look for futility (its gain's upper bound below ``gate.min_effect``); the adapter stops
+    when every candidate has stopped or one reaches efficacy, else at the budget.
+
+    Returns:
+        ``((key, subject -> outcomes of the documents it was scored on), record)``; the record (design, looks,
+        where each candidate stopped, documents evaluated) goes into the decision's statistics.
+    """
+    from tasks.sequential import design_for, look_candidates
+
+    present = [a for a in arms if a.name in cands.ids]
+    candidates = [a.name for a in present if a.role in ("policy", "scalar_control")]
+    controls = [a.name for a in present if a.role == "random_control"]
+    scalar = next((a.name for a in present if a.role == "scalar_control"), None)
+    canaries = [a.name for a in present if a.role in ("canary", "bare_base")]
+    design = design_for(config.sequential, config.gate, config.task_limit, len(candidates))
+    live, futile, looks, keys = list(candidates), {}, [], []
+    out: dict[str, list] = {}
+    start, stop_k = 0, len(design.looks)
+    for k, n_k in enumerate(design.looks, 1):
+        scored = live + controls + ([scalar] if scalar and scalar not in live else []) + (canaries if k == 1 else [])
+        ekey, chunk = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", scored,
+                                        docs=(start, n_k))
+        keys.append(ekey)
+        for name, values in chunk.items():
+            out.setdefault(name, []).extend(values)
+        results = look_candidates(design, k, out[BASELINE], {n: out[n] for n in live}, {n: out[n] for n in controls},
+                                  (scalar, out[scalar]) if scalar else None, spec.higher_is_better)
+        last = k == len(design.looks)  # the last look decides nothing itself: the gate does, at its level
+        looks.append({"look": k, "documents": n_k,
+                      "results": {n: "not significant" if last and r == "futility" else r for n, r in results.items()}})
+        if k < len(design.looks):
+            futile.update({n: k for n, r in results.items() if r == "futility"})
+        live = [n for n in live if n not in futile]
+        if k < len(design.looks) and (not live or any(results[n] == "efficacy" for n in live)):
+            stop_k = k
+            break
+        start = n_k
+    _logger().info("%s: %s in %d of %d looks (%d of %d documents)%s", adapter.name, spec.name, stop_k,
+                   len(design.looks), design.looks[stop_k - 1], design.looks[-1],
+                   f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in futile.items())}" if futile
+                   else "")
+    record = {"design": design.model_dump(mode="json"), "looks": looks, "stopped_at_look": stop_k,
+              "documents": design.looks[stop_k - 1], "futile": futile, "evaluation_keys": keys,
+              "subject_documents": sum(len(v) for v in out.values()),
+              "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
+    key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]
+    return (key, out), record
+
+
+def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, cands: list[ArmOutcomes],
+                         controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]):
+    """The gate at the look where the task evaluation stopped, with the candidates stopped earlier for futility
+    rejected on the documents they had (each at its own look's level)."""
+    import dataclasses
+
+    from tasks.gate import Decision
+    from tasks.sequential import SequentialDesign, look_config
+
+    design = SequentialDesign.model_validate(record["design"])
+    m = len(cands)
+    full = [c for c in cands if c.name not in record["futile"]]
+    decision = decide(base, full, controls, look_config(design, config.gate, record["stopped_at_look"], m), **extras)
+    stopped = []
+    for c in cands:
+        if c.name not in record["futile"]:
+            continue
+        j = record["futile"][c.name]
+        nj = design.looks[j - 1]
+
+        def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
+            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None)
+
+        scalar = first(extras["scalar_control"])
+        sub = decide(first(base), [first(c)], [first(r) for r in controls],
+                     look_config(design, config.gate, j, m), scalar_control=scalar if scalar is not None and
+                     scalar.name != c.name else None)  # fmt: skip
+        v = sub.verdicts[0]
+        stopped.append(dataclasses.replace(v, verdict="reject", passed=False, reason=(
+            f"{c.name}: stopped for futility at look {j} of {len(design.looks)} ({nj} documents) — " + v.reason)))
+    if not stopped:
+        return decision
+    verdicts = decision.verdicts + tuple(stopped)
+    if decision.verdict == "promote":
+        return dataclasses.replace(decision, verdicts=verdicts)
+    held = [v for v in verdicts if v.verdict == "hold"]
+    verdict = "hold" if held and not decision.flags else "reject"
+    n_needed = min(v.n_needed for v in held) if verdict == "hold" else None
+    sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts)
+    if decision.flags:
+        sentence = "no candidate promoted: " + "; ".join(decision.flags) + " | " + sentence.split(": ", 1)[1]
+    if verdict == "hold":
+        sentence += f" — held for evidence: needs ~{n_needed} documents"
+    return Decision(None, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
+                    decision.higher_is_better, verdict, decision.flags, decision.canaries, n_needed)
 
 
 @task(cache_policy=NO_CACHE)
 def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
                        task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
-                       task_name: str, guard_name: str | None) -> dict:
+                       task_name: str, guard_name: str | None, sequential: dict | None = None) -> dict:
     """Apply the gate to the stored outcomes, record the decision (once per decision key), move production.
 
     The decision key is the gate settings plus the evaluations weighed, so changing a threshold re-decides from
@@ -293,17 +406,24 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     guard_key, guard_out = guard_eval if guard_eval is not None else (None, None)
     evidence = {"task": [task_name, task_key], "guard": [guard_name, guard_key],
                 "subjects": sorted(cands.ids.items())}
+    if sequential is not None:
+        evidence["sequential"] = sequential["design"]
     dkey = decision_key(config.gate, cands.key, evidence)
     g = guard_out or {}
     by_name = {a.name: a for a in arms if a.name in cands.ids}
     base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
-    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n], g.get(n), higher_is_better)
-           for n, a in by_name.items()}
+    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
+                          None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better)
+           for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
     role = {n: a.role for n, a in by_name.items()}
     one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
-    decision = decide(base, [arm[n] for n in arm if role[n] in ("policy", "scalar_control")],
-                      [arm[n] for n in arm if role[n] == "random_control"], config.gate,
-                      scalar_control=one["scalar_control"], zero_rebuild=one["canary"], bare_base=one["bare_base"])
+    candidates = [arm[n] for n in arm if role[n] in ("policy", "scalar_control")]
+    controls = [arm[n] for n in arm if role[n] == "random_control"]
+    extras = {"scalar_control": one["scalar_control"], "zero_rebuild": one["canary"], "bare_base": one["bare_base"]}
+    if sequential is None:
+        decision = decide(base, candidates, controls, config.gate, **extras)
+    else:
+        decision = _sequential_decision(config, sequential, base, candidates, controls, extras)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
@@ -314,6 +434,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
     stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
     stats["ladder"] = {"roles": role, "skipped": cands.skipped}
+    if sequential is not None:
+        stats["sequential"] = sequential
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
@@ -321,8 +443,13 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     if row.promoted and config.promote:
         reg.promote(row, actor=config.actor)
         promoted = True
+    recorded = row.statistics_json or {}
+    verdict = verdict_of(recorded, bool(row.promoted))
+    n_needed = recorded.get("n_needed") if verdict == "hold" else None
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None,
-            "sentence": row.sentence, "statistics": row.statistics_json}
+            "verdict": verdict, "n_needed": n_needed,
+            "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
+            "sentence": row.sentence, "statistics": recorded}
 
 
 def _json_safe(obj):
@@ -351,8 +478,13 @@ def _artifacts(reg, adapter_name: str, result: dict) -> None:
                      "vs baseline (pts)": round(v["vs_baseline"]["delta"] * 100, 2),
                      "p vs baseline": round(v["vs_baseline"]["p_value"], 4),
                      "guard delta (pts)": None if v["guard_delta"] is None else round(v["guard_delta"] * 100, 2),
+                     "verdict": verdict_label(v.get("verdict") or ("promote" if v["passed"] else "reject"),
+                                              v.get("n_needed")),
+                     "MDE (pts)": None if v.get("mde") is None else round(v["mde"] * 100, 2),
                      "passed": v["passed"]})
-    create_table_artifact(key=key, table=rows, description=f"{adapter_name}: {result.get('sentence', '')}")
+    label = result.get("verdict_label") or verdict_label(verdict_of(stats, bool(stats.get("promoted"))))
+    create_table_artifact(key=key, table=rows,
+                          description=f"{adapter_name}: {label.upper()} — {result.get('sentence', '')}")
     from flows.dashboard import adapter_data, adapter_markdown
 
     # the dashboard's adapter view as markdown: scores with intervals, deltas, p-values, decision, history
@@ -384,18 +516,23 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         arms = plan_arms(config, surgery)
         cands = make_candidates(config, version, adapter, local, arms)
         spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
-        task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.task_limit, "task")
+        sequential = None
+        if config.sequential.enabled:
+            task_eval, sequential = evaluate_sequential(config, version, adapter, local, cands, spec, arms)
+        else:
+            task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.task_limit, "task")
         guard_eval, guard_name = None, None
         if config.guard:
             gspec = guard_benchmark(config.benchmark_profile)
             guard_name = gspec.name
             # the guard scores what could be promoted (and the random controls, for the dashboard's risk view);
             # the canaries and the bare base are checked on the task benchmark only
-            guarded = [a.name for a in arms if a.role in ("policy", "scalar_control", "random_control")]
+            guarded = [a.name for a in arms if a.role in ("policy", "scalar_control", "random_control")
+                       and a.name not in (sequential or {}).get("futile", {})]  # stopped for futility: rejected
             guard_eval = task_eval if gspec.name == spec.name else evaluate_subjects(
                 config, version, adapter, local, cands, gspec, config.guard_limit, "guard", guarded)
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                    spec.higher_is_better, spec.name, guard_name)
+                                    spec.higher_is_better, spec.name, guard_name, sequential)
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:
         reg.record_failure(run_id, version_id, e, config_hash=chash)

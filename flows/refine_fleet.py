@@ -83,14 +83,15 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     failed = [r for r in results if r.get("status") == "failed"]
     reg.finish_run(run.id, "completed")
     summary = {"run_id": run.id, "refined": len(pending), "failed": len(failed), "results": results}
-    rows = [{"adapter": r["adapter"], "status": r["status"], "promoted": r.get("promoted"),
-             "decision": r.get("sentence") or r.get("error", "")} for r in results]
+    rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
+             "promoted": r.get("promoted"), "decision": r.get("sentence") or r.get("error", "")} for r in results]
     if rows:
         create_table_artifact(key="nightly-refinement", table=rows,
                               description=f"{len(pending)} refined, {len(failed)} failed")
     create_markdown_artifact(key="nightly-refinement-summary", markdown="\n".join(
         [f"## Nightly refinement run {run.id}", "", f"{len(pending)} adapter version(s) refined, {len(failed)} failed.",
-         ""] + [f"- **{r['adapter']}**: {r.get('sentence') or r.get('error', r['status'])}" for r in results]))
+         ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
+               + f"{r.get('sentence') or r.get('error', r['status'])}" for r in results]))
     return summary
 
 

@@ -24,8 +24,9 @@ def canaries(baseline: ArmOutcomes, zero_rebuild: ArmOutcomes | None, bare_base:
 
     Args:
         baseline: The unedited adapter.
-        zero_rebuild: The zero-rebuild arm, aligned with the baseline (None: not checked).
-        bare_base: The base model without the adapter, aligned (None: not checked).
+        zero_rebuild: The zero-rebuild arm, aligned with the baseline on its first documents (a sequential run scores
+            the canaries at the first look only; None: not checked).
+        bare_base: The base model without the adapter, aligned the same way (None: not checked).
         tolerance: ``GateConfig.canary_tolerance``.
 
     Returns:
@@ -38,15 +39,16 @@ def canaries(baseline: ArmOutcomes, zero_rebuild: ArmOutcomes | None, bare_base:
     for key, arm in (("zero_rebuild", zero_rebuild), ("bare_base", bare_base)):
         if arm is None:
             continue
-        differ = int(np.sum(np.abs(np.asarray(arm.task, dtype=np.float64) - base) > _EPS))
-        frac = differ / base.size
+        own = np.asarray(arm.task, dtype=np.float64)  # a canary may be scored on the first documents only
+        differ = int(np.sum(np.abs(own - base[: own.size]) > _EPS))
+        frac = differ / own.size
         ok = frac <= tolerance + _EPS if key == "zero_rebuild" else differ > 0
         record[key] = {"arm": arm.name, "n_differ": differ, "fraction": frac, "ok": ok,
                        **({"tolerance": tolerance} if key == "zero_rebuild" else {})}  # fmt: skip
         if not ok and key == "zero_rebuild":
-            flags.append(f"zero-rebuild canary {arm.name} differs from the baseline on {differ} of {base.size} "
+            flags.append(f"zero-rebuild canary {arm.name} differs from the baseline on {differ} of {own.size} "
                          f"documents ({frac * 100:.1f}% > tolerance {tolerance * 100:.1f}%)")  # fmt: skip
         elif not ok:
             flags.append(f"adapter not applied: the baseline matches the bare base {arm.name} on all "
-                         f"{base.size} documents")  # fmt: skip
+                         f"{own.size} documents")  # fmt: skip
     return record, tuple(flags)

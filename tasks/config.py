@@ -172,7 +172,7 @@ class SurgeryConfig(_Strict):
         ("abs_select", "smooth_abs", "grad_direction"), description="Non-control policies to apply."
     )
     random_control_seeds: tuple[int, ...] = Field(
-        (42,), description="Seeds of the random_index control (the best of them must be beaten; the GPU config uses 3)."
+        (42, 43, 44), description="Seeds of the random_index control (the best of them must be beaten)."
     )
     global_scalar: GlobalScalarConfig = Field(
         default_factory=GlobalScalarConfig, description="How γ of the global_scalar control is chosen."

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -70,9 +70,10 @@ class Evaluator(Protocol):
 
     def evaluate(
         self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
-        on_result: Callable[[EvalResult, float], None] | None = None,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
     ) -> dict[str, EvalResult]:
-        """Evaluate every subject on the same first ``limit`` documents; write samples under ``out_dir``.
+        """Evaluate every subject on the same first ``limit`` documents (or exactly the document indices ``docs``,
+        with ``limit=None``: how a sequential look adds only new documents); write samples under ``out_dir``.
 
         ``on_result(result, seconds)`` is called as each subject finishes (progress for long nightly runs).
         """
@@ -129,6 +130,19 @@ def adapter_weights_file(adapter_dir: Path) -> Path:
         if (Path(adapter_dir) / name).is_file():
             return Path(adapter_dir) / name
     raise FileNotFoundError(f"{adapter_dir}: no {' or '.join(WEIGHT_FILES)} (not a PEFT adapter dir)")
+
+
+def _check_docs(docs: Sequence[int] | None, limit: int | None) -> list[int] | None:
+    """``docs`` as a list of distinct non-negative document indices, ascending; None when not given."""
+    if docs is None:
+        return None
+    if limit is not None:
+        raise ValueError(f"evaluate: give limit (first N documents) or docs (chosen indices), not both "
+                         f"(limit={limit!r}, {len(docs)} docs)")
+    out = sorted(docs)
+    if not out or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in out) or len(set(out)) != len(out):
+        raise ValueError(f"evaluate: docs must be distinct non-negative int document indices, got {list(docs)[:10]}")
+    return out
 
 
 def _check_inputs(subjects: dict[str, Path | None], limit: int | None) -> None:
@@ -355,7 +369,8 @@ class LmEvalEvaluator:
         return self._task_managers[with_defaults]
 
     # -- evaluation
-    def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None) -> dict:
+    def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None,
+             docs: list[int] | None = None) -> dict:
         from lm_eval import evaluator as lm_evaluator
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
@@ -373,6 +388,7 @@ class LmEvalEvaluator:
             model=hflm,
             tasks=[spec.lm_eval_task],
             limit=limit,
+            samples=None if docs is None else {spec.lm_eval_task: docs},  # these document indices only
             log_samples=True,
             task_manager=self._task_manager(spec),
             # lm-eval's request cache is keyed by task and prompts, not by model: sharing it across
@@ -390,9 +406,9 @@ class LmEvalEvaluator:
 
     def evaluate(
         self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
-        on_result: Callable[[EvalResult, float], None] | None = None,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
     ) -> dict[str, EvalResult]:
-        """Evaluate each subject on the first ``limit`` documents of ``benchmark``.
+        """Evaluate each subject on the first ``limit`` documents of ``benchmark`` (or on the indices ``docs``).
 
         Args:
             base_model: Hub id or local dir of the base model (or the ``model_id`` of a preloaded model).
@@ -401,13 +417,16 @@ class LmEvalEvaluator:
             limit: First N documents (None = ``spec.default_limit``, then all).
             out_dir: Samples go to ``out_dir/<subject>/<benchmark>.jsonl``.
             on_result: Called with each subject's result and its seconds as it finishes.
+            docs: Document indices to evaluate instead of the first ``limit`` (lm-eval's ``samples=``); their
+                ``doc_ids`` are these indices.
 
         Returns:
             Subject name -> :class:`EvalResult`, all with identical ``doc_ids``.
         """
         spec = get_benchmark(benchmark)
         _check_inputs(subjects, limit)
-        limit = limit if limit is not None else spec.default_limit
+        chosen = _check_docs(docs, limit)
+        limit = limit if limit is not None or chosen is not None else spec.default_limit
         if spec.executes_code and spec.kind == "hub":
             os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
         base = self._base(base_model)
@@ -418,12 +437,12 @@ class LmEvalEvaluator:
                 if path is None:
                     if base.peft is not None:
                         with base.peft.disable_adapter():
-                            res = self._run(base.peft, base.tokenizer, spec, limit)
+                            res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
                     else:
-                        res = self._run(base.model, base.tokenizer, spec, limit)
+                        res = self._run(base.model, base.tokenizer, spec, limit, chosen)
                 else:
                     self._load_adapter(base, Path(path))
-                    res = self._run(base.peft, base.tokenizer, spec, limit)
+                    res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
                 out[subject] = self._result(subject, spec, res, Path(out_dir))
                 if on_result is not None:
                     on_result(out[subject], time.perf_counter() - t0)
@@ -480,39 +499,53 @@ class FakeEvaluator:
     Args:
         n_docs: Documents per benchmark when no limit is given.
         rate: Default success probability per document.
-        rates: Per-subject-name success probabilities overriding ``rate`` (to script a winner in tests).
+        seed: Draw ``u_i`` from this seed instead of the base model's name (a test whose base lives in a temporary
+            directory then sees the same documents every session).
+        rates: Per-subject success probabilities overriding ``rate`` (to script a winner in tests): keyed by subject
+            name (``"smooth_abs"``) or, more specific and winning over it, by ``"<benchmark>/<subject>"``
+            (``"ss_mc/smooth_abs"``), so one fleet can hold adapters whose benchmarks script different outcomes.
     """
 
-    def __init__(self, *, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None) -> None:
+    def __init__(self, *, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
+                 seed: int | None = None) -> None:
         if not 0.0 <= rate <= 1.0 or any(not 0.0 <= r <= 1.0 for r in (rates or {}).values()):
             raise ValueError("FakeEvaluator: rates must be in [0, 1]")
-        self.n_docs, self.rate, self.rates = n_docs, rate, dict(rates or {})
-        self.key = self.identity(n_docs=n_docs, rate=rate, rates=rates)
+        self.n_docs, self.rate, self.rates, self.seed = n_docs, rate, dict(rates or {}), seed
+        self.key = self.identity(n_docs=n_docs, rate=rate, rates=rates, seed=seed)
 
     @staticmethod
     def identity(*, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
-                 **_ignored: Any) -> str:
+                 seed: int | None = None, **_ignored: Any) -> str:
         """What determines the fake outcomes (see :func:`evaluator_identity`)."""
-        return f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(dict(rates or {}).items())}"
+        return (f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(dict(rates or {}).items())}"
+                + ("" if seed is None else f";seed={seed}"))
 
     def evaluate(
         self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
-        on_result: Callable[[EvalResult, float], None] | None = None,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
     ) -> dict[str, EvalResult]:
-        """Same contract as :meth:`LmEvalEvaluator.evaluate`; samples hold ``doc_id`` and the outcome."""
+        """Same contract as :meth:`LmEvalEvaluator.evaluate`; samples hold ``doc_id`` and the outcome.
+
+        Document ``i`` scores the same whichever call evaluates it (first ``limit`` or chosen ``docs``).
+        """
         spec = get_benchmark(benchmark)
         _check_inputs(subjects, limit)
-        n = limit or spec.default_limit or self.n_docs
+        chosen = _check_docs(docs, limit)
+        if chosen is None:
+            chosen = list(range(limit or spec.default_limit or self.n_docs))
+        n = len(chosen)
         out = {}
-        u = [int.from_bytes(hashlib.sha256(f"base:{base_model}|{spec.name}|{i}".encode()).digest()[:8], "big") / 2**64
-             for i in range(n)]
+        draw = base_model if self.seed is None else f"seed={self.seed}"  # a seed: the same documents on any path
+        u = [int.from_bytes(hashlib.sha256(f"base:{draw}|{spec.name}|{i}".encode()).digest()[:8], "big") / 2**64
+             for i in chosen]
         for subject, path in subjects.items():
-            s = [0.0] * n if path is None else _update_projections(Path(path), spec.name, n)
-            p = self.rates.get(subject, self.rate)
+            s = [0.0] * n if path is None else _update_projections(Path(path), spec.name, chosen[-1] + 1)
+            s = s if path is None else [s[i] for i in chosen]
+            p = self.rates.get(f"{spec.name}/{subject}", self.rates.get(subject, self.rate))
             amp = 0.8 * p * (1.0 - p)  # 0.2 at rate 0.5; a rate of 0 or 1 stays exact
-            outcomes = [1.0 if u[i] < p + amp * math.sin(s[i] / 0.5) else 0.0 for i in range(n)]
-            doc_ids = [str(i) for i in range(n)]
-            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in enumerate(outcomes)]
+            outcomes = [1.0 if u[j] < p + amp * math.sin(s[j] / 0.5) else 0.0 for j in range(n)]
+            doc_ids = [str(i) for i in chosen]
+            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in zip(chosen, outcomes)]
             path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
             out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
                                       spec.higher_is_better, doc_ids, outcomes, path_out)  # fmt: skip

@@ -236,6 +236,23 @@ def pts(x: float, unit: str = "") -> str:
     return f"{'−' if v < 0 else '+'}{abs(v):.1f}{unit}"
 
 
+def verdict_of(statistics: dict | None, promoted: bool) -> Verdict:
+    """The decision's verdict from its recorded statistics (decisions recorded before verdicts existed: promote
+    when something was promoted, else reject)."""
+    v = (statistics or {}).get("verdict")
+    return v if v in ("promote", "hold", "reject") else ("promote" if promoted else "reject")
+
+
+def verdict_label(verdict: str, n_needed: int | None = None, promoted: str | None = None) -> str:
+    """The few words every surface (CLI, ``--json``, artifacts, dashboard) shows for a verdict, so a HOLD ("could
+    not tell yet") never reads like a REJECT ("measured, not worth it")."""
+    if verdict == "promote":
+        return f"promote {promoted}" if promoted else "promote"
+    if verdict == "hold":
+        return f"held for evidence: needs ~{n_needed} documents" if n_needed else "held for evidence"
+    return "rejected"
+
+
 def fmt_p(p: float) -> str:
     """A p-value with three significant digits, floored at "p<0.001"."""
     return "p<0.001" if p < 0.001 else f"p={p:.3g}"
@@ -324,7 +341,9 @@ def _check_inputs(baseline: ArmOutcomes, candidates: Sequence[ArmOutcomes], cont
         if arm.higher_is_better != baseline.higher_is_better:
             raise ValueError(f"{role} {arm.name!r}: higher_is_better={arm.higher_is_better} but baseline "
                              f"{baseline.name!r} has {baseline.higher_is_better}; arms share one metric")  # fmt: skip
-        if len(arm.task) != n_task:
+        if role in ("zero_rebuild", "bare_base") and 0 < len(arm.task) <= n_task:
+            pass  # a canary may be scored on the first documents only (a sequential run's first look)
+        elif len(arm.task) != n_task:
             raise ValueError(f"{role} {arm.name!r}: task has {len(arm.task)} outcomes, baseline {baseline.name!r} "
                              f"has {n_task}; outcomes must be aligned by document")  # fmt: skip
         if arm.guard is not None and n_guard is not None and len(arm.guard) != n_guard:

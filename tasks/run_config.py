@@ -25,22 +25,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
+from tasks.sequential import SequentialConfig
 
 
 class LadderConfig(BaseModel):
     """The control ladder every decision carries besides the random controls (issue 9; EXTENSIONS.md §8.3, §8.4).
 
-    Each is evaluated like a candidate on the task benchmark and recorded in the decision sentence. Off by default
-    for now (each costs one more evaluation per adapter on CPU); ``deployments/configs/nightly-gpu.yaml`` turns them on.
+    Each is evaluated like a candidate on the task benchmark and recorded in the decision sentence. All on by
+    default: a decision that cannot say whether a global rescale explains its gain, or whether the adapter was applied
+    at all, is not one a platform team can act on. Each costs one more evaluation per adapter (the scalar also a few
+    calibration-loss passes to choose γ); turn one off only knowingly.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    global_scalar: bool = Field(False, description="Calibrated global scalar σ·γ (γ on held-out calibration data): "
+    global_scalar: bool = Field(True, description="Calibrated global scalar σ·γ (γ on held-out calibration data): "
                                 "a policy that does not beat it is explained by a global rescale; it may be promoted.")
-    zero_rebuild: bool = Field(False, description="Zero-rebuild canary (σ unchanged, same write path): must match the "
+    zero_rebuild: bool = Field(True, description="Zero-rebuild canary (σ unchanged, same write path): must match the "
                                "baseline's per-document outcomes within gate.canary_tolerance, else nothing is promoted.")
-    bare_base: bool = Field(False, description="Adapter-applied canary: the baseline must differ from the bare base "
+    bare_base: bool = Field(True, description="Adapter-applied canary: the baseline must differ from the bare base "
                             "model on some documents, else nothing is promoted.")
 
 
@@ -54,6 +57,8 @@ class RunConfig(BaseModel):
     surgery: SurgeryConfig = Field(default_factory=SurgeryConfig, description="Policies, targets, calibration.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
     ladder: LadderConfig = Field(default_factory=LadderConfig, description="Controls and canaries of every decision.")
+    sequential: SequentialConfig = Field(default_factory=SequentialConfig,
+                                         description="Evaluate the task benchmark in looks and stop early.")
     evaluator: str = Field("lm_eval", description="Registered evaluator name (lm_eval; fake is for tests).")
     evaluator_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the evaluator.")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
@@ -85,6 +90,9 @@ class RunConfig(BaseModel):
                 "surgery.policies lists random_index: the random control is added automatically for every seed in "
                 "surgery.random_control_seeds; remove it from policies."
             )
+        if self.sequential.enabled and (self.task_limit is None or self.task_limit < self.sequential.looks):
+            raise ValueError(f"sequential.enabled needs task_limit >= sequential.looks ({self.sequential.looks}), got "
+                             f"task_limit={self.task_limit}: set task_limit to the document budget of the last look")
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")
@@ -97,6 +105,8 @@ class RunConfig(BaseModel):
             include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "benchmark_profile", "task_limit",
                      "guard_limit", "guard", "calib_source"},
         )
+        if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
+            keyed["sequential"] = self.sequential.model_dump(mode="json")
         keyed["adapter_overrides"] = adapter_overrides or {}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 

@@ -291,6 +291,72 @@ def last_look_config(design: SequentialDesign, cfg: GateConfig, n_candidates: in
     return cfg.model_copy(update={"alpha": n_candidates * last_look_alpha(design), "correction": "bonferroni"})
 
 
+# ------------------------------------------------------------------------------------- the flow's rule
+class SequentialConfig(BaseModel):
+    """How the nightly flow evaluates the task benchmark in looks (``RunConfig.sequential``; all recorded).
+
+    The budget is ``RunConfig.task_limit``; looks at ``⌈budget·k/K⌉``; ``alpha`` is the gate's, split over the
+    m candidates of a decision (Bonferroni) and spent over the looks by ``spending``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="Evaluate in looks and stop early (off: every document, one look).")
+    looks: int = Field(4, ge=2, le=20, description="Number of looks K (the last one at the whole budget).")
+    spending: Spending = Field("obrien_fleming", description="Lan–DeMets spending function type.")
+    futility: bool = Field(True, description="Stop a candidate whose gain's upper bound is below gate.min_effect.")
+
+
+def design_for(seq: SequentialConfig, gate: GateConfig, budget: int, n_candidates: int) -> SequentialDesign:
+    """The design of one decision: K looks over ``budget`` documents at level ``gate.alpha / m``."""
+    if budget < seq.looks:
+        raise ValueError(f"sequential evaluation needs task_limit >= looks, got task_limit={budget}, "
+                         f"looks={seq.looks}; raise task_limit or lower sequential.looks")
+    return SequentialDesign.equally_spaced(budget, seq.looks, alpha=gate.alpha / max(1, n_candidates),
+                                           spending=seq.spending, futility=seq.futility, min_effect=gate.min_effect,
+                                           futility_confidence=gate.confidence)
+
+
+def _hib(x: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    return a if higher_is_better else 1.0 - a
+
+
+def look_candidates(design: SequentialDesign, k: int, baseline: Sequence[float], candidates: dict[str, Sequence[float]],
+                    controls: dict[str, Sequence[float]], scalar: tuple[str, Sequence[float]] | None = None,
+                    higher_is_better: bool = True) -> dict[str, LookResult]:  # fmt: skip
+    """Every candidate's result at look k: :func:`look` against the baseline, the best control so far (by mean
+    on these documents) and the calibrated scalar (not against itself), :func:`combine`-d.
+
+    Outcomes that are not 0/1 cannot be looked at with exact McNemar: every candidate then continues (the flow
+    evaluates the whole budget and the fixed gate decides).
+    """
+    n = design.looks[k - 1]
+    base = _hib(baseline, higher_is_better)[:n]
+    every = [base, *(_hib(v, higher_is_better)[:n] for v in (*candidates.values(), *controls.values()))]
+    if scalar is not None:
+        every.append(_hib(scalar[1], higher_is_better)[:n])
+    if not all(is_binary(v) for v in every):
+        return {name: "continue" for name in candidates}
+    best = max(controls.items(), key=lambda kv: (float(np.mean(_hib(kv[1], higher_is_better)[:n])), kv[0]),
+               default=None)  # fmt: skip
+    out: dict[str, LookResult] = {}
+    for name, c in candidates.items():
+        a = _hib(c, higher_is_better)
+        refs = [base] + ([_hib(best[1], higher_is_better)] if best is not None else [])
+        if scalar is not None and scalar[0] != name:
+            refs.append(_hib(scalar[1], higher_is_better))
+        out[name] = combine([look(design, k, a, r) for r in refs])
+    return out
+
+
+def look_config(design: SequentialDesign, cfg: GateConfig, k: int, n_candidates: int) -> GateConfig:
+    """The gate's config for a decision taken at look k: each candidate tested at that look's nominal level
+    ``α_k`` (Bonferroni over the m candidates: ``alpha = m·α_k``); everything else unchanged."""
+    level = boundaries(design).nominal_alpha[k - 1]
+    return cfg.model_copy(update={"alpha": min(max(1, n_candidates) * level, 0.999), "correction": "bonferroni"})
+
+
 # ------------------------------------------------------------------------------------------ simulation
 @dataclass(frozen=True)
 class SimulationResult:

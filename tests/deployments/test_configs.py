@@ -185,7 +185,8 @@ def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, 
         version = reg.list_versions(name)[0]
         decision = reg.decision_of_run(version.id, adapter_config_hash(cfg, reg.get_adapter(name)))
         assert decision is not None and decision.sentence
-        assert len(reg.list_candidates(version.id)) == 4  # three policies and the random control
+        # three policies, the global scalar, three random seeds, the zero rebuild and the bare base (the ladder)
+        assert len(reg.list_candidates(version.id)) == 9
 
 
 @pytest.mark.slow
@@ -232,5 +233,5 @@ def test_process_work_pool_runs_prefect_yaml(prefect_harness, _fresh_worker, tin
     assert "concurrency limit" in states[0].message.lower()
     reg = Registry.open(None, data)
     assert [r.status for r in reg.adapter_runs(1)] == ["completed"]
-    assert len(reg.list_candidates(reg.list_versions("ad0")[0].id)) == 4
+    assert len(reg.list_candidates(reg.list_versions("ad0")[0].id)) == 9  # policies, scalar, 3 seeds, canaries
     reg.close()

@@ -100,7 +100,7 @@ def build_flow_registry(root: Path, base: Path):
     from flows import worker
     from flows.refine_fleet import run_nightly
     from tasks.config import CalibConfig, SurgeryConfig
-    from tasks.run_config import RunConfig
+    from tasks.run_config import LadderConfig, RunConfig
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -110,8 +110,11 @@ def build_flow_registry(root: Path, base: Path):
             "ad-bad": tiny.save_adapter(base, root / "ad-bad", seed=3, targets=["q_proj"])}
     calib = root / "calib.jsonl"
     calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
-    surgery = SurgeryConfig(calib=CalibConfig(n_samples=4, batch_size=4))
-    common = dict(data_dir=root / "data", evaluator="fake", calib_source=str(calib), surgery=surgery)
+    # The views under test are the candidates' and one random control's; the ladder's rungs are the flow's (tested
+    # in tests/flows/test_nightly.py), so this registry is built without them, at one control seed.
+    surgery = SurgeryConfig(calib=CalibConfig(n_samples=4, batch_size=4), random_control_seeds=(42,))
+    common = dict(data_dir=root / "data", evaluator="fake", calib_source=str(calib), surgery=surgery,
+                  ladder=LadderConfig(global_scalar=False, zero_rebuild=False, bare_base=False))
     # Night 1: the fake evaluator scripts smooth_abs to win, so there are promotions.
     night1 = RunConfig(**common, evaluator_options={"n_docs": 40, "rates": {
         "smooth_abs": 0.9, "baseline": 0.3, CONTROL: 0.3}})

@@ -175,7 +175,8 @@ def test_run_refines_decides_and_promotes(ran, fleet):
     assert set(by_name) == {"ad0", "ad1"}
     for name, r in by_name.items():
         assert r["status"] == "completed" and r["promoted"] == "smooth_abs"
-        assert r["candidates_written"] == 4  # three policies and the random control
+        assert r["candidates_written"] == 9  # three policies, the scalar, three random seeds, two canaries
+        assert r["verdict"] == "promote" and r["verdict_label"] == "promote smooth_abs"
         assert "→ promoted" in r["sentence"] and r["statistics"]["promoted"] == "smooth_abs"
         assert r["decision_id"]
     # the evaluator options of the file and of the command line were merged: n_docs 60 and the scripted winner
@@ -231,7 +232,9 @@ def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness,
     # the dry run's winner is promoted by hand afterwards
     hist = cli(*_in(data, "history", "ad0", "--json")).json()
     assert hist["events"] == []
-    assert sorted(c["policy"] for c in hist["candidates"]) == ["random_index", "smooth_abs"]
+    assert sorted(c["policy"] for c in hist["candidates"]) == ["bare_base", "global_scalar", "random_index",
+                                                               "random_index", "random_index", "smooth_abs",
+                                                               "zero_rebuild"]
     best = hist["candidates"][0]
     assert best["policy"] == "smooth_abs" and best["task_score"] > best["baseline_score"]
     moved = cli(*_in(data, "promote", best["id"], "--reason", "dry run looked good", "--json")).json()
@@ -271,7 +274,8 @@ def test_promote_and_rollback_are_audited(ran, monkeypatch):
     assert [(e["kind"], e["actor"]) for e in hist["events"]] == [("promotion", "nightly")]
     nightly_pick = hist["production"]["candidate_id"]
     cands = {c["policy"]: c for c in hist["candidates"]}
-    assert set(cands) == {"abs_select", "smooth_abs", "grad_direction", "random_index"}
+    assert set(cands) == {"abs_select", "smooth_abs", "grad_direction", "global_scalar", "random_index", "zero_rebuild",
+                          "bare_base"}
     assert hist["candidates"][0]["policy"] == "smooth_abs" == hist["production"]["policy"]  # best first
     assert cands["random_index"]["is_control"] and cands["smooth_abs"]["id"] == nightly_pick
     other = cands["abs_select"]["id"]
@@ -354,3 +358,14 @@ def test_dashboard_is_written(ran, tmp_path):
     assert r.json() == {"path": str(out)}
     html = out.read_text()
     assert "ad0" in html and "ad1" in html and "smooth_abs" in html
+
+
+def test_verdict_cell_tells_hold_from_reject():
+    from flows.cli_run import _verdict_cell
+
+    assert _verdict_cell({"status": "completed", "verdict": "promote", "promoted": "smooth_abs"}) == \
+        "[green]PROMOTE[/] smooth_abs"
+    assert _verdict_cell({"status": "completed", "verdict": "hold", "n_needed": 2823}) == \
+        "[yellow]HOLD[/] (needs ~2,823 docs)"
+    assert _verdict_cell({"status": "completed", "verdict": "reject"}) == "[red]REJECT[/]"
+    assert _verdict_cell({"status": "failed"}) == "—"

@@ -33,7 +33,7 @@ from tests.flows.dashboard_support import (
 )
 
 ARMS = {"baseline", *POLICIES, CONTROL}
-SECTIONS = ("fleet", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
+SECTIONS = ("fleet", "evidence", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -168,6 +168,12 @@ def test_fleet_view_html(page):
     failures = html.split('<section id="failures">', 1)[1].split("</section>", 1)[0]
     assert failures.count("<details>") == 3 and "Traceback" in failures  # 2 refinements + 1 fetch of ad-gone
     assert "never-there" in failures and ">scan</td>" in failures
+    # the evidence table: one row per candidate of each latest decision, the promoted one marked
+    evidence = html.split('<section id="evidence">', 1)[1].split("</section>", 1)[0]
+    latest = [(a["name"], r) for a in data["adapters"] if a["nights"] for r in a["nights"][0]["rows"]
+              if r["role"] != "baseline"]
+    assert evidence.count("<tr><td>") == len(latest) > 0
+    assert "Δ vs global scalar" in evidence and "promoted" in evidence and "control" in evidence
 
 
 # ---------------------------------------------------------------------------------------- adapter view
@@ -269,7 +275,7 @@ def test_adapter_section_html(page):
                   "Promotion, override and rollback history"):
         assert title in win, title
     assert win.count('<p class="guide">Reading guide') >= 4
-    assert "p<0.001" in win and "promoted" in win and "refused" in win
+    assert "p<0.001" in win and "promoted" in win and ("rejected" in win or "held" in win)
     trend = chart_labelled(win, "task metric across nights")
     texts = svg_texts(trend)
     metric = views(data)["ad-win"]["metric"]

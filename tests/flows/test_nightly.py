@@ -23,6 +23,10 @@ from tests import tiny
 REPO = Path(__file__).resolve().parents[2]
 TABLES = [m.Adapter, m.AdapterVersion, m.RefinementRun, m.AdapterRun, m.Candidate, m.Evaluation, m.GuardResult,
           m.Decision, m.ProductionPointer, m.PromotionEvent]
+# every candidate of an adapter under the defaults: the three policies, the calibrated global scalar, random_index at
+# three seeds, the zero-rebuild canary and the bare base
+LADDERED = ["abs_select", "bare_base", "global_scalar", "grad_direction", "random_index", "random_index",
+            "random_index", "smooth_abs", "zero_rebuild"]
 WINNER = {"smooth_abs": 0.9}  # the fake evaluator scores smooth_abs' documents at 0.9 and everything else at 0.5
 
 
@@ -72,12 +76,12 @@ def test_fleet_with_one_corrupt_adapter(prefect_harness, make_fleet, fleet_base,
     runs = reg.adapter_runs(out["run_id"])
     failed = [r for r in runs if r.status == "failed"]
     assert len(failed) == 1 and "safetensors" in failed[0].error_message
-    # every policy plus the random control produced a candidate for each healthy adapter
+    # every policy and rung of the ladder produced a candidate for each healthy adapter (the bare base: no files)
     for name in ("ad0", "ad2"):
         version = reg.list_versions(name)[0]
         cands = reg.list_candidates(version.id)
-        assert sorted(c.policy for c in cands) == ["abs_select", "grad_direction", "random_index", "smooth_abs"]
-        assert all(Path(c.artifact_uri, "edit_manifest.json").is_file() for c in cands)
+        assert sorted(c.policy for c in cands) == LADDERED
+        assert all(Path(c.artifact_uri, "edit_manifest.json").is_file() for c in cands if c.policy != "bare_base")
         evals = reg.list_evaluations(version.id)
         assert all(e.doc_outcomes_json and len(e.doc_outcomes_json) == e.n for e in evals)
         prod = reg.production(name)
@@ -195,7 +199,7 @@ def test_new_policy_evaluates_only_the_new_candidate(prefect_harness, make_fleet
     assert {k: v for k, v in now.items() if k in old} == old  # the others are the same rows, reused
     decision = reg.decision_of_run(version.id, more.result_hash(_declared(reg)))
     assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"abs_select", "smooth_abs", "grad_direction",
-                                                                          "double_smooth"}
+                                                                          "double_smooth", "global_scalar"}
 
 
 def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, fleet_base, tmp_path):
@@ -286,7 +290,7 @@ def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, flee
     out = run_nightly(cfg)
     assert out["failed"] == 0
     counts = _counts(reg)
-    assert counts["candidates"] == 3 * 4 and counts["decisions"] == 3
+    assert counts["candidates"] == 3 * len(LADDERED) and counts["decisions"] == 3
     assert counts["promotion_events"] == counts["production_pointers"] == sum(
         1 for n in ("ad0", "ad1", "ad2") if reg.production(n) is not None)
     for name in ("ad0", "ad1", "ad2"):
@@ -302,7 +306,7 @@ def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet
     for p, (so, se) in zip(procs, outs):
         assert p.returncode == 0, se[-3000:]
     counts = _counts(reg)
-    assert counts["decisions"] == 2 and counts["candidates"] == 2 * 4
+    assert counts["decisions"] == 2 and counts["candidates"] == 2 * len(LADDERED)
     for name in ("ad0", "ad1"):
         assert sum(e.kind == "promotion" for e in reg.history(name)) == 1
     assert counts["promotion_events"] == 2
@@ -338,3 +342,145 @@ def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefec
     again = run_nightly(cfg)
     assert again["failed"] == 0
     assert reg.get_adapter("ghost").fetch_error is None and len(reg.list_versions("ghost")) == 1
+
+
+# ------------------------------------------------------------------------------- every decision path in one fleet
+# What each arm of each benchmark scores (fake evaluator, "<benchmark>/<subject>" wins over "<subject>"; documents
+# drawn from seed 7, so every session sees the same ones): smooth_abs is clearly better on the math benchmark,
+# clearly worse on the multiple-choice one, and scripted a little better on the code one, where 60 documents cannot
+# tell (measured: +1.7 pts, upper bound +11.6: both no gain and 2 pts inside). The guard (ss_ifeval) is held by
+# smooth_abs at 0.9. The ladder and three random seeds are the defaults.
+THREE_PATHS = {"smooth_abs": 0.9, "ss_mc/smooth_abs": 0.2, "ss_mc/global_scalar": 0.2, "ss_code/smooth_abs": 0.6}
+# Unmistakable arms for the sequential test: every look's exact McNemar is decisive, whatever the documents are
+CLEAR = {"smooth_abs": 1.0, "ss_mc/smooth_abs": 0.0, "ss_mc/global_scalar": 0.0}
+
+
+def _three_paths_config(data_dir: Path, calib: Path, rates: dict = THREE_PATHS, **kw) -> RunConfig:
+    return RunConfig(data_dir=data_dir, evaluator="fake", evaluator_options={"n_docs": 60, "rates": rates, "seed": 7},
+                     calib_source=str(calib), task_limit=60, guard_limit=60,
+                     surgery=SurgeryConfig(policies=("smooth_abs",), calib=CalibConfig(n_samples=4, batch_size=4)),
+                     **kw)
+
+
+def _decision(reg, cfg: RunConfig, name: str):
+    from flows.refine_adapter import adapter_config_hash
+
+    return reg.decision_of_run(reg.list_versions(name)[0].id, adapter_config_hash(cfg, reg.get_adapter(name)))
+
+
+def test_one_fleet_reaches_promote_hold_and_reject(prefect_harness, make_fleet, fleet_base, tmp_path):
+    """PROMOTE (passed the whole default ladder), HOLD (with the documents it needs) and REJECT side by side."""
+    dirs, calib = make_fleet(3)
+    cfg = _three_paths_config(tmp_path / "data", calib)
+    assert cfg.ladder.global_scalar and cfg.ladder.zero_rebuild and cfg.ladder.bare_base
+    reg = _register(cfg, dirs, fleet_base, ("math", "commonsense", "code"))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0
+    by = {r["adapter"]: r for r in out["results"]}
+    assert {n: r["verdict"] for n, r in by.items()} == {"ad0": "promote", "ad1": "reject", "ad2": "hold"}
+
+    win = _decision(reg, cfg, "ad0").statistics_json
+    assert win["promoted"] == "smooth_abs" and not win["flags"]
+    (v,) = [v for v in win["verdicts"] if v["name"] == "smooth_abs"]
+    assert v["beats_baseline"] and v["beats_control"] and v["guard_ok"] and v["vs_scalar"]["delta"] > 0
+    assert {n for n, role in win["ladder"]["roles"].items() if role == "random_control"} == {
+        "random_index-s42", "random_index-s43", "random_index-s44"}
+    assert win["canaries"]["zero_rebuild"]["ok"] and win["canaries"]["bare_base"]["ok"]
+    assert reg.get_candidate(reg.production("ad0").candidate_id).policy == "smooth_abs"
+
+    lose = _decision(reg, cfg, "ad1")
+    assert not lose.promoted and lose.statistics_json["n_needed"] is None
+    assert all(v["verdict"] == "reject" for v in lose.statistics_json["verdicts"])
+    assert reg.production("ad1").candidate_id is None
+
+    held = _decision(reg, cfg, "ad2").statistics_json
+    holds = [v for v in held["verdicts"] if v["verdict"] == "hold"]
+    assert holds and all(h["vs_baseline"]["ci_low"] < 0.02 < h["vs_baseline"]["ci_high"] for h in holds)
+    assert all(h["n_needed"] >= held["n_needed"] for h in holds)
+    assert held["n_needed"] > 60 and by["ad2"]["n_needed"] == held["n_needed"]
+    assert f"held for evidence: needs ~{held['n_needed']} documents" in by["ad2"]["verdict_label"]
+    assert "held for evidence" in by["ad2"]["sentence"]
+
+
+def _break_zero_rebuild(monkeypatch) -> None:
+    """Write the zero-rebuild canary through a deliberately wrong rebuild (B' doubled) instead of the real one."""
+    import tasks.edit
+
+    real = tasks.edit.write_candidate
+
+    def writer(prepared, policy, surgery, out_dir, **kw):
+        path, manifest = real(prepared, policy, surgery, out_dir, **kw)
+        if policy == "zero_rebuild":
+            tiny.write_broken_rebuild(prepared, Path(path), kind="scale")
+        return path, manifest
+
+    monkeypatch.setattr(tasks.edit, "write_candidate", writer)
+
+
+def test_broken_rebuild_trips_the_zero_rebuild_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
+                                                      monkeypatch):
+    """The math adapter would be promoted; a rebuild that changes B·A flags the run and nothing is promoted."""
+    _break_zero_rebuild(monkeypatch)
+    dirs, calib = make_fleet(1)
+    cfg = _three_paths_config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0 and out["results"][0]["verdict"] == "reject"
+    stats = _decision(reg, cfg, "ad0").statistics_json
+    assert not stats["promoted"] and not stats["canaries"]["zero_rebuild"]["ok"]
+    assert stats["canaries"]["zero_rebuild"]["n_differ"] > 0 and stats["flags"]
+    assert "zero" in stats["flags"][0] and "zero" in stats["sentence"]
+    assert reg.production("ad0").candidate_id is None
+
+
+def test_adapter_not_applied_trips_the_bare_base_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
+                                                        monkeypatch):
+    """An evaluation stack that silently scores the bare base for every subject: flagged, nothing promoted."""
+    from tasks.evaluate import FakeEvaluator
+
+    real = FakeEvaluator.evaluate
+
+    def drops_adapters(self, base_model, subjects, benchmark, **kw):
+        return real(self, base_model, {name: None for name in subjects}, benchmark, **kw)
+
+    monkeypatch.setattr(FakeEvaluator, "evaluate", drops_adapters)
+    dirs, calib = make_fleet(1)
+    cfg = _three_paths_config(tmp_path / "data", calib, rates={})  # not applied: every subject scores alike
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0 and out["results"][0]["verdict"] == "reject"
+    stats = _decision(reg, cfg, "ad0").statistics_json
+    assert not stats["canaries"]["bare_base"]["ok"] and stats["canaries"]["bare_base"]["n_differ"] == 0
+    assert stats["flags"] and not stats["promoted"]
+
+
+def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefect_harness, make_fleet, fleet_base,
+                                                                           tmp_path):
+    """Looks of 60 documents up to 240: the clear winner and the clear loser stop at the first look, each look
+    scores only new documents for the arms still running, and the verdicts are those of the fixed 240-document run."""
+    from tasks.sequential import SequentialConfig
+
+    dirs, calib = make_fleet(2)
+    verdicts = {}
+    for mode, seq in (("fixed", SequentialConfig()), ("sequential", SequentialConfig(enabled=True, looks=4))):
+        cfg = _three_paths_config(tmp_path / mode, calib, rates=CLEAR, sequential=seq)
+        cfg = cfg.model_copy(update={"task_limit": 240})
+        reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
+        out = run_nightly(cfg)
+        assert out["failed"] == 0
+        verdicts[mode] = {r["adapter"]: r["verdict"] for r in out["results"]}
+        if mode == "fixed":
+            continue
+        for name, why in (("ad0", "efficacy"), ("ad1", "futility")):
+            stats = _decision(reg, cfg, name).statistics_json
+            rec = stats["sequential"]
+            assert rec["stopped_at_look"] == 1 and rec["documents"] == 60, rec
+            assert rec["looks"][0]["results"]["smooth_abs"] == why
+            assert rec["subject_documents"] < rec["fixed_subject_documents"] / 3
+            assert stats["config"]["correction"] == "bonferroni" and stats["config"]["alpha"] < 0.05
+            version = reg.list_versions(name)[0]
+            task_evals = [e for e in reg.list_evaluations(version.id) if e.kind == "task"]
+            assert {e.n for e in task_evals} == {60}  # one look's documents, never the whole budget
+            assert all([d for d, _ in e.doc_outcomes_json] == [str(i) for i in range(60)] for e in task_evals)
+        assert reg.get_candidate(reg.production("ad0").candidate_id).policy == "smooth_abs"
+    assert verdicts["sequential"] == verdicts["fixed"] == {"ad0": "promote", "ad1": "reject"}

@@ -24,7 +24,7 @@ ALL_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "dow
 
 def test_defaults_are_the_paper_drivers():
     s = SurgeryConfig()
-    assert s.policies == ("abs_select", "smooth_abs", "grad_direction") and s.random_control_seeds == (42,)
+    assert s.policies == ("abs_select", "smooth_abs", "grad_direction") and s.random_control_seeds == (42, 43, 44)
     assert (s.edit.eta_suppress, s.edit.eta_enhance, s.edit.asymmetric_update) == (2.0, 0.2, True)
     assert (s.edit.grad_norm, s.edit.preserve_energy, s.edit.update_mode) == ("mean_abs", "l1", "multiplicative")
     assert s.targets.target_modules == DEFAULT_TARGETS == ("o_proj", "down_proj")

@@ -175,6 +175,24 @@ def test_preloaded_model_is_used(tiny_base, tiny_adapter, tmp_path):
     assert not any("lora_" in n for n, _ in model.named_parameters())
 
 
+def test_chosen_documents_score_as_in_the_full_run(evaluator, tiny_base, other_adapter, mc_run, tmp_path):
+    """docs= (lm-eval's samples=) evaluates exactly those indices, each scored as the first-N run scores it."""
+    res, _ = mc_run
+    chosen = [LIMIT_MC - 1, 1, 3]
+    part = evaluator.evaluate(str(tiny_base), {"other": other_adapter, "bare": None}, "ss_mc", limit=None,
+                              docs=chosen, out_dir=tmp_path)
+    for name in ("other", "bare"):
+        assert part[name].doc_ids == [str(i) for i in sorted(chosen)] and part[name].n == 3
+        assert part[name].outcomes == [res[name].outcomes[i] for i in sorted(chosen)]
+        full = {s["doc_id"]: [c[0][0] for c in s["resps"]] for s in _samples(res[name])}
+        for s in _samples(part[name]):
+            assert [c[0][0] for c in s["resps"]] == pytest.approx(full[s["doc_id"]], abs=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        evaluator.evaluate(str(tiny_base), {"bare": None}, "ss_mc", limit=2, docs=[0], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="distinct non-negative"):
+        evaluator.evaluate(str(tiny_base), {"bare": None}, "ss_mc", limit=None, docs=[1, 1], out_dir=tmp_path)
+
+
 def test_input_errors(evaluator, tiny_base, tiny_adapter, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         evaluator.evaluate(str(tiny_base), {"x": tmp_path}, "ss_mc", limit=2, out_dir=tmp_path)
@@ -225,6 +243,17 @@ def test_fake_rates_and_default_size(tiny_base, tiny_adapter, tmp_path):
     assert res["good"].value == 1.0 and res["bad"].value == 0.0 and res["good"].n == 30
     assert res["good"].metric == "prompt_level_strict_acc"
     assert ev.key != FakeEvaluator().key
+    some = ev.evaluate(str(tiny_base), subjects, "ss_mc", limit=None, docs=[7, 2], out_dir=tmp_path / "d")
+    first = ev.evaluate(str(tiny_base), subjects, "ss_mc", limit=8, out_dir=tmp_path / "e")
+    assert some["bad"].doc_ids == ["2", "7"]
+    for r in (FakeEvaluator(rate=0.5),):  # mixed outcomes: document i scores the same in any call
+        a = r.evaluate(str(tiny_base), {"x": tiny_adapter}, "ss_mc", limit=None, docs=[5, 30], out_dir=tmp_path / "f")
+        b = r.evaluate(str(tiny_base), {"x": tiny_adapter}, "ss_mc", limit=31, out_dir=tmp_path / "g")
+        assert a["x"].outcomes == [b["x"].outcomes[5], b["x"].outcomes[30]]
+    assert first["good"].n == 8
+    per_bench = FakeEvaluator(n_docs=30, rates={"good": 1.0, "ss_mc/good": 0.0})  # benchmark-specific wins
+    assert per_bench.evaluate(str(tiny_base), subjects, "ifeval", limit=None, out_dir=tmp_path / "b")["good"].value == 1.0
+    assert per_bench.evaluate(str(tiny_base), subjects, "ss_mc", limit=None, out_dir=tmp_path / "c")["good"].value == 0.0
 
 
 # --------------------------------------------------------------------------------------- registry

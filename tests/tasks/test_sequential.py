@@ -10,8 +10,9 @@ from pydantic import ValidationError
 from scipy import stats as sps
 
 from tasks.gate import GateConfig
-from tasks.sequential import (SequentialDesign, boundaries, classical_constant, combine, crossing_probabilities,
-                              last_look_alpha, last_look_config, look, simulate_sequential, spending_function)  # fmt: skip
+from tasks.sequential import (SequentialConfig, SequentialDesign, boundaries, classical_constant, combine,
+                              crossing_probabilities, design_for, last_look_alpha, last_look_config, look,
+                              look_candidates, look_config, simulate_sequential, spending_function)  # fmt: skip
 
 # Jennison & Turnbull (2000), Group Sequential Methods, Table 2.3 (O'Brien–Fleming C_B) and Table 2.1 (Pocock C_P),
 # two-sided alpha = 0.05 (one-sided 0.025), K equally spaced looks.
@@ -111,6 +112,38 @@ def test_combine_and_last_look_config():
     cfg = last_look_config(d, GateConfig(), n_candidates=3)
     assert cfg.correction == "bonferroni" and cfg.alpha == pytest.approx(3 * last_look_alpha(d))
     assert last_look_alpha(d) < 0.05 / 3  # spending earlier leaves a stricter last look
+
+
+# ---------------------------------------------------------------------------------------- the flow's rule
+def test_design_for_splits_alpha_over_candidates_and_checks_the_budget():
+    d = design_for(SequentialConfig(enabled=True, looks=4), GateConfig(alpha=0.06, min_effect=0.03), 1000, 3)
+    assert d.looks == (250, 500, 750, 1000) and d.alpha == pytest.approx(0.02) and d.min_effect == 0.03
+    with pytest.raises(ValueError, match="task_limit >= looks"):
+        design_for(SequentialConfig(looks=5), GateConfig(), 4, 1)
+    cfg = look_config(d, GateConfig(), 2, 3)
+    assert cfg.correction == "bonferroni" and cfg.alpha == pytest.approx(3 * boundaries(d).nominal_alpha[1])
+
+
+def test_look_candidates_against_baseline_best_control_and_scalar():
+    d = SequentialDesign.equally_spaced(400, 4, alpha=0.05)
+    rng = np.random.default_rng(3)
+    base = (rng.random(400) < 0.5).astype(float)
+    good = np.maximum(base, (rng.random(400) < 0.6).astype(float))  # wins on ~30% of the documents, never loses
+    bad = np.minimum(base, (rng.random(400) < 0.3).astype(float))
+    ctrl = {"r1": base.copy(), "r2": np.minimum(base, (rng.random(400) < 0.9).astype(float))}
+    noisy = base.copy()
+    noisy[np.flatnonzero(base[:100] == 1)[:8]] = 0.0  # 8 losses and 8 wins among the first look's 100 documents
+    noisy[np.flatnonzero(base[:100] == 0)[:8]] = 1.0
+    res = look_candidates(d, 1, base, {"good": good, "bad": bad, "noisy": noisy, "same": base.copy()}, ctrl)
+    # no discordant pair in 100 documents bounds the gain below 2 pts: identical to the baseline is futile
+    assert res == {"good": "efficacy", "bad": "futility", "noisy": "continue", "same": "futility"}
+    # the scalar is a reference for the others, not for itself; a scalar as good as "good" blocks its efficacy
+    res = look_candidates(d, 1, base, {"good": good, "scalar": good.copy()}, ctrl, scalar=("scalar", good.copy()))
+    assert res["good"] != "efficacy" and res["scalar"] == "efficacy"
+    # lower-is-better metrics are flipped: "bad" (more zeros = lower) now wins
+    assert look_candidates(d, 1, base, {"bad": bad}, ctrl, higher_is_better=False)["bad"] == "efficacy"
+    # outcomes that are not 0/1 cannot be looked at: everything continues (the fixed gate decides)
+    assert look_candidates(d, 1, base * 0.5, {"good": good}, ctrl) == {"good": "continue"}
 
 
 # ------------------------------------------------------------------------------------------ simulation
