@@ -1,0 +1,96 @@
+"""Sequential vs fixed-n evaluation on the demo fleet (run on demand, not a timed test), in one run.
+
+    python -m tests.benchmarks.bench_sequential [--budget small] [--task-limit N] [--looks K] [--data-dir DIR]
+                                                [--json out.json]
+
+The demo fleet (three LoRA adapters on the bundled SmolLM2-135M-Instruct, trained or reused from ``DIR``) is
+refined twice by the real nightly flow (real lm-eval evaluator, the demo budget, the default ladder), each time in a
+FRESH registry and artifact store sharing only the model cache:
+
+* fixed: every arm scored on the first ``task_limit`` documents of its task suite;
+* sequential: ``RunConfig.sequential`` with K looks up to the same budget (``tasks/sequential.py``).
+
+Reported per mode: wall seconds, subject-documents scored on the task suites (the sum of ``n`` over the task
+evaluations), and each adapter's verdict; then the ratios and whether the verdicts are identical. Both runs load,
+calibrate and edit the same way (identical candidates), so the difference is the evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _task_documents(reg, names: list[str]) -> int:
+    total = 0
+    for name in names:
+        for version in reg.list_versions(name):
+            total += sum(e.n for e in reg.list_evaluations(version.id) if e.kind == "task")
+    return total
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="small", help="Demo budget preset (smallest, small, default, large).")
+    ap.add_argument("--task-limit", type=int, default=None, help="Document budget (default: the preset's).")
+    ap.add_argument("--looks", type=int, default=4, help="Looks of the sequential design.")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="Where the base model cache and the demo fleet live (reused across runs).")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
+    args = ap.parse_args(argv)
+
+    from flows import worker
+    from flows.demo import BUDGETS, demo_config, with_overrides
+    from flows.refine_fleet import run_nightly
+    from tasks.demo_fleet import build_demo_fleet
+    from tasks.model import BUNDLED_MODEL, resolve_base
+    from tasks.sequential import SequentialConfig
+
+    budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit)
+    cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    base_dir = resolve_base(BUNDLED_MODEL, data_dir=cache)
+    fleet = build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, on_progress=print)
+    names = [f"demo-{a['name']}" for a in fleet]
+    result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "modes": {}}
+    for mode in ("fixed", "sequential"):
+        run_dir = Path(tempfile.mkdtemp(prefix=f"bench-seq-{mode}-"))
+        try:
+            (run_dir / "models").symlink_to(cache / "models", target_is_directory=True)
+            cfg = demo_config(run_dir, budget)
+            if mode == "sequential":
+                cfg = cfg.model_copy(update={"sequential": SequentialConfig(enabled=True, looks=args.looks)})
+            reg = worker.registry(cfg)
+            for a in fleet:
+                reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
+                                     config={"calib": str(a["calib_path"])})
+            t = time.perf_counter()
+            summary = run_nightly(cfg)
+            seconds = time.perf_counter() - t
+            verdicts = {r["adapter"]: r.get("verdict") or r.get("status") for r in summary["results"]}
+            stops = {r["adapter"]: (r.get("statistics") or {}).get("sequential", {}).get("stopped_at_look")
+                     for r in summary["results"]}
+            result["modes"][mode] = {"seconds": seconds, "task_documents": _task_documents(reg, names),
+                                     "verdicts": verdicts, "failed": summary["failed"], "stopped_at_look": stops}
+            print(f"{mode}: {seconds:.1f} s, {result['modes'][mode]['task_documents']} task subject-documents, "
+                  f"verdicts {verdicts}" + (f", stopped at look {stops}" if mode == "sequential" else ""))
+        finally:
+            worker.reset()
+            shutil.rmtree(run_dir, ignore_errors=True)
+    fixed, seq = result["modes"]["fixed"], result["modes"]["sequential"]
+    result["documents_ratio"] = seq["task_documents"] / max(1, fixed["task_documents"])
+    result["seconds_ratio"] = seq["seconds"] / fixed["seconds"]
+    result["identical_verdicts"] = seq["verdicts"] == fixed["verdicts"]
+    print(f"\nsequential / fixed: documents {100 * result['documents_ratio']:.1f}%, wall "
+          f"{100 * result['seconds_ratio']:.1f}%, identical verdicts: {result['identical_verdicts']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
