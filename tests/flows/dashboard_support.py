@@ -36,6 +36,8 @@ from tests import tiny
 
 POLICIES = ("abs_select", "smooth_abs", "grad_direction")
 CONTROL = "random_index-s42"
+# the page's sections, in the navigation's order
+SECTIONS = ("fleet", "evidence", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
 # Mean task gain / IFEval change of each policy in the generated fleet (roughly the paper's picture).
 EFFECTS = {"abs_select": (0.02, 0.04, 0.0, 0.02), "smooth_abs": (0.03, 0.03, -0.005, 0.01),
            "grad_direction": (0.04, 0.08, -0.05, 0.05), CONTROL: (0.0, 0.02, 0.005, 0.01)}

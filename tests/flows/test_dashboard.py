@@ -25,6 +25,7 @@ from registry.models import AdapterVersion, Decision, Evaluation
 from tests.flows.dashboard_support import (
     CONTROL,
     POLICIES,
+    SECTIONS,
     build_flow_registry,
     build_generated_registry,
     decision_pool,
@@ -33,7 +34,6 @@ from tests.flows.dashboard_support import (
 )
 
 ARMS = {"baseline", *POLICIES, CONTROL}
-SECTIONS = ("fleet", "evidence", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
 
 
 # --------------------------------------------------------------------------------------------- helpers

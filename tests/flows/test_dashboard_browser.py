@@ -18,14 +18,14 @@ import pytest
 
 from flows.dashboard import render_dashboard
 from flows.dashboard_serve import start_dashboard_server
-from tests.flows.dashboard_support import build_flow_registry, build_generated_registry, copy_registry
+from tests.flows.dashboard_support import (SECTIONS, build_flow_registry, build_generated_registry,
+                                           copy_registry)
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SECTIONS = ("fleet", "failures", "diagnostics", "reward-risk", "guided-random", "alignment", "adapters")
 LOCAL = {"127.0.0.1", "localhost"}
 
 
