@@ -266,7 +266,9 @@ print(json.dumps({{"refined": out["refined"], "failed": out["failed"]}}))
 
 def _spawn(cfg: RunConfig, home: Path) -> subprocess.Popen:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": "", "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "PREFECT_API_URL": "", "PREFECT_LOGGING_LEVEL": "WARNING",
+           # two children start their own ephemeral servers at once on a loaded 2-core machine: 20 s is not enough
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     env.pop("PREFECT_API_URL")
     return subprocess.Popen([sys.executable, "-c", RUNNER.format(repo=str(REPO)), cfg.model_dump_json()],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
