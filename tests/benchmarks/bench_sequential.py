@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--looks", type=int, default=4, help="Looks of the sequential design.")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="Where the base model cache and the demo fleet live (reused across runs).")
+    ap.add_argument("--mode", choices=["both", "fixed", "sequential"], default="both",
+                    help="Run one half only (its figures; the ratios need both).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
     args = ap.parse_args(argv)
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     fleet = build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, on_progress=print)
     names = [f"demo-{a['name']}" for a in fleet]
     result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "modes": {}}
-    for mode in ("fixed", "sequential"):
+    for mode in ("fixed", "sequential") if args.mode == "both" else (args.mode,):
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench-seq-{mode}-"))
         try:
             (run_dir / "models").symlink_to(cache / "models", target_is_directory=True)
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             worker.reset()
             shutil.rmtree(run_dir, ignore_errors=True)
+    if args.mode != "both":
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return result
     fixed, seq = result["modes"]["fixed"], result["modes"]["sequential"]
     result["documents_ratio"] = seq["task_documents"] / max(1, fixed["task_documents"])
     result["seconds_ratio"] = seq["seconds"] / fixed["seconds"]
