@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `run` and `demo` start an ephemeral Prefect server when no PREFECT_API_URL is set; Prefect waits 20 s
+    # for it, which a busy 2-core machine overruns (measured in CI). A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
