@@ -7,9 +7,10 @@ targets ``o_proj`` + ``down_proj``, 128 calibration examples, reference mini-bat
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 GradNorm = Literal["mean_abs", "l2", "none"]
 EnergyMode = Literal["l1", "l2", "none"]
@@ -23,8 +24,78 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# ---- settings of the authors' post-hoc edits (EXTENSIONS §1, §2, §4; code in tasks/posthoc.py, tasks/rmt.py) ----
+HNS_FAST = (3.4445, -4.7750, 2.0315)  # EXTENSIONS §1 step 3
+HNS_STABLE = (2.0, -1.5, 0.5)
+
+
+class HNSConfig(_Strict):
+    """Hybrid Newton–Schulz spectral reshaping, policy ``hns`` (EXTENSIONS §1; code in tasks/posthoc.py).
+
+    Defaults are the library/CLI defaults (8 fast + 2 stable steps, nuclear norm restored, full strength). The
+    authors' 18-checkpoint cohort ran 4 + 1 (``fast_steps=4, stable_steps=1``); ``0 + 0`` is the zero rebuild.
+    """
+
+    fast_steps: int = Field(8, ge=0, description="Steps of the fast polynomial x(a + b x² + c x⁴).")
+    stable_steps: int = Field(2, ge=0, description="Steps of the stable polynomial after the fast ones.")
+    fast_coefficients: tuple[float, float, float] = Field(HNS_FAST, description="(a, b, c) of the fast steps.")
+    stable_coefficients: tuple[float, float, float] = Field(HNS_STABLE, description="(a, b, c) of the stable steps.")
+    preserve_nuclear_norm: bool = Field(True, description="Rescale to the nuclear norm Σσ of the kept part.")
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="Blend λ: t = σ + λ(x − σ) (0 = identity).")
+    output_rank: int | None = Field(
+        None, ge=1, description="Keep only the first output_rank components (the rest become 0); None = all r."
+    )
+    eps: float = Field(1e-7, gt=0.0, description="Floor of ‖σ‖₂ and of Σx (the fill threshold).")
+
+    @field_validator("fast_coefficients", "stable_coefficients")
+    @classmethod
+    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(c) for c in v):
+            raise ValueError(f"HNS coefficients must be finite, got {v}; e.g. (3.4445, -4.775, 2.0315)")
+        return v
+
+
+class TemperatureConfig(_Strict):
+    """The ``ablation_temperature`` transform t = S·σ^τ/Σσ^τ (EXTENSIONS §4; code in tasks/posthoc.py).
+
+    The authors' bank builds τ ∈ {1.0, 0.75, 0.5, 0.25, 0.0}, with no single default; 0.5 (the bank's middle, the
+    first non-trivial value of a coarse sweep: τ = 1 is the identity, τ = 0 is flat_nuclear) is this project's.
+    """
+
+    tau: float = Field(0.5, ge=0.0, description="Temperature τ (finite, >= 0): 1 = identity, 0 = flat nuclear.")
+
+    @field_validator("tau")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"ablation_temperature.tau must be finite and >= 0, got {v}; e.g. 0.5")
+        return v
+
+
+class RMTConfig(_Strict):
+    """Marchenko–Pastur labelling and bulk-only editing, policy ``rmt_bulk_only`` (EXTENSIONS §2; tasks/rmt.py).
+
+    Defaults are the reference CLI's (``--rmt_tail_count 0``, ``--rmt_edge_margin 0.10``); the wrapped policy
+    defaults to the reference edit CLI's default mode, ``abs_select`` (METHOD §16; the §2 test vectors use it).
+    """
+
+    tail_count: int = Field(0, ge=0, description="Tail size t (smallest σ); 0 = ⌊r/2⌋; clipped to [1, r−1].")
+    edge_margin: float = Field(0.10, ge=0.0, description="Margin m around the conservative MP edge e.")
+    base_policy: str = Field(
+        "abs_select", min_length=1, description="Gradient policy applied to the bulk components (by name)."
+    )
+
+
+# EditConfig fields holding a post-hoc method's settings, named after the registered policy.
+METHOD_SETTINGS = ("hns", "ablation_temperature", "rmt_bulk_only")
+
+
 class EditConfig(_Strict):
-    """Parameters of every reweighting policy, with clamp and energy preservation (METHOD §6, §7, §9, §12)."""
+    """Parameters of every reweighting policy, with clamp and energy preservation (METHOD §6, §7, §9, §12).
+
+    The post-hoc methods of EXTENSIONS keep their settings in one sub-model each, under the policy's name
+    (``hns``, ``ablation_temperature``, ``rmt_bulk_only``); they ignore the other fields unless they say so.
+    """
 
     core_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (by |g| rank) amplified.")
     noise_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (lowest |g|) suppressed.")
@@ -52,6 +123,23 @@ class EditConfig(_Strict):
     robust_z_low: float = Field(-0.5, description="robust_z: z below which components are suppressed.")
     robust_z_tau: float = Field(0.2, gt=0.0, description="robust_z sigmoid temperature.")
     robust_fallback_sigma: float = Field(1e-6, ge=0.0, description="robust_z: identity if robust σ below this.")
+    hns: HNSConfig = Field(default_factory=HNSConfig, description="Settings of the hns policy (EXTENSIONS §1).")
+    ablation_temperature: TemperatureConfig = Field(
+        default_factory=TemperatureConfig, description="Settings of ablation_temperature (EXTENSIONS §4)."
+    )
+    rmt_bulk_only: RMTConfig = Field(
+        default_factory=RMTConfig, description="Settings of the rmt_bulk_only policy (EXTENSIONS §2)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_default_method_settings(self, handler):
+        # A post-hoc method's settings at their defaults are left out of dumps, so the candidate and result keys
+        # (hashes of these dumps) of runs made before the methods existed stay the same; validation fills them in.
+        data = handler(self)
+        for name in METHOD_SETTINGS:
+            if isinstance(data, dict) and getattr(self, name) == type(getattr(self, name))():
+                data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _check_factors(self) -> "EditConfig":

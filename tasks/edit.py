@@ -3,6 +3,9 @@
 ``prepare`` does the expensive work exactly once per adapter (thin SVD of every target module and ONE
 calibration pass); ``edit_sigmas`` is then a few milliseconds per policy, and ``write_candidate`` writes
 an ordinary PEFT adapter plus an edit manifest. Nothing here needs Prefect or a database.
+
+Data-free edits (``PolicySpec.needs_data`` False: the zero rebuilds and the post-hoc methods of EXTENSIONS) edit
+every target module and can be served by ``prepare_data_free``, which decomposes only (no model, no pass).
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import torch
 from tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
 from tasks.adapter_io import write_adapter
 from tasks.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
-from tasks.config import EditConfig, SurgeryConfig
+from tasks.config import METHOD_SETTINGS, EditConfig, SurgeryConfig
 from tasks.decompose import Spectrum, lowrank_svd, rebuild_factors
-from tasks.policies import apply_policy, get_policy
+from tasks.policies import PolicyInputs, PolicySpec, apply_policy, get_policy
+from tasks.posthoc import effective_rank
 
 # ``GammaSelection`` (tasks.global_scalar, which imports this module) appears in annotations only, never imported.
 
@@ -58,6 +62,10 @@ class PreparedAdapter:
     def edited_modules(self) -> list[LoraModule]:
         """Target modules that received a gradient (the reference skips the others, METHOD §11)."""
         return [m for m in self.modules if m.name in self.sensitivities]
+
+    def modules_for(self, spec: PolicySpec) -> list[LoraModule]:
+        """The modules an edit changes: those with a gradient for edits that need data, all targets otherwise."""
+        return self.edited_modules if spec.needs_data else list(self.modules)
 
 
 def decompose_modules(adapter: LoraAdapter, modules: list[LoraModule]) -> dict[str, Spectrum]:
@@ -130,6 +138,24 @@ def prepare(
     )
 
 
+def prepare_data_free(adapter: LoraAdapter | str | Path, cfg: SurgeryConfig) -> PreparedAdapter:
+    """Decompose every target module, with no model and no calibration pass, for data-free edits only.
+
+    The result has no sensitivities (``n_examples`` 0, ``calib_sha256`` ""), so only policies with
+    ``needs_data=False`` can be applied to it (:func:`edit_sigmas` refuses the others).
+
+    Raises:
+        AdapterError: the adapter is invalid or has no target modules.
+    """
+    if not isinstance(adapter, LoraAdapter):
+        adapter = load_adapter(adapter)
+    modules = select_modules(adapter, cfg.targets)
+    t0 = time.perf_counter()
+    spectra = decompose_modules(adapter, modules)
+    return PreparedAdapter(adapter=adapter, modules=modules, spectra=spectra, sensitivities={}, calib_sha256="",
+                           n_examples=0, timings={"decompose": time.perf_counter() - t0})  # fmt: skip
+
+
 def edit_sigmas(
     prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42, gamma: float | None = None
 ) -> dict[str, torch.Tensor]:
@@ -137,25 +163,44 @@ def edit_sigmas(
 
     ``random_index`` draws from one CPU generator seeded once with ``seed`` and consumed in module order,
     as the reference's global generator is (METHOD §7.3). ``gamma`` is the global scale of ``global_scalar``.
+    Data-free policies edit every target module (a module without a gradient gets zero sensitivities, which
+    they ignore); each policy sees its module's layer shape ``(d_out, d_in)``.
+
+    Raises:
+        ValueError: a policy that needs data on an adapter prepared without calibration (:func:`prepare_data_free`).
     """
-    get_policy(policy)  # fail fast with a did-you-mean on unknown names
+    spec = get_policy(policy)  # fail fast with a did-you-mean on unknown names
+    if spec.needs_data and prepared.n_examples == 0 and not prepared.sensitivities:
+        raise ValueError(f"policy {spec.name!r} needs the calibration pass, but this adapter was prepared without "
+                         "data (prepare_data_free); prepare it with tasks.edit.prepare")  # fmt: skip
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
-    for m in prepared.edited_modules:
-        s = prepared.sensitivities[m.name]
-        sigma0 = prepared.spectra[m.name].S.detach().cpu().float()
-        out[m.name] = apply_policy(policy, sigma0, s.magnitude.float(), s.signed.float(), cfg, gen, gamma=gamma)
+    for m in prepared.modules_for(spec):
+        sp = prepared.spectra[m.name]
+        sigma0 = sp.S.detach().cpu().float()
+        s = prepared.sensitivities.get(m.name)
+        mag, sgn = (s.magnitude.float(), s.signed.float()) if s is not None else (torch.zeros_like(sigma0),) * 2
+        out[m.name] = apply_policy(policy, sigma0, mag, sgn, cfg, gen, gamma=gamma,
+                                   shape=(int(sp.U.shape[0]), int(sp.V.shape[0])))  # fmt: skip
     return out
 
 
 def rebuilt_tensors(
-    prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor], *, form: str = "balanced"
+    prepared: PreparedAdapter,
+    sigmas: dict[str, torch.Tensor],
+    *,
+    form: str = "balanced",
+    keep_identical: bool = False,
 ) -> dict[str, torch.Tensor]:
     """LoRA factors in the original dtypes, keyed by state-dict key: ``balanced`` B' = U diag(√σ'),
-    A' = diag(√σ') Vᵀ (the policies'); ``one_sided`` B' = U diag(σ'), A' = Vᵀ (the common-basis controls')."""
+    A' = diag(√σ') Vᵀ (the policies'); ``one_sided`` B' = U diag(σ'), A' = Vᵀ (the common-basis controls').
+    With ``keep_identical`` a module whose σ' equals its σ exactly is left out, so it keeps its original bytes
+    (the identity short-circuit of EXTENSIONS §0)."""
     tensors: dict[str, torch.Tensor] = {}
-    for m in prepared.edited_modules:
+    for m in prepared.modules:
         if m.name not in sigmas:
+            continue
+        if keep_identical and torch.equal(sigmas[m.name], prepared.spectra[m.name].S.detach().cpu().float()):
             continue
         a_old, b_old = prepared.adapter.tensors[m.key_A], prepared.adapter.tensors[m.key_B]
         a_new, b_new = rebuild_factors(prepared.spectra[m.name], sigmas[m.name], dtype_A=a_old.dtype,
@@ -187,25 +232,39 @@ def build_manifest(
 ) -> dict:
     """The edit manifest written beside every edited adapter (JSON-serialisable).
 
-    ``role``/``is_control``/``promotable`` come from the policy registry; ``rebuild`` is the factor form.
+    ``role``/``is_control``/``promotable``/``needs_data`` come from the policy registry; ``rebuild`` is the factor
+    form. A post-hoc method's own settings are under ``settings``; each module has its effective rank before and
+    after (EXTENSIONS §0) and the policy's ``describe`` facts (e.g. RMT labels), and modules without a gradient
+    have ``sensitivity`` None.
     With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
     ``gamma_scores`` (see :meth:`tasks.global_scalar.GammaSelection.to_manifest`).
     """
     spec = get_policy(policy)
     modules = {}
-    for m in prepared.edited_modules:
-        s = prepared.sensitivities[m.name]
+    for m in prepared.modules:
+        if m.name not in sigmas:
+            continue
+        s = prepared.sensitivities.get(m.name)
+        sp = prepared.spectra[m.name]
+        extra = {}
+        if spec.describe is not None:
+            inputs = PolicyInputs(sp.S.detach().cpu().float(), torch.zeros(m.r), torch.zeros(m.r),
+                                  shape=(int(sp.U.shape[0]), int(sp.V.shape[0])))  # fmt: skip
+            extra = spec.describe(inputs, cfg.edit)
         modules[m.name] = {
             "r": m.r,
             "scaling": m.scaling,
             "sigma_before": [round(float(x), 8) for x in prepared.spectra[m.name].S.cpu()],
             "sigma_after": [round(float(x), 8) for x in sigmas[m.name]],
-            "sensitivity": {
+            "effective_rank_before": effective_rank(sp.S),
+            "effective_rank_after": effective_rank(sigmas[m.name]),
+            "sensitivity": None if s is None else {
                 "aggregation": s.aggregation,
                 "magnitude": [float(x) for x in s.magnitude],
                 "signed": [float(x) for x in s.signed],
                 "sign_agreement": [float(x) for x in s.sign_agreement],
             },
+            **extra,
         }
     return {
         "format": "spectral-surgery/edit-manifest/v1",
@@ -214,13 +273,15 @@ def build_manifest(
         "is_control": spec.is_control,
         "promotable": spec.promotable,
         "rebuild": spec.rebuild,
+        "needs_data": spec.needs_data,
         "parameters": cfg.edit.model_dump(mode="json"),
+        **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")} if spec.name in METHOD_SETTINGS else {}),
         "targets": cfg.targets.model_dump(mode="json"),
         "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
         "seed": seed,
         "input_adapter_sha256": prepared.adapter.sha256,
         "summary": spectrum_summary(prepared, sigmas),
-        "skipped_modules": [m.name for m in prepared.modules if m.name not in prepared.sensitivities],
+        "skipped_modules": [m.name for m in prepared.modules if m.name not in sigmas],
         "modules": modules,
         "package_versions": package_versions(),
         "paper": "https://arxiv.org/abs/2603.03995",
@@ -240,8 +301,8 @@ def write_candidate(
     """Edit under ``policy`` and write the PEFT adapter atomically to ``out_dir``; returns (path, manifest).
 
     Every registered edit goes through here, controls included: the factor form is the policy's
-    ``rebuild`` (balanced for the policies and ``zero_rebuild``, one-sided for ``global_scalar`` and
-    ``zero_rebuild_one_sided``).
+    ``rebuild`` (balanced for the policies, ``zero_rebuild`` and the post-hoc methods, one-sided for
+    ``global_scalar`` and ``zero_rebuild_one_sided``); ``dg_hard`` writes unchanged modules' original bytes.
 
     Args:
         prepared: From :func:`prepare`.
@@ -264,6 +325,7 @@ def write_candidate(
     gamma = None if selection is None else selection.gamma
     sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed, gamma=gamma)
     manifest = build_manifest(prepared, policy, cfg, sigmas, seed, selection)
-    path = write_adapter(prepared.adapter, rebuilt_tensors(prepared, sigmas, form=spec.rebuild), out_dir, manifest)
+    tensors = rebuilt_tensors(prepared, sigmas, form=spec.rebuild, keep_identical=spec.keep_identical)
+    path = write_adapter(prepared.adapter, tensors, out_dir, manifest)
     return Path(path), manifest
 

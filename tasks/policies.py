@@ -10,6 +10,10 @@ The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §1
 ``zero_rebuild`` / ``zero_rebuild_one_sided`` (canaries: t = σ, never promoted) and ``global_scalar``
 (t = γσ with a calibrated γ, see :mod:`tasks.global_scalar`; a legitimate edit that may be promoted). They
 skip clamp and energy preservation (their target is exact) and name the factor form they are rebuilt in.
+
+The authors' post-hoc edits (EXTENSIONS §1, §2, §4-§6: HNS, flat spectra, the ablation transforms, Gavish–Donoho
+and RMT bulk-only) have role ``posthoc``; they live in :mod:`tasks.posthoc` and :mod:`tasks.rmt`, which register
+themselves when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from tasks.config import EditConfig, EnergyMode, GradNorm
 PAPER = "https://arxiv.org/abs/2603.03995"
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
 
-Role = Literal["policy", "random_control", "scalar_control", "canary"]
-ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary")
+Role = Literal["policy", "random_control", "scalar_control", "canary", "posthoc"]
+ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary", "posthoc")
 Rebuild = Literal["balanced", "one_sided"]
 NEVER_PROMOTED: tuple[Role, ...] = ("random_control", "canary")
 
@@ -43,6 +47,8 @@ class PolicyInputs:
         signed: Normalised signed sensitivity ĝ (METHOD §6).
         generator: CPU generator for ``random_index``; None means torch's global generator.
         gamma: The global scale γ of ``global_scalar`` (None for every other policy).
+        shape: The module's layer shape ``(d_out, d_in)`` (rows of U, rows of V), for the Marchenko–Pastur
+            methods (EXTENSIONS §2, §6); None when unknown.
     """
 
     sigma0: Tensor
@@ -50,6 +56,7 @@ class PolicyInputs:
     signed: Tensor
     generator: torch.Generator | None = None
     gamma: float | None = None
+    shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +69,23 @@ class PolicySpec:
         uses_sensitivity: False for controls that ignore the gradients.
         role: ``policy`` (a candidate), ``random_control`` (the matched random control of METHOD §7.3),
             ``scalar_control`` (the calibrated global scalar, EXTENSIONS §8.3: a legitimate edit that may be
-            promoted when it wins) or ``canary`` (the zero rebuild, EXTENSIONS §8.4: a noise floor).
+            promoted when it wins), ``canary`` (the zero rebuild, EXTENSIONS §8.4: a noise floor) or ``posthoc``
+            (the authors' post-hoc edits, EXTENSIONS §1-§6: candidates, promoted like a policy when they win).
         description: One line for listings.
         rebuild: Factor form of the written adapter: ``balanced`` (B' = U diag(√t), A' = diag(√t) Vᵀ,
             METHOD §10) or ``one_sided`` (B' = U diag(t), A' = Vᵀ, EXTENSIONS §0).
         postprocess: Apply ``sigma_clip_min`` and energy preservation after ``fn`` (False: ``fn``'s t is exact).
         needs_gamma: ``fn`` reads ``PolicyInputs.gamma``, which must then be given.
+        needs_data: The edit needs the calibration pass (its gradients, or held-out examples for γ); False for
+            data-free edits, which depend on the adapter alone and edit every target module, gradient or not
+            (:func:`tasks.edit.prepare_data_free` serves them without a model). ``uses_sensitivity`` is not the
+            same thing: ``global_scalar`` ignores gradients but chooses γ on data, and ``random_index`` ignores
+            them but is matched to the modules the gradient pass reached (METHOD §7.3, §11).
+        needs_shape: ``fn`` reads ``PolicyInputs.shape``, which must then be given.
+        keep_identical: A module whose new σ equals σ0 exactly keeps its original factor bytes instead of being
+            rebuilt (the identity short-circuit of EXTENSIONS §0, used by ``dg_hard``).
+        describe: Optional ``(PolicyInputs, EditConfig) -> dict`` of per-module facts for the edit manifest
+            (labels, thresholds), JSON-serialisable.
     """
 
     name: str
@@ -78,6 +96,10 @@ class PolicySpec:
     rebuild: Rebuild = "balanced"
     postprocess: bool = True
     needs_gamma: bool = False
+    needs_data: bool = True
+    needs_shape: bool = False
+    keep_identical: bool = False
+    describe: Callable[[PolicyInputs, EditConfig], dict] | None = None
 
     @property
     def is_control(self) -> bool:
@@ -86,7 +108,7 @@ class PolicySpec:
 
     @property
     def promotable(self) -> bool:
-        """True if the gate may promote an adapter edited this way (``policy`` and ``scalar_control``)."""
+        """True if the gate may promote an adapter edited this way (``policy``, ``scalar_control``, ``posthoc``)."""
         return not self.is_control
 
 
@@ -112,6 +134,10 @@ def register_policy(
     rebuild: Rebuild = "balanced",
     postprocess: bool = True,
     needs_gamma: bool = False,
+    needs_data: bool | None = None,
+    needs_shape: bool = False,
+    keep_identical: bool = False,
+    describe: Callable[[PolicyInputs, EditConfig], dict] | None = None,
 ) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
     """Decorator registering a policy function under ``name`` (and optional ``aliases``).
 
@@ -125,6 +151,10 @@ def register_policy(
         rebuild: Factor form of the written adapter (see :class:`PolicySpec`).
         postprocess: Clamp and preserve energy after ``fn``.
         needs_gamma: ``fn`` needs ``PolicyInputs.gamma``.
+        needs_data: See :class:`PolicySpec`; default ``uses_sensitivity or needs_gamma``.
+        needs_shape: ``fn`` needs ``PolicyInputs.shape``.
+        keep_identical: Keep the original bytes of modules whose σ is unchanged (see :class:`PolicySpec`).
+        describe: Per-module manifest facts (see :class:`PolicySpec`).
 
     Raises:
         ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
@@ -146,7 +176,9 @@ def register_policy(
 
     def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
-        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma)
+        data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
+        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
+                                     data, needs_shape, keep_identical, describe)  # fmt: skip
         _ALIASES.update({a: name for a in aliases})
         return fn
 
@@ -172,7 +204,8 @@ def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control"))
     """Registered names (aliases excluded) whose role is in ``roles``, in registration order.
 
     The default lists the reweighting policies of METHOD §7/§12 and their random control; the control
-    ladder's edits are ``list_policies(("scalar_control", "canary"))`` and everything is ``list_policies(None)``.
+    ladder's edits are ``list_policies(("scalar_control", "canary"))``, the authors' post-hoc edits
+    ``list_policies(("posthoc",))`` and everything is ``list_policies(None)``.
     """
     return [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
 
@@ -270,6 +303,7 @@ def smooth_abs(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     "random_index",
     uses_sensitivity=False,
     is_control=True,
+    needs_data=True,  # edits the modules the gradient pass reached, like the policies it is matched to
     description="Matched random control: abs_select's counts on random components.",
 )
 def random_index(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
@@ -439,6 +473,7 @@ def apply_policy(
     generator: torch.Generator | None = None,
     *,
     gamma: float | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> Tensor:
     """New singular values σ' of one module under policy ``name`` (METHOD §2 step 7).
 
@@ -456,6 +491,8 @@ def apply_policy(
         cfg: Edit parameters.
         generator: CPU generator for ``random_index`` (None: torch's global generator).
         gamma: The global scale of policies with ``needs_gamma`` (``global_scalar``); ignored by the others.
+        shape: The layer shape ``(d_out, d_in)`` for policies with ``needs_shape`` (``dg_hard``,
+            ``rmt_bulk_only``); ignored by the others.
 
     Returns:
         σ', shape (r,), fp32, on σ0's device.
@@ -463,7 +500,8 @@ def apply_policy(
     Raises:
         UnknownPolicyError: unknown policy name.
         ValueError: shapes differ, or σ0 (or, for policies that use them, the sensitivities) hold
-            NaN/Inf or negative magnitudes; a policy that needs γ got none, or γ is negative or not finite.
+            NaN/Inf or negative magnitudes; a policy that needs γ got none, or γ is negative or not finite;
+            a policy that needs the layer shape got none, or one with a dimension < 1.
     """
     spec = get_policy(name)
     if spec.needs_gamma:
@@ -471,6 +509,10 @@ def apply_policy(
             raise ValueError(f"policy {spec.name!r} needs gamma (a global scale >= 0); none was given")
         if not math.isfinite(float(gamma)) or float(gamma) < 0:
             raise ValueError(f"policy {spec.name!r}: gamma must be finite and >= 0, got {gamma!r}")
+    if spec.needs_shape:
+        if shape is None or len(shape) != 2 or min(int(d) for d in shape) < 1:
+            raise ValueError(f"policy {spec.name!r} needs the layer shape (d_out, d_in) with both >= 1; got {shape!r}")
+        shape = (int(shape[0]), int(shape[1]))
     s0 = _as_vector(sigma0, "sigma0", None)
     r = s0.numel()
     mag = _as_vector(magnitude_raw, "magnitude", r).to(s0.device)
@@ -483,8 +525,14 @@ def apply_policy(
         if bool((mag < 0).any()):
             raise ValueError(f"sensitivity magnitudes must be >= 0, got {mag.tolist()}")
     inputs = PolicyInputs(s0, normalize(mag, cfg.grad_norm), normalize(sgn, cfg.grad_norm), generator,
-                          None if gamma is None else float(gamma))  # fmt: skip
+                          None if gamma is None else float(gamma), shape)  # fmt: skip
     if not spec.postprocess:
         return spec.fn(inputs, cfg).float()
     sigma_tilde = spec.fn(inputs, cfg).clamp_min(float(cfg.sigma_clip_min))
     return preserve_energy(s0, sigma_tilde, cfg.preserve_energy).float()
+
+
+# The authors' post-hoc edits register themselves on import; imported here (not in tasks/__init__) so that every
+# name is known wherever the registry is used. They import this module's finished namespace, so this stays last.
+from tasks import posthoc as _posthoc  # noqa: E402,F401
+from tasks import rmt as _rmt  # noqa: E402,F401

@@ -457,7 +457,8 @@ CONTROLS = {"zero_rebuild": ("canary", "balanced"), "zero_rebuild_one_sided": ("
 
 def test_control_ladder_roles_and_flags():
     assert list_policies(("scalar_control", "canary")) == list(CONTROLS)
-    assert list_policies(None) == list_policies() + list(CONTROLS)
+    # the authors' post-hoc edits (role posthoc, tests/tasks/test_posthoc.py) are registered after the ladder
+    assert list_policies(None) == list_policies() + list(CONTROLS) + list_policies(("posthoc",))
     assert list_policies(("random_control",)) == ["random_index"]
     for name, (role, rebuild) in CONTROLS.items():
         spec = get_policy(name)
