@@ -248,7 +248,7 @@ def build_manifest(
         sp = prepared.spectra[m.name]
         extra = {}
         if spec.describe is not None:
-            inputs = PolicyInputs(sp.S.detach().cpu().float(), torch.zeros(m.r), torch.zeros(m.r),
+            inputs = PolicyInputs(sp.S.detach().cpu().float(), torch.zeros(sp.r), torch.zeros(sp.r),
                                   shape=(int(sp.U.shape[0]), int(sp.V.shape[0])))  # fmt: skip
             extra = spec.describe(inputs, cfg.edit)
         modules[m.name] = {
@@ -275,7 +275,8 @@ def build_manifest(
         "rebuild": spec.rebuild,
         "needs_data": spec.needs_data,
         "parameters": cfg.edit.model_dump(mode="json"),
-        **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")} if spec.name in METHOD_SETTINGS else {}),
+        **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")}
+           if spec.name in METHOD_SETTINGS else {}),  # fmt: skip
         "targets": cfg.targets.model_dump(mode="json"),
         "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
         "seed": seed,
