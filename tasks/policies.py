@@ -411,7 +411,8 @@ def zero_rebuild(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
 
     ``t = σ`` exactly, written as ``B' = U diag(√σ)``, ``A' = diag(√σ) Vᵀ``: B·A is unchanged in exact
     arithmetic, but the B/A balance moves and storage rounding may flip greedy outputs. Compare a
-    balanced-rebuild candidate with this, not only with the untouched adapter. Never promoted.
+    balanced-rebuild candidate with this, not only with the untouched adapter. Never promoted. Data-free
+    (``needs_data=False``), so it rebuilds every target module, as the balanced post-hoc edits do (HNS ``0+0``).
     """
     return inp.sigma0.clone()
 
