@@ -83,7 +83,10 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     seconds["base_model"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say("[2/4] demo fleet: three LoRA adapters (r 16, α 32, all seven projections) on generated data")
+    from tasks.demo_fleet import DEMO_FLEET
+
+    say(f"[2/4] demo fleet: {len(DEMO_FLEET)} LoRA adapters (r 16, α 32, all seven projections) on generated data; "
+        + "; ".join(f"{s.name}: {s.about}" for s in DEMO_FLEET if s.about))
     fleet = build_demo_fleet(base_dir, data_dir, steps=budget.steps, n_train=budget.n_train, on_progress=say)
     seconds["fleet"] = time.perf_counter() - t
 
@@ -91,8 +94,8 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     reg = worker.registry(cfg)
     for a in fleet:
         reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
-                             config={"calib": str(a["calib_path"])})
-    say(f"[3/4] nightly refinement over {len(fleet)} adapters: {', '.join(cfg.surgery.policies)} + random control, "
+                             config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
+    say(f"[3/4] nightly refinement over {len(fleet)} adapters: {', '.join(cfg.surgery.policies)} + the control ladder, "
         f"task benchmarks ({budget.task_limit} docs), IFEval guard ({budget.guard_limit} prompts), gate, promotion")
     t = time.perf_counter()
     nightly = run_nightly(cfg)

@@ -144,7 +144,10 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     skipped: dict[str, str] = {}
     holdout = []
     if any(a.role == "scalar_control" for a in arms):
-        holdout = load_calibration(source, holdout_calib_config(surgery))
+        try:
+            holdout = load_calibration(source, holdout_calib_config(surgery))
+        except ValueError:  # the same file read above for the sensitivities: here it only has no rows left
+            holdout = []
         if not holdout:
             skipped["global_scalar"] = (
                 f"no held-out calibration examples to choose γ on: {source} has no rows after the first "

@@ -38,6 +38,9 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 TRAIN_SEED = 42  # data seed of the training rows
 CALIB_SEED = 4242  # data seed of the held-out calibration rows (same generator)
 N_CALIB = 128  # METHOD §13: the headline calibration size
+# Rows written per calibration file: the sensitivity slice plus the global scalar's held-out examples after it
+# (GlobalScalarConfig.holdout, 32), so the control ladder's γ is chosen on rows the sensitivities never saw.
+N_CALIB_ROWS = N_CALIB + 32
 RECIPE_VERSION = 1  # bump when train_lora's recipe changes, so cached adapters are retrained
 MARKER = "fleet.json"
 TRAIN_LOG = "train_log.json"
@@ -57,6 +60,13 @@ class DemoAdapterSpec:
         steps: Optimiser steps (batch 8).
         lr: Peak learning rate.
         max_len: Tokens per sequence (longer sequences are cut at the end).
+        scaled_from: Not trained: the adapter of the spec of this name (earlier in the fleet), written again with
+            ``lora_alpha`` multiplied by ``alpha_scale`` (the same weights, a wrong export scale). Its training
+            fields are then the source's and are ignored.
+        alpha_scale: The factor on ``lora_alpha`` of a ``scaled_from`` adapter.
+        overrides: The adapter's own registry config (e.g. ``{"surgery": {"targets": ...}}``), merged over the
+            nightly configuration for this adapter only.
+        about: One line on what the adapter honestly is (shown by the demo and the README).
     """
 
     name: str
@@ -66,12 +76,26 @@ class DemoAdapterSpec:
     steps: int
     lr: float
     max_len: int
+    scaled_from: str | None = None
+    alpha_scale: float = 1.0
+    overrides: dict | None = None
+    about: str = ""
 
 
 DEMO_FLEET: tuple[DemoAdapterSpec, ...] = (
-    DemoAdapterSpec("math", "math", make_math_rows, n_train=320, steps=36, lr=1e-3, max_len=72),
-    DemoAdapterSpec("commonsense", "commonsense", make_mc_rows, n_train=320, steps=36, lr=1e-3, max_len=48),
-    DemoAdapterSpec("instruction", "instruction", make_instruction_rows, n_train=320, steps=30, lr=1e-3, max_len=96),
+    DemoAdapterSpec("math", "math", make_math_rows, n_train=320, steps=36, lr=1e-3, max_len=72,
+                    about="trained on generated arithmetic"),
+    DemoAdapterSpec("commonsense", "commonsense", make_mc_rows, n_train=320, steps=36, lr=1e-3, max_len=48,
+                    about="trained on generated multiple-choice questions"),
+    DemoAdapterSpec("instruction", "instruction", make_instruction_rows, n_train=320, steps=30, lr=1e-3, max_len=96,
+                    about="trained on generated instruction-following rows"),
+    # The honest PROMOTE path of issue 9: an over-scaled adapter (a known export mistake, lora_alpha written 3x
+    # the training value), which the calibrated global scalar undoes; its whole update is over-scaled, so its
+    # edits reach every module it adapts.
+    DemoAdapterSpec("commonsense-x3", "commonsense", make_mc_rows, n_train=320, steps=36, lr=1e-3, max_len=48,
+                    scaled_from="commonsense", alpha_scale=3.0,
+                    overrides={"surgery": {"targets": {"target_modules": list(TARGETS)}}},
+                    about="the commonsense adapter exported with lora_alpha 3x its training value (over-scaled)"),
 )
 
 
@@ -258,7 +282,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None, n_train: int | None = None,
                      on_progress: Callable[[str], None] | None = None, fleet: Sequence[DemoAdapterSpec] = DEMO_FLEET,
-                     n_calib: int = N_CALIB, batch_size: int = 8) -> list[dict]:  # fmt: skip
+                     n_calib: int = N_CALIB_ROWS, batch_size: int = 8) -> list[dict]:  # fmt: skip
     """Train, or reuse from ``<data_dir>/fleet/``, every adapter of ``fleet`` on the base in ``base_dir``.
 
     Args:
@@ -279,8 +303,11 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
     say = on_progress or (lambda _msg: None)
     base_dir = Path(base_dir).absolute()
     base_mark = base_fingerprint(base_dir)
-    out = []
+    out: list[dict] = []
     for spec in fleet:
+        if spec.scaled_from is not None:
+            out.append(_scaled_entry(spec, out, data_dir, say))
+            continue
         n, st = n_train or spec.n_train, steps or spec.steps
         rows = spec.make_rows(n, TRAIN_SEED)
         calib = held_out_rows(spec.make_rows, n_calib, rows)
@@ -314,5 +341,50 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
             publish_dir(tmp, entry)
             say(f"{spec.name}: trained in {log['seconds']:.0f} s, loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}")
         out.append({"name": spec.name, "task_family": spec.task_family, "path": entry / "adapter",
-                    "calib_path": entry / "calib.jsonl", "reused": reused, "key": key, "losses": marker["losses"]})  # fmt: skip
+                    "calib_path": entry / "calib.jsonl", "reused": reused, "key": key, "losses": marker["losses"],
+                    "overrides": dict(spec.overrides or {}), "about": spec.about})  # fmt: skip
     return out
+
+
+def _scaled_entry(spec: DemoAdapterSpec, built: list[dict], data_dir: Path, say: Callable[[str], None]) -> dict:
+    """The ``scaled_from`` adapter of ``spec``: its source's files with ``lora_alpha × alpha_scale``, cached by key."""
+    src = next((b for b in built if b["name"] == spec.scaled_from), None)
+    if src is None:
+        raise ValueError(f"demo adapter {spec.name!r}: scaled_from={spec.scaled_from!r} must name an adapter "
+                         f"listed before it in the fleet (have: {', '.join(b['name'] for b in built) or 'none'})")
+    if not (spec.alpha_scale > 0 and math.isfinite(spec.alpha_scale)):
+        raise ValueError(f"demo adapter {spec.name!r}: alpha_scale must be a positive number, got {spec.alpha_scale!r}")
+    key_doc = {"recipe": RECIPE_VERSION, "name": spec.name, "family": spec.task_family, "source": src["key"],
+               "alpha_scale": spec.alpha_scale}
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
+    entry = Path(data_dir).expanduser().absolute() / "fleet" / f"{spec.name}-{key[:12]}"
+    try:
+        marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    reused = bool(marker and marker.get("key") == key and (entry / "adapter" / "adapter_model.safetensors").is_file())
+    if reused:
+        say(f"{spec.name}: reusing {entry}")
+    else:
+        tmp = make_tmp_dir(entry)
+        try:
+            shutil.copytree(src["path"], tmp / "adapter")
+            shutil.copy2(src["calib_path"], tmp / "calib.jsonl")
+            cfg_path = tmp / "adapter" / "adapter_config.json"
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            trained_alpha = cfg["lora_alpha"]
+            written = trained_alpha * spec.alpha_scale
+            cfg["lora_alpha"] = int(written) if float(written).is_integer() else written
+            cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            marker = {"key": key, "spec": key_doc, "losses": src["losses"], "seconds": 0.0,
+                      "trained_alpha": trained_alpha, "written_alpha": cfg["lora_alpha"]}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_dir(tmp, entry)
+        say(f"{spec.name}: {spec.scaled_from}'s weights written with lora_alpha {trained_alpha:g} -> "
+            f"{cfg['lora_alpha']:g} (not trained)")
+    return {"name": spec.name, "task_family": spec.task_family, "path": entry / "adapter",
+            "calib_path": entry / "calib.jsonl", "reused": reused, "key": key, "losses": marker["losses"],
+            "overrides": dict(spec.overrides or {}), "about": spec.about}

@@ -20,7 +20,8 @@ from tasks.config import SurgeryConfig
 
 pytestmark = pytest.mark.slow
 
-TASK_SUITE = {"demo-math": "ss_arith", "demo-commonsense": "ss_mc", "demo-instruction": "ss_ifeval"}
+TASK_SUITE = {"demo-math": "ss_arith", "demo-commonsense": "ss_mc", "demo-instruction": "ss_ifeval",
+              "demo-commonsense-x3": "ss_mc"}
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,13 @@ def demo_run(tmp_path_factory):
 def test_demo_registers_the_fleet_and_decides_every_adapter(demo_run):
     data_dir, summary, stderr, reg = demo_run
     names = sorted(a.name for a in reg.list_adapters())
-    assert names == ["demo-commonsense", "demo-instruction", "demo-math"]
+    assert names == ["demo-commonsense", "demo-commonsense-x3", "demo-instruction", "demo-math"]
+    # the over-scaled adapter is registered with its own targets: every module it adapts
+    assert reg.get_adapter("demo-commonsense-x3").config_json["surgery"]["targets"]["target_modules"] == [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert summary["failed"] == 0
-    assert [r["adapter"] for r in summary["rows"]] == ["demo-math", "demo-commonsense", "demo-instruction"]
+    assert [r["adapter"] for r in summary["rows"]] == ["demo-math", "demo-commonsense", "demo-instruction",
+                                                       "demo-commonsense-x3"]
     for row in summary["rows"]:
         assert row["decision"] and "vs baseline" in row["decision"], row
         assert row["best_policy"] in (*SurgeryConfig().policies, "global_scalar")
@@ -101,5 +106,5 @@ def test_demo_renders_the_dashboard(demo_run):
     page = Path(summary["dashboard"])
     assert page == data_dir / "dashboard.html" and page.is_file()
     html = page.read_text(encoding="utf-8")
-    for name in ("demo-math", "demo-commonsense", "demo-instruction"):
+    for name in ("demo-math", "demo-commonsense", "demo-instruction", "demo-commonsense-x3"):
         assert name in html

@@ -233,6 +233,24 @@ def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, f
     assert stats["verdict"] == "promote" and stats["correction"] == "holm"
 
 
+def test_calibration_file_without_held_out_rows_skips_the_scalar_and_says_why(prefect_harness, make_fleet,
+                                                                              fleet_base, tmp_path):
+    """The scalar's γ is chosen on rows after the sensitivity slice; a file with none left skips it (recorded), not
+    the adapter (the demo's calibration files once held exactly n_samples rows)."""
+    from flows.refine_adapter import adapter_config_hash
+
+    dirs, calib = make_fleet(1)
+    Path(calib).write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(4)))  # = n_samples: none held out
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    assert run_nightly(cfg)["failed"] == 0
+    version = reg.list_versions("ad0")[0]
+    assert "global_scalar" not in {c.policy for c in reg.list_candidates(version.id)}
+    stats = reg.decision_of_run(version.id, adapter_config_hash(cfg, reg.get_adapter("ad0"))).statistics_json
+    assert "no held-out calibration examples to choose γ on" in stats["ladder"]["skipped"]["global_scalar"]
+    assert "add 32 more" in stats["ladder"]["skipped"]["global_scalar"]
+
+
 def test_rollback_restores_previous_production(prefect_harness, make_fleet, fleet_base, tmp_path):
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib)

@@ -30,7 +30,12 @@ def test_demo_fleet_spec_matches_the_brief():
     assert {s.task_family for s in df.DEMO_FLEET} <= {"math", "code", "instruction", "commonsense"}
     assert len(df.TARGETS) == 7
     # First training of the whole fleet stays around 10 min on 2 cores (~4.4 s per batch-8 x 64-token step).
-    assert sum(s.steps * max(1.0, s.max_len / 64) for s in df.DEMO_FLEET) * 4.4 < 700
+    assert sum(s.steps * max(1.0, s.max_len / 64) for s in df.DEMO_FLEET if s.scaled_from is None) * 4.4 < 700
+    # The over-scaled adapter is the commonsense one written with 3x its alpha, edited in every module it adapts.
+    x3 = names["commonsense-x3"]
+    assert (x3.scaled_from, x3.alpha_scale, x3.task_family) == ("commonsense", 3.0, "commonsense")
+    assert x3.overrides == {"surgery": {"targets": {"target_modules": list(df.TARGETS)}}}
+    assert all(s.about for s in df.DEMO_FLEET)
 
 
 def test_encode_row_masks_the_prompt_and_appends_eos():
@@ -158,6 +163,50 @@ def test_build_demo_fleet_trains_once_then_reuses_and_retrains_on_change(tiny_ba
 
     fourth = df.build_demo_fleet(tiny_base, tmp_path, steps=3, n_train=8, n_calib=6, fleet=fleet[:1])
     assert not fourth[0]["reused"] and len(fourth[0]["losses"]) == 3
+
+
+def test_scaled_adapter_is_its_source_with_alpha_times_the_scale(tiny_base, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    fleet = tiny_fleet()
+    src_spec = next(s for s in fleet if s.name == "commonsense")
+    x3_spec = next(s for s in fleet if s.name == "commonsense-x3")
+    src, x3 = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(src_spec, x3_spec))
+    assert not x3["reused"] and x3["losses"] == src["losses"] and x3["overrides"] == x3_spec.overrides
+    assert x3["calib_path"].read_bytes() == src["calib_path"].read_bytes()
+    assert (x3["path"] / "adapter_model.safetensors").read_bytes() == (src["path"] / "adapter_model.safetensors").read_bytes()
+    cfg_src = json.loads((src["path"] / "adapter_config.json").read_text())
+    cfg_x3 = json.loads((x3["path"] / "adapter_config.json").read_text())
+    assert cfg_x3["lora_alpha"] == 3 * cfg_src["lora_alpha"] and isinstance(cfg_x3["lora_alpha"], int)
+    assert {k: v for k, v in cfg_x3.items() if k != "lora_alpha"} == {k: v for k, v in cfg_src.items() if k != "lora_alpha"}
+
+    # PEFT applies it as three times the source's update in every adapted module.
+    def delta(path):
+        m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), path)
+        return {n: mod.get_delta_weight("default") for n, mod in m.named_modules() if hasattr(mod, "get_delta_weight")
+                and "default" in getattr(mod, "lora_A", {})}
+    d_src, d_x3 = delta(src["path"]), delta(x3["path"])
+    assert d_src.keys() == d_x3.keys() and len(d_src) > 0
+    assert any(d.abs().max() > 0 for d in d_src.values())
+    for n in d_src:
+        torch.testing.assert_close(d_x3[n], 3 * d_src[n])
+
+    # Cached by key: reused as is; a retrained source gives a new over-scaled adapter.
+    _, again = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(src_spec, x3_spec))
+    assert again["reused"] and again["path"] == x3["path"]
+    _, moved = df.build_demo_fleet(tiny_base, tmp_path, steps=3, n_train=8, n_calib=6, fleet=(src_spec, x3_spec))
+    assert not moved["reused"] and moved["path"] != x3["path"] and len(moved["losses"]) == 3
+
+
+def test_scaled_adapter_needs_its_source_first(tiny_base, tmp_path):
+    x3_spec = next(s for s in tiny_fleet() if s.name == "commonsense-x3")
+    with pytest.raises(ValueError, match="scaled_from='commonsense' must name an adapter listed before it"):
+        df.build_demo_fleet(tiny_base, tmp_path, steps=1, n_train=4, n_calib=2, fleet=(x3_spec,))
+    bad = dataclasses.replace(x3_spec, alpha_scale=0.0)
+    src_spec = next(s for s in tiny_fleet() if s.name == "commonsense")
+    with pytest.raises(ValueError, match="alpha_scale must be a positive number"):
+        df.build_demo_fleet(tiny_base, tmp_path, steps=1, n_train=4, n_calib=2, fleet=(src_spec, bad))
 
 
 def test_build_demo_fleet_redoes_an_incomplete_entry(tiny_base, tmp_path):
