@@ -35,6 +35,7 @@ def cmd_demo(args) -> int:
         hf_logging.set_verbosity_error()
     budget = with_overrides(BUDGETS[args.budget], steps=args.steps, n_train=args.n_train, n_calib=args.n_calib,
                             task_limit=args.task_limit, guard_limit=args.guard_limit,
+                            task_limits=() if args.task_limit is not None else None,
                             max_gen_toks=args.max_gen_toks)
     data_dir, db = resolve_location(args)
     from flows.cli_run import _verdict_cell
@@ -82,7 +83,8 @@ def add_demo(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
     p.add_argument("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
     p.add_argument("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
-    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
+    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents of every task benchmark (replaces the budget's "
+                   "per-benchmark sizes).")
     p.add_argument("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
     p.add_argument("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
     p.set_defaults(func=cmd_demo)

@@ -26,6 +26,8 @@ class DemoBudget:
         n_train: Training rows per adapter (None = each spec's default).
         n_calib: Calibration examples (the paper's headline setting is 128).
         task_limit: Documents of each task benchmark (the same for every candidate).
+        task_limits: Per benchmark, documents instead of ``task_limit``: the multiple-choice suite is scored by
+            log-likelihood (about 0.15 s a document here), so it gets the documents a decision needs.
         guard_limit: Prompts of the IFEval guard.
         max_gen_toks: Generation budget of the generative suites.
         batch_size: lm-eval batch size.
@@ -35,16 +37,20 @@ class DemoBudget:
     n_train: int | None = None
     n_calib: int = 128
     task_limit: int = 60
+    task_limits: tuple[tuple[str, int], ...] = (("ss_mc", 200),)
     guard_limit: int = 30
     max_gen_toks: int = 96
     batch_size: int = 16
 
 
 BUDGETS = {
-    "smallest": DemoBudget(steps=2, n_train=16, n_calib=4, task_limit=4, guard_limit=4, max_gen_toks=8, batch_size=4),
-    "small": DemoBudget(steps=12, n_train=96, n_calib=32, task_limit=30, guard_limit=15, max_gen_toks=64),
+    "smallest": DemoBudget(steps=2, n_train=16, n_calib=4, task_limit=4, task_limits=(("ss_mc", 6),), guard_limit=4,
+                           max_gen_toks=8, batch_size=4),
+    "small": DemoBudget(steps=12, n_train=96, n_calib=32, task_limit=30, task_limits=(("ss_mc", 100),),
+                        guard_limit=15, max_gen_toks=64),
     "default": DemoBudget(),
-    "large": DemoBudget(n_calib=128, task_limit=200, guard_limit=100, max_gen_toks=256),
+    "large": DemoBudget(n_calib=128, task_limit=200, task_limits=(("ss_mc", 600),), guard_limit=100,
+                        max_gen_toks=256),
 }
 
 
@@ -57,6 +63,7 @@ def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None 
         evaluator_options={"batch_size": budget.batch_size, "max_gen_toks": budget.max_gen_toks},
         benchmark_profile="offline",
         task_limit=budget.task_limit,
+        task_limits=dict(budget.task_limits),
         guard_limit=budget.guard_limit,
         surgery=SurgeryConfig(calib=CalibConfig(n_samples=budget.n_calib)),
     )
@@ -96,7 +103,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
         reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
                              config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
     say(f"[3/4] nightly refinement over {len(fleet)} adapters: {', '.join(cfg.surgery.policies)} + the control ladder, "
-        f"task benchmarks ({budget.task_limit} docs), IFEval guard ({budget.guard_limit} prompts), gate, promotion")
+        f"task benchmarks ({_limits(budget)}), IFEval guard ({budget.guard_limit} prompts), gate, promotion")
     t = time.perf_counter()
     nightly = run_nightly(cfg)
     seconds["nightly"] = time.perf_counter() - t
@@ -113,6 +120,11 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     return {"adapters": [{k: str(v) for k, v in a.items() if k != "losses"} for a in fleet], "rows": rows,
             "failed": nightly["failed"], "dashboard": dashboard, "seconds": seconds, "budget": asdict(budget),
             "data_dir": str(data_dir)}
+
+
+def _limits(budget: DemoBudget) -> str:
+    own = ", ".join(f"{b} {n}" for b, n in budget.task_limits)
+    return f"{budget.task_limit} docs" + (f"; {own}" if own else "")
 
 
 def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:

@@ -311,7 +311,7 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
     controls = [a.name for a in present if a.role == "random_control"]
     scalar = next((a.name for a in present if a.role == "scalar_control"), None)
     canaries = [a.name for a in present if a.role in ("canary", "bare_base")]
-    design = design_for(config.sequential, config.gate, config.task_limit, len(candidates))
+    design = design_for(config.sequential, config.gate, config.limit_for(spec.name), len(candidates))
     live, futile, looks, keys = list(candidates), {}, [], []
     out: dict[str, list] = {}
     start, stop_k = 0, len(design.looks)
@@ -523,7 +523,8 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         if config.sequential.enabled:
             task_eval, sequential = evaluate_sequential(config, version, adapter, local, cands, spec, arms)
         else:
-            task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.task_limit, "task")
+            task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.limit_for(spec.name),
+                                          "task")
         guard_eval, guard_name = None, None
         if config.guard:
             gspec = guard_benchmark(config.benchmark_profile)

@@ -16,6 +16,7 @@ Where things live and how much runs in parallel enter no key.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -65,6 +66,10 @@ class RunConfig(BaseModel):
         None, description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
     )
     task_limit: int | None = Field(100, ge=1, description="Documents per task benchmark (same for every candidate).")
+    task_limits: dict[str, int] = Field(
+        default_factory=dict, description="Per task benchmark, documents instead of task_limit (e.g. {ss_mc: 200}): "
+        "a cheap suite can be given the documents its decisions need (the power table) without paying as much on a "
+        "generative one.")
     guard_limit: int | None = Field(100, ge=1, description="Prompts of the IFEval guard.")
     guard: bool = Field(True, description="Run the IFEval guard.")
     calib_source: str | None = Field(
@@ -90,6 +95,20 @@ class RunConfig(BaseModel):
                 "surgery.policies lists random_index: the random control is added automatically for every seed in "
                 "surgery.random_control_seeds; remove it from policies."
             )
+        from tasks.benchmarks import list_benchmarks
+
+        known = list_benchmarks()
+        for name, n in self.task_limits.items():
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                raise ValueError(f"task_limits: unknown benchmark {name!r}" + (f"; did you mean {close[0]!r}?" if close
+                                 else f"; known: {', '.join(known)}"))
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"task_limits.{name}: documents must be a whole number >= 1, got {n!r}")
+        small = {b: n for b, n in self.task_limits.items() if n < self.sequential.looks}
+        if self.sequential.enabled and small:
+            raise ValueError(f"sequential.enabled needs every task_limits entry >= sequential.looks "
+                             f"({self.sequential.looks}); got {small}")
         if self.sequential.enabled and (self.task_limit is None or self.task_limit < self.sequential.looks):
             raise ValueError(f"sequential.enabled needs task_limit >= sequential.looks ({self.sequential.looks}), got "
                              f"task_limit={self.task_limit}: set task_limit to the document budget of the last look")
@@ -105,10 +124,16 @@ class RunConfig(BaseModel):
             include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "benchmark_profile", "task_limit",
                      "guard_limit", "guard", "calib_source"},
         )
+        if self.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
+            keyed["task_limits"] = dict(sorted(self.task_limits.items()))
         if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
             keyed["sequential"] = self.sequential.model_dump(mode="json")
         keyed["adapter_overrides"] = adapter_overrides or {}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+
+    def limit_for(self, benchmark: str) -> int | None:
+        """Documents of ``benchmark`` as a task benchmark: its ``task_limits`` entry, else ``task_limit``."""
+        return self.task_limits.get(benchmark, self.task_limit)
 
     def surgery_for(self, overrides: dict | None) -> SurgeryConfig:
         """The surgery config with an adapter's own overrides (its registry ``config`` field, key ``surgery``)."""

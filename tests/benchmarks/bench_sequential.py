@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tasks.model import BUNDLED_MODEL, resolve_base
     from tasks.sequential import SequentialConfig
 
-    budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit)
+    budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, task_limits=())
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     base_dir = resolve_base(BUNDLED_MODEL, data_dir=cache)

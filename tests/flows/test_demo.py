@@ -85,8 +85,9 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
         # task suite: baseline + 3 policies + scalar + 3 random controls + 2 canaries; guard: all but the canaries
         n_task = 1 + len(policies) + 1 + 3 + 2
         assert len(evals) == (n_task if len(expected) == 1 else n_task + n_task - 2)
-        for e in evals:
-            assert e.n == 4 and len(e.doc_outcomes_json) == 4
+        for e in evals:  # the smallest budget: 4 documents, the multiple-choice suite its own 6
+            n = 6 if e.benchmark == "ss_mc" else 4
+            assert e.n == n and len(e.doc_outcomes_json) == n, (e.benchmark, e.n)
             assert all(0.0 <= float(v) <= 1.0 for _, v in e.doc_outcomes_json)
             assert Path(e.samples_uri).is_file()
         runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]

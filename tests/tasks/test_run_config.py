@@ -78,6 +78,7 @@ def test_result_hash_covers_what_the_results_depend_on_and_nothing_else(tmp_path
     assert {c.result_hash() for c in same} == {base.result_hash()}
     different = [RunConfig(data_dir=tmp_path / "a", gate=GateConfig(alpha=0.01)),
                  RunConfig(data_dir=tmp_path / "a", task_limit=50), RunConfig(data_dir=tmp_path / "a", guard=False),
+                 RunConfig(data_dir=tmp_path / "a", task_limits={"ss_mc": 200}),
                  RunConfig(data_dir=tmp_path / "a", evaluator="fake"),
                  RunConfig(data_dir=tmp_path / "a", evaluator_options={"n_docs": 3}),
                  RunConfig(data_dir=tmp_path / "a", calib_source="metamath"),
@@ -110,3 +111,16 @@ def test_run_config_rules_say_the_fix(tmp_path):
     assert RunConfig(data_dir="~/x").data_dir.is_absolute()
     dumped = RunConfig(data_dir=tmp_path).model_dump(mode="json")  # JSON round trip (a config sent to a worker)
     assert RunConfig.model_validate(dumped) == RunConfig(data_dir=tmp_path)
+
+
+def test_task_limits_give_a_benchmark_its_own_documents(tmp_path):
+    run = RunConfig(data_dir=tmp_path, task_limit=60, task_limits={"ss_mc": 200})
+    assert (run.limit_for("ss_mc"), run.limit_for("ss_arith")) == (200, 60)
+    assert RunConfig(data_dir=tmp_path, task_limits={"ss_mc": 60}).result_hash() != RunConfig(
+        data_dir=tmp_path, task_limits={"ss_mc": 61}).result_hash()
+    with pytest.raises(ValidationError, match="unknown benchmark 'ss_mcq'; did you mean 'ss_mc'"):
+        RunConfig(task_limits={"ss_mcq": 200})
+    with pytest.raises(ValidationError, match=r"task_limits.ss_mc: documents must be a whole number >= 1"):
+        RunConfig(task_limits={"ss_mc": 0})
+    with pytest.raises(ValidationError, match="every task_limits entry >= sequential.looks"):
+        RunConfig(task_limits={"ss_mc": 2}, sequential={"enabled": True, "looks": 4})
