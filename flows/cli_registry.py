@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from flows.cli_common import (
@@ -202,6 +203,13 @@ def cmd_dashboard(args) -> int:
         return fail(f"the dashboard is not available in this installation ({e})")
     reg = open_registry(args)
     data_dir, _ = resolve_location(args)
+    if args.evidence:
+        from flows.dashboard import evidence_markdown
+        from flows.dashboard_data import collect
+
+        text = evidence_markdown(collect(reg))
+        reg.close()
+        return emit(args, {"evidence_markdown": text}, lambda: sys.stdout.write(text))
     if args.serve:
         console().print(f"Serving the dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
         serve_dashboard(reg, args.host, args.port, args.interval)
@@ -265,6 +273,8 @@ def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("dashboard", parents=[common], help="Render (or serve) the HTML dashboard.")
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="Output HTML (default <data-dir>/dashboard.html).")
     p.add_argument("--serve", action="store_true", help="Serve it over HTTP, re-rendered every --interval seconds.")
+    p.add_argument("--evidence", action="store_true",
+                   help="Print the evidence table of the latest decisions (Markdown) instead of writing the page.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, metavar="N")
     p.add_argument("--interval", type=float, default=30.0, metavar="S", help="Re-render period when serving.")

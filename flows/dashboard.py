@@ -25,7 +25,7 @@ from typing import Any
 from flows.dashboard_data import DETAIL_RUNS, HISTORY, collect, registry_fingerprint
 from flows.dashboard_html import fmt_p, pct, pts, render_html
 
-__all__ = ["adapter_data", "adapter_markdown", "build_page", "pick_alignment_adapter", "render_dashboard",
+__all__ = ["adapter_data", "adapter_markdown", "evidence_markdown", "build_page", "pick_alignment_adapter", "render_dashboard",
            "serve_dashboard"]
 
 
@@ -158,6 +158,29 @@ def adapter_markdown(data: dict) -> str:
     if a["failures"]:
         lines += ["", f"**Failures** ({a['n_failures']})", ""]
         lines += [f"- run #{f['run_id']} ({f['at']}): `{f['error_type']}` {f['summary']}" for f in a["failures"][:5]]
+    return "\n".join(lines) + "\n"
+
+
+def evidence_markdown(data: dict) -> str:
+    """The evidence table (the paper's Table 2 in kind) of every adapter's latest decision, in Markdown.
+
+    One row per adapter and candidate (controls included), as the dashboard's Evidence section: the task score, the
+    gain over the unedited adapter, over the best random control and over the calibrated global scalar (points, 95%
+    interval, one-sided p), the IFEval change and the verdict.
+
+    Args:
+        data: :func:`flows.dashboard_data.collect` of the registry.
+    """
+    lines = ["| adapter | candidate | task (%) | Δ vs unedited (pts) | Δ vs best random (pts) | Δ vs global scalar (pts) "
+             "| Δ IFEval (pts) | verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for a in data["adapters"]:
+        if not a.get("nights"):
+            continue
+        for r in a["nights"][0]["rows"]:
+            lines.append("| " + " | ".join([
+                a["name"], "unedited" if r["role"] == "baseline" else r["arm"], _md_ci(r["task"]),
+                _md_ci(r["vs_baseline"], True), _md_ci(r["vs_control"], True), _md_ci(r.get("vs_scalar"), True),
+                _md_ci(r["guard_delta"], True), _md_verdict(r)]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -458,6 +458,33 @@ def test_cli_dashboard_renders_the_file(flow, tmp_path, capsys):
     assert "no registry at" in capsys.readouterr().err
 
 
+def test_evidence_markdown_has_a_row_per_arm_of_each_latest_decision(flow, capsys):
+    from flows.cli import main
+    from flows.dashboard import evidence_markdown
+    from flows.dashboard_data import collect
+
+    reg, info = flow
+    data = collect(reg)
+    md = evidence_markdown(data)
+    lines = md.splitlines()
+    assert lines[0].startswith("| adapter | candidate | task (%) | Δ vs unedited (pts) | Δ vs best random (pts) |")
+    rows = [ln.split(" | ") for ln in lines[2:]]
+    latest = [(a["name"], r) for a in data["adapters"] if a["nights"] for r in a["nights"][0]["rows"]]
+    assert len(rows) == len(latest) > 0
+    for cells, (name, r) in zip(rows, latest):
+        assert cells[0] == f"| {name}" and cells[1] == ("unedited" if r["role"] == "baseline" else r["arm"])
+    verdicts = {c[-1].rstrip(" |") for c in rows}
+    assert {"reference", "random control (best)"} <= verdicts
+    assert all(v in ("reference", "random control", "random control (best)", "**promoted**", "passed", "rejected",
+                     "held for evidence") or v.startswith("held: needs ~") for v in verdicts), verdicts
+    assert any(v == "**promoted**" or v.startswith("held: needs ~") for v in verdicts)
+    # the same table from the command line (stdout, nothing else), and in --json
+    assert main(["dashboard", "--data-dir", str(info["data_dir"]), "--evidence"]) == 0
+    assert capsys.readouterr().out == md
+    assert main(["dashboard", "--data-dir", str(info["data_dir"]), "--evidence", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"evidence_markdown": md}
+
+
 def test_fingerprint_is_stable_and_moves_with_the_registry(flow, tmp_path):
     from tests.flows.dashboard_support import copy_registry
 
