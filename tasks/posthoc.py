@@ -9,6 +9,9 @@ are rebuilt **balanced** (``B' = U diag(√t)``, ``A' = diag(√t) Vᵀ``, EXTEN
 Numerics (EXTENSIONS §0): the transforms run in float64 on σ clamped at >= 0 and return σ's dtype; only the flat
 spectra refuse a negative σ instead (§5). Re-derived from ``src/finetune/spectral_edit/{posthoc_hns,flat,
 ablations}.py`` of ``TTtianTT/peft-sft-lab`` as described in EXTENSIONS; settings in :mod:`tasks.config`.
+
+The edits register through :mod:`tasks.policy_registry` (never :mod:`tasks.policies`, which imports this module so
+that they register whenever the registry is used; importing that one first keeps the canonical listing order).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor
 
 from tasks.config import EditConfig, HNSConfig
-from tasks.policies import PolicyInputs, register_policy
+from tasks.policy_registry import PolicyInputs, register_policy
 
 PAPER = "https://arxiv.org/abs/2603.03995"
 _TINY = 1e-12  # the reference's floor for "zero" sums and norms in flat, ablations and the effective rank

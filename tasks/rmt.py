@@ -12,6 +12,10 @@ shape** (d_out × d_in, the rows of U and of V), so their policies need ``Policy
 
 The two use different MP medians on purpose (EXTENSIONS §12.1): the labelling a 20,000-point grid (0.652875 at
 β = 1), the threshold Gauss–Legendre quadrature (0.652776); each keeps its own for parity with the reference.
+
+Both register through :mod:`tasks.policy_registry` (never :mod:`tasks.policies`, which imports this module so that
+they register whenever the registry is used). ``rmt_bulk_only`` resolves its base policy by name at call time, so
+the paper's policies must be registered by then: :func:`tasks.policies.apply_policy`, its caller, sees to that.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 from torch import Tensor
 
 from tasks.config import EditConfig
-from tasks.policies import PolicyInputs, get_policy, preserve_energy, register_policy
+from tasks.policy_registry import PolicyInputs, get_policy, preserve_energy, register_policy
 
 _EPS = 1e-8
 SIGNAL, NEAR_EDGE, BULK = "signal", "near_edge", "bulk"
