@@ -9,8 +9,8 @@ included (§11), follow ``src/finetune/spectral_edit/edit_strategies.py`` of ``T
 The registry machinery (``PolicyInputs``, ``PolicySpec``, ``Role``/``ROLES``, ``register_policy``,
 ``get_policy``, ``list_policies``, ``UnknownPolicyError``) and the shared helpers ``normalize`` and
 ``preserve_energy`` live in :mod:`tasks.policy_registry`, which imports no module that registers policies; this
-module re-exports all of them, so ``from tasks.policies import ...`` keeps working, and ``_REGISTRY`` /
-``_ALIASES`` here read and rebind the registry's own dicts. This module holds the paper's policies, the control
+module re-exports all of them, so ``from tasks.policies import ...`` keeps working (the registry's dicts
+``_REGISTRY`` / ``_ALIASES`` are the registry module's own). This module holds the paper's policies, the control
 ladder, :func:`policy_counts` and :func:`apply_policy`.
 
 The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §11), each with a ``role``:
@@ -26,14 +26,10 @@ themselves when this module is imported (last lines). ``needs_data`` tells the d
 from __future__ import annotations
 
 import math
-import sys
-import types
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from tasks import policy_registry as _policy_registry
 from tasks.config import EditConfig
 from tasks.policy_registry import (  # noqa: F401  (re-exported: the public names this module has always had)
     _EPS,
@@ -51,38 +47,7 @@ from tasks.policy_registry import (  # noqa: F401  (re-exported: the public name
     register_policy,
 )
 
-if TYPE_CHECKING:  # at run time they are properties of this module's type, see _PoliciesModule
-    from tasks.policy_registry import _ALIASES, _REGISTRY  # noqa: F401
-
 PAPER = "https://arxiv.org/abs/2603.03995"
-
-
-class _PoliciesModule(types.ModuleType):
-    """This module's type: ``_REGISTRY`` and ``_ALIASES`` read and rebind :mod:`tasks.policy_registry`'s dicts.
-
-    They lived here before the registry moved; code that swaps them on this module (tests isolate temporary
-    registrations with ``monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))``) thus still
-    swaps the dicts that :func:`register_policy` and :func:`get_policy` use, and restores them on undo.
-    """
-
-    @property
-    def _REGISTRY(self) -> dict[str, PolicySpec]:
-        return _policy_registry._REGISTRY
-
-    @_REGISTRY.setter
-    def _REGISTRY(self, value: dict[str, PolicySpec]) -> None:
-        _policy_registry._REGISTRY = value
-
-    @property
-    def _ALIASES(self) -> dict[str, str]:
-        return _policy_registry._ALIASES
-
-    @_ALIASES.setter
-    def _ALIASES(self, value: dict[str, str]) -> None:
-        _policy_registry._ALIASES = value
-
-
-sys.modules[__name__].__class__ = _PoliciesModule
 
 
 def policy_counts(r: int, cfg: EditConfig) -> tuple[int, int]:

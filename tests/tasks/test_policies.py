@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import policies
+from tasks import policies, policy_registry
 from tasks.config import EditConfig
 from tasks.policies import (
     PolicyInputs,
@@ -100,8 +100,8 @@ def test_unknown_name_suggests_close_match():
 
 
 def test_duplicate_registration_raises(monkeypatch):
-    monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))
-    monkeypatch.setattr(policies, "_ALIASES", dict(policies._ALIASES))
+    monkeypatch.setattr(policy_registry, "_REGISTRY", dict(policy_registry._REGISTRY))
+    monkeypatch.setattr(policy_registry, "_ALIASES", dict(policy_registry._ALIASES))
 
     @register_policy("tmp_identity", aliases=("tmp_id",))
     def tmp_identity(inp, cfg):
@@ -474,7 +474,7 @@ def test_control_ladder_roles_and_flags():
 
 
 def test_register_policy_role_arguments(monkeypatch):
-    monkeypatch.setattr(policies, "_REGISTRY", dict(policies._REGISTRY))
+    monkeypatch.setattr(policy_registry, "_REGISTRY", dict(policy_registry._REGISTRY))
 
     @register_policy("tmp_control", is_control=True)
     def tmp_control(inp, cfg):
