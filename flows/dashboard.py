@@ -161,6 +161,9 @@ def adapter_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CANARY_ARMS = ("zero_rebuild", "zero_rebuild_one_sided", "bare_base")  # controls that are canaries, not random
+
+
 def evidence_markdown(data: dict) -> str:
     """The evidence table (the paper's Table 2 in kind) of every adapter's latest decision, in Markdown.
 
@@ -198,6 +201,8 @@ def _md_verdict(r: dict) -> str:
     if r["role"] == "baseline":
         return "reference"
     if r["role"] == "control":
+        if r.get("policy") in CANARY_ARMS:
+            return "canary"
         return "random control" + (" (best)" if r["best_control"] else "")
     if r["promoted"]:
         return "**promoted**"

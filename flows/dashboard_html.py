@@ -244,6 +244,8 @@ def _evidence(data: dict) -> str:
 
 def _row_verdict(r: dict) -> str:
     if r["role"] == "control":
+        if r.get("policy") in ("zero_rebuild", "zero_rebuild_one_sided", "bare_base"):
+            return '<span class="muted">canary</span>'
         return '<span class="muted">control' + (" (best random)" if r.get("best_control") else "") + "</span>"
     if r.get("promoted"):
         return '<span class="badge b-ok">promoted</span>'

@@ -475,8 +475,8 @@ def test_evidence_markdown_has_a_row_per_arm_of_each_latest_decision(flow, capsy
         assert cells[0] == f"| {name}" and cells[1] == ("unedited" if r["role"] == "baseline" else r["arm"])
     verdicts = {c[-1].rstrip(" |") for c in rows}
     assert {"reference", "random control (best)"} <= verdicts
-    assert all(v in ("reference", "random control", "random control (best)", "**promoted**", "passed", "rejected",
-                     "held for evidence") or v.startswith("held: needs ~") for v in verdicts), verdicts
+    assert all(v in ("reference", "random control", "random control (best)", "canary", "**promoted**", "passed",
+                     "rejected", "held for evidence") or v.startswith("held: needs ~") for v in verdicts), verdicts
     assert any(v == "**promoted**" or v.startswith("held: needs ~") for v in verdicts)
     # the same table from the command line (stdout, nothing else), and in --json
     assert main(["dashboard", "--data-dir", str(info["data_dir"]), "--evidence"]) == 0
