@@ -148,9 +148,16 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             holdout = load_calibration(source, holdout_calib_config(surgery))
         except ValueError:  # the same file read above for the sensitivities: here it only has no rows left
             holdout = []
+        # a row repeated in the file is the same data: γ is chosen only on rows the sensitivities never saw
+        seen = {(e.prompt, e.answer) for e in examples}
+        fresh = [e for e in holdout if (e.prompt, e.answer) not in seen]
+        if len(fresh) < len(holdout):
+            _logger().info(f"{adapter.name}: {len(holdout) - len(fresh)} held-out calibration row(s) repeat a sensitivity row; "
+                f"γ is chosen on the other {len(fresh)}")
+        holdout = fresh
         if not holdout:
             skipped["global_scalar"] = (
-                f"no held-out calibration examples to choose γ on: {source} has no rows after the first "
+                f"no held-out calibration examples to choose γ on: {source} has no new rows after the first "
                 f"{surgery.calib.start + surgery.calib.n_samples}; add {surgery.global_scalar.holdout} more")
             arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,

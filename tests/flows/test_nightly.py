@@ -251,6 +251,24 @@ def test_calibration_file_without_held_out_rows_skips_the_scalar_and_says_why(pr
     assert "add 32 more" in stats["ladder"]["skipped"]["global_scalar"]
 
 
+def test_held_out_rows_that_repeat_sensitivity_rows_are_not_used_for_gamma(prefect_harness, make_fleet, fleet_base,
+                                                                          tmp_path):
+    """A file whose rows after the sensitivity slice repeat rows inside it has no unseen data for γ (the demo's
+    generated instruction rows repeat a few): the scalar is skipped with its reason, the adapter still decided."""
+    from flows.refine_adapter import adapter_config_hash
+
+    dirs, calib = make_fleet(1)
+    rows = tiny.calib_rows(4)
+    Path(calib).write_text("".join(json.dumps(r) + "\n" for r in rows + rows))  # held-out = sensitivity rows
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    assert run_nightly(cfg)["failed"] == 0
+    version = reg.list_versions("ad0")[0]
+    assert "global_scalar" not in {c.policy for c in reg.list_candidates(version.id)}
+    stats = reg.decision_of_run(version.id, adapter_config_hash(cfg, reg.get_adapter("ad0"))).statistics_json
+    assert "no new rows after the first 4" in stats["ladder"]["skipped"]["global_scalar"]
+
+
 def test_rollback_restores_previous_production(prefect_harness, make_fleet, fleet_base, tmp_path):
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib)
