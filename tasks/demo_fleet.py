@@ -315,12 +315,7 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
                    "generator": _callable_name(spec.make_rows), "n_train": n,
                    "steps": st, "lr": spec.lr, "max_len": spec.max_len, "batch_size": batch_size,
                    "seeds": [TRAIN_SEED, CALIB_SEED], "rows": _rows_sha(rows), "calib": _rows_sha(calib)}  # fmt: skip
-        key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
-        entry = Path(data_dir).expanduser().absolute() / "fleet" / f"{spec.name}-{key[:12]}"
-        try:
-            marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            marker = None
+        key, entry, marker = _cache_entry(data_dir, spec.name, key_doc)
         complete = (entry / "adapter" / "adapter_model.safetensors").is_file() and (entry / "calib.jsonl").is_file()
         reused = bool(marker and marker.get("key") == key and complete)
         if reused:
@@ -346,6 +341,17 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
     return out
 
 
+def _cache_entry(data_dir: Path, name: str, key_doc: dict) -> tuple[str, Path, dict | None]:
+    """``(key, entry dir, its marker or None)`` of a fleet entry keyed by the sha256 of ``key_doc``."""
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
+    entry = Path(data_dir).expanduser().absolute() / "fleet" / f"{name}-{key[:12]}"
+    try:
+        marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    return key, entry, marker
+
+
 def _scaled_entry(spec: DemoAdapterSpec, built: list[dict], data_dir: Path, say: Callable[[str], None]) -> dict:
     """The ``scaled_from`` adapter of ``spec``: its source's files with ``lora_alpha × alpha_scale``, cached by key."""
     src = next((b for b in built if b["name"] == spec.scaled_from), None)
@@ -356,12 +362,7 @@ def _scaled_entry(spec: DemoAdapterSpec, built: list[dict], data_dir: Path, say:
         raise ValueError(f"demo adapter {spec.name!r}: alpha_scale must be a positive number, got {spec.alpha_scale!r}")
     key_doc = {"recipe": RECIPE_VERSION, "name": spec.name, "family": spec.task_family, "source": src["key"],
                "alpha_scale": spec.alpha_scale}
-    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()
-    entry = Path(data_dir).expanduser().absolute() / "fleet" / f"{spec.name}-{key[:12]}"
-    try:
-        marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        marker = None
+    key, entry, marker = _cache_entry(data_dir, spec.name, key_doc)
     reused = bool(marker and marker.get("key") == key and (entry / "adapter" / "adapter_model.safetensors").is_file())
     if reused:
         say(f"{spec.name}: reusing {entry}")
