@@ -23,6 +23,7 @@ from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, resolve_source
 from tasks.gate import ArmOutcomes, decide, verdict_label, verdict_of
 from tasks.policies import get_policy
+from tasks.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
 
 BASELINE = "baseline"
@@ -479,26 +480,14 @@ def _artifact_key(adapter_name: str) -> str:
     return ("refine-" + "".join(c if c.isalnum() else "-" for c in adapter_name.lower()).strip("-"))[:92]
 
 
-def _artifacts(reg, adapter_name: str, result: dict) -> None:
+def _artifacts(adapter_name: str, result: dict) -> None:
+    """The decision's table and Markdown artifacts, built from the decision itself (never from the dashboard)."""
     key = _artifact_key(adapter_name)
     stats = result.get("statistics", {})
-    rows = []
-    for v in stats.get("verdicts", []):
-        rows.append({"candidate": v["name"], "task": round(v["task_mean"], 4),
-                     "vs baseline (pts)": round(v["vs_baseline"]["delta"] * 100, 2),
-                     "p vs baseline": round(v["vs_baseline"]["p_value"], 4),
-                     "guard delta (pts)": None if v["guard_delta"] is None else round(v["guard_delta"] * 100, 2),
-                     "verdict": verdict_label(v.get("verdict") or ("promote" if v["passed"] else "reject"),
-                                              v.get("n_needed")),
-                     "MDE (pts)": None if v.get("mde") is None else round(v["mde"] * 100, 2),
-                     "passed": v["passed"]})
     label = result.get("verdict_label") or verdict_label(verdict_of(stats, bool(stats.get("promoted"))))
-    create_table_artifact(key=key, table=rows,
+    create_table_artifact(key=key, table=candidate_rows(stats),
                           description=f"{adapter_name}: {label.upper()} — {result.get('sentence', '')}")
-    from flows.dashboard import adapter_data, adapter_markdown
-
-    # the dashboard's adapter view as markdown: scores with intervals, deltas, p-values, decision, history
-    markdown = adapter_markdown(adapter_data(reg, adapter_name))
+    markdown = decision_markdown(adapter_name, stats, result.get("sentence", ""), promoted=result.get("promoted"))
     create_markdown_artifact(key=key + "-summary", markdown=markdown, description=f"Decision for {adapter_name}")
 
 
@@ -555,7 +544,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
     result.update(adapter=adapter_name, status="completed", candidates_written=cands.written,
                   calibrated=cands.calibrated, benchmark=spec.name)
     try:
-        _artifacts(reg, adapter_name, result)
+        _artifacts(adapter_name, result)
     except Exception as e:  # artifacts are a convenience; never fail a refinement over them
         _logger().warning("could not write artifacts for %s: %s", adapter_name, e)
     return result

@@ -128,13 +128,6 @@ def write_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
 
-def init_db(engine: Engine) -> None:
-    """Bring the database to the latest schema (Alembic ``upgrade head``, run programmatically)."""
-    from registry.migrations import upgrade
-
-    upgrade(engine, "head")
-
-
 @contextmanager
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any exception.

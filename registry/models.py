@@ -6,7 +6,7 @@ evidence it produced (``Candidate``, ``Evaluation``, ``GuardResult``, ``Decision
 
 Every natural key is a named unique constraint: the repository's writes are get-or-create on these keys, so a
 re-run or two racing processes can never duplicate a row. The schema is created by the Alembic migrations in
-``registry/migrations`` (``registry.db.init_db``), never by ``metadata.create_all``; a test checks that the two
+``registry/migrations`` (``registry.migrations.init_db``), never by ``metadata.create_all``; a test checks that the two
 agree.
 """
 

@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from registry import promotion as prom
 from registry.declaration import check_declaration
 from registry import validation as check
-from registry.db import init_db, make_engine, session_scope
+from registry.db import make_engine, session_scope
+from registry.migrations import init_db
 from registry.models import (
     BASELINE,
     EVALUATION_KINDS,
@@ -59,7 +60,7 @@ class Registry:
     """Read/write access to the adapter registry on one engine (SQLite or PostgreSQL).
 
     Args:
-        engine: From :func:`registry.db.make_engine`; the schema must be migrated (:func:`registry.db.init_db`,
+        engine: From :func:`registry.db.make_engine`; the schema must be migrated (:func:`registry.migrations.init_db`,
             or use :meth:`open`).
     """
 

@@ -14,6 +14,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from registry.db import write_engine
+
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 
 
@@ -30,8 +32,6 @@ def alembic_config() -> Config:
 
 
 def _run(engine: Engine, fn, *args, **kwargs) -> None:
-    from registry.db import write_engine
-
     cfg = alembic_config()
     # One transaction for the whole migration (SQLite and PostgreSQL both have transactional DDL): a failed
     # upgrade leaves the schema as it was. BEGIN IMMEDIATE on SQLite keeps concurrent writers out meanwhile.
@@ -43,6 +43,11 @@ def _run(engine: Engine, fn, *args, **kwargs) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database of ``engine`` to ``revision`` (default: the latest)."""
     _run(engine, command.upgrade, revision)
+
+
+def init_db(engine: Engine) -> None:
+    """Bring the database to the latest schema (Alembic ``upgrade head``, run programmatically)."""
+    upgrade(engine, "head")
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

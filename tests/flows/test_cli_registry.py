@@ -361,11 +361,11 @@ def test_dashboard_is_written(ran, tmp_path):
 
 
 def test_verdict_cell_tells_hold_from_reject():
-    from flows.cli_run import _verdict_cell
+    from flows.cli.common import verdict_cell
 
-    assert _verdict_cell({"status": "completed", "verdict": "promote", "promoted": "smooth_abs"}) == \
+    assert verdict_cell({"status": "completed", "verdict": "promote", "promoted": "smooth_abs"}) == \
         "[green]PROMOTE[/] smooth_abs"
-    assert _verdict_cell({"status": "completed", "verdict": "hold", "n_needed": 2823}) == \
+    assert verdict_cell({"status": "completed", "verdict": "hold", "n_needed": 2823}) == \
         "[yellow]HOLD[/] (needs ~2,823 docs)"
-    assert _verdict_cell({"status": "completed", "verdict": "reject"}) == "[red]REJECT[/]"
-    assert _verdict_cell({"status": "failed"}) == "—"
+    assert verdict_cell({"status": "completed", "verdict": "reject"}) == "[red]REJECT[/]"
+    assert verdict_cell({"status": "failed"}) == "—"

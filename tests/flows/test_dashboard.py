@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.dashboard import adapter_data, adapter_markdown, build_page, render_dashboard
-from flows.dashboard_data import HISTORY, collect, diagnostics, registry_fingerprint
+from flows.dashboard.data import HISTORY, collect, diagnostics, registry_fingerprint
 from registry.models import AdapterVersion, Decision, Evaluation
 from tests.flows.dashboard_support import (
     CONTROL,
@@ -461,7 +461,7 @@ def test_cli_dashboard_renders_the_file(flow, tmp_path, capsys):
 def test_evidence_markdown_has_a_row_per_arm_of_each_latest_decision(flow, capsys):
     from flows.cli import main
     from flows.dashboard import evidence_markdown
-    from flows.dashboard_data import collect
+    from flows.dashboard.data import collect
 
     reg, info = flow
     data = collect(reg)

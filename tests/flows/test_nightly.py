@@ -356,7 +356,7 @@ def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefec
     by the dashboard, and never stops the rest of the fleet; the next successful fetch clears it."""
     import shutil
 
-    from flows.dashboard_data import collect
+    from flows.dashboard.data import collect
 
     dirs, calib = make_fleet(2)
     cfg = _config(tmp_path / "data", calib)

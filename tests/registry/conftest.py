@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from registry.db import init_db, make_engine, normalize_url
+from registry.db import make_engine, normalize_url
+from registry.migrations import init_db
 from registry.repository import Registry
 
 PG_ENV = "SPECTRAL_TEST_PG_URL"

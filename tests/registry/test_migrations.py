@@ -12,7 +12,8 @@ from alembic.util import CommandError
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 
 from registry import migrations
-from registry.db import init_db, make_engine
+from registry.db import make_engine
+from registry.migrations import init_db
 from registry.models import Base
 
 HEAD = "0003"

@@ -142,7 +142,7 @@ def test_promotion_events_refuse_sql_update_and_delete(engine, statement):
 
 @pytest.mark.postgres
 def test_promotion_events_refuse_truncate_on_postgres(pg_url):
-    from registry.db import init_db
+    from registry.migrations import init_db
 
     eng = make_engine(pg_url)
     init_db(eng)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from registry.db import session_scope
 from registry.validation import error_summary
+from tasks.diagnostics import short_module
 from tasks.gate import verdict_label, verdict_of
 from registry.models import (
     Adapter,
@@ -53,13 +54,6 @@ def arm_name(policy: str, seed: int, is_control: bool) -> str:
     Same rule as ``flows.refine_adapter.Arm.name`` (not imported: that would pull Prefect into the dashboard).
     """
     return f"{policy}-s{seed}" if policy == "random_index" else policy
-
-
-def short_module(name: str) -> str:
-    """``model.layers.3.self_attn.o_proj`` → ``L3 o_proj`` (the last two dotted parts without a layer index)."""
-    m = re.search(r"\.layers\.(\d+)\.", name)
-    last = name.rsplit(".", 1)[-1]
-    return f"L{m.group(1)} {last}" if m else ".".join(name.split(".")[-2:])
 
 
 def slug(name: str) -> str:

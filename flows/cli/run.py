@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from flows.cli import PAPER_POLICIES, _parse_sets
-from flows.cli_common import emit, guarded, open_registry
+from flows.cli.common import PAPER_POLICIES, parse_sets
+from flows.cli.common import emit, guarded, open_registry, verdict_cell
 
 POLL_S = 0.25
 
@@ -66,7 +66,7 @@ def run_config_from_args(args: argparse.Namespace):
     if args.dask_address and not args.task_runner:
         data["task_runner"] = "dask"
     if args.evaluator_option:
-        data["evaluator_options"] = {**data.get("evaluator_options", {}), **_parse_sets(args.evaluator_option)}
+        data["evaluator_options"] = {**data.get("evaluator_options", {}), **parse_sets(args.evaluator_option)}
     if args.dry_run:
         data["promote"] = False
     if args.no_guard:
@@ -172,19 +172,6 @@ def _error_line(error_type: str, text: str | None) -> str:
     return f"{short}: {lines[-1] if lines else ''}"
 
 
-_VERDICT_STYLE = {"promote": "green", "hold": "yellow", "reject": "red"}
-
-
-def _verdict_cell(r: dict) -> str:
-    """PROMOTE / HOLD (needs ~N docs) / REJECT: a HOLD ("could not tell yet") never reads like a REJECT."""
-    v = r.get("verdict")
-    if r.get("status", "completed") != "completed" or v not in _VERDICT_STYLE:
-        return "—"
-    need = f" (needs ~{r['n_needed']:,} docs)" if v == "hold" and r.get("n_needed") else ""
-    what = f" {r['promoted']}" if v == "promote" and r.get("promoted") else ""
-    return f"[{_VERDICT_STYLE[v]}]{v.upper()}[/]{what}{need}"
-
-
 def _served(r: dict) -> str:
     if r.get("status") != "completed":
         return "—"
@@ -237,7 +224,7 @@ def cmd_run(args) -> int:
             table.add_column(col, overflow="fold")
         for r in results:
             table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
-                          r.get("benchmark") or "—", _verdict_cell(r), _served(r),
+                          r.get("benchmark") or "—", verdict_cell(r), _served(r),
                           escape(r.get("sentence") or r.get("error") or ""))
         console.print(table)
 

@@ -8,9 +8,9 @@ import gzip
 import math
 from typing import Any
 
-from flows import dashboard_svg as sv
-from flows.dashboard_html import _ci, decision_badge, _short, _status_badge, _x_dates, fmt_p, pct, pts
-from flows.dashboard_svg import color_for, e
+import flows.dashboard.svg as sv
+from flows.dashboard.fmt import _ci, _short, _status_badge, _x_dates, decision_badge, fmt_p, pct, pts
+from flows.dashboard.svg import color_for, e
 
 MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
 

@@ -1,12 +1,13 @@
 """The audit dashboard: one self-contained HTML page of the fleet's evidence, read from the registry.
 
 * :func:`render_dashboard` writes the page to a file (no network needed to view it: inline SVG, inline CSS/JS).
-* :func:`flows.dashboard_serve.serve_dashboard` serves it on localhost and reloads it when the registry changes.
-* :func:`adapter_markdown` summarises one adapter as Markdown (a Prefect markdown artifact).
+* :func:`flows.dashboard.serve.serve_dashboard` serves it on localhost and reloads it when the registry changes.
+* :func:`adapter_markdown` summarises one adapter as Markdown (its history, production and latest decision; the
+  nightly flow's own artifacts come from the decision alone, :mod:`tasks.report`).
 
-Layers: :mod:`flows.dashboard_data` (read-only queries → plain dicts), :mod:`flows.dashboard_alignment`
-(Fig. 1 from adapter files, cached), :mod:`flows.dashboard_html` / :mod:`flows.dashboard_adapter_html`
-(rendering) on :mod:`flows.dashboard_svg` (chart primitives).
+Layers: :mod:`flows.dashboard.data` (read-only queries → plain dicts), :mod:`tasks.diagnostics`
+(Fig. 1 from adapter files, cached), :mod:`flows.dashboard.html` / :mod:`flows.dashboard.adapter_html`
+(rendering) on :mod:`flows.dashboard.svg` (chart primitives).
 
 Example::
 
@@ -22,11 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flows.dashboard_data import DETAIL_RUNS, HISTORY, collect, registry_fingerprint
-from flows.dashboard_html import fmt_p, pct, pts, render_html
+from flows.dashboard.data import DETAIL_RUNS, HISTORY, collect, registry_fingerprint
+from flows.dashboard.fmt import fmt_p, pct, pts
+from flows.dashboard.html import render_html
 
-__all__ = ["adapter_data", "adapter_markdown", "evidence_markdown", "build_page", "pick_alignment_adapter", "render_dashboard",
-           "serve_dashboard"]
+__all__ = ["adapter_data", "adapter_markdown", "evidence_markdown", "build_page", "pick_alignment_adapter",
+           "render_dashboard"]
 
 
 def pick_alignment_adapter(data: dict, requested: str | None = None) -> dict | None:
@@ -46,7 +48,7 @@ def alignment_for(registry, adapter: dict | None, *, cache_dir: Path | None = No
     """Fig. 1 data of ``adapter``'s latest version, or ``{"adapter", "error"}`` saying why it is unavailable."""
     if adapter is None:
         return None
-    from flows.dashboard_alignment import subspace_alignment
+    from tasks.diagnostics import subspace_alignment
 
     lv = adapter["latest_version"]
     if lv is None or not lv["local_path"]:
@@ -97,14 +99,6 @@ def render_dashboard(registry, out_path: Path, *, alignment_adapter: str | None 
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out_path)  # a browser reloading the file never sees half a page
     return out_path
-
-
-def serve_dashboard(registry, *args, **kwargs) -> None:
-    """Serve the live dashboard until interrupted: :func:`flows.dashboard_serve.serve_dashboard` (re-exported
-    here because the CLI imports both entry points from this module)."""
-    from flows.dashboard_serve import serve_dashboard as serve  # late: dashboard_serve imports this module
-
-    serve(registry, *args, **kwargs)
 
 
 def adapter_data(registry, name: str, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS) -> dict:
@@ -172,7 +166,7 @@ def evidence_markdown(data: dict) -> str:
     interval, one-sided p), the IFEval change and the verdict.
 
     Args:
-        data: :func:`flows.dashboard_data.collect` of the registry.
+        data: :func:`flows.dashboard.data.collect` of the registry.
     """
     lines = ["| adapter | candidate | task (%) | Δ vs unedited (pts) | Δ vs best random (pts) | Δ vs global scalar (pts) "
              "| Δ IFEval (pts) | verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]

@@ -15,8 +15,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.cli import _fail as fail
 from registry.validation import error_summary
+
+
+PAPER_POLICIES = ("abs_select", "smooth_abs", "random_index", "grad_direction")
+
+
+def fail(msg: str, code: int = 2) -> int:
+    """Print ``error: msg`` in red on stderr (one line, user text never read as markup) and return ``code``."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    # escape: messages quote user input and pydantic's "[type=...]" (rich would eat them as markup);
+    # soft_wrap: one logical line, never broken mid-phrase at the terminal width (scripts grep stderr).
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)
+    return code
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
 
 
 # ------------------------------------------------------------------------------------------- plumbing
@@ -109,6 +135,19 @@ def default_actor() -> str:
         return os.environ.get("USER") or getpass.getuser()
     except Exception:  # no passwd entry (containers)
         return "cli"
+
+
+_VERDICT_STYLE = {"promote": "green", "hold": "yellow", "reject": "red"}
+
+
+def verdict_cell(r: dict) -> str:
+    """PROMOTE / HOLD (needs ~N docs) / REJECT: a HOLD ("could not tell yet") never reads like a REJECT."""
+    v = r.get("verdict")
+    if r.get("status", "completed") != "completed" or v not in _VERDICT_STYLE:
+        return "—"
+    need = f" (needs ~{r['n_needed']:,} docs)" if v == "hold" and r.get("n_needed") else ""
+    what = f" {r['promoted']}" if v == "promote" and r.get("promoted") else ""
+    return f"[{_VERDICT_STYLE[v]}]{v.upper()}[/]{what}{need}"
 
 
 # ------------------------------------------------------------------------------------------ serialise

@@ -7,7 +7,7 @@ import logging
 import os
 import warnings
 
-from flows.cli_common import emit, guarded, resolve_location
+from flows.cli.common import emit, guarded, resolve_location, verdict_cell
 
 
 def _fmt(v, spec: str = "+.3f") -> str:
@@ -38,7 +38,6 @@ def cmd_demo(args) -> int:
                             task_limits=() if args.task_limit is not None else None,
                             max_gen_toks=args.max_gen_toks)
     data_dir, db = resolve_location(args)
-    from flows.cli_run import _verdict_cell
 
     err = Console(stderr=True)
     result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
@@ -56,7 +55,7 @@ def cmd_demo(args) -> int:
                           f"{_fmt(r.get('delta_baseline'))} ({_fmt(r.get('p_baseline'), '.3g')})",
                           f"{_fmt(r.get('delta_random'))} ({_fmt(r.get('p_random'), '.3g')})",
                           _fmt(r.get("guard_delta")),
-                          _verdict_cell(r))
+                          verdict_cell(r))
         console.print(table)
         for r in result["rows"]:  # the gate's own sentence: every candidate's evidence, why it moved or not
             console.print(f"[bold]{r['adapter']}[/]: " + (r.get("decision") or "").replace(" | ", "\n  "),

@@ -1,6 +1,6 @@
 """Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
 
-(``run`` lives in :mod:`flows.cli_run`, the shared plumbing in :mod:`flows.cli_common`.) Each command opens the
+(``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
 :class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
 """
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.cli_common import (
+from flows.cli.common import (
     adapter_dict,
     candidates_of_latest,
     console,
@@ -205,7 +205,7 @@ def cmd_dashboard(args) -> int:
     data_dir, _ = resolve_location(args)
     if args.evidence:
         from flows.dashboard import evidence_markdown
-        from flows.dashboard_data import collect
+        from flows.dashboard.data import collect
 
         text = evidence_markdown(collect(reg))
         reg.close()
@@ -222,9 +222,7 @@ def cmd_dashboard(args) -> int:
 
 # ------------------------------------------------------------------------------------------- parsers
 def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
-    """Register the registry sub-commands (and ``run``) on the ``spectral-surgery`` sub-parsers."""
-    from flows.cli_run import add_run
-
+    """Register ``init``, ``register`` and ``list`` on the ``spectral-surgery`` sub-parsers."""
     p = sub.add_parser("init", parents=[common], help="Create the data directory and the registry database.")
     p.set_defaults(func=cmd_init)
 
@@ -246,11 +244,10 @@ def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", parents=[common], help="List adapters, their latest version and production.")
     p.set_defaults(func=cmd_list)
 
-    add_run(sub, common)
-    from flows.cli_demo import add_demo
 
-    add_demo(sub, common)
 
+def add_history_commands(sub, common: argparse.ArgumentParser) -> None:
+    """Register ``history``, ``promote``, ``rollback`` and ``dashboard`` (after ``run`` and ``demo`` in the help)."""
     p = sub.add_parser("history", parents=[common], help="The audit history of an adapter's production pointer.")
     p.add_argument("adapter", metavar="ADAPTER")
     p.set_defaults(func=cmd_history)

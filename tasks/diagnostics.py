@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,13 @@ from typing import Any
 RESIDUAL_MODULES = ("o_proj", "down_proj")
 DEFAULT_M = 4  # the paper's Appendix B uses the top-4 subspace
 _MEMORY: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def short_module(name: str) -> str:
+    """``model.layers.3.self_attn.o_proj`` → ``L3 o_proj`` (the last two dotted parts without a layer index)."""
+    m = re.search(r"\.layers\.(\d+)\.", name)
+    last = name.rsplit(".", 1)[-1]
+    return f"L{m.group(1)} {last}" if m else ".".join(name.split(".")[-2:])
 
 
 def alignment_from_factors(modules: list[tuple[str, int | None, Any, Any]], m: int = DEFAULT_M) -> dict[str, Any]:
@@ -99,7 +107,6 @@ def subspace_alignment(adapter_dir: str | Path, content_sha256: str, *, m: int =
             return {**_MEMORY[key], "cached": True}
         except (OSError, ValueError):
             pass  # a torn or foreign file: recompute and overwrite
-    from flows.dashboard_data import short_module
     from tasks.adapter_io import load_adapter
 
     t0 = time.perf_counter()

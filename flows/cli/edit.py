@@ -1,22 +1,14 @@
-"""The ``spectral-surgery`` command line.
-
-Every sub-command is a thin shell over pure functions in ``tasks/`` or flows in ``flows/``: it parses,
-validates (pydantic at the edge), prints a readable table (or JSON with ``--json``) and exits non-zero
-with a message that says how to fix the input.
-"""
+"""``spectral-surgery edit``: one adapter under one or more policies (one SVD and one calibration pass for all)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-PAPER_POLICIES = ("abs_select", "smooth_abs", "random_index", "grad_direction")
+from flows.cli.common import PAPER_POLICIES, fail, guarded, parse_sets, resolve_location
 
 
 def _console(stderr: bool = False):
@@ -25,20 +17,7 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
-def _fail(msg: str, code: int = 2) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-
-    # escape: messages quote user input and pydantic's "[type=...]" (rich would eat them as markup);
-    # soft_wrap: one logical line, never broken mid-phrase at the terminal width (scripts grep stderr).
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)
-    return code
-
-
-# ---------------------------------------------------------------------------------------------- edit
-def _add_edit(sub, common: argparse.ArgumentParser) -> None:
-    from flows.cli_common import guarded  # here, not at import: cli_common imports this module
-
+def add_edit(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "edit", parents=[common],
         help="Edit one adapter under one or more policies (one SVD + one calibration pass for all).",
@@ -63,19 +42,6 @@ def _add_edit(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=guarded(cmd_edit))  # --json / --data-dir come from `common`, before or after `edit`
 
 
-def _parse_sets(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def surgery_config_from_args(args) -> "SurgeryConfig":
     from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 
@@ -88,7 +54,7 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
     for p in args.policy or ["all"]:
         policies.extend(PAPER_POLICIES if p == "all" else [p])
     return SurgeryConfig(
-        edit=EditConfig(**_parse_sets(args.set)),
+        edit=EditConfig(**parse_sets(args.set)),
         targets=TargetConfig(**targets),
         calib=CalibConfig(**calib),
         policies=tuple(dict.fromkeys(policies)),
@@ -101,7 +67,6 @@ def cmd_edit(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from flows.cli_common import resolve_location
     from tasks.adapter_io import AdapterError, load_adapter
     from tasks.calibration import load_calibration
     from tasks.edit import prepare, write_candidate
@@ -113,14 +78,14 @@ def cmd_edit(args) -> int:
         for p in cfg.policies:
             get_policy(p)
     except (ValidationError, ValueError, KeyError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     console = _console()
     status = _console(stderr=True)
     try:
         adapter = load_adapter(args.adapter, allow_pickle=args.allow_pickle)
         examples = load_calibration(args.calib, cfg.calib)
     except (AdapterError, ValueError, FileNotFoundError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     status.print(f"Loading base model [bold]{args.base}[/] …")
     model, tokenizer = load_base(args.base, data_dir=resolve_location(args)[0])  # GGUF cache under --data-dir
     with Progress(TextColumn("calibration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -133,7 +98,7 @@ def cmd_edit(args) -> int:
         try:
             prepared = prepare(model, tokenizer, adapter, examples, cfg, on_batch=on_batch)
         except AdapterError as e:
-            return _fail(str(e))
+            return fail(str(e))
     rows = []
     for policy in cfg.policies:
         path, manifest = write_candidate(prepared, policy, cfg, args.out / policy, seed=args.seed)
@@ -150,64 +115,3 @@ def cmd_edit(args) -> int:
                       f"{r['mean_abs_rel_change']:.4f}", escape(r["path"]))
     console.print(table)
     return 0
-
-
-# ---------------------------------------------------------------------------------------------- main
-class UsageError(Exception):
-    """A command line argparse rejected (unknown option, missing ``--reason``...); ``main`` returns 2."""
-
-    def __init__(self, message: str, usage: str) -> None:
-        super().__init__(message)
-        self.usage = usage
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line raises :class:`UsageError` instead of exiting the interpreter."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        raise UsageError(message, self.format_usage())
-
-
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """``--data-dir``, ``--db`` and ``--json``; on sub-commands with SUPPRESS defaults (given anywhere, set once)."""
-    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-    parser.add_argument("--data-dir", type=Path, default=d(None),
-                        help="Data directory: registry, artifact store, model cache "
-                             "(default $SPECTRAL_SURGERY_HOME or ~/.spectral-surgery).")
-    parser.add_argument("--db", default=d(None), metavar="URL",
-                        help="Registry database URL, e.g. postgresql://user@host/db "
-                             "(default $SPECTRAL_SURGERY_DB, else the SQLite file <data-dir>/registry.db).")
-    parser.add_argument("--json", action="store_true", default=d(False),
-                        help="Print machine-readable JSON on stdout (progress and errors go to stderr).")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from flows.cli_registry import add_registry_commands
-
-    parser = _Parser(prog="spectral-surgery", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_edit(sub, common)
-    add_registry_commands(sub, common)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # `run` and `demo` start an ephemeral Prefect server when no PREFECT_API_URL is set; Prefect waits 20 s
-    # for it, which a busy 2-core machine overruns (measured in CI). A user's own setting wins.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as e:
-        sys.stderr.write(e.usage)
-        return _fail(str(e))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Cell formatting shared by the dashboard's pages: percentages, points, p-values, intervals and badges."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from flows.dashboard.svg import e
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage number (0.391 → "39.1"); "–" when missing."""
+    return f"{v * 100:.{digits}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
+def pts(v: float | None) -> str:
+    """A difference of fractions in signed points (0.031 → "+3.1")."""
+    if not (isinstance(v, (int, float)) and math.isfinite(v)):
+        return "–"
+    s = f"{v * 100:+.1f}"
+    return s.replace("-", "−")
+
+
+def fmt_p(p: float | None) -> str:
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return ""
+    return "p<0.001" if p < 0.001 else f"p={p:.3g}"
+
+
+def _ci(x: dict | None, *, signed: bool = False) -> str:
+    """``39.0`` over a muted ``[29.4, 48.6]`` line (and the p-value, for a difference)."""
+    if not x:
+        return "–"
+    f = pts if signed else pct
+    key = "delta" if signed else "mean"
+    extra = []
+    if x.get("lo") is not None:
+        extra.append(f"[{f(x['lo'])}, {f(x['hi'])}]")
+    if signed and x.get("p") is not None:
+        extra.append(fmt_p(x["p"]))
+    return f"{f(x.get(key))}" + (f"<small>{' '.join(extra)}</small>" if extra else "")
+
+
+def _short(text: str | None, n: int = 160) -> str:
+    text = text or ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _x_dates(ts: Sequence[float | None]) -> Any:
+    """Tick formatter for a night-index axis labelled with dates (times when everything is within two days)."""
+    valid = [t for t in ts if t is not None]
+    fmt = "%H:%M" if valid and max(valid) - min(valid) < 2 * 86400 else "%m-%d"
+
+    def f(v: float) -> str:
+        i = int(round(v)) - 1
+        return datetime.fromtimestamp(ts[i], UTC).strftime(fmt) if 0 <= i < len(ts) and ts[i] else ""
+
+    return f, ("time of decision (UTC)" if fmt == "%H:%M" else "night (date of decision, UTC)")
+
+
+def decision_badge(dec: dict) -> str:
+    """The last decision's verdict as a badge: promoted (green), held for evidence with the documents it needs
+    (amber: the evidence could not tell yet), rejected (red: measured, and not worth promoting)."""
+    verdict = dec.get("verdict") or ("promote" if dec.get("promoted") else "reject")
+    if verdict == "promote":
+        return f'<span class="badge b-ok">promoted {e(dec.get("arm") or "")}</span>'
+    if verdict == "hold":
+        need = f": needs ~{dec['n_needed']:,} docs" if dec.get("n_needed") else ""
+        return f'<span class="badge b-warn" title="held for evidence">held{need}</span>'
+    return '<span class="badge b-bad">rejected</span>'
+
+
+def _status_badge(status: str | None) -> str:
+    cls = {"completed": "b-ok", "failed": "b-bad", "running": "b-info", "pending": "b-mut"}.get(status or "", "b-mut")
+    return f'<span class="badge {cls}">{e(status or "never run")}</span>'
+
+
+# ------------------------------------------------------------------------------------------------ fleet
