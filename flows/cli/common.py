@@ -1,7 +1,8 @@
 """Shared plumbing of the ``spectral-surgery`` registry commands: where the registry is, error handling, output.
 
 Every expected failure of a command (unknown adapter, empty reason, a state the registry refuses, a bad config)
-becomes a red one-line message on stderr and exit code 2, never a traceback; ``--json`` prints JSON only on stdout.
+becomes a red one-line message on stderr and an exit code that tells what it was (:func:`exit_code`: 2 a refused
+input, 3 not found, 1 any other failure), never a traceback without ``-v``; ``--json`` prints JSON only on stdout.
 """
 
 from __future__ import annotations
@@ -19,9 +20,28 @@ from registry.validation import error_summary
 
 
 PAPER_POLICIES = ("abs_select", "smooth_abs", "random_index", "grad_direction")
+EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def fail(msg: str, code: int = 2) -> int:
+def exit_code(e: BaseException) -> int:
+    """The exit code of a command that raised ``e``.
+
+    3 not found (an unknown adapter or candidate, no registry, a missing file); 2 an input the command refuses (a
+    pydantic validation error, or a :class:`registry.validation.RegistryError`: an invalid value or a state the
+    registry will not enter — the message says what to change); 1 anything else (a failure of the work itself).
+    """
+    from pydantic import ValidationError
+
+    from registry.validation import NotFoundError, RegistryError
+
+    if isinstance(e, (NotFoundError, FileNotFoundError)):
+        return EXIT_NOT_FOUND
+    if isinstance(e, (RegistryError, ValidationError)):
+        return EXIT_USAGE
+    return EXIT_FAILURE
+
+
+def fail(msg: str, code: int = EXIT_USAGE) -> int:
     """Print ``error: msg`` in red on stderr (one line, user text never read as markup) and return ``code``."""
     from rich.console import Console
     from rich.markup import escape
@@ -47,20 +67,23 @@ def parse_sets(pairs: list[str]) -> dict:
 
 # ------------------------------------------------------------------------------------------- plumbing
 def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn any exception of a command into a red message and exit code 2 (``-v`` shows the traceback)."""
+    """Turn any exception of a command into a red one-line message and its :func:`exit_code` (``-v`` also shows
+    the traceback)."""
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         try:
             return int(fn(args) or 0)
         except KeyboardInterrupt:
-            return fail("interrupted", code=130)
+            return fail("interrupted", code=EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            raise  # the reader of stdout left: main() ends quietly
         except Exception as e:  # the CLI's contract: a message that says what to fix, not a traceback
             if getattr(args, "verbose", False):
                 from rich.console import Console
 
                 Console(stderr=True).print_exception()
-            return fail(message(e))
+            return fail(message(e), code=exit_code(e))
 
     return run
 
@@ -89,11 +112,12 @@ def resolve_location(args: argparse.Namespace) -> tuple[Path, str | None]:
 def open_registry(args: argparse.Namespace, *, create: bool = False):
     """The registry of the command line; a missing default SQLite file is an error unless ``create``."""
     from registry.db import default_url
-    from registry.repository import Registry, RegistryError
+    from registry.repository import Registry
+    from registry.validation import NotFoundError
 
     data_dir, url = resolve_location(args)
     if url is None and not create and not (data_dir / "registry.db").is_file():
-        raise RegistryError(f"no registry at {default_url(data_dir)}: run `spectral-surgery init` first "
+        raise NotFoundError(f"no registry at {default_url(data_dir)}: run `spectral-surgery init` first "
                             "(or pass --data-dir / --db)")
     return Registry.open(url, data_dir)
 

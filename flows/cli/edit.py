@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 from pydantic import ValidationError
 
-from flows.cli.common import PAPER_POLICIES, fail, guarded, parse_sets, resolve_location
+from flows.cli.common import PAPER_POLICIES, fail, parse_sets, resolve_location
 
 
 def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr)
-
-
-def add_edit(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "edit", parents=[common],
-        help="Edit one adapter under one or more policies (one SVD + one calibration pass for all).",
-        description="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, and write "
-        "one edited PEFT adapter per policy to OUT/<policy>/.",
-    )
-    p.add_argument("--base", required=True, help="Base model: local dir, hub id (from the local cache), or 'bundled'.")
-    p.add_argument("--adapter", required=True, type=Path, help="PEFT LoRA adapter directory.")
-    p.add_argument("--calib", required=True, help="Calibration JSONL (prompt, answer) or a registered loader name.")
-    p.add_argument("--policy", action="append", default=None, help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
-    p.add_argument("--out", required=True, type=Path, help="Output directory; one sub-directory per policy.")
-    p.add_argument("--n-samples", type=int, default=None, help="Calibration examples (default 128).")
-    p.add_argument("--batch-size", type=int, default=None, help="Calibration batch size (compute only; default 8).")
-    p.add_argument("--aggregation", choices=["abs_of_sum", "mean_abs"], default=None, help="Sensitivity aggregation.")
-    p.add_argument("--targets", default=None, help="Comma-separated module names (default o_proj,down_proj; 'all' = 7).")
-    p.add_argument("--layer-min", type=int, default=None)
-    p.add_argument("--layer-max", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42, help="Seed of random_index (default 42, the drivers').")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="EditConfig override, e.g. preserve_energy=l2.")
-    p.add_argument("--max-seq-len", type=int, default=None)
-    p.add_argument("--allow-pickle", action="store_true", help="Accept adapter_model.bin (pickle) weights.")
-    p.set_defaults(func=guarded(cmd_edit))  # --json / --data-dir come from `common`, before or after `edit`
 
 
 def surgery_config_from_args(args) -> "SurgeryConfig":
@@ -70,7 +43,7 @@ def cmd_edit(args) -> int:
     from tasks.adapter_io import AdapterError, load_adapter
     from tasks.calibration import load_calibration
     from tasks.edit import prepare, write_candidate
-    from tasks.model import load_base
+    from tasks.model import BaseModelError, load_base
     from tasks.policies import get_policy
 
     try:
@@ -87,7 +60,10 @@ def cmd_edit(args) -> int:
     except (AdapterError, ValueError, FileNotFoundError) as e:
         return fail(str(e))
     status.print(f"Loading base model [bold]{args.base}[/] …")
-    model, tokenizer = load_base(args.base, data_dir=resolve_location(args)[0])  # GGUF cache under --data-dir
+    try:
+        model, tokenizer = load_base(args.base, data_dir=resolve_location(args)[0])  # GGUF cache under --data-dir
+    except BaseModelError as e:
+        return fail(str(e))
     with Progress(TextColumn("calibration"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=status, transient=False) as progress:
         task = progress.add_task("calib", total=None)

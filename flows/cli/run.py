@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
-from flows.cli.common import emit, guarded, open_registry, verdict_cell
+from flows.cli.common import emit, fail, guarded, message, open_registry, verdict_cell
 
 POLL_S = 0.25
 
@@ -195,7 +195,10 @@ def cmd_run(args) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    config = run_config_from_args(args)
+    try:
+        config = run_config_from_args(args)
+    except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
+        return fail(message(e))
     from flows import worker
     from flows.refine_fleet import run_nightly
 
@@ -230,29 +233,3 @@ def cmd_run(args) -> int:
 
     emit(args, summary, render)
     return 1 if failed else 0
-
-
-def add_run(sub, common: argparse.ArgumentParser) -> None:
-    """Register ``run`` on the ``spectral-surgery`` sub-parsers."""
-    p = sub.add_parser(
-        "run", parents=[common], help="Run the nightly refinement now (progress, then a summary table).",
-        description="Refine every enabled adapter whose latest version was not refined under this configuration, "
-                    "decide, and promote. Exit code 1 if any adapter failed (the others still ran).")
-    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="RunConfig as YAML or JSON.")
-    p.add_argument("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
-    p.add_argument("--evaluator-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
-    p.add_argument("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
-    p.add_argument("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
-    p.add_argument("--no-guard", action="store_true", help="Skip the IFEval guard.")
-    p.add_argument("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
-    p.add_argument("--task-runner", choices=["thread", "dask"], default=None, help="Prefect task runner of the fan-out.")
-    p.add_argument("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
-    p.add_argument("--policy", action="append", default=None,
-                   help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
-    p.add_argument("--n-samples", type=int, default=None, metavar="N", help="Calibration examples.")
-    p.add_argument("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
-    p.add_argument("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
-    p.add_argument("--dry-run", action="store_true",
-                   help="Decide and record, but move no production pointer (promote by hand afterwards).")
-    p.set_defaults(func=cmd_run)

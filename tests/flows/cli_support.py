@@ -37,15 +37,16 @@ def cli(*argv: Any) -> Result:
     with mock.patch.dict(os.environ, {"COLUMNS": "250"}), redirect_stdout(out), redirect_stderr(err):
         try:
             code = main([str(a) for a in argv])
-        except SystemExit as e:  # only argparse's --help may get here; main() returns codes otherwise
+        except SystemExit as e:  # main() returns codes; getting here is a bug the tests report
             code, exited = int(e.code or 0), True
     return Result(code, out.getvalue(), err.getvalue(), exited)
 
 
-def assert_error(r: Result, *fragments: str) -> str:
-    """A failed command: exit 2, nothing on stdout, one ``error:`` line holding ``fragments``, no traceback."""
+def assert_error(r: Result, *fragments: str, code: int = 2) -> str:
+    """A failed command: exit ``code`` (2 usage, 3 not found, 1 failure), nothing on stdout, one ``error:`` line
+    holding ``fragments``, no traceback."""
     assert not r.exited, "main() must return the exit code, not call sys.exit"
-    assert r.code == 2, (r.code, r.out, r.err)
+    assert r.code == code, (r.code, r.out, r.err)
     assert r.out == ""
     assert "Traceback" not in r.err
     lines = [line for line in r.err.splitlines() if line.startswith("error:")]

@@ -91,7 +91,7 @@ def test_the_database_comes_from_spectral_surgery_db(tmp_path, monkeypatch):
     pytest.param(["run", "--evaluator", "fake"], marks=pytest.mark.slow),  # imports Prefect: about 3 s
 ])
 def test_every_command_without_init_says_to_run_init(argv, tmp_path):
-    assert_error(cli(*argv, "--data-dir", tmp_path / "nowhere"), INIT_HINT)
+    assert_error(cli(*argv, "--data-dir", tmp_path / "nowhere"), INIT_HINT, code=3)  # not found
     assert not (tmp_path / "nowhere" / "registry.db").exists()
 
 
@@ -135,7 +135,7 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["--source", "{root}/missing"], ["--source", "missing", "no such directory"]),
+    pytest.param(["--source", "{root}/missing"], ["--source", "missing", "no such directory"], id="missing-source"),
     (["--source", "{root}/ad0", "--calib", "{root}/missing.jsonl"],
      ["config.calib", "missing.jsonl", "does not exist"]),
     (["--source", "{root}/ad0", "--calib", "gsm8kk"], ["config.calib", "gsm8kk", "Did you mean 'gsm8k'?"]),
@@ -148,8 +148,9 @@ def test_register_bad_input(argv, fragments, fleet, tmp_path):
     data = tmp_path / "data"
     cli("init", "--data-dir", data)
     argv = [a.format(root=fleet.root) for a in argv]
+    code = 3 if "no such directory" in fragments else 2  # not found, else a refused input
     assert_error(cli("register", "x", "--base", fleet.base, "--family", "math", *argv, "--data-dir", data),
-                 *fragments)  # a later --family wins over the first
+                 *fragments, code=code)  # a later --family wins over the first
     assert cli("list", "--json", "--data-dir", data).json() == []
 
 
@@ -159,9 +160,9 @@ def test_register_bad_name_and_usage(fleet, tmp_path):
     assert_error(cli("register", "no spaces", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
                      "--data-dir", data), "name 'no spaces'")
     assert_error(cli("register", "x", "--source", fleet.dirs[0], "--base", fleet.base, "--data-dir", data),
-                 "required: --family")
+                 "Missing option '--family'")
     assert_error(cli("register", "x", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
-                     "--enabled", "--disabled", "--data-dir", data), "not allowed with argument")
+                     "--enabled", "--disabled", "--data-dir", data), "exclude each other")
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -264,7 +265,7 @@ def test_run_bad_config_file_names_the_file(text, fragment, tmp_path):
     path.write_text(text)
     r = cli("run", "--config", path, "--data-dir", tmp_path / "nowhere")
     assert r.code == 2 and "Traceback" not in r.err and str(path) in r.err and fragment in r.err
-    assert_error(cli("run", "--config", tmp_path / "absent.yaml"), "absent.yaml", "no such file")
+    assert_error(cli("run", "--config", tmp_path / "absent.yaml"), "absent.yaml", "no such file", code=3)
 
 
 # ------------------------------------------------------------------------- history, promote, rollback
@@ -281,7 +282,7 @@ def test_promote_and_rollback_are_audited(ran, monkeypatch):
     other = cands["abs_select"]["id"]
 
     # --reason is required, and must say something
-    assert_error(cli(*_in(ran.data, "promote", other)), "required: --reason")
+    assert_error(cli(*_in(ran.data, "promote", other)), "Missing option '--reason'")
     assert_error(cli(*_in(ran.data, "promote", other, "--reason", "  ")), "reason must be a non-empty string")
     assert cli(*_in(ran.data, "history", "ad0", "--json")).json()["production"]["candidate_id"] == nightly_pick
 
@@ -322,13 +323,13 @@ def test_promote_and_rollback_errors(ran, fleet, tmp_path):
     ad1_version = cli(*_in(ran.data, "history", "ad1", "--json")).json()["candidates"][0]["version_id"]
     ad0_cand = cli(*_in(ran.data, "history", "ad0", "--json")).json()["candidates"][0]["id"]
     assert_error(cli(*_in(ran.data, "promote", "abc", "--reason", "r")), "must be a candidate id", "'abc'")
-    assert_error(cli(*_in(ran.data, "promote", "99999", "--reason", "r")), "no candidate with id 99999")
+    assert_error(cli(*_in(ran.data, "promote", "99999", "--reason", "r")), "no candidate with id 99999", code=3)
     assert_error(cli(*_in(ran.data, "promote", "unedited", "--reason", "r")), "needs --version")
     assert_error(cli(*_in(ran.data, "promote", ad0_cand, "--reason", "r", "--version", ad1_version)),
                  "belongs to adapter version")
-    assert_error(cli(*_in(ran.data, "rollback", "ad0")), "required: --reason")
-    assert_error(cli(*_in(ran.data, "history", "ad7")), "no adapter named 'ad7'", "did you mean", "'ad0'")
-    assert_error(cli(*_in(ran.data, "rollback", "nope", "--reason", "r")), "no adapter named 'nope'")
+    assert_error(cli(*_in(ran.data, "rollback", "ad0")), "Missing option '--reason'")
+    assert_error(cli(*_in(ran.data, "history", "ad7")), "no adapter named 'ad7'", "did you mean", "'ad0'", code=3)
+    assert_error(cli(*_in(ran.data, "rollback", "nope", "--reason", "r")), "no adapter named 'nope'", code=3)
     # an adapter that never moved has nothing to roll back
     data = tmp_path / "data"
     cli("init", "--data-dir", data)

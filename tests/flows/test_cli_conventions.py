@@ -1,0 +1,89 @@
+"""flows/cli/app.py: the command line's conventions (Click): version, global options anywhere, exit codes that
+tell usage from not-found from failure, shell completion, a closed pipe ending quietly, no telemetry by default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from flows.cli.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code
+from registry.validation import NotFoundError, RegistryError
+from tests.flows.cli_support import assert_error, cli
+
+
+def test_version():
+    r = cli("--version")
+    assert r.code == 0 and r.out.strip() == f"spectral-surgery, version {version('spectral-surgery')}"
+
+
+def test_global_options_after_the_sub_command(tmp_path):
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    assert cli("--data-dir", data, "list", "--json").json() == []  # before the command
+    assert cli("list", "--json", "--data-dir", data).json() == []  # after it
+    quiet = cli("history", "nope", "--data-dir", data)
+    assert_error(quiet, "no adapter named 'nope'", code=EXIT_NOT_FOUND)
+    loud = cli("history", "nope", "-v", "--data-dir", data)  # -v after the command shows the traceback
+    assert loud.code == EXIT_NOT_FOUND and "Traceback" in loud.err and "NotFoundError" in loud.err
+
+
+class _Cfg(BaseModel):
+    n: int
+
+
+@pytest.mark.parametrize("error, code", [
+    (NotFoundError("no adapter named 'x'"), EXIT_NOT_FOUND),
+    (FileNotFoundError("gone.yaml"), EXIT_NOT_FOUND),
+    (RegistryError("reason must be a non-empty string"), EXIT_USAGE),
+    (RuntimeError("the evaluator crashed"), EXIT_FAILURE),
+])
+def test_exit_code_of_each_kind_of_error(error, code):
+    assert exit_code(error) == code
+
+
+def test_exit_code_of_a_validation_error():
+    with pytest.raises(ValidationError) as e:
+        _Cfg(n="many")
+    assert exit_code(e.value) == EXIT_USAGE
+
+
+def _python_cli(*argv: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_shell_completion():
+    script = _python_cli(env={"_SPECTRAL_SURGERY_COMPLETE": "bash_source"})
+    assert script.returncode == 0 and "_spectral_surgery_completion" in script.stdout
+    words = _python_cli(env={"_SPECTRAL_SURGERY_COMPLETE": "bash_complete", "COMP_WORDS": "spectral-surgery li",
+                             "COMP_CWORD": "1"})
+    assert words.returncode == 0 and "plain,list" in words.stdout.split()
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    """``list --json | head -c0``: the reader is gone before the command writes; no traceback, no noise."""
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    read, write = os.pipe()
+    os.close(read)  # nobody will ever read
+    try:
+        p = subprocess.run([sys.executable, "-m", "flows.cli", "list", "--json", "--data-dir", str(data)],
+                           stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr and "error" not in p.stderr.lower()
+
+
+def test_prefect_telemetry_off_by_default(monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    assert main(["--version"]) == 0
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # a user's own choice wins
+    assert main(["--version"]) == 0 and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
