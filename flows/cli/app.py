@@ -116,6 +116,36 @@ def cli(ctx: click.Context, data_dir: Path | None, db: str | None, json_: bool, 
 
 
 # ---------------------------------------------------------------------------------------------- edit
+def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``edit --list-policies``: every registered edit, its role, whether it needs data, and one line; exit 0."""
+    if not value or ctx.resilient_parsing:
+        return
+    import json
+
+    from rich.table import Table
+
+    from tasks.policies import get_policy, list_policies
+    from tasks.policy_registry import ROLES
+
+    specs = [get_policy(name) for name in list_policies(ROLES)]
+    rows = [{"name": s.name, "role": s.role, "needs_data": s.needs_data, "promotable": s.promotable,
+             "description": s.description} for s in specs]
+    as_json = ctx.params.get("json_") or (ctx.parent is not None and (ctx.parent.obj or {}).get("json"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"{len(rows)} registered edits (surgery.policies / edit --policy)")
+        for col in ("edit", "role", "data"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("what it does", overflow="fold")
+        for r in rows:
+            table.add_row(r["name"], r["role"], "calibration" if r["needs_data"] else "data-free", r["description"])
+        from rich.console import Console
+
+        Console().print(table)
+    ctx.exit(0)
+
+
 @command("edit", cmd_edit, short_help="Edit one adapter under one or more policies (one SVD + one calibration "
          "pass for all).", help="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, "
          "and write one edited PEFT adapter per policy to OUT/<policy>/.")
@@ -135,6 +165,8 @@ def cli(ctx: click.Context, data_dir: Path | None, db: str | None, json_: bool, 
 @click.option("--set", "set", multiple=True, metavar="KEY=VALUE", help="EditConfig override, e.g. preserve_energy=l2.")
 @click.option("--max-seq-len", type=int, default=None)
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) weights.")
+@click.option("--list-policies", is_flag=True, is_eager=True, expose_value=False, callback=_list_policies,
+              help="List every registered edit (role, whether it needs calibration data, what it does) and exit.")
 def _edit(**kwargs: Any) -> None: ...
 
 

@@ -168,3 +168,19 @@ def test_help_exits_0():
     assert r.code == 0
     for command in ("edit", "init", "register", "list", "run", "history", "promote", "rollback", "dashboard", "demo"):
         assert command in r.out
+
+
+def test_list_policies_shows_every_registered_edit():
+    """``edit --list-policies``: every edit of the registry with its role and whether it needs calibration data,
+    without the options an edit needs (--base, --adapter, ...)."""
+    from tasks.policies import get_policy, list_policies
+    from tasks.policy_registry import ROLES
+
+    rows = cli("--json", "edit", "--list-policies").json()
+    assert [r["name"] for r in rows] == list_policies(ROLES)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["hns"]["needs_data"] is False and by_name["smooth_abs"]["needs_data"] is True
+    assert by_name["random_index"]["promotable"] is False and by_name["global_scalar"]["promotable"] is True
+    assert all(r["description"] == get_policy(r["name"]).description and r["description"] for r in rows)
+    text = cli("edit", "--list-policies")
+    assert text.code == 0 and "data-free" in text.out and "calibration" in text.out and "flat_nuclear" in text.out
