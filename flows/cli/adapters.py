@@ -206,7 +206,7 @@ def cmd_dashboard(args) -> int:
     data_dir, _ = resolve_location(args)
     if args.evidence:
         from flows.dashboard import evidence_markdown
-        from flows.dashboard.data import collect
+        from flows.dashboard import collect
 
         text = evidence_markdown(collect(reg))
         reg.close()

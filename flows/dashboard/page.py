@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flows.dashboard.data import DETAIL_RUNS, HISTORY, collect, registry_fingerprint
+from flows.dashboard.data import DETAIL_RUNS, HISTORY, collect
+from registry.read import registry_fingerprint
 from flows.dashboard.fmt import fmt_p, pct, pts
 from flows.dashboard.html import render_html
 

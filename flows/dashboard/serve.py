@@ -1,6 +1,6 @@
 """Serve the audit dashboard on localhost, live: re-rendered when the registry changes (``http.server`` only).
 
-A poller thread reads the registry's fingerprint (:func:`flows.dashboard.data.registry_fingerprint`: max ids and
+A poller thread reads the registry's fingerprint (:func:`registry.read.registry_fingerprint`: max ids and
 latest timestamps, a few cheap aggregates) every ``interval_s`` seconds and re-renders the page when it changed.
 The page polls ``GET /version`` at the same interval and reloads itself when the version differs from the one
 it was rendered with, keeping its open sections and scroll position.
@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from flows.dashboard.page import build_page
-from flows.dashboard.data import registry_fingerprint
+from registry.read import registry_fingerprint
 
 log = logging.getLogger(__name__)
 

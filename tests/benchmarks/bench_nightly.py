@@ -1,4 +1,5 @@
-"""Nightly benchmark (run on demand, not a timed test): a no-op nightly run against the full one, in one run.
+"""Nightly benchmark (run on demand, not a timed test): no-op, gate-only and one-new-policy nightly runs against the
+full one, in one run.
 
     python -m tests.benchmarks.bench_nightly [--budget small] [--data-dir DIR] [--json out.json]
 
@@ -9,11 +10,18 @@ lm-eval evaluator, the demo budget's limits) runs twice in this process:
 * full: every adapter is new, so each one is calibrated, edited under every policy and the random control,
   evaluated, guarded, decided and promoted;
 * no-op: the same configuration again; every result is keyed by content hashes, so the flow scans the sources,
-  finds nothing pending and stops.
+  finds nothing pending and stops;
+* gate-only: the same, with a decision-only threshold changed (``gate.alpha``); the run configuration differs, so
+  every adapter is decided again, from the stored per-document outcomes: no SVD, no calibration, no model pass
+  (expect <= 2% of the full run);
+* one-new-policy: the same, with one more policy configured; only the new candidate is edited and evaluated
+  (candidates, evaluations and the baseline are reused by their stage keys; expect <= 1/(arms) + 5%, arms = the
+  policies, the controls and the baseline of the full run).
 
 Both runs include the scan (hashing every adapter's weights) and the flow's Prefect overhead; the base model is
-already cached as safetensors. Reported: seconds of each run, the ratio no-op / full (expect < 5%), and the rows
-each run added to the registry (the no-op must add only its own run row).
+already cached as safetensors. Reported: seconds of each run, the ratios to the full run (no-op expect < 5%), and the
+rows each run added to the registry (the no-op must add only its own run row; the gate-only run only decisions;
+the one-new-policy run one candidate and its evaluations per adapter).
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="Where the base model cache and the demo fleet live (reused across runs).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
+    ap.add_argument("--new-policy", default="double_smooth",
+                    help="The policy added by the one-new-policy run (default double_smooth).")
     args = ap.parse_args(argv)
 
     from flows import worker
@@ -67,20 +77,30 @@ def main(argv: list[str] | None = None) -> dict:
         for a in fleet:
             reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
                                  config={"calib": str(a["calib_path"])})
+        gate_only = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"alpha": cfg.gate.alpha / 2})})
+        policies = (*cfg.surgery.policies, args.new_policy)
+        new_policy = gate_only.model_copy(update={"surgery": cfg.surgery.model_copy(update={"policies": policies})})
+        runs = {"full": cfg, "no-op": cfg, "gate-only": gate_only, "one-new-policy": new_policy}
         times, added = {}, {}
-        for label in ("full", "no-op"):
+        for label, config in runs.items():
             before = _row_counts(reg)
             t = time.perf_counter()
-            summary = run_nightly(cfg)
+            summary = run_nightly(config)
             times[label] = time.perf_counter() - t
             after = _row_counts(reg)
             added[label] = {k: after[k] - before[k] for k in after}
             print(f"{label}: {times[label]:.1f} s, refined {summary['refined']}, failed {summary['failed']}, "
                   f"rows added {added[label]}")
-        result = {"budget": args.budget, "adapters": len(fleet), "seconds": times,
-                  "ratio_noop_over_full": times["no-op"] / times["full"], "rows_added": added}
-        print(f"\nno-op / full = {times['no-op']:.1f} s / {times['full']:.1f} s = "
-              f"{100 * result['ratio_noop_over_full']:.2f}%")
+        arms = added["full"]["Candidate"] // max(len(fleet), 1) + 1  # candidates (policies + controls) + baseline
+        result = {"budget": args.budget, "adapters": len(fleet), "seconds": times, "arms_per_adapter": arms,
+                  "ratio_noop_over_full": times["no-op"] / times["full"],
+                  "ratio_gate_only_over_full": times["gate-only"] / times["full"],
+                  "ratio_new_policy_over_full": times["one-new-policy"] / times["full"],
+                  "expected_new_policy_at_most": 1 / arms + 0.05, "rows_added": added}
+        for label in ("no-op", "gate-only", "one-new-policy"):
+            print(f"{label} / full = {times[label]:.1f} s / {times['full']:.1f} s = "
+                  f"{100 * times[label] / times['full']:.2f}%")
+        print(f"(one-new-policy expected <= 1/{arms} + 5% = {100 * result['expected_new_policy_at_most']:.1f}%)")
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
         return result

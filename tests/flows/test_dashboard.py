@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flows.dashboard import adapter_data, adapter_markdown, build_page, render_dashboard
-from flows.dashboard.data import HISTORY, collect, diagnostics, registry_fingerprint
+from flows.dashboard.data import HISTORY, collect, diagnostics
+from registry.read import registry_fingerprint
 from registry.models import AdapterVersion, Decision, Evaluation
 from tests.flows.dashboard_support import (
     CONTROL,

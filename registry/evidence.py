@@ -1,0 +1,241 @@
+"""The registry API of evidence: candidates, evaluations, guard results and decisions (stage-keyed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from registry import validation as check
+from registry.models import (
+    EVALUATION_KINDS,
+    AdapterRun,
+    AdapterVersion,
+    Candidate,
+    Decision,
+    Evaluation,
+    GuardResult,
+    RefinementRun,
+)
+from registry.store import Store, _subject
+from registry.validation import RegistryError
+
+
+class EvidenceStore(Store):
+    """Candidates, evaluations, guard results and decisions."""
+
+    # ------------------------------------------------------------------------------------------- evidence
+    def add_candidate(
+        self,
+        adapter_version_id: int,
+        config_hash: str,
+        policy: str,
+        seed: int,
+        *,
+        params: dict[str, Any] | None = None,
+        is_control: bool = False,
+        artifact_uri: str | None = None,
+        artifact_sha256: str | None = None,
+        spectrum: dict[str, Any] | None = None,
+        sensitivity: dict[str, Any] | None = None,
+    ) -> Candidate:
+        """Get or create the candidate ``(version, config_hash, policy, seed)``.
+
+        On an existing candidate, fields still empty (artifact, spectrum, sensitivity; e.g. after a run killed
+        between computing and storing) are filled in; values already recorded are kept.
+        """
+        check.text(config_hash, "config_hash", max_len=64)
+        check.text(policy, "policy", max_len=100)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise RegistryError(f"seed must be an int, got {seed!r}")
+        if artifact_sha256 is not None:
+            check.sha256(artifact_sha256, "artifact_sha256")
+        fill = {"artifact_uri": artifact_uri, "artifact_sha256": artifact_sha256,
+                "spectrum_json": check.jsonable(spectrum, "spectrum"),
+                "sensitivity_json": check.jsonable(sensitivity, "sensitivity")}
+        with self._write() as s:
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            row, created = self._get_or_create(
+                s, Candidate,
+                {"adapter_version_id": adapter_version_id, "config_hash": config_hash, "policy": policy, "seed": seed},
+                {"params_json": check.jsonable(params or {}, "params"), "is_control": bool(is_control), **fill},
+            )
+            if not created:
+                for field, value in fill.items():
+                    if value is not None and getattr(row, field) is None:
+                        setattr(row, field, value)
+            return row
+
+    def get_candidate(self, candidate_id: int) -> Candidate:
+        """The candidate ``candidate_id``."""
+        with self._read() as s:
+            return self._row(s, Candidate, candidate_id, "candidate")
+
+    def list_candidates(self, adapter_version_id: int, config_hash: str | None = None) -> list[Candidate]:
+        """The version's candidates (under ``config_hash`` if given), by id."""
+        stmt = select(Candidate).where(Candidate.adapter_version_id == adapter_version_id).order_by(Candidate.id)
+        if config_hash is not None:
+            stmt = stmt.where(Candidate.config_hash == config_hash)
+        with self._read() as s:
+            return list(s.scalars(stmt))
+
+    def add_evaluation(
+        self,
+        adapter_version_id: int,
+        benchmark: str,
+        metric: str,
+        value: float,
+        *,
+        evaluator_key: str,
+        higher_is_better: bool,
+        candidate_id: int | None = None,
+        n: int | None = None,
+        stderr: float | None = None,
+        samples_uri: str | None = None,
+        doc_outcomes: Sequence[Sequence[Any]] | None = None,
+        kind: str = "task",
+    ) -> Evaluation:
+        """Get or create the score of the baseline (``candidate_id=None``) or a candidate on a benchmark.
+
+        Keyed by ``(version, baseline|candidate, benchmark, evaluator_key)``: an existing score is returned as is
+        (the first write wins), so a re-run reuses it.
+
+        Args:
+            doc_outcomes: Per-document outcomes ``[(doc_id, value), ...]`` for paired tests.
+            n: Number of documents; default ``len(doc_outcomes)``.
+            kind: ``task`` (the adapter's benchmark) or ``guard`` (IFEval).
+        """
+        check.text(benchmark, "benchmark", max_len=200)
+        check.text(metric, "metric", max_len=100)
+        check.text(evaluator_key, "evaluator_key", max_len=64)
+        check.choice(kind, "kind", EVALUATION_KINDS)
+        outcomes = None
+        if doc_outcomes is not None:
+            outcomes = check.jsonable([list(pair) for pair in doc_outcomes], "doc_outcomes")
+            if any(len(pair) != 2 for pair in outcomes):
+                raise RegistryError("doc_outcomes must be a list of [doc_id, value] pairs")
+            n = len(outcomes) if n is None else n
+        values = {"metric": metric, "value": check.finite(value, "value"), "n": n,
+                  "stderr": check.finite(stderr, "stderr", optional=True), "samples_uri": samples_uri,
+                  "doc_outcomes_json": outcomes, "higher_is_better": bool(higher_is_better), "kind": kind,
+                  "candidate_id": candidate_id}
+        with self._write() as s:
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            if candidate_id is not None:
+                cand = self._row(s, Candidate, candidate_id, "candidate")
+                if cand.adapter_version_id != adapter_version_id:
+                    raise RegistryError(f"candidate {candidate_id} belongs to adapter version "
+                                        f"{cand.adapter_version_id}, not {adapter_version_id}")
+            row, _ = self._get_or_create(s, Evaluation, {
+                "adapter_version_id": adapter_version_id, "subject": _subject(candidate_id),
+                "benchmark": benchmark, "evaluator_key": evaluator_key}, values)
+            return row
+
+    def get_evaluation(
+        self, adapter_version_id: int, benchmark: str, evaluator_key: str, candidate_id: int | None = None
+    ) -> Evaluation | None:
+        """The recorded score of the baseline (``candidate_id=None``) or a candidate, or ``None``."""
+        with self._read() as s:
+            return s.scalars(select(Evaluation).filter_by(
+                adapter_version_id=adapter_version_id, subject=_subject(candidate_id), benchmark=benchmark,
+                evaluator_key=evaluator_key)).first()
+
+    def list_evaluations(self, adapter_version_id: int) -> list[Evaluation]:
+        """Every score recorded for a version (baseline and candidates), by id."""
+        with self._read() as s:
+            return list(s.scalars(select(Evaluation).where(Evaluation.adapter_version_id == adapter_version_id)
+                                  .order_by(Evaluation.id)))
+
+    def add_guard_result(
+        self,
+        candidate_id: int,
+        benchmark: str,
+        baseline_value: float,
+        candidate_value: float,
+        tolerance: float,
+        passed: bool,
+        *,
+        p_value: float | None = None,
+    ) -> GuardResult:
+        """Get or create the guard verdict of a candidate on ``benchmark`` (``delta = candidate - baseline``)."""
+        check.text(benchmark, "benchmark", max_len=200)
+        b, c = check.finite(baseline_value, "baseline_value"), check.finite(candidate_value, "candidate_value")
+        values = {"baseline_value": b, "candidate_value": c, "delta": c - b,
+                  "p_value": check.finite(p_value, "p_value", optional=True),
+                  "tolerance": check.finite(tolerance, "tolerance"), "passed": bool(passed)}
+        with self._write() as s:
+            self._row(s, Candidate, candidate_id, "candidate")
+            row, _ = self._get_or_create(s, GuardResult, {"candidate_id": candidate_id, "benchmark": benchmark},
+                                         values)
+            return row
+
+    def guard_results(self, candidate_id: int) -> list[GuardResult]:
+        """The guard verdicts of a candidate."""
+        with self._read() as s:
+            return list(s.scalars(select(GuardResult).where(GuardResult.candidate_id == candidate_id)
+                                  .order_by(GuardResult.id)))
+
+    def record_decision(
+        self,
+        adapter_version_id: int,
+        config_hash: str,
+        *,
+        run_id: int | None,
+        promoted_candidate_id: int | None,
+        statistics: dict[str, Any],
+        sentence: str,
+        candidate_key: str | None = None,
+    ) -> Decision:
+        """Get or create the gate's decision for ``(version, config_hash)``; an existing one is returned as is.
+
+        ``config_hash`` is the decision key (gate settings and the evaluations weighed); ``candidate_key`` the
+        key of the candidates weighed (default ``config_hash``, as before stage keys). ``promoted`` is
+        ``promoted_candidate_id is not None``. The promoted candidate must belong to the version, be under
+        ``candidate_key`` and not be a random control.
+        """
+        check.text(config_hash, "config_hash", max_len=64)
+        candidate_key = candidate_key or config_hash
+        check.text(candidate_key, "candidate_key", max_len=64)
+        check.text(sentence, "sentence")
+        stats = check.jsonable(statistics, "statistics")
+        if not isinstance(stats, dict):
+            raise RegistryError(f"statistics must be a JSON object, got {type(statistics).__name__}")
+        with self._write() as s:
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            if run_id is not None:
+                self._row(s, RefinementRun, run_id, "refinement run")
+            if promoted_candidate_id is not None:
+                cand = self._row(s, Candidate, promoted_candidate_id, "candidate")
+                if (cand.adapter_version_id, cand.config_hash) != (adapter_version_id, candidate_key):
+                    raise RegistryError(f"candidate {cand.id} is not a candidate of adapter version "
+                                        f"{adapter_version_id} under candidate key {candidate_key}")
+                if cand.is_control:
+                    raise RegistryError(f"candidate {cand.id} is a random control ({cand.policy}); "
+                                        "controls are never promoted")
+            row, _ = self._get_or_create(
+                s, Decision, {"adapter_version_id": adapter_version_id, "config_hash": config_hash},
+                {"run_id": run_id, "promoted_candidate_id": promoted_candidate_id, "candidate_key": candidate_key,
+                 "promoted": promoted_candidate_id is not None, "statistics_json": stats, "sentence": sentence},
+            )
+            return row
+
+    def get_decision_by_id(self, decision_id: int) -> Decision:
+        """The decision ``decision_id``."""
+        with self._read() as s:
+            return self._row(s, Decision, decision_id, "decision")
+
+    def decision_of_run(self, adapter_version_id: int, run_config_hash: str) -> Decision | None:
+        """The decision the latest completed adapter run of ``(version, run config hash)`` reached, or ``None``."""
+        with self._read() as s:
+            return s.scalars(
+                select(Decision).join(AdapterRun, AdapterRun.decision_id == Decision.id)
+                .where(AdapterRun.adapter_version_id == adapter_version_id,
+                       AdapterRun.config_hash == run_config_hash, AdapterRun.status == "completed")
+                .order_by(AdapterRun.id.desc()).limit(1)).first()
+
+    def get_decision(self, adapter_version_id: int, config_hash: str) -> Decision | None:
+        """The decision for ``(version, config_hash)``, or ``None``."""
+        with self._read() as s:
+            return s.scalars(select(Decision).filter_by(adapter_version_id=adapter_version_id,
+                                                        config_hash=config_hash)).first()

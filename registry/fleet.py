@@ -1,0 +1,156 @@
+"""The registry API of adapters and their versions: register, enable, record fetch errors, record versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from registry import validation as check
+from registry.declaration import check_declaration
+from registry.models import (
+    Adapter,
+    AdapterVersion,
+    utcnow,
+)
+from registry.store import Store
+from registry.validation import RegistryError
+
+
+class AdapterStore(Store):
+    """Adapters (declarations) and their content-addressed versions."""
+
+    # -------------------------------------------------------------------------------------------- adapters
+    def register_adapter(
+        self,
+        name: str,
+        source_uri: str,
+        base_model_id: str,
+        task_family: str,
+        base_model_revision: str | None = None,
+        benchmark_override: str | None = None,
+        enabled: bool | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Adapter:
+        """Register an adapter, or update its declaration if ``name`` exists (declarative: the arguments win).
+
+        Args:
+            name: Unique name (letters, digits, ``. _ / -``).
+            source_uri: ``hf://org/name[@revision]`` or a local directory path.
+            base_model_id: Hub id or local path of the base model.
+            task_family: ``math``, ``code``, ``instruction`` or ``commonsense`` (picks the benchmark).
+            base_model_revision: Pinned base model revision.
+            benchmark_override: Benchmark to use instead of the task family's default.
+            enabled: ``None`` = enabled when new, unchanged when it exists (so a re-registration does not undo
+                :meth:`set_enabled`).
+            config: Per-adapter overrides of the run config (JSON): ``surgery`` (sections of ``SurgeryConfig``,
+                merged over the run's) and ``calib`` (calibration file or loader).
+
+        Returns:
+            The adapter row.
+
+        Raises:
+            RegistryError: a bad value; ``DeclarationError`` (a subclass) for an unknown task family, benchmark,
+                override key or policy, or a calibration file that does not exist (see :mod:`registry.declaration`).
+        """
+        check.text(name, "name", max_len=200)
+        if not check.NAME.fullmatch(name):
+            raise RegistryError(f"name {name!r}: use letters, digits and . _ / - (starting with a letter or digit)")
+        check.text(source_uri, "source_uri")
+        if source_uri.startswith("hf://") and not check.HF_URI.fullmatch(source_uri):
+            raise RegistryError(f"source_uri {source_uri!r}: expected hf://<org>/<name>[@<revision>] or a local path")
+        values = {
+            "source_uri": source_uri,
+            "base_model_id": check.text(base_model_id, "base_model_id", max_len=500),
+            "task_family": check.text(task_family, "task_family", max_len=64),
+            "base_model_revision": check.optional_text(base_model_revision, "base_model_revision", max_len=200),
+            "benchmark_override": check.optional_text(benchmark_override, "benchmark_override", max_len=200),
+            "config_json": check.jsonable(config, "config"),
+        }
+        # before anything is written: a declaration the nightly run could not carry out is refused here
+        check_declaration(values["task_family"], values["benchmark_override"], values["config_json"])
+        with self._write() as s:
+            adapter, created = self._get_or_create(
+                s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
+            )
+            if not created:
+                for field, value in values.items():
+                    if getattr(adapter, field) != value:
+                        setattr(adapter, field, value)
+                if enabled is not None and adapter.enabled != enabled:
+                    adapter.enabled = enabled
+            return adapter
+
+    def list_adapters(self, *, enabled_only: bool = False) -> list[Adapter]:
+        """All adapters by name (only the enabled ones with ``enabled_only``)."""
+        stmt = select(Adapter).order_by(Adapter.name)
+        if enabled_only:
+            stmt = stmt.where(Adapter.enabled.is_(True))
+        with self._read() as s:
+            return list(s.scalars(stmt))
+
+    def get_adapter(self, name: str) -> Adapter:
+        """The adapter called ``name``; ``NotFoundError`` (with close names) if there is none."""
+        with self._read() as s:
+            return self._adapter(s, name)
+
+    def set_enabled(self, name: str, enabled: bool) -> Adapter:
+        """Enable or disable an adapter (disabled adapters get no nightly work)."""
+        with self._write() as s:
+            adapter = self._adapter(s, name)
+            adapter.enabled = bool(enabled)
+            return adapter
+
+    def record_fetch_error(self, adapter: Adapter | str, error: BaseException | str) -> Adapter:
+        """Record that ``adapter``'s source could not be fetched (cleared by the next :meth:`record_version`).
+
+        This is where a failure goes when there is no version to refine yet (a mistyped path, an unknown repo,
+        offline with an empty cache); a failure of a known version is also recorded on its adapter run.
+        """
+        _, message = check.error_text(error)  # the traceback, ending in "Type: message"
+        with self._write() as s:
+            row = self._adapter(s, adapter)
+            row.fetch_error = message
+            row.fetch_error_at = utcnow()
+            return row
+
+    # -------------------------------------------------------------------------------------------- versions
+    def record_version(
+        self, adapter: Adapter | str, sha256: str, resolved_revision: str | None, local_path: str | Path | None
+    ) -> tuple[AdapterVersion, bool]:
+        """Record that ``adapter`` currently has the content ``sha256``.
+
+        A known sha256 is the same version (its ``last_seen_at``, revision and path are refreshed, so it is the
+        latest again if the source went back to it); a new one is a new version.
+
+        Returns:
+            ``(version, created)``.
+        """
+        check.sha256(sha256, "sha256")
+        check.optional_text(resolved_revision, "resolved_revision", max_len=200)
+        path = str(local_path) if local_path is not None else None
+        with self._write() as s:
+            row = self._adapter(s, adapter)
+            version, created = self._get_or_create(
+                s, AdapterVersion, {"adapter_id": row.id, "content_sha256": sha256},
+                {"resolved_revision": resolved_revision, "local_path": path, "adapter": row},
+            )
+            row.fetch_error = row.fetch_error_at = None  # fetched: any earlier fetch error is over
+            if not created:
+                version.last_seen_at = utcnow()
+                version.resolved_revision = resolved_revision or version.resolved_revision
+                version.local_path = path or version.local_path
+            return version, created
+
+    def get_version(self, version_id: int) -> AdapterVersion:
+        """The adapter version ``version_id`` (its ``adapter`` is loaded)."""
+        with self._read() as s:
+            return self._row(s, AdapterVersion, version_id, "adapter version")
+
+    def list_versions(self, adapter: str) -> list[AdapterVersion]:
+        """The adapter's versions, latest first."""
+        with self._read() as s:
+            row = self._adapter(s, adapter)
+            return list(s.scalars(select(AdapterVersion).where(AdapterVersion.adapter_id == row.id)
+                                  .order_by(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc())))

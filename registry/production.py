@@ -1,0 +1,132 @@
+"""The registry API of production: promotions by the gate, manual overrides, rollbacks, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry import promotion as prom
+from registry import validation as check
+from registry.models import (
+    AdapterVersion,
+    Candidate,
+    Decision,
+    ProductionPointer,
+    PromotionEvent,
+)
+from registry.promotion import ProductionState
+from registry.store import Store
+from registry.validation import RegistryError
+
+
+class ProductionStore(Store):
+    """The production pointer of each adapter and its audited history."""
+
+    # ----------------------------------------------------------------------------------------- production
+    def _event_of_decision(self, s: Session, decision_id: int) -> PromotionEvent | None:
+        return s.scalars(select(PromotionEvent).where(PromotionEvent.decision_id == decision_id)).first()
+
+    def promote(self, decision: Decision | int, *, actor: str = "gate") -> PromotionEvent:
+        """Put a decision's candidate in production: the pointer moves and the event is appended, atomically.
+
+        Idempotent: a decision promotes at most once (``unique(decision_id)``). A repeat, or a second process
+        racing this one, appends nothing and gets the existing event.
+
+        Raises:
+            RegistryError: if the decision promoted no candidate.
+        """
+        decision_id = decision.id if isinstance(decision, Decision) else int(decision)
+        check.text(actor, "actor", max_len=200)
+        try:
+            with self._write() as s:
+                d = self._row(s, Decision, decision_id, "decision")
+                if not d.promoted or d.promoted_candidate_id is None:
+                    raise RegistryError(f"decision {d.id} promoted no candidate: {d.sentence}")
+                version = self._row(s, AdapterVersion, d.adapter_version_id, "adapter version")
+                prom.lock_adapter(s, version.adapter_id)
+                # Checked after taking the lock: a racing promoter of this decision has committed by now.
+                existing = self._event_of_decision(s, d.id)
+                if existing is not None:
+                    return existing
+                return prom.move_pointer(
+                    s, version.adapter_id, d.adapter_version_id, d.promoted_candidate_id, kind="promotion",
+                    actor=actor, reason=d.sentence, evidence=d.statistics_json, decision_id=d.id,
+                )
+        except IntegrityError:
+            # Lost a race for the pointer row or the unique decision_id: the winner's event is the answer.
+            with self._read() as s:
+                existing = self._event_of_decision(s, decision_id)
+            if existing is None:
+                raise
+            return existing
+
+    def manual_promote(
+        self, candidate_id: int | None, actor: str, reason: str, *, adapter_version_id: int | None = None
+    ) -> PromotionEvent | None:
+        """Put a candidate (or, with ``candidate_id=None``, an unedited version) in production by hand.
+
+        Args:
+            candidate_id: The candidate to serve; ``None`` to serve ``adapter_version_id`` unedited.
+            actor: Who decided (recorded in the history).
+            reason: Why (required, recorded in the history).
+            adapter_version_id: Required when ``candidate_id`` is ``None``.
+
+        Returns:
+            The ``manual_override`` event, or ``None`` if production already was that (nothing is appended).
+        """
+        check.text(actor, "actor", max_len=200)
+        check.text(reason, "reason")
+        with self._write() as s:
+            evidence: dict[str, Any] | None = None
+            if candidate_id is not None:
+                cand = self._row(s, Candidate, candidate_id, "candidate")
+                if adapter_version_id is not None and adapter_version_id != cand.adapter_version_id:
+                    raise RegistryError(f"candidate {candidate_id} belongs to adapter version "
+                                        f"{cand.adapter_version_id}, not {adapter_version_id}")
+                adapter_version_id = cand.adapter_version_id
+                evidence = {"policy": cand.policy, "seed": cand.seed, "is_control": cand.is_control,
+                            "config_hash": cand.config_hash}
+            elif adapter_version_id is None:
+                raise RegistryError("manual_promote(None, ...) serves an unedited version: pass adapter_version_id")
+            version = self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            prom.lock_adapter(s, version.adapter_id)
+            pointer = s.get(ProductionPointer, version.adapter_id)
+            if pointer is not None and (pointer.candidate_id, pointer.adapter_version_id) == (candidate_id,
+                                                                                              adapter_version_id):
+                return None
+            return prom.move_pointer(s, version.adapter_id, adapter_version_id, candidate_id,
+                                     kind="manual_override", actor=actor, reason=reason, evidence=evidence)
+
+    def rollback(self, adapter_name: str, actor: str, reason: str) -> PromotionEvent:
+        """Undo the latest move of ``adapter_name``'s pointer still in effect, and append a ``rollback`` event.
+
+        Production returns to that move's ``from`` state. A second rollback undoes the move before it, and so on.
+
+        Raises:
+            RegistryError: if there is nothing left to roll back.
+        """
+        check.text(actor, "actor", max_len=200)
+        check.text(reason, "reason")
+        with self._write() as s:
+            adapter = prom.lock_adapter(s, self._adapter(s, adapter_name).id)
+            target = prom.rollback_target(s, adapter)
+            return prom.move_pointer(
+                s, adapter.id, target.from_version_id, target.from_candidate_id, kind="rollback", actor=actor,
+                reason=reason, reverts_event_id=target.id,
+                evidence={"reverted_event_id": target.id, "reverted_kind": target.kind,
+                          "reverted_decision_id": target.decision_id},
+            )
+
+    def history(self, adapter_name: str) -> list[PromotionEvent]:
+        """Every move of the adapter's production pointer, oldest first."""
+        with self._read() as s:
+            return prom.events_of(s, self._adapter(s, adapter_name).id)
+
+    def production(self, adapter_name: str) -> ProductionState | None:
+        """What ``adapter_name`` serves now; ``None`` if it has no version yet."""
+        with self._read() as s:
+            return prom.production_state(s, self._adapter(s, adapter_name))
+

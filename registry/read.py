@@ -1,0 +1,162 @@
+"""The registry's read API: the queries the dashboard (and any other reader) runs, read-only, in one transaction.
+
+Only ``registry/`` touches the database: writes go through :class:`registry.repository.Registry`, the fleet-wide
+reads of the audit views through here. Each function takes a ``Registry`` (only its ``engine`` is used) and
+returns plain rows (SQLAlchemy ``Row`` named tuples) or a hash; nothing here writes.
+
+* :func:`registry_fingerprint`: a short hash that changes whenever a row the dashboard shows changes (cheap
+  aggregates, polled by the live dashboard every few seconds);
+* :func:`dashboard_rows`: every row the dashboard's views need, from ONE read transaction (a consistent snapshot):
+  adapters, versions, adapter runs (failure messages apart), the last ``history`` decisions per adapter (the
+  three statistics fields trends need extracted by the database; whole documents only for the last
+  ``detail_runs``), their candidates, the latest decision's spectra, the evaluations of the detailed decisions,
+  promotion events, production pointers and the latest runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from registry.db import session_scope
+from registry.models import (
+    Adapter,
+    AdapterRun,
+    AdapterVersion,
+    Candidate,
+    Decision,
+    Evaluation,
+    GuardResult,
+    ProductionPointer,
+    PromotionEvent,
+    RefinementRun,
+)
+
+
+def registry_fingerprint(registry) -> str:
+    """A short hash that changes whenever the registry gains or changes a row the dashboard shows.
+
+    Cheap aggregates only (max ids, latest timestamps, counts), so a server can poll it every few seconds.
+    """
+    probes = [
+        select(func.count(Adapter.id), func.max(Adapter.id), func.sum(case((Adapter.enabled, 1), else_=0))),
+        select(func.max(AdapterVersion.id), func.max(AdapterVersion.last_seen_at)),
+        select(func.max(RefinementRun.id), func.max(RefinementRun.ended_at), func.count(RefinementRun.ended_at)),
+        select(func.max(AdapterRun.id), func.max(AdapterRun.started_at), func.max(AdapterRun.ended_at),
+               func.count(AdapterRun.ended_at)),
+        select(func.max(Candidate.id), func.count(Candidate.spectrum_json)),
+        select(func.max(Evaluation.id)),
+        select(func.max(GuardResult.id)),
+        select(func.max(Decision.id)),
+        select(func.max(ProductionPointer.updated_at)),
+        select(func.max(PromotionEvent.id)),
+    ]
+    with session_scope(registry.engine, write=False) as s:
+        values = [tuple(s.execute(p).one()) for p in probes]
+    return hashlib.sha256(repr(values).encode()).hexdigest()[:16]
+
+
+def _recent_decisions(s: Session, history: int, adapter_ids: list[int] | None):
+    """Subquery: every decision with its adapter and its rank (1 = newest) among the adapter's decisions."""
+    rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
+                                  order_by=(Decision.created_at.desc(), Decision.id.desc()))
+    q = (select(Decision.id.label("id"), Decision.adapter_version_id.label("version_id"),
+                Decision.config_hash.label("config_hash"), Decision.candidate_key.label("candidate_key"),
+                AdapterVersion.adapter_id.label("adapter_id"),
+                rank.label("rank"))
+         .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id))
+    if adapter_ids is not None:
+        q = q.where(AdapterVersion.adapter_id.in_(adapter_ids))
+    sub = q.subquery()
+    return select(sub).where(sub.c.rank <= history).subquery()
+
+
+def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[str, Any]:
+    """Every row the dashboard views need, as named tuples."""
+    q = select(Adapter.id, Adapter.name, Adapter.task_family, Adapter.enabled, Adapter.source_uri,
+               Adapter.base_model_id, Adapter.benchmark_override, Adapter.fetch_error,
+               Adapter.fetch_error_at).order_by(Adapter.name)
+    if only is not None:
+        q = q.where(Adapter.name == only)
+    adapters = s.execute(q).all()
+    ids = [a.id for a in adapters] if only is not None else None
+    recent = _recent_decisions(s, history, ids)
+    vq = select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.content_sha256,
+                AdapterVersion.resolved_revision, AdapterVersion.local_path, AdapterVersion.last_seen_at)
+    if ids is not None:
+        vq = vq.where(AdapterVersion.adapter_id.in_(ids))
+    versions = s.execute(vq).all()
+    version_ids = None if ids is None else [v.id for v in versions]
+    rq = select(AdapterRun.id, AdapterRun.run_id, AdapterRun.adapter_version_id, AdapterRun.status,
+                AdapterRun.error_type, AdapterRun.started_at, AdapterRun.ended_at)
+    fq = select(AdapterRun.id, AdapterRun.error_message).where(AdapterRun.status == "failed")
+    if version_ids is not None:
+        rq = rq.where(AdapterRun.adapter_version_id.in_(version_ids))
+        fq = fq.where(AdapterRun.adapter_version_id.in_(version_ids))
+    # Trends need three fields of each decision's statistics, extracted by the database (JSON path operators
+    # on SQLite and PostgreSQL alike); the whole document is parsed only for the itemised recent decisions.
+    stats = Decision.statistics_json
+    decisions = s.execute(
+        select(Decision.id, Decision.adapter_version_id, Decision.config_hash, Decision.candidate_key, Decision.run_id,
+               Decision.promoted,
+               Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
+               recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
+               stats["promoted"].label("promoted_arm"), stats["verdict"].label("verdict"),
+               stats["n_needed"].label("n_needed"))
+        .join(recent, recent.c.id == Decision.id)).all()
+    full_stats = dict(s.execute(select(Decision.id, Decision.statistics_json).join(recent, recent.c.id == Decision.id)
+                                .where(recent.c.rank <= max(detail_runs, 1))).all())
+    cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
+                 Candidate.is_control)
+    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.candidate_key == Candidate.config_hash))
+    candidates = s.execute(select(*cand_cols, recent.c.rank).join(recent, on)).all()
+    latest = select(recent).where(recent.c.rank == 1).subquery()
+    on1 = ((latest.c.version_id == Candidate.adapter_version_id) & (latest.c.candidate_key == Candidate.config_hash))
+    spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json).join(latest, on1)
+                        .order_by(Candidate.id)).all()
+    detail = select(recent.c.version_id).where(recent.c.rank <= detail_runs).distinct().subquery()
+    evaluations = s.execute(
+        select(Evaluation.id, Evaluation.adapter_version_id, Evaluation.candidate_id, Evaluation.kind,
+               Evaluation.benchmark, Evaluation.metric, Evaluation.value, Evaluation.n, Evaluation.stderr,
+               Evaluation.evaluator_key)
+        .where(Evaluation.adapter_version_id.in_(select(detail.c.version_id))).order_by(Evaluation.id)).all()
+    eq = select(PromotionEvent.id, PromotionEvent.adapter_id, PromotionEvent.kind, PromotionEvent.actor,
+                PromotionEvent.at, PromotionEvent.from_candidate_id, PromotionEvent.to_candidate_id,
+                PromotionEvent.from_version_id, PromotionEvent.to_version_id, PromotionEvent.reason,
+                PromotionEvent.decision_id, PromotionEvent.reverts_event_id).order_by(PromotionEvent.id)
+    pq = select(ProductionPointer.adapter_id, ProductionPointer.candidate_id, ProductionPointer.adapter_version_id,
+                ProductionPointer.updated_at)
+    if ids is not None:
+        eq = eq.where(PromotionEvent.adapter_id.in_(ids))
+        pq = pq.where(ProductionPointer.adapter_id.in_(ids))
+    events = s.execute(eq).all()
+    # Candidates named by events (production may serve a candidate older than the decision window).
+    event_cands = {e.to_candidate_id for e in events} | {e.from_candidate_id for e in events}
+    event_cands.discard(None)
+    extra = s.execute(select(*cand_cols).where(Candidate.id.in_(sorted(event_cands)))).all() if event_cands else []
+    runs = s.execute(select(RefinementRun.id, RefinementRun.started_at, RefinementRun.ended_at, RefinementRun.status)
+                     .order_by(RefinementRun.id.desc()).limit(history)).all()
+    return {"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
+            "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
+            "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
+            "pointers": s.execute(pq).all(), "runs": runs}
+
+
+def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None = None) -> dict[str, Any]:
+    """Every row the dashboard's views need, from one read-only transaction (module docstring).
+
+    Args:
+        registry: A :class:`registry.repository.Registry`.
+        history: Decisions per adapter read (newest first).
+        detail_runs: Of those, how many are read with their whole statistics and evaluations.
+        only: Restrict to the adapter with this name.
+
+    Returns:
+        ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs"}``.
+    """
+    with session_scope(registry.engine, write=False) as s:
+        return _load(s, history, detail_runs, only)

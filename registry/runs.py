@@ -1,0 +1,166 @@
+"""The registry API of refinement runs: nightly runs, per-adapter runs, pending work, failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from registry import validation as check
+from registry.models import (
+    RUN_STATUSES,
+    Adapter,
+    AdapterRun,
+    AdapterVersion,
+    Decision,
+    RefinementRun,
+    utcnow,
+)
+from registry.store import Store
+from registry.validation import RegistryError
+
+
+class RunStore(Store):
+    """Refinement runs and per-adapter runs."""
+
+    # ------------------------------------------------------------------------------------------------ runs
+    def start_run(self, flow_run_id: str, config_snapshot: Any, config_hash: str) -> RefinementRun:
+        """Open the refinement run of a flow run (a retried flow run re-opens its row).
+
+        Raises:
+            RegistryError: if ``flow_run_id`` was recorded with another ``config_hash``.
+        """
+        check.text(str(flow_run_id), "flow_run_id", max_len=64)
+        check.text(config_hash, "config_hash", max_len=64)
+        snapshot = check.jsonable(config_snapshot, "config_snapshot")
+        with self._write() as s:
+            run, created = self._get_or_create(
+                s, RefinementRun, {"flow_run_id": str(flow_run_id)},
+                {"config_snapshot": snapshot, "config_hash": config_hash, "status": "running"},
+            )
+            if not created:
+                if run.config_hash != config_hash:
+                    raise RegistryError(f"flow run {flow_run_id} was started with config_hash {run.config_hash}, "
+                                        f"not {config_hash}: a new configuration needs a new flow run")
+                if run.status != "running":
+                    run.status, run.ended_at = "running", None
+            return run
+
+    def finish_run(self, run_id: int, status: str) -> RefinementRun:
+        """Close a run as ``completed``, ``failed`` or ``crashed`` (a repeat with the same status changes nothing)."""
+        check.choice(status, "status", [x for x in RUN_STATUSES if x != "running"])
+        with self._write() as s:
+            run = self._row(s, RefinementRun, run_id, "refinement run")
+            if run.status != status:
+                run.status, run.ended_at = status, utcnow()
+            return run
+
+    def get_run(self, run_id: int) -> RefinementRun:
+        """The refinement run ``run_id``."""
+        with self._read() as s:
+            return self._row(s, RefinementRun, run_id, "refinement run")
+
+    def is_refined(self, adapter_version_id: int, config_hash: str) -> bool:
+        """Whether ``adapter_version_id`` was already refined successfully under ``config_hash``."""
+        with self._read() as s:
+            return s.scalars(select(AdapterRun.id).where(
+                AdapterRun.adapter_version_id == adapter_version_id, AdapterRun.config_hash == config_hash,
+                AdapterRun.status == "completed").limit(1)).first() is not None
+
+    def pending_work(self, config_hash: str | Callable[[Adapter], str]) -> list[AdapterVersion]:
+        """The latest version of every enabled adapter that has not been refined under its config hash.
+
+        That covers new versions, versions never refined, and versions refined under another configuration.
+
+        Args:
+            config_hash: The run's config hash, or a function of the adapter (when per-adapter overrides make
+                the hash differ between adapters).
+
+        Returns:
+            Versions (with ``adapter`` loaded), by adapter name.
+        """
+        rank = func.row_number().over(
+            partition_by=AdapterVersion.adapter_id,
+            order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()),
+        )
+        ranked = (select(AdapterVersion.id.label("id"), rank.label("rank"))
+                  .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+                  .where(Adapter.enabled.is_(True)).subquery())
+        with self._read() as s:
+            latest = list(s.scalars(
+                select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1)
+            ).unique())
+            done = set(s.execute(select(AdapterRun.adapter_version_id, AdapterRun.config_hash).where(
+                AdapterRun.status == "completed", AdapterRun.adapter_version_id.in_([v.id for v in latest]))).all())
+        hash_of = config_hash if callable(config_hash) else (lambda _adapter: config_hash)
+        todo = [v for v in latest if (v.id, hash_of(v.adapter)) not in done]
+        return sorted(todo, key=lambda v: v.adapter.name)
+
+    def start_adapter_run(
+        self, run_id: int, adapter_version_id: int, config_hash: str | None = None, *, status: str = "running"
+    ) -> AdapterRun:
+        """Open (or re-open, after a failure) the refinement of one version in one run.
+
+        Args:
+            run_id: The refinement run.
+            adapter_version_id: The version being refined.
+            config_hash: Its config hash; default the run's.
+            status: ``running``, or ``pending`` to plan the work before it starts.
+
+        Returns:
+            The adapter run; one that already ``completed`` is returned unchanged.
+        """
+        check.choice(status, "status", ("pending", "running"))
+        with self._write() as s:
+            run = self._row(s, RefinementRun, run_id, "refinement run")
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            config_hash = config_hash or run.config_hash
+            started = utcnow() if status == "running" else None
+            row, created = self._get_or_create(
+                s, AdapterRun, {"run_id": run_id, "adapter_version_id": adapter_version_id},
+                {"config_hash": config_hash, "status": status, "started_at": started},
+            )
+            if row.config_hash != config_hash:
+                raise RegistryError(f"adapter run {row.id} has config_hash {row.config_hash}, not {config_hash}")
+            if not created and row.status not in ("completed", status):
+                row.status, row.started_at, row.ended_at = status, started, None
+                row.error_type = row.error_message = None
+            return row
+
+    def finish_adapter_run(
+        self, adapter_run_id: int, status: str = "completed", *, error_type: str | None = None,
+        error_message: str | None = None, decision_id: int | None = None,
+    ) -> AdapterRun:
+        """Close an adapter run as ``completed`` (with the decision it reached) or ``failed`` (with the error)."""
+        check.choice(status, "status", ("completed", "failed"))
+        with self._write() as s:
+            row = self._row(s, AdapterRun, adapter_run_id, "adapter run")
+            if decision_id is not None:
+                decision = self._row(s, Decision, decision_id, "decision")
+                if decision.adapter_version_id != row.adapter_version_id:
+                    raise RegistryError(f"decision {decision_id} is about adapter version "
+                                        f"{decision.adapter_version_id}, not {row.adapter_version_id}")
+                row.decision_id = decision_id
+            if status == "completed":
+                error_type = error_message = None
+            if (row.status, row.error_type, row.error_message) != (status, error_type, error_message):
+                row.status, row.error_type, row.error_message = status, error_type, error_message
+                row.ended_at = utcnow()
+            return row
+
+    def record_failure(
+        self, run_id: int, adapter_version_id: int, error: BaseException | str, *, config_hash: str | None = None
+    ) -> AdapterRun:
+        """Mark the refinement of a version in a run as failed, with the error (type and traceback) recorded.
+
+        Works whether or not :meth:`start_adapter_run` was called, so flows can call it from any ``except``.
+        """
+        row = self.start_adapter_run(run_id, adapter_version_id, config_hash, status="running")
+        error_type, message = check.error_text(error)
+        return self.finish_adapter_run(row.id, "failed", error_type=error_type, error_message=message)
+
+    def adapter_runs(self, run_id: int) -> list[AdapterRun]:
+        """The adapter runs of a refinement run, by id."""
+        with self._read() as s:
+            return list(s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id).order_by(AdapterRun.id)))

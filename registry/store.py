@@ -1,0 +1,94 @@
+"""The plumbing every part of the registry API shares: the engine, one transaction per call, get-or-create.
+
+Not used directly: :class:`registry.repository.Registry` combines the parts (adapters, runs, evidence,
+production), each in its own module and each a subclass of :class:`Store`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from registry.db import session_scope
+from registry.models import (
+    BASELINE,
+    Adapter,
+)
+from registry.validation import NotFoundError
+
+T = TypeVar("T")
+
+
+class Store:
+    """The engine of one registry and the session helpers of its methods (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        """Close the engine's pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with session_scope(self.engine, write=True) as s:
+            yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with session_scope(self.engine, write=False) as s:
+            yield s
+
+    @staticmethod
+    def _get_or_create(s: Session, model: type[T], key: dict[str, Any], values: dict[str, Any]) -> tuple[T, bool]:
+        """The row of ``model`` with ``key``, inserted with ``values`` if missing; ``(row, created)``.
+
+        The insert runs in a SAVEPOINT: if another process inserted the same key first, the unique constraint
+        fails, the savepoint rolls back, and that process's row is returned instead.
+        """
+        stmt = select(model).filter_by(**key)
+        row = s.scalars(stmt).first()
+        if row is not None:
+            return row, False
+        row = model(**key, **values)
+        try:
+            with s.begin_nested():
+                s.add(row)
+        except IntegrityError:
+            existing = s.scalars(stmt).first()
+            if existing is None:  # not a duplicate key: a real constraint violation
+                raise
+            return existing, False
+        return row, True
+
+    def _adapter(self, s: Session, adapter: Adapter | str | int) -> Adapter:
+        if isinstance(adapter, Adapter):
+            adapter = adapter.id
+        if isinstance(adapter, int):
+            found = s.get(Adapter, adapter)
+            if found is None:
+                raise NotFoundError(f"no adapter with id {adapter}")
+            return found
+        found = s.scalars(select(Adapter).where(Adapter.name == adapter)).first()
+        if found is None:
+            names = list(s.scalars(select(Adapter.name)))
+            close = difflib.get_close_matches(str(adapter), names, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; register_adapter() it first"
+            raise NotFoundError(f"no adapter named {adapter!r}{hint}")
+        return found
+
+    @staticmethod
+    def _row(s: Session, model: type[T], row_id: int, what: str) -> T:
+        row = s.get(model, row_id)
+        if row is None:
+            raise NotFoundError(f"no {what} with id {row_id}")
+        return row
+
+def _subject(candidate_id: int | None) -> str:
+    return BASELINE if candidate_id is None else f"candidate:{int(candidate_id)}"
