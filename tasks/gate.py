@@ -534,6 +534,9 @@ def decide(
         sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts) + direction
         if verdict == "hold":
             n_needed = min(v.n_needed for v in held)  # type: ignore[type-var]
-            sentence += f" — held for evidence: needs ~{n_needed} documents"
+            # Said of the adapter and naming the held candidates, so it never reads as the verdict of whichever
+            # candidate happens to be listed last (a guard-rejected one, say).
+            names = ", ".join(v.name for v in held if v.n_needed == n_needed)
+            sentence += f" — adapter held for evidence ({names}): needs ~{n_needed} documents"
     return Decision(None if winner is None else winner.name, verdicts, sentence, cfg, baseline.name,
                     _mean(baseline.task), hib, verdict, flags, record, n_needed)  # fmt: skip

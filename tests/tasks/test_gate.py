@@ -317,8 +317,20 @@ def test_verdict_hold_says_how_many_documents():
     expected = math.ceil(mcnemar_sample_size(0.02, 34 / 400, 0.05, 0.8))
     assert v.n_needed == expected == 1312
     assert v.mde == pytest.approx(mcnemar_mde(400, 34 / 400, 0.05, 0.8))
-    assert d.n_needed == expected and d.sentence.endswith(f"held for evidence: needs ~{expected} documents")
+    assert d.n_needed == expected and d.sentence.endswith(f"adapter held for evidence ({v.name}): needs ~{expected} documents")
     assert f"hold: held for evidence: needs ~{expected} documents" in v.reason
+
+
+def test_hold_sentence_names_the_held_candidate_not_the_last_one_listed():
+    """A held candidate beside a guard-rejected one listed after it: the sentence's tail is about the adapter and
+    names the held candidate, so it cannot be read as the guard-rejected candidate's verdict."""
+    d = decide(BASE, [cand("abs_select", gain=20, loss=14), cand("smooth_abs", gain=60, g=guard(drop=30))],
+               [ctrl(gain=0)], CFG)
+    assert one(d, "abs_select").verdict == "hold" and one(d, "smooth_abs").verdict == "reject"
+    assert d.verdict == "hold"
+    tail = d.sentence.rsplit(" — ", 1)[1]
+    assert tail == f"adapter held for evidence (abs_select): needs ~{d.n_needed} documents"
+    assert "smooth_abs" in d.sentence and "the IFEval guard fails" in d.sentence
 
 
 def test_verdict_reject_by_upper_bound():
