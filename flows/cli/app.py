@@ -149,9 +149,11 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @command("edit", cmd_edit, short_help="Edit one adapter under one or more policies (one SVD + one calibration "
          "pass for all).", help="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, "
          "and write one edited PEFT adapter per policy to OUT/<policy>/.")
-@click.option("--base", required=True, help="Base model: local dir, hub id (from the local cache), or 'bundled'.")
+@click.option("--base", default=None, help="Base model: local dir, hub id (from the local cache), or 'bundled' "
+              "(needed by edits that use calibration data).")
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT LoRA adapter directory.")
-@click.option("--calib", required=True, help="Calibration JSONL (prompt, answer) or a registered loader name.")
+@click.option("--calib", default=None, help="Calibration JSONL (prompt, answer) or a registered loader name (needed "
+              "by edits that use calibration data; data-free edits need neither it nor --base).")
 @click.option("--policy", multiple=True, help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory; one per policy.")
 @click.option("--n-samples", type=int, default=None, help="Calibration examples (default 128).")

@@ -36,29 +36,37 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
 
 
 def cmd_edit(args) -> int:
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from tasks.adapter_io import AdapterError, load_adapter
     from tasks.calibration import load_calibration
-    from tasks.edit import prepare, write_candidate
+    from tasks.edit import prepare, prepare_data_free
     from tasks.model import BaseModelError, load_base
     from tasks.policies import get_policy
 
     try:
         cfg = surgery_config_from_args(args)
-        for p in cfg.policies:
-            get_policy(p)
+        specs = [get_policy(p) for p in cfg.policies]
     except (ValidationError, ValueError, KeyError) as e:
         return fail(str(e))
+    need_data = [s.name for s in specs if s.needs_data]
+    if need_data and not (args.base and args.calib):
+        missing = " and ".join(o for o, v in (("--base", args.base), ("--calib", args.calib)) if not v)
+        return fail(f"{', '.join(need_data)} need(s) calibration data: give {missing} (data-free edits such as hns "
+                    "or flat_nuclear need neither; `edit --list-policies` shows which is which)")
     console = _console()
     status = _console(stderr=True)
     try:
         adapter = load_adapter(args.adapter, allow_pickle=args.allow_pickle)
-        examples = load_calibration(args.calib, cfg.calib)
+        examples = load_calibration(args.calib, cfg.calib) if need_data else []
     except (AdapterError, ValueError, FileNotFoundError) as e:
         return fail(str(e))
+    if not need_data:  # every edit is data-free: decompose only, no model, no calibration pass
+        try:
+            prepared = prepare_data_free(adapter, cfg)
+        except AdapterError as e:
+            return fail(str(e))
+        return _write_and_report(args, cfg, prepared, console)
     status.print(f"Loading base model [bold]{args.base}[/] …")
     try:
         model, tokenizer = load_base(args.base, data_dir=resolve_location(args)[0])  # GGUF cache under --data-dir
@@ -75,6 +83,15 @@ def cmd_edit(args) -> int:
             prepared = prepare(model, tokenizer, adapter, examples, cfg, on_batch=on_batch)
         except AdapterError as e:
             return fail(str(e))
+    return _write_and_report(args, cfg, prepared, console)
+
+
+def _write_and_report(args, cfg, prepared, console) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tasks.edit import write_candidate
+
     rows = []
     for policy in cfg.policies:
         path, manifest = write_candidate(prepared, policy, cfg, args.out / policy, seed=args.seed)
@@ -83,7 +100,8 @@ def cmd_edit(args) -> int:
         print(json.dumps({"adapter": str(args.adapter), "calib_sha256": prepared.calib_sha256,
                           "timings_s": prepared.timings, "policies": rows}, indent=2))
         return 0
-    table = Table(title=f"Spectral Surgery on {escape(str(args.adapter))} ({prepared.n_examples} calibration examples)")
+    data = f"{prepared.n_examples} calibration examples" if prepared.n_examples else "data-free"
+    table = Table(title=f"Spectral Surgery on {escape(str(args.adapter))} ({data})")
     for col in ("policy", "modules edited", "scalars edited", "mean |σ'/σ − 1|", "written to"):
         table.add_column(col, justify="right" if col not in ("policy", "written to") else "left")
     for r in rows:

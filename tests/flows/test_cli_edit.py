@@ -184,3 +184,30 @@ def test_list_policies_shows_every_registered_edit():
     assert all(r["description"] == get_policy(r["name"]).description and r["description"] for r in rows)
     text = cli("edit", "--list-policies")
     assert text.code == 0 and "data-free" in text.out and "calibration" in text.out and "flat_nuclear" in text.out
+
+
+def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path):
+    """``edit --policy hns`` with only the adapter: decomposition only (no model, no calibration pass), and the
+    written σ of every target module is exactly HNS of the original σ (EXTENSIONS §1)."""
+    from tasks.posthoc import hns_spectrum
+
+    out = tmp_path / "out"
+    r = cli("edit", "--adapter", tiny_adapter, "--policy", "hns", "--out", out, "--json")
+    summary = r.json()
+    assert [p["policy"] for p in summary["policies"]] == ["hns"] and summary["policies"][0]["modules_edited"] > 0
+    original = load_file(tiny_adapter / "adapter_model.safetensors")
+    edited = load_file(out / "hns" / "adapter_model.safetensors")
+    modules = sorted({k.split(".lora_")[0].split("model.layers.")[1] for k in original if "o_proj.lora_A" in k})
+    for m in modules:
+        module = f"layers.{m}"
+        before = torch.linalg.svdvals(_delta(original, module))
+        rank = next(v for k, v in original.items() if f"{module}.lora_A" in k).shape[0]
+        expected = hns_spectrum(before[:rank].float()).double().sort(descending=True).values  # svdvals are sorted
+        after = torch.linalg.svdvals(_delta(edited, module))[:rank]
+        assert torch.allclose(after, expected, rtol=1e-4, atol=1e-6), (module, after, expected)
+
+
+def test_edit_that_needs_data_without_base_is_a_usage_error(tiny_adapter, tmp_path):
+    r = cli("edit", "--adapter", tiny_adapter, "--policy", "smooth_abs", "--out", tmp_path / "out")
+    assert_error(r, "smooth_abs need(s) calibration data: give --base and --calib")
+    assert not (tmp_path / "out").exists()
