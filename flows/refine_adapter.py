@@ -129,7 +129,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
     """
     from tasks.calibration import calibration_sha256, load_calibration
-    from tasks.edit import prepare, write_candidate
+    from tasks.edit import prepare, prepare_data_free, write_candidate
     from tasks.global_scalar import holdout_calib_config, select_gamma_calib_loss
     from tasks.prep_store import load_prepared, save_prepared
     from tasks.run_config import candidate_key, prepared_key
@@ -137,11 +137,14 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     reg = worker.registry(config)
     overrides = adapter.config_json or {}
     surgery = config.surgery_for(overrides)
+    # Data-free edits (post-hoc reshapes, the zero-rebuild canary) depend on the adapter alone: when every arm
+    # to write is one, no calibration source is read and no model runs (the key holds no calibration either).
+    data_free = all(not get_policy(a.policy).needs_data for a in arms if a.role != "bare_base")
     source = overrides.get("calib") or config.calib_source
-    if not source:
+    if not source and not data_free:
         raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
                          "(config {'calib': 'path.jsonl'}) or set RunConfig.calib_source")
-    examples = load_calibration(source, surgery.calib)
+    examples = [] if data_free else load_calibration(source, surgery.calib)
     skipped: dict[str, str] = {}
     holdout = []
     if any(a.role == "scalar_control" for a in arms):
@@ -179,6 +182,11 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
         prepared = load_prepared(prep_file, local, surgery.targets)
+        if prepared is None and data_free:
+            prepared = prepare_data_free(local, surgery)
+            save_prepared(prepared, prep_file)
+            log.info("%s: decomposed %d modules for %d data-free candidate(s): no model, no calibration",
+                     adapter.name, len(prepared.modules), len(writes))
         needs_model = prepared is None or any(a.role == "scalar_control" for a in writes)
         if prepared is not None:
             log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities", adapter.name,
@@ -213,7 +221,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                         for name, m in manifest["modules"].items()}
             sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
                            "sign_agreement": m["sensitivity"]["sign_agreement"]}
-                    for name, m in manifest["modules"].items()}
+                    for name, m in manifest["modules"].items() if m.get("sensitivity")}  # none without data
             params = dict(manifest["parameters"])
             if sel is not None:
                 params.update({k: manifest[k] for k in ("gamma", "gamma_rule", "gamma_grid", "gamma_scores")})

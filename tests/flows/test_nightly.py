@@ -202,6 +202,42 @@ def test_new_policy_evaluates_only_the_new_candidate(prefect_harness, make_fleet
                                                                           "double_smooth", "global_scalar"}
 
 
+def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet_base, tmp_path, monkeypatch):
+    """A run whose edits are all data-free (post-hoc reshapes, the zero-rebuild canary; no random control, no global
+    scalar) reads no calibration source and runs no calibration pass; the candidates are still written, evaluated
+    and decided."""
+    from tasks.gate import GateConfig
+    from tasks.run_config import LadderConfig
+
+    dirs, _ = make_fleet(1)
+    cfg = RunConfig(data_dir=tmp_path / "data", evaluator="fake",
+                    evaluator_options={"n_docs": 60, "rates": {"hns": 0.9}}, task_limit=60, guard_limit=60,
+                    surgery=SurgeryConfig(policies=("hns", "flat_nuclear"), random_control_seeds=()),
+                    ladder=LadderConfig(global_scalar=False, zero_rebuild=True, bare_base=True),
+                    gate=GateConfig(require_control=False))
+    assert cfg.calib_source is None
+    reg = _register(cfg, dirs, fleet_base, ("math",))  # registered without any calibration file
+    import tasks.edit
+
+    def no_prepare(*a, **k):
+        raise AssertionError("a calibration pass ran for data-free edits")
+
+    monkeypatch.setattr(tasks.edit, "prepare", no_prepare)
+    out = run_nightly(cfg)
+    assert out["failed"] == 0, out
+    result = out["results"][0]
+    assert result["calibrated"] is False and result["candidates_written"] == 4  # hns, flat_nuclear, canary, bare
+    version = reg.list_versions("ad0")[0]
+    assert sorted(c.policy for c in reg.list_candidates(version.id)) == ["bare_base", "flat_nuclear", "hns",
+                                                                        "zero_rebuild"]
+    decision = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
+    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"hns", "flat_nuclear"}
+    assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "hns"
+    from flows.dashboard import render_dashboard  # candidates without sensitivities still render
+
+    assert "flat_nuclear" in render_dashboard(reg, tmp_path / "dashboard.html").read_text()
+
+
 def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, fleet_base, tmp_path):
     """Three random seeds, the calibrated global scalar, the zero-rebuild canary and the bare base, on real edits."""
     from flows.refine_adapter import adapter_config_hash
