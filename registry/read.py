@@ -6,6 +6,8 @@ returns plain rows (SQLAlchemy ``Row`` named tuples) or a hash; nothing here wri
 
 * :func:`registry_fingerprint`: a short hash that changes whenever a row the dashboard shows changes (cheap
   aggregates, polled by the live dashboard every few seconds);
+* :func:`latest_decisions`: each adapter's latest decision, its family and the wall time of the run that made it
+  (the fleet report of what wins);
 * :func:`dashboard_rows`: every row the dashboard's views need, from ONE read transaction (a consistent snapshot):
   adapters, versions, adapter runs (failure messages apart), the last ``history`` decisions per adapter (the
   three statistics fields trends need extracted by the database; whole documents only for the last
@@ -160,3 +162,31 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
     """
     with session_scope(registry.engine, write=False) as s:
         return _load(s, history, detail_runs, only)
+
+
+def latest_decisions(registry) -> list[dict[str, Any]]:
+    """Each adapter's latest decision with what a fleet report needs, in adapter-name order (one read transaction).
+
+    Returns:
+        ``[{"adapter", "family", "decision_id", "at", "statistics", "seconds"}]``: ``statistics`` is the decision's
+        recorded statistics, ``seconds`` the wall time of the adapter run that made it (None if unknown: a decision
+        re-made by hand, or a run without an end).
+    """
+    rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
+                                  order_by=(Decision.created_at.desc(), Decision.id.desc()))
+    ranked = (select(Decision.id.label("id"), AdapterVersion.adapter_id.label("adapter_id"), rank.label("rank"))
+              .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id).subquery())
+    q = (select(Adapter.name, Adapter.task_family, Decision.id, Decision.created_at, Decision.statistics_json,
+                AdapterRun.started_at, AdapterRun.ended_at)
+         .join(ranked, ranked.c.adapter_id == Adapter.id)
+         .join(Decision, Decision.id == ranked.c.id)
+         .outerjoin(AdapterRun, AdapterRun.decision_id == Decision.id)
+         .where(ranked.c.rank == 1).order_by(Adapter.name, AdapterRun.id))
+    out: dict[int, dict[str, Any]] = {}
+    with session_scope(registry.engine, write=False) as s:
+        for name, family, did, at, stats, started, ended in s.execute(q).all():
+            seconds = (ended - started).total_seconds() if started is not None and ended is not None else None
+            if did not in out or (seconds is not None and out[did]["seconds"] is None):
+                out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
+                            "statistics": stats or {}, "seconds": seconds}
+    return sorted(out.values(), key=lambda r: r["adapter"])

@@ -100,3 +100,84 @@ def decision_markdown(adapter_name: str, statistics: dict[str, Any], sentence: s
         if reasons:
             lines += ["", "**Why**", "", *reasons]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- what wins
+def _mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean with a Student-t interval across adapters (scipy); no interval from fewer than two values."""
+    import math
+
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "lo": None, "hi": None}
+    mean = sum(values) / n
+    if n < 2 or len(set(values)) == 1:
+        return {"n": n, "mean": mean, "lo": None if n < 2 else mean, "hi": None if n < 2 else mean}
+    ci = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
+    lo, hi = float(ci.low), float(ci.high)
+    return {"n": n, "mean": mean, "lo": lo if math.isfinite(lo) else None, "hi": hi if math.isfinite(hi) else None}
+
+
+def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per task family × edit, over each adapter's latest decision: how often the edit was promoted, its mean gain
+    over the unedited adapter and its IFEval change across adapters (95% Student-t intervals), and the cost.
+
+    Args:
+        decisions: ``[{"adapter", "family", "statistics", "seconds"}]``, one per adapter
+            (:func:`registry.read.latest_decisions`).
+        confidence: Of the intervals.
+
+    Returns:
+        Rows sorted by family, then by mean gain (best first): ``{"family", "edit", "adapters", "promoted",
+        "passed", "held", "rejected", "delta_pts": {n, mean, lo, hi}, "guard_pts": {...}, "seconds_per_adapter"}``.
+        Differences are in points (×100). ``seconds_per_adapter`` is the mean wall time of the adapter runs that
+        decided (every edit of a run together: the registry keeps no per-edit time). Random controls and canaries
+        are references, not edits, and are not listed.
+    """
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    seconds: dict[str, list[float]] = {}
+    for d in decisions:
+        stats = d.get("statistics") or {}
+        if d.get("seconds") is not None:
+            seconds.setdefault(d["family"], []).append(float(d["seconds"]))
+        for v in stats.get("verdicts", []):
+            g = groups.setdefault((d["family"], v.get("policy") or v["name"]), {
+                "adapters": 0, "promoted": 0, "passed": 0, "held": 0, "rejected": 0, "delta": [], "guard": []})
+            g["adapters"] += 1
+            verdict = v.get("verdict") or ("promote" if v["passed"] else "reject")
+            g["passed"] += bool(v["passed"])
+            g["promoted"] += stats.get("promoted") == v["name"]
+            g["held"] += verdict == "hold"
+            g["rejected"] += verdict == "reject"
+            g["delta"].append(v["vs_baseline"]["delta"] * 100)
+            if v.get("guard_delta") is not None:
+                g["guard"].append(v["guard_delta"] * 100)
+    rows = []
+    for (family, edit), g in groups.items():
+        secs = seconds.get(family, [])
+        rows.append({"family": family, "edit": edit, "adapters": g["adapters"], "promoted": g["promoted"],
+                     "passed": g["passed"], "held": g["held"], "rejected": g["rejected"],
+                     "delta_pts": _mean_ci(g["delta"], confidence), "guard_pts": _mean_ci(g["guard"], confidence),
+                     "seconds_per_adapter": sum(secs) / len(secs) if secs else None})
+    return sorted(rows, key=lambda r: (r["family"], -(r["delta_pts"]["mean"] or 0.0), r["edit"]))
+
+
+def _pts_ci(x: dict[str, Any]) -> str:
+    if x["mean"] is None:
+        return "–"
+    ci = f" [{_pts(x['lo'] / 100)}, {_pts(x['hi'] / 100)}]" if x["lo"] is not None else ""
+    return f"{_pts(x['mean'] / 100)}{ci}"
+
+
+def what_wins_markdown(rows: list[dict[str, Any]]) -> str:
+    """:func:`what_wins` as a Markdown table (the CLI's ``report`` and the README)."""
+    lines = ["| family | edit | adapters | promoted | passed / held / rejected | Δ vs unedited (pts, 95% CI) "
+             "| Δ IFEval (pts) | s per adapter |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        secs = "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"
+        lines.append(f"| {r['family']} | {r['edit']} | {r['adapters']} | {r['promoted']} | "
+                     f"{r['passed']} / {r['held']} / {r['rejected']} | {_pts_ci(r['delta_pts'])} | "
+                     f"{_pts_ci(r['guard_pts'])} | {secs} |")
+    return "\n".join(lines) + "\n"

@@ -195,6 +195,36 @@ def cmd_rollback(args) -> int:
 
 
 @guarded
+def cmd_report(args) -> int:
+    """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
+    from registry.read import latest_decisions
+    from tasks.report import what_wins
+
+    reg = open_registry(args)
+    decisions = latest_decisions(reg)
+    reg.close()
+    if args.family:
+        decisions = [d for d in decisions if d["family"] == args.family]
+    rows = what_wins(decisions)
+
+    def render() -> None:
+        if not rows:
+            console().print("No decisions yet: run `spectral-surgery run` (or `demo`) first.")
+            return
+        fmt = lambda x: "–" if x["mean"] is None else (  # noqa: E731
+            f"{x['mean']:+.1f}" + ("" if x["lo"] is None else f" [{x['lo']:+.1f}, {x['hi']:+.1f}]"))
+        console().print(table(
+            f"What wins: {len(decisions)} adapter(s), each adapter's latest decision (points, 95% CI across adapters)",
+            ["family", "edit", "adapters", "promoted", "pass/hold/reject", "Δ vs unedited", "Δ IFEval", "s/adapter"],
+            [[r["family"], r["edit"], r["adapters"], r["promoted"], f"{r['passed']}/{r['held']}/{r['rejected']}",
+              fmt(r["delta_pts"]), fmt(r["guard_pts"]),
+              "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"] for r in rows],
+            narrow=("family", "edit", "adapters", "promoted", "pass/hold/reject")))
+
+    return emit(args, {"adapters": len(decisions), "rows": rows}, render)
+
+
+@guarded
 def cmd_dashboard(args) -> int:
     from rich.markup import escape
 

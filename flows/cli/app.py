@@ -30,6 +30,7 @@ import click
 
 from flows.cli.adapters import (
     cmd_dashboard,
+    cmd_report,
     cmd_history,
     cmd_init,
     cmd_list,
@@ -265,6 +266,14 @@ def _promote(**kwargs: Any) -> None: ...
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
 def _rollback(**kwargs: Any) -> None: ...
+
+
+@command("report", cmd_report, short_help="What wins, for which adapters: per task family × edit.",
+         help="Per task family × edit, over each adapter's latest decision: how often it was promoted (and "
+              "passed, held, rejected), its mean gain over the unedited adapter and its IFEval change with 95% "
+              "intervals across adapters, and the seconds per adapter of the runs that decided.")
+@click.option("--family", default=None, metavar="F", help="Only this task family.")
+def _report(**kwargs: Any) -> None: ...
 
 
 @command("dashboard", cmd_dashboard, help="Render (or serve) the HTML dashboard.")

@@ -25,6 +25,7 @@ from registry.read import dashboard_rows
 from registry.validation import error_summary
 from tasks.diagnostics import short_module
 from tasks.gate import verdict_label, verdict_of
+from tasks.report import what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
@@ -479,6 +480,12 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
             view["slug"] += "-"
         seen.add(view["slug"])
     latest = [(names[aid], ix.stats(ds[0])) for aid, ds in ix.decisions.items() if aid in names and ds]
+    families = {a.id: a.task_family for a in rows["adapters"]}
+    run_seconds = {(r.run_id, r.adapter_version_id): (r.ended_at - r.started_at).total_seconds()
+                   for r in rows["adapter_runs"] if r.started_at is not None and r.ended_at is not None}
+    wins = what_wins([{"adapter": names[aid], "family": families[aid], "statistics": ix.stats(ds[0]),
+                       "seconds": run_seconds.get((ds[0].run_id, ds[0].adapter_version_id))}
+                      for aid, ds in ix.decisions.items() if aid in names and ds])
     per_run: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows["adapter_runs"]:
         per_run[r.run_id][r.status] += 1
@@ -503,4 +510,4 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
     }
     return {"generated_at": _iso(now), "registry_url": registry.engine.url.render_as_string(hide_password=True),
             "history": history, "detail_runs": detail_runs, "summary": summary, "runs": runs,
-            "failures": failures, "adapters": adapters, "diagnostics": diagnostics(latest)}
+            "failures": failures, "adapters": adapters, "diagnostics": diagnostics(latest), "what_wins": wins}

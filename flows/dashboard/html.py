@@ -173,6 +173,35 @@ def _evidence(data: dict) -> str:
             f'<th>Verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div></section>')
 
 
+def _what_wins(data: dict) -> str:
+    """Per task family × edit over each adapter's latest decision (:func:`tasks.report.what_wins`)."""
+    def cell(x: dict) -> str:
+        if x["mean"] is None:
+            return "–"
+        ci = "" if x["lo"] is None else f"<small>[{pts(x['lo'] / 100)}, {pts(x['hi'] / 100)}]</small>"
+        return f"{pts(x['mean'] / 100)}{ci}"
+
+    rows = []
+    for r in data.get("what_wins", []):
+        secs = "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"
+        rows.append(f'<tr><td>{e(r["family"])}</td><td><span style="color:{color_for(r["edit"])}">■</span> '
+                    f'{e(r["edit"])}</td><td class="num">{r["adapters"]}</td><td class="num">{r["promoted"]}</td>'
+                    f'<td class="num">{r["passed"]} / {r["held"]} / {r["rejected"]}</td>'
+                    f'<td class="num">{cell(r["delta_pts"])}</td><td class="num">{cell(r["guard_pts"])}</td>'
+                    f'<td class="num">{secs}</td></tr>')
+    if not rows:
+        return ""
+    return ('<section id="what-wins"><h2>What wins, for which adapters</h2><p class="guide">Reading guide: per task '
+            "family and edit, over each adapter's latest decision: how many adapters tried it, how often it was "
+            'promoted, passed / held / rejected, its mean gain over the unedited adapter and its IFEval change '
+            '(points, 95% Student-t interval across adapters), and the seconds per adapter of the runs that '
+            'decided (all edits of a run together).</p><div class="scroll"><table><thead><tr><th>Family</th>'
+            '<th>Edit</th><th class="num">Adapters</th><th class="num">Promoted</th>'
+            '<th class="num">Pass / hold / reject</th><th class="num">Δ vs unedited (pts)</th>'
+            '<th class="num">Δ IFEval (pts)</th><th class="num">s / adapter</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div></section>')
+
+
 def _row_verdict(r: dict) -> str:
     if r["role"] == "control":
         if r.get("policy") in ("zero_rebuild", "zero_rebuild_one_sided", "bare_base"):
@@ -351,7 +380,7 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
             '<nav><a href="#fleet">Fleet</a><a href="#evidence">Evidence</a><a href="#failures">Failures</a><a href="#diagnostics">Diagnostics</a>'
             '<a href="#reward-risk">Reward vs risk</a><a href="#guided-random">Guided vs random</a>'
             '<a href="#alignment">Subspace alignment</a><a href="#adapters">Adapters</a></nav><main>')
-    parts = [head, _fleet(data), _evidence(data), _failures(data),
+    parts = [head, _fleet(data), _evidence(data), _what_wins(data), _failures(data),
              '<section id="diagnostics"><h2>Diagnostics from the fleet</h2>', _reward_risk(data),
              _guided_random(data), _alignment(data, alignment_choices), "</section>",
              f'<section id="adapters"><h2>Adapters</h2><p class="guide">One collapsed section per adapter: click to '

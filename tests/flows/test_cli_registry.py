@@ -361,6 +361,40 @@ def test_dashboard_is_written(ran, tmp_path):
     assert "ad0" in html and "ad1" in html and "smooth_abs" in html
 
 
+def test_report_says_what_wins_per_family_and_edit(ran):
+    """``report``: one row per family × edit over each adapter's latest decision, the same numbers as the decisions."""
+    from registry.repository import Registry
+
+    out = cli(*_in(ran.data, "report", "--json")).json()
+    assert out["adapters"] == 2
+    rows = {(r["family"], r["edit"]): r for r in out["rows"]}
+    reg = Registry.open(None, ran.data)
+    for adapter, family in (("ad0", "math"), ("ad1", "commonsense")):
+        version = reg.list_versions(adapter)[0]
+        decision = max((d for d in [reg.get_decision_by_id(i) for i in range(1, 50) if _exists(reg, i)]
+                        if d.adapter_version_id == version.id), key=lambda d: (d.created_at, d.id))
+        for v in decision.statistics_json["verdicts"]:
+            r = rows[(family, v["policy"])]
+            assert r["adapters"] == 1 and r["delta_pts"]["mean"] == pytest.approx(v["vs_baseline"]["delta"] * 100)
+            assert r["promoted"] == int(decision.statistics_json["promoted"] == v["name"])
+            assert r["seconds_per_adapter"] is not None and r["seconds_per_adapter"] > 0
+    reg.close()
+    only = cli(*_in(ran.data, "report", "--family", "math", "--json")).json()
+    assert only["adapters"] == 1 and {r["family"] for r in only["rows"]} == {"math"}
+    text = cli(*_in(ran.data, "report"))
+    assert text.code == 0 and "What wins" in text.out and "smooth_abs" in text.out
+
+
+def _exists(reg, decision_id: int) -> bool:
+    from registry.validation import NotFoundError
+
+    try:
+        reg.get_decision_by_id(decision_id)
+        return True
+    except NotFoundError:
+        return False
+
+
 def test_verdict_cell_tells_hold_from_reject():
     from flows.cli.common import verdict_cell
 

@@ -576,3 +576,17 @@ def test_200_adapters_by_30_nights_render_completely(fleet, tmp_path):
     # Spectra of each adapter's latest decision: every module of the 8 layers.
     with_spectra = [a for a in v.values() if a["spectrum"]]
     assert with_spectra and all(len(a["spectrum"]["modules"]) == 16 for a in with_spectra)
+
+
+def test_what_wins_section_matches_the_report(flow, tmp_path):
+    """The dashboard's "What wins" view and ``spectral-surgery report`` are the same numbers: the dashboard builds
+    it from its own snapshot, the CLI from registry.read.latest_decisions, both through tasks.report.what_wins."""
+    from registry.read import latest_decisions
+    from tasks.report import what_wins
+
+    reg, _ = flow
+    data = collect(reg)
+    assert data["what_wins"] == what_wins(latest_decisions(reg))
+    assert data["what_wins"] and {r["edit"] for r in data["what_wins"]} >= {"smooth_abs"}
+    html = render_dashboard(reg, tmp_path / "d.html").read_text()
+    assert 'id="what-wins"' in html and "What wins, for which adapters" in html

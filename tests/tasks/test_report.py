@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tasks.gate import ArmOutcomes, GateConfig, decide
 from tasks.report import candidate_rows, decision_markdown
 
@@ -59,3 +61,39 @@ def test_reject_and_canary_lines():
     assert md.startswith("### ad-3: REJECTED")
     assert "- **Canary zero_rebuild** (`zero_rebuild`): FAILED, differs from the unedited adapter on 3 documents" in md
     assert "- **Flag:** zero-rebuild canary" in md
+
+
+def _two_policies(base: int, a: int, b: int) -> dict:
+    baseline = _arm("baseline", "baseline", base)
+    d = decide(baseline, [_arm("smooth_abs", "smooth_abs", a), _arm("hns", "hns", b)],
+               [_arm("random_s1", "random_index", base, control=True)], GateConfig())
+    return json.loads(json.dumps(d.to_dict()))
+
+
+def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
+    from tasks.report import what_wins, what_wins_markdown
+
+    decisions = [  # gains of hns: +4, +8, +16 pts over the unedited adapter (of 400 documents) in math
+        {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0},
+        {"adapter": "m2", "family": "math", "statistics": _two_policies(200, 204, 232), "seconds": 300.0},
+        {"adapter": "m3", "family": "math", "statistics": _two_policies(100, 100, 164), "seconds": None},
+        {"adapter": "c1", "family": "commonsense", "statistics": _two_policies(200, 260, 200), "seconds": 50.0},
+    ]
+    rows = what_wins(decisions)
+    assert [(r["family"], r["edit"]) for r in rows] == [("commonsense", "smooth_abs"), ("commonsense", "hns"),
+                                                        ("math", "hns"), ("math", "smooth_abs")]
+    hns = rows[2]
+    assert (hns["adapters"], hns["promoted"], hns["passed"]) == (3, 3, 3) and hns["held"] == hns["rejected"] == 0
+    # mean of (4, 8, 16) = 9.333; sd 6.110, t(0.975, 2) = 4.3027: 9.333 ± 15.18 (textbook Student-t interval)
+    assert hns["delta_pts"]["mean"] == pytest.approx(28 / 3)
+    assert hns["delta_pts"]["lo"] == pytest.approx(28 / 3 - 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
+    assert hns["delta_pts"]["hi"] == pytest.approx(28 / 3 + 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
+    assert hns["guard_pts"]["mean"] == 0.0
+    assert hns["seconds_per_adapter"] == 200.0  # the runs with a known wall time
+    smooth = rows[3]
+    assert smooth["promoted"] == 0 and smooth["adapters"] == 3 and smooth["delta_pts"]["mean"] == pytest.approx(1 / 3)
+    single = rows[0]
+    assert single["promoted"] == 1 and single["delta_pts"]["lo"] is None  # one adapter: no interval
+    md = what_wins_markdown(rows)
+    assert "| math | hns | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 200 |" in md
+
