@@ -27,14 +27,11 @@ DESCRIPTION = "Refine, evaluate, gate and promote every adapter version that nee
 
 def load_config(path: Path) -> dict[str, Any]:
     """The RunConfig mapping in ``path``, validated (so a bad file fails here, naming itself, not at 02:00)."""
-    import yaml
     from pydantic import ValidationError
 
-    from tasks.run_config import RunConfig
+    from tasks.run_config import RunConfig, read_config_file
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a run config is a mapping of RunConfig fields")
+    data = read_config_file(path)
     try:
         RunConfig.model_validate(data)
     except ValidationError as e:

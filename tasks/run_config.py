@@ -149,6 +149,36 @@ class RunConfig(BaseModel):
         return SurgeryConfig.model_validate(merged)
 
 
+def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str, Any]:
+    """The mapping in a YAML (or ``.json``) run-config file: the one loader of every config file the project reads.
+
+    Values only (never validated here: defaults such as ``data_dir`` resolve on the machine that runs the flow);
+    :class:`RunConfig` validates the mapping where it is used.
+
+    Args:
+        path: The file.
+        option: How the caller names it in errors (``--config``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not valid YAML/JSON, or not a mapping (naming the file).
+    """
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such file")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
+    return data
+
+
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

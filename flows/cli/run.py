@@ -8,36 +8,14 @@ refinement run), so it works whatever the task runner: threads here, or Dask wor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import threading
 import warnings
-from pathlib import Path
-from typing import Any
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
 from flows.cli.common import emit, fail, guarded, message, open_registry, verdict_cell
 
 POLL_S = 0.25
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML or JSON run-config file (``ValueError`` naming the file otherwise)."""
-    import yaml
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such file")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
-    return data
 
 
 def run_config_from_args(args: argparse.Namespace):
@@ -51,6 +29,8 @@ def run_config_from_args(args: argparse.Namespace):
     from registry.db import env_url
     from tasks.policies import get_policy
     from tasks.run_config import RunConfig
+
+    from tasks.run_config import read_config_file
 
     data = read_config_file(args.config) if args.config else {}
     if args.data_dir:

@@ -124,3 +124,27 @@ def test_task_limits_give_a_benchmark_its_own_documents(tmp_path):
         RunConfig(task_limits={"ss_mc": 0})
     with pytest.raises(ValidationError, match="every task_limits entry >= sequential.looks"):
         RunConfig(task_limits={"ss_mc": 2}, sequential={"enabled": True, "looks": 4})
+
+
+def test_read_config_file_is_the_one_loader(tmp_path):
+    """YAML and JSON files, the errors naming the file; the deployments' loader and the CLI's are this one."""
+    import deployments.serve
+    from tasks.run_config import RunConfig, read_config_file
+
+    y = tmp_path / "c.yaml"
+    y.write_text("task_limit: 7\nsurgery: {policies: [hns]}\n")
+    j = tmp_path / "c.json"
+    j.write_text('{"task_limit": 7, "surgery": {"policies": ["hns"]}}')
+    assert read_config_file(y) == read_config_file(j) == {"task_limit": 7, "surgery": {"policies": ["hns"]}}
+    assert RunConfig.model_validate(read_config_file(y)).surgery.policies == ("hns",)
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_config_file(tmp_path / "empty.yaml") == {}
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ValueError, match="list.yaml: a run config is a mapping"):
+        read_config_file(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("key: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        read_config_file(tmp_path / "bad.yaml")
+    with pytest.raises(FileNotFoundError, match="--config .*absent.yaml: no such file"):
+        read_config_file(tmp_path / "absent.yaml")
+    assert deployments.serve.load_config(y) == read_config_file(y)
