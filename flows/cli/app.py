@@ -45,6 +45,34 @@ from flows.cli.edit import cmd_edit
 from flows.cli.run import cmd_run
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
+
+
+class _QuietFailures(logging.Filter):
+    """Without ``-v``: no traceback on the console for a failure that is recorded and reported in one line.
+
+    ``run`` prints one line per failed adapter (what, which file and field) and the registry keeps the full text, so
+    Prefect's own task/flow-run failure records are dropped from the console, and any other record loses its
+    traceback (its message stays). ``-v`` removes the filter: everything, tracebacks included.
+    """
+
+    RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self.RUN_LOGGERS) and record.levelno >= logging.ERROR:
+            return False
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+QUIET = _QuietFailures()
+
+
+def _console_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if verbose:
+        root.setLevel(logging.DEBUG)
+    for handler in root.handlers:
+        (handler.removeFilter if verbose else handler.addFilter)(QUIET)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -90,8 +118,7 @@ def command(name: str, fn: Callable[[argparse.Namespace], int], **settings: Any)
                 if kwargs[key] not in (None, False):
                     merged[key] = kwargs[key]
             kwargs.update(merged)
-            if kwargs["verbose"]:
-                logging.getLogger().setLevel(logging.DEBUG)
+            _console_logging(bool(kwargs["verbose"]))
             return guarded(fn)(argparse.Namespace(**kwargs))
 
         return run
@@ -115,6 +142,7 @@ def cli(ctx: click.Context, data_dir: Path | None, db: str | None, json_: bool, 
     ctx.obj = {"data_dir": data_dir, "db": db, "json": json_, "verbose": verbose}
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    _console_logging(verbose)
 
 
 # ---------------------------------------------------------------------------------------------- edit

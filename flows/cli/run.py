@@ -201,7 +201,8 @@ def cmd_run(args) -> int:
             console.print("Nothing to refine: every enabled adapter's latest version is done under this "
                           "configuration.")
             return
-        table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined']} refined, "
+        # failures are counted apart: "refined" in the summary is every version visited, completed or not
+        table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined'] - failed} refined, "
                             f"{failed} failed")
         for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
             table.add_column(col, overflow="fold")

@@ -87,3 +87,36 @@ def test_prefect_telemetry_off_by_default(monkeypatch, capsys):
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # a user's own choice wins
     assert main(["--version"]) == 0 and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+
+
+@pytest.mark.slow  # one real nightly run through Prefect in a subprocess (about 25 s)
+def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(tmp_path):
+    """A recorded failure is one line on the console (what, which file and field); ``-v`` brings the traceback back.
+    The header counts the failure apart from the refinements."""
+    import json
+
+    from tests import tiny
+
+    base = tiny.save_base(tmp_path / "base")
+    tiny.save_adapter(base, tmp_path / "good")
+    tiny.save_adapter(base, tmp_path / "bad")
+    (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    home = str(tmp_path / "home")
+    assert _python_cli("init", "--data-dir", home).returncode == 0
+    for name in ("good", "bad"):
+        reg = _python_cli("register", name, "--source", str(tmp_path / name), "--base", str(base), "--family", "math",
+                          "--calib", str(calib), "--no-check", "--data-dir", home)
+        assert reg.returncode == 0, reg.stderr
+    argv = ("run", "--evaluator", "fake", "--task-limit", "20", "--guard-limit", "20", "--n-samples", "4",
+            "--policy", "smooth_abs", "--data-dir", home)
+    quiet = _python_cli(*argv, env={"COLUMNS": "200"})
+    assert quiet.returncode == EXIT_FAILURE
+    assert "Traceback" not in quiet.stderr
+    assert "✗ bad failed: AdapterError:" in quiet.stderr and "adapter_model.safetensors" in quiet.stderr
+    assert "1 refined, 1 failed" in quiet.stdout
+    tiny.save_adapter(base, tmp_path / "bad", seed=5)  # a new version of `bad`, corrupted again: refined again
+    (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"still not safetensors")
+    loud = _python_cli(*argv, "-v", env={"COLUMNS": "200"})
+    assert loud.returncode == EXIT_FAILURE and "Traceback" in loud.stderr
