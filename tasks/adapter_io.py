@@ -451,13 +451,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _merged_tensors(adapter: LoraAdapter, replaced: dict[str, torch.Tensor], out_dir: Path) -> dict[str, torch.Tensor]:
+def _merged_tensors(adapter: LoraAdapter, replaced: dict[str, torch.Tensor], out_dir: Path, *,
+                    reshape: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     out = dict(adapter.tensors)
     for key, new in replaced.items():
         if key not in adapter.tensors:
             raise AdapterError(out_dir, key, f"replacement for a key that is not in {adapter.weights_file.name}")
         old = adapter.tensors[key]
-        if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(old.shape):
+        if not isinstance(new, torch.Tensor) or (not reshape and tuple(new.shape) != tuple(old.shape)):
             shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
             raise AdapterError(out_dir, key, f"replacement has shape {shape}, the adapter's tensor {tuple(old.shape)}")
         # Cast to the stored dtype so the edited adapter loads exactly like the original (METHOD §10).
@@ -479,7 +480,8 @@ def _write_weights(tensors: dict[str, torch.Tensor], metadata: dict[str, str], d
         f.write(data)
 
 
-def _fill(tmp: Path, adapter: LoraAdapter, tensors: dict[str, torch.Tensor], manifest_text: str) -> None:
+def _fill(tmp: Path, adapter: LoraAdapter, tensors: dict[str, torch.Tensor], manifest_text: str,
+          config_text: str | None = None) -> None:  # fmt: skip
     src = adapter.path
     if not (src / CONFIG_NAME).is_file():
         raise AdapterError(src / CONFIG_NAME, CONFIG_NAME, "source adapter config disappeared before writing")
@@ -488,6 +490,8 @@ def _fill(tmp: Path, adapter: LoraAdapter, tensors: dict[str, torch.Tensor], man
         # Top-level files only: subdirectories (other adapters, checkpoints) do not belong to this adapter.
         if p.is_file() and p.name not in skip:
             shutil.copyfile(p, tmp / p.name)
+    if config_text is not None:
+        (tmp / CONFIG_NAME).write_text(config_text, encoding="utf-8")
     _write_weights(tensors, adapter.metadata, tmp / adapter.weights_file.name)
     (tmp / MANIFEST_NAME).write_text(manifest_text, encoding="utf-8")
     for p in tmp.iterdir():
@@ -495,7 +499,15 @@ def _fill(tmp: Path, adapter: LoraAdapter, tensors: dict[str, torch.Tensor], man
     _fsync(tmp)
 
 
-def write_adapter(adapter: LoraAdapter, replaced: dict[str, torch.Tensor], out_dir: str | Path, manifest: dict) -> Path:
+def write_adapter(
+    adapter: LoraAdapter,
+    replaced: dict[str, torch.Tensor],
+    out_dir: str | Path,
+    manifest: dict,
+    *,
+    config: dict | None = None,
+    removed: Iterable[str] = (),
+) -> Path:
     """Write ``adapter`` with some tensors replaced to ``out_dir``, atomically.
 
     Everything is written to a fresh temporary directory beside ``out_dir`` and fsynced; it is then renamed
@@ -507,31 +519,54 @@ def write_adapter(adapter: LoraAdapter, replaced: dict[str, torch.Tensor], out_d
     metadata, untouched tensors byte-identical, the other top-level files of the adapter directory copied
     as they are, and ``edit_manifest.json`` (indented JSON, sorted keys).
 
+    A rank-changing edit (ε-PARA) passes the new ``config`` (written as indented JSON instead of the byte copy)
+    and the ``removed`` keys; replacements may then change shape, and the result is checked exactly as
+    :func:`load_adapter` would read it under the new config (every module's A/B pair and rank).
+
     Args:
         adapter: The loaded source adapter (its directory must still exist for the file copies).
-        replaced: State-dict key -> new tensor, same shape as the stored one; cast to the stored dtype.
+        replaced: State-dict key -> new tensor, same shape as the stored one (unless ``config`` is given);
+            cast to the stored dtype.
         out_dir: Destination directory (may be the source directory itself).
         manifest: JSON-serialisable description of the edit.
+        config: A new ``adapter_config.json`` (e.g. with ``rank_pattern``/``alpha_pattern``/``exclude_modules``).
+        removed: State-dict keys to leave out of the written weights (only with ``config``).
 
     Returns:
         ``out_dir`` as a Path.
 
     Raises:
-        AdapterError: a replacement's key is unknown, its shape differs or it is not finite, or the
-            manifest is not JSON-serialisable. Nothing is written in that case.
+        AdapterError: a replacement's key is unknown, its shape differs (or disagrees with the new config) or it
+            is not finite, a removed key is unknown, ``removed`` without ``config``, or the manifest or config
+            is not JSON-serialisable. Nothing is written in that case.
     """
     out_dir = Path(out_dir).expanduser().absolute()
     try:
         manifest_text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise AdapterError(out_dir / MANIFEST_NAME, "manifest", f"not JSON-serialisable: {e}") from e
-    tensors = _merged_tensors(adapter, replaced, out_dir)
+    removed = tuple(removed)
+    if removed and config is None:
+        raise AdapterError(out_dir, removed[0], "removing tensors needs the new config that excludes their modules")
+    tensors = _merged_tensors(adapter, replaced, out_dir, reshape=config is not None)
+    config_text = None
+    if config is not None:
+        for key in removed:
+            if tensors.pop(key, None) is None:
+                raise AdapterError(out_dir, key, f"cannot remove a key that is not in {adapter.weights_file.name}")
+        try:
+            config_text = json.dumps(config, indent=2, sort_keys=False, allow_nan=False) + "\n"
+        except (TypeError, ValueError) as e:
+            raise AdapterError(out_dir / CONFIG_NAME, "config", f"not JSON-serialisable: {e}") from e
+        modules = _parse_modules(config, out_dir / CONFIG_NAME, out_dir / adapter.weights_file.name, tensors)
+        if not modules:
+            raise AdapterError(out_dir / adapter.weights_file.name, "lora_A", "the edit removed every LoRA module")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the published adapter should be readable like any other
     old: Path | None = None
     try:
-        _fill(tmp, adapter, tensors, manifest_text)
+        _fill(tmp, adapter, tensors, manifest_text, config_text)
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}"
             os.replace(out_dir, old)

@@ -11,7 +11,9 @@ every target module and can be served by ``prepare_data_free``, which decomposes
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from tasks.adapter_io import write_adapter
 from tasks.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
 from tasks.config import METHOD_SETTINGS, EditConfig, SurgeryConfig
 from tasks.decompose import Spectrum, lowrank_svd, rebuild_factors
-from tasks.policies import PolicyInputs, PolicySpec, apply_policy, get_policy
+from tasks.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
 from tasks.posthoc import effective_rank
 
 # ``GammaSelection`` (tasks.global_scalar, which imports this module) appears in annotations only, never imported.
@@ -156,6 +158,21 @@ def prepare_data_free(adapter: LoraAdapter | str | Path, cfg: SurgeryConfig) -> 
                            n_examples=0, timings={"decompose": time.perf_counter() - t0})  # fmt: skip
 
 
+def pooled_facts(prepared: PreparedAdapter, policy: str, cfg: EditConfig) -> dict | None:
+    """The facts a pooled edit (``PolicySpec.pool``, e.g. ε-PARA's threshold) computes over every module it edits,
+    or None for per-module edits."""
+    spec = get_policy(policy)
+    if spec.pool is None:
+        return None
+    mods = prepared.modules_for(spec)
+    return pool_facts(spec.name, [(prepared.spectra[m.name].S.detach().cpu().float(), m.scaling,
+                                   _shape(prepared.spectra[m.name])) for m in mods], cfg)  # fmt: skip
+
+
+def _shape(sp: Spectrum) -> tuple[int, int]:
+    return int(sp.U.shape[0]), int(sp.V.shape[0])
+
+
 def edit_sigmas(
     prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42, gamma: float | None = None
 ) -> dict[str, torch.Tensor]:
@@ -164,7 +181,8 @@ def edit_sigmas(
     ``random_index`` draws from one CPU generator seeded once with ``seed`` and consumed in module order,
     as the reference's global generator is (METHOD §7.3). ``gamma`` is the global scale of ``global_scalar``.
     Data-free policies edit every target module (a module without a gradient gets zero sensitivities, which
-    they ignore); each policy sees its module's layer shape ``(d_out, d_in)``.
+    they ignore); each policy sees its module's layer shape ``(d_out, d_in)`` and LoRA scaling, and a pooled
+    edit (ε-PARA) its facts over all modules (:func:`pooled_facts`).
 
     Raises:
         ValueError: a policy that needs data on an adapter prepared without calibration (:func:`prepare_data_free`).
@@ -174,14 +192,15 @@ def edit_sigmas(
         raise ValueError(f"policy {spec.name!r} needs the calibration pass, but this adapter was prepared without "
                          "data (prepare_data_free); prepare it with tasks.edit.prepare")  # fmt: skip
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    pooled = pooled_facts(prepared, policy, cfg)
     out: dict[str, torch.Tensor] = {}
     for m in prepared.modules_for(spec):
         sp = prepared.spectra[m.name]
         sigma0 = sp.S.detach().cpu().float()
         s = prepared.sensitivities.get(m.name)
         mag, sgn = (s.magnitude.float(), s.signed.float()) if s is not None else (torch.zeros_like(sigma0),) * 2
-        out[m.name] = apply_policy(policy, sigma0, mag, sgn, cfg, gen, gamma=gamma,
-                                   shape=(int(sp.U.shape[0]), int(sp.V.shape[0])))  # fmt: skip
+        out[m.name] = apply_policy(policy, sigma0, mag, sgn, cfg, gen, gamma=gamma, shape=_shape(sp),
+                                   scaling=m.scaling, pooled=pooled)  # fmt: skip
     return out
 
 
@@ -193,7 +212,9 @@ def rebuilt_tensors(
     keep_identical: bool = False,
 ) -> dict[str, torch.Tensor]:
     """LoRA factors in the original dtypes, keyed by state-dict key: ``balanced`` B' = U diag(√σ'),
-    A' = diag(√σ') Vᵀ (the policies'); ``one_sided`` B' = U diag(σ'), A' = Vᵀ (the common-basis controls').
+    A' = diag(√σ') Vᵀ (the policies'); ``one_sided`` B' = U diag(σ'), A' = Vᵀ (the common-basis controls');
+    ``rank_changing`` balanced on the components with σ' > 0 only, so the factors have k rows/columns (ε-PARA;
+    a module with k = 0 is left out here and removed by :func:`rank_changes`).
     With ``keep_identical`` a module whose σ' equals its σ exactly is left out, so it keeps its original bytes
     (the identity short-circuit of EXTENSIONS §0)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -203,10 +224,76 @@ def rebuilt_tensors(
         if keep_identical and torch.equal(sigmas[m.name], prepared.spectra[m.name].S.detach().cpu().float()):
             continue
         a_old, b_old = prepared.adapter.tensors[m.key_A], prepared.adapter.tensors[m.key_B]
-        a_new, b_new = rebuild_factors(prepared.spectra[m.name], sigmas[m.name], dtype_A=a_old.dtype,
-                                       dtype_B=b_old.dtype, form=form)  # fmt: skip
+        sp, sigma = prepared.spectra[m.name], sigmas[m.name]
+        if form == "rank_changing":
+            keep = sigma > 0
+            if not bool(keep.any()):
+                continue
+            if not bool(keep.all()):
+                sp, sigma = Spectrum(sp.U[:, keep], sp.S[keep], sp.V[:, keep]), sigma[keep]
+        a_new, b_new = rebuild_factors(sp, sigma, dtype_A=a_old.dtype, dtype_B=b_old.dtype,
+                                       form="one_sided" if form == "one_sided" else "balanced")  # fmt: skip
         tensors[m.key_A], tensors[m.key_B] = a_new.cpu().contiguous(), b_new.cpu().contiguous()
     return tensors
+
+
+@dataclass(frozen=True)
+class RankChanges:
+    """How a rank-changing edit rewrites the adapter config (EXTENSIONS §3 step 5).
+
+    Attributes:
+        config: The new ``adapter_config.json`` (the source's, with the patterns and exclusions below merged in).
+        removed: State-dict keys dropped (the ``lora_A``/``lora_B`` of every module that keeps no component).
+        ranks: Module name -> new rank k, for every module whose rank changed (k = 0: removed).
+    """
+
+    config: dict
+    removed: tuple[str, ...]
+    ranks: dict[str, int]
+
+
+def rank_changes(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> RankChanges:
+    """The config and key changes of a ``rank_changing`` edit: k = #(σ' > 0) per module.
+
+    For 0 < k ≠ r: ``rank_pattern[name] = k`` and ``alpha_pattern[name] = s·k`` (``s·√k`` with rsLoRA), so the
+    module's scaling s is unchanged; keyed by the module's path without ``base_model.model.`` and placed *before*
+    any pattern the source already had, since PEFT applies the first pattern that matches. For k = 0 the module's
+    tensors are dropped and its name joins ``exclude_modules`` (a list is extended; a regex string ``R`` becomes
+    ``(?:R)|name|…``, which PEFT full-matches). Modules keeping their rank are untouched.
+    """
+    from tasks.para import rank_preserving_alpha  # here, not at the top: tasks.policies registers it in order
+
+    config = json.loads(json.dumps(prepared.adapter.config))
+    use_rslora = bool(config.get("use_rslora", False))
+    ranks: dict[str, int] = {}
+    new_r: dict[str, int] = {}
+    new_alpha: dict[str, float] = {}
+    excluded: list[str] = []
+    removed: list[str] = []
+    for m in prepared.modules:
+        if m.name not in sigmas:
+            continue
+        k = int((sigmas[m.name] > 0).sum())
+        if k == m.r:
+            continue
+        ranks[m.name] = k
+        if k == 0:
+            excluded.append(m.name)
+            removed += [m.key_A, m.key_B]
+        else:
+            new_r[m.name] = k
+            new_alpha[m.name] = rank_preserving_alpha(m.scaling, k, use_rslora)
+    for field_name, ours in (("rank_pattern", new_r), ("alpha_pattern", new_alpha)):
+        if ours:
+            theirs = config.get(field_name) or {}
+            config[field_name] = {**ours, **{k: v for k, v in theirs.items() if k not in ours}}
+    if excluded:
+        old = config.get("exclude_modules")
+        if isinstance(old, str) and old:
+            config["exclude_modules"] = "|".join([f"(?:{old})", *(re.escape(n) for n in excluded)])
+        else:
+            config["exclude_modules"] = [*(old or []), *(n for n in excluded if n not in (old or []))]
+    return RankChanges(config, tuple(removed), ranks)
 
 
 def spectrum_summary(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> dict:
@@ -240,6 +327,7 @@ def build_manifest(
     ``gamma_scores`` (see :meth:`tasks.global_scalar.GammaSelection.to_manifest`).
     """
     spec = get_policy(policy)
+    pooled = pooled_facts(prepared, policy, cfg.edit)
     modules = {}
     for m in prepared.modules:
         if m.name not in sigmas:
@@ -249,7 +337,7 @@ def build_manifest(
         extra = {}
         if spec.describe is not None:
             inputs = PolicyInputs(sp.S.detach().cpu().float(), torch.zeros(sp.r), torch.zeros(sp.r),
-                                  shape=(int(sp.U.shape[0]), int(sp.V.shape[0])))  # fmt: skip
+                                  shape=_shape(sp), scaling=m.scaling, pooled=pooled)  # fmt: skip
             extra = spec.describe(inputs, cfg.edit)
         modules[m.name] = {
             "r": m.r,
@@ -284,6 +372,7 @@ def build_manifest(
         "summary": spectrum_summary(prepared, sigmas),
         "skipped_modules": [m.name for m in prepared.modules if m.name not in sigmas],
         "modules": modules,
+        **({"pooled": pooled} if pooled is not None else {}),
         "package_versions": package_versions(),
         "paper": "https://arxiv.org/abs/2603.03995",
         **(selection.to_manifest() if selection is not None else {}),
@@ -327,6 +416,12 @@ def write_candidate(
     sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed, gamma=gamma)
     manifest = build_manifest(prepared, policy, cfg, sigmas, seed, selection)
     tensors = rebuilt_tensors(prepared, sigmas, form=spec.rebuild, keep_identical=spec.keep_identical)
-    path = write_adapter(prepared.adapter, tensors, out_dir, manifest)
+    if spec.rebuild == "rank_changing":
+        changes = rank_changes(prepared, sigmas)
+        manifest["rank_changes"] = changes.ranks
+        path = write_adapter(prepared.adapter, tensors, out_dir, manifest, config=changes.config,
+                             removed=changes.removed)  # fmt: skip
+    else:
+        path = write_adapter(prepared.adapter, tensors, out_dir, manifest)
     return Path(path), manifest
 

@@ -290,6 +290,8 @@ def apply_policy(
     *,
     gamma: float | None = None,
     shape: tuple[int, int] | None = None,
+    scaling: float | None = None,
+    pooled: dict | None = None,
 ) -> Tensor:
     """New singular values σ' of one module under policy ``name`` (METHOD §2 step 7).
 
@@ -309,6 +311,9 @@ def apply_policy(
         gamma: The global scale of policies with ``needs_gamma`` (``global_scalar``); ignored by the others.
         shape: The layer shape ``(d_out, d_in)`` for policies with ``needs_shape`` (``dg_hard``,
             ``rmt_bulk_only``); ignored by the others.
+        scaling: The module's LoRA scaling s, for pooled edits (ε-PARA); ignored by the others.
+        pooled: The facts of a pooled edit's :attr:`PolicySpec.pool` over all modules (from
+            :func:`pool_facts`); required by policies with a ``pool``, ignored by the others.
 
     Returns:
         σ', shape (r,), fp32, on σ0's device.
@@ -317,9 +322,15 @@ def apply_policy(
         UnknownPolicyError: unknown policy name.
         ValueError: shapes differ, or σ0 (or, for policies that use them, the sensitivities) hold
             NaN/Inf or negative magnitudes; a policy that needs γ got none, or γ is negative or not finite;
-            a policy that needs the layer shape got none, or one with a dimension < 1.
+            a policy that needs the layer shape got none, or one with a dimension < 1; a pooled policy got
+            no pooled facts or no finite scaling.
     """
     spec = get_policy(name)
+    if spec.pool is not None:
+        if pooled is None:
+            raise ValueError(f"policy {spec.name!r} pools every module first: pass pooled=pool_facts(...)")
+        if scaling is None or not math.isfinite(float(scaling)):
+            raise ValueError(f"policy {spec.name!r} needs the module's finite LoRA scaling; got {scaling!r}")
     if spec.needs_gamma:
         if gamma is None:
             raise ValueError(f"policy {spec.name!r} needs gamma (a global scale >= 0); none was given")
@@ -341,11 +352,31 @@ def apply_policy(
         if bool((mag < 0).any()):
             raise ValueError(f"sensitivity magnitudes must be >= 0, got {mag.tolist()}")
     inputs = PolicyInputs(s0, normalize(mag, cfg.grad_norm), normalize(sgn, cfg.grad_norm), generator,
-                          None if gamma is None else float(gamma), shape)  # fmt: skip
+                          None if gamma is None else float(gamma), shape,
+                          None if scaling is None else float(scaling), pooled)  # fmt: skip
     if not spec.postprocess:
         return spec.fn(inputs, cfg).float()
     sigma_tilde = spec.fn(inputs, cfg).clamp_min(float(cfg.sigma_clip_min))
     return preserve_energy(s0, sigma_tilde, cfg.preserve_energy).float()
+
+
+def pool_facts(name: str, modules: list[tuple[Tensor, float, tuple[int, int] | None]], cfg: EditConfig) -> dict | None:
+    """The pooled facts of policy ``name`` over an adapter's modules, or None for a per-module policy.
+
+    Args:
+        name: Registered policy name or alias.
+        modules: One ``(σ0, scaling, shape)`` per module, in module order.
+        cfg: Edit parameters.
+    """
+    spec = get_policy(name)
+    if spec.pool is None:
+        return None
+    inputs = []
+    for sigma0, scaling, shape in modules:
+        s0 = _as_vector(sigma0, "sigma0", None)
+        zeros = torch.zeros_like(s0)
+        inputs.append(PolicyInputs(s0, zeros, zeros, None, None, shape, float(scaling)))
+    return spec.pool(inputs, cfg)
 
 
 # The authors' post-hoc edits register themselves on import; imported here (not in tasks/__init__) so that every
@@ -353,3 +384,4 @@ def apply_policy(
 # stay last so that the paper's policies and the control ladder register first (the order list_policies reports).
 from tasks import posthoc as _posthoc  # noqa: E402,F401
 from tasks import rmt as _rmt  # noqa: E402,F401
+from tasks import para as _para  # noqa: E402,F401

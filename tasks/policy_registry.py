@@ -29,7 +29,8 @@ _EPS = 1e-8  # the reference's floor for every denominator, spread and temperatu
 
 Role = Literal["policy", "random_control", "scalar_control", "canary", "posthoc"]
 ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary", "posthoc")
-Rebuild = Literal["balanced", "one_sided"]
+Rebuild = Literal["balanced", "one_sided", "rank_changing"]
+REBUILDS: tuple[Rebuild, ...] = ("balanced", "one_sided", "rank_changing")
 NEVER_PROMOTED: tuple[Role, ...] = ("random_control", "canary")
 
 
@@ -45,6 +46,10 @@ class PolicyInputs:
         gamma: The global scale γ of ``global_scalar`` (None for every other policy).
         shape: The module's layer shape ``(d_out, d_in)`` (rows of U, rows of V), for the Marchenko–Pastur
             methods (EXTENSIONS §2, §6); None when unknown.
+        scaling: The module's LoRA scaling s (α/r, or α/√r with rsLoRA), for edits that weigh modules against
+            each other (ε-PARA pools |s|·σ, EXTENSIONS §3); None when unknown.
+        pooled: The facts a pooled edit computed over every module of the adapter before editing any (its
+            :attr:`PolicySpec.pool`, e.g. ε-PARA's global threshold θ); None for per-module edits.
     """
 
     sigma0: Tensor
@@ -53,6 +58,8 @@ class PolicyInputs:
     generator: torch.Generator | None = None
     gamma: float | None = None
     shape: tuple[int, int] | None = None
+    scaling: float | None = None
+    pooled: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,9 @@ class PolicySpec:
             (the authors' post-hoc edits, EXTENSIONS §1-§6: candidates, promoted like a policy when they win).
         description: One line for listings.
         rebuild: Factor form of the written adapter: ``balanced`` (B' = U diag(√t), A' = diag(√t) Vᵀ,
-            METHOD §10) or ``one_sided`` (B' = U diag(t), A' = Vᵀ, EXTENSIONS §0).
+            METHOD §10), ``one_sided`` (B' = U diag(t), A' = Vᵀ, EXTENSIONS §0) or ``rank_changing`` (balanced on
+            the components with t > 0 only, so a module's rank becomes their count k; the adapter config gets
+            ``rank_pattern``/``alpha_pattern`` entries for k ≠ r and ``exclude_modules`` for k = 0, EXTENSIONS §3).
         postprocess: Apply ``sigma_clip_min`` and energy preservation after ``fn`` (False: ``fn``'s t is exact).
         needs_gamma: ``fn`` reads ``PolicyInputs.gamma``, which must then be given.
         needs_data: The edit needs the calibration pass (its gradients, or held-out examples for γ); False for
@@ -82,6 +91,10 @@ class PolicySpec:
             rebuilt (the identity short-circuit of EXTENSIONS §0, used by ``dg_hard``).
         describe: Optional ``(PolicyInputs, EditConfig) -> dict`` of per-module facts for the edit manifest
             (labels, thresholds), JSON-serialisable.
+        pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module of the adapter
+            (in module order, each with its σ0, ``scaling`` and ``shape``) before any module is edited; the dict
+            (JSON-serialisable facts, e.g. ε-PARA's threshold) reaches ``fn`` and ``describe`` as
+            ``PolicyInputs.pooled`` and the edit manifest as ``pooled``. Only for data-free edits.
     """
 
     name: str
@@ -96,6 +109,7 @@ class PolicySpec:
     needs_shape: bool = False
     keep_identical: bool = False
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None
+    pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None
 
     @property
     def is_control(self) -> bool:
@@ -114,6 +128,10 @@ class UnknownPolicyError(ValueError, KeyError):
     def __str__(self) -> str:  # KeyError would wrap the message in quotes
         return str(self.args[0]) if self.args else ""
 
+
+# Listing order, whatever the import order: the paper's policies with their random control, the control ladder,
+# then the post-hoc edits (within a group, registration order).
+_LISTING_GROUP = {"policy": 0, "random_control": 0, "scalar_control": 1, "canary": 1, "posthoc": 2}
 
 _REGISTRY: dict[str, PolicySpec] = {}
 _ALIASES: dict[str, str] = {}
@@ -134,6 +152,7 @@ def register_policy(
     needs_shape: bool = False,
     keep_identical: bool = False,
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None,
+    pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None,
 ) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
     """Decorator registering a policy function under ``name`` (and optional ``aliases``).
 
@@ -151,10 +170,12 @@ def register_policy(
         needs_shape: ``fn`` needs ``PolicyInputs.shape``.
         keep_identical: Keep the original bytes of modules whose σ is unchanged (see :class:`PolicySpec`).
         describe: Per-module manifest facts (see :class:`PolicySpec`).
+        pool: Facts computed once over all modules before editing (see :class:`PolicySpec`).
 
     Raises:
         ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
-            role or rebuild form; ``is_control=True`` with a role that is promoted.
+            role or rebuild form; ``is_control=True`` with a role that is promoted; ``pool`` on an edit that
+            needs data (a pooled edit must see every target module, and only data-free edits do).
     """
     if role is None:
         role = "random_control" if is_control else "policy"
@@ -162,8 +183,8 @@ def register_policy(
         raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
     if is_control and role not in NEVER_PROMOTED:
         raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
-    if rebuild not in ("balanced", "one_sided"):
-        raise ValueError(f"rebuild must be 'balanced' or 'one_sided'; got {rebuild!r}")
+    if rebuild not in REBUILDS:
+        raise ValueError(f"rebuild must be one of {', '.join(REBUILDS)}; got {rebuild!r}")
     for n in (name, *aliases):
         if not isinstance(n, str) or not n.strip():
             raise ValueError(f"policy names must be non-empty strings, got {n!r}")
@@ -173,8 +194,11 @@ def register_policy(
     def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
         data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
+        if pool is not None and data:
+            raise ValueError(f"policy {name!r}: pool= needs a data-free edit (needs_data=False), which edits every "
+                             "target module; an edit that needs data skips modules without a gradient")
         _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
-                                     data, needs_shape, keep_identical, describe)  # fmt: skip
+                                     data, needs_shape, keep_identical, describe, pool)  # fmt: skip
         _ALIASES.update({a: name for a in aliases})
         return fn
 
@@ -201,9 +225,11 @@ def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control"))
 
     The default lists the reweighting policies of METHOD §7/§12 and their random control; the control
     ladder's edits are ``list_policies(("scalar_control", "canary"))``, the authors' post-hoc edits
-    ``list_policies(("posthoc",))`` and everything is ``list_policies(None)``.
+    ``list_policies(("posthoc",))`` and everything is ``list_policies(None)``, always in that group order
+    (registration order within a group, so it does not depend on which module was imported first).
     """
-    return [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
+    names = [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
+    return sorted(names, key=lambda n: _LISTING_GROUP[_REGISTRY[n].role])  # stable: registration order within
 
 
 def normalize(values: Tensor, mode: GradNorm) -> Tensor:

@@ -207,6 +207,22 @@ def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path)
         assert torch.allclose(after, expected, rtol=1e-4, atol=1e-6), (module, after, expected)
 
 
+def test_para_edit_prunes_ranks_and_writes_a_config_peft_reads(tiny_adapter, tmp_path):
+    """``edit --policy para_e95``: data-free rank pruning (EXTENSIONS §3); the written config carries the new ranks
+    in ``rank_pattern`` and our reader (PEFT's pattern matching) agrees with the manifest."""
+    from tasks.adapter_io import load_adapter
+
+    out = tmp_path / "out"
+    r = cli("edit", "--adapter", tiny_adapter, "--policy", "para_e95", "--out", out, "--json")
+    assert r.code == 0, r.out
+    manifest = json.loads((out / "para_e95" / "edit_manifest.json").read_text())
+    assert manifest["pooled"]["epsilon"] == 0.95 and manifest["pooled"]["retained_ratio"] >= 0.95
+    edited = load_adapter(out / "para_e95")
+    for name, k in manifest["rank_changes"].items():
+        assert (edited.modules[name].r if k else 0) == k
+    assert manifest["rank_changes"] and edited.config["rank_pattern"]
+
+
 def test_edit_that_needs_data_without_base_is_a_usage_error(tiny_adapter, tmp_path):
     r = cli("edit", "--adapter", tiny_adapter, "--policy", "smooth_abs", "--out", tmp_path / "out")
     assert_error(r, "smooth_abs need(s) calibration data: give --base and --calib")

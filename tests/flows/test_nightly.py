@@ -212,7 +212,7 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     dirs, _ = make_fleet(1)
     cfg = RunConfig(data_dir=tmp_path / "data", evaluator="fake",
                     evaluator_options={"n_docs": 60, "rates": {"hns": 0.9}}, task_limit=60, guard_limit=60,
-                    surgery=SurgeryConfig(policies=("hns", "flat_nuclear"), random_control_seeds=()),
+                    surgery=SurgeryConfig(policies=("hns", "flat_nuclear", "para"), random_control_seeds=()),
                     ladder=LadderConfig(global_scalar=False, zero_rebuild=True, bare_base=True),
                     gate=GateConfig(require_control=False))
     assert cfg.calib_source is None
@@ -226,12 +226,18 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     out = run_nightly(cfg)
     assert out["failed"] == 0, out
     result = out["results"][0]
-    assert result["calibrated"] is False and result["candidates_written"] == 4  # hns, flat_nuclear, canary, bare
+    assert result["calibrated"] is False and result["candidates_written"] == 5  # hns, flat, para, canary, bare
     version = reg.list_versions("ad0")[0]
-    assert sorted(c.policy for c in reg.list_candidates(version.id)) == ["bare_base", "flat_nuclear", "hns",
-                                                                        "zero_rebuild"]
+    candidates = {c.policy: c for c in reg.list_candidates(version.id)}
+    assert sorted(candidates) == ["bare_base", "flat_nuclear", "hns", "para", "zero_rebuild"]
+    # ε-PARA's candidate is rank-pruned: a PEFT config with a rank_pattern, fewer parameters, still loadable
+    from tasks.adapter_io import load_adapter
+
+    pruned = load_adapter(candidates["para"].artifact_uri)
+    assert pruned.config.get("rank_pattern") and sum(m.r for m in pruned.modules.values()) < sum(
+        m.r for m in load_adapter(dirs[0]).modules.values())
     decision = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
-    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"hns", "flat_nuclear"}
+    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"hns", "flat_nuclear", "para"}
     assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "hns"
     from flows.dashboard import render_dashboard  # candidates without sensitivities still render
 

@@ -87,7 +87,7 @@ def test_default_method_settings_stay_out_of_dumps_and_keys():
 
 
 def test_registered_post_hoc_edits():
-    assert list_policies(("posthoc",)) == POSTHOC
+    assert list_policies(("posthoc",)) == POSTHOC + ["para", "para_e95", "para_e99"]  # ε-PARA: tests/tasks/test_para
     assert list_policies() == ["abs_select", "smooth_abs", "random_index", "grad_direction", "double_smooth",
                                "z_score", "robust_z"]  # fmt: skip
     assert SurgeryConfig().policies == ("abs_select", "smooth_abs", "grad_direction")
@@ -109,7 +109,8 @@ def test_needs_data_tells_data_free_edits_apart():
     random_index too (it is matched to the gradient pass's modules); the zero rebuilds and post-hoc reshapes do not."""
     needs = {n: get_policy(n).needs_data for n in list_policies(None)}
     assert needs == {**{n: True for n in list_policies()}, "zero_rebuild": False, "zero_rebuild_one_sided": False,
-                     "global_scalar": True, **{n: n == "rmt_bulk_only" for n in POSTHOC}}  # fmt: skip
+                     "global_scalar": True, **{n: n == "rmt_bulk_only" for n in POSTHOC},
+                     "para": False, "para_e95": False, "para_e99": False}  # fmt: skip
 
 
 # ---- effective rank (§0) ----------------------------------------------------------------------------------
