@@ -64,7 +64,13 @@ class ProductionStore(Store):
             return existing
 
     def manual_promote(
-        self, candidate_id: int | None, actor: str, reason: str, *, adapter_version_id: int | None = None
+        self,
+        candidate_id: int | None,
+        actor: str,
+        reason: str,
+        *,
+        adapter_version_id: int | None = None,
+        force: bool = False,
     ) -> PromotionEvent | None:
         """Put a candidate (or, with ``candidate_id=None``, an unedited version) in production by hand.
 
@@ -73,9 +79,15 @@ class ProductionStore(Store):
             actor: Who decided (recorded in the history).
             reason: Why (required, recorded in the history).
             adapter_version_id: Required when ``candidate_id`` is ``None``.
+            force: Allow a control (a random control or a canary, which the gate never promotes); the event's
+                evidence then carries a ``warning``.
 
         Returns:
             The ``manual_override`` event, or ``None`` if production already was that (nothing is appended).
+
+        Raises:
+            RegistryError: a control without ``force``; the target's files are missing or changed
+                (:func:`registry.promotion.verify_target`); a candidate of another version.
         """
         check.text(actor, "actor", max_len=200)
         check.text(reason, "reason")
@@ -89,6 +101,14 @@ class ProductionStore(Store):
                 adapter_version_id = cand.adapter_version_id
                 evidence = {"policy": cand.policy, "seed": cand.seed, "is_control": cand.is_control,
                             "config_hash": cand.config_hash}
+                if cand.is_control:
+                    if not force:
+                        raise RegistryError(f"candidate {cand.id} is a control ({cand.policy}, seed {cand.seed}): "
+                                            "the gate never promotes controls, since they measure chance, not an "
+                                            "edit. Pass --force (force=True) to serve it anyway; it is recorded "
+                                            "as a warning")
+                    evidence["warning"] = (f"a control ({cand.policy}) was put in production by hand with --force "
+                                           f"by {actor}")
             elif adapter_version_id is None:
                 raise RegistryError("manual_promote(None, ...) serves an unedited version: pass adapter_version_id")
             version = self._row(s, AdapterVersion, adapter_version_id, "adapter version")

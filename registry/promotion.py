@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -84,6 +85,49 @@ def current_state(session: Session, adapter_id: int) -> tuple[int | None, int | 
     return None, latest.id if latest is not None else None
 
 
+def verify_target(session: Session, to_version_id: int, to_candidate_id: int | None) -> None:
+    """Refuse to point production at files that are not there or not what the registry recorded.
+
+    A candidate's artifact directory must exist and hash (``tasks.adapter_io.adapter_content_sha256``: config and
+    weights) to its recorded ``artifact_sha256``; an unedited version's local files must hash to its
+    ``content_sha256`` (a local directory overwritten in place no longer holds that version). An unedited version
+    of a Hub source (``hf://``) whose cached copy is gone is allowed: it is served from the Hub at its recorded
+    revision.
+
+    Raises:
+        RegistryError: the directory is missing or unreadable, or its content differs from the recorded hash.
+    """
+    from tasks.adapter_io import AdapterError, adapter_content_sha256  # lazy: the registry's only tasks import
+
+    if to_candidate_id is not None:
+        cand = session.get(Candidate, to_candidate_id)
+        if cand is None:
+            raise NotFoundError(f"no candidate with id {to_candidate_id}")
+        path, want, what = cand.artifact_uri, cand.artifact_sha256, f"candidate {cand.id} ({cand.policy})"
+        if not path:
+            raise RegistryError(f"{what} has no artifact recorded: it cannot be served; re-run the night that made it")
+    else:
+        version = session.get(AdapterVersion, to_version_id)
+        if version is None:
+            raise NotFoundError(f"no adapter version with id {to_version_id}")
+        path, want, what = version.local_path, version.content_sha256, f"adapter version {version.id} (unedited)"
+        adapter = session.get(Adapter, version.adapter_id)
+        from_hub = adapter is not None and adapter.source_uri.startswith("hf://")
+        if from_hub and (not path or not Path(path).exists()):
+            return
+        if not path:
+            raise RegistryError(f"{what} was never fetched (no local files): it cannot be served")
+    try:
+        have = adapter_content_sha256(path)
+    except (AdapterError, OSError) as e:
+        raise RegistryError(f"{what}: its files at {path} cannot be served ({e}); production stays where it is. "
+                            "Re-run the nightly flow to rebuild it, or promote another candidate") from e
+    if want and have != want:
+        raise RegistryError(f"{what}: the files at {path} hash to {have[:12]}…, not the recorded {want[:12]}…: they "
+                            "changed after they were evaluated; production stays where it is. Re-run the nightly "
+                            "flow to rebuild and re-evaluate it")
+
+
 def move_pointer(
     session: Session,
     adapter_id: int,
@@ -100,11 +144,13 @@ def move_pointer(
     """Point ``adapter_id`` at ``(to_version_id, to_candidate_id)`` and append the event recording the move.
 
     The caller must hold the adapter's lock (:func:`lock_adapter`) and commit; both writes then land together
-    or not at all. The event's ``from`` is the state before the move (see :func:`current_state`).
+    or not at all. The event's ``from`` is the state before the move (see :func:`current_state`). The target's
+    files are verified first (:func:`verify_target`), so production never points at a missing or changed adapter.
     """
     from_candidate_id, from_version_id = current_state(session, adapter_id)
     if from_version_id is None:
         raise RegistryError(f"adapter {adapter_id} has no recorded version: record_version() before promoting")
+    verify_target(session, to_version_id, to_candidate_id)
     now = utcnow()
     pointer = session.get(ProductionPointer, adapter_id)
     if pointer is None:

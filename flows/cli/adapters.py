@@ -219,7 +219,7 @@ def cmd_promote(args) -> int:
             raise RegistryError(f"CANDIDATE_ID must be a candidate id (an integer) or 'unedited', "
                                 f"got {args.candidate!r}") from None
     event = reg.manual_promote(candidate_id, args.actor or default_actor(), args.reason,
-                               adapter_version_id=args.version)
+                               adapter_version_id=args.version, force=args.force)
     if event is None:
         reg.close()
         return emit(args, {"changed": False, "event": None}, lambda: console().print(

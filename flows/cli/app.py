@@ -296,6 +296,8 @@ def _history(**kwargs: Any) -> None: ...
 @click.option("--actor", default=None, help="Who (default $USER).")
 @click.option("--version", "version", type=int, default=None, metavar="VERSION_ID",
               help="Adapter version (required with 'unedited'; a check otherwise).")
+@click.option("--force", is_flag=True, default=False,
+              help="Allow a control (random_index, a canary), which the gate never promotes; recorded as a warning.")
 def _promote(**kwargs: Any) -> None: ...
 
 

@@ -260,8 +260,13 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
                                  RefinementRun)
     from tasks.adapter_io import adapter_content_sha256
 
+    from tests.registry.artifacts import artifact
+
     rng = random.Random(seed)
     pool = decision_pool(256, n_docs, seed)
+    # Every generated candidate points at one small real adapter directory: promotions verify that the files exist
+    # (no sha256 is recorded for them, so only existence and readability are checked).
+    stub, _ = artifact("dashboard-generated-candidates")
     # A bank of spectra per policy (full: every module; reduced: one layer), sampled per candidate.
     bank = {(p, full): [_spectrum(rng, p, layers if full else 1, rank) for _ in range(24)]
             for p in (*POLICIES, "random_index") for full in (True, False)}
@@ -328,7 +333,7 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
                     rows[Candidate].append({
                         "id": ids[Candidate], "adapter_version_id": vid, "config_hash": chash, "policy": policy,
                         "params_json": {}, "seed": 42, "is_control": arm == CONTROL,
-                        "artifact_uri": f"/store/{name}/{k}/{arm}", "spectrum_json": spec, "sensitivity_json": sens,
+                        "artifact_uri": stub, "spectrum_json": spec, "sensitivity_json": sens,
                         "created_at": at})
                 fam = families[i % 4]
                 for arm, (task, guard) in entry["arms"].items():

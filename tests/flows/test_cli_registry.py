@@ -358,6 +358,13 @@ def test_promote_and_rollback_errors(ran, fleet, tmp_path):
     assert_error(cli(*_in(ran.data, "promote", ad0_cand, "--reason", "r", "--version", ad1_version)),
                  "belongs to adapter version")
     assert_error(cli(*_in(ran.data, "rollback", "ad0")), "Missing option '--reason'")
+    # a control needs --force (recorded as a warning); undone right after, so the other tests see production as is
+    control = next(c for c in cli(*_in(ran.data, "history", "ad0", "--json")).json()["candidates"]
+                   if c["policy"] == "random_index")
+    assert_error(cli(*_in(ran.data, "promote", control["id"], "--reason", "r")), "is a control", "--force")
+    forced = cli(*_in(ran.data, "promote", control["id"], "--reason", "measure chance", "--force", "--json")).json()
+    assert forced["changed"] and "--force" in forced["event"]["evidence"]["warning"]
+    assert cli(*_in(ran.data, "rollback", "ad0", "--reason", "undo the forced control")).code == 0
     assert_error(cli(*_in(ran.data, "history", "ad7")), "no adapter named 'ad7'", "did you mean", "'ad0'", code=3)
     assert_error(cli(*_in(ran.data, "rollback", "nope", "--reason", "r")), "no adapter named 'nope'", code=3)
     # an adapter that never moved has nothing to roll back

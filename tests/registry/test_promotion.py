@@ -17,6 +17,7 @@ from registry.db import session_scope
 from registry.models import Adapter, ProductionPointer, PromotionEvent
 from registry.repository import Registry
 from registry.validation import NotFoundError, RegistryError
+from tests.registry.artifacts import artifact
 
 H = "a" * 64  # config hash
 
@@ -38,7 +39,7 @@ def rows(reg):
     ad = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@main", "acme/base", "math")
     v1, _ = reg.record_version(ad, sha("v1"), "r1", "/cache/v1")
     v2, _ = reg.record_version(ad, sha("v2"), "r2", "/cache/v2")
-    cand = reg.add_candidate(v1.id, H, "smooth_abs", 42, artifact_uri="/store/v1/smooth_abs")
+    cand = reg.add_candidate(v1.id, H, "smooth_abs", 42, artifact_uri=artifact("v1/smooth_abs")[0])
     empty = reg.register_adapter("empty", "/adapters/empty", "acme/base", "code")
     return SimpleNamespace(ad=ad, v1=v1, v2=v2, cand=cand, empty=empty)
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from registry.models import Base, PromotionEvent
 from registry.repository import NotFoundError, Registry, RegistryError
+from tests.registry.artifacts import artifact
 
 H1, H2 = "a" * 64, "b" * 64  # config hashes
 
@@ -33,10 +34,14 @@ def make_adapter(reg: Registry, name: str = "gsm-lora", content: str = "v1"):
 
 def refine(reg: Registry, version, run_id: int | None = None, config_hash: str = H1, *, promote_policy="abs_select"):
     """Record what a refinement produces: two candidates, a control, baseline + candidate scores, a decision."""
+    uri, digest = artifact(f"{version.id}/{promote_policy}/{config_hash}")
     good = reg.add_candidate(version.id, config_hash, promote_policy, 42, params={"eta": 0.2},
-                             artifact_uri=f"/store/{version.id}/{promote_policy}", artifact_sha256=sha("art"))
-    other = reg.add_candidate(version.id, config_hash, "smooth_abs", 42)
-    control = reg.add_candidate(version.id, config_hash, "random_index", 42, is_control=True)
+                             artifact_uri=uri, artifact_sha256=digest)
+    o_uri, o_sha = artifact(f"{version.id}/smooth_abs/{config_hash}")
+    other = reg.add_candidate(version.id, config_hash, "smooth_abs", 42, artifact_uri=o_uri, artifact_sha256=o_sha)
+    c_uri, c_sha = artifact(f"{version.id}/random_index/{config_hash}")
+    control = reg.add_candidate(version.id, config_hash, "random_index", 42, is_control=True, artifact_uri=c_uri,
+                                artifact_sha256=c_sha)
     reg.add_evaluation(version.id, "gsm8k", "acc", 0.40, evaluator_key="ev1", higher_is_better=True,
                        doc_outcomes=[(0, 0.0), (1, 1.0)])
     reg.add_evaluation(version.id, "gsm8k", "acc", 0.45, evaluator_key="ev1", higher_is_better=True,
@@ -253,7 +258,7 @@ def test_promote_moves_pointer_once(reg):
     assert event.reason == "abs_select beats both" and event.evidence_json["p_value"] == 0.01
     prod = reg.production("gsm-lora")
     assert (prod.candidate_id, prod.adapter_version_id, prod.artifact_uri, prod.implicit) == (
-        good.id, v.id, f"/store/{v.id}/abs_select", False)
+        good.id, v.id, good.artifact_uri, False)
     before = counts(reg)
     assert reg.promote(decision.id).id == event.id
     assert counts(reg) == before and before["promotion_events"] == 1
@@ -314,6 +319,47 @@ def test_manual_promote_and_its_rollback(reg):
     assert reg.production("gsm-lora").candidate_id == other.id
     assert [e.kind for e in reg.history("gsm-lora")] == ["promotion", "manual_override", "manual_override",
                                                         "rollback"]
+
+
+def test_a_pointer_never_moves_to_a_control_without_force_or_to_missing_or_changed_files(reg, tmp_path):
+    import shutil
+
+    adapter, v = make_adapter(reg)
+    good, other, control, decision = refine(reg, v)
+    with pytest.raises(RegistryError, match="is a control .*--force"):
+        reg.manual_promote(control.id, "bob", "try the random control")
+    assert reg.history("gsm-lora") == []
+    ev = reg.manual_promote(control.id, "bob", "measure chance in production", force=True)
+    assert "by hand with --force by bob" in ev.evidence_json["warning"]
+    # a candidate whose files changed after evaluation, or are gone, is refused; production stays
+    moved = tmp_path / "moved"
+    shutil.copytree(other.artifact_uri, moved)
+    with open(other.artifact_uri + "/adapter_config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(RegistryError, match="changed after they were evaluated"):
+        reg.manual_promote(other.id, "bob", "serve smooth_abs")
+    shutil.rmtree(other.artifact_uri)
+    with pytest.raises(RegistryError, match="cannot be served"):
+        reg.manual_promote(other.id, "bob", "serve smooth_abs")
+    shutil.copytree(moved, other.artifact_uri)  # the evaluated bytes are back: allowed again
+    assert reg.manual_promote(other.id, "bob", "serve smooth_abs").to_candidate_id == other.id
+    # the gate's own promotion and a rollback are checked the same way
+    shutil.rmtree(good.artifact_uri)
+    with pytest.raises(RegistryError, match="cannot be served"):
+        reg.promote(decision)
+    assert reg.production("gsm-lora").candidate_id == other.id
+    reg.rollback("gsm-lora", "bob", "back to the control")
+    assert reg.production("gsm-lora").candidate_id == control.id
+    # a local (non-Hub) unedited version overwritten in place is refused; a Hub version with no cache is served
+    local = reg.register_adapter("local-lora", str(tmp_path / "src"), "acme/base", "math")
+    uri, digest = artifact("local-src-v1")
+    lv, _ = reg.record_version(local, digest, None, uri)
+    assert reg.manual_promote(None, "bob", "plain", adapter_version_id=lv.id) is not None
+    with open(uri + "/adapter_config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(RegistryError, match="changed after"):
+        reg.rollback("local-lora", "bob", "undo")  # back to the same version, whose bytes changed: refused
+    assert reg.manual_promote(None, "bob", "hub copy gone", adapter_version_id=v.id) is not None  # /cache/... gone
 
 
 def test_history_is_append_only_through_the_api(reg):
