@@ -512,7 +512,11 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
     version = reg.get_version(version_id)
     adapter = reg.get_adapter(adapter_name)
     chash = adapter_config_hash(config, adapter)
-    arun = reg.start_adapter_run(run_id, version_id, chash)
+    arun, holder = reg.claim_adapter_run(run_id, version_id, chash)
+    if arun is None:  # another live run is refining this very version: never refine it twice
+        return {"adapter": adapter_name, "status": "skipped",
+                "reason": f"being refined by run {holder.id} ({holder.owner}) since "
+                          f"{holder.started_at.isoformat(timespec='seconds')}"}
     if arun.status == "completed":
         return {"adapter": adapter_name, "status": "completed", "reused": True}
     try:

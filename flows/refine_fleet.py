@@ -5,7 +5,9 @@ result hash differs). One adapter's failure is recorded with its error and never
 bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past one machine, on Dask.
 """
 
+import contextlib
 import os
+import threading
 import uuid
 from collections import deque
 
@@ -25,6 +27,29 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
         return refine_adapter(version_id, adapter_name, run_id, config)
     except Exception as e:
         return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
+
+
+@contextlib.contextmanager
+def heartbeat(reg, run_id: int, every: float = HEARTBEAT_SECONDS):
+    """Refresh the run's lease every ``every`` seconds from a daemon thread while the block runs, so that a run
+    killed outright (whose row cannot be closed) is told apart from a live one by the next run."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            with contextlib.suppress(Exception):  # a missed beat is retried; the lease allows for many
+                reg.heartbeat(run_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def scan(config: RunConfig, run_id: int) -> list[dict]:
@@ -69,30 +94,47 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
 
     log = get_run_logger()
     reg = worker.registry(config)
+    for dead in reg.reap_stale():  # runs killed outright: their rows said "running" forever
+        log.warning("run %d was left running by a process that died; marked crashed (%s); its unfinished "
+                    "versions are refined again", dead.id, dead.crash_reason)
     run = reg.start_run(flow_run.id or str(uuid.uuid4()), config.model_dump(mode="json"), config.result_hash())
-    results = scan(config, run.id)
-    pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
-    log.info("%d adapter version(s) need refinement", len(pending))
-    # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
-    in_flight: deque = deque()
-    for v in pending:
-        if len(in_flight) >= config.concurrency:
-            results.append(in_flight.popleft().result())
-        in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
-    while in_flight:
-        results.append(in_flight.popleft().result())
+    try:
+        with heartbeat(reg, run.id):
+            results = scan(config, run.id)
+            pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
+            log.info("%d adapter version(s) need refinement", len(pending))
+            # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
+            in_flight: deque = deque()
+            for v in pending:
+                if len(in_flight) >= config.concurrency:
+                    results.append(in_flight.popleft().result())
+                in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
+            while in_flight:
+                results.append(in_flight.popleft().result())
+    except BaseException:
+        # in-process endings (an error, Ctrl-C, a Prefect cancellation) close the row; a SIGKILL is reaped later
+        with contextlib.suppress(Exception):
+            reg.finish_run(run.id, "failed")
+        raise
     failed = [r for r in results if r.get("status") == "failed"]
+    skipped = [r for r in results if r.get("status") == "skipped"]
+    for r in skipped:
+        log.info("%s: %s", r["adapter"], r["reason"])
     reg.finish_run(run.id, "completed")
-    summary = {"run_id": run.id, "refined": len(pending), "failed": len(failed), "results": results}
+    refined = len(pending) - len(skipped)
+    summary = {"run_id": run.id, "refined": refined, "failed": len(failed), "skipped": len(skipped),
+               "results": results}
     rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
-             "promoted": r.get("promoted"), "decision": r.get("sentence") or r.get("error", "")} for r in results]
+             "promoted": r.get("promoted"), "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
+            for r in results]
     if rows:
         create_table_artifact(key="nightly-refinement", table=rows,
-                              description=f"{len(pending)} refined, {len(failed)} failed")
+                              description=f"{refined} refined, {len(failed)} failed, {len(skipped)} skipped")
     create_markdown_artifact(key="nightly-refinement-summary", markdown="\n".join(
-        [f"## Nightly refinement run {run.id}", "", f"{len(pending)} adapter version(s) refined, {len(failed)} failed.",
+        [f"## Nightly refinement run {run.id}", "", f"{refined} adapter version(s) refined, {len(failed)} failed, "
+         f"{len(skipped)} skipped (being refined by another live run).",
          ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
-               + f"{r.get('sentence') or r.get('error', r['status'])}" for r in results]))
+               + f"{r.get('sentence') or r.get('error') or r.get('reason') or r['status']}" for r in results]))
     return summary
 
 

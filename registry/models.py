@@ -154,6 +154,9 @@ class RefinementRun(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     config_snapshot: Mapped[dict[str, Any]]
     config_hash: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(200), doc="host:pid of the process running it.")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(doc="Last sign of life; a stale one means crashed.")
+    crash_reason: Mapped[str | None] = mapped_column(Text, doc="Why the run was marked crashed, and when.")
 
 
 class AdapterRun(Base):

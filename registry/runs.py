@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,16 +20,52 @@ from registry.models import (
     RefinementRun,
     utcnow,
 )
+from registry.promotion import lock_adapter
 from registry.store import Store
 from registry.validation import RegistryError
+
+LEASE_SECONDS = 600.0  # a run whose heartbeat is older than this is considered dead (heartbeats every 30 s)
+CRASHED = "Crashed"  # error_type of the adapter runs of a run that died
+
+
+def this_owner() -> str:
+    """``host:pid`` of this process, as recorded in a run's ``owner``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True only when ``owner`` names a process on *this* host that no longer exists (other hosts: unknown)."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _stale(run: RefinementRun, now: datetime, lease_s: float) -> str | None:
+    """Why ``run`` (status running) is dead, or None if it may be alive."""
+    if owner_is_dead(run.owner):
+        return f"its process {run.owner} is gone"
+    last = run.heartbeat_at or run.started_at
+    if last is not None and (now - last).total_seconds() > lease_s:
+        return f"no heartbeat since {last.isoformat(timespec='seconds')} (lease {lease_s:.0f} s)"
+    return None
 
 
 class RunStore(Store):
     """Refinement runs and per-adapter runs."""
 
     # ------------------------------------------------------------------------------------------------ runs
-    def start_run(self, flow_run_id: str, config_snapshot: Any, config_hash: str) -> RefinementRun:
-        """Open the refinement run of a flow run (a retried flow run re-opens its row).
+    def start_run(
+        self, flow_run_id: str, config_snapshot: Any, config_hash: str, *, owner: str | None = None
+    ) -> RefinementRun:
+        """Open the refinement run of a flow run (a retried flow run re-opens its row), owned by ``owner``
+        (default: this process, ``host:pid``) with a fresh heartbeat.
 
         Raises:
             RegistryError: if ``flow_run_id`` was recorded with another ``config_hash``.
@@ -34,18 +73,97 @@ class RunStore(Store):
         check.text(str(flow_run_id), "flow_run_id", max_len=64)
         check.text(config_hash, "config_hash", max_len=64)
         snapshot = check.jsonable(config_snapshot, "config_snapshot")
+        owner = owner or this_owner()
         with self._write() as s:
+            now = utcnow()
             run, created = self._get_or_create(
                 s, RefinementRun, {"flow_run_id": str(flow_run_id)},
-                {"config_snapshot": snapshot, "config_hash": config_hash, "status": "running"},
+                {"config_snapshot": snapshot, "config_hash": config_hash, "status": "running", "owner": owner,
+                 "heartbeat_at": now},
             )
             if not created:
                 if run.config_hash != config_hash:
                     raise RegistryError(f"flow run {flow_run_id} was started with config_hash {run.config_hash}, "
                                         f"not {config_hash}: a new configuration needs a new flow run")
                 if run.status != "running":
-                    run.status, run.ended_at = "running", None
+                    run.status, run.ended_at, run.crash_reason = "running", None, None
+                run.owner, run.heartbeat_at = owner, now
             return run
+
+    def heartbeat(self, run_id: int) -> None:
+        """Refresh a running run's lease (called every ~30 s by the flow while it works)."""
+        with self._write() as s:
+            run = self._row(s, RefinementRun, run_id, "refinement run")
+            if run.status == "running":
+                run.heartbeat_at = utcnow()
+
+    def reap_stale(self, lease_s: float = LEASE_SECONDS) -> list[RefinementRun]:
+        """Mark every ``running`` run that is dead as ``crashed``, and fail its open adapter runs.
+
+        Dead: its owner is a process on this host that no longer exists, or its heartbeat (its start, for rows
+        from before heartbeats) is older than ``lease_s``. Each crashed run gets ``crash_reason`` and ``ended_at``;
+        its ``pending``/``running`` adapter runs become ``failed`` with error type ``Crashed`` and the reason, so
+        the next run refines those versions again (a failed adapter run is not "refined").
+
+        Returns:
+            The runs marked crashed now.
+        """
+        if not lease_s > 0:
+            raise RegistryError(f"lease_s must be > 0 seconds, got {lease_s!r}")
+        with self._write() as s:
+            now = utcnow()
+            reaped = []
+            for run in s.scalars(select(RefinementRun).where(RefinementRun.status == "running")):
+                why = _stale(run, now, lease_s)
+                if why is None:
+                    continue
+                run.status, run.ended_at = "crashed", now
+                run.crash_reason = f"marked crashed at {now.isoformat(timespec='seconds')}: {why}"
+                for row in s.scalars(select(AdapterRun).where(AdapterRun.run_id == run.id,
+                                                              AdapterRun.status.in_(("pending", "running")))):
+                    row.status, row.ended_at, row.error_type = "failed", now, CRASHED
+                    row.error_message = (f"run {run.id} ({run.owner or 'unknown owner'}) died before finishing "
+                                         f"this version: {why}. The next run refines it again.")
+                reaped.append(run)
+            return reaped
+
+    def claim_adapter_run(
+        self, run_id: int, adapter_version_id: int, config_hash: str | None = None, *,
+        lease_s: float = LEASE_SECONDS,
+    ) -> tuple[AdapterRun | None, RefinementRun | None]:
+        """Claim the refinement of one version for run ``run_id``, unless another live run holds it.
+
+        The claim is taken under the adapter's lock (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite),
+        so of two runs claiming one version at the same moment exactly one gets it. Another run holds a version
+        while its adapter run for the same config hash is ``running`` and that run is alive (see
+        :meth:`reap_stale`); a dead holder does not block.
+
+        Returns:
+            ``(adapter run, None)`` when claimed; ``(completed adapter run, None)`` when the version is already
+            refined under ``config_hash`` (by this run or another: nothing to do); or ``(None, holder)`` with the
+            live run that holds the version.
+        """
+        with self._write() as s:
+            run = self._row(s, RefinementRun, run_id, "refinement run")
+            version = self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            lock_adapter(s, version.adapter_id)
+            config_hash = config_hash or run.config_hash
+            done = s.scalars(select(AdapterRun).where(
+                AdapterRun.adapter_version_id == adapter_version_id, AdapterRun.config_hash == config_hash,
+                AdapterRun.status == "completed").order_by(AdapterRun.id).limit(1)).first()
+            if done is not None:  # finished, by this run or another, after this run listed its pending work
+                return done, None
+            now = utcnow()
+            others = s.execute(select(AdapterRun, RefinementRun).join(
+                RefinementRun, RefinementRun.id == AdapterRun.run_id).where(
+                AdapterRun.adapter_version_id == adapter_version_id, AdapterRun.config_hash == config_hash,
+                AdapterRun.run_id != run_id, AdapterRun.status == "running",
+                RefinementRun.status == "running")).all()
+            for _row, holder in others:
+                if _stale(holder, now, lease_s) is None:
+                    return None, holder
+            row = self._open_adapter_run(s, run, adapter_version_id, config_hash, "running")
+            return row, None
 
     def finish_run(self, run_id: int, status: str) -> RefinementRun:
         """Close a run as ``completed``, ``failed`` or ``crashed`` (a repeat with the same status changes nothing)."""
@@ -115,18 +233,22 @@ class RunStore(Store):
         with self._write() as s:
             run = self._row(s, RefinementRun, run_id, "refinement run")
             self._row(s, AdapterVersion, adapter_version_id, "adapter version")
-            config_hash = config_hash or run.config_hash
-            started = utcnow() if status == "running" else None
-            row, created = self._get_or_create(
-                s, AdapterRun, {"run_id": run_id, "adapter_version_id": adapter_version_id},
-                {"config_hash": config_hash, "status": status, "started_at": started},
-            )
-            if row.config_hash != config_hash:
-                raise RegistryError(f"adapter run {row.id} has config_hash {row.config_hash}, not {config_hash}")
-            if not created and row.status not in ("completed", status):
-                row.status, row.started_at, row.ended_at = status, started, None
-                row.error_type = row.error_message = None
-            return row
+            return self._open_adapter_run(s, run, adapter_version_id, config_hash or run.config_hash, status)
+
+    def _open_adapter_run(
+        self, s, run: RefinementRun, adapter_version_id: int, config_hash: str, status: str
+    ) -> AdapterRun:
+        started = utcnow() if status == "running" else None
+        row, created = self._get_or_create(
+            s, AdapterRun, {"run_id": run.id, "adapter_version_id": adapter_version_id},
+            {"config_hash": config_hash, "status": status, "started_at": started},
+        )
+        if row.config_hash != config_hash:
+            raise RegistryError(f"adapter run {row.id} has config_hash {row.config_hash}, not {config_hash}")
+        if not created and row.status not in ("completed", status):
+            row.status, row.started_at, row.ended_at = status, started, None
+            row.error_type = row.error_message = None
+        return row
 
     def finish_adapter_run(
         self, adapter_run_id: int, status: str = "completed", *, error_type: str | None = None,

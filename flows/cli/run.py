@@ -202,14 +202,15 @@ def cmd_run(args) -> int:
                           "configuration.")
             return
         # failures are counted apart: "refined" in the summary is every version visited, completed or not
+        skipped = summary.get("skipped", 0)
         table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined'] - failed} refined, "
-                            f"{failed} failed")
+                            f"{failed} failed" + (f", {skipped} skipped (another run holds them)" if skipped else ""))
         for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
             table.add_column(col, overflow="fold")
         for r in results:
             table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
                           r.get("benchmark") or "—", verdict_cell(r), _served(r),
-                          escape(r.get("sentence") or r.get("error") or ""))
+                          escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
         console.print(table)
 
     emit(args, summary, render)

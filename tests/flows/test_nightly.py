@@ -167,6 +167,15 @@ def test_gate_only_change_redecides_from_stored_outcomes(prefect_harness, make_f
     assert reg.decision_of_run(version.id, cfg.result_hash(_declared(reg))).id == first.id
 
 
+def _runs(reg) -> list:
+    from sqlalchemy import select
+
+    from registry.db import session_scope
+
+    with session_scope(reg.engine) as s:
+        return list(s.scalars(select(m.RefinementRun).order_by(m.RefinementRun.id)))
+
+
 def _declared(reg, name: str = "ad0") -> dict:
     from flows.refine_adapter import adapter_config_hash
 
@@ -367,8 +376,15 @@ def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, flee
     proc.wait()
     mid = _counts(reg)
     assert mid["decisions"] < 3
+    killed = [r for r in _runs(reg) if r.status == "running"]
+    assert len(killed) == 1  # the killed process could not close its row
     out = run_nightly(cfg)
     assert out["failed"] == 0
+    # the next run marked the killed one crashed (its process is gone) and left nothing running
+    runs = {r.id: r for r in _runs(reg)}
+    assert runs[killed[0].id].status == "crashed" and "is gone" in runs[killed[0].id].crash_reason
+    assert all(r.status != "running" for r in runs.values())
+    assert all(a.status in ("completed", "failed") for rid in runs for a in reg.adapter_runs(rid))
     counts = _counts(reg)
     assert counts["candidates"] == 3 * len(LADDERED) and counts["decisions"] == 3
     assert counts["promotion_events"] == counts["production_pointers"] == sum(
@@ -390,6 +406,41 @@ def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet
     for name in ("ad0", "ad1"):
         assert sum(e.kind == "promotion" for e in reg.history(name)) == 1
     assert counts["promotion_events"] == 2
+    # one claim per adapter version: each was refined by exactly one of the two runs
+    done = [a.adapter_version_id for r in _runs(reg) for a in reg.adapter_runs(r.id) if a.status == "completed"]
+    assert sorted(done) == sorted(v.id for n in ("ad0", "ad1") for v in reg.list_versions(n))
+    assert all(r.status == "completed" for r in _runs(reg))
+
+
+def test_a_version_held_by_a_live_run_is_skipped_and_picked_up_once_its_holder_dies(prefect_harness, make_fleet,
+                                                                                      fleet_base, tmp_path):
+    from datetime import timedelta
+
+    from registry.db import session_scope
+
+    dirs, calib = make_fleet(2)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
+    # another machine's run is refining ad0 right now (fresh heartbeat)
+    from flows.refine_adapter import adapter_config_hash, fetch_adapter
+
+    res = fetch_adapter.fn(str(dirs[0]))
+    v0, _ = reg.record_version("ad0", res.sha256, res.revision, res.local_path)
+    other = reg.start_run("other-machine", {}, cfg.result_hash(), owner="gpu-box-7:4242")
+    reg.claim_adapter_run(other.id, v0.id, adapter_config_hash(cfg, reg.get_adapter("ad0")))
+    out = run_nightly(cfg)
+    by_name = {r["adapter"]: r for r in out["results"]}
+    assert by_name["ad0"]["status"] == "skipped" and "gpu-box-7:4242" in by_name["ad0"]["reason"]
+    assert by_name["ad1"]["status"] == "completed" and out["skipped"] == 1 and out["failed"] == 0
+    assert _counts(reg)["decisions"] == 1  # ad0 was left to its holder
+    # the other machine dies: its lease runs out, the next run reaps it and refines ad0
+    with session_scope(reg.engine, write=True) as s:
+        s.get(m.RefinementRun, other.id).heartbeat_at -= timedelta(hours=1)
+    out = run_nightly(cfg)
+    assert [r["adapter"] for r in out["results"] if r["status"] == "completed"] == ["ad0"]
+    assert reg.get_run(other.id).status == "crashed" and "no heartbeat since" in reg.get_run(other.id).crash_reason
+    (crashed,) = reg.adapter_runs(other.id)
+    assert crashed.status == "failed" and crashed.error_type == "Crashed"
 
 
 def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefect_harness, make_fleet, fleet_base,

@@ -16,7 +16,7 @@ from registry.db import make_engine
 from registry.migrations import init_db
 from registry.models import Base
 
-HEAD = "0003"
+HEAD = "0004"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events",
@@ -55,7 +55,7 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
