@@ -16,6 +16,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import worker
+from registry.db import DB_ENV
+from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
 from tasks.run_config import RunConfig
 
@@ -141,9 +143,16 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
 def run_nightly(config: RunConfig) -> dict:
     """Run the nightly flow now with the task runner the config asks for (CLI and tests).
 
+    A registry URL with a password reaches the flow through ``$SPECTRAL_SURGERY_DB``, not as a parameter, so neither
+    Prefect's database nor the registry's run snapshot ever holds it (:mod:`tasks.secrets`).
+
     Without a ``PREFECT_API_URL`` Prefect starts a temporary local server; its telemetry heartbeat is switched off
     (unless the environment says otherwise): the product runs offline, and the heartbeat's writes to the server's
     SQLite file collided with the run's own ("database is locked" tracebacks in the log, measured on 2 cores).
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if has_password(config.registry_url):
+        # by reference: the flow's parameters (stored by Prefect) carry no URL, the environment carries it
+        os.environ[DB_ENV] = config.registry_url
+        config = config.model_copy(update={"registry_url": None})
     return nightly_refinement.with_options(task_runner=_task_runner(config))(config)

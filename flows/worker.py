@@ -24,14 +24,17 @@ _registries: dict[tuple, Any] = {}
 
 
 def registry(config: RunConfig):
-    """The registry of ``config`` (opened and migrated once per process)."""
+    """The registry of ``config`` (opened and migrated once per process): ``config.registry_url``, else
+    ``$SPECTRAL_SURGERY_DB`` (how a URL with a password reaches the flow), else SQLite in ``data_dir``."""
+    from registry.db import env_url
     from registry.repository import Registry
 
-    key = (config.registry_url, str(config.data_dir))
+    url = config.registry_url or env_url()
+    key = (url, str(config.data_dir))
     with _lock:
         if key not in _registries:
             config.data_dir.mkdir(parents=True, exist_ok=True)
-            _registries[key] = Registry.open(config.registry_url, config.data_dir)
+            _registries[key] = Registry.open(url, config.data_dir)
         return _registries[key]
 
 

@@ -22,11 +22,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
 from tasks.sequential import SequentialConfig
+from tasks.secrets import redact_url
 
 
 class LadderConfig(BaseModel):
@@ -54,7 +55,8 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Registry, artifact store and model cache.")
-    registry_url: str | None = Field(None, description="SQLAlchemy URL; None = SQLite file in data_dir.")
+    registry_url: str | None = Field(None, description="SQLAlchemy URL; None = $SPECTRAL_SURGERY_DB, else a SQLite "
+                                     "file in data_dir. Its password is never written down (see tasks.secrets).")
     surgery: SurgeryConfig = Field(default_factory=SurgeryConfig, description="Policies, targets, calibration.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
     ladder: LadderConfig = Field(default_factory=LadderConfig, description="Controls and canaries of every decision.")
@@ -116,6 +118,11 @@ class RunConfig(BaseModel):
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")
         return self
+
+    @field_serializer("registry_url")
+    def _no_password(self, url: str | None) -> str | None:
+        # every dump (the registry's run snapshot, Prefect's flow parameters, --json) leaves the password out
+        return redact_url(url)
 
     def result_hash(self, adapter_overrides: dict | None = None) -> str:
         """Hash of everything that determines candidates, evaluations and decisions for one adapter."""

@@ -39,3 +39,6 @@ def calib_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("calib") / "calib.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
     return p
+
+
+from tests.pg import pg_server, pg_url  # noqa: E402,F401  (fixtures shared by tests/registry and tests/flows)
