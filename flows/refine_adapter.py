@@ -18,9 +18,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import worker
-from tasks.adapter_io import AdapterError, adapter_content_sha256
+from tasks.adapter_io import adapter_content_sha256
 from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
-from tasks.download import ResolvedAdapter, resolve_source
+from tasks.download import ResolvedAdapter, can_heal, resolve_source
 from tasks.gate import ArmOutcomes, decide, verdict_label, verdict_of
 from tasks.policies import get_policy
 from tasks.report import candidate_rows, decision_markdown
@@ -93,13 +93,12 @@ def plan_arms(config: RunConfig, surgery) -> list[Arm]:
 
 
 def _io_retry(task_, task_run, state) -> bool:
-    """Retry only I/O failures; a bad adapter stays bad however often it is read."""
+    """Retry only failures that can heal (:func:`tasks.download.can_heal`); a bad adapter, a missing path or an
+    unknown Hub repository stays so however often it is fetched."""
     try:
         state.result()
-    except (AdapterError, ValueError, KeyError):
-        return False
-    except Exception:
-        return True
+    except Exception as e:
+        return can_heal(e)
     return False
 
 

@@ -72,3 +72,28 @@ def resolve_source(uri: str, *, cache_dir: Path | None = None) -> ResolvedAdapte
     if not (local / "adapter_config.json").is_file():
         raise AdapterError(local / "adapter_config.json", "adapter_config.json", "missing: not a PEFT adapter directory")
     return ResolvedAdapter(uri=uri, local_path=local, revision=resolved_rev, sha256=adapter_content_sha256(local))
+
+
+def can_heal(error: BaseException) -> bool:
+    """Whether retrying the fetch that raised ``error`` can succeed: True for transient I/O (a dropped connection, a
+    timeout, an HTTP 5xx or 429 from the Hub), False for what stays wrong however often it is tried.
+
+    Never heals: bad input (``AdapterError``, ``ValueError``, ``KeyError``), a missing or unreadable local path
+    (``FileNotFoundError``, ``PermissionError``, ``NotADirectoryError``, ``IsADirectoryError``), a Hub repository,
+    revision or file that does not exist or is gated (HTTP 4xx other than 429), and anything that needs the network
+    while ``HF_HUB_OFFLINE`` is set (an uncached file offline, ``OfflineModeIsEnabled``).
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(error, (OfflineModeIsEnabled,)):
+        return False
+    if isinstance(error, LocalEntryNotFoundError):  # not cached and the Hub unreachable: heals only once online
+        return not constants.HF_HUB_OFFLINE
+    if isinstance(error, (AdapterError, ValueError, KeyError, EntryNotFoundError, FileNotFoundError, PermissionError,
+                          NotADirectoryError, IsADirectoryError)):
+        return False
+    if isinstance(error, HfHubHTTPError):  # RepositoryNotFound, RevisionNotFound, Gated: 4xx
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        return status is None or status >= 500 or status == 429
+    return True  # transient I/O (OSError, timeouts, connection errors) and anything unknown: worth a retry

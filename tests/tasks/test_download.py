@@ -75,3 +75,33 @@ def test_hf_uri_not_cached_offline_raises(tmp_path, monkeypatch):
     with pytest.raises(Exception) as e:
         resolve_source(f"hf://acme/absent@{COMMIT}", cache_dir=tmp_path / "empty")
     assert not isinstance(e.value, AdapterError)  # an I/O error: the flow retries it and then records it
+
+
+def test_only_errors_that_can_heal_are_retried(monkeypatch):
+    """A fetch is retried for transient I/O only; a bad adapter, a missing path, an unknown repo or an uncached file
+    while offline fails at once (it used to be retried 3 times: +42 s per adapter for nothing)."""
+    import httpx
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+
+    from tasks.adapter_io import AdapterError
+    from tasks.download import can_heal
+
+    def http(cls, status):
+        req = httpx.Request("GET", "https://huggingface.co/api/models/acme/x")
+        return cls(f"{status}", response=httpx.Response(status, request=req))
+
+    never = [AdapterError("/x", "r", "bad"), ValueError("malformed uri"), FileNotFoundError("/nope"),
+             PermissionError("/root/x"), NotADirectoryError("/f"), OfflineModeIsEnabled("offline"),
+             http(RepositoryNotFoundError, 404), http(RevisionNotFoundError, 404), http(GatedRepoError, 403),
+             http(HfHubHTTPError, 401)]
+    for e in never:
+        assert not can_heal(e), e
+    for e in (ConnectionResetError("reset"), TimeoutError("slow"), OSError("disk hiccup"), http(HfHubHTTPError, 503),
+              http(HfHubHTTPError, 429), RuntimeError("unknown")):
+        assert can_heal(e), e
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert not can_heal(LocalEntryNotFoundError("not cached"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert can_heal(LocalEntryNotFoundError("not cached, hub unreachable"))
