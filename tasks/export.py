@@ -14,31 +14,37 @@ before a switch can finish reading what it resolved. ``production.json`` is writ
 ``os.replace``d, and only when its content changes; an export with nothing new writes nothing.
 
 Names with ``/`` (``acme/gsm-lora``) get the folder ``acme--gsm-lora``. Everything here works on paths and plain
-data; the registry read is :func:`registry.read.production_set`.
+data (the file system operations are :mod:`tasks.export_dir`); the registry read is
+:func:`registry.read.production_set`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.adapter_io import CONFIG_NAME, PICKLE_NAME, SAFETENSORS_NAME, AdapterError, content_sha256
+from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, AdapterError, content_sha256
+from tasks.export_dir import (
+    MANIFEST,
+    VERSIONS,
+    ExportError,
+    dir_sha,
+    folder_name,
+    linked,
+    prune_versions,
+    read_manifest,
+    switch_link,
+    version_name,
+    weights_file,
+    write_manifest,
+    write_version,
+)
 from tasks.serving import normalise, serving_problems
 
-MANIFEST = "production.json"
-VERSIONS = ".versions"
-_TRASH = ".trash-"
-
-
-class ExportError(ValueError):
-    """One adapter cannot be exported; the message names the file or field and says why."""
+__all__ = ["MANIFEST", "VERSIONS", "ExportError", "ExportItem", "Outcome", "Payload", "export_one",
+           "export_production", "folder_name", "read_payload"]
 
 
 @dataclass(frozen=True)
@@ -85,27 +91,7 @@ class Outcome:
     removed: list[str] = field(default_factory=list)
 
 
-def folder_name(name: str) -> str:
-    """The folder of adapter ``name`` in an export directory (``/`` becomes ``--``)."""
-    folder = name.replace("/", "--")
-    if folder in (MANIFEST, VERSIONS) or folder.startswith("."):
-        raise ExportError(f"adapter {name!r}: its folder would be {folder!r}, reserved in an export directory")
-    return folder
-
-
-def version_name(name: str, sha256: str) -> str:
-    return f"{folder_name(name)}-{sha256[:12]}"
-
-
 # ---------------------------------------------------------------------------------------------- reading
-def _weights_file(source: Path) -> Path:
-    for candidate in (SAFETENSORS_NAME, PICKLE_NAME):
-        if (source / candidate).is_file():
-            return source / candidate
-    raise ExportError(f"{source / SAFETENSORS_NAME}: missing (no {SAFETENSORS_NAME} or {PICKLE_NAME} in the "
-                      "artifact the registry points at)")
-
-
 def read_payload(item: ExportItem, *, normalise_config: bool = False) -> Payload:
     """The verified, servable files of ``item``: exactly the recorded bytes, or their normalised rewrite.
 
@@ -122,7 +108,7 @@ def read_payload(item: ExportItem, *, normalise_config: bool = False) -> Payload
     cfg = source / CONFIG_NAME
     if not cfg.is_file():
         raise ExportError(f"{cfg}: missing (the production artifact of {item.name!r} has no adapter config)")
-    weights = _weights_file(source)
+    weights = weights_file(source)
     files = ((CONFIG_NAME, cfg.read_bytes()), (weights.name, weights.read_bytes()))
     sha = content_sha256(files)
     if item.sha256 is None:
@@ -163,146 +149,7 @@ def _normalised(source: Path, config: dict, weights: tuple[str, bytes]) -> Paylo
     return Payload(files, content_sha256(files), int(new_config["r"]), True)
 
 
-# ---------------------------------------------------------------------------------------------- writing
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def _dir_sha(path: Path) -> str | None:
-    """Content hash of an exported version folder (``None`` if it is not a complete one)."""
-    try:
-        cfg = (path / CONFIG_NAME).read_bytes()
-        weights = _weights_file(path)
-        return content_sha256([(CONFIG_NAME, cfg), (weights.name, weights.read_bytes())])
-    except (OSError, ExportError):
-        return None
-
-
-def write_version(out_dir: Path, name: str, payload: Payload) -> Path:
-    """``out_dir/.versions/<name>-<sha12>`` holding ``payload``, written atomically (reused if already complete)."""
-    versions = Path(out_dir) / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    final = versions / version_name(name, payload.sha256)
-    if final.is_dir() and _dir_sha(final) == payload.sha256:
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder_name(name)}-", dir=versions))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; a server running as another user must read it
-        for file_name, data in payload.files:
-            with (tmp / file_name).open("wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync(tmp)
-        if final.exists():  # an incomplete or altered folder of that name: out of the way first
-            _retire(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _fsync(versions)
-    return final
-
-
-def switch_link(out_dir: Path, name: str, version_dir: Path) -> None:
-    """Point ``out_dir/<name>`` at ``version_dir`` in one ``os.replace`` of a fresh relative symlink.
-
-    Raises:
-        ExportError: ``out_dir/<name>`` exists and is not a symlink (a real folder is never replaced).
-    """
-    out_dir = Path(out_dir)
-    link = out_dir / folder_name(name)
-    if link.exists() and not link.is_symlink():
-        raise ExportError(f"{link}: exists and is not a symlink; move it away (export owns the names in {out_dir})")
-    tmp = out_dir / f".{folder_name(name)}.link-{uuid.uuid4().hex[:12]}"
-    os.symlink(os.path.relpath(version_dir, out_dir), tmp)
-    try:
-        os.replace(tmp, link)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync(out_dir)
-
-
-def _retire(path: Path) -> None:
-    """Remove a folder so that no reader ever sees it half-deleted: renamed to a trash name first."""
-    trash = path.parent / f"{_TRASH}{path.name}-{uuid.uuid4().hex[:8]}"
-    os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def prune_versions(out_dir: Path, name: str, keep: list[str]) -> list[str]:
-    """Remove ``name``'s version folders other than ``keep`` (folder names); return the names removed."""
-    versions = Path(out_dir) / VERSIONS
-    prefix = folder_name(name) + "-"
-    removed = []
-    if not versions.is_dir():
-        return removed
-    for p in sorted(versions.iterdir()):
-        # The 12 hex digits after the prefix tell our versions from those of a name that extends ours ("a-b").
-        rest = p.name[len(prefix):] if p.name.startswith(prefix) else ""
-        if len(rest) == 12 and all(c in "0123456789abcdef" for c in rest) and p.name not in keep:
-            _retire(p)
-            removed.append(p.name)
-    return removed
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """``out_dir/production.json`` (``{}`` if there is none yet).
-
-    Raises:
-        ExportError: it is not a JSON object.
-    """
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path}: invalid JSON ({e}); remove it to export afresh") from e
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: expected a JSON object of adapter name -> entry")
-    return data
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Write ``production.json`` atomically (temporary file, fsync, ``os.replace``); ``False`` if it was the same."""
-    path = Path(out_dir) / MANIFEST
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync(path.parent)
-    return True
-
-
 # ---------------------------------------------------------------------------------------------- the export
-def _linked(out_dir: Path, name: str) -> str | None:
-    """The version folder name ``out_dir/<name>`` links to now (``None``: no link yet)."""
-    link = out_dir / folder_name(name)
-    if not link.is_symlink():
-        return None
-    return Path(os.readlink(link)).name
-
-
 def export_one(item: ExportItem, out_dir: Path, *, normalise_config: bool = False, keep_previous: bool = True,
                dry_run: bool = False) -> tuple[Outcome, dict[str, Any] | None]:  # fmt: skip
     """Export one adapter (module docstring): verify, write its version folder, swap its link, prune.
@@ -317,21 +164,21 @@ def export_one(item: ExportItem, out_dir: Path, *, normalise_config: bool = Fals
     try:
         payload = read_payload(item, normalise_config=normalise_config)
         version = version_name(item.name, payload.sha256)
-        before = _linked(out_dir, item.name)
+        before = linked(out_dir, item.name)
         link = out_dir / folder_name(item.name)
         if link.exists() and not link.is_symlink():
             raise ExportError(f"{link}: exists and is not a symlink; move it away (export owns the names in "
                               f"{out_dir})")
         entry = {**item.info, "sha256": payload.sha256, "source_sha256": item.sha256, "r": payload.rank,
                  "normalised": payload.normalised, "path": str(link), "version": f"{VERSIONS}/{version}"}
-        unchanged = before == version and _dir_sha(out_dir / VERSIONS / version) == payload.sha256
+        unchanged = before == version and dir_sha(out_dir / VERSIONS / version) == payload.sha256
         status = "unchanged" if unchanged else ("exported" if before is None else "switched")
         outcome = Outcome(item.name, status, sha256=payload.sha256, path=str(link), rank=payload.rank,
                           normalised=payload.normalised,
                           previous_sha256=None if before is None or unchanged else before[-12:])
         if unchanged or dry_run:
             return outcome, entry
-        target = write_version(out_dir, item.name, payload)
+        target = write_version(out_dir, item.name, payload.files, payload.sha256)
         switch_link(out_dir, item.name, target)
         keep = [version] + ([before] if keep_previous and before and before != version else [])
         outcome.removed = prune_versions(out_dir, item.name, keep)

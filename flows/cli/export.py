@@ -13,7 +13,6 @@ from pathlib import Path
 from flows.cli.common import console, emit, open_registry, table
 
 
-
 def _items(entries):
     from tasks.export import ExportItem
 

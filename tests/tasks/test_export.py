@@ -1,4 +1,4 @@
-"""Tests for tasks/export.py and tasks/serving.py: the serving layout, atomic switches, verification, normalisation."""
+"""Tests for tasks/export.py (with tasks/export_dir.py) and tasks/serving.py: the serving layout, atomic switches, verification, normalisation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, adapter_content_sha256, load_adapter
+from tasks.adapter_io import (
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    adapter_content_sha256,
+    load_adapter,
+)
 from tasks.export import (
     MANIFEST,
     VERSIONS,
