@@ -1,4 +1,5 @@
-"""Tests for tasks/export.py (with tasks/export_dir.py) and tasks/serving.py: the serving layout, atomic switches, verification, normalisation."""
+"""Tests for tasks/export.py (with tasks/export_dir.py) and tasks/serving.py: the serving layout, atomic switches,
+verification, normalisation."""
 
 from __future__ import annotations
 
