@@ -12,17 +12,22 @@ returns plain rows (SQLAlchemy ``Row`` named tuples) or a hash; nothing here wri
   adapters, versions, adapter runs (failure messages apart), the last ``history`` decisions per adapter (the
   three statistics fields trends need extracted by the database; whole documents only for the last
   ``detail_runs``), their candidates, the latest decision's spectra, the evaluations of the detailed decisions,
-  promotion events, production pointers and the latest runs.
+  promotion events, production pointers and the latest runs;
+* :func:`production_set`: what every adapter serves now, with where its files are and the hash recorded for them
+  (what ``spectral-surgery export`` writes out for serving).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from registry import promotion as prom
 from registry.db import session_scope
 from registry.models import (
     Adapter,
@@ -190,3 +195,75 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
                 out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
                             "statistics": stats or {}, "seconds": seconds}
     return sorted(out.values(), key=lambda r: r["adapter"])
+
+
+@dataclass(frozen=True)
+class ProductionEntry:
+    """What one adapter serves now, with everything an export for serving needs (plain values).
+
+    Attributes:
+        adapter: The adapter's name.
+        base_model: Its base model id (as registered) and ``base_model_revision`` (``None`` if not pinned).
+        adapter_version_id: The version in production; ``None`` when the adapter has no version yet.
+        candidate_id: The promoted candidate; ``None`` for the unedited version.
+        policy: The candidate's policy, ``"unedited"``, or ``None`` when nothing is in production.
+        decision_id: The gate decision that promoted it (``None``: unedited by default, or a manual override).
+        promoted_at: When production last moved to it (ISO 8601, UTC); ``None`` if it never moved (implicit).
+        source_path: Where its files are: the candidate's artifact, else the version's local files.
+        sha256: The content hash recorded for those files (the candidate's artifact hash, else the version's).
+        implicit: Nothing was ever promoted: production is the latest unedited version.
+    """
+
+    adapter: str
+    base_model: str
+    base_model_revision: str | None
+    adapter_version_id: int | None
+    candidate_id: int | None
+    policy: str | None
+    decision_id: int | None
+    promoted_at: str | None
+    source_path: str | None
+    sha256: str | None
+    implicit: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def production_set(registry, *, only: str | None = None) -> list[ProductionEntry]:
+    """What every adapter (or the adapter ``only``) serves now, in name order, from one read transaction.
+
+    The decision is that of the latest pointer move still in effect (the history's undo stack), if it was a gate
+    promotion; a manual override or an implicit production has none.
+    """
+    out: list[ProductionEntry] = []
+    with session_scope(registry.engine, write=False) as s:
+        q = select(Adapter).order_by(Adapter.name)
+        if only is not None:
+            q = q.where(Adapter.name == only)
+        for adapter in s.scalars(q):
+            state = prom.production_state(s, adapter)
+            common = {"adapter": adapter.name, "base_model": adapter.base_model_id,
+                      "base_model_revision": adapter.base_model_revision}
+            if state is None:
+                out.append(ProductionEntry(**common, adapter_version_id=None, candidate_id=None, policy=None,
+                                           decision_id=None, promoted_at=None, source_path=None, sha256=None,
+                                           implicit=True))
+                continue
+            candidate = s.get(Candidate, state.candidate_id) if state.candidate_id is not None else None
+            stack = prom.undo_stack(prom.events_of(s, adapter.id))
+            top = stack[-1] if stack else None
+            in_effect = top is not None and (top.to_candidate_id, top.to_version_id) == (state.candidate_id,
+                                                                                         state.adapter_version_id)
+            out.append(ProductionEntry(
+                **common, adapter_version_id=state.adapter_version_id, candidate_id=state.candidate_id,
+                policy=candidate.policy if candidate is not None else "unedited",
+                decision_id=top.decision_id if in_effect else None, promoted_at=_iso(state.updated_at),
+                source_path=candidate.artifact_uri if candidate is not None else state.local_path,
+                sha256=candidate.artifact_sha256 if candidate is not None else state.content_sha256,
+                implicit=state.implicit))
+    return out

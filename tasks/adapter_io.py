@@ -146,8 +146,9 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def _content_sha256(parts: Iterable[tuple[str, bytes]]) -> str:
-    """Same framing as ``sha256_path`` on a directory holding exactly these (name, bytes) files."""
+def content_sha256(parts: Iterable[tuple[str, bytes]]) -> str:
+    """Same framing as ``sha256_path`` on a directory holding exactly these (name, bytes) files: the hash
+    :func:`adapter_content_sha256` gives a directory of ``adapter_config.json`` and a weights file."""
     h = hashlib.sha256()
     for rel, data in sorted(parts):
         _frame(h, rel, len(data))
@@ -166,7 +167,7 @@ def adapter_content_sha256(path: str | Path) -> str:
         raise AdapterError(path / CONFIG_NAME, CONFIG_NAME, "missing: not a PEFT adapter directory")
     if not weights:
         raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, "no adapter weights file found")
-    return _content_sha256([(CONFIG_NAME, (path / CONFIG_NAME).read_bytes()), (weights[0].name, weights[0].read_bytes())])
+    return content_sha256([(CONFIG_NAME, (path / CONFIG_NAME).read_bytes()), (weights[0].name, weights[0].read_bytes())])
 
 
 def package_versions() -> dict[str, str]:
@@ -351,6 +352,16 @@ def _parse_modules(config: dict, cfg_path: Path, wfile: Path, tensors: dict[str,
     return modules
 
 
+def lora_modules(config: dict, tensors: dict[str, torch.Tensor], *, config_path: Path | None = None,
+                 weights_path: Path | None = None) -> dict[str, LoraModule]:
+    """The linear LoRA modules of in-memory ``tensors`` under ``config``, checked as :func:`load_adapter` checks them.
+
+    Raises:
+        AdapterError: a module without A or B, shapes that disagree with each other or the configured rank.
+    """
+    return _parse_modules(config, config_path, weights_path, tensors)
+
+
 def _check_finite(wfile: Path, tensors: dict[str, torch.Tensor]) -> None:
     for key, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -381,7 +392,7 @@ def load_adapter(path: str | Path, *, allow_pickle: bool = False) -> LoraAdapter
     if not modules:
         raise AdapterError(wfile, "lora_A", "no LoRA (lora_A/lora_B) weight pairs found")
     _check_finite(wfile, tensors)
-    sha = _content_sha256([(CONFIG_NAME, cfg_path.read_bytes()), (wfile.name, data)])
+    sha = content_sha256([(CONFIG_NAME, cfg_path.read_bytes()), (wfile.name, data)])
     return LoraAdapter(path, config, wfile, tensors, modules, sha, meta)
 
 

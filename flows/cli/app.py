@@ -42,6 +42,7 @@ from flows.cli.adapters import (
 from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded
 from flows.cli.demo import cmd_demo
 from flows.cli.edit import cmd_edit
+from flows.cli.export import cmd_export
 from flows.cli.run import cmd_run
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
@@ -281,6 +282,23 @@ def _budgets() -> list[str]:
 @click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
 @click.option("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
 def _demo(**kwargs: Any) -> None: ...
+
+
+# -------------------------------------------------------------------------------------------- export
+@command("export", cmd_export, short_help="Write the production set out for serving (one folder per adapter).",
+         help="Write what every adapter serves now into DIR: DIR/<name> (a symlink switched atomically to "
+              "DIR/.versions/<name>-<sha12>, a PEFT adapter folder) and DIR/production.json. Each artifact is "
+              "checked against the sha256 the registry recorded; configs a serving engine cannot apply as-is "
+              "(rank_pattern, alpha_pattern, exclude_modules) are refused unless --normalise. Re-running with "
+              "nothing new writes nothing. Exit code 1 if any adapter failed (the others are still exported).")
+@click.argument("dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--adapter", default=None, metavar="NAME", help="Export only this adapter.")
+@click.option("--normalise", is_flag=True, help="Pad every module to the adapter's largest rank and fold each "
+              "module's scaling into its B (one global r/lora_alpha, the same ΔW) instead of refusing.")
+@click.option("--keep-previous/--no-keep-previous", default=True, show_default=True,
+              help="Keep the version a switch unlinked until the next switch (for servers reading it right then).")
+@click.option("--dry-run", is_flag=True, help="Verify and say what would change; write nothing.")
+def _export(**kwargs: Any) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------ history
