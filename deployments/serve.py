@@ -18,7 +18,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "nightly-cpu.yaml"
-NAME = "nightly-refinement"
+NAME = "nightly-refinement-served"  # not prefect.yaml's "nightly-refinement": both may exist on one server
 CRON = "0 2 * * *"
 TIMEZONE = "UTC"
 TAGS = ["spectral-surgery", "nightly"]

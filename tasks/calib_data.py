@@ -365,6 +365,47 @@ def pad_id(tokenizer) -> int:
     return int(pid)
 
 
+def model_positions(model) -> int | None:
+    """The number of positions the base model was built for (``config.max_position_embeddings``), if it says."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
+def sequence_limit(model, max_seq_len: int | None) -> int | None:
+    """The length calibration sequences are cut to: ``max_seq_len`` (METHOD's ``--calib_max_seq_len``), and
+    never more than the base model's positions (a longer sequence would index past them)."""
+    limits = [n for n in (max_seq_len, model_positions(model)) if n is not None]
+    return min(limits) if limits else None
+
+
+def warn_if_truncated(tokenizer, examples: Sequence[CalibExample], model, max_seq_len: int | None,
+                      *, what: str = "calibration") -> int:
+    """Log one warning when examples are longer than the base model's positions; returns how many are.
+
+    Only the base's limit warns: a ``max_seq_len`` the user set truncates as asked. The sequences themselves
+    are cut by :func:`build_batch` (``max_seq_len=sequence_limit(model, max_seq_len)``).
+    """
+    n_pos = model_positions(model)
+    if n_pos is None or (max_seq_len is not None and max_seq_len <= n_pos):
+        return 0
+    lengths = [len(tokenizer(_full_text(tokenizer, ex), add_special_tokens=False)["input_ids"]) for ex in examples]
+    over = [i for i, n in enumerate(lengths) if n > n_pos]
+    if over:
+        log.warning("%s: %d of %d examples are longer than the base model's %d positions (longest %d tokens, "
+                    "e.g. example %d); they are truncated to %d tokens. Set calib.max_seq_len to choose the length, "
+                    "or shorten those rows.", what, len(over), len(examples), n_pos, max(lengths), over[0], n_pos)
+    return len(over)
+
+
+def _full_text(tokenizer, ex: CalibExample) -> str:
+    """``prompt + " " + answer`` (or ``prompt + answer`` after whitespace), then the EOS string (METHOD §5.1)."""
+    if ex.answer:
+        full = ex.prompt + (" " if ex.prompt and not ex.prompt[-1].isspace() else "") + ex.answer
+    else:
+        full = ex.prompt
+    return full + (tokenizer.eos_token or "")
+
+
 def build_batch(tokenizer, examples: Sequence[CalibExample], *, max_seq_len: int | None = None) -> dict[str, Tensor]:
     """Teacher-forcing batch exactly as the reference builds it (METHOD §5.1).
 
@@ -385,14 +426,9 @@ def build_batch(tokenizer, examples: Sequence[CalibExample], *, max_seq_len: int
     if not examples:
         raise ValueError("build_batch needs at least one example")
     pid = pad_id(tokenizer)
-    eos = tokenizer.eos_token or ""
     ids_list, labels_list = [], []
     for i, ex in enumerate(examples):
-        if ex.answer:
-            full = ex.prompt + (" " if ex.prompt and not ex.prompt[-1].isspace() else "") + ex.answer
-        else:
-            full = ex.prompt
-        full += eos
+        full = _full_text(tokenizer, ex)
         prompt_ids = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
         full_ids = list(tokenizer(full, add_special_tokens=False)["input_ids"])
         if not full_ids:

@@ -46,6 +46,8 @@ from tasks.calib_data import (  # noqa: F401  (re-exported API)
     read_jsonl,
     register_calib_loader,
     select_examples,
+    sequence_limit,
+    warn_if_truncated,
 )
 from tasks.config import CalibConfig
 
@@ -272,6 +274,8 @@ def collect_sensitivities(
     device = _model_device(model)
     n_batches = -(-len(examples) // cfg.batch_size)
     counts: list[Tensor] = []
+    limit = sequence_limit(model, cfg.max_seq_len)
+    warn_if_truncated(tokenizer, examples, model, cfg.max_seq_len)
     try:
         for name, sp in spectra.items():
             layer = resolve_lora_layer(model, name)
@@ -285,7 +289,7 @@ def collect_sensitivities(
             p.requires_grad_(False)
         for bi in range(n_batches):
             batch = build_batch(tokenizer, examples[bi * cfg.batch_size : (bi + 1) * cfg.batch_size],
-                                max_seq_len=cfg.max_seq_len)
+                                max_seq_len=limit)
             state.mask = batch["attention_mask"].to(device)
             with torch.enable_grad():
                 out = model(input_ids=batch["input_ids"].to(device), attention_mask=state.mask, use_cache=False)

@@ -59,12 +59,18 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
         A: The ``lora_A`` weight, shape (r, d_in), any floating dtype.
         B: The ``lora_B`` weight, shape (d_out, r), any floating dtype.
 
+    A rank above the layer's width (r > min(d_in, d_out)) is accepted, as PEFT accepts it: ``B·A`` then has rank
+    at most ``min(d_in, d_out)``, so the spectrum has ``k = min(r, d_in, d_out)`` components (the reduced QR
+    factors are ``min(d, r)`` wide) and :func:`rebuild_factors` with ``rank=r`` pads the factors back to the
+    stored rank with zero components.
+
     Returns:
-        The fp32 spectrum (U (d_out, r), S (r,), V (d_in, r)) on the factors' device (fp64 if a factor is fp64).
+        The fp32 spectrum (U (d_out, k), S (k,), V (d_in, k), k = min(r, d_in, d_out)) on the factors' device
+        (fp64 if a factor is fp64).
 
     Raises:
-        ValueError: a factor is not 2-D or not floating point, the ranks of A and B differ,
-            r > min(d_in, d_out), the factors sit on different devices, or they hold NaN/Inf.
+        ValueError: a factor is not 2-D or not floating point, the ranks of A and B differ, the rank is 0, the
+            factors sit on different devices, or they hold NaN/Inf.
     """
     _check_factor(A, "lora_A weight")
     _check_factor(B, "lora_B weight")
@@ -77,10 +83,6 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
         )
     if r == 0:
         raise ValueError("LoRA rank is 0: lora_A/lora_B weights have no components")
-    if r > min(d_in, d_out):
-        raise ValueError(
-            f"LoRA rank r={r} exceeds min(d_in={d_in}, d_out={d_out}); the thin SVD needs r <= min(d_in, d_out)"
-        )
     if A.device != B.device:
         raise ValueError(f"lora_A weight is on {A.device} but lora_B weight is on {B.device}; move both to one device")
     # fp32 on purpose: adapters are stored in fp16/bf16, whose 8-10 bit mantissas would make QR and the small
@@ -91,10 +93,10 @@ def lowrank_svd(A: Tensor, B: Tensor) -> Spectrum:
     for t, what in ((a32, "lora_A weight"), (b32, "lora_B weight")):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{what} (shape {tuple(t.shape)}) contains NaN or Inf values")
-    q_b, r_b_mat = torch.linalg.qr(b32, mode="reduced")  # (d_out, r), (r, r)
-    q_a, r_a_mat = torch.linalg.qr(a32.T, mode="reduced")  # (d_in, r), (r, r)
-    core = r_b_mat @ r_a_mat.T  # (r, r): B·A = Q_B · core · Q_Aᵀ
-    u_m, s, v_m_t = torch.linalg.svd(core, full_matrices=False)  # descending, >= 0
+    q_b, r_b_mat = torch.linalg.qr(b32, mode="reduced")  # (d_out, min(d_out, r)), (min(d_out, r), r)
+    q_a, r_a_mat = torch.linalg.qr(a32.T, mode="reduced")  # (d_in, min(d_in, r)), (min(d_in, r), r)
+    core = r_b_mat @ r_a_mat.T  # (r, r) when r <= min(d_in, d_out): B·A = Q_B · core · Q_Aᵀ
+    u_m, s, v_m_t = torch.linalg.svd(core, full_matrices=False)  # descending, >= 0, min(r, d_in, d_out) of them
     return Spectrum(U=q_b @ u_m, S=s, V=q_a @ v_m_t.T)
 
 
@@ -105,6 +107,7 @@ def rebuild_factors(
     dtype_A: torch.dtype,
     dtype_B: torch.dtype,
     form: Literal["balanced", "one_sided"] = "balanced",
+    rank: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """New LoRA factors with ``B'·A' = U diag(σ') Vᵀ`` (METHOD §10, EXTENSIONS §0).
 
@@ -120,12 +123,15 @@ def rebuild_factors(
         dtype_A: dtype of the stored ``lora_A`` weight (the output A' is cast to it).
         dtype_B: dtype of the stored ``lora_B`` weight (the output B' is cast to it).
         form: ``balanced`` or ``one_sided``.
+        rank: The stored LoRA rank when it exceeds the spectrum's (r > min(d_in, d_out), see
+            :func:`lowrank_svd`): the factors are padded with zero rows of A' and zero columns of B' up to it.
+            None: the spectrum's rank.
 
     Returns:
-        ``(A', B')`` with shapes (r, d_in) and (d_out, r), on the spectrum's device.
+        ``(A', B')`` with shapes (r, d_in) and (d_out, r) (r = ``rank`` if given), on the spectrum's device.
 
     Raises:
-        ValueError: sigma is not shape (r,) or holds NaN/Inf; an unknown form.
+        ValueError: sigma is not shape (r,) or holds NaN/Inf; an unknown form; ``rank`` below the spectrum's.
     """
     if form not in ("balanced", "one_sided"):
         raise ValueError(f"form must be 'balanced' or 'one_sided'; got {form!r}")
@@ -146,4 +152,9 @@ def rebuild_factors(
         root = s.sqrt()
         b_new = spectrum.U * root.unsqueeze(0)  # (d_out, r)
         a_new = root.unsqueeze(1) * spectrum.V.T  # (r, d_in)
+    if rank is not None and rank != r:
+        if rank < r:
+            raise ValueError(f"rank={rank} is below the spectrum's {r} components; pass the stored LoRA rank")
+        a_new = torch.cat([a_new, a_new.new_zeros(rank - r, a_new.shape[1])], dim=0)
+        b_new = torch.cat([b_new, b_new.new_zeros(b_new.shape[0], rank - r)], dim=1)
     return a_new.to(dtype_A).contiguous(), b_new.to(dtype_B).contiguous()

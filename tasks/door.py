@@ -12,12 +12,17 @@ at once, with the message the run would give (it comes from the same readers):
   cache (offline, a hub id that was never downloaded cannot be loaded at night either);
 * the calibration source parses into at least one example (:func:`tasks.calib_data.load_calibration`).
 
+One check only warns: :func:`base_mismatch`, when the adapter's own ``adapter_config.json`` names another base
+model than the one registered (PEFT loads it on any base whose layer shapes fit, so this is allowed, but usually a
+mistake).
+
 Each check returns None or raises; :func:`door_checks` runs them all and returns one finding per failure, so a
 caller can show every problem at once.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +115,50 @@ def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | 
         except (ValueError, OSError, ImportError) as e:  # AdapterError and BaseModelError are ValueErrors
             findings.append(Finding(what, str(e)))
     return findings
+
+
+_QUANT = re.compile(r"[.-](q\d[\w]*|iq\d[\w]*|f16|f32|bf16|fp16)$")
+_GGUF_SLUG = re.compile(r"^gguf-(.+)-[0-9a-f]{8}$")
+_HUB_CACHE = re.compile(r"models--[^/]+--([^/]+)")
+
+
+def model_name(model_id: str) -> str:
+    """A base model's name without where it lives, to compare two ways of naming one model.
+
+    ``HuggingFaceTB/SmolLM2-135M-Instruct``, ``bundled``, ``gguf:/x/SmolLM2-135M-Instruct.Q4_1.gguf``, the
+    converted cache ``~/.spectral-surgery/models/smollm2-135m-instruct`` and a Hugging Face cache snapshot
+    ``.../models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/<sha>`` all give ``smollm2-135m-instruct``.
+    """
+    from tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
+
+    text = str(model_id).strip()
+    if text in BUNDLED_ALIASES:
+        return BUNDLED_SLUG
+    text = text.removeprefix(GGUF_PREFIX).rstrip("/")
+    hub = _HUB_CACHE.search(text)
+    name = hub.group(1) if hub else text.rsplit("/", 1)[-1]
+    name = name.lower().removesuffix(".gguf")
+    slug = _GGUF_SLUG.match(name)
+    return _QUANT.sub("", slug.group(1) if slug else name)
+
+
+def base_mismatch(source_uri: str, base_model_id: str) -> str | None:
+    """A warning when a local adapter's ``adapter_config.json`` names another base model than ``base_model_id``.
+
+    Returns None when they name the same model (see :func:`model_name`), when the config names none, or when the
+    source is not a readable local directory (the checks above report that).
+    """
+    import json
+
+    if "://" in source_uri:
+        return None
+    cfg_path = Path(source_uri) / "adapter_config.json"
+    try:
+        named = json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(named, str) or not named.strip() or model_name(named) == model_name(base_model_id):
+        return None
+    return (f"{cfg_path}: base_model_name_or_path is {named!r}, but the adapter is registered on {base_model_id!r}; "
+            f"an adapter trained on another base loads wherever the shapes fit and then scores nonsense. Register it "
+            f"with --base {named!r} if that is its base")

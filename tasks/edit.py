@@ -232,7 +232,8 @@ def rebuilt_tensors(
             if not bool(keep.all()):
                 sp, sigma = Spectrum(sp.U[:, keep], sp.S[keep], sp.V[:, keep]), sigma[keep]
         a_new, b_new = rebuild_factors(sp, sigma, dtype_A=a_old.dtype, dtype_B=b_old.dtype,
-                                       form="one_sided" if form == "one_sided" else "balanced")  # fmt: skip
+                                       form="one_sided" if form == "one_sided" else "balanced",
+                                       rank=None if form == "rank_changing" else a_old.shape[0])  # fmt: skip
         tensors[m.key_A], tensors[m.key_B] = a_new.cpu().contiguous(), b_new.cpu().contiguous()
     return tensors
 

@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.calib_data import IGNORE_INDEX, CalibExample, build_batch, calibration_sha256
+from tasks.calib_data import (
+    IGNORE_INDEX,
+    CalibExample,
+    build_batch,
+    calibration_sha256,
+    sequence_limit,
+    warn_if_truncated,
+)
 from tasks.calibration import resolve_lora_layer
 from tasks.config import CalibConfig, GlobalScalarConfig, SurgeryConfig
 from tasks.edit import PreparedAdapter, attached_adapter
@@ -167,12 +174,14 @@ def mean_calibration_loss(model: nn.Module, tokenizer, examples: Sequence[CalibE
     emb = model.get_input_embeddings()
     device = emb.weight.device
     total, n_tok = 0.0, 0
+    limit = sequence_limit(model, cfg.max_seq_len)
+    warn_if_truncated(tokenizer, examples, model, cfg.max_seq_len, what="global scalar's held-out calibration")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for i in range(0, len(examples), cfg.batch_size):
-                batch = build_batch(tokenizer, examples[i : i + cfg.batch_size], max_seq_len=cfg.max_seq_len)
+                batch = build_batch(tokenizer, examples[i : i + cfg.batch_size], max_seq_len=limit)
                 logits = model(input_ids=batch["input_ids"].to(device),
                                attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
                 labels = batch["labels"][:, 1:].to(logits.device)

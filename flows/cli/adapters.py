@@ -26,6 +26,7 @@ from flows.cli.common import (
     resolve_location,
     state_label,
     table,
+    warn,
 )
 
 
@@ -77,7 +78,7 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import door_checks
+        from tasks.door import base_mismatch, door_checks
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
         findings = door_checks(source, base, args.base_revision, config["calib"] if config else None)
@@ -85,6 +86,9 @@ def cmd_register(args) -> int:
             reg.close()
             return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
                         + " (fix it, or pass --no-check to register anyway)")
+        mismatch = base_mismatch(source, base)
+        if mismatch:
+            warn(mismatch)
     adapter = reg.register_adapter(
         args.name, source, base, args.family,
         base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
@@ -99,7 +103,7 @@ def cmd_register(args) -> int:
 @guarded
 def cmd_check(args) -> int:
     """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import door_checks
+    from tasks.door import base_mismatch, door_checks
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
@@ -108,8 +112,10 @@ def cmd_check(args) -> int:
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
         findings = door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib)
+        mismatch = base_mismatch(a.source_uri, a.base_model_id)
         rows.append({"adapter": a.name, "ok": not findings,
-                     "problems": [{"what": f.what, "message": f.message} for f in findings]})
+                     "problems": [{"what": f.what, "message": f.message} for f in findings],
+                     "warnings": [{"what": "base", "message": mismatch}] if mismatch else []})
 
     def render() -> None:
         if not rows:
@@ -117,8 +123,9 @@ def cmd_check(args) -> int:
             return
         console().print(table(
             f"Checked {len(rows)} adapter(s): {sum(not r['ok'] for r in rows)} with problems", ["adapter", "check", "problems"],
-            [[r["adapter"], "ok" if r["ok"] else "FAILED",
-              "\n".join(f"{p['what']}: {p['message']}" for p in r["problems"]) or "—"] for r in rows],
+            [[r["adapter"], ("ok" if r["ok"] else "FAILED") + (" (warning)" if r["warnings"] else ""),
+              "\n".join(f"{p['what']}: {p['message']}" for p in r["problems"] + r["warnings"]) or "—"]
+             for r in rows],
             narrow=("adapter", "check")))
 
     emit(args, rows, render)

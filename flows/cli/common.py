@@ -52,6 +52,14 @@ def fail(msg: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def warn(msg: str) -> None:
+    """Print ``warning: msg`` in yellow on stderr (one line, user text never read as markup)."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(msg)}", soft_wrap=True)
+
+
 def parse_sets(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:

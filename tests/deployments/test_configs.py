@@ -126,7 +126,8 @@ def test_serve_builds_the_same_deployment(monkeypatch):
     monkeypatch.chdir(REPO)
     dep = _deployments()[0]
     built = serve.build_deployment()
-    assert built.name == dep["name"] and built.entrypoint == dep["entrypoint"]
+    # the same deployment under its own name (both may live on one server: prefect.yaml's must not be replaced)
+    assert built.name == serve.NAME == dep["name"] + "-served" and built.entrypoint == dep["entrypoint"]
     assert built.concurrency_limit == 1
     assert built.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
     assert [(s.schedule.cron, s.schedule.timezone) for s in built.schedules] == [(CRON, TIMEZONE)]
@@ -144,7 +145,9 @@ def test_serve_main_serves_with_a_global_limit_of_one(monkeypatch):
     assert serve.main(["--config", str(DEPLOYMENTS / "configs" / "nightly-gpu.yaml"), "--cron", "30 1 * * *"]) == 0
     (kw,) = calls
     assert kw["global_limit"].limit == 1 and kw["global_limit"].collision_strategy.value == "CANCEL_NEW"
-    assert kw["limit"] == 1 and kw["name"] == "nightly-refinement"
+    assert kw["limit"] == 1 and kw["name"] == "nightly-refinement-served"
+    # its own name: a served process and prefect.yaml's work-pool deployment can live on one server side by side
+    assert kw["name"] not in {d["name"] for d in _deployments()}
     assert kw["schedules"][0].cron == "30 1 * * *" and kw["schedules"][0].timezone == "UTC"
     assert kw["parameters"]["config"]["benchmark_profile"] == "paper"
 

@@ -4,6 +4,7 @@ run → history → promote → rollback, and the one-line errors of each."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -182,6 +183,21 @@ def test_register_checks_at_the_door(fleet, tmp_path):
     assert by["x"]["problems"][0]["what"] == "source" and "adapter_model.safetensors" in by["x"]["problems"][0]["message"]
     assert cli("check", "good", "--data-dir", data).code == 0
     assert_error(cli("check", "nope", "--data-dir", data), "no adapter named 'nope'", code=3)
+
+
+def test_register_warns_when_the_adapter_names_another_base(fleet, tmp_path):
+    """Registered (PEFT would load it), but with a warning naming the config field; ``check`` repeats it."""
+    data = tmp_path / "data"
+    cli("init", "--data-dir", data)
+    other = tmp_path / "other-base"
+    shutil.copytree(fleet.base, other)
+    r = cli("register", "w", "--source", fleet.dirs[0], "--base", other, "--family", "math", "--data-dir", data)
+    assert r.code == 0, r.err
+    assert "warning:" in r.err and "base_model_name_or_path" in r.err and "other-base" in r.err
+    rows = json.loads(cli("check", "--json", "--data-dir", data).out)
+    assert rows[0]["ok"] and rows[0]["warnings"][0]["what"] == "base"
+    r = cli("register", "v", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math", "--data-dir", data)
+    assert r.code == 0 and "warning" not in r.err
 
 
 def test_register_bad_name_and_usage(fleet, tmp_path):

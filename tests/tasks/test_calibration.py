@@ -235,6 +235,28 @@ def test_module_without_gradient_is_absent(setup, monkeypatch, caplog):
     assert "model.layers.1.mlp.down_proj" in caplog.text and "never fired" in caplog.text
 
 
+def test_sequences_longer_than_the_base_are_truncated_with_a_warning(setup, monkeypatch, caplog):
+    """An example longer than the base's positions is cut to them (METHOD's max_seq_len), with one warning."""
+    pm, tok, spectra, scalings, examples = setup
+    monkeypatch.setattr(pm.get_base_model().config, "max_position_embeddings", 16)
+    assert max(build_batch(tok, [e])["input_ids"].shape[1] for e in examples) > 16
+    with caplog.at_level(logging.WARNING, logger="tasks.calib_data"):
+        cut = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4))
+    warnings = [r for r in caplog.records if "positions" in r.getMessage()]
+    assert len(warnings) == 1 and "truncated to 16 tokens" in warnings[0].getMessage()
+    assert "calib.max_seq_len" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tasks.calib_data"):  # the user's own, shorter limit: silent
+        asked = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4, max_seq_len=16))
+    assert not [r for r in caplog.records if "positions" in r.getMessage()]
+    for name in spectra:
+        assert torch.equal(cut[name].n_tokens, asked[name].n_tokens)
+        torch.testing.assert_close(cut[name].per_example, asked[name].per_example, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(pm.get_base_model().config, "max_position_embeddings", 512)
+    full = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4))
+    assert int(sum(full[n].n_tokens.sum() for n in spectra)) > int(sum(cut[n].n_tokens.sum() for n in spectra))
+
+
 def test_module_name_resolution(setup):
     pm, tok, spectra, scalings, examples = setup
     name = "model.layers.0.self_attn.o_proj"

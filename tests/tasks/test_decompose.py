@@ -102,7 +102,6 @@ def test_large_module_without_dense_delta_w():
     [
         (torch.ones(4), torch.ones(8, 4), "lora_A weight must be 2-D"),
         (torch.ones(4, 8), torch.ones(8, 3), "rank mismatch"),
-        (torch.ones(6, 5), torch.ones(8, 6), "exceeds min"),
         (torch.ones(0, 5), torch.ones(8, 0), "rank is 0"),
         (torch.ones(4, 8, dtype=torch.int64), torch.ones(8, 4), "floating-point"),
         (torch.full((4, 8), float("nan")), torch.ones(8, 4), "lora_A weight .* NaN or Inf"),
@@ -112,6 +111,26 @@ def test_large_module_without_dense_delta_w():
 def test_bad_factors_raise_clear_errors(A, B, match):
     with pytest.raises(ValueError, match=match):
         lowrank_svd(A, B)
+
+
+@pytest.mark.parametrize("d_out,d_in,r", [(8, 5, 6), (5, 8, 6), (6, 6, 10)])
+def test_rank_above_the_layer_width_is_accepted_as_peft_accepts_it(d_out, d_in, r):
+    """r > min(d_in, d_out): k = min(r, d_in, d_out) components, and rebuild pads back to the stored rank."""
+    A, B = _factors(d_out, d_in, r)
+    spec = lowrank_svd(A, B)
+    k = min(r, d_in, d_out)
+    assert spec.r == k and spec.U.shape == (d_out, k) and spec.V.shape == (d_in, k)
+    torch.testing.assert_close(spec.U.T @ spec.U, torch.eye(k), atol=ATOL, rtol=0)
+    torch.testing.assert_close(spec.V.T @ spec.V, torch.eye(k), atol=ATOL, rtol=0)
+    torch.testing.assert_close(_dense(spec), (B @ A).double(), atol=ATOL, rtol=0)
+    sigma = spec.S * torch.linspace(0.5, 1.5, k)
+    for form in ("balanced", "one_sided"):
+        a2, b2 = rebuild_factors(spec, sigma, dtype_A=A.dtype, dtype_B=B.dtype, form=form, rank=r)
+        assert a2.shape == (r, d_in) and b2.shape == (d_out, r)
+        assert not a2[k:].any() and not b2[:, k:].any()
+        torch.testing.assert_close((b2 @ a2).double(), _dense(spec, sigma), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="below the spectrum"):
+        rebuild_factors(spec, sigma, dtype_A=A.dtype, dtype_B=B.dtype, rank=k - 1)
 
 
 @pytest.mark.parametrize("d_out,d_in,r", SHAPES)

@@ -51,3 +51,30 @@ def test_empty_calibration_file_is_refused(tmp_path, tiny_adapter, tiny_base):
         check_calibration(str(empty))
     findings = door_checks(str(tiny_adapter), str(tmp_path / "no-base"), None, str(empty))
     assert [f.what for f in findings] == ["base", "calib"]  # every problem at once
+
+
+@pytest.mark.parametrize("a,b", [
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "bundled"),
+    ("bundled:smollm2-135m-instruct", "/root/.spectral-surgery/models/smollm2-135m-instruct"),
+    ("gguf:/x/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"),
+    ("/x/hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/0123abcd", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ("/data/models/gguf-smollm2-135m-instruct.q4_1-1a2b3c4d", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+])
+def test_one_model_named_in_different_ways_is_the_same_base(a, b):
+    from tasks.door import model_name
+
+    assert model_name(a) == model_name(b) == "smollm2-135m-instruct"
+
+
+def test_an_adapter_naming_another_base_is_warned_about(tiny_base, tiny_adapter, tmp_path):
+    import json
+
+    from tasks.door import base_mismatch
+
+    assert base_mismatch(str(tiny_adapter), str(tiny_base)) is None  # its own base
+    named = json.loads((tiny_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    warning = base_mismatch(str(tiny_adapter), "meta-llama/Llama-3.2-1B")
+    assert warning is not None and "adapter_config.json" in warning and repr(named) in warning
+    assert "meta-llama/Llama-3.2-1B" in warning and "--base" in warning
+    assert base_mismatch("hf://acme/lora@main", "bundled") is None  # nothing local to read yet
+    assert base_mismatch(str(tmp_path / "nowhere"), "bundled") is None  # the source check reports that one

@@ -129,6 +129,24 @@ def test_edited_adapter_loads_in_peft_with_expected_update(tiny_base, tmp_path, 
         assert peft_model.get_submodule("base_model.model." + m.name).scaling["default"] == pytest.approx(m.scaling)
 
 
+def test_rank_above_the_layer_width_edits_and_loads_in_peft(tiny_base, tmp_path):
+    """r = 40 on 32-wide projections (PEFT allows it): edited, written at r = 40 and loaded by PEFT."""
+    adapter = tiny.save_adapter(tiny_base, tmp_path / "a", r=40, alpha=80)
+    model = _base(tiny_base)
+    p = prepare(model, tiny.make_tokenizer(), adapter, _examples(), _cfg())
+    for policy in ("grad_direction", "smooth_abs"):
+        path, manifest = write_candidate(p, policy, _cfg(), tmp_path / policy)
+        peft_model = PeftModel.from_pretrained(_base(tiny_base), str(path)).eval()
+        for m in p.modules:
+            sp = p.spectra[m.name]
+            assert sp.r == 32 < m.r == 40
+            layer = peft_model.get_submodule("base_model.model." + m.name)
+            assert layer.lora_A["default"].weight.shape[0] == 40
+            sig = torch.tensor(manifest["modules"][m.name]["sigma_after"])
+            want = m.scaling * (sp.U @ torch.diag(sig) @ sp.V.T)
+            torch.testing.assert_close(_delta(peft_model, m.name), want, atol=1e-5, rtol=1e-4)
+
+
 def test_layer_range_and_targets(tiny_base, tiny_adapter):
     model = _base(tiny_base)
     p = prepare(model, tiny.make_tokenizer(), tiny_adapter, _examples(2), _cfg(target_modules="q_proj,v_proj", layer_min=1))
