@@ -18,6 +18,13 @@ def cmd_demo(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from flows.cli.prefect_home import isolate_temporary_server
+
+    if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
+        Console(stderr=True, soft_wrap=True).print(
+            "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
+            "removed when it exits.[/]")
+
     from flows.demo import BUDGETS, run_demo, with_overrides
 
     if not args.verbose:

@@ -169,6 +169,12 @@ def cmd_run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from flows.cli.prefect_home import isolate_temporary_server
+
+    if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
+        Console(stderr=True, soft_wrap=True).print(
+            "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
+            "removed when it exits.[/]")
     if not args.verbose:  # the per-adapter lines replace Prefect's logs, library warnings and load bars
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         warnings.filterwarnings("ignore", category=FutureWarning)

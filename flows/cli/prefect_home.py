@@ -1,0 +1,98 @@
+"""One Prefect database per temporary server: concurrent ``run``/``demo`` processes never share (and migrate) one.
+
+Without ``PREFECT_API_URL`` each ``spectral-surgery run`` starts Prefect's temporary (ephemeral) server, whose
+SQLite database is ``$PREFECT_HOME/prefect.db``. Two runs started together on a fresh Prefect home then both
+migrate that file, and one can die with ``duplicate column name`` (measured in issue 13). So the first process
+holds an exclusive lock on ``$PREFECT_HOME/spectral-surgery-server.lock`` for its lifetime and uses the usual
+database (its flow runs stay in Prefect's history); a process that finds the lock taken gets a private database
+in a temporary directory, removed when it exits. A directory left by a killed process is removed by the next
+run that starts (its name carries the owner's pid).
+
+Nothing changes when the user chose a server (``PREFECT_API_URL``) or a database
+(``PREFECT_SERVER_DATABASE_CONNECTION_URL`` / ``PREFECT_API_DATABASE_CONNECTION_URL``). This must run before
+Prefect is imported: its settings are read from the environment at import.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import MutableMapping
+from pathlib import Path
+
+LOCK_NAME = "spectral-surgery-server.lock"
+PRIVATE_PREFIX = "ss-prefect-"
+DB_VARS = ("PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
+_held: list[int] = []  # the lock's file descriptor, open for the life of the process
+
+
+def prefect_home(env: MutableMapping[str, str]) -> Path:
+    """``$PREFECT_HOME`` or Prefect's default ``~/.prefect``."""
+    return Path(env.get("PREFECT_HOME") or "~/.prefect").expanduser()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(tmp_root: Path) -> list[Path]:
+    """Remove private database directories whose owner process is gone; returns what was removed."""
+    removed = []
+    for d in tmp_root.glob(PRIVATE_PREFIX + "*"):
+        pid = d.name.removeprefix(PRIVATE_PREFIX).split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def isolate_temporary_server(env: MutableMapping[str, str] | None = None, *,
+                             tmp_root: Path | None = None) -> str | None:
+    """Give this process a private Prefect database when another run's temporary server holds the shared one.
+
+    Args:
+        env: The environment to read and update (default ``os.environ``).
+        tmp_root: Where private databases go (default the system temp directory).
+
+    Returns:
+        The private database URL set in ``env``, or None (a server or database was chosen, or this process
+        holds the shared database's lock).
+    """
+    env = os.environ if env is None else env
+    if env.get("PREFECT_API_URL") or any(env.get(v) for v in DB_VARS) or _held:
+        return None
+    tmp_root = Path(tmp_root or tempfile.gettempdir())
+    remove_stale(tmp_root)
+    home = prefect_home(env)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None  # an unwritable home: Prefect reports that itself
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+    else:
+        _held.append(fd)
+        return None
+    private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-", dir=tmp_root))
+    atexit.register(shutil.rmtree, private, True)
+    url = f"sqlite+aiosqlite:///{private / 'prefect.db'}"
+    env[DB_VARS[0]] = url
+    return url
+
+
+def release() -> None:
+    """Drop the shared database's lock (tests; a process releases it when it exits)."""
+    while _held:
+        os.close(_held.pop())

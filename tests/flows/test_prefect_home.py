@@ -1,0 +1,101 @@
+"""flows/cli/prefect_home.py: concurrent runs never share (and migrate) one temporary Prefect server database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flows.cli import prefect_home as ph
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD = textwrap.dedent("""
+    import sys, time
+    from flows.cli.prefect_home import isolate_temporary_server
+    env = {"PREFECT_HOME": sys.argv[1]}
+    print(isolate_temporary_server(env), flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.fixture(autouse=True)
+def _released():
+    ph.release()
+    yield
+    ph.release()
+
+
+def _holder(home: Path) -> subprocess.Popen:
+    """Another process that takes the shared database's lock (and prints None: it holds it)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(home)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.stdout.readline().strip() == "None"
+    return p
+
+
+def test_a_chosen_server_or_database_is_left_alone(tmp_path):
+    for env in ({"PREFECT_API_URL": "http://127.0.0.1:4200/api"},
+                {"PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://x/y"},
+                {"PREFECT_API_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:///x.db"}):
+        before = dict(env, PREFECT_HOME=str(tmp_path / "home"))
+        env = dict(before)
+        assert ph.isolate_temporary_server(env, tmp_root=tmp_path) is None
+        assert env == before and not (tmp_path / "home").exists()
+
+
+def test_the_first_run_holds_the_shared_database_and_a_second_gets_a_private_one(tmp_path):
+    home = tmp_path / "home"
+    env = {"PREFECT_HOME": str(home)}
+    assert ph.isolate_temporary_server(env, tmp_root=tmp_path) is None  # alone: Prefect's usual prefect.db
+    assert (home / ph.LOCK_NAME).is_file() and set(env) == {"PREFECT_HOME"}
+    ph.release()
+    holder = _holder(home)
+    try:
+        url = ph.isolate_temporary_server(env, tmp_root=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert url is not None and env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == url
+    private = Path(url.removeprefix("sqlite+aiosqlite:///")).parent
+    assert private.is_dir() and private.parent == tmp_path
+    assert private.name.startswith(f"{ph.PRIVATE_PREFIX}{os.getpid()}-")
+    # the holder is gone: the next run holds the shared database again
+    env = {"PREFECT_HOME": str(home)}
+    assert ph.isolate_temporary_server(env, tmp_root=tmp_path) is None
+
+
+def test_a_killed_runs_private_database_is_removed_by_the_next_run(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{ph.PRIVATE_PREFIX}{dead.pid}-abc"
+    (stale / "sub").mkdir(parents=True)
+    mine = tmp_path / f"{ph.PRIVATE_PREFIX}{os.getpid()}-def"
+    mine.mkdir()
+    assert ph.remove_stale(tmp_path) == [stale]
+    assert not stale.exists() and mine.is_dir()
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path):
+    """Two real ``spectral-surgery run`` processes, each with its own temporary Prefect server, on one fresh
+    Prefect home: both exit 0, one says it used a private database, and no private database is left."""
+    data, tmp = tmp_path / "data", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and k not in ph.DB_VARS}
+    env.update(HF_HUB_OFFLINE="1", PREFECT_HOME=str(tmp_path / "prefect"), TMPDIR=str(tmp),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "flows.cli"]
+    assert subprocess.run([*cmd, "init", "--data-dir", data], env=env, cwd=REPO, capture_output=True).returncode == 0
+    runs = [subprocess.Popen([*cmd, "run", "--evaluator", "fake", "--data-dir", data], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    out = [p.communicate(timeout=600) for p in runs]
+    for p, (_, err) in zip(runs, out, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    said = ["private Prefect database" in err for _, err in out]
+    assert sorted(said) == [False, True]
+    assert (tmp_path / "prefect" / "prefect.db").is_file()  # the first run's, in Prefect's usual place
+    assert not list(tmp.glob(ph.PRIVATE_PREFIX + "*"))
