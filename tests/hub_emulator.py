@@ -100,6 +100,7 @@ class Hub:
         self.lfs: dict[str, bytes] = {}
         self.requests: list[Request] = []
         self.before_commit: Callable[[Repo], None] | None = None  # e.g. a concurrent push
+        self.refuse: dict[str, int] = {}  # endpoint handler name -> status to answer once (a failure)
         self.lock = threading.RLock()
         self.url = ""
 
@@ -162,6 +163,8 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 for method, pattern, fn in ROUTES:
                     m = re.fullmatch(pattern, url.path)
                     if m and method == self.command:
+                        if fn.__name__ in hub.refuse:
+                            return self._error(hub.refuse.pop(fn.__name__), f"refused: {fn.__name__}")
                         return fn(self, **{k: unquote(v) for k, v in m.groupdict().items() if v is not None})
                 return self._error(404, f"not emulated: {self.command} {url.path}")
 

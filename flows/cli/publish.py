@@ -67,7 +67,7 @@ def cmd_publish(args) -> int:
     if not args.dry_run:
         from huggingface_hub import HfApi, constants
 
-        if constants.is_offline_mode():
+        if constants.HF_HUB_OFFLINE:
             return fail("HF_HUB_OFFLINE is set: publishing needs the Hub (unset it for this command)",
                         code=EXIT_FAILURE)
         from huggingface_hub import get_token

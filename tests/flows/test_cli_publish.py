@@ -123,6 +123,19 @@ def test_a_push_in_between_is_refused_and_nothing_is_tagged(reg_env, hub):
     assert repo.resolve(ok["tag"]).files["notes.md"] == b"theirs"
 
 
+def test_a_failed_tag_is_said_and_a_rerun_tags_the_pushed_commit(reg_env, hub):
+    repo = hub.repos[REPO]
+    hub.refuse["tag"] = 500
+    assert_error(publish(reg_env), "while tagging", "pushed untagged", "re-run", code=1)
+    pushed = repo.branches["main"]
+    assert not repo.tags and "spectral_surgery.json" in repo.commits[pushed].files
+    n = len(hub.requests)
+    ok = publish(reg_env, "--json").json()
+    assert ok["status"] == "published" and ok["commit"] == pushed == repo.branches["main"]  # no second commit
+    assert repo.tags[ok["tag"]][0] == pushed and not hub.calls("POST", r"/commit/")[1:]
+    assert not [q for q in hub.requests[n:] if "/_lfs/" in q.path]  # the weights were not sent again
+
+
 def test_dry_run_makes_no_request(reg_env, hub, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     r = publish(reg_env, "--dry-run", "--json").json()
