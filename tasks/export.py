@@ -44,7 +44,7 @@ from tasks.export_dir import (
 from tasks.serving import normalise, serving_problems
 
 __all__ = ["MANIFEST", "VERSIONS", "ExportError", "ExportItem", "Outcome", "Payload", "export_one",
-           "export_production", "folder_name", "read_payload"]
+           "export_production", "folder_name", "read_payload", "verified_files"]
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,13 @@ class Outcome:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_payload(item: ExportItem, *, normalise_config: bool = False) -> Payload:
-    """The verified, servable files of ``item``: exactly the recorded bytes, or their normalised rewrite.
+def verified_files(item: ExportItem) -> tuple[tuple[tuple[str, bytes], ...], str]:
+    """The config and weights files of ``item`` as the registry recorded them, read once and checked against the
+    recorded content hash: ``(((file name, bytes), ...), sha256)``. Shared by the export and the Hub publish.
 
     Raises:
-        ExportError: the source folder or a file is missing, its content hash differs from the registry's record
-            (naming both hashes), or the config has fields a serving engine cannot apply and ``normalise_config``
-            is off (naming the fields and the ``--normalise`` fix); or normalising it failed.
+        ExportError: the source folder or a file is missing, no hash was recorded, or the content hash differs from
+            the registry's record (naming both hashes).
     """
     source = Path(item.source) if item.source is not None else None
     if source is None:
@@ -113,10 +113,23 @@ def read_payload(item: ExportItem, *, normalise_config: bool = False) -> Payload
     sha = content_sha256(files)
     if item.sha256 is None:
         raise ExportError(f"{source}: the registry recorded no content sha256 for the artifact of {item.name!r}, "
-                          "so it cannot be verified: not exported")
+                          "so it cannot be verified")
     if sha != item.sha256:
         raise ExportError(f"{source}: content sha256 {sha[:12]}… differs from the registry's {item.sha256[:12]}… "
-                          f"(the artifact of {item.name!r} changed since it was recorded: not exported)")
+                          f"(the artifact of {item.name!r} changed since it was recorded)")
+    return files, sha
+
+
+def read_payload(item: ExportItem, *, normalise_config: bool = False) -> Payload:
+    """The verified, servable files of ``item``: exactly the recorded bytes, or their normalised rewrite.
+
+    Raises:
+        ExportError: as :func:`verified_files`; or the config has fields a serving engine cannot apply and
+            ``normalise_config`` is off (naming the fields and the ``--normalise`` fix); or normalising it failed.
+    """
+    files, sha = verified_files(item)
+    source = Path(item.source)
+    cfg = source / CONFIG_NAME
     try:
         config = json.loads(files[0][1])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

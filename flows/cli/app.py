@@ -31,18 +31,19 @@ import click
 from flows.cli.adapters import (
     cmd_check,
     cmd_dashboard,
-    cmd_report,
     cmd_history,
     cmd_init,
     cmd_list,
     cmd_promote,
     cmd_register,
+    cmd_report,
     cmd_rollback,
 )
 from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded
 from flows.cli.demo import cmd_demo
 from flows.cli.edit import cmd_edit
 from flows.cli.export import cmd_export
+from flows.cli.publish import cmd_publish
 from flows.cli.run import cmd_run
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
@@ -299,6 +300,24 @@ def _demo(**kwargs: Any) -> None: ...
               help="Keep the version a switch unlinked until the next switch (for servers reading it right then).")
 @click.option("--dry-run", is_flag=True, help="Verify and say what would change; write nothing.")
 def _export(**kwargs: Any) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------- publish
+@command("publish", cmd_publish, short_help="Upload the production adapter to the Hugging Face Hub, tagged.",
+         help="Upload what ADAPTER serves now (the files the registry recorded, checked against their sha256) with "
+              "spectral_surgery.json and a model card README.md (the decision, policy, sentence, base model, sha256) "
+              "as one new commit of --repo, made on the head just read (a push by someone else meanwhile is refused: "
+              "re-run), and tag it ss-decision-<id>. If that tag already holds these files, nothing is done. The "
+              "token is huggingface_hub's (HF_TOKEN or `hf auth login`), never stored or printed; HF_ENDPOINT "
+              "points at another Hub. Exit code 1 if the Hub refused or failed.")
+@click.argument("adapter", metavar="ADAPTER")
+@click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub model repo.")
+@click.option("--revision", default="main", show_default=True, metavar="BRANCH", help="The branch to commit to.")
+@click.option("--create", is_flag=True, help="Create the repo if it does not exist (create_repo exist_ok).")
+@click.option("--private", is_flag=True, help="With --create: create it private.")
+@click.option("--card/--no-card", default=True, show_default=True, help="Upload a generated README.md model card.")
+@click.option("--dry-run", is_flag=True, help="Verify and print what would be uploaded; send nothing.")
+def _publish(**kwargs: Any) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------ history

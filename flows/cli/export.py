@@ -13,7 +13,9 @@ from pathlib import Path
 from flows.cli.common import console, emit, open_registry, table
 
 
-def _items(entries):
+def items_of(entries):
+    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.export.ExportItem` (also what
+    ``publish`` reads)."""
     from tasks.export import ExportItem
 
     return [ExportItem(e.adapter, Path(e.source_path) if e.source_path else None, e.sha256, {
@@ -37,7 +39,7 @@ def cmd_export(args) -> int:
 
         raise NotFoundError(f"no adapter named {args.adapter!r}")
     out_dir = Path(args.dir).expanduser().absolute()
-    outcomes, manifest_changed = export_production(_items(entries), out_dir, normalise_config=args.normalise,
+    outcomes, manifest_changed = export_production(items_of(entries), out_dir, normalise_config=args.normalise,
                                                    keep_previous=args.keep_previous, dry_run=args.dry_run)
     policy = {e.adapter: e.policy for e in entries}
     rows = [{**asdict(o), "policy": policy[o.name]} for o in outcomes]

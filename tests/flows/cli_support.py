@@ -54,3 +54,16 @@ def assert_error(r: Result, *fragments: str, code: int = 2) -> str:
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
+
+
+def promote(env, artifact, policy: str, key: str):
+    """Record a candidate of ad0's version with ``artifact`` and a decision promoting it; promote it."""
+    from tasks.adapter_io import adapter_content_sha256
+
+    v = env.versions["ad0"]
+    cand = env.reg.add_candidate(v.id, key * 8, policy, 0, artifact_uri=str(artifact),
+                                 artifact_sha256=adapter_content_sha256(artifact))
+    d = env.reg.record_decision(v.id, key * 8, run_id=None, promoted_candidate_id=cand.id,
+                                statistics={"verdict": "promote"}, sentence=f"{policy} wins")
+    env.reg.promote(d)
+    return d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -40,3 +41,27 @@ def make_fleet(fleet_base, tmp_path):
         return dirs, calib
 
     return make
+
+
+@pytest.fixture
+def reg_env(fleet_base, tmp_path):
+    """A registry for the export and publish CLI tests: ad0 with a gate promotion (``env.decision``; promote more
+    with :func:`tests.flows.cli_support.promote`), ad1 unedited (never promoted), ad2 registered without a version."""
+    from registry.repository import Registry
+    from tasks.adapter_io import adapter_content_sha256
+    from tests.flows.cli_support import cli, promote
+
+    src = tmp_path / "src"
+    data = tmp_path / "home"
+    assert cli("init", "--data-dir", data).code == 0
+    dirs = {n: tiny.save_adapter(fleet_base, src / n, seed=i + 1) for i, n in enumerate(("ad0", "ad1", "ad2"))}
+    edited = [tiny.save_adapter(fleet_base, src / f"edit{i}", seed=10 + i) for i in range(2)]
+    for name, d in dirs.items():
+        assert cli("register", name, "--source", d, "--base", fleet_base, "--family", "math",
+                   "--data-dir", data).code == 0
+    reg = Registry.open(None, data)
+    versions = {n: reg.record_version(n, adapter_content_sha256(dirs[n]), "v1", dirs[n])[0] for n in ("ad0", "ad1")}
+    env = SimpleNamespace(data=data, dirs=dirs, edited=edited, versions=versions, base=fleet_base, reg=reg)
+    env.decision = promote(env, edited[0], "smooth_abs", "d0")
+    yield env
+    reg.close()

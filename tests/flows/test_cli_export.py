@@ -5,47 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from types import SimpleNamespace
-
-import pytest
 
 from registry.read import production_set
-from registry.repository import Registry
 from tasks.adapter_io import CONFIG_NAME, adapter_content_sha256
 from tests import tiny
-from tests.flows.cli_support import assert_error, cli
+from tests.flows.cli_support import assert_error, cli, promote
 
 KEY = "k" * 16
-
-
-@pytest.fixture
-def reg_env(fleet_base, tmp_path):
-    """A registry: ad0 with a gate promotion, ad1 unedited (never promoted), ad2 registered without a version."""
-    src = tmp_path / "src"
-    data = tmp_path / "home"
-    assert cli("init", "--data-dir", data).code == 0
-    dirs = {n: tiny.save_adapter(fleet_base, src / n, seed=i + 1) for i, n in enumerate(("ad0", "ad1", "ad2"))}
-    edited = [tiny.save_adapter(fleet_base, src / f"edit{i}", seed=10 + i) for i in range(2)]
-    for name, d in dirs.items():
-        assert cli("register", name, "--source", d, "--base", fleet_base, "--family", "math",
-                   "--data-dir", data).code == 0
-    reg = Registry.open(None, data)
-    versions = {n: reg.record_version(n, adapter_content_sha256(dirs[n]), "v1", dirs[n])[0] for n in ("ad0", "ad1")}
-    env = SimpleNamespace(data=data, dirs=dirs, edited=edited, versions=versions, base=fleet_base, reg=reg)
-    env.decision = promote(env, edited[0], "smooth_abs", "d0")
-    yield env
-    reg.close()
-
-
-def promote(env, artifact, policy: str, key: str):
-    """Record a candidate of ad0's version with ``artifact`` and a decision promoting it; promote it."""
-    v = env.versions["ad0"]
-    cand = env.reg.add_candidate(v.id, key * 8, policy, 0, artifact_uri=str(artifact),
-                                 artifact_sha256=adapter_content_sha256(artifact))
-    d = env.reg.record_decision(v.id, key * 8, run_id=None, promoted_candidate_id=cand.id,
-                                statistics={"verdict": "promote"}, sentence=f"{policy} wins")
-    env.reg.promote(d)
-    return d
 
 
 def export(env, out, *extra):
