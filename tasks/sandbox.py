@@ -45,7 +45,14 @@ from pathlib import Path
 from typing import IO, Literal
 
 from tasks.sandbox_bwrap import ENV, WORKDIR, bwrap_command, missing_tools
-from tasks.sandbox_guard import EXIT_OK, EXIT_SYNTAX, guard_command, guard_limits, runner_source, unshare_prefix
+from tasks.sandbox_guard import (
+    EXIT_OK,
+    EXIT_SYNTAX,
+    guard_command,
+    guard_limits,
+    runner_source,
+    unshare_prefix,
+)
 
 Status = Literal["passed", "failed", "timeout", "error"]
 Backend = Literal["bwrap", "python-guard"]
@@ -208,7 +215,9 @@ def _supervise(cmd: list[str], timeout_s: float, *, bwrap: bool, popen_kw: dict)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.wait()
-            return SandboxResult(False, "timeout", f"killed after {timeout_s:g}s wall clock")
+            tail = _tail(err)
+            return SandboxResult(False, "timeout", f"killed after {timeout_s:g}s wall clock" + (f". {tail}" if tail
+                                                                                               else ""))
         finally:
             _kill_group(proc)  # reap any straggler left in the group
         return _classify(rc, _tail(err), bwrap=bwrap)

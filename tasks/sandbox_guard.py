@@ -142,7 +142,7 @@ def unshare_prefix() -> tuple[str, ...]:
     # As root a plain network namespace works; otherwise an unprivileged user namespace may (-r).
     for prefix in ((exe, "--net"), (exe, "--map-root-user", "--net")):
         try:
-            ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+            ok = subprocess.run([*prefix, "true"], check=False, capture_output=True, timeout=10).returncode == 0
         except (OSError, subprocess.SubprocessError):
             ok = False
         if ok:

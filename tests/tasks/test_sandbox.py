@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tasks import sandbox
-from tasks.sandbox import SandboxUnavailable, bwrap_problem, resolve_backend, run_code, using_backend
+from tasks.sandbox import (
+    SandboxUnavailable,
+    bwrap_problem,
+    resolve_backend,
+    run_code,
+    using_backend,
+)
 from tasks.suites.utils import humaneval_program, load_ss_code
 
 BACKENDS = [
@@ -161,3 +167,23 @@ def test_bwrap_is_the_default(monkeypatch):
     assert resolve_backend() == "bwrap" and sandbox.network_isolation() == "bwrap"
     res = run_code("import os\nassert os.getuid() == 65534 and os.getpid() == 2, (os.getuid(), os.getpid())\n")
     assert res.passed, res.detail
+
+
+def test_code_benchmark_is_refused_before_the_model_loads(no_bwrap, tmp_path):
+    from tasks.evaluate import get_evaluator, runs_generated_code
+
+    assert runs_generated_code("lm_eval") and not runs_generated_code("fake")
+    ev = get_evaluator("lm_eval")
+    with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):  # no such model: it never loads
+        ev.evaluate("no-such/model", {"baseline": None}, "ss_code", limit=1, out_dir=tmp_path)
+
+
+def test_run_config_sandbox_is_validated():
+    from pydantic import ValidationError
+
+    from tasks.run_config import RunConfig
+
+    assert RunConfig().sandbox is None and RunConfig(sandbox="python-guard").sandbox == "python-guard"
+    with pytest.raises(ValidationError, match="bwrap"):
+        RunConfig(sandbox="docker")
+    assert RunConfig(sandbox="python-guard").result_hash() == RunConfig().result_hash()  # where code runs, not what
