@@ -101,16 +101,16 @@ def bwrap_command(runner_fd: int, program_fd: int, *, memory_mb: int, cpu_s: int
             cmd += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             cmd += ["--ro-bind", d, d]
-    made: set[str] = set()
+    mib = 1024 * 1024
+    # the tmpfs first: a Python installation under /tmp (a CI venv) is then bound read-only on top of it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * fsize_mb * mib), "--tmpfs", WORKDIR]
+    made: set[str] = {WORKDIR}
     for f in _ETC_FILES:
         if os.path.exists(f):
             cmd += [*_parents(f, made), "--ro-bind", f, f]
     for d in _python_dirs():
         cmd += [*_parents(d, made), "--ro-bind", d, d]
-    mib = 1024 * 1024
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--size", str(4 * fsize_mb * mib), "--tmpfs", WORKDIR,
-            "--file", str(runner_fd), f"{WORKDIR}/_runner.py", "--file", str(program_fd), f"{WORKDIR}/program.py",
+    cmd += ["--file", str(runner_fd), f"{WORKDIR}/_runner.py", "--file", str(program_fd), f"{WORKDIR}/program.py",
             "--chdir", WORKDIR]
     if root:
         # bubblewrap drops every capability of the child unless told; setpriv needs these two for the drop.
