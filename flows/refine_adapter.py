@@ -21,10 +21,12 @@ from flows import worker
 from tasks.adapter_io import adapter_content_sha256
 from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
+from tasks.evaluate import runs_generated_code
 from tasks.gate import ArmOutcomes, decide, verdict_label, verdict_of
 from tasks.policies import get_policy
 from tasks.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
+from tasks.sandbox import resolve_backend, using_backend
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
@@ -292,8 +294,9 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                          r.value, r.n, seconds)
 
             chosen = {} if docs is None else {"docs": list(range(*docs))}
-            results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=None if docs else limit,
-                                  out_dir=out_dir, on_result=on_result, **chosen)
+            with using_backend(config.sandbox):  # generated code of this evaluation runs in the configured sandbox
+                results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=None if docs else limit,
+                                      out_dir=out_dir, on_result=on_result, **chosen)
             for name, r in results.items():
                 reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
                                    higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
@@ -524,8 +527,10 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
             local = fetch_adapter(adapter.source_uri).local_path
         surgery = config.surgery_for(adapter.config_json)
         arms = plan_arms(config, surgery)
-        cands = make_candidates(config, version, adapter, local, arms)
         spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
+        if spec.executes_code and runs_generated_code(config.evaluator):
+            resolve_backend(config.sandbox)  # before any model work: no usable sandbox refuses it, saying how to fix
+        cands = make_candidates(config, version, adapter, local, arms)
         sequential = None
         if config.sequential.enabled:
             task_eval, sequential = evaluate_sequential(config, version, adapter, local, cands, spec, arms)

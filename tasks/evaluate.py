@@ -104,6 +104,11 @@ def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
     return _EVALUATORS[name](**kwargs)
 
 
+def runs_generated_code(name: str) -> bool:
+    """Whether the evaluator ``name`` executes generated code on code benchmarks (False only for test doubles)."""
+    return bool(getattr(_EVALUATORS.get(name), "runs_generated_code", True))
+
+
 def evaluator_identity(name: str, **kwargs: Any) -> str:
     """The ``key`` the evaluator ``name`` built with ``kwargs`` would have, without building it (no model load).
 
@@ -427,8 +432,12 @@ class LmEvalEvaluator:
         _check_inputs(subjects, limit)
         chosen = _check_docs(docs, limit)
         limit = limit if limit is not None or chosen is not None else spec.default_limit
-        if spec.executes_code and spec.kind == "hub":
-            os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
+        if spec.executes_code:
+            from tasks.sandbox import resolve_backend
+
+            resolve_backend()  # before the model loads: no usable sandbox refuses the benchmark, saying how to fix
+            if spec.kind == "hub":
+                os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
         base = self._base(base_model)
         out: dict[str, EvalResult] = {}
         try:
@@ -505,6 +514,8 @@ class FakeEvaluator:
             name (``"smooth_abs"``) or, more specific and winning over it, by ``"<benchmark>/<subject>"``
             (``"ss_mc/smooth_abs"``), so one fleet can hold adapters whose benchmarks script different outcomes.
     """
+
+    runs_generated_code = False  # scores pseudo-outcomes: a code benchmark needs no sandbox here
 
     def __init__(self, *, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
                  seed: int | None = None) -> None:

@@ -67,6 +67,12 @@ class RunConfig(BaseModel):
     benchmark_profile: Literal["offline", "paper"] | None = Field(
         None, description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
     )
+    sandbox: Literal["bwrap", "python-guard"] | None = Field(
+        None, description="Where generated code of code benchmarks runs: bwrap = bubblewrap's OS boundary (needs "
+        "the bubblewrap package); python-guard = the Python-level guard only, which hostile code can undo (opt-in, "
+        "logged as a warning). None = $SPECTRAL_SURGERY_SANDBOX, else bwrap. Without a working bubblewrap a code "
+        "benchmark is refused unless python-guard is chosen."
+    )
     task_limit: int | None = Field(100, ge=1, description="Documents per task benchmark (same for every candidate).")
     task_limits: dict[str, int] = Field(
         default_factory=dict, description="Per task benchmark, documents instead of task_limit (e.g. {ss_mc: 200}): "

@@ -21,6 +21,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def code_sandbox(monkeypatch):
+    """For tests that run honest generated code (HumanEval's canonical solutions): bubblewrap where it works, else
+    the opted-in python-guard, so they pass on a machine without bubblewrap (the refusal itself is tested in
+    tests/tasks/test_sandbox.py)."""
+    from tasks.sandbox import ENV_SANDBOX, bwrap_problem
+
+    if bwrap_problem() is not None:
+        monkeypatch.setenv(ENV_SANDBOX, "python-guard")
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """Path of a saved tiny Llama model + tokenizer (2 layers, hidden 32)."""

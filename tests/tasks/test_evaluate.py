@@ -104,7 +104,8 @@ def test_bare_base_matches_unwrapped_model(evaluator, tiny_base, mc_run, tmp_pat
     [("ss_arith", "exact_match", "last-number"), ("ss_ifeval", "prompt_level_strict_acc", "none"),
      ("ss_code", "pass@1", "none")],
 )  # fmt: skip
-def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tmp_path, bench, metric, filter_name):
+def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tmp_path, bench, metric, filter_name,
+                           code_sandbox):
     # (not "benchmark": pytest-benchmark owns that fixture name)
     subjects = {"baseline": tiny_adapter, "other": other_adapter}
     res = evaluator.evaluate(str(tiny_base), subjects, bench, limit=LIMIT_GEN, out_dir=tmp_path)

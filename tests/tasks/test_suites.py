@@ -264,7 +264,7 @@ class _OracleLM:
         return Oracle(*a, **k)
 
 
-def test_oracle_scores_perfectly_through_lm_eval(task_manager):
+def test_oracle_scores_perfectly_through_lm_eval(task_manager, code_sandbox):
     from lm_eval import simple_evaluate
 
     from tasks.suites.utils import load_ss_code
