@@ -452,7 +452,8 @@ def check_base_compat(adapter: LoraAdapter, model: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or directory's entry to disk (a directory: after renaming into it), where the OS allows."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -506,8 +507,8 @@ def _fill(tmp: Path, adapter: LoraAdapter, tensors: dict[str, torch.Tensor], man
     _write_weights(tensors, adapter.metadata, tmp / adapter.weights_file.name)
     (tmp / MANIFEST_NAME).write_text(manifest_text, encoding="utf-8")
     for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
+        fsync_path(p)
+    fsync_path(tmp)
 
 
 def write_adapter(
@@ -591,7 +592,7 @@ def write_adapter(
         raise
     finally:
         with contextlib.suppress(OSError):
-            _fsync(out_dir.parent)  # make the renames durable
+            fsync_path(out_dir.parent)  # make the renames durable
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out_dir

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tasks.adapter_io import CONFIG_NAME, PICKLE_NAME, SAFETENSORS_NAME, content_sha256
+from tasks.adapter_io import CONFIG_NAME, PICKLE_NAME, SAFETENSORS_NAME, content_sha256, fsync_path
 
 MANIFEST = "production.json"
 VERSIONS = ".versions"
@@ -46,16 +46,6 @@ def weights_file(source: Path) -> Path:
                       "artifact the registry points at)")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
 def dir_sha(path: Path) -> str | None:
     """Content hash of an exported version folder (``None`` if it is not a complete one)."""
     try:
@@ -82,14 +72,14 @@ def write_version(out_dir: Path, name: str, files: tuple[tuple[str, bytes], ...]
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        _fsync(tmp)
+        fsync_path(tmp)
         if final.exists():  # an incomplete or altered folder of that name: out of the way first
             _retire(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync(versions)
+    fsync_path(versions)
     return final
 
 
@@ -111,7 +101,7 @@ def switch_link(out_dir: Path, name: str, version_dir: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync(out_dir)
+    fsync_path(out_dir)
 
 
 def _retire(path: Path) -> None:
@@ -173,7 +163,7 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> bool:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync(path.parent)
+    fsync_path(path.parent)
     return True
 
 
