@@ -108,6 +108,7 @@ class ReviewStore(Store):
                             requested_at=now, expires_at=now + window)
             s.add(review)
             s.flush()
+            review.adapter  # noqa: B018  (loaded now: the review is handed out detached)
             for r in older:
                 r.state, r.decided_by, r.decided_at = "superseded", actor, now
                 r.reason = f"superseded by review {review.id} (decision {d.id}, newer evidence)"

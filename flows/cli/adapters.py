@@ -1,5 +1,8 @@
 """Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
 
+Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews`) is also
+announced as a Prefect event (:mod:`flows.events`) once the registry has recorded it.
+
 (``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
 :class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
@@ -189,14 +192,24 @@ def cmd_history(args) -> int:
     return emit(args, payload, render)
 
 
-def _print_event(args, reg, event, title: str) -> int:
-    from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
-
+def event_payload(reg, event) -> tuple[dict, str, str]:
+    """``(payload, from label, to label)`` of a recorded pointer move, as ``promote``/``rollback``/``approve`` print it."""
     name = reg.get_version(event.to_version_id).adapter.name
     cache: dict[int, str] = {}
     payload = {"changed": True, "event": event_dict(event, name), "production": production_dict(reg, name)}
     frm = state_label(reg, event.from_version_id, event.from_candidate_id, cache)
     to = state_label(reg, event.to_version_id, event.to_candidate_id, cache)
+    return payload, frm, to
+
+
+def _print_event(args, reg, event, title: str) -> int:
+    from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
+
+    from flows.events import announce_move
+
+    announce_move(reg, event)  # the Prefect event of the move (never fails it)
+    payload, frm, to = event_payload(reg, event)
+    name = payload["event"]["adapter"]
     reg.close()
     return emit(args, payload, lambda: console().print(
         f"[green]{title}[/] {name}: {frm} → [bold]{to}[/] (event #{event.id} by {escape(event.actor)}: "
