@@ -145,8 +145,8 @@ class Progress:
                 verdict = (f"[yellow]awaiting review[/] of [bold]{policy}[/] (review {review.id}, until "
                            f"{review.expires_at.isoformat(timespec='minutes')}: `spectral-surgery approve {review.id}`)")
             else:
-                why = "dry run" if review is None else f"review {review.id} {review.state}"
-                verdict = f"[green]would promote[/] [bold]{policy}[/] (not moved: {why})"
+                why = "dry run: not moved" if review is None else f"not moved: review {review.id} {review.state}"
+                verdict = f"[green]would promote[/] [bold]{policy}[/] ({why})"
         elif kind == "hold":
             verdict = f"[yellow]{verdict_label(kind, stats.get('n_needed'))}[/]"
         else:

@@ -19,10 +19,8 @@ from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (the
 from flows import worker
 from flows.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
 from flows.refine_fleet import run_nightly
-from flows.cli.common import verdict_cell
-from flows.cli.run import _served
 from tests.flows.cli_support import assert_error, cli
-from tests.flows.test_nightly import _config, _register
+from tests.flows.test_nightly import WINNER, _config, _register
 
 REPO = Path(__file__).resolve().parents[2]
 AUTOMATION = REPO / "deployments" / "automations" / "notify-on-promotion.yaml"
@@ -52,6 +50,7 @@ def _data_args(cfg) -> list[str]:
     return ["--data-dir", str(cfg.data_dir)]
 
 
+@pytest.mark.slow  # two nightly runs through Prefect
 def test_the_gates_promotion_a_manual_override_and_a_rollback_each_emit_one_event(prefect_harness, captured,
                                                                                   make_fleet, fleet_base, tmp_path):
     dirs, calib = make_fleet(1)
@@ -103,31 +102,36 @@ def test_the_gates_promotion_a_manual_override_and_a_rollback_each_emit_one_even
                     "path": rolled["to"]["path"], "actor": "bob", "reason": "regression reported"}
 
 
+@pytest.mark.slow  # a nightly run through Prefect, from the command line
 def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness, captured, make_fleet, fleet_base,
                                                                 tmp_path):
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib, promote="review", review_window="36h")
     reg = _register(cfg, dirs, fleet_base, ("math",))
-    out = run_nightly(cfg)
-    (res,) = out["results"]
-    assert res["verdict"] == "promote" and res["promoted"] is None
-    review = res["review"]
-    assert (review["state"], review["candidate"]) == ("pending", "smooth_abs")
-    assert reg.production("ad0").implicit and reg.history("ad0") == []  # the pointer did not move
+    config = tmp_path / "run.yaml"  # `run --review` on top of a file with the window
+    config.write_text("surgery:\n  calib:\n    n_samples: 4\n    batch_size: 4\nevaluator_options:\n  n_docs: 60\n"
+                      "review_window: 36h\n")
+    ran = cli("run", "--config", config, "--evaluator", "fake", "--evaluator-option", f"rates={json.dumps(WINNER)}",
+              "--task-limit", 60, "--guard-limit", 60, "--calib", calib, "--review", *_data_args(cfg))
+    assert ran.code == 0, ran.err
+    (r,) = reg.list_reviews()
+    assert "review window 1 day, 12:00:00" in ran.err
+    assert f"✓ ad0 awaiting review of smooth_abs (review {r.id}, until" in ran.err  # apart from "promoted"
+    row = next(line for line in ran.out.splitlines() if " ad0 " in line)
+    assert "PROMOTE smooth_abs awaiting review" in row and f"unchanged (awaiting review {r.id} of smooth_abs" in row
+    assert (r.state, r.requested_by) == ("pending", "nightly") and r.expires_at - r.requested_at == timedelta(hours=36)
+    decision = reg.get_decision_by_id(r.decision_id)
+    assert decision.promoted and reg.production("ad0").implicit and reg.history("ad0") == []  # nothing moved
     (requested,) = captured()
     assert requested.event == "spectral-surgery.review-requested"
-    assert requested.payload["review_id"] == review["id"] and requested.payload["candidate"]["policy"] == "smooth_abs"
-    r = reg.get_review(review["id"])
-    assert r.expires_at - r.requested_at == timedelta(hours=36)
-    assert f"awaiting review {r.id} of smooth_abs until" in _served(res)  # `run`'s summary: apart from promoted
-    assert "awaiting review" in verdict_cell(res) and "PROMOTE" in verdict_cell(res)
+    assert requested.payload["review_id"] == r.id and requested.payload["candidate"]["policy"] == "smooth_abs"
+    review = {"id": r.id}
 
     listed = cli("reviews", "--json", *_data_args(cfg)).json()
     assert [(x["id"], x["adapter"], x["state"], x["policy"]) for x in listed] == [(review["id"], "ad0", "pending",
                                                                                    "smooth_abs")]
     r = cli("approve", review["id"], "--reason", "samples look right", "--actor", "alice", "--json", *_data_args(cfg))
     body = r.json()
-    decision = reg.get_decision_by_id(res["decision_id"])
     assert reg.production("ad0").candidate_id == decision.promoted_candidate_id
     (event,) = reg.history("ad0")
     assert (event.kind, event.actor, event.reason, event.decision_id) == ("approval", "alice", "samples look right",
@@ -145,6 +149,7 @@ def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness,
     assert cli("reviews", "--json", *_data_args(cfg)).json() == []
 
 
+@pytest.mark.slow  # two nightly runs through Prefect
 def test_an_unapproved_review_expires_at_the_next_run_recorded_and_refused(prefect_harness, captured, make_fleet,
                                                                            fleet_base, tmp_path, monkeypatch):
     import registry.reviews
