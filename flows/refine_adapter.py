@@ -518,6 +518,9 @@ def _artifacts(adapter_name: str, result: dict) -> None:
     key = _artifact_key(adapter_name)
     stats = result.get("statistics", {})
     label = result.get("verdict_label") or verdict_label(verdict_of(stats, bool(stats.get("promoted"))))
+    review = result.get("review")
+    if review and review["state"] == "pending":  # promote: review — passed, not in production yet
+        label += f" (awaiting review {review['id']} until {review['expires_at']})"
     create_table_artifact(key=key, table=candidate_rows(stats),
                           description=f"{adapter_name}: {label.upper()} — {result.get('sentence', '')}")
     markdown = decision_markdown(adapter_name, stats, result.get("sentence", ""), promoted=result.get("promoted"))

@@ -132,6 +132,7 @@ def cmd_check(args) -> int:
 def cmd_list(args) -> int:
     reg = open_registry(args)
     rows = []
+    waiting = {r.adapter_id: r for r in reversed(reg.list_reviews(state="pending"))}  # promote: review
     for a in reg.list_adapters():
         versions = reg.list_versions(a.name)
         latest = versions[0] if versions else None
@@ -140,7 +141,10 @@ def cmd_list(args) -> int:
                          "id": latest.id, "content_sha256": latest.content_sha256,
                          "resolved_revision": latest.resolved_revision,
                          "last_seen_at": latest.last_seen_at.isoformat()},
-                     "production": production_dict(reg, a.name)})
+                     "production": production_dict(reg, a.name),
+                     "awaiting_review": None if a.id not in waiting else {
+                         "id": waiting[a.id].id, "decision_id": waiting[a.id].decision_id,
+                         "expires_at": waiting[a.id].expires_at.isoformat()}})
     reg.close()
 
     def render() -> None:
@@ -154,7 +158,9 @@ def cmd_list(args) -> int:
               ("—" if r["latest_version"] is None else
                f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}")
               + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
-              production_label(r["production"])] for r in rows], narrow=("adapter", "family", "enabled")))
+              production_label(r["production"]) + (
+                  f"\nawaiting review {r['awaiting_review']['id']} until {r['awaiting_review']['expires_at'][:16]}"
+                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled")))
 
     return emit(args, rows, render)
 

@@ -127,6 +127,9 @@ def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness,
     assert requested.payload["review_id"] == r.id and requested.payload["candidate"]["policy"] == "smooth_abs"
     review = {"id": r.id}
 
+    (ad0,) = cli("list", "--json", *_data_args(cfg)).json()
+    assert ad0["awaiting_review"]["id"] == r.id and ad0["production"]["implicit"]
+    assert f"awaiting review {r.id} until" in cli("list", *_data_args(cfg)).out
     listed = cli("reviews", "--json", *_data_args(cfg)).json()
     assert [(x["id"], x["adapter"], x["state"], x["policy"]) for x in listed] == [(review["id"], "ad0", "pending",
                                                                                    "smooth_abs")]
@@ -147,6 +150,7 @@ def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness,
     assert_error(cli("approve", review["id"], "--reason", "again", *_data_args(cfg)), "already approved by alice")
     assert_error(cli("approve", 999, "--reason", "x", *_data_args(cfg)), "no review with id 999", code=3)
     assert cli("reviews", "--json", *_data_args(cfg)).json() == []
+    assert cli("list", "--json", *_data_args(cfg)).json()[0]["awaiting_review"] is None
 
 
 @pytest.mark.slow  # two nightly runs through Prefect
