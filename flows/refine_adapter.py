@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import worker
+from flows import events, worker
 from tasks.adapter_io import adapter_content_sha256
 from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
@@ -460,17 +460,43 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
-    promoted = False
-    if row.promoted and config.promote:
-        reg.promote(row, actor=config.actor)
+    promoted, review = False, None
+    if row.promoted and config.moves:
+        event, created = reg.promote_decision(row, actor=config.actor)
+        if created:  # a repeat (a retried task, a racing run) announces nothing twice
+            events.announce_move(reg, event)
         promoted = True
+    elif row.promoted and config.promote == "review":
+        review = request_review(reg, row, config)
     recorded = row.statistics_json or {}
     verdict = verdict_of(recorded, bool(row.promoted))
     n_needed = recorded.get("n_needed") if verdict == "hold" else None
-    return {"decision_id": row.id, "promoted": decision.promoted if promoted else None,
+    return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
             "verdict": verdict, "n_needed": n_needed,
             "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
             "sentence": row.sentence, "statistics": recorded}
+
+
+def request_review(reg, decision, config: RunConfig) -> dict | None:
+    """``promote: review``: the passing decision waits for approval instead of moving production.
+
+    Returns the review as the run's result shows it (``None`` if the decision is already in production: its
+    version was promoted under another setting). Announces the request and whatever it superseded or found expired.
+    """
+    from registry.validation import RegistryError
+
+    try:
+        req = reg.request_review(decision, window=config.review_window, actor=config.actor)
+    except RegistryError as e:  # already in production: nothing to wait for
+        _logger().info("decision %d not put up for review: %s", decision.id, e)
+        return None
+    if req.created:
+        for old in [*req.expired, *req.superseded]:
+            events.announce_review(reg, old)
+        events.announce_review(reg, req.review)
+    r = req.review
+    return {"id": r.id, "state": r.state, "expires_at": r.expires_at.isoformat(timespec="seconds"),
+            "candidate": decision.statistics_json.get("promoted") if decision.statistics_json else None}
 
 
 def _json_safe(obj):
@@ -495,6 +521,9 @@ def _artifacts(adapter_name: str, result: dict) -> None:
     key = _artifact_key(adapter_name)
     stats = result.get("statistics", {})
     label = result.get("verdict_label") or verdict_label(verdict_of(stats, bool(stats.get("promoted"))))
+    review = result.get("review")
+    if review and review["state"] == "pending":  # promote: review — passed, not in production yet
+        label += f" (awaiting review {review['id']} until {review['expires_at']})"
     create_table_artifact(key=key, table=candidate_rows(stats),
                           description=f"{adapter_name}: {label.upper()} — {result.get('sentence', '')}")
     markdown = decision_markdown(adapter_name, stats, result.get("sentence", ""), promoted=result.get("promoted"))

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import worker
+from flows import events, worker
 from registry.db import DB_ENV
 from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
@@ -99,6 +99,10 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     for dead in reg.reap_stale():  # runs killed outright: their rows said "running" forever
         log.warning("run %d was left running by a process that died; marked crashed (%s); its unfinished "
                     "versions are refined again", dead.id, dead.crash_reason)
+    for lapsed in reg.expire_reviews():  # reviews nobody approved in their window: recorded, announced
+        log.info("review %d of %s expired unapproved (window ended %s)", lapsed.id, lapsed.adapter.name,
+                 lapsed.expires_at.isoformat(timespec="seconds"))
+        events.announce_review(reg, lapsed)
     run = reg.start_run(flow_run.id or str(uuid.uuid4()), config.model_dump(mode="json"), config.result_hash())
     try:
         with heartbeat(reg, run.id):
@@ -127,7 +131,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     summary = {"run_id": run.id, "refined": refined, "failed": len(failed), "skipped": len(skipped),
                "results": results}
     rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
-             "promoted": r.get("promoted"), "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
+             "promoted": r.get("promoted"), "awaiting_review": (r.get("review") or {}).get("id"),
+             "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
             for r in results]
     if rows:
         create_table_artifact(key="nightly-refinement", table=rows,
@@ -136,6 +141,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
         [f"## Nightly refinement run {run.id}", "", f"{refined} adapter version(s) refined, {len(failed)} failed, "
          f"{len(skipped)} skipped (being refined by another live run).",
          ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
+               + (f"awaiting review {r['review']['id']} until {r['review']['expires_at']} — " if r.get("review")
+                  else "")
                + f"{r.get('sentence') or r.get('error') or r.get('reason') or r['status']}" for r in results]))
     return summary
 

@@ -2,7 +2,8 @@
 
 What exists (``Adapter``, ``AdapterVersion``), what a nightly run did (``RefinementRun``, ``AdapterRun``), the
 evidence it produced (``Candidate``, ``Evaluation``, ``GuardResult``, ``Decision``) and what is in production
-(``ProductionPointer``, with ``PromotionEvent`` as its append-only history).
+(``ProductionPointer``, with ``PromotionEvent`` as its append-only history, and ``Review`` for decisions waiting
+for a person's approval).
 
 Every natural key is a named unique constraint: the repository's writes are get-or-create on these keys, so a
 re-run or two racing processes can never duplicate a row. The schema is created by the Alembic migrations in
@@ -44,7 +45,8 @@ NAMING_CONVENTION = {
 RUN_STATUSES = ("running", "completed", "failed", "crashed")
 ADAPTER_RUN_STATUSES = ("pending", "running", "completed", "failed")
 EVALUATION_KINDS = ("task", "guard")
-EVENT_KINDS = ("promotion", "manual_override", "rollback")
+EVENT_KINDS = ("promotion", "manual_override", "rollback", "approval")
+REVIEW_STATES = ("pending", "approved", "expired", "superseded")
 BASELINE = "baseline"
 
 
@@ -296,7 +298,8 @@ class ProductionPointer(Base):
 class PromotionEvent(Base):
     """One move of a production pointer (append-only: never updated, never deleted).
 
-    ``decision_id`` is unique, so a decision can promote at most once; ``reverts_event_id`` is unique, so an event
+    ``decision_id`` is unique, so a decision can promote at most once (by the gate, ``promotion``, or by a person's
+    approval of its review, ``approval``); ``reverts_event_id`` is unique, so an event
     can be rolled back at most once. Both allow any number of NULLs.
     """
 
@@ -305,7 +308,7 @@ class PromotionEvent(Base):
         UniqueConstraint("decision_id", name="uq_promotion_events_decision"),
         UniqueConstraint("reverts_event_id", name="uq_promotion_events_reverts"),
         CheckConstraint(_in("kind", EVENT_KINDS), name="ck_promotion_events_kind"),
-        CheckConstraint("decision_id IS NULL OR kind = 'promotion'", name="ck_promotion_events_decision"),
+        CheckConstraint("decision_id IS NULL OR kind IN ('promotion', 'approval')", name="ck_promotion_events_decision"),
         CheckConstraint("(kind = 'rollback') = (reverts_event_id IS NOT NULL)", name="ck_promotion_events_reverts"),
         Index("ix_promotion_events_adapter", "adapter_id", "id"),
     )
@@ -327,6 +330,41 @@ class PromotionEvent(Base):
     def __repr__(self) -> str:
         return (f"PromotionEvent(id={self.id}, kind={self.kind!r}, adapter_id={self.adapter_id}, "
                 f"{self.from_version_id}/{self.from_candidate_id} -> {self.to_version_id}/{self.to_candidate_id})")
+
+
+class Review(Base):
+    """A passing decision waiting for a person's approval (``promote: review``) instead of moving production.
+
+    ``pending`` until approved (the pointer moves: ``promotion_event_id``), expired (``expires_at`` passed
+    first) or superseded (a newer decision of the same adapter asked for review: ``superseded_by_id``); who
+    decided, when and why are kept. One review per decision (``unique(decision_id)``).
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("decision_id", name="uq_reviews_decision"),
+        CheckConstraint(_in("state", REVIEW_STATES), name="ck_reviews_state"),
+        Index("ix_reviews_adapter_state", "adapter_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"))
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_by: Mapped[str] = mapped_column(String(200))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(200), doc="Who approved; 'expiry' or the superseder.")
+    decided_at: Mapped[datetime | None] = mapped_column(doc="When it left pending.")
+    reason: Mapped[str | None] = mapped_column(Text, doc="The approver's reason, or why it expired/was superseded.")
+    promotion_event_id: Mapped[int | None] = mapped_column(ForeignKey("promotion_events.id"))
+    superseded_by_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"))
+
+    # Joined so that a review handed out detached still knows its adapter's name.
+    adapter: Mapped[Adapter] = relationship(lazy="joined", innerjoin=True)
+
+    def __repr__(self) -> str:
+        return f"Review(id={self.id}, decision_id={self.decision_id}, state={self.state!r})"
 
 
 class AppendOnlyError(RuntimeError):

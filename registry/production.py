@@ -38,6 +38,11 @@ class ProductionStore(Store):
         Raises:
             RegistryError: if the decision promoted no candidate.
         """
+        return self.promote_decision(decision, actor=actor)[0]
+
+    def promote_decision(self, decision: Decision | int, *, actor: str = "gate") -> tuple[PromotionEvent, bool]:
+        """:meth:`promote`, also saying whether this call moved the pointer (``False``: a repeat, or the event of
+        a racing process), so that a caller announces each move once."""
         decision_id = decision.id if isinstance(decision, Decision) else int(decision)
         check.text(actor, "actor", max_len=200)
         try:
@@ -50,18 +55,18 @@ class ProductionStore(Store):
                 # Checked after taking the lock: a racing promoter of this decision has committed by now.
                 existing = self._event_of_decision(s, d.id)
                 if existing is not None:
-                    return existing
+                    return existing, False
                 return prom.move_pointer(
                     s, version.adapter_id, d.adapter_version_id, d.promoted_candidate_id, kind="promotion",
                     actor=actor, reason=d.sentence, evidence=d.statistics_json, decision_id=d.id,
-                )
+                ), True
         except IntegrityError:
             # Lost a race for the pointer row or the unique decision_id: the winner's event is the answer.
             with self._read() as s:
                 existing = self._event_of_decision(s, decision_id)
             if existing is None:
                 raise
-            return existing
+            return existing, False
 
     def manual_promote(
         self,

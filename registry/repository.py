@@ -24,19 +24,21 @@ from registry.fleet import AdapterStore
 from registry.migrations import init_db
 from registry.production import ProductionStore
 from registry.promotion import ProductionState
+from registry.reviews import ReviewRequest, ReviewStore
 from registry.runs import RunStore
 from registry.validation import NotFoundError, RegistryError
 
-__all__ = ["NotFoundError", "ProductionState", "Registry", "RegistryError"]
+__all__ = ["NotFoundError", "ProductionState", "Registry", "RegistryError", "ReviewRequest"]
 
 # --------------------------------------------------------------------------------------------- registry
 
-class Registry(AdapterStore, RunStore, EvidenceStore, ProductionStore):
+class Registry(AdapterStore, RunStore, EvidenceStore, ProductionStore, ReviewStore):
     """Read/write access to the adapter registry on one engine (SQLite or PostgreSQL).
 
     One class for callers, one module per thing it manages: :mod:`registry.fleet` (adapters and versions),
     :mod:`registry.runs` (refinement runs), :mod:`registry.evidence` (candidates, evaluations, guard results,
-    decisions) and :mod:`registry.production` (promotion, overrides, rollback, history), on the shared plumbing of
+    decisions) and :mod:`registry.production` (promotion, overrides, rollback, history) and :mod:`registry.reviews` (review windows:
+    decisions waiting for approval), on the shared plumbing of
     :mod:`registry.store`; the dashboard's fleet-wide reads are :mod:`registry.read`.
 
     Args:

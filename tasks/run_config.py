@@ -19,6 +19,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,10 @@ from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
 from tasks.sequential import SequentialConfig
 from tasks.secrets import redact_url
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class LadderConfig(BaseModel):
@@ -86,7 +92,13 @@ class RunConfig(BaseModel):
     concurrency: int = Field(1, ge=1, le=256, description="Adapters refined at once (1 on a CPU machine).")
     task_runner: Literal["thread", "dask"] = Field("thread", description="Prefect task runner for the fan-out.")
     dask_address: str | None = Field(None, description="Scheduler address of an existing Dask cluster.")
-    promote: bool = Field(True, description="Move production pointers (False = dry run: decide, do not promote).")
+    promote: bool | Literal["review"] = Field(
+        True, description="Move production pointers: true (the gate promotes), false (dry run: decide, do not "
+        "promote) or review (a passing decision waits for `spectral-surgery approve REVIEW_ID` for review_window, "
+        "then expires).")
+    review_window: timedelta = Field(
+        timedelta(hours=24), description="How long a decision under promote: review waits for approval: hours as a "
+        "number or with a unit (36, '36h', '90m', '2d'), or an ISO 8601 duration ('PT36H').")
     device: str = Field("cpu", description="Torch device for calibration and evaluation.")
     actor: str = Field("nightly", description="Name recorded in the audit history for automatic promotions.")
 
@@ -95,6 +107,30 @@ class RunConfig(BaseModel):
     def _expand(cls, v):
         # a string, so that JSON-mode validation (a config sent to another process) accepts it too
         return str(Path(v).expanduser() if v is not None else default_data_dir())
+
+    @field_validator("review_window", mode="before")
+    @classmethod
+    def _window(cls, v):
+        # hours by default: "review_window: 36" in a YAML file means a day and a half, not 36 seconds
+        if isinstance(v, bool):
+            raise ValueError(f"review_window must be a duration such as 24, '36h', '90m' or '2d', got {v!r}")
+        if isinstance(v, (int, float)):
+            return timedelta(hours=v)
+        if isinstance(v, str) and (m := _DURATION.fullmatch(v.strip())):
+            return timedelta(**{_UNITS[m.group(2) or "h"]: float(m.group(1))})
+        return v
+
+    @field_validator("review_window")
+    @classmethod
+    def _positive_window(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError(f"review_window must be positive (e.g. 24 for a day), got {v}")
+        return v
+
+    @property
+    def moves(self) -> bool:
+        """Whether the gate's promotions move production pointers at once (``promote: true``)."""
+        return self.promote is True
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":

@@ -1,5 +1,8 @@
 """Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
 
+Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews`) is also
+announced as a Prefect event (:mod:`flows.events`) once the registry has recorded it.
+
 (``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
 :class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
@@ -136,6 +139,7 @@ def cmd_check(args) -> int:
 def cmd_list(args) -> int:
     reg = open_registry(args)
     rows = []
+    waiting = {r.adapter_id: r for r in reversed(reg.list_reviews(state="pending"))}  # promote: review
     for a in reg.list_adapters():
         versions = reg.list_versions(a.name)
         latest = versions[0] if versions else None
@@ -144,7 +148,10 @@ def cmd_list(args) -> int:
                          "id": latest.id, "content_sha256": latest.content_sha256,
                          "resolved_revision": latest.resolved_revision,
                          "last_seen_at": latest.last_seen_at.isoformat()},
-                     "production": production_dict(reg, a.name)})
+                     "production": production_dict(reg, a.name),
+                     "awaiting_review": None if a.id not in waiting else {
+                         "id": waiting[a.id].id, "decision_id": waiting[a.id].decision_id,
+                         "expires_at": waiting[a.id].expires_at.isoformat()}})
     reg.close()
 
     def render() -> None:
@@ -158,7 +165,9 @@ def cmd_list(args) -> int:
               ("—" if r["latest_version"] is None else
                f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}")
               + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
-              production_label(r["production"])] for r in rows], narrow=("adapter", "family", "enabled")))
+              production_label(r["production"]) + (
+                  f"\nawaiting review {r['awaiting_review']['id']} until {r['awaiting_review']['expires_at'][:16]}"
+                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled")))
 
     return emit(args, rows, render)
 
@@ -196,14 +205,24 @@ def cmd_history(args) -> int:
     return emit(args, payload, render)
 
 
-def _print_event(args, reg, event, title: str) -> int:
-    from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
-
+def event_payload(reg, event) -> tuple[dict, str, str]:
+    """``(payload, from label, to label)`` of a recorded pointer move, as ``promote``/``rollback``/``approve`` print it."""
     name = reg.get_version(event.to_version_id).adapter.name
     cache: dict[int, str] = {}
     payload = {"changed": True, "event": event_dict(event, name), "production": production_dict(reg, name)}
     frm = state_label(reg, event.from_version_id, event.from_candidate_id, cache)
     to = state_label(reg, event.to_version_id, event.to_candidate_id, cache)
+    return payload, frm, to
+
+
+def _print_event(args, reg, event, title: str) -> int:
+    from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
+
+    from flows.events import announce_move
+
+    announce_move(reg, event)  # the Prefect event of the move (never fails it)
+    payload, frm, to = event_payload(reg, event)
+    name = payload["event"]["adapter"]
     reg.close()
     return emit(args, payload, lambda: console().print(
         f"[green]{title}[/] {name}: {frm} → [bold]{to}[/] (event #{event.id} by {escape(event.actor)}: "

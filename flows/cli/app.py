@@ -44,6 +44,7 @@ from flows.cli.demo import cmd_demo
 from flows.cli.edit import cmd_edit
 from flows.cli.export import cmd_export
 from flows.cli.publish import cmd_publish
+from flows.cli.reviews import cmd_approve, cmd_reviews
 from flows.cli.run import cmd_run
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
@@ -258,6 +259,9 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
 @click.option("--dry-run", is_flag=True,
               help="Decide and record, but move no production pointer (promote by hand afterwards).")
+@click.option("--review", is_flag=True,
+              help="promote: review — a passing decision waits for `spectral-surgery approve REVIEW_ID` (for the "
+                   "config's review_window, default 24 h) instead of moving production.")
 def _run(**kwargs: Any) -> None: ...
 
 
@@ -343,6 +347,25 @@ def _promote(**kwargs: Any) -> None: ...
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
 def _rollback(**kwargs: Any) -> None: ...
+
+
+@command("reviews", cmd_reviews, short_help="Decisions waiting for approval (promote: review).",
+         help="List the reviews waiting for approval with their candidate and expiry (--all: every review, with "
+              "who approved it or when it expired or was superseded). Reviews past their window are marked "
+              "expired first.")
+@click.option("--all", "all", is_flag=True, help="Every review, not only the pending ones.")
+@click.option("--adapter", default=None, metavar="NAME", help="Only this adapter's reviews.")
+def _reviews(**kwargs: Any) -> None: ...
+
+
+@command("approve", cmd_approve, short_help="Approve a review: its candidate goes into production (audited).",
+         help="Approve a pending review (see `spectral-surgery reviews`): its decision's candidate goes into "
+              "production through the same verified move as a promotion, recorded as an approval with who and "
+              "why. An expired, superseded or already approved review is refused (exit 2), an unknown one exit 3.")
+@click.argument("review", metavar="REVIEW_ID", type=int)
+@click.option("--reason", required=True, help="Why (required; recorded in the history).")
+@click.option("--actor", default=None, help="Who (default $USER).")
+def _approve(**kwargs: Any) -> None: ...
 
 
 @command("report", cmd_report, short_help="What wins, for which adapters: per task family × edit.",

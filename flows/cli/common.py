@@ -179,6 +179,10 @@ def verdict_cell(r: dict) -> str:
         return "—"
     need = f" (needs ~{r['n_needed']:,} docs)" if v == "hold" and r.get("n_needed") else ""
     what = f" {r['promoted']}" if v == "promote" and r.get("promoted") else ""
+    review = r.get("review") if v == "promote" else None
+    if review:
+        what = f" {review['candidate']} " + ("[yellow]awaiting review[/]" if review["state"] == "pending"
+                                             else f"(review {review['state']})")
     return f"[{_VERDICT_STYLE[v]}]{v.upper()}[/]{what}{need}"
 
 

@@ -47,8 +47,12 @@ def run_config_from_args(args: argparse.Namespace):
         data["task_runner"] = "dask"
     if args.evaluator_option:
         data["evaluator_options"] = {**data.get("evaluator_options", {}), **parse_sets(args.evaluator_option)}
+    if args.dry_run and getattr(args, "review", False):
+        raise ValueError("--dry-run and --review exclude each other: give one")
     if args.dry_run:
         data["promote"] = False
+    if getattr(args, "review", False):
+        data["promote"] = "review"
     if args.no_guard:
         data["guard"] = False
     surgery = data.setdefault("surgery", {})
@@ -72,8 +76,9 @@ def run_config_from_args(args: argparse.Namespace):
 class Progress:
     """Prints one line per adapter run of the current refinement run as it finishes (polls the registry)."""
 
-    def __init__(self, reg, console, *, moves: bool = True) -> None:
-        self.reg, self.console, self.moves = reg, console, moves  # moves=False: a dry run, no pointer moves
+    def __init__(self, reg, console, *, moves: bool | str = True) -> None:
+        # moves: RunConfig.promote (True: the gate moves pointers; False: a dry run; "review": they wait for approval)
+        self.reg, self.console, self.moves = reg, console, moves
         self.before = self._max_run_id()
         self.run_id: int | None = None
         self.seen: set[int] = set()
@@ -133,8 +138,15 @@ class Progress:
         kind = verdict_of(stats, d.promoted)
         if kind == "promote":  # the gate's verdict; the pointer moved only if this run promotes
             policy = self.reg.get_candidate(d.promoted_candidate_id).policy
-            verdict = (f"[green]promoted[/] [bold]{policy}[/]" if self.moves
-                       else f"[green]would promote[/] [bold]{policy}[/] (dry run: not moved)")
+            review = self.reg.review_of_decision(d.id) if self.moves == "review" else None
+            if self.moves is True:
+                verdict = f"[green]promoted[/] [bold]{policy}[/]"
+            elif review is not None and review.state == "pending":
+                verdict = (f"[yellow]awaiting review[/] of [bold]{policy}[/] (review {review.id}, until "
+                           f"{review.expires_at.isoformat(timespec='minutes')}: `spectral-surgery approve {review.id}`)")
+            else:
+                why = "dry run: not moved" if review is None else f"not moved: review {review.id} {review.state}"
+                verdict = f"[green]would promote[/] [bold]{policy}[/] ({why})"
         elif kind == "hold":
             verdict = f"[yellow]{verdict_label(kind, stats.get('n_needed'))}[/]"
         else:
@@ -159,6 +171,11 @@ def _served(r: dict) -> str:
         return "(already done)"
     if r.get("promoted"):
         return r["promoted"]
+    review = r.get("review")
+    if review and review["state"] == "pending":
+        return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
+    if review:
+        return f"unchanged (review {review['id']} {review['state']})"
     stats = r.get("statistics") or {}
     return f"{stats['promoted']} (not moved: dry run)" if stats.get("promoted") else "unchanged"
 
@@ -195,7 +212,9 @@ def cmd_run(args) -> int:
     enabled = reg.list_adapters(enabled_only=True)
     err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
               f"{config.task_runner} task runner × {config.concurrency}"
-              + (", [yellow]dry run[/] (no promotion)" if not config.promote else ""))
+              + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
+              + (f", [yellow]review window[/] {config.review_window} (passing decisions wait for `spectral-surgery "
+                 "approve`)" if config.promote == "review" else ""))
     with Progress(reg, err, moves=config.promote):
         summary = run_nightly(config)
     failed = summary["failed"]

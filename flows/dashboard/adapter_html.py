@@ -190,7 +190,7 @@ def _sensitivity(a: dict) -> str:
 def _events(a: dict) -> str:
     if not a["events"]:
         return '<p class="muted">No promotion, override or rollback yet: production is the unedited version.</p>'
-    cls = {"promotion": "b-ok", "manual_override": "b-warn", "rollback": "b-bad"}
+    cls = {"promotion": "b-ok", "approval": "b-ok", "manual_override": "b-warn", "rollback": "b-bad"}
     rows = "".join(f'<tr><td>{e(v["at"])}</td><td><span class="badge {cls.get(v["kind"], "b-mut")}">'
                    f'{e(v["kind"].replace("_", " "))}</span></td><td>{e(v["actor"])}</td><td>{e(v["from"])} → '
                    f'<b>{e(v["to"])}</b></td><td title="{e(v["reason"])}">{e(_short(v["reason"], 160))}</td></tr>'

@@ -501,7 +501,7 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
     summary = {
         "adapters": len(adapters), "enabled": sum(1 for v in adapters if v["enabled"]),
         "edited_in_production": sum(1 for v in adapters if v["production"] and v["production"]["candidate_id"]),
-        "promotions": sum(1 for e in rows["events"] if e.kind == "promotion"),
+        "promotions": sum(1 for e in rows["events"] if e.kind in ("promotion", "approval")),  # approved: reviewed
         "overrides": sum(1 for e in rows["events"] if e.kind == "manual_override"),
         "rollbacks": sum(1 for e in rows["events"] if e.kind == "rollback"),
         "failing": sum(1 for v in adapters

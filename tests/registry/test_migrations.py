@@ -10,16 +10,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from registry import migrations
 from registry.db import make_engine
 from registry.migrations import init_db
 from registry.models import Base
 
-HEAD = "0004"
+HEAD = "0005"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
-    "guard_results", "decisions", "production_pointers", "promotion_events",
+    "guard_results", "decisions", "production_pointers", "promotion_events", "reviews",
 }
 
 
@@ -55,7 +56,7 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
@@ -232,3 +233,52 @@ def test_the_old_variable_still_works_with_a_warning(tmp_path, monkeypatch):
     eng = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     assert migrations.current(eng) == HEAD
     eng.dispose()
+
+
+def test_0005_keeps_the_promotion_history_admits_approvals_and_downgrades(bare_engine):
+    """promotion_events is rebuilt on SQLite (new CHECKs): its rows, self-references and append-only triggers
+    survive 0005; an approval may carry its decision; the downgrade restores the old constraints."""
+    migrations.upgrade(bare_engine, "0004")
+    insert_event = text(
+        "INSERT INTO promotion_events (adapter_id, kind, actor, at, from_version_id, to_version_id, reason, "
+        "decision_id, reverts_event_id) SELECT a.id, :kind, 'x', CURRENT_TIMESTAMP, v.id, v.id, 'r', :d, :rev "
+        "FROM adapters a, adapter_versions v")
+    with bare_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
+            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
+        conn.execute(text(
+            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
+            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        conn.execute(text(
+            "INSERT INTO decisions (adapter_version_id, config_hash, promoted, statistics_json, sentence, "
+            "created_at) SELECT id, :h, :t, '{}', 'kept', CURRENT_TIMESTAMP FROM adapter_versions"),
+            {"h": "d" * 64, "t": True})
+        conn.execute(insert_event, {"kind": "manual_override", "d": None, "rev": None})
+        first = conn.execute(text("SELECT max(id) FROM promotion_events")).scalar_one()
+        conn.execute(insert_event, {"kind": "rollback", "d": None, "rev": first})
+    migrations.upgrade(bare_engine)
+    assert migrations.current(bare_engine) == HEAD
+    with bare_engine.connect() as conn:
+        rows = conn.execute(text("SELECT kind, reverts_event_id FROM promotion_events ORDER BY id")).all()
+    assert rows == [("manual_override", None), ("rollback", first)]
+    assert len(_triggers(bare_engine)) >= 2
+    with pytest.raises(DatabaseError, match="append-only"), bare_engine.begin() as conn:
+        conn.execute(text("UPDATE promotion_events SET reason = 'rewritten'"))
+    with bare_engine.begin() as conn:
+        did = conn.execute(text("SELECT id FROM decisions")).scalar_one()
+        conn.execute(insert_event, {"kind": "approval", "d": did, "rev": None})
+    migrations.check(bare_engine)
+    with pytest.raises(IntegrityError):  # an approval is recorded: the old constraints refuse to come back
+        migrations.downgrade(bare_engine, "0004")
+    assert migrations.current(bare_engine) == HEAD
+    with bare_engine.begin() as conn:  # a registry with no approval downgrades (test-only: triggers off)
+        if bare_engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER promotion_events_no_delete"))
+        else:
+            conn.execute(text("ALTER TABLE promotion_events DISABLE TRIGGER promotion_events_no_change"))
+        conn.execute(text("DELETE FROM promotion_events WHERE kind = 'approval'"))
+    migrations.downgrade(bare_engine, "0004")
+    assert "reviews" not in inspect(bare_engine).get_table_names()
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM promotion_events")).scalar_one() == 2

@@ -148,3 +148,22 @@ def test_read_config_file_is_the_one_loader(tmp_path):
     with pytest.raises(FileNotFoundError, match="--config .*absent.yaml: no such file"):
         read_config_file(tmp_path / "absent.yaml")
     assert deployments.serve.load_config(y) == read_config_file(y)
+
+
+def test_promote_takes_true_false_or_review_and_the_window_reads_hours_by_default():
+    from datetime import timedelta
+
+    assert [RunConfig(promote=v).moves for v in (True, False, "review")] == [True, False, False]
+    assert RunConfig().promote is True and RunConfig().review_window == timedelta(hours=24)
+    windows = {36: timedelta(hours=36), 1.5: timedelta(minutes=90), "36h": timedelta(hours=36),
+               "90m": timedelta(minutes=90), "2d": timedelta(days=2), "PT1H": timedelta(hours=1)}
+    for given, want in windows.items():
+        assert RunConfig(promote="review", review_window=given).review_window == want, given
+    cfg = RunConfig(promote="review", review_window="12h")
+    again = RunConfig.model_validate_json(cfg.model_dump_json())  # as Prefect hands it to the flow
+    assert (again.promote, again.review_window) == ("review", timedelta(hours=12))
+    assert cfg.result_hash() == RunConfig().result_hash()  # how results are promoted keys no result
+    with pytest.raises(ValueError, match="review_window must be positive"):
+        RunConfig(review_window=0)
+    with pytest.raises(ValueError, match="promote"):
+        RunConfig(promote="maybe")
