@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
+from tasks.mlflow_mirror import MlflowConfig
 from tasks.sequential import SequentialConfig
 from tasks.secrets import redact_url
 
@@ -83,6 +84,9 @@ class RunConfig(BaseModel):
     promote: bool = Field(True, description="Move production pointers (False = dry run: decide, do not promote).")
     device: str = Field("cpu", description="Torch device for calibration and evaluation.")
     actor: str = Field("nightly", description="Name recorded in the audit history for automatic promotions.")
+    mlflow: MlflowConfig | None = Field(None, description="Mirror every decision into MLflow (a run per adapter "
+                                        "version, promoted adapters as model versions with alias 'production'); "
+                                        "None = off. Needs the 'mlflow' extra.")
 
     @field_validator("data_dir", mode="before")
     @classmethod
