@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
 from tasks.mlflow_mirror import MlflowConfig
-from tasks.sequential import SequentialConfig
 from tasks.secrets import redact_url
+from tasks.sequential import SequentialConfig
 
 
 class LadderConfig(BaseModel):

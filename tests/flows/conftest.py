@@ -40,3 +40,6 @@ def make_fleet(fleet_base, tmp_path):
         return dirs, calib
 
     return make
+
+
+from tests.mlflow_server import mlflow_server  # noqa: E402,F401  (a real MLflow tracking server, once a session)

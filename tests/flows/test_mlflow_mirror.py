@@ -17,7 +17,7 @@ from tasks.config import CalibConfig, SurgeryConfig
 from tasks.gate import GateConfig
 from tasks.mlflow_mirror import MlflowConfig
 from tasks.run_config import RunConfig
-from tests.mlflow_server import free_port, mlflow_server  # noqa: F401  (the session's server)
+from tests.mlflow_server import free_port
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 MlflowClient = pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[test]'"

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from tasks.gate import ArmOutcomes, GateConfig, decide
 from tasks.mlflow_mirror import (
-    MlflowConfig,
     metric_key,
     model_version_tags,
     registered_model_name,
