@@ -126,6 +126,17 @@ def test_nightly_run_is_mirrored_and_promoted_adapter_registered(prefect_harness
     assert client.get_model_version_by_alias("ss-ad0", "production").version == res2["mlflow"]["model_version"]
     assert len(client.search_model_versions("name='ss-ad0'")) == 2
 
+    # a dry run decides (a third run) but moves nothing: nothing registered, the alias stays
+    worker.reset()
+    (res3,) = run_nightly(cfg.model_copy(update={"gate": GateConfig(alpha=0.03), "promote": False}))["results"]
+    assert res3["promoted"] is None and res3["mlflow"]["model_version"] is None
+    dry = client.get_run(res3["mlflow"]["run_id"])
+    assert dry.data.tags["spectral_surgery.production_moved"] == "false" and dry.data.params["promote"] == "false"
+    assert dry.data.tags["spectral_surgery.promoted_candidate"] == "smooth_abs"  # what the gate chose
+    assert client.list_artifacts(dry.info.run_id, "adapter") == []
+    assert client.get_model_version_by_alias("ss-ad0", "production").version == res2["mlflow"]["model_version"]
+    assert len(client.search_model_versions("name='ss-ad0'")) == 2
+
 
 @pytest.mark.slow
 def test_unreachable_server_only_warns(prefect_harness, make_fleet, fleet_base, tmp_path, monkeypatch, caplog):
