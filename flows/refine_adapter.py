@@ -592,4 +592,8 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         _artifacts(adapter_name, result)
     except Exception as e:  # artifacts are a convenience; never fail a refinement over them
         _logger().warning("could not write artifacts for %s: %s", adapter_name, e)
+    if config.mlflow is not None:  # a copy of the decision in MLflow; a failure there is only a warning
+        from flows.mlflow_mirror import mirror_or_warn
+
+        result["mlflow"] = mirror_or_warn(config, reg, version, adapter, result, guard_name, _logger())
     return result

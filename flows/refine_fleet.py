@@ -151,7 +151,8 @@ def run_nightly(config: RunConfig) -> dict:
     """Run the nightly flow now with the task runner the config asks for (CLI and tests).
 
     A registry URL with a password reaches the flow through ``$SPECTRAL_SURGERY_DB``, not as a parameter, so neither
-    Prefect's database nor the registry's run snapshot ever holds it (:mod:`tasks.secrets`).
+    Prefect's database nor the registry's run snapshot ever holds it (:mod:`tasks.secrets`); an MLflow tracking URI
+    with a password likewise through ``$MLFLOW_TRACKING_URI``.
 
     Without a ``PREFECT_API_URL`` Prefect starts a temporary local server; its telemetry heartbeat is switched off
     (unless the environment says otherwise): the product runs offline, and the heartbeat's writes to the server's
@@ -162,4 +163,8 @@ def run_nightly(config: RunConfig) -> dict:
         # by reference: the flow's parameters (stored by Prefect) carry no URL, the environment carries it
         os.environ[DB_ENV] = config.registry_url
         config = config.model_copy(update={"registry_url": None})
+    if config.mlflow is not None and has_password(config.mlflow.tracking_uri):
+        # the same for the MLflow tracking URI: MLflow reads $MLFLOW_TRACKING_URI itself (flows/mlflow_mirror.py)
+        os.environ["MLFLOW_TRACKING_URI"] = config.mlflow.tracking_uri
+        config = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": None})})
     return nightly_refinement.with_options(task_runner=_task_runner(config))(config)

@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.gate import GateConfig
-from tasks.sequential import SequentialConfig
+from tasks.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
+from tasks.sequential import SequentialConfig
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
@@ -101,6 +102,9 @@ class RunConfig(BaseModel):
         "number or with a unit (36, '36h', '90m', '2d'), or an ISO 8601 duration ('PT36H').")
     device: str = Field("cpu", description="Torch device for calibration and evaluation.")
     actor: str = Field("nightly", description="Name recorded in the audit history for automatic promotions.")
+    mlflow: MlflowConfig | None = Field(None, description="Mirror every decision into MLflow (a run per adapter "
+                                        "version, promoted adapters as model versions with alias 'production'); "
+                                        "None = off. Needs the 'mlflow' extra.")
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -23,6 +23,12 @@ def has_password(url: str | None) -> bool:
     return bool(m and m["pw"] and m["pw"] != REDACTED)
 
 
+def password_of(url: str | None) -> str | None:
+    """The password ``url`` carries (``scheme://user:password@...``), or None (for :func:`redact_text`)."""
+    m = _USERINFO.match(url or "")
+    return m["pw"] if m and m["pw"] and m["pw"] != REDACTED else None
+
+
 def redact_url(url: str | None) -> str | None:
     """``url`` with its password replaced by ``***`` (user, host, port, database and query kept); None stays None.
 

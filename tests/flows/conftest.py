@@ -65,3 +65,6 @@ def reg_env(fleet_base, tmp_path):
     env.decision = promote(env, edited[0], "smooth_abs", "d0")
     yield env
     reg.close()
+
+
+from tests.mlflow_server import mlflow_server  # noqa: E402,F401  (a real MLflow tracking server, once a session)
