@@ -167,7 +167,8 @@ def cmd_list(args) -> int:
               + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
               production_label(r["production"]) + (
                   f"\nawaiting review {r['awaiting_review']['id']} until {r['awaiting_review']['expires_at'][:16]}"
-                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled")))
+                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled"),
+            optional=("source", "base")))
 
     return emit(args, rows, render)
 

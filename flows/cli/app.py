@@ -173,9 +173,9 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         table.add_column("what it does", overflow="fold")
         for r in rows:
             table.add_row(r["name"], r["role"], "calibration" if r["needs_data"] else "data-free", r["description"])
-        from rich.console import Console
+        from flows.cli.common import console
 
-        Console().print(table)
+        console().print(table)
     ctx.exit(0)
 
 

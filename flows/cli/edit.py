@@ -6,13 +6,15 @@ import json
 
 from pydantic import ValidationError
 
-from flows.cli.common import PAPER_POLICIES, fail, parse_sets, resolve_location
+from flows.cli.common import PAPER_POLICIES, console, fail, parse_sets, resolve_location
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    if stderr:  # progress bars: rich sizes them to the terminal
+        from rich.console import Console
 
-    return Console(stderr=stderr)
+        return Console(stderr=True)
+    return console()
 
 
 def surgery_config_from_args(args) -> "SurgeryConfig":

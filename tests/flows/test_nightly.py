@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flows import worker
-from flows.refine_fleet import run_nightly
+from flows.refine_fleet import headline, run_nightly
 from registry import models as m
 from tasks.config import CalibConfig, SurgeryConfig
 from tasks.run_config import RunConfig
@@ -68,6 +68,8 @@ def test_fleet_with_one_corrupt_adapter(prefect_harness, make_fleet, fleet_base,
     reg = _register(cfg, dirs, fleet_base)
     out = run_nightly(cfg)
     assert out["refined"] == 3 and out["failed"] == 1
+    assert out["completed"] == 2 and out["scan_failed"] == 0
+    assert headline(out) == "2 refined, 1 failed"
     by_name = {r["adapter"]: r for r in out["results"]}
     assert by_name["ad1"]["status"] == "failed" and "safetensors" in by_name["ad1"]["error"]
     assert by_name["ad0"]["status"] == by_name["ad2"]["status"] == "completed"
@@ -458,6 +460,8 @@ def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefec
     reg.register_adapter("ghost", str(missing), str(fleet_base), "math")
     out = run_nightly(cfg)
     assert out["failed"] == 1
+    # the header counts the scan's failure apart from the two refinements (it refined no version)
+    assert out["completed"] == 2 and out["scan_failed"] == 1 and headline(out) == "2 refined, 1 failed (at the scan)"
     by_name = {r["adapter"]: r for r in out["results"]}
     assert by_name["ghost"]["status"] == "failed" and "not-there" in by_name["ghost"]["error"]
     assert by_name["ad0"]["status"] == by_name["ad1"]["status"] == "completed"
@@ -615,3 +619,13 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
             assert all([d for d, _ in e.doc_outcomes_json] == [str(i) for i in range(60)] for e in task_evals)
         assert reg.get_candidate(reg.production("ad0").candidate_id).policy == "smooth_abs"
     assert verdicts["sequential"] == verdicts["fixed"] == {"ad0": "promote", "ad1": "reject"}
+
+
+def test_headline_counts_failures_apart_from_refinements():
+    """The run's header: refinements that reached a decision, then every failure (those of the scan named), then
+    the versions another run held."""
+    assert headline({"completed": 3, "failed": 0}) == "3 refined, 0 failed"
+    assert headline({"completed": 1, "failed": 2, "scan_failed": 1, "skipped": 0}) == \
+        "1 refined, 2 failed (1 at the scan)"
+    assert headline({"completed": 0, "failed": 1, "scan_failed": 1, "skipped": 2}) == \
+        "0 refined, 1 failed (at the scan), 2 skipped (another run holds them)"
