@@ -88,6 +88,22 @@ def _task_runner(config: RunConfig):
     return ThreadPoolTaskRunner(max_workers=config.concurrency)
 
 
+def headline(summary: dict) -> str:
+    """The run's counts, failures apart from refinements: "2 refined, 1 failed (1 at the scan), 1 skipped ...".
+
+    ``completed`` versions were refined to a decision; ``failed`` counts every failure, of a refinement or of
+    reading an adapter's source at the scan (``scan_failed``, which refined no version); ``skipped`` versions were
+    held by another live run.
+    """
+    failed, scan = summary["failed"], summary.get("scan_failed", 0)
+    text = f"{summary['completed']} refined, {failed} failed"
+    if scan:
+        text += f" ({scan} at the scan)" if scan < failed else " (at the scan)"
+    if summary.get("skipped"):
+        text += f", {summary['skipped']} skipped (another run holds them)"
+    return text
+
+
 # log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
 @flow(name="nightly-refinement")
 def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
@@ -127,19 +143,20 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     for r in skipped:
         log.info("%s: %s", r["adapter"], r["reason"])
     reg.finish_run(run.id, "completed")
-    refined = len(pending) - len(skipped)
-    summary = {"run_id": run.id, "refined": refined, "failed": len(failed), "skipped": len(skipped),
-               "results": results}
+    refined = len(pending) - len(skipped)  # versions this run refined, whether or not the refinement completed
+    completed = sum(r.get("status") == "completed" for r in results)
+    scan_failed = len(results) - len(pending)  # adapters whose source could not be read: no version was refined
+    summary = {"run_id": run.id, "refined": refined, "completed": completed, "failed": len(failed),
+               "scan_failed": scan_failed, "skipped": len(skipped), "results": results}
     rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
              "promoted": r.get("promoted"), "awaiting_review": (r.get("review") or {}).get("id"),
              "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
             for r in results]
     if rows:
         create_table_artifact(key="nightly-refinement", table=rows,
-                              description=f"{refined} refined, {len(failed)} failed, {len(skipped)} skipped")
+                              description=headline(summary))
     create_markdown_artifact(key="nightly-refinement-summary", markdown="\n".join(
-        [f"## Nightly refinement run {run.id}", "", f"{refined} adapter version(s) refined, {len(failed)} failed, "
-         f"{len(skipped)} skipped (being refined by another live run).",
+        [f"## Nightly refinement run {run.id}", "", headline(summary) + ".",
          ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
                + (f"awaiting review {r['review']['id']} until {r['review']['expires_at']} — " if r.get("review")
                   else "")

@@ -167,7 +167,8 @@ def cmd_list(args) -> int:
               + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
               production_label(r["production"]) + (
                   f"\nawaiting review {r['awaiting_review']['id']} until {r['awaiting_review']['expires_at'][:16]}"
-                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled")))
+                  if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled"),
+            optional=("source", "base")))
 
     return emit(args, rows, render)
 
@@ -264,7 +265,7 @@ def cmd_rollback(args) -> int:
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
     from registry.read import latest_decisions
-    from tasks.report import what_wins
+    from tasks.decision.report import what_wins
 
     reg = open_registry(args)
     decisions = latest_decisions(reg)

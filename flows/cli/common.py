@@ -12,6 +12,7 @@ import functools
 import getpass
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,26 +140,110 @@ def emit(args: argparse.Namespace, payload: Any, render: Callable[[], None]) -> 
     return 0
 
 
-def console():
+PIPE_WIDTH = 10_000  # "unlimited": rich's own default for a pipe is 80 columns, which folds every path
+
+
+def console(stderr: bool = False):
+    """A rich console at the terminal's width, or, in a pipe (or a file) with no ``COLUMNS``, unlimited: piped
+    output keeps each table row and message on one line, so ``grep`` and ``cut`` see whole values."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty())
+    width = PIPE_WIDTH if piped and not os.environ.get("COLUMNS") else None
+    return Console(stderr=stderr, width=width)
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]], *, narrow: tuple[str, ...] = ()):
-    """A rich table; ``narrow`` columns never wrap, the others fold long values (paths, URIs).
+class Folded:
+    """A path or URI in a table cell: at a narrow terminal it wraps after its separators (``/``, ``:``, ``@``,
+    ``?``, ``&``, ``=``), never inside a name, unless one name alone is wider than the column; never cut."""
 
-    Cells are plain text, never markup: a reason like "[urgent] ..." is shown as typed, not swallowed.
+    _PART = re.compile(r"[^/:@?&=]*[/:@?&=]*")
+    _MIN = 16  # the narrowest such a column is squeezed to, so that short columns keep whole words
+
+    def __init__(self, text: str):
+        self.text = text
+        self.parts = [p for p in self._PART.findall(text) if p]
+
+    def __rich_measure__(self, console, options):
+        from rich.measure import Measurement
+
+        longest = max((len(p) for p in self.parts), default=0)
+        return Measurement(min(longest, self._MIN, len(self.text)), len(self.text))
+
+    def lines(self, width: int) -> list[str]:
+        """The text wrapped to ``width`` at separators; a part longer than ``width`` is folded by characters."""
+        width = max(1, width)
+        out, line = [], ""
+        for part in self.parts:
+            if len(line) + len(part) <= width:
+                line += part
+                continue
+            if line:
+                out.append(line)
+            while len(part) > width:
+                out.append(part[:width])
+                part = part[width:]
+            line = part
+        if line or not out:
+            out.append(line)
+        return out
+
+    def __rich_console__(self, console, options):
+        from rich.text import Text
+
+        yield Text("\n".join(self.lines(options.max_width)), no_wrap=True, overflow="fold")
+
+
+def cell(value: Any):
+    """A table cell: ``—`` for None, a :class:`Folded` path for a value with a ``/`` and no space, else plain
+    text (never markup: a reason like "[urgent] ..." is shown as typed, not swallowed)."""
+    from rich.text import Text
+
+    if value is None:
+        return Text("—")
+    text = str(value)
+    if "/" in text and not any(c.isspace() for c in text):
+        return Folded(text)
+    return Text(text)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]], *, narrow: tuple[str, ...] = (),
+          optional: tuple[str, ...] = ()):
+    """A rich table; ``narrow`` columns never wrap, the others wrap at spaces and paths at their separators
+    (:func:`cell`), so no word is broken and nothing is cut.
+
+    ``optional`` columns (long paths) leave the table when it would not fit the console at its minimum width
+    (a narrow terminal); their values then follow it, one line per row (``ad0: source /srv/…``), whole.
     """
+    from rich.console import Group
+    from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, no_wrap=col in narrow, overflow="fold")
-    for row in rows:
-        table.add_row(*[Text("—" if v is None else str(v)) for v in row])
-    return table
+    def build(cols: list[str]) -> Table:
+        t = Table(title=title)
+        for col in cols:
+            t.add_column(col, no_wrap=col in narrow, overflow="fold")
+        for row in rows:
+            t.add_row(*[cell(v) for c, v in zip(columns, row) if c in cols])
+        return t
+
+    shown = list(columns)
+    out = console()
+    full = build(shown)
+    for col in reversed([c for c in columns if c in optional]):
+        if Measurement.get(out, out.options.update_width(PIPE_WIDTH), build(shown)).minimum <= out.width:
+            break
+        shown.remove(col)
+    if shown == list(columns):
+        return full
+    hidden = [c for c in columns if c not in shown]
+    lines = [Text(f"{row[0]}: " + ", ".join(f"{c} {'—' if row[columns.index(c)] is None else row[columns.index(c)]}"
+                                            for c in hidden)) for row in rows]
+    return Group(build(shown), *lines)
 
 
 def default_actor() -> str:

@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 
+from flows.cli.common import console as plain_console
 from flows.cli.common import emit, guarded, resolve_location, verdict_cell
 
 
@@ -49,7 +50,7 @@ def cmd_demo(args) -> int:
     result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
 
     def render() -> None:
-        console = Console()
+        console = plain_console()
         table = Table(title=f"Demo nightly run over {len(result['rows'])} adapters "
                             f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})")
         for col in ("adapter", "baseline", "best policy", "task", "Δ vs baseline (p)", "Δ vs random (p)",

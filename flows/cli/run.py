@@ -13,6 +13,7 @@ import threading
 import warnings
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
+from flows.cli.common import console as plain_console
 from flows.cli.common import emit, fail, guarded, message, open_registry, verdict_cell
 
 POLL_S = 0.25
@@ -27,7 +28,7 @@ def run_config_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from registry.db import env_url
-    from tasks.policies import get_policy
+    from tasks.surgery.policies import get_policy
     from tasks.run_config import RunConfig
 
     from tasks.run_config import read_config_file
@@ -132,7 +133,7 @@ class Progress:
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done"
-        from tasks.gate import verdict_label, verdict_of
+        from tasks.decision.gate import verdict_label, verdict_of
 
         stats = d.statistics_json or {}
         kind = verdict_of(stats, d.promoted)
@@ -203,7 +204,7 @@ def cmd_run(args) -> int:
     except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
         return fail(message(e))
     from flows import worker
-    from flows.refine_fleet import run_nightly
+    from flows.refine_fleet import headline, run_nightly
 
     args.data_dir, args.db = config.data_dir, config.registry_url
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
@@ -220,16 +221,13 @@ def cmd_run(args) -> int:
     failed = summary["failed"]
 
     def render() -> None:
-        console = Console()
+        console = plain_console()
         results = summary["results"]
         if not results:
             console.print("Nothing to refine: every enabled adapter's latest version is done under this "
                           "configuration.")
             return
-        # failures are counted apart: "refined" in the summary is every version visited, completed or not
-        skipped = summary.get("skipped", 0)
-        table = Table(title=f"Nightly refinement run {summary['run_id']}: {summary['refined'] - failed} refined, "
-                            f"{failed} failed" + (f", {skipped} skipped (another run holds them)" if skipped else ""))
+        table = Table(title=f"Nightly refinement run {summary['run_id']}: {headline(summary)}")
         for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
             table.add_column(col, overflow="fold")
         for r in results:

@@ -27,14 +27,18 @@ class Result:
         return json.loads(self.out)
 
 
-def cli(*argv: Any) -> Result:
+def cli(*argv: Any, columns: int | None = 250) -> Result:
     """``flows.cli.main(argv)`` with stdout/stderr captured (works in module-scoped fixtures, unlike capsys).
 
-    COLUMNS is wide so that rich does not fold table cells in the middle of the values the tests look for.
+    COLUMNS is wide by default so that rich does not fold table cells in the middle of the values the tests look
+    for; ``columns=80`` is a narrow terminal, ``None`` leaves COLUMNS unset (a pipe).
     """
     out, err = io.StringIO(), io.StringIO()
     exited = False
-    with mock.patch.dict(os.environ, {"COLUMNS": "250"}), redirect_stdout(out), redirect_stderr(err):
+    env = {"COLUMNS": str(columns)} if columns else {}
+    with mock.patch.dict(os.environ, env), redirect_stdout(out), redirect_stderr(err):
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
         try:
             code = main([str(a) for a in argv])
         except SystemExit as e:  # main() returns codes; getting here is a bug the tests report

@@ -120,3 +120,52 @@ def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(tmp_path):
     (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"still not safetensors")
     loud = _python_cli(*argv, "-v", env={"COLUMNS": "200"})
     assert loud.returncode == EXIT_FAILURE and "Traceback" in loud.stderr
+
+
+# ------------------------------------------------------------------------------------------- tables at 80 columns
+def _words(r) -> set[str]:
+    return set(r.out.replace("│", " ").replace("┃", " ").split())
+
+
+def test_tables_fit_80_columns_without_broken_words(reg_env, tmp_path):
+    """At an 80-column terminal every table fits, ids, hashes and labels stay whole words, and the long paths of
+    ``list`` (source, base) either wrap at their separators or follow the table whole, one line per adapter."""
+    runs = {
+        "list": cli("list", "--data-dir", reg_env.data, columns=80),
+        "history": cli("history", "ad0", "--data-dir", reg_env.data, columns=80),
+        "export": cli("export", tmp_path / "exp", "--dry-run", "--data-dir", reg_env.data, columns=80),
+        "check": cli("check", "--data-dir", reg_env.data, columns=80),
+    }
+    for name, r in runs.items():
+        assert r.code in (0, 1), (name, r.err)
+        too_wide = [line for line in r.out.splitlines() if len(line) > 80]
+        assert not too_wide, (name, too_wide)
+        assert "…" not in r.out, name  # nothing is cut
+    listed = runs["list"]
+    shas = {n: reg_env.versions[n].content_sha256[:12] for n in ("ad0", "ad1")}
+    assert set(shas.values()) <= _words(listed)  # hashes are never folded
+    assert {"smooth_abs", "(never", "promoted)", "version", "yet"} <= _words(listed)
+    for n in ("ad0", "ad1", "ad2"):  # the base left the table for a whole line of its own
+        assert f"{n}: base {reg_env.base}" in listed.out
+    assert {"promotion", "smooth_abs", "gate"} <= _words(runs["history"])
+
+
+def test_piped_tables_keep_each_row_on_one_line(reg_env):
+    """In a pipe (stdout not a terminal, no COLUMNS) nothing is wrapped: each adapter's row holds its whole source
+    and base paths, so ``grep`` and ``cut`` see whole values."""
+    r = cli("list", "--data-dir", reg_env.data, columns=None)
+    assert r.code == 0
+    for n in ("ad0", "ad1", "ad2"):
+        row = next(line for line in r.out.splitlines() if f"│ {n} " in line)
+        assert str(reg_env.dirs[n]) in row and str(reg_env.base) in row
+
+
+def test_a_folded_path_breaks_after_its_separators():
+    from flows.cli.common import Folded
+
+    path = "/srv/lora/adapters/gsm8k-math-v3/checkpoint-1200"
+    lines = Folded(path).lines(20)
+    assert "".join(lines) == path and all(len(line) <= 20 for line in lines)
+    assert lines == ["/srv/lora/adapters/", "gsm8k-math-v3/", "checkpoint-1200"]
+    assert Folded("hf://org/a-very-long-repository-name").lines(10) == \
+        ["hf://org/", "a-very-lon", "g-reposito", "ry-name"]  # a name wider than the column folds, losing nothing
