@@ -19,8 +19,9 @@ The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §1
 skip clamp and energy preservation (their target is exact) and name the factor form they are rebuilt in.
 
 The authors' post-hoc edits (EXTENSIONS §1, §2, §4-§6: HNS, flat spectra, the ablation transforms, Gavish–Donoho
-and RMT bulk-only) have role ``posthoc``; they live in :mod:`tasks.posthoc` and :mod:`tasks.rmt`, which register
-themselves when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
+and RMT bulk-only, ε-PARA, calibration-guided module selection) have role ``posthoc``; they live in
+:mod:`tasks.posthoc`, :mod:`tasks.rmt`, :mod:`tasks.para` and :mod:`tasks.module_selection`, which register themselves
+when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
 """
 
 from __future__ import annotations
