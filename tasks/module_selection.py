@@ -28,8 +28,8 @@ In this project (registered as ``sensitivity_hns``, role ``posthoc``, needs the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor

@@ -259,9 +259,9 @@ def test_sensitivity_hns_calibrates_once_and_is_a_candidate(prefect_harness, mak
     """A nightly config naming ``sensitivity_hns`` (EXTENSIONS §7) runs the calibration pass (it needs data) exactly
     once, writes the candidate with its selection in the manifest, and the gate decides on it; a changed setting
     is a new candidate key and is written from the stored per-example gradients, with no second pass."""
+    import tasks.edit
     from tasks.gate import GateConfig
     from tasks.run_config import LadderConfig
-    import tasks.edit
 
     calls = []
     real_prepare = tasks.edit.prepare
