@@ -97,8 +97,55 @@ class ParaConfig(_Strict):
     epsilon: float = Field(0.90, gt=0.0, le=1.0, description="Share ε ∈ (0, 1] of the pooled energy Σ(|s|σ)² kept.")
 
 
+SelectionRule = Literal["importance_compatible", "importance"]
+SELECTION_RULES: tuple[SelectionRule, ...] = ("importance_compatible", "importance")
+
+
+class SensitivityHNSConfig(_Strict):
+    """Calibration-guided module selection, policy ``sensitivity_hns`` (EXTENSIONS §7; code in
+    tasks/surgery/module_selection.py).
+
+    Full HNS (strength 1, every component) on the modules that are task-important and whose first-order predicted
+    loss change under HNS is favourable; the other modules are untouched. Defaults are the reference CLI's
+    (``sensitivity-hns``: budget by the layer rule, ``importance_compatible``, threshold 0.0, HNS 8 + 2 with L1 on);
+    the authors' one run used 4 + 1 (``hns: {fast_steps: 4, stable_steps: 1}``).
+    """
+
+    module_budget: int | None = Field(
+        None, ge=1, description="Shortlist size (top modules by importance); None = 2 × distinct layer indices, "
+        "capped at the candidate count (max(1, ⌈2N/7⌉) when no module has a layer index).",
+    )
+    selection_rule: SelectionRule = Field(
+        "importance_compatible", description="importance_compatible: drop shortlisted modules whose HNS "
+        "compatibility is <= min_compatibility; importance: keep the whole shortlist.",
+    )
+    min_compatibility: float = Field(
+        0.0, description="importance_compatible: a shortlisted module is kept only if its compatibility "
+        "(predicted loss decrease) is above this.",
+    )
+    hns: HNSConfig = Field(
+        default_factory=HNSConfig, description="The HNS iteration applied to the chosen modules (and scored); full "
+        "HNS, so strength must stay 1 and output_rank None.",
+    )
+
+    @field_validator("min_compatibility")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"sensitivity_hns.min_compatibility must be finite, got {v}; e.g. 0.0")
+        return v
+
+    @field_validator("hns")
+    @classmethod
+    def _full_hns(cls, v: HNSConfig) -> HNSConfig:
+        if v.strength != 1.0 or v.output_rank is not None:
+            raise ValueError(f"sensitivity_hns applies FULL HNS (EXTENSIONS §7): leave hns.strength at 1 and "
+                             f"hns.output_rank unset; got strength={v.strength}, output_rank={v.output_rank}")
+        return v
+
+
 # EditConfig fields holding a post-hoc method's settings, named after the registered policy.
-METHOD_SETTINGS = ("hns", "ablation_temperature", "rmt_bulk_only", "para", "para_e95", "para_e99")
+METHOD_SETTINGS = ("hns", "ablation_temperature", "rmt_bulk_only", "para", "para_e95", "para_e99", "sensitivity_hns")
 
 
 class EditConfig(_Strict):
@@ -147,6 +194,9 @@ class EditConfig(_Strict):
     )
     para_e99: ParaConfig = Field(
         default_factory=lambda: ParaConfig(epsilon=0.99), description="Settings of para_e99 (EXTENSIONS §3)."
+    )
+    sensitivity_hns: SensitivityHNSConfig = Field(
+        default_factory=SensitivityHNSConfig, description="Settings of sensitivity_hns (EXTENSIONS §7)."
     )
 
     @model_serializer(mode="wrap")

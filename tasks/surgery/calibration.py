@@ -85,6 +85,46 @@ class Sensitivity:
     sign_agreement: Tensor
     aggregation: str
 
+    def per_batch(self, reference_batch_size: int) -> Tensor:
+        """One σ-gradient row per reference mini-batch, (n_b, r) float64: see :func:`batch_gradients`."""
+        return batch_gradients(self.per_example, self.n_tokens, reference_batch_size)
+
+
+def batch_gradients(per_example: Tensor, n_tokens: Tensor, reference_batch_size: int) -> Tensor:
+    """Per-mini-batch σ-gradients ``G_b = (1/T_b) Σ_{i∈b} g_i``, one row per reference mini-batch (EXTENSIONS §7).
+
+    Row b is the gradient, with respect to σ and including the LoRA scaling s, of the token-MEAN CE of mini-batch b
+    (``reference_batch_size`` consecutive examples, T_b its supervised tokens): exactly the summand that
+    ``abs_of_sum`` adds up (:func:`aggregate`), kept apart so that calibration-guided module selection can score
+    each batch on its own. Nothing extra is collected: the rows are rebuilt from the stored per-example gradients,
+    so the default aggregation, its results and the stored keys are unchanged. A mini-batch with T_b = 0 (where
+    the reference's mean is 0/0) carries no gradient and gets no row.
+
+    Args:
+        per_example: (N, r) per-example summed-token gradients g_i.
+        n_tokens: (N,) supervised tokens per example T_i.
+        reference_batch_size: The reference mini-batch (``CalibConfig.reference_batch_size``; the §7 CLI's 2).
+
+    Returns:
+        (n_b, r) float64 on the CPU (n_b = number of mini-batches with T_b > 0; 0 rows if none has a token).
+
+    Raises:
+        ValueError: bad shapes or a non-positive batch size.
+    """
+    if per_example.dim() != 2 or n_tokens.shape != (per_example.shape[0],):
+        raise ValueError(f"per_example must be (N, r) and n_tokens (N,); got {tuple(per_example.shape)} "
+                         f"and {tuple(n_tokens.shape)}")
+    if reference_batch_size < 1:
+        raise ValueError(f"reference_batch_size must be >= 1, got {reference_batch_size}")
+    g = per_example.detach().double().cpu()
+    t = n_tokens.detach().double().cpu()
+    rows = []
+    for s in range(0, g.shape[0], reference_batch_size):
+        t_b = t[s : s + reference_batch_size].sum()
+        if t_b > 0:
+            rows.append(g[s : s + reference_batch_size].sum(0) / t_b)
+    return torch.stack(rows) if rows else torch.zeros(0, g.shape[1], dtype=torch.float64)
+
 
 def aggregate(
     per_example: Tensor, n_tokens: Tensor, *, aggregation: str, reference_batch_size: int

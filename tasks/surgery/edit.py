@@ -158,15 +158,25 @@ def prepare_data_free(adapter: LoraAdapter | str | Path, cfg: SurgeryConfig) -> 
                            n_examples=0, timings={"decompose": time.perf_counter() - t0})  # fmt: skip
 
 
-def pooled_facts(prepared: PreparedAdapter, policy: str, cfg: EditConfig) -> dict | None:
-    """The facts a pooled edit (``PolicySpec.pool``, e.g. ε-PARA's threshold) computes over every module it edits,
-    or None for per-module edits."""
+def pooled_facts(
+    prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, reference_batch_size: int | None = None
+) -> dict | None:
+    """The facts a pooled edit (``PolicySpec.pool``, e.g. ε-PARA's threshold, the modules ``sensitivity_hns``
+    chooses) computes over every module it edits, or None for per-module edits.
+
+    A pool that needs data also sees each module's per-mini-batch σ-gradients, rebuilt from the stored per-example
+    ones over mini-batches of ``reference_batch_size`` (``cfg.calib.reference_batch_size``; None: not given)."""
     spec = get_policy(policy)
     if spec.pool is None:
         return None
     mods = prepared.modules_for(spec)
+    rows = None
+    if spec.needs_data and reference_batch_size is not None:
+        rows = [prepared.sensitivities[m.name].per_batch(reference_batch_size) for m in mods]
     return pool_facts(spec.name, [(prepared.spectra[m.name].S.detach().cpu().float(), m.scaling,
-                                   _shape(prepared.spectra[m.name])) for m in mods], cfg)  # fmt: skip
+                                   _shape(prepared.spectra[m.name])) for m in mods], cfg,
+                      names=[m.name for m in mods], layers=[m.layer_index for m in mods],
+                      batch_grads=rows)  # fmt: skip
 
 
 def _shape(sp: Spectrum) -> tuple[int, int]:
@@ -174,7 +184,13 @@ def _shape(sp: Spectrum) -> tuple[int, int]:
 
 
 def edit_sigmas(
-    prepared: PreparedAdapter, policy: str, cfg: EditConfig, *, seed: int = 42, gamma: float | None = None
+    prepared: PreparedAdapter,
+    policy: str,
+    cfg: EditConfig,
+    *,
+    seed: int = 42,
+    gamma: float | None = None,
+    reference_batch_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """New singular values σ' per edited module under one policy (U and V are kept).
 
@@ -182,7 +198,8 @@ def edit_sigmas(
     as the reference's global generator is (METHOD §7.3). ``gamma`` is the global scale of ``global_scalar``.
     Data-free policies edit every target module (a module without a gradient gets zero sensitivities, which
     they ignore); each policy sees its module's layer shape ``(d_out, d_in)`` and LoRA scaling, and a pooled
-    edit (ε-PARA) its facts over all modules (:func:`pooled_facts`).
+    edit (ε-PARA, ``sensitivity_hns``) its facts over all modules (:func:`pooled_facts`; ``reference_batch_size``
+    is the calibration's mini-batch, which ``sensitivity_hns`` needs).
 
     Raises:
         ValueError: a policy that needs data on an adapter prepared without calibration (:func:`prepare_data_free`).
@@ -192,7 +209,7 @@ def edit_sigmas(
         raise ValueError(f"policy {spec.name!r} needs the calibration pass, but this adapter was prepared without "
                          "data (prepare_data_free); prepare it with tasks.surgery.edit.prepare")  # fmt: skip
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    pooled = pooled_facts(prepared, policy, cfg)
+    pooled = pooled_facts(prepared, policy, cfg, reference_batch_size=reference_batch_size)
     out: dict[str, torch.Tensor] = {}
     for m in prepared.modules_for(spec):
         sp = prepared.spectra[m.name]
@@ -200,7 +217,7 @@ def edit_sigmas(
         s = prepared.sensitivities.get(m.name)
         mag, sgn = (s.magnitude.float(), s.signed.float()) if s is not None else (torch.zeros_like(sigma0),) * 2
         out[m.name] = apply_policy(policy, sigma0, mag, sgn, cfg, gen, gamma=gamma, shape=_shape(sp),
-                                   scaling=m.scaling, pooled=pooled)  # fmt: skip
+                                   scaling=m.scaling, pooled=pooled, module=m.name, layer=m.layer_index)  # fmt: skip
     return out
 
 
@@ -328,7 +345,7 @@ def build_manifest(
     ``gamma_scores`` (see :meth:`tasks.surgery.global_scalar.GammaSelection.to_manifest`).
     """
     spec = get_policy(policy)
-    pooled = pooled_facts(prepared, policy, cfg.edit)
+    pooled = pooled_facts(prepared, policy, cfg.edit, reference_batch_size=cfg.calib.reference_batch_size)
     modules = {}
     for m in prepared.modules:
         if m.name not in sigmas:
@@ -338,7 +355,8 @@ def build_manifest(
         extra = {}
         if spec.describe is not None:
             inputs = PolicyInputs(sp.S.detach().cpu().float(), torch.zeros(sp.r), torch.zeros(sp.r),
-                                  shape=_shape(sp), scaling=m.scaling, pooled=pooled)  # fmt: skip
+                                  shape=_shape(sp), scaling=m.scaling, pooled=pooled, name=m.name,
+                                  layer=m.layer_index)  # fmt: skip
             extra = spec.describe(inputs, cfg.edit)
         modules[m.name] = {
             "r": m.r,
@@ -414,7 +432,8 @@ def write_candidate(
     if selection is not None and not spec.needs_gamma:
         raise ValueError(f"policy {spec.name!r} takes no γ; drop selection= (it is only for global_scalar)")
     gamma = None if selection is None else selection.gamma
-    sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed, gamma=gamma)
+    sigmas = edit_sigmas(prepared, policy, cfg.edit, seed=seed, gamma=gamma,
+                         reference_batch_size=cfg.calib.reference_batch_size)
     manifest = build_manifest(prepared, policy, cfg, sigmas, seed, selection)
     tensors = rebuilt_tensors(prepared, sigmas, form=spec.rebuild, keep_identical=spec.keep_identical)
     if spec.rebuild == "rank_changing":

@@ -19,8 +19,9 @@ The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §1
 skip clamp and energy preservation (their target is exact) and name the factor form they are rebuilt in.
 
 The authors' post-hoc edits (EXTENSIONS §1, §2, §4-§6: HNS, flat spectra, the ablation transforms, Gavish–Donoho
-and RMT bulk-only) have role ``posthoc``; they live in :mod:`tasks.surgery.posthoc` and :mod:`tasks.surgery.rmt`, which register
-themselves when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
+and RMT bulk-only, ε-PARA, calibration-guided module selection) have role ``posthoc``; they live in
+:mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and :mod:`tasks.surgery.module_selection`, which register themselves
+when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
 """
 
 from __future__ import annotations
@@ -292,6 +293,8 @@ def apply_policy(
     shape: tuple[int, int] | None = None,
     scaling: float | None = None,
     pooled: dict | None = None,
+    module: str | None = None,
+    layer: int | None = None,
 ) -> Tensor:
     """New singular values σ' of one module under policy ``name`` (METHOD §2 step 7).
 
@@ -314,6 +317,8 @@ def apply_policy(
         scaling: The module's LoRA scaling s, for pooled edits (ε-PARA); ignored by the others.
         pooled: The facts of a pooled edit's :attr:`PolicySpec.pool` over all modules (from
             :func:`pool_facts`); required by policies with a ``pool``, ignored by the others.
+        module: The module's name, for edits that treat modules apart (``sensitivity_hns``); ignored by the others.
+        layer: The module's layer index, or None.
 
     Returns:
         σ', shape (r,), fp32, on σ0's device.
@@ -353,29 +358,48 @@ def apply_policy(
             raise ValueError(f"sensitivity magnitudes must be >= 0, got {mag.tolist()}")
     inputs = PolicyInputs(s0, normalize(mag, cfg.grad_norm), normalize(sgn, cfg.grad_norm), generator,
                           None if gamma is None else float(gamma), shape,
-                          None if scaling is None else float(scaling), pooled)  # fmt: skip
+                          None if scaling is None else float(scaling), pooled, module, layer)  # fmt: skip
     if not spec.postprocess:
         return spec.fn(inputs, cfg).float()
     sigma_tilde = spec.fn(inputs, cfg).clamp_min(float(cfg.sigma_clip_min))
     return preserve_energy(s0, sigma_tilde, cfg.preserve_energy).float()
 
 
-def pool_facts(name: str, modules: list[tuple[Tensor, float, tuple[int, int] | None]], cfg: EditConfig) -> dict | None:
+def pool_facts(
+    name: str,
+    modules: list[tuple[Tensor, float, tuple[int, int] | None]],
+    cfg: EditConfig,
+    *,
+    names: list[str] | None = None,
+    layers: list[int | None] | None = None,
+    batch_grads: list[Tensor | None] | None = None,
+) -> dict | None:
     """The pooled facts of policy ``name`` over an adapter's modules, or None for a per-module policy.
 
     Args:
         name: Registered policy name or alias.
         modules: One ``(σ0, scaling, shape)`` per module, in module order.
         cfg: Edit parameters.
+        names: The modules' names, in the same order (None: unknown).
+        layers: Their layer indices (None entries for modules without one).
+        batch_grads: Their (n_b, r) per-mini-batch σ-gradients, for a pool that needs data (``sensitivity_hns``).
+
+    Raises:
+        ValueError: ``names``, ``layers`` or ``batch_grads`` not one entry per module.
     """
     spec = get_policy(name)
     if spec.pool is None:
         return None
+    for what, seq in (("names", names), ("layers", layers), ("batch_grads", batch_grads)):
+        if seq is not None and len(seq) != len(modules):
+            raise ValueError(f"pool_facts: {what} has {len(seq)} entries for {len(modules)} modules")
     inputs = []
-    for sigma0, scaling, shape in modules:
+    for i, (sigma0, scaling, shape) in enumerate(modules):
         s0 = _as_vector(sigma0, "sigma0", None)
         zeros = torch.zeros_like(s0)
-        inputs.append(PolicyInputs(s0, zeros, zeros, None, None, shape, float(scaling)))
+        inputs.append(PolicyInputs(s0, zeros, zeros, None, None, shape, float(scaling), None,
+                                   names[i] if names else None, layers[i] if layers else None,
+                                   batch_grads[i] if batch_grads else None))  # fmt: skip
     return spec.pool(inputs, cfg)
 
 
@@ -385,3 +409,4 @@ def pool_facts(name: str, modules: list[tuple[Tensor, float, tuple[int, int] | N
 from tasks.surgery import posthoc as _posthoc  # noqa: E402,F401
 from tasks.surgery import rmt as _rmt  # noqa: E402,F401
 from tasks.surgery import para as _para  # noqa: E402,F401
+from tasks.surgery import module_selection as _module_selection  # noqa: E402,F401

@@ -8,8 +8,9 @@ the registry itself (:func:`register_policy`, :func:`get_policy`, :func:`list_po
 
 It imports none of the modules that register policies, so they can all import it without a cycle: the paper's
 policies, the control ladder and :func:`apply_policy` live in :mod:`tasks.surgery.policies` (which re-exports every name
-here); the authors' post-hoc edits in :mod:`tasks.surgery.posthoc` and :mod:`tasks.surgery.rmt`. The registry is complete once
-:mod:`tasks.surgery.policies` is imported: it imports the post-hoc modules, so they register, and importing it first
+here); the authors' post-hoc edits in :mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and
+:mod:`tasks.surgery.module_selection`. The registry is complete once :mod:`tasks.surgery.policies` is imported: it imports the
+post-hoc modules, so they register, and importing it first
 gives the canonical order of :func:`list_policies` (the paper's policies, the control ladder, then the post-hoc
 edits). Lookups run at call time, so an edit may resolve another by name (``rmt_bulk_only``'s base policy).
 """
@@ -50,6 +51,11 @@ class PolicyInputs:
             each other (ε-PARA pools |s|·σ, EXTENSIONS §3); None when unknown.
         pooled: The facts a pooled edit computed over every module of the adapter before editing any (its
             :attr:`PolicySpec.pool`, e.g. ε-PARA's global threshold θ); None for per-module edits.
+        name: The module's name (``model.layers.0.self_attn.o_proj``), for edits that treat modules apart
+            (``sensitivity_hns`` edits only the modules its pool chose); None when unknown.
+        layer: The module's layer index (``.layers.<i>.``), or None.
+        batch_grads: (n_b, r) float64 per-mini-batch σ-gradients (g including s), given to a data edit's ``pool``
+            only (:func:`tasks.surgery.calibration.batch_gradients`); None elsewhere or without a gradient.
     """
 
     sigma0: Tensor
@@ -60,6 +66,9 @@ class PolicyInputs:
     shape: tuple[int, int] | None = None
     scaling: float | None = None
     pooled: dict | None = None
+    name: str | None = None
+    layer: int | None = None
+    batch_grads: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,12 @@ class PolicySpec:
             rebuilt (the identity short-circuit of EXTENSIONS §0, used by ``dg_hard``).
         describe: Optional ``(PolicyInputs, EditConfig) -> dict`` of per-module facts for the edit manifest
             (labels, thresholds), JSON-serialisable.
-        pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module of the adapter
-            (in module order, each with its σ0, ``scaling`` and ``shape``) before any module is edited; the dict
-            (JSON-serialisable facts, e.g. ε-PARA's threshold) reaches ``fn`` and ``describe`` as
-            ``PolicyInputs.pooled`` and the edit manifest as ``pooled``. Only for data-free edits.
+        pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module the edit changes
+            (in module order, each with its σ0, ``scaling``, ``shape``, ``name`` and ``layer``) before any module
+            is edited; the dict (JSON-serialisable facts, e.g. ε-PARA's threshold, the modules ``sensitivity_hns``
+            chose) reaches ``fn`` and ``describe`` as ``PolicyInputs.pooled`` and the edit manifest as ``pooled``.
+            A data-free edit's pool sees every target module; an edit that needs data sees the modules with a
+            gradient, each with its per-mini-batch gradients ``batch_grads``.
     """
 
     name: str
@@ -174,8 +185,7 @@ def register_policy(
 
     Raises:
         ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
-            role or rebuild form; ``is_control=True`` with a role that is promoted; ``pool`` on an edit that
-            needs data (a pooled edit must see every target module, and only data-free edits do).
+            role or rebuild form; ``is_control=True`` with a role that is promoted.
     """
     if role is None:
         role = "random_control" if is_control else "policy"
@@ -194,9 +204,6 @@ def register_policy(
     def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
         data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
-        if pool is not None and data:
-            raise ValueError(f"policy {name!r}: pool= needs a data-free edit (needs_data=False), which edits every "
-                             "target module; an edit that needs data skips modules without a gradient")
         _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
                                      data, needs_shape, keep_identical, describe, pool)  # fmt: skip
         _ALIASES.update({a: name for a in aliases})

@@ -227,3 +227,44 @@ def test_edit_that_needs_data_without_base_is_a_usage_error(tiny_adapter, tmp_pa
     r = cli("edit", "--adapter", tiny_adapter, "--policy", "smooth_abs", "--out", tmp_path / "out")
     assert_error(r, "smooth_abs need(s) calibration data: give --base and --calib")
     assert not (tmp_path / "out").exists()
+
+
+def test_sensitivity_hns_edit_calibrates_selects_and_records_why(tiny_base, tiny_adapter, calib_file, tmp_path):
+    """``edit --policy sensitivity_hns`` (EXTENSIONS §7): listed as a post-hoc edit that needs calibration; one pass,
+    settings through ``--set``; full HNS on the chosen modules only, the others keep their bytes; the manifest holds
+    the selection (chosen, rejections with reasons, scores); a bad setting or a missing --base is a usage error."""
+    from tasks.adapter_io import load_adapter
+    from tasks.surgery.module_selection import OUTSIDE_BUDGET
+    from tasks.surgery.posthoc import hns_spectrum
+
+    row = {r["name"]: r for r in cli("--json", "edit", "--list-policies").json()}["sensitivity_hns"]
+    assert row["needs_data"] is True and row["role"] == "posthoc" and row["promotable"] is True
+    out = tmp_path / "out"
+    r = _edit(tiny_base, tiny_adapter, calib_file, out, "--policy", "sensitivity_hns", "--set",
+              'sensitivity_hns={"module_budget": 3, "selection_rule": "importance"}', "--json")
+    assert r.code == 0, r.out
+    assert [p["policy"] for p in r.json()["policies"]] == ["sensitivity_hns"]
+    manifest = json.loads((out / "sensitivity_hns" / "edit_manifest.json").read_text())
+    sel = manifest["pooled"]
+    assert manifest["settings"]["module_budget"] == 3 and manifest["calibration"]["n_examples"] == 4
+    assert sel["candidates"] == 4 and sel["module_budget"] == 3 and sel["budget_rule"] == "configured"
+    assert len(sel["chosen"]) == 3 and list(sel["rejected"].values()) == [OUTSIDE_BUDGET]
+    ranked = sorted(sel["scores"], key=lambda n: (-sel["scores"][n]["importance"], n))
+    assert sel["ranking"] == ranked and sel["chosen"] == ranked[:3]
+    src, edited = load_adapter(tiny_adapter), load_adapter(out / "sensitivity_hns")
+    for name, entry in manifest["modules"].items():
+        m = src.modules[name]
+        if name in sel["chosen"]:
+            expected = hns_spectrum(torch.tensor(entry["sigma_before"]))
+            assert torch.allclose(torch.tensor(entry["sigma_after"]), expected, atol=1e-6)
+            assert entry["selection"] == {"chosen": True, "rejection": None, **sel["scores"][name]}
+        else:
+            assert entry["sigma_after"] == entry["sigma_before"] and entry["selection"]["rejection"] == OUTSIDE_BUDGET
+            assert torch.equal(edited.tensors[m.key_A], src.tensors[m.key_A])
+            assert torch.equal(edited.tensors[m.key_B], src.tensors[m.key_B])
+    bad = _edit(tiny_base, tiny_adapter, calib_file, tmp_path / "bad", "--policy", "sensitivity_hns", "--set",
+                'sensitivity_hns={"module_budget": 0}')
+    assert bad.code == 2 and "Traceback" not in bad.err and "sensitivity_hns.module_budget" in bad.err
+    assert "greater than or equal to 1" in bad.err and not (tmp_path / "bad").exists()
+    no_base = cli("edit", "--adapter", tiny_adapter, "--policy", "sensitivity_hns", "--out", tmp_path / "nb")
+    assert_error(no_base, "sensitivity_hns need(s) calibration data")

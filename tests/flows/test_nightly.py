@@ -255,6 +255,62 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     assert "flat_nuclear" in render_dashboard(reg, tmp_path / "dashboard.html").read_text()
 
 
+@pytest.mark.slow
+def test_sensitivity_hns_calibrates_once_and_is_a_candidate(prefect_harness, make_fleet, fleet_base, tmp_path,
+                                                            monkeypatch):
+    """A nightly config naming ``sensitivity_hns`` (EXTENSIONS §7) runs the calibration pass (it needs data) exactly
+    once, writes the candidate with its selection in the manifest, and the gate decides on it; a changed setting
+    is a new candidate key and is written from the stored per-example gradients, with no second pass."""
+    import tasks.surgery.edit
+    from tasks.decision.gate import GateConfig
+    from tasks.run_config import LadderConfig
+
+    calls = []
+    real_prepare = tasks.surgery.edit.prepare
+
+    def counting_prepare(*a, **k):
+        calls.append(1)
+        return real_prepare(*a, **k)
+
+    monkeypatch.setattr(tasks.surgery.edit, "prepare", counting_prepare)
+    dirs, calib = make_fleet(1)
+    surgery = SurgeryConfig(policies=("sensitivity_hns",), random_control_seeds=(),
+                            calib=CalibConfig(n_samples=4, batch_size=4))
+    cfg = RunConfig(data_dir=tmp_path / "data", evaluator="fake", calib_source=str(calib),
+                    evaluator_options={"n_docs": 60, "rates": {"sensitivity_hns": 0.9}}, task_limit=60,
+                    guard_limit=60, surgery=surgery, ladder=LadderConfig(global_scalar=False),
+                    gate=GateConfig(require_control=False))  # fmt: skip
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0, out
+    assert out["results"][0]["calibrated"] is True and len(calls) == 1
+    version = reg.list_versions("ad0")[0]
+    candidates = {c.policy: c for c in reg.list_candidates(version.id)}
+    assert sorted(candidates) == ["bare_base", "sensitivity_hns", "zero_rebuild"]
+    manifest = json.loads((Path(candidates["sensitivity_hns"].artifact_uri) / "edit_manifest.json").read_text())
+    sel = manifest["pooled"]
+    # targets o_proj + down_proj over 2 layers: 4 candidates, default budget 2 × 2 layers = 4
+    assert sel["candidates"] == 4 and sel["module_budget"] == 4 and sel["selection_rule"] == "importance_compatible"
+    assert sorted([*sel["chosen"], *sel["rejected"]]) == sorted(sel["scores"])
+    assert all(sel["scores"][n]["compatibility"] > 0 for n in sel["chosen"])
+    assert all(sel["scores"][n]["compatibility"] <= 0 for n in sel["rejected"])
+    decision = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
+    assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"sensitivity_hns"}
+    assert sel["chosen"]  # on this seeded fleet: 3 chosen, one o_proj rejected as non_positive_hns_compatibility
+    assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "sensitivity_hns"
+
+    edit = surgery.edit.model_copy(update={"sensitivity_hns": surgery.edit.sensitivity_hns.model_copy(
+        update={"module_budget": 1, "selection_rule": "importance"})})
+    changed = cfg.model_copy(update={"surgery": surgery.model_copy(update={"edit": edit})})
+    out = run_nightly(changed)
+    assert out["failed"] == 0 and out["results"][0]["calibrated"] is False and len(calls) == 1
+    again = [c for c in reg.list_candidates(version.id) if c.policy == "sensitivity_hns"]
+    assert len(again) == 2 and len({c.config_hash for c in again}) == 2
+    newest = next(c for c in again if c.id != candidates["sensitivity_hns"].id)
+    sel1 = json.loads((Path(newest.artifact_uri) / "edit_manifest.json").read_text())["pooled"]
+    assert sel1["chosen"] == sel["ranking"][:1] and sel1["scores"] == sel["scores"]  # same stored gradients
+
+
 def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, fleet_base, tmp_path):
     """Three random seeds, the calibrated global scalar, the zero-rebuild canary and the bare base, on real edits."""
     from flows.refine_adapter import adapter_config_hash

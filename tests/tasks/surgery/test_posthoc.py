@@ -87,7 +87,8 @@ def test_default_method_settings_stay_out_of_dumps_and_keys():
 
 
 def test_registered_post_hoc_edits():
-    assert list_policies(("posthoc",)) == POSTHOC + ["para", "para_e95", "para_e99"]  # ε-PARA: tests/tasks/test_para
+    # ε-PARA: tests/tasks/test_para; sensitivity_hns: tests/tasks/test_module_selection
+    assert list_policies(("posthoc",)) == POSTHOC + ["para", "para_e95", "para_e99", "sensitivity_hns"]
     assert list_policies() == ["abs_select", "smooth_abs", "random_index", "grad_direction", "double_smooth",
                                "z_score", "robust_z"]  # fmt: skip
     assert SurgeryConfig().policies == ("abs_select", "smooth_abs", "grad_direction")
@@ -110,7 +111,7 @@ def test_needs_data_tells_data_free_edits_apart():
     needs = {n: get_policy(n).needs_data for n in list_policies(None)}
     assert needs == {**{n: True for n in list_policies()}, "zero_rebuild": False, "zero_rebuild_one_sided": False,
                      "global_scalar": True, **{n: n == "rmt_bulk_only" for n in POSTHOC},
-                     "para": False, "para_e95": False, "para_e99": False}  # fmt: skip
+                     "para": False, "para_e95": False, "para_e99": False, "sensitivity_hns": True}  # fmt: skip
 
 
 # ---- effective rank (§0) ----------------------------------------------------------------------------------
