@@ -303,6 +303,13 @@ def _demo(**kwargs: Any) -> None: ...
 @click.option("--keep-previous/--no-keep-previous", default=True, show_default=True,
               help="Keep the version a switch unlinked until the next switch (for servers reading it right then).")
 @click.option("--dry-run", is_flag=True, help="Verify and say what would change; write nothing.")
+@click.option("--watch", is_flag=True, help="Keep DIR current: poll the production set every --interval seconds "
+              "and re-export only what changed (one line per switch) until SIGINT/SIGTERM (exit 0). A registry "
+              "error is reported and retried at the next poll; a failed adapter keeps serving its previous export.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --watch: seconds between polls (default 30).")
+@click.option("--max-ticks", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --watch: stop after N polls (scripts, tests).")
 def _export(**kwargs: Any) -> None: ...
 
 
