@@ -346,6 +346,9 @@ def _history(**kwargs: Any) -> None: ...
               help="Adapter version (required with 'unedited'; a check otherwise).")
 @click.option("--force", is_flag=True, default=False,
               help="Allow a control (random_index, a canary), which the gate never promotes; recorded as a warning.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _promote(**kwargs: Any) -> None: ...
 
 
@@ -353,6 +356,9 @@ def _promote(**kwargs: Any) -> None: ...
 @click.argument("adapter", metavar="ADAPTER")
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _rollback(**kwargs: Any) -> None: ...
 
 
@@ -372,6 +378,9 @@ def _reviews(**kwargs: Any) -> None: ...
 @click.argument("review", metavar="REVIEW_ID", type=int)
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _approve(**kwargs: Any) -> None: ...
 
 
