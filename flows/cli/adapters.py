@@ -218,7 +218,7 @@ def event_payload(reg, event) -> tuple[dict, str, str]:
 def mlflow_config(args):
     """The ``mlflow:`` section of ``--config`` (``None`` without one), read and validated BEFORE a move, so that a
     bad file is refused with nothing moved."""
-    from tasks.mlflow_mirror import MlflowConfig
+    from tasks.production.mlflow_mirror import MlflowConfig
     from tasks.run_config import read_config_file
 
     if not getattr(args, "config", None):
@@ -299,7 +299,7 @@ def cmd_rollback(args) -> int:
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
     from registry.read import latest_decisions
-    from tasks.report import what_wins
+    from tasks.decision.report import what_wins
 
     reg = open_registry(args)
     decisions = latest_decisions(reg)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks.adapter_io import adapter_content_sha256
-from tasks.mlflow_mirror import MlflowConfig
+from tasks.production.mlflow_mirror import MlflowConfig
 from tests.flows.cli_support import assert_error, cli
 from tests.mlflow_server import free_port
 
