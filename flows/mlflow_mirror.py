@@ -209,3 +209,97 @@ def mirror_or_warn(config: RunConfig, reg, version, adapter, result: dict[str, A
              f"; registered {out['model']} version {out['model_version']} (alias {ALIAS})" if out["model_version"]
              else "")
     return out
+
+
+# ------------------------------------------------------------------------------------ production moves
+def _served(reg, name: str) -> dict[str, Any]:
+    """What ``name`` serves now: its files, their hash, the candidate (``None``: the unedited version)."""
+    state = reg.production(name)
+    if state is None:
+        raise ValueError(f"adapter {name!r} has no version: nothing in production")
+    cand = reg.get_candidate(state.candidate_id) if state.candidate_id is not None else None
+    version = reg.get_version(state.adapter_version_id)
+    return {"candidate": cand, "version": version, "path": Path(cand.artifact_uri if cand else state.local_path or ""),
+            "sha256": cand.artifact_sha256 if cand else state.content_sha256}
+
+
+def follow_move(reg, event, mcfg, uri: str) -> dict[str, Any]:
+    """Point alias ``production`` of the adapter's registered model at what the registry serves after ``event``.
+
+    A gate promotion registers its version when the decision is mirrored (:func:`mirror_decision`); every other
+    move (``promote`` by hand, ``rollback``, ``approve``) comes here. The model version whose
+    ``spectral_surgery.artifact_sha256`` tag is the served files' hash gets the alias (a rollback returns to the
+    version registered before); if there is none, the served files are registered as a new version: in the
+    decision's run when the move carries a decision that was mirrored (an approval), else in a new run of the
+    experiment tagged with the move (kind, actor, reason, event id), with those tags on the version too.
+
+    Args:
+        reg: The registry (read only).
+        event: The recorded :class:`registry.models.PromotionEvent`.
+        mcfg: The :class:`tasks.production.mlflow_mirror.MlflowConfig` (experiment, model prefix).
+        uri: The tracking server.
+
+    Returns:
+        ``{"model", "model_version", "registered"}`` (``registered``: a new version was made for this move).
+
+    Raises:
+        Any MLflow or connection error; ``FileNotFoundError`` if the served files are gone (the caller warns).
+    """
+    name = reg.get_version(event.to_version_id).adapter.name
+    served = _served(reg, name)
+    client = _client(uri)
+    model = registered_model_name(mcfg.registered_model_prefix, name)
+    sha = served["sha256"]
+    for mv in client.search_model_versions(f"name='{model}'"):
+        if mv.tags.get(f"{TAG}artifact_sha256") == sha:
+            client.set_registered_model_alias(model, ALIAS, mv.version)
+            return {"model": model, "model_version": mv.version, "registered": False}
+    if not served["path"].is_dir():
+        raise FileNotFoundError(f"{served['path']}: the files {name!r} serves are gone; the MLflow alias was not moved")
+    cand, version = served["candidate"], served["version"]
+    move = {"event_id": event.id, "event_kind": event.kind, "event_actor": event.actor, "event_reason": event.reason}
+    tags = {f"{TAG}{k}": str(v)[:5000] for k, v in move.items()}
+    tags |= {f"{TAG}artifact_sha256": sha, f"{TAG}adapter_sha256": version.content_sha256,
+             f"{TAG}policy": cand.policy if cand else "unedited"}
+    if cand is not None:
+        tags[f"{TAG}candidate_id"] = str(cand.id)
+    experiment_id = _experiment_id(client, mcfg.experiment)
+    run = _find_run(client, experiment_id, event.decision_id) if event.decision_id is not None else None
+    sentence = f"{event.kind} by {event.actor}: {event.reason}"
+    if run is not None:  # an approved decision: its evidence run holds the files
+        decision = reg.get_decision_by_id(event.decision_id)
+        tags = model_version_tags(decision.statistics_json or {}, decision.sentence, decision_id=decision.id,
+                                  adapter_sha256=version.content_sha256,
+                                  candidate={"id": cand.id, "policy": cand.policy, "seed": cand.seed,
+                                             "artifact_sha256": cand.artifact_sha256} if cand else {}) | tags
+        mv = _register(client, run.info.run_id, model, served["path"], tags, sentence)
+        client.set_tag(run.info.run_id, f"{TAG}production_moved", "true")
+    else:
+        run_id = client.create_run(experiment_id, run_name=f"{run_name(name, version.content_sha256)} {event.kind}",
+                                   tags={**tags, "mlflow.note.content": sentence}).info.run_id
+        try:
+            mv = _register(client, run_id, model, served["path"], tags, sentence)
+        finally:
+            client.set_terminated(run_id, "FINISHED")
+    return {"model": model, "model_version": mv.version, "registered": True}
+
+
+def follow_or_warn(reg, event, mcfg, log) -> dict[str, Any] | None:
+    """:func:`follow_move` for the command line, when a tracking server is known: ``mcfg``'s ``tracking_uri``,
+    else ``$MLFLOW_TRACKING_URI`` (``mcfg`` None: the defaults). Nothing is done without one (``None``); an error is
+    logged as a warning and returned as ``{"error": ...}``, never raised (the registry's move stands)."""
+    from tasks.production.mlflow_mirror import MlflowConfig
+
+    mcfg = mcfg or MlflowConfig()
+    uri = mcfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return None
+    try:
+        out = follow_move(reg, event, mcfg, uri)
+    except Exception as e:  # the registry is the record: the move is done whatever MLflow says
+        message = redact_text(f"{type(e).__name__}: {e}", [password_of(uri) or ""])
+        log.warning("could not move the MLflow alias %r at %s: %s", ALIAS, redact_url(uri), message)
+        return {"error": message}
+    log.info("MLflow: %s@%s = version %s%s", out["model"], ALIAS, out["model_version"],
+             " (registered for this move)" if out["registered"] else "")
+    return out

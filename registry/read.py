@@ -12,7 +12,8 @@ returns plain rows (SQLAlchemy ``Row`` named tuples) or a hash; nothing here wri
   adapters, versions, adapter runs (failure messages apart), the last ``history`` decisions per adapter (the
   three statistics fields trends need extracted by the database; whole documents only for the last
   ``detail_runs``), their candidates, the latest decision's spectra, the evaluations of the detailed decisions,
-  promotion events, production pointers and the latest runs;
+  promotion events, production pointers, the latest runs and the reviews (``promote: review``) of those decisions
+  plus every pending one;
 * :func:`production_set`: what every adapter serves now, with where its files are and the hash recorded for them
   (what ``spectral-surgery export`` writes out for serving).
 """
@@ -40,6 +41,7 @@ from registry.models import (
     ProductionPointer,
     PromotionEvent,
     RefinementRun,
+    Review,
 )
 
 
@@ -60,6 +62,7 @@ def registry_fingerprint(registry) -> str:
         select(func.max(Decision.id)),
         select(func.max(ProductionPointer.updated_at)),
         select(func.max(PromotionEvent.id)),
+        select(func.max(Review.id), func.max(Review.decided_at), func.count(Review.decided_at)),
     ]
     with session_scope(registry.engine, write=False) as s:
         values = [tuple(s.execute(p).one()) for p in probes]
@@ -146,7 +149,14 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     extra = s.execute(select(*cand_cols).where(Candidate.id.in_(sorted(event_cands)))).all() if event_cands else []
     runs = s.execute(select(RefinementRun.id, RefinementRun.started_at, RefinementRun.ended_at, RefinementRun.status)
                      .order_by(RefinementRun.id.desc()).limit(history)).all()
-    return {"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
+    # Reviews of the decisions read, and every pending one (whatever its decision's age).
+    wq = (select(Review.id, Review.adapter_id, Review.decision_id, Review.state, Review.requested_by,
+                 Review.requested_at, Review.expires_at, Review.decided_by, Review.decided_at, Review.reason,
+                 Review.superseded_by_id)
+          .where((Review.state == "pending") | Review.decision_id.in_(select(recent.c.id))).order_by(Review.id))
+    if ids is not None:
+        wq = wq.where(Review.adapter_id.in_(ids))
+    return {"reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
             "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
             "pointers": s.execute(pq).all(), "runs": runs}
@@ -163,7 +173,8 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
 
     Returns:
         ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
-        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs"}``.
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews"}`` (``reviews``: those
+        of the decisions read and every pending one, oldest first).
     """
     with session_scope(registry.engine, write=False) as s:
         return _load(s, history, detail_runs, only)

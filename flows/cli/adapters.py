@@ -216,13 +216,46 @@ def event_payload(reg, event) -> tuple[dict, str, str]:
     return payload, frm, to
 
 
+def mlflow_config(args):
+    """The ``mlflow:`` section of ``--config`` (``None`` without one), read and validated BEFORE a move, so that a
+    bad file is refused with nothing moved."""
+    from tasks.production.mlflow_mirror import MlflowConfig
+    from tasks.run_config import read_config_file
+
+    if not getattr(args, "config", None):
+        return None
+    from pydantic import ValidationError
+
+    from registry.validation import RegistryError
+
+    section = read_config_file(args.config).get("mlflow")
+    try:
+        return MlflowConfig.model_validate(section) if section else None
+    except ValidationError as e:
+        what = "; ".join(f"mlflow.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise RegistryError(f"{args.config}: invalid mlflow section ({what}); nothing was moved") from None
+
+
+def follow_in_mlflow(reg, event, mcfg) -> dict | None:
+    """Move the MLflow alias ``production`` with a manual move, when a tracking server is known: ``mcfg``
+    (:func:`mlflow_config`), else ``$MLFLOW_TRACKING_URI`` (default experiment and prefix). Never fails the move."""
+    import logging
+
+    from flows.mlflow_mirror import follow_or_warn
+
+    return follow_or_warn(reg, event, mcfg, logging.getLogger("spectral_surgery.mlflow"))
+
+
 def _print_event(args, reg, event, title: str) -> int:
     from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
 
     from flows.events import announce_move
 
     announce_move(reg, event)  # the Prefect event of the move (never fails it)
+    mirrored = follow_in_mlflow(reg, event, getattr(args, "mlflow", None))
     payload, frm, to = event_payload(reg, event)
+    if mirrored is not None:
+        payload["mlflow"] = mirrored
     name = payload["event"]["adapter"]
     reg.close()
     return emit(args, payload, lambda: console().print(
@@ -234,6 +267,7 @@ def _print_event(args, reg, event, title: str) -> int:
 def cmd_promote(args) -> int:
     from registry.repository import RegistryError
 
+    args.mlflow = mlflow_config(args)
     reg = open_registry(args)
     if args.candidate in ("unedited", "baseline"):
         if args.version is None:
@@ -256,6 +290,7 @@ def cmd_promote(args) -> int:
 
 @guarded
 def cmd_rollback(args) -> int:
+    args.mlflow = mlflow_config(args)
     reg = open_registry(args)
     event = reg.rollback(args.adapter, args.actor or default_actor(), args.reason)
     return _print_event(args, reg, event, "Rolled back")

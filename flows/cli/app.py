@@ -303,6 +303,13 @@ def _demo(**kwargs: Any) -> None: ...
 @click.option("--keep-previous/--no-keep-previous", default=True, show_default=True,
               help="Keep the version a switch unlinked until the next switch (for servers reading it right then).")
 @click.option("--dry-run", is_flag=True, help="Verify and say what would change; write nothing.")
+@click.option("--watch", is_flag=True, help="Keep DIR current: poll the production set every --interval seconds "
+              "and re-export only what changed (one line per switch) until SIGINT/SIGTERM (exit 0). A registry "
+              "error is reported and retried at the next poll; a failed adapter keeps serving its previous export.")
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --watch: seconds between polls (default 30).")
+@click.option("--max-ticks", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --watch: stop after N polls (scripts, tests).")
 def _export(**kwargs: Any) -> None: ...
 
 
@@ -339,6 +346,9 @@ def _history(**kwargs: Any) -> None: ...
               help="Adapter version (required with 'unedited'; a check otherwise).")
 @click.option("--force", is_flag=True, default=False,
               help="Allow a control (random_index, a canary), which the gate never promotes; recorded as a warning.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _promote(**kwargs: Any) -> None: ...
 
 
@@ -346,6 +356,9 @@ def _promote(**kwargs: Any) -> None: ...
 @click.argument("adapter", metavar="ADAPTER")
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _rollback(**kwargs: Any) -> None: ...
 
 
@@ -365,6 +378,9 @@ def _reviews(**kwargs: Any) -> None: ...
 @click.argument("review", metavar="REVIEW_ID", type=int)
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
+                   "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
 def _approve(**kwargs: Any) -> None: ...
 
 

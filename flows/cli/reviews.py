@@ -61,13 +61,17 @@ def cmd_reviews(args) -> int:
 def cmd_approve(args) -> int:
     from rich.markup import escape
 
-    from flows.cli.adapters import event_payload
+    from flows.cli.adapters import event_payload, follow_in_mlflow, mlflow_config
 
+    mcfg = mlflow_config(args)
     reg = open_registry(args)
     _expire(reg)
     event, review = reg.approve(args.review, args.actor or default_actor(), args.reason)
     events.announce_move(reg, event)
+    mirrored = follow_in_mlflow(reg, event, mcfg)
     payload, frm, to = event_payload(reg, event)
+    if mirrored is not None:
+        payload["mlflow"] = mirrored
     payload["review"] = review_dict(reg, review)
     reg.close()
     return emit(args, payload, lambda: console().print(

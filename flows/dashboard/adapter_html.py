@@ -9,7 +9,17 @@ import math
 from typing import Any
 
 import flows.dashboard.svg as sv
-from flows.dashboard.fmt import _ci, _short, _status_badge, _x_dates, decision_badge, fmt_p, pct, pts
+from flows.dashboard.fmt import (
+    _ci,
+    _short,
+    _status_badge,
+    _x_dates,
+    decision_badge,
+    fmt_p,
+    pct,
+    pts,
+    review_text,
+)
 from flows.dashboard.svg import color_for, e
 
 MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
@@ -240,6 +250,9 @@ def adapter_section(a: dict, *, lazy: bool = True) -> str:
             f'version(s), latest {e(lv["sha"]) if lv else "–"} seen {e(lv["seen"]) if lv else "–"}'
             + (f' · last run #{run["run_id"]} {e(run["status"])}' if run else "") + "</p>")
     sentence = f'<p class="sentence"><b>Last decision:</b> {e(dec["sentence"])}</p>' if dec else ""
+    shown = [r for r in (a.get("review"), (dec or {}).get("review")) if r]
+    sentence += "".join(f'<p class="sentence review">{review_text(r)}</p>'
+                        for i, r in enumerate(shown) if r["id"] not in [x["id"] for x in shown[:i]])
     parts = ["<h4>Task metric across nights</h4>", _trend(a)]
     if a["nights"]:
         parts += ["<h4>Latest decision: paired differences</h4>", _forest(a, a["nights"][0]),

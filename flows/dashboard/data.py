@@ -118,6 +118,9 @@ class _Index:
         for e in rows["events"]:
             self.events[e.adapter_id].append(e)
         self.pointers = {p.adapter_id: p for p in rows["pointers"]}
+        self.review_of = {r.decision_id: r for r in rows["reviews"]}  # decision -> its review
+        self.pending = {r.adapter_id: r for r in rows["reviews"] if r.state == "pending"}  # newest wins
+        self.arm_of = {d.id: d.promoted_arm for d in rows["decisions"]}
         # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
         # so the latest decision of a version wins).
         # Candidates are reused across decisions (stage keys): a promoted candidate keeps the score of the decision
@@ -136,6 +139,18 @@ class _Index:
                     if d.promoted_candidate_id == c.id:
                         promoted_value[c.id] = means[arm]
         self.cand_value.update(promoted_value)
+
+    def review(self, r, now: datetime) -> dict[str, Any] | None:
+        """A review (``promote: review``) as the views show it. A pending review past its window is shown as
+        ``expired`` (``marked`` False: the registry marks it at the next run, list or approval)."""
+        if r is None:
+            return None
+        overdue = r.state == "pending" and r.expires_at <= now
+        return {"id": r.id, "decision_id": r.decision_id, "state": "expired" if overdue else r.state,
+                "marked": not overdue, "candidate": self.arm_of.get(r.decision_id),
+                "requested_by": r.requested_by, "requested_at": _iso(r.requested_at), "expires_at": _iso(r.expires_at),
+                "decided_by": r.decided_by, "decided_at": _iso(r.decided_at), "reason": r.reason,
+                "superseded_by": r.superseded_by_id}
 
     def stats(self, d) -> dict[str, Any]:
         """A decision's statistics: the whole document when it was read, else the fields every view needs."""
@@ -371,7 +386,9 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
                       "ended": _iso(last.ended_at), "version_sha": ix.sha(last.adapter_version_id),
                       "error_type": last.error_type, "error": error_summary(ix.messages.get(last.id))}
                      if last is not None else None),
-        "last_decision": (_last_decision(decisions[0]) if decisions else None),
+        "last_decision": (_last_decision(decisions[0], ix.review(ix.review_of.get(decisions[0].id), now))
+                          if decisions else None),
+        "review": ix.review(ix.pending.get(a.id), now),
         "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
         "spectrum": spectrum, "sensitivity": sensitivity, "events": events,
         "failures": failures[:10], "n_failures": len(failures),
@@ -380,12 +397,17 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- diagnostics
-def _last_decision(d) -> dict[str, Any]:
+def _last_decision(d, review: dict | None) -> dict[str, Any]:
+    """``review``: the decision's review (``promote: review``), which says whether a passing decision moved
+    production (approved) or waits (pending), or never will (expired, superseded)."""
     verdict = verdict_of({"verdict": d.verdict}, bool(d.promoted))
     arm = d.promoted_arm if d.promoted else None
     n_needed = d.n_needed if verdict == "hold" else None
+    label = verdict_label(verdict, n_needed, arm)
+    if review is not None and review["state"] != "approved":
+        label += " awaiting review" if review["state"] == "pending" else f" (review {review['state']})"
     return {"id": d.id, "at": _iso(d.created_at), "promoted": bool(d.promoted), "sentence": d.sentence, "arm": arm,
-            "verdict": verdict, "n_needed": n_needed, "label": verdict_label(verdict, n_needed, arm)}
+            "verdict": verdict, "n_needed": n_needed, "label": label, "review": review}
 
 
 def _summary(values: list[float]) -> tuple[float | None, float | None, float | None]:
@@ -504,6 +526,7 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
         "promotions": sum(1 for e in rows["events"] if e.kind in ("promotion", "approval")),  # approved: reviewed
         "overrides": sum(1 for e in rows["events"] if e.kind == "manual_override"),
         "rollbacks": sum(1 for e in rows["events"] if e.kind == "rollback"),
+        "awaiting_review": sum(1 for v in adapters if v["review"] and v["review"]["state"] == "pending"),
         "failing": sum(1 for v in adapters
                        if (v["last_run"] and v["last_run"]["status"] == "failed") or v["fetch_error"]),
         "last_run": runs[-1] if runs else None,

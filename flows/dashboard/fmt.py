@@ -62,14 +62,39 @@ def _x_dates(ts: Sequence[float | None]) -> Any:
 
 def decision_badge(dec: dict) -> str:
     """The last decision's verdict as a badge: promoted (green), held for evidence with the documents it needs
-    (amber: the evidence could not tell yet), rejected (red: measured, and not worth promoting)."""
+    (amber: the evidence could not tell yet), rejected (red: measured, and not worth promoting). A passing
+    decision put up for review (``promote: review``) is amber "awaiting review" while its review is pending, grey
+    once it expired or was superseded (production never moved), green once approved."""
     verdict = dec.get("verdict") or ("promote" if dec.get("promoted") else "reject")
+    review = dec.get("review")
+    if verdict == "promote" and review and review["state"] == "pending":
+        return (f'<span class="badge b-warn" title="review {review["id"]}, requested by {e(review["requested_by"])} '
+                f'at {e(review["requested_at"])}; approve before {e(review["expires_at"])}">awaiting review: '
+                f'{e(dec.get("arm") or "")}</span>')
+    if verdict == "promote" and review and review["state"] != "approved":
+        return (f'<span class="badge b-mut" title="{e(review["reason"] or "")}">passed {e(dec.get("arm") or "")}, '
+                f'review {e(review["state"])}</span>')
     if verdict == "promote":
         return f'<span class="badge b-ok">promoted {e(dec.get("arm") or "")}</span>'
     if verdict == "hold":
         need = f": needs ~{dec['n_needed']:,} docs" if dec.get("n_needed") else ""
         return f'<span class="badge b-warn" title="held for evidence">held{need}</span>'
     return '<span class="badge b-bad">rejected</span>'
+
+
+def review_text(r: dict) -> str:
+    """One sentence (HTML) of a review's state for the adapter page: who asked, until when, how to approve; or who
+    approved it, or why it expired or was superseded."""
+    head = f'<b>Review {r["id"]}</b> of decision {r["decision_id"]} ({e(r["candidate"] or "")}): '
+    if r["state"] == "pending":
+        return (head + f'<span class="badge b-warn">awaiting review</span> requested by {e(r["requested_by"])} at '
+                f'{e(r["requested_at"])}, open until {e(r["expires_at"])}; production has not moved. Approve with '
+                f'<code>spectral-surgery approve {r["id"]} --reason "…"</code>.')
+    if r["state"] == "approved":
+        return (head + f'<span class="badge b-ok">approved</span> by {e(r["decided_by"] or "")} at '
+                f'{e(r["decided_at"] or "")}: {e(r["reason"] or "")}')
+    why = r["reason"] or (f'not approved by {r["expires_at"]} (marked at the next run)' if not r["marked"] else "")
+    return head + f'<span class="badge b-mut">{e(r["state"])}</span> {e(why)}; production did not move.'
 
 
 def _status_badge(status: str | None) -> str:

@@ -83,7 +83,7 @@ def _fleet(data: dict) -> str:
     s = data["summary"]
     cards = [("adapters", s["adapters"]), ("enabled", s["enabled"]), ("serving an edit", s["edited_in_production"]),
              ("promotions", s["promotions"]), ("manual overrides", s["overrides"]), ("rollbacks", s["rollbacks"]),
-             ("failing now", s["failing"])]
+             ("awaiting review", s.get("awaiting_review", 0)), ("failing now", s["failing"])]
     out = ['<section id="fleet"><h2>Fleet</h2><div class="cards">']
     out += [f'<div class="card"><b>{v}</b><span>{e(k)}</span></div>' for k, v in cards]
     out.append("</div>")
