@@ -7,6 +7,7 @@ bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past 
 
 import contextlib
 import os
+import socket
 import threading
 import uuid
 from collections import deque
@@ -24,11 +25,13 @@ from tasks.run_config import RunConfig
 
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
 def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
-    """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on."""
+    """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on. The result
+    names the process that did the work (``worker``: host:pid, a Dask worker process or this one)."""
+    where = f"{socket.gethostname()}:{os.getpid()}"
     try:
-        return refine_adapter(version_id, adapter_name, run_id, config)
+        return {**refine_adapter(version_id, adapter_name, run_id, config), "worker": where}
     except Exception as e:
-        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}"}
+        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", "worker": where}
 
 
 HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
@@ -81,8 +84,11 @@ def _task_runner(config: RunConfig):
 
         if config.dask_address:
             return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": config.concurrency, "processes": False,
-                                              "threads_per_worker": 1})
+        # process workers by default: each loads its own base model, so adapters really run in parallel (threads
+        # share this process's one model and take turns on its lock)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": config.concurrency,
+                                              "processes": config.dask_workers == "processes",
+                                              "threads_per_worker": 1, "dashboard_address": None})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=config.concurrency)

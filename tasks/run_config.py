@@ -93,6 +93,10 @@ class RunConfig(BaseModel):
     concurrency: int = Field(1, ge=1, le=256, description="Adapters refined at once (1 on a CPU machine).")
     task_runner: Literal["thread", "dask"] = Field("thread", description="Prefect task runner for the fan-out.")
     dask_address: str | None = Field(None, description="Scheduler address of an existing Dask cluster.")
+    dask_workers: Literal["processes", "threads"] = Field(
+        "processes", description="Workers of the LocalCluster started without dask_address: processes (adapters "
+        "refined in parallel, one base model loaded in each worker) or threads of this process (one shared base "
+        "model, so adapters take turns on it).")
     promote: bool | Literal["review"] = Field(
         True, description="Move production pointers: true (the gate promotes), false (dry run: decide, do not "
         "promote) or review (a passing decision waits for `spectral-surgery approve REVIEW_ID` for review_window, "

@@ -178,11 +178,15 @@ def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, 
     from flows.refine_fleet import run_nightly
 
     data = _tiny_fleet(tiny_base, tmp_path, 2)
-    # processes=False (the flow's default LocalCluster): Dask workers are threads of this process
+    # the flow's default LocalCluster: two worker processes, each with its own base model and registry handle
     cfg = RunConfig.model_validate(_tiny_config(data, task_runner="dask", concurrency=2))
+    assert cfg.dask_workers == "processes"
     out = run_nightly(cfg)
     assert out["refined"] == 2 and out["failed"] == 0, [r.get("error") for r in out["results"]]
     assert sorted(r["adapter"] for r in out["results"]) == ["ad0", "ad1"]
+    # the two adapters were refined in two worker processes, neither of them this one
+    pids = {int(r["worker"].rsplit(":", 1)[1]) for r in out["results"]}
+    assert len(pids) == 2 and os.getpid() not in pids
     reg = worker.registry(cfg)
     for name in ("ad0", "ad1"):
         version = reg.list_versions(name)[0]
