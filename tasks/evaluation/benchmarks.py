@@ -91,8 +91,9 @@ def list_benchmarks() -> list[str]:
 for _spec in (
     BenchmarkSpec("gsm8k", "gsm8k", "exact_match", True, None, "hub", filter="strict-match",
                   description="GSM8K 5-shot greedy, exact match of the '#### N' answer."),
-    BenchmarkSpec("humaneval", "humaneval", "pass@1", True, None, "hub", filter="create_test", executes_code=True,
-                  description="HumanEval 0-shot greedy pass@1 (lm-eval task, HF evaluate code_eval)."),
+    BenchmarkSpec("humaneval", "ss_humaneval", "pass@1", True, None, "local", executes_code=True,
+                  description="HumanEval 0-shot greedy pass@1 with lm-eval's humaneval settings, every program run in "
+                              "tasks.evaluation.sandbox (not HF evaluate's code_eval)."),
     BenchmarkSpec("ifeval", "ifeval", "prompt_level_strict_acc", True, None, "hub",
                   description="IFEval (541 prompts) prompt-level strict accuracy."),
     BenchmarkSpec("commonsense_qa", "commonsense_qa", "acc", True, None, "hub",

@@ -436,8 +436,8 @@ class LmEvalEvaluator:
             from tasks.evaluation.sandbox import resolve_backend
 
             resolve_backend()  # before the model loads: no usable sandbox refuses the benchmark, saying how to fix
-            if spec.kind == "hub":
-                os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
+            # HF_ALLOW_CODE_EVAL is never set here: every registered code benchmark runs in the sandbox; a user's
+            # own hub task scored by HF evaluate's code_eval needs them to set it themselves
         base = self._base(base_model)
         out: dict[str, EvalResult] = {}
         try:

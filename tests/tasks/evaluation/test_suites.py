@@ -14,8 +14,8 @@ from tasks.evaluation.suites import build_data
 from tasks.evaluation.suites.mix import spread
 from tasks.evaluation.suites.utils import SUITES_DIR, read_jsonl
 
-SUITES = {"ss_arith": 1000, "ss_mc": 1000, "ss_code": 164, "ss_ifeval": 300}  # task -> minimum documents
-VERSIONS = {"ss_arith": 2.0, "ss_mc": 2.0, "ss_code": 1.0, "ss_ifeval": 2.0}
+SUITES = {"ss_arith": 1000, "ss_mc": 1000, "ss_code": 164, "ss_humaneval": 164, "ss_ifeval": 300}  # task -> minimum documents
+VERSIONS = {"ss_arith": 2.0, "ss_mc": 2.0, "ss_code": 1.0, "ss_humaneval": 1.0, "ss_ifeval": 2.0}
 MAX_FILE_BYTES = 400_000  # package data: about 280 kB for ss_arith's 1,208 rows
 PREFIX = 100  # the nightly run's limit is of this order
 
@@ -48,6 +48,25 @@ def test_every_yaml_loads(task_manager):
         task = loaded[name]
         assert len(list(task.eval_docs)) >= minimum, name
         assert task.get_config("metadata")["version"] == VERSIONS[name]
+
+
+def test_paper_humaneval_is_lm_evals_task_run_in_the_sandbox(task_manager):
+    """The paper profile's HumanEval: lm-eval's own humaneval task's prompts, stops and budget, the same 164
+    problems, but scored by the sandbox (process_results), never by HF evaluate's code_eval."""
+    import yaml
+
+    import lm_eval.tasks
+
+    ours = task_manager.load(["ss_humaneval"])["tasks"]["ss_humaneval"]
+    theirs = yaml.safe_load((Path(lm_eval.tasks.__file__).parent / "humaneval" / "humaneval.yaml").read_text()
+                            .replace("!function", "fn"))
+    for key in ("until", "max_gen_toks", "do_sample"):
+        assert ours.config.generation_kwargs[key] == theirs["generation_kwargs"][key], key
+    assert ours.config.doc_to_text == theirs["doc_to_text"] and ours.config.num_fewshot == theirs["num_fewshot"]
+    docs = list(ours.eval_docs)
+    assert len(docs) == 164 and docs[0]["task_id"] == "HumanEval/0"
+    assert ours.config.process_results.__name__ == "process_ss_code" and not ours.config.filter_list
+    assert get_benchmark("humaneval").lm_eval_task == "ss_humaneval" and get_benchmark("humaneval").executes_code
 
 
 def test_local_benchmarks_point_at_suites(task_manager):
@@ -277,11 +296,11 @@ def test_oracle_scores_perfectly_through_lm_eval(task_manager, code_sandbox):
     gold = {f"Question: {r['question']}\nAnswer:": r["choices"][r["gold"]] for r in mc}
     lm = _OracleLM(answers, gold)
     for task, metric, limit in (("ss_arith", "exact_match,last-number", 20), ("ss_mc", "acc,none", 20),
-                                ("ss_code", "pass@1,none", 4)):  # fmt: skip
+                                ("ss_code", "pass@1,none", 4), ("ss_humaneval", "pass@1,none", 4)):  # fmt: skip
         res = simple_evaluate(model=lm, tasks=[task], limit=limit, task_manager=task_manager,
                               confirm_run_unsafe_code=True, bootstrap_iters=0)  # fmt: skip
         assert res["results"][task][metric] == 1.0, task
-        if task != "ss_code":  # limit=N evaluated exactly the first N test rows of the file
+        if task not in ("ss_code", "ss_humaneval"):  # limit=N evaluated exactly the first N test rows of the file
             assert [s["doc"]["question"] for s in res["samples"][task]] == [
                 r["question"] for r in _test_rows(f"{task}.jsonl")[:limit]]  # fmt: skip
     # and a model that is always wrong scores zero
