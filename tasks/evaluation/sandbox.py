@@ -4,7 +4,8 @@ Threat model: the program is hostile. It may use anything Python offers (``ctype
 ``_socket``, raw syscalls) to write or delete the evaluator's files, read its secrets (``HF_TOKEN`` in the
 environment, ``/proc/<ppid>/environ``, files in its temp dir or home), signal or outlive it (``setsid`` daemons),
 reach the network, or exhaust memory, CPU, processes or disk. Scoring is not defended: a program that fakes
-its own success (e.g. ``posix._exit(0)`` before the tests run) only corrupts its own pass@1.
+its own success only corrupts its own pass@1; ending its process early with status 0 (``posix._exit(0)`` before
+the tests run) is a failure, since only the runner, after the whole program, exits with ``EXIT_OK`` (86).
 
 Two backends, chosen by :func:`resolve_backend` (argument, then the run config's ``sandbox`` via
 :func:`using_backend`, then ``$SPECTRAL_SURGERY_SANDBOX``, then ``bwrap``):
@@ -257,4 +258,7 @@ def _classify(rc: int, detail: str, *, bwrap: bool) -> SandboxResult:
         if signum == signal.SIGXCPU:  # RLIMIT_CPU's soft signal: the program used up its CPU seconds
             return SandboxResult(False, "timeout", "killed by SIGXCPU (CPU time limit)")
         return SandboxResult(False, "error", f"killed by {name}. {detail}".strip())
+    if rc == 0:
+        return SandboxResult(False, "failed", detail or "the program ended its process (exit status 0) before "
+                             "its tests finished")
     return SandboxResult(False, "failed", detail or f"exit code {rc}")

@@ -22,8 +22,10 @@ import shutil
 import subprocess
 import sys
 
-# Exit codes of the runner script (prelude + program), chosen to not collide with Python's 1/2.
-EXIT_OK = 0
+# Exit codes of the runner script (prelude + program), chosen to not collide with Python's 1/2. A complete run
+# is NOT 0: a program that ends its own process early with status 0 (``os._exit(0)``/``posix._exit(0)`` before its
+# tests ran) must not count as passed; only the runner, after the whole program, exits with EXIT_OK.
+EXIT_OK = 86
 EXIT_SYNTAX = 3
 EXIT_SYSEXIT = 4
 

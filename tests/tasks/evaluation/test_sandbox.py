@@ -50,6 +50,14 @@ def test_wrong_humaneval_solution_fails(humaneval0, backend):
     assert "AssertionError" in res.detail
 
 
+@pytest.mark.parametrize("end", ["import posix\nposix._exit(0)", "import os\nos._exit(0)", "import sys\nsys.exit(0)",
+                                 "exit()"])
+def test_a_program_that_ends_itself_before_its_tests_fails(humaneval0, backend, end):
+    """Ending the process early with status 0 (before a failing assert ran) is not a pass on either backend."""
+    res = run_code(f"{end}\nassert False, 'the tests'\n", backend=backend)
+    assert not res.passed and res.status == "failed", res
+
+
 def test_infinite_loop_is_killed(backend):
     t = time.monotonic()
     res = run_code("while True:\n    pass\n", timeout_s=1.0, backend=backend)
