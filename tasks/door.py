@@ -12,9 +12,10 @@ at once, with the message the run would give (it comes from the same readers):
   cache (offline, a hub id that was never downloaded cannot be loaded at night either);
 * the calibration source parses into at least one example (:func:`tasks.surgery.calib_data.load_calibration`).
 
-One check only warns: :func:`base_mismatch`, when the adapter's own ``adapter_config.json`` names another base
-model than the one registered (PEFT loads it on any base whose layer shapes fit, so this is allowed, but usually a
-mistake).
+Two checks only warn (:func:`door_warnings`): :func:`base_mismatch`, when the adapter's own
+``adapter_config.json`` names another base model than the one registered (PEFT loads it on any base whose layer
+shapes fit, so this is allowed, but usually a mistake), and :func:`inert_adapter`, when every LoRA module's update
+``B·A`` is zero (a valid PEFT adapter, as PEFT initialises one, that changes nothing: saved before training).
 
 Each check returns None or raises; :func:`door_checks` runs them all and returns one finding per failure, so a
 caller can show every problem at once.
@@ -162,3 +163,32 @@ def base_mismatch(source_uri: str, base_model_id: str) -> str | None:
     return (f"{cfg_path}: base_model_name_or_path is {named!r}, but the adapter is registered on {base_model_id!r}; "
             f"an adapter trained on another base loads wherever the shapes fit and then scores nonsense. Register it "
             f"with --base {named!r} if that is its base")
+
+
+def inert_adapter(source_uri: str) -> str | None:
+    """A warning when every LoRA module of a local adapter has ``lora_B`` (or ``lora_A``) all zero, so ``B·A = 0``
+    everywhere: the adapter is a no-op (PEFT initialises ``lora_B`` to zero; an export before the first training
+    step looks like this). Its nightly decision can only be REJECT (the baseline equals the bare base: the
+    "adapter is applied" canary fails). None when any module updates its layer, or the source cannot be read here.
+    """
+    from tasks.adapter_io import AdapterError, load_adapter
+
+    if "://" in source_uri:
+        return None
+    try:
+        adapter = load_adapter(Path(source_uri))
+    except (AdapterError, OSError):
+        return None
+    if not adapter.modules or any(bool(adapter.tensors[m.key_B].any()) and bool(adapter.tensors[m.key_A].any())
+                                  for m in adapter.modules.values()):
+        return None
+    return (f"{adapter.weights_file}: lora_B (or lora_A) is zero in all {len(adapter.modules)} LoRA modules, so the "
+            f"adapter changes nothing (PEFT initialises lora_B to zero: was it saved before its first training "
+            f"step?); its nightly decision can only be REJECT. Register the trained checkpoint instead")
+
+
+def door_warnings(source_uri: str, base_model_id: str) -> list[Finding]:
+    """What :func:`door_checks` lets through but a person should hear about: ``base`` (:func:`base_mismatch`) and
+    ``source`` (:func:`inert_adapter`) findings."""
+    found = [("base", base_mismatch(source_uri, base_model_id)), ("source", inert_adapter(source_uri))]
+    return [Finding(what, msg) for what, msg in found if msg]

@@ -81,7 +81,7 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import base_mismatch, door_checks
+        from tasks.door import door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
         findings = door_checks(source, base, args.base_revision, config["calib"] if config else None)
@@ -89,9 +89,8 @@ def cmd_register(args) -> int:
             reg.close()
             return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
                         + " (fix it, or pass --no-check to register anyway)")
-        mismatch = base_mismatch(source, base)
-        if mismatch:
-            warn(mismatch)
+        for finding in door_warnings(source, base):
+            warn(finding.message)
     adapter = reg.register_adapter(
         args.name, source, base, args.family,
         base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
@@ -106,7 +105,7 @@ def cmd_register(args) -> int:
 @guarded
 def cmd_check(args) -> int:
     """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import base_mismatch, door_checks
+    from tasks.door import door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
@@ -115,10 +114,10 @@ def cmd_check(args) -> int:
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
         findings = door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib)
-        mismatch = base_mismatch(a.source_uri, a.base_model_id)
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
-                     "warnings": [{"what": "base", "message": mismatch}] if mismatch else []})
+                     "warnings": [{"what": w.what, "message": w.message}
+                                  for w in door_warnings(a.source_uri, a.base_model_id)]})
 
     def render() -> None:
         if not rows:

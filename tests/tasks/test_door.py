@@ -78,3 +78,26 @@ def test_an_adapter_naming_another_base_is_warned_about(tiny_base, tiny_adapter,
     assert "meta-llama/Llama-3.2-1B" in warning and "--base" in warning
     assert base_mismatch("hf://acme/lora@main", "bundled") is None  # nothing local to read yet
     assert base_mismatch(str(tmp_path / "nowhere"), "bundled") is None  # the source check reports that one
+
+
+def test_an_adapter_that_changes_nothing_is_warned_about(tiny_base, tiny_adapter, tmp_path):
+    """lora_B zero in every module (PEFT's initialisation): valid, registered, but warned about; one trained
+    module is enough to stay silent."""
+    from tasks.door import door_warnings, inert_adapter
+
+    assert inert_adapter(str(tiny_adapter)) is None and door_warnings(str(tiny_adapter), str(tiny_base)) == []
+    inert = tmp_path / "inert"
+    shutil.copytree(tiny_adapter, inert)
+    weights = inert / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    b_keys = sorted(k for k in tensors if "lora_B" in k)
+    save_file({k: v.zero_() if "lora_B" in k else v for k, v in tensors.items()}, weights)
+    warning = inert_adapter(str(inert))
+    assert warning is not None and "adapter_model.safetensors" in warning and "lora_B" in warning
+    assert f"all {len(b_keys)} LoRA modules" in warning and "REJECT" in warning and "trained checkpoint" in warning
+    assert [f.what for f in door_warnings(str(inert), str(tiny_base))] == ["source"]
+    tensors = load_file(weights)
+    tensors[b_keys[0]] = torch.full_like(tensors[b_keys[0]], 0.01)  # one module trained
+    save_file(tensors, weights)
+    assert inert_adapter(str(inert)) is None
+    assert inert_adapter("hf://acme/lora@main") is None and inert_adapter(str(tmp_path / "nowhere")) is None
