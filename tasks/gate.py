@@ -455,7 +455,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     joint_ok = t.adj is None or t.adj < cfg.alpha
     if beats_b and control_ok and beats_s is not False and not joint_ok:
         parts.append(f"{cfg.correction}-adjusted p over candidates {fmt_p(t.adj)} not below alpha")  # type: ignore[arg-type]
-    passed = beats_b and control_ok and beats_s is not False and g_ok and joint_ok and not flags and not c.is_control
+    passed = bool(beats_b and control_ok and beats_s is not False and g_ok and joint_ok and not flags
+                  and not c.is_control)
     # Power: what this n can detect and what n would detect min_effect, against every reference.
     refs = [(x, tt) for x, tt in ((b, t.vs_b), (r, t.vs_r), (s, t.vs_s)) if x is not None and tt is not None]
     mde, needed = (max(v) for v in zip(*(_power(c, x, tt, cfg, level) for x, tt in refs)))
@@ -483,6 +484,9 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
                 break
         if verdict == "hold":
             why = f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {pts(mde)} pts)"
+    # first match wins: a candidate rejected by rule 2 (a significant gain too small to be worth having) is not
+    # eligible either, so "passed" and the verdict never disagree and only a "promote" verdict can be promoted
+    passed = passed and verdict == "promote"
     if c.guard_skipped and verdict != "reject":
         raise ValueError(f"candidate {c.name!r}: its guard was skipped ({c.guard_skipped}) but its task evidence "
                          f"does not reject it (verdict {verdict} with a passing guard); evaluate its guard")
