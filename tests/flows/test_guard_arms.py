@@ -72,7 +72,7 @@ def test_promotable_guards_decide_exactly_as_guarding_every_arm(prefect_harness,
         assert some[name]["decision"] == every[name]["decision"], name
     # all: baseline + smooth_abs + scalar + 3 random seeds; promotable: only what can still be promoted or held
     assert {n: r["guards"] for n, r in every.items()} == {"ad0": 6, "ad1": 6, "ad2": 6}
-    assert sum(r["guards"] for r in some.values()) < sum(r["guards"] for r in every.values())
+    assert {n: r["guards"] for n, r in some.items()} == {"ad0": 3, "ad1": 0, "ad2": 3}  # 12 of 18 skipped
     randoms = {"random_index-s42", "random_index-s43", "random_index-s44"}
     for name, r in some.items():
         skipped = r["stats"]["guard"]["skipped"]
