@@ -82,9 +82,14 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
         # the task suite and the IFEval guard; the instruction adapter's task suite *is* the guard, scored once
         expected = {"ss_ifeval", TASK_SUITE[adapter.name]}
         assert benchmarks == expected, (adapter.name, benchmarks)
-        # task suite: baseline + 3 policies + scalar + 3 random controls + 2 canaries; guard: all but the canaries
+        # task suite: baseline + 3 policies + scalar + 3 random controls + 2 canaries; guard (guard_arms:
+        # promotable): all but the canaries, less the arms the decision lists as skipped (random controls, candidates
+        # rejected on task evidence, the baseline when nothing needs it)
         n_task = 1 + len(policies) + 1 + 3 + 2
-        assert len(evals) == (n_task if len(expected) == 1 else n_task + n_task - 2)
+        runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
+        skipped = reg.decision_of_run(version.id, runs[0].config_hash).statistics_json.get("guard", {}).get("skipped", {})
+        assert all(why.startswith("guard not evaluated: ") for why in skipped.values())
+        assert len(evals) == (n_task if len(expected) == 1 else n_task + n_task - 2 - len(skipped))
         for e in evals:  # the smallest budget: 4 documents, the multiple-choice suite its own 6
             n = 6 if e.benchmark == "ss_mc" else 4
             assert e.n == n and len(e.doc_outcomes_json) == n, (e.benchmark, e.n)

@@ -38,7 +38,7 @@ def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:
                      **kw)
 
 
-def _run(cfg: RunConfig, dirs, base) -> dict:
+def _run(cfg: RunConfig, dirs, base, *, page: bool = False) -> dict:
     from flows.refine_adapter import adapter_config_hash
 
     from registry.validation import NotFoundError
@@ -59,13 +59,22 @@ def _run(cfg: RunConfig, dirs, base) -> dict:
         got[d.name] = {"stats": stats, "guards": len(guards),
                        "verdicts": {v["name"]: v["verdict"] for v in stats["verdicts"]},
                        "decision": (stats["verdict"], stats["promoted"], stats["n_needed"])}
+    if page:  # the dashboard shows a skipped guard as no score (and still renders)
+        from flows.dashboard import build_page
+
+        html, data, _ = build_page(reg, cache_dir=cfg.data_dir / "dash")
+        for a in data["adapters"]:
+            rows = {r["arm"]: r for n in a["nights"][:1] for r in n["rows"]}
+            for arm in got[a["name"]]["stats"]["guard"]["skipped"]:
+                assert rows[arm]["guard"] is None and rows[arm]["guard_delta"] is None, (a["name"], arm)
+        assert "rejected on task evidence" in html
     return got
 
 
 def test_promotable_guards_decide_exactly_as_guarding_every_arm(prefect_harness, make_fleet, fleet_base, tmp_path):
     dirs, calib = make_fleet(3)
     every = _run(_config(tmp_path / "all", calib, guard_arms="all"), dirs, fleet_base)
-    some = _run(_config(tmp_path / "promotable", calib), dirs, fleet_base)
+    some = _run(_config(tmp_path / "promotable", calib), dirs, fleet_base, page=True)
     assert {n: r["decision"][0] for n, r in some.items()} == {"ad0": "promote", "ad1": "reject", "ad2": "hold"}
     for name in FAMILIES:
         assert some[name]["verdicts"] == every[name]["verdicts"], name
