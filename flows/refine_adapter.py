@@ -393,7 +393,8 @@ def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, can
         nj = design.looks[j - 1]
 
         def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
-            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None)
+            # no guard at all (its stop is task evidence): the sub-decision only gives the numbers it had
+            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None, guard_skipped=None)
 
         scalar = first(extras["scalar_control"])
         sub = decide(first(base), [first(c)], [first(r) for r in controls],

@@ -40,7 +40,6 @@ def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:
 
 def _run(cfg: RunConfig, dirs, base, *, page: bool = False) -> dict:
     from flows.refine_adapter import adapter_config_hash
-
     from registry.validation import NotFoundError
 
     reg = worker.registry(cfg)

@@ -13,7 +13,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tasks.gate import REJECTED_ON_TASK_EVIDENCE, ArmOutcomes, GateConfig, decide, guard_skips
+from tasks.gate import (
+    REJECTED_ON_TASK_EVIDENCE,
+    ArmOutcomes,
+    GateConfig,
+    decide,
+    guard_skips,
+)
 
 
 def _flip(rng: np.random.Generator, x: np.ndarray, gain: float, noise: float) -> list[float]:
@@ -21,7 +27,7 @@ def _flip(rng: np.random.Generator, x: np.ndarray, gain: float, noise: float) ->
     and a fraction ``noise`` of all outcomes flipped at random."""
     y = x.copy()
     pool = np.flatnonzero(y == (0.0 if gain > 0 else 1.0))
-    k = int(round(abs(gain) * len(pool)))
+    k = round(abs(gain) * len(pool))
     y[rng.choice(pool, size=k, replace=False)] = 1.0 if gain > 0 else 0.0
     noisy = rng.random(len(y)) < noise
     y[noisy] = 1.0 - y[noisy]

@@ -38,8 +38,8 @@ def cand(name: str, gain: int = 40, loss: int = 0, drop: int = 0, **kw) -> ArmOu
     return ArmOutcomes(name, name, False, task(gain, loss), guard(drop), **kw)
 
 
-HELD = dict(gain=20, loss=14)  # +1.5 pts, p≈0.196: the interval holds 0 and +2 pts
-GUARD_FAILS = dict(gain=60, drop=30)  # a clear task gain, an IFEval drop of 30 pts
+HELD = {"gain": 20, "loss": 14}  # +1.5 pts, p≈0.196: the interval holds 0 and +2 pts
+GUARD_FAILS = {"gain": 60, "drop": 30}  # a clear task gain, an IFEval drop of 30 pts
 
 
 def reason(*arms: ArmOutcomes, controls=(RANDOM,), cfg: GateConfig = CFG, **extras) -> str:
