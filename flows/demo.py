@@ -78,7 +78,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     """
     from flows import worker
     from flows.refine_fleet import run_nightly
-    from tasks.demo_fleet import build_demo_fleet
+    from tasks.demo.demo_fleet import build_demo_fleet
     from tasks.model import BUNDLED_MODEL, resolve_base
 
     data_dir = Path(data_dir).expanduser()
@@ -90,7 +90,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     seconds["base_model"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from tasks.demo_fleet import DEMO_FLEET
+    from tasks.demo.demo_fleet import DEMO_FLEET
 
     say(f"[2/4] demo fleet: {len(DEMO_FLEET)} LoRA adapters (r 16, α 32, all seven projections) on generated data; "
         + "; ".join(f"{s.name}: {s.about}" for s in DEMO_FLEET if s.about))
@@ -130,7 +130,7 @@ def _limits(budget: DemoBudget) -> str:
 def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
     """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
     from flows.refine_adapter import adapter_config_hash
-    from tasks.gate import verdict_of
+    from tasks.decision.gate import verdict_of
 
     rows = []
     for name in names:

@@ -1,7 +1,7 @@
 """The MLflow mirror's calls (optional extra ``mlflow``): one recorded decision → one MLflow run, and a promoted
 adapter → a registered model version with alias ``production``.
 
-What is logged is decided by the pure mapping in :mod:`tasks.mlflow_mirror`; this module only talks to the tracking
+What is logged is decided by the pure mapping in :mod:`tasks.production.mlflow_mirror`; this module only talks to the tracking
 server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
 ``spectral_surgery.decision_id`` tag, so a re-visit that finds the decision done logs nothing again; a run left
 unfinished by a failed attempt is marked FAILED and a new one is made. The refinement flow calls
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.mlflow_mirror import (
+from tasks.production.mlflow_mirror import (
     TAG,
     model_version_tags,
     registered_model_name,
@@ -24,7 +24,7 @@ from tasks.mlflow_mirror import (
     run_params,
     run_tags,
 )
-from tasks.report import decision_markdown
+from tasks.decision.report import decision_markdown
 from tasks.run_config import RunConfig
 from tasks.secrets import password_of, redact_text, redact_url
 

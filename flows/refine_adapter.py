@@ -19,10 +19,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import events, worker
 from tasks.adapter_io import adapter_content_sha256
-from tasks.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
+from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
-from tasks.evaluate import runs_generated_code
-from tasks.gate import (
+from tasks.evaluation.evaluate import runs_generated_code
+from tasks.decision.gate import (
     REJECTED_ON_TASK_EVIDENCE,
     ArmOutcomes,
     decide,
@@ -31,10 +31,10 @@ from tasks.gate import (
     verdict_label,
     verdict_of,
 )
-from tasks.policies import get_policy
-from tasks.report import candidate_rows, decision_markdown
+from tasks.surgery.policies import get_policy
+from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
-from tasks.sandbox import resolve_backend, using_backend
+from tasks.evaluation.sandbox import resolve_backend, using_backend
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
@@ -137,10 +137,10 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     sensitivities by :func:`tasks.run_config.prepared_key`, stored once per key in the artifact store, so a new
     policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
     """
-    from tasks.calibration import calibration_sha256, load_calibration
-    from tasks.edit import prepare, prepare_data_free, write_candidate
-    from tasks.global_scalar import holdout_calib_config, select_gamma_calib_loss
-    from tasks.prep_store import load_prepared, save_prepared
+    from tasks.surgery.calibration import calibration_sha256, load_calibration
+    from tasks.surgery.edit import prepare, prepare_data_free, write_candidate
+    from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
+    from tasks.surgery.prep_store import load_prepared, save_prepared
     from tasks.run_config import candidate_key, prepared_key
 
     reg = worker.registry(config)
@@ -320,7 +320,7 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
 
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                         arms: list[Arm]) -> tuple[tuple[str, dict[str, list]], dict]:
-    """The task benchmark in looks (:mod:`tasks.sequential`): each look scores only its new documents, for the
+    """The task benchmark in looks (:mod:`tasks.decision.sequential`): each look scores only its new documents, for the
     baseline, the controls and every candidate still running; the canaries are scored at the first look only.
 
     A candidate stops at a look for futility (its gain's upper bound below ``gate.min_effect``); the adapter stops
@@ -330,7 +330,7 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
         ``((key, subject -> outcomes of the documents it was scored on), record)``; the record (design, looks,
         where each candidate stopped, documents evaluated) goes into the decision's statistics.
     """
-    from tasks.sequential import design_for, look_candidates
+    from tasks.decision.sequential import design_for, look_candidates
 
     present = [a for a in arms if a.name in cands.ids]
     candidates = [a.name for a in present if a.role in ("policy", "scalar_control")]
@@ -378,8 +378,8 @@ def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, can
     rejected on the documents they had (each at its own look's level)."""
     import dataclasses
 
-    from tasks.gate import Decision
-    from tasks.sequential import SequentialDesign, look_config
+    from tasks.decision.gate import Decision
+    from tasks.decision.sequential import SequentialDesign, look_config
 
     design = SequentialDesign.model_validate(record["design"])
     m = len(cands)
@@ -418,7 +418,7 @@ def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], 
                  higher_is_better: bool, skipped: dict[str, str] | None = None):
     """The gate's arms from the stored outcomes: ``(baseline, candidates, random controls, extras)``.
 
-    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.gate.guard_skips`).
+    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`).
     """
     g, skipped = guard_out or {}, skipped or {}
     by_name = {a.name: a for a in arms if a.name in cands.ids}
@@ -451,7 +451,7 @@ def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: 
     ``all``: every candidate and random control (not the canaries, nor a candidate stopped for futility).
     ``promotable``: only the candidates whose verdict the guard can still change: the gate decides on the task
     outcomes alone, and a candidate it rejects there is rejected whatever its guard
-    (:func:`tasks.gate.guard_skips`); the random controls are never promoted and their guard is weighed in no
+    (:func:`tasks.decision.gate.guard_skips`); the random controls are never promoted and their guard is weighed in no
     verdict. So the decision is the one every arm guarded would give. Computed under the gate settings in force,
     so a re-decision under others that needs a guard not scored yet scores it then.
 

@@ -70,7 +70,7 @@ def evaluator(config: RunConfig, model_id: str, revision: str | None = None):
     ``lm_eval`` reuses the worker's loaded base model (no second copy in memory); other evaluators (``fake``
     for tests) get only ``config.evaluator_options``.
     """
-    from tasks.evaluate import get_evaluator
+    from tasks.evaluation.evaluate import get_evaluator
 
     key = (config.evaluator, repr(sorted(config.evaluator_options.items())), model_id, config.device)
     with _lock:
@@ -87,7 +87,7 @@ def evaluator(config: RunConfig, model_id: str, revision: str | None = None):
 
 def evaluator_identity(config: RunConfig, model_id: str) -> str:
     """The key of the evaluator :func:`evaluator` would build, without loading the base model."""
-    from tasks.evaluate import evaluator_identity as identity
+    from tasks.evaluation.evaluate import evaluator_identity as identity
 
     options = dict(config.evaluator_options)
     if config.evaluator == "lm_eval":

@@ -5,7 +5,7 @@ transaction, so a typo (``--family mth``, a misspelt policy, a calibration file 
 ``register`` with one line naming the field and the closest valid names, instead of failing in the nightly run
 after the calibration pass. Every refusal is a :class:`DeclarationError` (a ``RegistryError``).
 
-The names come from the registries the run uses (``tasks.benchmarks``, ``tasks.policies``, ``tasks.calib_data``),
+The names come from the registries the run uses (``tasks.evaluation.benchmarks``, ``tasks.surgery.policies``, ``tasks.surgery.calib_data``),
 imported lazily: those modules import torch, and the CLI's other commands should not pay for it.
 """
 
@@ -50,8 +50,8 @@ def check_declaration(task_family: str, benchmark_override: str | None, config: 
 
 
 def check_family(value: str) -> str:
-    """``value`` if it is a task family of :data:`tasks.benchmarks.FAMILIES`."""
-    from tasks.benchmarks import FAMILIES
+    """``value`` if it is a task family of :data:`tasks.evaluation.benchmarks.FAMILIES`."""
+    from tasks.evaluation.benchmarks import FAMILIES
 
     if value not in FAMILIES:
         raise _unknown("task_family", "task family", value, FAMILIES)
@@ -60,7 +60,7 @@ def check_family(value: str) -> str:
 
 def check_benchmark(value: str | None) -> str | None:
     """``value`` if it is ``None`` or a registered benchmark name."""
-    from tasks.benchmarks import list_benchmarks
+    from tasks.evaluation.benchmarks import list_benchmarks
 
     if value is not None and value not in list_benchmarks():
         raise _unknown("benchmark_override", "benchmark", value, list_benchmarks())
@@ -88,9 +88,9 @@ def check_overrides(config: Any) -> Any:
 def check_calib(value: Any, field: str) -> str:
     """``value`` if it is an existing calibration file or a registered loader (``metamath``, ``jsonl:<path>``).
 
-    Mirrors :func:`tasks.calib_data.load_calibration`'s reading of a source without loading any data.
+    Mirrors :func:`tasks.surgery.calib_data.load_calibration`'s reading of a source without loading any data.
     """
-    from tasks.calib_data import get_calib_loader
+    from tasks.surgery.calib_data import get_calib_loader
 
     if not isinstance(value, str) or not value.strip():
         where = " (calibration settings go under surgery.calib)" if isinstance(value, dict) else ""
@@ -114,7 +114,7 @@ def check_surgery(config: dict[str, Any]) -> None:
     from pydantic import ValidationError
 
     from tasks.config import SurgeryConfig
-    from tasks.policies import get_policy
+    from tasks.surgery.policies import get_policy
     from tasks.run_config import RunConfig
 
     surgery = config["surgery"]

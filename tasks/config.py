@@ -24,13 +24,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# ---- settings of the authors' post-hoc edits (EXTENSIONS §1, §2, §4; code in tasks/posthoc.py, tasks/rmt.py) ----
+# ---- settings of the authors' post-hoc edits (EXTENSIONS §1, §2, §4; code in tasks/surgery/posthoc.py, tasks/surgery/rmt.py) ----
 HNS_FAST = (3.4445, -4.7750, 2.0315)  # EXTENSIONS §1 step 3
 HNS_STABLE = (2.0, -1.5, 0.5)
 
 
 class HNSConfig(_Strict):
-    """Hybrid Newton–Schulz spectral reshaping, policy ``hns`` (EXTENSIONS §1; code in tasks/posthoc.py).
+    """Hybrid Newton–Schulz spectral reshaping, policy ``hns`` (EXTENSIONS §1; code in tasks/surgery/posthoc.py).
 
     Defaults are the library/CLI defaults (8 fast + 2 stable steps, nuclear norm restored, full strength). The
     authors' 18-checkpoint cohort ran 4 + 1 (``fast_steps=4, stable_steps=1``); ``0 + 0`` is the zero rebuild.
@@ -56,7 +56,7 @@ class HNSConfig(_Strict):
 
 
 class TemperatureConfig(_Strict):
-    """The ``ablation_temperature`` transform t = S·σ^τ/Σσ^τ (EXTENSIONS §4; code in tasks/posthoc.py).
+    """The ``ablation_temperature`` transform t = S·σ^τ/Σσ^τ (EXTENSIONS §4; code in tasks/surgery/posthoc.py).
 
     The authors' bank builds τ ∈ {1.0, 0.75, 0.5, 0.25, 0.0}, with no single default; 0.5 (the bank's middle, the
     first non-trivial value of a coarse sweep: τ = 1 is the identity, τ = 0 is flat_nuclear) is this project's.
@@ -73,7 +73,7 @@ class TemperatureConfig(_Strict):
 
 
 class RMTConfig(_Strict):
-    """Marchenko–Pastur labelling and bulk-only editing, policy ``rmt_bulk_only`` (EXTENSIONS §2; tasks/rmt.py).
+    """Marchenko–Pastur labelling and bulk-only editing, policy ``rmt_bulk_only`` (EXTENSIONS §2; tasks/surgery/rmt.py).
 
     Defaults are the reference CLI's (``--rmt_tail_count 0``, ``--rmt_edge_margin 0.10``); the wrapped policy
     defaults to the reference edit CLI's default mode, ``abs_select`` (METHOD §16; the §2 test vectors use it).
@@ -87,7 +87,7 @@ class RMTConfig(_Strict):
 
 
 class ParaConfig(_Strict):
-    """ε-PARA, one global energy threshold over the pooled spectra (EXTENSIONS §3; code in tasks/para.py).
+    """ε-PARA, one global energy threshold over the pooled spectra (EXTENSIONS §3; code in tasks/surgery/para.py).
 
     The authors' reports ran ε ∈ {0.90, 0.95, 0.99}, all reported and none selected. This project registers the
     three as ``para`` (ε configurable, default 0.90), ``para_e95`` and ``para_e99`` (defaults 0.95 and 0.99), so
@@ -237,7 +237,7 @@ DEFAULT_GAMMA_GRID = (*PROTOCOL1_GRID, 0.30, 0.20)  # extended below 0.40 (EXTEN
 
 
 class GlobalScalarConfig(_Strict):
-    """The calibrated global scalar control ``global_scalar`` (EXTENSIONS §8.3, §11; code in tasks/global_scalar.py).
+    """The calibrated global scalar control ``global_scalar`` (EXTENSIONS §8.3, §11; code in tasks/surgery/global_scalar.py).
 
     t_m = γσ_m in every edited module, rebuilt one-sided. γ is picked from ``grid`` on data never used for the
     gate's decision; an exact tie goes to the γ closest to 1.

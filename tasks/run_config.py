@@ -27,10 +27,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from tasks.config import SurgeryConfig, default_data_dir
-from tasks.gate import GateConfig
-from tasks.mlflow_mirror import MlflowConfig
+from tasks.decision.gate import GateConfig
+from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
-from tasks.sequential import SequentialConfig
+from tasks.decision.sequential import SequentialConfig
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
@@ -148,7 +148,7 @@ class RunConfig(BaseModel):
                 "surgery.policies lists random_index: the random control is added automatically for every seed in "
                 "surgery.random_control_seeds; remove it from policies."
             )
-        from tasks.benchmarks import list_benchmarks
+        from tasks.evaluation.benchmarks import list_benchmarks
 
         known = list_benchmarks()
         for name, n in self.task_limits.items():
@@ -246,7 +246,7 @@ def _sha(obj: Any) -> str:
 def prepared_key(adapter_sha256: str, base_model_id: str, base_model_revision: str | None, surgery: SurgeryConfig,
                  calib_sha256: str) -> str:
     """Key of one adapter version's decomposition and calibration sensitivities (what one model pass produces)."""
-    from tasks.edit import ENGINE_VERSION
+    from tasks.surgery.edit import ENGINE_VERSION
 
     return _sha({"stage": "prepared", "engine": ENGINE_VERSION, "adapter": adapter_sha256, "base": base_model_id,
                  "base_revision": base_model_revision, "targets": surgery.targets.model_dump(mode="json"),

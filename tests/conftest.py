@@ -25,8 +25,8 @@ def _seed():
 def code_sandbox(monkeypatch):
     """For tests that run honest generated code (HumanEval's canonical solutions): bubblewrap where it works, else
     the opted-in python-guard, so they pass on a machine without bubblewrap (the refusal itself is tested in
-    tests/tasks/test_sandbox.py)."""
-    from tasks.sandbox import ENV_SANDBOX, bwrap_problem
+    tests/tasks/evaluation/test_sandbox.py)."""
+    from tasks.evaluation.sandbox import ENV_SANDBOX, bwrap_problem
 
     if bwrap_problem() is not None:
         monkeypatch.setenv(ENV_SANDBOX, "python-guard")

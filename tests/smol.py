@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tasks.adapter_io import load_adapter, write_adapter
-from tasks.decompose import lowrank_svd, rebuild_factors
+from tasks.surgery.decompose import lowrank_svd, rebuild_factors
 from tasks.model import BUNDLED_MODEL, resolve_base
 from tests.tiny import TARGETS_ALL
 

@@ -127,7 +127,7 @@ def write_broken_rebuild(prepared, out_dir: Path, *, kind: str = "scale", factor
     must reject it. Written with the production writer and a manifest naming the breakage.
 
     Args:
-        prepared: A :class:`tasks.edit.PreparedAdapter`.
+        prepared: A :class:`tasks.surgery.edit.PreparedAdapter`.
         out_dir: Destination directory.
         kind: One of :data:`BROKEN_KINDS`.
         factor: The ``scale`` factor.
@@ -136,7 +136,7 @@ def write_broken_rebuild(prepared, out_dir: Path, *, kind: str = "scale", factor
         ``out_dir``.
     """
     from tasks.adapter_io import write_adapter
-    from tasks.edit import rebuilt_tensors
+    from tasks.surgery.edit import rebuilt_tensors
 
     if kind not in BROKEN_KINDS:
         raise ValueError(f"kind must be one of {BROKEN_KINDS}, got {kind!r}")

@@ -264,7 +264,7 @@ def cmd_rollback(args) -> int:
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
     from registry.read import latest_decisions
-    from tasks.report import what_wins
+    from tasks.decision.report import what_wins
 
     reg = open_registry(args)
     decisions = latest_decisions(reg)

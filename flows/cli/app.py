@@ -157,8 +157,8 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
     from rich.table import Table
 
-    from tasks.policies import get_policy, list_policies
-    from tasks.policy_registry import ROLES
+    from tasks.surgery.policies import get_policy, list_policies
+    from tasks.surgery.policy_registry import ROLES
 
     specs = [get_policy(name) for name in list_policies(ROLES)]
     rows = [{"name": s.name, "role": s.role, "needs_data": s.needs_data, "promotable": s.promotable,

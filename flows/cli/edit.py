@@ -39,10 +39,10 @@ def cmd_edit(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tasks.adapter_io import AdapterError, load_adapter
-    from tasks.calibration import load_calibration
-    from tasks.edit import prepare, prepare_data_free
+    from tasks.surgery.calibration import load_calibration
+    from tasks.surgery.edit import prepare, prepare_data_free
     from tasks.model import BaseModelError, load_base
-    from tasks.policies import get_policy
+    from tasks.surgery.policies import get_policy
 
     try:
         cfg = surgery_config_from_args(args)
@@ -90,7 +90,7 @@ def _write_and_report(args, cfg, prepared, console) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from tasks.edit import write_candidate
+    from tasks.surgery.edit import write_candidate
 
     rows = []
     for policy in cfg.policies:

@@ -1,7 +1,7 @@
 """``spectral-surgery export DIR``: write the current production set out for serving (vLLM, LoRAX, PEFT).
 
 Reads the production set through :func:`registry.read.production_set` and exports it with
-:func:`tasks.export.export_production` (the layout, the atomic switches and ``production.json`` are described there).
+:func:`tasks.production.export.export_production` (the layout, the atomic switches and ``production.json`` are described there).
 Exit code 0 when every adapter with something in production is exported (or unchanged), 1 if any failed (the others
 are still exported, and a failed adapter keeps serving its previous export).
 """
@@ -14,9 +14,9 @@ from flows.cli.common import console, emit, open_registry, table
 
 
 def items_of(entries):
-    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.export.ExportItem` (also what
+    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.production.export.ExportItem` (also what
     ``publish`` reads)."""
-    from tasks.export import ExportItem
+    from tasks.production.export import ExportItem
 
     return [ExportItem(e.adapter, Path(e.source_path) if e.source_path else None, e.sha256, {
         "policy": e.policy, "decision_id": e.decision_id, "promoted_at": e.promoted_at,
@@ -29,7 +29,7 @@ def cmd_export(args) -> int:
     from dataclasses import asdict
 
     from registry.read import production_set
-    from tasks.export import MANIFEST, export_production
+    from tasks.production.export import MANIFEST, export_production
 
     reg = open_registry(args)
     entries = production_set(reg, only=args.adapter)

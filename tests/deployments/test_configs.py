@@ -61,9 +61,9 @@ def test_every_yaml_parses(path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_is_a_run_config(path):
-    from tasks.benchmarks import PROFILES, resolve_benchmark
-    from tasks.evaluate import _EVALUATORS
-    from tasks.policies import get_policy
+    from tasks.evaluation.benchmarks import PROFILES, resolve_benchmark
+    from tasks.evaluation.evaluate import _EVALUATORS
+    from tasks.surgery.policies import get_policy
 
     data = yaml.safe_load(path.read_text())
     cfg = RunConfig.model_validate(data)

@@ -10,7 +10,7 @@ The generated one writes what the nightly flow would write, night by night. Rows
 registration, promotions, manual overrides, rollbacks) go through the Registry API under a simulated clock;
 the bulk evidence (versions, runs, candidates, evaluations with per-document outcomes, guard results, decisions)
 is inserted with the registry's own models in one transaction per night, because ~130,000 single-row
-Registry calls would take minutes. Decision statistics come from the real gate (``tasks.gate.decide``) on
+Registry calls would take minutes. Decision statistics come from the real gate (``tasks.decision.gate.decide``) on
 synthetic paired outcomes.
 """
 
@@ -182,8 +182,8 @@ def _outcomes(rng: random.Random, u: list[float], p: float, noise: float = 0.08)
 
 
 def decision_pool(size: int, n_docs: int, seed: int) -> list[dict]:
-    """Real gate decisions (``tasks.gate.decide``) on synthetic paired outcomes, sorted by baseline score."""
-    from tasks.gate import ArmOutcomes, GateConfig, decide
+    """Real gate decisions (``tasks.decision.gate.decide``) on synthetic paired outcomes, sorted by baseline score."""
+    from tasks.decision.gate import ArmOutcomes, GateConfig, decide
 
     rng = random.Random(seed)
     cfg = GateConfig(n_boot=200)

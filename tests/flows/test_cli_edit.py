@@ -173,8 +173,8 @@ def test_help_exits_0():
 def test_list_policies_shows_every_registered_edit():
     """``edit --list-policies``: every edit of the registry with its role and whether it needs calibration data,
     without the options an edit needs (--base, --adapter, ...)."""
-    from tasks.policies import get_policy, list_policies
-    from tasks.policy_registry import ROLES
+    from tasks.surgery.policies import get_policy, list_policies
+    from tasks.surgery.policy_registry import ROLES
 
     rows = cli("--json", "edit", "--list-policies").json()
     assert [r["name"] for r in rows] == list_policies(ROLES)
@@ -189,7 +189,7 @@ def test_list_policies_shows_every_registered_edit():
 def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path):
     """``edit --policy hns`` with only the adapter: decomposition only (no model, no calibration pass), and the
     written σ of every target module is exactly HNS of the original σ (EXTENSIONS §1)."""
-    from tasks.posthoc import hns_spectrum
+    from tasks.surgery.posthoc import hns_spectrum
 
     out = tmp_path / "out"
     r = cli("edit", "--adapter", tiny_adapter, "--policy", "hns", "--out", out, "--json")

@@ -586,9 +586,9 @@ def test_200_adapters_by_30_nights_render_completely(fleet, tmp_path):
 
 def test_what_wins_section_matches_the_report(flow, tmp_path):
     """The dashboard's "What wins" view and ``spectral-surgery report`` are the same numbers: the dashboard builds
-    it from its own snapshot, the CLI from registry.read.latest_decisions, both through tasks.report.what_wins."""
+    it from its own snapshot, the CLI from registry.read.latest_decisions, both through tasks.decision.report.what_wins."""
     from registry.read import latest_decisions
-    from tasks.report import what_wins
+    from tasks.decision.report import what_wins
 
     reg, _ = flow
     data = collect(reg)

@@ -106,8 +106,8 @@ def test_a_gate_change_that_needs_a_skipped_guard_scores_it_then(prefect_harness
     """min_effect 90 pts rejects everything on task evidence: no guard is scored. Back at the default gate the math
     adapter's smooth_abs can be promoted again: its guard and the baseline's are scored now (only those), and the
     decision is the one of a run that guarded every arm."""
-    import tasks.edit
-    from tasks.evaluate import FakeEvaluator
+    import tasks.surgery.edit
+    from tasks.evaluation.evaluate import FakeEvaluator
 
     dirs, calib = make_fleet(1)
     strict = _config(tmp_path / "data", calib)
@@ -119,7 +119,7 @@ def test_a_gate_change_that_needs_a_skipped_guard_scores_it_then(prefect_harness
     def no_prepare(*a, **k):
         raise AssertionError("a model pass (calibration) ran although its result was stored")
 
-    monkeypatch.setattr(tasks.edit, "prepare", no_prepare)
+    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
     scored, real = [], FakeEvaluator.evaluate
 
     def counted(self, base_model, subjects, benchmark, **kw):

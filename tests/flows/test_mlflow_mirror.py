@@ -14,8 +14,8 @@ from flows.mlflow_mirror import mirror_decision
 from flows.refine_fleet import run_nightly
 from tasks.adapter_io import adapter_content_sha256
 from tasks.config import CalibConfig, SurgeryConfig
-from tasks.gate import GateConfig
-from tasks.mlflow_mirror import MlflowConfig
+from tasks.decision.gate import GateConfig
+from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.run_config import RunConfig
 from tests.mlflow_server import free_port
 

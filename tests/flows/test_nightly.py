@@ -123,13 +123,13 @@ def test_config_change_and_new_version_are_refined(prefect_harness, make_fleet, 
 
 def _no_model_pass(monkeypatch, allow_evaluations: int = 0) -> dict[str, int]:
     """Make any calibration pass fail the test, and count (and cap) evaluated subjects."""
-    import tasks.edit
-    from tasks.evaluate import FakeEvaluator
+    import tasks.surgery.edit
+    from tasks.evaluation.evaluate import FakeEvaluator
 
     def no_prepare(*a, **k):
         raise AssertionError("a model pass (calibration) ran although its result was stored")
 
-    monkeypatch.setattr(tasks.edit, "prepare", no_prepare)
+    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
     seen = {"subjects": 0}
     real = FakeEvaluator.evaluate
 
@@ -215,7 +215,7 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     """A run whose edits are all data-free (post-hoc reshapes, the zero-rebuild canary; no random control, no global
     scalar) reads no calibration source and runs no calibration pass; the candidates are still written, evaluated
     and decided."""
-    from tasks.gate import GateConfig
+    from tasks.decision.gate import GateConfig
     from tasks.run_config import LadderConfig
 
     dirs, _ = make_fleet(1)
@@ -226,12 +226,12 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
                     gate=GateConfig(require_control=False))
     assert cfg.calib_source is None
     reg = _register(cfg, dirs, fleet_base, ("math",))  # registered without any calibration file
-    import tasks.edit
+    import tasks.surgery.edit
 
     def no_prepare(*a, **k):
         raise AssertionError("a calibration pass ran for data-free edits")
 
-    monkeypatch.setattr(tasks.edit, "prepare", no_prepare)
+    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
     out = run_nightly(cfg)
     assert out["failed"] == 0, out
     result = out["results"][0]
@@ -535,9 +535,9 @@ def test_one_fleet_reaches_promote_hold_and_reject(prefect_harness, make_fleet, 
 
 def _break_zero_rebuild(monkeypatch) -> None:
     """Write the zero-rebuild canary through a deliberately wrong rebuild (B' doubled) instead of the real one."""
-    import tasks.edit
+    import tasks.surgery.edit
 
-    real = tasks.edit.write_candidate
+    real = tasks.surgery.edit.write_candidate
 
     def writer(prepared, policy, surgery, out_dir, **kw):
         path, manifest = real(prepared, policy, surgery, out_dir, **kw)
@@ -545,7 +545,7 @@ def _break_zero_rebuild(monkeypatch) -> None:
             tiny.write_broken_rebuild(prepared, Path(path), kind="scale")
         return path, manifest
 
-    monkeypatch.setattr(tasks.edit, "write_candidate", writer)
+    monkeypatch.setattr(tasks.surgery.edit, "write_candidate", writer)
 
 
 def test_broken_rebuild_trips_the_zero_rebuild_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
@@ -567,7 +567,7 @@ def test_broken_rebuild_trips_the_zero_rebuild_canary(prefect_harness, make_flee
 def test_adapter_not_applied_trips_the_bare_base_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
                                                         monkeypatch):
     """An evaluation stack that silently scores the bare base for every subject: flagged, nothing promoted."""
-    from tasks.evaluate import FakeEvaluator
+    from tasks.evaluation.evaluate import FakeEvaluator
 
     real = FakeEvaluator.evaluate
 
@@ -589,7 +589,7 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
                                                                            tmp_path):
     """Looks of 60 documents up to 240: the clear winner and the clear loser stop at the first look, each look
     scores only new documents for the arms still running, and the verdicts are those of the fixed 240-document run."""
-    from tasks.sequential import SequentialConfig
+    from tasks.decision.sequential import SequentialConfig
 
     dirs, calib = make_fleet(2)
     verdicts = {}

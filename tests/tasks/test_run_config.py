@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config import SurgeryConfig
-from tasks.gate import GateConfig
+from tasks.decision.gate import GateConfig
 from tasks.run_config import RunConfig, candidate_key, decision_key, prepared_key
 
 ADAPTER, BASE, CALIB = "a" * 64, "acme/base", "c" * 64

@@ -1,0 +1,588 @@
+"""Evaluate a base model under several LoRA adapters ("subjects") on one benchmark, per document.
+
+``LmEvalEvaluator`` loads the base model once, hot-swaps every subject as a named PEFT adapter on one
+``PeftModel`` and runs lm-eval's ``simple_evaluate`` per subject, returning per-document outcomes that
+are aligned across subjects (same documents, same order) for the paired tests of the gate.
+``FakeEvaluator`` ("fake") is for tests only: deterministic pseudo-outcomes with no model at all.
+
+Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
+:class:`Evaluator` protocol; neither inherits from anything. A subject whose path is ``None``
+(:data:`BARE_BASE`) is the bare base model, scored on the same documents (the "adapter is applied" canary).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Protocol
+
+from tasks.evaluation.benchmarks import BenchmarkSpec, get_benchmark
+
+BARE_BASE = None  # subject path meaning "the base model with every adapter disabled" (the adapter-applied canary)
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One subject's score on one benchmark, with the per-document evidence behind it.
+
+    Attributes:
+        subject: Subject name (``baseline``, a candidate, a random control, ...).
+        benchmark: Registered benchmark name.
+        metric: The deciding metric (``BenchmarkSpec.metric``).
+        value: Aggregate of ``metric`` over the documents (lm-eval's number).
+        n: Number of documents.
+        stderr: Standard error of ``value`` (None if undefined, e.g. n = 1).
+        higher_is_better: Direction of ``metric``.
+        doc_ids: Document ids, in the same order for every subject of one call.
+        outcomes: Per-document values of ``metric`` (0/1 for accuracy-type metrics), aligned with ``doc_ids``.
+        samples_path: JSONL of lm-eval's logged samples for this subject (None if not written).
+    """
+
+    subject: str
+    benchmark: str
+    metric: str
+    value: float
+    n: int
+    stderr: float | None
+    higher_is_better: bool
+    doc_ids: list[str]
+    outcomes: list[float]
+    samples_path: str | None
+
+
+class Evaluator(Protocol):
+    """Scores subjects (PEFT adapter dirs on one base model, or None = the bare base) on a benchmark."""
+
+    key: str  # identity of the evaluator and its settings; part of evaluation cache keys
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Evaluate every subject on the same first ``limit`` documents (or exactly the document indices ``docs``,
+        with ``limit=None``: how a sequential look adds only new documents); write samples under ``out_dir``.
+
+        ``on_result(result, seconds)`` is called as each subject finishes (progress for long nightly runs).
+        """
+        ...
+
+
+_EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
+
+
+def register_evaluator(name: str) -> Callable:
+    """Class decorator registering an evaluator factory under ``name``; raises on duplicates."""
+
+    def deco(cls):
+        if name in _EVALUATORS:
+            raise ValueError(f"evaluator {name!r} is already registered")
+        _EVALUATORS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
+    """Instantiate the evaluator registered as ``name`` with ``kwargs``; ``KeyError`` with close matches."""
+    if name not in _EVALUATORS:
+        close = difflib.get_close_matches(name, list(_EVALUATORS), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"unknown evaluator {name!r}.{hint} Known: {', '.join(sorted(_EVALUATORS))}")
+    return _EVALUATORS[name](**kwargs)
+
+
+def runs_generated_code(name: str) -> bool:
+    """Whether the evaluator ``name`` executes generated code on code benchmarks (False only for test doubles)."""
+    return bool(getattr(_EVALUATORS.get(name), "runs_generated_code", True))
+
+
+def evaluator_identity(name: str, **kwargs: Any) -> str:
+    """The ``key`` the evaluator ``name`` built with ``kwargs`` would have, without building it (no model load).
+
+    Evaluations are keyed by it, so a run can tell which scores are already recorded before it loads anything.
+    """
+    if name not in _EVALUATORS:  # the same error as get_evaluator's
+        get_evaluator(name, **kwargs)
+    return _EVALUATORS[name].identity(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def mean_stderr(xs: list[float]) -> float | None:
+    """Standard error of the mean, sample std (n-1) / sqrt(n), as lm-eval's ``mean_stderr``."""
+    n = len(xs)
+    if n < 2:
+        return None
+    m = sum(xs) / n
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
+def adapter_weights_file(adapter_dir: Path) -> Path:
+    """The weights file of a PEFT adapter dir; ``FileNotFoundError`` naming the dir otherwise."""
+    for name in WEIGHT_FILES:
+        if (Path(adapter_dir) / name).is_file():
+            return Path(adapter_dir) / name
+    raise FileNotFoundError(f"{adapter_dir}: no {' or '.join(WEIGHT_FILES)} (not a PEFT adapter dir)")
+
+
+def _check_docs(docs: Sequence[int] | None, limit: int | None) -> list[int] | None:
+    """``docs`` as a list of distinct non-negative document indices, ascending; None when not given."""
+    if docs is None:
+        return None
+    if limit is not None:
+        raise ValueError(f"evaluate: give limit (first N documents) or docs (chosen indices), not both "
+                         f"(limit={limit!r}, {len(docs)} docs)")
+    out = sorted(docs)
+    if not out or any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in out) or len(set(out)) != len(out):
+        raise ValueError(f"evaluate: docs must be distinct non-negative int document indices, got {list(docs)[:10]}")
+    return out
+
+
+def _check_inputs(subjects: dict[str, Path | None], limit: int | None) -> None:
+    if not subjects:
+        raise ValueError("evaluate: subjects is empty; give at least one name -> adapter dir (or None)")
+    for name, path in subjects.items():
+        if not _SUBJECT_RE.match(name) or name in (".", ".."):
+            raise ValueError(f"evaluate: subject name {name!r} must be a plain file name ([A-Za-z0-9_.+-])")
+        if path is not None:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"subject {name!r}: {path}/adapter_config.json not found")
+            adapter_weights_file(Path(path))
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"evaluate: limit must be a positive int or None, got {limit!r}")
+
+
+def suites_digest() -> str:
+    """sha256 over the offline suites' YAML, data and code, so a changed suite changes evaluator keys."""
+    h = hashlib.sha256()
+    for p in sorted(SUITES_DIR.iterdir()):
+        if p.suffix in (".yaml", ".jsonl", ".py") and p.is_file():
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    from lm_eval.utils import handle_non_serializable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, default=handle_non_serializable, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a file
+    return str(path)
+
+
+def outcomes_from_samples(samples: list[dict], spec: BenchmarkSpec) -> tuple[list[str], list[float], list[dict]]:
+    """Per-document ``spec.metric`` from lm-eval's logged samples of one task, sorted by doc id.
+
+    Returns:
+        ``(doc_ids, outcomes, rows)`` where ``rows`` are the samples of ``spec.filter``.
+
+    Raises:
+        KeyError: No sample carries the filter or the metric (names the task and what exists).
+    """
+    rows = sorted((s for s in samples if s.get("filter") == spec.filter), key=lambda s: int(s["doc_id"]))
+    if not rows:
+        filters = sorted({str(s.get("filter")) for s in samples})
+        raise KeyError(f"{spec.lm_eval_task}: no logged samples for filter {spec.filter!r} (have {filters})")
+    if spec.metric not in rows[0]:
+        raise KeyError(f"{spec.lm_eval_task}: samples have no metric {spec.metric!r} (have {rows[0].get('metrics')})")
+    return [str(s["doc_id"]) for s in rows], [float(s[spec.metric]) for s in rows], rows
+
+
+# ------------------------------------------------------------------------------------------ lm-eval backend
+@dataclass
+class _Base:
+    model: Any  # transformers.PreTrainedModel
+    tokenizer: Any
+    peft: Any = None  # peft.PeftModel wrapping ``model`` once the first adapter is loaded
+    # Loaded adapter name -> its weight-shaping config: a subject with the same config is swapped into it in place
+    slots: dict[str, dict] = field(default_factory=dict)
+
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``get_git_commit_hash`` without git's stderr: the commit of the working directory, or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+_ENV_INFO: dict = {}
+
+
+def _cached_env_info(storage: dict) -> None:
+    """lm-eval's ``add_env_info``, computed on the first call of the process and copied after that."""
+    if not _ENV_INFO:
+        from lm_eval.loggers.utils import add_env_info
+
+        add_env_info(_ENV_INFO)
+    storage.update(_ENV_INFO)
+
+
+@register_evaluator("lm_eval")
+class LmEvalEvaluator:
+    """lm-eval ``simple_evaluate`` over hot-swapped PEFT adapters on one base model loaded once.
+
+    Args:
+        batch_size: lm-eval HFLM batch size.
+        device: ``cuda``/``cpu``/...; None = CUDA if available.
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU) or a torch dtype name.
+        max_gen_toks: Override of every generative task's ``max_gen_toks`` (None = the task's own).
+        apply_chat_template: Wrap prompts in the tokenizer's chat template (instruct/chat bases).
+        model: An already-loaded base model (used as-is: adapters are injected into it in place).
+        tokenizer: Its tokenizer (required with ``model``).
+        model_id: The ``base_model`` string that refers to ``model`` (default ``model.name_or_path``).
+        max_cached_bases: Base models kept loaded at once (least recently used are dropped).
+
+    Attributes:
+        base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
+
+    Example:
+        >>> ev = get_evaluator("lm_eval", batch_size=8)
+        >>> res = ev.evaluate("HuggingFaceTB/SmolLM2-135M", {"baseline": Path("a/"), "cand": Path("b/")},
+        ...                   "ss_mc", limit=100, out_dir=Path("runs/x"))
+    """
+
+    def __init__(self, *, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+                 max_gen_toks: int | None = None, apply_chat_template: bool = False,
+                 model: Any = None, tokenizer: Any = None,
+                 model_id: str | None = None, max_cached_bases: int = 1) -> None:  # fmt: skip
+        import torch
+
+        if (model is None) != (tokenizer is None):
+            raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
+        self.batch_size = batch_size
+        if device is None:
+            device = str(model.device) if model is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device
+        self.dtype = dtype
+        self.max_gen_toks = max_gen_toks
+        self.apply_chat_template = apply_chat_template
+        self.max_cached_bases = max_cached_bases
+        self.base_loads = 0
+        self._bases: OrderedDict[str, _Base] = OrderedDict()
+        self._task_managers: dict[bool, Any] = {}
+        self._adapter_seq = 0
+        if model is not None:
+            self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
+        self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
+                                 apply_chat_template=apply_chat_template,
+                                 model_dtype=None if model is None else str(model.dtype))
+
+    @staticmethod
+    def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+                 max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
+                 **_ignored: Any) -> str:
+        """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites).
+
+        ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
+        scores (``model``, ``tokenizer``, ``model_id``, ``max_cached_bases``) are ignored.
+        """
+        import torch
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dt = dtype if model_dtype is None else str(model_dtype).removeprefix("torch.")
+        return (
+            f"lm_eval={version('lm_eval')};transformers={version('transformers')};peft={version('peft')};"
+            f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
+            f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
+        )
+
+    # -- model handling
+    def _torch_dtype(self):
+        import torch
+
+        if self.dtype == "auto":
+            cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if cuda_bf16 else torch.float32
+        return getattr(torch, self.dtype)
+
+    def _base(self, base_model: str) -> _Base:
+        if base_model in self._bases:
+            self._bases.move_to_end(base_model)
+            return self._bases[base_model]
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        while len(self._bases) >= self.max_cached_bases:
+            self._bases.popitem(last=False)
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=self._torch_dtype()).to(self.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        self.base_loads += 1
+        self._bases[base_model] = entry = _Base(model, tokenizer)
+        return entry
+
+    def _load_adapter(self, base: _Base, path: Path) -> str:
+        """Make the adapter at ``path`` the active one; returns its PEFT adapter name.
+
+        Candidates of one adapter share its config (same targets, ranks, alphas): only their weights differ, so
+        the first one is injected (PEFT walks every module to wrap the targets: ~0.7 s on a 30-layer model) and
+        each next one is swapped into those LoRA layers in place (``set_peft_model_state_dict``: milliseconds).
+        An adapter with another config gets layers of its own.
+        """
+        from peft import PeftModel
+        from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+        config = _weight_config(path)
+        name = next((n for n, c in base.slots.items() if c == config), None)
+        if name is not None:
+            state = load_peft_weights(str(path), device=str(next(base.peft.parameters()).device))
+            result = set_peft_model_state_dict(base.peft, state, adapter_name=name)
+            missing = [k for k in result.missing_keys if ".lora_" in k and f".{name}." in k]
+            if result.unexpected_keys or missing:  # never evaluate a half-swapped adapter
+                raise RuntimeError(f"{path}: swapping its weights into loaded adapter layers left "
+                                   f"{len(missing)} LoRA weights unset and {len(result.unexpected_keys)} unused "
+                                   f"(first: {(missing + list(result.unexpected_keys))[:3]})")
+        else:
+            self._adapter_seq += 1
+            name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
+            if base.peft is None:
+                base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
+            else:
+                base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            base.peft.to(self.device).eval()
+            base.slots[name] = config
+        base.peft.set_adapter(name)
+        return name
+
+    def _task_manager(self, spec: BenchmarkSpec):
+        from lm_eval.tasks import TaskManager
+
+        # Indexing lm-eval's ~15k built-in YAMLs takes seconds; local suites do not need them.
+        with_defaults = spec.kind == "hub"
+        if with_defaults not in self._task_managers:
+            self._task_managers[with_defaults] = TaskManager(
+                include_path=str(SUITES_DIR), include_defaults=with_defaults
+            )
+        return self._task_managers[with_defaults]
+
+    # -- evaluation
+    def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None,
+             docs: list[int] | None = None) -> dict:
+        from lm_eval import evaluator as lm_evaluator
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+
+        # simple_evaluate records `git describe` of the caller's working directory (meaningless here: results
+        # carry the adapter and config hashes) and lets git print "fatal: not a git repository" to our stderr
+        # once per subject outside a checkout. Same lookup, git's stderr discarded.
+        lm_evaluator.get_git_commit_hash = _quiet_git_hash
+        # ... and it collects torch's full environment report (pip, conda, nvidia-smi subprocesses: 0.5-2 s) for
+        # every call, i.e. for every subject; the environment does not change within a process: collect it once.
+        lm_evaluator.add_env_info = _cached_env_info
+
+        hflm = HFLM(pretrained=lm_model, tokenizer=tokenizer, batch_size=self.batch_size)
+        results = simple_evaluate(
+            model=hflm,
+            tasks=[spec.lm_eval_task],
+            limit=limit,
+            samples=None if docs is None else {spec.lm_eval_task: docs},  # these document indices only
+            log_samples=True,
+            task_manager=self._task_manager(spec),
+            # lm-eval's request cache is keyed by task and prompts, not by model: sharing it across
+            # subjects would hand one adapter's answers to another. Both caches stay off.
+            use_cache=None,
+            cache_requests=False,
+            gen_kwargs={"max_gen_toks": self.max_gen_toks} if self.max_gen_toks else None,
+            confirm_run_unsafe_code=spec.executes_code,
+            apply_chat_template=self.apply_chat_template,
+            bootstrap_iters=0,  # we compute the stderr of the mean from the outcomes ourselves
+        )
+        if results is None:
+            raise RuntimeError(f"lm-eval returned no results for {spec.lm_eval_task} (not rank 0?)")
+        return results
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Evaluate each subject on the first ``limit`` documents of ``benchmark`` (or on the indices ``docs``).
+
+        Args:
+            base_model: Hub id or local dir of the base model (or the ``model_id`` of a preloaded model).
+            subjects: Name -> PEFT adapter dir; None = the bare base model.
+            benchmark: Registered benchmark name (:mod:`tasks.evaluation.benchmarks`).
+            limit: First N documents (None = ``spec.default_limit``, then all).
+            out_dir: Samples go to ``out_dir/<subject>/<benchmark>.jsonl``.
+            on_result: Called with each subject's result and its seconds as it finishes.
+            docs: Document indices to evaluate instead of the first ``limit`` (lm-eval's ``samples=``); their
+                ``doc_ids`` are these indices.
+
+        Returns:
+            Subject name -> :class:`EvalResult`, all with identical ``doc_ids``.
+        """
+        spec = get_benchmark(benchmark)
+        _check_inputs(subjects, limit)
+        chosen = _check_docs(docs, limit)
+        limit = limit if limit is not None or chosen is not None else spec.default_limit
+        if spec.executes_code:
+            from tasks.evaluation.sandbox import resolve_backend
+
+            resolve_backend()  # before the model loads: no usable sandbox refuses the benchmark, saying how to fix
+            if spec.kind == "hub":
+                os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")  # HF evaluate's code_eval refuses otherwise
+        base = self._base(base_model)
+        out: dict[str, EvalResult] = {}
+        try:
+            for subject, path in subjects.items():
+                t0 = time.perf_counter()
+                if path is None:
+                    if base.peft is not None:
+                        with base.peft.disable_adapter():
+                            res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
+                    else:
+                        res = self._run(base.model, base.tokenizer, spec, limit, chosen)
+                else:
+                    self._load_adapter(base, Path(path))
+                    res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
+                out[subject] = self._result(subject, spec, res, Path(out_dir))
+                if on_result is not None:
+                    on_result(out[subject], time.perf_counter() - t0)
+        finally:
+            if base.peft is not None:
+                # Drop this call's adapters and the LoRA layers themselves: the base goes back to pristine
+                # (also a caller's preloaded model) and memory does not grow over a fleet of adapters.
+                base.model = base.peft.unload()
+                base.peft = None
+                base.slots.clear()
+        _check_aligned(out)
+        return out
+
+    def _result(self, subject: str, spec: BenchmarkSpec, res: dict, out_dir: Path) -> EvalResult:
+        task = spec.lm_eval_task
+        doc_ids, outcomes, rows = outcomes_from_samples(res["samples"][task], spec)
+        agg = res["results"][task].get(f"{spec.metric},{spec.filter}")
+        value = float(agg) if isinstance(agg, (int, float)) else sum(outcomes) / len(outcomes)
+        path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
+        return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
+                          spec.higher_is_better, doc_ids, outcomes, path)  # fmt: skip
+
+
+# adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
+_NOT_SHAPING = ("base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version")
+
+
+def _weight_config(path: Path) -> dict:
+    """The part of an adapter's config that decides which LoRA layers exist and how they compute."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in cfg.items() if k not in _NOT_SHAPING}
+
+
+def _check_aligned(results: dict[str, EvalResult]) -> None:
+    ref = next(iter(results.values()))
+    for r in results.values():
+        if r.doc_ids != ref.doc_ids:
+            raise RuntimeError(f"{r.benchmark}: subjects {ref.subject!r} and {r.subject!r} saw different documents")
+
+
+# --------------------------------------------------------------------------------------- fake, for tests
+@register_evaluator("fake")
+class FakeEvaluator:
+    """FOR TESTS ONLY: deterministic pseudo-outcomes without a model, so flow tests run in milliseconds.
+
+    Document ``i`` of a subject succeeds iff ``u_i < p + 0.8·p(1−p)·sin(s_i / 0.5)`` with ``p`` its rate: ``u_i`` in
+    [0, 1) comes from sha256(base model, benchmark, i), and ``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}`` is a random
+    projection of the adapter's update (Gaussian ``x``, ``y`` seeded by module name and benchmark; document ``i``
+    uses row ``i``). Outcomes are therefore a continuous function of the update B·A, as a real model's are: a
+    refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled one differs on
+    some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never depend on the
+    subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of order 10).
+
+    Args:
+        n_docs: Documents per benchmark when no limit is given.
+        rate: Default success probability per document.
+        seed: Draw ``u_i`` from this seed instead of the base model's name (a test whose base lives in a temporary
+            directory then sees the same documents every session).
+        rates: Per-subject success probabilities overriding ``rate`` (to script a winner in tests): keyed by subject
+            name (``"smooth_abs"``) or, more specific and winning over it, by ``"<benchmark>/<subject>"``
+            (``"ss_mc/smooth_abs"``), so one fleet can hold adapters whose benchmarks script different outcomes.
+    """
+
+    runs_generated_code = False  # scores pseudo-outcomes: a code benchmark needs no sandbox here
+
+    def __init__(self, *, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
+                 seed: int | None = None) -> None:
+        if not 0.0 <= rate <= 1.0 or any(not 0.0 <= r <= 1.0 for r in (rates or {}).values()):
+            raise ValueError("FakeEvaluator: rates must be in [0, 1]")
+        self.n_docs, self.rate, self.rates, self.seed = n_docs, rate, dict(rates or {}), seed
+        self.key = self.identity(n_docs=n_docs, rate=rate, rates=rates, seed=seed)
+
+    @staticmethod
+    def identity(*, n_docs: int = 64, rate: float = 0.5, rates: dict[str, float] | None = None,
+                 seed: int | None = None, **_ignored: Any) -> str:
+        """What determines the fake outcomes (see :func:`evaluator_identity`)."""
+        return (f"fake/v1;n_docs={n_docs};rate={rate};rates={sorted(dict(rates or {}).items())}"
+                + ("" if seed is None else f";seed={seed}"))
+
+    def evaluate(
+        self, base_model: str, subjects: dict[str, Path | None], benchmark: str, *, limit: int | None, out_dir: Path,
+        on_result: Callable[[EvalResult, float], None] | None = None, docs: Sequence[int] | None = None,
+    ) -> dict[str, EvalResult]:
+        """Same contract as :meth:`LmEvalEvaluator.evaluate`; samples hold ``doc_id`` and the outcome.
+
+        Document ``i`` scores the same whichever call evaluates it (first ``limit`` or chosen ``docs``).
+        """
+        spec = get_benchmark(benchmark)
+        _check_inputs(subjects, limit)
+        chosen = _check_docs(docs, limit)
+        if chosen is None:
+            chosen = list(range(limit or spec.default_limit or self.n_docs))
+        n = len(chosen)
+        out = {}
+        draw = base_model if self.seed is None else f"seed={self.seed}"  # a seed: the same documents on any path
+        u = [int.from_bytes(hashlib.sha256(f"base:{draw}|{spec.name}|{i}".encode()).digest()[:8], "big") / 2**64
+             for i in chosen]
+        for subject, path in subjects.items():
+            s = [0.0] * n if path is None else _update_projections(Path(path), spec.name, chosen[-1] + 1)
+            s = s if path is None else [s[i] for i in chosen]
+            p = self.rates.get(f"{spec.name}/{subject}", self.rates.get(subject, self.rate))
+            amp = 0.8 * p * (1.0 - p)  # 0.2 at rate 0.5; a rate of 0 or 1 stays exact
+            outcomes = [1.0 if u[j] < p + amp * math.sin(s[j] / 0.5) else 0.0 for j in range(n)]
+            doc_ids = [str(i) for i in chosen]
+            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in zip(chosen, outcomes)]
+            path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
+            out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
+                                      spec.higher_is_better, doc_ids, outcomes, path_out)  # fmt: skip
+            if on_result is not None:
+                on_result(out[subject], 0.0)
+        return out
+
+
+def _update_projections(adapter_dir: Path, benchmark: str, n: int) -> list[float]:
+    """``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}`` for i < n (FakeEvaluator), without forming B·A."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(adapter_weights_file(adapter_dir)))
+    total = np.zeros(n)
+
+    def rows(tag: str, prefix: str, d: int) -> np.ndarray:  # row i is the same whatever n is
+        seed = int.from_bytes(hashlib.sha256(f"{tag}|{prefix}|{benchmark}".encode()).digest()[:8], "big")
+        return np.random.default_rng(seed).standard_normal((n, d))
+
+    for key in sorted(k for k in tensors if k.endswith("lora_A.weight")):
+        prefix = key[: -len("lora_A.weight")]
+        b = tensors.get(prefix + "lora_B.weight")
+        if b is None:
+            continue
+        a, b = (t.to(torch.float64).numpy() for t in (tensors[key], b))
+        total += np.einsum("ir,ir->i", rows("x", prefix, b.shape[0]) @ b, rows("y", prefix, a.shape[1]) @ a.T)
+    return total.tolist()

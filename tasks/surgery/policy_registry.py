@@ -1,0 +1,257 @@
+"""The policy registry and the shared σ math every registered edit builds on (METHOD §6, §9).
+
+Paper: https://arxiv.org/abs/2603.03995. This module holds the machinery only: what a policy sees
+(:class:`PolicyInputs`), what a registration records (:class:`PolicySpec`, its ``Role`` and ``Rebuild`` form),
+the registry itself (:func:`register_policy`, :func:`get_policy`, :func:`list_policies`,
+:class:`UnknownPolicyError`) and the two helpers shared by the policies and the post-hoc edits,
+:func:`normalize` (§6) and :func:`preserve_energy` (§9).
+
+It imports none of the modules that register policies, so they can all import it without a cycle: the paper's
+policies, the control ladder and :func:`apply_policy` live in :mod:`tasks.surgery.policies` (which re-exports every name
+here); the authors' post-hoc edits in :mod:`tasks.surgery.posthoc` and :mod:`tasks.surgery.rmt`. The registry is complete once
+:mod:`tasks.surgery.policies` is imported: it imports the post-hoc modules, so they register, and importing it first
+gives the canonical order of :func:`list_policies` (the paper's policies, the control ladder, then the post-hoc
+edits). Lookups run at call time, so an edit may resolve another by name (``rmt_bulk_only``'s base policy).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor
+
+from tasks.config import EditConfig, EnergyMode, GradNorm
+
+_EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
+
+Role = Literal["policy", "random_control", "scalar_control", "canary", "posthoc"]
+ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary", "posthoc")
+Rebuild = Literal["balanced", "one_sided", "rank_changing"]
+REBUILDS: tuple[Rebuild, ...] = ("balanced", "one_sided", "rank_changing")
+NEVER_PROMOTED: tuple[Role, ...] = ("random_control", "canary")
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """What a policy sees for one module (all shape (r,), fp32, one device).
+
+    Attributes:
+        sigma0: Original singular values σ0 (descending, >= 0).
+        magnitude: Normalised sensitivity magnitude â (METHOD §6).
+        signed: Normalised signed sensitivity ĝ (METHOD §6).
+        generator: CPU generator for ``random_index``; None means torch's global generator.
+        gamma: The global scale γ of ``global_scalar`` (None for every other policy).
+        shape: The module's layer shape ``(d_out, d_in)`` (rows of U, rows of V), for the Marchenko–Pastur
+            methods (EXTENSIONS §2, §6); None when unknown.
+        scaling: The module's LoRA scaling s (α/r, or α/√r with rsLoRA), for edits that weigh modules against
+            each other (ε-PARA pools |s|·σ, EXTENSIONS §3); None when unknown.
+        pooled: The facts a pooled edit computed over every module of the adapter before editing any (its
+            :attr:`PolicySpec.pool`, e.g. ε-PARA's global threshold θ); None for per-module edits.
+    """
+
+    sigma0: Tensor
+    magnitude: Tensor
+    signed: Tensor
+    generator: torch.Generator | None = None
+    gamma: float | None = None
+    shape: tuple[int, int] | None = None
+    scaling: float | None = None
+    pooled: dict | None = None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A registered policy.
+
+    Attributes:
+        name: Registered name.
+        fn: ``(PolicyInputs, EditConfig) -> σ̃`` (before clamp and energy preservation).
+        uses_sensitivity: False for controls that ignore the gradients.
+        role: ``policy`` (a candidate), ``random_control`` (the matched random control of METHOD §7.3),
+            ``scalar_control`` (the calibrated global scalar, EXTENSIONS §8.3: a legitimate edit that may be
+            promoted when it wins), ``canary`` (the zero rebuild, EXTENSIONS §8.4: a noise floor) or ``posthoc``
+            (the authors' post-hoc edits, EXTENSIONS §1-§6: candidates, promoted like a policy when they win).
+        description: One line for listings.
+        rebuild: Factor form of the written adapter: ``balanced`` (B' = U diag(√t), A' = diag(√t) Vᵀ,
+            METHOD §10), ``one_sided`` (B' = U diag(t), A' = Vᵀ, EXTENSIONS §0) or ``rank_changing`` (balanced on
+            the components with t > 0 only, so a module's rank becomes their count k; the adapter config gets
+            ``rank_pattern``/``alpha_pattern`` entries for k ≠ r and ``exclude_modules`` for k = 0, EXTENSIONS §3).
+        postprocess: Apply ``sigma_clip_min`` and energy preservation after ``fn`` (False: ``fn``'s t is exact).
+        needs_gamma: ``fn`` reads ``PolicyInputs.gamma``, which must then be given.
+        needs_data: The edit needs the calibration pass (its gradients, or held-out examples for γ); False for
+            data-free edits, which depend on the adapter alone and edit every target module, gradient or not
+            (:func:`tasks.surgery.edit.prepare_data_free` serves them without a model). ``uses_sensitivity`` is not the
+            same thing: ``global_scalar`` ignores gradients but chooses γ on data, and ``random_index`` ignores
+            them but is matched to the modules the gradient pass reached (METHOD §7.3, §11).
+        needs_shape: ``fn`` reads ``PolicyInputs.shape``, which must then be given.
+        keep_identical: A module whose new σ equals σ0 exactly keeps its original factor bytes instead of being
+            rebuilt (the identity short-circuit of EXTENSIONS §0, used by ``dg_hard``).
+        describe: Optional ``(PolicyInputs, EditConfig) -> dict`` of per-module facts for the edit manifest
+            (labels, thresholds), JSON-serialisable.
+        pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module of the adapter
+            (in module order, each with its σ0, ``scaling`` and ``shape``) before any module is edited; the dict
+            (JSON-serialisable facts, e.g. ε-PARA's threshold) reaches ``fn`` and ``describe`` as
+            ``PolicyInputs.pooled`` and the edit manifest as ``pooled``. Only for data-free edits.
+    """
+
+    name: str
+    fn: Callable[[PolicyInputs, EditConfig], Tensor]
+    uses_sensitivity: bool
+    role: Role
+    description: str
+    rebuild: Rebuild = "balanced"
+    postprocess: bool = True
+    needs_gamma: bool = False
+    needs_data: bool = True
+    needs_shape: bool = False
+    keep_identical: bool = False
+    describe: Callable[[PolicyInputs, EditConfig], dict] | None = None
+    pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None
+
+    @property
+    def is_control(self) -> bool:
+        """True for arms that are never promoted (random controls and canaries); False for the scalar control."""
+        return self.role in NEVER_PROMOTED
+
+    @property
+    def promotable(self) -> bool:
+        """True if the gate may promote an adapter edited this way (``policy``, ``scalar_control``, ``posthoc``)."""
+        return not self.is_control
+
+
+class UnknownPolicyError(ValueError, KeyError):
+    """An unregistered policy name (both a ValueError and a KeyError, so either ``except`` catches it)."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+# Listing order, whatever the import order: the paper's policies with their random control, the control ladder,
+# then the post-hoc edits (within a group, registration order).
+_LISTING_GROUP = {"policy": 0, "random_control": 0, "scalar_control": 1, "canary": 1, "posthoc": 2}
+
+_REGISTRY: dict[str, PolicySpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_policy(
+    name: str,
+    *,
+    uses_sensitivity: bool = True,
+    is_control: bool = False,
+    role: Role | None = None,
+    description: str = "",
+    aliases: tuple[str, ...] = (),
+    rebuild: Rebuild = "balanced",
+    postprocess: bool = True,
+    needs_gamma: bool = False,
+    needs_data: bool | None = None,
+    needs_shape: bool = False,
+    keep_identical: bool = False,
+    describe: Callable[[PolicyInputs, EditConfig], dict] | None = None,
+    pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None,
+) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
+    """Decorator registering a policy function under ``name`` (and optional ``aliases``).
+
+    Args:
+        name: Registered name (lowercase by convention).
+        uses_sensitivity: False if ``fn`` ignores â and ĝ (their NaN/sign checks are then skipped).
+        is_control: Shorthand kept for older callers: ``role="random_control"``.
+        role: See :class:`PolicySpec`; default ``random_control`` if ``is_control`` else ``policy``.
+        description: One line for listings (default: the first docstring line).
+        aliases: Further names resolving to this spec.
+        rebuild: Factor form of the written adapter (see :class:`PolicySpec`).
+        postprocess: Clamp and preserve energy after ``fn``.
+        needs_gamma: ``fn`` needs ``PolicyInputs.gamma``.
+        needs_data: See :class:`PolicySpec`; default ``uses_sensitivity or needs_gamma``.
+        needs_shape: ``fn`` needs ``PolicyInputs.shape``.
+        keep_identical: Keep the original bytes of modules whose σ is unchanged (see :class:`PolicySpec`).
+        describe: Per-module manifest facts (see :class:`PolicySpec`).
+        pool: Facts computed once over all modules before editing (see :class:`PolicySpec`).
+
+    Raises:
+        ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
+            role or rebuild form; ``is_control=True`` with a role that is promoted; ``pool`` on an edit that
+            needs data (a pooled edit must see every target module, and only data-free edits do).
+    """
+    if role is None:
+        role = "random_control" if is_control else "policy"
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    if is_control and role not in NEVER_PROMOTED:
+        raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
+    if rebuild not in REBUILDS:
+        raise ValueError(f"rebuild must be one of {', '.join(REBUILDS)}; got {rebuild!r}")
+    for n in (name, *aliases):
+        if not isinstance(n, str) or not n.strip():
+            raise ValueError(f"policy names must be non-empty strings, got {n!r}")
+        if n in _REGISTRY or n in _ALIASES:
+            raise ValueError(f"policy name {n!r} is already registered; pick another name")
+
+    def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
+        desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
+        data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
+        if pool is not None and data:
+            raise ValueError(f"policy {name!r}: pool= needs a data-free edit (needs_data=False), which edits every "
+                             "target module; an edit that needs data skips modules without a gradient")
+        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
+                                     data, needs_shape, keep_identical, describe, pool)  # fmt: skip
+        _ALIASES.update({a: name for a in aliases})
+        return fn
+
+    return deco
+
+
+def get_policy(name: str) -> PolicySpec:
+    """The spec registered under ``name`` or one of its aliases (``gd`` = ``grad_direction``).
+
+    Raises:
+        UnknownPolicyError: unknown name; the message lists the known names and the closest matches.
+    """
+    key = _ALIASES.get(name, name)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    known = sorted([*_REGISTRY, *_ALIASES])
+    close = difflib.get_close_matches(str(name), known, n=3)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownPolicyError(f"Unknown policy {name!r}.{hint} Known policies: {', '.join(known)}.")
+
+
+def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control")) -> list[str]:
+    """Registered names (aliases excluded) whose role is in ``roles``, in registration order.
+
+    The default lists the reweighting policies of METHOD §7/§12 and their random control; the control
+    ladder's edits are ``list_policies(("scalar_control", "canary"))``, the authors' post-hoc edits
+    ``list_policies(("posthoc",))`` and everything is ``list_policies(None)``, always in that group order
+    (registration order within a group, so it does not depend on which module was imported first).
+    """
+    names = [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
+    return sorted(names, key=lambda n: _LISTING_GROUP[_REGISTRY[n].role])  # stable: registration order within
+
+
+def normalize(values: Tensor, mode: GradNorm) -> Tensor:
+    """Per-module normalisation of sensitivities (METHOD §6): ``mean_abs`` v/max(mean|v|, 1e-8),
+    ``l2`` v/max(‖v‖₂, 1e-8), ``none`` v. Shape (r,) in, (r,) out; a new tensor."""
+    if mode == "mean_abs":
+        return values / values.abs().mean().clamp_min(_EPS)
+    if mode == "l2":
+        return values / torch.linalg.vector_norm(values).clamp_min(_EPS)
+    if mode == "none":
+        return values.clone()
+    raise ValueError(f"grad_norm must be one of mean_abs, l2, none; got {mode!r}")
+
+
+def preserve_energy(sigma0: Tensor, sigma_tilde: Tensor, mode: EnergyMode) -> Tensor:
+    """Rescale σ̃ so that one norm of σ0 is kept (METHOD §9): ``l1`` nuclear norm (Σσ), ``l2`` Frobenius
+    norm (‖σ‖₂), ``none`` unchanged. Both norms are floored at 1e-8, so an all-zero σ̃ stays zero."""
+    if mode == "l1":
+        return sigma_tilde * (sigma0.sum().clamp_min(_EPS) / sigma_tilde.sum().clamp_min(_EPS))
+    if mode == "l2":
+        n0 = torch.linalg.vector_norm(sigma0).clamp_min(_EPS)
+        return sigma_tilde * (n0 / torch.linalg.vector_norm(sigma_tilde).clamp_min(_EPS))
+    if mode == "none":
+        return sigma_tilde.clone()
+    raise ValueError(f"preserve_energy must be one of l1, l2, none; got {mode!r}")

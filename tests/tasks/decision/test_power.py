@@ -1,0 +1,107 @@
+"""Power, MDE and sample size of the gate's paired test (tasks/decision/power.py), and the issue-9 power table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tasks.decision.power import (exact_rejects, mcnemar_critical, mcnemar_mde, mcnemar_power, mcnemar_sample_size,
+                         pair_counts, paired_mde, paired_sample_size, power_table, simulate_tables)  # fmt: skip
+
+SEED = 9
+# Connor (1987), Biometrics 43:207-211, p. 209, as worked in powerandsamplesize.com's "Compare Paired
+# Proportions: McNemar's Z-test, 1-Sided": p01 = 0.45, p10 = 0.05, alpha = 0.05, power 0.90 → n = 23 (22.81).
+CONNOR = {"delta": 0.40, "psi": 0.50, "alpha": 0.05, "power": 0.90, "n": 23}
+# Issue 9's table for the fixed gate (exact one-sided McNemar vs baseline AND vs control, alpha 0.05, 5% flips):
+# power at +2/+4/+6 pts for 60/200/500/1000 documents, rounded to two digits.
+ISSUE_TABLE = {60: (0.01, 0.03, 0.14), 200: (0.10, 0.34, 0.69), 500: (0.25, 0.81, 0.98), 1000: (0.52, 0.98, 1.00)}
+ISSUE_SIMS = 1000  # assumed size of the issue's simulation (its numbers carry that Monte-Carlo error)
+
+
+def test_connor_sample_size_textbook_value():
+    n = mcnemar_sample_size(CONNOR["delta"], CONNOR["psi"], CONNOR["alpha"], CONNOR["power"])
+    assert n == pytest.approx(22.809, abs=1e-3) and math.ceil(n) == CONNOR["n"]
+    assert mcnemar_sample_size(-CONNOR["delta"], CONNOR["psi"], CONNOR["alpha"], CONNOR["power"]) == n
+
+
+@pytest.mark.parametrize(("n", "psi"), [(100, 0.1), (400, 0.05), (2000, 0.3), (60, 0.5)])
+def test_mde_inverts_sample_size(n, psi):
+    d = mcnemar_mde(n, psi, 0.025, 0.8)
+    if d < psi:
+        assert mcnemar_sample_size(d, psi, 0.025, 0.8) == pytest.approx(n, rel=1e-9)
+    assert mcnemar_mde(4 * n, psi, 0.025, 0.8) < d
+
+
+def test_critical_counts_match_binomtest():
+    crit = mcnemar_critical(120, 0.05)
+    for d in range(1, 121):
+        p = [sps.binomtest(k, d, 0.5, alternative="greater").pvalue for k in range(d + 1)]
+        expected = next((k for k in range(d + 1) if p[k] < 0.05), d + 1)
+        assert crit[d] == expected, d
+    assert crit[0] == 1  # no discordance, never significant
+
+
+def test_exact_power_matches_monte_carlo():
+    n, delta, psi, alpha, sims = 300, 0.03, 0.08, 0.05, 40000
+    rng = np.random.default_rng(SEED)
+    p10, p01 = (psi + delta) / 2, (psi - delta) / 2
+    cells = rng.multinomial(n, [p10, p01, 1 - psi], size=sims)
+    mc = exact_rejects(cells[:, 0], cells[:, 1], alpha).mean()
+    exact = mcnemar_power(n, delta, psi, alpha)
+    assert abs(mc - exact) < 3 * math.sqrt(exact * (1 - exact) / sims)
+    assert mcnemar_power(n, 0.0, psi, alpha) <= alpha  # the exact test is conservative
+
+
+def test_connor_n_gives_about_the_target_exact_power():
+    for delta, psi in ((0.02, 0.07), (0.04, 0.1), (0.1, 0.3)):
+        n = math.ceil(mcnemar_sample_size(delta, psi, 0.05, 0.8))
+        assert mcnemar_power(n, delta, psi, 0.05) == pytest.approx(0.8, abs=0.05)
+
+
+def test_continuous_formulas_match_the_z_test_power():
+    sd, delta = 0.3, 0.02
+    n = paired_sample_size(delta, sd, 0.05, 0.8)
+    assert sps.norm.sf(sps.norm.isf(0.05) - delta * math.sqrt(n) / sd) == pytest.approx(0.8, abs=1e-12)
+    assert paired_mde(round(n), sd, 0.05, 0.8) == pytest.approx(delta, rel=1e-3)
+
+
+def test_simulated_tables_follow_the_flip_model():
+    rng = np.random.default_rng(SEED)
+    cells = simulate_tables([1000], 0.04, 0.05, 3000, rng)[:, 0]
+    assert (cells.sum(axis=1) == 1000).all()
+    _, b10, b01, _ = pair_counts(cells, "c", "b")
+    assert np.mean(b10 - b01) == pytest.approx(40, abs=0.5)  # exactly round(0.04·1000) converted, minus flips' net 0
+    assert np.mean(b10 + b01) == pytest.approx(50 + 40 * 0.95 + 40 * 0.05 * -1, rel=0.05)
+    _, r10, r01, _ = pair_counts(cells, "r", "b")
+    assert np.mean(r10 + r01) == pytest.approx(50, rel=0.03) and np.mean(r10 - r01) == pytest.approx(0, abs=0.5)
+
+
+def test_power_table_reproduces_issue_9():
+    sims = 4000
+    table = power_table(list(ISSUE_TABLE), [0.02, 0.04, 0.06], discordance=0.05, alpha=0.05, sims=sims, seed=SEED)
+    for n, row in ISSUE_TABLE.items():
+        for e, want in zip((0.02, 0.04, 0.06), row):
+            got = table[n][e]
+            var = want * (1 - want)
+            tol = 0.005 + 3 * math.sqrt(var / ISSUE_SIMS + var / sims) + 1e-3
+            assert abs(got - want) <= tol, (n, e, got, want)
+    assert power_table([200], [0.02], sims=500, seed=1) == power_table([200], [0.02], sims=500, seed=1)
+
+
+def test_power_table_no_effect_is_below_alpha():
+    sims = 20000
+    table = power_table([60, 200, 1000], [0.0], sims=sims, seed=SEED, with_control=False)
+    for n in table:
+        assert table[n][0.0] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / sims)
+
+
+def test_invalid_arguments_raise():
+    with pytest.raises(ValueError, match="psi"):
+        mcnemar_sample_size(0.3, 0.2)
+    with pytest.raises(ValueError, match="alpha"):
+        mcnemar_mde(100, 0.1, alpha=1.5)
+    with pytest.raises(ValueError, match="effect"):
+        simulate_tables([10], -0.1, 0.05, 2, np.random.default_rng(0))

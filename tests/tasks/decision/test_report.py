@@ -1,0 +1,99 @@
+"""tasks/decision/report.py: the flow's decision report, built from a real gate decision (no registry, no dashboard)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from tasks.decision.report import candidate_rows, decision_markdown
+
+N = 400
+
+
+def _arm(name: str, policy: str, solved: int, *, control: bool = False, guard: int = 90) -> ArmOutcomes:
+    """The first ``solved`` of N documents right (arms nest, so every gain is a set of discordant documents)."""
+    return ArmOutcomes(name, policy, control, [1.0] * solved + [0.0] * (N - solved),
+                       guard=[1.0] * guard + [0.0] * (100 - guard))
+
+
+def _decision(base: int, cand: int, ctrl: int):
+    baseline = _arm("baseline", "baseline", base)
+    d = decide(baseline, [_arm("smooth_abs", "smooth_abs", cand)], [_arm("random_s1", "random_index", ctrl,
+               control=True)], GateConfig())
+    return json.loads(json.dumps(d.to_dict()))  # what the registry stores and the flow reads back
+
+
+def test_promoted_decision_reports_every_number_behind_it():
+    stats = _decision(base=200, cand=260, ctrl=200)
+    assert stats["verdict"] == "promote" and stats["promoted"] == "smooth_abs"
+    md = decision_markdown("ad-1", stats, "the sentence", promoted="smooth_abs")
+    assert md.startswith("### ad-1: PROMOTE SMOOTH_ABS\n") and "the sentence" in md
+    assert "- **Unedited adapter:** task 50.0%" in md
+    row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # 65.0% task; +15.0 pts over the unedited adapter; n = 400; 60 documents only the candidate solves, 0 only
+    # the baseline; the IFEval guard unchanged.
+    assert cells[1] == "65.0" and cells[2].startswith("+15.0 [") and cells[6] == "400" and cells[7] == "60/0"
+    assert cells[5] == "+0.0" and cells[-1] == "**promote**"
+    assert "**Why**" in md and "- `smooth_abs`:" in md
+
+
+def test_hold_is_not_a_reject_and_says_how_many_documents():
+    stats = _decision(base=200, cand=204, ctrl=200)  # +1 pt at 400 docs: the interval holds 0 and +2 pts
+    assert stats["verdict"] == "hold" and stats["n_needed"] > 0
+    md = decision_markdown("ad-2", stats, "s")
+    assert md.startswith(f"### ad-2: HELD FOR EVIDENCE: NEEDS ~{stats['n_needed']} DOCUMENTS")
+    assert "rejected" not in md.split("**Why**")[0]
+    rows = candidate_rows(stats)
+    assert [r["candidate"] for r in rows] == ["smooth_abs"]  # controls are references, not verdicts
+    assert rows[0]["verdict"].startswith("held for evidence") and rows[0]["vs baseline (pts)"] == 1.0
+
+
+def test_reject_and_canary_lines():
+    stats = _decision(base=200, cand=150, ctrl=200)
+    assert stats["verdict"] == "reject"
+    stats["canaries"] = {"zero_rebuild": {"arm": "zero_rebuild", "n_differ": 3, "fraction": 0.0075, "ok": False,
+                                          "tolerance": 0.0}}
+    stats["flags"] = ["zero-rebuild canary zero_rebuild differs from the baseline on 3 of 400 documents"]
+    md = decision_markdown("ad-3", stats, "s")
+    assert md.startswith("### ad-3: REJECTED")
+    assert "- **Canary zero_rebuild** (`zero_rebuild`): FAILED, differs from the unedited adapter on 3 documents" in md
+    assert "- **Flag:** zero-rebuild canary" in md
+
+
+def _two_policies(base: int, a: int, b: int) -> dict:
+    baseline = _arm("baseline", "baseline", base)
+    d = decide(baseline, [_arm("smooth_abs", "smooth_abs", a), _arm("hns", "hns", b)],
+               [_arm("random_s1", "random_index", base, control=True)], GateConfig())
+    return json.loads(json.dumps(d.to_dict()))
+
+
+def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
+    from tasks.decision.report import what_wins, what_wins_markdown
+
+    decisions = [  # gains of hns: +4, +8, +16 pts over the unedited adapter (of 400 documents) in math
+        {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0},
+        {"adapter": "m2", "family": "math", "statistics": _two_policies(200, 204, 232), "seconds": 300.0},
+        {"adapter": "m3", "family": "math", "statistics": _two_policies(100, 100, 164), "seconds": None},
+        {"adapter": "c1", "family": "commonsense", "statistics": _two_policies(200, 260, 200), "seconds": 50.0},
+    ]
+    rows = what_wins(decisions)
+    assert [(r["family"], r["edit"]) for r in rows] == [("commonsense", "smooth_abs"), ("commonsense", "hns"),
+                                                        ("math", "hns"), ("math", "smooth_abs")]
+    hns = rows[2]
+    assert (hns["adapters"], hns["promoted"], hns["passed"]) == (3, 3, 3) and hns["held"] == hns["rejected"] == 0
+    # mean of (4, 8, 16) = 9.333; sd 6.110, t(0.975, 2) = 4.3027: 9.333 ± 15.18 (textbook Student-t interval)
+    assert hns["delta_pts"]["mean"] == pytest.approx(28 / 3)
+    assert hns["delta_pts"]["lo"] == pytest.approx(28 / 3 - 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
+    assert hns["delta_pts"]["hi"] == pytest.approx(28 / 3 + 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
+    assert hns["guard_pts"]["mean"] == 0.0
+    assert hns["seconds_per_adapter"] == 200.0  # the runs with a known wall time
+    smooth = rows[3]
+    assert smooth["promoted"] == 0 and smooth["adapters"] == 3 and smooth["delta_pts"]["mean"] == pytest.approx(1 / 3)
+    single = rows[0]
+    assert single["promoted"] == 1 and single["delta_pts"]["lo"] is None  # one adapter: no interval
+    md = what_wins_markdown(rows)
+    assert "| math | hns | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 200 |" in md
+
