@@ -22,7 +22,15 @@ from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
 from tasks.evaluation.evaluate import runs_generated_code
-from tasks.decision.gate import ArmOutcomes, decide, verdict_label, verdict_of
+from tasks.decision.gate import (
+    REJECTED_ON_TASK_EVIDENCE,
+    ArmOutcomes,
+    decide,
+    guard_skips,
+    summarize,
+    verdict_label,
+    verdict_of,
+)
 from tasks.surgery.policies import get_policy
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
@@ -385,7 +393,8 @@ def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, can
         nj = design.looks[j - 1]
 
         def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
-            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None)
+            # no guard at all (its stop is task evidence): the sub-decision only gives the numbers it had
+            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None, guard_skipped=None)
 
         scalar = first(extras["scalar_control"])
         sub = decide(first(base), [first(c)], [first(r) for r in controls],
@@ -399,26 +408,81 @@ def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, can
     verdicts = decision.verdicts + tuple(stopped)
     if decision.verdict == "promote":
         return dataclasses.replace(decision, verdicts=verdicts)
-    held = [v for v in verdicts if v.verdict == "hold"]
-    verdict = "hold" if held and not decision.flags else "reject"
-    n_needed = min(v.n_needed for v in held) if verdict == "hold" else None
-    sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts)
-    if decision.flags:
-        sentence = "no candidate promoted: " + "; ".join(decision.flags) + " | " + sentence.split(": ", 1)[1]
-    if verdict == "hold":
-        sentence += f" — held for evidence: needs ~{n_needed} documents"
-    return Decision(None, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
+    # the gate's one sentence composer: only a HOLD gets the adapter's "held for evidence" tail
+    promoted, verdict, sentence, n_needed = summarize(verdicts, decision.flags, decision.higher_is_better)
+    return Decision(promoted, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
                     decision.higher_is_better, verdict, decision.flags, decision.canaries, n_needed)
+
+
+def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], guard_out: dict[str, list] | None,
+                 higher_is_better: bool, skipped: dict[str, str] | None = None):
+    """The gate's arms from the stored outcomes: ``(baseline, candidates, random controls, extras)``.
+
+    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`).
+    """
+    g, skipped = guard_out or {}, skipped or {}
+    by_name = {a.name: a for a in arms if a.name in cands.ids}
+    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
+    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
+                          None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better,
+                          guard_skipped=skipped.get(n) if n not in g and a.role in ("policy", "scalar_control")
+                          else None)
+           for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
+    role = {n: a.role for n, a in by_name.items()}
+    one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
+    candidates = [arm[n] for n in arm if role[n] in ("policy", "scalar_control")]
+    controls = [arm[n] for n in arm if role[n] == "random_control"]
+    extras = {"scalar_control": one["scalar_control"], "zero_rebuild": one["canary"], "bare_base": one["bare_base"]}
+    return base, candidates, controls, extras
+
+
+def _gate(config: RunConfig, sequential: dict | None, base: ArmOutcomes, candidates: list[ArmOutcomes],
+          controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]):
+    """The decision: the fixed gate, or a sequential run's at the look where it stopped."""
+    if sequential is None:
+        return decide(base, candidates, controls, config.gate, **extras)
+    return _sequential_decision(config, sequential, base, candidates, controls, extras)
+
+
+def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: dict[str, list],
+               higher_is_better: bool, sequential: dict | None = None) -> tuple[list[str], dict[str, str]]:
+    """Which arms the IFEval guard scores, and why each other one is not (``RunConfig.guard_arms``).
+
+    ``all``: every candidate and random control (not the canaries, nor a candidate stopped for futility).
+    ``promotable``: only the candidates whose verdict the guard can still change: the gate decides on the task
+    outcomes alone, and a candidate it rejects there is rejected whatever its guard
+    (:func:`tasks.decision.gate.guard_skips`); the random controls are never promoted and their guard is weighed in no
+    verdict. So the decision is the one every arm guarded would give. Computed under the gate settings in force,
+    so a re-decision under others that needs a guard not scored yet scores it then.
+
+    Returns:
+        ``(arm names to score besides the baseline, arm name -> why its guard is not evaluated)``; with no arm to
+        score, the baseline's guard is not evaluated either (``"baseline"`` is then among the skipped).
+    """
+    futile = (sequential or {}).get("futile", {})
+    present = [a for a in arms if a.name in cands.ids and a.name not in futile]
+    if config.guard_arms == "all":
+        return [a.name for a in present if a.role in ("policy", "scalar_control", "random_control")], {}
+    task_only = _gate(config, sequential, *_gate_inputs(arms, cands, task_out, None, higher_is_better))
+    skips = guard_skips(task_only)
+    skips.update({a.name: "a random control, never promoted" for a in present if a.role == "random_control"})
+    guarded = [a.name for a in present if a.role in ("policy", "scalar_control") and a.name not in skips]
+    if not guarded:
+        skips[BASELINE] = f"every candidate is {REJECTED_ON_TASK_EVIDENCE}"
+    return guarded, skips
 
 
 @task(cache_policy=NO_CACHE)
 def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
                        task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
-                       task_name: str, guard_name: str | None, sequential: dict | None = None) -> dict:
+                       task_name: str, guard_name: str | None, sequential: dict | None = None,
+                       guard_skipped: dict[str, str] | None = None) -> dict:
     """Apply the gate to the stored outcomes, record the decision (once per decision key), move production.
 
     The decision key is the gate settings plus the evaluations weighed, so changing a threshold re-decides from
     the recorded per-document outcomes without any model pass, and an unchanged one finds its decision done.
+    ``guard_skipped`` (from :func:`guard_plan`): the arms whose guard was not evaluated and why; recorded in the
+    statistics (``guard.skipped``: "guard not evaluated: rejected on task evidence", ...) and in the key.
     """
     from tasks.run_config import decision_key
 
@@ -429,22 +493,13 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                 "subjects": sorted(cands.ids.items())}
     if sequential is not None:
         evidence["sequential"] = sequential["design"]
+    if guard_skipped:  # absent when every arm is guarded: the keys of decisions made before guard_arms existed
+        evidence["guard_skipped"] = sorted(guard_skipped)
     dkey = decision_key(config.gate, cands.key, evidence)
-    g = guard_out or {}
-    by_name = {a.name: a for a in arms if a.name in cands.ids}
-    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
-    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
-                          None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better)
-           for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
-    role = {n: a.role for n, a in by_name.items()}
-    one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
-    candidates = [arm[n] for n in arm if role[n] in ("policy", "scalar_control")]
-    controls = [arm[n] for n in arm if role[n] == "random_control"]
-    extras = {"scalar_control": one["scalar_control"], "zero_rebuild": one["canary"], "bare_base": one["bare_base"]}
-    if sequential is None:
-        decision = decide(base, candidates, controls, config.gate, **extras)
-    else:
-        decision = _sequential_decision(config, sequential, base, candidates, controls, extras)
+    base, candidates, controls, extras = _gate_inputs(arms, cands, task_out, guard_out, higher_is_better,
+                                                      guard_skipped)
+    role = {a.name: a.role for a in arms if a.name in cands.ids}
+    decision = _gate(config, sequential, base, candidates, controls, extras)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
@@ -455,6 +510,9 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
     stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
     stats["ladder"] = {"roles": role, "skipped": cands.skipped}
+    if guard_name:
+        stats["guard"] = {"arms": config.guard_arms,
+                          "skipped": {n: f"guard not evaluated: {why}" for n, why in (guard_skipped or {}).items()}}
     if sequential is not None:
         stats["sequential"] = sequential
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
@@ -566,18 +624,23 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         else:
             task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.limit_for(spec.name),
                                           "task")
-        guard_eval, guard_name = None, None
+        guard_eval, guard_name, guard_skipped = None, None, {}
         if config.guard:
             gspec = guard_benchmark(config.benchmark_profile)
             guard_name = gspec.name
-            # the guard scores what could be promoted (and the random controls, for the dashboard's risk view);
-            # the canaries and the bare base are checked on the task benchmark only
-            guarded = [a.name for a in arms if a.role in ("policy", "scalar_control", "random_control")
-                       and a.name not in (sequential or {}).get("futile", {})]  # stopped for futility: rejected
-            guard_eval = task_eval if gspec.name == spec.name else evaluate_subjects(
-                config, version, adapter, local, cands, gspec, config.guard_limit, "guard", guarded)
+            if gspec.name == spec.name:  # the task benchmark is the guard: its scores serve as the guard, free
+                guard_eval = task_eval
+            else:  # the canaries and the bare base are checked on the task benchmark only
+                guarded, guard_skipped = guard_plan(config, arms, cands, task_eval[1], spec.higher_is_better,
+                                                    sequential)
+                if guarded or BASELINE not in guard_skipped:
+                    guard_eval = evaluate_subjects(config, version, adapter, local, cands, gspec,
+                                                   config.guard_limit, "guard", guarded)
+                if guard_skipped:
+                    _logger().info("%s: IFEval guard for %d arm(s), %d skipped (%s)", adapter.name, len(guarded),
+                                   len(guard_skipped), ", ".join(sorted(guard_skipped)))
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                    spec.higher_is_better, spec.name, guard_name, sequential)
+                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped)
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:
         reg.record_failure(run_id, version_id, e, config_hash=chash)

@@ -87,6 +87,11 @@ class RunConfig(BaseModel):
         "generative one.")
     guard_limit: int | None = Field(100, ge=1, description="Prompts of the IFEval guard.")
     guard: bool = Field(True, description="Run the IFEval guard.")
+    guard_arms: Literal["promotable", "all"] = Field(
+        "promotable", description="Which arms the IFEval guard scores. promotable: only those whose verdict it can "
+        "still change (an arm the gate rejects on its task evidence, or a random control, is not scored; the "
+        "decision records each skip): the same verdicts and promotions as all, with fewer evaluations. all: every "
+        "candidate and random control (the dashboard's reward-vs-risk view then has every arm's IFEval change).")
     calib_source: str | None = Field(
         None, description="Default calibration source (JSONL path or loader) for adapters that name none."
     )
@@ -183,6 +188,8 @@ class RunConfig(BaseModel):
         )
         if self.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
             keyed["task_limits"] = dict(sorted(self.task_limits.items()))
+        if self.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does
+            keyed["guard_arms"] = self.guard_arms
         if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
             keyed["sequential"] = self.sequential.model_dump(mode="json")
         keyed["adapter_overrides"] = adapter_overrides or {}

@@ -33,6 +33,13 @@ gain interval over X):
 The decision is PROMOTE if a candidate is promoted, else HOLD if any non-control candidate holds and no
 canary failed, else REJECT.
 
+**Guarding only what can matter.** The guard enters a verdict only in rule 1 (a failing guard rejects) and rule 4
+(promotion needs it to hold); it changes no test, no p-value and no correction. So a candidate that the gate
+rejects on its task evidence alone (every guard absent, :func:`guard_skips`) is rejected whatever its guard
+outcome, and its guard need not be evaluated. Such an arm carries ``guard_skipped`` (the reason, e.g.
+:data:`REJECTED_ON_TASK_EVIDENCE`); its sentence says "IFEval guard not evaluated: rejected on task evidence", its
+``guard_ok`` is None, and the gate refuses (ValueError) a skipped guard on a candidate it would not reject.
+
 **Power.** For 0/1 outcomes with observed discordant rate ψ̂ = (n10 + n01)/n against reference X, at level
 α* = alpha/m (Holm's first step, Bonferroni) or alpha (``"none"``): ``mde`` is Connor's (1987) minimum
 detectable gain at n with power ``power`` (:func:`tasks.decision.power.mcnemar_mde`, ψ = max(ψ̂, 1/n)) and
@@ -63,6 +70,7 @@ from tasks.decision.stats import PairedTest, adjust_pvalues, as_outcomes, paired
 
 _EPS = 1e-12  # float slack on threshold comparisons, so a drop of exactly the tolerance is "within"
 Verdict = Literal["promote", "hold", "reject"]
+REJECTED_ON_TASK_EVIDENCE = "rejected on task evidence"  # why a guard was skipped (module docstring)
 
 
 class GateConfig(BaseModel):
@@ -99,6 +107,8 @@ class ArmOutcomes:
         task: Per-document task outcomes, shape (n_docs,), aligned by document across arms.
         guard: Per-prompt IFEval strict outcomes, shape (n_prompts,), aligned; None if not evaluated.
         higher_is_better: Direction of the task metric.
+        guard_skipped: Why the guard was deliberately not evaluated (:data:`REJECTED_ON_TASK_EVIDENCE`), else None;
+            the gate accepts it only on a candidate it rejects on its task evidence.
     """
 
     name: str
@@ -107,6 +117,7 @@ class ArmOutcomes:
     task: list[float]
     guard: list[float] | None = None
     higher_is_better: bool = True
+    guard_skipped: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -114,6 +125,9 @@ class ArmOutcomes:
         as_outcomes(self.task, f"arm {self.name!r} task")
         if self.guard is not None:
             as_outcomes(self.guard, f"arm {self.name!r} guard")
+            if self.guard_skipped:
+                raise ValueError(f"arm {self.name!r} has guard outcomes and guard_skipped={self.guard_skipped!r}; "
+                                 "give one or the other")
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,8 @@ class CandidateVerdict:
         guard_test: Paired test of an IFEval drop, ``alternative="less"`` (None as ``guard_delta``).
         beats_baseline: Gain over the baseline above ``min_delta`` and ``p_adjusted_vs_baseline < alpha``.
         beats_control: The same against the best random control (False when there was no control).
-        guard_ok: The guard holds (True when the baseline has no guard outcomes: nothing to compare).
+        guard_ok: The guard holds (True when the baseline has no guard outcomes: nothing to compare; None when
+            the candidate's guard was skipped, see ``guard_skipped``).
         passed: Eligible for promotion (verdict "promote"); only the best passing candidate is promoted.
         reason: One readable line with the numbers behind the verdict.
         verdict: "promote", "hold" or "reject" (see the module docstring).
@@ -149,6 +164,7 @@ class CandidateVerdict:
         p_adjusted_vs_scalar: The scalar family's (None without a scalar).
         mde: Minimum detectable gain at n (largest over references; see the module docstring).
         n_needed: Documents at which a gain of ``min_effect`` would be detected with ``power``.
+        guard_skipped: Why the candidate's guard was not evaluated (its task evidence rejects it), else None.
     """
 
     name: str
@@ -161,7 +177,7 @@ class CandidateVerdict:
     guard_test: PairedTest | None
     beats_baseline: bool
     beats_control: bool
-    guard_ok: bool
+    guard_ok: bool | None
     passed: bool
     reason: str
     verdict: Verdict = "reject"
@@ -179,6 +195,7 @@ class CandidateVerdict:
     p_adjusted_vs_scalar: float | None = None
     mde: float | None = None
     n_needed: int | None = None
+    guard_skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -419,7 +436,10 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
         parts[0] += " and " + _part(t.vs_s, t.adj_s, s.name, note_s, "", cfg)  # type: ignore[arg-type]
     g_delta, g_test, g_ok = None, None, True
     tol = f"{cfg.guard_tolerance * 100:.1f}"
-    if b.guard is None:
+    if c.guard_skipped:
+        g_ok = None
+        parts.append(f"IFEval guard not evaluated: {c.guard_skipped}")
+    elif b.guard is None:
         parts.append("IFEval guard not evaluated")
     elif c.guard is None:
         g_ok = False
@@ -435,7 +455,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     joint_ok = t.adj is None or t.adj < cfg.alpha
     if beats_b and control_ok and beats_s is not False and not joint_ok:
         parts.append(f"{cfg.correction}-adjusted p over candidates {fmt_p(t.adj)} not below alpha")  # type: ignore[arg-type]
-    passed = beats_b and control_ok and beats_s is not False and g_ok and joint_ok and not flags and not c.is_control
+    passed = bool(beats_b and control_ok and beats_s is not False and g_ok and joint_ok and not flags
+                  and not c.is_control)
     # Power: what this n can detect and what n would detect min_effect, against every reference.
     refs = [(x, tt) for x, tt in ((b, t.vs_b), (r, t.vs_r), (s, t.vs_s)) if x is not None and tt is not None]
     mde, needed = (max(v) for v in zip(*(_power(c, x, tt, cfg, level) for x, tt in refs)))
@@ -447,7 +468,7 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
         verdict, why = "reject", "canary failed: " + "; ".join(flags)
     elif c.is_control:
         verdict = "reject"
-    elif not g_ok:
+    elif g_ok is False:
         verdict, why = "reject", "the IFEval guard fails"
     elif missing_control:
         verdict, why = "reject", "a random control is required"
@@ -463,6 +484,12 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
                 break
         if verdict == "hold":
             why = f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {pts(mde)} pts)"
+    # first match wins: a candidate rejected by rule 2 (a significant gain too small to be worth having) is not
+    # eligible either, so "passed" and the verdict never disagree and only a "promote" verdict can be promoted
+    passed = passed and verdict == "promote"
+    if c.guard_skipped and verdict != "reject":
+        raise ValueError(f"candidate {c.name!r}: its guard was skipped ({c.guard_skipped}) but its task evidence "
+                         f"does not reject it (verdict {verdict} with a passing guard); evaluate its guard")
     body = "; ".join(parts)
     reason = f"{c.name} {body}" + (f"; {verdict}: {why}" if why else "")
     if c.is_control:  # a control can be listed for its numbers but is never eligible
@@ -470,7 +497,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     return CandidateVerdict(c.name, c.policy, _mean(c.task), t.vs_b, t.vs_r, None if r is None else r.name, g_delta,
                             g_test, beats_b, beats_r, g_ok, passed, reason, verdict, t.vs_b.n, t.vs_b.n_a_only,
                             t.vs_b.n_b_only, upper, t.vs_s, None if t.vs_s is None else s.name, beats_s, explained_by,
-                            t.adj, t.adj_b, t.adj_r, t.adj_s, mde, n_needed)  # type: ignore[arg-type,union-attr]  # fmt: skip
+                            t.adj, t.adj_b, t.adj_r, t.adj_s, mde, n_needed,
+                            c.guard_skipped or None)  # type: ignore[arg-type,union-attr]  # fmt: skip
 
 
 def decide(
@@ -514,29 +542,68 @@ def decide(
     tests = _corrected([_compare(c, baseline, best_r, scalar_control, cfg) for c in candidates], family, cfg)
     verdicts = tuple(_verdict(c, baseline, best_r, scalar_control, t, cfg, level, flags)
                      for c, t in zip(candidates, tests))  # fmt: skip
-    passing = [v for v in verdicts if v.passed]
+    promoted, verdict, sentence, n_needed = summarize(verdicts, flags, hib)
+    return Decision(promoted, verdicts, sentence, cfg, baseline.name, _mean(baseline.task), hib, verdict, flags,
+                    record, n_needed)  # fmt: skip
+
+
+def summarize(verdicts: Sequence[CandidateVerdict], flags: Sequence[str] = (), higher_is_better: bool = True
+              ) -> tuple[str | None, Verdict, str, int | None]:  # fmt: skip
+    """The decision's winner, verdict, sentence and documents needed from its candidates' verdicts.
+
+    The one place a decision's sentence is composed (:func:`decide`, and a sequential run's decision with the
+    candidates stopped for futility added). The sentence is the winner's reason ending "→ promoted", or "no candidate
+    promoted: " and every candidate's reason; only a HOLD ends with the adapter's tail "— adapter held for evidence
+    (the held candidates): needs ~N documents", said of the adapter and naming the held candidates, so it never
+    reads as the verdict of whichever candidate happens to be listed last (a guard-rejected one, say).
+
+    Args:
+        verdicts: Every candidate's verdict, in the order the sentence lists them.
+        flags: Canary failures (any flag: nothing is promoted or held).
+        higher_is_better: Direction of the task metric (the winner has the best mean).
+
+    Returns:
+        ``(promoted name or None, verdict, sentence, n_needed)``; ``n_needed`` only for a HOLD: the fewest
+        documents that would resolve one held candidate.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    passing = [v for v in verdicts if v.passed and not flags]
     # Round the mean so equal scores computed in different float orders still tie.
     winner = min(passing, key=lambda v: (-sign * round(v.task_mean, 12), v.vs_baseline.p_value, v.name),
                  default=None)  # fmt: skip
     held = [v for v in verdicts if v.verdict == "hold"]
-    direction = "" if hib else " (task metric: lower is better)"
-    n_needed = None
+    direction = "" if higher_is_better else " (task metric: lower is better)"
     if winner is not None:
         others = [v.name for v in passing if v is not winner]
         also = f" (also passed: {', '.join(others)})" if others else ""
-        verdict: Verdict = "promote"
-        sentence = f"{winner.reason} → promoted{also}{direction}"
-    elif not verdicts:
-        verdict = "reject"
-        sentence = "no candidate promoted: " + ("; ".join(flags) if flags else "no candidates evaluated")
-    else:
-        verdict = "hold" if held and not flags else "reject"
-        sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts) + direction
-        if verdict == "hold":
-            n_needed = min(v.n_needed for v in held)  # type: ignore[type-var]
-            # Said of the adapter and naming the held candidates, so it never reads as the verdict of whichever
-            # candidate happens to be listed last (a guard-rejected one, say).
-            names = ", ".join(v.name for v in held if v.n_needed == n_needed)
-            sentence += f" — adapter held for evidence ({names}): needs ~{n_needed} documents"
-    return Decision(None if winner is None else winner.name, verdicts, sentence, cfg, baseline.name,
-                    _mean(baseline.task), hib, verdict, flags, record, n_needed)  # fmt: skip
+        return winner.name, "promote", f"{winner.reason} → promoted{also}{direction}", None
+    if not verdicts:
+        return None, "reject", "no candidate promoted: " + ("; ".join(flags) if flags else "no candidates evaluated"), None
+    sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts) + direction
+    if not held or flags:
+        return None, "reject", sentence, None
+    n_needed = min(v.n_needed for v in held)  # type: ignore[type-var]
+    names = ", ".join(v.name for v in held if v.n_needed == n_needed)
+    return None, "hold", f"{sentence} — adapter held for evidence ({names}): needs ~{n_needed} documents", n_needed
+
+
+def guard_skips(task_only: Decision) -> dict[str, str]:
+    """The candidates whose guard cannot change their verdict, from a decision on task evidence alone.
+
+    A candidate that ``task_only`` rejects is rejected whatever its guard outcome (module docstring, "Guarding only
+    what can matter"), so deciding with its guard skipped gives the same verdicts and the same promoted candidate
+    as deciding with it evaluated. Every other candidate (promoted or held with a passing guard) needs its guard.
+
+    Args:
+        task_only: :func:`decide` (or a sequential run's decision) on the task outcomes with no guard outcomes at
+            all: the baseline's and every candidate's ``guard`` None.
+
+    Returns:
+        Candidate name -> :data:`REJECTED_ON_TASK_EVIDENCE` for each candidate whose guard may be skipped.
+
+    Raises:
+        ValueError: ``task_only`` weighed guard outcomes (it must not: a failing guard would hide a task verdict).
+    """
+    if any(v.guard_test is not None or v.guard_ok is False for v in task_only.verdicts):
+        raise ValueError("guard_skips needs a decision made on task evidence alone: pass every arm with guard=None")
+    return {v.name: REJECTED_ON_TASK_EVIDENCE for v in task_only.verdicts if v.verdict == "reject"}

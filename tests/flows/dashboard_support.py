@@ -115,8 +115,10 @@ def build_flow_registry(root: Path, base: Path):
     # The views under test are the candidates' and one random control's; the ladder's rungs are the flow's (tested
     # in tests/flows/test_nightly.py), so this registry is built without them, at one control seed.
     surgery = SurgeryConfig(calib=CalibConfig(n_samples=4, batch_size=4), random_control_seeds=(42,))
+    # Every arm guarded, so each view has each subject's IFEval score (tests/flows/test_guard_arms.py renders the
+    # views of a fleet guarded with the default guard_arms: promotable).
     common = dict(data_dir=root / "data", evaluator="fake", calib_source=str(calib), surgery=surgery,
-                  ladder=LadderConfig(global_scalar=False, zero_rebuild=False, bare_base=False))
+                  ladder=LadderConfig(global_scalar=False, zero_rebuild=False, bare_base=False), guard_arms="all")
     # Night 1: the fake evaluator scripts smooth_abs to win, so there are promotions.
     night1 = RunConfig(**common, evaluator_options={"n_docs": 40, "rates": {
         "smooth_abs": 0.9, "baseline": 0.3, CONTROL: 0.3}})

@@ -79,12 +79,19 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
             assert (Path(c.artifact_uri) / "edit_manifest.json").is_file() and c.spectrum_json
         evals = reg.list_evaluations(version.id)
         benchmarks = {e.benchmark for e in evals}
-        # the task suite and the IFEval guard; the instruction adapter's task suite *is* the guard, scored once
-        expected = {"ss_ifeval", TASK_SUITE[adapter.name]}
+        runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
+        skipped = reg.decision_of_run(version.id, runs[0].config_hash).statistics_json.get("guard", {}).get("skipped", {})
+        assert all(why.startswith("guard not evaluated: ") for why in skipped.values())
+        # the task suite and the IFEval guard (unless every candidate is rejected on task evidence: then not even
+        # the baseline's guard is scored); the instruction adapter's task suite *is* the guard, scored once
+        expected = {TASK_SUITE[adapter.name]} | (set() if "baseline" in skipped else {"ss_ifeval"})
         assert benchmarks == expected, (adapter.name, benchmarks)
-        # task suite: baseline + 3 policies + scalar + 3 random controls + 2 canaries; guard: all but the canaries
+        # task suite: baseline + 3 policies + scalar + 3 random controls + 2 canaries; guard (guard_arms:
+        # promotable): all but the canaries, less the arms the decision lists as skipped (random controls, candidates
+        # rejected on task evidence, the baseline when nothing needs it)
         n_task = 1 + len(policies) + 1 + 3 + 2
-        assert len(evals) == (n_task if len(expected) == 1 else n_task + n_task - 2)
+        separate_guard = TASK_SUITE[adapter.name] != "ss_ifeval"
+        assert len(evals) == (n_task + n_task - 2 - len(skipped) if separate_guard else n_task)
         for e in evals:  # the smallest budget: 4 documents, the multiple-choice suite its own 6
             n = 6 if e.benchmark == "ss_mc" else 4
             assert e.n == n and len(e.doc_outcomes_json) == n, (e.benchmark, e.n)

@@ -431,3 +431,15 @@ def test_to_dict_carries_verdicts_and_power():
     for key in ("n", "n_a_only", "n_b_only", "mde", "n_needed", "p_adjusted", "p_adjusted_vs_baseline",
                 "p_adjusted_vs_control", "p_adjusted_vs_scalar", "gain_upper", "explained_by", "vs_scalar"):
         assert key in v["abs_select"]
+
+
+def test_a_significant_gain_below_min_effect_is_rejected_and_never_promoted():
+    """Rule 2 comes before rule 4: +3 pts with p < 0.001 but an upper bound under min_effect 5 pts is a REJECT,
+    and a rejected candidate is not eligible (it was promoted through ``passed`` before; found by
+    tests/tasks/decision/test_gate_guard_skips.py)."""
+    cfg = GateConfig(min_effect=0.05)
+    d = decide(BASE, [cand("smooth_abs", gain=12)], [ctrl(gain=0)], cfg)
+    v = one(d, "smooth_abs")
+    assert v.beats_baseline and v.beats_control and v.vs_baseline.p_value < 0.001 and v.gain_upper < 0.05
+    assert v.verdict == d.verdict == "reject" and not v.passed and d.promoted is None
+    assert "reject: the gain's upper bound" in v.reason and "→ promoted" not in d.sentence
