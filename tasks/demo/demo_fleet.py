@@ -64,6 +64,9 @@ class DemoAdapterSpec:
             ``lora_alpha`` multiplied by ``alpha_scale`` (the same weights, a wrong export scale). Its training
             fields are then the source's and are ignored.
         alpha_scale: The factor on ``lora_alpha`` of a ``scaled_from`` adapter.
+        untrained: Saved at initialisation, before any training step (``lora_B`` = 0, as PEFT initialises it):
+            what a training job that died before its first step uploads. It changes nothing, so its nightly
+            decision is REJECT by the "adapter is applied" canary. ``steps`` is ignored (and any override of it).
         overrides: The adapter's own registry config (e.g. ``{"surgery": {"targets": ...}}``), merged over the
             nightly configuration for this adapter only.
         about: One line on what the adapter honestly is (shown by the demo and the README).
@@ -78,6 +81,7 @@ class DemoAdapterSpec:
     max_len: int
     scaled_from: str | None = None
     alpha_scale: float = 1.0
+    untrained: bool = False
     overrides: dict | None = None
     about: str = ""
 
@@ -96,6 +100,11 @@ DEMO_FLEET: tuple[DemoAdapterSpec, ...] = (
                     scaled_from="commonsense", alpha_scale=3.0,
                     overrides={"surgery": {"targets": {"target_modules": list(TARGETS)}}},
                     about="the commonsense adapter exported with lora_alpha 3x its training value (over-scaled)"),
+    # The honest REJECT path: a math job that died before its first step and uploaded its initialisation
+    # (lora_B = 0): the baseline IS the bare base, so the "adapter is applied" canary rejects every edit.
+    DemoAdapterSpec("math-untrained", "math", make_math_rows, n_train=320, steps=0, lr=1e-3, max_len=72,
+                    untrained=True,
+                    about="the math adapter saved at initialisation, before its first training step (lora_B = 0)"),
 )
 
 
@@ -166,7 +175,7 @@ def train_lora(base_dir: Path, rows: list[dict], out_dir: Path, *, steps: int, l
         base_dir: Local model directory (see ``tasks.model.resolve_base``).
         rows: ``[{"prompt", "answer"}]``.
         out_dir: Adapter directory to write (replaced if it exists).
-        steps: Optimiser steps.
+        steps: Optimiser steps; 0 saves the initialised adapter (``lora_B`` = 0: it changes nothing).
         lr: Peak learning rate.
         batch_size: Rows per step.
         max_len: Tokens per sequence.
@@ -187,8 +196,8 @@ def train_lora(base_dir: Path, rows: list[dict], out_dir: Path, *, steps: int, l
 
     base_dir, out_dir = Path(base_dir), Path(out_dir).expanduser().absolute()
     _check_rows(rows, f"train_lora({out_dir.name})")
-    if steps < 1 or batch_size < 1 or max_len < 2 or not lr > 0:
-        raise ValueError(f"train_lora: need steps >= 1, batch_size >= 1, max_len >= 2, lr > 0; got "
+    if steps < 0 or batch_size < 1 or max_len < 2 or not lr > 0:
+        raise ValueError(f"train_lora: need steps >= 0, batch_size >= 1, max_len >= 2, lr > 0; got "
                          f"steps={steps}, batch_size={batch_size}, max_len={max_len}, lr={lr}")  # fmt: skip
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(base_dir)
@@ -308,7 +317,7 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
         if spec.scaled_from is not None:
             out.append(_scaled_entry(spec, out, data_dir, say))
             continue
-        n, st = n_train or spec.n_train, steps or spec.steps
+        n, st = n_train or spec.n_train, 0 if spec.untrained else (steps or spec.steps)
         rows = spec.make_rows(n, TRAIN_SEED)
         calib = held_out_rows(spec.make_rows, n_calib, rows)
         key_doc = {"recipe": RECIPE_VERSION, "base": base_mark, "name": spec.name, "family": spec.task_family,
@@ -321,7 +330,8 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
         if reused:
             say(f"{spec.name}: reusing {entry}")
         else:
-            say(f"{spec.name}: training {st} steps on {n} rows (lr {spec.lr:g}, max_len {spec.max_len})")
+            say(f"{spec.name}: saving the initialised adapter (no training step)" if spec.untrained else
+                f"{spec.name}: training {st} steps on {n} rows (lr {spec.lr:g}, max_len {spec.max_len})")
             tmp = make_tmp_dir(entry)
 
             def on_step(i: int, total: int, loss: float, _name: str = spec.name) -> None:
@@ -334,7 +344,9 @@ def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None
             marker = {"key": key, "spec": key_doc, "losses": log["losses"], "seconds": log["seconds"]}
             (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             publish_dir(tmp, entry)
-            say(f"{spec.name}: trained in {log['seconds']:.0f} s, loss {log['losses'][0]:.3f} -> {log['losses'][-1]:.3f}")
+            if log["losses"]:
+                say(f"{spec.name}: trained in {log['seconds']:.0f} s, loss {log['losses'][0]:.3f} -> "
+                    f"{log['losses'][-1]:.3f}")
         out.append({"name": spec.name, "task_family": spec.task_family, "path": entry / "adapter",
                     "calib_path": entry / "calib.jsonl", "reused": reused, "key": key, "losses": marker["losses"],
                     "overrides": dict(spec.overrides or {}), "about": spec.about})  # fmt: skip

@@ -21,7 +21,7 @@ from tasks.config import SurgeryConfig
 pytestmark = pytest.mark.slow
 
 TASK_SUITE = {"demo-math": "ss_arith", "demo-commonsense": "ss_mc", "demo-instruction": "ss_ifeval",
-              "demo-commonsense-x3": "ss_mc"}
+              "demo-commonsense-x3": "ss_mc", "demo-math-untrained": "ss_arith"}
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,14 @@ def demo_run(tmp_path_factory):
 def test_demo_registers_the_fleet_and_decides_every_adapter(demo_run):
     data_dir, summary, stderr, reg = demo_run
     names = sorted(a.name for a in reg.list_adapters())
-    assert names == ["demo-commonsense", "demo-commonsense-x3", "demo-instruction", "demo-math"]
+    assert names == ["demo-commonsense", "demo-commonsense-x3", "demo-instruction", "demo-math",
+                     "demo-math-untrained"]
     # the over-scaled adapter is registered with its own targets: every module it adapts
     assert reg.get_adapter("demo-commonsense-x3").config_json["surgery"]["targets"]["target_modules"] == [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert summary["failed"] == 0
     assert [r["adapter"] for r in summary["rows"]] == ["demo-math", "demo-commonsense", "demo-instruction",
-                                                       "demo-commonsense-x3"]
+                                                       "demo-commonsense-x3", "demo-math-untrained"]
     for row in summary["rows"]:
         assert row["decision"] and "vs baseline" in row["decision"], row
         assert row["best_policy"] in (*SurgeryConfig().policies, "global_scalar")
@@ -107,6 +108,10 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
         canaries = decision.statistics_json["canaries"]
         assert canaries["zero_rebuild"]["ok"], canaries
         assert set(canaries) == {"zero_rebuild", "bare_base"}
+        if adapter.name == "demo-math-untrained":  # saved before training: it IS the base model, on every document
+            assert not canaries["bare_base"]["ok"] and canaries["bare_base"]["n_differ"] == 0, canaries
+            assert decision.statistics_json["verdict"] == "reject" and decision.promoted_candidate_id is None
+            assert "canary" in decision.sentence
 
 
 def test_demo_renders_the_dashboard(demo_run):
@@ -114,5 +119,5 @@ def test_demo_renders_the_dashboard(demo_run):
     page = Path(summary["dashboard"])
     assert page == data_dir / "dashboard.html" and page.is_file()
     html = page.read_text(encoding="utf-8")
-    for name in ("demo-math", "demo-commonsense", "demo-instruction", "demo-commonsense-x3"):
+    for name in (*TASK_SUITE,):
         assert name in html

@@ -36,6 +36,31 @@ def test_demo_fleet_spec_matches_the_brief():
     assert (x3.scaled_from, x3.alpha_scale, x3.task_family) == ("commonsense", 3.0, "commonsense")
     assert x3.overrides == {"surgery": {"targets": {"target_modules": list(df.TARGETS)}}}
     assert all(s.about for s in df.DEMO_FLEET)
+    # The REJECT path: the math job saved at initialisation, never trained.
+    untrained = names["math-untrained"]
+    assert untrained.untrained and untrained.task_family == "math" and untrained.scaled_from is None
+
+
+def test_untrained_adapter_is_the_initialisation_and_changes_nothing(tiny_base, tmp_path):
+    """lora_B is zero in every module (PEFT's init), the door warns about it, and the adapted model's logits are
+    the base model's exactly: the "adapter is applied" canary can only fail on it."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tasks.door import inert_adapter
+
+    spec = next(s for s in tiny_fleet() if s.name == "math-untrained")
+    (entry,) = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(spec,))
+    tensors = load_file(entry["path"] / "adapter_model.safetensors")
+    b = [v for k, v in tensors.items() if "lora_B" in k]
+    assert b and all(not v.any() for v in b) and any(v.any() for k, v in tensors.items() if "lora_A" in k)
+    assert entry["losses"] == [] and inert_adapter(str(entry["path"])) is not None
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad():
+        plain = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, entry["path"]).eval()(ids).logits
+    assert torch.equal(plain, adapted)
 
 
 def test_encode_row_masks_the_prompt_and_appends_eos():
@@ -141,7 +166,8 @@ def test_build_demo_fleet_trains_once_then_reuses_and_retrains_on_change(tiny_ba
     assert any("step 2/2" in line for line in progress)
     for e, spec in zip(first, fleet):
         assert e["path"].parent.name == f"{spec.name}-{e['key'][:12]}" and e["task_family"] == spec.task_family
-        assert (e["path"] / "adapter_model.safetensors").is_file() and len(e["losses"]) == 2
+        assert (e["path"] / "adapter_model.safetensors").is_file()
+        assert len(e["losses"]) == (0 if spec.untrained else 2)  # the untrained one ignores the steps override
         calib = [json.loads(line) for line in e["calib_path"].read_text().splitlines()]
         assert len(calib) == 6 and all(set(r) == {"prompt", "answer"} for r in calib)
         # Held out: the same generator with the calibration seed, minus any prompt it shares with training.
