@@ -38,6 +38,15 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the server's child between fork and exec: SIGTERM it when the test process dies, even by SIGKILL (the
+    fixture's finaliser then never runs, and the server would be left serving, orphaned)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server() -> Iterator[str]:
     """The tracking URI (``http://127.0.0.1:<port>``) of a fresh MLflow server for this session."""
@@ -50,7 +59,8 @@ def mlflow_server() -> Iterator[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     started = time.monotonic()
     try:
         while not _healthy(url):
