@@ -13,7 +13,10 @@ and says how to fix it), recorded (run-time failures found in the registry), cra
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from flows import worker
 from tests import tiny
 from tests.flows.cli_support import Result, cli
 
@@ -264,3 +268,138 @@ def test_bad_input_is_refused_with_file_field_and_fix(case: Case, env, tmp_path)
     assert len(lines) == 1 and r.out == "", (r.out, r.err)  # one line, nothing on stdout
     _judge(case.id, r, case.names, case.fix, case.code)
     assert cli("list", "--json", "--data-dir", data).json() == before  # nothing was registered
+
+
+# ------------------------------------------------------------------------------------- found only at run time
+def _registered(env, d: Path, name: str, *extra, damage=None, before=None) -> Callable:
+    """Copy the good adapter to ``d/name``; ``before(p)`` damages it before ``register`` (which then needs
+    ``--no-check``), ``damage(p)`` after."""
+    def make(data: Path) -> None:
+        p = _copy(env, d, name)
+        if before:
+            before(p)
+        r = cli("register", name, "--source", p, "--base", env.base, "--family", "math", *extra, "--data-dir", data)
+        assert r.code == 0, r.err
+        if damage:
+            damage(p)
+    return make
+
+
+def _own_calib(d: Path, name: str, then: Callable[[Path], None]) -> tuple[list, Callable]:
+    path = d / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    return ["--calib", path], lambda p: then(path)
+
+
+@dataclass(frozen=True)
+class RunCase:
+    """A bad input the door cannot see (or was told not to look at: ``--no-check``); ``at_scan``: recorded on the
+    adapter (its source could not be read), else as a failed adapter run."""
+
+    id: str
+    category: str
+    names: tuple[str, ...]
+    fix: str
+    at_scan: bool = False
+
+
+RUN_CASES = [
+    RunCase("run-corrupt-weights-no-check", "weights", (WF, "<safetensors>"), RESAVE),
+    RunCase("run-nan-after-register", "weights", (WF, O_PROJ_B, "NaN"), "checkpoint"),
+    RunCase("run-source-removed", "sources", ("source_uri", "run-source-removed"), "--source", at_scan=True),
+    RunCase("run-calib-emptied", "calibration", ("run-calib-emptied.jsonl",), "add rows"),
+    RunCase("run-calib-bad-row", "calibration", ("run-calib-bad-row.jsonl", "line 9"), "JSON object per line"),
+    RunCase("run-other-base-shapes", "names and paths", (WF, "_features of"), "register it on the base model"),
+]
+
+
+def _night_fleet(env, d: Path, data: Path) -> None:
+    """Register the good adapter and one adapter per :data:`RUN_CASES`, damaged after (or unchecked at) the door."""
+    def nan(p):
+        _tensors(p, lambda t: t[O_PROJ_B].__setitem__((0, 0), float("nan")))
+
+    empty_args, empty = _own_calib(d, "run-calib-emptied", lambda c: c.write_text(""))
+    bad_args, bad_row = _own_calib(d, "run-calib-bad-row", lambda c: c.write_text(c.read_text() + "{oops\n"))
+    wide = tiny.save_base(d / "wide-base", hidden=48)  # an adapter trained on another base: the shapes differ
+    makes = {
+        "run-corrupt-weights-no-check": _registered(env, d, "run-corrupt-weights-no-check", "--no-check",
+                                                    before=lambda p: (p / WF).write_bytes(b"\x00 not safetensors")),
+        "run-nan-after-register": _registered(env, d, "run-nan-after-register", damage=nan),
+        "run-source-removed": _registered(env, d, "run-source-removed", damage=shutil.rmtree),
+        "run-calib-emptied": _registered(env, d, "run-calib-emptied", *empty_args, damage=empty),
+        "run-calib-bad-row": _registered(env, d, "run-calib-bad-row", *bad_args, damage=bad_row),
+    }
+    for make in makes.values():
+        make(data)
+    other = tiny.save_adapter(wide, d / "run-other-base-shapes", seed=4)
+    r = cli("register", "run-other-base-shapes", "--source", other, "--base", env.base, "--family", "math",
+            "--data-dir", data)
+    assert r.code == 0 and "base_model_name_or_path" in r.err, r.err  # registered, with a warning
+    assert cli("register", "good", "--source", env.good, "--base", env.base, "--family", "math",
+               "--data-dir", data).code == 0
+
+
+@pytest.fixture(scope="module")
+def night(prefect_harness, env, tmp_path_factory):
+    """One ``spectral-surgery run --evaluator fake`` over the good adapter and every run-time bad input."""
+    from prefect.settings import PREFECT_API_URL
+
+    from registry.repository import Registry
+
+    worker.reset()
+    d = tmp_path_factory.mktemp("night")
+    data = d / "home"
+    assert cli("init", "--data-dir", data).code == 0
+    calib = d / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    _night_fleet(env, d, data)
+    # in a process of its own, as an operator runs it (in this one, the test harness set Prefect's logging up)
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--evaluator", "fake", "--task-limit", "20",
+                        "--guard-limit", "20", "--n-samples", "4", "--policy", "smooth_abs", "--calib", str(calib),
+                        "--json", "--data-dir", str(data)], capture_output=True, text=True, timeout=600, check=False,
+                       cwd=Path(__file__).resolve().parents[2],
+                       env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "COLUMNS": "250"})
+    r = Result(p.returncode, p.stdout, p.stderr)
+    reg = Registry.open(None, data)
+    yield SimpleNamespace(r=r, reg=reg, summary=json.loads(r.out) if r.out.strip() else None)
+    reg.close()
+    worker.reset()
+
+
+@pytest.mark.slow  # one nightly run through Prefect over seven adapters (about 40 s)
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c.id for c in RUN_CASES])
+def test_run_time_failure_is_recorded_in_one_line(case: RunCase, night):
+    r, reg = night.r, night.reg
+    assert night.summary is not None, r.err
+    by_name = {x["adapter"]: x for x in night.summary["results"]}
+    assert by_name["good"]["status"] == "completed"  # the rest of the fleet went on
+    assert by_name[case.id]["status"] == "failed"
+    if case.at_scan:
+        recorded = reg.get_adapter(case.id).fetch_error or ""
+        shown = Result(r.code, r.out, by_name[case.id]["error"])
+    else:
+        (arun,) = [a for a in reg.adapter_runs(night.summary["run_id"])
+                   if reg.get_version(a.adapter_version_id).adapter.name == case.id]
+        recorded = arun.error_message if arun.status == "failed" else ""
+        lines = [line for line in r.err.splitlines() if line.startswith(f"✗ {case.id} failed:")]
+        assert len(lines) == 1, r.err  # one line on the console (rich folds it at the terminal's width)
+        # judged on the exception's line of the recorded traceback: what that console line prints, unfolded
+        shown = Result(r.code, r.out, recorded.strip().splitlines()[-1] if recorded else "")
+        assert "Traceback" not in lines[0]
+    assert recorded and all(n in recorded for n in case.names), recorded
+    _judge(case.id, shown, case.names, case.fix, 1, recorded=bool(recorded))
+    assert "Traceback" not in r.err
+
+
+def test_corpus_figures():
+    """The README's figures, from the cases that ran in this session (all of them when the file runs whole)."""
+    every = [c.id for c in CASES] + [c.id for c in RUN_CASES]
+    if set(RESULTS) != set(every):
+        pytest.skip(f"figures need the whole file: {len(RESULTS)} of {len(every)} cases ran")
+    figures = {"cases": len(RESULTS), "clear": sum(v["clear"] for v in RESULTS.values()),
+               "recorded": sum(bool(v["recorded"]) for v in RESULTS.values()),
+               "crashes": sum(v["crash"] for v in RESULTS.values())}
+    categories = {c.category for c in CASES} | {c.category for c in RUN_CASES}
+    print(f"\nbad-input corpus: {figures} over {len(categories)} categories")
+    assert figures == {"cases": len(every), "clear": len(every), "recorded": len(RUN_CASES), "crashes": 0}
+    assert len(CASES) + len(RUN_CASES) >= 40 and len(categories) == 6
