@@ -309,7 +309,7 @@ RUN_CASES = [
     RunCase("run-source-removed", "sources", ("source_uri", "run-source-removed"), "--source", at_scan=True),
     RunCase("run-calib-emptied", "calibration", ("run-calib-emptied.jsonl",), "add rows"),
     RunCase("run-calib-bad-row", "calibration", ("run-calib-bad-row.jsonl", "line 9"), "JSON object per line"),
-    RunCase("run-other-base-shapes", "names and paths", (WF, "_features of"), "register it on the base model"),
+    RunCase("run-other-base-shapes", "names and paths", (WF, "_features", "!="), "register it on the base model"),
 ]
 
 
