@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, worker
+from flows import events, stage_hook, worker
 from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
@@ -210,6 +210,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
 
                     def on_batch(done_: int, total: int) -> None:
                         log.info("%s: calibration batch %d/%d", adapter.name, done_, total)
+                        stage_hook.reached("calibration")
 
                     prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
                     calibrated = True
@@ -238,6 +239,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
                               spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
+            stage_hook.reached("editing")
     rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
     ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
     return Candidates(ckey, ids, len(missing), calibrated, skipped)
@@ -310,6 +312,7 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                                    higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
                                    stderr=r.stderr, samples_uri=r.samples_path,
                                    doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind)
+                stage_hook.reached("evaluation")
     out: dict[str, list] = {}
     for name, cid in subjects.items():
         row = reg.get_evaluation(version.id, spec.name, ekey, cid)
@@ -518,6 +521,7 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
+    stage_hook.reached("decision")
     promoted, review = False, None
     if row.promoted and config.moves:
         event, created = reg.promote_decision(row, actor=config.actor)
@@ -641,6 +645,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                                    len(guard_skipped), ", ".join(sorted(guard_skipped)))
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
                                     spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped)
+        stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:
         reg.record_failure(run_id, version_id, e, config_hash=chash)

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, worker
+from flows import events, stage_hook, worker
 from registry.db import DB_ENV
 from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
@@ -66,6 +66,7 @@ def scan(config: RunConfig, run_id: int) -> list[dict]:
         if state.is_completed():
             res = state.result()
             reg.record_version(adapter.name, res.sha256, res.revision, res.local_path)
+            stage_hook.reached("scan")
         else:
             try:
                 state.result()

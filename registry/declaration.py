@@ -102,10 +102,12 @@ def check_calib(value: Any, field: str) -> str:
         get_calib_loader(name)
     except KeyError as e:
         if value.endswith((".jsonl", ".json")) or "/" in value or "\\" in value:
-            raise DeclarationError(f"{field} {value!r}: calibration file does not exist") from None
+            raise DeclarationError(f"{field} {value!r}: calibration file does not exist; give an existing JSONL "
+                                   "file or a registered loader name") from None
         raise DeclarationError(f"{field}: {e}") from None
     if name == "jsonl" and not (sep and Path(arg).expanduser().is_file()):
-        raise DeclarationError(f"{field} {value!r}: calibration file {arg!r} does not exist")
+        raise DeclarationError(f"{field} {value!r}: calibration file {arg!r} does not exist; give an existing "
+                               "JSONL file")
     return value
 
 
@@ -124,7 +126,7 @@ def check_surgery(config: dict[str, Any]) -> None:
     try:
         merged = RunConfig().surgery_for(config)
     except ValidationError as e:
-        raise DeclarationError(_one_line(e, SurgeryConfig, "config.surgery")) from None
+        raise DeclarationError(one_line(e, SurgeryConfig, "config.surgery")) from None
     for i, name in enumerate(merged.policies):
         try:
             spec = get_policy(name)
@@ -135,11 +137,12 @@ def check_surgery(config: dict[str, Any]) -> None:
                                    "for every seed in surgery.random_control_seeds; remove it from policies")
 
 
-def _one_line(error: Any, model: type, prefix: str) -> str:
-    """The first error of a pydantic ``ValidationError`` as one line naming the key (and the valid keys)."""
+def one_line(error: Any, model: type, prefix: str) -> str:
+    """The first error of a pydantic ``ValidationError`` as one line naming the key (and the valid keys, with a
+    "did you mean" for an unknown one); ``prefix`` (may be empty) goes before the key's dotted path."""
     first = error.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    where = ".".join([prefix, *loc])
+    where = ".".join([p for p in (prefix, *loc) if p])
     if first["type"] == "extra_forbidden":
         valid = _fields_at(model, loc[:-1])
         return f"{where}: unknown key.{hint(loc[-1], valid)} Valid keys: {', '.join(valid)}"

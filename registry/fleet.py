@@ -60,6 +60,10 @@ class AdapterStore(Store):
         check.text(source_uri, "source_uri")
         if source_uri.startswith("hf://") and not check.HF_URI.fullmatch(source_uri):
             raise RegistryError(f"source_uri {source_uri!r}: expected hf://<org>/<name>[@<revision>] or a local path")
+        scheme = source_uri.split("://", 1)[0] if "://" in source_uri else None
+        if scheme not in (None, "hf", "file"):  # it would be read as a local path and fail every night
+            raise RegistryError(f"source_uri {source_uri!r}: {scheme}:// sources are not supported; give "
+                                "hf://<org>/<name>[@<revision>], file:///<dir> or a local adapter directory")
         values = {
             "source_uri": source_uri,
             "base_model_id": check.text(base_model_id, "base_model_id", max_len=500),

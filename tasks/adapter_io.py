@@ -51,18 +51,24 @@ class AdapterError(ValueError):
     Attributes:
         path: The file (or directory) at fault.
         field: The config field or tensor key at fault.
-        reason: What is wrong and, where possible, how to fix it.
+        reason: What is wrong.
+        fix: How to fix it (appended to the message as ``; to fix: ...``), or None.
     """
 
-    def __init__(self, path: str | Path | None, field: str, reason: str):
+    def __init__(self, path: str | Path | None, field: str, reason: str, fix: str | None = None):
         self.path = Path(path) if path is not None else None
         self.field = field
         self.reason = reason
+        self.fix = fix
         super().__init__(str(self))
 
     def __str__(self) -> str:
         where = str(self.path) if self.path is not None else "<adapter config>"
-        return f"{where}: field {self.field!r}: {self.reason}"
+        return f"{where}: field {self.field!r}: {self.reason}" + (f"; to fix: {self.fix}" if self.fix else "")
+
+
+# How to fix a damaged or incomplete adapter directory (the messages below say it where it applies)
+RESAVE = "save the adapter again with PEFT's save_pretrained() (or copy it again, whole, from where it was trained)"
 
 
 @dataclass(frozen=True)
@@ -164,9 +170,9 @@ def adapter_content_sha256(path: str | Path) -> str:
     path = Path(path)
     weights = [path / n for n in (SAFETENSORS_NAME, PICKLE_NAME) if (path / n).is_file()]
     if not (path / CONFIG_NAME).is_file():
-        raise AdapterError(path / CONFIG_NAME, CONFIG_NAME, "missing: not a PEFT adapter directory")
+        raise AdapterError(path / CONFIG_NAME, CONFIG_NAME, "missing: not a PEFT adapter directory", RESAVE)
     if not weights:
-        raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, "no adapter weights file found")
+        raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, "no adapter weights file found", RESAVE)
     return content_sha256([(CONFIG_NAME, (path / CONFIG_NAME).read_bytes()), (weights[0].name, weights[0].read_bytes())])
 
 
@@ -211,22 +217,26 @@ def _get_pattern_key(pattern_keys: Iterable[str], key_to_match: str) -> str:
 
 def _check_rank(value: Any, path: Path | None, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise AdapterError(path, field_name, f"rank must be a positive integer, got {value!r}")
+        raise AdapterError(path, field_name, f"rank must be a positive integer, got {value!r}",
+                           f"set {field_name} to the rank the adapter was trained with (the rows of its lora_A)")
     if value <= 0:
-        raise AdapterError(path, field_name, f"rank must be a positive integer, got {value} (rank 0 has no LoRA update)")
+        raise AdapterError(path, field_name, f"rank must be a positive integer, got {value} (rank 0 has no LoRA update)",
+                           f"set {field_name} to the rank the adapter was trained with (the rows of its lora_A)")
     return value
 
 
 def _check_alpha(value: Any, path: Path | None, field_name: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AdapterError(path, field_name, f"alpha must be a finite number, got {value!r}")
+        raise AdapterError(path, field_name, f"alpha must be a finite number, got {value!r}",
+                           f"set {field_name} to the number the adapter was trained with (PEFT's default is 8)")
     return value
 
 
 def _pattern(config: dict, name: str, path: Path | None) -> dict:
     pat = config.get(name) or {}
     if not isinstance(pat, dict):
-        raise AdapterError(path, name, f"must be an object mapping module patterns to values, got {type(pat).__name__}")
+        raise AdapterError(path, name, f"must be an object mapping module patterns to values, got {type(pat).__name__}",
+                           f'write {name} as a mapping such as {{"q_proj": 8}}, or remove it')
     return pat
 
 
@@ -253,9 +263,11 @@ def lora_scaling(config: dict, module_name: str, *, path: Path | None = None) ->
     r_field = "r" if config.get("r") is not None else "rank"
     a_field = "lora_alpha" if config.get("lora_alpha") is not None else "alpha"
     if config.get(r_field) is None:
-        raise AdapterError(path, "r", "missing (neither 'r' nor the fallback 'rank' is set)")
+        raise AdapterError(path, "r", "missing (neither 'r' nor the fallback 'rank' is set)",
+                           "set r to the rank the adapter was trained with (the rows of its lora_A)")
     if config.get(a_field) is None:
-        raise AdapterError(path, "lora_alpha", "missing (neither 'lora_alpha' nor the fallback 'alpha' is set)")
+        raise AdapterError(path, "lora_alpha", "missing (neither 'lora_alpha' nor the fallback 'alpha' is set)",
+                           "set lora_alpha to the number the adapter was trained with (PEFT's default is 8)")
     rank_pattern = _pattern(config, "rank_pattern", path)
     alpha_pattern = _pattern(config, "alpha_pattern", path)
     r_key = _get_pattern_key(rank_pattern.keys(), module_name)
@@ -273,21 +285,25 @@ def lora_scaling(config: dict, module_name: str, *, path: Path | None = None) ->
 
 def _read_config(path: Path) -> dict:
     if not path.is_dir():
-        raise AdapterError(path, "path", "adapter directory does not exist" if not path.exists() else "not a directory")
+        raise AdapterError(path, "path", "adapter directory does not exist" if not path.exists() else "not a directory",
+                           "give an existing adapter directory (the folder holding adapter_config.json)")
     cfg_path = path / CONFIG_NAME
     if not cfg_path.is_file():
-        raise AdapterError(cfg_path, CONFIG_NAME, "missing: a PEFT adapter directory needs adapter_config.json")
+        raise AdapterError(cfg_path, CONFIG_NAME, "missing: a PEFT adapter directory needs adapter_config.json",
+                           RESAVE)
     try:
         config = json.loads(cfg_path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(cfg_path, "<json>", f"invalid JSON: {e}") from e
+        raise AdapterError(cfg_path, "<json>", f"invalid JSON: {e}", RESAVE) from e
     if not isinstance(config, dict):
-        raise AdapterError(cfg_path, "<json>", f"top level must be an object, got {type(config).__name__}")
+        raise AdapterError(cfg_path, "<json>", f"top level must be an object, got {type(config).__name__}", RESAVE)
     peft_type = config.get("peft_type")
     if peft_type is not None and str(peft_type).upper() != "LORA":
-        raise AdapterError(cfg_path, "peft_type", f"{peft_type!r} is not LoRA; only LoRA adapters can be edited")
+        raise AdapterError(cfg_path, "peft_type", f"{peft_type!r} is not LoRA; only LoRA adapters can be edited",
+                           "register a LoRA adapter (peft_type LORA) instead")
     if config.get("use_dora"):
-        raise AdapterError(cfg_path, "use_dora", "DoRA adapters are not supported (the magnitude vector is not spectral)")
+        raise AdapterError(cfg_path, "use_dora", "DoRA adapters are not supported (the magnitude vector is not spectral)",
+                           "train it as plain LoRA (LoraConfig(use_dora=False))")
     return config
 
 
@@ -303,7 +319,7 @@ def _read_tensors(path: Path, allow_pickle: bool) -> tuple[Path, bytes, dict[str
             header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
             meta = dict(header.get("__metadata__") or {})
         except Exception as e:  # SafetensorError, or anything a garbage header provokes
-            raise AdapterError(st, "<safetensors>", f"corrupt or truncated safetensors file: {e}") from e
+            raise AdapterError(st, "<safetensors>", f"corrupt or truncated safetensors file: {e}", RESAVE) from e
         return st, data, tensors, meta
     if pkl.is_file():
         if not allow_pickle:
@@ -314,39 +330,43 @@ def _read_tensors(path: Path, allow_pickle: bool) -> tuple[Path, bytes, dict[str
         try:
             obj = torch.load(pkl, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise AdapterError(pkl, "<pickle>", f"cannot be read with torch.load(weights_only=True): {e}") from e
+            raise AdapterError(pkl, "<pickle>", f"cannot be read with torch.load(weights_only=True): {e}", RESAVE) from e
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise AdapterError(pkl, "<pickle>", "expected a flat state dict of tensors")
+            raise AdapterError(pkl, "<pickle>", "expected a flat state dict of tensors", RESAVE)
         return pkl, data, {str(k): v for k, v in obj.items()}, {}
-    raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, f"no weights file ({SAFETENSORS_NAME} or {PICKLE_NAME})")
+    raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, f"no weights file ({SAFETENSORS_NAME} or {PICKLE_NAME})", RESAVE)
 
 
 def _parse_modules(config: dict, cfg_path: Path, wfile: Path, tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
     pairs: dict[str, dict[str, str]] = {}
     for key in tensors:
         if "lora_magnitude_vector" in key:
-            raise AdapterError(wfile, key, "DoRA magnitude vector found; DoRA adapters are not supported")
+            raise AdapterError(wfile, key, "DoRA magnitude vector found; DoRA adapters are not supported",
+                           "train it as plain LoRA (LoraConfig(use_dora=False))")
         m = _LORA_KEY.match(key)
         if m is None:
             continue  # embedding LoRA, lora_B bias, modules_to_save: kept as they are, never edited
         name = m["prefix"].removeprefix(PEFT_PREFIX)
         slot = pairs.setdefault(name, {})
         if m["which"] in slot:
-            raise AdapterError(wfile, key, f"duplicate lora_{m['which']} for module {name!r} (also {slot[m['which']]!r})")
+            raise AdapterError(wfile, key, f"duplicate lora_{m['which']} for module {name!r} (also {slot[m['which']]!r})", RESAVE)
         slot[m["which"]] = key
     modules: dict[str, LoraModule] = {}
     for name, slot in sorted(pairs.items()):
         for have, miss in (("A", "B"), ("B", "A")):
             if have in slot and miss not in slot:
-                raise AdapterError(wfile, slot[have], f"lora_{miss} for module {name!r} is missing")
+                raise AdapterError(wfile, slot[have], f"lora_{miss} for module {name!r} is missing", RESAVE)
         A, B = tensors[slot["A"]], tensors[slot["B"]]
         r, alpha, scaling = lora_scaling(config, name, path=cfg_path)
         if A.ndim != 2 or B.ndim != 2:
-            raise AdapterError(wfile, slot["A"] if A.ndim != 2 else slot["B"], "only Linear LoRA (2-D A and B) is supported")
+            raise AdapterError(wfile, slot["A"] if A.ndim != 2 else slot["B"], "only Linear LoRA (2-D A and B) is supported",
+                               "target Linear layers only (q_proj, v_proj, ...; not convolutions or embeddings)")
         if A.shape[0] != r:
-            raise AdapterError(wfile, slot["A"], f"lora_A has shape {tuple(A.shape)}, expected (r={r}, d_in) from the config")
+            raise AdapterError(wfile, slot["A"], f"lora_A has shape {tuple(A.shape)}, expected (r={r}, d_in) from the config",
+                               f"set r (or rank_pattern) in {CONFIG_NAME} to the trained rank, or {RESAVE}")
         if B.shape[1] != r:
-            raise AdapterError(wfile, slot["B"], f"lora_B has shape {tuple(B.shape)}, expected (d_out, r={r}) from the config")
+            raise AdapterError(wfile, slot["B"], f"lora_B has shape {tuple(B.shape)}, expected (d_out, r={r}) from the config",
+                               f"set r (or rank_pattern) in {CONFIG_NAME} to the trained rank, or {RESAVE}")
         lm = _LAYER.search(name)
         modules[name] = LoraModule(name, slot["A"], slot["B"], r, alpha, scaling, int(lm[1]) if lm else None)
     return modules
@@ -365,7 +385,9 @@ def lora_modules(config: dict, tensors: dict[str, torch.Tensor], *, config_path:
 def _check_finite(wfile: Path, tensors: dict[str, torch.Tensor]) -> None:
     for key, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise AdapterError(wfile, key, "contains NaN or Inf")
+            raise AdapterError(wfile, key, "contains NaN or Inf",
+                               "export it again from a checkpoint whose weights are finite (the training diverged "
+                               "or the file is damaged)")
 
 
 def load_adapter(path: str | Path, *, allow_pickle: bool = False) -> LoraAdapter:
@@ -390,7 +412,8 @@ def load_adapter(path: str | Path, *, allow_pickle: bool = False) -> LoraAdapter
     wfile, data, tensors, meta = _read_tensors(path, allow_pickle)
     modules = _parse_modules(config, cfg_path, wfile, tensors)
     if not modules:
-        raise AdapterError(wfile, "lora_A", "no LoRA (lora_A/lora_B) weight pairs found")
+        raise AdapterError(wfile, "lora_A", "no LoRA (lora_A/lora_B) weight pairs found",
+                           f"give a LoRA adapter; if it is one, {RESAVE}")
     _check_finite(wfile, tensors)
     sha = content_sha256([(CONFIG_NAME, cfg_path.read_bytes()), (wfile.name, data)])
     return LoraAdapter(path, config, wfile, tensors, modules, sha, meta)
@@ -410,6 +433,7 @@ def select_modules(adapter: LoraAdapter, targets: TargetConfig) -> list[LoraModu
             "target_modules",
             f"no LoRA module matches targets {list(targets.target_modules)} in layers "
             f"[{targets.layer_min}, {targets.layer_max}]; the adapter has {have}",
+            f"choose targets among {have} (surgery.targets.target_modules, or edit --targets)",
         )
     return sorted(chosen, key=lambda m: (-1 if m.layer_index is None else m.layer_index, m.name))
 
@@ -434,19 +458,21 @@ def check_base_compat(adapter: LoraAdapter, model: torch.nn.Module) -> None:
         AdapterError: a module is not in the model, is not a linear layer, or has other in/out features.
     """
     named = dict(model.named_modules())
+    fix = (f"register it on the base model it was trained on (--base; {CONFIG_NAME} names "
+           f"{adapter.config.get('base_model_name_or_path')!r})")
     for m in adapter.modules.values():
         target = named.get(m.name) or named.get(PEFT_PREFIX + m.name)
         if target is None:
-            raise AdapterError(adapter.weights_file, m.key_A, f"module {m.name!r} does not exist in the base model")
+            raise AdapterError(adapter.weights_file, m.key_A, f"module {m.name!r} does not exist in the base model", fix)
         feats = _features(target)
         if feats is None:
-            raise AdapterError(adapter.weights_file, m.key_A, f"{m.name!r} is a {type(target).__name__}, not a linear layer")
+            raise AdapterError(adapter.weights_file, m.key_A, f"{m.name!r} is a {type(target).__name__}, not a linear layer", fix)
         d_in, d_out = feats
         A, B = adapter.tensors[m.key_A], adapter.tensors[m.key_B]
         if A.shape[1] != d_in:
-            raise AdapterError(adapter.weights_file, m.key_A, f"d_in {A.shape[1]} != in_features {d_in} of {m.name!r}")
+            raise AdapterError(adapter.weights_file, m.key_A, f"d_in {A.shape[1]} != in_features {d_in} of {m.name!r}", fix)
         if B.shape[0] != d_out:
-            raise AdapterError(adapter.weights_file, m.key_B, f"d_out {B.shape[0]} != out_features {d_out} of {m.name!r}")
+            raise AdapterError(adapter.weights_file, m.key_B, f"d_out {B.shape[0]} != out_features {d_out} of {m.name!r}", fix)
 
 
 # --------------------------------------------------------------------------- writing

@@ -49,6 +49,10 @@ def check_adapter_source(source_uri: str) -> None:
     load_adapter(Path(source_uri))
 
 
+_BASE_FIX = ("give --base a local model directory (with config.json), a hub id in the local Hugging Face cache, a "
+             "GGUF file or 'bundled'")
+
+
 def check_base(model_id: str, revision: str | None = None) -> None:
     """The base model can be resolved offline, without loading (or converting) it.
 
@@ -66,15 +70,17 @@ def check_base(model_id: str, revision: str | None = None) -> None:
     if model_id.startswith(GGUF_PREFIX) or model_id.lower().endswith(".gguf"):
         gguf = Path(model_id.removeprefix(GGUF_PREFIX)).expanduser()
         if not gguf.is_file():
-            raise BaseModelError(f"base model {model_id!r}: GGUF file {gguf.absolute()} does not exist")
+            raise BaseModelError(f"base model {model_id!r}: GGUF file {gguf.absolute()} does not exist; "
+                                 f"{_BASE_FIX}")
         return
     local = Path(model_id).expanduser()
     if local.exists():
         if not (local.is_dir() and (local / "config.json").is_file()):
-            raise BaseModelError(f"base model {model_id!r}: {local} exists but is not a model directory (no config.json)")
+            raise BaseModelError(f"base model {model_id!r}: {local} exists but is not a model directory (no "
+                                 f"config.json); {_BASE_FIX}")
         return
     if model_id.startswith(("/", "./", "../", "~")) or model_id.count("/") > 1:
-        raise BaseModelError(f"base model {model_id!r}: local directory {local.absolute()} does not exist")
+        raise BaseModelError(f"base model {model_id!r}: local directory {local.absolute()} does not exist; {_BASE_FIX}")
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
@@ -82,7 +88,7 @@ def check_base(model_id: str, revision: str | None = None) -> None:
         cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
     except HFValidationError:
         raise BaseModelError(f"base model {model_id!r} is not an existing local directory, not a GGUF file, not "
-                             "'bundled' and not a valid Hugging Face hub id (org/name)") from None
+                             "'bundled' and not a valid Hugging Face hub id (org/name); " + _BASE_FIX) from None
     if not isinstance(cached, str):
         at = f"@{revision}" if revision else ""
         raise BaseModelError(f"base model {model_id}{at} is not in the local Hugging Face cache: download it once "
@@ -95,11 +101,11 @@ def check_calibration(source: str) -> None:
     Raises:
         FileNotFoundError, ValueError: the message names the source and what is wrong.
     """
-    from tasks.surgery.calib_data import load_calibration
     from tasks.config import CalibConfig
+    from tasks.surgery.calib_data import ROW_FORMAT, load_calibration
 
     if not load_calibration(source, CalibConfig(n_samples=1)):
-        raise ValueError(f"calibration source {source!r} has no examples")
+        raise ValueError(f"calibration source {source!r} has no examples; add {ROW_FORMAT} to it")
 
 
 def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | None = None,

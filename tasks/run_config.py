@@ -230,7 +230,7 @@ def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str,
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{option} {path}: no such file")
+        raise FileNotFoundError(f"{option} {path}: no such file; give the path of an existing YAML or JSON file")
     text = path.read_text()
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -61,11 +61,12 @@ def warn(msg: str) -> None:
     Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(msg)}", soft_wrap=True)
 
 
-def parse_sets(pairs: list[str]) -> dict:
+def parse_sets(pairs: list[str], option: str = "--set") -> dict:
+    """``KEY=VALUE`` options as a dict (values parsed as JSON when they can be); ``option`` names them in errors."""
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ValueError(f"{option} expects KEY=VALUE, got {pair!r}: write it as {option} {pair or 'KEY'}=VALUE")
         k, v = pair.split("=", 1)
         try:
             out[k.strip()] = json.loads(v)

@@ -37,6 +37,15 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
     )
 
 
+def _first_error(e: ValidationError) -> str:
+    """The first error of a config built from edit's options, as one line naming the option and the key."""
+    from registry.declaration import one_line
+    from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
+
+    models = {m.__name__: m for m in (CalibConfig, EditConfig, SurgeryConfig, TargetConfig)}
+    return one_line(e, models.get(e.title, SurgeryConfig), "--set" if e.title == "EditConfig" else "")
+
+
 def cmd_edit(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -49,7 +58,9 @@ def cmd_edit(args) -> int:
     try:
         cfg = surgery_config_from_args(args)
         specs = [get_policy(p) for p in cfg.policies]
-    except (ValidationError, ValueError, KeyError) as e:
+    except ValidationError as e:  # the key's one line (with "did you mean") first, then pydantic's own text
+        return fail(f"{_first_error(e)}\n{e}")
+    except (ValueError, KeyError) as e:
         return fail(str(e))
     need_data = [s.name for s in specs if s.needs_data]
     if need_data and not (args.base and args.calib):

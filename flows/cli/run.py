@@ -28,6 +28,7 @@ def run_config_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from registry.db import env_url
+    from registry.declaration import one_line
     from tasks.surgery.policies import get_policy
     from tasks.run_config import RunConfig
 
@@ -47,7 +48,8 @@ def run_config_from_args(args: argparse.Namespace):
     if args.dask_address and not args.task_runner:
         data["task_runner"] = "dask"
     if args.evaluator_option:
-        data["evaluator_options"] = {**data.get("evaluator_options", {}), **parse_sets(args.evaluator_option)}
+        data["evaluator_options"] = {**data.get("evaluator_options", {}),
+                                     **parse_sets(args.evaluator_option, option="--evaluator-option")}
     if args.dry_run and getattr(args, "review", False):
         raise ValueError("--dry-run and --review exclude each other: give one")
     if args.dry_run:
@@ -68,7 +70,10 @@ def run_config_from_args(args: argparse.Namespace):
         config = RunConfig.model_validate(data)
     except ValidationError as e:
         where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
-        raise ValueError(f"invalid run configuration from {where}:\n{e}") from None
+        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}\n{e}") from None
+    from tasks.evaluation.evaluate import require_evaluator
+
+    require_evaluator(config.evaluator)  # an unknown name fails here with "did you mean", before any work starts
     for p in config.surgery.policies:
         get_policy(p)  # unknown names fail here with "did you mean", before any work starts
     return config

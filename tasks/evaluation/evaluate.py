@@ -104,6 +104,12 @@ def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
     return _EVALUATORS[name](**kwargs)
 
 
+def require_evaluator(name: str) -> None:
+    """Raise :func:`get_evaluator`'s ``KeyError`` (with close matches) unless ``name`` is registered; builds nothing."""
+    if name not in _EVALUATORS:
+        get_evaluator(name)
+
+
 def runs_generated_code(name: str) -> bool:
     """Whether the evaluator ``name`` executes generated code on code benchmarks (False only for test doubles)."""
     return bool(getattr(_EVALUATORS.get(name), "runs_generated_code", True))

@@ -192,6 +192,9 @@ class _FormattedRows(Sequence):
             raise ValueError(f"{self.where} row {int(i)}: {e.args[0] if e.args else e}") from e
 
 
+ROW_FORMAT = 'one {"prompt": "...", "answer": "..."} JSON object per line'
+
+
 def read_jsonl(path: str | Path) -> list[CalibExample]:
     """Read ``{"prompt": str, "answer": str}`` lines (blank lines skipped, other fields ignored).
 
@@ -201,7 +204,8 @@ def read_jsonl(path: str | Path) -> list[CalibExample]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"calibration file {path} does not exist")
+        raise FileNotFoundError(f"calibration file {path} does not exist: give an existing JSONL file (or a "
+                                "registered loader such as gsm8k)")
     out: list[CalibExample] = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -210,15 +214,15 @@ def read_jsonl(path: str | Path) -> list[CalibExample]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {lineno}: invalid JSON ({e.msg})") from None
+                raise ValueError(f"{path} line {lineno}: invalid JSON ({e.msg}); write {ROW_FORMAT}") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+                raise ValueError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}; write {ROW_FORMAT}")
             for key in ("prompt", "answer"):
                 if key not in row:
-                    raise ValueError(f"{path} line {lineno}: missing field {key!r}")
+                    raise ValueError(f"{path} line {lineno}: missing field {key!r}; write {ROW_FORMAT}")
                 if not isinstance(row[key], str):
                     got = type(row[key]).__name__
-                    raise ValueError(f"{path} line {lineno}: field {key!r} must be a string, got {got}")
+                    raise ValueError(f"{path} line {lineno}: field {key!r} must be a string, got {got}; write {ROW_FORMAT}")
             out.append(CalibExample(row["prompt"], row["answer"]))
     return out
 
@@ -317,7 +321,8 @@ def select_examples(
     order = np.random.default_rng(cfg.seed).permutation(total) if cfg.shuffle else np.arange(total)
     chosen = [rows[int(i)] for i in order[cfg.start : cfg.start + cfg.n_samples]]
     if not chosen:
-        raise ValueError(f"{where}: no calibration examples selected ({total} available, start={cfg.start})")
+        raise ValueError(f"{where}: no calibration examples selected ({total} available, start={cfg.start}); add rows "
+                         f"(at least {cfg.start + 1}), or lower start")
     if len(chosen) < cfg.n_samples:
         log.warning("%s: only %d calibration examples available from start=%d (asked for %d)",
                     where, len(chosen), cfg.start, cfg.n_samples)
@@ -342,7 +347,8 @@ def load_calibration(source: str | Path, cfg: CalibConfig) -> list[CalibExample]
         return select_examples(read_jsonl(s), cfg, where=s)
     name, sep, arg = s.partition(":")
     if name not in _LOADERS and (s.endswith((".jsonl", ".json")) or "/" in s or "\\" in s):
-        raise FileNotFoundError(f"calibration file {s} does not exist")
+        raise FileNotFoundError(f"calibration file {s} does not exist: give an existing JSONL file (or a "
+                                "registered loader such as gsm8k)")
     rows = get_calib_loader(name)(arg if sep else None)
     return select_examples(rows, cfg, where=s)
 

@@ -409,14 +409,32 @@ print(json.dumps({{"refined": out["refined"], "failed": out["failed"]}}))
 """
 
 
-def _spawn(cfg: RunConfig, home: Path) -> subprocess.Popen:
+def _spawn(cfg: RunConfig, home: Path, extra_env: dict | None = None, argv: list | None = None) -> subprocess.Popen:
+    """The nightly run in a child process (its own session, so that a kill takes its Prefect server with it);
+    ``argv``: a ``spectral-surgery`` command line instead of :func:`run_nightly` on ``cfg``."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": "", "PREFECT_LOGGING_LEVEL": "WARNING",
            # two children start their own ephemeral servers at once on a loaded 2-core machine: 20 s is not enough
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
-    env.pop("PREFECT_API_URL")
-    return subprocess.Popen([sys.executable, "-c", RUNNER.format(repo=str(REPO)), cfg.model_dump_json()],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **(extra_env or {})}
+    if not env["PREFECT_API_URL"]:
+        env.pop("PREFECT_API_URL")
+    cmd = [sys.executable, "-m", "flows.cli", *map(str, argv)] if argv else \
+        [sys.executable, "-c", RUNNER.format(repo=str(REPO)), cfg.model_dump_json()]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the child and everything it started (its process group: it was started in a session of its own)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _harness_url() -> str:
+    """The session's Prefect test server, for children that need not start a server of their own."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
 
 
 def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, fleet_base, tmp_path):
@@ -430,8 +448,7 @@ def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, flee
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"the run finished before it could be killed: {proc.communicate()[1][-2000:]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill(proc)
     mid = _counts(reg)
     assert mid["decisions"] < 3
     killed = [r for r in _runs(reg) if r.status == "running"]
@@ -449,6 +466,108 @@ def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, flee
         1 for n in ("ad0", "ad1", "ad2") if reg.production(n) is not None)
     for name in ("ad0", "ad1", "ad2"):
         assert sum(e.kind == "promotion" for e in reg.history(name)) <= 1
+
+
+RUN_TABLES = ("refinement_runs", "adapter_runs")  # a killed run leaves its own rows: the others must match a clean run
+
+
+@pytest.fixture(scope="module")
+def clean_counts(prefect_harness, fleet_base, tmp_path_factory):
+    """Row counts of one uninterrupted run over a one-adapter fleet: what a killed-then-resumed run must end with."""
+    root = tmp_path_factory.mktemp("clean")
+    ad = tiny.save_adapter(fleet_base, root / "ad0", seed=1)
+    calib = root / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    worker.reset()
+    cfg = _config(root / "data", calib)
+    reg = _register(cfg, [ad], fleet_base, ("math",))
+    assert run_nightly(cfg)["failed"] == 0
+    counts = {k: v for k, v in _counts(reg).items() if k not in RUN_TABLES}
+    worker.reset()
+    return counts
+
+
+@pytest.mark.slow  # six killed children and six resumed runs: about 2 min on 2 cores
+@pytest.mark.parametrize("stage", __import__("flows.stage_hook", fromlist=["STAGES"]).STAGES)
+def test_killed_at_each_stage_resumes_cleanly(stage, clean_counts, prefect_harness, make_fleet, fleet_base, tmp_path):
+    """SIGKILL at each stage of a run (flows/stage_hook.py pauses the child exactly there), then a re-run: no row
+    lost or doubled (the same counts as a clean run), nothing left ``running``, no temporary file or directory left,
+    and production points at a candidate whose files are there and match their recorded sha256."""
+    from flows.stage_hook import ENV_AT, ENV_FILE
+    from tasks.adapter_io import adapter_content_sha256
+
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    marker = tmp_path / "paused"
+    proc = _spawn(cfg, tmp_path / "prefect-k", {ENV_AT: stage, ENV_FILE: str(marker),
+                                                "PREFECT_API_URL": _harness_url()})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not marker.exists():
+        time.sleep(0.05)
+    assert marker.exists() and marker.read_text() == stage, proc.communicate()[1][-3000:] if proc.poll() is not None \
+        else "the run never reached the stage"
+    _kill(proc)
+    (killed,) = [r for r in _runs(reg) if r.status == "running"]  # the killed process could not close its row
+    out = run_nightly(cfg)
+    assert out["failed"] == 0, out
+    runs = {r.id: r for r in _runs(reg)}
+    assert runs[killed.id].status == "crashed"
+    assert all(r.status != "running" for r in runs.values())
+    assert all(a.status in ("completed", "failed") for rid in runs for a in reg.adapter_runs(rid))
+    assert {k: v for k, v in _counts(reg).items() if k not in RUN_TABLES} == clean_counts  # none lost, none doubled
+    prod = reg.production("ad0")
+    cand = reg.get_candidate(prod.candidate_id)
+    assert Path(cand.artifact_uri).is_dir() and adapter_content_sha256(cand.artifact_uri) == cand.artifact_sha256
+    assert sum(e.kind == "promotion" for e in reg.history("ad0")) == 1
+    leftovers = [p for p in Path(cfg.data_dir).rglob("*") if ".tmp" in p.name or p.name.startswith(".prepared-")]
+    assert leftovers == []
+
+
+def _cli_fleet(base: Path, root: Path, db_args: list) -> list:
+    """init + two registered adapters through the CLI; returns the ``run`` command line both racers use."""
+    from tests.flows.cli_support import cli
+
+    ads = [tiny.save_adapter(base, root / f"ad{i}", seed=i + 1) for i in range(2)]
+    calib = root / "calib.jsonl"
+    calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
+    assert cli("init", *db_args).code == 0
+    for ad, fam in zip(ads, ("math", "commonsense")):
+        r = cli("register", ad.name, "--source", ad, "--base", base, "--family", fam, "--calib", calib, *db_args)
+        assert r.code == 0, r.err
+    return ["run", "--evaluator", "fake", "--evaluator-option", f"rates={json.dumps(WINNER)}", "--evaluator-option",
+            "n_docs=60", "--task-limit", 60, "--guard-limit", 60, "--n-samples", 4, "--json", *db_args]
+
+
+@pytest.mark.slow  # two `spectral-surgery run` processes at once: about 40 s on 2 cores
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_two_cli_runs_at_once(backend, prefect_harness, fleet_base, tmp_path, request):
+    """Two ``spectral-surgery run`` processes started together on one registry: both exit 0 with no lock failure,
+    each adapter version is refined by exactly one of them (its claim), and each adapter is promoted once."""
+    from registry.repository import Registry
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    db_args = ["--data-dir", tmp_path / "home", *(["--db", url] if url else [])]
+    argv = _cli_fleet(fleet_base, tmp_path, db_args)
+    procs = [_spawn(None, tmp_path / f"prefect-{i}", {"PREFECT_API_URL": _harness_url()}, argv) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (so, se) in zip(procs, outs):
+        assert p.returncode == 0, se[-3000:]
+        assert "OperationalError" not in se and "database is locked" not in se and "Traceback" not in se, se[-3000:]
+    summaries = [json.loads(so) for so, _ in outs]
+    # each run refined an adapter, found it claimed by the other (skipped) or already done (completed, reused)
+    assert {r["status"] for s in summaries for r in s["results"]} <= {"completed", "skipped"}
+    reg = Registry.open(url, tmp_path / "home")
+    try:
+        done = [a.adapter_version_id for r in _runs(reg) for a in reg.adapter_runs(r.id) if a.status == "completed"]
+        assert sorted(done) == sorted(v.id for n in ("ad0", "ad1") for v in reg.list_versions(n))  # refined once
+        for name in ("ad0", "ad1"):
+            assert sum(e.kind == "promotion" for e in reg.history(name)) == 1
+        counts = _counts(reg)
+        assert counts["decisions"] == 2 and counts["candidates"] == 2 * len(LADDERED)
+        assert all(r.status == "completed" for r in _runs(reg))
+    finally:
+        reg.close()
 
 
 def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet_base, tmp_path):
