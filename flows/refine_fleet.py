@@ -26,12 +26,15 @@ from tasks.run_config import RunConfig
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
 def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
     """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on. The result
-    names the process that did the work (``worker``: host:pid, a Dask worker process or this one)."""
-    where = f"{socket.gethostname()}:{os.getpid()}"
+    names the process that did the work (``worker``: host:pid, a Dask worker process or this one) and its torch
+    threads (``worker_threads``)."""
+    import torch
+
+    where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_threads": torch.get_num_threads()}
     try:
-        return {**refine_adapter(version_id, adapter_name, run_id, config), "worker": where}
+        return {**refine_adapter(version_id, adapter_name, run_id, config), **where}
     except Exception as e:
-        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", "worker": where}
+        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
 
 
 HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
@@ -79,6 +82,17 @@ def scan(config: RunConfig, run_id: int) -> list[dict]:
     return failures
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_thread_env(workers: int, cpus: int | None = None) -> dict[str, str]:
+    """The environment of local Dask worker processes: the machine's cores split among them (``cpus // workers``,
+    at least 1). Dask's own default is one thread per worker process (``OMP_NUM_THREADS=1``), which would leave
+    most cores of a large CPU idle; torch reads these variables when it starts in the worker."""
+    threads = str(max(1, (cpus or os.cpu_count() or 1) // max(1, workers)))
+    return {var: threads for var in THREAD_VARS}
+
+
 def _task_runner(config: RunConfig):
     if config.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
@@ -87,9 +101,11 @@ def _task_runner(config: RunConfig):
             return DaskTaskRunner(address=config.dask_address)
         # process workers by default: each loads its own base model, so adapters really run in parallel (threads
         # share this process's one model and take turns on its lock)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": config.concurrency,
-                                              "processes": config.dask_workers == "processes",
-                                              "threads_per_worker": 1, "dashboard_address": None})
+        kwargs = {"n_workers": config.concurrency, "processes": config.dask_workers == "processes",
+                  "threads_per_worker": 1, "dashboard_address": None}
+        if config.dask_workers == "processes":
+            kwargs["env"] = worker_thread_env(config.concurrency)
+        return DaskTaskRunner(cluster_kwargs=kwargs)
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=config.concurrency)

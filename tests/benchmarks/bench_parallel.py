@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="Where the base model cache and the demo fleet live (reused across runs).")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes of the parallel run.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
+    ap.add_argument("--runs", default="serial,parallel", help="Which runs, in order (default serial,parallel).")
     args = ap.parse_args(argv)
 
     import torch
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     base_dir = resolve_base(BUNDLED_MODEL, data_dir=cache)
     fleet = build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, on_progress=print)
-    runs = {"serial": {"task_runner": "thread", "concurrency": 1},
-            "parallel": {"task_runner": "dask", "concurrency": args.workers, "dask_workers": "processes"}}
+    every = {"serial": {"task_runner": "thread", "concurrency": 1},
+             "parallel": {"task_runner": "dask", "concurrency": args.workers, "dask_workers": "processes"}}
+    runs = {k: every[k] for k in args.runs.split(",")}
     times, peaks, outcomes, dirs = {}, {}, {}, []
     try:
         for label, update in runs.items():
@@ -112,6 +114,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{label}: {times[label]:.1f} s, peak RSS {mem.peak / 2**30:.2f} GiB, {summary['completed']} "
                   f"refined, {summary['failed']} failed, worker processes {workers}")
             worker.reset()
+        if len(times) < 2:
+            result = {"seconds": times, "peak_rss_gib": {k: v / 2**30 for k, v in peaks.items()}, "outcomes": outcomes}
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2, default=str))
+            return result
         result = {"budget": args.budget, "adapters": len(fleet), "workers": args.workers,
                   "cpu_count": os.cpu_count(), "torch_threads_per_process": torch.get_num_threads(),
                   "seconds": times, "speedup_serial_over_parallel": times["serial"] / times["parallel"],

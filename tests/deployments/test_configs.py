@@ -172,6 +172,14 @@ def _fresh_worker():
     worker.reset()
 
 
+def test_worker_threads_split_the_cores():
+    from flows.refine_fleet import THREAD_VARS, worker_thread_env
+
+    assert worker_thread_env(4, cpus=16) == {v: "4" for v in THREAD_VARS}
+    assert worker_thread_env(3, cpus=16) == {v: "5" for v in THREAD_VARS}
+    assert worker_thread_env(4, cpus=2) == {v: "1" for v in THREAD_VARS}  # never 0
+
+
 def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, tiny_base, tmp_path):
     from flows import worker
     from flows.refine_adapter import adapter_config_hash
@@ -187,6 +195,8 @@ def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, 
     # the two adapters were refined in two worker processes, neither of them this one
     pids = {int(r["worker"].rsplit(":", 1)[1]) for r in out["results"]}
     assert len(pids) == 2 and os.getpid() not in pids
+    # the machine's cores split between the two workers (Dask alone would give each one thread)
+    assert {r["worker_threads"] for r in out["results"]} == {max(1, (os.cpu_count() or 1) // 2)}
     reg = worker.registry(cfg)
     for name in ("ad0", "ad1"):
         version = reg.list_versions(name)[0]
