@@ -505,7 +505,7 @@ def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: 
 def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
                        task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
                        task_name: str, guard_name: str | None, sequential: dict | None = None,
-                       guard_skipped: dict[str, str] | None = None) -> dict:
+                       guard_skipped: dict[str, str] | None = None, budget: dict | None = None) -> dict:
     """Apply the gate to the stored outcomes, record the decision (once per decision key), move production.
 
     The decision key is the gate settings plus the evaluations weighed, so changing a threshold re-decides from
@@ -544,6 +544,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                           "skipped": {n: f"guard not evaluated: {why}" for n, why in (guard_skipped or {}).items()}}
     if sequential is not None:
         stats["sequential"] = sequential
+    if budget is not None:
+        stats["edit_budget"] = budget
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
@@ -585,6 +587,25 @@ def request_review(reg, decision, config: RunConfig) -> dict | None:
     r = req.review
     return {"id": r.id, "state": r.state, "expires_at": r.expires_at.isoformat(timespec="seconds"),
             "candidate": decision.statistics_json.get("promoted") if decision.statistics_json else None}
+
+
+def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[Arm]) -> tuple[list[Arm], dict]:
+    """The arms left by the per-family edit budget (:mod:`tasks.decision.edit_budget`), and what it chose and why.
+
+    Only configured edits (role ``policy``) are cut; the ladder's controls and canaries always stay. The history
+    is past nights' decisions of the adapter's family (:func:`registry.read.edit_history`), never this run's.
+    """
+    from registry.read import edit_history
+    from tasks.decision.edit_budget import choose_edits
+
+    history = edit_history(reg, adapter.task_family, run_id)
+    edits = [a.policy for a in arms if a.role == "policy"]
+    kept, skipped = choose_edits(edits, history, adapter.task_family, config.edit_budget)
+    if skipped:
+        _logger().info("%s: edit budget keeps %s for family %s (%d past adapter(s)); not evaluated: %s", adapter.name,
+                       ", ".join(kept), adapter.task_family, len(history), ", ".join(skipped))
+    return ([a for a in arms if a.role != "policy" or a.policy in kept],
+            {"family": adapter.task_family, "history_adapters": len(history), "kept": kept, "skipped": skipped})
 
 
 def _json_safe(obj):
@@ -644,6 +665,9 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
             local = fetch_adapter(adapter.source_uri).local_path
         surgery = config.surgery_for(adapter.config_json)
         arms = plan_arms(config, surgery)
+        budget = None
+        if config.edit_budget.enabled:
+            arms, budget = apply_edit_budget(config, reg, adapter, run_id, arms)
         spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
         if spec.executes_code and runs_generated_code(config.evaluator):
             resolve_backend(config.sandbox)  # before any model work: no usable sandbox refuses it, saying how to fix
@@ -670,7 +694,8 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                     _logger().info("%s: IFEval guard for %d arm(s), %d skipped (%s)", adapter.name, len(guarded),
                                    len(guard_skipped), ", ".join(sorted(guard_skipped)))
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped)
+                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped,
+                                    budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:

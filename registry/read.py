@@ -163,6 +163,32 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
             "pointers": s.execute(pq).all(), "runs": runs}
 
 
+def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
+    """What past nights decided for the adapters of ``family``: never anything of the night being decided.
+
+    Each adapter's latest decision made by an earlier run (id below ``run_id``) before run ``run_id`` started; a
+    decision made by hand (no run) is not a night's. The per-family edit budget ranks edits on these
+    (:mod:`tasks.decision.edit_budget`).
+
+    Returns:
+        ``[{"adapter", "family", "statistics"}]`` in adapter-name order.
+    """
+    with session_scope(registry.engine, write=False) as s:
+        started = s.scalar(select(RefinementRun.started_at).where(RefinementRun.id == run_id))
+        past = (select(Decision.id, Decision.statistics_json, Adapter.name,
+                       func.row_number().over(partition_by=Adapter.id,
+                                              order_by=(Decision.created_at.desc(), Decision.id.desc())).label("rank"))
+                .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id)
+                .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+                .where(Adapter.task_family == family, Decision.run_id.is_not(None), Decision.run_id < run_id))
+        if started is not None:
+            past = past.where(Decision.created_at < started)
+        past = past.subquery()
+        rows = s.execute(select(past.c.name, past.c.statistics_json).where(past.c.rank == 1)
+                         .order_by(past.c.name)).all()
+    return [{"adapter": name, "family": family, "statistics": stats or {}} for name, stats in rows]
+
+
 def _costs(s: Session, decision_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
     """What each arm weighed by these decisions cost: ``{decision id: {arm name: seconds}}`` (:func:`latest_decisions`)."""
     if not decision_ids:
