@@ -10,6 +10,7 @@ here only add retries (for I/O), logging and artifacts.
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
         if prepared is not None:
             log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities", adapter.name,
                      len(writes))
-        selection = None
+        selection, gamma_seconds = None, None
         if needs_model:
             with worker.model_lock(adapter.base_model_id):
                 model, tok = worker.base_model(config, adapter.base_model_id, adapter.base_model_revision)
@@ -218,15 +219,22 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
                              len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
                 if any(a.role == "scalar_control" for a in writes):
+                    t_gamma = time.perf_counter()
                     selection = select_gamma_calib_loss(model, tok, prepared, holdout, surgery,
                                                         sensitivity_examples=examples)
+                    gamma_seconds = time.perf_counter() - t_gamma
                     log.info("%s: global scalar γ = %g (lowest held-out calibration loss of %s on %d examples)",
                              adapter.name, selection.gamma, list(selection.grid), len(holdout))
         store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
         for arm in writes:
             sel = selection if arm.role == "scalar_control" else None
+            t_write = time.perf_counter()
             path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed,
                                              selection=sel)
+            seconds = {"write": time.perf_counter() - t_write,
+                       **stage_seconds(prepared, get_policy(arm.policy).needs_data)}
+            if sel is not None and gamma_seconds is not None:
+                seconds["gamma"] = gamma_seconds
             spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
                         for name, m in manifest["modules"].items()}
             sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
@@ -238,11 +246,25 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
-                              spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens)
+                              spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens,
+                              seconds=seconds)
             stage_hook.reached("editing")
     rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
     ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
     return Candidates(ckey, ids, len(missing), calibrated, skipped)
+
+
+def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
+    """What the stages a candidate was written from cost when they were computed (not what reusing them cost).
+
+    ``decompose`` always; ``calibrate`` only for an edit that needs data (a data-free edit written from a
+    calibrated stage did not need the calibration). A stage loaded from the store reports its stored cost.
+    """
+    t = prepared.timings
+    out = {"decompose": float(t.get("stored_decompose", t.get("decompose", 0.0)))}
+    if needs_data:
+        out["calibrate"] = float(t.get("stored_calibrate", t.get("calibrate", 0.0)))
+    return out
 
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None) -> str:
@@ -299,7 +321,10 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                      f"documents {docs[0]}..{docs[1] - 1}" if docs else
                      f"{limit} documents" if limit is not None else "all documents")
 
+            took: dict[str, float] = {}
+
             def on_result(r, seconds: float) -> None:
+                took[r.subject] = seconds
                 log.info("%s: %s on %s: %s %.3f (n=%d, %.0f s)", adapter.name, r.subject, spec.name, r.metric,
                          r.value, r.n, seconds)
 
@@ -311,7 +336,8 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                 reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
                                    higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
                                    stderr=r.stderr, samples_uri=r.samples_path,
-                                   doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind)
+                                   doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind,
+                                   seconds=took.get(r.subject, took.get(name)))
                 stage_hook.reached("evaluation")
     out: dict[str, list] = {}
     for name, cid in subjects.items():
@@ -479,7 +505,7 @@ def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: 
 def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
                        task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
                        task_name: str, guard_name: str | None, sequential: dict | None = None,
-                       guard_skipped: dict[str, str] | None = None) -> dict:
+                       guard_skipped: dict[str, str] | None = None, budget: dict | None = None) -> dict:
     """Apply the gate to the stored outcomes, record the decision (once per decision key), move production.
 
     The decision key is the gate settings plus the evaluations weighed, so changing a threshold re-decides from
@@ -518,6 +544,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                           "skipped": {n: f"guard not evaluated: {why}" for n, why in (guard_skipped or {}).items()}}
     if sequential is not None:
         stats["sequential"] = sequential
+    if budget is not None:
+        stats["edit_budget"] = budget
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
@@ -559,6 +587,25 @@ def request_review(reg, decision, config: RunConfig) -> dict | None:
     r = req.review
     return {"id": r.id, "state": r.state, "expires_at": r.expires_at.isoformat(timespec="seconds"),
             "candidate": decision.statistics_json.get("promoted") if decision.statistics_json else None}
+
+
+def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[Arm]) -> tuple[list[Arm], dict]:
+    """The arms left by the per-family edit budget (:mod:`tasks.decision.edit_budget`), and what it chose and why.
+
+    Only configured edits (role ``policy``) are cut; the ladder's controls and canaries always stay. The history
+    is past nights' decisions of the adapter's family (:func:`registry.read.edit_history`), never this run's.
+    """
+    from registry.read import edit_history
+    from tasks.decision.edit_budget import choose_edits
+
+    history = edit_history(reg, adapter.task_family, run_id)
+    edits = [a.policy for a in arms if a.role == "policy"]
+    kept, skipped = choose_edits(edits, history, adapter.task_family, config.edit_budget)
+    if skipped:
+        _logger().info("%s: edit budget keeps %s for family %s (%d past adapter(s)); not evaluated: %s", adapter.name,
+                       ", ".join(kept), adapter.task_family, len(history), ", ".join(skipped))
+    return ([a for a in arms if a.role != "policy" or a.policy in kept],
+            {"family": adapter.task_family, "history_adapters": len(history), "kept": kept, "skipped": skipped})
 
 
 def _json_safe(obj):
@@ -618,6 +665,9 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
             local = fetch_adapter(adapter.source_uri).local_path
         surgery = config.surgery_for(adapter.config_json)
         arms = plan_arms(config, surgery)
+        budget = None
+        if config.edit_budget.enabled:
+            arms, budget = apply_edit_budget(config, reg, adapter, run_id, arms)
         spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
         if spec.executes_code and runs_generated_code(config.evaluator):
             resolve_backend(config.sandbox)  # before any model work: no usable sandbox refuses it, saying how to fix
@@ -644,7 +694,8 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                     _logger().info("%s: IFEval guard for %d arm(s), %d skipped (%s)", adapter.name, len(guarded),
                                    len(guard_skipped), ", ".join(sorted(guard_skipped)))
         result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped)
+                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped,
+                                    budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except BaseException as e:

@@ -39,11 +39,16 @@ class EvidenceStore(Store):
         artifact_sha256: str | None = None,
         spectrum: dict[str, Any] | None = None,
         sensitivity: dict[str, Any] | None = None,
+        seconds: dict[str, float] | None = None,
     ) -> Candidate:
         """Get or create the candidate ``(version, config_hash, policy, seed)``.
 
-        On an existing candidate, fields still empty (artifact, spectrum, sensitivity; e.g. after a run killed
-        between computing and storing) are filled in; values already recorded are kept.
+        On an existing candidate, fields still empty (artifact, spectrum, sensitivity, seconds; e.g. after a run
+        killed between computing and storing) are filled in; values already recorded are kept.
+
+        Args:
+            seconds: What it cost: ``write`` (this edit), ``decompose``/``calibrate`` (the stored stage it was
+                written from, as measured when that stage was computed), ``gamma`` (the global scalar's choice).
         """
         check.text(config_hash, "config_hash", max_len=64)
         check.text(policy, "policy", max_len=100)
@@ -53,7 +58,9 @@ class EvidenceStore(Store):
             check.sha256(artifact_sha256, "artifact_sha256")
         fill = {"artifact_uri": artifact_uri, "artifact_sha256": artifact_sha256,
                 "spectrum_json": check.jsonable(spectrum, "spectrum"),
-                "sensitivity_json": check.jsonable(sensitivity, "sensitivity")}
+                "sensitivity_json": check.jsonable(sensitivity, "sensitivity"),
+                "seconds_json": None if seconds is None else {
+                    k: check.finite(v, f"seconds.{k}") for k, v in check.jsonable(seconds, "seconds").items()}}
         with self._write() as s:
             self._row(s, AdapterVersion, adapter_version_id, "adapter version")
             row, created = self._get_or_create(
@@ -95,6 +102,7 @@ class EvidenceStore(Store):
         samples_uri: str | None = None,
         doc_outcomes: Sequence[Sequence[Any]] | None = None,
         kind: str = "task",
+        seconds: float | None = None,
     ) -> Evaluation:
         """Get or create the score of the baseline (``candidate_id=None``) or a candidate on a benchmark.
 
@@ -105,6 +113,7 @@ class EvidenceStore(Store):
             doc_outcomes: Per-document outcomes ``[(doc_id, value), ...]`` for paired tests.
             n: Number of documents; default ``len(doc_outcomes)``.
             kind: ``task`` (the adapter's benchmark) or ``guard`` (IFEval).
+            seconds: Wall seconds of scoring this subject (its share of the evaluator's pass).
         """
         check.text(benchmark, "benchmark", max_len=200)
         check.text(metric, "metric", max_len=100)
@@ -119,7 +128,7 @@ class EvidenceStore(Store):
         values = {"metric": metric, "value": check.finite(value, "value"), "n": n,
                   "stderr": check.finite(stderr, "stderr", optional=True), "samples_uri": samples_uri,
                   "doc_outcomes_json": outcomes, "higher_is_better": bool(higher_is_better), "kind": kind,
-                  "candidate_id": candidate_id}
+                  "candidate_id": candidate_id, "seconds": check.finite(seconds, "seconds", optional=True)}
         with self._write() as s:
             self._row(s, AdapterVersion, adapter_version_id, "adapter version")
             if candidate_id is not None:

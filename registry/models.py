@@ -204,6 +204,8 @@ class Candidate(Base):
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     spectrum_json: Mapped[dict[str, Any] | None] = mapped_column(doc="sigma before/after summary per module.")
     sensitivity_json: Mapped[dict[str, Any] | None] = mapped_column(doc="|g| and sign agreement summary.")
+    seconds_json: Mapped[dict[str, Any] | None] = mapped_column(
+        doc="What it cost: write (this edit), decompose/calibrate (the stored stage it was written from), gamma.")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -240,6 +242,7 @@ class Evaluation(Base):
     evaluator_key: Mapped[str] = mapped_column(String(64), doc="Hash of evaluator identity + limit.")
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
     kind: Mapped[str] = mapped_column(String(16), default="task")
+    seconds: Mapped[float | None] = mapped_column(doc="Wall seconds of scoring this subject (None: not measured).")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -156,10 +156,55 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
           .where((Review.state == "pending") | Review.decision_id.in_(select(recent.c.id))).order_by(Review.id))
     if ids is not None:
         wq = wq.where(Review.adapter_id.in_(ids))
-    return {"reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
+    costs = _costs(s, [d.id for d in decisions if d.rank == 1])
+    return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
             "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
             "pointers": s.execute(pq).all(), "runs": runs}
+
+
+def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
+    """What past nights decided for the adapters of ``family``: never anything of the night being decided.
+
+    Each adapter's latest decision made by an earlier run (id below ``run_id``) before run ``run_id`` started; a
+    decision made by hand (no run) is not a night's. The per-family edit budget ranks edits on these
+    (:mod:`tasks.decision.edit_budget`).
+
+    Returns:
+        ``[{"adapter", "family", "statistics"}]`` in adapter-name order.
+    """
+    with session_scope(registry.engine, write=False) as s:
+        started = s.scalar(select(RefinementRun.started_at).where(RefinementRun.id == run_id))
+        past = (select(Decision.id, Decision.statistics_json, Adapter.name,
+                       func.row_number().over(partition_by=Adapter.id,
+                                              order_by=(Decision.created_at.desc(), Decision.id.desc())).label("rank"))
+                .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id)
+                .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+                .where(Adapter.task_family == family, Decision.run_id.is_not(None), Decision.run_id < run_id))
+        if started is not None:
+            past = past.where(Decision.created_at < started)
+        past = past.subquery()
+        rows = s.execute(select(past.c.name, past.c.statistics_json).where(past.c.rank == 1)
+                         .order_by(past.c.name)).all()
+    return [{"adapter": name, "family": family, "statistics": stats or {}} for name, stats in rows]
+
+
+def _costs(s: Session, decision_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """What each arm weighed by these decisions cost: ``{decision id: {arm name: seconds}}`` (:func:`latest_decisions`)."""
+    if not decision_ids:
+        return {}
+    evaluated = (select(Evaluation.candidate_id.label("cid"), func.sum(Evaluation.seconds).label("s"))
+                 .where(Evaluation.candidate_id.is_not(None)).group_by(Evaluation.candidate_id).subquery())
+    q = (select(Decision.id, Candidate.policy, Candidate.seed, Candidate.seconds_json, evaluated.c.s)
+         .join(Candidate, (Candidate.adapter_version_id == Decision.adapter_version_id)
+               & (Candidate.config_hash == Decision.candidate_key))
+         .outerjoin(evaluated, evaluated.c.cid == Candidate.id)
+         .where(Decision.id.in_(decision_ids)))
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for did, policy, seed, spent, evaluate in s.execute(q).all():
+        arm = f"{policy}-s{seed}" if policy == "random_index" else policy  # the flow's arm names
+        out.setdefault(did, {})[arm] = {**(spent or {}), "evaluate": evaluate}
+    return out
 
 
 def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None = None) -> dict[str, Any]:
@@ -173,8 +218,9 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
 
     Returns:
         ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
-        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews"}`` (``reviews``: those
-        of the decisions read and every pending one, oldest first).
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs"}``
+        (``reviews``: those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
+        every adapter's latest decision cost, as :func:`latest_decisions` gives it).
     """
     with session_scope(registry.engine, write=False) as s:
         return _load(s, history, detail_runs, only)
@@ -184,9 +230,13 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
     """Each adapter's latest decision with what a fleet report needs, in adapter-name order (one read transaction).
 
     Returns:
-        ``[{"adapter", "family", "decision_id", "at", "statistics", "seconds"}]``: ``statistics`` is the decision's
-        recorded statistics, ``seconds`` the wall time of the adapter run that made it (None if unknown: a decision
-        re-made by hand, or a run without an end).
+        ``[{"adapter", "family", "decision_id", "at", "statistics", "seconds", "costs"}]``: ``statistics`` is the
+        decision's recorded statistics, ``seconds`` the wall time of the adapter run that made it (None if unknown:
+        a decision re-made by hand, or a run without an end), ``costs`` what each arm it weighed cost, by arm name
+        (``random_index-s<seed>`` for a random control, else the policy): the candidate's recorded seconds
+        (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows written before costs were recorded)
+        plus ``evaluate``, the seconds of every evaluation of that candidate (task and guard, every look), None
+        when none was timed.
     """
     rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
                                   order_by=(Decision.created_at.desc(), Decision.id.desc()))
@@ -204,7 +254,9 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
             seconds = (ended - started).total_seconds() if started is not None and ended is not None else None
             if did not in out or (seconds is not None and out[did]["seconds"] is None):
                 out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
-                            "statistics": stats or {}, "seconds": seconds}
+                            "statistics": stats or {}, "seconds": seconds, "costs": {}}
+        for did, costs in _costs(s, list(out)).items():
+            out[did]["costs"] = costs
     return sorted(out.values(), key=lambda r: r["adapter"])
 
 

@@ -31,6 +31,7 @@ from tasks.decision.gate import GateConfig
 from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
 from tasks.decision.sequential import SequentialConfig
+from tasks.decision.edit_budget import EditBudgetConfig
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
@@ -69,6 +70,9 @@ class RunConfig(BaseModel):
     ladder: LadderConfig = Field(default_factory=LadderConfig, description="Controls and canaries of every decision.")
     sequential: SequentialConfig = Field(default_factory=SequentialConfig,
                                          description="Evaluate the task benchmark in looks and stop early.")
+    edit_budget: EditBudgetConfig = Field(
+        default_factory=EditBudgetConfig, description="Per task family, evaluate only the configured edits that won "
+        "on past nights (off: every configured edit).")
     evaluator: str = Field("lm_eval", description="Registered evaluator name (lm_eval; fake is for tests).")
     evaluator_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the evaluator.")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
@@ -190,6 +194,8 @@ class RunConfig(BaseModel):
             keyed["task_limits"] = dict(sorted(self.task_limits.items()))
         if self.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does
             keyed["guard_arms"] = self.guard_arms
+        if self.edit_budget.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
+            keyed["edit_budget"] = self.edit_budget.model_dump(mode="json")
         if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
             keyed["sequential"] = self.sequential.model_dump(mode="json")
         keyed["adapter_overrides"] = adapter_overrides or {}

@@ -299,7 +299,7 @@ def cmd_rollback(args) -> int:
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
     from registry.read import latest_decisions
-    from tasks.decision.report import what_wins
+    from tasks.decision.report import cost_by_data, cost_text, what_wins
 
     reg = open_registry(args)
     decisions = latest_decisions(reg)
@@ -316,13 +316,19 @@ def cmd_report(args) -> int:
             f"{x['mean']:+.1f}" + ("" if x["lo"] is None else f" [{x['lo']:+.1f}, {x['hi']:+.1f}]"))
         console().print(table(
             f"What wins: {len(decisions)} adapter(s), each adapter's latest decision (points, 95% CI across adapters)",
-            ["family", "edit", "adapters", "promoted", "pass/hold/reject", "Δ vs unedited", "Δ IFEval", "s/adapter"],
-            [[r["family"], r["edit"], r["adapters"], r["promoted"], f"{r['passed']}/{r['held']}/{r['rejected']}",
-              fmt(r["delta_pts"]), fmt(r["guard_pts"]),
+            ["family", "edit", "data", "adapters", "promoted", "pass/hold/reject", "Δ vs unedited", "Δ IFEval",
+             "s/edit (prep+write+eval)", "s/adapter run"],
+            [[r["family"], r["edit"], r.get("data") or "–", r["adapters"], r["promoted"],
+              f"{r['passed']}/{r['held']}/{r['rejected']}", fmt(r["delta_pts"]), fmt(r["guard_pts"]),
+              cost_text(r.get("cost")),
               "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"] for r in rows],
-            narrow=("family", "edit", "adapters", "promoted", "pass/hold/reject")))
+            narrow=("family", "edit", "data", "adapters", "promoted", "pass/hold/reject")))
+        for kind, c in by_data.items():
+            console().print(f"{kind} edits ({c['edits']:.0f}): {c['total']:.0f} s per edit and adapter "
+                            f"(prepare {c['prepare']:.0f} + write {c['write']:.1f} + evaluate {c['evaluate']:.0f})")
 
-    return emit(args, {"adapters": len(decisions), "rows": rows}, render)
+    by_data = cost_by_data(rows)
+    return emit(args, {"adapters": len(decisions), "rows": rows, "cost_by_data": by_data}, render)
 
 
 @guarded

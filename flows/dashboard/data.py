@@ -506,7 +506,8 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
     run_seconds = {(r.run_id, r.adapter_version_id): (r.ended_at - r.started_at).total_seconds()
                    for r in rows["adapter_runs"] if r.started_at is not None and r.ended_at is not None}
     wins = what_wins([{"adapter": names[aid], "family": families[aid], "statistics": ix.stats(ds[0]),
-                       "seconds": run_seconds.get((ds[0].run_id, ds[0].adapter_version_id))}
+                       "seconds": run_seconds.get((ds[0].run_id, ds[0].adapter_version_id)),
+                       "costs": rows["costs"].get(ds[0].id, {})}
                       for aid, ds in ix.decisions.items() if aid in names and ds])
     per_run: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows["adapter_runs"]:

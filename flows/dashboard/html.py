@@ -14,6 +14,7 @@ import flows.dashboard.svg as sv
 from flows.dashboard.adapter_html import adapter_section
 from flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
 from flows.dashboard.svg import color_for, e
+from tasks.decision.report import cost_text
 
 _CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--ok:#047857;--bad:#b91c1c;--warn:#b45309}
@@ -188,17 +189,21 @@ def _what_wins(data: dict) -> str:
                     f'{e(r["edit"])}</td><td class="num">{r["adapters"]}</td><td class="num">{r["promoted"]}</td>'
                     f'<td class="num">{r["passed"]} / {r["held"]} / {r["rejected"]}</td>'
                     f'<td class="num">{cell(r["delta_pts"])}</td><td class="num">{cell(r["guard_pts"])}</td>'
+                    f'<td>{e(r.get("data") or "–")}</td><td class="num">{e(cost_text(r.get("cost")))}</td>'
                     f'<td class="num">{secs}</td></tr>')
     if not rows:
         return ""
     return ('<section id="what-wins"><h2>What wins, for which adapters</h2><p class="guide">Reading guide: per task '
             "family and edit, over each adapter's latest decision: how many adapters tried it, how often it was "
             'promoted, passed / held / rejected, its mean gain over the unedited adapter and its IFEval change '
-            '(points, 95% Student-t interval across adapters), and the seconds per adapter of the runs that '
-            'decided (all edits of a run together).</p><div class="scroll"><table><thead><tr><th>Family</th>'
+            '(points, 95% Student-t interval across adapters), whether it needs the calibration pass, what it '
+            'costs one adapter alone (mean seconds: prepare = decomposition, plus calibration for an edit that needs '
+            'data, + write + evaluate), and the seconds per adapter of the runs that decided (all edits of a run '
+            'together).</p><div class="scroll"><table><thead><tr><th>Family</th>'
             '<th>Edit</th><th class="num">Adapters</th><th class="num">Promoted</th>'
             '<th class="num">Pass / hold / reject</th><th class="num">Δ vs unedited (pts)</th>'
-            '<th class="num">Δ IFEval (pts)</th><th class="num">s / adapter</th></tr></thead>'
+            '<th class="num">Δ IFEval (pts)</th><th>Data</th><th class="num">s / edit (prep + write + eval)</th>'
+            '<th class="num">s / adapter run</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div></section>')
 
 

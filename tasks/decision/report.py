@@ -131,10 +131,13 @@ def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list
 
     Returns:
         Rows sorted by family, then by mean gain (best first): ``{"family", "edit", "adapters", "promoted",
-        "passed", "held", "rejected", "delta_pts": {n, mean, lo, hi}, "guard_pts": {...}, "seconds_per_adapter"}``.
-        Differences are in points (×100). ``seconds_per_adapter`` is the mean wall time of the adapter runs that
-        decided (every edit of a run together: the registry keeps no per-edit time). Random controls and canaries
-        are references, not edits, and are not listed.
+        "passed", "held", "rejected", "delta_pts": {n, mean, lo, hi}, "guard_pts": {...}, "seconds_per_adapter",
+        "data", "cost"}``. Differences are in points (×100). ``seconds_per_adapter`` is the mean wall time of the
+        adapter runs that decided (every edit of a run together). ``cost`` is what the edit alone costs an adapter,
+        in mean seconds over the adapters that timed it (:func:`edit_cost`): ``{"prepare", "write", "evaluate",
+        "total", "n"}``, None where no adapter recorded its cost. ``data`` is ``calibration`` when the edit needed
+        the calibration pass, ``data-free`` when it did not, None when unknown. Random controls and canaries are
+        references, not edits, and are not listed.
     """
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     seconds: dict[str, list[float]] = {}
@@ -144,7 +147,11 @@ def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list
             seconds.setdefault(d["family"], []).append(float(d["seconds"]))
         for v in stats.get("verdicts", []):
             g = groups.setdefault((d["family"], v.get("policy") or v["name"]), {
-                "adapters": 0, "promoted": 0, "passed": 0, "held": 0, "rejected": 0, "delta": [], "guard": []})
+                "adapters": 0, "promoted": 0, "passed": 0, "held": 0, "rejected": 0, "delta": [], "guard": [],
+                "costs": []})
+            cost = edit_cost((d.get("costs") or {}).get(v["name"]))
+            if cost is not None:
+                g["costs"].append(cost)
             g["adapters"] += 1
             verdict = v.get("verdict") or ("promote" if v["passed"] else "reject")
             g["passed"] += bool(v["passed"])
@@ -160,8 +167,57 @@ def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list
         rows.append({"family": family, "edit": edit, "adapters": g["adapters"], "promoted": g["promoted"],
                      "passed": g["passed"], "held": g["held"], "rejected": g["rejected"],
                      "delta_pts": _mean_ci(g["delta"], confidence), "guard_pts": _mean_ci(g["guard"], confidence),
-                     "seconds_per_adapter": sum(secs) / len(secs) if secs else None})
+                     "seconds_per_adapter": sum(secs) / len(secs) if secs else None,
+                     **_mean_cost(g["costs"])})
     return sorted(rows, key=lambda r: (r["family"], -(r["delta_pts"]["mean"] or 0.0), r["edit"]))
+
+
+def edit_cost(spent: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What one edit cost one adapter, from its recorded seconds (``registry.read.latest_decisions``' ``costs``).
+
+    ``prepare`` is the decomposition plus, for an edit that needs data, the calibration pass and the global
+    scalar's γ search, each counted whole: the stages are shared by every edit of an adapter, but they are what
+    running this edit alone would pay, which is what tells a data-free edit's cost from a calibrated one's.
+    ``write`` is writing the edited adapter, ``evaluate`` scoring it (task and guard); ``total`` their sum.
+    ``data`` is ``calibration`` when the calibration pass was needed (recorded as ``calibrate``), else
+    ``data-free``. None when nothing was timed (rows from before costs were recorded).
+    """
+    if not spent or all(spent.get(k) is None for k in ("write", "evaluate")):
+        return None
+    prepare = sum(float(spent.get(k) or 0.0) for k in ("decompose", "calibrate", "gamma"))
+    write = float(spent.get("write") or 0.0)
+    evaluate = float(spent.get("evaluate") or 0.0)
+    data = None if "write" not in spent else "calibration" if "calibrate" in spent else "data-free"
+    return {"prepare": prepare, "write": write, "evaluate": evaluate, "total": prepare + write + evaluate,
+            "data": data}
+
+
+def _mean_cost(costs: list[dict[str, Any]]) -> dict[str, Any]:
+    if not costs:
+        return {"data": None, "cost": None}
+    kinds = {c["data"] for c in costs} - {None}
+    mean = {k: sum(c[k] for c in costs) / len(costs) for k in ("prepare", "write", "evaluate", "total")}
+    return {"data": kinds.pop() if len(kinds) == 1 else None, "cost": {**mean, "n": len(costs)}}
+
+
+def cost_by_data(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Data-free edits' cost against the calibrated ones: per kind, the mean of its edits' mean costs (seconds).
+
+    Args:
+        rows: :func:`what_wins` rows.
+
+    Returns:
+        ``{"data-free": {"edits", "prepare", "write", "evaluate", "total"}, "calibration": {...}}``, a kind only
+        when some edit of it was timed.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for kind in ("data-free", "calibration"):
+        costs = [r["cost"] for r in rows if r.get("data") == kind and r.get("cost")]
+        if costs:
+            out[kind] = {"edits": len(costs),
+                         **{k: sum(c[k] for c in costs) / len(costs) for k in ("prepare", "write", "evaluate",
+                                                                              "total")}}
+    return out
 
 
 def _pts_ci(x: dict[str, Any]) -> str:
@@ -173,11 +229,19 @@ def _pts_ci(x: dict[str, Any]) -> str:
 
 def what_wins_markdown(rows: list[dict[str, Any]]) -> str:
     """:func:`what_wins` as a Markdown table (the CLI's ``report`` and the README)."""
-    lines = ["| family | edit | adapters | promoted | passed / held / rejected | Δ vs unedited (pts, 95% CI) "
-             "| Δ IFEval (pts) | s per adapter |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| family | edit | data | adapters | promoted | passed / held / rejected | Δ vs unedited (pts, 95% CI) "
+             "| Δ IFEval (pts) | s per edit (prepare + write + evaluate) | s per adapter run |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         secs = "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"
-        lines.append(f"| {r['family']} | {r['edit']} | {r['adapters']} | {r['promoted']} | "
+        lines.append(f"| {r['family']} | {r['edit']} | {r.get('data') or '–'} | {r['adapters']} | {r['promoted']} | "
                      f"{r['passed']} / {r['held']} / {r['rejected']} | {_pts_ci(r['delta_pts'])} | "
-                     f"{_pts_ci(r['guard_pts'])} | {secs} |")
+                     f"{_pts_ci(r['guard_pts'])} | {cost_text(r.get('cost'))} | {secs} |")
     return "\n".join(lines) + "\n"
+
+
+def cost_text(cost: dict[str, Any] | None) -> str:
+    """``412 (300 + 2 + 110)``: an edit's mean total seconds and their parts (``–`` when not timed)."""
+    if not cost:
+        return "–"
+    return f"{cost['total']:.0f} ({cost['prepare']:.0f} + {cost['write']:.1f} + {cost['evaluate']:.0f})"

@@ -95,4 +95,14 @@ def load_prepared(path: str | Path, adapter_dir: str | Path, targets: TargetConf
         return None
     return PreparedAdapter(adapter=adapter, modules=modules, spectra=spectra, sensitivities=sens,
                            calib_sha256=meta["calib_sha256"], n_examples=int(meta["n_examples"]),
-                           timings={"decompose": 0.0, "calibrate": 0.0, "loaded": 1.0})
+                           timings={"decompose": 0.0, "calibrate": 0.0, "loaded": 1.0, **_stored_timings(meta)})
+
+
+def _stored_timings(meta: dict[str, str]) -> dict[str, float]:
+    """The seconds the saved stages took when they were computed, as ``stored_<stage>`` (what each costs anew)."""
+    try:
+        saved = json.loads(meta.get("timings", "{}"))
+    except ValueError:
+        return {}
+    return {f"stored_{k}": float(v) for k, v in saved.items()
+            if not k.startswith("stored_") and k != "loaded" and isinstance(v, (int, float))}

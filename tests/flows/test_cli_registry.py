@@ -431,6 +431,11 @@ def test_report_says_what_wins_per_family_and_edit(ran):
             assert r["adapters"] == 1 and r["delta_pts"]["mean"] == pytest.approx(v["vs_baseline"]["delta"] * 100)
             assert r["promoted"] == int(decision.statistics_json["promoted"] == v["name"])
             assert r["seconds_per_adapter"] is not None and r["seconds_per_adapter"] > 0
+            # the edit's own cost, recorded by the run: its write, its stages and its evaluations' seconds
+            assert r["data"] in ("calibration", "data-free") and r["cost"]["n"] == 1
+            assert r["cost"]["write"] > 0 and r["cost"]["prepare"] > 0
+            assert r["cost"]["total"] == pytest.approx(r["cost"]["prepare"] + r["cost"]["write"] + r["cost"]["evaluate"])
+    assert set(out["cost_by_data"]) >= {"calibration"}
     reg.close()
     only = cli(*_in(ran.data, "report", "--family", "math", "--json")).json()
     assert only["adapters"] == 1 and {r["family"] for r in only["rows"]} == {"math"}

@@ -804,3 +804,35 @@ def test_headline_counts_failures_apart_from_refinements():
         "1 refined, 2 failed (1 at the scan)"
     assert headline({"completed": 0, "failed": 1, "scan_failed": 1, "skipped": 2}) == \
         "0 refined, 1 failed (at the scan), 2 skipped (another run holds them)"
+
+
+def test_edit_budget_evaluates_only_past_winners_of_the_family_never_chosen_on_the_same_night(
+        prefect_harness, make_fleet, fleet_base, tmp_path):
+    """edit_budget: night 1 has no history, so both math adapters try every edit (the second one is not steered by
+    the first one's decision of the same night); night 2's new math adapter evaluates only the past winner, and the
+    ladder stays whole."""
+    from tasks.decision.edit_budget import EditBudgetConfig
+
+    dirs, calib = make_fleet(3)
+    cfg = _config(tmp_path / "data", calib, edit_budget=EditBudgetConfig(enabled=True, per_family=1))
+    reg = _register(cfg, dirs[:2], fleet_base, ("math", "math"))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0
+    for name in ("ad0", "ad1"):
+        stats = _decision(reg, cfg, name).statistics_json
+        assert stats["edit_budget"]["history_adapters"] == 0 and stats["edit_budget"]["skipped"] == {}
+        assert {v["name"] for v in stats["verdicts"]} == {"abs_select", "smooth_abs", "grad_direction",
+                                                          "global_scalar"}
+        assert stats["promoted"] == "smooth_abs"
+    reg.register_adapter(dirs[2].name, str(dirs[2]), str(fleet_base), "math")
+    out = run_nightly(cfg)
+    assert out["failed"] == 0 and out["refined"] == 1
+    stats = _decision(reg, cfg, "ad2").statistics_json
+    budget = stats["edit_budget"]
+    assert budget["history_adapters"] == 2 and budget["kept"] == ["smooth_abs"]
+    assert set(budget["skipped"]) == {"abs_select", "grad_direction"}
+    assert "not among the 1 best of family math" in budget["skipped"]["abs_select"]
+    assert {v["name"] for v in stats["verdicts"]} == {"smooth_abs", "global_scalar"}
+    policies = {c.policy for c in reg.list_candidates(reg.list_versions("ad2")[0].id)}
+    assert policies == {"smooth_abs", "random_index", "global_scalar", "zero_rebuild", "bare_base"}
+    assert stats["promoted"] == "smooth_abs"

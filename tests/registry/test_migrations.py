@@ -17,7 +17,7 @@ from registry.db import make_engine
 from registry.migrations import init_db
 from registry.models import Base
 
-HEAD = "0005"
+HEAD = "0006"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events", "reviews",
@@ -56,7 +56,7 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
@@ -282,3 +282,35 @@ def test_0005_keeps_the_promotion_history_admits_approvals_and_downgrades(bare_e
     assert "reviews" not in inspect(bare_engine).get_table_names()
     with bare_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM promotion_events")).scalar_one() == 2
+
+
+def test_0006_adds_cost_columns_null_for_old_rows_and_downgrades(bare_engine):
+    """Candidates and evaluations written before 0006 keep their rows, with their cost unknown (NULL), and back."""
+    migrations.upgrade(bare_engine, "0005")
+    with bare_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
+            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
+        conn.execute(text(
+            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
+            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        conn.execute(text(
+            "INSERT INTO candidates (adapter_version_id, config_hash, policy, params_json, seed, is_control, "
+            "created_at) SELECT id, :h, 'hns', '{}', 0, :f, CURRENT_TIMESTAMP FROM adapter_versions"),
+            {"h": "c" * 64, "f": False})
+        conn.execute(text(
+            "INSERT INTO evaluations (adapter_version_id, candidate_id, subject, benchmark, metric, value, "
+            "evaluator_key, higher_is_better, kind, created_at) SELECT v.id, c.id, 'candidate:' || c.id, 'b', 'acc', "
+            "0.5, :k, :t, 'task', CURRENT_TIMESTAMP FROM adapter_versions v, candidates c"), {"k": "e" * 64, "t": True})
+    migrations.upgrade(bare_engine)
+    assert migrations.current(bare_engine) == HEAD
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT policy, seconds_json FROM candidates")).all() == [("hns", None)]
+        assert conn.execute(text("SELECT value, seconds FROM evaluations")).all() == [(0.5, None)]
+    migrations.check(bare_engine)
+    migrations.downgrade(bare_engine, "0005")
+    columns = {c["name"] for c in inspect(bare_engine).get_columns("evaluations")}
+    assert "seconds" not in columns and "value" in columns
+    assert "seconds_json" not in {c["name"] for c in inspect(bare_engine).get_columns("candidates")}
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM evaluations")).scalar_one() == 1

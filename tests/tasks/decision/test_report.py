@@ -95,5 +95,41 @@ def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
     single = rows[0]
     assert single["promoted"] == 1 and single["delta_pts"]["lo"] is None  # one adapter: no interval
     md = what_wins_markdown(rows)
-    assert "| math | hns | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 200 |" in md
+    assert "| math | hns | – | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | – | 200 |" in md
+    assert hns["cost"] is None and hns["data"] is None  # decisions from before costs were recorded
+
+
+def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated():
+    """An edit's cost per adapter is its stages counted whole (what it alone would pay) + write + evaluate; the
+    calibration pass counts only for an edit that needs data; data-free edits are compared with calibrated ones."""
+    from tasks.decision.report import cost_by_data, edit_cost, what_wins, what_wins_markdown
+
+    def costs(calibrate: float, evaluate_hns: float) -> dict:
+        return {"smooth_abs": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0},
+                "hns": {"write": 0.5, "decompose": 2.0, "evaluate": evaluate_hns},
+                "random_index-s1": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0}}
+
+    decisions = [
+        {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0,
+         "costs": costs(60.0, 20.0)},
+        {"adapter": "m2", "family": "math", "statistics": _two_policies(200, 204, 232), "seconds": 300.0,
+         "costs": costs(100.0, 40.0)},
+        {"adapter": "m3", "family": "math", "statistics": _two_policies(100, 100, 164), "seconds": None,
+         "costs": {}},  # an adapter decided before costs were recorded: not in the means
+    ]
+    rows = {r["edit"]: r for r in what_wins(decisions)}
+    assert set(rows) == {"hns", "smooth_abs"}  # the random control is a reference, not an edit
+    hns, smooth = rows["hns"], rows["smooth_abs"]
+    assert hns["data"] == "data-free" and smooth["data"] == "calibration"
+    assert hns["cost"] == {"prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5, "n": 2}
+    assert smooth["cost"] == {"prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0, "n": 2}
+    assert edit_cost({"write": 1.0, "decompose": 2.0, "calibrate": 3.0, "gamma": 4.0, "evaluate": None}) == {
+        "prepare": 9.0, "write": 1.0, "evaluate": 0.0, "total": 10.0, "data": "calibration"}
+    assert edit_cost({"evaluate": None}) is None and edit_cost(None) is None
+    by = cost_by_data(list(rows.values()))
+    assert by == {"data-free": {"edits": 1, "prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5},
+                  "calibration": {"edits": 1, "prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0}}
+    md = what_wins_markdown(list(rows.values()))
+    assert "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) " \
+           "| 200 |" in md
 

@@ -38,6 +38,22 @@ def test_reloaded_prepared_gives_identical_edits_and_adapters(fresh, tiny_adapte
     p2, _ = write_candidate(loaded, "smooth_abs", cfg, tmp_path / "b")
     assert (p1 / "adapter_model.safetensors").read_bytes() == (p2 / "adapter_model.safetensors").read_bytes()
     assert not [f for f in path.parent.iterdir() if f.name.startswith(".prepared-")]  # no temporary left
+    # reusing costs nothing now, but what the stages cost when computed is kept (the fleet report's edit costs)
+    assert loaded.timings["calibrate"] == 0.0 and loaded.timings["loaded"] == 1.0
+    assert loaded.timings["stored_decompose"] == pytest.approx(prepared.timings["decompose"])
+    assert loaded.timings["stored_calibrate"] == pytest.approx(prepared.timings["calibrate"])
+    assert prepared.timings["calibrate"] > 0
+
+
+def test_stage_seconds_count_calibration_only_for_edits_that_need_data(fresh, tiny_adapter, tmp_path):
+    from flows.refine_adapter import stage_seconds
+
+    prepared, cfg = fresh
+    loaded = load_prepared(save_prepared(prepared, tmp_path / "prepared.safetensors"), tiny_adapter, cfg.targets)
+    for p in (prepared, loaded):
+        assert stage_seconds(p, True) == pytest.approx({"decompose": prepared.timings["decompose"],
+                                                        "calibrate": prepared.timings["calibrate"]})
+        assert stage_seconds(p, False) == pytest.approx({"decompose": prepared.timings["decompose"]})
 
 
 def test_unusable_files_are_refused_not_raised(fresh, tiny_base, tiny_adapter, tmp_path):
