@@ -162,12 +162,7 @@ def test_0003_links_decisions_and_runs_by_their_old_shared_hash_and_downgrades(b
     migrations.upgrade(bare_engine, "0002")
     h = "c" * 64
     with bare_engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
-            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
-        conn.execute(text(
-            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
-            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        _old_adapter_version(conn)
         conn.execute(text(
             "INSERT INTO refinement_runs (flow_run_id, started_at, status, config_snapshot, config_hash) "
             "VALUES ('f1', CURRENT_TIMESTAMP, 'completed', '{}', :h)"), {"h": h})
@@ -235,6 +230,16 @@ def test_the_old_variable_still_works_with_a_warning(tmp_path, monkeypatch):
     eng.dispose()
 
 
+def _old_adapter_version(conn) -> None:
+    """One adapter 'old' with one version, inserted by plain SQL (valid at every revision from 0001)."""
+    conn.execute(text(
+        "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
+        "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
+    conn.execute(text(
+        "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
+        "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+
+
 def test_0005_keeps_the_promotion_history_admits_approvals_and_downgrades(bare_engine):
     """promotion_events is rebuilt on SQLite (new CHECKs): its rows, self-references and append-only triggers
     survive 0005; an approval may carry its decision; the downgrade restores the old constraints."""
@@ -244,12 +249,7 @@ def test_0005_keeps_the_promotion_history_admits_approvals_and_downgrades(bare_e
         "decision_id, reverts_event_id) SELECT a.id, :kind, 'x', CURRENT_TIMESTAMP, v.id, v.id, 'r', :d, :rev "
         "FROM adapters a, adapter_versions v")
     with bare_engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
-            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
-        conn.execute(text(
-            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
-            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        _old_adapter_version(conn)
         conn.execute(text(
             "INSERT INTO decisions (adapter_version_id, config_hash, promoted, statistics_json, sentence, "
             "created_at) SELECT id, :h, :t, '{}', 'kept', CURRENT_TIMESTAMP FROM adapter_versions"),
@@ -288,12 +288,7 @@ def test_0006_adds_cost_columns_null_for_old_rows_and_downgrades(bare_engine):
     """Candidates and evaluations written before 0006 keep their rows, with their cost unknown (NULL), and back."""
     migrations.upgrade(bare_engine, "0005")
     with bare_engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO adapters (name, source_uri, base_model_id, task_family, enabled, created_at) "
-            "VALUES ('old', '/x', 'base', 'math', :t, CURRENT_TIMESTAMP)"), {"t": True})
-        conn.execute(text(
-            "INSERT INTO adapter_versions (adapter_id, content_sha256, first_seen_at, last_seen_at) "
-            "SELECT id, :sha, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM adapters"), {"sha": "a" * 64})
+        _old_adapter_version(conn)
         conn.execute(text(
             "INSERT INTO candidates (adapter_version_id, config_hash, policy, params_json, seed, is_control, "
             "created_at) SELECT id, :h, 'hns', '{}', 0, :f, CURRENT_TIMESTAMP FROM adapter_versions"),
