@@ -418,12 +418,9 @@ def _quiet_closed_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit code (module docstring)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # `run` and `demo` start an ephemeral Prefect server when no PREFECT_API_URL is set; Prefect waits 20 s
-    # for it, which a busy 2-core machine overruns (measured in CI). A user's own setting wins.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # The machine may be offline (the product needs no network): no telemetry from Prefect's local server.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.cli.prefect_home import local_defaults
+
+    local_defaults()  # a user's own settings win
     try:
         return int(cli.main(args=argv, prog_name="spectral-surgery", standalone_mode=False) or 0)
     except click.exceptions.NoArgsIsHelpError as e:  # no sub-command: the help, as a usage error

@@ -55,6 +55,20 @@ def remove_stale(tmp_root: Path) -> list[Path]:
     return removed
 
 
+def local_defaults(env: MutableMapping[str, str] | None = None) -> None:
+    """The settings a run of the product on one machine needs, unless the user chose otherwise (CLI, benchmarks).
+
+    ``run`` and ``demo`` start an ephemeral Prefect server when no ``PREFECT_API_URL`` is set; Prefect waits 20 s
+    for it, which a busy 2-core machine overruns (measured in CI), so the wait is 180 s. The machine may be
+    offline (the product needs no network): no telemetry from Prefect's local server, and no tokenizer threads
+    forked into the data loaders.
+    """
+    env = os.environ if env is None else env
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def isolate_temporary_server(env: MutableMapping[str, str] | None = None, *,
                              tmp_root: Path | None = None) -> str | None:
     """Give this process a private Prefect database when another run's temporary server holds the shared one.

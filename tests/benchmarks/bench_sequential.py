@@ -45,12 +45,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
     args = ap.parse_args(argv)
 
+    from flows.cli.prefect_home import isolate_temporary_server, local_defaults
+
+    local_defaults()  # as `spectral-surgery run` does, before Prefect is imported
+    isolate_temporary_server()
     from flows import worker
     from flows.demo import BUDGETS, demo_config, with_overrides
     from flows.refine_fleet import run_nightly
+    from tasks.decision.sequential import SequentialConfig
     from tasks.demo.demo_fleet import build_demo_fleet
     from tasks.model import BUNDLED_MODEL, resolve_base
-    from tasks.decision.sequential import SequentialConfig
 
     budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, task_limits=())
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
             reg = worker.registry(cfg)
             for a in fleet:
                 reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
-                                     config={"calib": str(a["calib_path"])})
+                                     config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
             t = time.perf_counter()
             summary = run_nightly(cfg)
             seconds = time.perf_counter() - t

@@ -99,3 +99,12 @@ def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path
     assert sorted(said) == [False, True]
     assert (tmp_path / "prefect" / "prefect.db").is_file()  # the first run's, in Prefect's usual place
     assert not list(tmp.glob(ph.PRIVATE_PREFIX + "*"))
+
+
+def test_local_defaults_fill_only_what_the_user_left_unset():
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30"}
+    ph.local_defaults(env)
+    assert env == {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30",  # the user's own wait is kept
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
+    ph.local_defaults(env := {})
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
