@@ -31,7 +31,7 @@ WINNER = {"smooth_abs": 0.9}  # the fake evaluator scores smooth_abs' documents 
 
 
 def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:
-    return RunConfig(data_dir=data_dir, evaluator="fake", evaluator_options={"n_docs": 60, "rates": WINNER},
+    return RunConfig(data_dir=data_dir, evaluator="fake", evaluator_options={"n_docs": 60, "rates": WINNER, "seed": 11},
                      calib_source=str(calib), task_limit=60, guard_limit=60,
                      surgery=SurgeryConfig(calib=CalibConfig(n_samples=4, batch_size=4)), **kw)
 
