@@ -350,7 +350,15 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                         arms: list[Arm]) -> tuple[tuple[str, dict[str, list]], dict]:
     """The task benchmark in looks (:mod:`tasks.decision.sequential`): each look scores only its new documents, for the
-    baseline, the controls and every candidate still running; the canaries are scored at the first look only.
+    baseline, the controls and every candidate still running.
+
+    The canaries: the zero rebuild is scored at the first look only (a broken write path shows on any document), and
+    a zero rebuild that fails there stops the adapter at once (its run is flagged whatever more documents say). The
+    bare base is scored at every look until the baseline differs from it on some document, so "the adapter is not
+    applied" rests on the same documents as in the fixed design, and an adapter that merely agrees with the base on
+    the first look's documents is not rejected for it. For the same reason an efficacy stop waits for that
+    difference (``efficacy_deferred_at`` records the looks where it waited); stopping there would turn the fixed
+    design's PROMOTE into a canary REJECT.
 
     A candidate stops at a look for futility (its gain's upper bound below ``gate.min_effect``); the adapter stops
     when every candidate has stopped or one reaches efficacy, else at the budget.
@@ -366,12 +374,22 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
     controls = [a.name for a in present if a.role == "random_control"]
     scalar = next((a.name for a in present if a.role == "scalar_control"), None)
     canaries = [a.name for a in present if a.role in ("canary", "bare_base")]
+    zero = next((a.name for a in present if a.role == "canary"), None)
+    bare = next((a.name for a in present if a.role == "bare_base"), None)
     design = design_for(config.sequential, config.gate, config.limit_for(spec.name), len(candidates))
     live, futile, looks, keys = list(candidates), {}, [], []
     out: dict[str, list] = {}
-    start, stop_k = 0, len(design.looks)
+    start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
+
+    def same(name: str) -> int:  # documents on which ``name`` differs from the baseline, over those it was scored on
+        own = out[name]
+        return sum(abs(float(a) - float(b)) > 1e-12 for a, b in zip(own, out[BASELINE][: len(own)]))
+
     for k, n_k in enumerate(design.looks, 1):
-        scored = live + controls + ([scalar] if scalar and scalar not in live else []) + (canaries if k == 1 else [])
+        # the bare base goes on while the baseline has not differed from it: its canary needs one difference
+        more_bare = [bare] if k > 1 and bare is not None and same(bare) == 0 else []
+        scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
+                  + (canaries if k == 1 else more_bare))
         ekey, chunk = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", scored,
                                         docs=(start, n_k))
         keys.append(ekey)
@@ -385,16 +403,24 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
         if k < len(design.looks):
             futile.update({n: k for n, r in results.items() if r == "futility"})
         live = [n for n in live if n not in futile]
-        if k < len(design.looks) and (not live or any(results[n] == "efficacy" for n in live)):
+        if k == 1 and zero is not None and same(zero) > config.gate.canary_tolerance * len(out[zero]) + 1e-9:
+            canary_stop = f"the zero-rebuild canary {zero} failed at look 1"  # final: it is scored at look 1 only
+        efficacy = any(results[n] == "efficacy" for n in live)
+        unapplied = bare is not None and same(bare) == 0  # a stop now would read as "adapter not applied"
+        if k < len(design.looks) and (not live or canary_stop or (efficacy and not unapplied)):
             stop_k = k
             break
+        if efficacy and k < len(design.looks):
+            deferred.append(k)
         start = n_k
-    _logger().info("%s: %s in %d of %d looks (%d of %d documents)%s", adapter.name, spec.name, stop_k,
+    _logger().info("%s: %s in %d of %d looks (%d of %d documents)%s%s", adapter.name, spec.name, stop_k,
                    len(design.looks), design.looks[stop_k - 1], design.looks[-1],
                    f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in futile.items())}" if futile
-                   else "")
+                   else "", f"; {canary_stop}" if canary_stop else "")
     record = {"design": design.model_dump(mode="json"), "looks": looks, "stopped_at_look": stop_k,
               "documents": design.looks[stop_k - 1], "futile": futile, "evaluation_keys": keys,
+              "canary_stop": canary_stop, "efficacy_deferred_at": deferred,
+              "canary_documents": {n: len(out[n]) for n in canaries if n in out},
               "subject_documents": sum(len(v) for v in out.values()),
               "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
     key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]

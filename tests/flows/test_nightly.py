@@ -799,6 +799,77 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
     assert verdicts["sequential"] == verdicts["fixed"] == {"ad0": "promote", "ad1": "reject"}
 
 
+def _applied_only_after(monkeypatch, n_first: int) -> None:
+    """An adapter that scores exactly like the bare base on the first ``n_first`` documents of every benchmark (a
+    weak adapter, or an easy first chunk): the baseline's and the zero rebuild's outcomes there are the bare base's."""
+    import dataclasses
+
+    from tasks.evaluation.evaluate import FakeEvaluator
+
+    real = FakeEvaluator.evaluate
+
+    def weak(self, base_model, subjects, benchmark, **kw):
+        bare = real(self, base_model, {n: None for n in subjects}, benchmark, **{**kw, "on_result": None})
+        out = real(self, base_model, subjects, benchmark, **kw)
+        for name in ("baseline", "zero_rebuild"):
+            if name in out:
+                r, b = out[name], bare[name]
+                outcomes = [bo if int(d) < n_first else o for d, o, bo in zip(r.doc_ids, r.outcomes, b.outcomes)]
+                out[name] = dataclasses.replace(r, outcomes=outcomes, value=sum(outcomes) / len(outcomes))
+        return out
+
+    monkeypatch.setattr(FakeEvaluator, "evaluate", weak)
+
+
+def test_sequential_bare_base_canary_sees_the_fixed_designs_documents(prefect_harness, make_fleet, fleet_base,
+                                                                      tmp_path, monkeypatch):
+    """The baseline matches the bare base on the first look's 60 documents only. The fixed design sees the adapter
+    applied and promotes the clear winner; so must the sequential one: the bare base is scored at later looks until
+    the baseline differs from it, and the first look's efficacy waits for that difference instead of stopping into a
+    canary REJECT ("adapter not applied" on 60 documents)."""
+    from tasks.decision.sequential import SequentialConfig
+
+    _applied_only_after(monkeypatch, 60)
+    dirs, calib = make_fleet(1)
+    verdicts, records = {}, {}
+    for mode, seq in (("fixed", SequentialConfig()), ("sequential", SequentialConfig(enabled=True, looks=4))):
+        cfg = _three_paths_config(tmp_path / mode, calib, rates=CLEAR, sequential=seq)
+        cfg = cfg.model_copy(update={"task_limit": 240})
+        reg = _register(cfg, dirs, fleet_base, ("math",))
+        out = run_nightly(cfg)
+        assert out["failed"] == 0
+        verdicts[mode] = out["results"][0]["verdict"]
+        stats = _decision(reg, cfg, "ad0").statistics_json
+        assert stats["canaries"]["bare_base"]["ok"] and stats["canaries"]["zero_rebuild"]["ok"], stats["canaries"]
+        records[mode] = stats.get("sequential")
+    rec = records["sequential"]
+    assert rec["looks"][0]["results"]["smooth_abs"] == "efficacy" and rec["efficacy_deferred_at"] == [1]
+    k = rec["stopped_at_look"]
+    assert 2 <= k < 4 and rec["canary_documents"] == {"zero_rebuild": 60, "bare_base": 60 * k}, rec
+    assert rec["canary_stop"] is None
+    assert verdicts == {"fixed": "promote", "sequential": "promote"}
+
+
+def test_sequential_stops_at_the_first_look_when_the_zero_rebuild_fails(prefect_harness, make_fleet, fleet_base,
+                                                                        tmp_path, monkeypatch):
+    """A broken write path shows at the first look, and no later document can undo it: the adapter stops there,
+    rejected by the canary, having scored one look instead of four."""
+    from tasks.decision.sequential import SequentialConfig
+
+    _break_zero_rebuild(monkeypatch)
+    dirs, calib = make_fleet(1)
+    cfg = _three_paths_config(tmp_path / "data", calib, rates={"smooth_abs": 0.6},
+                              sequential=SequentialConfig(enabled=True, looks=4))
+    cfg = cfg.model_copy(update={"task_limit": 240})
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    out = run_nightly(cfg)
+    assert out["failed"] == 0 and out["results"][0]["verdict"] == "reject"
+    stats = _decision(reg, cfg, "ad0").statistics_json
+    rec = stats["sequential"]
+    assert rec["stopped_at_look"] == 1 and rec["documents"] == 60 and "zero-rebuild" in rec["canary_stop"]
+    assert not stats["canaries"]["zero_rebuild"]["ok"] and stats["flags"] and not stats["promoted"]
+
+
 def test_headline_counts_failures_apart_from_refinements():
     """The run's header: refinements that reached a decision, then every failure (those of the scan named), then
     the versions another run held."""
