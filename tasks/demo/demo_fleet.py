@@ -289,6 +289,22 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def fleet_specs(names: Sequence[str] | None = None, fleet: Sequence[DemoAdapterSpec] = DEMO_FLEET,
+                ) -> tuple[DemoAdapterSpec, ...]:  # fmt: skip
+    """The specs :func:`build_demo_fleet` must build to give the adapters ``names`` (None: the whole fleet): those
+    named plus the source of every over-scaled one (``scaled_from``), in fleet order.
+
+    Raises:
+        ValueError: A name that is not in ``fleet``, naming the fleet's adapters.
+    """
+    known = {s.name: s for s in fleet}
+    wanted = set(known if names is None else names)
+    if unknown := sorted(wanted - set(known)):
+        raise ValueError(f"unknown demo adapter(s) {unknown}; the demo fleet is {sorted(known)}")
+    needed = wanted | {known[n].scaled_from for n in wanted if known[n].scaled_from}
+    return tuple(s for s in fleet if s.name in needed)
+
+
 def build_demo_fleet(base_dir: Path, data_dir: Path, *, steps: int | None = None, n_train: int | None = None,
                      on_progress: Callable[[str], None] | None = None, fleet: Sequence[DemoAdapterSpec] = DEMO_FLEET,
                      n_calib: int = N_CALIB_ROWS, batch_size: int = 8) -> list[dict]:  # fmt: skip

@@ -61,17 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
     from flows.refine_fleet import run_nightly
     from registry.read import latest_decisions
     from tasks.decision.report import cost_by_data, what_wins, what_wins_markdown
-    from tasks.demo.demo_fleet import DEMO_FLEET, build_demo_fleet
+    from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
     from tasks.model import BUNDLED_MODEL, resolve_base
 
     wanted = [a.strip() for a in args.adapters.split(",") if a.strip()]
-    known = {s.name: s for s in DEMO_FLEET}
-    unknown = [a for a in wanted if a not in known]
-    if unknown:
-        ap.error(f"--adapters: unknown {unknown}; the demo fleet is {sorted(known)}")
-    # an over-scaled adapter is written from its source's weights: train the source too (registered only if asked)
-    needed = set(wanted) | {known[a].scaled_from for a in wanted if known[a].scaled_from}
-    specs = tuple(s for s in DEMO_FLEET if s.name in needed)
+    try:
+        specs = fleet_specs(wanted)  # an over-scaled adapter's source is trained too (registered only if asked)
+    except ValueError as e:
+        ap.error(f"--adapters: {e}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
 
     budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, guard_limit=args.guard_limit)

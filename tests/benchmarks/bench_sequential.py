@@ -1,11 +1,11 @@
 """Sequential vs fixed-n evaluation on the demo fleet (run on demand, not a timed test), in one run.
 
     python -m tests.benchmarks.bench_sequential [--budget small] [--task-limit N] [--looks K] [--data-dir DIR]
-                                                [--json out.json]
+                                                [--adapters math,commonsense,...] [--json out.json]
 
-The demo fleet (three LoRA adapters on the bundled SmolLM2-135M-Instruct, trained or reused from ``DIR``) is
-refined twice by the real nightly flow (real lm-eval evaluator, the demo budget, the default ladder), each time in a
-FRESH registry and artifact store sharing only the model cache:
+The demo fleet (every LoRA adapter, or those ``--adapters`` names, on the bundled SmolLM2-135M-Instruct, trained
+or reused from ``DIR``) is refined twice by the real nightly flow (real lm-eval evaluator, the demo budget, the
+default ladder), each time in a FRESH registry and artifact store sharing only the model cache:
 
 * fixed: every arm scored on the first ``task_limit`` documents of its task suite;
 * sequential: ``RunConfig.sequential`` with K looks up to the same budget (``tasks/decision/sequential.py``).
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--looks", type=int, default=4, help="Looks of the sequential design.")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="Where the base model cache and the demo fleet live (reused across runs).")
+    ap.add_argument("--adapters", default=None,
+                    help="Demo adapters to refine (comma-separated; default: the whole demo fleet).")
     ap.add_argument("--mode", choices=["both", "fixed", "sequential"], default="both",
                     help="Run one half only (its figures; the ratios need both).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
@@ -53,16 +55,23 @@ def main(argv: list[str] | None = None) -> dict:
     from flows.demo import BUDGETS, demo_config, with_overrides
     from flows.refine_fleet import run_nightly
     from tasks.decision.sequential import SequentialConfig
-    from tasks.demo.demo_fleet import build_demo_fleet
+    from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
     from tasks.model import BUNDLED_MODEL, resolve_base
 
     budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, task_limits=())
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()
     cache.mkdir(parents=True, exist_ok=True)
+    wanted = [a.strip() for a in args.adapters.split(",") if a.strip()] if args.adapters else None
+    try:
+        specs = fleet_specs(wanted)  # an over-scaled adapter's source is built too (refined only if named)
+    except ValueError as e:
+        ap.error(f"--adapters: {e}")
     base_dir = resolve_base(BUNDLED_MODEL, data_dir=cache)
-    fleet = build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, on_progress=print)
+    fleet = [a for a in build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, fleet=specs,
+                                         on_progress=print) if wanted is None or a["name"] in wanted]
     names = [f"demo-{a['name']}" for a in fleet]
-    result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "modes": {}}
+    result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "adapters": names,
+                    "modes": {}}
     for mode in ("fixed", "sequential") if args.mode == "both" else (args.mode,):
         run_dir = Path(tempfile.mkdtemp(prefix=f"bench-seq-{mode}-"))
         try:

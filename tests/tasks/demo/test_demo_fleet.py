@@ -41,6 +41,17 @@ def test_demo_fleet_spec_matches_the_brief():
     assert untrained.untrained and untrained.task_family == "math" and untrained.scaled_from is None
 
 
+def test_fleet_specs_adds_the_source_of_an_over_scaled_adapter_in_fleet_order():
+    names = [s.name for s in df.DEMO_FLEET]
+    assert [s.name for s in df.fleet_specs()] == names
+    assert [s.name for s in df.fleet_specs(["math"])] == ["math"]
+    # commonsense-x3 is written from commonsense's weights: asking for it alone builds both, in fleet order
+    assert [s.name for s in df.fleet_specs(["commonsense-x3", "math-untrained"])] == [
+        n for n in names if n in {"commonsense", "commonsense-x3", "math-untrained"}]
+    with pytest.raises(ValueError, match=r"unknown demo adapter\(s\) \['maths'\]; the demo fleet is"):
+        df.fleet_specs(["maths", "math"])
+
+
 def test_untrained_adapter_is_the_initialisation_and_changes_nothing(tiny_base, tmp_path):
     """lora_B is zero in every module (PEFT's init), the door warns about it, and the adapted model's logits are
     the base model's exactly: the "adapter is applied" canary can only fail on it."""
