@@ -367,6 +367,7 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
         ``((key, subject -> outcomes of the documents it was scored on), record)``; the record (design, looks,
         where each candidate stopped, documents evaluated) goes into the decision's statistics.
     """
+    from tasks.decision.canaries import documents_differing, zero_rebuild_holds
     from tasks.decision.sequential import design_for, look_candidates
 
     present = [a for a in arms if a.name in cands.ids]
@@ -381,13 +382,12 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
     out: dict[str, list] = {}
     start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
 
-    def same(name: str) -> int:  # documents on which ``name`` differs from the baseline, over those it was scored on
-        own = out[name]
-        return sum(abs(float(a) - float(b)) > 1e-12 for a, b in zip(own, out[BASELINE][: len(own)]))
+    def differing(name: str) -> int:  # documents where canary ``name`` differs from the baseline, of those scored
+        return documents_differing(out[name], out[BASELINE])
 
     for k, n_k in enumerate(design.looks, 1):
         # the bare base goes on while the baseline has not differed from it: its canary needs one difference
-        more_bare = [bare] if k > 1 and bare is not None and same(bare) == 0 else []
+        more_bare = [bare] if k > 1 and bare is not None and differing(bare) == 0 else []
         scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
                   + (canaries if k == 1 else more_bare))
         ekey, chunk = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", scored,
@@ -403,10 +403,11 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
         if k < len(design.looks):
             futile.update({n: k for n, r in results.items() if r == "futility"})
         live = [n for n in live if n not in futile]
-        if k == 1 and zero is not None and same(zero) > config.gate.canary_tolerance * len(out[zero]) + 1e-9:
+        if k == 1 and zero is not None and not zero_rebuild_holds(differing(zero), len(out[zero]),
+                                                                  config.gate.canary_tolerance):
             canary_stop = f"the zero-rebuild canary {zero} failed at look 1"  # final: it is scored at look 1 only
         efficacy = any(results[n] == "efficacy" for n in live)
-        unapplied = bare is not None and same(bare) == 0  # a stop now would read as "adapter not applied"
+        unapplied = bare is not None and differing(bare) == 0  # a stop now would read as "adapter not applied"
         if k < len(design.looks) and (not live or canary_stop or (efficacy and not unapplied)):
             stop_k = k
             break

@@ -5,6 +5,7 @@ A failed canary flags the whole decision: nothing from the run is promoted, what
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,18 @@ import numpy as np
 # ``ArmOutcomes`` (tasks.decision.gate, which imports this module) appears in annotations only, never imported.
 
 _EPS = 1e-12  # outcomes equal up to float rounding count as the same
+
+
+def documents_differing(own: Sequence[float], baseline: Sequence[float]) -> int:
+    """Documents on which a canary's outcomes differ from the baseline's, over the first ``len(own)`` documents (a
+    canary may be scored on fewer documents than the baseline: a sequential run's looks)."""
+    own_a = np.asarray(own, dtype=np.float64)
+    return int(np.sum(np.abs(own_a - np.asarray(baseline, dtype=np.float64)[: own_a.size]) > _EPS))
+
+
+def zero_rebuild_holds(differ: int, n: int, tolerance: float) -> bool:
+    """The zero-rebuild rule: at most ``tolerance`` (a fraction) of its ``n`` documents differ from the baseline."""
+    return differ / n <= tolerance + _EPS
 
 
 def canaries(baseline: ArmOutcomes, zero_rebuild: ArmOutcomes | None, bare_base: ArmOutcomes | None,
@@ -33,22 +46,21 @@ def canaries(baseline: ArmOutcomes, zero_rebuild: ArmOutcomes | None, bare_base:
         ``({"zero_rebuild": {arm, n_differ, fraction, tolerance, ok}, "bare_base": {arm, n_differ, fraction,
         ok}}, flags)`` with one readable flag per failed canary.
     """
-    base = np.asarray(baseline.task, dtype=np.float64)
     record: dict[str, dict[str, Any]] = {}
     flags: list[str] = []
     for key, arm in (("zero_rebuild", zero_rebuild), ("bare_base", bare_base)):
         if arm is None:
             continue
-        own = np.asarray(arm.task, dtype=np.float64)  # a canary may be scored on the first documents only
-        differ = int(np.sum(np.abs(own - base[: own.size]) > _EPS))
-        frac = differ / own.size
-        ok = frac <= tolerance + _EPS if key == "zero_rebuild" else differ > 0
+        own = arm.task  # a canary may be scored on the first documents only
+        differ = documents_differing(own, baseline.task)
+        frac = differ / len(own)
+        ok = zero_rebuild_holds(differ, len(own), tolerance) if key == "zero_rebuild" else differ > 0
         record[key] = {"arm": arm.name, "n_differ": differ, "fraction": frac, "ok": ok,
                        **({"tolerance": tolerance} if key == "zero_rebuild" else {})}  # fmt: skip
         if not ok and key == "zero_rebuild":
-            flags.append(f"zero-rebuild canary {arm.name} differs from the baseline on {differ} of {own.size} "
+            flags.append(f"zero-rebuild canary {arm.name} differs from the baseline on {differ} of {len(own)} "
                          f"documents ({frac * 100:.1f}% > tolerance {tolerance * 100:.1f}%)")  # fmt: skip
         elif not ok:
             flags.append(f"adapter not applied: the baseline matches the bare base {arm.name} on all "
-                         f"{own.size} documents")  # fmt: skip
+                         f"{len(own)} documents")  # fmt: skip
     return record, tuple(flags)

@@ -505,12 +505,12 @@ class FakeEvaluator:
 
     Document ``i`` of a subject succeeds iff ``u_i < p + 0.8·p(1−p)·sin(s_i / 0.5)`` with ``p`` its rate: ``u_i`` in
     [0, 1) comes from sha256(the base model's name, benchmark, i) (its last path component, so a base saved in a
-    temporary directory draws the same documents in every test session), and ``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}`` is a random
-    projection of the adapter's update (Gaussian ``x``, ``y`` seeded by module name and benchmark; document ``i``
-    uses row ``i``). Outcomes are therefore a continuous function of the update B·A, as a real model's are: a
-    refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled one differs on
-    some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never depend on the
-    subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of order 10).
+    temporary directory draws the same documents in every test session), and ``s_i = Σ_m x_{m,i}ᵀ B_m A_m y_{m,i}``
+    is a random projection of the adapter's update (Gaussian ``x``, ``y`` seeded by module name and benchmark;
+    document ``i`` uses row ``i``). Outcomes are therefore a continuous function of the update B·A, as a real
+    model's are: a refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled
+    one differs on some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never
+    depend on the subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of order 10).
 
     Args:
         n_docs: Documents per benchmark when no limit is given.
