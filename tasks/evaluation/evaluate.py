@@ -510,7 +510,8 @@ class FakeEvaluator:
     document ``i`` uses row ``i``). Outcomes are therefore a continuous function of the update B·A, as a real
     model's are: a refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled
     one differs on some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never
-    depend on the subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of order 10).
+    depend on the subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of
+    order 10).
 
     Args:
         n_docs: Documents per benchmark when no limit is given.
