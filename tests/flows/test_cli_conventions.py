@@ -21,6 +21,19 @@ def test_version():
     assert r.code == 0 and r.out.strip() == f"spectral-surgery, version {version('spectral-surgery')}"
 
 
+HEAVY = ("torch", "transformers", "peft", "prefect", "lm_eval", "sqlalchemy", "scipy", "pydantic")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"], ["demo", "--help"]])
+def test_version_and_help_import_no_model_stack(argv):
+    """``--version`` and ``--help`` answer at once (issue 27): the sub-commands' modules are imported when they run."""
+    code = ("import sys; from flows.cli.app import main; code = main(%r); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & set(%r))); sys.exit(code)" % (argv, HEAVY))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-500:]
+
+
 def test_global_options_after_the_sub_command(tmp_path):
     data = tmp_path / "data"
     assert cli("init", "--data-dir", data).code == 0
