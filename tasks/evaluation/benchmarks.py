@@ -13,10 +13,11 @@ override="ss_mc")``).
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from typing import Literal
+
+from tasks.names import Registry, unknown_name
 
 Kind = Literal["hub", "local"]
 FAMILIES = ("math", "code", "instruction", "commonsense")
@@ -58,34 +59,23 @@ class BenchmarkSpec:
             raise ValueError(f"BenchmarkSpec {self.name!r}: kind must be 'hub' or 'local', got {self.kind!r}")
 
 
-_BENCHMARKS: dict[str, BenchmarkSpec] = {}
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
 
 
 def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
     """Add ``spec`` to the registry; raises ``ValueError`` if its name is taken."""
-    if spec.name in _BENCHMARKS:
-        raise ValueError(f"benchmark {spec.name!r} is already registered")
-    _BENCHMARKS[spec.name] = spec
-    return spec
-
-
-def _unknown(what: str, name: str, known: list[str]) -> KeyError:
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return KeyError(f"unknown {what} {name!r}.{hint} Known: {', '.join(sorted(known))}")
+    return BENCHMARKS.add(spec.name, spec)
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
-    """The registered spec called ``name``; ``KeyError`` with close matches otherwise."""
-    try:
-        return _BENCHMARKS[name]
-    except KeyError:
-        raise _unknown("benchmark", name, list(_BENCHMARKS)) from None
+    """The registered spec called ``name``; :class:`tasks.names.UnknownNameError` (a KeyError) with close matches
+    otherwise."""
+    return BENCHMARKS.get(name)
 
 
 def list_benchmarks() -> list[str]:
     """Registered benchmark names, sorted."""
-    return sorted(_BENCHMARKS)
+    return sorted(BENCHMARKS)
 
 
 for _spec in (
@@ -127,7 +117,7 @@ def default_profile() -> str:
     env = os.environ.get(ENV_PROFILE)
     if env:
         if env not in PROFILES:
-            raise _unknown("benchmark profile (from $" + ENV_PROFILE + ")", env, list(PROFILES))
+            raise unknown_name("benchmark profile (from $" + ENV_PROFILE + ")", env, list(PROFILES))
         return env
     offline = _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("HF_DATASETS_OFFLINE"))
     return "offline" if offline else "paper"
@@ -151,9 +141,9 @@ def resolve_benchmark(family: str, *, profile: str | None = None, override: str 
         return get_benchmark(override)
     prof = profile or default_profile()
     if prof not in PROFILES:
-        raise _unknown("benchmark profile", prof, list(PROFILES))
+        raise unknown_name("benchmark profile", prof, list(PROFILES))
     if family not in PROFILES[prof]:
-        raise _unknown("task family", family, list(PROFILES[prof]))
+        raise unknown_name("task family", family, list(PROFILES[prof]))
     return get_benchmark(PROFILES[prof][family])
 
 

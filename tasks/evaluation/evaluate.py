@@ -12,7 +12,6 @@ Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`)
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tasks.evaluation.benchmarks import BenchmarkSpec, get_benchmark
+from tasks.names import Registry
 
 BARE_BASE = None  # subject path meaning "the base model with every adapter disabled" (the adapter-applied canary)
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -80,39 +80,27 @@ class Evaluator(Protocol):
         ...
 
 
-_EVALUATORS: dict[str, Callable[..., Evaluator]] = {}
+EVALUATORS: Registry[Callable[..., Evaluator]] = Registry("evaluator")
 
 
 def register_evaluator(name: str) -> Callable:
     """Class decorator registering an evaluator factory under ``name``; raises on duplicates."""
-
-    def deco(cls):
-        if name in _EVALUATORS:
-            raise ValueError(f"evaluator {name!r} is already registered")
-        _EVALUATORS[name] = cls
-        return cls
-
-    return deco
+    return EVALUATORS.register(name)
 
 
 def get_evaluator(name: str, **kwargs: Any) -> Evaluator:
-    """Instantiate the evaluator registered as ``name`` with ``kwargs``; ``KeyError`` with close matches."""
-    if name not in _EVALUATORS:
-        close = difflib.get_close_matches(name, list(_EVALUATORS), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown evaluator {name!r}.{hint} Known: {', '.join(sorted(_EVALUATORS))}")
-    return _EVALUATORS[name](**kwargs)
+    """Instantiate the evaluator registered as ``name`` with ``kwargs``; ``UnknownNameError`` with close matches."""
+    return EVALUATORS.get(name)(**kwargs)
 
 
 def require_evaluator(name: str) -> None:
-    """Raise :func:`get_evaluator`'s ``KeyError`` (with close matches) unless ``name`` is registered; builds nothing."""
-    if name not in _EVALUATORS:
-        get_evaluator(name)
+    """Raise ``UnknownNameError`` (with close matches) unless ``name`` is registered; builds nothing."""
+    EVALUATORS.canonical(name)
 
 
 def runs_generated_code(name: str) -> bool:
     """Whether the evaluator ``name`` executes generated code on code benchmarks (False only for test doubles)."""
-    return bool(getattr(_EVALUATORS.get(name), "runs_generated_code", True))
+    return name not in EVALUATORS or bool(getattr(EVALUATORS.get(name), "runs_generated_code", True))
 
 
 def evaluator_identity(name: str, **kwargs: Any) -> str:
@@ -120,9 +108,7 @@ def evaluator_identity(name: str, **kwargs: Any) -> str:
 
     Evaluations are keyed by it, so a run can tell which scores are already recorded before it loads anything.
     """
-    if name not in _EVALUATORS:  # the same error as get_evaluator's
-        get_evaluator(name, **kwargs)
-    return _EVALUATORS[name].identity(**kwargs)
+    return EVALUATORS.get(name).identity(**kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

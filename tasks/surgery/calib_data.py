@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tasks.config import CalibConfig
+from tasks.names import Registry
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +133,7 @@ _GENERIC_FIELDS = [
 # --------------------------------------------------------------------------------------------------
 
 CalibLoader = Callable[[str | None], Sequence[CalibExample]]
-_LOADERS: dict[str, CalibLoader] = {}
-
-
-class UnknownCalibLoaderError(ValueError, KeyError):
-    """An unregistered calibration loader name (both a ValueError and a KeyError)."""
-
-    def __str__(self) -> str:  # KeyError would wrap the message in quotes
-        return str(self.args[0]) if self.args else ""
+LOADERS: Registry[CalibLoader] = Registry("calibration source", unknown_hint="(or give a .jsonl path)")
 
 
 def register_calib_loader(name: str) -> Callable[[CalibLoader], CalibLoader]:
@@ -150,30 +144,19 @@ def register_calib_loader(name: str) -> Callable[[CalibLoader], CalibLoader]:
     """
     if not isinstance(name, str) or not name.strip() or ":" in name:
         raise ValueError(f"calibration loader names must be non-empty strings without ':', got {name!r}")
-    if name in _LOADERS:
+    if name in LOADERS:
         raise ValueError(f"calibration loader {name!r} is already registered; pick another name")
-
-    def deco(fn: CalibLoader) -> CalibLoader:
-        _LOADERS[name] = fn
-        return fn
-
-    return deco
+    return LOADERS.register(name)
 
 
 def get_calib_loader(name: str) -> CalibLoader:
     """The loader registered under ``name``.
 
     Raises:
-        UnknownCalibLoaderError: unknown name; the message lists the closest matches and all known names.
+        UnknownNameError: neither a file nor a registered loader; the message lists the closest matches and all
+            known loaders.
     """
-    if name in _LOADERS:
-        return _LOADERS[name]
-    close = difflib.get_close_matches(str(name), list(_LOADERS), n=3)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownCalibLoaderError(
-        f"Unknown calibration source {name!r}: not a file and not a registered loader.{hint} "
-        f"Known loaders: {', '.join(sorted(_LOADERS))} (or give a .jsonl path)."
-    )
+    return LOADERS.get(name)
 
 
 class _FormattedRows(Sequence):
@@ -339,14 +322,14 @@ def load_calibration(source: str | Path, cfg: CalibConfig) -> list[CalibExample]
 
     Raises:
         FileNotFoundError: a path-like source does not exist.
-        UnknownCalibLoaderError: neither a file nor a registered loader (with did-you-mean).
+        UnknownNameError: neither a file nor a registered loader (with did-you-mean).
         ValueError: bad rows (file and line named) or no example selected.
     """
     s = str(source)
     if isinstance(source, Path) or Path(s).is_file():
         return select_examples(read_jsonl(s), cfg, where=s)
     name, sep, arg = s.partition(":")
-    if name not in _LOADERS and (s.endswith((".jsonl", ".json")) or "/" in s or "\\" in s):
+    if name not in LOADERS and (s.endswith((".jsonl", ".json")) or "/" in s or "\\" in s):
         raise FileNotFoundError(f"calibration file {s} does not exist: give an existing JSONL file (or a "
                                 "registered loader such as gsm8k)")
     rows = get_calib_loader(name)(arg if sep else None)

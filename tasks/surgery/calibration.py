@@ -32,7 +32,6 @@ from tasks.surgery.calib_data import (  # noqa: F401  (re-exported API)
     FORMATTERS,
     IGNORE_INDEX,
     CalibExample,
-    UnknownCalibLoaderError,
     build_batch,
     calibration_sha256,
     format_alpaca,

@@ -7,10 +7,10 @@ policy (§7, §12) → clamp at ``sigma_clip_min`` → energy preservation (§9)
 included (§11), follow ``src/finetune/spectral_edit/edit_strategies.py`` of ``TTtianTT/peft-sft-lab``.
 
 The registry machinery (``PolicyInputs``, ``PolicySpec``, ``Role``/``ROLES``, ``register_policy``,
-``get_policy``, ``list_policies``, ``UnknownPolicyError``) and the shared helpers ``normalize`` and
+``get_policy``, ``list_policies``; an unknown name raises :class:`tasks.names.UnknownNameError`) and the shared helpers ``normalize`` and
 ``preserve_energy`` live in :mod:`tasks.surgery.policy_registry`, which imports no module that registers policies; this
 module re-exports all of them, so ``from tasks.surgery.policies import ...`` keeps working (the registry's dicts
-``_REGISTRY`` / ``_ALIASES`` are the registry module's own). This module holds the paper's policies, the control
+``POLICIES`` is the registry module's own :class:`tasks.names.Registry`). This module holds the paper's policies, the control
 ladder, :func:`policy_counts` and :func:`apply_policy`.
 
 The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §11), each with a ``role``:
@@ -40,7 +40,6 @@ from tasks.surgery.policy_registry import (  # noqa: F401  (re-exported: the pub
     PolicySpec,
     Rebuild,
     Role,
-    UnknownPolicyError,
     get_policy,
     list_policies,
     normalize,
@@ -324,7 +323,7 @@ def apply_policy(
         σ', shape (r,), fp32, on σ0's device.
 
     Raises:
-        UnknownPolicyError: unknown policy name.
+        UnknownNameError: unknown policy name.
         ValueError: shapes differ, or σ0 (or, for policies that use them, the sensitivities) hold
             NaN/Inf or negative magnitudes; a policy that needs γ got none, or γ is negative or not finite;
             a policy that needs the layer shape got none, or one with a dimension < 1; a pooled policy got

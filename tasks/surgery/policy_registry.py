@@ -3,7 +3,7 @@
 Paper: https://arxiv.org/abs/2603.03995. This module holds the machinery only: what a policy sees
 (:class:`PolicyInputs`), what a registration records (:class:`PolicySpec`, its ``Role`` and ``Rebuild`` form),
 the registry itself (:func:`register_policy`, :func:`get_policy`, :func:`list_policies`,
-:class:`UnknownPolicyError`) and the two helpers shared by the policies and the post-hoc edits,
+the one :class:`tasks.names.UnknownNameError`) and the two helpers shared by the policies and the post-hoc edits,
 :func:`normalize` (§6) and :func:`preserve_energy` (§9).
 
 It imports none of the modules that register policies, so they can all import it without a cycle: the paper's
@@ -17,7 +17,6 @@ edits). Lookups run at call time, so an edit may resolve another by name (``rmt_
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tasks.config import EditConfig, EnergyMode, GradNorm
+from tasks.names import Registry
 
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
 
@@ -133,19 +133,11 @@ class PolicySpec:
         return not self.is_control
 
 
-class UnknownPolicyError(ValueError, KeyError):
-    """An unregistered policy name (both a ValueError and a KeyError, so either ``except`` catches it)."""
-
-    def __str__(self) -> str:  # KeyError would wrap the message in quotes
-        return str(self.args[0]) if self.args else ""
-
-
 # Listing order, whatever the import order: the paper's policies with their random control, the control ladder,
 # then the post-hoc edits (within a group, registration order).
 _LISTING_GROUP = {"policy": 0, "random_control": 0, "scalar_control": 1, "canary": 1, "posthoc": 2}
 
-_REGISTRY: dict[str, PolicySpec] = {}
-_ALIASES: dict[str, str] = {}
+POLICIES: Registry[PolicySpec] = Registry("policy")
 
 
 def register_policy(
@@ -195,18 +187,17 @@ def register_policy(
         raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
     if rebuild not in REBUILDS:
         raise ValueError(f"rebuild must be one of {', '.join(REBUILDS)}; got {rebuild!r}")
-    for n in (name, *aliases):
+    for n in (name, *aliases):  # refused at decoration time, before the body is built
         if not isinstance(n, str) or not n.strip():
             raise ValueError(f"policy names must be non-empty strings, got {n!r}")
-        if n in _REGISTRY or n in _ALIASES:
+        if n in POLICIES:
             raise ValueError(f"policy name {n!r} is already registered; pick another name")
 
     def deco(fn: Callable[[PolicyInputs, EditConfig], Tensor]) -> Callable[[PolicyInputs, EditConfig], Tensor]:
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
         data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
-        _REGISTRY[name] = PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
-                                     data, needs_shape, keep_identical, describe, pool)  # fmt: skip
-        _ALIASES.update({a: name for a in aliases})
+        POLICIES.add(name, PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
+                                      data, needs_shape, keep_identical, describe, pool), aliases=aliases)  # fmt: skip
         return fn
 
     return deco
@@ -216,15 +207,9 @@ def get_policy(name: str) -> PolicySpec:
     """The spec registered under ``name`` or one of its aliases (``gd`` = ``grad_direction``).
 
     Raises:
-        UnknownPolicyError: unknown name; the message lists the known names and the closest matches.
+        UnknownNameError: unknown name; the message lists the known names and the closest matches.
     """
-    key = _ALIASES.get(name, name)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    known = sorted([*_REGISTRY, *_ALIASES])
-    close = difflib.get_close_matches(str(name), known, n=3)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownPolicyError(f"Unknown policy {name!r}.{hint} Known policies: {', '.join(known)}.")
+    return POLICIES.get(name)
 
 
 def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control")) -> list[str]:
@@ -235,8 +220,8 @@ def list_policies(roles: tuple[Role, ...] | None = ("policy", "random_control"))
     ``list_policies(("posthoc",))`` and everything is ``list_policies(None)``, always in that group order
     (registration order within a group, so it does not depend on which module was imported first).
     """
-    names = [n for n, spec in _REGISTRY.items() if roles is None or spec.role in roles]
-    return sorted(names, key=lambda n: _LISTING_GROUP[_REGISTRY[n].role])  # stable: registration order within
+    names = [n for n in POLICIES if roles is None or POLICIES.get(n).role in roles]
+    return sorted(names, key=lambda n: _LISTING_GROUP[POLICIES.get(n).role])  # stable: registration order within
 
 
 def normalize(values: Tensor, mode: GradNorm) -> Tensor:

@@ -62,7 +62,7 @@ def test_every_yaml_parses(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_is_a_run_config(path):
     from tasks.evaluation.benchmarks import PROFILES, resolve_benchmark
-    from tasks.evaluation.evaluate import _EVALUATORS
+    from tasks.evaluation.evaluate import EVALUATORS
     from tasks.surgery.policies import get_policy
 
     data = yaml.safe_load(path.read_text())
@@ -70,7 +70,7 @@ def test_every_config_is_a_run_config(path):
     # values only, by registered name: no import paths, no machine-specific locations
     assert "data_dir" not in data and "registry_url" not in data
     assert all(get_policy(p).name == p for p in cfg.surgery.policies)
-    assert cfg.evaluator in _EVALUATORS
+    assert cfg.evaluator in EVALUATORS
     for family in PROFILES[cfg.benchmark_profile]:
         resolve_benchmark(family, profile=cfg.benchmark_profile)
 

@@ -10,7 +10,6 @@ import torch
 from tasks.surgery.calib_data import (
     IGNORE_INDEX,
     CalibExample,
-    UnknownCalibLoaderError,
     build_batch,
     calibration_sha256,
     format_alpaca,
@@ -24,6 +23,7 @@ from tasks.surgery.calib_data import (
     register_calib_loader,
 )
 from tasks.config import CalibConfig
+from tasks.names import UnknownNameError
 from tests import tiny
 
 EOS = "</s>"
@@ -184,10 +184,10 @@ def test_sha256_stable_and_order_sensitive():
 # ---------------------------------------------------------------- registry
 
 def test_unknown_loader_suggests_close_names():
-    with pytest.raises(UnknownCalibLoaderError, match=r"Did you mean 'gsm8k'") as e:
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'gsm8k'") as e:
         load_calibration("gsm8kk", _cfg())
     assert isinstance(e.value, KeyError) and "jsonl" in str(e.value)
-    with pytest.raises(UnknownCalibLoaderError):
+    with pytest.raises(UnknownNameError):
         get_calib_loader("hff")
 
 

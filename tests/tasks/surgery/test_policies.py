@@ -10,9 +10,9 @@ import torch
 
 from tasks.surgery import policies, policy_registry
 from tasks.config import EditConfig
+from tasks.names import UnknownNameError
 from tasks.surgery.policies import (
     PolicyInputs,
-    UnknownPolicyError,
     apply_policy,
     get_policy,
     list_policies,
@@ -90,18 +90,17 @@ def test_gd_alias():
 
 
 def test_unknown_name_suggests_close_match():
-    with pytest.raises(UnknownPolicyError) as e:
+    with pytest.raises(UnknownNameError) as e:
         get_policy("smoth_abs")
     msg = str(e.value)
     assert "Did you mean 'smooth_abs'" in msg and "abs_select" in msg and "robust_z" in msg
     assert isinstance(e.value, KeyError) and isinstance(e.value, ValueError)
-    with pytest.raises(ValueError, match="Unknown policy"):
+    with pytest.raises(ValueError, match="unknown policy"):
         apply_policy("nope", SIGMA0, G.abs(), G, DEFAULT)
 
 
 def test_duplicate_registration_raises(monkeypatch):
-    monkeypatch.setattr(policy_registry, "_REGISTRY", dict(policy_registry._REGISTRY))
-    monkeypatch.setattr(policy_registry, "_ALIASES", dict(policy_registry._ALIASES))
+    monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
 
     @register_policy("tmp_identity", aliases=("tmp_id",))
     def tmp_identity(inp, cfg):
@@ -474,7 +473,7 @@ def test_control_ladder_roles_and_flags():
 
 
 def test_register_policy_role_arguments(monkeypatch):
-    monkeypatch.setattr(policy_registry, "_REGISTRY", dict(policy_registry._REGISTRY))
+    monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
 
     @register_policy("tmp_control", is_control=True)
     def tmp_control(inp, cfg):

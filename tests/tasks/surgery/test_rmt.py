@@ -15,7 +15,8 @@ from tasks.adapter_io import load_adapter
 from tasks.surgery.calibration import CalibExample
 from tasks.config import CalibConfig, EditConfig, RMTConfig, SurgeryConfig
 from tasks.surgery.edit import edit_sigmas, prepare, prepare_data_free, write_candidate
-from tasks.surgery.policies import UnknownPolicyError, apply_policy, get_policy
+from tasks.names import UnknownNameError
+from tasks.surgery.policies import apply_policy, get_policy
 from tasks.surgery.rmt import (
     dg_hard_spectrum,
     dg_threshold,
@@ -196,7 +197,7 @@ def test_bulk_only_base_policy():
     pol = apply_policy("grad_direction", H1.float(), G.abs(), G, EditConfig())
     want = torch.cat([H1[:4].float(), pol[4:] * (7.5 / float(pol[4:].sum()))])
     torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
-    with pytest.raises(UnknownPolicyError, match="Did you mean"):
+    with pytest.raises(UnknownNameError, match="Did you mean"):
         _bulk(H1, EditConfig(rmt_bulk_only={"base_policy": "abs_selct"}))
     for bad in ("hns", "rmt_bulk_only", "zero_rebuild"):
         with pytest.raises(ValueError, match="must be a reweighting policy"):
