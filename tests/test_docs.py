@@ -29,16 +29,26 @@ CITATION = re.compile(r"\b(METHOD|EXTENSIONS)(?:\.md)?\s*§\s*(\d+(?:\.\d+)*)")
 SECTION = re.compile(r"§\s*(\d+(?:\.\d+)*)")
 
 
-def prose(text: str) -> str:
-    """``text`` with fenced code blocks and inline code blanked (line count kept), where links are not links."""
+def without_fences(text: str) -> str:
+    """``text`` with its fenced code blocks blanked, line count kept (headings may hold inline code: it shapes
+    their anchors)."""
     out, fenced = [], False
     for line in text.splitlines():
         if FENCE.match(line.strip()):
             fenced = not fenced
             out.append("")
-            continue
-        out.append("" if fenced else re.sub(r"`[^`]*`", "``", line))
+        else:
+            out.append("" if fenced else line)
     return "\n".join(out)
+
+
+def prose(text: str) -> str:
+    """``text`` with fenced code blocks and inline code blanked (line count kept), where links are not links.
+
+    A code span may run over a line break but not over a blank line, as in CommonMark.
+    """
+    return re.sub(r"`[^`\n]*(?:\n(?![ \t]*\n)[^`\n]*)*`", lambda m: "``" + "\n" * m.group().count("\n"),
+                  without_fences(text))
 
 
 def fenced_blocks(text: str) -> list[str]:
@@ -67,7 +77,7 @@ def anchors(path: Path) -> set[str]:
     """Every heading anchor of a Markdown file, repeats numbered as GitHub numbers them."""
     seen: dict[str, int] = {}
     found = set()
-    for line in prose_keep_code_spans(path.read_text()).splitlines():
+    for line in without_fences(path.read_text()).splitlines():
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue
@@ -78,30 +88,16 @@ def anchors(path: Path) -> set[str]:
     return found
 
 
-def prose_keep_code_spans(text: str) -> str:
-    """``text`` without its fenced blocks (headings may hold inline code, which shapes their anchors)."""
-    out, fenced = [], False
-    for line in text.splitlines():
-        if FENCE.match(line.strip()):
-            fenced = not fenced
-            out.append("")
-        else:
-            out.append("" if fenced else line)
-    return "\n".join(out)
-
-
-def links(path: Path) -> list[tuple[int, str, str]]:
-    """``(line, text, target)`` of every inline link outside code."""
-    found = []
-    for i, line in enumerate(prose(path.read_text()).splitlines(), 1):
-        found += [(i, m.group(1), m.group(2)) for m in LINK.finditer(line)]
-    return found
+def links(path: Path) -> list[tuple[int, int, int, str]]:
+    """``(line, start, end, target)`` of every inline link outside code (its text may run over a line break)."""
+    text = prose(path.read_text())
+    return [(text.count("\n", 0, m.start()) + 1, m.start(), m.end(), m.group(2)) for m in LINK.finditer(text)]
 
 
 def spec_sections(path: Path) -> set[str]:
     """The section numbers (``7``, ``7.3``) that head a specification page's sections."""
     numbers = set()
-    for line in prose_keep_code_spans(path.read_text()).splitlines():
+    for line in without_fences(path.read_text()).splitlines():
         m = re.match(r"^#{2,6}\s+(\d+(?:\.\d+)*)\.?\s", line)
         if m:
             numbers.add(m.group(1))
@@ -127,7 +123,7 @@ def test_readme_opens_with_the_two_commands_verbatim():
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(page):
     broken = []
-    for line, _, target in links(page):
+    for line, _, _, target in links(page):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
             continue
         file_part, _, anchor = target.partition("#")
@@ -143,21 +139,20 @@ def test_every_relative_link_resolves(page):
 def test_every_spec_citation_is_a_link_into_the_spec(page):
     """``METHOD §5`` in the docs is a link to docs/method-spec.md#5-..., so the reader never needs a file we lack."""
     bare = []
-    for i, line in enumerate(prose(page.read_text()).splitlines(), 1):
-        linked = [(m.start(), m.end(), m.group(1), m.group(2)) for m in LINK.finditer(line)]
-        for c in CITATION.finditer(line):
-            ok = any(s <= c.start() < e and Path(t.partition("#")[0]).name == SPEC[c.group(1)].name
-                     and t.partition("#")[2].startswith(c.group(2).replace(".", "") + "-") for s, e, _, t in linked)
-            if not ok:
-                bare.append(f"{page.relative_to(ROOT)}:{i}: {c.group(0)}")
+    text = prose(page.read_text())
+    linked = [(start, end, target) for _, start, end, target in links(page)]
+    for c in CITATION.finditer(text):
+        file_part, _, anchor = next((t for s, e, t in linked if s <= c.start() < e), "").partition("#")
+        if Path(file_part).name != SPEC[c.group(1)].name or not anchor.startswith(c.group(2).replace(".", "") + "-"):
+            bare.append(f"{page.relative_to(ROOT)}:{text.count(chr(10), 0, c.start()) + 1}: {c.group(0)}")
     assert not bare, "cite as [METHOD §N](method-spec.md#N-...):\n" + "\n".join(bare)
 
 
 def code_citations() -> list[tuple[str, str, str]]:
     """``(where, spec, section)`` of every ``METHOD §N`` / ``EXTENSIONS §N`` in the code, configs and tests.
 
-    A citation runs from its prefix to the next ``)``, ``(``, ``;``, ``:``, quote, prefix or line end, so ``METHOD §6-§12``
-    and ``METHOD §2 steps 1-2 and 8, §8.2, §10`` cite every section they name.
+    A citation runs from its prefix to the next ``)``, ``(``, ``;``, ``:``, quote, prefix or line end, so
+    ``METHOD §6-§12`` and ``METHOD §2 steps 1-2 and 8, §8.2, §10`` cite every section they name.
     """
     found = []
     for folder in ("tasks", "flows", "registry", "deployments", "tests"):
@@ -185,5 +180,6 @@ def test_the_checkers_themselves():
     assert slug("3. Compact SVD of BA without forming ΔW") == "3-compact-svd-of-ba-without-forming-δw"
     assert slug("The main job: `spectral-surgery demo`") == "the-main-job-spectral-surgery-demo"
     assert prose("a `[x](y)` b\n```\n[z](w)\n```") == "a `` b\n\n\n"
-    assert LINK.findall("see [METHOD §5](docs/method-spec.md#5-calibration-data).") == [
-        ("METHOD §5", "docs/method-spec.md#5-calibration-data")]
+    assert prose("a `c\n[x](y)` [v](w)") == "a ``\n [v](w)"
+    assert LINK.findall("see [METHOD\n§5](docs/method-spec.md#5-calibration-data).") == [
+        ("METHOD\n§5", "docs/method-spec.md#5-calibration-data")]
