@@ -268,7 +268,7 @@ def _budgets() -> list[str]:
               "policy, the control ladder, task benchmark, IFEval guard, gate, promotion) and render the "
               "dashboard. Nothing is downloaded.")
 @click.option("--budget", type=click.Choice(_budgets()), default="default", show_default=True,
-              help="Preset amount of work (smallest: a smoke run in minutes; default: the README's numbers).")
+              help="Preset amount of work (smallest: a smoke run in minutes; default: the numbers in docs/demo.md).")
 @click.option("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
 @click.option("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
 @click.option("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")

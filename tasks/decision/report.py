@@ -228,7 +228,7 @@ def _pts_ci(x: dict[str, Any]) -> str:
 
 
 def what_wins_markdown(rows: list[dict[str, Any]]) -> str:
-    """:func:`what_wins` as a Markdown table (the CLI's ``report`` and the README)."""
+    """:func:`what_wins` as a Markdown table (the CLI's ``report`` and docs/decisions.md)."""
     lines = ["| family | edit | data | adapters | promoted | passed / held / rejected | Δ vs unedited (pts, 95% CI) "
              "| Δ IFEval (pts) | s per edit (prepare + write + evaluate) | s per adapter run |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]

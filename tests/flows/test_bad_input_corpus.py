@@ -6,7 +6,7 @@ file and the field, and the fragment that says how to fix it. ``register`` (and 
 one ``spectral-surgery run --evaluator fake`` with a good adapter beside the bad ones: the failure is recorded in
 the registry, the good adapter completes, and the console shows one line per failure and no traceback.
 
-:func:`test_corpus_figures` computes the README's figures: cases, clear (the message names the file or field
+:func:`test_corpus_figures` computes the figures in docs/operations.md: cases, clear (the message names the file or field
 and says how to fix it), recorded (run-time failures found in the registry), crashes (tracebacks).
 """
 
@@ -392,7 +392,7 @@ def test_run_time_failure_is_recorded_in_one_line(case: RunCase, night):
 
 
 def test_corpus_figures():
-    """The README's figures, from the cases that ran in this session (all of them when the file runs whole)."""
+    """The figures in docs/operations.md, from the cases that ran in this session (all of them when the file runs whole)."""
     every = [c.id for c in CASES] + [c.id for c in RUN_CASES]
     if set(RESULTS) != set(every):
         pytest.skip(f"figures need the whole file: {len(RESULTS)} of {len(every)} cases ran")

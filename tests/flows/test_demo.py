@@ -2,7 +2,7 @@
 
 It runs the real thing in a child process (bundled SmolLM2 from the GGUF, three freshly trained demo adapters,
 the real nightly flow with lm-eval on the offline suites, the IFEval guard, the gate) and then reads what it
-left behind in the registry and on disk. A few minutes on 2 cores; the full demo's numbers are in the README.
+left behind in the registry and on disk. A few minutes on 2 cores; the full demo's numbers are in docs/demo.md.
 """
 
 from __future__ import annotations
