@@ -330,3 +330,89 @@ def production_set(registry, *, only: str | None = None) -> list[ProductionEntry
                 sha256=candidate.artifact_sha256 if candidate is not None else state.content_sha256,
                 implicit=state.implicit))
     return out
+
+
+# ------------------------------------------------------------------------------------------------------ why
+@dataclass(frozen=True)
+class VersionRef:
+    """One adapter version as a person names it: ``ops-math@3`` (the adapter's 3rd version), global id 22."""
+
+    id: int
+    number: int
+    sha256: str
+    first_seen_at: datetime
+
+    def label(self, adapter: str) -> str:
+        return f"{adapter}@{self.number} (v{self.id})"
+
+
+@dataclass(frozen=True)
+class AdapterStory:
+    """Everything ``spectral-surgery why ADAPTER`` explains, read in one transaction (plain values, typed).
+
+    Attributes:
+        adapter: Its name; ``family``, ``benchmark_override``, ``enabled``, ``fetch_error`` as registered.
+        versions: Oldest first; ``number`` counts this adapter's versions from 1 (the global id is ``id``).
+        last_run: The latest refinement of any of its versions: run id, version id, status, error, when.
+        decision: The latest decision on any of its versions (id, version id, verdict, sentence, statistics, at).
+        production: What it serves now (:class:`ProductionEntry`), or None with no version yet.
+        pending_reviews: Review ids waiting for approval, with their decision and expiry.
+    """
+
+    adapter: str
+    family: str
+    benchmark_override: str | None
+    enabled: bool
+    fetch_error: str | None
+    versions: tuple[VersionRef, ...]
+    last_run: dict[str, Any] | None
+    decision: dict[str, Any] | None
+    production: ProductionEntry | None
+    pending_reviews: tuple[dict[str, Any], ...]
+
+    def version(self, version_id: int | None) -> VersionRef | None:
+        return next((v for v in self.versions if v.id == version_id), None)
+
+    def label(self, version_id: int | None) -> str:
+        v = self.version(version_id)
+        return "—" if v is None else v.label(self.adapter)
+
+
+def adapter_story(registry, name: str) -> AdapterStory | None:
+    """What happened to adapter ``name`` and why, from one read transaction; None if no adapter has that name."""
+    with session_scope(registry.engine, write=False) as s:
+        adapter = s.scalars(select(Adapter).where(Adapter.name == name)).first()
+        if adapter is None:
+            return None
+        versions = tuple(VersionRef(v.id, i, v.content_sha256, v.first_seen_at) for i, v in enumerate(
+            s.scalars(select(AdapterVersion).where(AdapterVersion.adapter_id == adapter.id)
+                      .order_by(AdapterVersion.first_seen_at, AdapterVersion.id)), start=1))
+        ids = [v.id for v in versions]
+        run = None
+        if ids:
+            row = s.execute(select(AdapterRun, RefinementRun.started_at)
+                            .join(RefinementRun, RefinementRun.id == AdapterRun.run_id)
+                            .where(AdapterRun.adapter_version_id.in_(ids))
+                            .order_by(AdapterRun.id.desc()).limit(1)).first()
+            if row is not None:
+                ar, started = row
+                run = {"run_id": ar.run_id, "version_id": ar.adapter_version_id, "status": ar.status,
+                       "error_type": ar.error_type, "error_message": ar.error_message,
+                       "at": _iso(ar.ended_at or ar.started_at or started), "decision_id": ar.decision_id}
+        decision = None
+        if ids:
+            d = s.scalars(select(Decision).where(Decision.adapter_version_id.in_(ids))
+                          .order_by(Decision.created_at.desc(), Decision.id.desc()).limit(1)).first()
+            if d is not None:
+                stats = d.statistics_json or {}
+                decision = {"id": d.id, "version_id": d.adapter_version_id, "run_id": d.run_id,
+                            "verdict": stats.get("verdict") or ("promote" if d.promoted else "reject"),
+                            "promoted": d.promoted, "sentence": d.sentence, "statistics": stats,
+                            "at": _iso(d.created_at)}
+        reviews = tuple({"id": r.id, "decision_id": r.decision_id, "expires_at": _iso(r.expires_at)}
+                        for r in s.scalars(select(Review).where(Review.adapter_id == adapter.id,
+                                                                Review.state == "pending").order_by(Review.id)))
+        fetch_error, family, override, enabled = (adapter.fetch_error, adapter.task_family,
+                                                  adapter.benchmark_override, adapter.enabled)
+    production = next(iter(production_set(registry, only=name)), None) if versions else None
+    return AdapterStory(name, family, override, enabled, fetch_error, versions, run, decision, production, reviews)

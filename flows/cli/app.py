@@ -327,6 +327,14 @@ def _publish(**kwargs: Any) -> None: ...
 def _history(**kwargs: Any) -> None: ...
 
 
+@command("why", "why:cmd_why", short_help="What happened to one adapter, why, and what to do next.",
+         help="The adapter's versions (ADAPTER@N beside the global id), its last refinement and any failure, its latest "
+              "decision with each candidate's gain, interval and reason, what production serves and why, pending "
+              "reviews, and the next step (documents needed, a retrained version held, a source to fix).")
+@click.argument("adapter", metavar="ADAPTER")
+def _why(**kwargs: Any) -> None: ...
+
+
 @command("promote", "adapters:cmd_promote", short_help="Manual override: put a candidate in production.",
          help="Put a candidate in production by hand (audited as manual_override).")
 @click.argument("candidate", metavar="CANDIDATE_ID")
