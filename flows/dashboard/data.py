@@ -55,14 +55,23 @@ def _epoch(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
 
 
-def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence: float) -> dict | None:
+def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence: float,
+            bounds: tuple[float, float] = (0.0, 1.0)) -> dict | None:
     """A score with its two-sided interval: ``mean ± z·SE`` when the evaluator gave a standard error, else the
-    Wilson score interval (0/1 outcomes) from ``n``; ``lo``/``hi`` are None when neither is known."""
+    Wilson score interval (0/1 outcomes) from ``n``; ``lo``/``hi`` are None when neither is known.
+
+    The normal interval is clipped to the metric's range ``bounds`` (every task and guard metric here is a rate in
+    [0, 1]): 97.5 % ± 4.9 reads ``[92.6, 100.0]``, never a score above 100 %. A mean outside ``bounds`` is not a
+    rate and is left unclipped.
+    """
     if mean is None or not math.isfinite(mean):
         return None
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     if stderr is not None and math.isfinite(stderr):
-        return {"mean": mean, "lo": mean - z * stderr, "hi": mean + z * stderr}
+        lo, hi = mean - z * stderr, mean + z * stderr
+        if bounds[0] <= mean <= bounds[1]:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        return {"mean": mean, "lo": lo, "hi": hi}
     if n and 0.0 <= mean <= 1.0:
         centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -596,3 +596,17 @@ def test_what_wins_section_matches_the_report(flow, tmp_path):
     assert data["what_wins"] and {r["edit"] for r in data["what_wins"]} >= {"smooth_abs"}
     html = render_dashboard(reg, tmp_path / "d.html").read_text()
     assert 'id="what-wins"' in html and "What wins, for which adapters" in html
+
+
+@pytest.mark.parametrize("mean, stderr, n, lo, hi", [
+    (0.975, 0.025, 40, 0.975 - 1.959964 * 0.025, 1.0),  # issue 27: "97.5 [92.6, 102.4]" reads [92.6, 100.0]
+    (0.02, 0.02, 50, 0.0, 0.02 + 1.959964 * 0.02),
+    (0.5, 0.05, 100, 0.5 - 1.959964 * 0.05, 0.5 + 1.959964 * 0.05),  # inside the range: unchanged
+])
+def test_task_intervals_stay_inside_the_metric_range(mean, stderr, n, lo, hi):
+    from flows.dashboard.data import mean_ci
+
+    ci = mean_ci(mean, stderr, n, 0.95)
+    assert ci["mean"] == mean and ci["lo"] == pytest.approx(lo, abs=1e-6) and ci["hi"] == pytest.approx(hi, abs=1e-6)
+    wilson = mean_ci(1.0, None, 10, 0.95)  # no stderr: Wilson, always inside [0, 1]
+    assert 0.0 <= wilson["lo"] <= wilson["hi"] <= 1.0
