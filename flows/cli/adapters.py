@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from flows.cli.common import (
+    EXIT_USAGE,
     adapter_dict,
     candidates_of_latest,
     console,
@@ -301,6 +302,12 @@ def cmd_report(args) -> int:
     from registry.read import latest_decisions
     from tasks.decision.report import cost_by_data, cost_text, what_wins
 
+    if args.family:
+        from tasks.evaluation.benchmarks import FAMILIES
+        from tasks.names import unknown_name
+
+        if args.family not in FAMILIES:  # `--family maths` must not read as "no decisions yet"
+            return fail(f"--family: {unknown_name('task family', args.family, list(FAMILIES))}", code=EXIT_USAGE)
     reg = open_registry(args)
     decisions = latest_decisions(reg)
     reg.close()
@@ -310,7 +317,8 @@ def cmd_report(args) -> int:
 
     def render() -> None:
         if not rows:
-            console().print("No decisions yet: run `spectral-surgery run` (or `demo`) first.")
+            console().print(f"No decisions of {args.family} adapters yet." if args.family else
+                            "No decisions yet: run `spectral-surgery run` (or `demo`) first.")
             return
         fmt = lambda x: "–" if x["mean"] is None else (  # noqa: E731
             f"{x['mean']:+.1f}" + ("" if x["lo"] is None else f" [{x['lo']:+.1f}, {x['hi']:+.1f}]"))
@@ -342,12 +350,11 @@ def cmd_dashboard(args) -> int:
     reg = open_registry(args)
     data_dir, _ = resolve_location(args)
     if args.evidence:
-        from flows.dashboard import evidence_markdown
-        from flows.dashboard import collect
+        from flows.dashboard import collect, evidence_markdown, evidence_rows
 
-        text = evidence_markdown(collect(reg))
+        data = collect(reg)
         reg.close()
-        return emit(args, {"evidence_markdown": text}, lambda: sys.stdout.write(text))
+        return emit(args, {"rows": evidence_rows(data)}, lambda: sys.stdout.write(evidence_markdown(data)))
     if args.serve:
         console().print(f"Serving the dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
         serve_dashboard(reg, args.host, args.port, args.interval)

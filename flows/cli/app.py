@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded
+from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded, quiet_closed_pipe
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
 
@@ -404,16 +404,6 @@ def _dashboard(**kwargs: Any) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------- main
-def _quiet_closed_pipe() -> int:
-    """``list --json | head``: the reader left; point stdout at /dev/null so the interpreter's flush is silent."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout is not a real file (captured in tests)
-        pass
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit code (module docstring)."""
     from flows.cli.prefect_home import local_defaults
@@ -431,6 +421,6 @@ def main(argv: list[str] | None = None) -> int:
     except click.Abort:
         return fail("interrupted", code=130)
     except BrokenPipeError:
-        return _quiet_closed_pipe()
+        return quiet_closed_pipe()
     except SystemExit as e:  # Click's own exits (shell completion; a closed pipe, after silencing the streams)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -86,8 +86,8 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             return int(fn(args) or 0)
         except KeyboardInterrupt:
             return fail("interrupted", code=EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            raise  # the reader of stdout left: main() ends quietly
+        except BrokenPipeError:  # the reader of stdout left (`list --json | head -1`): end quietly, exit 0
+            return quiet_closed_pipe()  # here, not in main(): Click turns an EPIPE it sees into exit 1
         except Exception as e:  # the CLI's contract: a message that says what to fix, not a traceback
             if getattr(args, "verbose", False):
                 from rich.console import Console
@@ -96,6 +96,18 @@ def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             return fail(message(e), code=exit_code(e))
 
     return run
+
+
+def quiet_closed_pipe() -> int:
+    """The reader of stdout left: point stdout at /dev/null so the interpreter's last flush is silent; exit 0."""
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests)
+        pass
+    return 0
 
 
 def message(e: BaseException) -> str:

@@ -9,8 +9,15 @@ writes to the registry, and nothing here imports the command line.
 """
 
 from flows.dashboard.data import collect
-from flows.dashboard.page import adapter_data, adapter_markdown, build_page, evidence_markdown, render_dashboard
+from flows.dashboard.page import (
+    adapter_data,
+    adapter_markdown,
+    build_page,
+    evidence_markdown,
+    evidence_rows,
+    render_dashboard,
+)
 from flows.dashboard.serve import serve_dashboard
 
-__all__ = ["adapter_data", "adapter_markdown", "build_page", "collect", "evidence_markdown", "render_dashboard",
+__all__ = ["adapter_data", "adapter_markdown", "build_page", "collect", "evidence_markdown", "evidence_rows", "render_dashboard",
            "serve_dashboard"]

@@ -182,6 +182,23 @@ def evidence_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evidence_rows(data: dict) -> list[dict]:
+    """The evidence table's rows as plain values (``dashboard --evidence --json``), one per adapter and arm of each
+    adapter's latest decision: ``task`` ``{mean, lo, hi}`` (fractions), the paired differences ``vs_baseline``,
+    ``vs_control``, ``vs_scalar`` and ``guard_delta`` ``{delta, lo, hi, p, n}`` (fractions; None where not scored),
+    and ``verdict`` in the Markdown table's words."""
+    rows = []
+    for a in data["adapters"]:
+        if not a.get("nights"):
+            continue
+        for r in a["nights"][0]["rows"]:
+            rows.append({"adapter": a["name"], "candidate": "unedited" if r["role"] == "baseline" else r["arm"],
+                         "role": r["role"], "task": r["task"], "vs_baseline": r["vs_baseline"],
+                         "vs_control": r["vs_control"], "vs_scalar": r.get("vs_scalar"),
+                         "guard_delta": r["guard_delta"], "verdict": _md_verdict(r).strip("*")})
+    return rows
+
+
 def _md_ci(x: dict | None, signed: bool = False) -> str:
     if not x:
         return "–"

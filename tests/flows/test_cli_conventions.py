@@ -90,6 +90,28 @@ def test_closed_pipe_ends_quietly(tmp_path):
     finally:
         os.close(write)
     assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr and "error" not in p.stderr.lower()
+    assert p.returncode == 0
+
+
+@pytest.mark.parametrize("json_", [True, False])
+def test_a_reader_that_leaves_early_gets_exit_0(tmp_path, json_):
+    """``list --json | head -1`` over a large registry: the reader leaves mid-output; exit 0 and no noise (Click
+    turns an EPIPE it sees into exit 1, so the command handles it first)."""
+    from registry.repository import Registry
+
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    reg = Registry.open(None, data)
+    for i in range(300):
+        reg.register_adapter(f"ad{i:03d}", f"/srv/loras/ad{i:03d}", "base", "math")
+    reg.close()
+    argv = [sys.executable, "-m", "flows.cli", "list", "--data-dir", str(data)] + (["--json"] if json_ else [])
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    p.stdout.close()  # `head -1` exits
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0, err
+    assert first.strip() and "Traceback" not in err and "Exception ignored" not in err and "error" not in err.lower()
 
 
 def test_prefect_telemetry_off_by_default(monkeypatch, capsys):

@@ -441,6 +441,11 @@ def test_report_says_what_wins_per_family_and_edit(ran):
     assert only["adapters"] == 1 and {r["family"] for r in only["rows"]} == {"math"}
     text = cli(*_in(ran.data, "report"))
     assert text.code == 0 and "What wins" in text.out and "smooth_abs" in text.out
+    # a misspelt family is an error that names the fix, not "no decisions yet" (issue 27)
+    assert_error(cli(*_in(ran.data, "report", "--family", "maths")), "--family: unknown task family 'maths'",
+                 "Did you mean 'math'?")
+    none = cli(*_in(ran.data, "report", "--family", "code"))
+    assert none.code == 0 and "No decisions of code adapters yet." in none.out
 
 
 def _exists(reg, decision_id: int) -> bool:

@@ -483,7 +483,11 @@ def test_evidence_markdown_has_a_row_per_arm_of_each_latest_decision(flow, capsy
     assert main(["dashboard", "--data-dir", str(info["data_dir"]), "--evidence"]) == 0
     assert capsys.readouterr().out == md
     assert main(["dashboard", "--data-dir", str(info["data_dir"]), "--evidence", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"evidence_markdown": md}
+    as_json = json.loads(capsys.readouterr().out)["rows"]  # plain values, not Markdown in a string
+    assert [(r["adapter"], r["candidate"]) for r in as_json] == [(c[0].removeprefix("| "), c[1]) for c in rows]
+    assert [r["verdict"] for r in as_json] == [c[-1].rstrip(" |").strip("*") for c in rows]
+    for r, (_, arm) in zip(as_json, latest):
+        assert r["task"] == arm["task"] and r["vs_baseline"] == arm["vs_baseline"]
 
 
 def test_fingerprint_is_stable_and_moves_with_the_registry(flow, tmp_path):
