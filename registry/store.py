@@ -79,7 +79,7 @@ class Store:
         if found is None:
             names = list(s.scalars(select(Adapter.name)))
             close = difflib.get_close_matches(str(adapter), names, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; register_adapter() it first"
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; register it first (`spectral-surgery register NAME ...`)"
             raise NotFoundError(f"no adapter named {adapter!r}{hint}")
         return found
 
