@@ -577,12 +577,19 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
     stage_hook.reached("decision")
-    promoted, review = False, None
+    promoted, review, held_back = False, None, None
     if row.promoted and config.moves:
-        event, created = reg.promote_decision(row, actor=config.actor)
-        if created:  # a repeat (a retried task, a racing run) announces nothing twice
-            events.announce_move(reg, event)
-        promoted = True
+        from registry.promotion import BackwardsError
+
+        try:
+            event, created = reg.promote_decision(row, actor=config.actor)
+        except BackwardsError as e:  # production serves a newer version: the gate never moves it backwards
+            held_back = str(e)
+            _logger().warning("decision %d not promoted: %s", row.id, e)
+        else:
+            if created:  # a repeat (a retried task, a racing run) announces nothing twice
+                events.announce_move(reg, event)
+            promoted = True
     elif row.promoted and config.promote == "review":
         review = request_review(reg, row, config)
     recorded = row.statistics_json or {}
@@ -591,7 +598,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
             "verdict": verdict, "n_needed": n_needed,
             "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
-            "sentence": row.sentence, "statistics": recorded}
+            "sentence": row.sentence if held_back is None else f"{row.sentence} Not promoted: {held_back}",
+            "statistics": recorded}
 
 
 def request_review(reg, decision, config: RunConfig) -> dict | None:
