@@ -81,15 +81,18 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import door_checks, door_warnings
+        from tasks.door import context_warnings, door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
-        findings = door_checks(source, base, args.base_revision, config["calib"] if config else None)
+        findings, later = context_warnings(door_checks(source, base, args.base_revision,
+                                                       config["calib"] if config else None, family=args.family,
+                                                       benchmark_override=args.benchmark,
+                                                       data_dir=resolve_location(args)[0]))
         if findings:
             reg.close()
             return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
                         + " (fix it, or pass --no-check to register anyway)")
-        for finding in door_warnings(source, base):
+        for finding in [*door_warnings(source, base), *later]:
             warn(finding.message)
     adapter = reg.register_adapter(
         args.name, source, base, args.family,
@@ -105,19 +108,22 @@ def cmd_register(args) -> int:
 @guarded
 def cmd_check(args) -> int:
     """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import door_checks, door_warnings
+    from tasks.door import context_warnings, door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
     reg.close()
     rows = []
+    data_dir = resolve_location(args)[0]
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
-        findings = door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib)
+        findings, later = context_warnings(door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib,
+                                                       family=a.task_family, benchmark_override=a.benchmark_override,
+                                                       data_dir=data_dir))
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
                      "warnings": [{"what": w.what, "message": w.message}
-                                  for w in door_warnings(a.source_uri, a.base_model_id)]})
+                                  for w in [*door_warnings(a.source_uri, a.base_model_id), *later]]})
 
     def render() -> None:
         if not rows:

@@ -160,6 +160,22 @@ class Progress:
         return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
 
 
+def preflight(config, adapters) -> str | None:
+    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_door`); None: it can."""
+    from tasks.run_door import check_device, check_dtype, context_problems
+
+    try:
+        check_device(config.device)
+        check_dtype(config.evaluator_options.get("dtype"))
+    except ValueError as e:
+        return str(e)
+    if config.evaluator == "fake":  # generates nothing: no context to fit
+        return None
+    problems = context_problems(adapters, max_gen_toks=config.evaluator_options.get("max_gen_toks"),
+                                profile=config.benchmark_profile, data_dir=config.data_dir)
+    return "; ".join(problems) if problems else None
+
+
 def _error_line(error_type: str, text: str | None) -> str:
     """``Type: message`` of a recorded failure, whose text is the whole traceback (the exception comes last)."""
     short = error_type.rsplit(".", 1)[-1]
@@ -216,6 +232,9 @@ def cmd_run(args) -> int:
     reg = worker.registry(config)
     err = Console(stderr=True)
     enabled = reg.list_adapters(enabled_only=True)
+    refused = preflight(config, enabled)
+    if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded
+        return fail(refused)
     err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
               f"{config.task_runner} task runner × {config.concurrency}"
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
