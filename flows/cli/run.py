@@ -259,6 +259,13 @@ def cmd_run(args) -> int:
                           r.get("benchmark") or "—", verdict_cell(r), _served(r),
                           escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
         console.print(table)
+        for name, note in behind.items():
+            console.print(f"[yellow]note:[/] {escape(name)} {escape(note['text'])}")
 
+    from flows.cli.common import production_behind
+
+    names = dict.fromkeys(r["adapter"] for r in summary["results"])
+    behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}
+    summary["production_behind"] = behind
     emit(args, summary, render)
     return 1 if failed else 0

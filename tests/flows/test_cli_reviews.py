@@ -63,3 +63,31 @@ def test_approve_force_serves_the_older_version_with_a_warning(tmp_path):
     (event,) = reg.history("ops")
     assert event.to_version_id == v1.id and "backwards" in event.evidence_json["warning"]
     reg.close()
+
+
+def test_list_says_when_production_serves_an_edit_of_an_older_version_and_why(tmp_path):
+    """A retrained adapter whose new version is HELD keeps production on an edit of the old version: ``list``
+    says so, with the new version's verdict (``run``'s summary uses the same words)."""
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    reg = Registry.open(data_dir=data)
+    path, digest = artifact("cli-reviews/h1")
+    reg.register_adapter("ops", path, "acme/base", "instruction")
+    v1, _ = reg.record_version("ops", digest, None, path)
+    reg.promote(_decision(reg, v1, "h1"))
+    (row,) = cli("list", "--json", "--data-dir", data).json()
+    assert row["production_behind"] is None  # serves an edit of the latest version
+    path2, digest2 = artifact("cli-reviews/h2")
+    v2, _ = reg.record_version("ops", digest2, None, path2)
+    (row,) = cli("list", "--json", "--data-dir", data).json()
+    assert row["production_behind"]["latest_version"] == v2.id and "not refined yet" in row["production_behind"]["why"]
+    held = reg.record_decision(v2.id, hashlib.sha256(b"held").hexdigest(), run_id=None, candidate_key=None,
+                               promoted_candidate_id=None, statistics={"verdict": "hold", "n_needed": 400},
+                               sentence="HOLD: the interval holds both no gain and min_effect")
+    (row,) = cli("list", "--json", "--data-dir", data).json()
+    behind = row["production_behind"]
+    assert (behind["serves_version"], behind["latest_version"]) == (v1.id, v2.id)
+    assert f"decision {held.id}: held for evidence: needs ~400 documents" in behind["why"]
+    out = cli("list", "--data-dir", data).out
+    assert f"older than the latest v{v2.id}" in out and "held for evidence" in out
+    reg.close()
