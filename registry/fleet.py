@@ -28,7 +28,8 @@ class Change:
         old: The value registered now (``None``: none).
         new: The value it would become (``None``: dropped).
         guarded: Needs ``force``: it drops an override (the calibration, say) or changes what the adapter is
-            (its source or task family), so that every later night would silently do something else.
+            (its source, other than a new revision of the same Hub repository, or its task family), so that every
+            later night would silently do something else.
     """
 
     field: str
@@ -55,8 +56,14 @@ def declaration_changes(adapter: Adapter, values: dict[str, Any]) -> list[Change
                 if old.get(key) != new.get(key):
                     out.append(Change(f"config.{key}", old.get(key), new.get(key), key not in new))
         elif old != new:
-            out.append(Change(name, old, new, name in GUARDED_FIELDS))
+            guarded = name in GUARDED_FIELDS and not (name == "source_uri" and _repo(old) == _repo(new))
+            out.append(Change(name, old, new, guarded))
     return out
+
+
+def _repo(source_uri: str) -> str:
+    """A source without its revision: ``hf://org/name@v2`` and ``hf://org/name@v3`` are one adapter's releases."""
+    return source_uri.rsplit("@", 1)[0] if source_uri.startswith("hf://") else source_uri
 
 
 class AdapterStore(Store):
