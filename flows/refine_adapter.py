@@ -155,8 +155,8 @@ def version_files(version, source_uri: str, fetch=None) -> Path:
     if got.sha256 != version.content_sha256:
         raise SourceChangedError(
             f"adapter source {source_uri} now holds content {got.sha256[:12]}…, not version {version.id}'s "
-            f"{version.content_sha256[:12]}… recorded by the scan: it changed after the scan, so version {version.id} "
-            "cannot be refined from it; the next run scans the new content as a new version (restore the source to "
+            f"{version.content_sha256[:12]}… recorded by the scan: it changed after the scan, so version "
+            f"{version.id} cannot be refined from it; the next run scans the new content as a new version (restore the source to "
             "refine this one)")
     return got.local_path
 
@@ -358,7 +358,8 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
         log = _logger()
         with worker.model_lock(adapter.base_model_id):
             ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
-            if _evaluator_key(ev.key, spec, limit, docs, sandbox) != ekey:  # the identity must be computable without the model
+            # the identity must be computable without the model
+            if _evaluator_key(ev.key, spec, limit, docs, sandbox) != ekey:
                 raise RuntimeError(f"evaluator {config.evaluator!r}: its key {ev.key!r} differs from the identity "
                                    "computed before loading it; results could not be reused safely")
             out_dir = worker.store_dir(config, adapter.name, version.content_sha256, ekey) / "eval"
