@@ -156,8 +156,8 @@ def version_files(version, source_uri: str, fetch=None) -> Path:
         raise SourceChangedError(
             f"adapter source {source_uri} now holds content {got.sha256[:12]}…, not version {version.id}'s "
             f"{version.content_sha256[:12]}… recorded by the scan: it changed after the scan, so version "
-            f"{version.id} cannot be refined from it; the next run scans the new content as a new version (restore the source to "
-            "refine this one)")
+            f"{version.id} cannot be refined from it; the next run scans the new content as a new version "
+            "(restore the source to refine this one)")
     return got.local_path
 
 

@@ -8,7 +8,8 @@ history reads like a manual promotion. A review that is not approved in time is 
 of every nightly run and whenever someone lists or approves reviews); a newer review of the same adapter
 supersedes an older pending one, and so does any move of production to a newer version
 (:func:`registry.promotion.supersede_stale_reviews`). Approving a review of a version older than production's is
-refused without ``force``: production never moves backwards by accident. Every change of state records who, when and why; nothing is deleted.
+refused without ``force``: production never moves backwards by accident. Every change of state records who,
+when and why; nothing is deleted.
 
 Times are parameters (``now=``) so that tests drive the clock instead of sleeping.
 """
