@@ -130,7 +130,8 @@ def test_a_review_superseded_by_a_newer_promotion_says_why_on_the_adapter_page(r
     cand = env.reg.add_candidate(v2.id, "n2" * 32, "smooth_abs", 0, artifact_uri=str(art),
                                  artifact_sha256=adapter_content_sha256(art))
     newer = env.reg.record_decision(v2.id, "n2" * 32, run_id=None, promoted_candidate_id=cand.id,
-                                    candidate_key="n2" * 32, statistics={"verdict": "promote", "promoted": "smooth_abs"},
+                                    candidate_key="n2" * 32,
+                                    statistics={"verdict": "promote", "promoted": "smooth_abs"},
                                     sentence="promoted smooth_abs on the retrained version")
     event = env.reg.promote(newer)
     html, data, _ = build_page(env.reg, cache_dir=tmp_path, now=T0 + timedelta(hours=1))
