@@ -14,8 +14,10 @@ at once, with the message the run would give (it comes from the same readers):
 * the adapter fits the base (:mod:`tasks.door_fit`, from the base's ``config.json`` and safetensors headers): its
   modules exist there, its LoRA shapes match the base's layers, its rank does not exceed a layer's; and the
   evaluation fits the base's context (the benchmarks' ``max_gen_toks`` plus their longest prompt below
-  ``max_position_embeddings``). A base whose files are not here yet (a ``hf://`` source, a GGUF not converted yet)
-  is checked by the run.
+  ``max_position_embeddings``). A base whose files are not here yet (a hub id not in the cache, a GGUF not
+  converted yet) and a ``hf://`` adapter are checked by the run. The context finding (``benchmark``) is a warning
+  at ``register``/``check`` (:func:`context_warnings`: the run config may lower ``max_gen_toks``) and refused by
+  ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_door`), where the config is known.
 
 Two checks only warn (:func:`door_warnings`): :func:`base_mismatch`, when the adapter's own
 ``adapter_config.json`` names another base model than the one registered (PEFT loads it on any base whose layer
