@@ -35,7 +35,7 @@ from tasks.decision.gate import (
 from tasks.surgery.policies import get_policy
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
-from tasks.evaluation.sandbox import resolve_backend, using_backend
+from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
@@ -49,7 +49,8 @@ def _logger():
 
 
 def adapter_config_hash(config: RunConfig, adapter) -> str:
-    """The result key of one adapter under one run config: the run's result hash plus the adapter's declaration."""
+    """The result key of one adapter under one run config: the run's result hash plus the adapter's declaration,
+    and, when its benchmark runs generated code, the sandbox backend that runs it."""
     declared = {
         "overrides": adapter.config_json or {},
         "base_model_id": adapter.base_model_id,
@@ -57,7 +58,20 @@ def adapter_config_hash(config: RunConfig, adapter) -> str:
         "task_family": adapter.task_family,
         "benchmark_override": adapter.benchmark_override,
     }
+    try:
+        spec = resolve_benchmark(adapter.task_family, profile=config.profile, override=adapter.benchmark_override)
+    except KeyError:  # an unknown family or benchmark fails the adapter's visit, saying so
+        spec = None
+    if spec is not None and (sandbox := sandbox_used(config, spec)):
+        declared["sandbox"] = sandbox
     return config.result_hash(declared)
+
+
+def sandbox_used(config: RunConfig, spec: BenchmarkSpec) -> str | None:
+    """The sandbox backend that runs ``spec``'s generated code under ``config`` (None: it runs none)."""
+    if not (spec.executes_code and runs_generated_code(config.evaluator)):
+        return None
+    return chosen_backend(config.sandbox)
 
 
 ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
@@ -117,6 +131,34 @@ def _io_retry(task_, task_run, state) -> bool:
 def fetch_adapter(uri: str) -> ResolvedAdapter:
     """Download (hub, revision pinned) or locate (local path) an adapter and hash its content."""
     return resolve_source(uri)
+
+
+class SourceChangedError(ValueError):
+    """The adapter's source no longer holds the version being refined (it changed after the scan)."""
+
+
+def version_files(version, source_uri: str, fetch=None) -> Path:
+    """A local directory holding exactly ``version``: its recorded copy if that still hashes to the version's
+    sha256, else a fresh fetch of ``source_uri``, which must hash to it too.
+
+    Args:
+        fetch: ``uri -> ResolvedAdapter`` (default the retried :func:`fetch_adapter` task).
+
+    Raises:
+        SourceChangedError: the re-fetched content is another version's: nothing is refined under this version's
+            identity (the next scan records the new content as a new version).
+    """
+    local = Path(version.local_path) if version.local_path else None
+    if local is not None and local.is_dir() and adapter_content_sha256(local) == version.content_sha256:
+        return local
+    got = (fetch or fetch_adapter)(source_uri)
+    if got.sha256 != version.content_sha256:
+        raise SourceChangedError(
+            f"adapter source {source_uri} now holds content {got.sha256[:12]}…, not version {version.id}'s "
+            f"{version.content_sha256[:12]}… recorded by the scan: it changed after the scan, so version "
+            f"{version.id} cannot be refined from it; the next run scans the new content as a new version "
+            "(restore the source to refine this one)")
+    return got.local_path
 
 
 @dataclass(frozen=True)
@@ -267,9 +309,11 @@ def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
     return out
 
 
-def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None) -> str:
+def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,
+                   sandbox: str | None = None) -> str:
     scope = limit if docs is None else f"docs={docs[0]}:{docs[1]}"  # first N documents, or one look's chunk
-    return hashlib.sha256(f"{identity}|{spec.name}|{scope}".encode()).hexdigest()[:64]
+    ran = "" if sandbox is None else f"|sandbox={sandbox}"  # where a code benchmark's programs ran
+    return hashlib.sha256(f"{identity}|{spec.name}|{scope}{ran}".encode()).hexdigest()[:64]
 
 
 def _doc_order(doc_id) -> tuple:
@@ -298,7 +342,8 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
         "baseline" and the arm names.
     """
     reg = worker.registry(config)
-    ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit, docs)
+    sandbox = sandbox_used(config, spec)
+    ekey = _evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit, docs, sandbox)
     subjects: dict[str, int | None] = {BASELINE: None, **{n: i for n, i in cands.ids.items()
                                                            if arms is None or n in arms}}
     todo: dict[str, Path | None] = {}
@@ -313,7 +358,8 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
         log = _logger()
         with worker.model_lock(adapter.base_model_id):
             ev = worker.evaluator(config, adapter.base_model_id, adapter.base_model_revision)
-            if _evaluator_key(ev.key, spec, limit, docs) != ekey:  # the identity must be computable without the model
+            # the identity must be computable without the model
+            if _evaluator_key(ev.key, spec, limit, docs, sandbox) != ekey:
                 raise RuntimeError(f"evaluator {config.evaluator!r}: its key {ev.key!r} differs from the identity "
                                    "computed before loading it; results could not be reused safely")
             out_dir = worker.store_dir(config, adapter.name, version.content_sha256, ekey) / "eval"
@@ -577,12 +623,19 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
     stage_hook.reached("decision")
-    promoted, review = False, None
+    promoted, review, held_back = False, None, None
     if row.promoted and config.moves:
-        event, created = reg.promote_decision(row, actor=config.actor)
-        if created:  # a repeat (a retried task, a racing run) announces nothing twice
-            events.announce_move(reg, event)
-        promoted = True
+        from registry.promotion import BackwardsError
+
+        try:
+            event, created = reg.promote_decision(row, actor=config.actor)
+        except BackwardsError as e:  # production serves a newer version: the gate never moves it backwards
+            held_back = str(e)
+            _logger().warning("decision %d not promoted: %s", row.id, e)
+        else:
+            if created:  # a repeat (a retried task, a racing run) announces nothing twice
+                events.announce_move(reg, event)
+            promoted = True
     elif row.promoted and config.promote == "review":
         review = request_review(reg, row, config)
     recorded = row.statistics_json or {}
@@ -591,7 +644,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
             "verdict": verdict, "n_needed": n_needed,
             "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
-            "sentence": row.sentence, "statistics": recorded}
+            "sentence": row.sentence if held_back is None else f"{row.sentence} Not promoted: {held_back}",
+            "statistics": recorded}
 
 
 def request_review(reg, decision, config: RunConfig) -> dict | None:
@@ -687,15 +741,13 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
     if arun.status == "completed":
         return {"adapter": adapter_name, "status": "completed", "reused": True}
     try:
-        local = Path(version.local_path) if version.local_path else None
-        if local is None or not local.is_dir() or adapter_content_sha256(local) != version.content_sha256:
-            local = fetch_adapter(adapter.source_uri).local_path
+        local = version_files(version, adapter.source_uri)
         surgery = config.surgery_for(adapter.config_json)
         arms = plan_arms(config, surgery)
         budget = None
         if config.edit_budget.enabled:
             arms, budget = apply_edit_budget(config, reg, adapter, run_id, arms)
-        spec = resolve_benchmark(adapter.task_family, profile=config.benchmark_profile, override=adapter.benchmark_override)
+        spec = resolve_benchmark(adapter.task_family, profile=config.profile, override=adapter.benchmark_override)
         if spec.executes_code and runs_generated_code(config.evaluator):
             resolve_backend(config.sandbox)  # before any model work: no usable sandbox refuses it, saying how to fix
         cands = make_candidates(config, version, adapter, local, arms)
@@ -707,7 +759,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                                           "task")
         guard_eval, guard_name, guard_skipped = None, None, {}
         if config.guard:
-            gspec = guard_benchmark(config.benchmark_profile)
+            gspec = guard_benchmark(config.profile)
             guard_name = gspec.name
             if gspec.name == spec.name:  # the task benchmark is the guard: its scores serve as the guard, free
                 guard_eval = task_eval

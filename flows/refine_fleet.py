@@ -134,6 +134,7 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     from prefect.runtime import flow_run
 
     log = get_run_logger()
+    config = config.resolved()  # the profile and sandbox the environment picks, pinned for every process and key
     reg = worker.registry(config)
     for dead in reg.reap_stale():  # runs killed outright: their rows said "running" forever
         log.warning("run %d was left running by a process that died; marked crashed (%s); its unfinished "

@@ -135,6 +135,11 @@ def check_surgery(config: dict[str, Any]) -> None:
         if spec.name == "random_index":  # as RunConfig refuses it: the run adds one per control seed itself
             raise DeclarationError("config.surgery.policies lists random_index: the random control is added "
                                    "for every seed in surgery.random_control_seeds; remove it from policies")
+    import tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
+    from tasks.surgery.policy_registry import ladder_member_problem
+
+    if problem := ladder_member_problem(merged.policies, field="config.surgery.policies"):
+        raise DeclarationError(problem)
 
 
 def one_line(error: Any, model: type, prefix: str) -> str:

@@ -248,3 +248,9 @@ class EvidenceStore(Store):
         with self._read() as s:
             return s.scalars(select(Decision).filter_by(adapter_version_id=adapter_version_id,
                                                         config_hash=config_hash)).first()
+
+    def latest_decision(self, adapter_version_id: int) -> Decision | None:
+        """The version's most recent decision under any configuration, or ``None`` if it was never decided."""
+        with self._read() as s:
+            return s.scalars(select(Decision).filter_by(adapter_version_id=adapter_version_id)
+                             .order_by(Decision.id.desc()).limit(1)).first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,53 @@ from registry.store import Store
 from registry.validation import RegistryError
 
 
+@dataclass(frozen=True)
+class Change:
+    """One field a re-registration changes.
+
+    Attributes:
+        field: The column, or ``config.<key>`` for a per-adapter override.
+        old: The value registered now (``None``: none).
+        new: The value it would become (``None``: dropped).
+        guarded: Needs ``force``: it drops an override (the calibration, say) or changes what the adapter is
+            (its source, other than a new revision of the same Hub repository, or its task family), so that every
+            later night would silently do something else.
+    """
+
+    field: str
+    old: Any
+    new: Any
+    guarded: bool
+
+    def __str__(self) -> str:
+        show = lambda v: "(none)" if v is None else repr(v)  # noqa: E731
+        return f"{self.field}: {show(self.old)} → {show(self.new)}"
+
+
+GUARDED_FIELDS = ("source_uri", "task_family")
+
+
+def declaration_changes(adapter: Adapter, values: dict[str, Any]) -> list[Change]:
+    """What registering ``values`` over ``adapter`` changes, field by field (config overrides key by key)."""
+    out = []
+    for name, new in values.items():
+        old = getattr(adapter, name)
+        if name == "config_json":
+            old, new = old or {}, new or {}
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key):
+                    out.append(Change(f"config.{key}", old.get(key), new.get(key), key not in new))
+        elif old != new:
+            guarded = name in GUARDED_FIELDS and not (name == "source_uri" and _repo(old) == _repo(new))
+            out.append(Change(name, old, new, guarded))
+    return out
+
+
+def _repo(source_uri: str) -> str:
+    """A source without its revision: ``hf://org/name@v2`` and ``hf://org/name@v3`` are one adapter's releases."""
+    return source_uri.rsplit("@", 1)[0] if source_uri.startswith("hf://") else source_uri
+
+
 class AdapterStore(Store):
     """Adapters (declarations) and their content-addressed versions."""
 
@@ -32,8 +80,13 @@ class AdapterStore(Store):
         benchmark_override: str | None = None,
         enabled: bool | None = None,
         config: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
     ) -> Adapter:
         """Register an adapter, or update its declaration if ``name`` exists (declarative: the arguments win).
+
+        A re-registration that drops a per-adapter override (its calibration, say) or changes its source or task
+        family is refused unless ``force``: :meth:`registration_changes` says what it would change.
 
         Args:
             name: Unique name (letters, digits, ``. _ / -``).
@@ -46,14 +99,51 @@ class AdapterStore(Store):
                 :meth:`set_enabled`).
             config: Per-adapter overrides of the run config (JSON): ``surgery`` (sections of ``SurgeryConfig``,
                 merged over the run's) and ``calib`` (calibration file or loader).
+            force: Allow the guarded changes (see :class:`Change`).
 
         Returns:
             The adapter row.
 
         Raises:
-            RegistryError: a bad value; ``DeclarationError`` (a subclass) for an unknown task family, benchmark,
-                override key or policy, or a calibration file that does not exist (see :mod:`registry.declaration`).
+            RegistryError: a bad value; a guarded change without ``force`` (the message lists them and the fix);
+                ``DeclarationError`` (a subclass) for an unknown task family, benchmark, override key or policy,
+                or a calibration file that does not exist (see :mod:`registry.declaration`).
         """
+        values = self._declaration(name, source_uri, base_model_id, task_family, base_model_revision,
+                                   benchmark_override, config)
+        with self._write() as s:
+            adapter, created = self._get_or_create(
+                s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
+            )
+            if not created:
+                guarded = [c for c in declaration_changes(adapter, values) if c.guarded]
+                if guarded and not force:
+                    raise RegistryError(
+                        f"adapter {name!r} is registered already; re-registering it would change "
+                        + "; ".join(map(str, guarded)) + ". Repeat the current value (e.g. --calib FILE, --source, "
+                        "--family), or pass --force (force=True) to change it")
+                for field, value in values.items():
+                    if getattr(adapter, field) != value:
+                        setattr(adapter, field, value)
+                if enabled is not None and adapter.enabled != enabled:
+                    adapter.enabled = enabled
+            return adapter
+
+    def registration_changes(self, name: str, source_uri: str, base_model_id: str, task_family: str,
+                             base_model_revision: str | None = None, benchmark_override: str | None = None,
+                             config: dict[str, Any] | None = None) -> list[Change] | None:
+        """What :meth:`register_adapter` with these arguments would change (``None``: ``name`` is new)."""
+        values = self._declaration(name, source_uri, base_model_id, task_family, base_model_revision,
+                                   benchmark_override, config)
+        with self._read() as s:
+            adapter = s.scalars(select(Adapter).where(Adapter.name == name)).first()
+            return None if adapter is None else declaration_changes(adapter, values)
+
+    @staticmethod
+    def _declaration(name: str, source_uri: str, base_model_id: str, task_family: str,
+                     base_model_revision: str | None, benchmark_override: str | None,
+                     config: dict[str, Any] | None) -> dict[str, Any]:
+        """The validated column values of a registration (raises as :meth:`register_adapter` documents)."""
         check.text(name, "name", max_len=200)
         if not check.NAME.fullmatch(name):
             raise RegistryError(f"name {name!r}: use letters, digits and . _ / - (starting with a letter or digit)")
@@ -74,17 +164,7 @@ class AdapterStore(Store):
         }
         # before anything is written: a declaration the nightly run could not carry out is refused here
         check_declaration(values["task_family"], values["benchmark_override"], values["config_json"])
-        with self._write() as s:
-            adapter, created = self._get_or_create(
-                s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
-            )
-            if not created:
-                for field, value in values.items():
-                    if getattr(adapter, field) != value:
-                        setattr(adapter, field, value)
-                if enabled is not None and adapter.enabled != enabled:
-                    adapter.enabled = enabled
-            return adapter
+        return values
 
     def list_adapters(self, *, enabled_only: bool = False) -> list[Adapter]:
         """All adapters by name (only the enabled ones with ``enabled_only``)."""

@@ -37,6 +37,8 @@ class ProductionStore(Store):
 
         Raises:
             RegistryError: if the decision promoted no candidate.
+            BackwardsError: its version is older than the one in production (the gate never moves production
+                backwards; a person can, with ``manual_promote(..., force=True)``).
         """
         return self.promote_decision(decision, actor=actor)[0]
 
@@ -84,8 +86,8 @@ class ProductionStore(Store):
             actor: Who decided (recorded in the history).
             reason: Why (required, recorded in the history).
             adapter_version_id: Required when ``candidate_id`` is ``None``.
-            force: Allow a control (a random control or a canary, which the gate never promotes); the event's
-                evidence then carries a ``warning``.
+            force: Allow a control (a random control or a canary, which the gate never promotes), or a version
+                older than the one in production; the event's evidence then carries a ``warning``.
 
         Returns:
             The ``manual_override`` event, or ``None`` if production already was that (nothing is appended).
@@ -93,6 +95,7 @@ class ProductionStore(Store):
         Raises:
             RegistryError: a control without ``force``; the target's files are missing or changed
                 (:func:`registry.promotion.verify_target`); a candidate of another version.
+            BackwardsError: the target is older than production's version and ``force`` is not set.
         """
         check.text(actor, "actor", max_len=200)
         check.text(reason, "reason")
@@ -123,7 +126,8 @@ class ProductionStore(Store):
                                                                                               adapter_version_id):
                 return None
             return prom.move_pointer(s, version.adapter_id, adapter_version_id, candidate_id,
-                                     kind="manual_override", actor=actor, reason=reason, evidence=evidence)
+                                     kind="manual_override", actor=actor, reason=reason, evidence=evidence,
+                                     force=force)
 
     def rollback(self, adapter_name: str, actor: str, reason: str) -> PromotionEvent:
         """Undo the latest move of ``adapter_name``'s pointer still in effect, and append a ``rollback`` event.

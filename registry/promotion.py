@@ -22,11 +22,17 @@ from registry.models import (
     Adapter,
     AdapterVersion,
     Candidate,
+    Decision,
     ProductionPointer,
     PromotionEvent,
+    Review,
     utcnow,
 )
 from registry.validation import NotFoundError, RegistryError
+
+
+class BackwardsError(RegistryError):
+    """A move would put an older adapter version in production than the one it serves, and was not forced."""
 
 
 @dataclass(frozen=True)
@@ -140,16 +146,37 @@ def move_pointer(
     evidence: dict[str, Any] | None = None,
     decision_id: int | None = None,
     reverts_event_id: int | None = None,
+    force: bool = False,
 ) -> PromotionEvent:
     """Point ``adapter_id`` at ``(to_version_id, to_candidate_id)`` and append the event recording the move.
 
     The caller must hold the adapter's lock (:func:`lock_adapter`) and commit; both writes then land together
     or not at all. The event's ``from`` is the state before the move (see :func:`current_state`). The target's
     files are verified first (:func:`verify_target`), so production never points at a missing or changed adapter.
+
+    Production never moves backwards by accident: a move other than a ``rollback`` to an older version than the
+    one served (versions are ordered by id, the order the registry first saw them) raises :class:`BackwardsError`
+    unless ``force`` (the event's evidence then carries a ``warning``). A move to a version supersedes every
+    pending review of an older version of the adapter (and, for a gate ``promotion``, the review of the decision
+    it promotes), with the event as the reason, so that no later approval undoes it.
+
+    Raises:
+        BackwardsError: the target is older than production and ``force`` is not set.
+        RegistryError: no version recorded; the target's files are missing or changed.
     """
     from_candidate_id, from_version_id = current_state(session, adapter_id)
     if from_version_id is None:
         raise RegistryError(f"adapter {adapter_id} has no recorded version: record_version() before promoting")
+    if kind != "rollback" and to_version_id < from_version_id:
+        frm, to = describe(session, from_version_id, from_candidate_id), describe(session, to_version_id,
+                                                                                   to_candidate_id)
+        if not force:
+            raise BackwardsError(f"this {kind.replace('_', ' ')} would replace production's {frm} with {to}, an "
+                                 "older version: production never moves backwards by accident; pass --force "
+                                 "(force=True) to serve the older version anyway (recorded as a warning), or use "
+                                 "`spectral-surgery rollback` to undo the latest move")
+        evidence = {**(evidence or {}), "warning": f"moved production backwards from {frm} to {to} with --force "
+                                                   f"by {actor}"}
     verify_target(session, to_version_id, to_candidate_id)
     now = utcnow()
     pointer = session.get(ProductionPointer, adapter_id)
@@ -167,7 +194,44 @@ def move_pointer(
     )
     session.add(event)
     session.flush()
+    if kind != "rollback":
+        supersede_stale_reviews(session, event)
     return event
+
+
+def describe(session: Session, version_id: int, candidate_id: int | None) -> str:
+    """``v5 smooth_abs (#31)`` or ``v5 unedited``: a production state as the CLI writes it."""
+    if candidate_id is None:
+        return f"v{version_id} unedited"
+    cand = session.get(Candidate, candidate_id)
+    return f"v{version_id} {cand.policy if cand is not None else '?'} (#{candidate_id})"
+
+
+def supersede_stale_reviews(session: Session, event: PromotionEvent) -> list[Review]:
+    """Mark ``superseded`` the adapter's pending reviews that ``event`` made stale (inside its transaction).
+
+    Stale: a review of a version older than the event's target (approving it would move production backwards),
+    or, for a gate ``promotion``, the review of the very decision promoted. The reason names the event.
+    """
+    rows = session.execute(
+        select(Review, Decision.adapter_version_id).join(Decision, Decision.id == Review.decision_id)
+        .where(Review.adapter_id == event.adapter_id, Review.state == "pending").order_by(Review.id)
+    ).all()
+    to = describe(session, event.to_version_id, event.to_candidate_id)
+    out = []
+    for review, version_id in rows:
+        if version_id < event.to_version_id:
+            why = (f"superseded by {event.kind.replace('_', ' ')} event {event.id} ({event.actor}): production "
+                   f"moved to {to}, newer than this review's v{version_id}; approving it would move production "
+                   "backwards")
+        elif event.kind == "promotion" and review.decision_id == event.decision_id:
+            why = f"superseded by promotion event {event.id} ({event.actor}): its decision is already in production"
+        else:
+            continue
+        review.state, review.decided_by, review.decided_at, review.reason = "superseded", event.actor, event.at, why
+        out.append(review)
+    session.flush()
+    return out
 
 
 def events_of(session: Session, adapter_id: int) -> list[PromotionEvent]:

@@ -23,12 +23,12 @@ from registry.evidence import EvidenceStore
 from registry.fleet import AdapterStore
 from registry.migrations import init_db
 from registry.production import ProductionStore
-from registry.promotion import ProductionState
+from registry.promotion import BackwardsError, ProductionState
 from registry.reviews import ReviewRequest, ReviewStore
 from registry.runs import RunStore
 from registry.validation import NotFoundError, RegistryError
 
-__all__ = ["NotFoundError", "ProductionState", "Registry", "RegistryError", "ReviewRequest"]
+__all__ = ["BackwardsError", "NotFoundError", "ProductionState", "Registry", "RegistryError", "ReviewRequest"]
 
 # --------------------------------------------------------------------------------------------- registry
 

@@ -6,7 +6,10 @@ moves the pointer through the same verified path as every other move (``registry
 kind ``approval``, carrying the decision like a gate promotion and the review in its evidence), so the audit
 history reads like a manual promotion. A review that is not approved in time is marked ``expired`` (at the start
 of every nightly run and whenever someone lists or approves reviews); a newer review of the same adapter
-supersedes an older pending one. Every change of state records who, when and why; nothing is deleted.
+supersedes an older pending one, and so does any move of production to a newer version
+(:func:`registry.promotion.supersede_stale_reviews`). Approving a review of a version older than production's is
+refused without ``force``: production never moves backwards by accident. Every change of state records who,
+when and why; nothing is deleted.
 
 Times are parameters (``now=``) so that tests drive the clock instead of sleeping.
 """
@@ -122,18 +125,21 @@ class ReviewStore(Store):
         with self._write() as s:
             return _expire(s, now)
 
-    def approve(self, review_id: int, actor: str, reason: str, *,
-                now: datetime | None = None) -> tuple[PromotionEvent, Review]:
+    def approve(self, review_id: int, actor: str, reason: str, *, now: datetime | None = None,
+                force: bool = False) -> tuple[PromotionEvent, Review]:
         """Approve a pending review: its decision's candidate goes into production (an ``approval`` event).
 
         The pointer moves through :func:`registry.promotion.move_pointer`, so the candidate's files are verified
         first, exactly as for the gate's promotion and a manual ``promote``. Reviews past their window are
-        marked expired first, and then refused.
+        marked expired first, and then refused. A review of a version older than production's is refused unless
+        ``force`` (the approval's evidence then carries a ``warning``).
 
         Raises:
             NotFoundError: no review with that id.
             RegistryError: the review is not pending (approved, expired or superseded: the message says when and
                 why), or the candidate's files are missing or changed.
+            BackwardsError: its version is older than production's and ``force`` is not set (the message says what
+                it would replace).
         """
         check.text(actor, "actor", max_len=200)
         check.text(reason, "reason")
@@ -149,9 +155,12 @@ class ReviewStore(Store):
             evidence = {"review_id": review.id, "requested_by": review.requested_by,
                         "requested_at": review.requested_at.isoformat(), "expires_at": review.expires_at.isoformat(),
                         "decision_sentence": d.sentence, "statistics": d.statistics_json}
-            event = prom.move_pointer(s, review.adapter_id, d.adapter_version_id, d.promoted_candidate_id,
-                                      kind="approval", actor=actor, reason=reason, evidence=evidence,
-                                      decision_id=d.id)
+            try:
+                event = prom.move_pointer(s, review.adapter_id, d.adapter_version_id, d.promoted_candidate_id,
+                                          kind="approval", actor=actor, reason=reason, evidence=evidence,
+                                          decision_id=d.id, force=force)
+            except prom.BackwardsError as e:
+                raise prom.BackwardsError(f"review {review.id}: {e}") from None
             review.state, review.decided_by, review.decided_at = "approved", actor, now
             review.reason, review.promotion_event_id = reason, event.id
             s.flush()

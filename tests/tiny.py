@@ -29,32 +29,37 @@ def make_tokenizer():
     )
 
 
-def make_model(tokenizer=None, *, layers: int = 2, hidden: int = 32, intermediate: int = 64, seed: int = 0):
-    """A tiny random LlamaForCausalLM in fp32, eval mode."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def make_model(tokenizer=None, *, layers: int = 2, hidden: int = 32, intermediate: int = 64, seed: int = 0,
+               arch: str = "llama", max_positions: int = 512):
+    """A tiny random causal LM in fp32, eval mode: ``arch`` ``llama`` (LlamaForCausalLM) or ``qwen2``
+    (Qwen2ForCausalLM: the same layer names, biased q/k/v), with ``max_positions`` positions."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
     tokenizer = tokenizer or make_tokenizer()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
+    cfg = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(cfg).eval()
+    return model_cls(cfg).eval()
 
 
-def save_base(dir_: Path, *, layers: int = 2, hidden: int = 32, intermediate: int = 64, seed: int = 0) -> Path:
+def save_base(dir_: Path, *, layers: int = 2, hidden: int = 32, intermediate: int = 64, seed: int = 0,
+              arch: str = "llama", max_positions: int = 512) -> Path:
     """Save a tiny model + tokenizer to ``dir_`` (a local model id for from_pretrained)."""
     tok = make_tokenizer()
-    model = make_model(tok, layers=layers, hidden=hidden, intermediate=intermediate, seed=seed)
+    model = make_model(tok, layers=layers, hidden=hidden, intermediate=intermediate, seed=seed, arch=arch,
+                       max_positions=max_positions)
     dir_.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dir_)
     tok.save_pretrained(dir_)

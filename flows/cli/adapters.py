@@ -25,6 +25,7 @@ from flows.cli.common import (
     fail,
     guarded,
     open_registry,
+    production_behind,
     production_dict,
     production_label,
     resolve_location,
@@ -82,43 +83,62 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import door_checks, door_warnings
+        from tasks.door import context_warnings, door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
-        findings = door_checks(source, base, args.base_revision, config["calib"] if config else None)
+        findings, later = context_warnings(door_checks(source, base, args.base_revision,
+                                                       config["calib"] if config else None, family=args.family,
+                                                       benchmark_override=args.benchmark,
+                                                       data_dir=resolve_location(args)[0]))
         if findings:
             reg.close()
             return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
                         + " (fix it, or pass --no-check to register anyway)")
-        for finding in door_warnings(source, base):
+        for finding in [*door_warnings(source, base), *later]:
             warn(finding.message)
+    changes = reg.registration_changes(args.name, source, base, args.family, base_model_revision=args.base_revision,
+                                       benchmark_override=args.benchmark, config=config)
+    if changes:  # said out loud, before anything is written (stderr: --json stays parseable)
+        from rich.console import Console
+        from rich.markup import escape
+
+        for change in changes:
+            Console(stderr=True).print(f"[bold yellow]change:[/] {escape(args.name)}: {escape(str(change))}"
+                                       + (" (needs --force)" if change.guarded and not args.force else ""),
+                                       soft_wrap=True)
     adapter = reg.register_adapter(
         args.name, source, base, args.family,
         base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
+        force=args.force,
     )
     reg.close()
-    row = adapter_dict(adapter)
+    row = {**adapter_dict(adapter), "changes": None if changes is None else [str(c) for c in changes]}
+    title = (f"Registered {adapter.name}" if changes is None else
+             f"Re-registered {adapter.name}: " + (f"{len(changes)} change(s)" if changes else "nothing changed"))
     return emit(args, row, lambda: console().print(table(
-        f"Registered {adapter.name}", ["field", "value"],
-        [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in row.items()])))
+        title, ["field", "value"],
+        [[k, json.dumps(v) if isinstance(v, (dict, list)) else v] for k, v in row.items()])))
 
 
 @guarded
 def cmd_check(args) -> int:
     """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import door_checks, door_warnings
+    from tasks.door import context_warnings, door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
     reg.close()
     rows = []
+    data_dir = resolve_location(args)[0]
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
-        findings = door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib)
+        findings, later = context_warnings(door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib,
+                                                       family=a.task_family, benchmark_override=a.benchmark_override,
+                                                       data_dir=data_dir))
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
                      "warnings": [{"what": w.what, "message": w.message}
-                                  for w in door_warnings(a.source_uri, a.base_model_id)]})
+                                  for w in [*door_warnings(a.source_uri, a.base_model_id), *later]]})
 
     def render() -> None:
         if not rows:
@@ -148,7 +168,8 @@ def cmd_list(args) -> int:
                          "id": latest.id, "content_sha256": latest.content_sha256,
                          "resolved_revision": latest.resolved_revision,
                          "last_seen_at": latest.last_seen_at.isoformat()},
-                     "production": production_dict(reg, a.name),
+                     "production": (prod := production_dict(reg, a.name)),
+                     "production_behind": production_behind(reg, a.name, prod),
                      "awaiting_review": None if a.id not in waiting else {
                          "id": waiting[a.id].id, "decision_id": waiting[a.id].decision_id,
                          "expires_at": waiting[a.id].expires_at.isoformat()}})
@@ -166,6 +187,8 @@ def cmd_list(args) -> int:
                f"v{r['latest_version']['id']} {r['latest_version']['content_sha256'][:12]}")
               + (f"\nfetch failed: {r['fetch_error']}" if r["fetch_error"] else ""),
               production_label(r["production"]) + (
+                  f"\nolder than the latest v{r['production_behind']['latest_version']}: "
+                  f"{r['production_behind']['why']}" if r["production_behind"] else "") + (
                   f"\nawaiting review {r['awaiting_review']['id']} until {r['awaiting_review']['expires_at'][:16]}"
                   if r["awaiting_review"] else "")] for r in rows], narrow=("adapter", "family", "enabled"),
             optional=("source", "base")))

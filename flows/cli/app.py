@@ -211,6 +211,8 @@ def _init(**kwargs: Any) -> None: ...
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
 @click.option("--disabled", is_flag=True, help="Register disabled (no nightly work).")
 @click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
+@click.option("--force", is_flag=True, help="Re-register even though it drops the calibration (no --calib) or "
+                                            "changes the source or task family (the changes are printed).")
 @click.option("--no-check", is_flag=True, help="Register without reading the adapter, base model and calibration "
               "source first (the nightly run then records what is wrong).")
 def _register(**kwargs: Any) -> None: ...
@@ -343,7 +345,8 @@ def _why(**kwargs: Any) -> None: ...
 @click.option("--version", "version", type=int, default=None, metavar="VERSION_ID",
               help="Adapter version (required with 'unedited'; a check otherwise).")
 @click.option("--force", is_flag=True, default=False,
-              help="Allow a control (random_index, a canary), which the gate never promotes; recorded as a warning.")
+              help="Allow a control (random_index, a canary), which the gate never promotes, or a version older than "
+                   "production's; recorded as a warning.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
                    "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")
@@ -372,10 +375,14 @@ def _reviews(**kwargs: Any) -> None: ...
 @command("approve", "reviews:cmd_approve", short_help="Approve a review: its candidate goes into production (audited).",
          help="Approve a pending review (see `spectral-surgery reviews`): its decision's candidate goes into "
               "production through the same verified move as a promotion, recorded as an approval with who and "
-              "why. An expired, superseded or already approved review is refused (exit 2), an unknown one exit 3.")
+              "why. An expired, superseded or already approved review is refused (exit 2), an unknown one exit 3; "
+              "so is a review of a version older than the one production serves, unless --force.")
 @click.argument("review", metavar="REVIEW_ID", type=int)
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
+@click.option("--force", is_flag=True, default=False,
+              help="Approve even though production serves a newer version (moves it backwards; recorded as a "
+                   "warning).")
 @click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Run config whose mlflow: section names the MLflow server whose alias 'production' follows this "
                    "move (default: $MLFLOW_TRACKING_URI, if set, with the default experiment and model prefix).")

@@ -311,6 +311,36 @@ def production_dict(reg, name: str) -> dict[str, Any] | None:
             "implicit": state.implicit, "updated_at": state.updated_at.isoformat() if state.updated_at else None}
 
 
+def production_behind(reg, name: str, prod: dict | None = None) -> dict[str, Any] | None:
+    """When production serves (an edit of) an older version than the adapter's latest, what and why; else None.
+
+    Why: the latest version's most recent decision (HOLD, REJECT, awaiting review, a dry run) or that it was not
+    refined yet. ``None`` also when nothing was ever promoted (production is then the latest version, unedited).
+    """
+    prod = prod if prod is not None else production_dict(reg, name)
+    versions = reg.list_versions(name)
+    if prod is None or prod["implicit"] or not versions or versions[0].id == prod["adapter_version_id"]:
+        return None
+    latest = versions[0].id
+    d = reg.latest_decision(latest)
+    if d is None:
+        why = f"v{latest} was not refined yet (the next run refines it)"
+    else:
+        from tasks.decision.gate import verdict_label, verdict_of
+
+        stats = d.statistics_json or {}
+        verdict = verdict_of(stats, d.promoted)
+        review = reg.review_of_decision(d.id)
+        label = verdict_label(verdict, stats.get("n_needed"), stats.get("promoted"))
+        if review is not None and review.state != "approved":
+            label += f", review {review.id} {review.state}"
+        elif verdict == "promote":
+            label += ", not moved (a dry run, or production moved back since)"
+        why = f"v{latest}'s decision {d.id}: {label} ({d.sentence})"
+    return {"serves_version": prod["adapter_version_id"], "latest_version": latest, "why": why,
+            "text": f"serves {production_label(prod)}, older than the latest v{latest}: {why}"}
+
+
 def state_label(reg, version_id: int | None, candidate_id: int | None, cache: dict) -> str:
     if version_id is None:
         return "—"

@@ -66,7 +66,8 @@ def cmd_approve(args) -> int:
     mcfg = mlflow_config(args)
     reg = open_registry(args)
     _expire(reg)
-    event, review = reg.approve(args.review, args.actor or default_actor(), args.reason)
+    event, review = reg.approve(args.review, args.actor or default_actor(), args.reason,
+                                force=getattr(args, "force", False))
     events.announce_move(reg, event)
     mirrored = follow_in_mlflow(reg, event, mcfg)
     payload, frm, to = event_payload(reg, event)

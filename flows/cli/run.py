@@ -84,22 +84,17 @@ class Progress:
 
     def __init__(self, reg, console, *, moves: bool | str = True) -> None:
         # moves: RunConfig.promote (True: the gate moves pointers; False: a dry run; "review": they wait for approval)
+        from registry.models import utcnow
+        from registry.runs import this_owner
+
         self.reg, self.console, self.moves = reg, console, moves
-        self.before = self._max_run_id()
+        # The flow runs in this process, so its run row is owned by this process: found by owner and start time
+        # (a concurrent run of another process is never taken for ours), then followed by id.
+        self.owner, self.since = this_owner(), utcnow().replace(microsecond=0)
         self.run_id: int | None = None
         self.seen: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cli-progress", daemon=True)
-
-    def _max_run_id(self) -> int:
-        # Read-only query: the registry has no "latest run" method, and the run row is created by the flow.
-        from sqlalchemy import func, select
-
-        from registry.db import session_scope
-        from registry.models import RefinementRun
-
-        with session_scope(self.reg.engine, write=False) as s:
-            return s.scalar(select(func.max(RefinementRun.id))) or 0
 
     def __enter__(self) -> Progress:
         self._thread.start()
@@ -119,10 +114,10 @@ class Progress:
 
     def poll(self) -> None:
         if self.run_id is None:
-            latest = self._max_run_id()
-            if latest <= self.before:
+            run = self.reg.run_started_by(self.owner, self.since)
+            if run is None:
                 return
-            self.run_id = self.before + 1
+            self.run_id = run.id
         for r in self.reg.adapter_runs(self.run_id):
             if r.id in self.seen or r.status not in ("completed", "failed"):
                 continue
@@ -158,6 +153,22 @@ class Progress:
         else:
             verdict = "[red]rejected[/]"
         return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
+
+
+def preflight(config, adapters) -> str | None:
+    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_door`); None: it can."""
+    from tasks.run_door import check_device, check_dtype, context_problems
+
+    try:
+        check_device(config.device)
+        check_dtype(config.evaluator_options.get("dtype"))
+    except ValueError as e:
+        return str(e)
+    if config.evaluator == "fake":  # generates nothing: no context to fit
+        return None
+    problems = context_problems(adapters, max_gen_toks=config.evaluator_options.get("max_gen_toks"),
+                                profile=config.profile, data_dir=config.data_dir)
+    return "; ".join(problems) if problems else None
 
 
 def _error_line(error_type: str, text: str | None) -> str:
@@ -216,6 +227,9 @@ def cmd_run(args) -> int:
     reg = worker.registry(config)
     err = Console(stderr=True)
     enabled = reg.list_adapters(enabled_only=True)
+    refused = preflight(config, enabled)
+    if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded
+        return fail(refused)
     err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
               f"{config.task_runner} task runner × {config.concurrency}"
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
@@ -240,6 +254,13 @@ def cmd_run(args) -> int:
                           r.get("benchmark") or "—", verdict_cell(r), _served(r),
                           escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
         console.print(table)
+        for name, note in behind.items():
+            console.print(f"[yellow]note:[/] {escape(name)} {escape(note['text'])}")
 
+    from flows.cli.common import production_behind
+
+    names = dict.fromkeys(r["adapter"] for r in summary["results"])
+    behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}
+    summary["production_behind"] = behind
     emit(args, summary, render)
     return 1 if failed else 0

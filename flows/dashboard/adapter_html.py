@@ -250,7 +250,7 @@ def adapter_section(a: dict, *, lazy: bool = True) -> str:
             f'version(s), latest {e(lv["sha"]) if lv else "–"} seen {e(lv["seen"]) if lv else "–"}'
             + (f' · last run #{run["run_id"]} {e(run["status"])}' if run else "") + "</p>")
     sentence = f'<p class="sentence"><b>Last decision:</b> {e(dec["sentence"])}</p>' if dec else ""
-    shown = [r for r in (a.get("review"), (dec or {}).get("review")) if r]
+    shown = [r for r in (a.get("review"), (dec or {}).get("review"), *a.get("superseded_reviews", ())) if r]
     sentence += "".join(f'<p class="sentence review">{review_text(r)}</p>'
                         for i, r in enumerate(shown) if r["id"] not in [x["id"] for x in shown[:i]])
     parts = ["<h4>Task metric across nights</h4>", _trend(a)]

@@ -129,6 +129,10 @@ class _Index:
         self.pointers = {p.adapter_id: p for p in rows["pointers"]}
         self.review_of = {r.decision_id: r for r in rows["reviews"]}  # decision -> its review
         self.pending = {r.adapter_id: r for r in rows["reviews"] if r.state == "pending"}  # newest wins
+        self.superseded: dict[int, list] = defaultdict(list)  # adapter -> superseded reviews, newest first
+        for r in sorted(rows["reviews"], key=lambda r: r.id, reverse=True):
+            if r.state == "superseded":
+                self.superseded[r.adapter_id].append(r)
         self.arm_of = {d.id: d.promoted_arm for d in rows["decisions"]}
         # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
         # so the latest decision of a version wins).
@@ -398,6 +402,7 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
         "last_decision": (_last_decision(decisions[0], ix.review(ix.review_of.get(decisions[0].id), now))
                           if decisions else None),
         "review": ix.review(ix.pending.get(a.id), now),
+        "superseded_reviews": [ix.review(r, now) for r in ix.superseded[a.id][:3]],  # each says why
         "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
         "spectrum": spectrum, "sensitivity": sensitivity, "events": events,
         "failures": failures[:10], "n_failures": len(failures),

@@ -94,6 +94,8 @@ def review_text(r: dict) -> str:
         return (head + f'<span class="badge b-ok">approved</span> by {e(r["decided_by"] or "")} at '
                 f'{e(r["decided_at"] or "")}: {e(r["reason"] or "")}')
     why = r["reason"] or (f'not approved by {r["expires_at"]} (marked at the next run)' if not r["marked"] else "")
+    if r["state"] == "superseded":  # the reason says by what: a newer review, or a move of production
+        return head + f'<span class="badge b-mut">superseded</span> {e(why)}; it can no longer be approved.'
     return head + f'<span class="badge b-mut">{e(r["state"])}</span> {e(why)}; production did not move.'
 
 

@@ -106,6 +106,21 @@ def _warn_guard() -> None:
                 "code can undo (ctypes, posix, io.FileIO); install bubblewrap for an OS boundary")
 
 
+def chosen_backend(choice: str | None = None) -> Backend:
+    """The backend :func:`resolve_backend` would use, by the same order (``choice``, :func:`using_backend`,
+    ``$SPECTRAL_SURGERY_SANDBOX``, ``bwrap``), without checking that it works here: what a result is keyed by.
+
+    Raises:
+        ValueError: An unknown backend name.
+    """
+    name = choice if choice is not None else _CHOICE.get()
+    name = (name if name is not None else os.environ.get(ENV_SANDBOX) or "bwrap").strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown code sandbox {name!r}; choose one of: {', '.join(BACKENDS)} (the run config's "
+                         f"sandbox, or ${ENV_SANDBOX})")
+    return name  # type: ignore[return-value]
+
+
 def resolve_backend(choice: str | None = None) -> Backend:
     """The sandbox backend to use, checked to work here.
 

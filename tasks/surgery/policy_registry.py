@@ -247,3 +247,29 @@ def preserve_energy(sigma0: Tensor, sigma_tilde: Tensor, mode: EnergyMode) -> Te
     if mode == "none":
         return sigma_tilde.clone()
     raise ValueError(f"preserve_energy must be one of l1, l2, none; got {mode!r}")
+
+
+LADDER_ROLES = {"random_control": "surgery.random_control_seeds (one random_index per seed)",
+                "scalar_control": "ladder.global_scalar", "canary": "ladder.zero_rebuild"}
+
+
+def ladder_member_problem(names, *, field: str = "surgery.policies") -> str | None:
+    """Why ``names`` (the configured policies) may not list one of the control ladder's arms, or None.
+
+    The ladder's controls and canaries (roles ``random_control``, ``scalar_control``, ``canary``) are added to
+    every decision by the run itself, each with its own role (never promoted as a policy; ``global_scalar`` is
+    chosen on held-out data); listed as a policy, one would be edited and promoted as a policy instead. Unknown
+    names are left to :func:`get_policy`.
+    """
+    for i, name in enumerate(names):
+        try:
+            spec = get_policy(name)
+        except KeyError:
+            continue
+        if spec.role in LADDER_ROLES:
+            what = f"{field}[{i}] lists {spec.name}, a {spec.role.replace('_', ' ')} of the control ladder"
+            if spec.name in ("random_index", "global_scalar", "zero_rebuild"):
+                return f"{what}: the run adds it to every decision itself ({LADDER_ROLES[spec.role]}); remove it " \
+                       f"from {field}"
+            return f"{what}: a noise floor, never a candidate, so it cannot be a policy; remove it from {field}"
+    return None

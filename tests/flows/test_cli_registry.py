@@ -115,10 +115,23 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
     assert row["latest_version"] is None and row["production"] is None
     table = cli("list", "--data-dir", data).out
     assert "1 adapter(s)" in table and "math → ss_arith" in table and "no version yet" in table
-    # registering the same name again updates it (declarative); --disabled turns nightly work off
-    again = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "code", "--disabled",
-                "--json", "--data-dir", data).json()
+    # registering the same name again updates it (declarative), but says what changes and refuses, without
+    # --force, to drop its calibration or change its family; --disabled turns nightly work off
+    refused = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "code", "--disabled",
+                  "--data-dir", data)
+    line = assert_error(refused, "adapter 'ad0' is registered already", "task_family: 'math' → 'code'",
+                        "config.calib: ", "→ (none)", "--force")
+    assert "change: ad0: task_family: 'math' → 'code' (needs --force)" in refused.err and "--calib FILE" in line
+    assert cli("list", "--json", "--data-dir", data).json()[0]["task_family"] == "math"  # nothing written
+    forced = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "code", "--disabled",
+                 "--force", "--json", "--data-dir", data)
+    again = forced.json()
     assert again["id"] == row["id"] and again["enabled"] is False and again["task_family"] == "code"
+    assert again["config"] is None and "task_family: 'math' → 'code'" in " ".join(again["changes"])
+    assert "change: ad0: task_family" in forced.err and "needs --force" not in forced.err
+    same = cli("register", "ad0", "--source", "ad0", "--base", fleet.base, "--family", "code", "--json",
+               "--data-dir", data).json()
+    assert same["changes"] == []  # a repeat changes nothing and says so
     assert [a["name"] for a in cli("list", "--json", "--data-dir", data).json()] == ["ad0"]
     assert "│ no " in cli("list", "--data-dir", data).out
     # a source the nightly scan could not fetch shows with its error until a fetch succeeds
@@ -197,7 +210,7 @@ def test_register_warns_when_the_adapter_names_another_base(fleet, tmp_path):
     rows = json.loads(cli("check", "--json", "--data-dir", data).out)
     assert rows[0]["ok"] and rows[0]["warnings"][0]["what"] == "base"
     r = cli("register", "v", "--source", fleet.dirs[0], "--base", fleet.base, "--family", "math", "--data-dir", data)
-    assert r.code == 0 and "warning" not in r.err
+    assert r.code == 0 and "base_model_name_or_path" not in r.err  # (the context warning of its 512 positions stays)
 
 
 def test_register_bad_name_and_usage(fleet, tmp_path):

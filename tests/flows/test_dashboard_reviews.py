@@ -120,3 +120,23 @@ def test_a_superseded_review_names_its_successor(reviewed, tmp_path):
     html, _, _ = build_page(env.reg, cache_dir=tmp_path, now=T0 + timedelta(hours=2))
     assert f"review {second.id}" in fleet_cell(html, "ad1")
     assert env.reg.get_review(first.id).state == "superseded"
+
+
+def test_a_review_superseded_by_a_newer_promotion_says_why_on_the_adapter_page(reviewed, tmp_path):
+    """The gate promoting a newer version supersedes the pending review of the older one; the page says so."""
+    env, d, review = reviewed
+    v2, _ = env.reg.record_version("ad1", "f" * 64, None, None)
+    art = env.edited[1]
+    cand = env.reg.add_candidate(v2.id, "n2" * 32, "smooth_abs", 0, artifact_uri=str(art),
+                                 artifact_sha256=adapter_content_sha256(art))
+    newer = env.reg.record_decision(v2.id, "n2" * 32, run_id=None, promoted_candidate_id=cand.id,
+                                    candidate_key="n2" * 32,
+                                    statistics={"verdict": "promote", "promoted": "smooth_abs"},
+                                    sentence="promoted smooth_abs on the retrained version")
+    event = env.reg.promote(newer)
+    html, data, _ = build_page(env.reg, cache_dir=tmp_path, now=T0 + timedelta(hours=1))
+    ad1 = {a["name"]: a for a in data["adapters"]}["ad1"]
+    (old,) = ad1["superseded_reviews"]
+    assert old["id"] == review.id and f"promotion event {event.id}" in old["reason"]
+    body = section(html, "ad1")
+    assert f"superseded by promotion event {event.id}" in body and "it can no longer be approved" in body

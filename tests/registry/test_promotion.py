@@ -46,6 +46,9 @@ def rows(reg):
 
 def move(reg, adapter_id: int, version_id: int, candidate_id: int | None, kind: str = "manual_override",
          **kw) -> PromotionEvent:
+    """A forced move: these tests are about the mechanics of a move, and most go from the implicit v2 back to v1's
+    candidate (refusing a backwards move is tested below and in test_reviews.py)."""
+    kw.setdefault("force", kind != "rollback")
     with session_scope(reg.engine) as s:
         prom.lock_adapter(s, adapter_id)
         return prom.move_pointer(s, adapter_id, version_id, candidate_id, kind=kind, actor="t", reason="r", **kw)
@@ -64,8 +67,9 @@ def test_without_a_pointer_production_is_the_latest_unedited_version(reg, rows):
 def test_a_move_sets_the_pointer_and_records_from_and_to_in_one_transaction(reg, rows):
     first = move(reg, rows.ad.id, rows.v1.id, rows.cand.id, evidence={"why": "test"})
     assert (first.from_version_id, first.from_candidate_id) == (rows.v2.id, None)  # the implicit state before
-    assert (first.to_version_id, first.to_candidate_id, first.evidence_json) == (rows.v1.id, rows.cand.id,
-                                                                                 {"why": "test"})
+    assert (first.to_version_id, first.to_candidate_id, first.evidence_json["why"]) == (rows.v1.id, rows.cand.id,
+                                                                                        "test")
+    assert first.evidence_json["warning"].startswith(f"moved production backwards from v{rows.v2.id} unedited")
     second = move(reg, rows.ad.id, rows.v2.id, None)
     assert (second.from_version_id, second.from_candidate_id) == (rows.v1.id, rows.cand.id)
     with session_scope(reg.engine, write=False) as s:
@@ -79,8 +83,17 @@ def test_a_failed_transaction_moves_nothing(reg, rows):
     with pytest.raises(RuntimeError, match="after the move"):
         with session_scope(reg.engine) as s:
             prom.move_pointer(s, rows.ad.id, rows.v1.id, rows.cand.id, kind="manual_override", actor="t",
-                              reason="r")
+                              reason="r", force=True)
             raise RuntimeError("after the move")
+    with session_scope(reg.engine, write=False) as s:
+        assert prom.events_of(s, rows.ad.id) == [] and prom.current_state(s, rows.ad.id) == (None, rows.v2.id)
+
+
+def test_a_move_to_an_older_version_is_refused_unless_forced_and_moves_nothing(reg, rows):
+    for kind in ("manual_override", "promotion", "approval"):
+        with pytest.raises(prom.BackwardsError, match=rf"replace production's v{rows.v2.id} unedited with "
+                                                      rf"v{rows.v1.id} smooth_abs \(#{rows.cand.id}\), an older"):
+            move(reg, rows.ad.id, rows.v1.id, rows.cand.id, kind=kind, force=False)
     with session_scope(reg.engine, write=False) as s:
         assert prom.events_of(s, rows.ad.id) == [] and prom.current_state(s, rows.ad.id) == (None, rows.v2.id)
 

@@ -62,7 +62,16 @@ def test_register_adapter_is_idempotent_and_declarative(reg):
     before = counts(reg)
     again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"calib": {"seed": 1}}})
     assert again.id == a.id and counts(reg) == before
-    moved = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k")
+    with pytest.raises(RegistryError, match=r"config.surgery: \{'calib': \{'seed': 1\}\} → \(none\).*--force"):
+        reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k")
+    assert [str(c) for c in reg.registration_changes("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math")] == [
+        "source_uri: 'hf://acme/gsm-lora@v1' → 'hf://acme/gsm-lora@v2'",
+        "config.surgery: {'calib': {'seed': 1}} → (none)"]
+    with pytest.raises(RegistryError, match="source_uri: 'hf://acme/gsm-lora@v1' → 'hf://acme/other@v1'"):
+        reg.register_adapter("gsm-lora", "hf://acme/other@v1", "base", "math",
+                             config={"surgery": {"calib": {"seed": 1}}})  # another repository: another adapter
+    moved = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k",
+                                 force=True)  # a new release, and its override dropped on purpose
     assert (moved.id, moved.source_uri, moved.benchmark_override, moved.config_json) == (
         a.id, "hf://acme/gsm-lora@v2", "gsm8k", None)
     assert counts(reg) == before

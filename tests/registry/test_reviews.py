@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from registry.promotion import BackwardsError
 from registry.validation import NotFoundError, RegistryError
 from tests.registry.artifacts import artifact
 
@@ -117,3 +118,99 @@ def test_refusals_name_what_is_wrong(registry, rows):
     registry.promote(rows.d2)
     with pytest.raises(RegistryError, match="already in production"):
         registry.request_review(rows.d2, window=DAY, now=T0)
+
+
+def _newer_version(registry, tag: str):
+    path, digest = artifact(f"reviews/{tag}")
+    return registry.record_version("gsm-lora", digest, None, path)[0]
+
+
+@pytest.mark.parametrize("how", ["gate", "manual"])
+def test_a_promotion_of_a_newer_version_supersedes_older_pending_reviews(registry, rows, how):
+    stale = registry.request_review(rows.d1, window=DAY, now=T0).review
+    v2 = _newer_version(registry, "v2")
+    d3 = _decision(registry, v2, "d3")
+    if how == "gate":
+        event = registry.promote(d3, actor="nightly")
+    elif how == "manual":
+        event = registry.manual_promote(d3.promoted_candidate_id, "bob", "hotfix")
+    else:
+        fresh = registry.request_review(d3, window=DAY, now=T0 + timedelta(hours=1))
+        assert fresh.superseded == []  # requesting does not supersede here: v1's review was requested earlier
+        event, _ = registry.approve(fresh.review.id, "bob", "checked", now=T0 + timedelta(hours=2))
+    stale = registry.get_review(stale.id)
+    assert stale.state == "superseded" and stale.decided_by == event.actor
+    assert f"event {event.id}" in stale.reason and "newer than this review's v" in stale.reason
+    with pytest.raises(RegistryError, match=rf"review {stale.id} is superseded .*production moved to v{v2.id}"):
+        registry.approve(stale.id, "alice", "ok", now=T0 + timedelta(hours=3))
+    assert registry.production("gsm-lora").adapter_version_id == v2.id
+
+
+def test_approving_a_review_older_than_production_refuses_without_force(registry, rows):
+    stale = registry.request_review(rows.d1, window=DAY, now=T0).review
+    v2 = _newer_version(registry, "v2b")  # production implicitly serves the latest version, unedited
+    with pytest.raises(BackwardsError, match=rf"review {stale.id}: this approval would replace production's "
+                                             rf"v{v2.id} unedited with v{rows.v1.id} smooth_abs .*older version.*"
+                                             "--force"):
+        registry.approve(stale.id, "alice", "ok", now=T0 + timedelta(hours=1))
+    assert registry.get_review(stale.id).state == "pending" and registry.history("gsm-lora") == []
+    with pytest.raises(BackwardsError, match="manual override would replace"):
+        registry.manual_promote(None, "bob", "x", adapter_version_id=rows.v1.id)
+    event, done = registry.approve(stale.id, "alice", "on purpose", now=T0 + timedelta(hours=1), force=True)
+    assert done.state == "approved" and "backwards" in event.evidence_json["warning"]
+    assert registry.production("gsm-lora").adapter_version_id == rows.v1.id
+    registry.rollback("gsm-lora", "carol", "undo")  # a rollback may always go back
+
+
+SEQUENCES, STEPS = 40, 14
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_production_never_moves_backwards_without_force_or_rollback(registry):
+    """Random interleavings of new versions, decisions, review requests, gate and manual promotions, approvals
+    (forced or not), expiries and rollbacks on one adapter: production's version never decreases except by a
+    forced move or a rollback. A seeded generator (hypothesis is not installed in the project's environment)."""
+    import random
+
+    from registry.promotion import BackwardsError
+
+    rng = random.Random(20261207)
+    for seq in range(SEQUENCES):
+        name = f"prop-{seq}"
+        path, digest = artifact(f"prop/{seq}/v0")
+        registry.register_adapter(name, path, "acme/base", "math")
+        versions, decisions, reviews = [registry.record_version(name, digest, None, path)[0]], [], []
+        now = T0
+        for step in range(STEPS):
+            before = registry.production(name).adapter_version_id
+            action, force, moved_back_ok = rng.choice(["version", "decide", "decide", "review", "review", "gate",
+                                                       "manual", "approve", "approve", "rollback", "wait"]), \
+                rng.random() < 0.2, False
+            now += timedelta(hours=rng.choice([1, 5]))
+            try:
+                if action == "version" and len(versions) < 4:
+                    p, dg = artifact(f"prop/{seq}/v{len(versions)}")
+                    versions.append(registry.record_version(name, dg, None, p)[0])
+                elif action == "decide":
+                    v = rng.choice(versions)
+                    decisions.append(_decision(registry, v, f"prop-{seq}-{step}"))
+                elif action == "review" and decisions:
+                    reviews.append(registry.request_review(rng.choice(decisions), window=DAY, now=now).review)
+                elif action == "gate" and decisions:
+                    registry.promote(rng.choice(decisions))
+                elif action == "manual" and decisions:
+                    d = rng.choice(decisions)
+                    registry.manual_promote(d.promoted_candidate_id, "bob", "by hand", force=force)
+                    moved_back_ok = force
+                elif action == "approve" and reviews:
+                    registry.approve(rng.choice(reviews).id, "alice", "looks good", now=now, force=force)
+                    moved_back_ok = force
+                elif action == "rollback":
+                    registry.rollback(name, "carol", "undo")
+                    moved_back_ok = True
+            except BackwardsError:
+                assert registry.production(name).adapter_version_id == before  # refused: nothing moved
+            except RegistryError:
+                pass  # a refusal for another reason (expired, superseded, nothing to roll back, ...)
+            after = registry.production(name).adapter_version_id
+            assert after >= before or moved_back_ok, (seq, step, action, before, after)

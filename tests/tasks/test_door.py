@@ -101,3 +101,76 @@ def test_an_adapter_that_changes_nothing_is_warned_about(tiny_base, tiny_adapter
     save_file(tensors, weights)
     assert inert_adapter(str(inert)) is None
     assert inert_adapter("hf://acme/lora@main") is None and inert_adapter(str(tmp_path / "nowhere")) is None
+
+
+# ------------------------------------------------------------------------ the adapter fits its base, the context
+@pytest.fixture(scope="module")
+def qwen_adapter(tmp_path_factory):
+    """A LoRA adapter trained on a tiny Qwen2 base with hidden 96 (3 layers)."""
+    from tests import tiny
+
+    base = tiny.save_base(tmp_path_factory.mktemp("qwen_base"), arch="qwen2", hidden=96, intermediate=128, layers=3)
+    return tiny.save_adapter(base, tmp_path_factory.mktemp("qwen_adapter"))
+
+
+def test_an_adapter_made_for_another_base_is_refused_naming_file_field_and_fix(tiny_base, qwen_adapter, tmp_path):
+    from tests import tiny
+
+    llama64 = tiny.save_base(tmp_path / "llama64", hidden=64, intermediate=128, layers=2)
+    findings = door_checks(str(qwen_adapter), str(llama64))
+    base = [f.message for f in findings if f.what == "base"]
+    assert base, findings
+    text = " ".join(base)
+    assert "adapter_model.safetensors" in text and "do not fit the base" in text and "→ 96 features" in text
+    assert "model.safetensors" in text and "retrain it on" in text
+    assert "target_modules" in text and "do not exist in the base" in text  # its third layer has no counterpart
+    assert door_checks(str(tiny_adapter_on(tiny_base, tmp_path)), str(tiny_base)) == []
+
+
+def tiny_adapter_on(base, tmp_path):
+    from tests import tiny
+
+    return tiny.save_adapter(base, tmp_path / "own")
+
+
+def test_shapes_come_from_config_json_when_the_weights_are_not_there(qwen_adapter, tmp_path):
+    from tests import tiny
+    from tasks.door_fit import base_layout
+
+    llama64 = tiny.save_base(tmp_path / "llama64", hidden=64, intermediate=128, layers=2)
+    (llama64 / "model.safetensors").unlink()  # config.json alone
+    layout = base_layout(llama64)
+    assert layout.shapes_from == llama64 / "config.json"
+    assert layout.linear["model.layers.0.self_attn.k_proj"] == (32, 64)  # 2 kv heads of 16
+    messages = [f.message for f in door_checks(str(qwen_adapter), str(llama64)) if f.what == "base"]
+    assert messages and "config.json" in " ".join(messages)
+
+
+def test_a_rank_above_the_layer_is_refused(tmp_path):
+    from tests import tiny
+
+    base = tiny.save_base(tmp_path / "narrow", hidden=16, intermediate=32, layers=1)
+    wide = tiny.save_adapter(base, tmp_path / "r32", r=32, targets=["q_proj"])  # q_proj is 16 x 16
+    (finding,) = [f for f in door_checks(str(wide), str(base)) if f.what == "base"]
+    assert "adapter_config.json" in finding.message and "r=32 > min(16, 16)" in finding.message
+    assert "retrain it with a rank" in finding.message
+
+
+def test_an_evaluation_that_cannot_fit_the_context_is_refused(tmp_path):
+    from tests import tiny
+
+    short = tiny.save_base(tmp_path / "short", max_positions=512)
+    adapter = tiny.save_adapter(short, tmp_path / "a")
+    findings = door_checks(str(adapter), str(short), family="instruction", benchmark_override="ss_ifeval")
+    (finding,) = [f for f in findings if f.what == "benchmark"]
+    assert "config.json: max_position_embeddings is 512" in finding.message
+    assert "'ss_ifeval' generates up to 512 tokens" in finding.message and "ss_ifeval.yaml" in finding.message
+    assert "longest prompt" in finding.message and "evaluator_options" in finding.message
+    # the arithmetic suite's 48 tokens plus its prompts fit 512 positions; a run override of 600 does not
+    fits = door_checks(str(adapter), str(short), family="math", benchmark_override="ss_arith")
+    assert [f.message for f in fits if "ss_arith" in f.message] == []
+    over = door_checks(str(adapter), str(short), family="math", benchmark_override="ss_arith", max_gen_toks=600)
+    assert any("evaluator_options.max_gen_toks" in f.message for f in over)
+    long = tiny.save_base(tmp_path / "long", max_positions=4096)
+    assert door_checks(str(tiny.save_adapter(long, tmp_path / "b")), str(long), family="instruction",
+                       benchmark_override="ss_ifeval") == []

@@ -167,3 +167,55 @@ def test_promote_takes_true_false_or_review_and_the_window_reads_hours_by_defaul
         RunConfig(review_window=0)
     with pytest.raises(ValueError, match="promote"):
         RunConfig(promote="maybe")
+
+
+# ------------------------------------------------------------------------------------------- keys hold what was used
+def test_every_setting_is_classified_as_keyed_or_not():
+    """A new RunConfig field must say where it enters the keys (tasks.run_config.SETTING_KEYS), or this fails."""
+    from tasks.run_config import SETTING_KEYS
+
+    assert set(SETTING_KEYS) == set(RunConfig.model_fields), set(RunConfig.model_fields) ^ set(SETTING_KEYS)
+    assert set(SETTING_KEYS.values()) == {"result", "evaluation", "adapter", "no"}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("surgery", {"edit": {"eta": 0.3}}), ("gate", {"alpha": 0.01}), ("ladder", {"zero_rebuild": False}),
+    ("sequential", {"enabled": True, "looks": 2}), ("edit_budget", {"enabled": True}), ("evaluator", "fake"),
+    ("evaluator_options", {"n_docs": 3}), ("benchmark_profile", "paper"), ("task_limit", 50),
+    ("task_limits", {"ss_mc": 200}), ("guard_limit", 50), ("guard", False), ("guard_arms", "all"),
+    ("calib_source", "metamath"),
+])  # fmt: skip
+def test_every_setting_classified_result_changes_the_result_hash(field, value, tmp_path, monkeypatch):
+    from tasks.run_config import SETTING_KEYS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert SETTING_KEYS[field] == "result"
+    base = RunConfig(data_dir=tmp_path)
+    assert RunConfig.model_validate({"data_dir": str(tmp_path), field: value}).result_hash() != base.result_hash()
+
+
+def test_the_benchmark_profile_is_keyed_by_what_it_resolves_to(tmp_path, monkeypatch):
+    """``benchmark_profile: null`` picks the suites from HF_HUB_OFFLINE at refine time: the key must follow."""
+    monkeypatch.delenv("SPECTRAL_SURGERY_BENCHMARK_PROFILE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    cfg = RunConfig(data_dir=tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = cfg.result_hash()
+    assert cfg.resolved().benchmark_profile == "offline"
+    assert offline == RunConfig(data_dir=tmp_path, benchmark_profile="offline").result_hash()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert cfg.result_hash() != offline  # the paper's benchmarks now: not "done" under the offline suites' key
+    assert cfg.result_hash() == RunConfig(data_dir=tmp_path, benchmark_profile="paper").result_hash()
+
+
+@pytest.mark.parametrize("policy, fragment", [
+    ("global_scalar", "ladder.global_scalar"), ("zero_rebuild", "ladder.zero_rebuild"),
+    ("zero_rebuild_one_sided", "never a candidate"),
+])  # fmt: skip
+def test_a_control_or_canary_listed_as_a_policy_is_refused_with_the_fix(policy, fragment, tmp_path):
+    from registry.declaration import DeclarationError, check_surgery
+
+    with pytest.raises(ValidationError, match=rf"surgery.policies\[1\] lists {policy}.*{fragment}.*remove it"):
+        RunConfig.model_validate({"data_dir": str(tmp_path), "surgery": {"policies": ["smooth_abs", policy]}})
+    with pytest.raises(DeclarationError, match=rf"config.surgery.policies\[0\] lists {policy}"):
+        check_surgery({"surgery": {"policies": [policy]}})
