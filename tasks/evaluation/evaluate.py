@@ -49,6 +49,8 @@ class EvalResult:
         doc_ids: Document ids, in the same order for every subject of one call.
         outcomes: Per-document values of ``metric`` (0/1 for accuracy-type metrics), aligned with ``doc_ids``.
         samples_path: JSONL of lm-eval's logged samples for this subject (None if not written).
+        scores: Continuous per-document score aligned with ``doc_ids`` (:func:`continuous_scores_from_samples`:
+            the gold answer's log-likelihood margin on multiple-choice tasks), or None where the benchmark has none.
     """
 
     subject: str
@@ -61,6 +63,24 @@ class EvalResult:
     doc_ids: list[str]
     outcomes: list[float]
     samples_path: str | None
+    scores: list[float] | None = None
+
+
+def doc_rows(result: EvalResult) -> list[list]:
+    """The stored per-document form of a result: ``[doc_id, outcome, score]`` triples, or ``[doc_id, outcome]`` pairs
+    when it has no scores (``evaluations.doc_outcomes_json``; no schema change: the column is JSON)."""
+    if result.scores is None:
+        return [[d, o] for d, o in zip(result.doc_ids, result.outcomes)]
+    return [[d, o, x] for d, o, x in zip(result.doc_ids, result.outcomes, result.scores)]
+
+
+def split_doc_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[float], list[float] | None]:
+    """``(doc_ids, outcomes, scores)`` from stored rows in their order; scores None unless every row is a triple
+    with a score (rows written before scores existed are ``[doc_id, value]`` pairs: no score)."""
+    ids = [str(r[0]) for r in rows]
+    outcomes = [float(r[1]) for r in rows]
+    has = bool(rows) and all(len(r) > 2 and r[2] is not None for r in rows)
+    return ids, outcomes, [float(r[2]) for r in rows] if has else None
 
 
 class Evaluator(Protocol):
@@ -207,6 +227,57 @@ def outcomes_from_samples(samples: list[dict], spec: BenchmarkSpec) -> tuple[lis
     if spec.metric not in rows[0]:
         raise KeyError(f"{spec.lm_eval_task}: samples have no metric {spec.metric!r} (have {rows[0].get('metrics')})")
     return [str(s["doc_id"]) for s in rows], [float(s[spec.metric]) for s in rows], rows
+
+
+def _ll(resp: Any) -> float:
+    """The log-likelihood of one logged multiple-choice response: ``[ll, is_greedy]`` (or ``[[ll, is_greedy]]``)."""
+    while isinstance(resp, (list, tuple)) and resp and isinstance(resp[0], (list, tuple)):
+        resp = resp[0]
+    return float(resp[0] if isinstance(resp, (list, tuple)) else resp)
+
+
+def continuous_scores_from_samples(rows: list[dict], spec: BenchmarkSpec, *,
+                                   target_delimiter: str = " ") -> list[float] | None:  # fmt: skip
+    """Per-document continuous score beside the 0/1 outcome: the gold answer's log-likelihood margin.
+
+    For a multiple-choice row (per-choice ``filtered_resps`` ``[ll, is_greedy]``, ``arguments`` ``[context,
+    continuation]`` and the gold index in ``target``) the score is ``max_{gold} s_i − max_{wrong} s_j`` with ``s``
+    the quantity lm-eval's ``process_results`` takes the argmax of for ``spec.metric``: the raw log-likelihood for
+    ``acc``, ``ll / len(choice)`` in characters for ``acc_norm`` (the choice is the continuation without the task's
+    ``target_delimiter``, lm-eval's default " "). So the margin is positive exactly when the document is solved
+    (ties aside), and it says by how much.
+
+    Args:
+        rows: lm-eval's logged samples of one task and filter, one per document (:func:`outcomes_from_samples`).
+        spec: The benchmark; its metric chooses the normalisation.
+        target_delimiter: The task's delimiter between context and choice.
+
+    Returns:
+        One margin (nats, or nats per character for ``acc_norm``) per row, or None when the rows are not
+        multiple-choice log-likelihoods or the metric is not ``acc``/``acc_norm`` (generative tasks: not scored yet).
+    """
+    if spec.metric not in ("acc", "acc_norm") or not rows:
+        return None
+    out = []
+    for row in rows:
+        resps, target = row.get("filtered_resps"), row.get("target")
+        if not isinstance(resps, list) or len(resps) < 2 or isinstance(target, (str, bool)) or target is None:
+            return None
+        try:
+            lls = [_ll(r) for r in resps]
+        except (TypeError, ValueError, IndexError):
+            return None
+        if spec.metric == "acc_norm":
+            conts = [str(a[1]) for a in row.get("arguments") or []]
+            if len(conts) != len(lls):
+                return None
+            lens = [float(len(c[len(target_delimiter):] if c.startswith(target_delimiter) else c)) for c in conts]
+            lls = [ll / n for ll, n in zip(lls, lens)]
+        gold = {int(t) for t in (target if isinstance(target, list) else [target])}
+        if not gold <= set(range(len(lls))) or len(gold) == len(lls):
+            return None
+        out.append(max(lls[i] for i in gold) - max(ll for i, ll in enumerate(lls) if i not in gold))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ lm-eval backend
@@ -478,7 +549,8 @@ class LmEvalEvaluator:
         value = float(agg) if isinstance(agg, (int, float)) else sum(outcomes) / len(outcomes)
         path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
         return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
-                          spec.higher_is_better, doc_ids, outcomes, path)  # fmt: skip
+                          spec.higher_is_better, doc_ids, outcomes, path,
+                          continuous_scores_from_samples(rows, spec))  # fmt: skip
 
 
 # adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
@@ -511,7 +583,8 @@ class FakeEvaluator:
     model's are: a refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled
     one differs on some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never
     depend on the subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of
-    order 10).
+    order 10). The continuous score of document ``i`` is the margin ``p + 0.8·p(1−p)·sin(s_i / 0.5) − u_i``: its
+    sign is the outcome, as a real gold-answer margin's is.
 
     Args:
         n_docs: Documents per benchmark when no limit is given.
@@ -563,12 +636,15 @@ class FakeEvaluator:
             s = s if path is None else [s[i] for i in chosen]
             p = self.rates.get(f"{spec.name}/{subject}", self.rates.get(subject, self.rate))
             amp = 0.8 * p * (1.0 - p)  # 0.2 at rate 0.5; a rate of 0 or 1 stays exact
-            outcomes = [1.0 if u[j] < p + amp * math.sin(s[j] / 0.5) else 0.0 for j in range(n)]
+            # the margin of the draw under the threshold: positive exactly on the documents the subject solves
+            scores = [p + amp * math.sin(s[j] / 0.5) - u[j] for j in range(n)]
+            outcomes = [1.0 if x > 0 else 0.0 for x in scores]
             doc_ids = [str(i) for i in chosen]
-            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in zip(chosen, outcomes)]
+            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o, "score": x}
+                    for i, o, x in zip(chosen, outcomes, scores)]
             path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
             out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
-                                      spec.higher_is_better, doc_ids, outcomes, path_out)  # fmt: skip
+                                      spec.higher_is_better, doc_ids, outcomes, path_out, scores)  # fmt: skip
             if on_result is not None:
                 on_result(out[subject], 0.0)
         return out
