@@ -167,3 +167,24 @@ def test_promote_takes_true_false_or_review_and_the_window_reads_hours_by_defaul
         RunConfig(review_window=0)
     with pytest.raises(ValueError, match="promote"):
         RunConfig(promote="maybe")
+
+
+# ------------------------------------------------------------------------------------------- decision metric
+def test_decision_metric_is_keyed_into_the_decision_only_and_validated_at_the_edge(tmp_path):
+    from tasks.decision.gate import DecisionConfig
+
+    p, c, d = keys(SurgeryConfig())
+    assert decision_key(GateConfig(), c, EVIDENCE, DecisionConfig()) == d  # the default: keys as before it existed
+    cont = DecisionConfig(metric="continuous")
+    assert decision_key(GateConfig(), c, EVIDENCE, cont) != d
+    assert decision_key(GateConfig(), c, EVIDENCE, DecisionConfig(metric="continuous", min_effect=0.2)) not in (
+        d, decision_key(GateConfig(), c, EVIDENCE, cont))
+    base = RunConfig(data_dir=tmp_path)
+    assert RunConfig(data_dir=tmp_path, decision={"metric": "task"}).result_hash() == base.result_hash()
+    assert RunConfig(data_dir=tmp_path, decision={"metric": "continuous"}).result_hash() != base.result_hash()
+    with pytest.raises(ValidationError, match="decision.metric"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "margin"})
+    with pytest.raises(ValidationError, match="min_effect"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "continuous", "min_effect": 0})
+    with pytest.raises(ValidationError, match="continuous cannot be combined with sequential"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "continuous"}, sequential={"enabled": True})
