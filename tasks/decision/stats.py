@@ -318,7 +318,7 @@ class Pairing:
         correlation: Pearson correlation of the paired values (scipy ``pearsonr``); None when either is constant.
         n_eff: ``n·(var_a + var_b) / var(a − b)``: the documents per arm an UNPAIRED comparison would need for the
             same standard error of the mean difference (``= n / (1 − r)`` when the variances are equal); None when
-            every difference is equal (``var(a − b) = 0``: the pairing removes all the noise).
+            every difference is equal up to float rounding (``var(a − b) = 0``: the pairing removes all the noise).
     """
 
     values: Literal["outcomes", "scores"]
@@ -350,7 +350,9 @@ def pairing(a: Sequence[float], b: Sequence[float], values: Literal["outcomes", 
         return Pairing(values, n, None, None)
     va, vb, vd = (float(np.var(x, ddof=1)) for x in (xa, xb, xa - xb))
     r = None if va == 0.0 or vb == 0.0 else float(sps.pearsonr(xa, xb).statistic)
-    return Pairing(values, n, r, None if vd <= 1e-300 else n * (va + vb) / vd)
+    # differences equal up to float rounding (relative 1e-12, as paired_bootstrap's tie rule): no finite n_eff
+    flat = vd <= (1e-12 * max(1.0, float(np.abs(xa).max()), float(np.abs(xb).max()))) ** 2
+    return Pairing(values, n, r, None if flat else n * (va + vb) / vd)
 
 
 def adjust_pvalues(p_values: Sequence[float], method: Correction = "holm") -> list[float]:
