@@ -49,8 +49,9 @@ class EvalResult:
         doc_ids: Document ids, in the same order for every subject of one call.
         outcomes: Per-document values of ``metric`` (0/1 for accuracy-type metrics), aligned with ``doc_ids``.
         samples_path: JSONL of lm-eval's logged samples for this subject (None if not written).
-        scores: Continuous per-document score aligned with ``doc_ids`` (:func:`continuous_scores_from_samples`:
-            the gold answer's log-likelihood margin on multiple-choice tasks), or None where the benchmark has none.
+        scores: Continuous per-document score aligned with ``doc_ids``: the gold answer's log-likelihood margin on
+            multiple-choice tasks (:func:`continuous_scores_from_samples`), the reference answer's teacher-forced mean
+            token log-prob on generative tasks that name one (:func:`reference_pairs`); None where there is none.
     """
 
     subject: str
@@ -280,6 +281,35 @@ def continuous_scores_from_samples(rows: list[dict], spec: BenchmarkSpec, *,
     return out
 
 
+def reference_pairs(rows: list[dict], spec: BenchmarkSpec, *,
+                    target_delimiter: str = " ") -> list[tuple[str, str]] | None:  # fmt: skip
+    """``(context, continuation)`` per generative row whose reference answer is teacher-forced for its score.
+
+    The context is the prompt the row was generated from (few-shot examples and chat template included, as logged in
+    ``arguments``); the continuation is ``target_delimiter`` + the document's ``spec.reference`` field, the form the
+    few-shot examples show an answer in. None when the benchmark names no reference or a row lacks it.
+    """
+    if spec.reference is None or not rows:
+        return None
+    out = []
+    for row in rows:
+        args, ref = row.get("arguments") or [], (row.get("doc") or {}).get(spec.reference)
+        if not args or not isinstance(args[0], (list, tuple)) or not isinstance(ref, str) or not ref.strip():
+            return None
+        out.append((str(args[0][0]), target_delimiter + ref.strip()))
+    return out
+
+
+def _reference_scores(lm: Any, pairs: list[tuple[str, str]]) -> list[float]:
+    """Mean per-token log-probability of each continuation given its context, from lm-eval's own ``loglikelihood``
+    (same tokenisation, batching and model as the task's requests)."""
+    from lm_eval.api.instance import Instance
+
+    reqs = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    lls = lm.loglikelihood(reqs, disable_tqdm=True)
+    return [float(ll) / max(1, len(lm._encode_pair(c, x)[1])) for (ll, _), (c, x) in zip(lls, pairs)]
+
+
 # ------------------------------------------------------------------------------------------ lm-eval backend
 @dataclass
 class _Base:
@@ -484,6 +514,10 @@ class LmEvalEvaluator:
         )
         if results is None:
             raise RuntimeError(f"lm-eval returned no results for {spec.lm_eval_task} (not rank 0?)")
+        # generative tasks with a reference answer: its teacher-forced mean token log-prob, the continuous score
+        pairs = reference_pairs(outcomes_from_samples(results["samples"][spec.lm_eval_task], spec)[2], spec)
+        if pairs is not None:
+            results["reference_scores"] = _reference_scores(hflm, pairs)
         return results
 
     def evaluate(
@@ -547,10 +581,13 @@ class LmEvalEvaluator:
         doc_ids, outcomes, rows = outcomes_from_samples(res["samples"][task], spec)
         agg = res["results"][task].get(f"{spec.metric},{spec.filter}")
         value = float(agg) if isinstance(agg, (int, float)) else sum(outcomes) / len(outcomes)
+        scores = continuous_scores_from_samples(rows, spec)
+        if scores is None and res.get("reference_scores") is not None:
+            scores = list(res["reference_scores"])
+            rows = [{**row, "reference_logprob": x} for row, x in zip(rows, scores)]  # kept with the samples
         path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
         return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
-                          spec.higher_is_better, doc_ids, outcomes, path,
-                          continuous_scores_from_samples(rows, spec))  # fmt: skip
+                          spec.higher_is_better, doc_ids, outcomes, path, scores)  # fmt: skip
 
 
 # adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)

@@ -148,6 +148,25 @@ def test_bare_base_matches_unwrapped_model(evaluator, tiny_base, mc_run, tmp_pat
     assert a == pytest.approx(b, abs=1e-5)
 
 
+def _check_reference_logprob(base_dir, adapter_dir, row: dict, score: float) -> None:
+    """Mean log-prob of " " + solution after the logged prompt, by a plain forward pass of base + adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
+    ctx, cont = row["arguments"][0][0], " " + row["doc"]["solution"].strip()
+    whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+    n_cont = len(whole) - len(tok(ctx, add_special_tokens=False)["input_ids"])
+    # lm-eval keeps the last max_length + 1 tokens (the tiny model's context is 512) and scores the continuation
+    window = whole[-(model.config.max_position_embeddings + 1):]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([window[:-1]])).logits[0].double(), -1)
+    lp = [float(logp[i - 1, window[i]]) for i in range(len(window) - n_cont, len(window))]
+    assert score == pytest.approx(sum(lp) / len(lp), abs=1e-4)
+
+
 @pytest.mark.parametrize(
     ("bench", "metric", "filter_name"),
     [("ss_arith", "exact_match", "last-number"), ("ss_ifeval", "prompt_level_strict_acc", "none"),
@@ -159,6 +178,14 @@ def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tm
     subjects = {"baseline": tiny_adapter, "other": other_adapter}
     res = evaluator.evaluate(str(tiny_base), subjects, bench, limit=LIMIT_GEN, out_dir=tmp_path)
     _check_common(res, bench, metric, LIMIT_GEN)
+    if bench == "ss_arith":  # the reference solution's teacher-forced mean token log-prob, checked by hand below
+        for r in res.values():
+            assert r.scores is not None and len(r.scores) == LIMIT_GEN and all(x < 0 for x in r.scores)
+            assert [s["reference_logprob"] for s in _samples(r)] == r.scores
+        assert res["baseline"].scores != res["other"].scores
+        _check_reference_logprob(tiny_base, tiny_adapter, _samples(res["baseline"])[0], res["baseline"].scores[0])
+    else:
+        assert all(r.scores is None for r in res.values())  # no reference answer: no continuous score
     for r in res.values():
         rows = _samples(r)
         assert all(s["filter"] == filter_name for s in rows)
