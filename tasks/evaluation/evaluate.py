@@ -357,6 +357,10 @@ class LmEvalEvaluator:
         tokenizer: Its tokenizer (required with ``model``).
         model_id: The ``base_model`` string that refers to ``model`` (default ``model.name_or_path``).
         max_cached_bases: Base models kept loaded at once (least recently used are dropped).
+        reference_scores: On generative benchmarks with a reference answer (``BenchmarkSpec.reference``), also score
+            it teacher-forced per subject for a continuous per-document score (off by default: on ss_arith with
+            SmolLM2-135M on CPU the extra pass cost +66% of the generation time; log-likelihood benchmarks get their
+            margin for free either way).
 
     Attributes:
         base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
@@ -370,7 +374,8 @@ class LmEvalEvaluator:
     def __init__(self, *, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
-                 model_id: str | None = None, max_cached_bases: int = 1) -> None:  # fmt: skip
+                 model_id: str | None = None, max_cached_bases: int = 1,
+                 reference_scores: bool = False) -> None:  # fmt: skip
         import torch
 
         if (model is None) != (tokenizer is None):
@@ -383,6 +388,7 @@ class LmEvalEvaluator:
         self.max_gen_toks = max_gen_toks
         self.apply_chat_template = apply_chat_template
         self.max_cached_bases = max_cached_bases
+        self.reference_scores = reference_scores
         self.base_loads = 0
         self._bases: OrderedDict[str, _Base] = OrderedDict()
         self._task_managers: dict[bool, Any] = {}
@@ -391,12 +397,13 @@ class LmEvalEvaluator:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
         self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
                                  apply_chat_template=apply_chat_template,
-                                 model_dtype=None if model is None else str(model.dtype))
+                                 model_dtype=None if model is None else str(model.dtype),
+                                 reference_scores=reference_scores)
 
     @staticmethod
     def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
-                 **_ignored: Any) -> str:
+                 reference_scores: bool = False, **_ignored: Any) -> str:
         """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites).
 
         ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
@@ -411,6 +418,7 @@ class LmEvalEvaluator:
             f"lm_eval={version('lm_eval')};transformers={version('transformers')};peft={version('peft')};"
             f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
+            + (";reference_scores" if reference_scores else "")  # off: the keys of evaluations made before it
         )
 
     # -- model handling
@@ -515,7 +523,8 @@ class LmEvalEvaluator:
         if results is None:
             raise RuntimeError(f"lm-eval returned no results for {spec.lm_eval_task} (not rank 0?)")
         # generative tasks with a reference answer: its teacher-forced mean token log-prob, the continuous score
-        pairs = reference_pairs(outcomes_from_samples(results["samples"][spec.lm_eval_task], spec)[2], spec)
+        pairs = None if not self.reference_scores else reference_pairs(
+            outcomes_from_samples(results["samples"][spec.lm_eval_task], spec)[2], spec)
         if pairs is not None:
             results["reference_scores"] = _reference_scores(hflm, pairs)
         return results

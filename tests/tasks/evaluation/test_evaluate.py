@@ -37,7 +37,7 @@ def other_adapter(tiny_base, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluator():
-    return get_evaluator("lm_eval", batch_size=8, device="cpu", max_gen_toks=MAX_GEN_TOKS)
+    return get_evaluator("lm_eval", batch_size=8, device="cpu", max_gen_toks=MAX_GEN_TOKS, reference_scores=True)
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +284,8 @@ def test_input_errors(evaluator, tiny_base, tiny_adapter, tmp_path):
 def test_key_names_versions_and_settings(evaluator):
     assert "lm_eval=0.4" in evaluator.key and f"max_gen_toks={MAX_GEN_TOKS}" in evaluator.key
     assert "suites=" in evaluator.key
+    # the reference answers' extra pass is opt-in and keyed; off, the keys are those of evaluations made before it
+    assert evaluator.key.endswith(";reference_scores") and "reference_scores" not in LmEvalEvaluator.identity()
 
 
 # ------------------------------------------------------------------------------------------- fake
