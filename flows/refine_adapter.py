@@ -22,11 +22,13 @@ from flows import events, stage_hook, worker
 from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
-from tasks.evaluation.evaluate import runs_generated_code
+from tasks.evaluation.evaluate import doc_rows, runs_generated_code, split_doc_rows
 from tasks.decision.gate import (
     REJECTED_ON_TASK_EVIDENCE,
     ArmOutcomes,
+    DecisionConfig,
     decide,
+    decision_metric,
     guard_skips,
     summarize,
     verdict_label,
@@ -325,7 +327,7 @@ def _doc_order(doc_id) -> tuple:
 @task(cache_policy=NO_CACHE)
 def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                       limit: int | None, kind: str, arms: list[str] | None = None,
-                      docs: tuple[int, int] | None = None) -> tuple[str, dict[str, list]]:
+                      docs: tuple[int, int] | None = None) -> tuple[str, dict[str, list], dict[str, list]]:
     """Evaluate the baseline and every candidate on ``spec``, skipping scores already recorded.
 
     An evaluation is keyed by (subject, benchmark, limit, evaluator identity): the baseline's is reused across
@@ -338,8 +340,9 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
             look's new documents; keyed as such).
 
     Returns:
-        ``(evaluator key, subject name -> per-document outcomes aligned by document)``; subjects are
-        "baseline" and the arm names.
+        ``(evaluator key, subject name -> per-document outcomes aligned by document, subject name -> continuous
+        per-document scores)``; subjects are "baseline" and the arm names; a subject without scores (a generative
+        benchmark, an evaluation recorded before scores existed) is absent from the scores.
     """
     reg = worker.registry(config)
     sandbox = sandbox_used(config, spec)
@@ -382,19 +385,22 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                 reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
                                    higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
                                    stderr=r.stderr, samples_uri=r.samples_path,
-                                   doc_outcomes=list(zip(r.doc_ids, r.outcomes)), kind=kind,
+                                   doc_outcomes=doc_rows(r), kind=kind,
                                    seconds=took.get(r.subject, took.get(name)))
                 stage_hook.reached("evaluation")
     out: dict[str, list] = {}
+    scores: dict[str, list] = {}
     for name, cid in subjects.items():
         row = reg.get_evaluation(version.id, spec.name, ekey, cid)
-        out[name] = [v for _, v in sorted(row.doc_outcomes_json, key=lambda p: _doc_order(p[0]))]
+        _, out[name], sc = split_doc_rows(sorted(row.doc_outcomes_json, key=lambda p: _doc_order(p[0])))
+        if sc is not None:  # an evaluation recorded before scores existed has none
+            scores[name] = sc
     _logger().info("%s: %s evaluated (%d new subjects)", adapter.name, spec.name, len(todo))
-    return ekey, out
+    return ekey, out, scores
 
 
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
-                        arms: list[Arm]) -> tuple[tuple[str, dict[str, list]], dict]:
+                        arms: list[Arm]) -> tuple[tuple[str, dict[str, list], dict[str, list]], dict]:
     """The task benchmark in looks (:mod:`tasks.decision.sequential`): each look scores only its new documents, for the
     baseline, the controls and every candidate still running.
 
@@ -410,8 +416,8 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
     when every candidate has stopped or one reaches efficacy, else at the budget.
 
     Returns:
-        ``((key, subject -> outcomes of the documents it was scored on), record)``; the record (design, looks,
-        where each candidate stopped, documents evaluated) goes into the decision's statistics.
+        ``((key, subject -> outcomes of the documents it was scored on, subject -> their scores), record)``; the
+        record (design, looks, where each candidate stopped, documents evaluated) goes into the decision's statistics.
     """
     from tasks.decision.canaries import documents_differing, zero_rebuild_holds
     from tasks.decision.sequential import design_for, look_candidates
@@ -426,6 +432,8 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
     design = design_for(config.sequential, config.gate, config.limit_for(spec.name), len(candidates))
     live, futile, looks, keys = list(candidates), {}, [], []
     out: dict[str, list] = {}
+    scores: dict[str, list] = {}
+    no_scores: set[str] = set()
     start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
 
     def differing(name: str) -> int:  # documents where canary ``name`` differs from the baseline, of those scored
@@ -436,10 +444,15 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
         more_bare = [bare] if k > 1 and bare is not None and differing(bare) == 0 else []
         scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
                   + (canaries if k == 1 else more_bare))
-        ekey, chunk = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", scored,
-                                        docs=(start, n_k))
+        ekey, chunk, chunk_scores = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task",
+                                                      scored, docs=(start, n_k))
         keys.append(ekey)
         for name, values in chunk.items():
+            if len(scores.get(name, ())) == len(out.get(name, ())) and name in chunk_scores:
+                scores.setdefault(name, []).extend(chunk_scores[name])
+            else:  # a look without scores: the subject has none over its documents
+                scores.pop(name, None)
+                no_scores.add(name)
             out.setdefault(name, []).extend(values)
         results = look_candidates(design, k, out[BASELINE], {n: out[n] for n in live}, {n: out[n] for n in controls},
                                   (scalar, out[scalar]) if scalar else None, spec.higher_is_better)
@@ -471,7 +484,7 @@ def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands:
               "subject_documents": sum(len(v) for v in out.values()),
               "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
     key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]
-    return (key, out), record
+    return (key, out, {n: v for n, v in scores.items() if n not in no_scores}), record
 
 
 def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, cands: list[ArmOutcomes],
@@ -517,18 +530,21 @@ def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, can
 
 
 def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], guard_out: dict[str, list] | None,
-                 higher_is_better: bool, skipped: dict[str, str] | None = None):
+                 higher_is_better: bool, skipped: dict[str, str] | None = None,
+                 task_scores: dict[str, list] | None = None):  # fmt: skip
     """The gate's arms from the stored outcomes: ``(baseline, candidates, random controls, extras)``.
 
-    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`).
+    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`);
+    ``task_scores`` the arms' continuous per-document scores on the task benchmark (where they have them).
     """
-    g, skipped = guard_out or {}, skipped or {}
+    g, skipped, sc = guard_out or {}, skipped or {}, task_scores or {}
     by_name = {a.name: a for a in arms if a.name in cands.ids}
-    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better)
+    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better,
+                       scores=sc.get(BASELINE))
     arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
                           None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better,
                           guard_skipped=skipped.get(n) if n not in g and a.role in ("policy", "scalar_control")
-                          else None)
+                          else None, scores=sc.get(n))
            for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
     role = {n: a.role for n, a in by_name.items()}
     one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
@@ -539,10 +555,11 @@ def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], 
 
 
 def _gate(config: RunConfig, sequential: dict | None, base: ArmOutcomes, candidates: list[ArmOutcomes],
-          controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]):
-    """The decision: the fixed gate, or a sequential run's at the look where it stopped."""
+          controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None], decision: DecisionConfig | None = None):
+    """The decision: the fixed gate (on ``decision``'s metric), or a sequential run's at the look where it stopped
+    (task metric only: the run config refuses a continuous metric with sequential looks)."""
     if sequential is None:
-        return decide(base, candidates, controls, config.gate, **extras)
+        return decide(base, candidates, controls, config.gate, **extras, decision=decision)
     return _sequential_decision(config, sequential, base, candidates, controls, extras)
 
 
@@ -589,19 +606,20 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     from tasks.run_config import decision_key
 
     reg = worker.registry(config)
-    task_key, task_out = task_eval
-    guard_key, guard_out = guard_eval if guard_eval is not None else (None, None)
+    task_key, task_out, task_scores = task_eval
+    guard_key, guard_out = guard_eval[:2] if guard_eval is not None else (None, None)
     evidence = {"task": [task_name, task_key], "guard": [guard_name, guard_key],
                 "subjects": sorted(cands.ids.items())}
     if sequential is not None:
         evidence["sequential"] = sequential["design"]
     if guard_skipped:  # absent when every arm is guarded: the keys of decisions made before guard_arms existed
         evidence["guard_skipped"] = sorted(guard_skipped)
-    dkey = decision_key(config.gate, cands.key, evidence)
+    dkey = decision_key(config.gate, cands.key, evidence, config.decision)
     base, candidates, controls, extras = _gate_inputs(arms, cands, task_out, guard_out, higher_is_better,
-                                                      guard_skipped)
+                                                      guard_skipped, task_scores)
     role = {a.name: a.role for a in arms if a.name in cands.ids}
-    decision = _gate(config, sequential, base, candidates, controls, extras)
+    metric = decision_metric(config.decision, [base, *candidates, *controls, extras["scalar_control"]], task_name)
+    decision = _gate(config, sequential, base, candidates, controls, extras, metric.used)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
@@ -619,6 +637,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         stats["sequential"] = sequential
     if budget is not None:
         stats["edit_budget"] = budget
+    if metric.fallback:
+        stats["decision_metric"] = {"requested": config.decision.metric, "used": "task", "why": metric.fallback}
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)

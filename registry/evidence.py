@@ -110,7 +110,9 @@ class EvidenceStore(Store):
         (the first write wins), so a re-run reuses it.
 
         Args:
-            doc_outcomes: Per-document outcomes ``[(doc_id, value), ...]`` for paired tests.
+            doc_outcomes: Per-document outcomes ``[(doc_id, value), ...]`` for paired tests, or triples
+                ``[(doc_id, value, score), ...]`` with the continuous score beside the outcome (stored in the same
+                JSON column: rows written before scores existed are pairs, read as "no score").
             n: Number of documents; default ``len(doc_outcomes)``.
             kind: ``task`` (the adapter's benchmark) or ``guard`` (IFEval).
             seconds: Wall seconds of scoring this subject (its share of the evaluator's pass).
@@ -122,8 +124,9 @@ class EvidenceStore(Store):
         outcomes = None
         if doc_outcomes is not None:
             outcomes = check.jsonable([list(pair) for pair in doc_outcomes], "doc_outcomes")
-            if any(len(pair) != 2 for pair in outcomes):
-                raise RegistryError("doc_outcomes must be a list of [doc_id, value] pairs")
+            if any(len(row) not in (2, 3) for row in outcomes):
+                raise RegistryError("doc_outcomes must be a list of [doc_id, value] pairs or [doc_id, value, score] "
+                                    "triples")
             n = len(outcomes) if n is None else n
         values = {"metric": metric, "value": check.finite(value, "value"), "n": n,
                   "stderr": check.finite(stderr, "stderr", optional=True), "samples_uri": samples_uri,

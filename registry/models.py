@@ -238,7 +238,8 @@ class Evaluation(Base):
     n: Mapped[int | None] = mapped_column(Integer)
     stderr: Mapped[float | None]
     samples_uri: Mapped[str | None] = mapped_column(Text)
-    doc_outcomes_json: Mapped[list[Any] | None] = mapped_column(doc="[[doc_id, value], ...] per document.")
+    doc_outcomes_json: Mapped[list[Any] | None] = mapped_column(
+        doc="[[doc_id, value], ...] or [[doc_id, value, score], ...] per document (score: continuous, issue 24).")
     evaluator_key: Mapped[str] = mapped_column(String(64), doc="Hash of evaluator identity + limit.")
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
     kind: Mapped[str] = mapped_column(String(16), default="task")

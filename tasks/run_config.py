@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from tasks.config import SurgeryConfig, default_data_dir
-from tasks.decision.gate import GateConfig
+from tasks.decision.gate import DecisionConfig, GateConfig
 from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
 from tasks.decision.sequential import SequentialConfig
@@ -66,7 +66,7 @@ SETTING_KEYS: dict[str, str] = {
     "surgery": "result", "gate": "result", "ladder": "result", "sequential": "result", "edit_budget": "result",
     "evaluator": "result", "evaluator_options": "result", "benchmark_profile": "result", "task_limit": "result",
     "task_limits": "result", "guard_limit": "result", "guard": "result", "guard_arms": "result",
-    "calib_source": "result", "device": "evaluation", "sandbox": "adapter",
+    "calib_source": "result", "decision": "result", "device": "evaluation", "sandbox": "adapter",
     "data_dir": "no", "registry_url": "no", "concurrency": "no", "task_runner": "no", "dask_address": "no",
     "dask_workers": "no", "promote": "no", "review_window": "no", "actor": "no", "mlflow": "no",
 }
@@ -82,6 +82,9 @@ class RunConfig(BaseModel):
                                      "file in data_dir. Its password is never written down (see tasks.secrets).")
     surgery: SurgeryConfig = Field(default_factory=SurgeryConfig, description="Policies, targets, calibration.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion thresholds.")
+    decision: DecisionConfig = Field(
+        default_factory=DecisionConfig, description="Which per-document values decide: task (0/1 outcomes, the "
+        "default) or continuous (the gold answer's log-likelihood margin, paired t-test; opt-in).")
     ladder: LadderConfig = Field(default_factory=LadderConfig, description="Controls and canaries of every decision.")
     sequential: SequentialConfig = Field(default_factory=SequentialConfig,
                                          description="Evaluate the task benchmark in looks and stop early.")
@@ -193,6 +196,10 @@ class RunConfig(BaseModel):
         if self.sequential.enabled and (self.task_limit is None or self.task_limit < self.sequential.looks):
             raise ValueError(f"sequential.enabled needs task_limit >= sequential.looks ({self.sequential.looks}), got "
                              f"task_limit={self.task_limit}: set task_limit to the document budget of the last look")
+        if self.sequential.enabled and self.decision.metric == "continuous":
+            raise ValueError("decision.metric: continuous cannot be combined with sequential.enabled (the looks spend "
+                             "alpha for the task metric's McNemar test): set decision.metric: task or turn sequential "
+                             "off.")
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")
@@ -239,6 +246,8 @@ class RunConfig(BaseModel):
             keyed["edit_budget"] = self.edit_budget.model_dump(mode="json")
         if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
             keyed["sequential"] = self.sequential.model_dump(mode="json")
+        if self.decision != DecisionConfig():  # the default changes nothing: hashes stay those made before it existed
+            keyed["decision"] = self.decision.model_dump(mode="json")
         keyed["adapter_overrides"] = adapter_overrides or {}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
@@ -316,14 +325,18 @@ def candidate_key(prepared: str, surgery: SurgeryConfig, *, holdout_sha256: str 
                  "global_scalar": surgery.global_scalar.model_dump(mode="json"), "holdout": holdout_sha256})
 
 
-def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any]) -> str:
-    """Key of one decision: the gate settings, the candidates' key and the evaluations weighed.
+def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any],
+                 decision: DecisionConfig | None = None) -> str:  # fmt: skip
+    """Key of one decision: the gate settings, the decision metric, the candidates' key and the evaluations weighed.
 
     Args:
         gate: The gate settings in force for the adapter.
         candidates: The candidates' key (:func:`candidate_key`).
         evidence: JSON-serialisable description of the evaluations weighed, e.g. per benchmark its evaluator key
             and the evaluated subjects' candidate ids.
+        decision: Which values decide; the default (task metric) leaves the key as it was before it existed.
     """
-    return _sha({"stage": "decision", "gate": gate.model_dump(mode="json"), "candidates": candidates,
-                 "evidence": evidence})
+    keyed = {"stage": "decision", "gate": gate.model_dump(mode="json"), "candidates": candidates, "evidence": evidence}
+    if decision is not None and decision != DecisionConfig():
+        keyed["decision"] = decision.model_dump(mode="json")
+    return _sha(keyed)

@@ -115,6 +115,18 @@ def _verdict(r: dict) -> str:
             f'<span class="muted">{e(", ".join(failed))}</span>')
 
 
+def _vs_unedited(r: dict, metric: str) -> str:
+    """The Δ vs unedited cell: points (nats for a decision on the continuous metric), the pairing as its tooltip."""
+    x = r["vs_baseline"]
+    title = f' title="pairing vs unedited: {e(r["pairing"])}"' if r.get("pairing") else ""
+    if metric != "continuous" or not x:
+        return f'<td class="num"{title}>{_ci(x, signed=True)}</td>'
+    lo, hi = x.get("lo"), x.get("hi")
+    band = f"[{lo:+.3f}, {hi:+.3f}] " if lo is not None and hi is not None else ""
+    p = fmt_p(x["p"]) if x.get("p") is not None else ""
+    return f'<td class="num"{title}>{x["delta"]:+.3f} nats<small>{band}{p}</small></td>'
+
+
 def _runs_table(a: dict) -> str:
     if not a["nights"]:
         return ""
@@ -130,7 +142,7 @@ def _runs_table(a: dict) -> str:
             name = e(r["arm"]) if r["role"] != "baseline" else "unedited (baseline)"
             out.append(f'<tr><td><span style="color:{color_for(r["policy"])}">■</span> {name}</td>'
                        f'<td class="num">{_ci(r["task"])}</td><td class="num">{_ci(r["guard"])}</td>'
-                       f'<td class="num">{_ci(r["vs_baseline"], signed=True)}</td>'
+                       f'{_vs_unedited(r, n.get("decision_metric", "task"))}'
                        f'<td class="num">{_ci(r["vs_control"], signed=True)}</td>'
                        f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_verdict(r)}</td></tr>')
     out.append("</tbody></table>")

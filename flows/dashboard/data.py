@@ -25,7 +25,7 @@ from registry.read import dashboard_rows
 from registry.validation import error_summary
 from tasks.surgery.diagnostics import short_module
 from tasks.decision.gate import verdict_label, verdict_of
-from tasks.decision.report import what_wins
+from tasks.decision.report import pairing_text, pairing_vs, what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
@@ -263,6 +263,7 @@ def _night(ix: _Index, d) -> dict[str, Any]:
             "verdict": v.get("verdict") or (("promote" if v.get("passed") else "reject") if v else None),
             "n_needed": v.get("n_needed"),
             "best_control": arm == best_control, "reason": v.get("reason"),
+            "pairing": pairing_text(pairing_vs(v)) if v and pairing_vs(v) else None,
             "failed": [what for what, ok in (("vs unedited", v.get("beats_baseline")),
                                              ("vs random control", v.get("beats_control")),
                                              ("IFEval guard", v.get("guard_ok"))) if v and ok is False],
@@ -274,6 +275,7 @@ def _night(ix: _Index, d) -> dict[str, Any]:
         "verdict": verdict_of(stats, bool(d.promoted)), "n_needed": stats.get("n_needed"),
         "higher_is_better": hib, "confidence": conf,
         "gate": stats.get("config") or {}, "rows": rows,
+        "decision_metric": (stats.get("decision") or {}).get("metric", "task"),
         "benchmark": base_task.benchmark if base_task is not None else None,
         "metric": base_task.metric if base_task is not None else None,
         "guard_benchmark": base_guard.benchmark if base_guard is not None else None,

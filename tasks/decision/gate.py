@@ -48,6 +48,19 @@ detectable gain at n with power ``power`` (:func:`tasks.decision.power.mcnemar_m
 formulas with the standard deviation of the paired differences. Both are the largest over the references,
 since the gate must beat all of them.
 
+**Pairing.** Every verdict records, against each reference, what pairing the arms on the same documents buys
+(:func:`tasks.decision.stats.pairing`): the Pearson correlation of the paired per-document values (phi for the 0/1
+outcomes; also on the continuous scores where the arms carry them) and the effective sample size
+``n_eff = n·(var_c + var_X) / var(c − X)``, the documents per arm an unpaired comparison would need for the same
+standard error.
+
+**Continuous decision metric (opt-in).** With ``DecisionConfig(metric="continuous")`` the comparisons vs b, r and s
+are one-sided paired t-tests (:func:`tasks.decision.stats.paired_t`) on the arms' continuous per-document scores (the
+gold answer's log-likelihood margin), with the same rules, Holm, verdicts and power (the normal formulas with the
+paired SD of the scores), ``min_effect``/``min_delta`` taken from the ``DecisionConfig`` in the score's units. The
+canaries and the guard stay on the 0/1 outcomes, and ``task_mean`` stays the task metric's mean. Its false-promotion
+rate is checked by simulation and by a permutation check on real outputs (``tests/tasks/decision/test_continuous.py``).
+
 Differences are fractions of the metric's 0..1 scale (``min_delta = 0.01`` is one point); sentences print
 them ×100 as "pts". For lower-is-better metrics "better" means lower, and the paired tests use
 ``alternative="less"``.
@@ -66,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.decision.canaries import canaries
 from tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde, paired_sample_size
-from tasks.decision.stats import PairedTest, adjust_pvalues, as_outcomes, paired_test
+from tasks.decision.stats import Pairing, PairedTest, adjust_pvalues, as_outcomes, paired_t, paired_test, pairing
 
 _EPS = 1e-12  # float slack on threshold comparisons, so a drop of exactly the tolerance is "within"
 Verdict = Literal["promote", "hold", "reject"]
@@ -96,6 +109,36 @@ class GateConfig(BaseModel):
                                     "zero-rebuild canary may differ from the baseline.")  # fmt: skip
 
 
+class DecisionConfig(BaseModel):
+    """Which per-document values decide (``decision:`` in the run config); keyed into the decision only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["task", "continuous"] = Field(
+        "task", description="task: the benchmark's 0/1 outcomes (exact McNemar; the default). continuous: a paired "
+        "t-test on the per-document gold-answer log-likelihood margin (log-likelihood benchmarks only; a benchmark "
+        "without scores is decided on the task metric, recorded).")
+    min_effect: float = Field(0.1, gt=0.0, description="continuous only: smallest mean margin gain worth having, in "
+                              "the score's units (nats); plays gate.min_effect's part.")
+    min_delta: float = Field(0.0, ge=0.0, description="continuous only: required mean margin gain (nats); plays "
+                             "gate.min_delta's part.")
+
+
+@dataclass(frozen=True)
+class ReferencePairing:
+    """What pairing a candidate with one reference buys (module docstring, "Pairing").
+
+    Attributes:
+        reference: The reference arm's name.
+        outcomes: On the 0/1 task outcomes (the correlation is phi).
+        scores: On the continuous scores (None unless both arms carry them).
+    """
+
+    reference: str
+    outcomes: Pairing
+    scores: Pairing | None = None
+
+
 @dataclass(frozen=True)
 class ArmOutcomes:
     """One evaluated adapter ("arm") with its per-document outcomes.
@@ -109,6 +152,8 @@ class ArmOutcomes:
         higher_is_better: Direction of the task metric.
         guard_skipped: Why the guard was deliberately not evaluated (:data:`REJECTED_ON_TASK_EVIDENCE`), else None;
             the gate accepts it only on a candidate it rejects on its task evidence.
+        scores: Continuous per-document scores aligned with ``task`` (the gold answer's log-likelihood margin), or
+            None where the benchmark has none.
     """
 
     name: str
@@ -118,11 +163,15 @@ class ArmOutcomes:
     guard: list[float] | None = None
     higher_is_better: bool = True
     guard_skipped: str | None = None
+    scores: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"arm name must be a non-empty string, got {self.name!r}")
         as_outcomes(self.task, f"arm {self.name!r} task")
+        if self.scores is not None and len(as_outcomes(self.scores, f"arm {self.name!r} scores")) != len(self.task):
+            raise ValueError(f"arm {self.name!r}: {len(self.scores)} scores for {len(self.task)} task outcomes; "
+                             "scores must be aligned with the outcomes")
         if self.guard is not None:
             as_outcomes(self.guard, f"arm {self.name!r} guard")
             if self.guard_skipped:
@@ -165,6 +214,7 @@ class CandidateVerdict:
         mde: Minimum detectable gain at n (largest over references; see the module docstring).
         n_needed: Documents at which a gain of ``min_effect`` would be detected with ``power``.
         guard_skipped: Why the candidate's guard was not evaluated (its task evidence rejects it), else None.
+        pairing: Correlation and effective sample size vs each reference (baseline, best random control, scalar).
     """
 
     name: str
@@ -196,6 +246,7 @@ class CandidateVerdict:
     mde: float | None = None
     n_needed: int | None = None
     guard_skipped: str | None = None
+    pairing: tuple[ReferencePairing, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,6 +265,7 @@ class Decision:
         flags: Canary failures, one readable line each (any flag → nothing promoted).
         canaries: Per canary (``zero_rebuild``, ``bare_base``) its arm, documents differing, fraction and ok.
         n_needed: For a HOLD, the fewest documents that would resolve one held candidate; else None.
+        decision: Which values decided (``metric``: task or continuous) and, for continuous, its thresholds.
     """
 
     promoted: str | None
@@ -227,6 +279,7 @@ class Decision:
     flags: tuple[str, ...] = ()
     canaries: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     n_needed: int | None = None
+    decision: DecisionConfig = DecisionConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (plain dicts, lists, str, float, int, bool, None) for the registry."""
@@ -242,8 +295,37 @@ class Decision:
             "correction": self.config.correction,
             "n_needed": self.n_needed,
             "config": self.config.model_dump(mode="json"),
+            "decision": self.decision.model_dump(mode="json"),
             "verdicts": [dataclasses.asdict(v) for v in self.verdicts],
         }
+
+
+@dataclass(frozen=True)
+class MetricChoice:
+    """The decision metric a decision uses (:func:`decision_metric`).
+
+    Attributes:
+        used: The ``DecisionConfig`` to decide with.
+        fallback: Why a requested continuous metric fell back to the task metric (None: as requested).
+    """
+
+    used: DecisionConfig
+    fallback: str | None = None
+
+
+def decision_metric(requested: DecisionConfig, arms: Sequence[ArmOutcomes | None], benchmark: str) -> MetricChoice:
+    """The configured metric, or the task metric when a continuous one is asked of arms without scores.
+
+    A generative benchmark has no continuous score yet (only log-likelihood ones do), so one run config can serve
+    every task family: those without scores are decided on the task metric, and the decision records why.
+    """
+    if requested.metric == "task":
+        return MetricChoice(requested)
+    lacking = [a.name for a in arms if a is not None and a.scores is None]
+    if not lacking:
+        return MetricChoice(requested)
+    return MetricChoice(DecisionConfig(), f"{benchmark} has no continuous per-document scores for "
+                                          f"{', '.join(lacking)}; decided on the task metric")
 
 
 # ----------------------------------------------------------------------------------------------- format
@@ -268,6 +350,17 @@ def verdict_label(verdict: str, n_needed: int | None = None, promoted: str | Non
     if verdict == "hold":
         return f"held for evidence: needs ~{n_needed} documents" if n_needed else "held for evidence"
     return "rejected"
+
+
+def fmt_gain(x: float, metric: str = "task") -> str:
+    """A gain with its unit: "+3.1 pts" for the task metric (a fraction ×100), "+0.123 nats" for the continuous one."""
+    if metric == "continuous":
+        return f"{'−' if x < 0 else '+'}{abs(x):.3f} nats"
+    return pts(x, " pts")
+
+
+def _threshold(x: float, metric: str) -> str:
+    return f"{x:.3f} nats" if metric == "continuous" else f"{x * 100:.1f}"
 
 
 def fmt_p(p: float) -> str:
@@ -300,7 +393,10 @@ def guard_check(
     return ok, test.delta, test
 
 
-def _test(a: Sequence[float], b: Sequence[float], alternative: str, cfg: GateConfig) -> PairedTest:
+def _test(a: Sequence[float], b: Sequence[float], alternative: str, cfg: GateConfig,
+          metric: str = "task") -> PairedTest:  # fmt: skip
+    if metric == "continuous":
+        return paired_t(a, b, alternative=alternative, confidence=cfg.confidence)  # type: ignore[arg-type]
     return paired_test(a, b, alternative=alternative, n_boot=cfg.n_boot, seed=cfg.seed,  # type: ignore[arg-type]
                        confidence=cfg.confidence)  # fmt: skip
 
@@ -310,21 +406,23 @@ def _gain(test: PairedTest, hib: bool) -> tuple[float, float]:
     return (test.delta, test.ci_high) if hib else (-test.delta, -test.ci_low)
 
 
-def _beats(test: PairedTest, p_adj: float, hib: bool, cfg: GateConfig) -> tuple[bool, str]:
+def _beats(test: PairedTest, p_adj: float, hib: bool, cfg: GateConfig, metric: str = "task") -> tuple[bool, str]:
     """Condition "better by more than min_delta and significant after correction"; (ok, failure note or "")."""
     if not _gain(test, hib)[0] > cfg.min_delta + _EPS:
-        return False, "no gain" if cfg.min_delta == 0 else f"not above min_delta {cfg.min_delta * 100:.1f}"
+        return False, "no gain" if cfg.min_delta == 0 else f"not above min_delta {_threshold(cfg.min_delta, metric)}"
     if not p_adj < cfg.alpha:
         after = f" after {cfg.correction}" if test.p_value < cfg.alpha else ""
         return False, f"not significant{after}"
     return True, ""
 
 
-def _part(test: PairedTest, p_adj: float, what: str, note: str, unit: str, cfg: GateConfig) -> str:
+def _part(test: PairedTest, p_adj: float, what: str, note: str, unit: str, cfg: GateConfig,
+          metric: str = "task") -> str:  # fmt: skip
     """"+3.1 pts vs baseline (p=0.01)" with the corrected p (when it differs) and a failure note."""
     adj = f", {cfg.correction} {fmt_p(p_adj)}" if p_adj != test.p_value else ""
     inner = fmt_p(test.p_value) + adj + (f", {note}" if note else "")
-    return f"{pts(test.delta, unit)} vs {what} ({inner})"
+    delta = pts(test.delta, unit) if metric == "task" else fmt_gain(test.delta, metric)
+    return f"{delta} vs {what} ({inner})"
 
 
 def _power(c: ArmOutcomes, x: ArmOutcomes, test: PairedTest, cfg: GateConfig, level: float) -> tuple[float, float]:
@@ -391,10 +489,23 @@ class _Tests:
 
 
 def _compare(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcomes | None,
-             cfg: GateConfig) -> tuple[PairedTest, PairedTest | None, PairedTest | None]:  # fmt: skip
+             cfg: GateConfig, metric: str = "task"
+             ) -> tuple[PairedTest, PairedTest | None, PairedTest | None]:  # fmt: skip
     alt = "greater" if b.higher_is_better else "less"
-    vs_s = None if s is None or s.name == c.name else _test(c.task, s.task, alt, cfg)
-    return _test(c.task, b.task, alt, cfg), None if r is None else _test(c.task, r.task, alt, cfg), vs_s
+    vs_s = None if s is None or s.name == c.name else _test(c.task, s.task, alt, cfg, metric)
+    return (_test(c.task, b.task, alt, cfg, metric), None if r is None else _test(c.task, r.task, alt, cfg, metric),
+            vs_s)
+
+
+def _pairings(c: ArmOutcomes, refs: Sequence[ArmOutcomes | None]) -> tuple[ReferencePairing, ...]:
+    """Correlation and n_eff of c vs each reference on the outcomes, and on the scores where both have them."""
+    out = []
+    for x in refs:
+        if x is None or x.name == c.name or len(x.task) != len(c.task):
+            continue
+        scores = None if c.scores is None or x.scores is None else pairing(c.scores, x.scores, "scores")
+        out.append(ReferencePairing(x.name, pairing(c.task, x.task, "outcomes"), scores))
+    return tuple(out)
 
 
 def _corrected(raw: list[tuple[PairedTest, PairedTest | None, PairedTest | None]], family: list[bool],
@@ -416,14 +527,18 @@ def _corrected(raw: list[tuple[PairedTest, PairedTest | None, PairedTest | None]
 
 
 def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcomes | None, t: _Tests,
-             cfg: GateConfig, level: float, flags: tuple[str, ...]) -> CandidateVerdict:  # fmt: skip
+             cfg: GateConfig, level: float, flags: tuple[str, ...], metric: str = "task",
+             task_mean: float | None = None, pairings: tuple[ReferencePairing, ...] = ()
+             ) -> CandidateVerdict:  # fmt: skip
+    """One candidate's verdict. With ``metric="continuous"`` the arms' ``task`` are their scores and ``cfg`` carries
+    the score-unit thresholds; ``task_mean`` is then the task metric's mean, given by the caller."""
     hib = b.higher_is_better
-    beats_b, note_b = _beats(t.vs_b, t.adj_b, hib, cfg)
-    parts = [_part(t.vs_b, t.adj_b, "baseline", note_b, " pts", cfg)]
+    beats_b, note_b = _beats(t.vs_b, t.adj_b, hib, cfg, metric)
+    parts = [_part(t.vs_b, t.adj_b, "baseline", note_b, " pts", cfg, metric)]
     beats_r, control_ok, missing_control = False, True, False
     if t.vs_r is not None and r is not None:
-        beats_r, note_r = _beats(t.vs_r, t.adj_r, hib, cfg)  # type: ignore[arg-type]
-        parts[0] += " and " + _part(t.vs_r, t.adj_r, r.name, note_r, "", cfg)  # type: ignore[arg-type]
+        beats_r, note_r = _beats(t.vs_r, t.adj_r, hib, cfg, metric)  # type: ignore[arg-type]
+        parts[0] += " and " + _part(t.vs_r, t.adj_r, r.name, note_r, "", cfg, metric)  # type: ignore[arg-type]
         control_ok = beats_r
     elif cfg.require_control:
         parts.append("no random control evaluated")
@@ -432,8 +547,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
         parts.append("no random control evaluated (not required)")
     beats_s: bool | None = None
     if t.vs_s is not None and s is not None:
-        beats_s, note_s = _beats(t.vs_s, t.adj_s, hib, cfg)  # type: ignore[arg-type]
-        parts[0] += " and " + _part(t.vs_s, t.adj_s, s.name, note_s, "", cfg)  # type: ignore[arg-type]
+        beats_s, note_s = _beats(t.vs_s, t.adj_s, hib, cfg, metric)  # type: ignore[arg-type]
+        parts[0] += " and " + _part(t.vs_s, t.adj_s, s.name, note_s, "", cfg, metric)  # type: ignore[arg-type]
     g_delta, g_test, g_ok = None, None, True
     tol = f"{cfg.guard_tolerance * 100:.1f}"
     if c.guard_skipped:
@@ -473,17 +588,19 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     elif missing_control:
         verdict, why = "reject", "a random control is required"
     elif upper < cfg.min_effect - _EPS:
-        verdict, why = "reject", f"the gain's upper bound {pts(upper)} pts is below min_effect {cfg.min_effect * 100:.1f}"
+        verdict, why = "reject", (f"the gain's upper bound {fmt_gain(upper, metric)} is below min_effect "
+                                  f"{_threshold(cfg.min_effect, metric)}")
     else:
         verdict = "promote" if passed else "hold"
         for x, tt, ok in ((r, t.vs_r, beats_r), (s, t.vs_s, beats_s)):
             if x is not None and tt is not None and not ok and _gain(tt, hib)[1] < cfg.min_effect - _EPS:
                 explained_by = x.name
                 what = "a global rescale" if x is s else f"the random control {x.name}"
-                verdict, why = "reject", f"{what} explains this gain (upper bound {pts(_gain(tt, hib)[1])} pts vs it)"
+                bound = fmt_gain(_gain(tt, hib)[1], metric)
+                verdict, why = "reject", f"{what} explains this gain (upper bound {bound} vs it)"
                 break
         if verdict == "hold":
-            why = f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {pts(mde)} pts)"
+            why = f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {fmt_gain(mde, metric)})"
     # first match wins: a candidate rejected by rule 2 (a significant gain too small to be worth having) is not
     # eligible either, so "passed" and the verdict never disagree and only a "promote" verdict can be promoted
     passed = passed and verdict == "promote"
@@ -494,11 +611,12 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
     reason = f"{c.name} {body}" + (f"; {verdict}: {why}" if why else "")
     if c.is_control:  # a control can be listed for its numbers but is never eligible
         reason = f"{c.name} is a random control, never promoted ({body})"
-    return CandidateVerdict(c.name, c.policy, _mean(c.task), t.vs_b, t.vs_r, None if r is None else r.name, g_delta,
+    return CandidateVerdict(c.name, c.policy, _mean(c.task) if task_mean is None else task_mean, t.vs_b, t.vs_r,
+                            None if r is None else r.name, g_delta,
                             g_test, beats_b, beats_r, g_ok, passed, reason, verdict, t.vs_b.n, t.vs_b.n_a_only,
                             t.vs_b.n_b_only, upper, t.vs_s, None if t.vs_s is None else s.name, beats_s, explained_by,
                             t.adj, t.adj_b, t.adj_r, t.adj_s, mde, n_needed,
-                            c.guard_skipped or None)  # type: ignore[arg-type,union-attr]  # fmt: skip
+                            c.guard_skipped or None, pairings)  # type: ignore[arg-type,union-attr]  # fmt: skip
 
 
 def decide(
@@ -510,6 +628,7 @@ def decide(
     scalar_control: ArmOutcomes | None = None,
     zero_rebuild: ArmOutcomes | None = None,
     bare_base: ArmOutcomes | None = None,
+    decision: DecisionConfig | None = None,
 ) -> Decision:
     """Apply the gate to every candidate, give each a verdict and promote at most one (module docstring).
 
@@ -522,29 +641,49 @@ def decide(
             may also be among ``candidates`` (same arm), and is then promoted when it wins.
         zero_rebuild: Zero-rebuild canary (σ unchanged through the write path); must match the baseline.
         bare_base: The base model without the adapter; the baseline must differ from it.
+        decision: Which values decide (default: the task metric); ``metric="continuous"`` needs ``scores`` on the
+            baseline, every candidate, control and the scalar.
 
     Returns:
         A :class:`Decision` with one verdict per candidate, in input order.
 
     Raises:
-        ValueError: misaligned outcome lengths, duplicate names, mixed metric directions, or a wrong
-            ``is_control`` flag on the baseline or a control.
+        ValueError: misaligned outcome lengths, duplicate names, mixed metric directions, a wrong
+            ``is_control`` flag on the baseline or a control, or ``metric="continuous"`` with an arm without scores.
     """
     extras = {"scalar_control": scalar_control, "zero_rebuild": zero_rebuild, "bare_base": bare_base}
     _check_inputs(baseline, candidates, controls, extras)
+    decision = decision or DecisionConfig()
+    metric = decision.metric
     hib = baseline.higher_is_better
     sign = 1.0 if hib else -1.0
+    # the best random control by the task metric in either mode: "the control" is the same arm whatever decides
     best_r = min(controls, key=lambda r: (-sign * _mean(r.task), r.name)) if controls else None
-    record, flags = canaries(baseline, zero_rebuild, bare_base, cfg.canary_tolerance)
+    record, flags = canaries(baseline, zero_rebuild, bare_base, cfg.canary_tolerance)  # on the 0/1 outcomes always
     family = [not c.is_control for c in candidates]
     m = max(1, sum(family))
     level = cfg.alpha if cfg.correction == "none" else cfg.alpha / m
-    tests = _corrected([_compare(c, baseline, best_r, scalar_control, cfg) for c in candidates], family, cfg)
-    verdicts = tuple(_verdict(c, baseline, best_r, scalar_control, t, cfg, level, flags)
-                     for c, t in zip(candidates, tests))  # fmt: skip
+    pairings = [_pairings(c, [baseline, best_r, scalar_control]) for c in candidates]
+    means, base_mean = [_mean(c.task) for c in candidates], _mean(baseline.task)  # the task metric's, in both modes
+    tcfg = cfg
+    if metric == "continuous":
+        arms = [a for a in (baseline, *candidates, *controls, scalar_control) if a is not None]
+        lacking = [a.name for a in arms if a.scores is None]
+        if lacking:
+            raise ValueError(f"decision.metric is continuous but arm(s) {', '.join(lacking)} have no continuous "
+                             "scores (the benchmark has none); decide on metric: task")
+        swap = {a.name: dataclasses.replace(a, task=list(a.scores)) for a in arms}  # type: ignore[arg-type]
+        baseline, candidates = swap[baseline.name], [swap[c.name] for c in candidates]
+        best_r = None if best_r is None else swap[best_r.name]
+        scalar_control = None if scalar_control is None else swap[scalar_control.name]
+        # the score-unit thresholds stand in for the task's (not validated against GateConfig's 0..1 bounds)
+        tcfg = cfg.model_copy(update={"min_effect": decision.min_effect, "min_delta": decision.min_delta})
+    tests = _corrected([_compare(c, baseline, best_r, scalar_control, tcfg, metric) for c in candidates], family, tcfg)
+    verdicts = tuple(_verdict(c, baseline, best_r, scalar_control, t, tcfg, level, flags, metric, mean, pair)
+                     for c, t, mean, pair in zip(candidates, tests, means, pairings))  # fmt: skip
     promoted, verdict, sentence, n_needed = summarize(verdicts, flags, hib)
-    return Decision(promoted, verdicts, sentence, cfg, baseline.name, _mean(baseline.task), hib, verdict, flags,
-                    record, n_needed)  # fmt: skip
+    return Decision(promoted, verdicts, sentence, cfg, baseline.name, base_mean, hib, verdict, flags,
+                    record, n_needed, decision)  # fmt: skip
 
 
 def summarize(verdicts: Sequence[CandidateVerdict], flags: Sequence[str] = (), higher_is_better: bool = True

@@ -4,8 +4,9 @@ The flow reports what it decided from :meth:`tasks.decision.gate.Decision.to_dic
 never from the dashboard: no database read, nothing the decision did not see. One table row per candidate and
 control: the task score, the gain over the unedited adapter, the best random control and the calibrated global
 scalar (points, 95% interval, one-sided p), the IFEval change, the evidence behind a HOLD (n, discordant pairs, the
-minimum detectable effect, the documents that would resolve it) and the verdict's words
-(:func:`tasks.decision.gate.verdict_label`), so a HOLD never reads like a REJECT.
+minimum detectable effect, the documents that would resolve it), what pairing the documents bought (correlation and
+effective sample size vs the unedited adapter) and the verdict's words (:func:`tasks.decision.gate.verdict_label`), so
+a HOLD never reads like a REJECT. A decision on the continuous metric shows its differences in nats.
 """
 
 from __future__ import annotations
@@ -26,11 +27,36 @@ def _pts(x: float | None) -> str:
     return f"{'−' if v < 0 else '+'}{abs(v):.1f}"
 
 
-def _delta(test: dict[str, Any] | None) -> str:
-    """``+3.1 [−0.5, +6.7] p=0.04`` of a recorded :class:`tasks.decision.stats.PairedTest` (``–`` without one)."""
+def _nats(x: float | None) -> str:
+    return "–" if x is None else f"{'−' if x < 0 else '+'}{abs(x):.3f}"
+
+
+def _delta(test: dict[str, Any] | None, continuous: bool = False) -> str:
+    """``+3.1 [−0.5, +6.7] p=0.04`` of a recorded :class:`tasks.decision.stats.PairedTest` (``–`` without one); in
+    nats with three decimals for a decision on the continuous metric."""
     if not test:
         return "–"
-    return f"{_pts(test['delta'])} [{_pts(test['ci_low'])}, {_pts(test['ci_high'])}] {fmt_p(test['p_value'])}"
+    f = _nats if continuous else _pts
+    return f"{f(test['delta'])} [{f(test['ci_low'])}, {f(test['ci_high'])}] {fmt_p(test['p_value'])}"
+
+
+def pairing_vs(verdict: dict[str, Any], reference: str = "baseline") -> dict[str, Any] | None:
+    """The recorded pairing (:class:`tasks.decision.gate.ReferencePairing` as a dict) of a verdict against the arm
+    ``reference``, or None (decisions recorded before pairing existed, or no such reference)."""
+    return next((p for p in verdict.get("pairing") or [] if p.get("reference") == reference), None)
+
+
+def pairing_text(p: dict[str, Any] | None) -> str:
+    """``φ 0.94, n_eff 1,624; scores r 0.99, n_eff 13,054`` (``–`` without a pairing or for a missing number)."""
+    if not p:
+        return "–"
+
+    def one(x: dict[str, Any] | None, sym: str) -> str:
+        r, ne = (x or {}).get("correlation"), (x or {}).get("n_eff")
+        return f"{sym} {'–' if r is None else f'{r:.2f}'}, n_eff {'–' if ne is None else f'{ne:,.0f}'}"
+
+    out = one(p.get("outcomes"), "φ")
+    return out + (f"; scores {one(p['scores'], 'r')}" if p.get("scores") else "")
 
 
 def _discordant(v: dict[str, Any]) -> str:
@@ -44,12 +70,17 @@ def candidate_rows(statistics: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for v in statistics.get("verdicts", []):
         verdict = v.get("verdict") or ("promote" if v["passed"] else "reject")
+        pair = pairing_vs(v) or {}
         rows.append({"candidate": v["name"], "task": round(v["task_mean"], 4),
                      "vs baseline (pts)": round(v["vs_baseline"]["delta"] * 100, 2),
                      "p vs baseline": round(v["vs_baseline"]["p_value"], 4),
                      "guard delta (pts)": None if v["guard_delta"] is None else round(v["guard_delta"] * 100, 2),
                      "verdict": verdict_label(verdict, v.get("n_needed")),
                      "MDE (pts)": None if v.get("mde") is None else round(v["mde"] * 100, 2),
+                     "phi vs baseline": (pair.get("outcomes") or {}).get("correlation"),
+                     "n_eff vs baseline": (pair.get("outcomes") or {}).get("n_eff"),
+                     "score r vs baseline": (pair.get("scores") or {}).get("correlation"),
+                     "score n_eff vs baseline": (pair.get("scores") or {}).get("n_eff"),
                      "passed": v["passed"]})
     return rows
 
@@ -80,21 +111,35 @@ def decision_markdown(adapter_name: str, statistics: dict[str, Any], sentence: s
     correction = statistics.get("correction")
     if correction:
         lines.append(f"- **Multiple comparisons:** {correction}")
+    metric = statistics.get("decision") or {}
+    continuous = metric.get("metric") == "continuous"
+    if continuous:
+        lines.append(f"- **Decision metric:** continuous (the gold answer's log-likelihood margin, paired t-test; "
+                     f"min_effect {metric.get('min_effect')} nats)")
+    fallback = statistics.get("decision_metric")
+    if fallback:
+        lines.append(f"- **Decision metric:** {fallback.get('requested')} requested, {fallback.get('used')} used: "
+                     f"{fallback.get('why')}")
     verdicts = statistics.get("verdicts", [])
     if verdicts:
-        lines += ["", "Task and IFEval in %, differences in points with 95% CI and one-sided p; discordant pairs "
-                      "are documents only the candidate / only the unedited adapter solves.", "",
+        unit = "nats of the gold answer's margin" if continuous else "points"
+        lines += ["", f"Task and IFEval in %, differences in {unit} with 95% CI and one-sided p; discordant pairs "
+                      "are documents only the candidate / only the unedited adapter solves; pairing: the correlation "
+                      "of the paired per-document values vs the unedited adapter (φ on the 0/1 outcomes, r on the "
+                      "scores) and the documents per arm an unpaired comparison would need for the same standard "
+                      "error (n_eff).", "",
                   "| candidate | task | Δ vs unedited | Δ vs best random | Δ vs global scalar | Δ IFEval | n "
-                  "| discordant | MDE | verdict |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| discordant | MDE | pairing | verdict |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for v in verdicts:
             words = verdict_label(v.get("verdict") or ("promote" if v["passed"] else "reject"), v.get("n_needed"))
             if v["name"] == statistics.get("promoted"):
                 words = f"**{words}**"
-            mde = "–" if v.get("mde") is None else _pts(v["mde"]).lstrip("+")
+            mde = "–" if v.get("mde") is None else (_nats if continuous else _pts)(v["mde"]).lstrip("+")
             lines.append("| " + " | ".join([
-                v["name"], _pct(v["task_mean"]), _delta(v["vs_baseline"]), _delta(v.get("vs_control")),
-                _delta(v.get("vs_scalar")), _pts(v.get("guard_delta")), str(v.get("n", "–")), _discordant(v), mde,
+                v["name"], _pct(v["task_mean"]), _delta(v["vs_baseline"], continuous),
+                _delta(v.get("vs_control"), continuous), _delta(v.get("vs_scalar"), continuous),
+                _pts(v.get("guard_delta")), str(v.get("n", "–")), _discordant(v), mde, pairing_text(pairing_vs(v)),
                 words]) + " |")
         reasons = [f"- `{v['name']}`: {v['reason']}" for v in verdicts if v.get("reason")]
         if reasons:

@@ -16,6 +16,8 @@ document i of ``b``) and reports the difference ``delta = mean(a) − mean(b)`` 
   interval is the point ``[delta, delta]`` and the p-value is the exact sign test's (``0.5**n`` if every
   difference favours the alternative, else 1.0), which is 1.0 when ``a == b``.
 
+:func:`paired_t` is the one-sided paired t-test (scipy's ``ttest_rel``) of the opt-in continuous decision metric;
+:func:`pairing` measures what the pairing buys (correlation and effective sample size).
 :func:`adjust_pvalues` corrects a family of p-values for multiplicity (Holm step-down, Bonferroni, none).
 """
 
@@ -30,7 +32,7 @@ import numpy as np
 from scipy import stats as sps
 
 Alternative = Literal["greater", "less"]
-Method = Literal["mcnemar_exact", "paired_bootstrap", "none"]
+Method = Literal["mcnemar_exact", "paired_bootstrap", "paired_t", "none"]
 Correction = Literal["none", "holm", "bonferroni"]
 _CHUNK = 1 << 21  # resampled values held at once by the bootstrap (~16 MiB of float64)
 
@@ -263,6 +265,94 @@ def paired_test(
     if is_binary(xa) and is_binary(xb):
         return mcnemar_exact(xa, xb, alternative, confidence)
     return paired_bootstrap(xa, xb, alternative, int(n_boot), seed, confidence)
+
+
+def paired_t(
+    a: Sequence[float], b: Sequence[float], *, alternative: Alternative = "greater", confidence: float = 0.95
+) -> PairedTest:
+    """One-sided paired t-test of ``a`` against ``b`` (scipy ``ttest_rel``) with the t interval of the mean difference.
+
+    The test of the opt-in continuous decision metric (per-document scores such as a log-prob margin). Exact for
+    normal differences and asymptotically valid otherwise; its false-promotion rate under exchangeable arms is checked
+    by simulation in ``tests/tasks/decision/test_continuous.py``. All differences equal (nothing to estimate the
+    spread from) gives method ``"none"`` with the sign test's p-value, as :func:`paired_bootstrap`.
+
+    Args:
+        a: Per-document scores of the system under test, shape (n,), n ≥ 2.
+        b: The reference's, aligned.
+        alternative: ``"greater"`` tests H1: mean(a − b) > 0; ``"less"`` the opposite.
+        confidence: Level of the two-sided interval ``mean(d) ± t_{n−1}·sd(d)/√n``.
+
+    Returns:
+        A :class:`PairedTest` with ``method="paired_t"`` (``n_a_only``/``n_b_only`` None).
+
+    Raises:
+        ValueError: lengths differ, fewer than 2 documents, or non-finite values.
+    """
+    xa, xb = as_outcomes(a, "a"), as_outcomes(b, "b")
+    if xa.size != xb.size:
+        raise ValueError(f"paired scores must be aligned: a has {xa.size} documents, b has {xb.size}")
+    if xa.size < 2:
+        raise ValueError("paired_t needs at least 2 documents")
+    d = xa - xb
+    n, delta = int(d.size), float(d.mean())
+    ma, mb = float(xa.mean()), float(xb.mean())
+    tol = 1e-12 * max(1.0, float(np.abs(xa).max()), float(np.abs(xb).max()))
+    if np.ptp(d) <= tol:
+        favours = delta > tol if alternative == "greater" else delta < -tol
+        return PairedTest("none", n, ma, mb, delta, delta, delta, 0.5**n if favours else 1.0, None, None,
+                          alternative, confidence)  # fmt: skip
+    res = sps.ttest_rel(xa, xb, alternative=alternative)
+    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return PairedTest("paired_t", n, ma, mb, delta, delta - half, delta + half, float(res.pvalue), None, None,
+                      alternative, confidence)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """What pairing two arms on the same documents buys, for one pair of per-document value arrays.
+
+    Attributes:
+        values: ``"outcomes"`` (the 0/1 task outcomes: the correlation is phi) or ``"scores"`` (continuous scores).
+        n: Paired documents.
+        correlation: Pearson correlation of the paired values (scipy ``pearsonr``); None when either is constant.
+        n_eff: ``n·(var_a + var_b) / var(a − b)``: the documents per arm an UNPAIRED comparison would need for the
+            same standard error of the mean difference (``= n / (1 − r)`` when the variances are equal); None when
+            every difference is equal up to float rounding (``var(a − b) = 0``: the pairing removes all the noise).
+    """
+
+    values: Literal["outcomes", "scores"]
+    n: int
+    correlation: float | None
+    n_eff: float | None
+
+
+def pairing(a: Sequence[float], b: Sequence[float], values: Literal["outcomes", "scores"] = "outcomes") -> Pairing:
+    """Pearson correlation and effective sample size of two aligned per-document arrays (see :class:`Pairing`).
+
+    The unpaired standard error of ``mean(a) − mean(b)`` with m documents per arm is ``√((var_a + var_b)/m)``; the
+    paired one with n documents is ``√(var(a − b)/n)``. Equating them gives
+    ``n_eff = n·(var_a + var_b)/var(a − b)`` (sample variances, ``ddof=1``; the ratio does not depend on the choice).
+
+    Args:
+        a: Values of one arm, shape (n,).
+        b: Values of the other, aligned.
+        values: What they are (recorded; for 0/1 outcomes the Pearson correlation is the phi coefficient).
+
+    Raises:
+        ValueError: lengths differ or values are not finite.
+    """
+    xa, xb = as_outcomes(a, "a"), as_outcomes(b, "b")
+    if xa.size != xb.size:
+        raise ValueError(f"paired values must be aligned: a has {xa.size} documents, b has {xb.size}")
+    n = int(xa.size)
+    if n < 2:
+        return Pairing(values, n, None, None)
+    va, vb, vd = (float(np.var(x, ddof=1)) for x in (xa, xb, xa - xb))
+    r = None if va == 0.0 or vb == 0.0 else float(sps.pearsonr(xa, xb).statistic)
+    # differences equal up to float rounding (relative 1e-12, as paired_bootstrap's tie rule): no finite n_eff
+    flat = vd <= (1e-12 * max(1.0, float(np.abs(xa).max()), float(np.abs(xb).max()))) ** 2
+    return Pairing(values, n, r, None if flat else n * (va + vb) / vd)
 
 
 def adjust_pvalues(p_values: Sequence[float], method: Correction = "holm") -> list[float]:

@@ -40,6 +40,8 @@ class BenchmarkSpec:
         filter: lm-eval filter whose output is scored (``none`` when the task has no filter list).
         executes_code: The task runs generated code (lm-eval's ``confirm_run_unsafe_code``).
         description: One line for people.
+        reference: Generative tasks: the document field holding a reference answer in the form the few-shot examples
+            show it (``solution``), teacher-forced per subject for a continuous score; None = no reference.
     """
 
     name: str
@@ -51,6 +53,7 @@ class BenchmarkSpec:
     filter: str = "none"
     executes_code: bool = False
     description: str = ""
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.default_limit is not None and self.default_limit < 1:
@@ -89,7 +92,8 @@ for _spec in (
     BenchmarkSpec("commonsense_qa", "commonsense_qa", "acc", True, None, "hub",
                   description="CommonsenseQA 0-shot, letter loglikelihood accuracy (validation split)."),
     BenchmarkSpec("ss_arith", "ss_arith", "exact_match", True, None, "local", filter="last-number",
-                  description="1,200 local arithmetic word problems (31 templates), 3-shot greedy, last number exact match."),
+                  description="1,200 local arithmetic word problems (31 templates), 3-shot greedy, last number exact match.",
+                  reference="solution"),
     BenchmarkSpec("ss_mc", "ss_mc", "acc", True, None, "local",
                   description="1,205 local 4-way multiple-choice facts in 15 categories, answer-text loglikelihood acc."),
     BenchmarkSpec("ss_code", "ss_code", "pass@1", True, None, "local", executes_code=True,

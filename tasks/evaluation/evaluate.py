@@ -49,6 +49,9 @@ class EvalResult:
         doc_ids: Document ids, in the same order for every subject of one call.
         outcomes: Per-document values of ``metric`` (0/1 for accuracy-type metrics), aligned with ``doc_ids``.
         samples_path: JSONL of lm-eval's logged samples for this subject (None if not written).
+        scores: Continuous per-document score aligned with ``doc_ids``: the gold answer's log-likelihood margin on
+            multiple-choice tasks (:func:`continuous_scores_from_samples`), the reference answer's teacher-forced mean
+            token log-prob on generative tasks that name one (:func:`reference_pairs`); None where there is none.
     """
 
     subject: str
@@ -61,6 +64,24 @@ class EvalResult:
     doc_ids: list[str]
     outcomes: list[float]
     samples_path: str | None
+    scores: list[float] | None = None
+
+
+def doc_rows(result: EvalResult) -> list[list]:
+    """The stored per-document form of a result: ``[doc_id, outcome, score]`` triples, or ``[doc_id, outcome]`` pairs
+    when it has no scores (``evaluations.doc_outcomes_json``; no schema change: the column is JSON)."""
+    if result.scores is None:
+        return [[d, o] for d, o in zip(result.doc_ids, result.outcomes)]
+    return [[d, o, x] for d, o, x in zip(result.doc_ids, result.outcomes, result.scores)]
+
+
+def split_doc_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[float], list[float] | None]:
+    """``(doc_ids, outcomes, scores)`` from stored rows in their order; scores None unless every row is a triple
+    with a score (rows written before scores existed are ``[doc_id, value]`` pairs: no score)."""
+    ids = [str(r[0]) for r in rows]
+    outcomes = [float(r[1]) for r in rows]
+    has = bool(rows) and all(len(r) > 2 and r[2] is not None for r in rows)
+    return ids, outcomes, [float(r[2]) for r in rows] if has else None
 
 
 class Evaluator(Protocol):
@@ -195,6 +216,86 @@ def outcomes_from_samples(samples: list[dict], spec: BenchmarkSpec) -> tuple[lis
     return [str(s["doc_id"]) for s in rows], [float(s[spec.metric]) for s in rows], rows
 
 
+def _ll(resp: Any) -> float:
+    """The log-likelihood of one logged multiple-choice response: ``[ll, is_greedy]`` (or ``[[ll, is_greedy]]``)."""
+    while isinstance(resp, (list, tuple)) and resp and isinstance(resp[0], (list, tuple)):
+        resp = resp[0]
+    return float(resp[0] if isinstance(resp, (list, tuple)) else resp)
+
+
+def continuous_scores_from_samples(rows: list[dict], spec: BenchmarkSpec, *,
+                                   target_delimiter: str = " ") -> list[float] | None:  # fmt: skip
+    """Per-document continuous score beside the 0/1 outcome: the gold answer's log-likelihood margin.
+
+    For a multiple-choice row (per-choice ``filtered_resps`` ``[ll, is_greedy]``, ``arguments`` ``[context,
+    continuation]`` and the gold index in ``target``) the score is ``max_{gold} s_i − max_{wrong} s_j`` with ``s``
+    the quantity lm-eval's ``process_results`` takes the argmax of for ``spec.metric``: the raw log-likelihood for
+    ``acc``, ``ll / len(choice)`` in characters for ``acc_norm`` (the choice is the continuation without the task's
+    ``target_delimiter``, lm-eval's default " "). So the margin is positive exactly when the document is solved
+    (ties aside), and it says by how much.
+
+    Args:
+        rows: lm-eval's logged samples of one task and filter, one per document (:func:`outcomes_from_samples`).
+        spec: The benchmark; its metric chooses the normalisation.
+        target_delimiter: The task's delimiter between context and choice.
+
+    Returns:
+        One margin (nats, or nats per character for ``acc_norm``) per row, or None when the rows are not
+        multiple-choice log-likelihoods or the metric is not ``acc``/``acc_norm`` (generative tasks: not scored yet).
+    """
+    if spec.metric not in ("acc", "acc_norm") or not rows:
+        return None
+    out = []
+    for row in rows:
+        resps, target = row.get("filtered_resps"), row.get("target")
+        if not isinstance(resps, list) or len(resps) < 2 or isinstance(target, (str, bool)) or target is None:
+            return None
+        try:
+            lls = [_ll(r) for r in resps]
+        except (TypeError, ValueError, IndexError):
+            return None
+        if spec.metric == "acc_norm":
+            conts = [str(a[1]) for a in row.get("arguments") or []]
+            if len(conts) != len(lls):
+                return None
+            lens = [float(len(c[len(target_delimiter):] if c.startswith(target_delimiter) else c)) for c in conts]
+            lls = [ll / n for ll, n in zip(lls, lens)]
+        gold = {int(t) for t in (target if isinstance(target, list) else [target])}
+        if not gold <= set(range(len(lls))) or len(gold) == len(lls):
+            return None
+        out.append(max(lls[i] for i in gold) - max(ll for i, ll in enumerate(lls) if i not in gold))
+    return out
+
+
+def reference_pairs(rows: list[dict], spec: BenchmarkSpec, *,
+                    target_delimiter: str = " ") -> list[tuple[str, str]] | None:  # fmt: skip
+    """``(context, continuation)`` per generative row whose reference answer is teacher-forced for its score.
+
+    The context is the prompt the row was generated from (few-shot examples and chat template included, as logged in
+    ``arguments``); the continuation is ``target_delimiter`` + the document's ``spec.reference`` field, the form the
+    few-shot examples show an answer in. None when the benchmark names no reference or a row lacks it.
+    """
+    if spec.reference is None or not rows:
+        return None
+    out = []
+    for row in rows:
+        args, ref = row.get("arguments") or [], (row.get("doc") or {}).get(spec.reference)
+        if not args or not isinstance(args[0], (list, tuple)) or not isinstance(ref, str) or not ref.strip():
+            return None
+        out.append((str(args[0][0]), target_delimiter + ref.strip()))
+    return out
+
+
+def _reference_scores(lm: Any, pairs: list[tuple[str, str]]) -> list[float]:
+    """Mean per-token log-probability of each continuation given its context, from lm-eval's own ``loglikelihood``
+    (same tokenisation, batching and model as the task's requests)."""
+    from lm_eval.api.instance import Instance
+
+    reqs = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    lls = lm.loglikelihood(reqs, disable_tqdm=True)
+    return [float(ll) / max(1, len(lm._encode_pair(c, x)[1])) for (ll, _), (c, x) in zip(lls, pairs)]
+
+
 # ------------------------------------------------------------------------------------------ lm-eval backend
 @dataclass
 class _Base:
@@ -242,6 +343,10 @@ class LmEvalEvaluator:
         tokenizer: Its tokenizer (required with ``model``).
         model_id: The ``base_model`` string that refers to ``model`` (default ``model.name_or_path``).
         max_cached_bases: Base models kept loaded at once (least recently used are dropped).
+        reference_scores: On generative benchmarks with a reference answer (``BenchmarkSpec.reference``), also score
+            it teacher-forced per subject for a continuous per-document score (off by default: on ss_arith with
+            SmolLM2-135M on CPU the extra pass cost +66% of the generation time; log-likelihood benchmarks get their
+            margin for free either way).
 
     Attributes:
         base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
@@ -255,7 +360,8 @@ class LmEvalEvaluator:
     def __init__(self, *, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
-                 model_id: str | None = None, max_cached_bases: int = 1) -> None:  # fmt: skip
+                 model_id: str | None = None, max_cached_bases: int = 1,
+                 reference_scores: bool = False) -> None:  # fmt: skip
         import torch
 
         if (model is None) != (tokenizer is None):
@@ -268,6 +374,7 @@ class LmEvalEvaluator:
         self.max_gen_toks = max_gen_toks
         self.apply_chat_template = apply_chat_template
         self.max_cached_bases = max_cached_bases
+        self.reference_scores = reference_scores
         self.base_loads = 0
         self._bases: OrderedDict[str, _Base] = OrderedDict()
         self._task_managers: dict[bool, Any] = {}
@@ -276,12 +383,13 @@ class LmEvalEvaluator:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
         self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
                                  apply_chat_template=apply_chat_template,
-                                 model_dtype=None if model is None else str(model.dtype))
+                                 model_dtype=None if model is None else str(model.dtype),
+                                 reference_scores=reference_scores)
 
     @staticmethod
     def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
-                 **_ignored: Any) -> str:
+                 reference_scores: bool = False, **_ignored: Any) -> str:
         """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites).
 
         ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
@@ -296,6 +404,7 @@ class LmEvalEvaluator:
             f"lm_eval={version('lm_eval')};transformers={version('transformers')};peft={version('peft')};"
             f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
+            + (";reference_scores" if reference_scores else "")  # off: the keys of evaluations made before it
         )
 
     # -- model handling
@@ -399,6 +508,11 @@ class LmEvalEvaluator:
         )
         if results is None:
             raise RuntimeError(f"lm-eval returned no results for {spec.lm_eval_task} (not rank 0?)")
+        # generative tasks with a reference answer: its teacher-forced mean token log-prob, the continuous score
+        pairs = None if not self.reference_scores else reference_pairs(
+            outcomes_from_samples(results["samples"][spec.lm_eval_task], spec)[2], spec)
+        if pairs is not None:
+            results["reference_scores"] = _reference_scores(hflm, pairs)
         return results
 
     def evaluate(
@@ -462,9 +576,13 @@ class LmEvalEvaluator:
         doc_ids, outcomes, rows = outcomes_from_samples(res["samples"][task], spec)
         agg = res["results"][task].get(f"{spec.metric},{spec.filter}")
         value = float(agg) if isinstance(agg, (int, float)) else sum(outcomes) / len(outcomes)
+        scores = continuous_scores_from_samples(rows, spec)
+        if scores is None and res.get("reference_scores") is not None:
+            scores = list(res["reference_scores"])
+            rows = [{**row, "reference_logprob": x} for row, x in zip(rows, scores)]  # kept with the samples
         path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
         return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
-                          spec.higher_is_better, doc_ids, outcomes, path)  # fmt: skip
+                          spec.higher_is_better, doc_ids, outcomes, path, scores)  # fmt: skip
 
 
 # adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
@@ -497,7 +615,8 @@ class FakeEvaluator:
     model's are: a refactored adapter with the same B·A (the zero rebuild) scores identically, an edited or rescaled
     one differs on some documents, and the bare base model (None: ``s_i = 0``) differs from an adapter. They never
     depend on the subject's name except through ``rates``. The constants suit tests/tiny.py's adapters (``s_i`` of
-    order 10).
+    order 10). The continuous score of document ``i`` is the margin ``p + 0.8·p(1−p)·sin(s_i / 0.5) − u_i``: its
+    sign is the outcome, as a real gold-answer margin's is.
 
     Args:
         n_docs: Documents per benchmark when no limit is given.
@@ -549,12 +668,15 @@ class FakeEvaluator:
             s = s if path is None else [s[i] for i in chosen]
             p = self.rates.get(f"{spec.name}/{subject}", self.rates.get(subject, self.rate))
             amp = 0.8 * p * (1.0 - p)  # 0.2 at rate 0.5; a rate of 0 or 1 stays exact
-            outcomes = [1.0 if u[j] < p + amp * math.sin(s[j] / 0.5) else 0.0 for j in range(n)]
+            # the margin of the draw under the threshold: positive exactly on the documents the subject solves
+            scores = [p + amp * math.sin(s[j] / 0.5) - u[j] for j in range(n)]
+            outcomes = [1.0 if x > 0 else 0.0 for x in scores]
             doc_ids = [str(i) for i in chosen]
-            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o} for i, o in zip(chosen, outcomes)]
+            rows = [{"doc_id": i, "filter": spec.filter, spec.metric: o, "score": x}
+                    for i, o, x in zip(chosen, outcomes, scores)]
             path_out = _write_jsonl(Path(out_dir) / subject / f"{spec.name}.jsonl", rows)
             out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
-                                      spec.higher_is_better, doc_ids, outcomes, path_out)  # fmt: skip
+                                      spec.higher_is_better, doc_ids, outcomes, path_out, scores)  # fmt: skip
             if on_result is not None:
                 on_result(out[subject], 0.0)
         return out

@@ -135,7 +135,9 @@ def run_metrics(statistics: dict[str, Any]) -> dict[str, float]:
     with its interval (``ci_low_vs_<ref>``, ``ci_high_vs_<ref>``) and ``p_vs_<ref>/<arm>`` for ``ref`` in baseline,
     control (the best random control) and scalar; ``p_adjusted/<arm>`` (what promotion requires under alpha),
     ``guard_delta/<arm>``, ``guard_p/<arm>``, ``mde/<arm>``, ``n_needed/<arm>``, ``n/<arm>``, ``passed/<arm>``
-    (1/0). The decision: ``decision/promoted``, ``decision/baseline_task``, ``decision/n_needed``,
+    (1/0); what the pairing bought per reference: ``corr_vs_<ref>/<arm>`` and ``n_eff_vs_<ref>/<arm>`` on the 0/1
+    outcomes, ``score_corr_vs_<ref>/<arm>`` and ``score_n_eff_vs_<ref>/<arm>`` on the continuous scores. The
+    decision: ``decision/promoted``, ``decision/baseline_task``, ``decision/n_needed``,
     ``canary/<name>/n_differ`` and ``/fraction``, ``sequential/stopped_at_look`` and ``/documents``.
     Differences and scores are fractions of the metric's 0..1 scale, as recorded.
     """
@@ -160,6 +162,13 @@ def run_metrics(statistics: dict[str, Any]) -> dict[str, float]:
         _put(out, (v.get("guard_test") or {}).get("p_value"), "guard_p", name)
         for key in ("mde", "n_needed", "n", "passed"):
             _put(out, v.get(key), key, name)
+        role = {"baseline": "baseline", v.get("control_name"): "control", v.get("scalar_name"): "scalar"}
+        for p in v.get("pairing") or []:
+            ref = role.get(p.get("reference"))
+            for prefix, values in (("", p.get("outcomes")), ("score_", p.get("scores"))):
+                if ref and values:
+                    _put(out, values.get("correlation"), f"{prefix}corr_vs_{ref}", name)
+                    _put(out, values.get("n_eff"), f"{prefix}n_eff_vs_{ref}", name)
     _put(out, statistics.get("promoted") is not None, "decision", "promoted")
     _put(out, statistics.get("baseline_task_mean"), "decision", "baseline_task")
     _put(out, statistics.get("n_needed"), "decision", "n_needed")

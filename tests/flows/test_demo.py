@@ -96,7 +96,7 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
         for e in evals:  # the smallest budget: 4 documents, the multiple-choice suite its own 6
             n = 6 if e.benchmark == "ss_mc" else 4
             assert e.n == n and len(e.doc_outcomes_json) == n, (e.benchmark, e.n)
-            assert all(0.0 <= float(v) <= 1.0 for _, v in e.doc_outcomes_json)
+            assert all(0.0 <= float(v) <= 1.0 for _, v, *_ in e.doc_outcomes_json)
             assert Path(e.samples_uri).is_file()
         runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
         assert runs and runs[0].status == "completed"

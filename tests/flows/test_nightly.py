@@ -794,7 +794,7 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
             version = reg.list_versions(name)[0]
             task_evals = [e for e in reg.list_evaluations(version.id) if e.kind == "task"]
             assert {e.n for e in task_evals} == {60}  # one look's documents, never the whole budget
-            assert all([d for d, _ in e.doc_outcomes_json] == [str(i) for i in range(60)] for e in task_evals)
+            assert all([d for d, *_ in e.doc_outcomes_json] == [str(i) for i in range(60)] for e in task_evals)
         assert reg.get_candidate(reg.production("ad0").candidate_id).policy == "smooth_abs"
     assert verdicts["sequential"] == verdicts["fixed"] == {"ad0": "promote", "ad1": "reject"}
 

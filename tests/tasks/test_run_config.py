@@ -183,7 +183,7 @@ def test_every_setting_is_classified_as_keyed_or_not():
     ("sequential", {"enabled": True, "looks": 2}), ("edit_budget", {"enabled": True}), ("evaluator", "fake"),
     ("evaluator_options", {"n_docs": 3}), ("benchmark_profile", "paper"), ("task_limit", 50),
     ("task_limits", {"ss_mc": 200}), ("guard_limit", 50), ("guard", False), ("guard_arms", "all"),
-    ("calib_source", "metamath"),
+    ("calib_source", "metamath"), ("decision", {"metric": "continuous"}),
 ])  # fmt: skip
 def test_every_setting_classified_result_changes_the_result_hash(field, value, tmp_path, monkeypatch):
     from tasks.run_config import SETTING_KEYS
@@ -219,3 +219,24 @@ def test_a_control_or_canary_listed_as_a_policy_is_refused_with_the_fix(policy, 
         RunConfig.model_validate({"data_dir": str(tmp_path), "surgery": {"policies": ["smooth_abs", policy]}})
     with pytest.raises(DeclarationError, match=rf"config.surgery.policies\[0\] lists {policy}"):
         check_surgery({"surgery": {"policies": [policy]}})
+
+
+# ------------------------------------------------------------------------------------------- decision metric
+def test_decision_metric_is_keyed_into_the_decision_only_and_validated_at_the_edge(tmp_path):
+    from tasks.decision.gate import DecisionConfig
+
+    p, c, d = keys(SurgeryConfig())
+    assert decision_key(GateConfig(), c, EVIDENCE, DecisionConfig()) == d  # the default: keys as before it existed
+    cont = DecisionConfig(metric="continuous")
+    assert decision_key(GateConfig(), c, EVIDENCE, cont) != d
+    assert decision_key(GateConfig(), c, EVIDENCE, DecisionConfig(metric="continuous", min_effect=0.2)) not in (
+        d, decision_key(GateConfig(), c, EVIDENCE, cont))
+    base = RunConfig(data_dir=tmp_path)
+    assert RunConfig(data_dir=tmp_path, decision={"metric": "task"}).result_hash() == base.result_hash()
+    assert RunConfig(data_dir=tmp_path, decision={"metric": "continuous"}).result_hash() != base.result_hash()
+    with pytest.raises(ValidationError, match="decision.metric"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "margin"})
+    with pytest.raises(ValidationError, match="min_effect"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "continuous", "min_effect": 0})
+    with pytest.raises(ValidationError, match="continuous cannot be combined with sequential"):
+        RunConfig(data_dir=tmp_path, decision={"metric": "continuous"}, sequential={"enabled": True})

@@ -7,6 +7,7 @@ are nested and k − j discordant documents all favour the larger gain (p = 0.5*
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 import math
 
 from tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, guard_check
-from tasks.decision.power import mcnemar_mde, mcnemar_sample_size
+from tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde
 from tasks.decision.stats import adjust_pvalues
 
 N_DOCS, N_PROMPTS = 400, 100
@@ -443,3 +444,62 @@ def test_a_significant_gain_below_min_effect_is_rejected_and_never_promoted():
     assert v.beats_baseline and v.beats_control and v.vs_baseline.p_value < 0.001 and v.gain_upper < 0.05
     assert v.verdict == d.verdict == "reject" and not v.passed and d.promoted is None
     assert "reject: the gain's upper bound" in v.reason and "→ promoted" not in d.sentence
+
+
+# --------------------------------------------------------------------------- pairing and the continuous metric
+def _scored(arm: ArmOutcomes, shift: float, seed: int) -> ArmOutcomes:
+    """``arm`` with continuous scores: a margin whose sign is its outcome (|margin| from a seeded draw) + shift."""
+    rng = np.random.default_rng(seed)
+    mag = 0.5 + rng.random(len(arm.task))
+    return dataclasses.replace(arm, scores=[(m if o else -m) + shift for o, m in zip(arm.task, mag)])
+
+
+def test_every_verdict_records_correlation_and_effective_sample_size():
+    from tasks.decision.stats import pairing
+
+    c, r = cand("smooth_abs"), ctrl()
+    d = decide(BASE, [c], [r], CFG)
+    pair = {p.reference: p for p in d.verdicts[0].pairing}
+    assert list(pair) == ["baseline", "random_s0"]
+    # nested arms: the candidate solves documents 0..239, the baseline 0..199 -> phi and n_eff by hand
+    phi = (200 * 160) / math.sqrt(240 * 160 * 200 * 200)
+    n_eff = 400 * (240 * 160 / 400 / 399 + 200 * 200 / 400 / 399) / (40 * 360 / 400 / 399)
+    assert pair["baseline"].outcomes.correlation == pytest.approx(phi)
+    assert pair["baseline"].outcomes.n_eff == pytest.approx(n_eff)
+    assert pair["baseline"].scores is None  # arms without scores
+    assert pair["random_s0"].outcomes == pairing(c.task, r.task)
+    stats = json.loads(json.dumps(d.to_dict()))
+    assert stats["verdicts"][0]["pairing"][0]["outcomes"]["n_eff"] == pytest.approx(n_eff)
+    assert stats["decision"]["metric"] == "task"
+    sb, sc = _scored(BASE, 0.0, 1), _scored(c, 0.0, 2)
+    scored = decide(sb, [sc], [], CFG.model_copy(update={"require_control": False}))
+    assert scored.verdicts[0].pairing[0].scores == pairing(sc.scores, sb.scores, "scores")
+
+
+def test_continuous_metric_decides_on_scores_with_the_same_verdicts():
+    from tasks.decision.gate import DecisionConfig, decision_metric
+
+    cont = DecisionConfig(metric="continuous", min_effect=0.1)
+    cfg = CFG.model_copy(update={"require_control": False})
+    b = _scored(BASE, 0.0, 1)
+    same = _scored(cand("same", gain=0), 0.0, 1)  # the baseline's own scores: no gain
+    better = _scored(cand("better", gain=0), 0.3, 1)  # every margin +0.3 nats, not one more document solved
+    d = decide(b, [same, better], [], cfg, decision=cont)
+    v = {x.name: x for x in d.verdicts}
+    assert v["better"].vs_baseline.method == "none" and v["better"].vs_baseline.delta == pytest.approx(0.3)
+    assert d.promoted == "better" and v["better"].verdict == "promote" and "+0.300 nats" in v["better"].reason
+    assert v["same"].verdict == "reject" and "min_effect 0.100 nats" in v["same"].reason
+    assert v["better"].task_mean == pytest.approx(0.5)  # task_mean stays the task metric's
+    assert d.to_dict()["decision"] == {"metric": "continuous", "min_effect": 0.1, "min_delta": 0.0}
+    assert decide(b, [same, better], [], cfg).promoted is None  # the task metric sees no gain at all
+    # noisy scores: a paired t-test, power in the score's units from the paired SD
+    noisy = dataclasses.replace(better, scores=[x + 0.5 * np.sin(i) for i, x in enumerate(better.scores)])
+    t = decide(b, [noisy], [], cfg, decision=cont).verdicts[0]
+    diffs = np.asarray(noisy.scores) - np.asarray(b.scores)
+    assert t.vs_baseline.method == "paired_t"
+    assert t.mde == pytest.approx(paired_mde(400, float(np.std(diffs, ddof=1)), CFG.alpha, CFG.power))
+    with pytest.raises(ValueError, match="no continuous scores"):
+        decide(BASE, [better], [], cfg, decision=cont)
+    choice = decision_metric(cont, [BASE, better], "ss_arith")
+    assert choice.used.metric == "task" and "ss_arith has no continuous" in choice.fallback and "baseline" in choice.fallback
+    assert decision_metric(cont, [b, better], "ss_mc") == type(choice)(cont)

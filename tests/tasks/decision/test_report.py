@@ -133,3 +133,31 @@ def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated(
     assert "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) " \
            "| 200 |" in md
 
+
+
+def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
+    import dataclasses
+
+    from tasks.decision.gate import DecisionConfig
+
+    stats = _decision(base=200, cand=260, ctrl=200)
+    md = decision_markdown("ad-1", stats, "s")
+    row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # nested arms: phi = (200·140)/√(260·140·200·200) = 0.73; n·(var_c + var_b)/var(c − b) with the
+    # ddof=1 variances 400·p(1−p)/399 of p = 0.65, 0.5 and 0.15 (60 differing documents): 400·(91 + 100)/51 = 1,498
+    assert cells[-2] == "φ 0.73, n_eff 1,498"
+    assert candidate_rows(stats)[0]["phi vs baseline"] == pytest.approx(28000 / (260 * 140 * 200 * 200) ** 0.5)
+    # on the continuous metric: differences in nats, the score pairing beside the outcomes'
+    def scored(a: ArmOutcomes, shift: float) -> ArmOutcomes:
+        return dataclasses.replace(a, scores=[(1.0 if o else -1.0) + shift + 0.01 * (i % 7)
+                                              for i, o in enumerate(a.task)])
+
+    base, cand = scored(_arm("baseline", "baseline", 200), 0.0), scored(_arm("smooth_abs", "smooth_abs", 200), 0.3)
+    d = decide(base, [cand], [], GateConfig(require_control=False), decision=DecisionConfig(metric="continuous"))
+    cont = json.loads(json.dumps(d.to_dict()))
+    md = decision_markdown("ad-1", cont, d.sentence)
+    assert "- **Decision metric:** continuous" in md and "nats of the gold answer's margin" in md
+    row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2].startswith("+0.300 [") and "; scores r 1.00, n_eff –" in cells[-2]

@@ -232,3 +232,40 @@ def test_vectorised_newcombe_matches_scalar():
     lo, hi = newcombe_paired_ci_array(*tables.T, confidence=0.9)
     ref = np.array([newcombe_paired_ci(*map(int, t), confidence=0.9) for t in tables])
     assert np.allclose(lo, ref[:, 0], atol=1e-14) and np.allclose(hi, ref[:, 1], atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------- pairing, paired t
+def test_pairing_hand_computed_on_outcomes_and_scores():
+    from tasks.decision.stats import pairing
+
+    # a = 1,1,0,0 and b = 1,0,0,0: n11=1, n10=1, n01=0, n00=2 -> phi = (1·2 − 1·0)/√(2·2·1·3) = 1/√3;
+    # var_a = 1/3, var_b = 1/4, a − b = 0,1,0,0 with var 1/4 -> n_eff = 4·(1/3 + 1/4)/(1/4) = 28/3
+    p = pairing([1, 1, 0, 0], [1, 0, 0, 0])
+    assert p.values == "outcomes" and p.n == 4
+    assert p.correlation == pytest.approx(1 / math.sqrt(3)) and p.n_eff == pytest.approx(28 / 3)
+    # scores 1,2,3,4 vs 2,2,4,4: var 5/3 and 4/3, differences −1,0,−1,0 with var 1/3 -> n_eff = 4·3/(1/3) = 36
+    s = pairing([1, 2, 3, 4], [2, 2, 4, 4], "scores")
+    assert s.values == "scores" and s.n_eff == pytest.approx(36.0)
+    assert s.correlation == pytest.approx(float(sps.pearsonr([1, 2, 3, 4], [2, 2, 4, 4]).statistic))
+    # independent arms: n_eff ≈ n; identical differences: the pairing removes all noise (None), constant arm: no r
+    rng = np.random.default_rng(SEED)
+    x, y = rng.standard_normal(20000), rng.standard_normal(20000)
+    assert pairing(x, y, "scores").n_eff == pytest.approx(20000, rel=0.05)
+    assert pairing([1.0, 2.0, 3.0], [2.0, 3.0, 4.0], "scores").n_eff is None
+    assert pairing([1.0, 1.0, 1.0], [0.0, 1.0, 0.0]).correlation is None
+    with pytest.raises(ValueError, match="aligned"):
+        pairing([1.0, 0.0], [1.0])
+
+
+def test_paired_t_matches_scipy_and_hand_interval():
+    from tasks.decision.stats import paired_t
+
+    a, b = [1.0, 2.0, 3.0, 4.5], [1.0, 2.0, 3.0, 4.0]
+    t = paired_t(a, b, alternative="greater")
+    # differences 0,0,0,0.5: mean 0.125, sd 0.25, se 0.125, t = 1 on 3 df
+    assert t.method == "paired_t" and t.delta == pytest.approx(0.125)
+    assert t.p_value == pytest.approx(float(sps.t.sf(1.0, 3)))
+    half = float(sps.t.ppf(0.975, 3)) * 0.125
+    assert (t.ci_low, t.ci_high) == (pytest.approx(0.125 - half), pytest.approx(0.125 + half))
+    assert paired_t(a, b, alternative="less").p_value == pytest.approx(float(sps.t.cdf(1.0, 3)))
+    assert paired_t([1.0, 2.0], [0.0, 1.0]).method == "none"  # constant difference: the sign test

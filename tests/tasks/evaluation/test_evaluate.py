@@ -14,10 +14,14 @@ from tasks.evaluation.evaluate import (
     EvalResult,
     FakeEvaluator,
     LmEvalEvaluator,
+    continuous_scores_from_samples,
+    doc_rows,
     get_evaluator,
     mean_stderr,
     register_evaluator,
+    split_doc_rows,
 )
+from tasks.evaluation.benchmarks import get_benchmark
 from tests import tiny
 
 LIMIT_MC = 8
@@ -33,7 +37,7 @@ def other_adapter(tiny_base, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluator():
-    return get_evaluator("lm_eval", batch_size=8, device="cpu", max_gen_toks=MAX_GEN_TOKS)
+    return get_evaluator("lm_eval", batch_size=8, device="cpu", max_gen_toks=MAX_GEN_TOKS, reference_scores=True)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +92,51 @@ def test_mc_end_to_end(mc_run):
     # ... but the adapters really change the model: per-choice loglikelihoods differ.
     lls = {k: [[c[0][0] for c in s["resps"]] for s in _samples(r)] for k, r in res.items()}
     assert lls["baseline"] != lls["other"] and lls["baseline"] != lls["bare"] and lls["other"] != lls["bare"]
+    # the continuous score is the gold answer's raw log-likelihood margin: positive exactly when solved (acc)
+    for k, r in res.items():
+        assert r.scores is not None and len(r.scores) == LIMIT_MC
+        assert [1.0 if x > 0 else 0.0 for x in r.scores] == r.outcomes
+        for row, x, ll in zip(_samples(r), r.scores, lls[k]):
+            gold = int(row["target"])
+            assert x == pytest.approx(ll[gold] - max(v for i, v in enumerate(ll) if i != gold), abs=1e-9)
+
+
+def _mc_row(lls, target, choices):
+    """A logged multiple-choice sample as lm-eval writes it (JSON round trip: tuples become lists)."""
+    return {"doc_id": 0, "filter": "none", "target": target, "acc": 0.0,
+            "arguments": [["Question: q\nAnswer:", " " + c] for c in choices],
+            "resps": [[[ll, False]] for ll in lls], "filtered_resps": [[ll, False] for ll in lls]}
+
+
+def test_continuous_scores_from_crafted_rows():
+    """Margins by hand: acc on raw log-likelihoods, acc_norm per character of the choice (lm-eval's argmax)."""
+    import dataclasses
+
+    spec = get_benchmark("ss_mc")  # metric acc
+    row = _mc_row([-2.0, -1.5, -4.0, -3.0], 1, ["ab", "abcdef", "a", "abc"])
+    assert continuous_scores_from_samples([row], spec) == [pytest.approx(-1.5 - -2.0)]  # gold best by 0.5 nats
+    wrong = _mc_row([-2.0, -1.5, -4.0, -3.0], 0, ["ab", "abcdef", "a", "abc"])
+    assert continuous_scores_from_samples([wrong], spec) == [pytest.approx(-2.0 - -1.5)]
+    # acc_norm: ll / len(choice) = -1.0, -0.25, -4.0, -1.0 -> gold 1 beats the best wrong (-1.0) by 0.75
+    norm = dataclasses.replace(spec, metric="acc_norm")
+    assert continuous_scores_from_samples([row], norm) == [pytest.approx(-0.25 - -1.0)]
+    # several gold answers: the best gold against the best wrong one
+    multi = _mc_row([-2.0, -1.5, -4.0, -3.0], [2, 3], ["ab", "abcdef", "a", "abc"])
+    assert continuous_scores_from_samples([multi], spec) == [pytest.approx(-3.0 - -1.5)]
+    # generative rows (a string target, one response) and other metrics have no margin
+    gen = {"doc_id": 0, "filter": "none", "target": "42", "filtered_resps": ["42"], "resps": [["42"]]}
+    assert continuous_scores_from_samples([gen], get_benchmark("ss_arith")) is None
+    assert continuous_scores_from_samples([gen], spec) is None
+
+
+def test_stored_rows_are_triples_and_old_pairs_read_as_no_score():
+    r = EvalResult("s", "ss_mc", "acc", 0.5, 2, 0.5, True, ["0", "1"], [1.0, 0.0], None, [0.25, -1.5])
+    assert doc_rows(r) == [["0", 1.0, 0.25], ["1", 0.0, -1.5]]
+    assert split_doc_rows(doc_rows(r)) == (["0", "1"], [1.0, 0.0], [0.25, -1.5])
+    old = EvalResult("s", "ss_mc", "acc", 0.5, 2, 0.5, True, ["0", "1"], [1.0, 0.0], None)  # no scores (default)
+    assert old.scores is None and doc_rows(old) == [["0", 1.0], ["1", 0.0]]
+    assert split_doc_rows([["0", 1.0], ["1", 0.0]]) == (["0", "1"], [1.0, 0.0], None)  # rows written before scores
+    assert split_doc_rows([["0", 1.0, 0.3], ["1", 0.0]])[2] is None  # a partial set of scores is no score
 
 
 def test_bare_base_matches_unwrapped_model(evaluator, tiny_base, mc_run, tmp_path):
@@ -97,6 +146,25 @@ def test_bare_base_matches_unwrapped_model(evaluator, tiny_base, mc_run, tmp_pat
     a = [c[0][0] for s in _samples(alone["bare"]) for c in s["resps"]]
     b = [c[0][0] for s in _samples(res["bare"]) for c in s["resps"]]
     assert a == pytest.approx(b, abs=1e-5)
+
+
+def _check_reference_logprob(base_dir, adapter_dir, row: dict, score: float) -> None:
+    """Mean log-prob of " " + solution after the logged prompt, by a plain forward pass of base + adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(adapter_dir)).eval()
+    ctx, cont = row["arguments"][0][0], " " + row["doc"]["solution"].strip()
+    whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+    n_cont = len(whole) - len(tok(ctx, add_special_tokens=False)["input_ids"])
+    # lm-eval keeps the last max_length + 1 tokens (the tiny model's context is 512) and scores the continuation
+    window = whole[-(model.config.max_position_embeddings + 1):]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([window[:-1]])).logits[0].double(), -1)
+    lp = [float(logp[i - 1, window[i]]) for i in range(len(window) - n_cont, len(window))]
+    assert score == pytest.approx(sum(lp) / len(lp), abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +178,14 @@ def test_generative_suites(evaluator, tiny_base, tiny_adapter, other_adapter, tm
     subjects = {"baseline": tiny_adapter, "other": other_adapter}
     res = evaluator.evaluate(str(tiny_base), subjects, bench, limit=LIMIT_GEN, out_dir=tmp_path)
     _check_common(res, bench, metric, LIMIT_GEN)
+    if bench == "ss_arith":  # the reference solution's teacher-forced mean token log-prob, checked by hand below
+        for r in res.values():
+            assert r.scores is not None and len(r.scores) == LIMIT_GEN and all(x < 0 for x in r.scores)
+            assert [s["reference_logprob"] for s in _samples(r)] == r.scores
+        assert res["baseline"].scores != res["other"].scores
+        _check_reference_logprob(tiny_base, tiny_adapter, _samples(res["baseline"])[0], res["baseline"].scores[0])
+    else:
+        assert all(r.scores is None for r in res.values())  # no reference answer: no continuous score
     for r in res.values():
         rows = _samples(r)
         assert all(s["filter"] == filter_name for s in rows)
@@ -208,6 +284,8 @@ def test_input_errors(evaluator, tiny_base, tiny_adapter, tmp_path):
 def test_key_names_versions_and_settings(evaluator):
     assert "lm_eval=0.4" in evaluator.key and f"max_gen_toks={MAX_GEN_TOKS}" in evaluator.key
     assert "suites=" in evaluator.key
+    # the reference answers' extra pass is opt-in and keyed; off, the keys are those of evaluations made before it
+    assert evaluator.key.endswith(";reference_scores") and "reference_scores" not in LmEvalEvaluator.identity()
 
 
 # ------------------------------------------------------------------------------------------- fake
@@ -224,6 +302,10 @@ def test_fake_is_deterministic_and_content_addressed(tiny_base, tiny_adapter, ot
     assert [json.loads(x)["acc"] for x in Path(r1["other"].samples_path).read_text().splitlines()] == r1[
         "other"
     ].outcomes
+    for r in r1.values():  # a continuous margin whose sign is the outcome, deterministic and content-addressed
+        assert [1.0 if x > 0 else 0.0 for x in r.scores] == r.outcomes and len(set(r.scores)) == 40
+    assert r1["baseline"].scores == r1["again"].scores == r2["baseline"].scores
+    assert r1["baseline"].scores != r1["other"].scores != r1["bare"].scores
 
 
 def test_fake_bare_base(tiny_base, tiny_adapter, tmp_path):

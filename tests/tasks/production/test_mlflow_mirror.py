@@ -120,3 +120,16 @@ def test_config_is_off_by_default_and_keeps_no_password():
     assert cfg.result_hash() == RunConfig().result_hash()  # where decisions are mirrored decides nothing
     with pytest.raises(ValidationError, match="experimen"):
         RunConfig.model_validate({"mlflow": {"experimen": "x"}})
+
+
+def test_metrics_carry_what_the_pairing_bought():
+    stats = _statistics()
+    m = run_metrics(stats)
+    v = next(x for x in stats["verdicts"] if x["name"] == "smooth_abs")
+    by_ref = {p["reference"]: p for p in v["pairing"]}
+    assert m["corr_vs_baseline/smooth_abs"] == by_ref["baseline"]["outcomes"]["correlation"]
+    assert m["n_eff_vs_control/smooth_abs"] == by_ref["random_index-s42"]["outcomes"]["n_eff"]
+    assert m["n_eff_vs_scalar/smooth_abs"] == by_ref["global_scalar"]["outcomes"]["n_eff"]
+    # the baseline solves documents 0..99, smooth_abs 0..139: phi = (100·60)/√(140·60·100·100), by hand
+    assert m["corr_vs_baseline/smooth_abs"] == pytest.approx(6000 / (140 * 60 * 100 * 100) ** 0.5)
+    assert not any(k.startswith("score_") for k in m)  # arms without continuous scores
