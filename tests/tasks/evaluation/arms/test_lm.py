@@ -24,15 +24,16 @@ MAX_GEN_TOKS = 6
 
 @pytest.fixture(scope="module")
 def subjects(tiny_base, tmp_path_factory):
-    """baseline, an edited candidate, the zero rebuild (σ unchanged through the write path), another adapter and the
-    bare base. The baseline (seed 3) answers 2 of the first 12 ss_mc documents unlike the bare base: the
+    """baseline, an edited candidate, the zero rebuild (σ unchanged through the write path), another adapter, one of
+    another config (r 8: LoRA layers of its own; the others share the baseline's modules) and the bare base. The baseline (seed 3) answers 2 of the first 12 ss_mc documents unlike the bare base: the
     adapter-applied canary holds on the correct path."""
     root = tmp_path_factory.mktemp("arms_subjects")
     baseline = tiny.save_adapter(tiny_base, root / "baseline", seed=3)
     zero = smol.edit_sigmas(baseline, root / "zero", lambda _n, s: s, {"edit": "zero rebuild"})
     cand = smol.rescale_sigma(baseline, root / "cand", 0.5)
     other = tiny.save_adapter(tiny_base, root / "other", seed=5)
-    return {"baseline": baseline, "cand": cand, "zero_rebuild": zero, "other": other, "bare": None}
+    r8 = tiny.save_adapter(tiny_base, root / "r8", r=8, alpha=16, targets=["q_proj", "v_proj"], seed=7)
+    return {"baseline": baseline, "cand": cand, "zero_rebuild": zero, "other": other, "r8": r8, "bare": None}
 
 
 def _evaluate(tiny_base, subjects, bench, limit, out, arms_pass, **kw):
