@@ -25,8 +25,9 @@ MAX_GEN_TOKS = 6
 @pytest.fixture(scope="module")
 def subjects(tiny_base, tmp_path_factory):
     """baseline, an edited candidate, the zero rebuild (σ unchanged through the write path), another adapter, one of
-    another config (r 8: LoRA layers of its own; the others share the baseline's modules) and the bare base. The baseline (seed 3) answers 2 of the first 12 ss_mc documents unlike the bare base: the
-    adapter-applied canary holds on the correct path."""
+    another config (r 8: LoRA layers of its own; the others share the baseline's modules) and the bare base.
+    The baseline (seed 3) answers 2 of the first 12 ss_mc documents unlike the bare base: the adapter-applied
+    canary holds on the correct path."""
     root = tmp_path_factory.mktemp("arms_subjects")
     baseline = tiny.save_adapter(tiny_base, root / "baseline", seed=3)
     zero = smol.edit_sigmas(baseline, root / "zero", lambda _n, s: s, {"edit": "zero rebuild"})
