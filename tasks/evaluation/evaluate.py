@@ -227,6 +227,8 @@ class _Base:
     peft: Any = None  # peft.PeftModel wrapping ``model`` once the first adapter is loaded
     # Loaded adapter name -> its weight-shaping config: a subject with the same config is swapped into it in place
     slots: dict[str, dict] = field(default_factory=dict)
+    # one pass: a slot's adapter name -> its LoRA layers (module name, module), found once per config
+    layers: dict[str, list] = field(default_factory=dict)
 
 
 def _quiet_git_hash() -> str | None:
@@ -484,6 +486,7 @@ class LmEvalEvaluator:
                 base.model = base.peft.unload()
                 base.peft = None
                 base.slots.clear()
+                base.layers.clear()
         _check_aligned(out)
         self.last_scoring = next(iter(out.values())).scoring
         return out
@@ -545,38 +548,47 @@ class LmEvalEvaluator:
     def _add_adapter(self, base: _Base, path: Path) -> str:
         """Load the adapter at ``path`` as a new named adapter of ``base.peft`` (all stay resident); its name.
 
-        The first adapter of a config is injected by PEFT (a walk over every module: ~1 s on a 30-layer model);
-        an adapter with the config of a loaded one gets its LoRA layers next to that one's in the same modules
-        (``update_layer``, no walk) and its weights through ``set_peft_model_state_dict``, checked complete.
+        The first adapter of a config is injected by PEFT (walks over every module: ~1 s on a 30-layer model, and
+        longer as adapters accumulate). A plain LoRA adapter with the config of a loaded one gets its layers next
+        to that one's in the same modules (``update_layer``, the modules found once per config) and its weights
+        copied in by name, every weight of the file used and every layer filled, else ``RuntimeError``.
         """
+        import torch
         from peft import LoraConfig, PeftModel
         from peft.tuners.lora import LoraLayer
-        from peft.utils import load_peft_weights, set_peft_model_state_dict
+        from peft.utils import load_peft_weights
 
         self._adapter_seq += 1
         name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
         config = _weight_config(path)
         twin = next((n for n, c in base.slots.items() if c == config), None)
+        plain = not (config.get("modules_to_save") or config.get("use_dora") or config.get("lora_bias"))
         if base.peft is None:
             base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
-        elif twin is None or config.get("modules_to_save"):
+        elif twin is None or not plain:
             base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
         else:
+            layers = base.layers.setdefault(twin, [(n, m) for n, m in base.peft.named_modules()
+                                                   if isinstance(m, LoraLayer) and twin in m.lora_A])
             lora_config = LoraConfig.from_pretrained(str(path))
             lora_config.inference_mode = True
             layer_config = copy.copy(lora_config)
             layer_config.init_lora_weights = False  # every weight is overwritten below: skip the random init
-            for module in base.peft.modules():
-                if isinstance(module, LoraLayer) and twin in module.lora_A:
+            state = load_peft_weights(str(path), device="cpu")
+            unused = set(state)
+            with torch.no_grad():
+                for module_name, module in layers:
                     module.update_layer(name, module.r[twin], module.lora_alpha[twin], layer_config)
+                    for part in ("lora_A", "lora_B"):
+                        key = f"{module_name}.{part}.weight"
+                        if key not in state:
+                            raise RuntimeError(f"{path}: no {key} although its config equals adapter {twin}'s")
+                        getattr(module, part)[name].weight.copy_(state[key])
+                        unused.discard(key)
+            if unused:  # never evaluate a half-loaded adapter
+                raise RuntimeError(f"{path}: {len(unused)} weights match no LoRA layer of adapter {twin}'s config "
+                                   f"(first: {sorted(unused)[:3]})")
             base.peft.peft_config[name] = lora_config
-            state = load_peft_weights(str(path), device=str(next(base.peft.parameters()).device))
-            result = set_peft_model_state_dict(base.peft, state, adapter_name=name)
-            missing = [k for k in result.missing_keys if ".lora_" in k and f".{name}." in k]
-            if result.unexpected_keys or missing:  # never evaluate a half-loaded adapter
-                raise RuntimeError(f"{path}: loading its weights next to adapter {twin} left {len(missing)} LoRA "
-                                   f"weights unset and {len(result.unexpected_keys)} unused "
-                                   f"(first: {(missing + list(result.unexpected_keys))[:3]})")
         if twin is None:
             base.slots[name] = config
         return name

@@ -73,6 +73,14 @@ class ArmsLM(HFLM):
         self._pass_batch_size = int(batch_size)
         self._ll: dict[tuple, dict[str, tuple[float, bool]]] = {}
         self._gen: dict[tuple[str, str], dict[str, str]] = {}
+        self._model_info: dict | None = None
+
+    def get_model_info(self) -> dict:
+        """HFLM's model info (parameter count, dtype, sha), computed once: the model is the same for every arm, and
+        HFLM's count walks and prints the whole ``PeftModel``, every resident adapter included (0.5 s per arm)."""
+        if self._model_info is None:
+            self._model_info = super().get_model_info()
+        return dict(self._model_info)
 
     def serve(self, arm: str) -> None:
         """Make the next calls return ``arm``'s responses."""

@@ -20,9 +20,10 @@ each request is scored from exactly the tokens HFLM would feed. What differs is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -109,9 +110,34 @@ def _collect(requests: Sequence[Any], lm: Any) -> tuple[list[_Group], list[tuple
     return list(groups.values()), where
 
 
+def _inject_adapter_names(module: Any, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple[tuple, dict]:
+    """Forward pre-hook of a LoRA layer: its rows' adapters (what PEFT's ``adapter_names`` forward argument does)."""
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
+
+
+@contextmanager
+def _adapter_names(layers: list[Any], names: list[str]) -> Iterator[None]:
+    """Every LoRA layer runs row ``i`` with adapter ``names[i]`` (PEFT's mixed-adapter batch) inside the block.
+
+    PEFT's own ``adapter_names`` forward argument walks every module of the model on each call to find these
+    layers (and to check the names): with K adapters resident that walk cost as much as the forward itself on
+    SmolLM2. The layers are found once per call of :func:`loglikelihood_arms` instead; names are checked there.
+    """
+    hook = partial(_inject_adapter_names, adapter_names=names)
+    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _model_parts(model: Any, arms: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """(decoder, lm_head, config, hooks factory) of a ``PeftModel`` (or of a plain model for ``__base__`` alone)."""
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
 
     if isinstance(model, PeftModel):
         missing = [a for a in arms if a != BASE_ARM and a not in model.peft_config]
@@ -119,9 +145,10 @@ def _model_parts(model: Any, arms: Sequence[str]) -> tuple[Any, Any, Any, Any]:
             raise KeyError(f"loglikelihood_arms: arms {missing} are not adapters of the model "
                            f"(loaded: {sorted(model.peft_config)})")
         inner = model.get_base_model()
+        layers = [m for m in model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
 
         def hooks(names: list[str]):
-            return model.base_model._enable_peft_forward_hooks(adapter_names=names)
+            return _adapter_names(layers, names)
     else:
         if list(arms) != [BASE_ARM] and set(arms) != {BASE_ARM}:
             raise KeyError(f"loglikelihood_arms: a model without adapters has only the arm {BASE_ARM!r}, got {arms}")
