@@ -92,7 +92,9 @@ class RunConfig(BaseModel):
         default_factory=EditBudgetConfig, description="Per task family, evaluate only the configured edits that won "
         "on past nights (off: every configured edit).")
     evaluator: str = Field("lm_eval", description="Registered evaluator name (lm_eval; fake is for tests).")
-    evaluator_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of the evaluator.")
+    evaluator_options: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword options of the evaluator (lm_eval: batch_size, max_gen_toks, "
+        "arms_pass = one_pass | arm_by_arm, ...).")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
         None, description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
     )
@@ -200,6 +202,17 @@ class RunConfig(BaseModel):
             raise ValueError("decision.metric: continuous cannot be combined with sequential.enabled (the looks spend "
                              "alpha for the task metric's McNemar test): set decision.metric: task or turn sequential "
                              "off.")
+        if "arms_pass" in self.evaluator_options:
+            from tasks.evaluation.evaluate import ARMS_PASSES
+
+            arms_pass = self.evaluator_options["arms_pass"]
+            if self.evaluator != "lm_eval":
+                raise ValueError(f"evaluator_options.arms_pass: only the lm_eval evaluator takes it (evaluator is "
+                                 f"{self.evaluator!r}); remove it or set evaluator: lm_eval")
+            if arms_pass not in ARMS_PASSES:
+                raise ValueError(f"evaluator_options.arms_pass must be one_pass (every arm of an adapter scored "
+                                 f"together, the default) or arm_by_arm (one lm-eval run per arm, the reference "
+                                 f"path), got {arms_pass!r}")
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")

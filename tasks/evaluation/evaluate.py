@@ -1,8 +1,10 @@
 """Evaluate a base model under several LoRA adapters ("subjects") on one benchmark, per document.
 
-``LmEvalEvaluator`` loads the base model once, hot-swaps every subject as a named PEFT adapter on one
-``PeftModel`` and runs lm-eval's ``simple_evaluate`` per subject, returning per-document outcomes that
-are aligned across subjects (same documents, same order) for the paired tests of the gate.
+``LmEvalEvaluator`` loads the base model once and runs lm-eval's ``simple_evaluate`` per subject, returning
+per-document outcomes that are aligned across subjects (same documents, same order) for the paired tests of the
+gate. ``arms_pass="one_pass"`` (default) loads every subject as a named PEFT adapter on one ``PeftModel`` and
+scores a benchmark's requests for all of them in one pass (:mod:`tasks.evaluation.arms`); ``arm_by_arm`` (the
+reference) hot-swaps the subjects and lets lm-eval score each one on its own.
 ``FakeEvaluator`` ("fake") is for tests only: deterministic pseudo-outcomes with no model at all.
 
 Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
@@ -12,8 +14,11 @@ Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`)
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -25,13 +30,17 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks.evaluation.arms import BASE_ARM, ArmsScoring
 from tasks.evaluation.benchmarks import BenchmarkSpec, get_benchmark
 from tasks.names import Registry
+
+log = logging.getLogger(__name__)
 
 BARE_BASE = None  # subject path meaning "the base model with every adapter disabled" (the adapter-applied canary)
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+ARMS_PASSES = ("one_pass", "arm_by_arm")  # LmEvalEvaluator(arms_pass=...): all subjects together, or one by one
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class EvalResult:
         scores: Continuous per-document score aligned with ``doc_ids``: the gold answer's log-likelihood margin on
             multiple-choice tasks (:func:`continuous_scores_from_samples`), the reference answer's teacher-forced mean
             token log-prob on generative tasks that name one (:func:`reference_pairs`); None where there is none.
+        scoring: How the call scored its subjects (path, fallbacks, shared seconds); None for test doubles.
     """
 
     subject: str
@@ -65,6 +75,7 @@ class EvalResult:
     outcomes: list[float]
     samples_path: str | None
     scores: list[float] | None = None
+    scoring: ArmsScoring | None = None
 
 
 def doc_rows(result: EvalResult) -> list[list]:
@@ -304,6 +315,8 @@ class _Base:
     peft: Any = None  # peft.PeftModel wrapping ``model`` once the first adapter is loaded
     # Loaded adapter name -> its weight-shaping config: a subject with the same config is swapped into it in place
     slots: dict[str, dict] = field(default_factory=dict)
+    # one pass: a slot's adapter name -> its LoRA layers (module name, module), found once per config
+    layers: dict[str, list] = field(default_factory=dict)
 
 
 def _quiet_git_hash() -> str | None:
@@ -347,9 +360,14 @@ class LmEvalEvaluator:
             it teacher-forced per subject for a continuous per-document score (off by default: on ss_arith with
             SmolLM2-135M on CPU the extra pass cost +66% of the generation time; log-likelihood benchmarks get their
             margin for free either way).
+        arms_pass: ``one_pass`` (default): every subject is a named adapter of one ``PeftModel`` and a benchmark's
+            requests are scored for all of them at once (:class:`tasks.evaluation.arms.lm.ArmsLM`), lm-eval still
+            turning each subject's responses into its outcomes; ``arm_by_arm``: one lm-eval run per subject with
+            its adapter swapped in (the reference path). Part of :attr:`key`.
 
     Attributes:
         base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
+        last_scoring: How the last :meth:`evaluate` call scored its subjects (also in each result's ``scoring``).
 
     Example:
         >>> ev = get_evaluator("lm_eval", batch_size=8)
@@ -361,11 +379,13 @@ class LmEvalEvaluator:
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
                  model_id: str | None = None, max_cached_bases: int = 1,
-                 reference_scores: bool = False) -> None:  # fmt: skip
+                 reference_scores: bool = False, arms_pass: str = "one_pass") -> None:  # fmt: skip
         import torch
 
         if (model is None) != (tokenizer is None):
             raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
+        self.arms_pass = _check_arms_pass(arms_pass)
+        self.last_scoring: ArmsScoring | None = None
         self.batch_size = batch_size
         if device is None:
             device = str(model.device) if model is not None else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -382,16 +402,19 @@ class LmEvalEvaluator:
         if model is not None:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
         self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
-                                 apply_chat_template=apply_chat_template,
+                                 apply_chat_template=apply_chat_template, arms_pass=arms_pass,
                                  model_dtype=None if model is None else str(model.dtype),
                                  reference_scores=reference_scores)
 
     @staticmethod
     def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
-                 reference_scores: bool = False, **_ignored: Any) -> str:
-        """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites).
+                 reference_scores: bool = False, arms_pass: str = "one_pass", **_ignored: Any) -> str:
+        """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites,
+        how the arms are scored).
 
+        ``arm_by_arm`` keeps the key the evaluator had before the one-pass path existed (its scores are those);
+        ``one_pass`` adds ``;arms=one_pass`` (the same outcomes by test, log-likelihoods equal only to ~1e-5).
         ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
         scores (``model``, ``tokenizer``, ``model_id``, ``max_cached_bases``) are ignored.
         """
@@ -405,6 +428,7 @@ class LmEvalEvaluator:
             f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
             + (";reference_scores" if reference_scores else "")  # off: the keys of evaluations made before it
+            + ("" if _check_arms_pass(arms_pass) == "arm_by_arm" else f";arms={arms_pass}")
         )
 
     # -- model handling
@@ -477,9 +501,15 @@ class LmEvalEvaluator:
     # -- evaluation
     def _run(self, lm_model: Any, tokenizer: Any, spec: BenchmarkSpec, limit: int | None,
              docs: list[int] | None = None) -> dict:
+        from lm_eval.models.huggingface import HFLM
+
+        hflm = HFLM(pretrained=lm_model, tokenizer=tokenizer, batch_size=self.batch_size)
+        return self._simple_evaluate(hflm, spec, limit, docs)
+
+    def _simple_evaluate(self, lm: Any, spec: BenchmarkSpec, limit: int | None, docs: list[int] | None) -> dict:
+        """lm-eval's ``simple_evaluate`` of one task on the lm-eval model ``lm``, samples logged, caches off."""
         from lm_eval import evaluator as lm_evaluator
         from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
 
         # simple_evaluate records `git describe` of the caller's working directory (meaningless here: results
         # carry the adapter and config hashes) and lets git print "fatal: not a git repository" to our stderr
@@ -489,9 +519,8 @@ class LmEvalEvaluator:
         # every call, i.e. for every subject; the environment does not change within a process: collect it once.
         lm_evaluator.add_env_info = _cached_env_info
 
-        hflm = HFLM(pretrained=lm_model, tokenizer=tokenizer, batch_size=self.batch_size)
         results = simple_evaluate(
-            model=hflm,
+            model=lm,
             tasks=[spec.lm_eval_task],
             limit=limit,
             samples=None if docs is None else {spec.lm_eval_task: docs},  # these document indices only
@@ -512,7 +541,7 @@ class LmEvalEvaluator:
         pairs = None if not self.reference_scores else reference_pairs(
             outcomes_from_samples(results["samples"][spec.lm_eval_task], spec)[2], spec)
         if pairs is not None:
-            results["reference_scores"] = _reference_scores(hflm, pairs)
+            results["reference_scores"] = _reference_scores(lm, pairs)
         return results
 
     def evaluate(
@@ -545,22 +574,11 @@ class LmEvalEvaluator:
             # HF_ALLOW_CODE_EVAL is never set here: every registered code benchmark runs in the sandbox; a user's
             # own hub task scored by HF evaluate's code_eval needs them to set it themselves
         base = self._base(base_model)
-        out: dict[str, EvalResult] = {}
         try:
-            for subject, path in subjects.items():
-                t0 = time.perf_counter()
-                if path is None:
-                    if base.peft is not None:
-                        with base.peft.disable_adapter():
-                            res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
-                    else:
-                        res = self._run(base.model, base.tokenizer, spec, limit, chosen)
-                else:
-                    self._load_adapter(base, Path(path))
-                    res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
-                out[subject] = self._result(subject, spec, res, Path(out_dir))
-                if on_result is not None:
-                    on_result(out[subject], time.perf_counter() - t0)
+            if self.arms_pass == "one_pass":
+                out = self._evaluate_one_pass(base, subjects, spec, limit, chosen, Path(out_dir), on_result)
+            else:
+                out = self._evaluate_arm_by_arm(base, subjects, spec, limit, chosen, Path(out_dir), on_result)
         finally:
             if base.peft is not None:
                 # Drop this call's adapters and the LoRA layers themselves: the base goes back to pristine
@@ -568,10 +586,115 @@ class LmEvalEvaluator:
                 base.model = base.peft.unload()
                 base.peft = None
                 base.slots.clear()
+                base.layers.clear()
         _check_aligned(out)
+        self.last_scoring = next(iter(out.values())).scoring
         return out
 
-    def _result(self, subject: str, spec: BenchmarkSpec, res: dict, out_dir: Path) -> EvalResult:
+    def _evaluate_arm_by_arm(self, base: _Base, subjects: dict[str, Path | None], spec: BenchmarkSpec,
+                             limit: int | None, chosen: list[int] | None, out_dir: Path,
+                             on_result: Callable[[EvalResult, float], None] | None) -> dict[str, EvalResult]:
+        """One lm-eval run per subject, its adapter swapped in (the bare base: adapters disabled)."""
+        out: dict[str, EvalResult] = {}
+        scoring = ArmsScoring("arm_by_arm", 1)
+        for subject, path in subjects.items():
+            t0 = time.perf_counter()
+            if path is None:
+                if base.peft is not None:
+                    with base.peft.disable_adapter():
+                        res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
+                else:
+                    res = self._run(base.model, base.tokenizer, spec, limit, chosen)
+            else:
+                self._load_adapter(base, Path(path))
+                res = self._run(base.peft, base.tokenizer, spec, limit, chosen)
+            out[subject] = self._result(subject, spec, res, out_dir, scoring)
+            if on_result is not None:
+                on_result(out[subject], time.perf_counter() - t0)
+        return out
+
+    def _evaluate_one_pass(self, base: _Base, subjects: dict[str, Path | None], spec: BenchmarkSpec,
+                           limit: int | None, chosen: list[int] | None, out_dir: Path,
+                           on_result: Callable[[EvalResult, float], None] | None) -> dict[str, EvalResult]:
+        """Every subject a named adapter of one ``PeftModel``; lm-eval runs per subject, the model work once.
+
+        The first subject's lm-eval run scores the requests for every subject (:class:`ArmsLM`); the others are
+        served from its cache. A subject's ``on_result`` seconds are its own wall time outside that shared work
+        plus an equal share of it (the shared seconds / the number of arms).
+        """
+        from tasks.evaluation.arms.lm import ArmsLM
+
+        arm_of = {subject: BASE_ARM if path is None else self._add_adapter(base, Path(path))
+                  for subject, path in subjects.items()}
+        model = base.model if base.peft is None else base.peft
+        if base.peft is not None:
+            base.peft.to(self.device).eval()
+        lm = ArmsLM(model, base.tokenizer, arms=list(arm_of.values()), batch_size=self.batch_size)
+        out: dict[str, EvalResult] = {}
+        for subject in subjects:
+            t0, shared0 = time.perf_counter(), lm.pass_seconds
+            lm.serve(arm_of[subject])
+            res = self._simple_evaluate(lm, spec, limit, chosen)
+            own = time.perf_counter() - t0 - (lm.pass_seconds - shared0)
+            # the first run did the model work for every arm: from then on the shared seconds are known
+            scoring = ArmsScoring("one_pass", len(lm.arms), tuple(sorted(lm.fallbacks.items())), lm.pass_seconds)
+            out[subject] = self._result(subject, spec, res, out_dir, scoring)
+            if on_result is not None:
+                on_result(out[subject], own + lm.pass_seconds / len(lm.arms))
+        log.info("%s: %d subjects scored in one pass (%.1f s of shared model work; fallbacks: %s)", spec.name,
+                 len(subjects), lm.pass_seconds, dict(lm.fallbacks) or "none")
+        return out
+
+    def _add_adapter(self, base: _Base, path: Path) -> str:
+        """Load the adapter at ``path`` as a new named adapter of ``base.peft`` (all stay resident); its name.
+
+        The first adapter of a config is injected by PEFT (walks over every module: ~1 s on a 30-layer model, and
+        longer as adapters accumulate). A plain LoRA adapter with the config of a loaded one gets its layers next
+        to that one's in the same modules (``update_layer``, the modules found once per config) and its weights
+        copied in by name, every weight of the file used and every layer filled, else ``RuntimeError``.
+        """
+        import torch
+        from peft import LoraConfig, PeftModel
+        from peft.tuners.lora import LoraLayer
+        from peft.utils import load_peft_weights
+
+        self._adapter_seq += 1
+        name = f"subject{self._adapter_seq}"  # unique: subject names repeat across calls ("baseline")
+        config = _weight_config(path)
+        twin = next((n for n, c in base.slots.items() if c == config), None)
+        plain = not (config.get("modules_to_save") or config.get("use_dora") or config.get("lora_bias"))
+        if base.peft is None:
+            base.peft = PeftModel.from_pretrained(base.model, str(path), adapter_name=name, is_trainable=False)
+        elif twin is None or not plain:
+            base.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        else:
+            layers = base.layers.setdefault(twin, [(n, m) for n, m in base.peft.named_modules()
+                                                   if isinstance(m, LoraLayer) and twin in m.lora_A])
+            lora_config = LoraConfig.from_pretrained(str(path))
+            lora_config.inference_mode = True
+            layer_config = copy.copy(lora_config)
+            layer_config.init_lora_weights = False  # every weight is overwritten below: skip the random init
+            state = load_peft_weights(str(path), device="cpu")
+            unused = set(state)
+            with torch.no_grad():
+                for module_name, module in layers:
+                    module.update_layer(name, module.r[twin], module.lora_alpha[twin], layer_config)
+                    for part in ("lora_A", "lora_B"):
+                        key = f"{module_name}.{part}.weight"
+                        if key not in state:
+                            raise RuntimeError(f"{path}: no {key} although its config equals adapter {twin}'s")
+                        getattr(module, part)[name].weight.copy_(state[key])
+                        unused.discard(key)
+            if unused:  # never evaluate a half-loaded adapter
+                raise RuntimeError(f"{path}: {len(unused)} weights match no LoRA layer of adapter {twin}'s config "
+                                   f"(first: {sorted(unused)[:3]})")
+            base.peft.peft_config[name] = lora_config
+        if twin is None:
+            base.slots[name] = config
+        return name
+
+    def _result(self, subject: str, spec: BenchmarkSpec, res: dict, out_dir: Path,
+                scoring: ArmsScoring | None = None) -> EvalResult:
         task = spec.lm_eval_task
         doc_ids, outcomes, rows = outcomes_from_samples(res["samples"][task], spec)
         agg = res["results"][task].get(f"{spec.metric},{spec.filter}")
@@ -582,11 +705,19 @@ class LmEvalEvaluator:
             rows = [{**row, "reference_logprob": x} for row, x in zip(rows, scores)]  # kept with the samples
         path = _write_jsonl(out_dir / subject / f"{spec.name}.jsonl", rows)
         return EvalResult(subject, spec.name, spec.metric, value, len(outcomes), mean_stderr(outcomes),
-                          spec.higher_is_better, doc_ids, outcomes, path, scores)  # fmt: skip
+                          spec.higher_is_better, doc_ids, outcomes, path, scores, scoring)  # fmt: skip
 
 
 # adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
 _NOT_SHAPING = ("base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version")
+
+
+def _check_arms_pass(arms_pass: str) -> str:
+    if arms_pass not in ARMS_PASSES:
+        close = difflib.get_close_matches(str(arms_pass), ARMS_PASSES, n=1)
+        raise ValueError(f"LmEvalEvaluator: arms_pass must be one of {', '.join(ARMS_PASSES)}, got {arms_pass!r}"
+                         + (f"; did you mean {close[0]!r}?" if close else ""))
+    return arms_pass
 
 
 def _weight_config(path: Path) -> dict:

@@ -126,6 +126,15 @@ def test_task_limits_give_a_benchmark_its_own_documents(tmp_path):
         RunConfig(task_limits={"ss_mc": 2}, sequential={"enabled": True, "looks": 4})
 
 
+def test_arms_pass_is_an_lm_eval_option_checked_at_the_edge(tmp_path):
+    for arms_pass in ("one_pass", "arm_by_arm"):
+        RunConfig(data_dir=tmp_path, evaluator_options={"arms_pass": arms_pass})
+    with pytest.raises(ValidationError, match="arms_pass must be one_pass .* or arm_by_arm .* got 'both'"):
+        RunConfig(data_dir=tmp_path, evaluator_options={"arms_pass": "both"})
+    with pytest.raises(ValidationError, match="only the lm_eval evaluator takes it .*'fake'"):
+        RunConfig(data_dir=tmp_path, evaluator="fake", evaluator_options={"arms_pass": "one_pass"})
+
+
 def test_read_config_file_is_the_one_loader(tmp_path):
     """YAML and JSON files, the errors naming the file; the deployments' loader and the CLI's are this one."""
     import deployments.serve

@@ -1,0 +1,33 @@
+"""Every arm of an adapter (baseline, candidates, controls, canaries, the bare base) scored in one pass.
+
+* :mod:`~tasks.evaluation.arms.loglikelihood`: ``loglikelihood`` requests for all arms at once (packed rows,
+  PEFT mixed-adapter batches, the vocabulary projection only where a score is read);
+* :mod:`~tasks.evaluation.arms.lm`: :class:`~tasks.evaluation.arms.lm.ArmsLM`, lm-eval's ``HFLM`` that scores a
+  benchmark's requests for every arm on its first call and then serves each arm's responses, so lm-eval's own
+  filters and metrics turn them into per-document outcomes;
+* :mod:`~tasks.evaluation.arms.compare`: two result sets compared document by document, mismatches with their gaps.
+
+Pure: no Prefect, no registry.
+"""
+
+from dataclasses import dataclass
+
+BASE_ARM = "__base__"  # PEFT's adapter name for "no adapter" in a mixed-adapter batch (the bare base model)
+
+
+@dataclass(frozen=True)
+class ArmsScoring:
+    """How one call of the evaluator scored its subjects.
+
+    Attributes:
+        path: ``one_pass`` (every arm scored together, then served to lm-eval arm by arm) or ``arm_by_arm``.
+        arms: Arms scored together (1 per subject on the arm-by-arm path).
+        fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path.
+        shared_seconds: Seconds of model work done for all arms together (0.0 arm by arm); each subject's
+            ``on_result`` seconds are its own wall time outside that work plus ``shared_seconds / arms``.
+    """
+
+    path: str
+    arms: int
+    fallbacks: tuple[tuple[str, str], ...] = ()
+    shared_seconds: float = 0.0
