@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -29,18 +30,27 @@ class ProductionStore(Store):
     def _event_of_decision(self, s: Session, decision_id: int) -> PromotionEvent | None:
         return s.scalars(select(PromotionEvent).where(PromotionEvent.decision_id == decision_id)).first()
 
-    def promote(self, decision: Decision | int, *, actor: str = "gate") -> PromotionEvent:
+    def promote(self, decision: Decision | int, *, actor: str = "gate",
+                before_move: Callable[[], None] | None = None) -> PromotionEvent:
         """Put a decision's candidate in production: the pointer moves and the event is appended, atomically.
 
         Idempotent: a decision promotes at most once (``unique(decision_id)``). A repeat, or a second process
         racing this one, appends nothing and gets the existing event.
 
+        Args:
+            decision: The decision (or its id).
+            actor: Who promotes (recorded in the history).
+            before_move: Called inside the transaction, after the adapter's lock is taken and before the pointer
+                moves; whatever it raises rolls the transaction back and propagates, so nothing moves. The nightly
+                flow passes :func:`flows.interrupt.check`: no move starts after a stop was requested.
+
         Raises:
             RegistryError: if the decision promoted no candidate.
         """
-        return self.promote_decision(decision, actor=actor)[0]
+        return self.promote_decision(decision, actor=actor, before_move=before_move)[0]
 
-    def promote_decision(self, decision: Decision | int, *, actor: str = "gate") -> tuple[PromotionEvent, bool]:
+    def promote_decision(self, decision: Decision | int, *, actor: str = "gate",
+                         before_move: Callable[[], None] | None = None) -> tuple[PromotionEvent, bool]:
         """:meth:`promote`, also saying whether this call moved the pointer (``False``: a repeat, or the event of
         a racing process), so that a caller announces each move once."""
         decision_id = decision.id if isinstance(decision, Decision) else int(decision)
@@ -56,6 +66,8 @@ class ProductionStore(Store):
                 existing = self._event_of_decision(s, d.id)
                 if existing is not None:
                     return existing, False
+                if before_move is not None:
+                    before_move()
                 return prom.move_pointer(
                     s, version.adapter_id, d.adapter_version_id, d.promoted_candidate_id, kind="promotion",
                     actor=actor, reason=d.sentence, evidence=d.statistics_json, decision_id=d.id,
