@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import events, interrupt, stage_hook, worker
 from registry.runs import INTERRUPTED
+from registry.validation import RunStoppedError
 from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
@@ -586,7 +587,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     promoted, review = False, None
     if row.promoted and config.moves:
         # checked inside the move's transaction: no move starts after a stop request, one that started commits whole
-        event, created = reg.promote_decision(row, actor=config.actor, before_move=interrupt.check)
+        # and the run must still be running (cancelled by the command that saw the signal: a remote worker stops too)
+        event, created = reg.promote_decision(row, actor=config.actor, before_move=interrupt.check, run_id=run_id)
         if created:  # a repeat (a retried task, a racing run) announces nothing twice
             events.announce_move(reg, event)
         promoted = True
@@ -732,7 +734,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                                     budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
-    except KeyboardInterrupt as e:  # a stop request (flows.interrupt): the row is released, not a failure of the work
+    except (KeyboardInterrupt, RunStoppedError) as e:  # a stop request: the row is released, not a failure of the work
         with contextlib.suppress(Exception):
             reg.finish_adapter_run(arun.id, "failed", error_type=INTERRUPTED,
                                    error_message=f"run {run_id} was interrupted before finishing this version ({e}): "

@@ -17,10 +17,11 @@ from registry.models import (
     Decision,
     ProductionPointer,
     PromotionEvent,
+    RefinementRun,
 )
 from registry.promotion import ProductionState
 from registry.store import Store
-from registry.validation import RegistryError
+from registry.validation import RegistryError, RunStoppedError
 
 
 class ProductionStore(Store):
@@ -31,7 +32,7 @@ class ProductionStore(Store):
         return s.scalars(select(PromotionEvent).where(PromotionEvent.decision_id == decision_id)).first()
 
     def promote(self, decision: Decision | int, *, actor: str = "gate",
-                before_move: Callable[[], None] | None = None) -> PromotionEvent:
+                before_move: Callable[[], None] | None = None, run_id: int | None = None) -> PromotionEvent:
         """Put a decision's candidate in production: the pointer moves and the event is appended, atomically.
 
         Idempotent: a decision promotes at most once (``unique(decision_id)``). A repeat, or a second process
@@ -43,14 +44,19 @@ class ProductionStore(Store):
             before_move: Called inside the transaction, after the adapter's lock is taken and before the pointer
                 moves; whatever it raises rolls the transaction back and propagates, so nothing moves. The nightly
                 flow passes :func:`flows.interrupt.check`: no move starts after a stop was requested.
+            run_id: The refinement run promoting. Its row is locked in the same transaction and must still be
+                ``running``: a run cancelled by another process (the command that saw the Ctrl-C, while a remote
+                worker went on) moves nothing. A cancellation and a move are serialised: one commits first.
 
         Raises:
             RegistryError: if the decision promoted no candidate.
+            RunStoppedError: ``run_id`` is no longer running.
         """
-        return self.promote_decision(decision, actor=actor, before_move=before_move)[0]
+        return self.promote_decision(decision, actor=actor, before_move=before_move, run_id=run_id)[0]
 
     def promote_decision(self, decision: Decision | int, *, actor: str = "gate",
-                         before_move: Callable[[], None] | None = None) -> tuple[PromotionEvent, bool]:
+                         before_move: Callable[[], None] | None = None,
+                         run_id: int | None = None) -> tuple[PromotionEvent, bool]:
         """:meth:`promote`, also saying whether this call moved the pointer (``False``: a repeat, or the event of
         a racing process), so that a caller announces each move once."""
         decision_id = decision.id if isinstance(decision, Decision) else int(decision)
@@ -66,6 +72,13 @@ class ProductionStore(Store):
                 existing = self._event_of_decision(s, d.id)
                 if existing is not None:
                     return existing, False
+                if run_id is not None:
+                    run = s.execute(select(RefinementRun).where(RefinementRun.id == run_id).with_for_update()
+                                    ).scalar_one_or_none()
+                    if run is None or run.status != "running":
+                        raise RunStoppedError(f"refinement run {run_id} is "
+                                              f"{run.status if run else 'not recorded'}: decision {d.id} is not "
+                                              "promoted by it; the next run promotes it")
                 if before_move is not None:
                     before_move()
                 return prom.move_pointer(

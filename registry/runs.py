@@ -175,7 +175,10 @@ class RunStore(Store):
         """
         check.text(why, "why")
         with self._write() as s:
-            run = self._row(s, RefinementRun, run_id, "refinement run")
+            # FOR UPDATE: serialised with a promotion of this run, which locks the row and needs it running
+            run = s.execute(select(RefinementRun).where(RefinementRun.id == run_id).with_for_update()).scalar()
+            if run is None:
+                run = self._row(s, RefinementRun, run_id, "refinement run")  # raises NotFoundError
             now = utcnow()
             if run.status == "running":
                 run.status, run.ended_at = "cancelled", now
