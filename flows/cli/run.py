@@ -209,6 +209,7 @@ def _on_stop(verbose: bool) -> None:
 
 
 _said: list[str] = []  # "interrupted" once printed: the watchdog does not print it twice
+_exit_code = [EXIT_INTERRUPTED]  # what the process ends with after a stop: 130, or the code of a run that finished
 
 
 def _interrupted() -> int:
@@ -247,7 +248,7 @@ def _exit_if_stopped() -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(_exit_code[0])
 
 
 @guarded
@@ -257,13 +258,20 @@ def cmd_run(args) -> int:
     # First, before the slow imports: a Ctrl-C from here on is recorded and honoured at the next checkpoint, never
     # swallowed by whatever the main thread was doing (an import's weakref callback: "Exception ignored in ...").
     interrupt.install()
+    _exit_code[0] = EXIT_INTERRUPTED
+    _said.clear()
     atexit.register(_exit_if_stopped)  # registered first: runs last of the exit hooks
     interrupt.on_request(functools.partial(_on_stop, bool(args.verbose)))
     done = interrupt.watchdog(STOP_GRACE_S, _last_words, code=EXIT_INTERRUPTED)
     try:
-        return _cmd_run(args)
+        _exit_code[0] = code = _cmd_run(args)  # a stop after the run finished: its summary and code stand
+        return code
     except KeyboardInterrupt:
         return _interrupted()
+    except Exception:
+        if interrupt.requested():  # what the stop made fail on its way out (a stopped task's error) is the stop
+            return _interrupted()
+        raise
     finally:
         # After a stop, the handlers stay (a second Ctrl-C changes nothing) and so does the watchdog: it bounds the
         # process's exit too (Prefect's exit hooks, a worker thread still in a model pass).
