@@ -12,6 +12,8 @@ ignored in ...") and never reaches the worker threads that refine adapters and p
 - the promotion calls it inside the database transaction that moves the production pointer, after taking the
   adapter's lock (:meth:`registry.production.ProductionStore.promote_decision`): a move either started before the
   signal and commits whole, or it does not start. A process killed mid-transaction rolls back (SQLite, PostgreSQL).
+  The same transaction locks the run's row and needs it ``running``: the nightly flow marks it ``cancelled`` as it
+  stops, which stops a worker in another process (Dask) that never saw the signal.
 
 :func:`watchdog` bounds the wait for a checkpoint (a model pass can take minutes): past the grace period it runs the
 caller's last words and ends the process. Nothing here imports Prefect or the registry.

@@ -1,7 +1,8 @@
 """A run stopped by SIGINT or SIGTERM ends ``cancelled``: an interrupt is not a failure of the work.
 
-``refinement_runs.status`` gets a fifth value, ``cancelled`` (``RegistryRuns.cancel_run``: the run asked to stop,
-its open adapter runs released as ``failed`` with error type ``Interrupted``); its CHECK constraint changes.
+``refinement_runs.status`` gets a fifth value, ``cancelled`` (``registry.runs.RunStore.cancel_run``: the run
+asked to stop, its open adapter runs released as ``failed`` with error type ``Interrupted``); its CHECK constraint
+changes.
 
 SQLite cannot alter a CHECK constraint, and ``refinement_runs`` cannot be rebuilt the way 0005 rebuilt
 ``promotion_events``: adapter runs and decisions reference it, SQLite rewrites their foreign keys to a renamed
