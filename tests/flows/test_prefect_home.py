@@ -114,15 +114,13 @@ def test_the_temporary_server_starts_detached_and_is_stopped_by_the_command(monk
     """Prefect's server module spawns through :class:`prefect_home._DetachedSubprocess`: a session of its own (a
     terminal's ^C to the command's process group never reaches it), and :func:`stop_temporary_server` ends it."""
     from prefect.server.api import server
-    from prefect.settings import get_current_settings
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     monkeypatch.setattr(server, "subprocess", server.subprocess)  # restored after the test
     assert ph.detach_temporary_server({"PREFECT_API_URL": "http://127.0.0.1:1/api"}) is False
     assert server.subprocess is subprocess  # a chosen server: nothing changed
-    with monkeypatch.context() as mp:
-        mp.delenv("PREFECT_API_URL", raising=False)
-        if get_current_settings().api.url:
-            pytest.skip("a Prefect server is configured in this session")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no server chosen (even under a test harness)
+        assert get_current_settings().api.url is None
         assert ph.detach_temporary_server({}) is True
     proc = server.subprocess.Popen([sys.executable, "-c", "import os, time; print(os.getsid(0), flush=True); "
                                     "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
