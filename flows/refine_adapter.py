@@ -7,6 +7,7 @@ here only add retries (for I/O), logging and artifacts.
 """
 
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -18,7 +19,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, stage_hook, worker
+from flows import events, interrupt, stage_hook, worker
+from registry.runs import INTERRUPTED
+from registry.validation import RunStoppedError
 from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
@@ -256,6 +259,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     def on_batch(done_: int, total: int) -> None:
                         log.info("%s: calibration batch %d/%d", adapter.name, done_, total)
                         stage_hook.reached("calibration")
+                        interrupt.check()
 
                     prepared = prepare(model, tok, local, examples, surgery, on_batch=on_batch)
                     calibrated = True
@@ -271,6 +275,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                              adapter.name, selection.gamma, list(selection.grid), len(holdout))
         store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
         for arm in writes:
+            interrupt.check()
             sel = selection if arm.role == "scalar_control" else None
             t_write = time.perf_counter()
             path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed,
@@ -376,6 +381,7 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                 took[r.subject] = seconds
                 log.info("%s: %s on %s: %s %.3f (n=%d, %.0f s)", adapter.name, r.subject, spec.name, r.metric,
                          r.value, r.n, seconds)
+                interrupt.check()  # between subjects: a stop does not wait for the whole evaluation
 
             chosen = {} if docs is None else {"docs": list(range(*docs))}
             with using_backend(config.sandbox):  # generated code of this evaluation runs in the configured sandbox
@@ -388,6 +394,7 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
                                    doc_outcomes=doc_rows(r), kind=kind,
                                    seconds=took.get(r.subject, took.get(name)))
                 stage_hook.reached("evaluation")
+                interrupt.check()
     out: dict[str, list] = {}
     scores: dict[str, list] = {}
     for name, cid in subjects.items():
@@ -648,7 +655,10 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         from registry.promotion import BackwardsError
 
         try:
-            event, created = reg.promote_decision(row, actor=config.actor)
+            # checked inside the move's transaction: no move starts after a stop request, one that started commits
+            # whole and the run must still be running (cancelled by the command that saw the signal: a remote worker
+            # stops too)
+            event, created = reg.promote_decision(row, actor=config.actor, before_move=interrupt.check, run_id=run_id)
         except BackwardsError as e:  # production serves a newer version: the gate never moves it backwards
             held_back = str(e)
             _logger().warning("decision %d not promoted: %s", row.id, e)
@@ -797,6 +807,12 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                                     budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
+    except (KeyboardInterrupt, RunStoppedError) as e:  # a stop request: the row is released, not a failure of the work
+        with contextlib.suppress(Exception):
+            reg.finish_adapter_run(arun.id, "failed", error_type=INTERRUPTED,
+                                   error_message=f"run {run_id} was interrupted before finishing this version ({e}): "
+                                                 "the next run refines it again")
+        raise
     except BaseException as e:
         reg.record_failure(run_id, version_id, e, config_hash=chash)
         try:

@@ -2,7 +2,8 @@
 
 A version needs work when it is new, was never refined, or was refined under another configuration (its
 result hash differs). One adapter's failure is recorded with its error and never stops the others. Fan-out is
-bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past one machine, on Dask.
+bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past one machine, on Dask. A stop
+request (:mod:`flows.interrupt`: SIGINT/SIGTERM) ends the run ``cancelled`` with its open adapter runs released.
 """
 
 import contextlib
@@ -16,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, stage_hook, worker
+from flows import events, interrupt, stage_hook, worker
 from registry.db import DB_ENV
 from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
@@ -70,6 +71,7 @@ def scan(config: RunConfig, run_id: int) -> list[dict]:
             res = state.result()
             reg.record_version(adapter.name, res.sha256, res.revision, res.local_path)
             stage_hook.reached("scan")
+            interrupt.check()
         else:
             try:
                 state.result()
@@ -127,12 +129,40 @@ def headline(summary: dict) -> str:
     return text
 
 
+POLL_S = 0.2  # how often the flow, waiting for an adapter, looks for a stop request
+
+
+def _result(future) -> dict:
+    """The result of an adapter's future, looking for a stop request (:func:`flows.interrupt.check`) while it runs:
+    the main thread must notice a Ctrl-C even while one adapter takes minutes."""
+    while not future.wrapped_future.done():
+        interrupt.check()
+        future.wait(POLL_S)
+    return future.result()
+
+
+def _close(reg, run_id: int, e: BaseException) -> None:
+    """Close the run's row after an in-process ending: ``cancelled`` for a stop request (SIGINT, SIGTERM, or
+    Prefect's own ``TerminationSignal``), ``failed`` for anything else."""
+    from prefect.exceptions import TerminationSignal
+
+    stopped = interrupt.requested() or isinstance(e, (KeyboardInterrupt, TerminationSignal))
+    with contextlib.suppress(Exception):
+        if stopped:
+            interrupt.request()  # the adapters' own checkpoints stop too (a TerminationSignal reached only here)
+            reg.cancel_run(run_id, f"stopped by {interrupt.signal_name()}")
+        else:
+            reg.finish_run(run_id, "failed")
+
+
 # log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
 @flow(name="nightly-refinement")
 def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     """Refine every adapter version that needs it; decide and promote; summarise as artifacts."""
     from prefect.runtime import flow_run
 
+    interrupt.rearm()  # Prefect's engine swapped SIGTERM for its own bridge: a SIGTERM is a clean stop here too
+    interrupt.check()
     log = get_run_logger()
     config = config.resolved()  # the profile and sandbox the environment picks, pinned for every process and key
     reg = worker.registry(config)
@@ -153,14 +183,16 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             in_flight: deque = deque()
             for v in pending:
                 if len(in_flight) >= config.concurrency:
-                    results.append(in_flight.popleft().result())
+                    results.append(_result(in_flight.popleft()))
+                interrupt.check()
                 in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
             while in_flight:
-                results.append(in_flight.popleft().result())
-    except BaseException:
-        # in-process endings (an error, Ctrl-C, a Prefect cancellation) close the row; a SIGKILL is reaped later
-        with contextlib.suppress(Exception):
-            reg.finish_run(run.id, "failed")
+                results.append(_result(in_flight.popleft()))
+            interrupt.check()  # a stop that came after the last adapter still ends the run cancelled
+    except BaseException as e:
+        # in-process endings (an error, Ctrl-C, SIGTERM, a Prefect cancellation) close the row; a SIGKILL is reaped
+        # later
+        _close(reg, run.id, e)
         raise
     failed = [r for r in results if r.get("status") == "failed"]
     skipped = [r for r in results if r.get("status") == "skipped"]

@@ -1,33 +1,43 @@
 """A test-only pause point at each stage of a nightly run, so that a test can SIGKILL the run exactly there.
 
 Harmless in production: :func:`reached` does nothing unless ``$SPECTRAL_SURGERY_PAUSE_AT`` names the stage. When
-it does, the process writes the stage's name to ``$SPECTRAL_SURGERY_PAUSE_FILE`` (if set) and sleeps until it is
-killed: the test waits for that file, kills the process, and checks that the next run resumes with no lost,
-duplicated or stale rows (tests/flows/test_nightly.py, ``test_killed_at_each_stage_resumes_cleanly``).
+it does, the process writes the stage's name to ``$SPECTRAL_SURGERY_PAUSE_FILE`` (if set) and holds there until it
+is killed, or until a stop is requested (:mod:`flows.interrupt`: SIGINT/SIGTERM), when it raises
+:class:`~flows.interrupt.Interrupted` as the stage's own next checkpoint would. The tests wait for that file, then
+kill the process (tests/flows/test_nightly.py, ``test_killed_at_each_stage_resumes_cleanly``) or press ^C
+(tests/flows/test_interrupt.py), and check that the next run resumes with no lost, duplicated or stale rows.
 
 The stages, in the order one adapter meets them: ``scan`` (a version recorded), ``calibration`` (one batch done),
 ``editing`` (one candidate written and recorded), ``evaluation`` (one evaluation recorded), ``decision`` (the
 decision recorded, production not moved yet), ``promotion`` (production moved, the adapter run not closed yet).
+:data:`STARTUP` comes before them all: the command line's start-up, before the flow (and Prefect's server) starts.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 ENV_AT = "SPECTRAL_SURGERY_PAUSE_AT"
 ENV_FILE = "SPECTRAL_SURGERY_PAUSE_FILE"
 STAGES = ("scan", "calibration", "editing", "evaluation", "decision", "promotion")
+STARTUP = "startup"
 
 
 def reached(stage: str) -> None:
-    """Pause here for good if ``$SPECTRAL_SURGERY_PAUSE_AT`` is ``stage`` (tests only); otherwise return at once."""
+    """Pause here if ``$SPECTRAL_SURGERY_PAUSE_AT`` is ``stage`` (tests only), until the process is killed or a stop
+    is requested; otherwise return at once.
+
+    Raises:
+        flows.interrupt.Interrupted: a stop was requested while paused.
+    """
+    from flows import interrupt
+
     if os.environ.get(ENV_AT) != stage:
         return
     if path := os.environ.get(ENV_FILE):
         tmp = Path(path).with_suffix(".tmp")
         tmp.write_text(stage)
         os.replace(tmp, path)
-    while True:  # until the test kills the process
-        time.sleep(3600)
+    while True:  # until the test kills the process or asks it to stop
+        interrupt.wait(0.1)

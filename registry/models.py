@@ -42,7 +42,7 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
 }
 
-RUN_STATUSES = ("running", "completed", "failed", "crashed")
+RUN_STATUSES = ("running", "completed", "failed", "crashed", "cancelled")  # cancelled: SIGINT/SIGTERM (0007)
 ADAPTER_RUN_STATUSES = ("pending", "running", "completed", "failed")
 EVALUATION_KINDS = ("task", "guard")
 EVENT_KINDS = ("promotion", "manual_override", "rollback", "approval")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -16,10 +17,11 @@ from registry.models import (
     Decision,
     ProductionPointer,
     PromotionEvent,
+    RefinementRun,
 )
 from registry.promotion import ProductionState
 from registry.store import Store
-from registry.validation import RegistryError
+from registry.validation import RegistryError, RunStoppedError
 
 
 class ProductionStore(Store):
@@ -29,20 +31,34 @@ class ProductionStore(Store):
     def _event_of_decision(self, s: Session, decision_id: int) -> PromotionEvent | None:
         return s.scalars(select(PromotionEvent).where(PromotionEvent.decision_id == decision_id)).first()
 
-    def promote(self, decision: Decision | int, *, actor: str = "gate") -> PromotionEvent:
+    def promote(self, decision: Decision | int, *, actor: str = "gate",
+                before_move: Callable[[], None] | None = None, run_id: int | None = None) -> PromotionEvent:
         """Put a decision's candidate in production: the pointer moves and the event is appended, atomically.
 
         Idempotent: a decision promotes at most once (``unique(decision_id)``). A repeat, or a second process
         racing this one, appends nothing and gets the existing event.
 
+        Args:
+            decision: The decision (or its id).
+            actor: Who promotes (recorded in the history).
+            before_move: Called inside the transaction, after the adapter's lock is taken and before the pointer
+                moves; whatever it raises rolls the transaction back and propagates, so nothing moves. The nightly
+                flow passes :func:`flows.interrupt.check`: no move starts after a stop was requested.
+            run_id: The refinement run promoting. Its row is locked in the same transaction and must still be
+                ``running``: a run cancelled by another process (the command that saw the Ctrl-C, while a remote
+                worker went on) moves nothing. A cancellation and a move are serialised: one commits first.
+
         Raises:
             RegistryError: if the decision promoted no candidate.
             BackwardsError: its version is older than the one in production (the gate never moves production
                 backwards; a person can, with ``manual_promote(..., force=True)``).
+            RunStoppedError: ``run_id`` is no longer running.
         """
-        return self.promote_decision(decision, actor=actor)[0]
+        return self.promote_decision(decision, actor=actor, before_move=before_move, run_id=run_id)[0]
 
-    def promote_decision(self, decision: Decision | int, *, actor: str = "gate") -> tuple[PromotionEvent, bool]:
+    def promote_decision(self, decision: Decision | int, *, actor: str = "gate",
+                         before_move: Callable[[], None] | None = None,
+                         run_id: int | None = None) -> tuple[PromotionEvent, bool]:
         """:meth:`promote`, also saying whether this call moved the pointer (``False``: a repeat, or the event of
         a racing process), so that a caller announces each move once."""
         decision_id = decision.id if isinstance(decision, Decision) else int(decision)
@@ -58,6 +74,15 @@ class ProductionStore(Store):
                 existing = self._event_of_decision(s, d.id)
                 if existing is not None:
                     return existing, False
+                if run_id is not None:
+                    run = s.execute(select(RefinementRun).where(RefinementRun.id == run_id).with_for_update()
+                                    ).scalar_one_or_none()
+                    if run is None or run.status != "running":
+                        raise RunStoppedError(f"refinement run {run_id} is "
+                                              f"{run.status if run else 'not recorded'}: decision {d.id} is not "
+                                              "promoted by it; the next run promotes it")
+                if before_move is not None:
+                    before_move()
                 return prom.move_pointer(
                     s, version.adapter_id, d.adapter_version_id, d.promoted_candidate_id, kind="promotion",
                     actor=actor, reason=d.sentence, evidence=d.statistics_json, decision_id=d.id,
@@ -113,7 +138,7 @@ class ProductionStore(Store):
                     if not force:
                         raise RegistryError(f"candidate {cand.id} is a control ({cand.policy}, seed {cand.seed}): "
                                             "the gate never promotes controls, since they measure chance, not an "
-                                            "edit. Pass --force (force=True) to serve it anyway; it is recorded "
+                                            "edit. Pass --force to serve it anyway; it is recorded "
                                             "as a warning")
                     evidence["warning"] = (f"a control ({cand.policy}) was put in production by hand with --force "
                                            f"by {actor}")

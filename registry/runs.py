@@ -26,6 +26,7 @@ from registry.validation import RegistryError
 
 LEASE_SECONDS = 600.0  # a run whose heartbeat is older than this is considered dead (heartbeats every 30 s)
 CRASHED = "Crashed"  # error_type of the adapter runs of a run that died
+INTERRUPTED = "Interrupted"  # error_type of the adapter runs a cancelled run released
 
 
 def this_owner() -> str:
@@ -173,8 +174,32 @@ class RunStore(Store):
             row = self._open_adapter_run(s, run, adapter_version_id, config_hash, "running")
             return row, None
 
+    def cancel_run(self, run_id: int, why: str) -> RefinementRun:
+        """Close a run that was asked to stop (SIGINT, SIGTERM) as ``cancelled`` and release its open adapter runs.
+
+        In one transaction: the run becomes ``cancelled`` (unless it already ended), and its ``pending``/``running``
+        adapter runs become ``failed`` with error type ``Interrupted`` and ``why``, so that nothing is left
+        ``running`` and the next run refines those versions again (a failed adapter run is not "refined").
+        """
+        check.text(why, "why")
+        with self._write() as s:
+            # FOR UPDATE: serialised with a promotion of this run, which locks the row and needs it running
+            run = s.execute(select(RefinementRun).where(RefinementRun.id == run_id).with_for_update()).scalar()
+            if run is None:
+                run = self._row(s, RefinementRun, run_id, "refinement run")  # raises NotFoundError
+            now = utcnow()
+            if run.status == "running":
+                run.status, run.ended_at = "cancelled", now
+            for row in s.scalars(select(AdapterRun).where(AdapterRun.run_id == run.id,
+                                                          AdapterRun.status.in_(("pending", "running")))):
+                row.status, row.ended_at, row.error_type = "failed", now, INTERRUPTED
+                row.error_message = f"run {run.id} was interrupted before finishing this version ({why}): the next " \
+                                    "run refines it again"
+            return run
+
     def finish_run(self, run_id: int, status: str) -> RefinementRun:
-        """Close a run as ``completed``, ``failed`` or ``crashed`` (a repeat with the same status changes nothing)."""
+        """Close a run as ``completed``, ``failed``, ``crashed`` or ``cancelled`` (a repeat with the same status
+        changes nothing; :meth:`cancel_run` also releases its adapter runs)."""
         check.choice(status, "status", [x for x in RUN_STATUSES if x != "running"])
         with self._write() as s:
             run = self._row(s, RefinementRun, run_id, "refinement run")

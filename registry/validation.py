@@ -22,6 +22,11 @@ class NotFoundError(RegistryError, LookupError):
     """A name or id that is not in the registry."""
 
 
+class RunStoppedError(RegistryError):
+    """The refinement run a write belongs to is no longer ``running`` (cancelled by a stop request, or closed):
+    the write (a production move) was refused."""
+
+
 SHA256 = re.compile(r"[0-9a-f]{64}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 HF_URI = re.compile(r"hf://[^/@\s]+/[^@\s]+(@[^@\s]+)?")

@@ -8,6 +8,10 @@ database (its flow runs stay in Prefect's history); a process that finds the loc
 in a temporary directory, removed when it exits. A directory left by a killed process is removed by the next
 run that starts (its name carries the owner's pid).
 
+:func:`detach_temporary_server` starts that server in a session of its own: a terminal's Ctrl-C (SIGINT to the
+foreground process group) or a SIGTERM to the group then reaches the command, not the server, which stays up while
+the command closes its run and is stopped by it on the way out (no "Unable to connect" reconnect storm).
+
 Nothing changes when the user chose a server (``PREFECT_API_URL``) or a database
 (``PREFECT_SERVER_DATABASE_CONNECTION_URL`` / ``PREFECT_API_DATABASE_CONNECTION_URL``). This must run before
 Prefect is imported: its settings are read from the environment at import.
@@ -19,6 +23,7 @@ import atexit
 import fcntl
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -110,3 +115,66 @@ def release() -> None:
     """Drop the shared database's lock (tests; a process releases it when it exits)."""
     while _held:
         os.close(_held.pop())
+
+
+class _DetachedPopen(subprocess.Popen):
+    """``subprocess.Popen`` in a new session (so out of the terminal's process group), remembered for :func:`stop`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["start_new_session"] = True
+        super().__init__(*args, **kwargs)
+        _servers.append(self)
+
+
+class _DetachedSubprocess:
+    """The ``subprocess`` module as Prefect's server module sees it: the same, except that ``Popen`` detaches."""
+
+    Popen = _DetachedPopen
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+
+_servers: list[subprocess.Popen] = []
+
+
+def detach_temporary_server(env: MutableMapping[str, str] | None = None) -> bool:
+    """Make Prefect start its temporary server (when this process starts one) in a session of its own.
+
+    A terminal sends Ctrl-C to every process of its foreground group: the server died with the command, and the
+    command's Prefect client then spent minutes reconnecting to it ("Unable to connect to ws://127.0.0.1:…",
+    ``ConnectError``) instead of closing its run. Detached, the server receives no signal of the terminal; it
+    is stopped when the command exits (Prefect's own exit hook, or :func:`stop_temporary_server`).
+
+    Prefect's ``SubprocessASGIServer`` starts the server with ``subprocess.Popen`` and has no option for this, so
+    its module's ``subprocess`` is swapped for :class:`_DetachedSubprocess` (the module is imported by Prefect
+    anyway when it starts the server).
+
+    Returns:
+        False when ``PREFECT_API_URL`` names a server (nothing to start, nothing changed).
+    """
+    env = os.environ if env is None else env
+    if env.get("PREFECT_API_URL"):
+        return False
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:  # a server chosen in Prefect's settings (a profile, a test harness)
+        return False
+    from prefect.server.api import server
+
+    server.subprocess = _DetachedSubprocess()
+    return True
+
+
+def stop_temporary_server(timeout_s: float = 3.0) -> None:
+    """Stop the temporary server(s) this process started detached (SIGTERM, then SIGKILL after ``timeout_s``)."""
+    while _servers:
+        proc = _servers.pop()
+        if proc.poll() is not None:
+            continue
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -108,3 +108,24 @@ def test_local_defaults_fill_only_what_the_user_left_unset():
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
     ph.local_defaults(env := {})
     assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"
+
+
+def test_the_temporary_server_starts_detached_and_is_stopped_by_the_command(monkeypatch):
+    """Prefect's server module spawns through :class:`prefect_home._DetachedSubprocess`: a session of its own (a
+    terminal's ^C to the command's process group never reaches it), and :func:`stop_temporary_server` ends it."""
+    from prefect.server.api import server
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    monkeypatch.setattr(server, "subprocess", server.subprocess)  # restored after the test
+    assert ph.detach_temporary_server({"PREFECT_API_URL": "http://127.0.0.1:1/api"}) is False
+    assert server.subprocess is subprocess  # a chosen server: nothing changed
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no server chosen (even under a test harness)
+        assert get_current_settings().api.url is None
+        assert ph.detach_temporary_server({}) is True
+    proc = server.subprocess.Popen([sys.executable, "-c", "import os, time; print(os.getsid(0), flush=True); "
+                                    "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert int(proc.stdout.readline()) == proc.pid != os.getsid(0)  # its own session, led by itself
+    assert server.subprocess.TimeoutExpired is subprocess.TimeoutExpired  # the rest of the module is untouched
+    ph.stop_temporary_server()
+    proc.stdout.close()
+    assert proc.poll() is not None and ph._servers == []

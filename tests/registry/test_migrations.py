@@ -17,7 +17,7 @@ from registry.db import make_engine
 from registry.migrations import init_db
 from registry.models import Base
 
-HEAD = "0006"
+HEAD = "0007"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events", "reviews",
@@ -56,7 +56,7 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0006", "0005", "0004", "0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
@@ -309,3 +309,31 @@ def test_0006_adds_cost_columns_null_for_old_rows_and_downgrades(bare_engine):
     assert "seconds_json" not in {c["name"] for c in inspect(bare_engine).get_columns("candidates")}
     with bare_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM evaluations")).scalar_one() == 1
+
+
+def test_0007_admits_cancelled_runs_keeps_references_and_downgrades(bare_engine):
+    """A run row referenced by an adapter run survives 0007; ``cancelled`` is admitted (and nothing else new); the
+    downgrade records a cancelled run as failed, as before 0007."""
+    migrations.upgrade(bare_engine, "0006")
+    insert_run = text("INSERT INTO refinement_runs (flow_run_id, started_at, status, config_snapshot, config_hash) "
+                      "VALUES (:f, CURRENT_TIMESTAMP, :s, '{}', 'h')")
+    with bare_engine.begin() as conn:
+        _old_adapter_version(conn)
+        conn.execute(insert_run, {"f": "a", "s": "running"})
+        conn.execute(text("INSERT INTO adapter_runs (run_id, adapter_version_id, config_hash, status) "
+                          "SELECT r.id, v.id, 'h', 'running' FROM refinement_runs r, adapter_versions v"))
+    with pytest.raises(IntegrityError), bare_engine.begin() as conn:
+        conn.execute(text("UPDATE refinement_runs SET status = 'cancelled'"))
+    migrations.upgrade(bare_engine)
+    assert migrations.current(bare_engine) == HEAD
+    with bare_engine.begin() as conn:
+        conn.execute(text("UPDATE refinement_runs SET status = 'cancelled'"))
+        assert conn.execute(text("SELECT count(*) FROM adapter_runs")).scalar_one() == 1
+    with pytest.raises(IntegrityError), bare_engine.begin() as conn:
+        conn.execute(insert_run, {"f": "b", "s": "paused"})
+    migrations.check(bare_engine)
+    migrations.downgrade(bare_engine, "0006")
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM refinement_runs")).scalars().all() == ["failed"]
+    with pytest.raises(IntegrityError), bare_engine.begin() as conn:
+        conn.execute(text("UPDATE refinement_runs SET status = 'cancelled'"))

@@ -273,6 +273,46 @@ def test_promote_moves_pointer_once(reg):
     assert counts(reg) == before and before["promotion_events"] == 1
 
 
+def test_a_stop_checked_inside_the_promotion_moves_nothing(reg):
+    """``before_move`` runs inside the move's transaction, after the adapter's lock: what it raises (a stop request)
+    rolls the whole move back; a later promotion of the same decision moves once."""
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    seen = []
+
+    def stop() -> None:
+        seen.append(reg.production("gsm-lora").implicit)  # read from another session: the move is not visible
+        raise Stop
+
+    _, v = make_adapter(reg)
+    good, *_, decision = refine(reg, v)
+    before = counts(reg)
+    with pytest.raises(Stop):
+        reg.promote(decision, before_move=stop)
+    assert seen == [True] and counts(reg) == before and reg.production("gsm-lora").implicit
+    assert reg.promote(decision, before_move=lambda: None).to_candidate_id == good.id
+    assert reg.promote(decision, before_move=stop).decision_id == decision.id  # done already: nothing to check
+    assert counts(reg)["promotion_events"] == before["promotion_events"] + 1
+
+
+def test_a_promotion_of_a_run_that_was_cancelled_moves_nothing(reg):
+    """The run row is the stop state every worker shares (a remote one too): a promotion names its run, and one
+    whose run was cancelled (or closed) refuses inside the move's transaction; a running run's promotion moves."""
+    from registry.validation import RunStoppedError
+
+    _, v = make_adapter(reg)
+    good, *_, decision = refine(reg, v)
+    stopped, live = reg.start_run("f1", {}, H1), reg.start_run("f2", {}, H1)
+    reg.cancel_run(stopped.id, "stopped by SIGINT")
+    before = counts(reg)
+    with pytest.raises(RunStoppedError, match=f"run {stopped.id} is cancelled"):
+        reg.promote(decision, run_id=stopped.id)
+    assert counts(reg) == before and reg.production("gsm-lora").implicit
+    assert reg.promote(decision, run_id=live.id).to_candidate_id == good.id
+
+
 def test_a_decision_without_candidate_does_not_promote(reg):
     _, v = make_adapter(reg)
     d = reg.record_decision(v.id, H1, run_id=None, promoted_candidate_id=None, statistics={"why": "no gain"},

@@ -15,7 +15,7 @@ from registry import migrations
 from registry.db import make_engine, session_scope
 from registry.models import RefinementRun
 from registry.repository import Registry, RegistryError
-from registry.runs import CRASHED, owner_is_dead, this_owner
+from registry.runs import CRASHED, INTERRUPTED, owner_is_dead, this_owner
 
 
 def sha(tag: str) -> str:
@@ -72,6 +72,26 @@ def test_a_run_whose_process_died_is_marked_crashed_and_its_version_is_pending_a
     assert registry.get_run(alive.id).status == "running"  # this process is alive: never reaped
     assert [x.id for x in registry.pending_work(H)] == [v.id]
     assert registry.reap_stale() == []  # idempotent
+
+
+def test_a_cancelled_run_releases_its_open_adapter_runs(registry):
+    """SIGINT/SIGTERM: the run ends ``cancelled`` and its open adapter runs ``failed`` (Interrupted), so nothing is
+    left ``running`` and the next run refines them; a finished adapter run keeps its status; a repeat is harmless."""
+    done, open_, planned = _versions(registry, 3)
+    run = registry.start_run("f1", {}, H)
+    registry.finish_adapter_run(registry.start_adapter_run(run.id, done.id).id, "completed")
+    registry.start_adapter_run(run.id, open_.id)
+    registry.start_adapter_run(run.id, planned.id, status="pending")
+    cancelled = registry.cancel_run(run.id, "stopped by SIGINT")
+    assert cancelled.status == "cancelled" and cancelled.ended_at is not None
+    rows = {r.adapter_version_id: r for r in registry.adapter_runs(run.id)}
+    assert rows[done.id].status == "completed"
+    for v in (open_, planned):
+        assert (rows[v.id].status, rows[v.id].error_type) == ("failed", INTERRUPTED)
+        assert "stopped by SIGINT" in rows[v.id].error_message
+    assert [v.id for v in registry.pending_work(H)] == [open_.id, planned.id]
+    assert registry.cancel_run(run.id, "again").ended_at == cancelled.ended_at
+    assert registry.reap_stale() == []  # a cancelled run is closed, not a zombie
 
 
 def test_a_run_on_another_host_is_reaped_only_when_its_lease_expires(registry):
