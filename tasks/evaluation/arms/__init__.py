@@ -1,0 +1,1 @@
+"""Scoring every arm of an adapter (baseline, candidates, controls) together, exactly as arm by arm would."""

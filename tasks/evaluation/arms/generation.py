@@ -1,0 +1,350 @@
+"""Greedy ``generate_until`` for many arms of one base, decoded once and verified against a reference arm.
+
+The arms are named PEFT adapters on one ``peft.PeftModel`` (:data:`BARE_BASE_ARM` is the bare base). Arm by arm,
+lm-eval's ``HFLM.generate_until`` decodes every document token by token for every arm, although most arms agree
+with the baseline on most documents. Here:
+
+1. the reference arm decodes greedily through HFLM's own batched path (same batches, same padding, same
+   ``generate`` call), so its strings are HFLM's;
+2. every other arm is checked by ONE teacher-forced forward over prompt + the reference continuation, in PEFT
+   mixed-adapter batches (``adapter_names`` per row), comparing its argmax with the reference's tokens up to the
+   reference's *useful length*: the first token that completes a stop string in the decoded text (stops are
+   matched in text: a tokenizer may split ``"\\n\\n"`` into two tokens), or an EOS token, or ``max_gen_toks``;
+   later tokens are batch filler and would only give false divergences;
+3. only the (arm, document) pairs that diverge decode on, from the first divergent token, reusing the KV cache of
+   the verified prefix (the cached keys are already rotated, so the continuation passes explicit
+   ``position_ids``), until a stop, EOS or ``max_gen_toks``; then lm-eval's text post-processing.
+
+Greedy requests only: sampling has no single continuation to verify and is refused with
+:class:`UnsupportedGeneration` (the caller falls back to arm by arm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+BARE_BASE_ARM = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+# generation_config fields that change a greedy argmax (logits processors) and the value that leaves it alone
+_NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
+                       "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
+                       "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                       "sequence_bias": None, "num_beams": 1, "guidance_scale": 1.0}  # fmt: skip
+
+
+class UnsupportedGeneration(ValueError):
+    """The requests or the model are outside what :func:`generate_until_arms` reproduces exactly (fall back)."""
+
+
+@dataclass(frozen=True)
+class ArmGenerationStats:
+    """What one arm cost and how often it agreed with the reference.
+
+    Attributes:
+        arm: Arm name.
+        documents: Requests generated for this arm.
+        verified: Documents whose output was proven equal to the reference's by the teacher-forced check
+            (the reference arm itself: 0).
+        diverged: Documents that decoded on from their first divergent token (the reference arm itself: 0).
+        forward_passes: Model forward passes with at least one row of this arm (mixed batches count for each).
+        decoded_tokens: Tokens this arm produced one step at a time (the reference: every generated position of
+            every batch row, filler included; another arm: its continuation tokens after a divergence).
+    """
+
+    arm: str
+    documents: int
+    verified: int
+    diverged: int
+    forward_passes: int
+    decoded_tokens: int
+
+    @property
+    def divergence_rate(self) -> float:
+        """Share of this arm's checked documents that diverged from the reference (0 for the reference)."""
+        checked = self.verified + self.diverged
+        return self.diverged / checked if checked else 0.0
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Per-arm statistics of one :func:`generate_until_arms` call.
+
+    Attributes:
+        reference: The arm that decoded every document.
+        arms: One record per arm, in the order the arms were given.
+        forward_passes: Model forward passes in all (reference ``generate`` steps included).
+    """
+
+    reference: str
+    arms: tuple[ArmGenerationStats, ...]
+    forward_passes: int
+
+    def arm(self, name: str) -> ArmGenerationStats:
+        """The record of arm ``name``."""
+        return next(a for a in self.arms if a.arm == name)
+
+
+@dataclass
+class _Counts:
+    documents: int = 0
+    verified: int = 0
+    diverged: int = 0
+    forward_passes: int = 0
+    decoded_tokens: int = 0
+
+
+@dataclass
+class _Stop:
+    """How a row's generation ends: lm-eval's ``until`` (EOS string included) in text, EOS ids, a length cap."""
+
+    until: list[str]
+    eos_ids: frozenset[int]
+    max_gen_toks: int
+    decode: Any = field(repr=False)
+
+    def ended(self, toks: list[int]) -> bool:
+        """Whether ``toks`` (generated tokens) already determine lm-eval's output string."""
+        if len(toks) >= self.max_gen_toks or (toks and toks[-1] in self.eos_ids):
+            return True
+        text = self.decode(toks)
+        return any(term and term in text for term in self.until)
+
+    def useful_length(self, toks: list[int]) -> int | None:
+        """Tokens of a reference row up to the one that completes a stop, EOS or ``max_gen_toks`` (None: none)."""
+        return next((t for t in range(1, len(toks) + 1) if self.ended(toks[:t])), None)
+
+
+def generate_until_arms(
+    lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None
+) -> tuple[dict[str, list[str]], GenerationStats]:
+    """Greedy ``generate_until`` of every arm, string for string what ``HFLM.generate_until`` returns per arm.
+
+    Args:
+        lm: lm-eval ``HFLM`` (causal backend, integer batch size) whose ``.model`` is a ``peft.PeftModel`` holding
+            every arm as a named adapter.
+        requests: lm-eval ``Instance``s of type ``generate_until``; ``args == (context, gen_kwargs)`` with the
+            context already chat-templated.
+        arms: Arm names: PEFT adapter names of ``lm.model`` or :data:`BARE_BASE_ARM`; unique.
+        reference: The arm that decodes every document (one of ``arms``; the baseline where there is one).
+        batch_size: Rows per teacher-forced / continuation batch (default ``lm.batch_size``).
+
+    Returns:
+        ``(outputs, stats)``: arm -> generated strings aligned with ``requests``, and the per-arm
+        :class:`GenerationStats`.
+
+    Raises:
+        UnsupportedGeneration: Sampling requests, generation kwargs or generation-config settings that change a
+            greedy argmax, a thinking-token or seq2seq HFLM, ``batch_size="auto"``, a model that is not a
+            ``PeftModel``; the caller falls back to ``HFLM.generate_until`` arm by arm.
+        ValueError: Unknown, repeated or empty arms, or a reference that is not one of them.
+    """
+    from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+    model = _check_model(lm, arms, reference)
+    args = [_check_request(r) for r in requests]
+    counts = {a: _Counts() for a in arms}
+    outputs: dict[str, list[str]] = {a: [] for a in arms}
+    rows_per_batch = int(batch_size or lm.batch_size)
+    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+    eos_ids = _eos_ids(model, lm)
+    # HFLM's own order and batches: longest context first, grouped by gen_kwargs
+    re_ords = Collator(args, sort_fn=lambda req: (-len(lm.tok_encode(req[0])), req[0]),
+                       group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
+    total_passes = 0
+    for chunk in re_ords.get_batched(n=int(lm.batch_size), batch_fn=None):
+        contexts, all_kwargs = zip(*chunk, strict=True)
+        kwargs = normalize_gen_kwargs(all_kwargs[0], lm.max_gen_toks)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_gen_toks = kwargs.pop("max_gen_toks")
+        _check_greedy(kwargs)
+        stop = _Stop(until, eos_ids, max_gen_toks, lm.tok_decode)
+        enc, mask = lm.tok_batch_encode(list(contexts), left_truncate_len=lm.max_length - max_gen_toks,
+                                        truncation=lm.truncation)  # fmt: skip
+        enc, mask = enc.to(lm.device), mask.to(lm.device)
+        with _only_adapter(model, reference):
+            cont = lm._model_generate(context=enc, attention_mask=mask, stop=until,
+                                      max_length=enc.shape[1] + max_gen_toks, **kwargs)  # fmt: skip
+        gen = cont[:, enc.shape[1]:].tolist()
+        steps = len(gen[0])
+        total_passes += steps
+        counts[reference].forward_passes += steps
+        counts[reference].decoded_tokens += steps * len(gen)
+        counts[reference].documents += len(gen)
+        ref_strings = [postprocess_generated_text(lm.tok_decode(g), until, None) for g in gen]
+        outputs[reference].extend(ref_strings)
+        prompts = [enc[i][mask[i].bool()].tolist() for i in range(len(gen))]
+        lengths = [stop.useful_length(g) for g in gen]
+        if any(n is None for n in lengths):  # a batch stopped by a criterion our text rule does not see
+            raise UnsupportedGeneration("a reference row ended before any stop, EOS or max_gen_toks")
+        refs = [g[:n] for g, n in zip(gen, lengths, strict=True)]
+        rows = [(a, i) for i in range(len(gen)) for a in arms if a != reference]
+        chunk_out: dict[tuple[str, int], str] = {}
+        for s in range(0, len(rows), rows_per_batch):
+            part = rows[s:s + rows_per_batch]
+            toks, passes = _verify_and_continue(model, lm, part, prompts, refs, stop, counts)
+            total_passes += passes
+            for (a, i), t in zip(part, toks, strict=True):
+                chunk_out[a, i] = ref_strings[i] if t is None else postprocess_generated_text(
+                    lm.tok_decode(t), until, None)
+        for a in arms:
+            if a != reference:
+                outputs[a].extend(chunk_out[a, i] for i in range(len(gen)))
+    results = {a: re_ords.get_original(outputs[a]) for a in arms}
+    stats = GenerationStats(reference, tuple(ArmGenerationStats(a, **vars(counts[a])) for a in arms), total_passes)
+    return results, stats
+
+
+def _verify_and_continue(model: Any, lm: Any, rows: list[tuple[str, int]], prompts: list[list[int]],
+                         refs: list[list[int]], stop: _Stop, counts: dict[str, _Counts],
+                         ) -> tuple[list[list[int] | None], int]:  # fmt: skip
+    """Teacher-force each (arm, doc) row over prompt + reference; decode on only the rows that diverge.
+
+    Returns:
+        Per row: None where the arm provably generates the reference's tokens, else its own generated tokens up
+        to its end; and the number of forward passes.
+    """
+    seqs = [prompts[i] + refs[i][:-1] for _, i in rows]  # the last reference token is predicted, never fed
+    width, keep = max(map(len, seqs)), max(len(refs[i]) for _, i in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, s in enumerate(seqs):  # left padding, as lm-eval pads generation batches
+        ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[r, width - len(s):] = 1
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    names = [a for a, _ in rows]
+    with _forward_context(lm):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), adapter_names=names,
+                    use_cache=True, logits_to_keep=keep)  # fmt: skip
+    passes = 1
+    for a in set(names):
+        counts[a].forward_passes += 1
+    pred = out.logits.argmax(-1).tolist()  # (rows, keep): column keep-1 predicts each row's last reference token
+    result: list[list[int] | None] = [None] * len(rows)
+    live: list[tuple[int, int]] = []  # (row, position id of its next input token)
+    for r, (a, i) in enumerate(rows):
+        n = len(refs[i])
+        mine = pred[r][keep - n:]
+        j = next((k for k in range(n) if mine[k] != refs[i][k]), None)
+        counts[a].documents += 1
+        if j is None:
+            counts[a].verified += 1
+            continue
+        counts[a].diverged += 1
+        counts[a].decoded_tokens += 1
+        result[r] = refs[i][:j] + [mine[j]]
+        # the cache is valid for prompt + ref[:j]; ref[j:] were fed but are not this arm's tokens
+        mask[r, width - n + 1 + j:] = 0
+        if not stop.ended(result[r]):
+            live.append((r, len(prompts[rows[r][1]]) + j))
+    cache = out.cache
+    if live:
+        sel = torch.tensor([r for r, _ in live], device=mask.device)
+        cache.batch_select_indices(sel)  # in place: the cache's rows follow `live` from here on
+        mask = mask[sel]
+    while live:
+        mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        inp = torch.tensor([[result[r][-1]] for r, _ in live], device=mask.device)
+        pos = torch.tensor([[p] for _, p in live], device=mask.device)  # explicit: cached keys are rotated
+        live_names = [rows[r][0] for r, _ in live]
+        with _forward_context(lm):
+            out = model(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache,
+                        adapter_names=live_names, use_cache=True)  # fmt: skip
+        passes += 1
+        for a in set(live_names):
+            counts[a].forward_passes += 1
+        cache = out.cache
+        for (r, _), t in zip(live, out.logits[:, -1].argmax(-1).tolist(), strict=True):
+            result[r].append(t)
+            counts[rows[r][0]].decoded_tokens += 1
+        kept = [k for k, (r, _) in enumerate(live) if not stop.ended(result[r])]
+        if len(kept) < len(live) and kept:
+            idx = torch.tensor(kept, device=mask.device)
+            cache.batch_select_indices(idx)
+            mask = mask[idx]
+        live = [(live[k][0], live[k][1] + 1) for k in kept]
+    return result, passes
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch, as ``generate`` derives them: count of real tokens before each."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+@contextlib.contextmanager
+def _forward_context(lm: Any) -> Iterator[None]:
+    """No gradients and HFLM's own autocast (its ``mixed_precision_dtype``), as ``HFLM._model_call`` runs."""
+    dtype = getattr(lm, "mixed_precision_dtype", None)
+    with torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=dtype, enabled=dtype is not None):
+        yield
+
+
+@contextlib.contextmanager
+def _only_adapter(model: Any, arm: str) -> Iterator[None]:
+    """Make ``arm`` the active adapter (or disable adapters for the bare base); restore the previous one after."""
+    if arm == BARE_BASE_ARM:
+        with model.disable_adapter():
+            yield
+        return
+    previous = model.active_adapter
+    model.set_adapter(arm)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+
+
+def _eos_ids(model: Any, lm: Any) -> frozenset[int]:
+    """Token ids that end a row inside ``generate`` (the generation config's EOS, else the tokenizer's)."""
+    eos = model.generation_config.eos_token_id
+    eos = lm.tokenizer.eos_token_id if eos is None else eos
+    return frozenset(eos if isinstance(eos, (list, tuple)) else [eos])
+
+
+def _check_model(lm: Any, arms: Sequence[str], reference: str) -> Any:
+    """The ``PeftModel`` behind ``lm``, after checking the arms and what HFLM would do differently."""
+    from peft import PeftModel
+
+    model = lm.model
+    if not isinstance(model, PeftModel):
+        raise UnsupportedGeneration(f"lm.model is a {type(model).__name__}, not a peft.PeftModel holding the arms")
+    if getattr(lm, "backend", "causal") != "causal" or getattr(lm, "think_end_token", None) is not None:
+        raise UnsupportedGeneration("only a causal HFLM without think_end_token is reproduced; fall back arm by arm")
+    if not isinstance(lm.batch_size, int):
+        raise UnsupportedGeneration(f"batch_size={lm.batch_size!r}: give HFLM an integer batch size")
+    if not arms or len(set(arms)) != len(arms):
+        raise ValueError(f"arms must be non-empty and unique, got {list(arms)}")
+    unknown = [a for a in arms if a != BARE_BASE_ARM and a not in model.peft_config]
+    if unknown:
+        raise ValueError(f"arms {unknown} are not adapters of lm.model (loaded: {sorted(model.peft_config)}); "
+                         f"load them with PeftModel.load_adapter or name the bare base {BARE_BASE_ARM!r}")
+    if reference not in arms:
+        raise ValueError(f"reference {reference!r} is not one of the arms {list(arms)}")
+    config = model.generation_config
+    changed = {k: v for k, neutral in _NEUTRAL_GENERATION.items()
+               if (v := getattr(config, k, None)) is not None and v != neutral}  # fmt: skip
+    if changed:
+        raise UnsupportedGeneration(f"the model's generation_config changes greedy argmaxes: {changed}")
+    return model
+
+
+def _check_request(request: Any) -> tuple[str, dict]:
+    """``(context, gen_kwargs)`` of a ``generate_until`` request."""
+    kind = getattr(request, "request_type", "generate_until")
+    if kind != "generate_until":
+        raise UnsupportedGeneration(f"request type {kind!r}: only generate_until is handled here")
+    context, gen_kwargs = request.args
+    return context, gen_kwargs
+
+
+def _check_greedy(kwargs: dict) -> None:
+    """Refuse sampling and any generation kwarg beyond greedy decoding (after lm-eval's normalisation)."""
+    if kwargs.get("do_sample"):
+        raise UnsupportedGeneration(f"sampling requests (do_sample=True, temperature={kwargs.get('temperature')}) "
+                                    "have no single continuation to verify; evaluate them arm by arm")  # fmt: skip
+    extra = sorted(set(kwargs) - {"do_sample", "temperature"})
+    if extra:
+        raise UnsupportedGeneration(f"generation kwargs {extra} are not reproduced here; evaluate arm by arm")
