@@ -77,11 +77,13 @@ class GenerationStats:
         reference: The arm that decoded every document.
         arms: One record per arm, in the order the arms were given.
         forward_passes: Model forward passes in all (reference ``generate`` steps included).
+        shared_prefix_tokens: Length of the prompt prefix computed once per arm (0: none shared or not asked).
     """
 
     reference: str
     arms: tuple[ArmGenerationStats, ...]
     forward_passes: int
+    shared_prefix_tokens: int
 
     def arm(self, name: str) -> ArmGenerationStats:
         """The record of arm ``name``."""
@@ -119,7 +121,8 @@ class _Stop:
 
 
 def generate_until_arms(
-    lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None
+    lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None,
+    shared_prefix: bool = True,
 ) -> tuple[dict[str, list[str]], GenerationStats]:
     """Greedy ``generate_until`` of every arm, string for string what ``HFLM.generate_until`` returns per arm.
 
@@ -131,6 +134,9 @@ def generate_until_arms(
         arms: Arm names: PEFT adapter names of ``lm.model`` or :data:`BARE_BASE_ARM`; unique.
         reference: The arm that decodes every document (one of ``arms``; the baseline where there is one).
         batch_size: Rows per teacher-forced / continuation batch (default ``lm.batch_size``).
+        shared_prefix: Compute the token prefix shared by every prompt (the few-shot examples) once per arm and
+            reuse its KV cache, the reference decoding in these batches too; False: the reference decodes through
+            HFLM's own ``generate`` batches (its strings are HFLM's by construction) and no prefix is shared.
 
     Returns:
         ``(outputs, stats)``: arm -> generated strings aligned with ``requests``, and the per-arm
@@ -142,131 +148,204 @@ def generate_until_arms(
             ``PeftModel``; the caller falls back to ``HFLM.generate_until`` arm by arm.
         ValueError: Unknown, repeated or empty arms, or a reference that is not one of them.
     """
-    from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+    from lm_eval.models.utils import Collator
 
     model = _check_model(lm, arms, reference)
     args = [_check_request(r) for r in requests]
     counts = {a: _Counts() for a in arms}
     outputs: dict[str, list[str]] = {a: [] for a in arms}
-    rows_per_batch = int(batch_size or lm.batch_size)
-    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
-    eos_ids = _eos_ids(model, lm)
     # HFLM's own order and batches: longest context first, grouped by gen_kwargs
     re_ords = Collator(args, sort_fn=lambda req: (-len(lm.tok_encode(req[0])), req[0]),
                        group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
-    total_passes = 0
-    for chunk in re_ords.get_batched(n=int(lm.batch_size), batch_fn=None):
-        contexts, all_kwargs = zip(*chunk, strict=True)
-        kwargs = normalize_gen_kwargs(all_kwargs[0], lm.max_gen_toks)
-        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-        max_gen_toks = kwargs.pop("max_gen_toks")
-        _check_greedy(kwargs)
-        stop = _Stop(until, eos_ids, max_gen_toks, lm.tok_decode)
-        enc, mask = lm.tok_batch_encode(list(contexts), left_truncate_len=lm.max_length - max_gen_toks,
-                                        truncation=lm.truncation)  # fmt: skip
-        enc, mask = enc.to(lm.device), mask.to(lm.device)
-        with _only_adapter(model, reference):
-            cont = lm._model_generate(context=enc, attention_mask=mask, stop=until,
-                                      max_length=enc.shape[1] + max_gen_toks, **kwargs)  # fmt: skip
-        gen = cont[:, enc.shape[1]:].tolist()
-        steps = len(gen[0])
-        total_passes += steps
-        counts[reference].forward_passes += steps
-        counts[reference].decoded_tokens += steps * len(gen)
-        counts[reference].documents += len(gen)
-        ref_strings = [postprocess_generated_text(lm.tok_decode(g), until, None) for g in gen]
+    chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size, batch_fn=None)]
+    prompts = [p for c in chunks for p in c.prompts]
+    runner = _Runner(model, lm, counts, int(batch_size or lm.batch_size),
+                     _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip
+    others = [a for a in arms if a != reference]
+    for c in chunks:
+        if shared_prefix:
+            refs = runner.run([(reference, p, []) for p in c.prompts], c.stop)
+            ref_strings = [c.text(t) for t in refs]
+        else:
+            refs, ref_strings = runner.hflm_reference(reference, c)
         outputs[reference].extend(ref_strings)
-        prompts = [enc[i][mask[i].bool()].tolist() for i in range(len(gen))]
-        lengths = [stop.useful_length(g) for g in gen]
-        if any(n is None for n in lengths):  # a batch stopped by a criterion our text rule does not see
-            raise UnsupportedGeneration("a reference row ended before any stop, EOS or max_gen_toks")
-        refs = [g[:n] for g, n in zip(gen, lengths, strict=True)]
-        rows = [(a, i) for i in range(len(gen)) for a in arms if a != reference]
-        chunk_out: dict[tuple[str, int], str] = {}
-        for s in range(0, len(rows), rows_per_batch):
-            part = rows[s:s + rows_per_batch]
-            toks, passes = _verify_and_continue(model, lm, part, prompts, refs, stop, counts)
-            total_passes += passes
-            for (a, i), t in zip(part, toks, strict=True):
-                chunk_out[a, i] = ref_strings[i] if t is None else postprocess_generated_text(
-                    lm.tok_decode(t), until, None)
-        for a in arms:
-            if a != reference:
-                outputs[a].extend(chunk_out[a, i] for i in range(len(gen)))
+        rows = [(a, c.prompts[i], refs[i]) for i in range(len(refs)) for a in others]
+        toks = iter(runner.run(rows, c.stop))
+        for i in range(len(refs)):
+            for a in others:
+                t = next(toks)
+                outputs[a].append(ref_strings[i] if t is None else c.text(t))
     results = {a: re_ords.get_original(outputs[a]) for a in arms}
-    stats = GenerationStats(reference, tuple(ArmGenerationStats(a, **vars(counts[a])) for a in arms), total_passes)
+    stats = GenerationStats(reference, tuple(ArmGenerationStats(a, **vars(counts[a])) for a in arms), runner.passes,
+                            len(runner.prefix))
     return results, stats
 
 
-def _verify_and_continue(model: Any, lm: Any, rows: list[tuple[str, int]], prompts: list[list[int]],
-                         refs: list[list[int]], stop: _Stop, counts: dict[str, _Counts],
-                         ) -> tuple[list[list[int] | None], int]:  # fmt: skip
-    """Teacher-force each (arm, doc) row over prompt + reference; decode on only the rows that diverge.
+@dataclass
+class _Chunk:
+    """One HFLM batch: its contexts encoded as HFLM encodes them, and how its rows end."""
 
-    Returns:
-        Per row: None where the arm provably generates the reference's tokens, else its own generated tokens up
-        to its end; and the number of forward passes.
-    """
-    seqs = [prompts[i] + refs[i][:-1] for _, i in rows]  # the last reference token is predicted, never fed
-    width, keep = max(map(len, seqs)), max(len(refs[i]) for _, i in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, s in enumerate(seqs):  # left padding, as lm-eval pads generation batches
-        ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        mask[r, width - len(s):] = 1
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
-    names = [a for a, _ in rows]
-    with _forward_context(lm):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), adapter_names=names,
-                    use_cache=True, logits_to_keep=keep)  # fmt: skip
-    passes = 1
-    for a in set(names):
-        counts[a].forward_passes += 1
-    pred = out.logits.argmax(-1).tolist()  # (rows, keep): column keep-1 predicts each row's last reference token
-    result: list[list[int] | None] = [None] * len(rows)
-    live: list[tuple[int, int]] = []  # (row, position id of its next input token)
-    for r, (a, i) in enumerate(rows):
-        n = len(refs[i])
-        mine = pred[r][keep - n:]
-        j = next((k for k in range(n) if mine[k] != refs[i][k]), None)
-        counts[a].documents += 1
-        if j is None:
-            counts[a].verified += 1
-            continue
-        counts[a].diverged += 1
-        counts[a].decoded_tokens += 1
-        result[r] = refs[i][:j] + [mine[j]]
-        # the cache is valid for prompt + ref[:j]; ref[j:] were fed but are not this arm's tokens
-        mask[r, width - n + 1 + j:] = 0
-        if not stop.ended(result[r]):
-            live.append((r, len(prompts[rows[r][1]]) + j))
-    cache = out.cache
-    if live:
-        sel = torch.tensor([r for r, _ in live], device=mask.device)
-        cache.batch_select_indices(sel)  # in place: the cache's rows follow `live` from here on
-        mask = mask[sel]
-    while live:
-        mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], dim=1)
-        inp = torch.tensor([[result[r][-1]] for r, _ in live], device=mask.device)
-        pos = torch.tensor([[p] for _, p in live], device=mask.device)  # explicit: cached keys are rotated
-        live_names = [rows[r][0] for r, _ in live]
-        with _forward_context(lm):
-            out = model(input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache,
-                        adapter_names=live_names, use_cache=True)  # fmt: skip
-        passes += 1
-        for a in set(live_names):
-            counts[a].forward_passes += 1
+    contexts: list[str]
+    kwargs: dict  # what HFLM passes on to ``generate`` (do_sample, temperature)
+    stop: _Stop
+    enc: torch.Tensor  # (B, W) left-padded, left-truncated
+    mask: torch.Tensor
+    prompts: list[list[int]]  # each row without its padding
+
+    def text(self, toks: list[int]) -> str:
+        """lm-eval's output string for generated tokens: decoded, cut at the first stop string."""
+        from lm_eval.models.utils import postprocess_generated_text
+
+        return postprocess_generated_text(self.stop.decode(toks), self.stop.until, None)
+
+
+def _encode(lm: Any, model: Any, chunk: Sequence[tuple[str, dict]]) -> _Chunk:
+    """Encode one HFLM batch exactly as ``HFLM.generate_until`` does (kwargs normalised, EOS added to ``until``)."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    contexts, all_kwargs = zip(*chunk, strict=True)
+    kwargs = normalize_gen_kwargs(all_kwargs[0], lm.max_gen_toks)
+    until = handle_stop_sequences(kwargs.pop("until", None), eos=lm.tok_decode(lm.eot_token_id,
+                                                                                skip_special_tokens=False))
+    max_gen_toks = kwargs.pop("max_gen_toks")
+    _check_greedy(kwargs)
+    enc, mask = lm.tok_batch_encode(list(contexts), left_truncate_len=lm.max_length - max_gen_toks,
+                                    truncation=lm.truncation)  # fmt: skip
+    enc, mask = enc.to(lm.device), mask.to(lm.device)
+    prompts = [enc[i][mask[i].bool()].tolist() for i in range(enc.shape[0])]
+    return _Chunk(list(contexts), kwargs, _Stop(until, _eos_ids(model, lm), max_gen_toks, lm.tok_decode), enc, mask,
+                  prompts)  # fmt: skip
+
+
+def _common_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest token prefix of every prompt, one token short of the shortest (each row feeds a token)."""
+    first, n = prompts[0], min(map(len, prompts)) - 1
+    for p in prompts[1:]:
+        n = next((k for k in range(n) if p[k] != first[k]), n)
+    return first[:max(n, 0)]
+
+
+class _Runner:
+    """Runs (arm, prompt, reference tokens) rows in mixed-adapter batches and counts what it costs."""
+
+    def __init__(self, model: Any, lm: Any, counts: dict[str, _Counts], rows_per_batch: int, prefix: list[int]):
+        self.model, self.lm, self.counts, self.rows_per_batch = model, lm, counts, rows_per_batch
+        self.prefix = prefix
+        self.prefix_kv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.passes = 0
+
+    def forward(self, names: list[str], **kwargs: Any) -> Any:
+        """One forward pass of the mixed batch whose row ``r`` runs adapter ``names[r]``."""
+        with _forward_context(self.lm):
+            out = self.model(adapter_names=names, use_cache=True, **kwargs)
+        self.passes += 1
+        for a in set(names):
+            self.counts[a].forward_passes += 1
+        return out
+
+    def prefix_cache(self, names: list[str]) -> Any:
+        """A batch KV cache holding, for row ``r``, the shared prefix under adapter ``names[r]`` (None: none)."""
+        from transformers import DynamicCache
+
+        if not self.prefix:
+            return None
+        for a in names:
+            if a not in self.prefix_kv:  # once per arm: a single row through the prefix
+                ids = torch.tensor([self.prefix], device=self.lm.device)
+                out = self.forward([a], input_ids=ids, position_ids=torch.arange(len(self.prefix),
+                                                                                  device=ids.device)[None])
+                if any(type(layer).__name__ != "DynamicLayer" for layer in out.cache.layers):
+                    raise UnsupportedGeneration("a sliding-window or hybrid KV cache cannot be stacked per row; "
+                                                "call with shared_prefix=False")  # fmt: skip
+                self.prefix_kv[a] = [(layer.keys, layer.values) for layer in out.cache.layers]
+        layers = zip(*(self.prefix_kv[a] for a in names), strict=True)
+        return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in layers])
+
+    def run(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop) -> list[list[int] | None]:
+        """Per row: None where the arm provably generates the row's reference tokens, else its own tokens."""
+        out: list[list[int] | None] = []
+        for s in range(0, len(rows), self.rows_per_batch):
+            out.extend(self._verify_and_continue(rows[s:s + self.rows_per_batch], stop))
+        return out
+
+    def hflm_reference(self, reference: str, c: _Chunk) -> tuple[list[list[int]], list[str]]:
+        """The reference's tokens (cut at their useful length) and strings from HFLM's own ``generate`` call."""
+        from lm_eval.models.utils import postprocess_generated_text
+
+        with _only_adapter(self.model, reference):
+            cont = self.lm._model_generate(context=c.enc, attention_mask=c.mask, stop=c.stop.until,
+                                           max_length=c.enc.shape[1] + c.stop.max_gen_toks, **c.kwargs)  # fmt: skip
+        gen = cont[:, c.enc.shape[1]:].tolist()
+        steps = len(gen[0])
+        self.passes += steps
+        count = self.counts[reference]
+        count.forward_passes += steps
+        count.decoded_tokens += steps * len(gen)  # every row runs every step (filler after its own end)
+        count.documents += len(gen)
+        lengths = [c.stop.useful_length(g) for g in gen]
+        if any(k is None for k in lengths):  # a batch stopped by a criterion our text rule does not see
+            raise UnsupportedGeneration("a reference row ended before any stop, EOS or max_gen_toks")
+        strings = [postprocess_generated_text(self.lm.tok_decode(g), c.stop.until, None) for g in gen]
+        return [g[:k] for g, k in zip(gen, lengths, strict=True)], strings
+
+    def _verify_and_continue(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop,
+                             ) -> list[list[int] | None]:  # fmt: skip
+        """Teacher-force each row's reference tokens; decode on from the first divergence (an empty reference:
+        decode from the prompt), reusing the batch's KV cache of each row's verified prefix."""
+        p = len(self.prefix)
+        seqs = [prompt[p:] + target[:-1] for _, prompt, target in rows]  # the last target token is only predicted
+        width, keep = max(map(len, seqs)), max(max(len(t), 1) for _, _, t in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for r, s in enumerate(seqs):  # left padding (after the shared prefix), as lm-eval pads generation batches
+            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, p + width - len(s):] = 1
+        ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
+        names = [a for a, _, _ in rows]
+        out = self.forward(names, input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:],
+                           cache=self.prefix_cache(names), logits_to_keep=keep)  # fmt: skip
+        pred = out.logits.argmax(-1).tolist()  # (rows, keep): column keep-1 predicts each row's last target token
+        result: list[list[int] | None] = [None] * len(rows)
+        live: list[tuple[int, int]] = []  # (row, position id of its next input token)
+        for r, (a, prompt, target) in enumerate(rows):
+            n = len(target)
+            mine = pred[r][keep - max(n, 1):]
+            j = next((k for k in range(n) if mine[k] != target[k]), None if n else 0)
+            count = self.counts[a]
+            count.documents += 1
+            if j is None:
+                count.verified += 1
+                continue
+            count.diverged += bool(n)
+            count.decoded_tokens += 1
+            result[r] = target[:j] + [mine[j]]
+            # the cache is valid for prompt + target[:j]; target[j:] were fed but are not this arm's tokens
+            mask[r, p + width - max(n - 1, 0) + j:] = 0
+            if not stop.ended(result[r]):
+                live.append((r, len(prompt) + j))
         cache = out.cache
-        for (r, _), t in zip(live, out.logits[:, -1].argmax(-1).tolist(), strict=True):
-            result[r].append(t)
-            counts[rows[r][0]].decoded_tokens += 1
-        kept = [k for k, (r, _) in enumerate(live) if not stop.ended(result[r])]
-        if len(kept) < len(live) and kept:
-            idx = torch.tensor(kept, device=mask.device)
-            cache.batch_select_indices(idx)
-            mask = mask[idx]
-        live = [(live[k][0], live[k][1] + 1) for k in kept]
-    return result, passes
+        if live:
+            sel = torch.tensor([r for r, _ in live], device=mask.device)
+            cache.batch_select_indices(sel)  # in place: the cache's rows follow `live` from here on
+            mask = mask[sel]
+        while live:
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+            inp = torch.tensor([[result[r][-1]] for r, _ in live], device=mask.device)
+            pos = torch.tensor([[q] for _, q in live], device=mask.device)  # explicit: cached keys are rotated
+            live_names = [rows[r][0] for r, _ in live]
+            out = self.forward(live_names, input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache)
+            cache = out.cache
+            for (r, _), t in zip(live, out.logits[:, -1].argmax(-1).tolist(), strict=True):
+                result[r].append(t)
+                self.counts[rows[r][0]].decoded_tokens += 1
+            kept = [k for k, (r, _) in enumerate(live) if not stop.ended(result[r])]
+            if len(kept) < len(live) and kept:
+                idx = torch.tensor(kept, device=mask.device)
+                cache.batch_select_indices(idx)
+                mask = mask[idx]
+            live = [(live[k][0], live[k][1] + 1) for k in kept]
+        return result
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

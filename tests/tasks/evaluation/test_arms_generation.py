@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.evaluation.arms.generation import BARE_BASE_ARM, UnsupportedGeneration, generate_until_arms
+from tasks.evaluation.arms.generation import (
+    BARE_BASE_ARM,
+    UnsupportedGeneration,
+    _common_prefix,
+    generate_until_arms,
+)
 from tests import tiny
 
 BATCH = 3  # HFLM batch size: 7 prompts make two full batches and a partial one
 MAX_GEN = 20
+SHOTS = "Q: 2+2?\nA: 4\n\nQ: 5+1?\nA: 6\n\n"  # a few-shot prefix shared by every prompt (found in token space)
 PROMPTS = [
     "Question: what is 3 plus 4?\nAnswer:",
     "Hi",
@@ -64,11 +70,11 @@ def _hflm(base_dir: Path, adapter_dirs: dict[str, Path], eos_like: str | None = 
     return HFLM(pretrained=pm.eval(), tokenizer=tok, batch_size=BATCH)
 
 
-def _requests(until: list[str], max_gen_toks: int = MAX_GEN, **extra):
+def _requests(until: list[str], max_gen_toks: int = MAX_GEN, shots: str = SHOTS, **extra):
     from lm_eval.api.instance import Instance
 
     kwargs = {"until": until, "do_sample": False, "temperature": 0.0, "max_gen_toks": max_gen_toks, **extra}
-    return [Instance("generate_until", {}, (p, dict(kwargs)), i) for i, p in enumerate(PROMPTS)]
+    return [Instance("generate_until", {}, (shots + p, dict(kwargs)), i) for i, p in enumerate(PROMPTS)]
 
 
 def _arm_by_arm(lm, requests, arms) -> dict[str, list[str]]:
@@ -97,15 +103,21 @@ def stops(lm):
     return [raw[0][6:8], raw[2][4:6]]
 
 
+@pytest.fixture(scope="module")
+def expected(lm, stops):
+    return _arm_by_arm(lm, _requests(stops), ARMS)
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
 @pytest.mark.parametrize("reference", ["baseline", "big", BARE_BASE_ARM])
-def test_every_arm_matches_hflm_and_divergences_are_counted(lm, stops, reference):
+def test_every_arm_matches_hflm_and_divergences_are_counted(lm, stops, expected, reference, shared_prefix):
     requests = _requests(stops)
-    expected = _arm_by_arm(lm, requests, ARMS)
-    got, stats = generate_until_arms(lm, requests, ARMS, reference=reference)
+    got, stats = generate_until_arms(lm, requests, ARMS, reference=reference, shared_prefix=shared_prefix)
     assert got == expected
     n = len(PROMPTS)
     assert any(len(s) < MAX_GEN for s in expected["baseline"])  # the stops do cut generations
     assert {a.arm for a in stats.arms} == set(ARMS) and stats.reference == reference
+    assert stats.shared_prefix_tokens == (len(SHOTS) if shared_prefix else 0)  # one token per character
     assert all(a.documents == n for a in stats.arms)
     ref = stats.arm(reference)
     assert ref.verified == ref.diverged == 0 and ref.forward_passes > 0
@@ -129,7 +141,8 @@ def test_eos_and_max_gen_toks_end_arms_as_in_hflm(tiny_base, adapter_dirs, lm):
     raw = _arm_by_arm(lm, _requests([]), ARMS)
     common = Counter("".join(s for v in raw.values() for s in v)).most_common(1)[0][0]
     eos_lm = _hflm(tiny_base, adapter_dirs, eos_like=common)
-    requests = _requests(["@@@@"])  # a stop no arm writes: generation ends on EOS or max_gen_toks
+    # a stop no arm writes: generation ends on EOS or max_gen_toks; no shared prefix: every row starts from scratch
+    requests = _requests(["@@@@"], shots="")
     expected = _arm_by_arm(eos_lm, requests, ARMS)
     lengths = [len(s) for v in expected.values() for s in v]
     assert min(lengths) < MAX_GEN and max(lengths) == MAX_GEN  # both endings occur (one token per character)
@@ -158,6 +171,12 @@ def test_arms_are_checked(lm):
         generate_until_arms(lm, _requests(["x"]), ["baseline", "same"], reference="big")
     with pytest.raises(ValueError, match="unique"):
         generate_until_arms(lm, _requests(["x"]), ["baseline", "baseline"], reference="baseline")
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    assert _common_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3, 4, 7]]) == [1, 2, 3]
+    assert _common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]  # the shortest prompt still feeds one token
+    assert _common_prefix([[1, 2], [3, 2]]) == []
 
 
 def test_a_single_arm_is_the_reference_alone(lm, stops):
