@@ -262,11 +262,21 @@ class _Runner:
         return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in layers])
 
     def run(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop) -> list[list[int] | None]:
-        """Per row: None where the arm provably generates the row's reference tokens, else its own tokens."""
-        out: list[list[int] | None] = []
+        """Per row: None where the arm provably generates the row's reference tokens, else its own tokens.
+
+        The rows are teacher-forced ``rows_per_batch`` at a time; the rows that diverge, from every batch, then
+        decode on together (their KV caches joined), so the decoding steps are paid once per call, not per batch.
+        """
+        result: list[list[int] | None] = []
+        live: list[_Live] = []
         for s in range(0, len(rows), self.rows_per_batch):
-            out.extend(self._verify_and_continue(rows[s:s + self.rows_per_batch], stop))
-        return out
+            part, state = self._verify(rows[s:s + self.rows_per_batch], stop, offset=s)
+            result.extend(part)
+            if state is not None:
+                live.append(state)
+        if live:
+            self._decode(_Live.join(live), [a for a, _, _ in rows], result, stop)
+        return result
 
     def hflm_reference(self, reference: str, c: _Chunk) -> tuple[list[list[int]], list[str]]:
         """The reference's tokens (cut at their useful length) and strings from HFLM's own ``generate`` call."""
@@ -288,10 +298,15 @@ class _Runner:
         strings = [postprocess_generated_text(self.lm.tok_decode(g), c.stop.until, None) for g in gen]
         return [g[:k] for g, k in zip(gen, lengths, strict=True)], strings
 
-    def _verify_and_continue(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop,
-                             ) -> list[list[int] | None]:  # fmt: skip
-        """Teacher-force each row's reference tokens; decode on from the first divergence (an empty reference:
-        decode from the prompt), reusing the batch's KV cache of each row's verified prefix."""
+    def _verify(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop, offset: int,
+                ) -> tuple[list[list[int] | None], _Live | None]:  # fmt: skip
+        """Teacher-force each row's reference tokens in one forward pass.
+
+        Returns:
+            Per row: None where the arm's argmax reproduces the reference up to its useful length, else the
+            reference up to the first divergence + the arm's own token there (an empty reference: the arm's first
+            token); and the KV cache, mask and positions of the rows that still have to decode (None: no row).
+        """
         p = len(self.prefix)
         seqs = [prompt[p:] + target[:-1] for _, prompt, target in rows]  # the last target token is only predicted
         width, keep = max(map(len, seqs)), max(max(len(t), 1) for _, _, t in rows)
@@ -324,28 +339,58 @@ class _Runner:
             mask[r, p + width - max(n - 1, 0) + j:] = 0
             if not stop.ended(result[r]):
                 live.append((r, len(prompt) + j))
-        cache = out.cache
-        if live:
-            sel = torch.tensor([r for r, _ in live], device=mask.device)
-            cache.batch_select_indices(sel)  # in place: the cache's rows follow `live` from here on
-            mask = mask[sel]
-        while live:
-            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], dim=1)
-            inp = torch.tensor([[result[r][-1]] for r, _ in live], device=mask.device)
-            pos = torch.tensor([[q] for _, q in live], device=mask.device)  # explicit: cached keys are rotated
-            live_names = [rows[r][0] for r, _ in live]
-            out = self.forward(live_names, input_ids=inp, attention_mask=mask, position_ids=pos, cache=cache)
+        if not live:
+            return result, None
+        sel = torch.tensor([r for r, _ in live], device=mask.device)
+        kv = [(layer.keys[sel], layer.values[sel]) for layer in out.cache.layers]
+        return result, _Live([offset + r for r, _ in live], [q for _, q in live], mask[sel], kv)
+
+    def _decode(self, live: _Live, names: list[str], result: list[list[int] | None], stop: _Stop) -> None:
+        """Greedy steps for the rows of ``live`` until each ends (stop text, EOS, ``max_gen_toks``), in place."""
+        from transformers import DynamicCache
+
+        cache, mask, rows, pos = DynamicCache(live.kv), live.mask, live.rows, live.positions
+        while rows:
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=mask.device)], dim=1)
+            inp = torch.tensor([[result[r][-1]] for r in rows], device=mask.device)
+            at = torch.tensor([[q] for q in pos], device=mask.device)  # explicit: the cached keys are rotated
+            out = self.forward([names[r] for r in rows], input_ids=inp, attention_mask=mask, position_ids=at,
+                               cache=cache)  # fmt: skip
             cache = out.cache
-            for (r, _), t in zip(live, out.logits[:, -1].argmax(-1).tolist(), strict=True):
+            for r, t in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
                 result[r].append(t)
-                self.counts[rows[r][0]].decoded_tokens += 1
-            kept = [k for k, (r, _) in enumerate(live) if not stop.ended(result[r])]
-            if len(kept) < len(live) and kept:
+                self.counts[names[r]].decoded_tokens += 1
+            kept = [k for k, r in enumerate(rows) if not stop.ended(result[r])]
+            if len(kept) < len(rows) and kept:
                 idx = torch.tensor(kept, device=mask.device)
                 cache.batch_select_indices(idx)
                 mask = mask[idx]
-            live = [(live[k][0], live[k][1] + 1) for k in kept]
-        return result
+            rows, pos = [rows[k] for k in kept], [pos[k] + 1 for k in kept]
+
+
+@dataclass
+class _Live:
+    """Rows that still decode: global row indices, next position ids, attention mask, per-layer (keys, values)."""
+
+    rows: list[int]
+    positions: list[int]
+    mask: torch.Tensor  # (n, width)
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (n, kv heads, width, head dim)
+
+    @staticmethod
+    def join(parts: list[_Live]) -> _Live:
+        """One batch from several: shorter caches are padded on the left with masked-out columns."""
+        width = max(p.mask.shape[1] for p in parts)
+
+        def pad(t: torch.Tensor, n: int) -> torch.Tensor:  # n masked-out columns before the sequence dim
+            dim = 1 if t.dim() == 2 else 2
+            return torch.cat([t.new_zeros((*t.shape[:dim], n, *t.shape[dim + 1:])), t], dim=dim)
+
+        short = [width - p.mask.shape[1] for p in parts]
+        mask = torch.cat([pad(p.mask, n) for p, n in zip(parts, short, strict=True)])
+        kv = [tuple(torch.cat([pad(p.kv[i][j], n) for p, n in zip(parts, short, strict=True)]) for j in (0, 1))
+              for i in range(len(parts[0].kv))]  # fmt: skip
+        return _Live([r for p in parts for r in p.rows], [q for p in parts for q in p.positions], mask, kv)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
