@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -122,7 +122,7 @@ class _Stop:
 
 def generate_until_arms(
     lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None,
-    shared_prefix: bool = True,
+    shared_prefix: bool = True, max_decode_rows: int = 128,
 ) -> tuple[dict[str, list[str]], GenerationStats]:
     """Greedy ``generate_until`` of every arm, string for string what ``HFLM.generate_until`` returns per arm.
 
@@ -137,6 +137,8 @@ def generate_until_arms(
         shared_prefix: Compute the token prefix shared by every prompt (the few-shot examples) once per arm and
             reuse its KV cache, the reference decoding in these batches too; False: the reference decodes through
             HFLM's own ``generate`` batches (its strings are HFLM's by construction) and no prefix is shared.
+        max_decode_rows: Most rows decoding together (the rows that diverged in several teacher-forced batches
+            decode as one batch, so the sequential steps are paid once, not once per batch; this bounds its cache).
 
     Returns:
         ``(outputs, stats)``: arm -> generated strings aligned with ``requests``, and the per-arm
@@ -159,26 +161,38 @@ def generate_until_arms(
                        group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
     chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size, batch_fn=None)]
     prompts = [p for c in chunks for p in c.prompts]
-    runner = _Runner(model, lm, counts, int(batch_size or lm.batch_size),
+    runner = _Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
                      _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip
+    docs = [(c, i) for c in chunks for i in range(len(c.prompts))]  # HFLM's order
+    if shared_prefix:  # the reference decodes in the runner's batches, every document's steps together
+        refs = runner.run([_Row(reference, c.prompts[i], [], c.stop) for c, i in docs])
+        ref_strings = [c.text(t) for (c, _), t in zip(docs, refs, strict=True)]
+    else:
+        refs, ref_strings = [], []
+        for c in chunks:
+            toks, strings = runner.hflm_reference(reference, c)
+            refs, ref_strings = refs + toks, ref_strings + strings
+    outputs[reference] = ref_strings
     others = [a for a in arms if a != reference]
-    for c in chunks:
-        if shared_prefix:
-            refs = runner.run([(reference, p, []) for p in c.prompts], c.stop)
-            ref_strings = [c.text(t) for t in refs]
-        else:
-            refs, ref_strings = runner.hflm_reference(reference, c)
-        outputs[reference].extend(ref_strings)
-        rows = [(a, c.prompts[i], refs[i]) for i in range(len(refs)) for a in others]
-        toks = iter(runner.run(rows, c.stop))
-        for i in range(len(refs)):
-            for a in others:
-                t = next(toks)
-                outputs[a].append(ref_strings[i] if t is None else c.text(t))
+    rows = [_Row(a, c.prompts[i], refs[k], c.stop) for k, (c, i) in enumerate(docs) for a in others]
+    toks = iter(runner.run(rows))
+    for k in range(len(docs)):
+        for a in others:
+            t = next(toks)
+            outputs[a].append(ref_strings[k] if t is None else docs[k][0].text(t))
     results = {a: re_ords.get_original(outputs[a]) for a in arms}
     stats = GenerationStats(reference, tuple(ArmGenerationStats(a, **vars(counts[a])) for a in arms), runner.passes,
                             len(runner.prefix))
     return results, stats
+
+
+class _Row(NamedTuple):
+    """One (arm, document): its prompt tokens, the reference tokens to verify ([] = decode from the prompt)."""
+
+    arm: str
+    prompt: list[int]
+    target: list[int]
+    stop: _Stop
 
 
 @dataclass
@@ -228,8 +242,10 @@ def _common_prefix(prompts: list[list[int]]) -> list[int]:
 class _Runner:
     """Runs (arm, prompt, reference tokens) rows in mixed-adapter batches and counts what it costs."""
 
-    def __init__(self, model: Any, lm: Any, counts: dict[str, _Counts], rows_per_batch: int, prefix: list[int]):
+    def __init__(self, model: Any, lm: Any, counts: dict[str, _Counts], rows_per_batch: int, max_decode_rows: int,
+                 prefix: list[int]) -> None:  # fmt: skip
         self.model, self.lm, self.counts, self.rows_per_batch = model, lm, counts, rows_per_batch
+        self.max_decode_rows = max_decode_rows
         self.prefix = prefix
         self.prefix_kv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.passes = 0
@@ -261,21 +277,23 @@ class _Runner:
         layers = zip(*(self.prefix_kv[a] for a in names), strict=True)
         return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in layers])
 
-    def run(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop) -> list[list[int] | None]:
+    def run(self, rows: list[_Row]) -> list[list[int] | None]:
         """Per row: None where the arm provably generates the row's reference tokens, else its own tokens.
 
-        The rows are teacher-forced ``rows_per_batch`` at a time; the rows that diverge, from every batch, then
-        decode on together (their KV caches joined), so the decoding steps are paid once per call, not per batch.
+        The rows are teacher-forced ``rows_per_batch`` at a time; the rows that diverge, from several batches,
+        then decode on together (their KV caches joined, up to ``max_decode_rows``), so the sequential decoding
+        steps are paid once for many batches.
         """
         result: list[list[int] | None] = []
         live: list[_Live] = []
         for s in range(0, len(rows), self.rows_per_batch):
-            part, state = self._verify(rows[s:s + self.rows_per_batch], stop, offset=s)
+            part, state = self._verify(rows[s:s + self.rows_per_batch], offset=s)
             result.extend(part)
-            if state is not None:
-                live.append(state)
-        if live:
-            self._decode(_Live.join(live), [a for a, _, _ in rows], result, stop)
+            live += [state] if state is not None else []
+            if live and (s + self.rows_per_batch >= len(rows)
+                         or sum(len(x.rows) for x in live) + self.rows_per_batch > self.max_decode_rows):
+                self._decode(_Live.join(live), rows, result)
+                live = []
         return result
 
     def hflm_reference(self, reference: str, c: _Chunk) -> tuple[list[list[int]], list[str]]:
@@ -298,8 +316,7 @@ class _Runner:
         strings = [postprocess_generated_text(self.lm.tok_decode(g), c.stop.until, None) for g in gen]
         return [g[:k] for g, k in zip(gen, lengths, strict=True)], strings
 
-    def _verify(self, rows: list[tuple[str, list[int], list[int]]], stop: _Stop, offset: int,
-                ) -> tuple[list[list[int] | None], _Live | None]:  # fmt: skip
+    def _verify(self, rows: list[_Row], offset: int) -> tuple[list[list[int] | None], _Live | None]:
         """Teacher-force each row's reference tokens in one forward pass.
 
         Returns:
@@ -308,8 +325,8 @@ class _Runner:
             token); and the KV cache, mask and positions of the rows that still have to decode (None: no row).
         """
         p = len(self.prefix)
-        seqs = [prompt[p:] + target[:-1] for _, prompt, target in rows]  # the last target token is only predicted
-        width, keep = max(map(len, seqs)), max(max(len(t), 1) for _, _, t in rows)
+        seqs = [row.prompt[p:] + row.target[:-1] for row in rows]  # the last target token is only predicted
+        width, keep = max(map(len, seqs)), max(max(len(row.target), 1) for row in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), p + width), dtype=torch.long)
         mask[:, :p] = 1
@@ -317,13 +334,13 @@ class _Runner:
             ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[r, p + width - len(s):] = 1
         ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
-        names = [a for a, _, _ in rows]
+        names = [row.arm for row in rows]
         out = self.forward(names, input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:],
                            cache=self.prefix_cache(names), logits_to_keep=keep)  # fmt: skip
         pred = out.logits.argmax(-1).tolist()  # (rows, keep): column keep-1 predicts each row's last target token
         result: list[list[int] | None] = [None] * len(rows)
         live: list[tuple[int, int]] = []  # (row, position id of its next input token)
-        for r, (a, prompt, target) in enumerate(rows):
+        for r, (a, prompt, target, stop) in enumerate(rows):
             n = len(target)
             mine = pred[r][keep - max(n, 1):]
             j = next((k for k in range(n) if mine[k] != target[k]), None if n else 0)
@@ -345,7 +362,7 @@ class _Runner:
         kv = [(layer.keys[sel], layer.values[sel]) for layer in out.cache.layers]
         return result, _Live([offset + r for r, _ in live], [q for _, q in live], mask[sel], kv)
 
-    def _decode(self, live: _Live, names: list[str], result: list[list[int] | None], stop: _Stop) -> None:
+    def _decode(self, live: _Live, all_rows: list[_Row], result: list[list[int] | None]) -> None:
         """Greedy steps for the rows of ``live`` until each ends (stop text, EOS, ``max_gen_toks``), in place."""
         from transformers import DynamicCache
 
@@ -354,13 +371,13 @@ class _Runner:
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=mask.device)], dim=1)
             inp = torch.tensor([[result[r][-1]] for r in rows], device=mask.device)
             at = torch.tensor([[q] for q in pos], device=mask.device)  # explicit: the cached keys are rotated
-            out = self.forward([names[r] for r in rows], input_ids=inp, attention_mask=mask, position_ids=at,
+            out = self.forward([all_rows[r].arm for r in rows], input_ids=inp, attention_mask=mask, position_ids=at,
                                cache=cache)  # fmt: skip
             cache = out.cache
             for r, t in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
                 result[r].append(t)
-                self.counts[names[r]].decoded_tokens += 1
-            kept = [k for k, r in enumerate(rows) if not stop.ended(result[r])]
+                self.counts[all_rows[r].arm].decoded_tokens += 1
+            kept = [k for k, r in enumerate(rows) if not all_rows[r].stop.ended(result[r])]
             if len(kept) < len(rows) and kept:
                 idx = torch.tensor(kept, device=mask.device)
                 cache.batch_select_indices(idx)
