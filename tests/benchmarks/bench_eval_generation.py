@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> None:
             ref, new = statistics.median(t_ref), statistics.median(t_new)
             print(f"| {k} | {ref:.1f} | {new:.1f} | {ref / new:.2f}× | {differ} / {k * len(requests)} | "
                   f"{rate:.1%} | {stats.forward_passes} |", flush=True)  # fmt: skip
-        print(f"\nshared prompt prefix: {stats.shared_prefix_tokens} tokens; per arm (last run): " + ", ".join(f"{s.arm} {s.diverged}/{s.documents} diverged"
-                                                   for s in stats.arms if s.arm != "baseline"))  # fmt: skip
-
+        per_arm = ", ".join(f"{s.arm} {s.diverged}/{s.documents}" for s in stats.arms if s.arm != "baseline")
+        print(f"\nshared prompt prefix: {stats.shared_prefix_tokens} tokens; diverged per arm (last run): {per_arm}")
 
 if __name__ == "__main__":
     main()

@@ -185,3 +185,30 @@ def test_a_single_arm_is_the_reference_alone(lm, stops):
     got, stats = generate_until_arms(lm, requests, ["other"], reference="other")
     assert got == _arm_by_arm(lm, requests, ["other"])
     assert stats.forward_passes == stats.arm("other").forward_passes
+
+
+@pytest.mark.slow
+def test_smollm2_on_ss_arith_matches_hflm(tmp_path_factory):
+    """The real model on the suite's own requests (3-shot, stops "Question:" / "\\n\\n"): every arm's strings equal."""
+    from lm_eval.models.huggingface import HFLM
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.benchmarks.bench_eval_generation import arm_by_arm, suite_requests
+    from tests.smol import bundled_base_dir, make_lora, rescale_sigma
+
+    root = tmp_path_factory.mktemp("smol")
+    base_dir = bundled_base_dir(root / "data")
+    baseline = make_lora(base_dir, root / "baseline", rel_norm=0.05, seed=0)
+    dirs = {"baseline": baseline, "sharper": rescale_sigma(baseline, root / "sharper", 1.5)}
+    pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval(),
+                                   str(dirs["baseline"]), adapter_name="baseline")  # fmt: skip
+    pm.load_adapter(str(dirs["sharper"]), adapter_name="sharper")
+    lm = HFLM(pretrained=pm.eval(), tokenizer=AutoTokenizer.from_pretrained(base_dir), batch_size=4)
+    requests = suite_requests("ss_arith", 4, lm)
+    arms = ["baseline", "sharper", BARE_BASE_ARM]
+    expected = arm_by_arm(lm, requests, arms)
+    got, stats = generate_until_arms(lm, requests, arms, reference="baseline")
+    assert got == expected
+    assert stats.shared_prefix_tokens > 100  # the three shots
+    assert all(s.verified + s.diverged == len(requests) for s in stats.arms if s.arm != "baseline")
