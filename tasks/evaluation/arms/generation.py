@@ -4,29 +4,37 @@ The arms are named PEFT adapters on one ``peft.PeftModel`` (:data:`BARE_BASE_ARM
 lm-eval's ``HFLM.generate_until`` decodes every document token by token for every arm, although most arms agree
 with the baseline on most documents. Here:
 
-1. the reference arm decodes greedily through HFLM's own batched path (same batches, same padding, same
-   ``generate`` call), so its strings are HFLM's;
+1. the reference arm decodes every document greedily (prompts encoded exactly as HFLM encodes its batches:
+   left truncation to ``max_length - max_gen_toks``, the same special tokens);
 2. every other arm is checked by ONE teacher-forced forward over prompt + the reference continuation, in PEFT
    mixed-adapter batches (``adapter_names`` per row), comparing its argmax with the reference's tokens up to the
    reference's *useful length*: the first token that completes a stop string in the decoded text (stops are
-   matched in text: a tokenizer may split ``"\\n\\n"`` into two tokens), or an EOS token, or ``max_gen_toks``;
+   matched in text: a tokenizer may split ``"\n\n"`` into two tokens), or an EOS token, or ``max_gen_toks``;
    later tokens are batch filler and would only give false divergences;
 3. only the (arm, document) pairs that diverge decode on, from the first divergent token, reusing the KV cache of
    the verified prefix (the cached keys are already rotated, so the continuation passes explicit
-   ``position_ids``), until a stop, EOS or ``max_gen_toks``; then lm-eval's text post-processing.
+   ``position_ids``), until a stop, EOS or ``max_gen_toks``; then lm-eval's text post-processing;
+4. the token prefix every prompt shares (the few-shot examples) is computed once per arm and its KV cache is
+   stacked under each row, so each document costs an arm only its own question and the verified tokens.
 
 Greedy requests only: sampling has no single continuation to verify and is refused with
-:class:`UnsupportedGeneration` (the caller falls back to arm by arm).
+:class:`UnsupportedGeneration` (the caller falls back to arm by arm). Exactness is "the same argmax": the
+teacher-forced and cached passes compute the same logits as ``generate`` up to float rounding, so an arm whose
+top-2 logits tie to rounding could in principle flip; the tests and the benchmark compare every string.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
+
+__all__ = ["BARE_BASE_ARM", "ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
 
 BARE_BASE_ARM = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 # generation_config fields that change a greedy argmax (logits processors) and the value that leaves it alone
@@ -34,10 +42,6 @@ _NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "en
                        "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
                        "forced_eos_token_id": None, "suppress_tokens": None, "begin_suppress_tokens": None,
                        "sequence_bias": None, "num_beams": 1, "guidance_scale": 1.0}  # fmt: skip
-
-
-class UnsupportedGeneration(ValueError):
-    """The requests or the model are outside what :func:`generate_until_arms` reproduces exactly (fall back)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,9 @@ class ArmGenerationStats:
             (the reference arm itself: 0).
         diverged: Documents that decoded on from their first divergent token (the reference arm itself: 0).
         forward_passes: Model forward passes with at least one row of this arm (mixed batches count for each).
-        decoded_tokens: Tokens this arm produced one step at a time (the reference: every generated position of
-            every batch row, filler included; another arm: its continuation tokens after a divergence).
+        decoded_tokens: Tokens this arm produced one step at a time (the reference: its own tokens, or with
+            ``shared_prefix=False`` every position of every HFLM batch row, filler included; another arm: its
+            tokens from its first divergence on).
     """
 
     arm: str
@@ -90,36 +95,6 @@ class GenerationStats:
         return next(a for a in self.arms if a.arm == name)
 
 
-@dataclass
-class _Counts:
-    documents: int = 0
-    verified: int = 0
-    diverged: int = 0
-    forward_passes: int = 0
-    decoded_tokens: int = 0
-
-
-@dataclass
-class _Stop:
-    """How a row's generation ends: lm-eval's ``until`` (EOS string included) in text, EOS ids, a length cap."""
-
-    until: list[str]
-    eos_ids: frozenset[int]
-    max_gen_toks: int
-    decode: Any = field(repr=False)
-
-    def ended(self, toks: list[int]) -> bool:
-        """Whether ``toks`` (generated tokens) already determine lm-eval's output string."""
-        if len(toks) >= self.max_gen_toks or (toks and toks[-1] in self.eos_ids):
-            return True
-        text = self.decode(toks)
-        return any(term and term in text for term in self.until)
-
-    def useful_length(self, toks: list[int]) -> int | None:
-        """Tokens of a reference row up to the one that completes a stop, EOS or ``max_gen_toks`` (None: none)."""
-        return next((t for t in range(1, len(toks) + 1) if self.ended(toks[:t])), None)
-
-
 def generate_until_arms(
     lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None,
     shared_prefix: bool = True, max_decode_rows: int = 128,
@@ -154,27 +129,27 @@ def generate_until_arms(
 
     model = _check_model(lm, arms, reference)
     args = [_check_request(r) for r in requests]
-    counts = {a: _Counts() for a in arms}
+    counts = {a: Counts() for a in arms}
     outputs: dict[str, list[str]] = {a: [] for a in arms}
     # HFLM's own order and batches: longest context first, grouped by gen_kwargs
     re_ords = Collator(args, sort_fn=lambda req: (-len(lm.tok_encode(req[0])), req[0]),
                        group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
     chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size, batch_fn=None)]
     prompts = [p for c in chunks for p in c.prompts]
-    runner = _Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
+    runner = Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
                      _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip
     docs = [(c, i) for c in chunks for i in range(len(c.prompts))]  # HFLM's order
     if shared_prefix:  # the reference decodes in the runner's batches, every document's steps together
-        refs = runner.run([_Row(reference, c.prompts[i], [], c.stop) for c, i in docs])
+        refs = runner.run([Row(reference, c.prompts[i], [], c.stop) for c, i in docs])
         ref_strings = [c.text(t) for (c, _), t in zip(docs, refs, strict=True)]
     else:
         refs, ref_strings = [], []
         for c in chunks:
-            toks, strings = runner.hflm_reference(reference, c)
+            toks, strings = _hflm_reference(runner, reference, c)
             refs, ref_strings = refs + toks, ref_strings + strings
     outputs[reference] = ref_strings
     others = [a for a in arms if a != reference]
-    rows = [_Row(a, c.prompts[i], refs[k], c.stop) for k, (c, i) in enumerate(docs) for a in others]
+    rows = [Row(a, c.prompts[i], refs[k], c.stop) for k, (c, i) in enumerate(docs) for a in others]
     toks = iter(runner.run(rows))
     for k in range(len(docs)):
         for a in others:
@@ -186,22 +161,13 @@ def generate_until_arms(
     return results, stats
 
 
-class _Row(NamedTuple):
-    """One (arm, document): its prompt tokens, the reference tokens to verify ([] = decode from the prompt)."""
-
-    arm: str
-    prompt: list[int]
-    target: list[int]
-    stop: _Stop
-
-
 @dataclass
 class _Chunk:
     """One HFLM batch: its contexts encoded as HFLM encodes them, and how its rows end."""
 
     contexts: list[str]
     kwargs: dict  # what HFLM passes on to ``generate`` (do_sample, temperature)
-    stop: _Stop
+    stop: Stop
     enc: torch.Tensor  # (B, W) left-padded, left-truncated
     mask: torch.Tensor
     prompts: list[list[int]]  # each row without its padding
@@ -227,7 +193,7 @@ def _encode(lm: Any, model: Any, chunk: Sequence[tuple[str, dict]]) -> _Chunk:
                                     truncation=lm.truncation)  # fmt: skip
     enc, mask = enc.to(lm.device), mask.to(lm.device)
     prompts = [enc[i][mask[i].bool()].tolist() for i in range(enc.shape[0])]
-    return _Chunk(list(contexts), kwargs, _Stop(until, _eos_ids(model, lm), max_gen_toks, lm.tok_decode), enc, mask,
+    return _Chunk(list(contexts), kwargs, Stop(until, _eos_ids(model, lm), max_gen_toks, lm.tok_decode), enc, mask,
                   prompts)  # fmt: skip
 
 
@@ -239,188 +205,25 @@ def _common_prefix(prompts: list[list[int]]) -> list[int]:
     return first[:max(n, 0)]
 
 
-class _Runner:
-    """Runs (arm, prompt, reference tokens) rows in mixed-adapter batches and counts what it costs."""
+def _hflm_reference(runner: Runner, reference: str, c: _Chunk) -> tuple[list[list[int]], list[str]]:
+    """The reference's tokens (cut at their useful length) and strings from HFLM's own ``generate`` call."""
+    from lm_eval.models.utils import postprocess_generated_text
 
-    def __init__(self, model: Any, lm: Any, counts: dict[str, _Counts], rows_per_batch: int, max_decode_rows: int,
-                 prefix: list[int]) -> None:  # fmt: skip
-        self.model, self.lm, self.counts, self.rows_per_batch = model, lm, counts, rows_per_batch
-        self.max_decode_rows = max_decode_rows
-        self.prefix = prefix
-        self.prefix_kv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.passes = 0
-
-    def forward(self, names: list[str], **kwargs: Any) -> Any:
-        """One forward pass of the mixed batch whose row ``r`` runs adapter ``names[r]``."""
-        with _forward_context(self.lm):
-            out = self.model(adapter_names=names, use_cache=True, **kwargs)
-        self.passes += 1
-        for a in set(names):
-            self.counts[a].forward_passes += 1
-        return out
-
-    def prefix_cache(self, names: list[str]) -> Any:
-        """A batch KV cache holding, for row ``r``, the shared prefix under adapter ``names[r]`` (None: none)."""
-        from transformers import DynamicCache
-
-        if not self.prefix:
-            return None
-        for a in names:
-            if a not in self.prefix_kv:  # once per arm: a single row through the prefix
-                ids = torch.tensor([self.prefix], device=self.lm.device)
-                out = self.forward([a], input_ids=ids, position_ids=torch.arange(len(self.prefix),
-                                                                                  device=ids.device)[None])
-                if any(type(layer).__name__ != "DynamicLayer" for layer in out.cache.layers):
-                    raise UnsupportedGeneration("a sliding-window or hybrid KV cache cannot be stacked per row; "
-                                                "call with shared_prefix=False")  # fmt: skip
-                self.prefix_kv[a] = [(layer.keys, layer.values) for layer in out.cache.layers]
-        layers = zip(*(self.prefix_kv[a] for a in names), strict=True)
-        return DynamicCache([(torch.cat([k for k, _ in kv]), torch.cat([v for _, v in kv])) for kv in layers])
-
-    def run(self, rows: list[_Row]) -> list[list[int] | None]:
-        """Per row: None where the arm provably generates the row's reference tokens, else its own tokens.
-
-        The rows are teacher-forced ``rows_per_batch`` at a time; the rows that diverge, from several batches,
-        then decode on together (their KV caches joined, up to ``max_decode_rows``), so the sequential decoding
-        steps are paid once for many batches.
-        """
-        result: list[list[int] | None] = []
-        live: list[_Live] = []
-        for s in range(0, len(rows), self.rows_per_batch):
-            part, state = self._verify(rows[s:s + self.rows_per_batch], offset=s)
-            result.extend(part)
-            live += [state] if state is not None else []
-            if live and (s + self.rows_per_batch >= len(rows)
-                         or sum(len(x.rows) for x in live) + self.rows_per_batch > self.max_decode_rows):
-                self._decode(_Live.join(live), rows, result)
-                live = []
-        return result
-
-    def hflm_reference(self, reference: str, c: _Chunk) -> tuple[list[list[int]], list[str]]:
-        """The reference's tokens (cut at their useful length) and strings from HFLM's own ``generate`` call."""
-        from lm_eval.models.utils import postprocess_generated_text
-
-        with _only_adapter(self.model, reference):
-            cont = self.lm._model_generate(context=c.enc, attention_mask=c.mask, stop=c.stop.until,
-                                           max_length=c.enc.shape[1] + c.stop.max_gen_toks, **c.kwargs)  # fmt: skip
-        gen = cont[:, c.enc.shape[1]:].tolist()
-        steps = len(gen[0])
-        self.passes += steps
-        count = self.counts[reference]
-        count.forward_passes += steps
-        count.decoded_tokens += steps * len(gen)  # every row runs every step (filler after its own end)
-        count.documents += len(gen)
-        lengths = [c.stop.useful_length(g) for g in gen]
-        if any(k is None for k in lengths):  # a batch stopped by a criterion our text rule does not see
-            raise UnsupportedGeneration("a reference row ended before any stop, EOS or max_gen_toks")
-        strings = [postprocess_generated_text(self.lm.tok_decode(g), c.stop.until, None) for g in gen]
-        return [g[:k] for g, k in zip(gen, lengths, strict=True)], strings
-
-    def _verify(self, rows: list[_Row], offset: int) -> tuple[list[list[int] | None], _Live | None]:
-        """Teacher-force each row's reference tokens in one forward pass.
-
-        Returns:
-            Per row: None where the arm's argmax reproduces the reference up to its useful length, else the
-            reference up to the first divergence + the arm's own token there (an empty reference: the arm's first
-            token); and the KV cache, mask and positions of the rows that still have to decode (None: no row).
-        """
-        p = len(self.prefix)
-        seqs = [row.prompt[p:] + row.target[:-1] for row in rows]  # the last target token is only predicted
-        width, keep = max(map(len, seqs)), max(max(len(row.target), 1) for row in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), p + width), dtype=torch.long)
-        mask[:, :p] = 1
-        for r, s in enumerate(seqs):  # left padding (after the shared prefix), as lm-eval pads generation batches
-            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[r, p + width - len(s):] = 1
-        ids, mask = ids.to(self.lm.device), mask.to(self.lm.device)
-        names = [row.arm for row in rows]
-        out = self.forward(names, input_ids=ids, attention_mask=mask, position_ids=_positions(mask)[:, p:],
-                           cache=self.prefix_cache(names), logits_to_keep=keep)  # fmt: skip
-        pred = out.logits.argmax(-1).tolist()  # (rows, keep): column keep-1 predicts each row's last target token
-        result: list[list[int] | None] = [None] * len(rows)
-        live: list[tuple[int, int]] = []  # (row, position id of its next input token)
-        for r, (a, prompt, target, stop) in enumerate(rows):
-            n = len(target)
-            mine = pred[r][keep - max(n, 1):]
-            j = next((k for k in range(n) if mine[k] != target[k]), None if n else 0)
-            count = self.counts[a]
-            count.documents += 1
-            if j is None:
-                count.verified += 1
-                continue
-            count.diverged += bool(n)
-            count.decoded_tokens += 1
-            result[r] = target[:j] + [mine[j]]
-            # the cache is valid for prompt + target[:j]; target[j:] were fed but are not this arm's tokens
-            mask[r, p + width - max(n - 1, 0) + j:] = 0
-            if not stop.ended(result[r]):
-                live.append((r, len(prompt) + j))
-        if not live:
-            return result, None
-        sel = torch.tensor([r for r, _ in live], device=mask.device)
-        kv = [(layer.keys[sel], layer.values[sel]) for layer in out.cache.layers]
-        return result, _Live([offset + r for r, _ in live], [q for _, q in live], mask[sel], kv)
-
-    def _decode(self, live: _Live, all_rows: list[_Row], result: list[list[int] | None]) -> None:
-        """Greedy steps for the rows of ``live`` until each ends (stop text, EOS, ``max_gen_toks``), in place."""
-        from transformers import DynamicCache
-
-        cache, mask, rows, pos = DynamicCache(live.kv), live.mask, live.rows, live.positions
-        while rows:
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=mask.device)], dim=1)
-            inp = torch.tensor([[result[r][-1]] for r in rows], device=mask.device)
-            at = torch.tensor([[q] for q in pos], device=mask.device)  # explicit: the cached keys are rotated
-            out = self.forward([all_rows[r].arm for r in rows], input_ids=inp, attention_mask=mask, position_ids=at,
-                               cache=cache)  # fmt: skip
-            cache = out.cache
-            for r, t in zip(rows, out.logits[:, -1].argmax(-1).tolist(), strict=True):
-                result[r].append(t)
-                self.counts[all_rows[r].arm].decoded_tokens += 1
-            kept = [k for k, r in enumerate(rows) if not all_rows[r].stop.ended(result[r])]
-            if len(kept) < len(rows) and kept:
-                idx = torch.tensor(kept, device=mask.device)
-                cache.batch_select_indices(idx)
-                mask = mask[idx]
-            rows, pos = [rows[k] for k in kept], [pos[k] + 1 for k in kept]
-
-
-@dataclass
-class _Live:
-    """Rows that still decode: global row indices, next position ids, attention mask, per-layer (keys, values)."""
-
-    rows: list[int]
-    positions: list[int]
-    mask: torch.Tensor  # (n, width)
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (n, kv heads, width, head dim)
-
-    @staticmethod
-    def join(parts: list[_Live]) -> _Live:
-        """One batch from several: shorter caches are padded on the left with masked-out columns."""
-        width = max(p.mask.shape[1] for p in parts)
-
-        def pad(t: torch.Tensor, n: int) -> torch.Tensor:  # n masked-out columns before the sequence dim
-            dim = 1 if t.dim() == 2 else 2
-            return torch.cat([t.new_zeros((*t.shape[:dim], n, *t.shape[dim + 1:])), t], dim=dim)
-
-        short = [width - p.mask.shape[1] for p in parts]
-        mask = torch.cat([pad(p.mask, n) for p, n in zip(parts, short, strict=True)])
-        kv = [tuple(torch.cat([pad(p.kv[i][j], n) for p, n in zip(parts, short, strict=True)]) for j in (0, 1))
-              for i in range(len(parts[0].kv))]  # fmt: skip
-        return _Live([r for p in parts for r in p.rows], [q for p in parts for q in p.positions], mask, kv)
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded batch, as ``generate`` derives them: count of real tokens before each."""
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-
-
-@contextlib.contextmanager
-def _forward_context(lm: Any) -> Iterator[None]:
-    """No gradients and HFLM's own autocast (its ``mixed_precision_dtype``), as ``HFLM._model_call`` runs."""
-    dtype = getattr(lm, "mixed_precision_dtype", None)
-    with torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=dtype, enabled=dtype is not None):
-        yield
+    with _only_adapter(runner.model, reference):
+        cont = runner.lm._model_generate(context=c.enc, attention_mask=c.mask, stop=c.stop.until,
+                                       max_length=c.enc.shape[1] + c.stop.max_gen_toks, **c.kwargs)  # fmt: skip
+    gen = cont[:, c.enc.shape[1]:].tolist()
+    steps = len(gen[0])
+    runner.passes += steps
+    count = runner.counts[reference]
+    count.forward_passes += steps
+    count.decoded_tokens += steps * len(gen)  # every row runs every step (filler after its own end)
+    count.documents += len(gen)
+    lengths = [c.stop.useful_length(g) for g in gen]
+    if any(k is None for k in lengths):  # a batch stopped by a criterion our text rule does not see
+        raise UnsupportedGeneration("a reference row ended before any stop, EOS or max_gen_toks")
+    strings = [postprocess_generated_text(runner.lm.tok_decode(g), c.stop.until, None) for g in gen]
+    return [g[:k] for g, k in zip(gen, lengths, strict=True)], strings
 
 
 @contextlib.contextmanager
