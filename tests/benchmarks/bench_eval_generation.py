@@ -3,8 +3,8 @@
     python -m tests.benchmarks.bench_eval_generation [--limit 16] [--arms 4 8] [--reps 1] [--threads 1]
 
 On the bundled SmolLM2-135M-Instruct, the arms are those of :mod:`tests.benchmarks.bench_eval` (a LoRA baseline
-and its σ-edited candidates: four policies and the random control, with seeded stand-in sensitivities), one
-more random control and the bare base; the requests are ``ss_arith``'s own, built by lm-eval from the suite's
+and its σ-edited candidates: four policies and the random control, with seeded stand-in sensitivities), three
+more random controls and the bare base; the requests are ``ss_arith``'s own, built by lm-eval from the suite's
 YAML (3-shot, ``until`` = ``Question:`` / ``\\n\\n``, 48 tokens at most). For each K, in one process and
 interleaved (arm by arm, then all arms, ``--reps`` times): lm-eval's ``HFLM.generate_until`` once per arm with
 that adapter active (what ``LmEvalEvaluator`` runs), and :func:`tasks.evaluation.arms.generation.
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ARM_ORDER = ("baseline", "abs_select", "random_index", "__base__", "smooth_abs", "grad_direction", "double_smooth",
-             "random_index_2")  # fmt: skip  -- the first K are the arms of a K-arm run
+             "random_index_2", "random_index_3", "random_index_4")  # fmt: skip  -- the first K arms of a K-arm run
 
 
 def suite_requests(benchmark: str, limit: int, lm, *, chat: bool = False) -> list:
@@ -51,10 +51,12 @@ def build_arms(base_dir: Path, work: Path, seed: int) -> dict[str, Path | None]:
     from tests.smol import edit_sigmas
 
     dirs: dict[str, Path | None] = dict(build_subjects(base_dir, work, seed))
-    gen = torch.Generator().manual_seed(seed + 99)
-    dirs["random_index_2"] = edit_sigmas(
-        dirs["baseline"], work / "random_index_2",
-        lambda _n, s: apply_policy("random_index", s, s.abs(), s, EditConfig(), generator=gen), {"policy": "ri2"})
+    for k in (2, 3, 4):  # more random controls (the product runs three seeds)
+        gen = torch.Generator().manual_seed(seed + 99 * k)
+        dirs[f"random_index_{k}"] = edit_sigmas(
+            dirs["baseline"], work / f"random_index_{k}",
+            lambda _n, s, gen=gen: apply_policy("random_index", s, s.abs(), s, EditConfig(), generator=gen),
+            {"policy": "random_index", "seed": seed + 99 * k})
     dirs["__base__"] = None
     return {a: dirs[a] for a in ARM_ORDER}
 
