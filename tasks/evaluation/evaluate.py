@@ -629,7 +629,10 @@ class LmEvalEvaluator:
         model = base.model if base.peft is None else base.peft
         if base.peft is not None:
             base.peft.to(self.device).eval()
+        # the first subject (the flow's baseline, when it is to be scored) decodes generative documents; every
+        # other subject is verified against its continuation and decodes on only where it diverges
         lm = ArmsLM(model, base.tokenizer, arms=list(arm_of.values()), batch_size=self.batch_size)
+        subject_of = {arm: subject for subject, arm in arm_of.items()}
         out: dict[str, EvalResult] = {}
         for subject in subjects:
             t0, shared0 = time.perf_counter(), lm.pass_seconds
@@ -637,12 +640,17 @@ class LmEvalEvaluator:
             res = self._simple_evaluate(lm, spec, limit, chosen)
             own = time.perf_counter() - t0 - (lm.pass_seconds - shared0)
             # the first run did the model work for every arm: from then on the shared seconds are known
-            scoring = ArmsScoring("one_pass", len(lm.arms), tuple(sorted(lm.fallbacks.items())), lm.pass_seconds)
+            gen = lm.generation_stats
+            diverged = () if gen is None else tuple((subject_of[a.arm], a.diverged, a.verified + a.diverged)
+                                                    for a in gen.arms if a.arm != gen.reference)
+            scoring = ArmsScoring("one_pass", len(lm.arms), tuple(sorted(lm.fallbacks.items())), lm.pass_seconds,
+                                  diverged)
             out[subject] = self._result(subject, spec, res, out_dir, scoring)
             if on_result is not None:
                 on_result(out[subject], own + lm.pass_seconds / len(lm.arms))
-        log.info("%s: %d subjects scored in one pass (%.1f s of shared model work; fallbacks: %s)", spec.name,
-                 len(subjects), lm.pass_seconds, dict(lm.fallbacks) or "none")
+        log.info("%s: %d subjects scored in one pass (%.1f s of shared model work; fallbacks: %s%s)", spec.name,
+                 len(subjects), lm.pass_seconds, dict(lm.fallbacks) or "none",
+                 "".join(f"; {s} diverged on {d}/{n}" for s, d, n in scoring.diverged) if subjects else "")
         return out
 
     def _add_adapter(self, base: _Base, path: Path) -> str:

@@ -25,9 +25,13 @@ class ArmsScoring:
         fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path.
         shared_seconds: Seconds of model work done for all arms together (0.0 arm by arm); each subject's
             ``on_result`` seconds are its own wall time outside that work plus ``shared_seconds / arms``.
+        diverged: Generative requests on the one-pass path: ``(subject, documents diverged, documents checked)``
+            per subject verified against the reference subject (the first one), whose greedy output it shares on
+            every other document.
     """
 
     path: str
     arms: int
     fallbacks: tuple[tuple[str, str], ...] = ()
     shared_seconds: float = 0.0
+    diverged: tuple[tuple[str, int, int], ...] = ()

@@ -1,6 +1,6 @@
 """Greedy ``generate_until`` for many arms of one base, decoded once and verified against a reference arm.
 
-The arms are named PEFT adapters on one ``peft.PeftModel`` (:data:`BARE_BASE_ARM` is the bare base). Arm by arm,
+The arms are named PEFT adapters on one ``peft.PeftModel`` (:data:`BASE_ARM` is the bare base). Arm by arm,
 lm-eval's ``HFLM.generate_until`` decodes every document token by token for every arm, although most arms agree
 with the baseline on most documents. Here:
 
@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
+from tasks.evaluation.arms import BASE_ARM
 from tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
 
-__all__ = ["BARE_BASE_ARM", "ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
+__all__ = ["ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
 
-BARE_BASE_ARM = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 # generation_config fields that change a greedy argmax (logits processors) and the value that leaves it alone
 _NEUTRAL_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
                        "bad_words_ids": None, "min_length": 0, "min_new_tokens": None, "forced_bos_token_id": None,
@@ -106,7 +106,7 @@ def generate_until_arms(
             every arm as a named adapter.
         requests: lm-eval ``Instance``s of type ``generate_until``; ``args == (context, gen_kwargs)`` with the
             context already chat-templated.
-        arms: Arm names: PEFT adapter names of ``lm.model`` or :data:`BARE_BASE_ARM`; unique.
+        arms: Arm names: PEFT adapter names of ``lm.model`` or :data:`BASE_ARM`; unique.
         reference: The arm that decodes every document (one of ``arms``; the baseline where there is one).
         batch_size: Rows per teacher-forced / continuation batch (default ``lm.batch_size``).
         shared_prefix: Compute the token prefix shared by every prompt (the few-shot examples) once per arm and
@@ -229,7 +229,7 @@ def _hflm_reference(runner: Runner, reference: str, c: _Chunk) -> tuple[list[lis
 @contextlib.contextmanager
 def _only_adapter(model: Any, arm: str) -> Iterator[None]:
     """Make ``arm`` the active adapter (or disable adapters for the bare base); restore the previous one after."""
-    if arm == BARE_BASE_ARM:
+    if arm == BASE_ARM:
         with model.disable_adapter():
             yield
         return
@@ -261,10 +261,10 @@ def _check_model(lm: Any, arms: Sequence[str], reference: str) -> Any:
         raise UnsupportedGeneration(f"batch_size={lm.batch_size!r}: give HFLM an integer batch size")
     if not arms or len(set(arms)) != len(arms):
         raise ValueError(f"arms must be non-empty and unique, got {list(arms)}")
-    unknown = [a for a in arms if a != BARE_BASE_ARM and a not in model.peft_config]
+    unknown = [a for a in arms if a != BASE_ARM and a not in model.peft_config]
     if unknown:
         raise ValueError(f"arms {unknown} are not adapters of lm.model (loaded: {sorted(model.peft_config)}); "
-                         f"load them with PeftModel.load_adapter or name the bare base {BARE_BASE_ARM!r}")
+                         f"load them with PeftModel.load_adapter or name the bare base {BASE_ARM!r}")
     if reference not in arms:
         raise ValueError(f"reference {reference!r} is not one of the arms {list(arms)}")
     config = model.generation_config

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tasks.evaluation.arms.generation import (
-    BARE_BASE_ARM,
+    BASE_ARM,
     UnsupportedGeneration,
     _common_prefix,
     generate_until_arms,
@@ -30,7 +30,7 @@ PROMPTS = [
 ]
 # name -> (seed, init_scale); "same" is "baseline" again, "zero" has B = 0 (the bare base), "big" diverges at once
 ADAPTERS = {"baseline": (1, 0.2), "same": (1, 0.2), "big": (3, 1.0), "other": (5, 0.2)}
-ARMS = ["baseline", "same", "zero", "big", "other", BARE_BASE_ARM]
+ARMS = ["baseline", "same", "zero", "big", "other", BASE_ARM]
 
 
 def _zero_adapter(base_dir: Path, out_dir: Path) -> Path:
@@ -81,7 +81,7 @@ def _arm_by_arm(lm, requests, arms) -> dict[str, list[str]]:
     """The reference: HFLM.generate_until once per arm, with that adapter active (bare base: adapters disabled)."""
     out = {}
     for arm in arms:
-        if arm == BARE_BASE_ARM:
+        if arm == BASE_ARM:
             with lm.model.disable_adapter():
                 out[arm] = lm.generate_until(requests, disable_tqdm=True)
         else:
@@ -109,7 +109,7 @@ def expected(lm, stops):
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
-@pytest.mark.parametrize("reference", ["baseline", "big", BARE_BASE_ARM])
+@pytest.mark.parametrize("reference", ["baseline", "big", BASE_ARM])
 def test_every_arm_matches_hflm_and_divergences_are_counted(lm, stops, expected, reference, shared_prefix):
     requests = _requests(stops)
     got, stats = generate_until_arms(lm, requests, ARMS, reference=reference, shared_prefix=shared_prefix)
@@ -128,7 +128,7 @@ def test_every_arm_matches_hflm_and_divergences_are_counted(lm, stops, expected,
             # an arm whose strings all equal the reference's may still diverge after a stop (never counted) ...
             # ... but one that diverges before it always yields a different string
             assert a.diverged >= sum(x != y for x, y in zip(got[arm], got[reference], strict=True))
-    twins = {"baseline": "same", BARE_BASE_ARM: "zero"}  # identical weights: never diverge
+    twins = {"baseline": "same", BASE_ARM: "zero"}  # identical weights: never diverge
     if reference in twins:
         assert stats.arm(twins[reference]).diverged == 0 and stats.arm(twins[reference]).verified == n
         assert stats.arm(twins[reference]).decoded_tokens == 0
@@ -206,7 +206,7 @@ def test_smollm2_on_ss_arith_matches_hflm(tmp_path_factory):
     pm.load_adapter(str(dirs["sharper"]), adapter_name="sharper")
     lm = HFLM(pretrained=pm.eval(), tokenizer=AutoTokenizer.from_pretrained(base_dir), batch_size=4)
     requests = suite_requests("ss_arith", 4, lm)
-    arms = ["baseline", "sharper", BARE_BASE_ARM]
+    arms = ["baseline", "sharper", BASE_ARM]
     expected = arm_by_arm(lm, requests, arms)
     got, stats = generate_until_arms(lm, requests, arms, reference="baseline")
     assert got == expected
