@@ -18,8 +18,8 @@ Reported per (benchmark, K): wall and CPU time of each path (adapter loading inc
 torch on one thread the process's CPU time is the work done, robust to other processes sharing the cores, which
 wall time is not), the one pass's shared model work, per-document outcome
 mismatches between the paths (each with its top-2 log-likelihood gap, :func:`compare_results`), the largest
-|ΔLL| over every choice of every document and arm, and the one-pass path's fallbacks (``generate_until`` is
-scored arm by arm until the greedy-verification generator is wired in: ~1× there).
+|ΔLL| over every choice of every document and arm, the one-pass path's fallbacks (none for greedy requests), and on
+generative benchmarks the share of (arm, document) pairs that left the baseline's greedy path and decoded on.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "fallbacks": dict(scoring.fallbacks), "shared_s": scoring.shared_seconds,
                         "arm_differs_from_baseline": sum(
                             r.outcomes != res["arm_by_arm"]["baseline"].outcomes for r in res["arm_by_arm"].values()),
+                        # generative: (subject, documents that left the baseline's greedy path, documents checked)
+                        "diverged": [list(d) for d in scoring.diverged],
                     })  # fmt: skip
                     print(_line(rows[-1]), flush=True)
     return rows
@@ -127,7 +129,13 @@ def _line(r: dict) -> str:
     return (f"| {r['benchmark']} | {r['k']} | {r['limit']} | {r['arm_by_arm_s']:.1f} s | {r['one_pass_s']:.1f} s "
             f"| {r['ratio']:.2f}× | {r['arm_by_arm_cpu_s']:.1f} s | {r['one_pass_cpu_s']:.1f} s "
             f"| **{r['cpu_ratio']:.2f}×** | {r['shared_s']:.1f} s | {len(r['mismatches'])}/{r['documents']} | {dll} "
-            f"| {', '.join(r['fallbacks']) or 'none'} |")
+            f"| {', '.join(r['fallbacks']) or 'none'} | {_divergence(r)} |")
+
+
+def _divergence(r: dict) -> str:
+    """Share of (non-baseline arm, document) pairs of a generative benchmark that left the baseline's greedy path."""
+    checked = sum(n for _, _, n in r.get("diverged", []))
+    return "n/a" if not checked else f"{sum(d for _, d, _ in r['diverged']) / checked:.1%}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s), batch {args.batch_size}\n")
     print("| benchmark | K | docs | arm by arm wall | one pass wall | wall ratio | arm by arm CPU | one pass CPU "
-          "| CPU ratio | shared pass (wall) | outcome mismatches | max \\|ΔLL\\| | fallbacks |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| CPU ratio | shared pass (wall) | outcome mismatches | max \\|ΔLL\\| | fallbacks | diverged |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     rows = run(args)
     for r in rows:
         for m in r["mismatches"]:
