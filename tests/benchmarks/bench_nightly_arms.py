@@ -13,9 +13,10 @@ in ``evaluator_options.arms_pass``:
   per arm, generation decoded by the baseline and verified for the others.
 
 Reported per mode: wall and CPU seconds (CPU: robust to other processes sharing the cores), the seconds spent
-scoring (the evaluations' recorded seconds) and their share of the run, subject-documents scored on the task suites, and each adapter's verdict; then the ratios and whether the
-verdicts are identical (the per-document outcomes are the same by test; the verdicts must be too). Both runs
-calibrate and edit the same way (identical candidates), so the difference is the evaluation.
+scoring (the evaluations' recorded seconds) and their share of the run, subject-documents scored on the task
+suites, and each adapter's verdict; then the ratios and whether the verdicts are identical (the per-document
+outcomes are the same by test; the verdicts must be too). Both runs calibrate and edit the same way (identical
+candidates), so the difference is the evaluation.
 """
 
 from __future__ import annotations
