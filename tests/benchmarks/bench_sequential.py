@@ -33,28 +33,14 @@ def _task_documents(reg, names: list[str]) -> int:
     return total
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", default="small", help="Demo budget preset (smallest, small, default, large).")
-    ap.add_argument("--task-limit", type=int, default=None, help="Document budget (default: the preset's).")
-    ap.add_argument("--looks", type=int, default=4, help="Looks of the sequential design.")
-    ap.add_argument("--data-dir", type=Path, default=None,
-                    help="Where the base model cache and the demo fleet live (reused across runs).")
-    ap.add_argument("--adapters", default=None,
-                    help="Demo adapters to refine (comma-separated; default: the whole demo fleet).")
-    ap.add_argument("--mode", choices=["both", "fixed", "sequential"], default="both",
-                    help="Run one half only (its figures; the ratios need both).")
-    ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
-    args = ap.parse_args(argv)
-
+def prepare_fleet(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+    """Prefect as the CLI starts it, the budget (``--budget``, ``--task-limit``), the model cache and the demo fleet
+    (``--adapters``, trained or reused). Returns ``(budget, cache, fleet, registered names)``."""
     from flows.cli.prefect_home import isolate_temporary_server, local_defaults
 
     local_defaults()  # as `spectral-surgery run` does, before Prefect is imported
     isolate_temporary_server()
-    from flows import worker
-    from flows.demo import BUDGETS, demo_config, with_overrides
-    from flows.refine_fleet import run_nightly
-    from tasks.decision.sequential import SequentialConfig
+    from flows.demo import BUDGETS, with_overrides
     from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
     from tasks.model import BUNDLED_MODEL, resolve_base
 
@@ -69,33 +55,67 @@ def main(argv: list[str] | None = None) -> dict:
     base_dir = resolve_base(BUNDLED_MODEL, data_dir=cache)
     fleet = [a for a in build_demo_fleet(base_dir, cache, steps=budget.steps, n_train=budget.n_train, fleet=specs,
                                          on_progress=print) if wanted is None or a["name"] in wanted]
-    names = [f"demo-{a['name']}" for a in fleet]
+    return budget, cache, fleet, [f"demo-{a['name']}" for a in fleet]
+
+
+def refine_once(fleet: list[dict], names: list[str], cache: Path, budget, label: str, update: dict) -> dict:
+    """One real nightly over ``fleet`` in a FRESH registry and store (sharing only the model cache), its config the
+    demo's with ``update``; returns wall and CPU seconds (this process: the flow's thread workers included), task
+    subject-documents, verdicts, failures, sequential stops and the
+    seconds spent scoring (the sum of the evaluations' recorded seconds)."""
+    from flows import worker
+    from flows.demo import demo_config
+    from flows.refine_fleet import run_nightly
+    from tasks.model import BUNDLED_MODEL
+
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
+    try:
+        (run_dir / "models").symlink_to(cache / "models", target_is_directory=True)
+        cfg = demo_config(run_dir, budget).model_copy(update=update)
+        reg = worker.registry(cfg)
+        for a in fleet:
+            reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
+                                 config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
+        t, c = time.perf_counter(), time.process_time()
+        summary = run_nightly(cfg)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
+        scoring = sum(e.seconds or 0.0 for n in names for v in reg.list_versions(n)
+                      for e in reg.list_evaluations(v.id))
+        return {"seconds": seconds, "cpu_seconds": cpu, "task_documents": _task_documents(reg, names), "scoring_seconds": scoring,
+                "verdicts": {r["adapter"]: r.get("verdict") or r.get("status") for r in summary["results"]},
+                "failed": summary["failed"],
+                "stopped_at_look": {r["adapter"]: (r.get("statistics") or {}).get("sequential", {}).get(
+                    "stopped_at_look") for r in summary["results"]}}
+    finally:
+        worker.reset()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="small", help="Demo budget preset (smallest, small, default, large).")
+    ap.add_argument("--task-limit", type=int, default=None, help="Document budget (default: the preset's).")
+    ap.add_argument("--looks", type=int, default=4, help="Looks of the sequential design.")
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="Where the base model cache and the demo fleet live (reused across runs).")
+    ap.add_argument("--adapters", default=None,
+                    help="Demo adapters to refine (comma-separated; default: the whole demo fleet).")
+    ap.add_argument("--mode", choices=["both", "fixed", "sequential"], default="both",
+                    help="Run one half only (its figures; the ratios need both).")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the result here.")
+    args = ap.parse_args(argv)
+
+    budget, cache, fleet, names = prepare_fleet(ap, args)
+    from tasks.decision.sequential import SequentialConfig
+
     result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "adapters": names,
                     "modes": {}}
     for mode in ("fixed", "sequential") if args.mode == "both" else (args.mode,):
-        run_dir = Path(tempfile.mkdtemp(prefix=f"bench-seq-{mode}-"))
-        try:
-            (run_dir / "models").symlink_to(cache / "models", target_is_directory=True)
-            cfg = demo_config(run_dir, budget)
-            if mode == "sequential":
-                cfg = cfg.model_copy(update={"sequential": SequentialConfig(enabled=True, looks=args.looks)})
-            reg = worker.registry(cfg)
-            for a in fleet:
-                reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
-                                     config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
-            t = time.perf_counter()
-            summary = run_nightly(cfg)
-            seconds = time.perf_counter() - t
-            verdicts = {r["adapter"]: r.get("verdict") or r.get("status") for r in summary["results"]}
-            stops = {r["adapter"]: (r.get("statistics") or {}).get("sequential", {}).get("stopped_at_look")
-                     for r in summary["results"]}
-            result["modes"][mode] = {"seconds": seconds, "task_documents": _task_documents(reg, names),
-                                     "verdicts": verdicts, "failed": summary["failed"], "stopped_at_look": stops}
-            print(f"{mode}: {seconds:.1f} s, {result['modes'][mode]['task_documents']} task subject-documents, "
-                  f"verdicts {verdicts}" + (f", stopped at look {stops}" if mode == "sequential" else ""))
-        finally:
-            worker.reset()
-            shutil.rmtree(run_dir, ignore_errors=True)
+        update = {"sequential": SequentialConfig(enabled=True, looks=args.looks)} if mode == "sequential" else {}
+        result["modes"][mode] = out = refine_once(fleet, names, cache, budget, mode, update)
+        print(f"{mode}: {out['seconds']:.1f} s, {out['task_documents']} task subject-documents, "
+              f"verdicts {out['verdicts']}" + (f", stopped at look {out['stopped_at_look']}"
+                                               if mode == "sequential" else ""))
     if args.mode != "both":
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
