@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,20 @@ from registry.models import (
 )
 from registry.store import Store
 from registry.validation import RegistryError
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One adapter's declaration, as :meth:`AdapterStore.register_adapter` takes it (for :meth:`register_adapters`)."""
+
+    name: str
+    source_uri: str
+    base_model_id: str
+    task_family: str
+    base_model_revision: str | None = None
+    benchmark_override: str | None = None
+    enabled: bool | None = None
+    config: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,22 +127,47 @@ class AdapterStore(Store):
         values = self._declaration(name, source_uri, base_model_id, task_family, base_model_revision,
                                    benchmark_override, config)
         with self._write() as s:
-            adapter, created = self._get_or_create(
-                s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
-            )
-            if not created:
-                guarded = [c for c in declaration_changes(adapter, values) if c.guarded]
-                if guarded and not force:
-                    raise RegistryError(
-                        f"adapter {name!r} is registered already; re-registering it would change "
-                        + "; ".join(map(str, guarded)) + ". Repeat the current value (e.g. --calib FILE, --source, "
-                        "--family), or pass --force (force=True) to change it")
-                for field, value in values.items():
-                    if getattr(adapter, field) != value:
-                        setattr(adapter, field, value)
-                if enabled is not None and adapter.enabled != enabled:
-                    adapter.enabled = enabled
-            return adapter
+            return self._register_in(s, name, values, enabled, force)
+
+    def register_adapters(self, registrations: Sequence[Registration], *, force: bool = False) -> list[Adapter]:
+        """Register (or re-declare) many adapters at once, all or nothing: every declaration is validated first,
+        then all are written in ONE transaction, so a bad one (or a guarded change without ``force``) writes none.
+
+        Raises:
+            RegistryError: a name given twice; any error of :meth:`register_adapter`, prefixed with the adapter's
+                name (nothing is written).
+        """
+        seen: set[str] = set()
+        values = []
+        for r in registrations:
+            if r.name in seen:
+                raise RegistryError(f"{r.name}: given twice; each adapter is declared once")
+            seen.add(r.name)
+            try:
+                values.append(self._declaration(r.name, r.source_uri, r.base_model_id, r.task_family,
+                                                r.base_model_revision, r.benchmark_override, r.config))
+            except RegistryError as e:
+                raise type(e)(f"{r.name}: {e}") from None
+        with self._write() as s:
+            return [self._register_in(s, r.name, v, r.enabled, force) for r, v in zip(registrations, values)]
+
+    def _register_in(self, s, name: str, values: dict[str, Any], enabled: bool | None, force: bool) -> Adapter:
+        adapter, created = self._get_or_create(
+            s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
+        )
+        if not created:
+            guarded = [c for c in declaration_changes(adapter, values) if c.guarded]
+            if guarded and not force:
+                raise RegistryError(
+                    f"adapter {name!r} is registered already; re-registering it would change "
+                    + "; ".join(map(str, guarded)) + ". Repeat the current value (e.g. --calib FILE, --source, "
+                    "--family), or pass --force to change it")
+            for field, value in values.items():
+                if getattr(adapter, field) != value:
+                    setattr(adapter, field, value)
+            if enabled is not None and adapter.enabled != enabled:
+                adapter.enabled = enabled
+        return adapter
 
     def registration_changes(self, name: str, source_uri: str, base_model_id: str, task_family: str,
                              base_model_revision: str | None = None, benchmark_override: str | None = None,

@@ -74,6 +74,21 @@ def _calib_source(value: str) -> str:
 
 @guarded
 def cmd_register(args) -> int:
+    one = {"NAME": args.name, "--source": args.source, "--base": args.base, "--family": args.family,
+           "--benchmark": args.benchmark, "--calib": args.calib, "--base-revision": args.base_revision}
+    if args.from_file:
+        given = [k for k, v in one.items() if v is not None]
+        given += ["--enabled"] * args.enabled + ["--disabled"] * args.disabled
+        if given:
+            return fail(f"--from FILE declares every field itself: drop {', '.join(given)} (or register one "
+                        "adapter without --from)")
+        from flows.cli.register_file import cmd_register_from
+
+        return cmd_register_from(args)
+    missing = [k for k in ("NAME", "--source", "--base", "--family") if one[k] is None]
+    if missing:
+        what = "argument" if missing[0] == "NAME" else "option"
+        return fail(f"Missing {what} '{missing[0]}' (or give --from FILE to register many adapters)")
     reg = open_registry(args)
     config = {"calib": _calib_source(args.calib)} if args.calib else None
     if args.disabled and args.enabled:

@@ -200,12 +200,18 @@ def _edit(**kwargs: Any) -> None: ...
 def _init(**kwargs: Any) -> None: ...
 
 
-@command("register", "adapters:cmd_register", short_help="Register (or re-declare) an adapter.",
-         help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win).")
-@click.argument("name", metavar="NAME")
-@click.option("--source", required=True, metavar="URI", help="hf://org/name[@revision] or a local directory.")
-@click.option("--base", required=True, metavar="MODEL", help="Base model: hub id or local directory.")
-@click.option("--family", required=True, metavar="F", help="Task family: math, code, instruction or commonsense.")
+@command("register", "adapters:cmd_register",
+         short_help="Register (or re-declare) an adapter, or many from a file.",
+         help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win). With "
+              "--from FILE, every adapter of a YAML or CSV file (fields name, source, base, family, benchmark, calib, "
+              "base_revision, enabled; YAML may give 'defaults'), all validated first and written together: a bad "
+              "entry registers none.")
+@click.argument("name", metavar="NAME", required=False)
+@click.option("--from", "from_file", default=None, metavar="FILE",
+              help="Register every adapter declared in this YAML or CSV file instead of NAME (all or nothing).")
+@click.option("--source", default=None, metavar="URI", help="hf://org/name[@revision] or a local directory.")
+@click.option("--base", default=None, metavar="MODEL", help="Base model: hub id or local directory.")
+@click.option("--family", default=None, metavar="F", help="Task family: math, code, instruction or commonsense.")
 @click.option("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
