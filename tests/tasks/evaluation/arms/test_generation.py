@@ -15,6 +15,7 @@ from tasks.evaluation.arms.generation import (
     generate_until_arms,
 )
 from tests import tiny
+from tests.benchmarks.bench_eval_generation import arm_by_arm  # the reference: HFLM once per arm
 
 BATCH = 3  # HFLM batch size: 7 prompts make two full batches and a partial one
 MAX_GEN = 20
@@ -77,19 +78,6 @@ def _requests(until: list[str], max_gen_toks: int = MAX_GEN, shots: str = SHOTS,
     return [Instance("generate_until", {}, (shots + p, dict(kwargs)), i) for i, p in enumerate(PROMPTS)]
 
 
-def _arm_by_arm(lm, requests, arms) -> dict[str, list[str]]:
-    """The reference: HFLM.generate_until once per arm, with that adapter active (bare base: adapters disabled)."""
-    out = {}
-    for arm in arms:
-        if arm == BASE_ARM:
-            with lm.model.disable_adapter():
-                out[arm] = lm.generate_until(requests, disable_tqdm=True)
-        else:
-            lm.model.set_adapter(arm)
-            out[arm] = lm.generate_until(requests, disable_tqdm=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def lm(tiny_base, adapter_dirs):
     return _hflm(tiny_base, adapter_dirs)
@@ -99,13 +87,13 @@ def lm(tiny_base, adapter_dirs):
 def stops(lm):
     """Two-character stop strings taken from the middle of what the baseline writes with no stop: they fire
     mid-generation, and with a character-level tokenizer every one of them is split across two tokens."""
-    raw = _arm_by_arm(lm, _requests([]), ["baseline"])["baseline"]
+    raw = arm_by_arm(lm, _requests([]), ["baseline"])["baseline"]
     return [raw[0][6:8], raw[2][4:6]]
 
 
 @pytest.fixture(scope="module")
 def expected(lm, stops):
-    return _arm_by_arm(lm, _requests(stops), ARMS)
+    return arm_by_arm(lm, _requests(stops), ARMS)
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
@@ -138,12 +126,12 @@ def test_every_arm_matches_hflm_and_divergences_are_counted(lm, stops, expected,
 
 def test_eos_and_max_gen_toks_end_arms_as_in_hflm(tiny_base, adapter_dirs, lm):
     # EOS takes the place of the character the arms write most often: some generations end on EOS early
-    raw = _arm_by_arm(lm, _requests([]), ARMS)
+    raw = arm_by_arm(lm, _requests([]), ARMS)
     common = Counter("".join(s for v in raw.values() for s in v)).most_common(1)[0][0]
     eos_lm = _hflm(tiny_base, adapter_dirs, eos_like=common)
     # a stop no arm writes: generation ends on EOS or max_gen_toks; no shared prefix: every row starts from scratch
     requests = _requests(["@@@@"], shots="")
-    expected = _arm_by_arm(eos_lm, requests, ARMS)
+    expected = arm_by_arm(eos_lm, requests, ARMS)
     lengths = [len(s) for v in expected.values() for s in v]
     assert min(lengths) < MAX_GEN and max(lengths) == MAX_GEN  # both endings occur (one token per character)
     for reference, decode_rows in (("baseline", 128), ("other", 5)):  # 5: diverged rows decode in several groups
@@ -183,7 +171,7 @@ def test_common_prefix_leaves_every_prompt_a_token():
 def test_a_single_arm_is_the_reference_alone(lm, stops):
     requests = _requests(stops)
     got, stats = generate_until_arms(lm, requests, ["other"], reference="other")
-    assert got == _arm_by_arm(lm, requests, ["other"])
+    assert got == arm_by_arm(lm, requests, ["other"])
     assert stats.forward_passes == stats.arm("other").forward_passes
 
 
@@ -194,7 +182,7 @@ def test_smollm2_on_ss_arith_matches_hflm(tmp_path_factory):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.benchmarks.bench_eval_generation import arm_by_arm, suite_requests
+    from tests.benchmarks.bench_eval_generation import suite_requests
     from tests.smol import bundled_base_dir, make_lora, rescale_sigma
 
     root = tmp_path_factory.mktemp("smol")
