@@ -21,13 +21,19 @@ def _decision(reg, version, tag: str):
                                statistics={"promoted": "smooth_abs"}, sentence=f"promoted smooth_abs ({tag})")
 
 
-def test_approving_a_stale_review_is_refused_and_the_reviews_say_why(tmp_path):
+def _ops_v1(tmp_path, tag: str):
+    """A registry with adapter ``ops`` and its first version (artifact ``cli-reviews/<tag>``): (data, reg, v1)."""
     data = tmp_path / "data"
     assert cli("init", "--data-dir", data).code == 0
     reg = Registry.open(data_dir=data)
-    path, digest = artifact("cli-reviews/v1")
+    path, digest = artifact(f"cli-reviews/{tag}")
     reg.register_adapter("ops", path, "acme/base", "instruction")
     v1, _ = reg.record_version("ops", digest, None, path)
+    return data, reg, v1
+
+
+def test_approving_a_stale_review_is_refused_and_the_reviews_say_why(tmp_path):
+    data, reg, v1 = _ops_v1(tmp_path, "v1")
     old = reg.request_review(_decision(reg, v1, "old"), window=timedelta(days=1)).review
     older = reg.request_review(_decision(reg, v1, "older"), window=timedelta(days=1)).review  # supersedes `old`
     path2, digest2 = artifact("cli-reviews/v2")
@@ -49,12 +55,7 @@ def test_approving_a_stale_review_is_refused_and_the_reviews_say_why(tmp_path):
 
 
 def test_approve_force_serves_the_older_version_with_a_warning(tmp_path):
-    data = tmp_path / "data"
-    assert cli("init", "--data-dir", data).code == 0
-    reg = Registry.open(data_dir=data)
-    path, digest = artifact("cli-reviews/f1")
-    reg.register_adapter("ops", path, "acme/base", "instruction")
-    v1, _ = reg.record_version("ops", digest, None, path)
+    data, reg, v1 = _ops_v1(tmp_path, "f1")
     review = reg.request_review(_decision(reg, v1, "f"), window=timedelta(days=1)).review
     path2, digest2 = artifact("cli-reviews/f2")
     reg.record_version("ops", digest2, None, path2)
@@ -68,12 +69,7 @@ def test_approve_force_serves_the_older_version_with_a_warning(tmp_path):
 def test_list_says_when_production_serves_an_edit_of_an_older_version_and_why(tmp_path):
     """A retrained adapter whose new version is HELD keeps production on an edit of the old version: ``list``
     says so, with the new version's verdict (``run``'s summary uses the same words)."""
-    data = tmp_path / "data"
-    assert cli("init", "--data-dir", data).code == 0
-    reg = Registry.open(data_dir=data)
-    path, digest = artifact("cli-reviews/h1")
-    reg.register_adapter("ops", path, "acme/base", "instruction")
-    v1, _ = reg.record_version("ops", digest, None, path)
+    data, reg, v1 = _ops_v1(tmp_path, "h1")
     reg.promote(_decision(reg, v1, "h1"))
     (row,) = cli("list", "--json", "--data-dir", data).json()
     assert row["production_behind"] is None  # serves an edit of the latest version
