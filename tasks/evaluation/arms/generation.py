@@ -20,7 +20,8 @@ with the baseline on most documents. Here:
 Greedy requests only: sampling has no single continuation to verify and is refused with
 :class:`UnsupportedGeneration` (the caller falls back to arm by arm). Exactness is "the same argmax": the
 teacher-forced and cached passes compute the same logits as ``generate`` up to float rounding, so an arm whose
-top-2 logits tie to rounding could in principle flip; the tests and the benchmark compare every string.
+top-2 logits tie to rounding could in principle flip; the tests and the benchmark compare every string. On a
+bf16/fp16 model every argmax here is taken on fp32 logits (:func:`~tasks.evaluation.arms.precision.fp32_logits`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 
 from tasks.evaluation.arms import BASE_ARM
 from tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
+from tasks.evaluation.arms.precision import fp32_logits
 
 __all__ = ["ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
 
@@ -125,9 +127,20 @@ def generate_until_arms(
             ``PeftModel``; the caller falls back to ``HFLM.generate_until`` arm by arm.
         ValueError: Unknown, repeated or empty arms, or a reference that is not one of them.
     """
+    model = _check_model(lm, arms, reference)
+    # every argmax below (the reference's decoding, verification, decoding on) from fp32 logits: a bf16/fp16 model's
+    # head is run in fp32 on upcast hidden states (tasks.evaluation.arms.precision)
+    with fp32_logits(model):
+        results, stats = _generate_all(lm, model, requests, arms, reference, batch_size, shared_prefix, max_decode_rows)
+    return results, stats
+
+
+def _generate_all(lm: Any, model: Any, requests: Sequence[Any], arms: Sequence[str], reference: str,
+                  batch_size: int | None, shared_prefix: bool,
+                  max_decode_rows: int) -> tuple[dict[str, list[str]], GenerationStats]:
+    """The body of :func:`generate_until_arms` once the model is checked (see there)."""
     from lm_eval.models.utils import Collator
 
-    model = _check_model(lm, arms, reference)
     args = [_check_request(r) for r in requests]
     counts = {a: Counts() for a in arms}
     outputs: dict[str, list[str]] = {a: [] for a in arms}

@@ -10,7 +10,8 @@ the vocabulary. Here the requests that share a context become ONE row per (conte
 
 so the context is computed once per arm, every arm of a batch is a row of one PEFT mixed-adapter batch
 (``adapter_names``, ``"__base__"`` = the bare base), and ``lm_head`` runs only at the positions whose
-log-prob is read (the context's last token and each continuation token but its last), log-softmax in fp32.
+log-prob is read (the context's last token and each continuation token but its last), in fp32 from the upcast
+hidden states whatever the model's dtype (:mod:`~tasks.evaluation.arms.precision`), log-softmax in fp32.
 
 Tokenization is lm-eval's own (``LM.loglikelihood``: ``_encode_pair``, the prefix token for an empty context) and
 so is the left truncation of ``HFLM._loglikelihood_tokens`` (``(context + continuation)[-(max_length + 1):]``):
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from tasks.evaluation.arms import BASE_ARM
+from tasks.evaluation.arms.precision import fp32_head
 
 
 @dataclass
@@ -187,6 +189,7 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
     decoder, head, config, hooks = _model_parts(lm.model, arms)
     device = next(decoder.parameters()).device
     softcap = getattr(config, "final_logit_softcapping", None)
+    project = fp32_head(head)  # the head's fp32 weight made once per call (none for an fp32 model)
     groups, where = _collect(requests, lm)
     packed = [_pack(g) for g in groups]
     # (group, arm) rows context after context, longest first: the rows of one context (one per arm) have the same
@@ -218,8 +221,9 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
             hidden = decoder(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
                              position_ids=pos.to(device), use_cache=False).last_hidden_state
             picked = hidden.gather(1, gather.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))
-            logits = head(picked)  # [batch, scored, vocab]: the projection only where a score is read
-        logits = logits.float()
+            # [batch, scored, vocab]: the projection only where a score is read, in fp32 whatever the model's dtype
+            # (a bf16 logit is rounded to 1/8 at magnitude 16: sums and is-greedy flags would carry it)
+            logits = project(picked)
         if softcap:  # models that cap their logits (Gemma 2) do it in their lm forward, after the head
             logits = torch.tanh(logits / softcap) * softcap
         logp = logits.log_softmax(-1)
