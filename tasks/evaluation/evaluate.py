@@ -347,7 +347,9 @@ class LmEvalEvaluator:
     """lm-eval ``simple_evaluate`` over hot-swapped PEFT adapters on one base model loaded once.
 
     Args:
-        batch_size: lm-eval HFLM batch size.
+        batch_size: Rows per forward pass, or ``"auto"``: on the one-pass path sized from the device's free memory
+            before each pass (``torch.cuda.mem_get_info``, :mod:`tasks.evaluation.arms.memory`; 8 off CUDA), arm by
+            arm lm-eval's own search.
         device: ``cuda``/``cpu``/...; None = CUDA if available.
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU) or a torch dtype name.
         max_gen_toks: Override of every generative task's ``max_gen_toks`` (None = the task's own).
@@ -375,7 +377,7 @@ class LmEvalEvaluator:
         ...                   "ss_mc", limit=100, out_dir=Path("runs/x"))
     """
 
-    def __init__(self, *, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+    def __init__(self, *, batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
                  model_id: str | None = None, max_cached_bases: int = 1,
@@ -386,7 +388,7 @@ class LmEvalEvaluator:
             raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
         self.arms_pass = _check_arms_pass(arms_pass)
         self.last_scoring: ArmsScoring | None = None
-        self.batch_size = batch_size
+        self.batch_size = _check_batch_size(batch_size)
         if device is None:
             device = str(model.device) if model is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = device
@@ -407,7 +409,7 @@ class LmEvalEvaluator:
                                  reference_scores=reference_scores)
 
     @staticmethod
-    def identity(*, batch_size: int = 8, device: str | None = None, dtype: str = "auto",
+    def identity(*, batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
                  reference_scores: bool = False, arms_pass: str = "one_pass", **_ignored: Any) -> str:
         """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites,
@@ -718,6 +720,15 @@ class LmEvalEvaluator:
 
 # adapter_config.json fields that do not shape the LoRA layers (where the base came from, bookkeeping)
 _NOT_SHAPING = ("base_model_name_or_path", "revision", "inference_mode", "auto_mapping", "peft_version")
+
+
+def _check_batch_size(batch_size: int | str) -> int | str:
+    if isinstance(batch_size, str) and batch_size.strip().isdigit():  # --evaluator-option batch_size=16
+        batch_size = int(batch_size)
+    if batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        return batch_size
+    raise ValueError(f"LmEvalEvaluator: batch_size must be an int >= 1 or 'auto' (sized from free GPU memory), "
+                     f"got {batch_size!r}")
 
 
 def _check_arms_pass(arms_pass: str) -> str:

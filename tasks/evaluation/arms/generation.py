@@ -123,11 +123,15 @@ def generate_until_arms(
 
     Raises:
         UnsupportedGeneration: Sampling requests, generation kwargs or generation-config settings that change a
-            greedy argmax, a thinking-token or seq2seq HFLM, ``batch_size="auto"``, a model that is not a
-            ``PeftModel``; the caller falls back to ``HFLM.generate_until`` arm by arm.
+            greedy argmax, a thinking-token or seq2seq HFLM, HFLM's ``batch_size="auto"`` without this call's
+            ``batch_size`` (or with ``shared_prefix=False``), a model that is not a ``PeftModel``; the caller falls
+            back to ``HFLM.generate_until`` arm by arm.
         ValueError: Unknown, repeated or empty arms, or a reference that is not one of them.
     """
     model = _check_model(lm, arms, reference)
+    if not isinstance(lm.batch_size, int) and (batch_size is None or not shared_prefix):
+        raise UnsupportedGeneration(f"HFLM batch_size={lm.batch_size!r}: give an integer batch_size (HFLM's or "
+                                    "this call's, with shared_prefix)")
     # every argmax below (the reference's decoding, verification, decoding on) from fp32 logits: a bf16/fp16 model's
     # head is run in fp32 on upcast hidden states (tasks.evaluation.arms.precision)
     with fp32_logits(model):
@@ -147,7 +151,8 @@ def _generate_all(lm: Any, model: Any, requests: Sequence[Any], arms: Sequence[s
     # HFLM's own order and batches: longest context first, grouped by gen_kwargs
     re_ords = Collator(args, sort_fn=lambda req: (-len(lm.tok_encode(req[0])), req[0]),
                        group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
-    chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size, batch_fn=None)]
+    chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size if isinstance(lm.batch_size, int) else 0,
+                                                                      batch_fn=None)]  # fmt: skip
     prompts = [p for c in chunks for p in c.prompts]
     runner = Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
                      _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip
@@ -270,8 +275,6 @@ def _check_model(lm: Any, arms: Sequence[str], reference: str) -> Any:
         raise UnsupportedGeneration(f"lm.model is a {type(model).__name__}, not a peft.PeftModel holding the arms")
     if getattr(lm, "backend", "causal") != "causal" or getattr(lm, "think_end_token", None) is not None:
         raise UnsupportedGeneration("only a causal HFLM without think_end_token is reproduced; fall back arm by arm")
-    if not isinstance(lm.batch_size, int):
-        raise UnsupportedGeneration(f"batch_size={lm.batch_size!r}: give HFLM an integer batch size")
     if not arms or len(set(arms)) != len(arms):
         raise ValueError(f"arms must be non-empty and unique, got {list(arms)}")
     unknown = [a for a in arms if a != BASE_ARM and a not in model.peft_config]

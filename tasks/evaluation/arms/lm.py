@@ -31,6 +31,7 @@ from lm_eval.models.huggingface import HFLM
 
 from tasks.evaluation.arms import BASE_ARM
 from tasks.evaluation.arms.loglikelihood import loglikelihood_arms
+from tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, generation_rows, is_auto
 
 OTHER_FALLBACK = "arm by arm: no all-arms scorer for this request type"
 
@@ -49,7 +50,9 @@ class ArmsLM(HFLM):
             ``"__base__"``).
         tokenizer: Its tokenizer.
         arms: Adapter names; ``"__base__"`` = the bare base model. The first one is served until :meth:`serve`.
-        batch_size: Rows per forward pass (HFLM's for the fallbacks; packed rows for the one pass).
+        batch_size: Rows per forward pass (HFLM's for the fallbacks; packed rows for the one pass), or ``"auto"``:
+            the one pass sizes its batches from the device's free memory (:mod:`tasks.evaluation.arms.memory`),
+            HFLM's fallbacks find theirs as lm-eval does.
         reference: The arm that decodes every generative document, the others being verified against it (the
             baseline where there is one); default the first arm.
         **hflm_kwargs: Any other ``HFLM`` option.
@@ -65,7 +68,7 @@ class ArmsLM(HFLM):
             verified equal to the reference vs diverged, forward passes, decoded tokens), or None.
     """
 
-    def __init__(self, pretrained: Any, tokenizer: Any, *, arms: Sequence[str], batch_size: int = 8,
+    def __init__(self, pretrained: Any, tokenizer: Any, *, arms: Sequence[str], batch_size: int | str = 8,
                  reference: str | None = None, **hflm_kwargs: Any) -> None:
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, batch_size=batch_size, **hflm_kwargs)
         if not arms:
@@ -79,7 +82,7 @@ class ArmsLM(HFLM):
         self.pass_seconds = 0.0
         self.requests_scored: dict[str, int] = {}
         self.fallbacks: dict[str, str] = {}
-        self._pass_batch_size = int(batch_size)
+        self._pass_batch_size = batch_size if is_auto(batch_size) else int(batch_size)
         self._ll: dict[tuple, dict[str, tuple[float, bool]]] = {}
         self._gen: dict[tuple[str, str], dict[str, str]] = {}
         self._model_info: dict | None = None
@@ -161,9 +164,10 @@ class ArmsLM(HFLM):
         """
         from tasks.evaluation.arms.generation import UnsupportedGeneration, generate_until_arms
 
+        rows, decode_rows = self._generation_rows(requests)
         try:
             texts, self.generation_stats = generate_until_arms(self, requests, self.arms, reference=self.reference,
-                                                               batch_size=self._pass_batch_size)
+                                                               batch_size=rows, max_decode_rows=decode_rows)
             return texts
         except UnsupportedGeneration as e:
             self.fallbacks["generate_until"] = f"arm by arm: {e}"
@@ -172,6 +176,20 @@ class ArmsLM(HFLM):
             with self.active(arm):
                 out[arm] = HFLM.generate_until(self, requests, disable_tqdm=True)
         return out
+
+    def _generation_rows(self, requests: list) -> tuple[int, int]:
+        """``(rows per teacher-forced batch, rows decoding together)`` for these requests: the fixed batch size
+        (and 128 decoding rows), or with ``"auto"`` sized from the free memory for the longest prompt and
+        ``max_gen_toks`` (:func:`~tasks.evaluation.arms.memory.generation_rows`)."""
+        if not is_auto(self._pass_batch_size):
+            return self._pass_batch_size, 128
+        free = free_bytes(self.device)
+        if free is None:
+            return DEFAULT_ROWS, 128
+        prompt = min(max(len(self.tok_encode(r.args[0])) for r in requests), self.max_length)
+        gen = max(int(r.args[1].get("max_gen_toks", self.max_gen_toks)) for r in requests)
+        dims = ModelDims.of(self.model.config, next(self.model.parameters()).element_size())
+        return generation_rows(free, dims, prompt_tokens=prompt, gen_tokens=gen, arms=len(self.arms))
 
     # -- anything else: arm by arm, recorded
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:

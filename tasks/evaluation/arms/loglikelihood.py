@@ -21,7 +21,7 @@ each request is scored from exactly the tokens HFLM would feed. What differs is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from tasks.evaluation.arms import BASE_ARM
+from tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
 from tasks.evaluation.arms.precision import fp32_head
 
 
@@ -161,9 +162,23 @@ def _model_parts(model: Any, arms: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return inner.get_decoder(), inner.get_output_embeddings(), inner.config, hooks
 
 
+def _rows_per_batch(batch_size: int | str, config: Any, decoder: Any, device: torch.device, arms: int,
+                    scored_tokens: int) -> Callable[[int, int], int]:
+    """``(row tokens, rows left) -> rows of the next batch``: ``batch_size`` itself, or with ``"auto"`` sized from
+    the device's free memory (:mod:`~tasks.evaluation.arms.memory`; :data:`DEFAULT_ROWS` off CUDA)."""
+    if not is_auto(batch_size):
+        return lambda _tokens, _left: int(batch_size)
+    free = free_bytes(device)
+    if free is None:
+        return lambda _tokens, _left: DEFAULT_ROWS
+    dims = ModelDims.of(config, next(decoder.parameters()).element_size())
+    return lambda tokens, left: loglikelihood_rows(free, dims, row_tokens=tokens, scored_tokens=scored_tokens,
+                                                   arms=arms, needed=left)
+
+
 @torch.no_grad()
 def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
-                       batch_size: int) -> dict[str, list[tuple[float, bool]]]:
+                       batch_size: int | str) -> dict[str, list[tuple[float, bool]]]:
     """Score ``loglikelihood`` requests under every arm in one pass.
 
     Args:
@@ -171,7 +186,9 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
             (or a plain causal LM when ``arms`` is only ``"__base__"``); causal backends only.
         requests: lm-eval ``Instance``s of type ``loglikelihood`` (``args = (context, continuation)``).
         arms: Adapter names; ``"__base__"`` is the bare base model.
-        batch_size: Packed rows (one per context and arm) per forward pass.
+        batch_size: Packed rows (one per context and arm) per forward pass, or ``"auto"``: as many as the
+            device's free memory holds for each batch's row length (:func:`~tasks.evaluation.arms.memory.
+            loglikelihood_rows`; CUDA only, :data:`~tasks.evaluation.arms.memory.DEFAULT_ROWS` elsewhere).
 
     Returns:
         Arm -> one ``(sum of the continuation's log-probs, whether it is the greedy continuation)`` per request,
@@ -183,8 +200,8 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
     """
     if getattr(lm, "backend", "causal") != "causal":
         raise ValueError(f"loglikelihood_arms: causal language models only (backend {lm.backend!r})")
-    if batch_size < 1:
-        raise ValueError(f"loglikelihood_arms: batch_size must be >= 1, got {batch_size}")
+    if not is_auto(batch_size) and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"loglikelihood_arms: batch_size must be an int >= 1 or 'auto', got {batch_size!r}")
     arms = list(dict.fromkeys(arms))
     decoder, head, config, hooks = _model_parts(lm.model, arms)
     device = next(decoder.parameters()).device
@@ -201,8 +218,13 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
     scores: dict[tuple[int, str], list[tuple[float, bool]]] = {}
     autocast = (torch.autocast(device_type=device.type, dtype=lm.mixed_precision_dtype)
                 if getattr(lm, "mixed_precision_dtype", None) is not None else nullcontext())
-    for b0 in range(0, len(rows), batch_size):
-        batch = rows[b0:b0 + batch_size]
+    rows_for = _rows_per_batch(batch_size, config, decoder, device, len(arms),
+                               max(sum(len(s) for s in p[3]) for p in packed) if packed else 0)
+    b0 = 0
+    while b0 < len(rows):
+        # rows are longest first: the batch's first row sets its width (and, sized from memory, its row count)
+        batch = rows[b0:b0 + rows_for(len(packed[rows[b0][0]][0]), len(rows) - b0)]
+        b0 += len(batch)
         width = max(len(packed[gi][0]) for gi, _ in batch)
         n_scored = max(sum(len(s) for s in packed[gi][3]) for gi, _ in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)
