@@ -203,7 +203,7 @@ class RunConfig(BaseModel):
                              "alpha for the task metric's McNemar test): set decision.metric: task or turn sequential "
                              "off.")
         if "arms_pass" in self.evaluator_options:
-            from tasks.evaluation.evaluate import ARMS_PASSES
+            from tasks.evaluation.evaluate import ARMS_PASSES, check_arms_pass
 
             arms_pass = self.evaluator_options["arms_pass"]
             if self.evaluator != "lm_eval":
@@ -213,6 +213,10 @@ class RunConfig(BaseModel):
                 raise ValueError(f"evaluator_options.arms_pass must be one_pass (every arm of an adapter scored "
                                  f"together, the default) or arm_by_arm (one lm-eval run per arm, the reference "
                                  f"path), got {arms_pass!r}")
+            try:
+                check_arms_pass(arms_pass)  # vllm: refused here when it is not installed
+            except ValueError as e:
+                raise ValueError(f"evaluator_options.arms_pass: {e}") from None
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")

@@ -4,7 +4,8 @@
 per-document outcomes that are aligned across subjects (same documents, same order) for the paired tests of the
 gate. ``arms_pass="one_pass"`` (default) loads every subject as a named PEFT adapter on one ``PeftModel`` and
 scores a benchmark's requests for all of them in one pass (:mod:`tasks.evaluation.arms`); ``arm_by_arm`` (the
-reference) hot-swaps the subjects and lets lm-eval score each one on its own.
+reference) hot-swaps the subjects and lets lm-eval score each one on its own; ``vllm`` makes every subject a LoRA
+request of one vLLM engine through lm-eval's vLLM backend (where vllm is installed).
 ``FakeEvaluator`` ("fake") is for tests only: deterministic pseudo-outcomes with no model at all.
 
 Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
@@ -40,7 +41,8 @@ BARE_BASE = None  # subject path meaning "the base model with every adapter disa
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
-ARMS_PASSES = ("one_pass", "arm_by_arm")  # LmEvalEvaluator(arms_pass=...): all subjects together, or one by one
+# LmEvalEvaluator(arms_pass=...): all subjects together, one by one, or as LoRA requests of one vLLM engine
+ARMS_PASSES = ("one_pass", "arm_by_arm", "vllm")
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,11 @@ class LmEvalEvaluator:
         arms_pass: ``one_pass`` (default): every subject is a named adapter of one ``PeftModel`` and a benchmark's
             requests are scored for all of them at once (:class:`tasks.evaluation.arms.lm.ArmsLM`), lm-eval still
             turning each subject's responses into its outcomes; ``arm_by_arm``: one lm-eval run per subject with
-            its adapter swapped in (the reference path). Part of :attr:`key`.
+            its adapter swapped in (the reference path); ``vllm``: every subject a LoRA request of one vLLM engine
+            through lm-eval's vLLM backend (:mod:`tasks.evaluation.arms.vllm_arms`; needs vllm, refused here
+            without it; ``base_model`` must be a path or hub id vLLM loads). Part of :attr:`key`.
+        vllm_options: Extra options of lm-eval's ``VLLM`` on the vllm path (``gpu_memory_utilization``,
+            ``max_model_len``, ...).
 
     Attributes:
         base_loads: How many times a base model was loaded from disk/hub (for tests and logs).
@@ -381,12 +387,13 @@ class LmEvalEvaluator:
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
                  model_id: str | None = None, max_cached_bases: int = 1,
-                 reference_scores: bool = False, arms_pass: str = "one_pass") -> None:  # fmt: skip
+                 reference_scores: bool = False, arms_pass: str = "one_pass",
+                 vllm_options: dict[str, Any] | None = None) -> None:  # fmt: skip
         import torch
 
         if (model is None) != (tokenizer is None):
             raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
-        self.arms_pass = _check_arms_pass(arms_pass)
+        self.arms_pass = check_arms_pass(arms_pass)
         self.last_scoring: ArmsScoring | None = None
         self.batch_size = _check_batch_size(batch_size)
         if device is None:
@@ -401,6 +408,8 @@ class LmEvalEvaluator:
         self._bases: OrderedDict[str, _Base] = OrderedDict()
         self._task_managers: dict[bool, Any] = {}
         self._adapter_seq = 0
+        self.vllm_options = dict(vllm_options or {})
+        self._vllm: dict[str, tuple[Any, dict]] = {}  # base model -> (ArmsVLLM, the options it was built with)
         if model is not None:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
         self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
@@ -430,7 +439,8 @@ class LmEvalEvaluator:
             f"torch={torch.__version__.split('+')[0]};device={str(device).split(':')[0]};dtype={dt};"
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
             + (";reference_scores" if reference_scores else "")  # off: the keys of evaluations made before it
-            + ("" if _check_arms_pass(arms_pass) == "arm_by_arm" else f";arms={arms_pass}")
+            + ("" if check_arms_pass(arms_pass) == "arm_by_arm" else f";arms={arms_pass}")
+            + (f";vllm={version('vllm')}" if arms_pass == "vllm" else "")
         )
 
     # -- model handling
@@ -575,6 +585,11 @@ class LmEvalEvaluator:
             resolve_backend()  # before the model loads: no usable sandbox refuses the benchmark, saying how to fix
             # HF_ALLOW_CODE_EVAL is never set here: every registered code benchmark runs in the sandbox; a user's
             # own hub task scored by HF evaluate's code_eval needs them to set it themselves
+        if self.arms_pass == "vllm":  # vLLM loads the base itself: no transformers model here
+            out = self._evaluate_vllm(base_model, subjects, spec, limit, chosen, Path(out_dir), on_result)
+            _check_aligned(out)
+            self.last_scoring = next(iter(out.values())).scoring
+            return out
         base = self._base(base_model)
         try:
             if self.arms_pass == "one_pass":
@@ -655,6 +670,49 @@ class LmEvalEvaluator:
                  "".join(f"; {s} diverged on {d}/{n}" for s, d, n in scoring.diverged) if subjects else "")
         return out
 
+    def _evaluate_vllm(self, base_model: str, subjects: dict[str, Path | None], spec: BenchmarkSpec,
+                       limit: int | None, chosen: list[int] | None, out_dir: Path,
+                       on_result: Callable[[EvalResult, float], None] | None) -> dict[str, EvalResult]:
+        """Every subject a LoRA request of one vLLM engine (:mod:`tasks.evaluation.arms.vllm_arms`); lm-eval runs
+        per subject, the engine work once. The engine is built on the first call for ``base_model`` and rebuilt only
+        when a call needs more LoRA slots or a larger rank than it has."""
+        from tasks.evaluation.arms.vllm_arms import engine_options, lora_arms
+
+        arms = lora_arms(subjects, first_id=self._adapter_seq + 1)
+        self._adapter_seq += sum(a.path is not None for a in arms)  # vLLM caches adapters by id: never reuse one
+        lm = self._vllm_engine(base_model, engine_options(arms, dtype=self._vllm_dtype(), batch_size=self.batch_size))
+        lm.set_arms(arms)
+        out: dict[str, EvalResult] = {}
+        for subject in subjects:
+            t0, shared0 = time.perf_counter(), lm.pass_seconds
+            lm.serve(subject)
+            res = self._simple_evaluate(lm, spec, limit, chosen)
+            own = time.perf_counter() - t0 - (lm.pass_seconds - shared0)
+            scoring = ArmsScoring("vllm", len(arms), (), lm.pass_seconds)
+            out[subject] = self._result(subject, spec, res, out_dir, scoring)
+            if on_result is not None:
+                on_result(out[subject], own + lm.pass_seconds / len(arms))
+        return out
+
+    def _vllm_dtype(self) -> str:
+        return "bfloat16" if self.dtype == "auto" else str(self.dtype).removeprefix("torch.")
+
+    def _vllm_engine(self, base_model: str, options: dict) -> Any:
+        """The cached ``ArmsVLLM`` of ``base_model``, rebuilt when ``options`` ask for more than it holds."""
+        from tasks.evaluation.arms.vllm_lm import ArmsVLLM
+
+        held = self._vllm.get(base_model)
+        if held is not None:
+            lm, have = held
+            if (options["max_loras"] <= have["max_loras"] and options["max_lora_rank"] <= have["max_lora_rank"]
+                    and options["enable_lora"] <= have["enable_lora"]):
+                return lm
+            del self._vllm[base_model]  # the engine's GPU memory goes with it before the larger one loads
+        options = {**options, **self.vllm_options}
+        lm = ArmsVLLM(base_model, **options)
+        self._vllm[base_model] = (lm, options)
+        return lm
+
     def _add_adapter(self, base: _Base, path: Path) -> str:
         """Load the adapter at ``path`` as a new named adapter of ``base.peft`` (all stay resident); its name.
 
@@ -731,12 +789,23 @@ def _check_batch_size(batch_size: int | str) -> int | str:
                      f"got {batch_size!r}")
 
 
-def _check_arms_pass(arms_pass: str) -> str:
+def check_arms_pass(arms_pass: str) -> str:
+    """``arms_pass`` if this process can run it.
+
+    Raises:
+        ValueError: Not one of :data:`ARMS_PASSES` (with the close match), or ``vllm`` without vllm installed
+            (:data:`~tasks.evaluation.arms.vllm_arms.VLLM_MISSING`).
+    """
     if arms_pass not in ARMS_PASSES:
         close = difflib.get_close_matches(str(arms_pass), ARMS_PASSES, n=1)
         raise ValueError(f"LmEvalEvaluator: arms_pass must be one of {', '.join(ARMS_PASSES)}, got {arms_pass!r}"
                          + (f"; did you mean {close[0]!r}?" if close else ""))
+    if arms_pass == "vllm":
+        from tasks.evaluation.arms.vllm_arms import require_vllm
+
+        require_vllm()
     return arms_pass
+
 
 
 def _weight_config(path: Path) -> dict:

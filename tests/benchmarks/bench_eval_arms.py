@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    base_dir = bundled_base_dir(Path(args.data_dir) if args.data_dir else default_data_dir())
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).to(device).eval()
+    base_dir = Path(args.base_dir) if getattr(args, "base_dir", None) else bundled_base_dir(
+        Path(args.data_dir) if args.data_dir else default_data_dir())
+    dtype = getattr(args, "dtype", "float32")
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(base_dir)
     evaluators = {p: LmEvalEvaluator(model=model, tokenizer=tok, model_id="smol", device=device,
                                      batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, arms_pass=p)
@@ -98,16 +100,23 @@ def run(args: argparse.Namespace) -> list[dict]:
                 arms = build_arms(base_dir, work / "adapters", k, args.seed)
                 for rep in range(args.repeats):
                     order = PATHS if rep % 2 == 0 else PATHS[::-1]
-                    wall, cpu, res = {}, {}, {}
+                    wall, cpu, res, peak = {}, {}, {}, {}
                     for path in order:
+                        if device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                            torch.cuda.reset_peak_memory_stats()
                         t0, c0 = time.perf_counter(), time.process_time()
                         res[path] = evaluators[path].evaluate("smol", arms, bench, limit=limit,
                                                               out_dir=work / "samples" / f"{bench}-{k}-{rep}-{path}")
+                        if device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                            peak[path] = torch.cuda.max_memory_allocated() / 2**30
                         wall[path], cpu[path] = time.perf_counter() - t0, time.process_time() - c0
                     cmp = compare_results(res["arm_by_arm"], res["one_pass"])
                     scoring = evaluators["one_pass"].last_scoring
                     rows.append({
                         "benchmark": bench, "k": k, "limit": limit, "repeat": rep, "order": list(order),
+                        "dtype": dtype, "device": device, "peak_gib": peak,
                         "arm_by_arm_s": wall["arm_by_arm"], "one_pass_s": wall["one_pass"],
                         "ratio": wall["arm_by_arm"] / wall["one_pass"], "documents": cmp.documents,
                         "arm_by_arm_cpu_s": cpu["arm_by_arm"], "one_pass_cpu_s": cpu["one_pass"],
@@ -138,15 +147,21 @@ def _divergence(r: dict) -> str:
     return "n/a" if not checked else f"{sum(d for _, d, _ in r['diverged']) / checked:.1%}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def _batch(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", default="4,8,16", help="Numbers of arms K, comma-separated (default 4,8,16).")
     ap.add_argument("--benchmarks", default="ss_mc,ss_arith", help="Benchmarks, comma-separated.")
     ap.add_argument("--limit", type=int, default=20, help="Documents of ss_mc (default 20).")
     ap.add_argument("--gen-limit", type=int, default=8, help="Documents of generative benchmarks (default 8).")
     ap.add_argument("--max-gen-toks", type=int, default=None, help="Override of max_gen_toks (default: the task's).")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=_batch, default=8, help="Rows per pass, or auto (from free GPU memory).")
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available).")
+    ap.add_argument("--dtype", default="float32", help="Model dtype: float32, bfloat16, float16 (default float32).")
+    ap.add_argument("--base-dir", default=None, help="A saved base model (default: the bundled SmolLM2).")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1).")
     ap.add_argument("--repeats", type=int, default=1, help="Repeats per (benchmark, K), the path order alternating.")
     ap.add_argument("--data-dir", default=None, help="Model cache (default: the product's data dir).")
@@ -159,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s), batch {args.batch_size}\n")
+    print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s), batch {args.batch_size}, "
+          f"{args.dtype}\n")
     print("| benchmark | K | docs | arm by arm wall | one pass wall | wall ratio | arm by arm CPU | one pass CPU "
           "| CPU ratio | shared pass (wall) | outcome mismatches | max \\|ΔLL\\| | fallbacks | diverged |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
@@ -169,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  mismatch {r['benchmark']} K={r['k']}: {m}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

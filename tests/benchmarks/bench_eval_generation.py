@@ -74,7 +74,7 @@ def arm_by_arm(lm, requests, arms) -> dict[str, list[str]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--benchmark", default="ss_arith", help="A generative offline suite (default ss_arith).")
     ap.add_argument("--limit", type=int, default=16, help="First N documents (default 16).")
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chat", action="store_true", help="Apply the tokenizer's chat template to the prompts.")
     ap.add_argument("--data-dir", default=None, help="Model cache (default: the product's data dir).")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu / cuda (default cpu).")
+    ap.add_argument("--dtype", default="float32", help="Model dtype: float32, bfloat16, float16 (default float32).")
+    ap.add_argument("--base-dir", default=None, help="A saved base model (default: the bundled SmolLM2).")
     args = ap.parse_args(argv)
 
     import torch
@@ -98,19 +101,21 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    base_dir = bundled_base_dir(Path(args.data_dir) if args.data_dir else default_data_dir())
+    base_dir = Path(args.base_dir) if args.base_dir else bundled_base_dir(
+        Path(args.data_dir) if args.data_dir else default_data_dir())
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_generation-") as tmp:
         dirs = build_arms(base_dir, Path(tmp), args.seed)
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, args.dtype)).eval()
         tok = AutoTokenizer.from_pretrained(base_dir)
         names = [a for a, d in dirs.items() if d is not None]
         pm = PeftModel.from_pretrained(model, str(dirs[names[0]]), adapter_name=names[0])
         for a in names[1:]:
             pm.load_adapter(str(dirs[a]), adapter_name=a)
-        lm = HFLM(pretrained=pm.eval(), tokenizer=tok, batch_size=args.batch_size)
+        lm = HFLM(pretrained=pm.to(args.device).eval(), tokenizer=tok, batch_size=args.batch_size)
         requests = suite_requests(args.benchmark, args.limit, lm, chat=args.chat)
         print(f"base: {base_dir} | torch {torch.__version__}, {torch.get_num_threads()} thread(s) | "
-              f"{args.benchmark}: {len(requests)} documents, batch {args.batch_size}\n")
+              f"{args.benchmark}: {len(requests)} documents, batch {args.batch_size}, {args.dtype} on {args.device}\n")
         print("| K | arm by arm (s) | all arms (s) | ratio | strings differing | divergence rate | forward passes |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for k in args.arms:
@@ -129,8 +134,12 @@ def main(argv: list[str] | None = None) -> None:
             ref, new = statistics.median(t_ref), statistics.median(t_new)
             print(f"| {k} | {ref:.1f} | {new:.1f} | {ref / new:.2f}× | {differ} / {k * len(requests)} | "
                   f"{rate:.1%} | {stats.forward_passes} |", flush=True)  # fmt: skip
+            rows.append({"benchmark": args.benchmark, "k": k, "dtype": args.dtype, "device": args.device,
+                         "arm_by_arm_s": ref, "one_pass_s": new, "ratio": ref / new, "strings_differing": differ,
+                         "strings": k * len(requests), "divergence_rate": rate})
         per_arm = ", ".join(f"{s.arm} {s.diverged}/{s.documents}" for s in stats.arms if s.arm != "baseline")
         print(f"\nshared prompt prefix: {stats.shared_prefix_tokens} tokens; diverged per arm (last run): {per_arm}")
+    return rows
 
 if __name__ == "__main__":
     main()
