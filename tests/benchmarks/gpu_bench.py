@@ -125,7 +125,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="Also write every row to this JSON file.")
+    ap.add_argument("--prepare", action="store_true", help=f"Only copy SmolLM2's config and tokenizer to {PREPARED}.")
     args = ap.parse_args(argv)
+    if args.prepare:
+        print(f"SmolLM2 config and tokenizer in {prepare()}")
+        return {}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
