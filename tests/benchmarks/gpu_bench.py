@@ -92,14 +92,16 @@ def run(args: argparse.Namespace) -> dict[str, list[dict]]:
             print(f"\n## {dtype} on {args.device}: generate_until, HFLM per arm vs all arms\n", flush=True)
             out["generation"] += bench_eval_generation.main([
                 "--base-dir", str(base), "--device", args.device, "--dtype", dtype, "--limit", str(args.gen_limit),
-                "--arms", *args.arms.split(","), "--batch-size", str(args.batch_size if args.batch_size != "auto" else 8),
+                "--arms", *args.arms.split(","),
+                "--batch-size", str(args.batch_size if args.batch_size != "auto" else 8),  # HFLM's: an int
                 "--threads", str(args.threads)])  # fmt: skip
     return out
 
 
 def summary(rows: dict[str, list[dict]]) -> str:
     """One line per (benchmark, dtype, K): the ratio and the mismatches, the numbers to read first."""
-    lines = ["| what | dtype | K | arm by arm / one pass (wall) | outcome mismatches | max \\|ΔLL\\| | strings differing |",
+    lines = ["| what | dtype | K | arm by arm / one pass (wall) | outcome mismatches | max \\|ΔLL\\| "
+             "| strings differing |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows["eval_arms"]:
         dll = "n/a" if r["max_abs_dll"] is None else f"{r['max_abs_dll']:.1e}"

@@ -151,8 +151,8 @@ def _generate_all(lm: Any, model: Any, requests: Sequence[Any], arms: Sequence[s
     # HFLM's own order and batches: longest context first, grouped by gen_kwargs
     re_ords = Collator(args, sort_fn=lambda req: (-len(lm.tok_encode(req[0])), req[0]),
                        group_by="gen_kwargs", group_fn=lambda x: x[1])  # fmt: skip
-    chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=lm.batch_size if isinstance(lm.batch_size, int) else 0,
-                                                                      batch_fn=None)]  # fmt: skip
+    hflm_batch = lm.batch_size if isinstance(lm.batch_size, int) else 0  # "auto" (with our batch_size): one chunk
+    chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=hflm_batch, batch_fn=None)]
     prompts = [p for c in chunks for p in c.prompts]
     runner = Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
                      _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip

@@ -84,7 +84,8 @@ def test_fan_out_makes_each_engine_call_once_for_every_arm():
 
     results = fan.run(method)
     assert fan.engine_calls == 2 and engine_prompts == [6, 3]
-    assert results == [[((p,), s, lora) for p, s in (((1), "s"), ((2), "s"), ((3), "t"))] for lora in ("L1", None, "L3")]
+    calls = ((1, "s"), (2, "s"), (3, "t"))
+    assert results == [[((p,), s, lora) for p, s in calls] for lora in ("L1", None, "L3")]
 
 
 def test_fan_out_refuses_a_run_that_chunks_unlike_the_first():
