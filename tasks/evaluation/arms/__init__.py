@@ -5,7 +5,11 @@
 * :mod:`~tasks.evaluation.arms.lm`: :class:`~tasks.evaluation.arms.lm.ArmsLM`, lm-eval's ``HFLM`` that scores a
   benchmark's requests for every arm on its first call and then serves each arm's responses, so lm-eval's own
   filters and metrics turn them into per-document outcomes;
-* :mod:`~tasks.evaluation.arms.compare`: two result sets compared document by document, mismatches with their gaps.
+* :mod:`~tasks.evaluation.arms.compare`: two result sets compared document by document, mismatches with their gaps;
+* :mod:`~tasks.evaluation.arms.precision`: scores from fp32 logits on a bf16/fp16 model;
+* :mod:`~tasks.evaluation.arms.memory`: rows per pass from free GPU memory (``batch_size="auto"``);
+* :mod:`~tasks.evaluation.arms.vllm_arms` / :mod:`~tasks.evaluation.arms.vllm_lm`: every arm a LoRA request of one
+  vLLM engine (``arms_pass="vllm"``, where vllm is installed).
 
 Pure: no Prefect, no registry.
 """
@@ -20,7 +24,8 @@ class ArmsScoring:
     """How one call of the evaluator scored its subjects.
 
     Attributes:
-        path: ``one_pass`` (every arm scored together, then served to lm-eval arm by arm) or ``arm_by_arm``.
+        path: ``one_pass`` (every arm scored together, then served to lm-eval arm by arm), ``arm_by_arm``, or
+            ``vllm`` (every arm a LoRA request of one vLLM engine, :mod:`~tasks.evaluation.arms.vllm_arms`).
         arms: Arms scored together (1 per subject on the arm-by-arm path).
         fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path.
         shared_seconds: Seconds of model work done for all arms together (0.0 arm by arm); each subject's
