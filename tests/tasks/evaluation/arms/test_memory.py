@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
@@ -121,3 +122,22 @@ def test_loglikelihood_refuses_a_bad_batch_size(lm):
         from tasks.evaluation.evaluate import LmEvalEvaluator
 
         LmEvalEvaluator(batch_size="max")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_auto_reads_free_memory_and_bf16_one_pass_keeps_the_fp32_outcomes(tiny_base, tmp_path, monkeypatch):
+    from tasks.evaluation.arms.compare import compare_results
+    from tasks.evaluation.evaluate import get_evaluator
+
+    subjects = {"baseline": tiny.save_adapter(tiny_base, tmp_path / "a", seed=3), "bare": None,
+                "other": tiny.save_adapter(tiny_base, tmp_path / "b", seed=5)}
+    sized = []
+    monkeypatch.setattr(ll_module, "loglikelihood_rows",
+                        lambda free, dims, **k: sized.append(free) or loglikelihood_rows(free, dims, **k))
+    res = {}
+    for dtype, arms_pass, bs in (("float32", "arm_by_arm", 8), ("bfloat16", "one_pass", "auto")):
+        ev = get_evaluator("lm_eval", batch_size=bs, device="cuda", dtype=dtype, arms_pass=arms_pass)
+        res[dtype] = ev.evaluate(str(tiny_base), subjects, "ss_mc", limit=24, out_dir=tmp_path / dtype)
+    assert sized and all(free > 0 for free in sized)  # free memory was read and used
+    cmp = compare_results(res["float32"], res["bfloat16"])
+    assert cmp.mismatches == () and cmp.max_abs_dll <= 0.1
