@@ -26,24 +26,13 @@ from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
 from tasks.evaluation.evaluate import doc_rows, runs_generated_code, split_doc_rows
-from tasks.decision.gate import (
-    REJECTED_ON_TASK_EVIDENCE,
-    ArmOutcomes,
-    DecisionConfig,
-    decide,
-    decision_metric,
-    guard_skips,
-    summarize,
-    verdict_label,
-    verdict_of,
-)
+from tasks.decision.gate import decision_metric, verdict_label, verdict_of
+from tasks.decision.arms import BARE_BASE, BASELINE, Arm, gate_inputs, guard_plan, plan_arms, run_gate
+from tasks.decision.sequential import design_for, run_looks
 from tasks.surgery.policies import get_policy
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
 from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
-
-BASELINE = "baseline"
-BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
 
 
 def _logger():
@@ -77,49 +66,6 @@ def sandbox_used(config: RunConfig, spec: BenchmarkSpec) -> str | None:
     if not (spec.executes_code and runs_generated_code(config.evaluator)):
         return None
     return chosen_backend(config.sandbox)
-
-
-ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One planned subject besides the baseline: a policy under a seed, a control of the ladder, or the bare base.
-
-    Roles: ``policy`` (a configured edit), ``random_control`` (``random_index``, one per control seed),
-    ``scalar_control`` (the calibrated global scalar: a control every policy must beat, promotable itself),
-    ``canary`` (the zero rebuild: must match the baseline), ``bare_base`` (the base model without the adapter:
-    the baseline must differ from it; no artifact).
-    """
-
-    policy: str
-    seed: int
-    role: str
-
-    @property
-    def is_control(self) -> bool:
-        """Never promoted."""
-        return self.role in ("random_control", "canary", "bare_base")
-
-    @property
-    def name(self) -> str:
-        return f"{self.policy}-s{self.seed}" if self.role == "random_control" else self.policy
-
-
-def plan_arms(config: RunConfig, surgery) -> list[Arm]:
-    """The configured policies at the calibration seed, ``random_index`` at each control seed, and the ladder."""
-    arms = []
-    for p in surgery.policies:
-        spec = get_policy(p)
-        arms.append(Arm(spec.name, surgery.calib.seed, "random_control" if spec.is_control else "policy"))
-    arms += [Arm("random_index", s, "random_control") for s in surgery.random_control_seeds]
-    if config.ladder.global_scalar:
-        arms.append(Arm("global_scalar", surgery.calib.seed, "scalar_control"))
-    if config.ladder.zero_rebuild:
-        arms.append(Arm("zero_rebuild", surgery.calib.seed, "canary"))
-    if config.ladder.bare_base:
-        arms.append(Arm(BARE_BASE, 0, "bare_base"))
-    return arms
 
 
 def _io_retry(task_, task_run, state) -> bool:
@@ -408,194 +354,28 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
 
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                         arms: list[Arm]) -> tuple[tuple[str, dict[str, list], dict[str, list]], dict]:
-    """The task benchmark in looks (:mod:`tasks.decision.sequential`): each look scores only its new documents, for the
-    baseline, the controls and every candidate still running.
-
-    The canaries: the zero rebuild is scored at the first look only (a broken write path shows on any document), and
-    a zero rebuild that fails there stops the adapter at once (its run is flagged whatever more documents say). The
-    bare base is scored at every look until the baseline differs from it on some document, so "the adapter is not
-    applied" rests on the same documents as in the fixed design, and an adapter that merely agrees with the base on
-    the first look's documents is not rejected for it. For the same reason an efficacy stop waits for that
-    difference (``efficacy_deferred_at`` records the looks where it waited); stopping there would turn the fixed
-    design's PROMOTE into a canary REJECT.
-
-    A candidate stops at a look for futility (its gain's upper bound below ``gate.min_effect``); the adapter stops
-    when every candidate has stopped or one reaches efficacy, else at the budget.
+    """The task benchmark in looks (:func:`tasks.decision.sequential.run_looks`), each look's new documents scored by
+    :func:`evaluate_subjects`.
 
     Returns:
         ``((key, subject -> outcomes of the documents it was scored on, subject -> their scores), record)``; the
         record (design, looks, where each candidate stopped, documents evaluated) goes into the decision's statistics.
     """
-    from tasks.decision.canaries import documents_differing, zero_rebuild_holds
-    from tasks.decision.sequential import design_for, look_candidates
+    roles = {a.name: a.role for a in arms if a.name in cands.ids}
+    n_candidates = sum(r in ("policy", "scalar_control") for r in roles.values())
+    design = design_for(config.sequential, config.gate, config.limit_for(spec.name), n_candidates)
 
-    present = [a for a in arms if a.name in cands.ids]
-    candidates = [a.name for a in present if a.role in ("policy", "scalar_control")]
-    controls = [a.name for a in present if a.role == "random_control"]
-    scalar = next((a.name for a in present if a.role == "scalar_control"), None)
-    canaries = [a.name for a in present if a.role in ("canary", "bare_base")]
-    zero = next((a.name for a in present if a.role == "canary"), None)
-    bare = next((a.name for a in present if a.role == "bare_base"), None)
-    design = design_for(config.sequential, config.gate, config.limit_for(spec.name), len(candidates))
-    live, futile, looks, keys = list(candidates), {}, [], []
-    out: dict[str, list] = {}
-    scores: dict[str, list] = {}
-    no_scores: set[str] = set()
-    start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
+    def score(names: list[str], docs: tuple[int, int]):
+        return evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", names, docs=docs)
 
-    def differing(name: str) -> int:  # documents where canary ``name`` differs from the baseline, of those scored
-        return documents_differing(out[name], out[BASELINE])
-
-    for k, n_k in enumerate(design.looks, 1):
-        # the bare base goes on while the baseline has not differed from it: its canary needs one difference
-        more_bare = [bare] if k > 1 and bare is not None and differing(bare) == 0 else []
-        scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
-                  + (canaries if k == 1 else more_bare))
-        ekey, chunk, chunk_scores = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task",
-                                                      scored, docs=(start, n_k))
-        keys.append(ekey)
-        for name, values in chunk.items():
-            if len(scores.get(name, ())) == len(out.get(name, ())) and name in chunk_scores:
-                scores.setdefault(name, []).extend(chunk_scores[name])
-            else:  # a look without scores: the subject has none over its documents
-                scores.pop(name, None)
-                no_scores.add(name)
-            out.setdefault(name, []).extend(values)
-        results = look_candidates(design, k, out[BASELINE], {n: out[n] for n in live}, {n: out[n] for n in controls},
-                                  (scalar, out[scalar]) if scalar else None, spec.higher_is_better)
-        last = k == len(design.looks)  # the last look decides nothing itself: the gate does, at its level
-        looks.append({"look": k, "documents": n_k,
-                      "results": {n: "not significant" if last and r == "futility" else r for n, r in results.items()}})
-        if k < len(design.looks):
-            futile.update({n: k for n, r in results.items() if r == "futility"})
-        live = [n for n in live if n not in futile]
-        if k == 1 and zero is not None and not zero_rebuild_holds(differing(zero), len(out[zero]),
-                                                                  config.gate.canary_tolerance):
-            canary_stop = f"the zero-rebuild canary {zero} failed at look 1"  # final: it is scored at look 1 only
-        efficacy = any(results[n] == "efficacy" for n in live)
-        unapplied = bare is not None and differing(bare) == 0  # a stop now would read as "adapter not applied"
-        if k < len(design.looks) and (not live or canary_stop or (efficacy and not unapplied)):
-            stop_k = k
-            break
-        if efficacy and k < len(design.looks):
-            deferred.append(k)
-        start = n_k
+    run = run_looks(design, roles, score, higher_is_better=spec.higher_is_better,
+                    canary_tolerance=config.gate.canary_tolerance, baseline=BASELINE)
+    rec, stop_k = run.record, run.record["stopped_at_look"]
     _logger().info("%s: %s in %d of %d looks (%d of %d documents)%s%s", adapter.name, spec.name, stop_k,
                    len(design.looks), design.looks[stop_k - 1], design.looks[-1],
-                   f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in futile.items())}" if futile
-                   else "", f"; {canary_stop}" if canary_stop else "")
-    record = {"design": design.model_dump(mode="json"), "looks": looks, "stopped_at_look": stop_k,
-              "documents": design.looks[stop_k - 1], "futile": futile, "evaluation_keys": keys,
-              "canary_stop": canary_stop, "efficacy_deferred_at": deferred,
-              "canary_documents": {n: len(out[n]) for n in canaries if n in out},
-              "subject_documents": sum(len(v) for v in out.values()),
-              "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
-    key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]
-    return (key, out, {n: v for n, v in scores.items() if n not in no_scores}), record
-
-
-def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, cands: list[ArmOutcomes],
-                         controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]):
-    """The gate at the look where the task evaluation stopped, with the candidates stopped earlier for futility
-    rejected on the documents they had (each at its own look's level)."""
-    import dataclasses
-
-    from tasks.decision.gate import Decision
-    from tasks.decision.sequential import SequentialDesign, look_config
-
-    design = SequentialDesign.model_validate(record["design"])
-    m = len(cands)
-    full = [c for c in cands if c.name not in record["futile"]]
-    decision = decide(base, full, controls, look_config(design, config.gate, record["stopped_at_look"], m), **extras)
-    stopped = []
-    for c in cands:
-        if c.name not in record["futile"]:
-            continue
-        j = record["futile"][c.name]
-        nj = design.looks[j - 1]
-
-        def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
-            # no guard at all (its stop is task evidence): the sub-decision only gives the numbers it had
-            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None, guard_skipped=None)
-
-        scalar = first(extras["scalar_control"])
-        sub = decide(first(base), [first(c)], [first(r) for r in controls],
-                     look_config(design, config.gate, j, m), scalar_control=scalar if scalar is not None and
-                     scalar.name != c.name else None)  # fmt: skip
-        v = sub.verdicts[0]
-        stopped.append(dataclasses.replace(v, verdict="reject", passed=False, reason=(
-            f"{c.name}: stopped for futility at look {j} of {len(design.looks)} ({nj} documents) — " + v.reason)))
-    if not stopped:
-        return decision
-    verdicts = decision.verdicts + tuple(stopped)
-    if decision.verdict == "promote":
-        return dataclasses.replace(decision, verdicts=verdicts)
-    # the gate's one sentence composer: only a HOLD gets the adapter's "held for evidence" tail
-    promoted, verdict, sentence, n_needed = summarize(verdicts, decision.flags, decision.higher_is_better)
-    return Decision(promoted, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
-                    decision.higher_is_better, verdict, decision.flags, decision.canaries, n_needed)
-
-
-def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], guard_out: dict[str, list] | None,
-                 higher_is_better: bool, skipped: dict[str, str] | None = None,
-                 task_scores: dict[str, list] | None = None):  # fmt: skip
-    """The gate's arms from the stored outcomes: ``(baseline, candidates, random controls, extras)``.
-
-    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`);
-    ``task_scores`` the arms' continuous per-document scores on the task benchmark (where they have them).
-    """
-    g, skipped, sc = guard_out or {}, skipped or {}, task_scores or {}
-    by_name = {a.name: a for a in arms if a.name in cands.ids}
-    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better,
-                       scores=sc.get(BASELINE))
-    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
-                          None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better,
-                          guard_skipped=skipped.get(n) if n not in g and a.role in ("policy", "scalar_control")
-                          else None, scores=sc.get(n))
-           for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
-    role = {n: a.role for n, a in by_name.items()}
-    one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
-    candidates = [arm[n] for n in arm if role[n] in ("policy", "scalar_control")]
-    controls = [arm[n] for n in arm if role[n] == "random_control"]
-    extras = {"scalar_control": one["scalar_control"], "zero_rebuild": one["canary"], "bare_base": one["bare_base"]}
-    return base, candidates, controls, extras
-
-
-def _gate(config: RunConfig, sequential: dict | None, base: ArmOutcomes, candidates: list[ArmOutcomes],
-          controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None], decision: DecisionConfig | None = None):
-    """The decision: the fixed gate (on ``decision``'s metric), or a sequential run's at the look where it stopped
-    (task metric only: the run config refuses a continuous metric with sequential looks)."""
-    if sequential is None:
-        return decide(base, candidates, controls, config.gate, **extras, decision=decision)
-    return _sequential_decision(config, sequential, base, candidates, controls, extras)
-
-
-def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: dict[str, list],
-               higher_is_better: bool, sequential: dict | None = None) -> tuple[list[str], dict[str, str]]:
-    """Which arms the IFEval guard scores, and why each other one is not (``RunConfig.guard_arms``).
-
-    ``all``: every candidate and random control (not the canaries, nor a candidate stopped for futility).
-    ``promotable``: only the candidates whose verdict the guard can still change: the gate decides on the task
-    outcomes alone, and a candidate it rejects there is rejected whatever its guard
-    (:func:`tasks.decision.gate.guard_skips`); the random controls are never promoted and their guard is weighed in no
-    verdict. So the decision is the one every arm guarded would give. Computed under the gate settings in force,
-    so a re-decision under others that needs a guard not scored yet scores it then.
-
-    Returns:
-        ``(arm names to score besides the baseline, arm name -> why its guard is not evaluated)``; with no arm to
-        score, the baseline's guard is not evaluated either (``"baseline"`` is then among the skipped).
-    """
-    futile = (sequential or {}).get("futile", {})
-    present = [a for a in arms if a.name in cands.ids and a.name not in futile]
-    if config.guard_arms == "all":
-        return [a.name for a in present if a.role in ("policy", "scalar_control", "random_control")], {}
-    task_only = _gate(config, sequential, *_gate_inputs(arms, cands, task_out, None, higher_is_better))
-    skips = guard_skips(task_only)
-    skips.update({a.name: "a random control, never promoted" for a in present if a.role == "random_control"})
-    guarded = [a.name for a in present if a.role in ("policy", "scalar_control") and a.name not in skips]
-    if not guarded:
-        skips[BASELINE] = f"every candidate is {REJECTED_ON_TASK_EVIDENCE}"
-    return guarded, skips
+                   f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in rec['futile'].items())}"
+                   if rec["futile"] else "", f"; {rec['canary_stop']}" if rec["canary_stop"] else "")
+    return (run.key, run.outcomes, run.scores), rec
 
 
 @task(cache_policy=NO_CACHE)
@@ -622,11 +402,11 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     if guard_skipped:  # absent when every arm is guarded: the keys of decisions made before guard_arms existed
         evidence["guard_skipped"] = sorted(guard_skipped)
     dkey = decision_key(config.gate, cands.key, evidence, config.decision)
-    base, candidates, controls, extras = _gate_inputs(arms, cands, task_out, guard_out, higher_is_better,
+    base, candidates, controls, extras = gate_inputs(arms, cands.ids, task_out, guard_out, higher_is_better,
                                                       guard_skipped, task_scores)
     role = {a.name: a.role for a in arms if a.name in cands.ids}
     metric = decision_metric(config.decision, [base, *candidates, *controls, extras["scalar_control"]], task_name)
-    decision = _gate(config, sequential, base, candidates, controls, extras, metric.used)
+    decision = run_gate(config, sequential, base, candidates, controls, extras, metric.used)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
@@ -794,7 +574,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
             if gspec.name == spec.name:  # the task benchmark is the guard: its scores serve as the guard, free
                 guard_eval = task_eval
             else:  # the canaries and the bare base are checked on the task benchmark only
-                guarded, guard_skipped = guard_plan(config, arms, cands, task_eval[1], spec.higher_is_better,
+                guarded, guard_skipped = guard_plan(config, arms, cands.ids, task_eval[1], spec.higher_is_better,
                                                     sequential)
                 if guarded or BASELINE not in guard_skipped:
                     guard_eval = evaluate_subjects(config, version, adapter, local, cands, gspec,

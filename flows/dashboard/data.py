@@ -23,6 +23,7 @@ from typing import Any
 
 from registry.read import dashboard_rows
 from registry.validation import error_summary
+from tasks.decision.arms import stored_arm_name
 from tasks.surgery.diagnostics import short_module
 from tasks.decision.gate import verdict_label, verdict_of
 from tasks.decision.report import pairing_text, pairing_vs, what_wins
@@ -35,11 +36,9 @@ FAILURES_CAP = 50  # failed adapter runs listed fleet-wide (10 per adapter)
 
 # ----------------------------------------------------------------------------------------------- helpers
 def arm_name(policy: str, seed: int, is_control: bool) -> str:
-    """The gate's name of a candidate: the policy, or ``random_index-s<seed>`` for a random control.
-
-    Same rule as ``flows.refine_adapter.Arm.name`` (not imported: that would pull Prefect into the dashboard).
-    """
-    return f"{policy}-s{seed}" if policy == "random_index" else policy
+    """The gate's name of a candidate: the policy, or ``random_index-s<seed>`` for a random control
+    (:func:`tasks.decision.arms.stored_arm_name`, the rule the flow names its arms by)."""
+    return stored_arm_name(policy, seed)
 
 
 def slug(name: str) -> str:
