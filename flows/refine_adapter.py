@@ -30,6 +30,8 @@ from tasks.decision.gate import decision_metric, verdict_label, verdict_of
 from tasks.decision.arms import BARE_BASE, BASELINE, Arm, gate_inputs, guard_plan, plan_arms, run_gate
 from tasks.decision.sequential import design_for, run_looks
 from tasks.surgery.policies import get_policy
+from tasks.surgery.write_plan import (candidate_record, fresh_holdout, is_data_free, no_holdout_reason, plan_writes,
+                                      stage_seconds)
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
 from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
@@ -142,7 +144,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     surgery = config.surgery_for(overrides)
     # Data-free edits (post-hoc reshapes, the zero-rebuild canary) depend on the adapter alone: when every arm
     # to write is one, no calibration source is read and no model runs (the key holds no calibration either).
-    data_free = all(not get_policy(a.policy).needs_data for a in arms if a.role != "bare_base")
+    data_free = is_data_free(arms)
     source = overrides.get("calib") or config.calib_source
     if not source and not data_free:
         raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
@@ -155,33 +157,24 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             holdout = load_calibration(source, holdout_calib_config(surgery))
         except ValueError:  # the same file read above for the sensitivities: here it only has no rows left
             holdout = []
-        # a row repeated in the file is the same data: γ is chosen only on rows the sensitivities never saw
-        seen = {(e.prompt, e.answer) for e in examples}
-        fresh = [e for e in holdout if (e.prompt, e.answer) not in seen]
+        fresh = fresh_holdout(examples, holdout)
         if len(fresh) < len(holdout):
-            _logger().info(f"{adapter.name}: {len(holdout) - len(fresh)} held-out calibration row(s) repeat a sensitivity row; "
-                f"γ is chosen on the other {len(fresh)}")
+            _logger().info(f"{adapter.name}: {len(holdout) - len(fresh)} held-out calibration row(s) repeat a "
+                           f"sensitivity row; γ is chosen on the other {len(fresh)}")
         holdout = fresh
         if not holdout:
-            skipped["global_scalar"] = (
-                f"no held-out calibration examples to choose γ on: {source} has no new rows after the first "
-                f"{surgery.calib.start + surgery.calib.n_samples}; add {surgery.global_scalar.holdout} more")
+            skipped["global_scalar"] = no_holdout_reason(source, surgery.calib.start, surgery.calib.n_samples,
+                                                         surgery.global_scalar.holdout)
             arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
                         calibration_sha256(examples))
     ckey = candidate_key(pkey, surgery, holdout_sha256=calibration_sha256(holdout) if holdout else None)
-    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
-
-    def done(a: Arm) -> bool:
-        c = existing.get((a.policy, a.seed))
-        return c is not None and (a.role == "bare_base" or bool(c.artifact_uri and Path(c.artifact_uri).is_dir()))
-
-    missing = [a for a in arms if not done(a)]
+    plan = plan_writes(arms, {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)})
     calibrated = False
     log = _logger()
-    for arm in [a for a in missing if a.role == "bare_base"]:  # scored with the adapter off: nothing to write
+    for arm in plan.bare:  # scored with the adapter off: nothing to write
         reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params={}, is_control=True)
-    writes = [a for a in missing if a.role != "bare_base"]
+    writes = plan.writes
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
         prepared = load_prepared(prep_file, local, surgery.targets)
@@ -190,7 +183,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             save_prepared(prepared, prep_file)
             log.info("%s: decomposed %d modules for %d data-free candidate(s): no model, no calibration",
                      adapter.name, len(prepared.modules), len(writes))
-        needs_model = prepared is None or any(a.role == "scalar_control" for a in writes)
+        needs_model = plan.needs_model(prepared is not None)
         if prepared is not None:
             log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities", adapter.name,
                      len(writes))
@@ -212,7 +205,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     save_prepared(prepared, prep_file)
                     log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
                              len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
-                if any(a.role == "scalar_control" for a in writes):
+                if plan.needs_gamma:
                     t_gamma = time.perf_counter()
                     selection = select_gamma_calib_loss(model, tok, prepared, holdout, surgery,
                                                         sensitivity_examples=examples)
@@ -230,36 +223,15 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                        **stage_seconds(prepared, get_policy(arm.policy).needs_data)}
             if sel is not None and gamma_seconds is not None:
                 seconds["gamma"] = gamma_seconds
-            spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
-                        for name, m in manifest["modules"].items()}
-            sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
-                           "sign_agreement": m["sensitivity"]["sign_agreement"]}
-                    for name, m in manifest["modules"].items() if m.get("sensitivity")}  # none without data
-            params = dict(manifest["parameters"])
-            if sel is not None:
-                params.update({k: manifest[k] for k in ("gamma", "gamma_rule", "gamma_grid", "gamma_scores")})
-            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=params,
+            rec = candidate_record(manifest, scalar=sel is not None)
+            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=rec.params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
-                              spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens,
-                              seconds=seconds)
+                              spectrum=rec.spectrum, sensitivity=rec.sensitivity, seconds=seconds)
             stage_hook.reached("editing")
     rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
     ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
-    return Candidates(ckey, ids, len(missing), calibrated, skipped)
-
-
-def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
-    """What the stages a candidate was written from cost when they were computed (not what reusing them cost).
-
-    ``decompose`` always; ``calibrate`` only for an edit that needs data (a data-free edit written from a
-    calibrated stage did not need the calibration). A stage loaded from the store reports its stored cost.
-    """
-    t = prepared.timings
-    out = {"decompose": float(t.get("stored_decompose", t.get("decompose", 0.0)))}
-    if needs_data:
-        out["calibrate"] = float(t.get("stored_calibrate", t.get("calibrate", 0.0)))
-    return out
+    return Candidates(ckey, ids, len(plan.missing), calibrated, skipped)
 
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,
