@@ -10,7 +10,6 @@ here only add retries (for I/O), logging and artifacts.
 import contextlib
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from tasks.decision.sequential import design_for, run_looks
 from tasks.surgery.policies import get_policy
 from tasks.surgery.write_plan import (candidate_record, fresh_holdout, is_data_free, no_holdout_reason, plan_writes,
                                       stage_seconds)
+from tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
 from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
@@ -383,24 +383,20 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
                                  config.gate.guard_tolerance, v.guard_ok, p_value=v.guard_test.p_value)
-    stats = decision.to_dict()
-    stats["means"] = {n: sum(x) / len(x) for n, x in task_out.items()}
-    if guard_out:
-        stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
-    stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
-    stats["ladder"] = {"roles": role, "skipped": cands.skipped}
-    if guard_name:
-        stats["guard"] = {"arms": config.guard_arms,
-                          "skipped": {n: f"guard not evaluated: {why}" for n, why in (guard_skipped or {}).items()}}
-    if sequential is not None:
-        stats["sequential"] = sequential
-    if budget is not None:
-        stats["edit_budget"] = budget
-    if metric.fallback:
-        stats["decision_metric"] = {"requested": config.decision.metric, "used": "task", "why": metric.fallback}
+    record = DecisionRecord.of(
+        decision, means={n: sum(x) / len(x) for n, x in task_out.items()},
+        guard_means={n: sum(x) / len(x) for n, x in guard_out.items()} if guard_out else None,
+        keys=EvidenceKeys(candidates=cands.key, task_evaluation=task_key, guard_evaluation=guard_key),
+        ladder=LadderRecord(roles=role, skipped=cands.skipped),
+        guard=GuardRecord(arms=config.guard_arms, skipped={n: f"guard not evaluated: {why}"
+                                                           for n, why in (guard_skipped or {}).items()})
+        if guard_name else None,
+        sequential=sequential, edit_budget=budget,
+        decision_metric=MetricFallback(requested=config.decision.metric, used="task", why=metric.fallback)
+        if metric.fallback else None)
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
-                              statistics=_json_safe(stats), sentence=decision.sentence)
+                              statistics=record.to_json(), sentence=decision.sentence)
     stage_hook.reached("decision")
     promoted, review, held_back = False, None, None
     if row.promoted and config.moves:
@@ -420,14 +416,13 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
             promoted = True
     elif row.promoted and config.promote == "review":
         review = request_review(reg, row, config)
-    recorded = row.statistics_json or {}
-    verdict = verdict_of(recorded, bool(row.promoted))
-    n_needed = recorded.get("n_needed") if verdict == "hold" else None
+    recorded = DecisionRecord.from_json(row.statistics_json, bool(row.promoted))  # this one, or an older one
+    n_needed = recorded.n_needed if recorded.verdict == "hold" else None
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
-            "verdict": verdict, "n_needed": n_needed,
-            "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
+            "verdict": recorded.verdict, "n_needed": n_needed,
+            "verdict_label": verdict_label(recorded.verdict, n_needed, recorded.promoted),
             "sentence": row.sentence if held_back is None else f"{row.sentence} Not promoted: {held_back}",
-            "statistics": recorded}
+            "statistics": row.statistics_json or {}}
 
 
 def request_review(reg, decision, config: RunConfig) -> dict | None:
@@ -469,18 +464,6 @@ def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[A
                        ", ".join(kept), adapter.task_family, len(history), ", ".join(skipped))
     return ([a for a in arms if a.role != "policy" or a.policy in kept],
             {"family": adapter.task_family, "history_adapters": len(history), "kept": kept, "skipped": skipped})
-
-
-def _json_safe(obj):
-    """Plain JSON (PostgreSQL's too): floats that are not finite (an unreachable MDE, say) become None."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) or hasattr(obj, "__float__") and not isinstance(obj, (int, bool, str)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 
 
 def _artifact_key(adapter_name: str) -> str:
