@@ -10,8 +10,9 @@ reader (the CLI, the dashboard, the demo summary, the MLflow mirror, the artifac
 (``means``, ``guard_means``, ``keys``, ``ladder``, ``guard``, ``sequential``, ``edit_budget``, ``decision_metric``;
 a section is absent where it does not apply) plus ``schema_version``. A row without ``schema_version`` (version 0)
 is any earlier shape: decisions recorded before verdicts existed lack ``verdict`` (upgraded: "promote" when
-something was promoted, else "reject", as :func:`tasks.decision.gate.verdict_of` always read them), and a verdict
-without its own ``verdict`` gets the same rule by name; anything else absent stays absent (a reader sees the
+something was promoted, else "reject", as :func:`tasks.decision.gate.verdict_of` always read them), and a
+candidate's verdict without its own ``verdict`` is "promote" when it passed, else "reject" (as ``why`` read them: a
+passing candidate is one the gate would promote, the best of them is); anything else absent stays absent (a reader sees the
 field's default) and keys this module does not know are kept as they were. So ``to_json`` writes back exactly the
 keys it read, with the upgrades and ``schema_version`` (a null where a list, a mapping or ``higher_is_better`` belongs
 is read as absent).
@@ -222,8 +223,8 @@ class DecisionRecord(_Part):
             raw["verdict"] = "promote" if was_promoted else "reject"
         if isinstance(raw.get("verdicts"), list):
             raw["verdicts"] = [v if not isinstance(v, dict) or v.get("verdict") in ("promote", "hold", "reject")
-                               else {**v, "verdict": "promote" if v.get("name") == raw.get("promoted") and
-                                     was_promoted else "reject"} for v in raw["verdicts"]]  # fmt: skip
+                               else {**v, "verdict": "promote" if v.get("passed") else "reject"}
+                               for v in raw["verdicts"]]  # fmt: skip
         raw["schema_version"] = SCHEMA_VERSION
         return cls.model_validate(raw)
 

@@ -31,6 +31,8 @@ call ``look(design, k, cand, baseline)`` and ``look(design, k, cand, best_contro
 when configured) and :func:`combine` them: it stops for efficacy only when every comparison says
 "efficacy", for futility when any says "futility", else continues. Efficacy at k < K goes on to the gate
 (guard and canaries still apply); at the last look run ``decide`` with :func:`last_look_config`.
+:func:`run_looks` is that loop over a ``score`` callback (the flow's evaluates each look's new documents), and
+:func:`sequential_decision` the gate at the look where it stopped.
 """
 
 from __future__ import annotations

@@ -93,16 +93,17 @@ def test_a_row_recorded_before_verdicts_existed_gets_each_candidates_verdict():
     old = {"promoted": "smooth_abs", "sentence": "smooth_abs wins", "baseline_task_mean": 0.5,
            "verdicts": [{"name": "smooth_abs", "passed": True, "task_mean": 0.6, "reason": "r",
                          "vs_baseline": {"delta": 0.1, "p_value": 0.001, "n": 60}},
-                        {"name": "random_s0", "passed": False, "task_mean": 0.5}],
+                        {"name": "random_s0", "passed": False, "task_mean": 0.5},
+                        {"name": "abs_select", "passed": True, "task_mean": 0.55}],  # also passed
            "means": {"baseline": 0.5, "smooth_abs": 0.6}}
     rec = DecisionRecord.from_json(old, promoted=True)
-    assert [v.verdict for v in rec.verdicts] == ["promote", "reject"] and rec.verdict == "promote"
+    assert [v.verdict for v in rec.verdicts] == ["promote", "reject", "promote"] and rec.verdict == "promote"
     assert rec.promoted_verdict.vs_baseline.delta == 0.1 and rec.verdicts[1].pairing == []
     stored = rec.to_json()
     assert stored["verdicts"][0] == {**old["verdicts"][0], "verdict": "promote"}
     assert "pairing" not in stored["verdicts"][1] and "guard" not in stored  # absent then, absent now
-    # a row whose decision promoted nothing: no candidate reads as promoted
-    assert [v.verdict for v in DecisionRecord.from_json(old, promoted=False).verdicts] == ["reject", "reject"]
+    # the decision's verdict follows the row's promoted flag, a candidate's whether it passed
+    assert DecisionRecord.from_json(old, promoted=False).verdict == "reject"
 
 
 def test_a_value_of_the_wrong_type_is_refused_naming_the_field():
