@@ -11,11 +11,11 @@ reader (the CLI, the dashboard, the demo summary, the MLflow mirror, the artifac
 a section is absent where it does not apply) plus ``schema_version``. A row without ``schema_version`` (version 0)
 is any earlier shape: decisions recorded before verdicts existed lack ``verdict`` (upgraded: "promote" when
 something was promoted, else "reject", as :func:`tasks.decision.gate.verdict_of` always read them), and a
-candidate's verdict without its own ``verdict`` is "promote" when it passed, else "reject" (as ``why`` read them: a
-passing candidate is one the gate would promote, the best of them is); anything else absent stays absent (a reader sees the
-field's default) and keys this module does not know are kept as they were. So ``to_json`` writes back exactly the
-keys it read, with the upgrades and ``schema_version`` (a null where a list, a mapping or ``higher_is_better`` belongs
-is read as absent).
+candidate's verdict without its own ``verdict`` is "promote" when it passed, else "reject" (as ``why`` and the
+dashboard read them: a passing candidate is one the gate would promote, the best of them is). Anything else absent
+stays absent (a reader sees the field's default) and keys this module does not know are kept as they were. So
+``to_json`` writes back exactly the keys it read, with the upgrades and ``schema_version`` (a null where a list, a
+mapping or ``higher_is_better`` belongs is read as absent).
 
 Every float is plain JSON: a non-finite one (an unreachable MDE, say) is recorded as None, also on PostgreSQL.
 """
