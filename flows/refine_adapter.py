@@ -3,7 +3,10 @@ evaluate → guard → decide → promote.
 
 Every step first asks the registry whether its result already exists (content-addressed keys), so a re-run does
 no new work and a run killed mid-way resumes where it stopped. Pure work lives in ``tasks/``; the Prefect tasks
-here only add retries (for I/O), logging and artifacts.
+here only add retries (for I/O), logging and artifacts: the arms, the gate's inputs and the guard plan come from
+:mod:`tasks.decision.arms`, what to write from :mod:`tasks.surgery.write_plan`, the sequential looks from
+:func:`tasks.decision.sequential.run_looks` (scored here) and the stored decision from
+:class:`tasks.decision.record.DecisionRecord`.
 """
 
 
