@@ -133,7 +133,7 @@ def _limits(budget: DemoBudget) -> str:
 def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
     """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
     from flows.refine_adapter import adapter_config_hash
-    from tasks.decision.gate import verdict_of
+    from tasks.decision.record import DecisionRecord
 
     rows = []
     for name in names:
@@ -143,22 +143,19 @@ def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
         if decision is None:
             rows.append({"adapter": name, "decision": "failed or not refined", "promoted": None})
             continue
-        stats = decision.statistics_json or {}
-        verdicts = [v for v in stats.get("verdicts", [])]
+        rec = DecisionRecord.from_json(decision.statistics_json, bool(decision.promoted))
         best = None
-        if verdicts:
-            sign = 1 if stats.get("higher_is_better", True) else -1
-            promoted = [v for v in verdicts if v["name"] == stats.get("promoted")]
-            best = promoted[0] if promoted else max(verdicts, key=lambda v: sign * v["task_mean"])
-        verdict = verdict_of(stats, bool(decision.promoted))
-        row = {"adapter": name, "promoted": stats.get("promoted"), "decision": decision.sentence,
-               "verdict": verdict, "n_needed": stats.get("n_needed") if verdict == "hold" else None,
-               "baseline": stats.get("baseline_task_mean")}
+        if rec.verdicts:
+            sign = 1 if rec.higher_is_better else -1
+            best = rec.promoted_verdict or max(rec.verdicts, key=lambda v: sign * v.task_mean)
+        row = {"adapter": name, "promoted": rec.promoted, "decision": decision.sentence,
+               "verdict": rec.verdict, "n_needed": rec.n_needed if rec.verdict == "hold" else None,
+               "baseline": rec.baseline_task_mean}
         if best:
-            vb, vc = best["vs_baseline"], best.get("vs_control")
-            row.update(best_policy=best["name"], task=best["task_mean"], delta_baseline=vb["delta"], p_baseline=vb["p_value"],
-                       delta_random=vc["delta"] if vc else None, p_random=vc["p_value"] if vc else None,
-                       guard_delta=best.get("guard_delta"))
+            vb, vc = best.vs_baseline, best.vs_control
+            row.update(best_policy=best.name, task=best.task_mean, delta_baseline=vb.delta, p_baseline=vb.p_value,
+                       delta_random=vc.delta if vc else None, p_random=vc.p_value if vc else None,
+                       guard_delta=best.guard_delta)
         rows.append(row)
     return rows
 

@@ -3,14 +3,16 @@ evaluate → guard → decide → promote.
 
 Every step first asks the registry whether its result already exists (content-addressed keys), so a re-run does
 no new work and a run killed mid-way resumes where it stopped. Pure work lives in ``tasks/``; the Prefect tasks
-here only add retries (for I/O), logging and artifacts.
+here only add retries (for I/O), logging and artifacts: the arms, the gate's inputs and the guard plan come from
+:mod:`tasks.decision.arms`, what to write from :mod:`tasks.surgery.write_plan`, the sequential looks from
+:func:`tasks.decision.sequential.run_looks` (scored here) and the stored decision from
+:class:`tasks.decision.record.DecisionRecord`.
 """
 
 
 import contextlib
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,24 +28,16 @@ from tasks.adapter_io import adapter_content_sha256
 from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from tasks.download import ResolvedAdapter, can_heal, resolve_source
 from tasks.evaluation.evaluate import doc_rows, runs_generated_code, split_doc_rows
-from tasks.decision.gate import (
-    REJECTED_ON_TASK_EVIDENCE,
-    ArmOutcomes,
-    DecisionConfig,
-    decide,
-    decision_metric,
-    guard_skips,
-    summarize,
-    verdict_label,
-    verdict_of,
-)
+from tasks.decision.gate import decision_metric, verdict_label, verdict_of
+from tasks.decision.arms import BARE_BASE, BASELINE, Arm, gate_inputs, guard_plan, plan_arms, run_gate
+from tasks.decision.sequential import design_for, run_looks
 from tasks.surgery.policies import get_policy
+from tasks.surgery.write_plan import (candidate_record, fresh_holdout, is_data_free, no_holdout_reason, plan_writes,
+                                      stage_seconds)
+from tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
 from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
-
-BASELINE = "baseline"
-BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
 
 
 def _logger():
@@ -77,49 +71,6 @@ def sandbox_used(config: RunConfig, spec: BenchmarkSpec) -> str | None:
     if not (spec.executes_code and runs_generated_code(config.evaluator)):
         return None
     return chosen_backend(config.sandbox)
-
-
-ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One planned subject besides the baseline: a policy under a seed, a control of the ladder, or the bare base.
-
-    Roles: ``policy`` (a configured edit), ``random_control`` (``random_index``, one per control seed),
-    ``scalar_control`` (the calibrated global scalar: a control every policy must beat, promotable itself),
-    ``canary`` (the zero rebuild: must match the baseline), ``bare_base`` (the base model without the adapter:
-    the baseline must differ from it; no artifact).
-    """
-
-    policy: str
-    seed: int
-    role: str
-
-    @property
-    def is_control(self) -> bool:
-        """Never promoted."""
-        return self.role in ("random_control", "canary", "bare_base")
-
-    @property
-    def name(self) -> str:
-        return f"{self.policy}-s{self.seed}" if self.role == "random_control" else self.policy
-
-
-def plan_arms(config: RunConfig, surgery) -> list[Arm]:
-    """The configured policies at the calibration seed, ``random_index`` at each control seed, and the ladder."""
-    arms = []
-    for p in surgery.policies:
-        spec = get_policy(p)
-        arms.append(Arm(spec.name, surgery.calib.seed, "random_control" if spec.is_control else "policy"))
-    arms += [Arm("random_index", s, "random_control") for s in surgery.random_control_seeds]
-    if config.ladder.global_scalar:
-        arms.append(Arm("global_scalar", surgery.calib.seed, "scalar_control"))
-    if config.ladder.zero_rebuild:
-        arms.append(Arm("zero_rebuild", surgery.calib.seed, "canary"))
-    if config.ladder.bare_base:
-        arms.append(Arm(BARE_BASE, 0, "bare_base"))
-    return arms
 
 
 def _io_retry(task_, task_run, state) -> bool:
@@ -196,7 +147,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     surgery = config.surgery_for(overrides)
     # Data-free edits (post-hoc reshapes, the zero-rebuild canary) depend on the adapter alone: when every arm
     # to write is one, no calibration source is read and no model runs (the key holds no calibration either).
-    data_free = all(not get_policy(a.policy).needs_data for a in arms if a.role != "bare_base")
+    data_free = is_data_free(arms)
     source = overrides.get("calib") or config.calib_source
     if not source and not data_free:
         raise ValueError(f"adapter {adapter.name!r} has no calibration source: register it with a calib file "
@@ -209,33 +160,24 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             holdout = load_calibration(source, holdout_calib_config(surgery))
         except ValueError:  # the same file read above for the sensitivities: here it only has no rows left
             holdout = []
-        # a row repeated in the file is the same data: γ is chosen only on rows the sensitivities never saw
-        seen = {(e.prompt, e.answer) for e in examples}
-        fresh = [e for e in holdout if (e.prompt, e.answer) not in seen]
+        fresh = fresh_holdout(examples, holdout)
         if len(fresh) < len(holdout):
-            _logger().info(f"{adapter.name}: {len(holdout) - len(fresh)} held-out calibration row(s) repeat a sensitivity row; "
-                f"γ is chosen on the other {len(fresh)}")
+            _logger().info(f"{adapter.name}: {len(holdout) - len(fresh)} held-out calibration row(s) repeat a "
+                           f"sensitivity row; γ is chosen on the other {len(fresh)}")
         holdout = fresh
         if not holdout:
-            skipped["global_scalar"] = (
-                f"no held-out calibration examples to choose γ on: {source} has no new rows after the first "
-                f"{surgery.calib.start + surgery.calib.n_samples}; add {surgery.global_scalar.holdout} more")
+            skipped["global_scalar"] = no_holdout_reason(source, surgery.calib.start, surgery.calib.n_samples,
+                                                         surgery.global_scalar.holdout)
             arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
                         calibration_sha256(examples))
     ckey = candidate_key(pkey, surgery, holdout_sha256=calibration_sha256(holdout) if holdout else None)
-    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
-
-    def done(a: Arm) -> bool:
-        c = existing.get((a.policy, a.seed))
-        return c is not None and (a.role == "bare_base" or bool(c.artifact_uri and Path(c.artifact_uri).is_dir()))
-
-    missing = [a for a in arms if not done(a)]
+    plan = plan_writes(arms, {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)})
     calibrated = False
     log = _logger()
-    for arm in [a for a in missing if a.role == "bare_base"]:  # scored with the adapter off: nothing to write
+    for arm in plan.bare:  # scored with the adapter off: nothing to write
         reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params={}, is_control=True)
-    writes = [a for a in missing if a.role != "bare_base"]
+    writes = plan.writes
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
         prepared = load_prepared(prep_file, local, surgery.targets)
@@ -244,7 +186,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             save_prepared(prepared, prep_file)
             log.info("%s: decomposed %d modules for %d data-free candidate(s): no model, no calibration",
                      adapter.name, len(prepared.modules), len(writes))
-        needs_model = prepared is None or any(a.role == "scalar_control" for a in writes)
+        needs_model = plan.needs_model(prepared is not None)
         if prepared is not None:
             log.info("%s: %d new candidate(s) from the stored decomposition and sensitivities", adapter.name,
                      len(writes))
@@ -266,7 +208,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     save_prepared(prepared, prep_file)
                     log.info("%s: decomposed %d modules, calibrated on %d examples in %.1fs", adapter.name,
                              len(prepared.modules), prepared.n_examples, prepared.timings.get("calibrate", 0.0))
-                if any(a.role == "scalar_control" for a in writes):
+                if plan.needs_gamma:
                     t_gamma = time.perf_counter()
                     selection = select_gamma_calib_loss(model, tok, prepared, holdout, surgery,
                                                         sensitivity_examples=examples)
@@ -284,36 +226,15 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                        **stage_seconds(prepared, get_policy(arm.policy).needs_data)}
             if sel is not None and gamma_seconds is not None:
                 seconds["gamma"] = gamma_seconds
-            spectrum = {name: {"before": m["sigma_before"], "after": m["sigma_after"]}
-                        for name, m in manifest["modules"].items()}
-            sens = {name: {"magnitude": m["sensitivity"]["magnitude"],
-                           "sign_agreement": m["sensitivity"]["sign_agreement"]}
-                    for name, m in manifest["modules"].items() if m.get("sensitivity")}  # none without data
-            params = dict(manifest["parameters"])
-            if sel is not None:
-                params.update({k: manifest[k] for k in ("gamma", "gamma_rule", "gamma_grid", "gamma_scores")})
-            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=params,
+            rec = candidate_record(manifest, scalar=sel is not None)
+            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=rec.params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
-                              spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens,
-                              seconds=seconds)
+                              spectrum=rec.spectrum, sensitivity=rec.sensitivity, seconds=seconds)
             stage_hook.reached("editing")
     rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
     ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
-    return Candidates(ckey, ids, len(missing), calibrated, skipped)
-
-
-def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
-    """What the stages a candidate was written from cost when they were computed (not what reusing them cost).
-
-    ``decompose`` always; ``calibrate`` only for an edit that needs data (a data-free edit written from a
-    calibrated stage did not need the calibration). A stage loaded from the store reports its stored cost.
-    """
-    t = prepared.timings
-    out = {"decompose": float(t.get("stored_decompose", t.get("decompose", 0.0)))}
-    if needs_data:
-        out["calibrate"] = float(t.get("stored_calibrate", t.get("calibrate", 0.0)))
-    return out
+    return Candidates(ckey, ids, len(plan.missing), calibrated, skipped)
 
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,
@@ -408,194 +329,28 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
 
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                         arms: list[Arm]) -> tuple[tuple[str, dict[str, list], dict[str, list]], dict]:
-    """The task benchmark in looks (:mod:`tasks.decision.sequential`): each look scores only its new documents, for the
-    baseline, the controls and every candidate still running.
-
-    The canaries: the zero rebuild is scored at the first look only (a broken write path shows on any document), and
-    a zero rebuild that fails there stops the adapter at once (its run is flagged whatever more documents say). The
-    bare base is scored at every look until the baseline differs from it on some document, so "the adapter is not
-    applied" rests on the same documents as in the fixed design, and an adapter that merely agrees with the base on
-    the first look's documents is not rejected for it. For the same reason an efficacy stop waits for that
-    difference (``efficacy_deferred_at`` records the looks where it waited); stopping there would turn the fixed
-    design's PROMOTE into a canary REJECT.
-
-    A candidate stops at a look for futility (its gain's upper bound below ``gate.min_effect``); the adapter stops
-    when every candidate has stopped or one reaches efficacy, else at the budget.
+    """The task benchmark in looks (:func:`tasks.decision.sequential.run_looks`), each look's new documents scored by
+    :func:`evaluate_subjects`.
 
     Returns:
         ``((key, subject -> outcomes of the documents it was scored on, subject -> their scores), record)``; the
         record (design, looks, where each candidate stopped, documents evaluated) goes into the decision's statistics.
     """
-    from tasks.decision.canaries import documents_differing, zero_rebuild_holds
-    from tasks.decision.sequential import design_for, look_candidates
+    roles = {a.name: a.role for a in arms if a.name in cands.ids}
+    n_candidates = sum(r in ("policy", "scalar_control") for r in roles.values())
+    design = design_for(config.sequential, config.gate, config.limit_for(spec.name), n_candidates)
 
-    present = [a for a in arms if a.name in cands.ids]
-    candidates = [a.name for a in present if a.role in ("policy", "scalar_control")]
-    controls = [a.name for a in present if a.role == "random_control"]
-    scalar = next((a.name for a in present if a.role == "scalar_control"), None)
-    canaries = [a.name for a in present if a.role in ("canary", "bare_base")]
-    zero = next((a.name for a in present if a.role == "canary"), None)
-    bare = next((a.name for a in present if a.role == "bare_base"), None)
-    design = design_for(config.sequential, config.gate, config.limit_for(spec.name), len(candidates))
-    live, futile, looks, keys = list(candidates), {}, [], []
-    out: dict[str, list] = {}
-    scores: dict[str, list] = {}
-    no_scores: set[str] = set()
-    start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
+    def score(names: list[str], docs: tuple[int, int]):
+        return evaluate_subjects(config, version, adapter, local, cands, spec, None, "task", names, docs=docs)
 
-    def differing(name: str) -> int:  # documents where canary ``name`` differs from the baseline, of those scored
-        return documents_differing(out[name], out[BASELINE])
-
-    for k, n_k in enumerate(design.looks, 1):
-        # the bare base goes on while the baseline has not differed from it: its canary needs one difference
-        more_bare = [bare] if k > 1 and bare is not None and differing(bare) == 0 else []
-        scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
-                  + (canaries if k == 1 else more_bare))
-        ekey, chunk, chunk_scores = evaluate_subjects(config, version, adapter, local, cands, spec, None, "task",
-                                                      scored, docs=(start, n_k))
-        keys.append(ekey)
-        for name, values in chunk.items():
-            if len(scores.get(name, ())) == len(out.get(name, ())) and name in chunk_scores:
-                scores.setdefault(name, []).extend(chunk_scores[name])
-            else:  # a look without scores: the subject has none over its documents
-                scores.pop(name, None)
-                no_scores.add(name)
-            out.setdefault(name, []).extend(values)
-        results = look_candidates(design, k, out[BASELINE], {n: out[n] for n in live}, {n: out[n] for n in controls},
-                                  (scalar, out[scalar]) if scalar else None, spec.higher_is_better)
-        last = k == len(design.looks)  # the last look decides nothing itself: the gate does, at its level
-        looks.append({"look": k, "documents": n_k,
-                      "results": {n: "not significant" if last and r == "futility" else r for n, r in results.items()}})
-        if k < len(design.looks):
-            futile.update({n: k for n, r in results.items() if r == "futility"})
-        live = [n for n in live if n not in futile]
-        if k == 1 and zero is not None and not zero_rebuild_holds(differing(zero), len(out[zero]),
-                                                                  config.gate.canary_tolerance):
-            canary_stop = f"the zero-rebuild canary {zero} failed at look 1"  # final: it is scored at look 1 only
-        efficacy = any(results[n] == "efficacy" for n in live)
-        unapplied = bare is not None and differing(bare) == 0  # a stop now would read as "adapter not applied"
-        if k < len(design.looks) and (not live or canary_stop or (efficacy and not unapplied)):
-            stop_k = k
-            break
-        if efficacy and k < len(design.looks):
-            deferred.append(k)
-        start = n_k
+    run = run_looks(design, roles, score, higher_is_better=spec.higher_is_better,
+                    canary_tolerance=config.gate.canary_tolerance, baseline=BASELINE)
+    rec, stop_k = run.record, run.record["stopped_at_look"]
     _logger().info("%s: %s in %d of %d looks (%d of %d documents)%s%s", adapter.name, spec.name, stop_k,
                    len(design.looks), design.looks[stop_k - 1], design.looks[-1],
-                   f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in futile.items())}" if futile
-                   else "", f"; {canary_stop}" if canary_stop else "")
-    record = {"design": design.model_dump(mode="json"), "looks": looks, "stopped_at_look": stop_k,
-              "documents": design.looks[stop_k - 1], "futile": futile, "evaluation_keys": keys,
-              "canary_stop": canary_stop, "efficacy_deferred_at": deferred,
-              "canary_documents": {n: len(out[n]) for n in canaries if n in out},
-              "subject_documents": sum(len(v) for v in out.values()),
-              "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
-    key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]
-    return (key, out, {n: v for n, v in scores.items() if n not in no_scores}), record
-
-
-def _sequential_decision(config: RunConfig, record: dict, base: ArmOutcomes, cands: list[ArmOutcomes],
-                         controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]):
-    """The gate at the look where the task evaluation stopped, with the candidates stopped earlier for futility
-    rejected on the documents they had (each at its own look's level)."""
-    import dataclasses
-
-    from tasks.decision.gate import Decision
-    from tasks.decision.sequential import SequentialDesign, look_config
-
-    design = SequentialDesign.model_validate(record["design"])
-    m = len(cands)
-    full = [c for c in cands if c.name not in record["futile"]]
-    decision = decide(base, full, controls, look_config(design, config.gate, record["stopped_at_look"], m), **extras)
-    stopped = []
-    for c in cands:
-        if c.name not in record["futile"]:
-            continue
-        j = record["futile"][c.name]
-        nj = design.looks[j - 1]
-
-        def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
-            # no guard at all (its stop is task evidence): the sub-decision only gives the numbers it had
-            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None, guard_skipped=None)
-
-        scalar = first(extras["scalar_control"])
-        sub = decide(first(base), [first(c)], [first(r) for r in controls],
-                     look_config(design, config.gate, j, m), scalar_control=scalar if scalar is not None and
-                     scalar.name != c.name else None)  # fmt: skip
-        v = sub.verdicts[0]
-        stopped.append(dataclasses.replace(v, verdict="reject", passed=False, reason=(
-            f"{c.name}: stopped for futility at look {j} of {len(design.looks)} ({nj} documents) — " + v.reason)))
-    if not stopped:
-        return decision
-    verdicts = decision.verdicts + tuple(stopped)
-    if decision.verdict == "promote":
-        return dataclasses.replace(decision, verdicts=verdicts)
-    # the gate's one sentence composer: only a HOLD gets the adapter's "held for evidence" tail
-    promoted, verdict, sentence, n_needed = summarize(verdicts, decision.flags, decision.higher_is_better)
-    return Decision(promoted, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
-                    decision.higher_is_better, verdict, decision.flags, decision.canaries, n_needed)
-
-
-def _gate_inputs(arms: list[Arm], cands: Candidates, task_out: dict[str, list], guard_out: dict[str, list] | None,
-                 higher_is_better: bool, skipped: dict[str, str] | None = None,
-                 task_scores: dict[str, list] | None = None):  # fmt: skip
-    """The gate's arms from the stored outcomes: ``(baseline, candidates, random controls, extras)``.
-
-    ``skipped`` names the candidates whose guard was deliberately not evaluated (:func:`tasks.decision.gate.guard_skips`);
-    ``task_scores`` the arms' continuous per-document scores on the task benchmark (where they have them).
-    """
-    g, skipped, sc = guard_out or {}, skipped or {}, task_scores or {}
-    by_name = {a.name: a for a in arms if a.name in cands.ids}
-    base = ArmOutcomes(BASELINE, "baseline", False, task_out[BASELINE], g.get(BASELINE), higher_is_better,
-                       scores=sc.get(BASELINE))
-    arm = {n: ArmOutcomes(n, a.policy, a.is_control, task_out[n],
-                          None if a.role in ("canary", "bare_base") else g.get(n), higher_is_better,
-                          guard_skipped=skipped.get(n) if n not in g and a.role in ("policy", "scalar_control")
-                          else None, scores=sc.get(n))
-           for n, a in by_name.items()}  # the canaries are checked on the task benchmark only
-    role = {n: a.role for n, a in by_name.items()}
-    one = {r: next((arm[n] for n in arm if role[n] == r), None) for r in ("scalar_control", "canary", "bare_base")}
-    candidates = [arm[n] for n in arm if role[n] in ("policy", "scalar_control")]
-    controls = [arm[n] for n in arm if role[n] == "random_control"]
-    extras = {"scalar_control": one["scalar_control"], "zero_rebuild": one["canary"], "bare_base": one["bare_base"]}
-    return base, candidates, controls, extras
-
-
-def _gate(config: RunConfig, sequential: dict | None, base: ArmOutcomes, candidates: list[ArmOutcomes],
-          controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None], decision: DecisionConfig | None = None):
-    """The decision: the fixed gate (on ``decision``'s metric), or a sequential run's at the look where it stopped
-    (task metric only: the run config refuses a continuous metric with sequential looks)."""
-    if sequential is None:
-        return decide(base, candidates, controls, config.gate, **extras, decision=decision)
-    return _sequential_decision(config, sequential, base, candidates, controls, extras)
-
-
-def guard_plan(config: RunConfig, arms: list[Arm], cands: Candidates, task_out: dict[str, list],
-               higher_is_better: bool, sequential: dict | None = None) -> tuple[list[str], dict[str, str]]:
-    """Which arms the IFEval guard scores, and why each other one is not (``RunConfig.guard_arms``).
-
-    ``all``: every candidate and random control (not the canaries, nor a candidate stopped for futility).
-    ``promotable``: only the candidates whose verdict the guard can still change: the gate decides on the task
-    outcomes alone, and a candidate it rejects there is rejected whatever its guard
-    (:func:`tasks.decision.gate.guard_skips`); the random controls are never promoted and their guard is weighed in no
-    verdict. So the decision is the one every arm guarded would give. Computed under the gate settings in force,
-    so a re-decision under others that needs a guard not scored yet scores it then.
-
-    Returns:
-        ``(arm names to score besides the baseline, arm name -> why its guard is not evaluated)``; with no arm to
-        score, the baseline's guard is not evaluated either (``"baseline"`` is then among the skipped).
-    """
-    futile = (sequential or {}).get("futile", {})
-    present = [a for a in arms if a.name in cands.ids and a.name not in futile]
-    if config.guard_arms == "all":
-        return [a.name for a in present if a.role in ("policy", "scalar_control", "random_control")], {}
-    task_only = _gate(config, sequential, *_gate_inputs(arms, cands, task_out, None, higher_is_better))
-    skips = guard_skips(task_only)
-    skips.update({a.name: "a random control, never promoted" for a in present if a.role == "random_control"})
-    guarded = [a.name for a in present if a.role in ("policy", "scalar_control") and a.name not in skips]
-    if not guarded:
-        skips[BASELINE] = f"every candidate is {REJECTED_ON_TASK_EVIDENCE}"
-    return guarded, skips
+                   f"; stopped for futility: {', '.join(f'{n} at look {k}' for n, k in rec['futile'].items())}"
+                   if rec["futile"] else "", f"; {rec['canary_stop']}" if rec["canary_stop"] else "")
+    return (run.key, run.outcomes, run.scores), rec
 
 
 @task(cache_policy=NO_CACHE)
@@ -622,33 +377,29 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     if guard_skipped:  # absent when every arm is guarded: the keys of decisions made before guard_arms existed
         evidence["guard_skipped"] = sorted(guard_skipped)
     dkey = decision_key(config.gate, cands.key, evidence, config.decision)
-    base, candidates, controls, extras = _gate_inputs(arms, cands, task_out, guard_out, higher_is_better,
+    base, candidates, controls, extras = gate_inputs(arms, cands.ids, task_out, guard_out, higher_is_better,
                                                       guard_skipped, task_scores)
     role = {a.name: a.role for a in arms if a.name in cands.ids}
     metric = decision_metric(config.decision, [base, *candidates, *controls, extras["scalar_control"]], task_name)
-    decision = _gate(config, sequential, base, candidates, controls, extras, metric.used)
+    decision = run_gate(config, sequential, base, candidates, controls, extras, metric.used)
     for v in decision.verdicts:
         if v.guard_test is not None and guard_name:
             reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
                                  config.gate.guard_tolerance, v.guard_ok, p_value=v.guard_test.p_value)
-    stats = decision.to_dict()
-    stats["means"] = {n: sum(x) / len(x) for n, x in task_out.items()}
-    if guard_out:
-        stats["guard_means"] = {n: sum(x) / len(x) for n, x in guard_out.items()}
-    stats["keys"] = {"candidates": cands.key, "task_evaluation": task_key, "guard_evaluation": guard_key}
-    stats["ladder"] = {"roles": role, "skipped": cands.skipped}
-    if guard_name:
-        stats["guard"] = {"arms": config.guard_arms,
-                          "skipped": {n: f"guard not evaluated: {why}" for n, why in (guard_skipped or {}).items()}}
-    if sequential is not None:
-        stats["sequential"] = sequential
-    if budget is not None:
-        stats["edit_budget"] = budget
-    if metric.fallback:
-        stats["decision_metric"] = {"requested": config.decision.metric, "used": "task", "why": metric.fallback}
+    record = DecisionRecord.of(
+        decision, means={n: sum(x) / len(x) for n, x in task_out.items()},
+        guard_means={n: sum(x) / len(x) for n, x in guard_out.items()} if guard_out else None,
+        keys=EvidenceKeys(candidates=cands.key, task_evaluation=task_key, guard_evaluation=guard_key),
+        ladder=LadderRecord(roles=role, skipped=cands.skipped),
+        guard=GuardRecord(arms=config.guard_arms, skipped={n: f"guard not evaluated: {why}"
+                                                           for n, why in (guard_skipped or {}).items()})
+        if guard_name else None,
+        sequential=sequential, edit_budget=budget,
+        decision_metric=MetricFallback(requested=config.decision.metric, used="task", why=metric.fallback)
+        if metric.fallback else None)
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
-                              statistics=_json_safe(stats), sentence=decision.sentence)
+                              statistics=record.to_json(), sentence=decision.sentence)
     stage_hook.reached("decision")
     promoted, review, held_back = False, None, None
     if row.promoted and config.moves:
@@ -668,14 +419,13 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
             promoted = True
     elif row.promoted and config.promote == "review":
         review = request_review(reg, row, config)
-    recorded = row.statistics_json or {}
-    verdict = verdict_of(recorded, bool(row.promoted))
-    n_needed = recorded.get("n_needed") if verdict == "hold" else None
+    recorded = DecisionRecord.from_json(row.statistics_json, bool(row.promoted))  # this one, or an older one
+    n_needed = recorded.n_needed if recorded.verdict == "hold" else None
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
-            "verdict": verdict, "n_needed": n_needed,
-            "verdict_label": verdict_label(verdict, n_needed, recorded.get("promoted")),
+            "verdict": recorded.verdict, "n_needed": n_needed,
+            "verdict_label": verdict_label(recorded.verdict, n_needed, recorded.promoted),
             "sentence": row.sentence if held_back is None else f"{row.sentence} Not promoted: {held_back}",
-            "statistics": recorded}
+            "statistics": row.statistics_json or {}}
 
 
 def request_review(reg, decision, config: RunConfig) -> dict | None:
@@ -717,18 +467,6 @@ def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[A
                        ", ".join(kept), adapter.task_family, len(history), ", ".join(skipped))
     return ([a for a in arms if a.role != "policy" or a.policy in kept],
             {"family": adapter.task_family, "history_adapters": len(history), "kept": kept, "skipped": skipped})
-
-
-def _json_safe(obj):
-    """Plain JSON (PostgreSQL's too): floats that are not finite (an unreachable MDE, say) become None."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) or hasattr(obj, "__float__") and not isinstance(obj, (int, bool, str)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 
 
 def _artifact_key(adapter_name: str) -> str:
@@ -794,7 +532,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
             if gspec.name == spec.name:  # the task benchmark is the guard: its scores serve as the guard, free
                 guard_eval = task_eval
             else:  # the canaries and the bare base are checked on the task benchmark only
-                guarded, guard_skipped = guard_plan(config, arms, cands, task_eval[1], spec.higher_is_better,
+                guarded, guard_skipped = guard_plan(config, arms, cands.ids, task_eval[1], spec.higher_is_better,
                                                     sequential)
                 if guarded or BASELINE not in guard_skipped:
                     guard_eval = evaluate_subjects(config, version, adapter, local, cands, gspec,

@@ -326,12 +326,13 @@ def production_behind(reg, name: str, prod: dict | None = None) -> dict[str, Any
     if d is None:
         why = f"v{latest} was not refined yet (the next run refines it)"
     else:
-        from tasks.decision.gate import verdict_label, verdict_of
+        from tasks.decision.gate import verdict_label
+        from tasks.decision.record import DecisionRecord
 
-        stats = d.statistics_json or {}
-        verdict = verdict_of(stats, d.promoted)
+        stats = DecisionRecord.from_json(d.statistics_json, d.promoted)
+        verdict = stats.verdict
         review = reg.review_of_decision(d.id)
-        label = verdict_label(verdict, stats.get("n_needed"), stats.get("promoted"))
+        label = verdict_label(verdict, stats.n_needed, stats.promoted)
         if review is not None and review.state != "approved":
             label += f", review {review.id} {review.state}"
         elif verdict == "promote":

@@ -146,10 +146,11 @@ class Progress:
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done"
-        from tasks.decision.gate import verdict_label, verdict_of
+        from tasks.decision.gate import verdict_label
+        from tasks.decision.record import DecisionRecord
 
-        stats = d.statistics_json or {}
-        kind = verdict_of(stats, d.promoted)
+        stats = DecisionRecord.from_json(d.statistics_json, d.promoted)
+        kind = stats.verdict
         if kind == "promote":  # the gate's verdict; the pointer moved only if this run promotes
             policy = self.reg.get_candidate(d.promoted_candidate_id).policy
             review = self.reg.review_of_decision(d.id) if self.moves == "review" else None
@@ -162,7 +163,7 @@ class Progress:
                 why = "dry run: not moved" if review is None else f"not moved: review {review.id} {review.state}"
                 verdict = f"[green]would promote[/] [bold]{policy}[/] ({why})"
         elif kind == "hold":
-            verdict = f"[yellow]{verdict_label(kind, stats.get('n_needed'))}[/]"
+            verdict = f"[yellow]{verdict_label(kind, stats.n_needed)}[/]"
         else:
             verdict = "[red]rejected[/]"
         return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"

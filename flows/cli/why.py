@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows.cli.common import console, emit, guarded, open_registry, table
+from tasks.decision.record import DecisionRecord, PairedTestRecord
 
 
 def _pts(x: float | None) -> str:
@@ -22,10 +23,10 @@ def _pts(x: float | None) -> str:
     return f"{'−' if v < 0 else '+'}{abs(v):.1f}"
 
 
-def _interval(test: dict[str, Any] | None) -> str:
+def _interval(test: PairedTestRecord | None) -> str:
     if not test:
         return "–"
-    return f"{_pts(test.get('delta'))} [{_pts(test.get('ci_low'))}, {_pts(test.get('ci_high'))}]"
+    return f"{_pts(test.delta)} [{_pts(test.ci_low)}, {_pts(test.ci_high)}]"
 
 
 def _error_line(run: dict[str, Any]) -> str:
@@ -70,14 +71,14 @@ def next_steps(story) -> list[str]:
             steps.append(f"{latest.label(story.adapter)} has no decision yet: the next `spectral-surgery run` "
                          "refines it.")
     else:
-        stats = decision["statistics"]
+        stats = DecisionRecord.from_json(decision["statistics"], decision["promoted"])
         if decision["verdict"] == "hold":
-            need = stats.get("n_needed")
+            need = stats.n_needed
             steps.append(f"The evidence cannot tell yet: it needs ~{need:,} documents per arm; raise `task_limit` "
                          "(or `task_limits`) in the run config to that, or turn on sequential looks."
                          if need else "The evidence cannot tell yet: evaluate more documents.")
-        elif decision["verdict"] == "reject" and stats.get("flags"):
-            steps.append("A canary failed, so nothing of this version can be promoted: " + stats["flags"][0])
+        elif decision["verdict"] == "reject" and stats.flags:
+            steps.append("A canary failed, so nothing of this version can be promoted: " + stats.flags[0])
     for r in story.pending_reviews:
         steps.append(f"Review {r['id']} waits for approval until {str(r['expires_at'])[:16].replace('T', ' ')} UTC: "
                      f"`spectral-surgery approve {r['id']} --reason ...`.")
@@ -134,21 +135,20 @@ def cmd_why(args) -> int:
         if d is not None:
             from tasks.decision.gate import verdict_label
 
-            stats = d["statistics"]
-            label = verdict_label(d["verdict"], stats.get("n_needed"), stats.get("promoted"))
+            stats = DecisionRecord.from_json(d["statistics"], d["promoted"])
+            label = verdict_label(d["verdict"], stats.n_needed, stats.promoted)
             out.print(f"Latest decision #{d['id']} on {story.label(d['version_id'])}: [bold]{label.upper()}[/]")
             out.print(f"  {d['sentence']}", highlight=False)
-            verdicts = stats.get("verdicts") or []
+            verdicts = stats.verdicts  # a candidate recorded without a verdict reads as promote if it passed
             if verdicts:
                 out.print(table("Candidates", ["candidate", "task", "Δ vs unedited [95% CI]", "Δ IFEval", "verdict"],
-                                [[v["name"], "–" if v.get("task_mean") is None else f"{v['task_mean'] * 100:.1f}",
-                                  _interval(v.get("vs_baseline")), _pts(v.get("guard_delta")),
-                                  verdict_label(v.get("verdict") or ("promote" if v.get("passed") else "reject"),
-                                                v.get("n_needed"))] for v in verdicts],
+                                [[v.name, "–" if v.task_mean is None else f"{v.task_mean * 100:.1f}",
+                                  _interval(v.vs_baseline), _pts(v.guard_delta),
+                                  verdict_label(v.verdict, v.n_needed)] for v in verdicts],
                                 narrow=("candidate", "task")))
                 for v in verdicts:
-                    if v.get("reason"):
-                        out.print(f"  {v['name']}: {v['reason']}", highlight=False)
+                    if v.reason:
+                        out.print(f"  {v.name}: {v.reason}", highlight=False)
         out.print(f"Production: {production_line(story)}", highlight=False)
         out.print("Next:")
         for step in next_steps(story):

@@ -23,9 +23,11 @@ from typing import Any
 
 from registry.read import dashboard_rows
 from registry.validation import error_summary
+from tasks.decision.arms import stored_arm_name
 from tasks.surgery.diagnostics import short_module
 from tasks.decision.gate import verdict_label, verdict_of
-from tasks.decision.report import pairing_text, pairing_vs, what_wins
+from tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
+from tasks.decision.report import pairing_text, what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
@@ -35,11 +37,9 @@ FAILURES_CAP = 50  # failed adapter runs listed fleet-wide (10 per adapter)
 
 # ----------------------------------------------------------------------------------------------- helpers
 def arm_name(policy: str, seed: int, is_control: bool) -> str:
-    """The gate's name of a candidate: the policy, or ``random_index-s<seed>`` for a random control.
-
-    Same rule as ``flows.refine_adapter.Arm.name`` (not imported: that would pull Prefect into the dashboard).
-    """
-    return f"{policy}-s{seed}" if policy == "random_index" else policy
+    """The gate's name of a candidate: the policy, or ``random_index-s<seed>`` for a random control
+    (:func:`tasks.decision.arms.stored_arm_name`, the rule the flow names its arms by)."""
+    return stored_arm_name(policy, seed)
 
 
 def slug(name: str) -> str:
@@ -79,12 +79,17 @@ def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence:
     return {"mean": mean, "lo": None, "hi": None}
 
 
-def _test(t: dict | None) -> dict | None:
+def _test(t: PairedTestRecord | None) -> dict | None:
     """A stored ``PairedTest`` as ``{delta, lo, hi, p, n}``."""
     if not t:
         return None
-    return {"delta": t.get("delta"), "lo": t.get("ci_low"), "hi": t.get("ci_high"), "p": t.get("p_value"),
-            "n": t.get("n")}
+    return {"delta": t.delta, "lo": t.ci_low, "hi": t.ci_high, "p": t.p_value, "n": t.n}
+
+
+def _pairing(v: VerdictRecord | None) -> str | None:
+    """What pairing bought against the baseline, in words (None where not recorded)."""
+    p = next((p for p in v.pairing if p.reference == "baseline"), None) if v is not None else None
+    return pairing_text(p.model_dump(mode="json")) if p is not None else None
 
 
 def _better(values: dict[str, float], names: list[str], hib: bool) -> str | None:
@@ -134,6 +139,7 @@ class _Index:
             if r.state == "superseded":
                 self.superseded[r.adapter_id].append(r)
         self.arm_of = {d.id: d.promoted_arm for d in rows["decisions"]}
+        self._records: dict[int, DecisionRecord] = {}
         # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
         # so the latest decision of a version wins).
         # Candidates are reused across decisions (stage keys): a promoted candidate keeps the score of the decision
@@ -172,6 +178,13 @@ class _Index:
             return full
         return {"means": d.means or {}, "higher_is_better": True if d.hib is None else bool(d.hib), "promoted": d.promoted_arm}
 
+    def record(self, d) -> DecisionRecord:
+        """:meth:`stats` read as a typed record (:class:`tasks.decision.record.DecisionRecord`), once per decision."""
+        rec = self._records.get(d.id)
+        if rec is None:
+            rec = self._records[d.id] = DecisionRecord.from_json(self.stats(d), bool(d.promoted))
+        return rec
+
     def sha(self, version_id: int | None) -> str:
         v = self.versions.get(version_id)
         return v.content_sha256[:8] if v is not None else "?"
@@ -192,11 +205,11 @@ class _Index:
 def _eval_of(ix: _Index, d, candidate_id: int | None, kind: str):
     """The evaluation decision ``d`` weighed for a subject: by the evaluator key its statistics name (stage-keyed
     decisions reuse candidates, so a candidate can have several), else the subject's latest."""
-    keys = ix.stats(d).get("keys") or {}
-    ekey = keys.get("task_evaluation" if kind == "task" else "guard_evaluation")
+    keys = ix.record(d).keys or EvidenceKeys()
+    ekey = keys.task_evaluation if kind == "task" else keys.guard_evaluation
     if ekey:
         e = ix.evals_by_key.get((d.adapter_version_id, candidate_id, kind, ekey))
-        if e is None and kind == "guard" and keys.get("guard_evaluation") == keys.get("task_evaluation"):
+        if e is None and kind == "guard" and keys.guard_evaluation == keys.task_evaluation:
             e = ix.evals_by_key.get((d.adapter_version_id, candidate_id, "task", ekey))
         if e is not None:
             return e
@@ -207,7 +220,7 @@ def _baseline_eval(ix: _Index, d, cands, kind: str):
     """The unedited version's evaluation this decision used: the one scored by the same evaluator (key) as the
     decision's candidates. A version re-decided under another configuration has one baseline evaluation per
     evaluator, and the latest one would give an older decision the wrong interval or benchmark."""
-    if (ix.stats(d).get("keys") or {}).get("task_evaluation"):
+    if (ix.record(d).keys or EvidenceKeys()).task_evaluation:
         return _eval_of(ix, d, None, kind)
     for c in cands:
         e = ix.evals.get((d.adapter_version_id, c.id, kind))
@@ -220,62 +233,62 @@ def _baseline_eval(ix: _Index, d, cands, kind: str):
 
 def _night(ix: _Index, d) -> dict[str, Any]:
     """One decision with every candidate's scores, deltas, p-values and verdict."""
-    stats = ix.stats(d)
-    hib = bool(stats.get("higher_is_better", True))
-    conf = float((stats.get("config") or {}).get("confidence", 0.95))
-    means, gmeans = stats.get("means") or {}, stats.get("guard_means") or {}
-    verdicts = {v.get("name"): v for v in stats.get("verdicts") or []}
+    rec = ix.record(d)
+    hib = rec.higher_is_better
+    conf = float(rec.config.get("confidence", 0.95))
+    means, gmeans = rec.means, rec.guard_means or {}
+    verdicts = {v.name: v for v in rec.verdicts}
     cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[(d.adapter_version_id, d.candidate_key)]}
     controls = [a for a, c in cands.items() if c.is_control]
-    best_control = next((v.get("control_name") for v in verdicts.values() if v.get("control_name")), None)
+    best_control = next((v.control_name for v in verdicts.values() if v.control_name), None)
     best_control = best_control or _better(means, controls, hib)
     base_task = _baseline_eval(ix, d, cands.values(), "task")
     base_guard = _baseline_eval(ix, d, cands.values(), "guard")
-    promoted_arm = stats.get("promoted") if d.promoted else None
+    promoted_arm = rec.promoted if d.promoted else None
     order = ["baseline"] + [a for a, c in cands.items() if not c.is_control] + controls
     order += [a for a in verdicts if a not in order]
     rows = []
     for arm in order:
         c = cands.get(arm)
-        v = verdicts.get(arm) or {}
-        if arm not in means and not v:
+        v = verdicts.get(arm)
+        if arm not in means and v is None:
             continue  # planned but never evaluated
         cid = c.id if c is not None else None
         te = base_task if arm == "baseline" else _eval_of(ix, d, cid, "task")
         ge = base_guard if arm == "baseline" else _eval_of(ix, d, cid, "guard")
-        n_task = (v.get("vs_baseline") or {}).get("n") or (te.n if te is not None else None)
-        n_guard = (v.get("guard_test") or {}).get("n") or (ge.n if ge is not None else None) or n_task
-        task_mean = means.get(arm, v.get("task_mean", te.value if te is not None else None))
+        n_task = (v and v.vs_baseline and v.vs_baseline.n) or (te.n if te is not None else None)
+        n_guard = (v and v.guard_test and v.guard_test.n) or (ge.n if ge is not None else None) or n_task
+        task_mean = means.get(arm, v.task_mean if v is not None else te.value if te is not None else None)
         guard_mean = gmeans.get(arm, ge.value if ge is not None else None)
-        guard = _test(v.get("guard_test"))
-        if guard is None and v.get("guard_delta") is not None:
-            guard = {"delta": v["guard_delta"], "lo": None, "hi": None, "p": None, "n": None}
+        guard = _test(v.guard_test) if v is not None else None
+        if guard is None and v is not None and v.guard_delta is not None:
+            guard = {"delta": v.guard_delta, "lo": None, "hi": None, "p": None, "n": None}
         rows.append({
-            "arm": arm, "policy": v.get("policy") or (c.policy if c is not None else "baseline"),
+            "arm": arm, "policy": (v.policy if v is not None else None) or (c.policy if c is not None else "baseline"),
             "role": "baseline" if arm == "baseline" else ("control" if c is not None and c.is_control else "candidate"),
             "candidate_id": cid,
             "task": mean_ci(task_mean, te.stderr if te is not None else None, n_task, conf),
             "guard": mean_ci(guard_mean, ge.stderr if ge is not None else None, n_guard, conf),
-            "vs_baseline": _test(v.get("vs_baseline")), "vs_control": _test(v.get("vs_control")),
-            "vs_scalar": _test(v.get("vs_scalar")),
-            "control": v.get("control_name"), "guard_delta": guard,
-            "passed": v.get("passed") if v else None, "promoted": arm == promoted_arm,
-            "verdict": v.get("verdict") or (("promote" if v.get("passed") else "reject") if v else None),
-            "n_needed": v.get("n_needed"),
-            "best_control": arm == best_control, "reason": v.get("reason"),
-            "pairing": pairing_text(pairing_vs(v)) if v and pairing_vs(v) else None,
-            "failed": [what for what, ok in (("vs unedited", v.get("beats_baseline")),
-                                             ("vs random control", v.get("beats_control")),
-                                             ("IFEval guard", v.get("guard_ok"))) if v and ok is False],
+            "vs_baseline": _test(v and v.vs_baseline), "vs_control": _test(v and v.vs_control),
+            "vs_scalar": _test(v and v.vs_scalar),
+            "control": v and v.control_name, "guard_delta": guard,
+            "passed": v.passed if v is not None else None, "promoted": arm == promoted_arm,
+            "verdict": v.verdict if v is not None else None,  # recorded before verdicts: promote if it passed
+            "n_needed": v and v.n_needed,
+            "best_control": arm == best_control, "reason": v and v.reason,
+            "pairing": _pairing(v),
+            "failed": [what for what, ok in (("vs unedited", v.beats_baseline),
+                                             ("vs random control", v.beats_control),
+                                             ("IFEval guard", v.guard_ok)) if ok is False] if v is not None else [],
         })
     return {
         "decision_id": d.id, "at": _iso(d.created_at), "t": _epoch(d.created_at), "run_id": d.run_id,
         "version_sha": ix.sha(d.adapter_version_id), "config_hash": d.config_hash[:8], "promoted": bool(d.promoted),
         "promoted_arm": promoted_arm, "sentence": d.sentence,
-        "verdict": verdict_of(stats, bool(d.promoted)), "n_needed": stats.get("n_needed"),
+        "verdict": rec.verdict, "n_needed": rec.n_needed,
         "higher_is_better": hib, "confidence": conf,
-        "gate": stats.get("config") or {}, "rows": rows,
-        "decision_metric": (stats.get("decision") or {}).get("metric", "task"),
+        "gate": rec.config, "rows": rows,
+        "decision_metric": rec.metric,
         "benchmark": base_task.benchmark if base_task is not None else None,
         "metric": base_task.metric if base_task is not None else None,
         "guard_benchmark": base_guard.benchmark if base_guard is not None else None,
@@ -290,9 +303,9 @@ def _trend(ix: _Index, adapter_id: int, decisions: list, now: datetime) -> list[
     out = []
     chrono = list(reversed(decisions))
     for i, d in enumerate(chrono):
-        stats = ix.stats(d)
-        hib = bool(stats.get("higher_is_better", True))
-        means = stats.get("means") or {}
+        rec = ix.record(d)
+        hib = rec.higher_is_better
+        means = rec.means
         cands = ix.by_decision[(d.adapter_version_id, d.candidate_key)]
         guided = [arm_name(c.policy, c.seed, c.is_control) for c in cands if not c.is_control]
         controls = [arm_name(c.policy, c.seed, c.is_control) for c in cands if c.is_control]
@@ -304,7 +317,7 @@ def _trend(ix: _Index, adapter_id: int, decisions: list, now: datetime) -> list[
                 state = (e.to_candidate_id, e.to_version_id)
         if state is None:  # nothing promoted yet: production is the unedited version
             state = (None, d.adapter_version_id)
-        promoted = stats.get("promoted") if d.promoted else None
+        promoted = rec.promoted if d.promoted else None
         out.append({
             "t": _epoch(d.created_at), "at": _iso(d.created_at), "decision_id": d.id,
             "version_sha": ix.sha(d.adapter_version_id), "baseline": means.get("baseline"),
@@ -321,7 +334,7 @@ def _spectrum(ix: _Index, latest) -> tuple[dict | None, dict | None]:
     if latest is None:
         return None, None
     cands = [c for c in ix.by_decision[(latest.adapter_version_id, latest.candidate_key)] if c.id in ix.spectra]
-    stats = ix.stats(latest)
+    rec = ix.record(latest)
     modules: list[str] = []
     panels, sens = [], None
     for c in cands:
@@ -337,8 +350,7 @@ def _spectrum(ix: _Index, latest) -> tuple[dict | None, dict | None]:
     if not panels:
         return None, None
     guided = [p for p in panels if not p["is_control"]]
-    focus = stats.get("promoted") if latest.promoted else _better(
-        stats.get("means") or {}, [p["arm"] for p in guided], bool(stats.get("higher_is_better", True)))
+    focus = rec.promoted if latest.promoted else _better(rec.means, [p["arm"] for p in guided], rec.higher_is_better)
     spectrum = {
         "decision_id": latest.id, "version_sha": ix.sha(latest.adapter_version_id), "module_names": modules,
         "modules": [short_module(m) for m in modules], "focus": focus or panels[0]["arm"],

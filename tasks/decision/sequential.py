@@ -31,12 +31,16 @@ call ``look(design, k, cand, baseline)`` and ``look(design, k, cand, best_contro
 when configured) and :func:`combine` them: it stops for efficacy only when every comparison says
 "efficacy", for futility when any says "futility", else continues. Efficacy at k < K goes on to the gate
 (guard and canaries still apply); at the last look run ``decide`` with :func:`last_look_config`.
+:func:`run_looks` is that loop over a ``score`` callback (the flow's evaluates each look's new documents), and
+:func:`sequential_decision` the gate at the look where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -46,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import optimize, special
 from scipy import stats as sps
 
-from tasks.decision.gate import GateConfig
+from tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, summarize
 from tasks.decision.power import exact_rejects, pair_counts, simulate_tables
 from tasks.decision.stats import as_outcomes, is_binary, newcombe_paired_ci_array
 
@@ -355,6 +359,150 @@ def look_config(design: SequentialDesign, cfg: GateConfig, k: int, n_candidates:
     ``α_k`` (Bonferroni over the m candidates: ``alpha = m·α_k``); everything else unchanged."""
     level = boundaries(design).nominal_alpha[k - 1]
     return cfg.model_copy(update={"alpha": min(max(1, n_candidates) * level, 0.999), "correction": "bonferroni"})
+
+
+# --------------------------------------------------------------------------------------- the look loop
+@dataclass(frozen=True)
+class LookRun:
+    """What the look loop scored and how it stopped (:func:`run_looks`).
+
+    Attributes:
+        key: The task evaluation's key: the hash of every look's evaluation key, in order.
+        outcomes: Subject name -> outcomes of the documents it was scored on (aligned from the first document).
+        scores: Subject name -> continuous scores of those documents (absent where a look had none).
+        record: The record that goes into the decision's statistics (``sequential``): design, looks, where each
+            candidate stopped, documents evaluated.
+    """
+
+    key: str
+    outcomes: dict[str, list]
+    scores: dict[str, list]
+    record: dict
+
+
+ScoreLook = Callable[[list[str], tuple[int, int]], tuple[str, dict[str, list], dict[str, list]]]
+
+
+def run_looks(design: SequentialDesign, roles: dict[str, str], score: ScoreLook, *, higher_is_better: bool = True,
+              canary_tolerance: float = 0.0, baseline: str = "baseline") -> LookRun:
+    """The task benchmark in looks: each look scores only its new documents, for the baseline, the controls and
+    every candidate still running.
+
+    The canaries: the zero rebuild is scored at the first look only (a broken write path shows on any document), and
+    a zero rebuild that fails there stops the adapter at once (its run is flagged whatever more documents say). The
+    bare base is scored at every look until the baseline differs from it on some document, so "the adapter is not
+    applied" rests on the same documents as in the fixed design, and an adapter that merely agrees with the base on
+    the first look's documents is not rejected for it. For the same reason an efficacy stop waits for that
+    difference (``efficacy_deferred_at`` records the looks where it waited); stopping there would turn the fixed
+    design's PROMOTE into a canary REJECT.
+
+    A candidate stops at a look for futility (its gain's upper bound below ``design.min_effect``); the adapter stops
+    when every candidate has stopped or one reaches efficacy, else at the budget.
+
+    Args:
+        design: The plan (:func:`design_for`).
+        roles: Arm name -> role (``policy``, ``scalar_control``, ``random_control``, ``canary``, ``bare_base``) of
+            every arm with a candidate, in plan order.
+        score: ``(subject names besides the baseline, (start, stop)) -> (evaluation key, subject -> outcomes of
+            documents start..stop-1, subject -> their continuous scores)``; the baseline is always scored.
+        higher_is_better: Direction of the task metric.
+        canary_tolerance: ``GateConfig.canary_tolerance`` (the zero-rebuild canary's allowed differing fraction).
+        baseline: The baseline's subject name.
+    """
+    from tasks.decision.canaries import documents_differing, zero_rebuild_holds
+
+    candidates = [n for n, r in roles.items() if r in ("policy", "scalar_control")]
+    controls = [n for n, r in roles.items() if r == "random_control"]
+    scalar = next((n for n, r in roles.items() if r == "scalar_control"), None)
+    canaries = [n for n, r in roles.items() if r in ("canary", "bare_base")]
+    zero = next((n for n, r in roles.items() if r == "canary"), None)
+    bare = next((n for n, r in roles.items() if r == "bare_base"), None)
+    live, futile, looks, keys = list(candidates), {}, [], []
+    out: dict[str, list] = {}
+    scores: dict[str, list] = {}
+    no_scores: set[str] = set()
+    start, stop_k, canary_stop, deferred = 0, len(design.looks), None, []
+
+    def differing(name: str) -> int:  # documents where canary ``name`` differs from the baseline, of those scored
+        return documents_differing(out[name], out[baseline])
+
+    for k, n_k in enumerate(design.looks, 1):
+        # the bare base goes on while the baseline has not differed from it: its canary needs one difference
+        more_bare = [bare] if k > 1 and bare is not None and differing(bare) == 0 else []
+        scored = (live + controls + ([scalar] if scalar and scalar not in live else [])
+                  + (canaries if k == 1 else more_bare))
+        ekey, chunk, chunk_scores = score(scored, (start, n_k))
+        keys.append(ekey)
+        for name, values in chunk.items():
+            if len(scores.get(name, ())) == len(out.get(name, ())) and name in chunk_scores:
+                scores.setdefault(name, []).extend(chunk_scores[name])
+            else:  # a look without scores: the subject has none over its documents
+                scores.pop(name, None)
+                no_scores.add(name)
+            out.setdefault(name, []).extend(values)
+        results = look_candidates(design, k, out[baseline], {n: out[n] for n in live}, {n: out[n] for n in controls},
+                                  (scalar, out[scalar]) if scalar else None, higher_is_better)
+        last = k == len(design.looks)  # the last look decides nothing itself: the gate does, at its level
+        looks.append({"look": k, "documents": n_k,
+                      "results": {n: "not significant" if last and r == "futility" else r for n, r in results.items()}})
+        if k < len(design.looks):
+            futile.update({n: k for n, r in results.items() if r == "futility"})
+        live = [n for n in live if n not in futile]
+        if k == 1 and zero is not None and not zero_rebuild_holds(differing(zero), len(out[zero]), canary_tolerance):
+            canary_stop = f"the zero-rebuild canary {zero} failed at look 1"  # final: it is scored at look 1 only
+        efficacy = any(results[n] == "efficacy" for n in live)
+        unapplied = bare is not None and differing(bare) == 0  # a stop now would read as "adapter not applied"
+        if k < len(design.looks) and (not live or canary_stop or (efficacy and not unapplied)):
+            stop_k = k
+            break
+        if efficacy and k < len(design.looks):
+            deferred.append(k)
+        start = n_k
+    record = {"design": design.model_dump(mode="json"), "looks": looks, "stopped_at_look": stop_k,
+              "documents": design.looks[stop_k - 1], "futile": futile, "evaluation_keys": keys,
+              "canary_stop": canary_stop, "efficacy_deferred_at": deferred,
+              "canary_documents": {n: len(out[n]) for n in canaries if n in out},
+              "subject_documents": sum(len(v) for v in out.values()),
+              "fixed_subject_documents": design.looks[-1] * (1 + len(candidates) + len(controls) + len(canaries))}
+    key = hashlib.sha256("|".join(keys).encode()).hexdigest()[:64]
+    return LookRun(key, out, {n: v for n, v in scores.items() if n not in no_scores}, record)
+
+
+def sequential_decision(gate: GateConfig, record: dict, base: ArmOutcomes, cands: list[ArmOutcomes],
+                        controls: list[ArmOutcomes], extras: dict[str, ArmOutcomes | None]) -> Decision:
+    """The gate at the look where the task evaluation stopped (``record``: :attr:`LookRun.record`), with the
+    candidates stopped earlier for futility rejected on the documents they had (each at its own look's level)."""
+    design = SequentialDesign.model_validate(record["design"])
+    m = len(cands)
+    full = [c for c in cands if c.name not in record["futile"]]
+    decision = decide(base, full, controls, look_config(design, gate, record["stopped_at_look"], m), **extras)
+    stopped = []
+    for c in cands:
+        if c.name not in record["futile"]:
+            continue
+        j = record["futile"][c.name]
+        nj = design.looks[j - 1]
+
+        def first(a: ArmOutcomes | None) -> ArmOutcomes | None:
+            # no guard at all (its stop is task evidence): the sub-decision only gives the numbers it had
+            return None if a is None else dataclasses.replace(a, task=a.task[:nj], guard=None, guard_skipped=None)
+
+        scalar = first(extras["scalar_control"])
+        sub = decide(first(base), [first(c)], [first(r) for r in controls],
+                     look_config(design, gate, j, m), scalar_control=scalar if scalar is not None and
+                     scalar.name != c.name else None)  # fmt: skip
+        v = sub.verdicts[0]
+        stopped.append(dataclasses.replace(v, verdict="reject", passed=False, reason=(
+            f"{c.name}: stopped for futility at look {j} of {len(design.looks)} ({nj} documents) — " + v.reason)))
+    if not stopped:
+        return decision
+    verdicts = decision.verdicts + tuple(stopped)
+    if decision.verdict == "promote":
+        return dataclasses.replace(decision, verdicts=verdicts)
+    # the gate's one sentence composer: only a HOLD gets the adapter's "held for evidence" tail
+    promoted, verdict, sentence, n_needed = summarize(verdicts, decision.flags, decision.higher_is_better)
+    return Decision(promoted, verdicts, sentence, decision.config, decision.baseline, decision.baseline_task_mean,
+                    decision.higher_is_better, verdict, decision.flags, decision.canaries, n_needed)
 
 
 # ------------------------------------------------------------------------------------------ simulation

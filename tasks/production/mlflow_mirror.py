@@ -28,7 +28,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from tasks.decision.gate import verdict_label, verdict_of
+from tasks.decision.gate import verdict_label
+from tasks.decision.record import DecisionRecord, VerdictRecord
 from tasks.secrets import redact_url
 
 # MLflow's limits (mlflow.utils.validation): longer values are cut, keys are made of the allowed characters.
@@ -117,7 +118,7 @@ def run_params(*, adapter: dict[str, Any], run_config: dict[str, Any], surgery: 
     sequential = run_config.get("sequential") or {}
     _flat("sequential", sequential if sequential.get("enabled") else {"enabled": False}, out)
     _flat("surgery", surgery, out)
-    _flat("gate", statistics.get("config") or run_config.get("gate") or {}, out)
+    _flat("gate", DecisionRecord.from_json(statistics).config or run_config.get("gate") or {}, out)
     return out
 
 
@@ -142,42 +143,43 @@ def run_metrics(statistics: dict[str, Any]) -> dict[str, float]:
     Differences and scores are fractions of the metric's 0..1 scale, as recorded.
     """
     out: dict[str, float] = {}
-    for arm, mean in (statistics.get("means") or {}).items():
+    rec = DecisionRecord.from_json(statistics)
+    for arm, mean in rec.means.items():
         _put(out, mean, "task", arm)
-    for arm, mean in (statistics.get("guard_means") or {}).items():
+    for arm, mean in (rec.guard_means or {}).items():
         _put(out, mean, "guard", arm)
-    for v in statistics.get("verdicts") or []:
-        name = v["name"]
-        _put(out, v.get("task_mean"), "task", name)
+    for v in rec.verdicts:
+        name = v.name
+        _put(out, v.task_mean, "task", name)
         for ref in ("baseline", "control", "scalar"):
-            test = v.get(f"vs_{ref}")
+            test = v.test(ref)
             if test:
-                _put(out, test.get("delta"), f"delta_vs_{ref}", name)
-                _put(out, test.get("ci_low"), f"ci_low_vs_{ref}", name)
-                _put(out, test.get("ci_high"), f"ci_high_vs_{ref}", name)
-                _put(out, test.get("p_value"), f"p_vs_{ref}", name)
-            _put(out, v.get(f"p_adjusted_vs_{ref}"), f"p_adjusted_vs_{ref}", name)
-        _put(out, v.get("p_adjusted"), "p_adjusted", name)
-        _put(out, v.get("guard_delta"), "guard_delta", name)
-        _put(out, (v.get("guard_test") or {}).get("p_value"), "guard_p", name)
+                _put(out, test.delta, f"delta_vs_{ref}", name)
+                _put(out, test.ci_low, f"ci_low_vs_{ref}", name)
+                _put(out, test.ci_high, f"ci_high_vs_{ref}", name)
+                _put(out, test.p_value, f"p_vs_{ref}", name)
+            _put(out, getattr(v, f"p_adjusted_vs_{ref}"), f"p_adjusted_vs_{ref}", name)
+        _put(out, v.p_adjusted, "p_adjusted", name)
+        _put(out, v.guard_delta, "guard_delta", name)
+        _put(out, v.guard_test.p_value if v.guard_test else None, "guard_p", name)
         for key in ("mde", "n_needed", "n", "passed"):
-            _put(out, v.get(key), key, name)
-        role = {"baseline": "baseline", v.get("control_name"): "control", v.get("scalar_name"): "scalar"}
-        for p in v.get("pairing") or []:
-            ref = role.get(p.get("reference"))
-            for prefix, values in (("", p.get("outcomes")), ("score_", p.get("scores"))):
+            _put(out, getattr(v, key), key, name)
+        role = {"baseline": "baseline", v.control_name: "control", v.scalar_name: "scalar"}
+        for p in v.pairing:
+            ref = role.get(p.reference)
+            for prefix, values in (("", p.outcomes), ("score_", p.scores)):
                 if ref and values:
-                    _put(out, values.get("correlation"), f"{prefix}corr_vs_{ref}", name)
-                    _put(out, values.get("n_eff"), f"{prefix}n_eff_vs_{ref}", name)
-    _put(out, statistics.get("promoted") is not None, "decision", "promoted")
-    _put(out, statistics.get("baseline_task_mean"), "decision", "baseline_task")
-    _put(out, statistics.get("n_needed"), "decision", "n_needed")
-    for name, canary in (statistics.get("canaries") or {}).items():
-        _put(out, canary.get("n_differ"), "canary", name, "n_differ")
-        _put(out, canary.get("fraction"), "canary", name, "fraction")
-    seq = statistics.get("sequential") or {}
-    _put(out, seq.get("stopped_at_look"), "sequential", "stopped_at_look")
-    _put(out, seq.get("documents"), "sequential", "documents")
+                    _put(out, values.correlation, f"{prefix}corr_vs_{ref}", name)
+                    _put(out, values.n_eff, f"{prefix}n_eff_vs_{ref}", name)
+    _put(out, rec.promoted is not None, "decision", "promoted")
+    _put(out, rec.baseline_task_mean, "decision", "baseline_task")
+    _put(out, rec.n_needed, "decision", "n_needed")
+    for name, canary in rec.canaries.items():
+        _put(out, canary.n_differ, "canary", name, "n_differ")
+        _put(out, canary.fraction, "canary", name, "fraction")
+    if rec.sequential is not None:
+        _put(out, rec.sequential.stopped_at_look, "sequential", "stopped_at_look")
+        _put(out, rec.sequential.documents, "sequential", "documents")
     return out
 
 
@@ -192,18 +194,17 @@ def run_tags(statistics: dict[str, Any], sentence: str, *, decision_id: int, reg
         registry_run_id: The registry's refinement run that decided.
         promoted: Whether production moved (False in a dry run even when the gate promoted a candidate).
     """
-    verdict = verdict_of(statistics, statistics.get("promoted") is not None)
-    keys = statistics.get("keys") or {}
+    rec = DecisionRecord.from_json(statistics)
     tags = {
         f"{TAG}decision_id": str(decision_id),
-        f"{TAG}verdict": verdict,
-        f"{TAG}verdict_label": verdict_label(verdict, statistics.get("n_needed"), statistics.get("promoted")),
-        f"{TAG}promoted_candidate": statistics.get("promoted") or "",
+        f"{TAG}verdict": rec.verdict,
+        f"{TAG}verdict_label": verdict_label(rec.verdict, rec.n_needed, rec.promoted),
+        f"{TAG}promoted_candidate": rec.promoted or "",
         f"{TAG}production_moved": str(bool(promoted)).lower(),
         f"{TAG}registry_run_id": "" if registry_run_id is None else str(registry_run_id),
-        f"{TAG}candidate_key": keys.get("candidates") or "",
-        f"{TAG}flags": " | ".join(statistics.get("flags") or []),
-        f"{TAG}correction": statistics.get("correction") or "",
+        f"{TAG}candidate_key": (rec.keys.candidates if rec.keys else None) or "",
+        f"{TAG}flags": " | ".join(rec.flags),
+        f"{TAG}correction": rec.correction or "",
         f"{TAG}sentence": sentence,
         "mlflow.note.content": sentence,
     }
@@ -221,19 +222,20 @@ def model_version_tags(statistics: dict[str, Any], sentence: str, *, decision_id
         candidate: ``{"id", "policy", "seed", "artifact_sha256"}`` of the promoted candidate.
         adapter_sha256: The unedited version's content hash.
     """
-    name = statistics.get("promoted")
-    v = next((x for x in statistics.get("verdicts") or [] if x["name"] == name), {})
+    rec = DecisionRecord.from_json(statistics)
+    name = rec.promoted
+    v = rec.promoted_verdict or VerdictRecord(name=name or "")
     tags: dict[str, Any] = {
         "decision_id": decision_id, "candidate": name, "candidate_id": candidate.get("id"),
         "policy": candidate.get("policy"), "seed": candidate.get("seed"),
         "artifact_sha256": candidate.get("artifact_sha256"), "adapter_sha256": adapter_sha256,
-        "baseline_task": statistics.get("baseline_task_mean"), "task": v.get("task_mean"),
-        "p_adjusted": v.get("p_adjusted"), "guard_delta": v.get("guard_delta"),
-        "correction": statistics.get("correction"), "alpha": (statistics.get("config") or {}).get("alpha"),
+        "baseline_task": rec.baseline_task_mean, "task": v.task_mean,
+        "p_adjusted": v.p_adjusted, "guard_delta": v.guard_delta,
+        "correction": rec.correction, "alpha": rec.alpha,
         "sentence": sentence,
     }
     for ref in ("baseline", "control", "scalar"):
-        test = v.get(f"vs_{ref}") or {}
-        tags[f"delta_vs_{ref}"] = test.get("delta")
-        tags[f"p_vs_{ref}"] = test.get("p_value")
+        test = v.test(ref)
+        tags[f"delta_vs_{ref}"] = test.delta if test else None
+        tags[f"p_vs_{ref}"] = test.p_value if test else None
     return {f"{TAG}{k}": str(x)[:MAX_TAG_VALUE] for k, x in tags.items() if x is not None}

@@ -6,7 +6,7 @@
 One demo adapter (``tasks.demo.demo_fleet``, trained with ``--train-steps`` steps unless cached: its quality does not
 matter for timing) on the bundled SmolLM2-135M-Instruct, five arms: the three paper policies ``abs_select``,
 ``smooth_abs``, ``grad_direction`` at the calibration seed and the ``random_index`` control at TWO seeds (42 and
-43), i.e. ``SurgeryConfig(random_control_seeds=(42, 43))`` planned by ``flows.refine_adapter.plan_arms``. Every
+43), i.e. ``SurgeryConfig(random_control_seeds=(42, 43))`` planned by ``tasks.decision.arms.plan_arms``. Every
 subject (the unedited adapter as ``baseline`` plus the five candidates) is scored on the adapter's family suite
 (offline profile) and on the IFEval guard ``ss_ifeval`` at the same fixed limits in both paths.
 
@@ -243,7 +243,7 @@ def run_child(kind: str, plan_file: Path, result_file: Path) -> None:
 # ------------------------------------------------------------------------------------------------ driver
 def make_plan(args: argparse.Namespace) -> dict:
     """Resolve the base, build (or reuse) the demo adapter and plan the arms and benchmarks."""
-    from flows.refine_adapter import plan_arms
+    from tasks.decision.arms import plan_arms
     from tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
     from tasks.config import CalibConfig, SurgeryConfig
     from tasks.demo.demo_fleet import DEMO_FLEET, build_demo_fleet

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from flows import worker
 from flows.refine_fleet import headline, run_nightly
 from registry import models as m
+from tasks.decision.record import DecisionRecord
 from tasks.config import CalibConfig, SurgeryConfig
 from tasks.run_config import RunConfig
 from tests import tiny
@@ -348,6 +349,18 @@ def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, f
     assert {v["name"] for v in stats["verdicts"]} == {"abs_select", "smooth_abs", "grad_direction", "global_scalar"}
     assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "smooth_abs"
     assert stats["verdict"] == "promote" and stats["correction"] == "holm"
+    # the stored statistics are a typed, versioned record: read back, it writes exactly what was stored
+    record = DecisionRecord.from_json(stats, decision.promoted)
+    assert stats["schema_version"] == 1 and record.to_json() == stats
+    assert record.promoted_verdict.name == "smooth_abs" and record.promoted_verdict.vs_baseline.p_value < 0.05
+    assert record.ladder.roles["zero_rebuild"] == "canary" and record.canaries["bare_base"].n_differ > 0
+    assert record.guard.arms == cfg.guard_arms and record.keys.candidates == decision.candidate_key
+    from flows.demo import summary_rows  # the demo's table reads the same record
+
+    (row,) = summary_rows(reg, ["ad0"], cfg)
+    best = record.promoted_verdict
+    assert row["verdict"] == "promote" and row["best_policy"] == "smooth_abs" == row["promoted"]
+    assert (row["delta_baseline"], row["p_random"]) == (best.vs_baseline.delta, best.vs_control.p_value)
 
 
 def test_calibration_file_without_held_out_rows_skips_the_scalar_and_says_why(prefect_harness, make_fleet,
@@ -796,6 +809,9 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
             assert rec["looks"][0]["results"]["smooth_abs"] == why
             assert rec["subject_documents"] < rec["fixed_subject_documents"] / 3
             assert stats["config"]["correction"] == "bonferroni" and stats["config"]["alpha"] < 0.05
+            record = DecisionRecord.from_json(stats)
+            assert record.to_json() == stats and record.sequential.stopped_at_look == 1
+            assert record.sequential.looks[0]["results"]["smooth_abs"] == why
             version = reg.list_versions(name)[0]
             task_evals = [e for e in reg.list_evaluations(version.id) if e.kind == "task"]
             assert {e.n for e in task_evals} == {60}  # one look's documents, never the whole budget

@@ -131,7 +131,7 @@ def test_sequential_decision_sentence_uses_the_gates_tail(tmp_path):
     """A sequential run adds the candidates stopped for futility to the gate's verdicts: its sentence comes from the
     same composer, so a REJECT has no tail and a HOLD's names the held candidate (not "held for evidence" after a
     guard-rejected candidate's reason)."""
-    from flows.refine_adapter import _sequential_decision
+    from tasks.decision.sequential import sequential_decision
 
     cfg = RunConfig(data_dir=tmp_path, sequential=SequentialConfig(enabled=True, looks=4), task_limit=400,
                     surgery=SurgeryConfig(calib=CalibConfig(n_samples=4)))
@@ -141,7 +141,7 @@ def test_sequential_decision_sentence_uses_the_gates_tail(tmp_path):
         arms = [first, cand("smooth_abs", **GUARD_FAILS), stopped]
         design = design_for(cfg.sequential, cfg.gate, 400, len(arms))
         record = {"design": design.model_dump(mode="json"), "futile": {"grad_direction": 1}, "stopped_at_look": 4}
-        d = _sequential_decision(cfg, record, BASE, arms, [RANDOM], extras)
+        d = sequential_decision(cfg.gate, record, BASE, arms, [RANDOM], extras)
         assert d.verdict == expect and [v.name for v in d.verdicts] == ["abs_select", "smooth_abs", "grad_direction"]
         assert "reject: the IFEval guard fails | grad_direction: stopped for futility at look 1 of 4" in d.sentence
         if expect == "reject":

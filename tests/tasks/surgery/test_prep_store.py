@@ -46,7 +46,7 @@ def test_reloaded_prepared_gives_identical_edits_and_adapters(fresh, tiny_adapte
 
 
 def test_stage_seconds_count_calibration_only_for_edits_that_need_data(fresh, tiny_adapter, tmp_path):
-    from flows.refine_adapter import stage_seconds
+    from tasks.surgery.write_plan import stage_seconds
 
     prepared, cfg = fresh
     loaded = load_prepared(save_prepared(prepared, tmp_path / "prepared.safetensors"), tiny_adapter, cfg.targets)
