@@ -3,8 +3,8 @@ where it stands in line, and what the latest windowed run planned against what i
 
 * :func:`night_history`: one :class:`tasks.night_plan.AdapterHistory` per pending version, from one read
   transaction: never refined / new version / deferred by the latest run that saw it, declared priority, latest
-  decision time, and the per-stage seconds of the adapter's latest decision (``candidates.seconds_json``,
-  ``evaluations.seconds``);
+  decision time, the per-stage seconds of the adapter's latest decision (``candidates.seconds_json``,
+  ``evaluations.seconds``) and the wall seconds of the adapter run that made it;
 * :func:`run_plan`: the adapter runs of one run with their forecast, actual seconds and plan reason (the
   dashboard's planned-vs-actual table, ``why``).
 """
@@ -72,11 +72,18 @@ def night_history(registry, versions: Sequence[AdapterVersion]) -> list[AdapterH
             decision = s.scalars(select(Decision).join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id)
                                  .where(AdapterVersion.adapter_id == adapter.id)
                                  .order_by(Decision.created_at.desc(), Decision.id.desc()).limit(1)).first()
+            wall = None
+            if decision is not None:
+                span = s.execute(select(AdapterRun.started_at, AdapterRun.ended_at).where(
+                    AdapterRun.decision_id == decision.id, AdapterRun.status == "completed",
+                    AdapterRun.started_at.is_not(None), AdapterRun.ended_at.is_not(None))
+                    .order_by(AdapterRun.id.desc()).limit(1)).first()
+                wall = (span[1] - span[0]).total_seconds() if span is not None else None
             out.append(AdapterHistory(
                 name=adapter.name, version_id=v.id, never_refined=not done, new_version=bool(done) and v.id not in done,
                 deferred=latest is not None and latest.status == "deferred", priority=adapter.priority or 0,
                 last_decision_at=decision.created_at if decision is not None else None,
-                stage_seconds=_stage_seconds(s, decision) if decision is not None else {}))
+                stage_seconds=_stage_seconds(s, decision) if decision is not None else {}, wall_seconds=wall))
     return out
 
 

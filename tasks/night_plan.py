@@ -3,9 +3,11 @@
 A platform team runs the nightly flow in a fixed window on shared GPUs, and Prefect has no answer for a night that
 runs long. So the flow plans its own night before it starts anything (:func:`plan_night`):
 
-1. **Forecast** each adapter's cost from the per-stage seconds recorded on past nights (:func:`forecast_seconds`:
-   decompose + calibrate + every candidate's write and γ + every evaluation); an adapter with no history gets the
-   fleet's median past cost, and on a first night :attr:`WindowConfig.default_adapter_seconds`.
+1. **Forecast** each adapter's cost from what past nights recorded (:func:`forecast_of`): the per-stage seconds
+   (decompose + calibrate + every candidate's write and γ + every evaluation), or the wall seconds of the adapter
+   run that made its latest decision when that is larger (the stages leave out loading the model, the registry's
+   writes and the orchestration: on the tiny test fleet the stages were a fifth of the wall time); an adapter with
+   no history gets the fleet's median past cost, and on a first night :attr:`WindowConfig.default_adapter_seconds`.
 2. **Order** by priority (:func:`priority_key`): deferred last night first, then never refined, then a new version,
    then the declared ``priority`` (higher first), then the oldest decision, then the name.
 3. **Fit** in that order onto ``lanes`` (``RunConfig.concurrency``) by list scheduling: each adapter takes the lane
@@ -114,6 +116,8 @@ class AdapterHistory:
         last_decision_at: When the adapter's latest decision was made (None: never).
         stage_seconds: Past per-stage seconds of its latest refinement with recorded costs
             (``{"decompose": .., "calibrate": .., "write": .., "gamma": .., "evaluate": ..}``); empty: no history.
+        wall_seconds: Wall seconds of the adapter run that made its latest decision (None: unknown). Smaller than
+            the stages when that run reused stored stages; larger when it computed them (overheads included).
     """
 
     name: str
@@ -124,6 +128,7 @@ class AdapterHistory:
     priority: int = 0
     last_decision_at: datetime | None = None
     stage_seconds: Mapping[str, float] = field(default_factory=dict)
+    wall_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,13 @@ def forecast_seconds(stage_seconds: Mapping[str, float]) -> float | None:
     return sum(values) if values else None
 
 
+def forecast_of(h: AdapterHistory) -> float | None:
+    """An adapter's own forecast: the larger of its recorded stage seconds and the wall seconds of the run that made
+    its latest decision (None: neither is recorded)."""
+    known = [x for x in (forecast_seconds(h.stage_seconds), h.wall_seconds) if x is not None]
+    return max(known) if known else None
+
+
 def priority_key(h: AdapterHistory) -> tuple:
     """Sort key, first in line first: deferred last night, never refined, new version, declared priority (higher
     first), oldest decision (never decided first), name (ties broken the same way every night)."""
@@ -224,7 +236,7 @@ def plan_night(adapters: Sequence[AdapterHistory], window: WindowConfig, lanes: 
     """
     if lanes < 1:
         raise ValueError(f"lanes must be >= 1, got {lanes}")
-    own = {h.name: forecast_seconds(h.stage_seconds) for h in adapters}
+    own = {h.name: forecast_of(h) for h in adapters}
     known = [s for s in own.values() if s is not None]
     fallback, fallback_basis = ((statistics.median(known), "fleet") if known
                                 else (window.default_adapter_seconds, "default"))

@@ -14,7 +14,11 @@ from sqlalchemy.orm import Session
 from flows import refine_fleet, worker
 from flows.refine_fleet import headline, run_nightly, window_lines
 from registry import models as m
+from flows.cli.why import next_steps
+from flows.dashboard.data import collect
+from flows.dashboard.html import render_html
 from registry.night import run_plan
+from registry.read import adapter_story
 from tasks.decision.gate import GateConfig
 from tests.flows.test_nightly import _config, _register
 
@@ -122,6 +126,17 @@ def test_a_night_plans_itself_defers_what_does_not_fit_and_puts_it_first_next_ni
     assert rows2 == {"ad0": "deferred", "ad1": "deferred", "ad2": "completed"}
     assert reg.get_run(out2["run_id"]).status == "completed"
 
+    # the dashboard's table and `why` say the same (the registry's timestamps are real time, not the test's clock)
+    data = collect(reg)
+    assert data["night"]["run_id"] == out2["run_id"]
+    assert [(r["adapter"], r["status"], r["forecast_s"]) for r in data["night"]["rows"]] == [
+        ("ad0", "deferred", 800.0), ("ad1", "deferred", 2000.0), ("ad2", "completed", 1400.0)]
+    assert data["night"]["rows"][0]["actual_s"] is None and data["night"]["rows"][2]["actual_s"] is not None
+    assert "Last night against its window" in render_html(data) and "the night ran long" in render_html(data)
+    story = adapter_story(reg, "ad1")
+    assert story.last_run["status"] == "deferred" and story.last_run["forecast_seconds"] == 2000.0
+    assert any("did not fit the night's window" in s and "first in line" in s for s in next_steps(story))
+
 
 def test_without_a_window_nothing_is_planned(prefect_harness, make_fleet, fleet_base, tmp_path, night):
     dirs, calib = make_fleet(1)
@@ -130,3 +145,26 @@ def test_without_a_window_nothing_is_planned(prefect_harness, make_fleet, fleet_
     night({"ad0": 5.0})
     out = run_nightly(cfg)
     assert out["completed"] == 1 and out["deferred"] == 0 and "plan" not in out and window_lines(out) == []
+
+
+def test_register_declares_a_priority(make_fleet, fleet_base, tmp_path):
+    import json
+
+    from tests.flows.cli_support import cli
+
+    dirs, _ = make_fleet(2)
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    out = cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--priority", "5",
+              "--data-dir", data, "--json")
+    assert out.code == 0 and out.json()["priority"] == 5
+    again = cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--data-dir", data,
+                "--json")
+    assert again.json()["priority"] == 5  # a re-registration without --priority keeps it
+    table = tmp_path / "fleet.csv"
+    table.write_text(f"name,source,base,family,priority\nad1,ad1,{fleet_base},math,-2\n")
+    many = json.loads(cli("register", "--from", table, "--data-dir", data, "--json").out)
+    assert [(a["name"], a["priority"]) for a in many["adapters"]] == [("ad1", -2)]
+    bad = cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--priority", "5000",
+              "--data-dir", data)
+    assert bad.code != 0 and "priority must be a whole number from -1000 to 1000" in bad.err

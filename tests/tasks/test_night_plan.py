@@ -12,6 +12,7 @@ from tasks.night_plan import (
     WindowConfig,
     clock,
     forecast_error,
+    forecast_of,
     forecast_seconds,
     plan_night,
     still_fits,
@@ -33,6 +34,14 @@ def _actions(plan) -> dict[str, str]:
 def test_forecast_is_the_sum_of_recorded_stages():
     assert forecast_seconds({"decompose": 1.5, "calibrate": 10.0, "write": 2.0, "gamma": 0.5, "evaluate": 30.0}) == 44.0
     assert forecast_seconds({}) is None
+
+
+def test_an_own_forecast_is_the_larger_of_the_stages_and_the_last_wall_time():
+    stages = {"calibrate": 10.0, "evaluate": 30.0}
+    assert forecast_of(AdapterHistory("a", 1, stage_seconds=stages, wall_seconds=100.0)) == 100.0  # overheads
+    assert forecast_of(AdapterHistory("a", 1, stage_seconds=stages, wall_seconds=5.0)) == 40.0  # stages reused
+    assert forecast_of(AdapterHistory("a", 1, wall_seconds=5.0)) == 5.0
+    assert forecast_of(AdapterHistory("a", 1)) is None
 
 
 def test_window_parses_durations_and_needs_a_limit():
