@@ -278,9 +278,12 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
                 nonlocal committed
                 r = _result(future)
                 results.append(r)
-                if plan is not None and (e := entry.get(r.get("version_id"))) is not None:
-                    committed += r.get("seconds", e.forecast_s) - e.forecast_s
-                    reg.record_plan(run.id, e.version_id, forecast_s=e.forecast_s, reason=e.reason)
+                e = entry.get(r.get("version_id"))
+                if e is not None:
+                    committed += r["seconds"] - e.forecast_s
+                with contextlib.suppress(Exception):  # a cost not written is a forecast less, never a lost night
+                    reg.record_visit(run.id, r["version_id"], seconds=r["seconds"],
+                                     forecast_s=e.forecast_s if e else None, reason=e.reason if e else None)
 
             for i, v in enumerate(todo):
                 if len(in_flight) >= config.concurrency:

@@ -187,6 +187,8 @@ class AdapterRun(Base):
         ForeignKey("decisions.id"), doc="The decision this run reached (several runs can reach the same one).")
     forecast_seconds: Mapped[float | None] = mapped_column(doc="The night planner's forecast (None: no window).")
     plan_reason: Mapped[str | None] = mapped_column(Text, doc="Why it started where it did, or why it was deferred.")
+    wall_seconds: Mapped[float | None] = mapped_column(
+        doc="What the visit cost as the nightly flow measured it, submit to result (started_at is the later claim).")
 
 
 class Candidate(Base):

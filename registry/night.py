@@ -4,7 +4,7 @@ where it stands in line, and what the latest windowed run planned against what i
 * :func:`night_history`: one :class:`tasks.night_plan.AdapterHistory` per pending version, from one read
   transaction: never refined / new version / deferred by the latest run that saw it, declared priority, latest
   decision time, the per-stage seconds of the adapter's latest decision (``candidates.seconds_json``,
-  ``evaluations.seconds``) and the wall seconds of the adapter run that made it;
+  ``evaluations.seconds``) and the wall seconds of the visit that made it (``adapter_runs.wall_seconds``);
 * :func:`run_plan`: the adapter runs of one run with their forecast, actual seconds and plan reason (the
   dashboard's planned-vs-actual table, ``why``).
 """
@@ -74,11 +74,9 @@ def night_history(registry, versions: Sequence[AdapterVersion]) -> list[AdapterH
                                  .order_by(Decision.created_at.desc(), Decision.id.desc()).limit(1)).first()
             wall = None
             if decision is not None:
-                span = s.execute(select(AdapterRun.started_at, AdapterRun.ended_at).where(
+                wall = s.scalars(select(AdapterRun.wall_seconds).where(
                     AdapterRun.decision_id == decision.id, AdapterRun.status == "completed",
-                    AdapterRun.started_at.is_not(None), AdapterRun.ended_at.is_not(None))
-                    .order_by(AdapterRun.id.desc()).limit(1)).first()
-                wall = (span[1] - span[0]).total_seconds() if span is not None else None
+                    AdapterRun.wall_seconds.is_not(None)).order_by(AdapterRun.id.desc()).limit(1)).first()
             out.append(AdapterHistory(
                 name=adapter.name, version_id=v.id, never_refined=not done, new_version=bool(done) and v.id not in done,
                 deferred=latest is not None and latest.status == "deferred", priority=adapter.priority or 0,
@@ -95,7 +93,7 @@ class PlannedRun:
         adapter: The adapter's name; ``version_id`` the version.
         status: ``completed``, ``failed``, ``deferred``, ``running`` or ``pending``.
         forecast_s: The planner's forecast (None: the run had no window).
-        actual_s: Wall seconds from start to end (None: not started or not ended).
+        actual_s: Wall seconds of the visit as the flow measured it (None: not started or not ended).
         reason: The plan's reason (why it started where it did, or why it waits).
     """
 
@@ -123,8 +121,7 @@ def run_plan(registry, run_id: int) -> list[PlannedRun]:
             Adapter, Adapter.id == AdapterVersion.adapter_id).where(AdapterRun.run_id == run_id)).all()
     out = []
     for row, name in rows:
-        actual = ((row.ended_at - row.started_at).total_seconds()
-                  if row.started_at is not None and row.ended_at is not None and row.status != "deferred" else None)
+        actual = row.wall_seconds if row.status in ("completed", "failed") else None
         out.append(PlannedRun(name, row.adapter_version_id, row.status, row.forecast_seconds, actual,
                               row.plan_reason, row.started_at))
     return sorted(out, key=lambda r: r.adapter)

@@ -102,7 +102,7 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     version_ids = None if ids is None else [v.id for v in versions]
     rq = select(AdapterRun.id, AdapterRun.run_id, AdapterRun.adapter_version_id, AdapterRun.status,
                 AdapterRun.error_type, AdapterRun.started_at, AdapterRun.ended_at, AdapterRun.forecast_seconds,
-                AdapterRun.plan_reason)
+                AdapterRun.plan_reason, AdapterRun.wall_seconds)
     fq = select(AdapterRun.id, AdapterRun.error_message).where(AdapterRun.status == "failed")
     if version_ids is not None:
         rq = rq.where(AdapterRun.adapter_version_id.in_(version_ids))

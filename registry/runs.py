@@ -325,14 +325,18 @@ class RunStore(Store):
                 row.plan_reason = reason
             return row
 
-    def record_plan(self, run_id: int, adapter_version_id: int, *, forecast_s: float, reason: str) -> None:
-        """Write the night planner's forecast and reason onto the adapter run of a version this run started
-        (nothing when it has none: a version another run held)."""
+    def record_visit(self, run_id: int, adapter_version_id: int, *, seconds: float, forecast_s: float | None = None,
+                     reason: str | None = None) -> None:
+        """Write what a version's visit cost as the nightly flow measured it (``wall_seconds``) and, in a windowed
+        night, the planner's forecast and reason, onto this run's adapter run of it (nothing when it has none: a
+        version another run held)."""
         with self._write() as s:
             row = s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id,
                                                      AdapterRun.adapter_version_id == adapter_version_id)).first()
             if row is not None:
-                row.forecast_seconds, row.plan_reason = check.finite(forecast_s, "forecast_s"), reason
+                row.wall_seconds = check.finite(seconds, "seconds")
+                if forecast_s is not None:
+                    row.forecast_seconds, row.plan_reason = check.finite(forecast_s, "forecast_s"), reason
 
     def record_failure(
         self, run_id: int, adapter_version_id: int, error: BaseException | str, *, config_hash: str | None = None

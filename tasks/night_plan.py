@@ -4,9 +4,9 @@ A platform team runs the nightly flow in a fixed window on shared GPUs, and Pref
 runs long. So the flow plans its own night before it starts anything (:func:`plan_night`):
 
 1. **Forecast** each adapter's cost from what past nights recorded (:func:`forecast_of`): the per-stage seconds
-   (decompose + calibrate + every candidate's write and γ + every evaluation), or the wall seconds of the adapter
-   run that made its latest decision when that is larger (the stages leave out loading the model, the registry's
-   writes and the orchestration: on the tiny test fleet the stages were a fifth of the wall time); an adapter with
+   (decompose + calibrate + every candidate's write and γ + every evaluation), or the wall seconds of the visit
+   that made its latest decision when that is larger (the stages leave out fetching, loading the model, the
+   registry's writes and the orchestration: on the tiny test fleet they were a fifth of the wall time); an adapter with
    no history gets the fleet's median past cost, and on a first night :attr:`WindowConfig.default_adapter_seconds`.
 2. **Order** by priority (:func:`priority_key`): deferred last night first, then never refined, then a new version,
    then the declared ``priority`` (higher first), then the oldest decision, then the name.
@@ -116,8 +116,9 @@ class AdapterHistory:
         last_decision_at: When the adapter's latest decision was made (None: never).
         stage_seconds: Past per-stage seconds of its latest refinement with recorded costs
             (``{"decompose": .., "calibrate": .., "write": .., "gamma": .., "evaluate": ..}``); empty: no history.
-        wall_seconds: Wall seconds of the adapter run that made its latest decision (None: unknown). Smaller than
-            the stages when that run reused stored stages; larger when it computed them (overheads included).
+        wall_seconds: Wall seconds of the visit that made its latest decision, as the nightly flow measured it
+            (None: unknown). Smaller than the stages when that visit reused stored stages; larger when it computed
+            them (overheads included).
     """
 
     name: str

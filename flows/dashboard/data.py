@@ -571,8 +571,7 @@ def night_window(adapter_runs, ix: _Index, names: dict[int, str]) -> dict[str, A
         v = ix.versions.get(r.adapter_version_id)
         if r.run_id != run_id or v is None or v.adapter_id not in names:
             continue
-        actual = ((r.ended_at - r.started_at).total_seconds() if r.status in ("completed", "failed")
-                  and r.started_at is not None and r.ended_at is not None else None)
+        actual = r.wall_seconds if r.status in ("completed", "failed") else None
         rows.append({"adapter": names[v.adapter_id], "status": r.status, "forecast_s": r.forecast_seconds,
                      "actual_s": actual, "reason": r.plan_reason,
                      "error": None if actual is None else (actual - r.forecast_seconds) / r.forecast_seconds})

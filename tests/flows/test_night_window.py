@@ -81,7 +81,7 @@ def test_a_night_plans_itself_defers_what_does_not_fit_and_puts_it_first_next_ni
     reg = _register(cfg, dirs, fleet_base)
 
     # night 1, nothing recorded: every adapter forecast at the default 1000 s; two fit in 2500 s, ad2 waits
-    night({"ad0": 1200.0, "ad1": 1100.0, "ad2": 900.0})
+    night({"ad0": 700.0, "ad1": 1100.0, "ad2": 900.0})
     out = run_nightly(cfg)
     assert (out["completed"], out["deferred"], out["failed"], out["refined"]) == (2, 1, 0, 2)
     assert headline(out) == "2 refined, 0 failed, 1 deferred to the next night (the window)"
@@ -90,11 +90,11 @@ def test_a_night_plans_itself_defers_what_does_not_fit_and_puts_it_first_next_ni
     assert {n: (r["action"], r["status"], r["basis"]) for n, r in plan.items()} == {
         "ad0": ("start", "completed", "default"), "ad1": ("start", "completed", "default"),
         "ad2": ("defer", "deferred", "default")}
-    assert (plan["ad0"]["actual_s"], plan["ad0"]["error"]) == (1200.0, pytest.approx(0.2))
+    assert (plan["ad0"]["actual_s"], plan["ad0"]["error"]) == (700.0, pytest.approx(-0.3))
     assert plan["ad2"]["actual_s"] is None and "past the window 0:41:40" in plan["ad2"]["reason"]
     w = out["window"]
-    assert (w["forecast_s"], w["actual_s"], w["elapsed_s"]) == (2000.0, 2300.0, 2300.0)
-    assert w["forecast_error"] == pytest.approx(0.15) and w["mean_abs_error"] == pytest.approx(0.15)
+    assert (w["forecast_s"], w["actual_s"], w["elapsed_s"]) == (2000.0, 1800.0, 1800.0)
+    assert w["forecast_error"] == pytest.approx(-0.1) and w["mean_abs_error"] == pytest.approx(0.2)
     lines = window_lines(out)
     assert lines[0].startswith("Window (wall clock 0:41:40, 1 lane(s)): 2 planned to start, 1 deferred")
     # recorded: deferred (not failed, not running) with its reason and forecast; still pending work
@@ -102,10 +102,12 @@ def test_a_night_plans_itself_defers_what_does_not_fit_and_puts_it_first_next_ni
     assert {n: r.status for n, r in rows.items()} == {"ad0": "completed", "ad1": "completed", "ad2": "deferred"}
     assert rows["ad2"].forecast_s == 1000.0 and "past the window" in rows["ad2"].reason
     assert rows["ad0"].forecast_s == 1000.0 and rows["ad0"].reason.startswith("never refined")
+    assert (rows["ad0"].actual_s, rows["ad0"].error) == (700.0, pytest.approx(-0.3))  # the visit, as measured
     assert [v.adapter.name for v in reg.pending_work(lambda a: refine_fleet.adapter_config_hash(cfg, a))] == ["ad2"]
 
     # night 2, a new gate (every version needs a visit): ad2 was deferred, so it is first in line, forecast at the
-    # fleet's median recorded cost; ad1 declared priority 3 goes before ad0; injected history 800 s / 2000 s
+    # fleet's median recorded cost; ad1 declared priority 3 goes before ad0. Injected stage seconds 800 / 2000
+    # against visits of 700 / 1100: each forecast is the larger, 800 / 2000
     _inject_history(reg, "ad0", 800.0)
     _inject_history(reg, "ad1", 2000.0)
     reg.register_adapter("ad1", str(dirs[1]), str(fleet_base), "commonsense", priority=3)
@@ -126,12 +128,13 @@ def test_a_night_plans_itself_defers_what_does_not_fit_and_puts_it_first_next_ni
     assert rows2 == {"ad0": "deferred", "ad1": "deferred", "ad2": "completed"}
     assert reg.get_run(out2["run_id"]).status == "completed"
 
-    # the dashboard's table and `why` say the same (the registry's timestamps are real time, not the test's clock)
+    # the dashboard's table and `why` say the same
     data = collect(reg)
     assert data["night"]["run_id"] == out2["run_id"]
     assert [(r["adapter"], r["status"], r["forecast_s"]) for r in data["night"]["rows"]] == [
         ("ad0", "deferred", 800.0), ("ad1", "deferred", 2000.0), ("ad2", "completed", 1400.0)]
-    assert data["night"]["rows"][0]["actual_s"] is None and data["night"]["rows"][2]["actual_s"] is not None
+    assert data["night"]["rows"][0]["actual_s"] is None and data["night"]["rows"][2]["actual_s"] == 2000.0
+    assert data["night"]["error"] == pytest.approx(600 / 1400)
     assert "Last night against its window" in render_html(data) and "the night ran long" in render_html(data)
     story = adapter_story(reg, "ad1")
     assert story.last_run["status"] == "deferred" and story.last_run["forecast_seconds"] == 2000.0

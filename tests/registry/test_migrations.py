@@ -358,7 +358,7 @@ def test_0008_admits_deferred_adapter_runs_and_priorities_and_downgrades(bare_en
     with bare_engine.begin() as conn:
         assert conn.execute(text("SELECT priority FROM adapters")).scalars().all() == [0]
         conn.execute(text("UPDATE adapter_runs SET status = 'deferred', forecast_seconds = 12.5, "
-                          "plan_reason = 'would end past the window'"))
+                          "plan_reason = 'would end past the window', wall_seconds = NULL"))
     with pytest.raises(IntegrityError), bare_engine.begin() as conn:
         conn.execute(text("UPDATE adapter_runs SET status = 'paused'"))
     migrations.check(bare_engine)

@@ -4,7 +4,9 @@
 ``adapter_runs.status`` gets a fifth value, ``deferred``: a version the run planned but did not start because it
 did not fit the window (not failed: the next night puts it first in line); ``adapter_runs.forecast_seconds``: the
 planner's forecast of the refinement (NULL: run without a window, or before this revision); ``plan_reason``: why
-it started where it did, or why it waits.
+it started where it did, or why it waits; ``wall_seconds``: what the visit cost as the nightly flow measured it, from
+submitting the version to its result (the row's own ``started_at`` comes later, at the claim, after the download and
+the model load: on the tiny test fleet the span missed up to three quarters of the visit).
 
 SQLite cannot alter a CHECK constraint: the table's stored ``CREATE TABLE`` text is edited in place, as 0007 does
 for ``refinement_runs`` (the new constraint only admits more values, so every stored row satisfies it).
@@ -57,6 +59,7 @@ def upgrade() -> None:
     op.add_column("adapters", sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("adapter_runs", sa.Column("forecast_seconds", sa.Double(), nullable=True))
     op.add_column("adapter_runs", sa.Column("plan_reason", sa.Text(), nullable=True))
+    op.add_column("adapter_runs", sa.Column("wall_seconds", sa.Double(), nullable=True))
     _change(OLD, NEW)
 
 
@@ -65,6 +68,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM adapter_runs WHERE status = 'deferred'")
     _change(NEW, OLD)
     # Plain DROP COLUMN (SQLite >= 3.35): a batch copy would trip the foreign keys that reference these tables.
+    op.drop_column("adapter_runs", "wall_seconds")
     op.drop_column("adapter_runs", "plan_reason")
     op.drop_column("adapter_runs", "forecast_seconds")
     op.drop_column("adapters", "priority")
