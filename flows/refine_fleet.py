@@ -142,16 +142,16 @@ def headline(summary: dict) -> str:
     return text
 
 
-def _plan(reg, config: RunConfig, run_id: int, pending: list, log) -> tuple[list, NightPlan | None, list[dict]]:
-    """The versions to start tonight, in order, with the night's plan; the deferred ones are recorded as such.
-
-    Without a window: every pending version, no plan."""
+def _plan(reg, config: RunConfig, run_id: int, pending: list, elapsed_s: float,
+          log) -> tuple[list, NightPlan | None, list[dict]]:  # fmt: skip
+    """The versions to start tonight, in order, with the night's plan (``elapsed_s``: spent before it, the scan);
+    the deferred ones are recorded as such. Without a window: every pending version, no plan."""
     if config.window is None:
         return pending, None, []
     from registry.night import night_history
 
     hash_of = lambda v: adapter_config_hash(config, v.adapter)  # noqa: E731
-    plan = plan_night(night_history(reg, pending), config.window, config.concurrency)
+    plan = plan_night(night_history(reg, pending), config.window, config.concurrency, elapsed_s)
     by_id = {v.id: v for v in pending}
     log.info("window: %d of %d adapter version(s) fit (planned end %.0f s); %d deferred", len(plan.started),
              len(plan.entries), plan.planned_end_s, len(plan.deferred))
@@ -263,11 +263,11 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     run = reg.start_run(flow_run.id or str(uuid.uuid4()), config.model_dump(mode="json"), config.result_hash())
     try:
         with heartbeat(reg, run.id):
+            started_at = monotonic()  # the window counts from here: the scan is part of the night
             results = scan(config, run.id)
             pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
             log.info("%d adapter version(s) need refinement", len(pending))
-            started_at = monotonic()
-            todo, plan, deferred = _plan(reg, config, run.id, pending, log)
+            todo, plan, deferred = _plan(reg, config, run.id, pending, monotonic() - started_at, log)
             results += deferred
             entry = {e.version_id: e for e in plan.entries} if plan else {}
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.

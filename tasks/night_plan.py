@@ -224,13 +224,15 @@ def why_first(h: AdapterHistory) -> str:
     return "oldest decision first" if h.last_decision_at is not None else "no decision yet"
 
 
-def plan_night(adapters: Sequence[AdapterHistory], window: WindowConfig, lanes: int = 1) -> NightPlan:
+def plan_night(adapters: Sequence[AdapterHistory], window: WindowConfig, lanes: int = 1,
+               elapsed_s: float = 0.0) -> NightPlan:
     """Order the night's adapters by priority and fit them into the window on ``lanes`` lanes.
 
     Args:
         adapters: Every adapter version that needs work tonight.
         window: The wall clock and/or GPU-hours budget.
         lanes: Adapters refined at once (``RunConfig.concurrency``).
+        elapsed_s: Seconds of the night already spent when the plan is made (the scan): every lane frees then.
 
     Returns:
         The plan, in priority order: each adapter ``start`` (with its lane and planned span) or ``defer`` (with why).
@@ -242,7 +244,7 @@ def plan_night(adapters: Sequence[AdapterHistory], window: WindowConfig, lanes: 
     fallback, fallback_basis = ((statistics.median(known), "fleet") if known
                                 else (window.default_adapter_seconds, "default"))
     wall, budget = window.wall_clock_s, window.gpu_seconds
-    free = [(0.0, lane) for lane in range(lanes)]  # (when the lane frees, lane): the lane that frees first is next
+    free = [(float(elapsed_s), lane) for lane in range(lanes)]  # (when the lane frees, lane): the lane that frees first is next
     spent = 0.0
     entries = []
     for rank, h in enumerate(sorted(adapters, key=priority_key)):

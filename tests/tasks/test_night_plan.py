@@ -83,6 +83,11 @@ def test_lanes_fit_by_wall_clock():
     assert (by["c"].lane, by["c"].start_s, by["c"].end_s) == (by["a"].lane, HOUR, 4 * HOUR)
 
 
+def test_time_spent_before_the_plan_counts():
+    plan = plan_night([_h("a", 2 * HOUR), _h("b", 2 * HOUR)], WindowConfig(wall_clock="5h"), elapsed_s=1.5 * HOUR)
+    assert _actions(plan) == {"a": "start", "b": "defer"} and plan.entries[0].start_s == 1.5 * HOUR
+
+
 def test_a_smaller_adapter_behind_a_deferred_one_fills_the_gap():
     plan = plan_night([_h("a", 3 * HOUR), _h("b", 3 * HOUR), _h("c", 1 * HOUR)], WindowConfig(wall_clock="4h"))
     assert _actions(plan) == {"a": "start", "b": "defer", "c": "start"}
