@@ -4,12 +4,18 @@ A version needs work when it is new, was never refined, or was refined under ano
 result hash differs). One adapter's failure is recorded with its error and never stops the others. Fan-out is
 bounded by ``RunConfig.concurrency`` and runs on Prefect's thread pool or, past one machine, on Dask. A stop
 request (:mod:`flows.interrupt`: SIGINT/SIGTERM) ends the run ``cancelled`` with its open adapter runs released.
+
+With ``RunConfig.window`` the night plans itself (:mod:`tasks.night_plan`): each adapter's cost is forecast from
+past nights, adapters start in priority order while they fit, the rest are recorded ``deferred`` (first in line
+the next night), and a night that runs long stops starting adapters (those in flight finish). The summary reports
+planned against actual seconds per adapter and the forecast error.
 """
 
 import contextlib
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 
@@ -21,7 +27,10 @@ from flows import events, interrupt, stage_hook, worker
 from registry.db import DB_ENV
 from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
+from tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits
 from tasks.run_config import RunConfig
+
+monotonic = time.monotonic  # the night's clock (a test injects stage costs by replacing it)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
@@ -32,10 +41,12 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
     import torch
 
     where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_threads": torch.get_num_threads()}
+    t0 = monotonic()
     try:
-        return {**refine_adapter(version_id, adapter_name, run_id, config), **where}
+        out = {**refine_adapter(version_id, adapter_name, run_id, config), **where}
     except Exception as e:
-        return {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
+        out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
+    return {**out, "version_id": version_id, "seconds": monotonic() - t0}
 
 
 HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
@@ -126,7 +137,83 @@ def headline(summary: dict) -> str:
         text += f" ({scan} at the scan)" if scan < failed else " (at the scan)"
     if summary.get("skipped"):
         text += f", {summary['skipped']} skipped (another run holds them)"
+    if summary.get("deferred"):
+        text += f", {summary['deferred']} deferred to the next night (the window)"
     return text
+
+
+def _plan(reg, config: RunConfig, run_id: int, pending: list, elapsed_s: float,
+          log) -> tuple[list, NightPlan | None, list[dict]]:  # fmt: skip
+    """The versions to start tonight, in order, with the night's plan (``elapsed_s``: spent before it, the scan);
+    the deferred ones are recorded as such. Without a window: every pending version, no plan."""
+    if config.window is None:
+        return pending, None, []
+    from registry.night import night_history
+
+    hash_of = lambda v: adapter_config_hash(config, v.adapter)  # noqa: E731
+    plan = plan_night(night_history(reg, pending), config.window, config.concurrency, elapsed_s)
+    by_id = {v.id: v for v in pending}
+    log.info("window: %d of %d adapter version(s) fit (planned end %.0f s); %d deferred", len(plan.started),
+             len(plan.entries), plan.planned_end_s, len(plan.deferred))
+    deferred = [_defer(reg, run_id, by_id[e.version_id], hash_of(by_id[e.version_id]), e, e.reason, log)
+                for e in plan.deferred]
+    return [by_id[e.version_id] for e in plan.started], plan, deferred
+
+
+def _defer(reg, run_id: int, version, config_hash: str, entry: PlannedAdapter, reason: str, log) -> dict:
+    """Record a version as deferred to the next night; its result row."""
+    reg.defer_adapter_run(run_id, version.id, config_hash, forecast_s=entry.forecast_s, reason=reason)
+    log.info("%s: deferred to the next night: %s", entry.name, reason)
+    return {"adapter": entry.name, "version_id": version.id, "status": "deferred", "reason": reason}
+
+
+def plan_rows(plan: NightPlan, results: list[dict]) -> list[dict]:
+    """Planned against actual per adapter, in plan order: ``{adapter, action, status, rank, forecast_s, basis,
+    actual_s, error, reason}`` (``error``: ``(actual − forecast) / forecast``, None when it did not run)."""
+    by_name = {r["adapter"]: r for r in results}
+    rows = []
+    for e in plan.entries:
+        r = by_name.get(e.name, {})
+        actual = r.get("seconds") if r.get("status") in ("completed", "failed") else None
+        rows.append({"adapter": e.name, "action": e.action, "status": r.get("status", "not reached"),
+                     "rank": e.rank, "forecast_s": e.forecast_s, "basis": e.basis, "actual_s": actual,
+                     "error": forecast_error(e.forecast_s, actual) if actual is not None else None,
+                     "reason": r.get("reason") if r.get("status") == "deferred" else e.reason})
+    return rows
+
+
+def window_summary(plan: NightPlan, rows: list[dict], elapsed_s: float) -> dict:
+    """The night against its window: limits, planned end, elapsed seconds, and the forecast error of the adapters
+    that ran (``forecast_error``: total actual over total forecast, minus 1; ``mean_abs_error``: per adapter)."""
+    ran = [r for r in rows if r["actual_s"] is not None]
+    total_f, total_a = sum(r["forecast_s"] for r in ran), sum(r["actual_s"] for r in ran)
+    return {"wall_clock_s": plan.wall_clock_s, "gpu_hours": None if plan.gpu_seconds is None
+            else plan.gpu_seconds / 3600, "lanes": plan.lanes, "planned_end_s": plan.planned_end_s,
+            "elapsed_s": elapsed_s, "planned": len(plan.started),
+            "deferred": sum(r["status"] == "deferred" for r in rows),
+            "forecast_s": total_f, "actual_s": total_a,
+            "forecast_error": forecast_error(total_f, total_a) if ran and total_f > 0 else None,
+            "mean_abs_error": sum(abs(r["error"]) for r in ran) / len(ran) if ran else None}
+
+
+def window_lines(summary: dict) -> list[str]:
+    """The night against its window in plain lines (run summary, artifact): the limits and the forecast error, then
+    one line per planned adapter, planned against actual. Empty without a window."""
+    w = summary.get("window")
+    if not w:
+        return []
+    limits = ", ".join(x for x in (f"wall clock {clock(w['wall_clock_s'])}" if w["wall_clock_s"] else "",
+                                   f"{w['gpu_hours']:g} GPU-hours" if w["gpu_hours"] else "") if x)
+    err = w["forecast_error"]
+    lines = [f"Window ({limits}, {w['lanes']} lane(s)): {w['planned']} planned to start, {w['deferred']} deferred; "
+             f"planned end {clock(w['planned_end_s'])}, took {clock(w['elapsed_s'])}; forecast "
+             f"{clock(w['forecast_s'])} vs actual {clock(w['actual_s'])}"
+             + (f" ({err:+.0%}; mean |error| per adapter {w['mean_abs_error']:.0%})" if err is not None else "")]
+    for r in summary.get("plan", []):
+        actual = f"actual {clock(r['actual_s'])} ({r['error']:+.0%})" if r["actual_s"] is not None else r["status"]
+        lines.append(f"  {r['rank'] + 1}. {r['adapter']}: forecast {clock(r['forecast_s'])} ({r['basis']}), "
+                     f"{actual} — {r['reason']}")
+    return lines
 
 
 POLL_S = 0.2  # how often the flow, waiting for an adapter, looks for a stop request
@@ -176,18 +263,42 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     run = reg.start_run(flow_run.id or str(uuid.uuid4()), config.model_dump(mode="json"), config.result_hash())
     try:
         with heartbeat(reg, run.id):
+            started_at = monotonic()  # the window counts from here: the scan is part of the night
             results = scan(config, run.id)
             pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
             log.info("%d adapter version(s) need refinement", len(pending))
+            todo, plan, deferred = _plan(reg, config, run.id, pending, monotonic() - started_at, log)
+            results += deferred
+            entry = {e.version_id: e for e in plan.entries} if plan else {}
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
             in_flight: deque = deque()
-            for v in pending:
+            committed = 0.0  # GPU lane-seconds: actual of the finished, forecast of those in flight
+
+            def finish(future) -> None:
+                nonlocal committed
+                r = _result(future)
+                results.append(r)
+                e = entry.get(r.get("version_id"))
+                if e is not None:
+                    committed += r["seconds"] - e.forecast_s
+                with contextlib.suppress(Exception):  # a cost not written is a forecast less, never a lost night
+                    reg.record_visit(run.id, r["version_id"], seconds=r["seconds"],
+                                     forecast_s=e.forecast_s if e else None, reason=e.reason if e else None)
+
+            for i, v in enumerate(todo):
                 if len(in_flight) >= config.concurrency:
-                    results.append(_result(in_flight.popleft()))
+                    finish(in_flight.popleft())
                 interrupt.check()
+                if plan is not None and (late := still_fits(entry[v.id], monotonic() - started_at, committed,
+                                                            config.window)):
+                    # the night ran long: no adapter starts past this point; those in flight finish
+                    results += [_defer(reg, run.id, w, adapter_config_hash(config, w.adapter), entry[w.id],
+                                       f"{late}; not started", log) for w in todo[i:]]
+                    break
+                committed += entry[v.id].forecast_s if plan is not None else 0.0
                 in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
             while in_flight:
-                results.append(_result(in_flight.popleft()))
+                finish(in_flight.popleft())
             interrupt.check()  # a stop that came after the last adapter still ends the run cancelled
     except BaseException as e:
         # in-process endings (an error, Ctrl-C, SIGTERM, a Prefect cancellation) close the row; a SIGKILL is reaped
@@ -196,14 +307,19 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
         raise
     failed = [r for r in results if r.get("status") == "failed"]
     skipped = [r for r in results if r.get("status") == "skipped"]
+    deferred = [r for r in results if r.get("status") == "deferred"]
     for r in skipped:
         log.info("%s: %s", r["adapter"], r["reason"])
     reg.finish_run(run.id, "completed")
-    refined = len(pending) - len(skipped)  # versions this run refined, whether or not the refinement completed
+    # versions this run refined, whether or not the refinement completed
+    refined = len(pending) - len(skipped) - len(deferred)
     completed = sum(r.get("status") == "completed" for r in results)
     scan_failed = len(results) - len(pending)  # adapters whose source could not be read: no version was refined
     summary = {"run_id": run.id, "refined": refined, "completed": completed, "failed": len(failed),
-               "scan_failed": scan_failed, "skipped": len(skipped), "results": results}
+               "scan_failed": scan_failed, "skipped": len(skipped), "deferred": len(deferred), "results": results}
+    if plan is not None:
+        summary["plan"] = plan_rows(plan, results)
+        summary["window"] = window_summary(plan, summary["plan"], monotonic() - started_at)
     rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
              "promoted": r.get("promoted"), "awaiting_review": (r.get("review") or {}).get("id"),
              "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
@@ -216,7 +332,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
          ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
                + (f"awaiting review {r['review']['id']} until {r['review']['expires_at']} — " if r.get("review")
                   else "")
-               + f"{r.get('sentence') or r.get('error') or r.get('reason') or r['status']}" for r in results]))
+               + f"{r.get('sentence') or r.get('error') or r.get('reason') or r['status']}" for r in results]
+        + ([""] + window_lines(summary) if plan is not None else [])))
     return summary
 
 

@@ -32,6 +32,7 @@ class Registration:
     benchmark_override: str | None = None
     enabled: bool | None = None
     config: dict[str, Any] | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,18 @@ def _repo(source_uri: str) -> str:
     return source_uri.rsplit("@", 1)[0] if source_uri.startswith("hf://") else source_uri
 
 
+PRIORITY_RANGE = (-1000, 1000)
+
+
+def check_priority(priority: int | None) -> None:
+    """Raise :class:`RegistryError` unless ``priority`` is None or a whole number in :data:`PRIORITY_RANGE`."""
+    lo, hi = PRIORITY_RANGE
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not lo <= priority <= hi):
+        raise RegistryError(f"priority must be a whole number from {lo} to {hi} (higher runs first when the night "
+                            f"is short), got {priority!r}")
+
+
 class AdapterStore(Store):
     """Adapters (declarations) and their content-addressed versions."""
 
@@ -97,6 +110,7 @@ class AdapterStore(Store):
         config: dict[str, Any] | None = None,
         *,
         force: bool = False,
+        priority: int | None = None,
     ) -> Adapter:
         """Register an adapter, or update its declaration if ``name`` exists (declarative: the arguments win).
 
@@ -115,6 +129,8 @@ class AdapterStore(Store):
             config: Per-adapter overrides of the run config (JSON): ``surgery`` (sections of ``SurgeryConfig``,
                 merged over the run's) and ``calib`` (calibration file or loader).
             force: Allow the guarded changes (see :class:`Change`).
+            priority: Declared priority when a night's window cannot fit every adapter (higher runs first; it
+                decides what runs tonight, never a result). ``None`` = 0 when new, unchanged when it exists.
 
         Returns:
             The adapter row.
@@ -126,8 +142,9 @@ class AdapterStore(Store):
         """
         values = self._declaration(name, source_uri, base_model_id, task_family, base_model_revision,
                                    benchmark_override, config)
+        check_priority(priority)
         with self._write() as s:
-            return self._register_in(s, name, values, enabled, force)
+            return self._register_in(s, name, values, enabled, force, priority)
 
     def register_adapters(self, registrations: Sequence[Registration], *, force: bool = False) -> list[Adapter]:
         """Register (or re-declare) many adapters at once, all or nothing: every declaration is validated first,
@@ -140,6 +157,10 @@ class AdapterStore(Store):
         seen: set[str] = set()
         values = []
         for r in registrations:
+            try:
+                check_priority(r.priority)
+            except RegistryError as e:
+                raise RegistryError(f"{r.name}: {e}") from None
             if r.name in seen:
                 raise RegistryError(f"{r.name}: given twice; each adapter is declared once")
             seen.add(r.name)
@@ -149,11 +170,14 @@ class AdapterStore(Store):
             except RegistryError as e:
                 raise type(e)(f"{r.name}: {e}") from None
         with self._write() as s:
-            return [self._register_in(s, r.name, v, r.enabled, force) for r, v in zip(registrations, values)]
+            return [self._register_in(s, r.name, v, r.enabled, force, r.priority)
+                    for r, v in zip(registrations, values)]
 
-    def _register_in(self, s, name: str, values: dict[str, Any], enabled: bool | None, force: bool) -> Adapter:
+    def _register_in(self, s, name: str, values: dict[str, Any], enabled: bool | None, force: bool,
+                     priority: int | None = None) -> Adapter:
         adapter, created = self._get_or_create(
-            s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled}
+            s, Adapter, {"name": name}, {**values, "enabled": True if enabled is None else enabled,
+                                         "priority": priority or 0}
         )
         if not created:
             guarded = [c for c in declaration_changes(adapter, values) if c.guarded]
@@ -167,6 +191,8 @@ class AdapterStore(Store):
                     setattr(adapter, field, value)
             if enabled is not None and adapter.enabled != enabled:
                 adapter.enabled = enabled
+            if priority is not None and adapter.priority != priority:
+                adapter.priority = priority
         return adapter
 
     def registration_changes(self, name: str, source_uri: str, base_model_id: str, task_family: str,

@@ -43,7 +43,7 @@ NAMING_CONVENTION = {
 }
 
 RUN_STATUSES = ("running", "completed", "failed", "crashed", "cancelled")  # cancelled: SIGINT/SIGTERM (0007)
-ADAPTER_RUN_STATUSES = ("pending", "running", "completed", "failed")
+ADAPTER_RUN_STATUSES = ("pending", "running", "completed", "failed", "deferred")  # deferred: not in the window (0008)
 EVALUATION_KINDS = ("task", "guard")
 EVENT_KINDS = ("promotion", "manual_override", "rollback", "approval")
 REVIEW_STATES = ("pending", "approved", "expired", "superseded")
@@ -114,6 +114,8 @@ class Adapter(Base):
     config_json: Mapped[dict[str, Any] | None] = mapped_column(doc="Per-adapter overrides of the run config.")
     fetch_error: Mapped[str | None] = mapped_column(Text, doc="Why the source could not be fetched (None = it was).")
     fetch_error_at: Mapped[datetime | None] = mapped_column(doc="When that last failed fetch happened.")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0",
+                                          doc="Declared priority: higher runs first when the night is short.")
 
     def __repr__(self) -> str:
         return f"Adapter(id={self.id}, name={self.name!r}, enabled={self.enabled})"
@@ -183,6 +185,10 @@ class AdapterRun(Base):
     ended_at: Mapped[datetime | None]
     decision_id: Mapped[int | None] = mapped_column(
         ForeignKey("decisions.id"), doc="The decision this run reached (several runs can reach the same one).")
+    forecast_seconds: Mapped[float | None] = mapped_column(doc="The night planner's forecast (None: no window).")
+    plan_reason: Mapped[str | None] = mapped_column(Text, doc="Why it started where it did, or why it was deferred.")
+    wall_seconds: Mapped[float | None] = mapped_column(
+        doc="What the visit cost as the nightly flow measured it, submit to result (started_at is the later claim).")
 
 
 class Candidate(Base):

@@ -101,7 +101,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     versions = s.execute(vq).all()
     version_ids = None if ids is None else [v.id for v in versions]
     rq = select(AdapterRun.id, AdapterRun.run_id, AdapterRun.adapter_version_id, AdapterRun.status,
-                AdapterRun.error_type, AdapterRun.started_at, AdapterRun.ended_at)
+                AdapterRun.error_type, AdapterRun.started_at, AdapterRun.ended_at, AdapterRun.forecast_seconds,
+                AdapterRun.plan_reason, AdapterRun.wall_seconds)
     fq = select(AdapterRun.id, AdapterRun.error_message).where(AdapterRun.status == "failed")
     if version_ids is not None:
         rq = rq.where(AdapterRun.adapter_version_id.in_(version_ids))
@@ -353,7 +354,8 @@ class AdapterStory:
     Attributes:
         adapter: Its name; ``family``, ``benchmark_override``, ``enabled``, ``fetch_error`` as registered.
         versions: Oldest first; ``number`` counts this adapter's versions from 1 (the global id is ``id``).
-        last_run: The latest refinement of any of its versions: run id, version id, status, error, when.
+        last_run: The latest refinement of any of its versions: run id, version id, status, error, when, and the
+            night planner's forecast and reason (a ``deferred`` one did not fit the night's window).
         decision: The latest decision on any of its versions (id, version id, verdict, sentence, statistics, at).
         production: What it serves now (:class:`ProductionEntry`), or None with no version yet.
         pending_reviews: Review ids waiting for approval, with their decision and expiry.
@@ -398,7 +400,8 @@ def adapter_story(registry, name: str) -> AdapterStory | None:
                 ar, started = row
                 run = {"run_id": ar.run_id, "version_id": ar.adapter_version_id, "status": ar.status,
                        "error_type": ar.error_type, "error_message": ar.error_message,
-                       "at": _iso(ar.ended_at or ar.started_at or started), "decision_id": ar.decision_id}
+                       "at": _iso(ar.ended_at or ar.started_at or started), "decision_id": ar.decision_id,
+                       "forecast_seconds": ar.forecast_seconds, "plan_reason": ar.plan_reason}
         decision = None
         if ids:
             d = s.scalars(select(Decision).where(Decision.adapter_version_id.in_(ids))

@@ -304,6 +304,40 @@ class RunStore(Store):
                 row.ended_at = utcnow()
             return row
 
+    def defer_adapter_run(
+        self, run_id: int, adapter_version_id: int, config_hash: str, *, forecast_s: float, reason: str
+    ) -> AdapterRun:
+        """Record that run ``run_id`` planned a version but did not start it: it did not fit the night's window.
+
+        ``deferred`` is neither failed nor running: the version stays pending work, and the next run puts it first
+        in line (:func:`registry.night.night_history`). An adapter run that already started is left as it is.
+        """
+        check.text(reason, "reason")
+        with self._write() as s:
+            run = self._row(s, RefinementRun, run_id, "refinement run")
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            row, created = self._get_or_create(
+                s, AdapterRun, {"run_id": run.id, "adapter_version_id": adapter_version_id},
+                {"config_hash": config_hash, "status": "deferred", "ended_at": utcnow()})
+            if created or row.status in ("pending", "deferred"):
+                row.status = "deferred"
+                row.forecast_seconds = check.finite(forecast_s, "forecast_s")
+                row.plan_reason = reason
+            return row
+
+    def record_visit(self, run_id: int, adapter_version_id: int, *, seconds: float, forecast_s: float | None = None,
+                     reason: str | None = None) -> None:
+        """Write what a version's visit cost as the nightly flow measured it (``wall_seconds``) and, in a windowed
+        night, the planner's forecast and reason, onto this run's adapter run of it (nothing when it has none: a
+        version another run held)."""
+        with self._write() as s:
+            row = s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id,
+                                                     AdapterRun.adapter_version_id == adapter_version_id)).first()
+            if row is not None:
+                row.wall_seconds = check.finite(seconds, "seconds")
+                if forecast_s is not None:
+                    row.forecast_seconds, row.plan_reason = check.finite(forecast_s, "forecast_s"), reason
+
     def record_failure(
         self, run_id: int, adapter_version_id: int, error: BaseException | str, *, config_hash: str | None = None
     ) -> AdapterRun:

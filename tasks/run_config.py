@@ -19,7 +19,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +31,9 @@ from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
 from tasks.decision.sequential import SequentialConfig
 from tasks.decision.edit_budget import EditBudgetConfig
+from tasks.night_plan import WindowConfig, parse_duration
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])?")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class LadderConfig(BaseModel):
@@ -68,7 +66,7 @@ SETTING_KEYS: dict[str, str] = {
     "task_limits": "result", "guard_limit": "result", "guard": "result", "guard_arms": "result",
     "calib_source": "result", "decision": "result", "device": "evaluation", "sandbox": "adapter",
     "data_dir": "no", "registry_url": "no", "concurrency": "no", "task_runner": "no", "dask_address": "no",
-    "dask_workers": "no", "promote": "no", "review_window": "no", "actor": "no", "mlflow": "no",
+    "dask_workers": "no", "window": "no", "promote": "no", "review_window": "no", "actor": "no", "mlflow": "no",
 }
 
 
@@ -126,6 +124,10 @@ class RunConfig(BaseModel):
         "processes", description="Workers of the LocalCluster started without dask_address: processes (adapters "
         "refined in parallel, one base model loaded in each worker) or threads of this process (one shared base "
         "model, so adapters take turns on it).")
+    window: WindowConfig | None = Field(
+        None, description="The night's window: wall_clock (e.g. 6h) and/or gpu_hours. The flow forecasts each "
+        "adapter's cost from past nights, starts what fits in priority order and defers the rest to the next night "
+        "(first in line); none = start everything. Decides what runs tonight, never what a result is.")
     promote: bool | Literal["review"] = Field(
         True, description="Move production pointers: true (the gate promotes), false (dry run: decide, do not "
         "promote) or review (a passing decision waits for `spectral-surgery approve REVIEW_ID` for review_window, "
@@ -149,13 +151,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _window(cls, v):
         # hours by default: "review_window: 36" in a YAML file means a day and a half, not 36 seconds
-        if isinstance(v, bool):
-            raise ValueError(f"review_window must be a duration such as 24, '36h', '90m' or '2d', got {v!r}")
-        if isinstance(v, (int, float)):
-            return timedelta(hours=v)
-        if isinstance(v, str) and (m := _DURATION.fullmatch(v.strip())):
-            return timedelta(**{_UNITS[m.group(2) or "h"]: float(m.group(1))})
-        return v
+        return parse_duration(v, "review_window")
 
     @field_validator("review_window")
     @classmethod

@@ -79,6 +79,7 @@ def cmd_register(args) -> int:
     if args.from_file:
         given = [k for k, v in one.items() if v is not None]
         given += ["--enabled"] * args.enabled + ["--disabled"] * args.disabled
+        given += ["--priority"] * (args.priority is not None)
         if given:
             return fail(f"--from FILE declares every field itself: drop {', '.join(given)} (or register one "
                         "adapter without --from)")
@@ -124,7 +125,7 @@ def cmd_register(args) -> int:
     adapter = reg.register_adapter(
         args.name, source, base, args.family,
         base_model_revision=args.base_revision, benchmark_override=args.benchmark, enabled=enabled, config=config,
-        force=args.force,
+        force=args.force, priority=args.priority,
     )
     reg.close()
     row = {**adapter_dict(adapter), "changes": None if changes is None else [str(c) for c in changes]}

@@ -204,8 +204,8 @@ def _init(**kwargs: Any) -> None: ...
          short_help="Register (or re-declare) an adapter, or many from a file.",
          help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win). With "
               "--from FILE, every adapter of a YAML or CSV file (fields name, source, base, family, benchmark, calib, "
-              "base_revision, enabled; YAML may give 'defaults'), all validated first and written together: a bad "
-              "entry registers none.")
+              "base_revision, enabled, priority; YAML may give 'defaults'), all validated first and written "
+              "together: a bad entry registers none.")
 @click.argument("name", metavar="NAME", required=False)
 @click.option("--from", "from_file", default=None, metavar="FILE",
               help="Register every adapter declared in this YAML or CSV file instead of NAME (all or nothing).")
@@ -216,6 +216,8 @@ def _init(**kwargs: Any) -> None: ...
 @click.option("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
 @click.option("--disabled", is_flag=True, help="Register disabled (no nightly work).")
+@click.option("--priority", type=int, default=None, metavar="P", help="Declared priority when the night's "
+              "window cannot fit every adapter: higher runs first (default 0; unchanged on re-registration).")
 @click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
 @click.option("--force", is_flag=True, help="Re-register even though it drops the calibration (no --calib) or "
                                             "changes the source or task family (the changes are printed).")
@@ -247,6 +249,8 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
 @click.option("--no-guard", is_flag=True, help="Skip the IFEval guard.")
 @click.option("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
+@click.option("--window", default=None, metavar="DURATION", help="The night's wall clock (6h, 90m, PT6H): start "
+              "what fits by the recorded cost of past nights, defer the rest to the next night (window.wall_clock).")
 @click.option("--task-runner", type=click.Choice(["thread", "dask"]), default=None,
               help="Prefect task runner of the fan-out.")
 @click.option("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")

@@ -288,7 +288,8 @@ def verdict_cell(r: dict) -> str:
 def adapter_dict(a) -> dict[str, Any]:
     return {"id": a.id, "name": a.name, "source_uri": a.source_uri, "base_model_id": a.base_model_id,
             "base_model_revision": a.base_model_revision, "task_family": a.task_family,
-            "benchmark_override": a.benchmark_override, "enabled": a.enabled, "config": a.config_json,
+            "benchmark_override": a.benchmark_override, "enabled": a.enabled, "priority": a.priority,
+            "config": a.config_json,
             "fetch_error": error_summary(a.fetch_error) or None,
             "fetch_error_at": a.fetch_error_at.isoformat() if a.fetch_error_at else None}
 

@@ -8,7 +8,7 @@ fields::
       - {name: ops-math, source: loras/ops-math, calib: metamath}
       - {name: ops-qa, source: hf://acme/ops-qa@v3, family: commonsense, benchmark: ss_mc}
 
-CSV: a header row naming the same fields (``name,source,base,family,benchmark,calib,base_revision,enabled``).
+CSV: a header row naming the same fields (``name,source,base,family,benchmark,calib,base_revision,enabled,priority``).
 A relative local path (``source``, ``calib``) is read against the file's folder. Every entry is validated (fields,
 then the same door checks as ``register``, unless ``--no-check``) before anything is written, and every problem is
 reported at once, naming the file, the entry and the field; then all are written in one transaction
@@ -23,7 +23,8 @@ from typing import Any
 
 from flows.cli.common import console, emit, fail, open_registry, resolve_location, table, warn
 
-FIELDS = ("name", "source", "base", "family", "benchmark", "calib", "base_revision", "enabled")
+FIELDS = ("name", "source", "base", "family", "benchmark", "calib", "base_revision", "enabled",
+          "priority")
 
 
 def _entry_model():
@@ -41,8 +42,9 @@ def _entry_model():
         calib: str | None = None
         base_revision: str | None = None
         enabled: bool | None = None
+        priority: int | None = None
 
-        @field_validator("benchmark", "calib", "base_revision", "enabled", mode="before")
+        @field_validator("benchmark", "calib", "base_revision", "enabled", "priority", mode="before")
         @classmethod
         def _blank_is_none(cls, v: Any) -> Any:  # an empty CSV cell
             return None if v == "" else v
@@ -115,7 +117,7 @@ def cmd_register_from(args) -> int:
         if calib and (p := _local(calib, folder)) is not None and p.is_file():
             calib = str(p.resolve())
         regs.append(Registration(e.name, source, base, e.family, e.base_revision, e.benchmark, e.enabled,
-                                 {"calib": calib} if calib else None))
+                                 {"calib": calib} if calib else None, e.priority))
     if not problems and not args.no_check:
         problems += _door(args, regs)
     if problems:
@@ -131,7 +133,7 @@ def cmd_register_from(args) -> int:
         adapters = reg.register_adapters(regs, force=args.force)
     finally:
         reg.close()
-    rows = [{"name": a.name, "task_family": a.task_family, "source_uri": a.source_uri,
+    rows = [{"name": a.name, "task_family": a.task_family, "source_uri": a.source_uri, "priority": a.priority,
              "action": "registered" if changes[a.name] is None else
              f"re-registered: {len(changes[a.name])} change(s)" if changes[a.name] else "unchanged",
              "changes": None if changes[a.name] is None else [str(c) for c in changes[a.name]]} for a in adapters]

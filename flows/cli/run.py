@@ -58,6 +58,8 @@ def run_config_from_args(args: argparse.Namespace):
     if args.evaluator_option:
         data["evaluator_options"] = {**data.get("evaluator_options", {}),
                                      **parse_sets(args.evaluator_option, option="--evaluator-option")}
+    if getattr(args, "window", None):
+        data["window"] = {**(data.get("window") or {}), "wall_clock": args.window}
     if args.dry_run and getattr(args, "review", False):
         raise ValueError("--dry-run and --review exclude each other: give one")
     if args.dry_run:
@@ -315,7 +317,7 @@ def _cmd_run(args) -> int:
     except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
         return fail(message(e))
     from flows import worker
-    from flows.refine_fleet import headline, run_nightly
+    from flows.refine_fleet import headline, run_nightly, window_lines
 
     interrupt.check()
     args.data_dir, args.db = config.data_dir, config.registry_url
@@ -353,6 +355,8 @@ def _cmd_run(args) -> int:
                           r.get("benchmark") or "—", verdict_cell(r), _served(r),
                           escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
         console.print(table)
+        for line in window_lines(summary):  # planned vs actual per adapter, the forecast error (a windowed night)
+            console.print(escape(line))
         for name, note in behind.items():
             console.print(f"[yellow]note:[/] {escape(name)} {escape(note['text'])}")
 

@@ -66,8 +66,13 @@ def next_steps(story) -> list[str]:
     if run is not None and run["status"] == "failed" and run["version_id"] == latest.id:
         steps.append(f"Its last refinement failed ({_error_line(run)}); fix that, then `spectral-surgery run` "
                      "retries it.")
+    deferred = run is not None and run["status"] == "deferred" and run["version_id"] == latest.id
+    if deferred:
+        steps.append(f"Run #{run['run_id']} deferred {latest.label(story.adapter)}: it did not fit the night's window "
+                     f"({run['plan_reason']}). The next run puts it first in line; a longer window.wall_clock, or "
+                     "`spectral-surgery run` without --window, refines it sooner.")
     if decision is None or decision["version_id"] != latest.id:
-        if not (run is not None and run["status"] == "failed" and run["version_id"] == latest.id):
+        if not (run is not None and run["status"] in ("failed", "deferred") and run["version_id"] == latest.id):
             steps.append(f"{latest.label(story.adapter)} has no decision yet: the next `spectral-surgery run` "
                          "refines it.")
     else:
@@ -131,6 +136,8 @@ def cmd_why(args) -> int:
                       + (f" at {run['at'][:16].replace('T', ' ')} UTC" if run["at"] else ""))
             if run["status"] == "failed":
                 out.print(f"  {_error_line(run)}", highlight=False)
+            elif run["status"] == "deferred":
+                out.print(f"  deferred to the next night: {run['plan_reason']}", highlight=False)
         d = story.decision
         if d is not None:
             from tasks.decision.gate import verdict_label

@@ -562,4 +562,32 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
     }
     return {"generated_at": _iso(now), "registry_url": registry.engine.url.render_as_string(hide_password=True),
             "history": history, "detail_runs": detail_runs, "summary": summary, "runs": runs,
-            "failures": failures, "adapters": adapters, "diagnostics": diagnostics(latest), "what_wins": wins}
+            "failures": failures, "adapters": adapters, "diagnostics": diagnostics(latest), "what_wins": wins,
+            "night": night_window(rows["adapter_runs"], ix, names)}
+
+
+def night_window(adapter_runs, ix: _Index, names: dict[int, str]) -> dict[str, Any] | None:
+    """The latest windowed night, planned against actual per adapter (None: no run had a window).
+
+    Returns:
+        ``{"run_id", "rows": [{"adapter", "status", "forecast_s", "actual_s", "error", "reason"}], "forecast_s",
+        "actual_s", "error"}``: ``error`` is ``(actual − forecast) / forecast`` (per adapter; in total over the
+        adapters that ran).
+    """
+    planned = [r for r in adapter_runs if r.forecast_seconds is not None]
+    if not planned:
+        return None
+    run_id = max(r.run_id for r in planned)
+    rows = []
+    for r in planned:
+        v = ix.versions.get(r.adapter_version_id)
+        if r.run_id != run_id or v is None or v.adapter_id not in names:
+            continue
+        actual = r.wall_seconds if r.status in ("completed", "failed") else None
+        rows.append({"adapter": names[v.adapter_id], "status": r.status, "forecast_s": r.forecast_seconds,
+                     "actual_s": actual, "reason": r.plan_reason,
+                     "error": None if actual is None else (actual - r.forecast_seconds) / r.forecast_seconds})
+    ran = [r for r in rows if r["actual_s"] is not None]
+    total_f, total_a = sum(r["forecast_s"] for r in ran), sum(r["actual_s"] for r in ran)
+    return {"run_id": run_id, "rows": sorted(rows, key=lambda r: r["adapter"]), "forecast_s": total_f,
+            "actual_s": total_a, "error": (total_a - total_f) / total_f if ran and total_f > 0 else None}

@@ -100,7 +100,8 @@ def review_text(r: dict) -> str:
 
 
 def _status_badge(status: str | None) -> str:
-    cls = {"completed": "b-ok", "failed": "b-bad", "running": "b-info", "pending": "b-mut"}.get(status or "", "b-mut")
+    cls = {"completed": "b-ok", "failed": "b-bad", "running": "b-info", "pending": "b-mut",
+           "deferred": "b-warn"}.get(status or "", "b-mut")
     return f'<span class="badge {cls}">{e(status or "never run")}</span>'
 
 

@@ -222,6 +222,29 @@ def _row_verdict(r: dict) -> str:
     return '<span class="badge b-bad">rejected</span>'
 
 
+def _night(data: dict) -> str:
+    """The latest windowed night: each adapter's forecast against what it took, and why it started or waited."""
+    night = data.get("night")
+    if not night:
+        return ""
+    from tasks.night_plan import clock
+
+    err = "" if night["error"] is None else f" Forecast error over the adapters that ran: {night['error']:+.0%}."
+    out = [f'<section id="night"><h2>Last night against its window</h2><p class="guide">Run #{night["run_id"]}: '
+           f'each adapter\'s forecast (from the recorded cost of past nights) against what it took; a deferred '
+           f'adapter waits for the next night, first in line.{err}</p>',
+           "<table><thead><tr><th>Adapter</th><th>Status</th><th>Forecast</th><th>Actual</th><th>Error</th>"
+           "<th>Plan</th></tr></thead><tbody>"]
+    for r in night["rows"]:
+        out.append(f'<tr><td>{e(r["adapter"])}</td><td>{_status_badge(r["status"])}</td>'
+                   f'<td>{clock(r["forecast_s"])}</td>'
+                   f'<td>{"–" if r["actual_s"] is None else clock(r["actual_s"])}</td>'
+                   f'<td>{"–" if r["error"] is None else format(r["error"], "+.0%")}</td>'
+                   f'<td>{e(_short(r["reason"] or "", 200))}</td></tr>')
+    out.append("</tbody></table></section>")
+    return "".join(out)
+
+
 def _failures(data: dict) -> str:
     out = ['<section id="failures"><h2>Failures</h2><p class="guide">Adapter refinements whose latest attempt '
            'failed, and adapters whose source could not be fetched on the last scan (run "scan"), newest first, with the '
@@ -385,7 +408,7 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
             '<nav><a href="#fleet">Fleet</a><a href="#evidence">Evidence</a><a href="#failures">Failures</a><a href="#diagnostics">Diagnostics</a>'
             '<a href="#reward-risk">Reward vs risk</a><a href="#guided-random">Guided vs random</a>'
             '<a href="#alignment">Subspace alignment</a><a href="#adapters">Adapters</a></nav><main>')
-    parts = [head, _fleet(data), _evidence(data), _what_wins(data), _failures(data),
+    parts = [head, _fleet(data), _evidence(data), _what_wins(data), _night(data), _failures(data),
              '<section id="diagnostics"><h2>Diagnostics from the fleet</h2>', _reward_risk(data),
              _guided_random(data), _alignment(data, alignment_choices), "</section>",
              f'<section id="adapters"><h2>Adapters</h2><p class="guide">One collapsed section per adapter: click to '

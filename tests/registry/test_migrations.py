@@ -17,7 +17,7 @@ from registry.db import make_engine
 from registry.migrations import init_db
 from registry.models import Base
 
-HEAD = "0007"
+HEAD = "0008"
 TABLES = {
     "adapters", "adapter_versions", "refinement_runs", "adapter_runs", "candidates", "evaluations",
     "guard_results", "decisions", "production_pointers", "promotion_events", "reviews",
@@ -56,7 +56,8 @@ def test_one_linear_history():
     script = ScriptDirectory.from_config(migrations.alembic_config())
     assert len(script.get_heads()) == 1
     assert script.get_current_head() == HEAD
-    assert [r.revision for r in script.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
+    assert [r.revision for r in script.walk_revisions()] == ["0008", "0007", "0006", "0005", "0004", "0003", "0002",
+                                                             "0001"]
 
 
 def test_upgrade_downgrade_upgrade(bare_engine):
@@ -337,3 +338,31 @@ def test_0007_admits_cancelled_runs_keeps_references_and_downgrades(bare_engine)
         assert conn.execute(text("SELECT status FROM refinement_runs")).scalars().all() == ["failed"]
     with pytest.raises(IntegrityError), bare_engine.begin() as conn:
         conn.execute(text("UPDATE refinement_runs SET status = 'cancelled'"))
+
+
+def test_0008_admits_deferred_adapter_runs_and_priorities_and_downgrades(bare_engine):
+    """Adapters get a priority (0 for those registered before), adapter runs a ``deferred`` status and a forecast;
+    the downgrade drops deferred rows (before 0008 a version not started had no adapter run that night)."""
+    migrations.upgrade(bare_engine, "0007")
+    with bare_engine.begin() as conn:
+        _old_adapter_version(conn)
+        conn.execute(text("INSERT INTO refinement_runs (flow_run_id, started_at, status, config_snapshot, config_hash) "
+                          "VALUES ('a', CURRENT_TIMESTAMP, 'completed', '{}', 'h')"))
+    insert = text("INSERT INTO adapter_runs (run_id, adapter_version_id, config_hash, status) "
+                  "SELECT r.id, v.id, :h, :s FROM refinement_runs r, adapter_versions v")
+    with pytest.raises(IntegrityError), bare_engine.begin() as conn:
+        conn.execute(insert, {"h": "h0", "s": "deferred"})
+    with bare_engine.begin() as conn:
+        conn.execute(insert, {"h": "h1", "s": "completed"})
+    migrations.upgrade(bare_engine)
+    with bare_engine.begin() as conn:
+        assert conn.execute(text("SELECT priority FROM adapters")).scalars().all() == [0]
+        conn.execute(text("UPDATE adapter_runs SET status = 'deferred', forecast_seconds = 12.5, "
+                          "plan_reason = 'would end past the window', wall_seconds = NULL"))
+    with pytest.raises(IntegrityError), bare_engine.begin() as conn:
+        conn.execute(text("UPDATE adapter_runs SET status = 'paused'"))
+    migrations.check(bare_engine)
+    migrations.downgrade(bare_engine, "0007")
+    with bare_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM adapter_runs")).scalar_one() == 0
+    assert "priority" not in {c["name"] for c in inspect(bare_engine).get_columns("adapters")}
