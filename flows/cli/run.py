@@ -21,7 +21,7 @@ import warnings
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
 from flows.cli.common import console as plain_console
-from flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry, verdict_cell
+from flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry
 
 POLL_S = 0.25
 STOP_GRACE_S = 8.0  # after a stop request: the longest wait for the work to reach a checkpoint before exiting anyway
@@ -194,13 +194,12 @@ def _error_line(error_type: str, text: str | None) -> str:
     return f"{short}: {lines[-1] if lines else ''}"
 
 
-def _served(r: dict) -> str:
-    if r.get("status") != "completed":
-        return "—"
-    if r.get("reused"):
-        return "(already done)"
+def _served(r: dict) -> str | None:
+    """What production serves after the run, in words (None: nothing to say, a failure or a version already done)."""
+    if r.get("status") != "completed" or r.get("reused"):
+        return None
     if r.get("promoted"):
-        return r["promoted"]
+        return f"{r['promoted']} (promoted by this run)"
     review = r.get("review")
     if review and review["state"] == "pending":
         return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
@@ -294,7 +293,8 @@ def cmd_run(args) -> int:
 def _cmd_run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from flows.cli.summary import nothing_to_do, note_lines, render, summary_rows, width_of
 
     from flows import interrupt, stage_hook
     from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
@@ -339,21 +339,16 @@ def _cmd_run(args) -> int:
 
     def render() -> None:
         console = plain_console()
-        results = summary["results"]
-        if not results:
-            console.print("Nothing to refine: every enabled adapter's latest version is done under this "
-                          "configuration.")
+        if not summary["results"]:
+            console.print(escape(nothing_to_do(reg)))
             return
-        table = Table(title=f"Nightly refinement run {summary['run_id']}: {headline(summary)}")
-        for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
-            table.add_column(col, overflow="fold")
-        for r in results:
-            table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
-                          r.get("benchmark") or "—", verdict_cell(r), _served(r),
-                          escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
-        console.print(table)
+        console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
+        width = width_of(console)
+        for line in render(summary_rows(reg, summary, _served), width, color=console.is_terminal):
+            console.print(line, highlight=False, soft_wrap=True)
         for name, note in behind.items():
-            console.print(f"[yellow]note:[/] {escape(name)} {escape(note['text'])}")
+            for line in note_lines(f"{name} {note['text']}", width):
+                console.print(escape(line), highlight=False, soft_wrap=True)
 
     from flows.cli.common import production_behind
 
