@@ -179,6 +179,7 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             results = scan(config, run.id)
             pending = reg.pending_work(lambda a: adapter_config_hash(config, a))
             log.info("%d adapter version(s) need refinement", len(pending))
+            stage_hook.plan(len(pending))  # the command line's progress: adapter i of n
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
             in_flight: deque = deque()
             for v in pending:

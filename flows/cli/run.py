@@ -17,7 +17,6 @@ import contextlib
 import functools
 import os
 import threading
-import warnings
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
 from flows.cli.common import console as plain_console
@@ -88,30 +87,58 @@ def run_config_from_args(args: argparse.Namespace):
 
 
 class Progress:
-    """Prints one line per adapter run of the current refinement run as it finishes (polls the registry)."""
+    """What the run is doing while it runs, read from the registry (the adapter runs of this refinement run) and from
+    :mod:`flows.stage_hook` (the stage this process reached last, the number of versions planned).
 
-    def __init__(self, reg, console, *, moves: bool | str = True) -> None:
+    On a terminal: one live line, ``evaluation · ops-math (2/3) · 1 min 10 s · ETA ~2 min 20 s``, redrawn in place,
+    with a line above it per finished adapter. In a pipe: plain lines, one per change of stage or adapter and one per
+    finished adapter, never a redraw. The ETA is the mean seconds of this run's finished adapters times those left,
+    divided among the adapters refined at once.
+    """
+
+    def __init__(self, reg, console, *, moves: bool | str = True, concurrency: int = 1) -> None:
         # moves: RunConfig.promote (True: the gate moves pointers; False: a dry run; "review": they wait for approval)
+        import time
+
+        from flows import stage_hook
         from registry.models import utcnow
         from registry.runs import this_owner
 
-        self.reg, self.console, self.moves = reg, console, moves
+        self.reg, self.console, self.moves, self.concurrency = reg, console, moves, max(1, concurrency)
         # The flow runs in this process, so its run row is owned by this process: found by owner and start time
         # (a concurrent run of another process is never taken for ours), then followed by id.
         self.owner, self.since = this_owner(), utcnow().replace(microsecond=0)
+        self.t0 = time.monotonic()
         self.run_id: int | None = None
         self.seen: set[int] = set()
+        self.durations: list[float] = []
+        self.last_status: tuple | None = None
+        self.live = None
+        self._names: dict[int, str] = {}
+        self._running: list[str] = []
+        self._stale: str | None = None  # the stage shown when the adapters in flight changed (another adapter's)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cli-progress", daemon=True)
+        stage_hook.forget()
 
     def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
+            self.live = Live(Text(""), console=self.console, transient=True, auto_refresh=True,
+                             refresh_per_second=4, redirect_stdout=False, redirect_stderr=False)
+            self.live.start()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.poll()  # whatever finished since the last tick
+        with contextlib.suppress(Exception):
+            self.poll()  # whatever finished since the last tick
+        if self.live is not None:
+            self.live.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -120,32 +147,86 @@ class Progress:
             except Exception:  # progress is cosmetic; the run's own result is what counts
                 pass
 
+    def _name(self, version_id: int) -> str:
+        if version_id not in self._names:
+            self._names[version_id] = self.reg.get_version(version_id).adapter.name
+        return self._names[version_id]
+
+    def status(self, running: list[str], done: int) -> str:
+        """The one line of where the run is: stage, adapter i/n, elapsed, ETA (pure but for the clock)."""
+        import time
+
+        from flows import stage_hook
+        from flows.cli.summary import fmt_seconds
+
+        stage = stage_hook.current() or ("starting" if self.run_id is None else "scan")
+        if running != self._running:  # another adapter started: its first stage is not reached yet
+            self._running, self._stale = running, stage
+        if running and stage == self._stale:
+            stage = "preparing"
+        n = stage_hook.planned()
+        elapsed = time.monotonic() - self.t0
+        parts = [stage]
+        if running:
+            parts.append(", ".join(running) + (f" ({min(done + 1, n)}/{n})" if n else ""))
+        elif n is not None:
+            parts.append(f"{done}/{n} adapters")
+        parts.append(fmt_seconds(elapsed))
+        if n and self.durations and done < n:
+            left = sum(self.durations) / len(self.durations) * (n - done) / min(self.concurrency, n - done)
+            parts.append(f"ETA ~{fmt_seconds(left)}")
+        return " · ".join(parts)
+
     def poll(self) -> None:
-        if self.run_id is None:
-            run = self.reg.run_started_by(self.owner, self.since)
-            if run is None:
-                return
-            self.run_id = run.id
+        from rich.markup import escape
+
         from registry.runs import INTERRUPTED
 
-        for r in self.reg.adapter_runs(self.run_id):
+        running: list[str] = []
+        if self.run_id is None:
+            run = self.reg.run_started_by(self.owner, self.since)
+            if run is not None:
+                self.run_id = run.id
+        for r in self.reg.adapter_runs(self.run_id) if self.run_id is not None else []:
+            if r.status == "running":
+                running.append(self._name(r.adapter_version_id))
+                continue
             if r.id in self.seen or r.status not in ("completed", "failed"):
                 continue
-            if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
-                self.seen.add(r.id)
-                continue
             self.seen.add(r.id)
-            self.console.print(self._line(r))
+            if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
+                continue
+            if r.started_at and r.ended_at:
+                self.durations.append((r.ended_at - r.started_at).total_seconds())
+            self.console.print(self._line(r), soft_wrap=True)
+        line = self.status(running, len(self.durations))
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text(line, style="dim", no_wrap=True, overflow="ellipsis"))
+        else:
+            from flows import stage_hook
+
+            # a pipe gets a line when the stage or the adapters change, not every tick
+            what = (stage_hook.current(), tuple(running), len(self.durations), stage_hook.planned())
+            if what != self.last_status:
+                self.last_status = what
+                self.console.print(escape(line), highlight=False, soft_wrap=True)
 
     def _line(self, r) -> str:
         from rich.markup import escape  # names, errors and sentences are text, not markup ("[type=...]")
 
-        name = escape(self.reg.get_version(r.adapter_version_id).adapter.name)
+        from flows.cli.summary import fmt_seconds
+
+        name = escape(self._name(r.adapter_version_id))
+        took = f" ({fmt_seconds((r.ended_at - r.started_at).total_seconds())})" if r.started_at and r.ended_at else ""
         if r.status == "failed":
-            return f"[red]✗ {name}[/] failed: {escape(_error_line(r.error_type or 'Error', r.error_message))}"
+            error = _error_line(r.error_type or "Error", r.error_message)
+            # at most ~160 characters here (a pipe's line stays short); the summary below shows the error whole
+            return f"[red]✗ {name}[/] failed: {escape(error if len(error) <= 160 else error[:159] + '…')}{took}"
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
-            return f"[green]✓ {name}[/] done"
+            return f"[green]✓ {name}[/] done{took}"
         from tasks.decision.gate import verdict_label, verdict_of
 
         stats = d.statistics_json or {}
@@ -165,7 +246,7 @@ class Progress:
             verdict = f"[yellow]{verdict_label(kind, stats.get('n_needed'))}[/]"
         else:
             verdict = "[red]rejected[/]"
-        return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
+        return f"[green]✓ {name}[/] {verdict}{took}"
 
 
 def preflight(config, adapters) -> str | None:
@@ -273,8 +354,11 @@ def cmd_run(args) -> int:
     atexit.register(_exit_if_stopped)  # registered first: runs last of the exit hooks
     interrupt.on_request(functools.partial(_on_stop, bool(args.verbose)))
     done = interrupt.watchdog(STOP_GRACE_S, _last_words, code=EXIT_INTERRUPTED)
+    from flows.cli import runlog
+
+    log = runlog.capture(bool(args.verbose))  # third-party warnings: held for the run's log file, off the terminal
     try:
-        _exit_code[0] = code = _cmd_run(args)  # a stop after the run finished: its summary and code stand
+        _exit_code[0] = code = _cmd_run(args, log)  # a stop after the run finished: its summary and code stand
         return code
     except KeyboardInterrupt:
         return _interrupted()
@@ -288,13 +372,15 @@ def cmd_run(args) -> int:
         if not interrupt.requested():
             done.set()
             interrupt.uninstall()
+        log.close()
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args, log) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flows.cli.summary import nothing_to_do, note_lines, render, summary_rows, width_of
+    from flows.cli.summary import nothing_to_do, note_lines, summary_rows, width_of
+    from flows.cli.summary import render as render_summary
 
     from flows import interrupt, stage_hook
     from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
@@ -303,9 +389,8 @@ def _cmd_run(args) -> int:
         Console(stderr=True, soft_wrap=True).print(
             "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
             "removed when it exits.[/]")
-    if not args.verbose:  # the per-adapter lines replace Prefect's logs, library warnings and load bars
+    if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        warnings.filterwarnings("ignore", category=FutureWarning)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -316,11 +401,12 @@ def _cmd_run(args) -> int:
     from flows import worker
     from flows.refine_fleet import headline, run_nightly
 
+    log.open(config.data_dir, "run")  # Prefect's handlers exist now (imported above): they get the filter too
     interrupt.check()
     args.data_dir, args.db = config.data_dir, config.registry_url
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
     reg = worker.registry(config)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # a line per message, whatever its length: the terminal wraps it
     enabled = reg.list_adapters(enabled_only=True)
     refused = preflight(config, enabled)
     if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded
@@ -333,7 +419,7 @@ def _cmd_run(args) -> int:
     detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while the run closes
     stage_hook.reached(stage_hook.STARTUP)
     interrupt.check()
-    with Progress(reg, err, moves=config.promote):
+    with Progress(reg, err, moves=config.promote, concurrency=config.concurrency):
         summary = run_nightly(config)
     failed = summary["failed"]
 
@@ -344,7 +430,7 @@ def _cmd_run(args) -> int:
             return
         console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
         width = width_of(console)
-        for line in render(summary_rows(reg, summary, _served), width, color=console.is_terminal):
+        for line in render_summary(summary_rows(reg, summary, _served), width, color=console.is_terminal):
             console.print(line, highlight=False, soft_wrap=True)
         for name, note in behind.items():
             for line in note_lines(f"{name} {note['text']}", width):
@@ -356,4 +442,5 @@ def _cmd_run(args) -> int:
     behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}
     summary["production_behind"] = behind
     emit(args, summary, render)
+    err.print(f"[dim]log: {escape(str(log.path))}[/] (library warnings and Prefect's messages)", highlight=False)
     return 1 if failed else 0
