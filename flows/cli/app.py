@@ -60,6 +60,32 @@ def _console_logging(verbose: bool) -> None:
         root.setLevel(logging.DEBUG)
     for handler in root.handlers:
         (handler.removeFilter if verbose else handler.addFilter)(QUIET)
+
+
+class Count(click.ParamType):
+    """A whole number of things (documents, prompts, steps, adapters at once) with its bounds, refused at parsing
+    with one line that names the option and the fix (``--task-limit 0``), before any config is built."""
+
+    name = "integer"
+
+    def __init__(self, least: int = 1, most: int | None = None, example: int = 60) -> None:
+        self.least, self.most, self.example = least, most, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        option = param.opts[0] if param is not None and param.opts else "the option"
+        bounds = f"from {self.least} to {self.most}" if self.most is not None else f"of at least {self.least}"
+        fix = f"give a whole number {bounds}, e.g. {option} {self.example}"
+        if isinstance(value, bool):
+            self.fail(f"{value!r} is not a number: {fix}", param, ctx)
+        try:
+            n = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number: {fix}", param, ctx)
+        if n < self.least or (self.most is not None and n > self.most):
+            self.fail(f"{n} is out of range: {fix}", param, ctx)
+        return n
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -243,16 +269,17 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
 @click.option("--evaluator-option", multiple=True, metavar="KEY=VALUE",
               help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
-@click.option("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
-@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--task-limit", type=Count(example=60), default=None, metavar="N", help="Documents per task benchmark.")
+@click.option("--guard-limit", type=Count(example=100), default=None, metavar="N", help="Prompts of the IFEval guard.")
 @click.option("--no-guard", is_flag=True, help="Skip the IFEval guard.")
-@click.option("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
+@click.option("--concurrency", type=Count(1, 256, example=2), default=None, metavar="N",
+              help="Adapters refined at once.")
 @click.option("--task-runner", type=click.Choice(["thread", "dask"]), default=None,
               help="Prefect task runner of the fan-out.")
 @click.option("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
 @click.option("--policy", multiple=True,
               help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
-@click.option("--n-samples", type=int, default=None, metavar="N", help="Calibration examples.")
+@click.option("--n-samples", type=Count(example=128), default=None, metavar="N", help="Calibration examples.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
 @click.option("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
 @click.option("--dry-run", is_flag=True,
@@ -277,13 +304,13 @@ def _budgets() -> list[str]:
               "dashboard. Nothing is downloaded.")
 @click.option("--budget", type=click.Choice(_budgets()), default="default", show_default=True,
               help="Preset amount of work (smallest: a smoke run in minutes; default: the numbers in docs/demo.md).")
-@click.option("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
-@click.option("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
-@click.option("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
-@click.option("--task-limit", type=int, default=None, metavar="N",
+@click.option("--steps", type=Count(example=40), default=None, metavar="N", help="Training steps per demo adapter.")
+@click.option("--n-train", type=Count(example=256), default=None, metavar="N", help="Training rows per demo adapter.")
+@click.option("--n-calib", type=Count(example=128), default=None, metavar="N", help="Calibration examples (paper: 128).")
+@click.option("--task-limit", type=Count(example=60), default=None, metavar="N",
               help="Documents of every task benchmark (replaces the budget's per-benchmark sizes).")
-@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
-@click.option("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
+@click.option("--guard-limit", type=Count(example=100), default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--max-gen-toks", type=Count(example=96), default=None, metavar="N", help="Generation budget per answer.")
 def _demo(**kwargs: Any) -> None: ...
 
 

@@ -26,6 +26,11 @@ POLL_S = 0.25
 STOP_GRACE_S = 8.0  # after a stop request: the longest wait for the work to reach a checkpoint before exiting anyway
 
 
+OPTION_OF = {"task_limit": "--task-limit", "guard_limit": "--guard-limit", "concurrency": "--concurrency",
+             "task_runner": "--task-runner", "dask_address": "--dask-address", "calib_source": "--calib",
+             "device": "--device", "evaluator": "--evaluator", "surgery.calib.n_samples": "--n-samples"}
+
+
 def run_config_from_args(args: argparse.Namespace):
     """The RunConfig of ``run``: defaults < ``--config`` file < command-line options.
 
@@ -76,8 +81,13 @@ def run_config_from_args(args: argparse.Namespace):
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as e:
+        # one line: the option (or the file's field) and what is wrong; pydantic's own text (its URL) is not for here
+        loc = ".".join(str(p) for p in e.errors()[0]["loc"])
+        option = OPTION_OF.get(loc)
+        if option and getattr(args, option.removeprefix("--").replace("-", "_"), None) is not None:
+            raise ValueError(f"{option}: {one_line(e, RunConfig, '').split(': ', 1)[1]}") from None
         where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
-        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}\n{e}") from None
+        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}") from None
     from tasks.evaluation.evaluate import require_evaluator
 
     require_evaluator(config.evaluator)  # an unknown name fails here with "did you mean", before any work starts
@@ -407,6 +417,10 @@ def _cmd_run(args, log) -> int:
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
     reg = worker.registry(config)
     err = Console(stderr=True, soft_wrap=True)  # a line per message, whatever its length: the terminal wraps it
+    if not reg.list_adapters():  # nothing registered: say so and how, without starting Prefect for nothing
+        empty = {"run_id": None, "refined": 0, "completed": 0, "failed": 0, "scan_failed": 0, "skipped": 0,
+                 "results": [], "message": nothing_to_do(reg)}
+        return emit(args, empty, lambda: plain_console().print(escape(empty["message"]), highlight=False))
     enabled = reg.list_adapters(enabled_only=True)
     refused = preflight(config, enabled)
     if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded

@@ -305,7 +305,7 @@ def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness,
     (["--policy", "abs_selekt"], ["abs_selekt", "abs_select"]),
     (["--policy", "random_index"], ["invalid run configuration from", "random control is added automatically"]),
     (["--evaluator-option", "n_docs"], ["KEY=VALUE"]),
-    (["--task-limit", "0"], ["invalid run configuration", "task_limit"]),
+    (["--task-limit", "0"], ["--task-limit", "give a whole number of at least 1"]),
 ])
 def test_run_bad_options(extra, fragments, fleet, tmp_path):
     r = cli(*run_args(fleet, tmp_path / "nowhere", *extra))
