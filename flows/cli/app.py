@@ -86,6 +86,17 @@ class Count(click.ParamType):
         return n
 
 
+def _complete(kind: str) -> Callable:
+    """A ``shell_complete`` callback of :mod:`flows.cli.complete` (imported only when the shell asks)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        from flows.cli import complete
+
+        return getattr(complete, f"complete_{kind}")(ctx, param, incomplete)
+
+    return callback
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -203,7 +214,8 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT LoRA adapter directory.")
 @click.option("--calib", default=None, help="Calibration JSONL (prompt, answer) or a registered loader name (needed "
               "by edits that use calibration data; data-free edits need neither it nor --base).")
-@click.option("--policy", multiple=True, help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
+@click.option("--policy", multiple=True, shell_complete=_complete("policy"),
+              help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory; one per policy.")
 @click.option("--n-samples", type=int, default=None, help="Calibration examples (default 128).")
 @click.option("--batch-size", type=int, default=None, help="Calibration batch size (compute only; default 8).")
@@ -232,12 +244,13 @@ def _init(**kwargs: Any) -> None: ...
               "--from FILE, every adapter of a YAML or CSV file (fields name, source, base, family, benchmark, calib, "
               "base_revision, enabled; YAML may give 'defaults'), all validated first and written together: a bad "
               "entry registers none.")
-@click.argument("name", metavar="NAME", required=False)
+@click.argument("name", metavar="NAME", required=False, shell_complete=_complete("adapter"))
 @click.option("--from", "from_file", default=None, metavar="FILE",
               help="Register every adapter declared in this YAML or CSV file instead of NAME (all or nothing).")
 @click.option("--source", default=None, metavar="URI", help="hf://org/name[@revision] or a local directory.")
 @click.option("--base", default=None, metavar="MODEL", help="Base model: hub id or local directory.")
-@click.option("--family", default=None, metavar="F", help="Task family: math, code, instruction or commonsense.")
+@click.option("--family", default=None, metavar="F", shell_complete=_complete("family"),
+              help="Task family: math, code, instruction or commonsense.")
 @click.option("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
@@ -253,7 +266,7 @@ def _register(**kwargs: Any) -> None: ...
 @command("check", "adapters:cmd_check", short_help="Run register's checks on registered adapters (no model pass).",
          help="Read each registered adapter (local sources: config, weights, shapes, NaN/Inf, DoRA), resolve its base "
               "model offline and parse its calibration source, as register does; exit 1 if any fails.")
-@click.argument("name", metavar="[NAME]", required=False)
+@click.argument("name", metavar="[NAME]", required=False, shell_complete=_complete("adapter"))
 def _check(**kwargs: Any) -> None: ...
 
 
@@ -277,7 +290,7 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--task-runner", type=click.Choice(["thread", "dask"]), default=None,
               help="Prefect task runner of the fan-out.")
 @click.option("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
-@click.option("--policy", multiple=True,
+@click.option("--policy", multiple=True, shell_complete=_complete("policy"),
               help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
 @click.option("--n-samples", type=Count(example=128), default=None, metavar="N", help="Calibration examples.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
@@ -306,7 +319,8 @@ def _budgets() -> list[str]:
               help="Preset amount of work (smallest: a smoke run in minutes; default: the numbers in docs/demo.md).")
 @click.option("--steps", type=Count(example=40), default=None, metavar="N", help="Training steps per demo adapter.")
 @click.option("--n-train", type=Count(example=256), default=None, metavar="N", help="Training rows per demo adapter.")
-@click.option("--n-calib", type=Count(example=128), default=None, metavar="N", help="Calibration examples (paper: 128).")
+@click.option("--n-calib", type=Count(example=128), default=None, metavar="N",
+              help="Calibration examples (paper: 128).")
 @click.option("--task-limit", type=Count(example=60), default=None, metavar="N",
               help="Documents of every task benchmark (replaces the budget's per-benchmark sizes).")
 @click.option("--guard-limit", type=Count(example=100), default=None, metavar="N", help="Prompts of the IFEval guard.")
@@ -322,7 +336,8 @@ def _demo(**kwargs: Any) -> None: ...
               "(rank_pattern, alpha_pattern, exclude_modules) are refused unless --normalise. Re-running with "
               "nothing new writes nothing. Exit code 1 if any adapter failed (the others are still exported).")
 @click.argument("dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--adapter", default=None, metavar="NAME", help="Export only this adapter.")
+@click.option("--adapter", default=None, metavar="NAME", shell_complete=_complete("adapter"),
+              help="Export only this adapter.")
 @click.option("--normalise", is_flag=True, help="Pad every module to the adapter's largest rank and fold each "
               "module's scaling into its B (one global r/lora_alpha, the same ΔW) instead of refusing.")
 @click.option("--keep-previous/--no-keep-previous", default=True, show_default=True,
@@ -346,7 +361,7 @@ def _export(**kwargs: Any) -> None: ...
               "re-run), and tag it ss-decision-<id>. If that tag already holds these files, nothing is done. The "
               "token is huggingface_hub's (HF_TOKEN or `hf auth login`), never stored or printed; HF_ENDPOINT "
               "points at another Hub. Exit code 1 if the Hub refused or failed.")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 @click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub model repo.")
 @click.option("--revision", default="main", show_default=True, metavar="BRANCH", help="The branch to commit to.")
 @click.option("--create", is_flag=True, help="Create the repo if it does not exist (create_repo exist_ok).")
@@ -358,7 +373,7 @@ def _publish(**kwargs: Any) -> None: ...
 
 # ------------------------------------------------------------------------------------------ history
 @command("history", "adapters:cmd_history", help="The audit history of an adapter's production pointer.")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 def _history(**kwargs: Any) -> None: ...
 
 
@@ -366,7 +381,7 @@ def _history(**kwargs: Any) -> None: ...
          help="The adapter's versions (ADAPTER@N beside the global id), its last refinement and any failure, its latest "
               "decision with each candidate's gain, interval and reason, what production serves and why, pending "
               "reviews, and the next step (documents needed, a retrained version held, a source to fix).")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 def _why(**kwargs: Any) -> None: ...
 
 
@@ -387,7 +402,7 @@ def _promote(**kwargs: Any) -> None: ...
 
 
 @command("rollback", "adapters:cmd_rollback", help="Undo the latest production move of an adapter (audited).")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
 @click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
@@ -401,7 +416,8 @@ def _rollback(**kwargs: Any) -> None: ...
               "who approved it or when it expired or was superseded). Reviews past their window are marked "
               "expired first.")
 @click.option("--all", "all", is_flag=True, help="Every review, not only the pending ones.")
-@click.option("--adapter", default=None, metavar="NAME", help="Only this adapter's reviews.")
+@click.option("--adapter", default=None, metavar="NAME", shell_complete=_complete("adapter"),
+              help="Only this adapter's reviews.")
 def _reviews(**kwargs: Any) -> None: ...
 
 
@@ -426,7 +442,7 @@ def _approve(**kwargs: Any) -> None: ...
          help="Per task family × edit, over each adapter's latest decision: how often it was promoted (and "
               "passed, held, rejected), its mean gain over the unedited adapter and its IFEval change with 95% "
               "intervals across adapters, and the seconds per adapter of the runs that decided.")
-@click.option("--family", default=None, metavar="F", help="Only this task family.")
+@click.option("--family", default=None, metavar="F", shell_complete=_complete("family"), help="Only this task family.")
 def _report(**kwargs: Any) -> None: ...
 
 
