@@ -1,8 +1,10 @@
-"""``spectral-surgery run``: the nightly flow, now, with a line per adapter as it finishes and a summary table.
+"""``spectral-surgery run``: the nightly flow, now, with its progress and a summary a person can read.
 
 The run configuration is a :class:`tasks.run_config.RunConfig`: from ``--config FILE`` (YAML or JSON) if given,
-with the command-line options laid over it. Progress is read from the registry (the adapter runs of this
-refinement run), so it works whatever the task runner: threads here, or Dask workers elsewhere.
+with the command-line options laid over it. Progress (:class:`Progress`: stage, adapter i/n, ETA; a line per finished
+adapter) is read from the registry (the adapter runs of this refinement run), so it works whatever the task runner:
+threads here, or Dask workers elsewhere. The summary is one line per adapter with its reasons below
+(:mod:`flows.cli.summary`); third-party warnings go to the run's log file (:mod:`flows.cli.runlog`).
 
 Ctrl-C or SIGTERM, at any moment, is a clean stop (:mod:`flows.interrupt`): no production move starts after it, the
 run ends ``cancelled`` with nothing left ``running``, the temporary Prefect server is stopped quietly, and the
@@ -17,6 +19,7 @@ import contextlib
 import functools
 import os
 import threading
+from collections.abc import Callable
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
 from flows.cli.common import console as plain_console
@@ -352,9 +355,15 @@ def _exit_if_stopped() -> None:
         os._exit(_exit_code[0])
 
 
-@guarded
-def cmd_run(args) -> int:
+def stoppable(args, body: Callable[[object], int]) -> int:
+    """Run ``body(log)`` as a command that a Ctrl-C or SIGTERM stops cleanly (``run`` and ``demo``).
+
+    The handlers are installed first, before the slow imports; ``body`` gets the command's
+    :class:`flows.cli.runlog.RunLog` (third-party warnings held for its file). After a stop: ``error: interrupted``
+    once, exit 130, within :data:`STOP_GRACE_S` seconds whatever the work was doing.
+    """
     from flows import interrupt
+    from flows.cli import runlog
 
     # First, before the slow imports: a Ctrl-C from here on is recorded and honoured at the next checkpoint, never
     # swallowed by whatever the main thread was doing (an import's weakref callback: "Exception ignored in ...").
@@ -364,11 +373,9 @@ def cmd_run(args) -> int:
     atexit.register(_exit_if_stopped)  # registered first: runs last of the exit hooks
     interrupt.on_request(functools.partial(_on_stop, bool(args.verbose)))
     done = interrupt.watchdog(STOP_GRACE_S, _last_words, code=EXIT_INTERRUPTED)
-    from flows.cli import runlog
-
     log = runlog.capture(bool(args.verbose))  # third-party warnings: held for the run's log file, off the terminal
     try:
-        _exit_code[0] = code = _cmd_run(args, log)  # a stop after the run finished: its summary and code stand
+        _exit_code[0] = code = body(log)  # a stop after the run finished: its summary and code stand
         return code
     except KeyboardInterrupt:
         return _interrupted()
@@ -383,6 +390,11 @@ def cmd_run(args) -> int:
             done.set()
             interrupt.uninstall()
         log.close()
+
+
+@guarded
+def cmd_run(args) -> int:
+    return stoppable(args, functools.partial(_cmd_run, args))
 
 
 def _cmd_run(args, log) -> int:
