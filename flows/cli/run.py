@@ -429,14 +429,14 @@ def _cmd_run(args, log) -> int:
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
     reg = worker.registry(config)
     err = Console(stderr=True, soft_wrap=True)  # a line per message, whatever its length: the terminal wraps it
-    if not reg.list_adapters():  # nothing registered: say so and how, without starting Prefect for nothing
-        empty = {"run_id": None, "refined": 0, "completed": 0, "failed": 0, "scan_failed": 0, "skipped": 0,
-                 "results": [], "message": nothing_to_do(reg)}
-        return emit(args, empty, lambda: plain_console().print(escape(empty["message"]), highlight=False))
     enabled = reg.list_adapters(enabled_only=True)
     refused = preflight(config, enabled)
     if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded
         return fail(refused)
+    if not reg.list_adapters():  # nothing registered: say so and how, without starting Prefect for nothing
+        empty = {"run_id": None, "refined": 0, "completed": 0, "failed": 0, "scan_failed": 0, "skipped": 0,
+                 "results": [], "message": nothing_to_do(reg)}
+        return emit(args, empty, lambda: plain_console().print(escape(empty["message"]), highlight=False))
     err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
               f"{config.task_runner} task runner × {config.concurrency}"
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
