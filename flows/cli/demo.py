@@ -54,8 +54,14 @@ def _cmd_demo(args, log) -> int:
     stage_hook.reached(stage_hook.STARTUP)
     interrupt.check()
 
+    from flows import worker
+    from flows.cli.run import Progress
+    from flows.demo import demo_config
+
     err = Console(stderr=True, soft_wrap=True)
-    result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
+    cfg = demo_config(data_dir, budget, registry_url=db)
+    with Progress(worker.registry(cfg), err, moves=cfg.promote, concurrency=cfg.concurrency):  # as `run` shows it
+        result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
 
     def render() -> None:
         from rich.table import Table

@@ -76,10 +76,11 @@ class RunLog:
                     if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                         lm_logger.removeHandler(h)
                 lm_logger.propagate = True
-        if not self.verbose:
-            for h in _console_handlers():
-                if ONLY_OWN not in h.filters:
-                    h.addFilter(ONLY_OWN)
+        for h in _console_handlers():
+            if self.verbose:
+                h.removeFilter(ONLY_OWN)  # an earlier quiet command of this process left it
+            elif ONLY_OWN not in h.filters:
+                h.addFilter(ONLY_OWN)
 
     def open(self, data_dir: Path, command: str) -> Path:
         """Write the held records and every later one to ``<data_dir>/logs/<command>-<time>-<pid>.log``."""
@@ -104,15 +105,17 @@ class RunLog:
         return self.path
 
     def close(self) -> None:
-        """Detach the file (the end of the command; tests run several commands in one process)."""
+        """Detach the file (the end of the command; tests run several commands in one process).
+
+        The terminal stays quiet: Prefect's exit hooks (stopping its temporary server, its services' cancellation)
+        log after the command returns, and those records are no more the user's business then than before.
+        """
         root = logging.getLogger()
         root.removeHandler(self.buffer)
         handler = getattr(self, "handler", None)
         if handler is not None:
             root.removeHandler(handler)
             handler.close()
-        for h in _console_handlers():
-            h.removeFilter(ONLY_OWN)
         logging.captureWarnings(False)
         from flows.cli.prefect_home import send_server_output_to
 

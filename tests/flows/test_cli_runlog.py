@@ -51,3 +51,6 @@ def test_third_party_warnings_are_filed_not_shown(terminal, tmp_path, verbose):
     for text in third:
         assert (text in shown) == verbose, (text, shown)
     assert not [h for h in logging.getLogger("lm_eval").handlers if isinstance(h, logging.StreamHandler)]
+    logging.getLogger("prefect._internal.concurrency").error("task_run_recorder: CancelledError")  # at exit
+    assert ("CancelledError" in terminal.getvalue()) == verbose  # after the command too: its exit hooks log
+    assert "CancelledError" not in path.read_text()  # the file was closed with the command
