@@ -257,7 +257,9 @@ def _init(**kwargs: Any) -> None: ...
 @click.option("--disabled", is_flag=True, help="Register disabled (no nightly work).")
 @click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
 @click.option("--force", is_flag=True, help="Re-register even though it drops the calibration (no --calib) or "
-                                            "changes the source or task family (the changes are printed).")
+                                            "changes the source or task family (the changes are printed); register "
+                                            "an evaluation too long for the base's context (a run config may lower "
+                                            "max_gen_toks), with a warning.")
 @click.option("--no-check", is_flag=True, help="Register without reading the adapter, base model and calibration "
               "source first (the nightly run then records what is wrong).")
 def _register(**kwargs: Any) -> None: ...
