@@ -270,6 +270,7 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             todo, plan, deferred = _plan(reg, config, run.id, pending, monotonic() - started_at, log)
             results += deferred
             entry = {e.version_id: e for e in plan.entries} if plan else {}
+            stage_hook.plan(len(todo))  # the command line's progress: adapter i of n
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
             in_flight: deque = deque()
             committed = 0.0  # GPU lane-seconds: actual of the finished, forecast of those in flight

@@ -11,6 +11,10 @@ The stages, in the order one adapter meets them: ``scan`` (a version recorded), 
 ``editing`` (one candidate written and recorded), ``evaluation`` (one evaluation recorded), ``decision`` (the
 decision recorded, production not moved yet), ``promotion`` (production moved, the adapter run not closed yet).
 :data:`STARTUP` comes before them all: the command line's start-up, before the flow (and Prefect's server) starts.
+
+The same calls feed the command line's progress display: :func:`current` is the stage this process reached last and
+:func:`planned` the number of adapter versions the nightly flow found to refine (:func:`plan`), both in-process
+(Dask workers in other processes leave the stage unknown; the registry still tells what finished).
 """
 
 from __future__ import annotations
@@ -22,6 +26,27 @@ ENV_AT = "SPECTRAL_SURGERY_PAUSE_AT"
 ENV_FILE = "SPECTRAL_SURGERY_PAUSE_FILE"
 STAGES = ("scan", "calibration", "editing", "evaluation", "decision", "promotion")
 STARTUP = "startup"
+_last: dict[str, object] = {"stage": None, "planned": None}
+
+
+def current() -> str | None:
+    """The stage this process reached last (None before the first)."""
+    return _last["stage"]  # type: ignore[return-value]
+
+
+def planned() -> int | None:
+    """How many adapter versions the nightly flow of this process plans to refine (None until it has scanned)."""
+    return _last["planned"]  # type: ignore[return-value]
+
+
+def plan(n: int) -> None:
+    """Record that the nightly flow found ``n`` adapter versions to refine (read by :func:`planned`)."""
+    _last["planned"] = n
+
+
+def forget() -> None:
+    """Clear :func:`current` and :func:`planned` (the start of a command's run)."""
+    _last.update(stage=None, planned=None)
 
 
 def reached(stage: str) -> None:
@@ -33,6 +58,7 @@ def reached(stage: str) -> None:
     """
     from flows import interrupt
 
+    _last["stage"] = stage
     if os.environ.get(ENV_AT) != stage:
         return
     if path := os.environ.get(ENV_FILE):

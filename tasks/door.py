@@ -15,9 +15,10 @@ at once, with the message the run would give (it comes from the same readers):
   modules exist there, its LoRA shapes match the base's layers, its rank does not exceed a layer's; and the
   evaluation fits the base's context (the benchmarks' ``max_gen_toks`` plus their longest prompt below
   ``max_position_embeddings``). A base whose files are not here yet (a hub id not in the cache, a GGUF not
-  converted yet) and a ``hf://`` adapter are checked by the run. The context finding (``benchmark``) is a warning
-  at ``register``/``check`` (:func:`context_warnings`: the run config may lower ``max_gen_toks``) and refused by
-  ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_door`), where the config is known.
+  converted yet) and a ``hf://`` adapter are checked by the run. The context finding (``benchmark``, apart in
+  :func:`context_warnings`) is refused by ``register`` (unless ``--force``: a run config may lower ``max_gen_toks``)
+  and ``check``, and by ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_door`) with the config's
+  own ``max_gen_toks``.
 
 Two checks only warn (:func:`door_warnings`): :func:`base_mismatch`, when the adapter's own
 ``adapter_config.json`` names another base model than the one registered (PEFT loads it on any base whose layer
@@ -206,9 +207,9 @@ def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | 
 
 
 def context_warnings(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
-    """``(errors, warnings)`` of ``register``/``check``: there the evaluation's ``max_gen_toks`` is each task's own,
-    but the run config may lower it (``evaluator_options.max_gen_toks``) or use the fake evaluator, so a
-    ``benchmark`` finding is a warning; ``spectral-surgery run`` refuses it with the config in hand."""
+    """``(other findings, context findings)`` of ``register``/``check``: there the evaluation's ``max_gen_toks`` is each
+    task's own, but the run config may lower it (``evaluator_options.max_gen_toks``), so ``register --force`` lets a
+    ``benchmark`` finding through as a warning; without it both are refused."""
     return [f for f in findings if f.what != "benchmark"], [f for f in findings if f.what == "benchmark"]
 
 

@@ -55,8 +55,13 @@ def make_model(tokenizer=None, *, layers: int = 2, hidden: int = 32, intermediat
 
 
 def save_base(dir_: Path, *, layers: int = 2, hidden: int = 32, intermediate: int = 64, seed: int = 0,
-              arch: str = "llama", max_positions: int = 512) -> Path:
-    """Save a tiny model + tokenizer to ``dir_`` (a local model id for from_pretrained)."""
+              arch: str = "llama", max_positions: int = 2048) -> Path:
+    """Save a tiny model + tokenizer to ``dir_`` (a local model id for from_pretrained).
+
+    ``max_positions`` defaults to 2048 so that the evaluations fit its context (the IFEval guard generates up to
+    512 tokens after its prompts): ``register`` refuses an adapter whose evaluation cannot fit (issue 25); the
+    tests of that refusal pass 512. Rotary positions: the weights do not depend on it.
+    """
     tok = make_tokenizer()
     model = make_model(tok, layers=layers, hidden=hidden, intermediate=intermediate, seed=seed, arch=arch,
                        max_positions=max_positions)

@@ -106,10 +106,15 @@ def cmd_register(args) -> int:
                                                        config["calib"] if config else None, family=args.family,
                                                        benchmark_override=args.benchmark,
                                                        data_dir=resolve_location(args)[0]))
-        if findings:
+        context, later = (later, []) if not args.force else ([], later)  # issue 25: refused unless --force
+        if findings or context:
             reg.close()
-            return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}" for f in findings)
-                        + " (fix it, or pass --no-check to register anyway)")
+            escape_hatch = ("pass --force to register anyway (a run config with a lower evaluator_options."
+                            "max_gen_toks may fit), or --no-check" if context and not findings else
+                            "pass --no-check to register anyway")
+            return fail(f"{args.name!r} not registered: " + "; ".join(f"--{f.what}: {f.message}"
+                                                                     for f in [*findings, *context])
+                        + f" (fix it, or {escape_hatch})")
         for finding in [*door_warnings(source, base), *later]:
             warn(finding.message)
     changes = reg.registration_changes(args.name, source, base, args.family, base_model_revision=args.base_revision,
@@ -151,10 +156,11 @@ def cmd_check(args) -> int:
         findings, later = context_warnings(door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib,
                                                        family=a.task_family, benchmark_override=a.benchmark_override,
                                                        data_dir=data_dir))
+        findings += later  # the evaluation must fit the base's context (issue 25): a problem, as at register
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
                      "warnings": [{"what": w.what, "message": w.message}
-                                  for w in [*door_warnings(a.source_uri, a.base_model_id), *later]]})
+                                  for w in door_warnings(a.source_uri, a.base_model_id)]})
 
     def render() -> None:
         if not rows:

@@ -60,6 +60,43 @@ def _console_logging(verbose: bool) -> None:
         root.setLevel(logging.DEBUG)
     for handler in root.handlers:
         (handler.removeFilter if verbose else handler.addFilter)(QUIET)
+
+
+class Count(click.ParamType):
+    """A whole number of things (documents, prompts, steps, adapters at once) with its bounds, refused at parsing
+    with one line that names the option and the fix (``--task-limit 0``), before any config is built."""
+
+    name = "integer"
+
+    def __init__(self, least: int = 1, most: int | None = None, example: int = 60) -> None:
+        self.least, self.most, self.example = least, most, example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        option = param.opts[0] if param is not None and param.opts else "the option"
+        bounds = f"from {self.least} to {self.most}" if self.most is not None else f"of at least {self.least}"
+        fix = f"give a whole number {bounds}, e.g. {option} {self.example}"
+        if isinstance(value, bool):
+            self.fail(f"{value!r} is not a number: {fix}", param, ctx)
+        try:
+            n = value if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number: {fix}", param, ctx)
+        if n < self.least or (self.most is not None and n > self.most):
+            self.fail(f"{n} is out of range: {fix}", param, ctx)
+        return n
+
+
+def _complete(kind: str) -> Callable:
+    """A ``shell_complete`` callback of :mod:`flows.cli.complete` (imported only when the shell asks)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        from flows.cli import complete
+
+        return getattr(complete, f"complete_{kind}")(ctx, param, incomplete)
+
+    return callback
+
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -177,7 +214,8 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="PEFT LoRA adapter directory.")
 @click.option("--calib", default=None, help="Calibration JSONL (prompt, answer) or a registered loader name (needed "
               "by edits that use calibration data; data-free edits need neither it nor --base).")
-@click.option("--policy", multiple=True, help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
+@click.option("--policy", multiple=True, shell_complete=_complete("policy"),
+              help=f"Policy (repeatable; 'all' = {', '.join(PAPER_POLICIES)}).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory; one per policy.")
 @click.option("--n-samples", type=int, default=None, help="Calibration examples (default 128).")
 @click.option("--batch-size", type=int, default=None, help="Calibration batch size (compute only; default 8).")
@@ -204,14 +242,15 @@ def _init(**kwargs: Any) -> None: ...
          short_help="Register (or re-declare) an adapter, or many from a file.",
          help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win). With "
               "--from FILE, every adapter of a YAML or CSV file (fields name, source, base, family, benchmark, calib, "
-              "base_revision, enabled, priority; YAML may give 'defaults'), all validated first and written "
-              "together: a bad entry registers none.")
-@click.argument("name", metavar="NAME", required=False)
+               "base_revision, enabled, priority; YAML may give 'defaults'), all validated first and written "
+               "together: a bad entry registers none.")
+@click.argument("name", metavar="NAME", required=False, shell_complete=_complete("adapter"))
 @click.option("--from", "from_file", default=None, metavar="FILE",
               help="Register every adapter declared in this YAML or CSV file instead of NAME (all or nothing).")
 @click.option("--source", default=None, metavar="URI", help="hf://org/name[@revision] or a local directory.")
 @click.option("--base", default=None, metavar="MODEL", help="Base model: hub id or local directory.")
-@click.option("--family", default=None, metavar="F", help="Task family: math, code, instruction or commonsense.")
+@click.option("--family", default=None, metavar="F", shell_complete=_complete("family"),
+              help="Task family: math, code, instruction or commonsense.")
 @click.option("--benchmark", default=None, metavar="B", help="Benchmark instead of the family's default.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration JSONL (or a registered loader).")
 @click.option("--base-revision", default=None, metavar="R", help="Pinned base model revision.")
@@ -220,7 +259,9 @@ def _init(**kwargs: Any) -> None: ...
               "window cannot fit every adapter: higher runs first (default 0; unchanged on re-registration).")
 @click.option("--enabled", is_flag=True, help="(Re-)enable an existing adapter.")
 @click.option("--force", is_flag=True, help="Re-register even though it drops the calibration (no --calib) or "
-                                            "changes the source or task family (the changes are printed).")
+                                            "changes the source or task family (the changes are printed); register "
+                                            "an evaluation too long for the base's context (a run config may lower "
+                                            "max_gen_toks), with a warning.")
 @click.option("--no-check", is_flag=True, help="Register without reading the adapter, base model and calibration "
               "source first (the nightly run then records what is wrong).")
 def _register(**kwargs: Any) -> None: ...
@@ -229,7 +270,7 @@ def _register(**kwargs: Any) -> None: ...
 @command("check", "adapters:cmd_check", short_help="Run register's checks on registered adapters (no model pass).",
          help="Read each registered adapter (local sources: config, weights, shapes, NaN/Inf, DoRA), resolve its base "
               "model offline and parse its calibration source, as register does; exit 1 if any fails.")
-@click.argument("name", metavar="[NAME]", required=False)
+@click.argument("name", metavar="[NAME]", required=False, shell_complete=_complete("adapter"))
 def _check(**kwargs: Any) -> None: ...
 
 
@@ -245,18 +286,19 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
 @click.option("--evaluator-option", multiple=True, metavar="KEY=VALUE",
               help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
-@click.option("--task-limit", type=int, default=None, metavar="N", help="Documents per task benchmark.")
-@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--task-limit", type=Count(example=60), default=None, metavar="N", help="Documents per task benchmark.")
+@click.option("--guard-limit", type=Count(example=100), default=None, metavar="N", help="Prompts of the IFEval guard.")
 @click.option("--no-guard", is_flag=True, help="Skip the IFEval guard.")
-@click.option("--concurrency", type=int, default=None, metavar="N", help="Adapters refined at once.")
+@click.option("--concurrency", type=Count(1, 256, example=2), default=None, metavar="N",
+              help="Adapters refined at once.")
 @click.option("--window", default=None, metavar="DURATION", help="The night's wall clock (6h, 90m, PT6H): start "
               "what fits by the recorded cost of past nights, defer the rest to the next night (window.wall_clock).")
 @click.option("--task-runner", type=click.Choice(["thread", "dask"]), default=None,
               help="Prefect task runner of the fan-out.")
 @click.option("--dask-address", default=None, metavar="ADDR", help="Scheduler of an existing Dask cluster.")
-@click.option("--policy", multiple=True,
+@click.option("--policy", multiple=True, shell_complete=_complete("policy"),
               help="Policy (repeatable; 'all' = the paper's; the random control is always added).")
-@click.option("--n-samples", type=int, default=None, metavar="N", help="Calibration examples.")
+@click.option("--n-samples", type=Count(example=128), default=None, metavar="N", help="Calibration examples.")
 @click.option("--calib", default=None, metavar="FILE", help="Calibration source of adapters that name none.")
 @click.option("--device", default=None, help="Torch device (cpu, cuda, cuda:1…).")
 @click.option("--dry-run", is_flag=True,
@@ -281,13 +323,14 @@ def _budgets() -> list[str]:
               "dashboard. Nothing is downloaded.")
 @click.option("--budget", type=click.Choice(_budgets()), default="default", show_default=True,
               help="Preset amount of work (smallest: a smoke run in minutes; default: the numbers in docs/demo.md).")
-@click.option("--steps", type=int, default=None, metavar="N", help="Training steps per demo adapter.")
-@click.option("--n-train", type=int, default=None, metavar="N", help="Training rows per demo adapter.")
-@click.option("--n-calib", type=int, default=None, metavar="N", help="Calibration examples (paper: 128).")
-@click.option("--task-limit", type=int, default=None, metavar="N",
+@click.option("--steps", type=Count(example=40), default=None, metavar="N", help="Training steps per demo adapter.")
+@click.option("--n-train", type=Count(example=256), default=None, metavar="N", help="Training rows per demo adapter.")
+@click.option("--n-calib", type=Count(example=128), default=None, metavar="N",
+              help="Calibration examples (paper: 128).")
+@click.option("--task-limit", type=Count(example=60), default=None, metavar="N",
               help="Documents of every task benchmark (replaces the budget's per-benchmark sizes).")
-@click.option("--guard-limit", type=int, default=None, metavar="N", help="Prompts of the IFEval guard.")
-@click.option("--max-gen-toks", type=int, default=None, metavar="N", help="Generation budget per answer.")
+@click.option("--guard-limit", type=Count(example=100), default=None, metavar="N", help="Prompts of the IFEval guard.")
+@click.option("--max-gen-toks", type=Count(example=96), default=None, metavar="N", help="Generation budget per answer.")
 def _demo(**kwargs: Any) -> None: ...
 
 
@@ -299,7 +342,8 @@ def _demo(**kwargs: Any) -> None: ...
               "(rank_pattern, alpha_pattern, exclude_modules) are refused unless --normalise. Re-running with "
               "nothing new writes nothing. Exit code 1 if any adapter failed (the others are still exported).")
 @click.argument("dir", metavar="DIR", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--adapter", default=None, metavar="NAME", help="Export only this adapter.")
+@click.option("--adapter", default=None, metavar="NAME", shell_complete=_complete("adapter"),
+              help="Export only this adapter.")
 @click.option("--normalise", is_flag=True, help="Pad every module to the adapter's largest rank and fold each "
               "module's scaling into its B (one global r/lora_alpha, the same ΔW) instead of refusing.")
 @click.option("--keep-previous/--no-keep-previous", default=True, show_default=True,
@@ -323,7 +367,7 @@ def _export(**kwargs: Any) -> None: ...
               "re-run), and tag it ss-decision-<id>. If that tag already holds these files, nothing is done. The "
               "token is huggingface_hub's (HF_TOKEN or `hf auth login`), never stored or printed; HF_ENDPOINT "
               "points at another Hub. Exit code 1 if the Hub refused or failed.")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 @click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub model repo.")
 @click.option("--revision", default="main", show_default=True, metavar="BRANCH", help="The branch to commit to.")
 @click.option("--create", is_flag=True, help="Create the repo if it does not exist (create_repo exist_ok).")
@@ -335,7 +379,7 @@ def _publish(**kwargs: Any) -> None: ...
 
 # ------------------------------------------------------------------------------------------ history
 @command("history", "adapters:cmd_history", help="The audit history of an adapter's production pointer.")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 def _history(**kwargs: Any) -> None: ...
 
 
@@ -343,7 +387,7 @@ def _history(**kwargs: Any) -> None: ...
          help="The adapter's versions (ADAPTER@N beside the global id), its last refinement and any failure, its latest "
               "decision with each candidate's gain, interval and reason, what production serves and why, pending "
               "reviews, and the next step (documents needed, a retrained version held, a source to fix).")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 def _why(**kwargs: Any) -> None: ...
 
 
@@ -364,7 +408,7 @@ def _promote(**kwargs: Any) -> None: ...
 
 
 @command("rollback", "adapters:cmd_rollback", help="Undo the latest production move of an adapter (audited).")
-@click.argument("adapter", metavar="ADAPTER")
+@click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 @click.option("--reason", required=True, help="Why (required; recorded in the history).")
 @click.option("--actor", default=None, help="Who (default $USER).")
 @click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
@@ -378,7 +422,8 @@ def _rollback(**kwargs: Any) -> None: ...
               "who approved it or when it expired or was superseded). Reviews past their window are marked "
               "expired first.")
 @click.option("--all", "all", is_flag=True, help="Every review, not only the pending ones.")
-@click.option("--adapter", default=None, metavar="NAME", help="Only this adapter's reviews.")
+@click.option("--adapter", default=None, metavar="NAME", shell_complete=_complete("adapter"),
+              help="Only this adapter's reviews.")
 def _reviews(**kwargs: Any) -> None: ...
 
 
@@ -403,7 +448,7 @@ def _approve(**kwargs: Any) -> None: ...
          help="Per task family × edit, over each adapter's latest decision: how often it was promoted (and "
               "passed, held, rejected), its mean gain over the unedited adapter and its IFEval change with 95% "
               "intervals across adapters, and the seconds per adapter of the runs that decided.")
-@click.option("--family", default=None, metavar="F", help="Only this task family.")
+@click.option("--family", default=None, metavar="F", shell_complete=_complete("family"), help="Only this task family.")
 def _report(**kwargs: Any) -> None: ...
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import functools
 import os
-import warnings
 
 from flows.cli.common import console as plain_console
 from flows.cli.common import emit, guarded, resolve_location, verdict_cell
@@ -16,10 +15,19 @@ def _fmt(v, spec: str = "+.3f") -> str:
 
 @guarded
 def cmd_demo(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    """The demo, stopped cleanly by Ctrl-C or SIGTERM like ``run`` (:func:`flows.cli.run.stoppable`): the nightly
+    run ends ``cancelled`` with its in-flight rows released, nothing is promoted after the signal, and the command
+    prints ``error: interrupted`` and exits 130."""
+    from flows.cli.run import stoppable
 
-    from flows.cli.prefect_home import isolate_temporary_server
+    return stoppable(args, functools.partial(_cmd_demo, args))
+
+
+def _cmd_demo(args, log) -> int:
+    from rich.console import Console
+
+    from flows import interrupt, stage_hook
+    from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
 
     if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
         Console(stderr=True, soft_wrap=True).print(
@@ -27,29 +35,37 @@ def cmd_demo(args) -> int:
             "removed when it exits.[/]")
 
     from flows.demo import BUDGETS, run_demo, with_overrides
+    from flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens
 
     if not args.verbose:
-        # Progress is the demo's step lines plus the flow's own log lines (calibration batches, each subject's
-        # score as it finishes); lm-eval's per-call warnings and tqdm bars would bury them.
+        # Progress is the demo's step lines plus the flow's own log lines; lm-eval's per-call warnings go to the
+        # log file (flows/cli/runlog.py) and tqdm bars nowhere.
         os.environ.setdefault("TQDM_DISABLE", "1")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        for name in ("lm_eval", "transformers", "peft", "httpx"):
-            logging.getLogger(name).setLevel(logging.ERROR)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
     budget = with_overrides(BUDGETS[args.budget], steps=args.steps, n_train=args.n_train, n_calib=args.n_calib,
                             task_limit=args.task_limit, guard_limit=args.guard_limit,
                             task_limits=() if args.task_limit is not None else None,
                             max_gen_toks=args.max_gen_toks)
     data_dir, db = resolve_location(args)
+    log.open(data_dir, "demo")
+    detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while the run closes
+    stage_hook.reached(stage_hook.STARTUP)
+    interrupt.check()
 
-    err = Console(stderr=True)
-    result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
+    from flows import worker
+    from flows.cli.run import Progress
+    from flows.demo import demo_config
+
+    err = Console(stderr=True, soft_wrap=True)
+    cfg = demo_config(data_dir, budget, registry_url=db)
+    with Progress(worker.registry(cfg), err, moves=cfg.promote, concurrency=cfg.concurrency):  # as `run` shows it
+        result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
 
     def render() -> None:
+        from rich.table import Table
+
         console = plain_console()
         table = Table(title=f"Demo nightly run over {len(result['rows'])} adapters "
                             f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})")
@@ -71,6 +87,7 @@ def cmd_demo(args) -> int:
             console.print(f"Dashboard: {result['dashboard']}   Registry: spectral-surgery list --data-dir {data_dir}")
 
     emit(args, result, render)
+    err.print(f"[dim]log: {log.path}[/] (library warnings and Prefect's messages)", highlight=False)
     return 1 if result["failed"] else 0
 
 

@@ -117,12 +117,33 @@ def release() -> None:
         os.close(_held.pop())
 
 
+_server_output: list[Path] = []  # the run's log file (flows/cli/runlog.py): where the server's stdout/stderr go
+
+
+def send_server_output_to(path: Path | None) -> None:
+    """Append the output of the temporary server started from now on to ``path`` (None: inherit the terminal).
+
+    The server prints its own shutdown tracebacks (``task_run_recorder ... CancelledError`` when the command ends
+    it) straight to the inherited stderr, past any logging filter of this process.
+    """
+    _server_output[:] = [Path(path)] if path is not None else []
+
+
 class _DetachedPopen(subprocess.Popen):
-    """``subprocess.Popen`` in a new session (so out of the terminal's process group), remembered for :func:`stop`."""
+    """``subprocess.Popen`` in a new session (so out of the terminal's process group), remembered for :func:`stop`;
+    its output goes to the run's log file when there is one (:func:`send_server_output_to`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs["start_new_session"] = True
-        super().__init__(*args, **kwargs)
+        out = None
+        if _server_output and kwargs.get("stdout") is None and kwargs.get("stderr") is None:
+            out = open(_server_output[0], "ab")  # noqa: SIM115 - the child holds it; closed here after the start
+            kwargs["stdout"], kwargs["stderr"] = out, subprocess.STDOUT
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if out is not None:
+                out.close()
         _servers.append(self)
 
 

@@ -160,7 +160,9 @@ def _door(args, regs: list) -> list[str]:
         findings, later = context_warnings(door_checks(r.source_uri, r.base_model_id, r.base_model_revision, calib,
                                                        family=r.task_family, benchmark_override=r.benchmark_override,
                                                        data_dir=data_dir))
+        context, later = (later, []) if not getattr(args, "force", False) else ([], later)  # refused unless --force
         problems += [f"{r.name}: {f.what}: {f.message}" for f in findings]
+        problems += [f"{r.name}: {f.what}: {f.message} (or --force)" for f in context]
         for finding in [*door_warnings(r.source_uri, r.base_model_id), *later]:
             warn(f"{r.name}: {finding.message}")
     return problems

@@ -1,8 +1,10 @@
-"""``spectral-surgery run``: the nightly flow, now, with a line per adapter as it finishes and a summary table.
+"""``spectral-surgery run``: the nightly flow, now, with its progress and a summary a person can read.
 
 The run configuration is a :class:`tasks.run_config.RunConfig`: from ``--config FILE`` (YAML or JSON) if given,
-with the command-line options laid over it. Progress is read from the registry (the adapter runs of this
-refinement run), so it works whatever the task runner: threads here, or Dask workers elsewhere.
+with the command-line options laid over it. Progress (:class:`Progress`: stage, adapter i/n, ETA; a line per finished
+adapter) is read from the registry (the adapter runs of this refinement run), so it works whatever the task runner:
+threads here, or Dask workers elsewhere. The summary is one line per adapter with its reasons below
+(:mod:`flows.cli.summary`); third-party warnings go to the run's log file (:mod:`flows.cli.runlog`).
 
 Ctrl-C or SIGTERM, at any moment, is a clean stop (:mod:`flows.interrupt`): no production move starts after it, the
 run ends ``cancelled`` with nothing left ``running``, the temporary Prefect server is stopped quietly, and the
@@ -17,14 +19,19 @@ import contextlib
 import functools
 import os
 import threading
-import warnings
+from collections.abc import Callable
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
 from flows.cli.common import console as plain_console
-from flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry, verdict_cell
+from flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry
 
 POLL_S = 0.25
 STOP_GRACE_S = 8.0  # after a stop request: the longest wait for the work to reach a checkpoint before exiting anyway
+
+
+OPTION_OF = {"task_limit": "--task-limit", "guard_limit": "--guard-limit", "concurrency": "--concurrency",
+             "task_runner": "--task-runner", "dask_address": "--dask-address", "calib_source": "--calib",
+             "device": "--device", "evaluator": "--evaluator", "surgery.calib.n_samples": "--n-samples"}
 
 
 def run_config_from_args(args: argparse.Namespace):
@@ -79,8 +86,13 @@ def run_config_from_args(args: argparse.Namespace):
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as e:
+        # one line: the option (or the file's field) and what is wrong; pydantic's own text (its URL) is not for here
+        loc = ".".join(str(p) for p in e.errors()[0]["loc"])
+        option = OPTION_OF.get(loc)
+        if option and getattr(args, option.removeprefix("--").replace("-", "_"), None) is not None:
+            raise ValueError(f"{option}: {one_line(e, RunConfig, '').split(': ', 1)[1]}") from None
         where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
-        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}\n{e}") from None
+        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}") from None
     from tasks.evaluation.evaluate import require_evaluator
 
     require_evaluator(config.evaluator)  # an unknown name fails here with "did you mean", before any work starts
@@ -90,30 +102,58 @@ def run_config_from_args(args: argparse.Namespace):
 
 
 class Progress:
-    """Prints one line per adapter run of the current refinement run as it finishes (polls the registry)."""
+    """What the run is doing while it runs, read from the registry (the adapter runs of this refinement run) and from
+    :mod:`flows.stage_hook` (the stage this process reached last, the number of versions planned).
 
-    def __init__(self, reg, console, *, moves: bool | str = True) -> None:
+    On a terminal: one live line, ``evaluation · ops-math (2/3) · 1 min 10 s · ETA ~2 min 20 s``, redrawn in place,
+    with a line above it per finished adapter. In a pipe: plain lines, one per change of stage or adapter and one per
+    finished adapter, never a redraw. The ETA is the mean seconds of this run's finished adapters times those left,
+    divided among the adapters refined at once.
+    """
+
+    def __init__(self, reg, console, *, moves: bool | str = True, concurrency: int = 1) -> None:
         # moves: RunConfig.promote (True: the gate moves pointers; False: a dry run; "review": they wait for approval)
+        import time
+
+        from flows import stage_hook
         from registry.models import utcnow
         from registry.runs import this_owner
 
-        self.reg, self.console, self.moves = reg, console, moves
+        self.reg, self.console, self.moves, self.concurrency = reg, console, moves, max(1, concurrency)
         # The flow runs in this process, so its run row is owned by this process: found by owner and start time
         # (a concurrent run of another process is never taken for ours), then followed by id.
         self.owner, self.since = this_owner(), utcnow().replace(microsecond=0)
+        self.t0 = time.monotonic()
         self.run_id: int | None = None
         self.seen: set[int] = set()
+        self.durations: list[float] = []
+        self.last_status: tuple | None = None
+        self.live = None
+        self._names: dict[int, str] = {}
+        self._running: list[str] = []
+        self._stale: str | None = None  # the stage shown when the adapters in flight changed (another adapter's)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cli-progress", daemon=True)
+        stage_hook.forget()
 
     def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            from rich.live import Live
+            from rich.text import Text
+
+            self.live = Live(Text(""), console=self.console, transient=True, auto_refresh=True,
+                             refresh_per_second=4, redirect_stdout=False, redirect_stderr=False)
+            self.live.start()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.poll()  # whatever finished since the last tick
+        with contextlib.suppress(Exception):
+            self.poll()  # whatever finished since the last tick
+        if self.live is not None:
+            self.live.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -122,32 +162,86 @@ class Progress:
             except Exception:  # progress is cosmetic; the run's own result is what counts
                 pass
 
+    def _name(self, version_id: int) -> str:
+        if version_id not in self._names:
+            self._names[version_id] = self.reg.get_version(version_id).adapter.name
+        return self._names[version_id]
+
+    def status(self, running: list[str], done: int) -> str:
+        """The one line of where the run is: stage, adapter i/n, elapsed, ETA (pure but for the clock)."""
+        import time
+
+        from flows import stage_hook
+        from flows.cli.summary import fmt_seconds
+
+        stage = stage_hook.current() or ("starting" if self.run_id is None else "scan")
+        if running != self._running:  # another adapter started: its first stage is not reached yet
+            self._running, self._stale = running, stage
+        if running and stage == self._stale:
+            stage = "preparing"
+        n = stage_hook.planned()
+        elapsed = time.monotonic() - self.t0
+        parts = [stage]
+        if running:
+            parts.append(", ".join(running) + (f" ({min(done + 1, n)}/{n})" if n else ""))
+        elif n is not None:
+            parts.append(f"{done}/{n} adapters")
+        parts.append(fmt_seconds(elapsed))
+        if n and self.durations and done < n:
+            left = sum(self.durations) / len(self.durations) * (n - done) / min(self.concurrency, n - done)
+            parts.append(f"ETA ~{fmt_seconds(left)}")
+        return " · ".join(parts)
+
     def poll(self) -> None:
-        if self.run_id is None:
-            run = self.reg.run_started_by(self.owner, self.since)
-            if run is None:
-                return
-            self.run_id = run.id
+        from rich.markup import escape
+
         from registry.runs import INTERRUPTED
 
-        for r in self.reg.adapter_runs(self.run_id):
+        running: list[str] = []
+        if self.run_id is None:
+            run = self.reg.run_started_by(self.owner, self.since)
+            if run is not None:
+                self.run_id = run.id
+        for r in self.reg.adapter_runs(self.run_id) if self.run_id is not None else []:
+            if r.status == "running":
+                running.append(self._name(r.adapter_version_id))
+                continue
             if r.id in self.seen or r.status not in ("completed", "failed"):
                 continue
-            if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
-                self.seen.add(r.id)
-                continue
             self.seen.add(r.id)
-            self.console.print(self._line(r))
+            if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
+                continue
+            if r.started_at and r.ended_at:
+                self.durations.append((r.ended_at - r.started_at).total_seconds())
+            self.console.print(self._line(r), soft_wrap=True)
+        line = self.status(running, len(self.durations))
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text(line, style="dim", no_wrap=True, overflow="ellipsis"))
+        else:
+            from flows import stage_hook
+
+            # a pipe gets a line when the stage or the adapters change, not every tick
+            what = (stage_hook.current(), tuple(running), len(self.durations), stage_hook.planned())
+            if what != self.last_status:
+                self.last_status = what
+                self.console.print(escape(line), highlight=False, soft_wrap=True)
 
     def _line(self, r) -> str:
         from rich.markup import escape  # names, errors and sentences are text, not markup ("[type=...]")
 
-        name = escape(self.reg.get_version(r.adapter_version_id).adapter.name)
+        from flows.cli.summary import fmt_seconds
+
+        name = escape(self._name(r.adapter_version_id))
+        took = f" ({fmt_seconds((r.ended_at - r.started_at).total_seconds())})" if r.started_at and r.ended_at else ""
         if r.status == "failed":
-            return f"[red]✗ {name}[/] failed: {escape(_error_line(r.error_type or 'Error', r.error_message))}"
+            error = _error_line(r.error_type or "Error", r.error_message)
+            # at most ~160 characters here (a pipe's line stays short); the summary below shows the error whole
+            return f"[red]✗ {name}[/] failed: {escape(error if len(error) <= 160 else error[:159] + '…')}{took}"
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
-            return f"[green]✓ {name}[/] done"
+            return f"[green]✓ {name}[/] done{took}"
         from tasks.decision.gate import verdict_label
         from tasks.decision.record import DecisionRecord
 
@@ -168,7 +262,7 @@ class Progress:
             verdict = f"[yellow]{verdict_label(kind, stats.n_needed)}[/]"
         else:
             verdict = "[red]rejected[/]"
-        return f"[green]✓ {name}[/] {verdict}: {escape(d.sentence)}"
+        return f"[green]✓ {name}[/] {verdict}{took}"
 
 
 def preflight(config, adapters) -> str | None:
@@ -197,13 +291,12 @@ def _error_line(error_type: str, text: str | None) -> str:
     return f"{short}: {lines[-1] if lines else ''}"
 
 
-def _served(r: dict) -> str:
-    if r.get("status") != "completed":
-        return "—"
-    if r.get("reused"):
-        return "(already done)"
+def _served(r: dict) -> str | None:
+    """What production serves after the run, in words (None: nothing to say, a failure or a version already done)."""
+    if r.get("status") != "completed" or r.get("reused"):
+        return None
     if r.get("promoted"):
-        return r["promoted"]
+        return f"{r['promoted']} (promoted by this run)"
     review = r.get("review")
     if review and review["state"] == "pending":
         return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
@@ -265,9 +358,15 @@ def _exit_if_stopped() -> None:
         os._exit(_exit_code[0])
 
 
-@guarded
-def cmd_run(args) -> int:
+def stoppable(args, body: Callable[[object], int]) -> int:
+    """Run ``body(log)`` as a command that a Ctrl-C or SIGTERM stops cleanly (``run`` and ``demo``).
+
+    The handlers are installed first, before the slow imports; ``body`` gets the command's
+    :class:`flows.cli.runlog.RunLog` (third-party warnings held for its file). After a stop: ``error: interrupted``
+    once, exit 130, within :data:`STOP_GRACE_S` seconds whatever the work was doing.
+    """
     from flows import interrupt
+    from flows.cli import runlog
 
     # First, before the slow imports: a Ctrl-C from here on is recorded and honoured at the next checkpoint, never
     # swallowed by whatever the main thread was doing (an import's weakref callback: "Exception ignored in ...").
@@ -277,8 +376,9 @@ def cmd_run(args) -> int:
     atexit.register(_exit_if_stopped)  # registered first: runs last of the exit hooks
     interrupt.on_request(functools.partial(_on_stop, bool(args.verbose)))
     done = interrupt.watchdog(STOP_GRACE_S, _last_words, code=EXIT_INTERRUPTED)
+    log = runlog.capture(bool(args.verbose))  # third-party warnings: held for the run's log file, off the terminal
     try:
-        _exit_code[0] = code = _cmd_run(args)  # a stop after the run finished: its summary and code stand
+        _exit_code[0] = code = body(log)  # a stop after the run finished: its summary and code stand
         return code
     except KeyboardInterrupt:
         return _interrupted()
@@ -292,12 +392,20 @@ def cmd_run(args) -> int:
         if not interrupt.requested():
             done.set()
             interrupt.uninstall()
+        log.close()
 
 
-def _cmd_run(args) -> int:
+@guarded
+def cmd_run(args) -> int:
+    return stoppable(args, functools.partial(_cmd_run, args))
+
+
+def _cmd_run(args, log) -> int:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+
+    from flows.cli.summary import nothing_to_do, note_lines, summary_rows, width_of
+    from flows.cli.summary import render as render_summary
 
     from flows import interrupt, stage_hook
     from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
@@ -306,9 +414,8 @@ def _cmd_run(args) -> int:
         Console(stderr=True, soft_wrap=True).print(
             "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
             "removed when it exits.[/]")
-    if not args.verbose:  # the per-adapter lines replace Prefect's logs, library warnings and load bars
+    if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        warnings.filterwarnings("ignore", category=FutureWarning)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -319,15 +426,20 @@ def _cmd_run(args) -> int:
     from flows import worker
     from flows.refine_fleet import headline, run_nightly, window_lines
 
+    log.open(config.data_dir, "run")  # Prefect's handlers exist now (imported above): they get the filter too
     interrupt.check()
     args.data_dir, args.db = config.data_dir, config.registry_url
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
     reg = worker.registry(config)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # a line per message, whatever its length: the terminal wraps it
     enabled = reg.list_adapters(enabled_only=True)
     refused = preflight(config, enabled)
     if refused:  # a run that cannot work: exit 2 before the flow starts, nothing recorded
         return fail(refused)
+    if not reg.list_adapters():  # nothing registered: say so and how, without starting Prefect for nothing
+        empty = {"run_id": None, "refined": 0, "completed": 0, "failed": 0, "scan_failed": 0, "skipped": 0,
+                 "results": [], "message": nothing_to_do(reg)}
+        return emit(args, empty, lambda: plain_console().print(escape(empty["message"]), highlight=False))
     err.print(f"Nightly refinement of {len(enabled)} enabled adapter(s): evaluator [bold]{config.evaluator}[/], "
               f"{config.task_runner} task runner × {config.concurrency}"
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
@@ -336,29 +448,24 @@ def _cmd_run(args) -> int:
     detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while the run closes
     stage_hook.reached(stage_hook.STARTUP)
     interrupt.check()
-    with Progress(reg, err, moves=config.promote):
+    with Progress(reg, err, moves=config.promote, concurrency=config.concurrency):
         summary = run_nightly(config)
     failed = summary["failed"]
 
     def render() -> None:
         console = plain_console()
-        results = summary["results"]
-        if not results:
-            console.print("Nothing to refine: every enabled adapter's latest version is done under this "
-                          "configuration.")
+        if not summary["results"]:
+            console.print(escape(nothing_to_do(reg)))
             return
-        table = Table(title=f"Nightly refinement run {summary['run_id']}: {headline(summary)}")
-        for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
-            table.add_column(col, overflow="fold")
-        for r in results:
-            table.add_row(escape(r["adapter"]), ("[red]failed[/]" if r["status"] == "failed" else r["status"]),
-                          r.get("benchmark") or "—", verdict_cell(r), _served(r),
-                          escape(r.get("sentence") or r.get("error") or r.get("reason") or ""))
-        console.print(table)
+        console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
+        width = width_of(console)
+        for line in render_summary(summary_rows(reg, summary, _served), width, color=console.is_terminal):
+            console.print(line, highlight=False, soft_wrap=True)
         for line in window_lines(summary):  # planned vs actual per adapter, the forecast error (a windowed night)
-            console.print(escape(line))
+            console.print(escape(line), highlight=False, soft_wrap=True)
         for name, note in behind.items():
-            console.print(f"[yellow]note:[/] {escape(name)} {escape(note['text'])}")
+            for line in note_lines(f"{name} {note['text']}", width):
+                console.print(escape(line), highlight=False, soft_wrap=True)
 
     from flows.cli.common import production_behind
 
@@ -366,4 +473,5 @@ def _cmd_run(args) -> int:
     behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}
     summary["production_behind"] = behind
     emit(args, summary, render)
+    err.print(f"[dim]log: {escape(str(log.path))}[/] (library warnings and Prefect's messages)", highlight=False)
     return 1 if failed else 0

@@ -1,6 +1,7 @@
 """The door on the command line: ``register``/``check`` refuse an adapter made for another base (Qwen2 hidden 96
-on a Llama base hidden 64), warn when the evaluation cannot fit the base's context, and ``run`` exits 2 before
-the flow starts on a device this torch lacks, an invalid dtype, or a context too short for the evaluation."""
+on a Llama base hidden 64) and an evaluation that cannot fit the base's context (``register --force`` lets the
+latter through with a warning), and ``run`` exits 2 before the flow starts on a device this torch lacks, an invalid
+dtype, or a context too short for the evaluation."""
 
 from __future__ import annotations
 
@@ -42,12 +43,24 @@ def test_register_refuses_an_adapter_made_for_another_base(door, tmp_path):
     assert not rows[0]["ok"] and rows[0]["problems"][0]["what"] == "base"
 
 
-def test_register_warns_when_the_evaluation_cannot_fit_the_context(door, tmp_path):
+def test_register_and_check_refuse_an_evaluation_that_cannot_fit_the_context(door, tmp_path):
+    """Issue 25: refused at ``register`` and ``check`` with the file, the field and the fix; ``--force`` registers
+    it with a warning (a run config may lower ``max_gen_toks``), and ``check`` still reports it as a problem."""
     data = _data(tmp_path)
-    r = cli("register", "l", "--source", door["llama_adapter"], "--base", door["llama"], "--family", "instruction",
+    argv = ("register", "l", "--source", door["llama_adapter"], "--base", door["llama"], "--family", "instruction",
             "--benchmark", "ss_ifeval", "--data-dir", data)
+    line = assert_error(cli(*argv), "'l' not registered:", "config.json: max_position_embeddings is 512",
+                        "'ss_ifeval'", "lower max_gen_toks", "--force")
+    assert "--benchmark" in line
+    assert cli("list", "--json", "--data-dir", data).json() == []
+    r = cli(*argv, "--force")
     assert r.code == 0, r.err
     assert "warning:" in r.err and "max_position_embeddings is 512" in r.err and "ss_ifeval" in r.err
+    checked = cli("check", "--json", "--data-dir", data)
+    assert checked.code == 1
+    (row,) = json.loads(checked.out)
+    assert not row["ok"] and [p["what"] for p in row["problems"]] == ["benchmark"]
+    assert "max_position_embeddings is 512" in row["problems"][0]["message"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable CUDA device")
@@ -75,7 +88,7 @@ def test_run_refuses_an_invalid_device_or_dtype_before_the_flow_starts(door, tmp
 def test_run_refuses_an_evaluation_that_cannot_fit_the_context(door, tmp_path):
     data = _data(tmp_path)
     assert cli("register", "l", "--source", door["llama_adapter"], "--base", door["llama"], "--family",
-               "instruction", "--benchmark", "ss_ifeval", "--data-dir", data).code == 0
+               "instruction", "--benchmark", "ss_ifeval", "--force", "--data-dir", data).code == 0
     line = assert_error(cli("run", "--evaluator", "lm_eval", "--data-dir", data), "adapter 'l':",
                         "max_position_embeddings is 512", "'ss_ifeval' generates up to 512 tokens")
     assert "evaluator_options" in line

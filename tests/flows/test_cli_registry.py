@@ -283,10 +283,11 @@ def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness,
     r = cli(*run_args(fleet, data, "--dry-run", "--policy", "smooth_abs", "--no-guard"))
     assert r.code == 1  # one adapter failed; the other still ran
     assert "dry run" in r.err and "✗ bad failed: AdapterError:" in r.err
-    assert "✓ ad0 would promote smooth_abs (dry run: not moved):" in r.err
-    assert "1 failed" in r.out and "failed" in next(line for line in r.out.splitlines() if " bad " in line)
-    ad0 = next(line for line in r.out.splitlines() if " ad0 " in line)
-    assert "smooth_abs (not moved: dry run)" in ad0
+    assert "✓ ad0 would promote smooth_abs (dry run: not moved)" in r.err
+    assert "1 failed" in r.out and "FAILED  AdapterError" in next(line for line in r.out.splitlines()
+                                                                  if line.startswith("✗ bad"))
+    ad0 = r.out.split("✓ ad0@1 ", 1)[1].split("\n✗", 1)[0]  # its headline and the lines under it
+    assert ad0.lstrip().startswith("PROMOTE smooth_abs") and "served now: smooth_abs (not moved: dry run)" in ad0
     prod = {a["name"]: a["production"] for a in cli(*_in(data, "list", "--json")).json()}
     assert prod["ad0"]["candidate_id"] is None and prod["ad0"]["implicit"] is True  # nothing moved
     # the dry run's winner is promoted by hand afterwards
@@ -305,7 +306,7 @@ def test_dry_run_decides_without_promoting_and_reports_failures(prefect_harness,
     (["--policy", "abs_selekt"], ["abs_selekt", "abs_select"]),
     (["--policy", "random_index"], ["invalid run configuration from", "random control is added automatically"]),
     (["--evaluator-option", "n_docs"], ["KEY=VALUE"]),
-    (["--task-limit", "0"], ["invalid run configuration", "task_limit"]),
+    (["--task-limit", "0"], ["--task-limit", "give a whole number of at least 1"]),
 ])
 def test_run_bad_options(extra, fragments, fleet, tmp_path):
     r = cli(*run_args(fleet, tmp_path / "nowhere", *extra))

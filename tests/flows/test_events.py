@@ -117,8 +117,9 @@ def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness,
     (r,) = reg.list_reviews()
     assert "review window 1 day, 12:00:00" in ran.err
     assert f"✓ ad0 awaiting review of smooth_abs (review {r.id}, until" in ran.err  # apart from "promoted"
-    row = next(line for line in ran.out.splitlines() if " ad0 " in line)
-    assert "PROMOTE smooth_abs awaiting review" in row and f"unchanged (awaiting review {r.id} of smooth_abs" in row
+    row = next(line for line in ran.out.splitlines() if line.startswith("✓ ad0@1 "))
+    assert "PROMOTE smooth_abs awaiting review" in row
+    assert f"    served now: unchanged (awaiting review {r.id} of smooth_abs until" in ran.out
     assert (r.state, r.requested_by) == ("pending", "nightly") and r.expires_at - r.requested_at == timedelta(hours=36)
     decision = reg.get_decision_by_id(r.decision_id)
     assert decision.promoted and reg.production("ad0").implicit and reg.history("ad0") == []  # nothing moved

@@ -249,3 +249,38 @@ def test_a_signal_only_requests_a_stop():
         interrupt.reset()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == old
     assert not interrupt.requested()
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_demo_interrupt_is_a_clean_stop(how, tmp_path):
+    """``demo`` stops as ``run`` does (issue 25): held at its start-up (after the slow imports, before the bundled
+    model, the fleet and the nightly flow), a ^C or SIGTERM ends it within seconds with exit 130, ``error:
+    interrupted`` as its last line, no traceback, and nothing begun in its registry."""
+    data = tmp_path / "home"
+    marker = tmp_path / "paused"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "250", ENV_AT: STARTUP, ENV_FILE: str(marker)}
+    env.pop("PREFECT_API_URL", None)
+    term = Terminal(["demo", "--budget", "smallest", "--data-dir", str(data)], env)
+    try:
+        deadline = time.monotonic() + REACH_S
+        while time.monotonic() < deadline and term.proc.poll() is None and not marker.exists():
+            time.sleep(0.05)
+        assert marker.exists() and marker.read_text() == STARTUP, term.text()[-3000:]
+        t0 = time.monotonic()
+        if how == "SIGINT":
+            term.press_ctrl_c()
+        else:
+            os.killpg(term.proc.pid, signal.SIGTERM)
+        code, ended = term.wait(EXIT_S + 20)
+        TIMINGS[f"demo-{STARTUP}-{how}"] = took = ended - t0
+    finally:
+        term.kill()
+    out = term.text()
+    lines = [t for line in out.splitlines() if (t := line.replace("^C", "").strip())]
+    assert code == 130, out[-3000:]
+    assert lines[-1] == "error: interrupted", out[-3000:]
+    assert took < EXIT_S, (took, out[-3000:])
+    assert not [n for n in NOISE if n in out], out[-3000:]
+    assert term.closed()
+    assert not (data / "registry.db").exists()  # stopped before the registry, the model and the flow

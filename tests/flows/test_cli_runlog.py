@@ -1,0 +1,60 @@
+"""flows/cli/runlog.py: third-party warnings go to the run's log file, the project's own still reach the terminal."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+
+import pytest
+
+from flows.cli import runlog
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """A terminal handler on the root logger, as ``logging.basicConfig`` and Prefect install. Prefect's loggers
+    propagate to it whatever an earlier test's Prefect logging setup left (``prefect`` stops propagating once Prefect
+    configures its own console handler, which then plays this handler's part)."""
+    for name in ("prefect", "prefect._internal"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_third_party_warnings_are_filed_not_shown(terminal, tmp_path, verbose):
+    import lm_eval.utils  # noqa: F401 - imported, as by the evaluator: its own terminal handler must not print
+    import transformers  # noqa: F401
+
+    log = runlog.capture(verbose)
+    try:
+        with warnings.catch_warnings():  # whatever pytest's own filters say: shown, hence captured
+            warnings.simplefilter("always")
+            warnings.warn("held before the file is known", FutureWarning)  # the slow imports' deprecations
+        path = log.open(tmp_path, "run")
+        lm_eval.utils.setup_logging()  # what simple_evaluate does: adds no handler of its own now
+        logging.getLogger("lm_eval.models.huggingface").warning("`pretrained` model kwarg is not of type `str`")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.get_logger("transformers.modeling_utils").warning("a transformers notice")
+        logging.getLogger("prefect.server").warning("a Prefect notice")
+        logging.getLogger("tasks.surgery.calib_data").warning("only 4 calibration examples")
+    finally:
+        log.close()
+    filed, shown = path.read_text(), terminal.getvalue()
+    assert path.parent == tmp_path / "logs" and path.name.startswith("run-")
+    third = ["held before the file is known", "`pretrained` model kwarg", "a transformers notice", "a Prefect notice"]
+    for text in third + ["only 4 calibration examples"]:
+        assert text in filed, (text, filed)
+    assert "only 4 calibration examples" in shown  # the project's own warning is for the person at the terminal
+    for text in third:
+        assert (text in shown) == verbose, (text, shown)
+    assert not [h for h in logging.getLogger("lm_eval").handlers if isinstance(h, logging.StreamHandler)]
+    logging.getLogger("prefect._internal.concurrency").error("task_run_recorder: CancelledError")  # at exit
+    assert ("CancelledError" in terminal.getvalue()) == verbose  # after the command too: its exit hooks log
+    assert "CancelledError" not in path.read_text()  # the file was closed with the command
