@@ -245,7 +245,7 @@ def test_run_refines_decides_and_promotes(ran, fleet):
     # progress on stderr: the header, then a line per adapter as it finished
     err = ran.run.err
     assert "Nightly refinement of 2 enabled adapter(s): evaluator fake" in err
-    assert "✓ ad0 promoted smooth_abs:" in err and "✓ ad1 promoted smooth_abs:" in err
+    assert "✓ ad0 promoted smooth_abs (" in err and "✓ ad1 promoted smooth_abs (" in err  # progress: verdict, time
     assert "Traceback" not in err
 
 
