@@ -1,24 +1,22 @@
-"""The demo's default budget from measured costs and discordance (run on demand, not a timed test).
+"""The demo's default budget from measured per-document costs and the real night's discordance (run on demand).
 
-    python -m tests.benchmarks.bench_budget measure [--sizes 6,60,5/16,300,10] [--data-dir DIR] [--json costs.json]
-    python -m tests.benchmarks.bench_budget table costs.json [--target 3] [--max-seconds 3846]
+    python -m tests.benchmarks.bench_budget perdoc ADAPTER_DIR --data-dir DIR [--suites ...] [--json perdoc.json]
+    python -m tests.benchmarks.bench_budget table perdoc.json [--target 3] [--max-seconds 3846]
 
-``measure`` runs the real nightly (one-pass scoring, the default ladder, n_calib 128, the default demo fleet on
-the bundled SmolLM2-135M-Instruct, torch on ONE thread) twice in one registry, at two small budgets
-``task_limit,ss_mc,guard``; the second run reuses the first's calibration and candidates (they are keyed by what
-determines them, not by the limits) and scores every arm again at the larger limits. Recorded per adapter and
-evaluation kind (task, guard): the benchmark, documents per arm, arms scored and the seconds scoring them (the
-evaluations' recorded seconds); per run its wall and CPU seconds; and from the gate's recorded statistics, every
-promotable candidate's discordant rate ψ (documents where it and the reference differ, over n) against each
-reference it must beat (baseline, best random control, global scalar), and m, the candidates Holm corrects over.
+``perdoc`` measures what one-pass scoring costs per document (process CPU seconds, torch on ONE thread, so other
+processes on the cores do not count): on the bundled SmolLM2-135M-Instruct, a real demo adapter (e.g. demo-math's)
+and the arms a decision builds from it (:func:`tests.benchmarks.bench_eval_arms.build_arms`: bare base, zero
+rebuild, σ-edits), scored by :class:`tasks.evaluation.evaluate.LmEvalEvaluator` with ``arms_pass="one_pass"`` at
+two document counts per suite: ``ss_mc``, ``ss_arith`` and ``ss_ifeval`` at the 10 task arms of a default decision,
+and ``ss_ifeval`` at 3 arms (a guard). Two counts give the fixed seconds (adapter loading, lm-eval set-up) apart.
 
-``table`` turns that into a per-document cost model (per adapter and kind: seconds = a + b·docs, fitted through the
-two runs; non-scoring seconds per adapter from the first run, calibration and editing included), all in
-single-thread CPU seconds (each run's wall seconds times its CPU/wall share, so other processes on the cores do not
-count), forecasts the whole nightly at any budget, and sizes ``ss_mc`` so that the gate's MDE
-(:func:`tasks.decision.power.gate_mde`: Holm over m, the worst reference, power 0.8) at the measured ψ is at most
-``--target`` points. It prints, for the old and the proposed default: family, benchmark, docs, ψ, MDE, forecast
-seconds. Re-run both after the next speed-up.
+``table`` builds the default night's cost model (:func:`cost_model`: the five demo adapters, each its visit, its
+suite at 10 arms and its guard arms), forecasts a night at any budget (:func:`forecast`), recovers the discordant
+rate ψ that the real default night's candidates had on ``ss_mc`` from its printed evidence (:data:`EVIDENCE`,
+:func:`discordant_count`), and sizes ``ss_mc`` so that the gate's MDE (:func:`tasks.decision.power.gate_mde`: Holm
+over the 4 promotable candidates, the worst reference, power 0.8) is at most ``--target`` points for every
+candidate of ``demo-commonsense``, within ``--max-seconds``. It prints, per plan (the old default, the current
+one, ss_mc sized): adapter, suite, documents, ψ, MDE and forecast seconds. Re-run both after the next speed-up.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -159,201 +156,174 @@ def forecast(costs: list[AdapterCost], task_limit: int, task_limits: dict[str, i
     return out
 
 
-# ------------------------------------------------------------------------------------------------- measure
-def _record(reg, names: list[str], families: dict[str, str], seen: set[int]) -> dict:
-    """Per adapter: (kind -> benchmark, docs, arms, seconds) of the evaluations not in ``seen``; ψ and m of its
-    decision's promotable candidates."""
-    out = {}
-    for name in names:
-        rows: dict[str, dict] = {}
-        for v in reg.list_versions(name):
-            for e in reg.list_evaluations(v.id):
-                if e.id in seen:
-                    continue
-                seen.add(e.id)
-                r = rows.setdefault(e.kind, {"benchmark": e.benchmark, "docs": 0, "arms": 0, "seconds": 0.0})
-                r["docs"] = max(r["docs"], e.n or 0)
-                r["arms"] += 1
-                r["seconds"] += e.seconds or 0.0
-        calib = [float((c.seconds_json or {}).get("calibrate", 0.0)) for v in reg.list_versions(name)
-                 for c in reg.list_candidates(v.id)]
-        out[name] = {"family": families[name], "kinds": rows, "calibrate_seconds": max(calib, default=0.0)}
-    return out
+# ------------------------------------------------------------------------------------------------- costs
+# Non-scoring seconds of one adapter's visit (Prefect, loading, SVD, calibration, edits, the scalar's γ search, the
+# gate): the measured one-pass nightly of docs/evaluation.md (two demo adapters, n_calib 32: 415.8 s wall, 406.0 s
+# CPU, 265.8 s of it scoring) gives (415.8 − 265.8)·406.0/415.8 / 2 = 73.2 CPU s per adapter, of which calibration
+# was 14.1 s at 32 examples (docs/decisions.md, ``cost_by_data``); calibration grows with its examples.
+VISIT_SECONDS, VISIT_N_CALIB, CALIB_SECONDS = (415.8 - 265.8) * 406.0 / 415.8 / 2, 32, 14.1
 
 
-def _psis(reg, names: list[str], cfg) -> dict:
-    """Per adapter: m and, per promotable candidate, ψ against each reference, from the recorded decision."""
-    from flows.refine_adapter import adapter_config_hash
-
-    out = {}
-    for name in names:
-        adapter = reg.get_adapter(name)
-        version = reg.list_versions(name)[0]
-        decision = reg.decision_of_run(version.id, adapter_config_hash(cfg, adapter))
-        stats = (decision.statistics_json or {}) if decision else {}
-        promotable = [v for v in stats.get("verdicts", []) if v.get("p_adjusted") is not None]
-        cands = {}
-        for v in promotable:
-            refs = {}
-            for ref in ("vs_baseline", "vs_control", "vs_scalar"):
-                t = v.get(ref)
-                if t and t.get("n_a_only") is not None and t.get("n"):
-                    refs[ref] = {"psi": (t["n_a_only"] + t["n_b_only"]) / t["n"], "delta": t["delta"], "n": t["n"]}
-            cands[v["name"]] = refs
-        out[name] = {"m": len(promotable), "verdict": stats.get("verdict"), "candidates": cands}
-    return out
+def visit_seconds(n_calib: int) -> float:
+    """Non-scoring CPU seconds of one adapter's visit at ``n_calib`` calibration examples (see above)."""
+    return VISIT_SECONDS + CALIB_SECONDS * (n_calib / VISIT_N_CALIB - 1)
 
 
-def measure(args: argparse.Namespace, ap: argparse.ArgumentParser) -> dict:
-    import torch
-
-    torch.set_num_threads(1)
-    args.budget, args.task_limit = "default", None
-    budget, cache, fleet, names = prepare_fleet(ap, args)
-    from flows import worker
-    from flows.demo import demo_config, with_overrides
-
-    budget = with_overrides(budget, n_calib=args.n_calib)
-    from flows.refine_fleet import run_nightly
-    from tasks.model import BUNDLED_MODEL
-
-    for entry in args.extra or ():  # a built fleet entry (e.g. a smoke-trained one): costs do not depend on training
-        spec = json.loads((entry / "fleet.json").read_text())["spec"]
-        fleet.append({"name": f"{spec['name']}-{spec['steps']}steps", "task_family": spec["family"],
-                      "path": entry / "adapter", "calib_path": entry / "calib.jsonl"})
-        names.append(f"demo-{fleet[-1]['name']}")
-    families = {f"demo-{a['name']}": a["task_family"] for a in fleet}
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-budget-"))
-    result: dict = {"adapters": names, "threads": torch.get_num_threads(), "n_calib": budget.n_calib, "runs": []}
-    seen: set[int] = set()
-    try:
-        (run_dir / "models").symlink_to(cache / "models", target_is_directory=True)
-        reg = None
-        for size in args.sizes.split("/"):
-            task, mc, guard = (int(x) for x in size.split(","))
-            b = with_overrides(budget, task_limit=task, task_limits=((MC, mc),), guard_limit=guard)
-            cfg = demo_config(run_dir, b)
-            if reg is None:
-                reg = worker.registry(cfg)
-                for a in fleet:
-                    reg.register_adapter(f"demo-{a['name']}", str(a["path"]), BUNDLED_MODEL, a["task_family"],
-                                         config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
-            t, c = time.perf_counter(), time.process_time()
-            summary = run_nightly(cfg)
-            wall, cpu = time.perf_counter() - t, time.process_time() - c
-            run = {"task_limit": task, MC: mc, "guard_limit": guard, "seconds": wall, "cpu_seconds": cpu,
-                   "failed": summary["failed"], "adapters": _record(reg, names, families, seen),
-                   "decisions": _psis(reg, names, cfg)}
-            run["scoring_seconds"] = sum(k["seconds"] for a in run["adapters"].values() for k in a["kinds"].values())
-            result["runs"].append(run)
-            print(f"run {size}: {wall:.0f} s wall, {cpu:.0f} s CPU, {run['scoring_seconds']:.0f} s scoring, "
-                  f"failed {summary['failed']}", flush=True)
-            if args.json:
-                args.json.write_text(json.dumps(result, indent=2))
-    finally:
-        worker.reset()
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return result
+def suite_costs(perdoc: dict) -> dict[tuple[str, int], StageCost]:
+    """Per (benchmark, arms), the line through :func:`perdoc`'s (documents, CPU seconds) measurements."""
+    pts: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for r in perdoc["rows"]:
+        pts.setdefault((r["benchmark"], r["arms"]), []).append((r["docs"], r["cpu_seconds"]))
+    return {key: fit_stage(p, key[0]) for key, p in pts.items()}
 
 
-# --------------------------------------------------------------------------------------------------- table
-def cost_model(result: dict, n_calib: int = 128) -> list[AdapterCost]:
-    """Per adapter, the cost model in single-thread CPU seconds (see the module docstring); calibration (measured
-    per adapter) is scaled from the runs' ``n_calib`` examples to ``n_calib``, the rest of the non-scoring seconds
-    is split evenly."""
-    runs = result["runs"]
-    share = [min(1.0, r["cpu_seconds"] / r["seconds"]) for r in runs]
-    first = runs[0]
-    calib = {n: a.get("calibrate_seconds", 0.0) for n, a in first["adapters"].items()}
-    rest = (first["seconds"] - first["scoring_seconds"] - sum(calib.values())) / len(first["adapters"])
-    scale = n_calib / result.get("n_calib", n_calib)
+# The default night (docs/demo.md): per adapter, its family and suite (every one of its 10 task arms scored there),
+# and the arms its guard scored in the real default night: 9 on the three adapters whose suite is not the guard
+# (2 + 2 + 5; 3 each here), none on the untrained adapter (rejected on task evidence), and none apart on the
+# instruction adapter, whose suite is the guard's.
+DEFAULT_NIGHT = (
+    ("demo-math", "math", "ss_arith", 3),
+    ("demo-commonsense", "commonsense", MC, 3),
+    ("demo-instruction", "instruction", "ss_ifeval", 0),
+    ("demo-commonsense-x3", "commonsense", MC, 3),
+    ("demo-math-untrained", "math", "ss_arith", 0),
+)
+TASK_ARMS, GUARD = 10, "ss_ifeval"
+M_DEFAULT = 4  # promotable candidates of the default ladder: abs_select, smooth_abs, grad_direction, global_scalar
+
+
+def cost_model(perdoc: dict, n_calib: int = 128, night=DEFAULT_NIGHT) -> list[AdapterCost]:
+    """The night's cost model in single-thread CPU seconds: per adapter its visit, its suite at 10 arms, its guard.
+
+    The guard's arms are scored together (one pass over them); measured at ``k`` arms (:func:`perdoc`), a night's
+    ``g`` guard arms cost ``g/k`` of it.
+    """
+    suites = suite_costs(perdoc)
+    guard_k = min(k for b, k in suites if b == GUARD)
+    g1 = suites[(GUARD, guard_k)]
     costs = []
-    for name in result["adapters"]:
-        stages = {}
-        for kind in ("task", "guard"):
-            pts = [(r["adapters"][name]["kinds"][kind]["docs"], s * r["adapters"][name]["kinds"][kind]["seconds"])
-                   for r, s in zip(runs, share) if kind in r["adapters"][name]["kinds"]]
-            bench = next((r["adapters"][name]["kinds"][kind]["benchmark"] for r in runs
-                          if kind in r["adapters"][name]["kinds"]), None)
-            stages[kind] = fit_stage(pts, bench) if pts else None
-        other = share[0] * (rest + calib[name] * scale)
-        costs.append(AdapterCost(name, first["adapters"][name]["family"], other, stages["task"], stages["guard"]))
+    for name, family, bench, guard_arms in night:
+        guard = None if not guard_arms else StageCost(GUARD, g1.fixed * guard_arms / guard_k,
+                                                      g1.per_doc * guard_arms / guard_k)
+        costs.append(AdapterCost(name, family, visit_seconds(n_calib), suites[(bench, TASK_ARMS)], guard))
     return costs
 
 
-def measured_psi(result: dict, benchmark: str = MC) -> tuple[int, dict[str, list[float]]]:
-    """m and, per candidate name, its worst-reference ψ on ``benchmark`` in each adapter scored on it (last run)."""
-    last = result["runs"][-1]
-    m, worst = 1, {}
-    for name, d in last["decisions"].items():
-        if last["adapters"][name]["kinds"]["task"]["benchmark"] != benchmark:
-            continue
-        m = max(m, d["m"])
-        for cand, refs in d["candidates"].items():
-            worst.setdefault(cand, []).append(max(r["psi"] for r in refs.values()))
-    return m, worst
-
-
-def table(result: dict, target: float, max_seconds: float, alpha: float = 0.05, power: float = 0.8) -> dict:
-    from flows.demo import BUDGETS
-    from tasks.decision.power import gate_mde, gate_sample_size
-
-    costs = cost_model(result)
-    m, worst = measured_psi(result)
-    flat = [p for ps in worst.values() for p in ps]
-    psi = statistics.median(flat)
-    old = BUDGETS["default"]
-    need = min(MC_DOCS, gate_sample_size(target, [psi], alpha, power, m))
-    plans = {"old default": (old.task_limit, dict(old.task_limits), old.guard_limit),
-             f"ss_mc at MDE <= {100 * target:g} pts": (old.task_limit, {**dict(old.task_limits), MC: need},
-                                                        old.guard_limit)}
-    print(f"ψ on {MC} (worst reference per candidate, {len(flat)} candidate-adapters, m = {m}): "
-          + ", ".join(f"{c} {'/'.join(f'{100 * p:.1f}%' for p in ps)}" for c, ps in worst.items())
-          + f"; median {100 * psi:.1f}%")
-    out = {"m": m, "psi_median": psi, "psi": worst, "plans": {}}
-    for label, (task, limits, guard) in plans.items():
-        f = forecast(costs, task, limits, guard)
-        print(f"\n{label}: task_limit {task}, {limits}, guard {guard}: forecast {f['total']:.0f} s "
-              f"({f['total'] / 60:.1f} min; limit {max_seconds:.0f} s)")
-        print("| adapter | family | benchmark | docs | ψ | MDE (pts) | forecast s |")
-        print("|---|---|---|---:|---:|---:|---:|")
-        for a in costs:
-            n = docs_of(a.task.benchmark, "task", task, limits, guard)
-            p = max((p for c in worst.values() for p in c), default=None) if a.task.benchmark == MC else None
-            mde = f"{100 * gate_mde(n, [psi], alpha, power, m):.1f}" if a.task.benchmark == MC else "–"
-            print(f"| {a.name} | {a.family} | {a.task.benchmark} | {n} | "
-                  f"{'–' if p is None else f'{100 * psi:.1f}%'} | {mde} | {f[a.name]:.0f} |")
-        out["plans"][label] = {"task_limit": task, "task_limits": limits, "guard_limit": guard, "forecast": f}
+# --------------------------------------------------------------------------------------------------- table
+def worst_psi(psi: dict[tuple[str, str], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per adapter, per promotable candidate: ψ against the reference the gate finds hardest (the largest)."""
+    out: dict[str, dict[str, float]] = {}
+    for (adapter, cand), refs in psi.items():
+        out.setdefault(adapter, {})[cand] = max(refs.values())
     return out
 
 
-def prepare_fleet(ap, args):  # imported lazily: the model stack is heavy and `table` does not need it
-    from tests.benchmarks.bench_sequential import prepare_fleet as prep
+def fitting_docs(costs: list[AdapterCost], task_limit: int, task_limits: dict[str, int], guard_limit: int,
+                 benchmark: str, max_seconds: float) -> int:
+    """Most documents of ``benchmark`` a night can score within ``max_seconds``, the rest of the budget fixed."""
+    rest = forecast(costs, task_limit, {**task_limits, benchmark: 0}, guard_limit)["total"]
+    per_doc = sum(a.task.per_doc for a in costs if a.task.benchmark == benchmark)
+    return max(0, int((max_seconds - rest) // per_doc)) if per_doc > 0 else MC_DOCS
 
-    return prep(ap, args)
+
+def table(perdoc_result: dict, target: float, max_seconds: float, alpha: float = 0.05, power: float = 0.8,
+          size_for: str = "demo-commonsense") -> dict:
+    """Print the plans (the old default; ss_mc sized for ``target``) and return them (see the module docstring)."""
+    from flows.demo import BUDGETS
+    from tasks.decision.power import gate_mde, gate_sample_size
+
+    costs = cost_model(perdoc_result)
+    worst = worst_psi(evidence_psi())
+    for adapter, cands in worst.items():
+        print(f"ψ on {MC}, {adapter} (the real default night, worst reference per candidate): "
+              + ", ".join(f"{c} {100 * p:.1f}%" for c, p in cands.items()))
+    psi = max(worst[size_for].values())  # every candidate of the trained adapter decides at MDE <= target
+    need = min(MC_DOCS, gate_sample_size(target, [psi], alpha, power, M_DEFAULT))
+    old = BUDGETS["default"]
+    limits = dict(old.task_limits)
+    fits = fitting_docs(costs, old.task_limit, limits, old.guard_limit, MC, max_seconds)
+    print(f"\n{MC} needs {need} documents for MDE <= +{100 * target:g} pts at ψ {100 * psi:.1f}% (Holm over "
+          f"{M_DEFAULT}, power {power}); {fits} fit in {max_seconds:.0f} s with the rest of the old default")
+    plans = {"old default": (old.task_limit, limits, old.guard_limit),
+             "current default": (BUDGETS["default"].task_limit, dict(BUDGETS["default"].task_limits),
+                                 BUDGETS["default"].guard_limit),
+             f"{MC} sized": (old.task_limit, {**limits, MC: min(need, fits)}, old.guard_limit)}
+    out: dict = {"psi": worst, "size_psi": psi, "m": M_DEFAULT, "need": need, "fits": fits, "plans": {}}
+    for label, (task, lim, guard) in plans.items():
+        f = forecast(costs, task, lim, guard)
+        print(f"\n{label}: task_limit {task}, {lim}, guard {guard}: forecast {f['total']:.0f} s "
+              f"({f['total'] / 60:.1f} min; limit {max_seconds:.0f} s: "
+              f"{'within' if f['total'] <= max_seconds else 'OVER'})")
+        print("| adapter | suite | docs | ψ (worst candidate) | MDE (pts) | forecast s |")
+        print("|---|---|---:|---:|---:|---:|")
+        for a in costs:
+            n = docs_of(a.task.benchmark, "task", task, lim, guard)
+            p = max(worst[a.name].values()) if a.name in worst else None
+            mde = "–" if p is None else f"+{100 * gate_mde(n, [p], alpha, power, M_DEFAULT):.1f}"
+            print(f"| {a.name} | {a.task.benchmark} | {n} | {'–' if p is None else f'{100 * p:.1f}%'} | {mde} | "
+                  f"{f[a.name]:.0f} |")
+        out["plans"][label] = {"task_limit": task, "task_limits": lim, "guard_limit": guard, "forecast": f}
+    print("\nCPU s per document, all arms of one adapter (fixed s): " + "; ".join(
+        f"{b} ×{k}: {c.per_doc:.2f} ({c.fixed:.1f})" for (b, k), c in suite_costs(perdoc_result).items())
+          + f"; visit {visit_seconds(128):.0f} s per adapter at n_calib 128")
+    return out
+
+
+def perdoc(args: argparse.Namespace) -> dict:
+    """Per-document cost of one-pass scoring of K arms of a real demo adapter, per suite at two sizes (CPU seconds).
+
+    The arms are a decision's: the adapter (baseline), the bare base, its zero rebuild and σ-edits by the registered
+    policies (:func:`tests.benchmarks.bench_eval_arms.build_arms`' recipe, on ``--adapter`` instead of a random LoRA):
+    what scoring costs does not depend on which σ' a policy picks.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.evaluation.evaluate import LmEvalEvaluator
+    from tests.benchmarks.bench_eval_arms import build_arms
+
+    torch.set_num_threads(1)
+    base_dir = args.data_dir / "models" / "smollm2-135m-instruct"
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    ev = LmEvalEvaluator(model=model, tokenizer=tok, model_id="smol", device="cpu", batch_size=16,
+                         max_gen_toks=96, arms_pass="one_pass")
+    out: dict = {"adapter": str(args.adapter), "rows": []}
+    with tempfile.TemporaryDirectory(prefix="bench_budget-") as tmp:
+        work = Path(tmp) / "adapters"
+        shutil.copytree(args.adapter, work / "baseline")  # build_arms edits the baseline it finds there
+        for item in args.suites.split("/"):
+            bench, k, sizes = item.split(":")
+            arms = build_arms(base_dir, work, int(k), 0)
+            for n in (int(x) for x in sizes.split(",")):
+                t, c = time.perf_counter(), time.process_time()
+                ev.evaluate("smol", arms, bench, limit=n, out_dir=Path(tmp) / "samples" / f"{bench}-{k}-{n}")
+                row = {"benchmark": bench, "arms": int(k), "docs": n, "seconds": time.perf_counter() - t,
+                       "cpu_seconds": time.process_time() - c}
+                out["rows"].append(row)
+                print(row, flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(out, indent=2))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("measure", help="Time two small real nightlies on the demo fleet; record ψ.")
-    m.add_argument("--sizes", default="6,60,5/16,300,10",
-                   help="Budgets 'task_limit,ss_mc,guard' of the runs, separated by '/'.")
-    m.add_argument("--data-dir", type=Path, default=None, help="Model cache and demo fleet (reused across runs).")
-    m.add_argument("--adapters", default=None, help="Demo adapters (comma-separated; default: the whole fleet).")
-    m.add_argument("--extra", type=Path, action="append",
-                   help="Also refine this built fleet entry (a directory with adapter/, calib.jsonl, fleet.json).")
-    m.add_argument("--n-calib", type=int, default=None,
-                   help="Calibration examples of the runs (default: the budget's 128; the forecast scales it back).")
-    m.add_argument("--json", type=Path, default=None, help="Write the measurements here (after each run).")
+    d = sub.add_parser("perdoc", help="CPU seconds of one-pass scoring of K arms of a demo adapter, per suite.")
+    d.add_argument("adapter", type=Path, help="A PEFT adapter directory (a demo fleet entry's adapter/).")
+    d.add_argument("--suites", default="ss_mc:10:10,40/ss_ifeval:10:2,5/ss_arith:10:2,5/ss_ifeval:3:2,5",
+                   help="'benchmark:K:docs,docs' items separated by '/'.")
+    d.add_argument("--data-dir", type=Path, required=True, help="Where models/smollm2-135m-instruct is cached.")
+    d.add_argument("--json", type=Path, default=None)
     t = sub.add_parser("table", help="Cost model, forecasts and the ss_mc budget from measure's JSON.")
-    t.add_argument("costs", type=Path)
+    t.add_argument("costs", type=Path, help="perdoc's JSON.")
     t.add_argument("--target", type=float, default=3.0, help="MDE to reach on ss_mc, in points.")
     t.add_argument("--max-seconds", type=float, default=3846.0,
                    help="Nightly time not to exceed (the old default's measured 3,846 s on 2 cores).")
     args = ap.parse_args(argv)
-    if args.cmd == "measure":
-        return measure(args, ap)
+    if args.cmd == "perdoc":
+        return perdoc(args)
     return table(json.loads(args.costs.read_text()), args.target / 100, args.max_seconds)
 
 

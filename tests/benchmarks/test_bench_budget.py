@@ -7,14 +7,14 @@ import pytest
 
 from tasks.decision.power import gate_sample_size
 from tasks.decision.stats import mcnemar_exact
-from tests.benchmarks.bench_budget import (EVIDENCE, AdapterCost, StageCost, discordant_count, evidence_psi,
-                                           fit_stage, forecast)  # fmt: skip
+from tests.benchmarks.bench_budget import (EVIDENCE, AdapterCost, StageCost, cost_model, discordant_count,
+                                           evidence_psi, fit_stage, fitting_docs, forecast, visit_seconds)  # fmt: skip
 
 N = 200
 
 
 def printed(n11: int, n10: int, n01: int, n00: int) -> tuple[float, ...]:
-    """A comparison as the evidence table prints it: means in % (1 decimal), interval in pts (1 decimal), p (3 digits)."""
+    """A comparison as the evidence table prints it: means in %, interval in pts (1 decimal each), p (3 digits)."""
     a = np.array([1] * n11 + [1] * n10 + [0] * n01 + [0] * n00)
     b = np.array([1] * n11 + [0] * n10 + [1] * n01 + [0] * n00)
     t = mcnemar_exact(a, b, "greater", 0.95)
@@ -46,3 +46,19 @@ def test_forecast_adds_every_adapters_stages_at_the_budgets_documents():
              AdapterCost("b", "math", 50.0, StageCost("ss_arith", 0.0, 4.0), None)]
     f = forecast(costs, task_limit=60, task_limits={"ss_mc": 400}, guard_limit=30)
     assert f == {"a": 100 + 5 + 400 + 2 + 90, "b": 50 + 240, "total": 597 + 290}
+
+
+def test_cost_model_builds_the_default_night_from_per_document_measurements():
+    perdoc = {"rows": [{"benchmark": b, "arms": k, "docs": n, "cpu_seconds": s} for b, k, n, s in (
+        ("ss_mc", 10, 10, 20.0), ("ss_mc", 10, 40, 50.0), ("ss_arith", 10, 2, 14.0), ("ss_arith", 10, 5, 26.0),
+        ("ss_ifeval", 10, 2, 12.0), ("ss_ifeval", 10, 5, 27.0), ("ss_ifeval", 3, 2, 5.0), ("ss_ifeval", 3, 5, 11.0))]}
+    costs = {a.name: a for a in cost_model(perdoc, n_calib=128)}
+    assert costs["demo-commonsense"].task == StageCost("ss_mc", 10.0, 1.0)
+    assert costs["demo-math-untrained"].task == StageCost("ss_arith", 6.0, 4.0)
+    assert costs["demo-math-untrained"].guard is None  # rejected on task evidence: no guard arms
+    assert costs["demo-math"].guard == StageCost("ss_ifeval", 1.0, 2.0)  # 3 guard arms, measured at 3
+    assert costs["demo-instruction"].guard is None  # its suite is the guard's
+    assert costs["demo-math"].other == pytest.approx(visit_seconds(128)) and visit_seconds(32) < visit_seconds(128)
+    # ss_mc gets what the rest of the night leaves: its two adapters at 1 s per document each
+    rest = forecast(list(costs.values()), 60, {"ss_mc": 0}, 30)["total"]
+    assert fitting_docs(list(costs.values()), 60, {}, 30, "ss_mc", rest + 500) == 250
