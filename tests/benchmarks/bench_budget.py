@@ -189,6 +189,7 @@ DEFAULT_NIGHT = (
     ("demo-math-untrained", "math", "ss_arith", 0),
 )
 TASK_ARMS, GUARD = 10, "ss_ifeval"
+OLD_DEFAULT = (60, {MC: 200}, 30)  # task_limit, task_limits, guard_limit of the night measured at 3,846 s (64 min)
 M_DEFAULT = 4  # promotable candidates of the default ladder: abs_select, smooth_abs, grad_direction, global_scalar
 
 
@@ -239,15 +240,13 @@ def table(perdoc_result: dict, target: float, max_seconds: float, alpha: float =
               + ", ".join(f"{c} {100 * p:.1f}%" for c, p in cands.items()))
     psi = max(worst[size_for].values())  # every candidate of the trained adapter decides at MDE <= target
     need = min(MC_DOCS, gate_sample_size(target, [psi], alpha, power, M_DEFAULT))
-    old = BUDGETS["default"]
-    limits = dict(old.task_limits)
-    fits = fitting_docs(costs, old.task_limit, limits, old.guard_limit, MC, max_seconds)
+    task, limits, guard = OLD_DEFAULT
+    fits = fitting_docs(costs, task, limits, guard, MC, max_seconds)
     print(f"\n{MC} needs {need} documents for MDE <= +{100 * target:g} pts at ψ {100 * psi:.1f}% (Holm over "
           f"{M_DEFAULT}, power {power}); {fits} fit in {max_seconds:.0f} s with the rest of the old default")
-    plans = {"old default": (old.task_limit, limits, old.guard_limit),
-             "current default": (BUDGETS["default"].task_limit, dict(BUDGETS["default"].task_limits),
-                                 BUDGETS["default"].guard_limit),
-             f"{MC} sized": (old.task_limit, {**limits, MC: min(need, fits)}, old.guard_limit)}
+    now = BUDGETS["default"]
+    plans = {"old default": OLD_DEFAULT, f"{MC} sized": (task, {**limits, MC: min(need, fits)}, guard),
+             "current default": (now.task_limit, dict(now.task_limits), now.guard_limit)}
     out: dict = {"psi": worst, "size_psi": psi, "m": M_DEFAULT, "need": need, "fits": fits, "plans": {}}
     for label, (task, lim, guard) in plans.items():
         f = forecast(costs, task, lim, guard)
