@@ -169,11 +169,21 @@ def visit_seconds(n_calib: int) -> float:
     return VISIT_SECONDS + CALIB_SECONDS * (n_calib / VISIT_N_CALIB - 1)
 
 
-def suite_costs(perdoc: dict) -> dict[tuple[str, int], StageCost]:
-    """Per (benchmark, arms), the line through :func:`perdoc`'s (documents, CPU seconds) measurements."""
+# Earlier measurements of the same kind (docs/evaluation.md, bench_eval_arms one pass, K = 10, one thread, CPU s),
+# used only for a (suite, arms) that ``perdoc`` did not measure; one size each, so all of it counts per document.
+EARLIER = ({"benchmark": MC, "arms": 10, "docs": 60, "cpu_seconds": 65.9},
+           {"benchmark": "ss_arith", "arms": 10, "docs": 16, "cpu_seconds": 64.9})
+
+
+def suite_costs(perdoc: dict, earlier=EARLIER) -> dict[tuple[str, int], StageCost]:
+    """Per (benchmark, arms), the line through :func:`perdoc`'s (documents, CPU seconds) measurements; a (benchmark,
+    arms) it lacks comes from ``earlier``."""
     pts: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for r in perdoc["rows"]:
         pts.setdefault((r["benchmark"], r["arms"]), []).append((r["docs"], r["cpu_seconds"]))
+    for r in earlier:
+        if (r["benchmark"], r["arms"]) not in pts:
+            pts[(r["benchmark"], r["arms"])] = [(r["docs"], r["cpu_seconds"])]
     return {key: fit_stage(p, key[0]) for key, p in pts.items()}
 
 
@@ -262,6 +272,13 @@ def table(perdoc_result: dict, target: float, max_seconds: float, alpha: float =
             print(f"| {a.name} | {a.task.benchmark} | {n} | {'–' if p is None else f'{100 * p:.1f}%'} | {mde} | "
                   f"{f[a.name]:.0f} |")
         out["plans"][label] = {"task_limit": task, "task_limits": lim, "guard_limit": guard, "forecast": f}
+    # check against a measured night: docs/evaluation.md's one-pass nightly (demo-math + demo-commonsense, 30 documents
+    # each, guard 15) spent 265.8 s wall (× its CPU share 406.0/415.8) scoring; its guard arms are not recorded there
+    small = [a for a in cost_model(perdoc_result, 32) if a.name in ("demo-math", "demo-commonsense")]
+    scoring = forecast(small, 30, {}, 15)["total"] - sum(a.other for a in small)
+    out["check"] = {"forecast_scoring": scoring, "measured_scoring": 265.8 * 406.0 / 415.8}
+    print(f"\ncheck: the measured small one-pass night scored for {out['check']['measured_scoring']:.0f} CPU s; the "
+          f"model forecasts {scoring:.0f} s (3 guard arms per adapter assumed)")
     print("\nCPU s per document, all arms of one adapter (fixed s): " + "; ".join(
         f"{b} ×{k}: {c.per_doc:.2f} ({c.fixed:.1f})" for (b, k), c in suite_costs(perdoc_result).items())
           + f"; visit {visit_seconds(128):.0f} s per adapter at n_calib 128")
