@@ -39,6 +39,8 @@ def test_evidence_psi_reproduces_the_gates_recorded_documents_needed():
 def test_fit_stage_splits_fixed_and_per_document_seconds():
     assert fit_stage([(10, 25.0), (30, 65.0)], "ss_mc") == StageCost("ss_mc", 5.0, 2.0)
     assert fit_stage([(10, 25.0)], "ss_mc") == StageCost("ss_mc", 0.0, 2.5)  # one size: all of it per document
+    # later documents dearer than the first (a negative intercept): the mean over all of them
+    assert fit_stage([(2, 8.0), (5, 50.0)], "ss_ifeval") == StageCost("ss_ifeval", 0.0, 10.0)
 
 
 def test_forecast_adds_every_adapters_stages_at_the_budgets_documents():
