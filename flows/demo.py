@@ -30,8 +30,8 @@ class DemoBudget:
             log-likelihood, cheap per document once every arm is scored in one pass, so it gets the documents a
             decision needs within the old default's time: 800 detect +3.0 to +3.2 pts (power 0.8, Holm over the 4
             promotable candidates) at the discordance (7.5-8.5%) the default night's candidates had. IFEval prompts,
-            the dearest documents, pay for them: 30 as a task, as many as the guard (docs/demo.md, "How the default budget is sized";
-            ``python -m tests.benchmarks.bench_budget table``).
+            the dearest documents, pay for them: 30 as a task, as many as the guard (docs/demo.md, "How the
+            default budget is sized"; ``python -m tests.benchmarks.bench_budget table``).
         guard_limit: Prompts of the IFEval guard.
         max_gen_toks: Generation budget of the generative suites.
         batch_size: lm-eval batch size.
