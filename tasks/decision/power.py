@@ -13,6 +13,9 @@ McNemar test (:func:`tasks.decision.stats.mcnemar_exact`) is a binomial test of 
   ``(n + z_β²)δ² − 2A√n·δ + A² − z_β²ψ = 0`` with ``A = z_{1−α}√ψ``).
 * :func:`mcnemar_power` — EXACT power of the exact test: ``Σ_D Bin(D; n, ψ)·P(n10 ≥ c_D | Bin(D, π))`` where
   ``c_D`` is the exact critical count (:func:`mcnemar_critical`).
+* :func:`gate_mde` / :func:`gate_sample_size` — the gate's own power figures (``Decision.mde``/``n_needed``) before a
+  run: Connor's MDE and n at Holm's first step ``α/m`` over the m promotable candidates, the largest over the
+  references (baseline, random control, scalar) the gate must beat, each at its discordant rate ψ_X.
 * :func:`paired_mde` / :func:`paired_sample_size` — continuous outcomes: ``δ = (z_{1−α} + z_{1−β})·s/√n``
   with ``s`` the standard deviation of the per-document differences.
 * :func:`power_table` — vectorised simulation of the gate's rule (exact one-sided McNemar vs the baseline AND
@@ -81,6 +84,47 @@ def mcnemar_mde(n: int, psi: float, alpha: float = 0.05, power: float = 0.8) -> 
     qa, qb, qc = n + zb * zb, -2.0 * a * math.sqrt(n), a * a - zb * zb * psi
     root = (-qb + math.sqrt(max(0.0, qb * qb - 4 * qa * qc))) / (2 * qa)
     return min(psi, root)
+
+
+def gate_mde(n: int, psis: Sequence[float], alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:
+    """The gain the gate detects at n documents with ``power``: as ``Decision.mde`` (tasks/decision/gate.py).
+
+    Args:
+        n: Documents per arm, ≥ 1.
+        psis: Discordant rate of the candidate against each reference it must beat (baseline, best random
+            control, global scalar), each in (0, 1]; a rate below ``1/n`` counts as ``1/n``, as in the gate.
+        alpha: One-sided family-wise level.
+        power: Target power of each comparison.
+        m: Promotable candidates Holm corrects over (the first step tests at ``alpha/m``).
+
+    Returns:
+        ``max_X mcnemar_mde(n, ψ_X, α/m, power)``: the gate must beat every reference.
+    """
+    if m < 1 or not psis:
+        raise ValueError(f"need m >= 1 and at least one reference rate, got m={m}, psis={list(psis)}")
+    return max(mcnemar_mde(n, max(float(p), 1.0 / n), alpha / m, power) for p in psis)
+
+
+def gate_sample_size(delta: float, psis: Sequence[float], alpha: float = 0.05, power: float = 0.8,
+                     m: int = 1) -> int:
+    """Fewest documents at which the gate detects ``delta`` with ``power`` (the inverse of :func:`gate_mde`).
+
+    Args:
+        delta: Gain to detect, > 0 (0.03 = +3 pts).
+        psis: Discordant rate against each reference, as in :func:`gate_mde`; a rate below ``delta`` counts as
+            ``delta`` (a gain needs that many discordant documents), as ``Decision.n_needed`` does.
+        alpha: One-sided family-wise level.
+        power: Target power.
+        m: Promotable candidates Holm corrects over.
+
+    Returns:
+        ``ceil(max_X mcnemar_sample_size(δ, max(ψ_X, δ), α/m, power))``.
+    """
+    if m < 1 or not psis or not 0.0 < delta <= 1.0:
+        raise ValueError(f"need m >= 1, a reference rate and 0 < delta <= 1, got m={m}, psis={list(psis)}, "
+                         f"delta={delta}")
+    need = max(mcnemar_sample_size(delta, max(float(p), delta), alpha / m, power) for p in psis)
+    return math.ceil(need - 1e-9)
 
 
 def mcnemar_critical(d_max: int, alpha: float) -> np.ndarray:

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tasks.decision.power import (exact_rejects, mcnemar_critical, mcnemar_mde, mcnemar_power, mcnemar_sample_size,
-                         pair_counts, paired_mde, paired_sample_size, power_table, simulate_tables)  # fmt: skip
+from tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from tasks.decision.power import (exact_rejects, gate_mde, gate_sample_size, mcnemar_critical, mcnemar_mde,
+                                  mcnemar_power, mcnemar_sample_size, pair_counts, paired_mde, paired_sample_size,
+                                  power_table, simulate_tables)  # fmt: skip
 
 SEED = 9
 # Connor (1987), Biometrics 43:207-211, p. 209, as worked in powerandsamplesize.com's "Compare Paired
@@ -33,6 +35,43 @@ def test_mde_inverts_sample_size(n, psi):
     if d < psi:
         assert mcnemar_sample_size(d, psi, 0.025, 0.8) == pytest.approx(n, rel=1e-9)
     assert mcnemar_mde(4 * n, psi, 0.025, 0.8) < d
+
+
+def test_gate_mde_is_the_worst_reference_at_holms_first_step():
+    assert gate_mde(300, [0.05], 0.05, 0.8, m=1) == mcnemar_mde(300, 0.05, 0.05, 0.8)
+    assert gate_mde(300, [0.02, 0.08, 0.05], 0.05, 0.8, m=4) == mcnemar_mde(300, 0.08, 0.0125, 0.8)
+    assert gate_mde(50, [0.001], 0.05, 0.8) == mcnemar_mde(50, 1 / 50, 0.05, 0.8)  # ψ floored at 1/n, as the gate
+
+
+@pytest.mark.parametrize(("delta", "psis", "m"), [(0.03, [0.05], 4), (0.03, [0.04, 0.10], 4), (0.05, [0.2], 1)])
+def test_gate_sample_size_is_the_fewest_documents_reaching_the_mde(delta, psis, m):
+    n = gate_sample_size(delta, psis, 0.05, 0.8, m)
+    assert gate_mde(n, psis, 0.05, 0.8, m) <= delta + 1e-12 < gate_mde(n - 1, psis, 0.05, 0.8, m)
+    # the exact test's power at that n, vs the worst reference, is about the target (Connor is a normal approximation)
+    assert mcnemar_power(n, delta, max(psis), 0.05 / m) == pytest.approx(0.8, abs=0.06)
+
+
+def test_gate_power_figures_match_the_gates_decision():
+    """Four promotable candidates (Holm α/4): the decision's recorded mde and n_needed are gate_mde/gate_sample_size
+    at the discordant rates it saw against the baseline and the control."""
+    n, base = 400, [1.0] * 200 + [0.0] * 200
+
+    def arm(name: str, gain: int, loss: int, control: bool = False) -> ArmOutcomes:
+        x = list(base)
+        x[200 : 200 + gain], x[:loss] = [1.0] * gain, [0.0] * loss
+        return ArmOutcomes(name, "random_index" if control else name, control, x, [1.0] * 50)
+
+    held = arm("abs_select", 12, 8)  # +1 pt: held
+    others = [arm(f"p{i}", 0, 6) for i in range(3)]  # lose 6: rejected
+    ctrl = arm("random_s0", 0, 2, control=True)
+    cfg = GateConfig()
+    d = decide(arm("baseline", 0, 0), [held, *others], [ctrl], cfg)
+    v = next(v for v in d.verdicts if v.name == "abs_select")
+    assert v.verdict == "hold"
+    psis = [sum(a != b for a, b in zip(held.task, ref)) / n for ref in (base, ctrl.task)]
+    assert psis == [20 / n, 18 / n]  # 12 + 8 vs the baseline; 12 + 6 vs the control (which also lost 0..1)
+    assert v.mde == pytest.approx(gate_mde(n, psis, cfg.alpha, cfg.power, m=4))
+    assert v.n_needed == gate_sample_size(cfg.min_effect, psis, cfg.alpha, cfg.power, m=4)
 
 
 def test_critical_counts_match_binomtest():
