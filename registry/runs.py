@@ -231,22 +231,19 @@ class RunStore(Store):
         Returns:
             Versions (with ``adapter`` loaded), by adapter name.
         """
-        rank = func.row_number().over(
-            partition_by=AdapterVersion.adapter_id,
-            order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()),
-        )
-        ranked = (select(AdapterVersion.id.label("id"), rank.label("rank"))
-                  .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
-                  .where(Adapter.enabled.is_(True)).subquery())
         with self._read() as s:
-            latest = list(s.scalars(
-                select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1)
-            ).unique())
+            latest = list(s.scalars(_latest_versions()).unique())
             done = set(s.execute(select(AdapterRun.adapter_version_id, AdapterRun.config_hash).where(
                 AdapterRun.status == "completed", AdapterRun.adapter_version_id.in_([v.id for v in latest]))).all())
         hash_of = config_hash if callable(config_hash) else (lambda _adapter: config_hash)
         todo = [v for v in latest if (v.id, hash_of(v.adapter)) not in done]
         return sorted(todo, key=lambda v: v.adapter.name)
+
+    def latest_versions(self) -> dict[int, AdapterVersion]:
+        """The latest version of every enabled adapter, by adapter id, in one query (the fleet's scan compares
+        each source's content with it)."""
+        with self._read() as s:
+            return {v.adapter_id: v for v in s.scalars(_latest_versions()).unique()}
 
     def start_adapter_run(
         self, run_id: int, adapter_version_id: int, config_hash: str | None = None, *, status: str = "running"
@@ -319,3 +316,15 @@ class RunStore(Store):
         """The adapter runs of a refinement run, by id."""
         with self._read() as s:
             return list(s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id).order_by(AdapterRun.id)))
+
+
+def _latest_versions():
+    """SELECT of the latest version (last seen, then newest) of every enabled adapter, with its adapter."""
+    rank = func.row_number().over(
+        partition_by=AdapterVersion.adapter_id,
+        order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()),
+    )
+    ranked = (select(AdapterVersion.id.label("id"), rank.label("rank"))
+              .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+              .where(Adapter.enabled.is_(True)).subquery())
+    return select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1)

@@ -330,11 +330,18 @@ def _cmd_run(args) -> int:
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
               + (f", [yellow]review window[/] {config.review_window} (passing decisions wait for `spectral-surgery "
                  "approve`)" if config.promote == "review" else ""))
-    detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while the run closes
-    stage_hook.reached(stage_hook.STARTUP)
-    interrupt.check()
-    with Progress(reg, err, moves=config.promote):
-        summary = run_nightly(config)
+    from flows.prescan import look_for_work, record_quiet_night
+
+    if (found := look_for_work(config)).work is None:  # a no-op night: no Prefect server, no flow (seconds)
+        summary = record_quiet_night(config)
+    else:
+        if args.verbose:
+            err.print(f"[dim]work found: {escape(found.work)}[/]")
+        detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while it closes
+        stage_hook.reached(stage_hook.STARTUP)
+        interrupt.check()
+        with Progress(reg, err, moves=config.promote):
+            summary = run_nightly(config)
     failed = summary["failed"]
 
     def render() -> None:
