@@ -76,6 +76,19 @@ def _calib_source(value: str) -> str:
 def cmd_register(args) -> int:
     one = {"NAME": args.name, "--source": args.source, "--base": args.base, "--family": args.family,
            "--benchmark": args.benchmark, "--calib": args.calib, "--base-revision": args.base_revision}
+    if args.dir:
+        given = [k for k in ("NAME", "--source") if one[k] is not None] + ["--from"] * bool(args.from_file)
+        if given:
+            return fail(f"--dir DIR names and finds every adapter itself: drop {', '.join(given)}")
+        if missing := [k for k in ("--base", "--family") if one[k] is None]:
+            return fail(f"Missing option '{missing[0]}' (--dir shares --base and --family among its adapters)")
+        if args.disabled and args.enabled:
+            return fail("--disabled and --enabled exclude each other: give one")
+        from flows.cli.register_file import cmd_register_dir
+
+        return cmd_register_dir(args)
+    if args.prefix is not None:
+        return fail("--prefix goes with --dir DIR (folder names prefixed)")
     if args.from_file:
         given = [k for k, v in one.items() if v is not None]
         given += ["--enabled"] * args.enabled + ["--disabled"] * args.disabled
