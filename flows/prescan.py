@@ -5,7 +5,8 @@ on a busy machine, every night, even when every enabled adapter's latest version
 run's configuration. :func:`quiet_night` reads the same sources and keys as the flow's scan without writing
 anything the flow would write differently, and says whether the flow has anything to do. When it has not, the
 command records the night as a completed refinement run with no work (the history still shows that the nightly
-ran) and never starts Prefect.
+ran) and never starts Prefect. It imports neither Prefect nor the model libraries (transformers, peft, lm-eval):
+the command imports them only when there is work.
 
 It is conservative: anything the flow would record or act on is work (a source that changed or cannot be read, a
 version never refined under its key, a review whose window has ended); runs killed outright are reaped here as the
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from flows import worker
 from tasks.download import resolve_source
 from tasks.run_config import RunConfig
+from tasks.run_keys import adapter_config_hash
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,6 @@ def look_for_work(config: RunConfig) -> Prescan:
     Returns:
         A :class:`Prescan` whose ``work`` names the first reason found to run the flow, or None: nothing to do.
     """
-    from flows.refine_adapter import adapter_config_hash
     from registry.models import utcnow
 
     config = config.resolved()  # the keys the flow would use (it resolves the same way)
@@ -71,3 +72,4 @@ def record_quiet_night(config: RunConfig) -> dict:
     reg.finish_run(run.id, "completed")
     return {"run_id": run.id, "refined": 0, "completed": 0, "failed": 0, "scan_failed": 0, "skipped": 0,
             "results": [], "prefect": "not started: nothing to do"}
+

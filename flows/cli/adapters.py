@@ -27,6 +27,7 @@ from flows.cli.common import (
     open_registry,
     production_behind,
     production_dict,
+    production_payload,
     production_label,
     resolve_location,
     state_label,
@@ -185,19 +186,21 @@ def cmd_check(args) -> int:
 
 @guarded
 def cmd_list(args) -> int:
+    from registry.read import fleet_listing
+
     reg = open_registry(args)
     rows = []
     waiting = {r.adapter_id: r for r in reversed(reg.list_reviews(state="pending"))}  # promote: review
-    for a in reg.list_adapters():
-        versions = reg.list_versions(a.name)
-        latest = versions[0] if versions else None
-        rows.append({**adapter_dict(a), "versions": len(versions),
+    for listed in fleet_listing(reg):  # a fixed number of queries, whatever the fleet's size
+        a, latest = listed.adapter, listed.latest
+        prod = production_payload(listed.production, listed.policy)
+        rows.append({**adapter_dict(a), "versions": listed.versions,
                      "latest_version": None if latest is None else {
                          "id": latest.id, "content_sha256": latest.content_sha256,
                          "resolved_revision": latest.resolved_revision,
                          "last_seen_at": latest.last_seen_at.isoformat()},
-                     "production": (prod := production_dict(reg, a.name)),
-                     "production_behind": production_behind(reg, a.name, prod),
+                     "production": prod,
+                     "production_behind": production_behind(reg, a.name, prod, latest.id if latest else None),
                      "awaiting_review": None if a.id not in waiting else {
                          "id": waiting[a.id].id, "decision_id": waiting[a.id].decision_id,
                          "expires_at": waiting[a.id].expires_at.isoformat()}})

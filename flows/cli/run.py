@@ -306,15 +306,11 @@ def _cmd_run(args) -> int:
     if not args.verbose:  # the per-adapter lines replace Prefect's logs, library warnings and load bars
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         warnings.filterwarnings("ignore", category=FutureWarning)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     try:
         config = run_config_from_args(args)
     except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
         return fail(message(e))
     from flows import worker
-    from flows.refine_fleet import headline, run_nightly
 
     interrupt.check()
     args.data_dir, args.db = config.data_dir, config.registry_url
@@ -337,6 +333,12 @@ def _cmd_run(args) -> int:
     else:
         if args.verbose:
             err.print(f"[dim]work found: {escape(found.work)}[/]")
+        else:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        from flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
+
         detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while it closes
         stage_hook.reached(stage_hook.STARTUP)
         interrupt.check()
@@ -351,6 +353,8 @@ def _cmd_run(args) -> int:
             console.print("Nothing to refine: every enabled adapter's latest version is done under this "
                           "configuration.")
             return
+        from flows.refine_fleet import headline
+
         table = Table(title=f"Nightly refinement run {summary['run_id']}: {headline(summary)}")
         for col in ("adapter", "status", "benchmark", "verdict", "served now", "decision"):
             table.add_column(col, overflow="fold")
