@@ -202,6 +202,9 @@ def _own_version() -> str:
 
 def _get_pattern_key(pattern_keys: Iterable[str], key_to_match: str) -> str:
     """PEFT's ``get_pattern_key``: the first pattern that regex-matches a dotted suffix of the key."""
+    pattern_keys = list(pattern_keys)
+    if not pattern_keys:  # no rank_pattern/alpha_pattern (most adapters): PEFT returns the key itself
+        return key_to_match
     # PEFT's own matching (so scalings agree with PEFT), imported here: peft takes seconds to import, and reading or
     # hashing an adapter (the nightly scan, `list`) needs none of it
     try:
@@ -209,7 +212,7 @@ def _get_pattern_key(pattern_keys: Iterable[str], key_to_match: str) -> str:
     except ImportError:  # pragma: no cover - only for PEFT versions that moved the helper
         get_pattern_key = None
     if get_pattern_key is not None:
-        return get_pattern_key(list(pattern_keys), key_to_match)
+        return get_pattern_key(pattern_keys, key_to_match)
     for key in pattern_keys:  # pragma: no cover - same semantics as peft.utils.other.get_pattern_key
         if re.match(rf"(.*\.)?({key})$", key_to_match):
             return key

@@ -41,10 +41,13 @@ def populate(reg, n: int, artifact: Path, *, base: str = "tiny-base", promote_ev
 
 
 def populate_bulk(reg, n: int, artifact: Path, *, base: str = "tiny-base", promote_every: int = 4,
-                  config_hash: str = "c" * 64, start: int = 0) -> None:
+                  config_hash: str = "c" * 64, start: int = 0, adapter_config: dict | None = None) -> None:
     """The rows :func:`populate` writes, inserted in bulk (a 10,000-adapter registry in seconds, not the hour the
     per-adapter write API takes): simulation only, no validation, no audit checks. Adapters ``start`` to
-    ``start + n - 1`` take row ids ``start + 1``...: call it on an empty registry, then with growing ``start``."""
+    ``start + n - 1`` take row ids ``start + 1``...: call it on an empty registry, then with growing ``start``.
+    Every version holds ``artifact``'s content, so with ``base`` and ``config_hash`` those of a real run
+    configuration (and ``adapter_config`` the adapters' overrides, e.g. their calibration source), the nightly scan
+    finds every adapter up to date (a no-op night over ``n`` adapters)."""
     from sqlalchemy import insert, text
 
     from registry.db import session_scope
@@ -61,8 +64,9 @@ def populate_bulk(reg, n: int, artifact: Path, *, base: str = "tiny-base", promo
         s.add(run)
         s.flush()
         s.execute(insert(Adapter), [{"id": i, "name": name(i), "source_uri": art, "base_model_id": base,
-                                     "task_family": "math", "enabled": True, "created_at": now} for i in ids])
-        s.execute(insert(AdapterVersion), [{"id": i, "adapter_id": i, "content_sha256": _sha(name(i)),
+                                     "task_family": "math", "enabled": True, "created_at": now,
+                                     "config_json": adapter_config} for i in ids])
+        s.execute(insert(AdapterVersion), [{"id": i, "adapter_id": i, "content_sha256": sha,
                                             "local_path": art, "first_seen_at": now, "last_seen_at": now}
                                            for i in ids])
         s.execute(insert(Candidate), [{"id": i, "adapter_version_id": i, "config_hash": config_hash,
