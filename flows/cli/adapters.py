@@ -159,11 +159,12 @@ def cmd_check(args) -> int:
     reg.close()
     rows = []
     data_dir = resolve_location(args)[0]
+    shared: dict = {}  # what depends only on the base (layout, context check): once per base, not per adapter
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
         findings, later = context_warnings(door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib,
                                                        family=a.task_family, benchmark_override=a.benchmark_override,
-                                                       data_dir=data_dir))
+                                                       data_dir=data_dir, cache=shared))
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
                      "warnings": [{"what": w.what, "message": w.message}

@@ -179,6 +179,7 @@ def _door(args, regs: list) -> list[str]:
     from tasks.door import context_warnings, door_checks, door_warnings
 
     problems, data_dir = [], resolve_location(args)[0]
+    shared: dict = {}  # what depends only on the base: checked once per base (tasks.door.door_checks)
     for r in regs:
         try:
             check_declaration(r.task_family, r.benchmark_override, r.config)
@@ -188,7 +189,7 @@ def _door(args, regs: list) -> list[str]:
         calib = (r.config or {}).get("calib")
         findings, later = context_warnings(door_checks(r.source_uri, r.base_model_id, r.base_model_revision, calib,
                                                        family=r.task_family, benchmark_override=r.benchmark_override,
-                                                       data_dir=data_dir))
+                                                       data_dir=data_dir, cache=shared))
         problems += [f"{r.name}: {f.what}: {f.message}" for f in findings]
         for finding in [*door_warnings(r.source_uri, r.base_model_id), *later]:
             warn(f"{r.name}: {finding.message}")
