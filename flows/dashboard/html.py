@@ -44,7 +44,7 @@ details.adapter[open]>summary{background:#f1f5f9;border-bottom:1px solid var(--l
 padding:8px;max-height:320px;overflow:auto}input[type=search]{padding:5px 8px;border:1px solid #cbd5e1;border-radius:5px;
 min-width:260px}tr.night th{background:#eef2ff;position:static;font-weight:500}#live{font-size:12px}.scroll{overflow-x:auto}.scroll th{position:static}
 td.num small{display:block;color:var(--muted);font-size:11.5px}
-td.nw{white-space:nowrap}.pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
+td.nw{white-space:nowrap}th.num{white-space:normal}td.num small{white-space:normal}.pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
 """
 
 _JS = """
