@@ -312,10 +312,14 @@ class RunStore(Store):
         error_type, message = check.error_text(error)
         return self.finish_adapter_run(row.id, "failed", error_type=error_type, error_message=message)
 
-    def adapter_runs(self, run_id: int) -> list[AdapterRun]:
-        """The adapter runs of a refinement run, by id."""
+    def adapter_runs(self, run_id: int, *, ended_since: datetime | None = None) -> list[AdapterRun]:
+        """The adapter runs of a refinement run, by id; with ``ended_since``, only those that ended at or after it
+        (a poller reads what finished since its last look, not the whole run each time)."""
+        stmt = select(AdapterRun).where(AdapterRun.run_id == run_id)
+        if ended_since is not None:
+            stmt = stmt.where(AdapterRun.ended_at >= ended_since)
         with self._read() as s:
-            return list(s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id).order_by(AdapterRun.id)))
+            return list(s.scalars(stmt.order_by(AdapterRun.id)))
 
 
 def _latest_versions():
