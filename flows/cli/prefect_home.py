@@ -10,10 +10,10 @@ run that starts (its name carries the owner's pid).
 
 :func:`detach_temporary_server` starts that server in a session of its own: a terminal's Ctrl-C (SIGINT to the
 foreground process group) or a SIGTERM to the group then reaches the command, not the server, which stays up while
-the command closes its run and is stopped by it on the way out (no "Unable to connect" reconnect storm). Detached, it also outlives a command
-killed outright (SIGKILL runs no exit hook): each detached server is recorded in
-``$PREFECT_HOME/spectral-surgery-servers/<pid>.json`` with its owner, and the next command that starts one stops
-those whose owner is gone (:func:`sweep_stale_servers`).
+the command closes its run and is stopped by it on the way out (no "Unable to connect" reconnect storm).
+Detached, it also outlives a command killed outright (SIGKILL runs no exit hook): each detached server is recorded
+in ``$PREFECT_HOME/spectral-surgery-servers/<pid>.json`` with its owner, and the next command that starts one
+stops those whose owner is gone (:func:`sweep_stale_servers`).
 
 Nothing changes when the user chose a server (``PREFECT_API_URL``) or a database
 (``PREFECT_SERVER_DATABASE_CONNECTION_URL`` / ``PREFECT_API_DATABASE_CONNECTION_URL``). This must run before

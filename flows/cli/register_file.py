@@ -166,7 +166,8 @@ def _register_entries(args, entries: list[dict[str, Any]], problems: list[str], 
              "action": "registered" if changes[a.name] is None else
              f"re-registered: {len(changes[a.name])} change(s)" if changes[a.name] else "unchanged",
              "changes": None if changes[a.name] is None else [str(c) for c in changes[a.name]]} for a in adapters]
-    return emit(args, {("directory" if path.is_dir() else "file"): str(path), "adapters": rows}, lambda: console().print(table(
+    where = "directory" if path.is_dir() else "file"
+    return emit(args, {where: str(path), "adapters": rows}, lambda: console().print(table(
         f"{len(rows)} adapter(s) from {path.name}", ["adapter", "family", "what happened", "source"],
         [[r["name"], r["task_family"], r["action"], r["source_uri"]] for r in rows],
         narrow=("adapter", "family"), optional=("source",))))

@@ -44,7 +44,8 @@ details.adapter[open]>summary{background:#f1f5f9;border-bottom:1px solid var(--l
 padding:8px;max-height:320px;overflow:auto}input[type=search]{padding:5px 8px;border:1px solid #cbd5e1;border-radius:5px;
 min-width:260px}tr.night th{background:#eef2ff;position:static;font-weight:500}#live{font-size:12px}.scroll{overflow-x:auto}.scroll th{position:static}
 td.num small{display:block;color:var(--muted);font-size:11.5px}
-td.nw{white-space:nowrap}th.num{white-space:normal}td.num small{white-space:normal}.pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
+td.nw{white-space:nowrap}th.num{white-space:normal}td.num small{white-space:normal}
+.pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
 """
 
 _JS = """
@@ -69,8 +70,10 @@ document.querySelectorAll('table[data-page]').forEach(function(t){
 var size=parseInt(t.getAttribute('data-page'),10),rows=Array.prototype.slice.call(t.tBodies[0].rows),page=0,q='';
 var keys=rows.map(function(r){return(r.getAttribute('data-search')||r.textContent).toLowerCase();});
 var nav=document.getElementById(t.id+'-pager'),f=document.querySelector('input[data-filter="'+t.id+'"]');
-function draw(){var hit=[];rows.forEach(function(r,i){if(keys[i].indexOf(q)>=0)hit.push(r);else r.style.display='none';});
-var pages=Math.max(1,Math.ceil(hit.length/size));page=Math.min(page,pages-1);var lo=page*size,hi=Math.min(hit.length,lo+size);
+function draw(){var hit=[];
+rows.forEach(function(r,i){if(keys[i].indexOf(q)>=0)hit.push(r);else r.style.display='none';});
+var pages=Math.max(1,Math.ceil(hit.length/size));page=Math.min(page,pages-1);
+var lo=page*size,hi=Math.min(hit.length,lo+size);
 hit.forEach(function(r,i){r.style.display=i>=lo&&i<hi?'':'none';});if(!nav)return;
 nav.querySelector('.info').textContent=(hit.length?(lo+1)+'\u2013'+hi:'0')+' of '+hit.length+
 (hit.length<rows.length?' (filtered from '+rows.length+')':'');nav.querySelector('.prev').disabled=page===0;
@@ -129,7 +132,8 @@ def _fleet(data: dict) -> str:
                'night (dots: promotions). Click a name for its evidence.</p>')
     box, nav = _pager("fleet-table", "Filter adapters (name, family, status)…")
     out.append(box)
-    out.append(f'<table id="fleet-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th><th>Family / benchmark</th><th>Production</th>'
+    out.append(f'<table id="fleet-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th>'
+               '<th>Family / benchmark</th><th>Production</th>'
                '<th class="num">Task now (%)</th><th>Task trend</th><th>Last run</th><th>Last decision</th>'
                '<th class="num">Failures</th></tr></thead><tbody>')
     for a in data["adapters"]:
