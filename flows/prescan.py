@@ -2,7 +2,7 @@
 
 ``spectral-surgery run`` without ``PREFECT_API_URL`` starts Prefect's temporary server for the flow: tens of seconds
 on a busy machine, every night, even when every enabled adapter's latest version is already refined under the
-run's configuration. :func:`quiet_night` reads the same sources and keys as the flow's scan without writing
+run's configuration. :func:`look_for_work` reads the same sources and keys as the flow's scan without writing
 anything the flow would write differently, and says whether the flow has anything to do. When it has not, the
 command records the night as a completed refinement run with no work (the history still shows that the nightly
 ran) and never starts Prefect. It imports neither Prefect nor the model libraries (transformers, peft, lm-eval):
@@ -33,7 +33,8 @@ class Prescan:
 
 
 def look_for_work(config: RunConfig) -> Prescan:
-    """Whether the nightly flow has anything to do under ``config`` (its sources read, nothing written).
+    """Whether the nightly flow has anything to do under ``config``: its sources read, and nothing written but what
+    the flow writes first (runs left ``running`` by a killed process are marked crashed, as the flow would).
 
     Returns:
         A :class:`Prescan` whose ``work`` names the first reason found to run the flow, or None: nothing to do.
