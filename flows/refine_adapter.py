@@ -37,7 +37,8 @@ from tasks.surgery.write_plan import (candidate_record, fresh_holdout, is_data_f
 from tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
-from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
+from tasks.run_keys import adapter_config_hash, sandbox_used  # noqa: F401  (this module's API since issue 9)
+from tasks.evaluation.sandbox import resolve_backend, using_backend
 
 
 def _logger():
@@ -47,30 +48,6 @@ def _logger():
         return logging.getLogger(__name__)
 
 
-def adapter_config_hash(config: RunConfig, adapter) -> str:
-    """The result key of one adapter under one run config: the run's result hash plus the adapter's declaration,
-    and, when its benchmark runs generated code, the sandbox backend that runs it."""
-    declared = {
-        "overrides": adapter.config_json or {},
-        "base_model_id": adapter.base_model_id,
-        "base_model_revision": adapter.base_model_revision,
-        "task_family": adapter.task_family,
-        "benchmark_override": adapter.benchmark_override,
-    }
-    try:
-        spec = resolve_benchmark(adapter.task_family, profile=config.profile, override=adapter.benchmark_override)
-    except KeyError:  # an unknown family or benchmark fails the adapter's visit, saying so
-        spec = None
-    if spec is not None and (sandbox := sandbox_used(config, spec)):
-        declared["sandbox"] = sandbox
-    return config.result_hash(declared)
-
-
-def sandbox_used(config: RunConfig, spec: BenchmarkSpec) -> str | None:
-    """The sandbox backend that runs ``spec``'s generated code under ``config`` (None: it runs none)."""
-    if not (spec.executes_code and runs_generated_code(config.evaluator)):
-        return None
-    return chosen_backend(config.sandbox)
 
 
 def _io_retry(task_, task_run, state) -> bool:

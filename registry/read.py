@@ -419,3 +419,58 @@ def adapter_story(registry, name: str) -> AdapterStory | None:
                                                   adapter.benchmark_override, adapter.enabled)
     production = next(iter(production_set(registry, only=name)), None) if versions else None
     return AdapterStory(name, family, override, enabled, fetch_error, versions, run, decision, production, reviews)
+
+
+# ----------------------------------------------------------------------------------------------------- list
+@dataclass(frozen=True)
+class ListedAdapter:
+    """One row of ``spectral-surgery list``: the adapter, how many versions it has, its latest, what it serves.
+
+    Attributes:
+        adapter: The adapter row (detached, loaded).
+        versions: Its number of versions.
+        latest: Its latest version (last seen, then newest); None before the first scan.
+        production: What it serves now (as :meth:`registry.production.ProductionStore.production` says it).
+        policy: The policy of the candidate it serves; None for an unedited version or nothing.
+    """
+
+    adapter: Adapter
+    versions: int
+    latest: AdapterVersion | None
+    production: prom.ProductionState | None
+    policy: str | None
+
+
+def fleet_listing(registry) -> list[ListedAdapter]:
+    """Every adapter by name with its versions count, latest version and production, in a fixed number of queries
+    (four, whatever the fleet's size: no query per adapter) from one read transaction."""
+    rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
+                                  order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()))
+    ranked = select(AdapterVersion.id.label("id"), rank.label("rank")).subquery()
+    with session_scope(registry.engine, write=False) as s:
+        adapters = list(s.scalars(select(Adapter).order_by(Adapter.name)))
+        counts = dict(s.execute(select(AdapterVersion.adapter_id, func.count(AdapterVersion.id))
+                                .group_by(AdapterVersion.adapter_id)).all())
+        latest = {v.adapter_id: v for v in s.scalars(
+            select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1))}
+        served = {p.adapter_id: (p, v, c) for p, v, c in s.execute(
+            select(ProductionPointer, AdapterVersion, Candidate)
+            .join(AdapterVersion, AdapterVersion.id == ProductionPointer.adapter_version_id)
+            .outerjoin(Candidate, Candidate.id == ProductionPointer.candidate_id))}
+    out = []
+    for a in adapters:
+        state, policy = None, None
+        if a.id in served:
+            pointer, version, cand = served[a.id]
+            policy = cand.policy if cand is not None else None
+            state = prom.ProductionState(
+                adapter_name=a.name, adapter_version_id=version.id, content_sha256=version.content_sha256,
+                local_path=version.local_path, candidate_id=cand.id if cand is not None else None,
+                artifact_uri=cand.artifact_uri if cand is not None else None, updated_at=pointer.updated_at,
+                implicit=False)
+        elif (version := latest.get(a.id)) is not None:
+            state = prom.ProductionState(
+                adapter_name=a.name, adapter_version_id=version.id, content_sha256=version.content_sha256,
+                local_path=version.local_path, candidate_id=None, artifact_uri=None, updated_at=None, implicit=True)
+        out.append(ListedAdapter(a, counts.get(a.id, 0), latest.get(a.id), state, policy))
+    return out

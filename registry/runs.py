@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from registry import validation as check
 from registry.models import (
@@ -231,22 +231,19 @@ class RunStore(Store):
         Returns:
             Versions (with ``adapter`` loaded), by adapter name.
         """
-        rank = func.row_number().over(
-            partition_by=AdapterVersion.adapter_id,
-            order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()),
-        )
-        ranked = (select(AdapterVersion.id.label("id"), rank.label("rank"))
-                  .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
-                  .where(Adapter.enabled.is_(True)).subquery())
         with self._read() as s:
-            latest = list(s.scalars(
-                select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1)
-            ).unique())
+            latest = list(s.scalars(_latest_versions()).unique())
             done = set(s.execute(select(AdapterRun.adapter_version_id, AdapterRun.config_hash).where(
                 AdapterRun.status == "completed", AdapterRun.adapter_version_id.in_([v.id for v in latest]))).all())
         hash_of = config_hash if callable(config_hash) else (lambda _adapter: config_hash)
         todo = [v for v in latest if (v.id, hash_of(v.adapter)) not in done]
         return sorted(todo, key=lambda v: v.adapter.name)
+
+    def latest_versions(self) -> dict[int, AdapterVersion]:
+        """The latest version of every enabled adapter, by adapter id, in one query (the fleet's scan compares
+        each source's content with it)."""
+        with self._read() as s:
+            return {v.adapter_id: v for v in s.scalars(_latest_versions()).unique()}
 
     def start_adapter_run(
         self, run_id: int, adapter_version_id: int, config_hash: str | None = None, *, status: str = "running"
@@ -349,7 +346,26 @@ class RunStore(Store):
         error_type, message = check.error_text(error)
         return self.finish_adapter_run(row.id, "failed", error_type=error_type, error_message=message)
 
-    def adapter_runs(self, run_id: int) -> list[AdapterRun]:
-        """The adapter runs of a refinement run, by id."""
+    def adapter_runs(self, run_id: int, *, ended_since: datetime | None = None,
+                     with_running: bool = False) -> list[AdapterRun]:
+        """The adapter runs of a refinement run, by id; with ``ended_since``, only those that ended at or after it
+        (a poller reads what finished since its last look, not the whole run each time), and with ``with_running``
+        those still running as well (at most the run's concurrency)."""
+        stmt = select(AdapterRun).where(AdapterRun.run_id == run_id)
+        if ended_since is not None:
+            ended = AdapterRun.ended_at >= ended_since
+            stmt = stmt.where(or_(ended, AdapterRun.status == "running") if with_running else ended)
         with self._read() as s:
-            return list(s.scalars(select(AdapterRun).where(AdapterRun.run_id == run_id).order_by(AdapterRun.id)))
+            return list(s.scalars(stmt.order_by(AdapterRun.id)))
+
+
+def _latest_versions():
+    """SELECT of the latest version (last seen, then newest) of every enabled adapter, with its adapter."""
+    rank = func.row_number().over(
+        partition_by=AdapterVersion.adapter_id,
+        order_by=(AdapterVersion.last_seen_at.desc(), AdapterVersion.id.desc()),
+    )
+    ranked = (select(AdapterVersion.id.label("id"), rank.label("rank"))
+              .join(Adapter, Adapter.id == AdapterVersion.adapter_id)
+              .where(Adapter.enabled.is_(True)).subquery())
+    return select(AdapterVersion).join(ranked, ranked.c.id == AdapterVersion.id).where(ranked.c.rank == 1)

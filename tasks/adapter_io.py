@@ -28,11 +28,6 @@ import torch
 
 from tasks.config import TargetConfig
 
-try:  # reuse PEFT's own rank_pattern/alpha_pattern key matching so scalings agree with PEFT
-    from peft.utils.other import get_pattern_key as _peft_get_pattern_key
-except ImportError:  # pragma: no cover - only for PEFT versions that moved the helper
-    _peft_get_pattern_key = None
-
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"
 PICKLE_NAME = "adapter_model.bin"
@@ -207,8 +202,17 @@ def _own_version() -> str:
 
 def _get_pattern_key(pattern_keys: Iterable[str], key_to_match: str) -> str:
     """PEFT's ``get_pattern_key``: the first pattern that regex-matches a dotted suffix of the key."""
-    if _peft_get_pattern_key is not None:
-        return _peft_get_pattern_key(list(pattern_keys), key_to_match)
+    pattern_keys = list(pattern_keys)
+    if not pattern_keys:  # no rank_pattern/alpha_pattern (most adapters): PEFT returns the key itself
+        return key_to_match
+    # PEFT's own matching (so scalings agree with PEFT), imported here: peft takes seconds to import, and reading or
+    # hashing an adapter (the nightly scan, `list`) needs none of it
+    try:
+        from peft.utils.other import get_pattern_key
+    except ImportError:  # pragma: no cover - only for PEFT versions that moved the helper
+        get_pattern_key = None
+    if get_pattern_key is not None:
+        return get_pattern_key(pattern_keys, key_to_match)
     for key in pattern_keys:  # pragma: no cover - same semantics as peft.utils.other.get_pattern_key
         if re.match(rf"(.*\.)?({key})$", key_to_match):
             return key

@@ -144,19 +144,25 @@ def base_dir_offline(model_id: str, revision: str | None = None, data_dir: Path 
 
 def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | None = None, *,
               benchmarks: list | None = None, max_gen_toks: int | None = None,
-              data_dir: Path | None = None) -> list[Finding]:
+              data_dir: Path | None = None, cache: dict | None = None) -> list[Finding]:
     """:mod:`tasks.door_fit` on a local adapter and a base whose files are here: ``base`` findings for an adapter
-    that does not fit the base, ``benchmark`` findings for an evaluation that does not fit its context."""
+    that does not fit the base, ``benchmark`` findings for an evaluation that does not fit its context. ``cache``:
+    see :func:`door_checks`."""
     from tasks.adapter_io import AdapterError, load_adapter
     from tasks.door_fit import adapter_fit, base_layout, context_fit
 
+    cache = {} if cache is None else cache
     base_dir = base_dir_offline(base_model_id, base_model_revision, data_dir)
     if base_dir is None:
         return []
-    try:
-        layout = base_layout(base_dir)
-    except ValueError as e:
-        return [Finding("base", str(e))]
+    if (key := ("layout", str(base_dir))) not in cache:
+        try:
+            cache[key] = base_layout(base_dir)
+        except ValueError as e:
+            cache[key] = e
+    layout = cache[key]
+    if isinstance(layout, ValueError):
+        return [Finding("base", str(layout))]
     found = []
     if "://" not in source_uri:
         try:
@@ -166,8 +172,9 @@ def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | No
         if adapter is not None:
             found += [Finding("base", m) for m in adapter_fit(adapter, layout, base_model_id)]
     if benchmarks:
-        found += [Finding("benchmark", m) for m in context_fit(layout, benchmarks, max_gen_toks=max_gen_toks,
-                                                               tokenizer_dir=base_dir)]
+        if (key := ("context", str(base_dir), tuple(benchmarks), max_gen_toks)) not in cache:
+            cache[key] = context_fit(layout, benchmarks, max_gen_toks=max_gen_toks, tokenizer_dir=base_dir)
+        found += [Finding("benchmark", m) for m in cache[key]]
     return found
 
 
@@ -180,11 +187,14 @@ def door_benchmarks(family: str, benchmark_override: str | None = None, profile:
 
 def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | None = None,
                 calib: str | None = None, *, family: str | None = None, benchmark_override: str | None = None,
-                max_gen_toks: int | None = None, data_dir: Path | None = None) -> list[Finding]:
+                max_gen_toks: int | None = None, data_dir: Path | None = None,
+                cache: dict | None = None) -> list[Finding]:
     """Every check of this module; one :class:`Finding` per failure (empty: all passed).
 
     With ``family`` (and ``benchmark_override``) the context check covers the benchmarks a night would run;
-    ``max_gen_toks`` is the run config's evaluator override (None: each task's own).
+    ``max_gen_toks`` is the run config's evaluator override (None: each task's own). ``cache``: one dict shared by
+    the checks of many adapters (``check``, ``register --dir``), so that what depends only on the base (its layout,
+    the context check with its tokenizer) is computed once per base, not once per adapter.
     """
     findings = []
     for what, check, args in (("source", check_adapter_source, (source_uri,)),
@@ -202,7 +212,7 @@ def door_checks(source_uri: str, base_model_id: str, base_model_revision: str | 
         except KeyError:
             benchmarks = None  # an unknown family or benchmark: registry.declaration reports it
         findings += check_fit(source_uri, base_model_id, base_model_revision, benchmarks=benchmarks,
-                              max_gen_toks=max_gen_toks, data_dir=data_dir)
+                              max_gen_toks=max_gen_toks, data_dir=data_dir, cache=cache)
     return findings
 
 

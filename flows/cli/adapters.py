@@ -27,6 +27,7 @@ from flows.cli.common import (
     open_registry,
     production_behind,
     production_dict,
+    production_payload,
     production_label,
     resolve_location,
     state_label,
@@ -76,6 +77,19 @@ def _calib_source(value: str) -> str:
 def cmd_register(args) -> int:
     one = {"NAME": args.name, "--source": args.source, "--base": args.base, "--family": args.family,
            "--benchmark": args.benchmark, "--calib": args.calib, "--base-revision": args.base_revision}
+    if args.dir:
+        given = [k for k in ("NAME", "--source") if one[k] is not None] + ["--from"] * bool(args.from_file)
+        if given:
+            return fail(f"--dir DIR names and finds every adapter itself: drop {', '.join(given)}")
+        if missing := [k for k in ("--base", "--family") if one[k] is None]:
+            return fail(f"Missing option '{missing[0]}' (--dir shares --base and --family among its adapters)")
+        if args.disabled and args.enabled:
+            return fail("--disabled and --enabled exclude each other: give one")
+        from flows.cli.register_file import cmd_register_dir
+
+        return cmd_register_dir(args)
+    if args.prefix is not None:
+        return fail("--prefix goes with --dir DIR (folder names prefixed)")
     if args.from_file:
         given = [k for k, v in one.items() if v is not None]
         given += ["--enabled"] * args.enabled + ["--disabled"] * args.disabled
@@ -151,11 +165,12 @@ def cmd_check(args) -> int:
     reg.close()
     rows = []
     data_dir = resolve_location(args)[0]
+    shared: dict = {}  # what depends only on the base (layout, context check): once per base, not per adapter
     for a in adapters:
         calib = (a.config_json or {}).get("calib")
         findings, later = context_warnings(door_checks(a.source_uri, a.base_model_id, a.base_model_revision, calib,
                                                        family=a.task_family, benchmark_override=a.benchmark_override,
-                                                       data_dir=data_dir))
+                                                       data_dir=data_dir, cache=shared))
         findings += later  # the evaluation must fit the base's context (issue 25): a problem, as at register
         rows.append({"adapter": a.name, "ok": not findings,
                      "problems": [{"what": f.what, "message": f.message} for f in findings],
@@ -179,19 +194,21 @@ def cmd_check(args) -> int:
 
 @guarded
 def cmd_list(args) -> int:
+    from registry.read import fleet_listing
+
     reg = open_registry(args)
     rows = []
     waiting = {r.adapter_id: r for r in reversed(reg.list_reviews(state="pending"))}  # promote: review
-    for a in reg.list_adapters():
-        versions = reg.list_versions(a.name)
-        latest = versions[0] if versions else None
-        rows.append({**adapter_dict(a), "versions": len(versions),
+    for listed in fleet_listing(reg):  # a fixed number of queries, whatever the fleet's size
+        a, latest = listed.adapter, listed.latest
+        prod = production_payload(listed.production, listed.policy)
+        rows.append({**adapter_dict(a), "versions": listed.versions,
                      "latest_version": None if latest is None else {
                          "id": latest.id, "content_sha256": latest.content_sha256,
                          "resolved_revision": latest.resolved_revision,
                          "last_seen_at": latest.last_seen_at.isoformat()},
-                     "production": (prod := production_dict(reg, a.name)),
-                     "production_behind": production_behind(reg, a.name, prod),
+                     "production": prod,
+                     "production_behind": production_behind(reg, a.name, prod, latest.id if latest else None),
                      "awaiting_review": None if a.id not in waiting else {
                          "id": waiting[a.id].id, "decision_id": waiting[a.id].decision_id,
                          "expires_at": waiting[a.id].expires_at.isoformat()}})

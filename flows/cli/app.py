@@ -21,7 +21,6 @@ import argparse
 import functools
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -243,10 +242,15 @@ def _init(**kwargs: Any) -> None: ...
          help="Register an adapter for nightly refinement; an existing NAME is updated (the arguments win). With "
               "--from FILE, every adapter of a YAML or CSV file (fields name, source, base, family, benchmark, calib, "
                "base_revision, enabled, priority; YAML may give 'defaults'), all validated first and written "
-               "together: a bad entry registers none.")
+               "together: a bad entry registers none. With --dir DIR, every adapter folder under DIR (one "
+               "holding adapter_config.json), named after its folder, sharing --base, --family and the other "
+               "flags; all or none likewise.")
 @click.argument("name", metavar="NAME", required=False, shell_complete=_complete("adapter"))
 @click.option("--from", "from_file", default=None, metavar="FILE",
               help="Register every adapter declared in this YAML or CSV file instead of NAME (all or nothing).")
+@click.option("--dir", "dir", default=None, metavar="DIR",
+              help="Register every adapter folder under DIR, named after its folder (all or nothing).")
+@click.option("--prefix", default=None, metavar="P", help="With --dir: put P before every folder's name.")
 @click.option("--source", default=None, metavar="URI", help="hf://org/name[@revision] or a local directory.")
 @click.option("--base", default=None, metavar="MODEL", help="Base model: hub id or local directory.")
 @click.option("--family", default=None, metavar="F", shell_complete=_complete("family"),

@@ -307,22 +307,34 @@ def production_dict(reg, name: str) -> dict[str, Any] | None:
     if state is None:
         return None
     policy = reg.get_candidate(state.candidate_id).policy if state.candidate_id is not None else None
+    return production_payload(state, policy)
+
+
+def production_payload(state, policy: str | None) -> dict[str, Any] | None:
+    """What an adapter serves (a ``ProductionState`` and its candidate's policy) as ``list``/``history`` print it."""
+    if state is None:
+        return None
     return {"adapter_version_id": state.adapter_version_id, "content_sha256": state.content_sha256,
             "candidate_id": state.candidate_id, "policy": policy, "artifact_uri": state.artifact_uri,
             "implicit": state.implicit, "updated_at": state.updated_at.isoformat() if state.updated_at else None}
 
 
-def production_behind(reg, name: str, prod: dict | None = None) -> dict[str, Any] | None:
+def production_behind(reg, name: str, prod: dict | None = None, latest: int | None = None) -> dict[str, Any] | None:
     """When production serves (an edit of) an older version than the adapter's latest, what and why; else None.
 
     Why: the latest version's most recent decision (HOLD, REJECT, awaiting review, a dry run) or that it was not
     refined yet. ``None`` also when nothing was ever promoted (production is then the latest version, unedited).
+    ``prod`` and ``latest`` (the latest version's id), when the caller read them already, spare their queries: then
+    only an adapter that is behind costs any.
     """
     prod = prod if prod is not None else production_dict(reg, name)
-    versions = reg.list_versions(name)
-    if prod is None or prod["implicit"] or not versions or versions[0].id == prod["adapter_version_id"]:
+    if prod is None or prod["implicit"]:
         return None
-    latest = versions[0].id
+    if latest is None:
+        versions = reg.list_versions(name)
+        latest = versions[0].id if versions else None
+    if latest is None or latest == prod["adapter_version_id"]:
+        return None
     d = reg.latest_decision(latest)
     if d is None:
         why = f"v{latest} was not refined yet (the next run refines it)"

@@ -11,6 +11,9 @@ run that starts (its name carries the owner's pid).
 :func:`detach_temporary_server` starts that server in a session of its own: a terminal's Ctrl-C (SIGINT to the
 foreground process group) or a SIGTERM to the group then reaches the command, not the server, which stays up while
 the command closes its run and is stopped by it on the way out (no "Unable to connect" reconnect storm).
+Detached, it also outlives a command killed outright (SIGKILL runs no exit hook): each detached server is recorded
+in ``$PREFECT_HOME/spectral-surgery-servers/<pid>.json`` with its owner, and the next command that starts one
+stops those whose owner is gone (:func:`sweep_stale_servers`).
 
 Nothing changes when the user chose a server (``PREFECT_API_URL``) or a database
 (``PREFECT_SERVER_DATABASE_CONNECTION_URL`` / ``PREFECT_API_DATABASE_CONNECTION_URL``). This must run before
@@ -20,11 +23,15 @@ Prefect is imported: its settings are read from the environment at import.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -129,9 +136,91 @@ def send_server_output_to(path: Path | None) -> None:
     _server_output[:] = [Path(path)] if path is not None else []
 
 
+SERVERS_DIR = "spectral-surgery-servers"  # under the Prefect home: one pid file per detached server
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from field 3 (state) on; None where there is no /proc or no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()  # the fields after the command name, which may hold spaces
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22): a pid reused by another process has another
+    one. None where there is no /proc or no such process."""
+    stat = _stat(pid)
+    return stat[19] if stat else None
+
+
+def _same_process(pid: int, started: str | None) -> bool:
+    """``pid`` runs (a zombie does not: an orphan's may wait for a container's init to reap it) and is the process
+    recorded as started at ``started``."""
+    stat = _stat(pid)
+    if stat is not None:
+        return stat[0] != "Z" and (started is None or stat[19] == started)
+    return _alive(pid)
+
+
+def record_server(proc: subprocess.Popen, home: Path, owner: int | None = None) -> Path | None:
+    """Write ``home/spectral-surgery-servers/<pid>.json``: the detached server and the process that owns it, so that
+    the next start stops a server whose owner was killed outright (SIGKILL runs no exit hook). None: unwritable."""
+    owner = os.getpid() if owner is None else owner
+    folder = home / SERVERS_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{proc.pid}.json"
+        path.write_text(json.dumps({"pid": proc.pid, "started": _start_time(proc.pid), "owner": owner,
+                                    "owner_started": _start_time(owner)}))
+    except OSError:
+        return None
+    return path
+
+
+def sweep_stale_servers(home: Path, timeout_s: float = 3.0) -> list[int]:
+    """Stop every detached temporary server recorded under ``home`` whose owner is gone; returns their pids.
+
+    A server whose owner lives is left alone (another run's); a record whose server is gone is removed. The pid and
+    start time must both match the record, so a pid reused by an unrelated process is never signalled.
+    """
+    stopped = []
+    for path in sorted((home / SERVERS_DIR).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+            pid, owner = int(rec["pid"]), int(rec["owner"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if owner != os.getpid() and _same_process(owner, rec.get("owner_started")):
+            continue  # its owner still runs: its server is in use
+        if _same_process(pid, rec.get("started")):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)  # its own session and group: uvicorn and anything it spawned
+            deadline = time.monotonic() + timeout_s
+            while _same_process(pid, rec.get("started")) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.05)
+            if _same_process(pid, rec.get("started")):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            _reap(pid)
+            stopped.append(pid)
+        path.unlink(missing_ok=True)
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is this process's child (a zombie still answers ``kill(pid, 0)``)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 class _DetachedPopen(subprocess.Popen):
-    """``subprocess.Popen`` in a new session (so out of the terminal's process group), remembered for :func:`stop`;
-    its output goes to the run's log file when there is one (:func:`send_server_output_to`)."""
+    """``subprocess.Popen`` in a new session (so out of the terminal's process group), remembered for :func:`stop`
+    and recorded under the Prefect home for :func:`sweep_stale_servers`; its output goes to the run's log file when
+    there is one (:func:`send_server_output_to`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs["start_new_session"] = True
@@ -145,6 +234,7 @@ class _DetachedPopen(subprocess.Popen):
             if out is not None:
                 out.close()
         _servers.append(self)
+        self.record = record_server(self, prefect_home(os.environ))
 
 
 class _DetachedSubprocess:
@@ -181,6 +271,7 @@ def detach_temporary_server(env: MutableMapping[str, str] | None = None) -> bool
 
     if get_current_settings().api.url:  # a server chosen in Prefect's settings (a profile, a test harness)
         return False
+    sweep_stale_servers(prefect_home(env))  # servers left by runs killed outright (SIGKILL runs no exit hook)
     from prefect.server.api import server
 
     server.subprocess = _DetachedSubprocess()
@@ -191,11 +282,12 @@ def stop_temporary_server(timeout_s: float = 3.0) -> None:
     """Stop the temporary server(s) this process started detached (SIGTERM, then SIGKILL after ``timeout_s``)."""
     while _servers:
         proc = _servers.pop()
-        if proc.poll() is not None:
-            continue
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if getattr(proc, "record", None) is not None:
+            proc.record.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""``spectral-surgery register --from FILE``: many adapters declared in one YAML or CSV file, all or nothing.
+"""``spectral-surgery register --from FILE`` / ``--dir DIR``: many adapters at once, all or nothing.
 
 YAML: a list of entries, or ``{defaults: {...}, adapters: [...]}`` where ``defaults`` fills every entry's missing
 fields::
@@ -13,6 +13,10 @@ A relative local path (``source``, ``calib``) is read against the file's folder.
 then the same door checks as ``register``, unless ``--no-check``) before anything is written, and every problem is
 reported at once, naming the file, the entry and the field; then all are written in one transaction
 (:meth:`registry.fleet.AdapterStore.register_adapters`): a bad entry registers none.
+
+``--dir DIR``: every folder directly under DIR that holds an ``adapter_config.json`` is an adapter, named after
+its folder (``--prefix`` before it), with the base, family and other flags of the command shared by all; then the
+same validation, door checks and single transaction as a file.
 """
 
 from __future__ import annotations
@@ -85,17 +89,44 @@ def _local(value: str, folder: Path) -> Path | None:
 
 def cmd_register_from(args) -> int:
     """Register every adapter of ``args.from_file`` (see the module docstring)."""
-    from pydantic import ValidationError
-
-    from registry.fleet import Registration
-
     path = Path(args.from_file).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"--from {args.from_file!r}: no such file")
     entries, problems = read_entries(path)
     if not entries and not problems:
         problems.append(f"{path}: no adapters in it")
-    Entry, folder = _entry_model(), path.resolve().parent
+    return _register_entries(args, entries, problems, path, path.resolve().parent)
+
+
+def dir_entries(folder: Path, *, prefix: str = "", **fields: Any) -> list[dict[str, Any]]:
+    """One entry per adapter folder directly under ``folder`` (one holding ``adapter_config.json``), named
+    ``prefix`` + the folder's name, with ``fields`` (base, family, ...) shared by all; by name."""
+    found = sorted(d for d in folder.iterdir() if d.is_dir() and (d / "adapter_config.json").is_file())
+    shared = {k: v for k, v in fields.items() if v is not None}
+    return [{"name": f"{prefix}{d.name}", "source": str(d.resolve()), **shared} for d in found]
+
+
+def cmd_register_dir(args) -> int:
+    """Register every adapter folder of ``args.dir`` (``register --dir DIR``), as ``--from`` registers a file's
+    entries: the same validation and door checks, every problem at once, all written in one transaction."""
+    folder = Path(args.dir).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--dir {args.dir!r}: no such directory")
+    enabled = False if args.disabled else (True if args.enabled else None)
+    entries = dir_entries(folder, prefix=args.prefix or "", base=args.base, family=args.family,
+                          benchmark=args.benchmark, calib=args.calib, base_revision=args.base_revision, enabled=enabled)
+    problems = [] if entries else [f"{folder}: no adapter folder in it (a subfolder holding adapter_config.json)"]
+    return _register_entries(args, entries, problems, folder, Path.cwd())
+
+
+def _register_entries(args, entries: list[dict[str, Any]], problems: list[str], path: Path, folder: Path) -> int:
+    """Validate ``entries`` (read from ``path``; relative paths against ``folder``), door-check them, then register
+    all of them in one transaction, or none with every problem named."""
+    from pydantic import ValidationError
+
+    from registry.fleet import Registration
+
+    Entry = _entry_model()
     regs: list[Registration] = []
     for i, raw in enumerate(entries):
         where = f"{path.name}: adapters[{i}]" + (f" ({raw['name']})" if raw.get("name") else "")
@@ -137,7 +168,8 @@ def cmd_register_from(args) -> int:
              "action": "registered" if changes[a.name] is None else
              f"re-registered: {len(changes[a.name])} change(s)" if changes[a.name] else "unchanged",
              "changes": None if changes[a.name] is None else [str(c) for c in changes[a.name]]} for a in adapters]
-    return emit(args, {"file": str(path), "adapters": rows}, lambda: console().print(table(
+    where = "directory" if path.is_dir() else "file"
+    return emit(args, {where: str(path), "adapters": rows}, lambda: console().print(table(
         f"{len(rows)} adapter(s) from {path.name}", ["adapter", "family", "what happened", "source"],
         [[r["name"], r["task_family"], r["action"], r["source_uri"]] for r in rows],
         narrow=("adapter", "family"), optional=("source",))))
@@ -150,6 +182,7 @@ def _door(args, regs: list) -> list[str]:
     from tasks.door import context_warnings, door_checks, door_warnings
 
     problems, data_dir = [], resolve_location(args)[0]
+    shared: dict = {}  # what depends only on the base: checked once per base (tasks.door.door_checks)
     for r in regs:
         try:
             check_declaration(r.task_family, r.benchmark_override, r.config)
@@ -159,7 +192,7 @@ def _door(args, regs: list) -> list[str]:
         calib = (r.config or {}).get("calib")
         findings, later = context_warnings(door_checks(r.source_uri, r.base_model_id, r.base_model_revision, calib,
                                                        family=r.task_family, benchmark_override=r.benchmark_override,
-                                                       data_dir=data_dir))
+                                                       data_dir=data_dir, cache=shared))
         context, later = (later, []) if not getattr(args, "force", False) else ([], later)  # refused unless --force
         problems += [f"{r.name}: {f.what}: {f.message}" for f in findings]
         problems += [f"{r.name}: {f.what}: {f.message} (or --force)" for f in context]

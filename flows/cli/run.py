@@ -125,6 +125,7 @@ class Progress:
         self.owner, self.since = this_owner(), utcnow().replace(microsecond=0)
         self.t0 = time.monotonic()
         self.run_id: int | None = None
+        self.polled_at = None  # ended_at from which the next poll reads (None: the whole run)
         self.seen: set[int] = set()
         self.durations: list[float] = []
         self.last_status: tuple | None = None
@@ -150,6 +151,7 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.polled_at = None  # the whole run once more: nothing an ended_at from a skewed clock hid is left out
         with contextlib.suppress(Exception):
             self.poll()  # whatever finished since the last tick
         if self.live is not None:
@@ -193,8 +195,11 @@ class Progress:
         return " · ".join(parts)
 
     def poll(self) -> None:
+        from datetime import timedelta
+
         from rich.markup import escape
 
+        from registry.models import utcnow
         from registry.runs import INTERRUPTED
 
         running: list[str] = []
@@ -202,7 +207,14 @@ class Progress:
             run = self.reg.run_started_by(self.owner, self.since)
             if run is not None:
                 self.run_id = run.id
-        for r in self.reg.adapter_runs(self.run_id) if self.run_id is not None else []:
+        rows = []
+        if self.run_id is not None:
+            # what ended since the last look (with a margin for clocks and commits in flight) and what runs now, not
+            # the whole run: a 1,000-adapter run would otherwise read every row four times a second
+            now, since = utcnow(), self.polled_at
+            self.polled_at = now - timedelta(seconds=5)
+            rows = self.reg.adapter_runs(self.run_id, ended_since=since, with_running=True)
+        for r in rows:
             if r.status == "running":
                 running.append(self._name(r.adapter_version_id))
                 continue
@@ -416,17 +428,13 @@ def _cmd_run(args, log) -> int:
             "removed when it exits.[/]")
     if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     try:
         config = run_config_from_args(args)
     except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
         return fail(message(e))
     from flows import worker
-    from flows.refine_fleet import headline, run_nightly, window_lines
 
-    log.open(config.data_dir, "run")  # Prefect's handlers exist now (imported above): they get the filter too
+    log.open(config.data_dir, "run")  # Prefect's handlers, installed when there is work, are filtered then
     interrupt.check()
     args.data_dir, args.db = config.data_dir, config.registry_url
     open_registry(args).close()  # fails early, with the hint to run init, if there is no registry
@@ -445,11 +453,26 @@ def _cmd_run(args, log) -> int:
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
               + (f", [yellow]review window[/] {config.review_window} (passing decisions wait for `spectral-surgery "
                  "approve`)" if config.promote == "review" else ""))
-    detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while the run closes
-    stage_hook.reached(stage_hook.STARTUP)
-    interrupt.check()
-    with Progress(reg, err, moves=config.promote, concurrency=config.concurrency):
-        summary = run_nightly(config)
+    from flows.prescan import look_for_work, record_quiet_night
+
+    if (found := look_for_work(config)).work is None:  # a no-op night: no Prefect server, no flow (seconds)
+        summary = record_quiet_night(config)
+    else:
+        if args.verbose:
+            err.print(f"[dim]work found: {escape(found.work)}[/]")
+        else:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        from flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
+
+        log.quiet_terminal()  # the handlers Prefect's import just installed get the terminal's filter too
+
+        detach_temporary_server()  # a Ctrl-C reaches this process, not Prefect's server: it stays up while it closes
+        stage_hook.reached(stage_hook.STARTUP)
+        interrupt.check()
+        with Progress(reg, err, moves=config.promote, concurrency=config.concurrency):
+            summary = run_nightly(config)
     failed = summary["failed"]
 
     def render() -> None:
@@ -457,6 +480,8 @@ def _cmd_run(args, log) -> int:
         if not summary["results"]:
             console.print(escape(nothing_to_do(reg)))
             return
+        from flows.refine_fleet import headline, window_lines
+
         console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
         width = width_of(console)
         for line in render_summary(summary_rows(reg, summary, _served), width, color=console.is_terminal):

@@ -62,7 +62,7 @@ class RunLog:
         route transformers' and lm-eval's loggers (which print on their own) to the root logger, hence the file."""
         logging.captureWarnings(True)  # warnings.warn -> the "py.warnings" logger -> the file
         root = logging.getLogger()
-        if self.buffer not in root.handlers:
+        if self.path is None and self.buffer not in root.handlers:  # held until open() gives it the file
             root.addHandler(self.buffer)
         if "transformers" in sys.modules:
             from transformers.utils import logging as hf_logging
@@ -101,7 +101,6 @@ class RunLog:
         root.handlers.insert(0, handler)
         self.handler = handler
         self.quiet_terminal()
-        root.removeHandler(self.buffer)  # quiet_terminal puts the buffer back: the file handler replaces it
         from flows.cli.prefect_home import send_server_output_to
 
         send_server_output_to(self.path)  # the temporary Prefect server's own stderr (its shutdown tracebacks)

@@ -2,8 +2,10 @@
 
 No network at all: no CDN script, no web font, no external image. Charts are inline SVG from
 :mod:`flows.dashboard.svg`; the only script is a few lines written here (open the adapter named in the URL
-hash, filter the fleet table, and in served mode poll ``/version`` and reload when the registry changed).
-Adapter sections are collapsed ``<details>`` so the page stays quick with hundreds of adapters.
+hash, filter and page the long tables, and in served mode poll ``/version`` and reload when the registry changed).
+Adapter sections are collapsed ``<details>`` so the page stays quick with hundreds of adapters; the fleet, evidence
+and failures tables show :data:`PAGE_ROWS` rows at a time (a filter box searches all of them), so a fleet of
+thousands stays one usable page.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ details.adapter[open]>summary{background:#f1f5f9;border-bottom:1px solid var(--l
 padding:8px;max-height:320px;overflow:auto}input[type=search]{padding:5px 8px;border:1px solid #cbd5e1;border-radius:5px;
 min-width:260px}tr.night th{background:#eef2ff;position:static;font-weight:500}#live{font-size:12px}.scroll{overflow-x:auto}.scroll th{position:static}
 td.num small{display:block;color:var(--muted);font-size:11.5px}
-td.nw{white-space:nowrap}
+td.nw{white-space:nowrap}th.num{white-space:normal}td.num small{white-space:normal}
+.pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
 """
 
 _JS = """
@@ -63,9 +66,21 @@ var st=null;try{st=JSON.parse(sessionStorage.getItem(KEY)||'null');sessionStorag
 if(st){Promise.all(st.open.map(function(id){var d=document.getElementById(id);if(!d)return null;d.open=true;
 return d.classList.contains('adapter')?opened(d):null;})).then(function(){window.scrollTo(0,st.y);});}
 else{openTarget();}
-var f=document.getElementById('fleet-filter');if(f){f.addEventListener('input',function(){var q=f.value.toLowerCase();
-document.querySelectorAll('#fleet-table tbody tr').forEach(function(tr){tr.style.display=
-tr.getAttribute('data-search').indexOf(q)>=0?'':'none';});});}
+document.querySelectorAll('table[data-page]').forEach(function(t){
+var size=parseInt(t.getAttribute('data-page'),10),rows=Array.prototype.slice.call(t.tBodies[0].rows),page=0,q='';
+var keys=rows.map(function(r){return(r.getAttribute('data-search')||r.textContent).toLowerCase();});
+var nav=document.getElementById(t.id+'-pager'),f=document.querySelector('input[data-filter="'+t.id+'"]');
+function draw(){var hit=[];
+rows.forEach(function(r,i){if(keys[i].indexOf(q)>=0)hit.push(r);else r.style.display='none';});
+var pages=Math.max(1,Math.ceil(hit.length/size));page=Math.min(page,pages-1);
+var lo=page*size,hi=Math.min(hit.length,lo+size);
+hit.forEach(function(r,i){r.style.display=i>=lo&&i<hi?'':'none';});if(!nav)return;
+nav.querySelector('.info').textContent=(hit.length?(lo+1)+'\u2013'+hi:'0')+' of '+hit.length+
+(hit.length<rows.length?' (filtered from '+rows.length+')':'');nav.querySelector('.prev').disabled=page===0;
+nav.querySelector('.next').disabled=page>=pages-1;nav.style.display=rows.length>size?'':'none';}
+if(nav){nav.querySelector('.prev').addEventListener('click',function(){page--;draw();});
+nav.querySelector('.next').addEventListener('click',function(){page++;draw();});}
+if(f)f.addEventListener('input',function(){q=f.value.toLowerCase();page=0;draw();});draw();});
 var body=document.body,every=parseFloat(body.getAttribute('data-interval')||'0')*1000;
 if(body.getAttribute('data-live')!=='1'||!every)return;var badge=document.getElementById('live');
 function save(){var open=[];document.querySelectorAll('details[open]').forEach(function(d){if(d.id)open.push(d.id);});
@@ -80,6 +95,18 @@ setTimeout(poll,every);
 
 
 # --------------------------------------------------------------------------------------------- formatting
+PAGE_ROWS = 50  # rows of a long table shown at once (the rest a click away, or found by its filter)
+
+
+def _pager(table_id: str, placeholder: str) -> tuple[str, str]:
+    """The filter box above a paged table and the pager below it (``_JS`` wires both to ``table#table_id``)."""
+    box = (f'<p><input type="search" id="{table_id.removesuffix("-table")}-filter" data-filter="{table_id}" '
+           f'placeholder="{e(placeholder)}" aria-label="{e(placeholder)}"></p>')
+    nav = (f'<div class="pager" id="{table_id}-pager"><button type="button" class="prev">&larr; previous</button> '
+           f'<span class="info"></span> <button type="button" class="next">next &rarr;</button></div>')
+    return box, nav
+
+
 def _fleet(data: dict) -> str:
     s = data["summary"]
     cards = [("adapters", s["adapters"]), ("enabled", s["enabled"]), ("serving an edit", s["edited_in_production"]),
@@ -103,9 +130,10 @@ def _fleet(data: dict) -> str:
     out.append('<h3>Adapters</h3><p class="guide">Production is what each adapter serves now (an edited candidate '
                '"policy @ version", or "unedited"). The trend line is the task score production had after each '
                'night (dots: promotions). Click a name for its evidence.</p>')
-    out.append('<p><input type="search" id="fleet-filter" placeholder="Filter adapters (name, family, status)…" '
-               'aria-label="Filter adapters"></p>')
-    out.append('<table id="fleet-table"><thead><tr><th>Adapter</th><th>Family / benchmark</th><th>Production</th>'
+    box, nav = _pager("fleet-table", "Filter adapters (name, family, status)…")
+    out.append(box)
+    out.append(f'<table id="fleet-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th>'
+               '<th>Family / benchmark</th><th>Production</th>'
                '<th class="num">Task now (%)</th><th>Task trend</th><th>Last run</th><th>Last decision</th>'
                '<th class="num">Failures</th></tr></thead><tbody>')
     for a in data["adapters"]:
@@ -138,7 +166,7 @@ def _fleet(data: dict) -> str:
             f'<td>{e(a["family"])}<br><span class="muted">{e(bench)}</span></td><td>{prod_html}</td>'
             f'<td class="num">{pct(prod["value"]) if prod else "–"}</td><td>{spark}</td><td>{run_html}</td>'
             f'<td>{dec_html}</td><td class="num">{a["n_failures"] or ""}</td></tr>')
-    out.append("</tbody></table></section>")
+    out.append(f"</tbody></table>{nav}</section>")
     return "".join(out)
 
 
@@ -162,16 +190,18 @@ def _evidence(data: dict) -> str:
                         f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_row_verdict(r)}</td></tr>')
     if not rows:
         return ""
+    box, nav = _pager("evidence-table", "Filter rows (adapter, candidate, verdict)…")
     return ('<section id="evidence"><h2>Evidence of the latest decisions</h2><p class="guide">Reading guide: the '
             "paper's Table 2 in kind, one row per adapter and candidate (controls included) of each adapter's latest "
             'decision. Δ are points on the task metric with 95% intervals and one-sided p-values: vs the unedited '
             'adapter, vs the best random control, vs the calibrated global scalar (a gain that does not beat it is a '
             'global rescale); Δ IFEval is the guard. A candidate is promoted only when it beats all three and the '
             'guard holds; "held" means the interval still holds both no gain and the smallest gain worth having.</p>'
-            '<div class="scroll"><table><thead><tr><th>Adapter</th><th>Candidate</th><th class="num">Task (%)</th>'
+            f'{box}<div class="scroll"><table id="evidence-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th>'
+            '<th>Candidate</th><th class="num">Task (%)</th>'
             '<th class="num">Δ vs unedited (pts) [CI] p</th><th class="num">Δ vs best random (pts) [CI] p</th>'
             '<th class="num">Δ vs global scalar (pts) [CI] p</th><th class="num">Δ IFEval (pts) [CI] p</th>'
-            f'<th>Verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div></section>')
+            f'<th>Verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>{nav}</section>')
 
 
 def _what_wins(data: dict) -> str:
@@ -252,15 +282,16 @@ def _failures(data: dict) -> str:
            'version.</p>']
     if not data["failures"]:
         return "".join(out) + '<p class="muted">No failed refinements.</p></section>'
-    out.append('<table><thead><tr><th>Adapter</th><th>Run</th><th>When</th><th>Version</th><th>Error</th></tr></thead>'
-               "<tbody>")
+    box, nav = _pager("failures-table", "Filter failures (adapter, error)…")
+    out.append(f'{box}<table id="failures-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th><th>Run</th>'
+               "<th>When</th><th>Version</th><th>Error</th></tr></thead><tbody>")
     for f in data["failures"]:
         out.append(f'<tr><td><a href="#{e(f["slug"])}">{e(f["adapter"])}</a></td>'
                    f'<td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td>'
                    f'<td>{e(f["at"] or "")}</td><td>{e(f["version_sha"])}</td><td><b>{e(f["error_type"] or "")}</b> '
                    f'{e(_short(f["summary"], 200))}<details><summary class="muted">traceback</summary>'
                    f'<pre>{e(f["message"][-4000:])}</pre></details></td></tr>')
-    out.append("</tbody></table></section>")
+    out.append(f"</tbody></table>{nav}</section>")
     return "".join(out)
 
 

@@ -81,3 +81,43 @@ def test_a_csv_file_and_usage(make_fleet, fleet_base, tmp_path):
     assert_error(cli("register", "x", "--from", table, "--data-dir", data), "drop NAME")
     assert_error(cli("register", "--from", tmp_path / "none.yaml", "--data-dir", data), "no such file", code=3)
     assert_error(cli("register", "--data-dir", data), "Missing argument 'NAME'", "--from FILE")
+
+
+def test_a_directory_registers_every_adapter_folder_named_after_it_all_or_none(make_fleet, fleet_base, tmp_path):
+    """``register --dir DIR``: each folder holding adapter_config.json is an adapter (``--prefix`` + its name),
+    sharing --base/--family/--calib; a folder that is not an adapter is not one; a bad adapter registers none."""
+    fleet = tmp_path / "fleet"
+    dirs, calib = make_fleet(3, root=fleet)
+    (fleet / "notes").mkdir()  # no adapter_config.json: not an adapter
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    (dirs[1] / "adapter_model.safetensors").write_bytes(b"\x00 not safetensors")
+    bad = cli("register", "--dir", fleet, "--base", fleet_base, "--family", "math", "--data-dir", data)
+    assert_error(bad, "nothing registered", "ad1")
+    assert _names(data) == []
+    import shutil
+
+    shutil.rmtree(dirs[1])
+    out = cli("register", "--dir", fleet, "--prefix", "ops-", "--base", fleet_base, "--family", "math", "--calib",
+              calib, "--data-dir", data, "--json").json()
+    assert out["directory"] == str(fleet) and [a["action"] for a in out["adapters"]] == ["registered"] * 2
+    rows = {a["name"]: a for a in cli("list", "--json", "--data-dir", data).json()}
+    assert set(rows) == {"ops-ad0", "ops-ad2"}
+    assert rows["ops-ad2"]["source_uri"] == str(dirs[2].resolve())
+    assert rows["ops-ad0"]["config"] == {"calib": str(calib.resolve())} and rows["ops-ad0"]["task_family"] == "math"
+    again = cli("register", "--dir", fleet, "--prefix", "ops-", "--base", fleet_base, "--family", "math", "--calib",
+                calib, "--data-dir", data, "--json").json()
+    assert [a["action"] for a in again["adapters"]] == ["unchanged"] * 2
+
+
+def test_a_directory_refuses_what_it_finds_itself_and_an_empty_one(tmp_path, fleet_base):
+    data = tmp_path / "data"
+    assert cli("init", "--data-dir", data).code == 0
+    common = ("--base", fleet_base, "--family", "math", "--data-dir", data)
+    assert_error(cli("register", "x", "--dir", tmp_path, *common), "--dir", "drop NAME")
+    assert_error(cli("register", "--dir", tmp_path, "--source", tmp_path, *common), "drop --source")
+    assert_error(cli("register", "--dir", tmp_path, "--data-dir", data), "--base")
+    assert_error(cli("register", "x", "--prefix", "p-", "--source", tmp_path, *common), "--prefix goes with --dir")
+    (empty := tmp_path / "empty").mkdir()
+    assert_error(cli("register", "--dir", empty, *common), "no adapter folder")
+    assert_error(cli("register", "--dir", tmp_path / "absent", *common), "no such directory", code=3)

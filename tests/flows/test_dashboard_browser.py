@@ -214,3 +214,66 @@ def test_served_page_reloads_itself_when_the_registry_changes(browser, flow, tmp
         w.close()
         server.shutdown()
         reg.close()
+
+
+WIDTH = 1280  # the narrowest desktop the dashboard must fit with no clipped column (issue 27 §5)
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth, out = [];
+  if (document.documentElement.scrollWidth > width) out.push('page ' + document.documentElement.scrollWidth);
+  document.querySelectorAll('table').forEach((t) => {
+    const r = t.getBoundingClientRect(), box = t.parentElement.getBoundingClientRect();
+    if (!r.width) return;  // not shown (a closed adapter section)
+    if (r.right > width + 1 || t.scrollWidth > box.width + 1 || r.right > box.right + 1)
+      out.push((t.id || t.closest('section').id) + ' ' + Math.round(r.right) + '/' + Math.round(box.right));
+  });
+  return out;
+}"""
+
+
+def test_1000_adapter_page_is_paged_and_fits_1280px_in_chromium(browser, fleet_base, tmp_path):
+    """1,000 adapters: the long tables show 50 rows at a time (the filter searches all of them), and at 1,280 px no
+    table is wider than the page or its box (no clipped column). The render and load times are printed (measured:
+    docs/fleet.md; building every adapter's section eagerly is what a 1,000-adapter render spends its time on)."""
+    from registry.repository import Registry
+    from tests.flows.dashboard_support import generate_fleet
+    from tests import tiny
+
+    reg = Registry.open(None, tmp_path / "data")
+    generate_fleet(reg, adapters=1000, nights=3, full_spectra_nights=1,
+                   real_adapter=("fleet-real", tiny.save_adapter(fleet_base, tmp_path / "real", seed=7)))
+    t0 = time.perf_counter()
+    out = render_dashboard(reg, tmp_path / "fleet1000.html")
+    render_s = time.perf_counter() - t0
+    w = Watch(browser, width=WIDTH, height=900)
+    try:
+        page = w.page
+        t0 = time.perf_counter()
+        page.goto(out.as_uri(), wait_until="load")
+        load_s = time.perf_counter() - t0
+        print(f"\n1,000 adapters: rendered in {render_s:.2f} s ({out.stat().st_size / 1e6:.1f} MB), Chromium loaded it "
+              f"in {load_s:.2f} s")
+        rows = page.locator("#fleet-table tbody tr")
+        assert rows.count() == 1000
+        assert sum(r.is_visible() for r in rows.all()[:60]) == 50
+        info = page.locator("#fleet-table-pager .info")
+        assert info.inner_text() == "1–50 of 1000"
+        page.click("#fleet-table-pager .next")
+        assert info.inner_text() == "51–100 of 1000" and rows.nth(50).is_visible() and not rows.nth(0).is_visible()
+        page.fill("#fleet-filter", "fleet-09")  # fleet-090 … fleet-099 and fleet-0900 …: the filter spans all pages
+        shown = [r.inner_text().split()[0] for r in rows.all() if r.is_visible()]
+        assert shown and all(name.startswith("fleet-09") for name in shown) and len(shown) <= 50
+        page.fill("#fleet-filter", "")
+        assert info.inner_text() == "1–50 of 1000"
+        assert page.locator("#evidence-table-pager .info").inner_text().endswith(
+            f"of {page.locator('#evidence-table tbody tr').count()}")
+        for sid in SECTIONS:
+            assert page.locator(f"#{sid}").is_visible(), sid
+        open_adapter(page, "adapter-fleet-real")
+        assert page.evaluate(OVERFLOW) == []
+        w.shot("fleet1000-1280-top")
+        w.shot("fleet1000-1280-evidence", "#evidence")
+        assert w.errors == [], w.errors
+        assert w.external() == [], w.external()
+    finally:
+        w.close()
+        reg.close()

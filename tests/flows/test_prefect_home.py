@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -80,9 +82,10 @@ def test_a_killed_runs_private_database_is_removed_by_the_next_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path):
+def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path, make_fleet, fleet_base):
     """Two real ``spectral-surgery run`` processes, each with its own temporary Prefect server, on one fresh
-    Prefect home: both exit 0, one says it used a private database, and no private database is left."""
+    Prefect home: both exit 0, one says it used a private database, and no private database is left. The registry
+    holds one adapter, so that both runs find work and start their server (a night without work starts none)."""
     data, tmp = tmp_path / "data", tmp_path / "tmp"
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and k not in ph.DB_VARS}
@@ -90,7 +93,11 @@ def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "flows.cli"]
     assert subprocess.run([*cmd, "init", "--data-dir", data], env=env, cwd=REPO, capture_output=True).returncode == 0
-    runs = [subprocess.Popen([*cmd, "run", "--evaluator", "fake", "--data-dir", data], env=env, cwd=REPO,
+    dirs, calib = make_fleet(1, tmp_path / "fleet")
+    assert subprocess.run([*cmd, "register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math",
+                           "--calib", calib, "--data-dir", data], env=env, cwd=REPO, capture_output=True).returncode == 0
+    small = ["--task-limit", "10", "--guard-limit", "5", "--n-samples", "4", "--policy", "smooth_abs"]
+    runs = [subprocess.Popen([*cmd, "run", "--evaluator", "fake", *small, "--data-dir", data], env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     out = [p.communicate(timeout=600) for p in runs]
     for p, (_, err) in zip(runs, out, strict=True):
@@ -129,3 +136,57 @@ def test_the_temporary_server_starts_detached_and_is_stopped_by_the_command(monk
     ph.stop_temporary_server()
     proc.stdout.close()
     assert proc.poll() is not None and ph._servers == []
+
+
+OWNER = textwrap.dedent("""
+    import os, sys, time
+    os.environ["PREFECT_HOME"] = sys.argv[1]
+    from flows.cli.prefect_home import _DetachedPopen
+    server = _DetachedPopen([sys.executable, "-c", "import time; time.sleep(300)"])
+    print(server.pid, flush=True)
+    time.sleep(300)
+""")
+
+
+def test_a_server_left_by_a_sigkilled_run_is_stopped_by_the_next_start(tmp_path):
+    """A real owner process starts a detached "server" and is SIGKILLed (no exit hook runs): the server survives it
+    (its own session), is left alone while its owner lives, and is stopped by the next sweep."""
+    import signal
+    import time
+
+    home = tmp_path / "prefect"
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(home)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+    server = int(owner.stdout.readline())
+    try:
+        assert (home / ph.SERVERS_DIR / f"{server}.json").is_file()
+        assert ph.sweep_stale_servers(home) == []  # its owner runs: in use
+        assert ph._same_process(server, None)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert ph._same_process(server, None)  # the SIGKILL did not reach it: this is the leak being fixed
+        assert ph.sweep_stale_servers(home) == [server]
+        deadline = time.monotonic() + 5
+        while ph._same_process(server, None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not ph._same_process(server, None)
+        assert not list((home / ph.SERVERS_DIR).glob("*.json"))
+        assert ph.sweep_stale_servers(home) == []
+    finally:
+        owner.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGKILL)
+
+
+def test_a_record_whose_pid_was_reused_is_never_signalled(tmp_path):
+    """The record's start time must match: a live process under a recorded pid but started later is not ours."""
+    me = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (home := tmp_path / "prefect" / ph.SERVERS_DIR).mkdir(parents=True)
+        (home / f"{me.pid}.json").write_text(json.dumps({"pid": me.pid, "started": "1", "owner": 999999999,
+                                                         "owner_started": None}))
+        assert ph.sweep_stale_servers(tmp_path / "prefect") == []
+        assert me.poll() is None and not list(home.glob("*.json"))
+    finally:
+        me.kill()
+        me.wait()
