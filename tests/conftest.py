@@ -1,4 +1,10 @@
-"""Shared fixtures: offline mode, a tiny random base model on disk and tiny PEFT adapters."""
+"""Shared fixtures: offline mode, a tiny random base model on disk and tiny PEFT adapters, the session's Prefect
+test server and the bundled SmolLM2 converted once.
+
+Session-scoped fixtures are built once per test process: once per run, or once per pytest-xdist worker (the
+README's command runs the suite on every CPU through ``-n logical`` in pyproject.toml; ``-p no:xdist`` or ``-n 0``
+runs it in one process).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,54 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # A pytest-xdist worker: torch (and the command lines the tests start) get an equal share of the CPUs, not one
+    # thread per CPU in every worker (oversubscribed OpenMP threads spin and wait on each other).
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest
 import torch
 
 from tests import tiny
+
+
+# pytest-xdist (``-n logical --dist loadscope`` in pyproject.toml) runs each test file whole on one worker, so that
+# its module-scoped fixtures are built once. The files of one group below share a session fixture that is expensive
+# to build (the SmolLM2 conversion, the MLflow server): a group runs on one worker, so the fixture is built once per
+# run, not once per worker. (``xdist_group`` marks would say this per test, but pytest-xdist 3.8 cannot apply them
+# under pytest 9, whose node ids it can no longer rename.)
+SHARED_FILES = {
+    "smol": ("tests/tasks/test_model.py", "tests/tasks/evaluation/arms/test_generation.py",
+             "tests/tasks/decision/test_continuous.py"),
+    "mlflow": ("tests/flows/test_mlflow_follow.py", "tests/flows/test_mlflow_mirror.py"),
+}
+GROUP_OF = {path: group for group, paths in SHARED_FILES.items() for path in paths}
+# The longest files (or groups) go to the workers first, longest first, the rest in collection order: a long file
+# that started last would leave the other workers idle at the end of the run.
+LONGEST_FIRST = ("tests/flows/test_interrupt.py", "tests/flows/test_nightly.py", "tests/flows/test_demo.py", "smol")
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without pytest-xdist it is never called
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files (or the groups above) to the workers, the longest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return GROUP_OF.get(path, path)
+
+        def _assign_work_unit(self, node) -> None:
+            longest = next((scope for scope in LONGEST_FIRST if scope in self.workqueue), None)
+            if longest is not None:
+                self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False  # xdist would order the files by their number of tests
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +99,29 @@ def calib_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("calib") / "calib.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
     return p
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session, shared by tests/flows and tests/deployments (one server per
+    test process: starting one takes seconds, and an idle one still burns CPU on its background services)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def smol_base(tmp_path_factory):
+    """The bundled SmolLM2-135M-Instruct converted once per session: ``(data_dir, model dir)``.
+
+    Conversion from the GGUF takes about 20 s (more on a busy machine); the real-model tests share it. The tests that
+    alter the cache (tests/tasks/test_model.py) put back what they changed.
+    """
+    from tests.smol import bundled_base_dir
+
+    data_dir = tmp_path_factory.mktemp("smol") / "data"
+    return data_dir, bundled_base_dir(data_dir)
 
 
 from tests.pg import pg_server, pg_url  # noqa: E402,F401  (fixtures shared by tests/registry and tests/flows)

@@ -1,26 +1,14 @@
-"""Flow-test fixtures: one Prefect test server for the session, tiny fleets on disk."""
+"""Flow-test fixtures: tiny fleets on disk (the session's Prefect test server is ``prefect_harness`` in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 from types import SimpleNamespace
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest
 
 from tests import tiny
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    """A temporary Prefect API for the whole session (started once: it takes seconds)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -65,8 +65,8 @@ def test_exit_code_of_a_validation_error():
     assert exit_code(e.value) == EXIT_USAGE
 
 
-def _python_cli(*argv: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, timeout=120,
+def _python_cli(*argv: str, env: dict | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kw)
 
 
@@ -139,21 +139,22 @@ def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(tmp_path):
     calib = tmp_path / "calib.jsonl"
     calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
     home = str(tmp_path / "home")
-    assert _python_cli("init", "--data-dir", home).returncode == 0
+    assert cli("init", "--data-dir", home).code == 0  # in this process: only the run's console is under test here
     for name in ("good", "bad"):
-        reg = _python_cli("register", name, "--source", str(tmp_path / name), "--base", str(base), "--family", "math",
-                          "--calib", str(calib), "--no-check", "--data-dir", home)
-        assert reg.returncode == 0, reg.stderr
+        reg = cli("register", name, "--source", tmp_path / name, "--base", base, "--family", "math", "--calib", calib,
+                  "--no-check", "--data-dir", home)
+        assert reg.code == 0, reg.err
     argv = ("run", "--evaluator", "fake", "--task-limit", "20", "--guard-limit", "20", "--n-samples", "4",
             "--policy", "smooth_abs", "--data-dir", home)
-    quiet = _python_cli(*argv, env={"COLUMNS": "200"})
+    # a nightly run with its own temporary Prefect server: 25 s alone, minutes beside other tests on a busy machine
+    quiet = _python_cli(*argv, env={"COLUMNS": "200"}, timeout=600)
     assert quiet.returncode == EXIT_FAILURE
     assert "Traceback" not in quiet.stderr
     assert "✗ bad failed: AdapterError:" in quiet.stderr and "adapter_model.safetensors" in quiet.stderr
     assert "1 refined, 1 failed" in quiet.stdout
     tiny.save_adapter(base, tmp_path / "bad", seed=5)  # a new version of `bad`, corrupted again: refined again
     (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"still not safetensors")
-    loud = _python_cli(*argv, "-v", env={"COLUMNS": "200"})
+    loud = _python_cli(*argv, "-v", env={"COLUMNS": "200"}, timeout=600)
     assert loud.returncode == EXIT_FAILURE and "Traceback" in loud.stderr
 
 

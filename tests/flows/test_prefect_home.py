@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import prefect_home as ph
+from tests.flows.cli_support import cli
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = textwrap.dedent("""
@@ -92,10 +93,10 @@ def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path
     env.update(HF_HUB_OFFLINE="1", PREFECT_HOME=str(tmp_path / "prefect"), TMPDIR=str(tmp),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "flows.cli"]
-    assert subprocess.run([*cmd, "init", "--data-dir", data], env=env, cwd=REPO, capture_output=True).returncode == 0
+    assert cli("init", "--data-dir", data).code == 0  # in this process: the two runs are what is under test
     dirs, calib = make_fleet(1, tmp_path / "fleet")
-    assert subprocess.run([*cmd, "register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math",
-                           "--calib", calib, "--data-dir", data], env=env, cwd=REPO, capture_output=True).returncode == 0
+    assert cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--calib", calib,
+               "--data-dir", data).code == 0
     small = ["--task-limit", "10", "--guard-limit", "5", "--n-samples", "4", "--policy", "smooth_abs"]
     runs = [subprocess.Popen([*cmd, "run", "--evaluator", "fake", *small, "--data-dir", data], env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

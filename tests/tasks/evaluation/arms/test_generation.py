@@ -176,17 +176,17 @@ def test_a_single_arm_is_the_reference_alone(lm, stops):
 
 
 @pytest.mark.slow
-def test_smollm2_on_ss_arith_matches_hflm(tmp_path_factory):
+def test_smollm2_on_ss_arith_matches_hflm(smol_base, tmp_path_factory):
     """The real model on the suite's own requests (3-shot, stops "Question:" / "\\n\\n"): every arm's strings equal."""
     from lm_eval.models.huggingface import HFLM
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tests.benchmarks.bench_eval_generation import suite_requests
-    from tests.smol import bundled_base_dir, make_lora, rescale_sigma
+    from tests.smol import make_lora, rescale_sigma
 
     root = tmp_path_factory.mktemp("smol")
-    base_dir = bundled_base_dir(root / "data")
+    _, base_dir = smol_base
     baseline = make_lora(base_dir, root / "baseline", rel_norm=0.05, seed=0)
     dirs = {"baseline": baseline, "sharper": rescale_sigma(baseline, root / "sharper", 1.5)}
     pm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval(),
