@@ -12,7 +12,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -39,8 +39,16 @@ from tasks.decision.gate import (
 )
 from tasks.surgery.policies import get_policy
 from tasks.decision.report import candidate_rows, decision_markdown
+from tasks.keys import (  # noqa: F401  (sandbox_used: re-exported)
+    adapter_key,
+    candidate_key,
+    candidates_key,
+    evaluation_key,
+    prepared_key,
+    sandbox_used,
+)
 from tasks.run_config import RunConfig
-from tasks.evaluation.sandbox import chosen_backend, resolve_backend, using_backend
+from tasks.evaluation.sandbox import resolve_backend, using_backend
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
@@ -54,29 +62,8 @@ def _logger():
 
 
 def adapter_config_hash(config: RunConfig, adapter) -> str:
-    """The result key of one adapter under one run config: the run's result hash plus the adapter's declaration,
-    and, when its benchmark runs generated code, the sandbox backend that runs it."""
-    declared = {
-        "overrides": adapter.config_json or {},
-        "base_model_id": adapter.base_model_id,
-        "base_model_revision": adapter.base_model_revision,
-        "task_family": adapter.task_family,
-        "benchmark_override": adapter.benchmark_override,
-    }
-    try:
-        spec = resolve_benchmark(adapter.task_family, profile=config.profile, override=adapter.benchmark_override)
-    except KeyError:  # an unknown family or benchmark fails the adapter's visit, saying so
-        spec = None
-    if spec is not None and (sandbox := sandbox_used(config, spec)):
-        declared["sandbox"] = sandbox
-    return config.result_hash(declared)
-
-
-def sandbox_used(config: RunConfig, spec: BenchmarkSpec) -> str | None:
-    """The sandbox backend that runs ``spec``'s generated code under ``config`` (None: it runs none)."""
-    if not (spec.executes_code and runs_generated_code(config.evaluator)):
-        return None
-    return chosen_backend(config.sandbox)
+    """The result key of one adapter under one run config (:func:`tasks.keys.adapter_key`)."""
+    return adapter_key(config, adapter)
 
 
 ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
@@ -168,29 +155,30 @@ def version_files(version, source_uri: str, fetch=None) -> Path:
 
 @dataclass(frozen=True)
 class Candidates:
-    """The candidates of one visit: their stage key and the arm name -> candidate row id of every planned arm."""
+    """The candidates of one visit: the key of the set, the arm name -> candidate row id of every planned arm and
+    arm name -> its own candidate key (:func:`tasks.keys.candidate_key`)."""
 
     key: str
     ids: dict[str, int]
     written: int
     calibrated: bool
     skipped: dict[str, str]
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @task(cache_policy=NO_CACHE)
 def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list[Arm]) -> Candidates:
     """Write every planned candidate that is not stored yet; the model pass runs only if its result is not stored.
 
-    Candidates are keyed by what determines them (:func:`tasks.run_config.candidate_key`); the decomposition and
-    sensitivities by :func:`tasks.run_config.prepared_key`, stored once per key in the artifact store, so a new
-    policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
+    Each candidate is keyed by what determines it (:func:`tasks.keys.candidate_key`: its policy, seed and the
+    settings that policy reads), so a setting only one policy reads rewrites that policy's candidate alone; the
+    decomposition and sensitivities by :func:`tasks.keys.prepared_key`, stored once per key in the artifact store, so
+    a new policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
     """
     from tasks.surgery.calibration import calibration_sha256, load_calibration
     from tasks.surgery.edit import prepare, prepare_data_free, write_candidate
     from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
     from tasks.surgery.prep_store import load_prepared, save_prepared
-    from tasks.run_config import candidate_key, prepared_key
-
     reg = worker.registry(config)
     overrides = adapter.config_json or {}
     surgery = config.surgery_for(overrides)
@@ -223,18 +211,19 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
                         calibration_sha256(examples))
-    ckey = candidate_key(pkey, surgery, holdout_sha256=calibration_sha256(holdout) if holdout else None)
-    existing = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
+    holdout_sha = calibration_sha256(holdout) if holdout else None
+    keys = {a.name: candidate_key(pkey, surgery, a.policy, a.seed, holdout_sha256=holdout_sha) for a in arms}
+    existing = {(c.policy, c.seed, c.config_hash): c for c in reg.list_candidates(version.id)}
 
     def done(a: Arm) -> bool:
-        c = existing.get((a.policy, a.seed))
+        c = existing.get((a.policy, a.seed, keys[a.name]))
         return c is not None and (a.role == "bare_base" or bool(c.artifact_uri and Path(c.artifact_uri).is_dir()))
 
     missing = [a for a in arms if not done(a)]
     calibrated = False
     log = _logger()
     for arm in [a for a in missing if a.role == "bare_base"]:  # scored with the adapter off: nothing to write
-        reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params={}, is_control=True)
+        reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params={}, is_control=True)
     writes = [a for a in missing if a.role != "bare_base"]
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
@@ -273,11 +262,11 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     gamma_seconds = time.perf_counter() - t_gamma
                     log.info("%s: global scalar γ = %g (lowest held-out calibration loss of %s on %d examples)",
                              adapter.name, selection.gamma, list(selection.grid), len(holdout))
-        store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
         for arm in writes:
             interrupt.check()
             sel = selection if arm.role == "scalar_control" else None
             t_write = time.perf_counter()
+            store = worker.store_dir(config, adapter.name, version.content_sha256, keys[arm.name])
             path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed,
                                              selection=sel)
             seconds = {"write": time.perf_counter() - t_write,
@@ -292,15 +281,15 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             params = dict(manifest["parameters"])
             if sel is not None:
                 params.update({k: manifest[k] for k in ("gamma", "gamma_rule", "gamma_grid", "gamma_scores")})
-            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=params,
+            reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params=params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
                               spectrum={"summary": manifest["summary"], "modules": spectrum}, sensitivity=sens,
                               seconds=seconds)
             stage_hook.reached("editing")
-    rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
-    ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
-    return Candidates(ckey, ids, len(missing), calibrated, skipped)
+    rows = {(c.policy, c.seed, c.config_hash): c for c in reg.list_candidates(version.id)}
+    ids = {a.name: rows[(a.policy, a.seed, keys[a.name])].id for a in arms}
+    return Candidates(candidates_key(keys), ids, len(missing), calibrated, skipped, keys)
 
 
 def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
@@ -318,9 +307,7 @@ def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,
                    sandbox: str | None = None) -> str:
-    scope = limit if docs is None else f"docs={docs[0]}:{docs[1]}"  # first N documents, or one look's chunk
-    ran = "" if sandbox is None else f"|sandbox={sandbox}"  # where a code benchmark's programs ran
-    return hashlib.sha256(f"{identity}|{spec.name}|{scope}{ran}".encode()).hexdigest()[:64]
+    return evaluation_key(identity, spec.name, limit, docs, sandbox)
 
 
 def _doc_order(doc_id) -> tuple:
@@ -610,7 +597,7 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     ``guard_skipped`` (from :func:`guard_plan`): the arms whose guard was not evaluated and why; recorded in the
     statistics (``guard.skipped``: "guard not evaluated: rejected on task evidence", ...) and in the key.
     """
-    from tasks.run_config import decision_key
+    from tasks.keys import decision_key
 
     reg = worker.registry(config)
     task_key, task_out, task_scores = task_eval
@@ -646,7 +633,9 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         stats["edit_budget"] = budget
     if metric.fallback:
         stats["decision_metric"] = {"requested": config.decision.metric, "used": "task", "why": metric.fallback}
+    stats["keys"]["candidate_arms"] = dict(sorted(cands.keys.items()))
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
+                              candidate_ids=sorted(cands.ids.values()),
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=_json_safe(stats), sentence=decision.sentence)
     stage_hook.reached("decision")
