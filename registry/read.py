@@ -267,8 +267,9 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
 
     Returns:
         ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
-        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs"}``
-        (``reviews``: those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",
+        "decision_candidates"}`` (``decision_candidates``: decision id -> the candidate rows it weighed; ``reviews``:
+        those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
         every adapter's latest decision cost, as :func:`latest_decisions` gives it).
     """
     with session_scope(registry.engine, write=False) as s:
