@@ -179,6 +179,7 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     from tasks.surgery.edit import prepare, prepare_data_free, write_candidate
     from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
     from tasks.surgery.prep_store import load_prepared, save_prepared
+
     reg = worker.registry(config)
     overrides = adapter.config_json or {}
     surgery = config.surgery_for(overrides)
