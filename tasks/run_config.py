@@ -53,6 +53,7 @@ class LadderConfig(BaseModel):
 # identity of every evaluation key (flows.worker.evaluator_identity); "adapter" = the per-adapter result key, only
 # where it is used (flows.refine_adapter.adapter_config_hash: the sandbox, for code benchmarks); "no" = determines
 # no result (where things live, how much runs at once, whether and how production moves, who is recorded).
+# Within "surgery", each candidate is keyed by its own policy's settings only (tasks.keys.candidate_key).
 SETTING_KEYS: dict[str, str] = {
     "surgery": "result", "gate": "result", "ladder": "result", "sequential": "result", "edit_budget": "result",
     "evaluator": "result", "evaluator_options": "result", "benchmark_profile": "result", "task_limit": "result",
