@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from flows import worker
 from tasks.download import resolve_source
 from tasks.run_config import RunConfig
-from tasks.run_keys import adapter_config_hash
+from tasks.keys import adapter_key as adapter_config_hash
 
 
 @dataclass(frozen=True)

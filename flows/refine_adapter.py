@@ -11,10 +11,9 @@ here only add retries (for I/O), logging and artifacts: the arms, the gate's inp
 
 
 import contextlib
-import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -37,7 +36,8 @@ from tasks.surgery.write_plan import (candidate_record, fresh_holdout, is_data_f
 from tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
 from tasks.decision.report import candidate_rows, decision_markdown
 from tasks.run_config import RunConfig
-from tasks.run_keys import adapter_config_hash, sandbox_used  # noqa: F401  (this module's API since issue 9)
+from tasks.keys import candidate_key, candidates_key, evaluation_key, prepared_key, sandbox_used
+from tasks.keys import adapter_key as adapter_config_hash  # noqa: F401  (this module's API since issue 9)
 from tasks.evaluation.sandbox import resolve_backend, using_backend
 
 
@@ -96,28 +96,30 @@ def version_files(version, source_uri: str, fetch=None) -> Path:
 
 @dataclass(frozen=True)
 class Candidates:
-    """The candidates of one visit: their stage key and the arm name -> candidate row id of every planned arm."""
+    """The candidates of one visit: the key of the set, the arm name -> candidate row id of every planned arm and
+    arm name -> its own candidate key (:func:`tasks.keys.candidate_key`)."""
 
     key: str
     ids: dict[str, int]
     written: int
     calibrated: bool
     skipped: dict[str, str]
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @task(cache_policy=NO_CACHE)
 def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list[Arm]) -> Candidates:
     """Write every planned candidate that is not stored yet; the model pass runs only if its result is not stored.
 
-    Candidates are keyed by what determines them (:func:`tasks.run_config.candidate_key`); the decomposition and
-    sensitivities by :func:`tasks.run_config.prepared_key`, stored once per key in the artifact store, so a new
-    policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
+    Each candidate is keyed by what determines it (:func:`tasks.keys.candidate_key`: its policy, seed and the
+    settings that policy reads), so a setting only one policy reads rewrites that policy's candidate alone; the
+    decomposition and sensitivities by :func:`tasks.keys.prepared_key`, stored once per key in the artifact store, so
+    a new policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
     """
     from tasks.surgery.calibration import calibration_sha256, load_calibration
     from tasks.surgery.edit import prepare, prepare_data_free, write_candidate
     from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
     from tasks.surgery.prep_store import load_prepared, save_prepared
-    from tasks.run_config import candidate_key, prepared_key
 
     reg = worker.registry(config)
     overrides = adapter.config_json or {}
@@ -148,12 +150,15 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             arms = [a for a in arms if a.role != "scalar_control"]
     pkey = prepared_key(version.content_sha256, adapter.base_model_id, adapter.base_model_revision, surgery,
                         calibration_sha256(examples))
-    ckey = candidate_key(pkey, surgery, holdout_sha256=calibration_sha256(holdout) if holdout else None)
-    plan = plan_writes(arms, {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)})
+    holdout_sha = calibration_sha256(holdout) if holdout else None
+    keys = {a.name: candidate_key(pkey, surgery, a.policy, a.seed, holdout_sha256=holdout_sha) for a in arms}
+    mine = {(a.policy, a.seed, keys[a.name]) for a in arms}  # a stored row counts only under its arm's own key
+    plan = plan_writes(arms, {(c.policy, c.seed): c for c in reg.list_candidates(version.id)
+                              if (c.policy, c.seed, c.config_hash) in mine})
     calibrated = False
     log = _logger()
     for arm in plan.bare:  # scored with the adapter off: nothing to write
-        reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params={}, is_control=True)
+        reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params={}, is_control=True)
     writes = plan.writes
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
@@ -192,9 +197,9 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
                     gamma_seconds = time.perf_counter() - t_gamma
                     log.info("%s: global scalar γ = %g (lowest held-out calibration loss of %s on %d examples)",
                              adapter.name, selection.gamma, list(selection.grid), len(holdout))
-        store = worker.store_dir(config, adapter.name, version.content_sha256, ckey)
         for arm in writes:
             interrupt.check()
+            store = worker.store_dir(config, adapter.name, version.content_sha256, keys[arm.name])
             sel = selection if arm.role == "scalar_control" else None
             t_write = time.perf_counter()
             path, manifest = write_candidate(prepared, arm.policy, surgery, store / arm.name, seed=arm.seed,
@@ -204,21 +209,19 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             if sel is not None and gamma_seconds is not None:
                 seconds["gamma"] = gamma_seconds
             rec = candidate_record(manifest, scalar=sel is not None)
-            reg.add_candidate(version.id, ckey, arm.policy, arm.seed, params=rec.params,
+            reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params=rec.params,
                               is_control=arm.is_control, artifact_uri=str(path),
                               artifact_sha256=adapter_content_sha256(path),
                               spectrum=rec.spectrum, sensitivity=rec.sensitivity, seconds=seconds)
             stage_hook.reached("editing")
-    rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id, ckey)}
-    ids = {a.name: rows[(a.policy, a.seed)].id for a in arms}
-    return Candidates(ckey, ids, len(plan.missing), calibrated, skipped)
+    rows = {(c.policy, c.seed, c.config_hash): c for c in reg.list_candidates(version.id)}
+    ids = {a.name: rows[(a.policy, a.seed, keys[a.name])].id for a in arms}
+    return Candidates(candidates_key(keys), ids, len(plan.missing), calibrated, skipped, keys)
 
 
 def _evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,
                    sandbox: str | None = None) -> str:
-    scope = limit if docs is None else f"docs={docs[0]}:{docs[1]}"  # first N documents, or one look's chunk
-    ran = "" if sandbox is None else f"|sandbox={sandbox}"  # where a code benchmark's programs ran
-    return hashlib.sha256(f"{identity}|{spec.name}|{scope}{ran}".encode()).hexdigest()[:64]
+    return evaluation_key(identity, spec.name, limit, docs, sandbox)
 
 
 def _doc_order(doc_id) -> tuple:
@@ -342,7 +345,7 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     ``guard_skipped`` (from :func:`guard_plan`): the arms whose guard was not evaluated and why; recorded in the
     statistics (``guard.skipped``: "guard not evaluated: rejected on task evidence", ...) and in the key.
     """
-    from tasks.run_config import decision_key
+    from tasks.keys import decision_key
 
     reg = worker.registry(config)
     task_key, task_out, task_scores = task_eval
@@ -366,7 +369,8 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     record = DecisionRecord.of(
         decision, means={n: sum(x) / len(x) for n, x in task_out.items()},
         guard_means={n: sum(x) / len(x) for n, x in guard_out.items()} if guard_out else None,
-        keys=EvidenceKeys(candidates=cands.key, task_evaluation=task_key, guard_evaluation=guard_key),
+        keys=EvidenceKeys(candidates=cands.key, task_evaluation=task_key, guard_evaluation=guard_key,
+                          candidate_arms=dict(sorted(cands.keys.items()))),
         ladder=LadderRecord(roles=role, skipped=cands.skipped),
         guard=GuardRecord(arms=config.guard_arms, skipped={n: f"guard not evaluated: {why}"
                                                            for n, why in (guard_skipped or {}).items()})
@@ -375,6 +379,7 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
         decision_metric=MetricFallback(requested=config.decision.metric, used="task", why=metric.fallback)
         if metric.fallback else None)
     row = reg.record_decision(version.id, dkey, run_id=run_id, candidate_key=cands.key,
+                              candidate_ids=sorted(cands.ids.values()),
                               promoted_candidate_id=cands.ids[decision.promoted] if decision.promoted else None,
                               statistics=record.to_json(), sentence=decision.sentence)
     stage_hook.reached("decision")

@@ -87,6 +87,16 @@ class EvidenceStore(Store):
         with self._read() as s:
             return list(s.scalars(stmt))
 
+    def decision_candidates(self, decision: Decision) -> list[Candidate]:
+        """The candidates ``decision`` weighed, by id: those its statistics list (``candidate_ids``, since each
+        candidate has its own key), else, for a decision made before, those under its ``candidate_key``."""
+        ids = (decision.statistics_json or {}).get("candidate_ids")
+        if ids is None:
+            return self.list_candidates(decision.adapter_version_id, decision.candidate_key or decision.config_hash)
+        with self._read() as s:
+            return list(s.scalars(select(Candidate).where(Candidate.id.in_([int(i) for i in ids]))
+                                  .order_by(Candidate.id)))
+
     def add_evaluation(
         self,
         adapter_version_id: int,
@@ -198,13 +208,19 @@ class EvidenceStore(Store):
         statistics: dict[str, Any],
         sentence: str,
         candidate_key: str | None = None,
+        candidate_ids: Sequence[int] | None = None,
     ) -> Decision:
         """Get or create the gate's decision for ``(version, config_hash)``; an existing one is returned as is.
 
         ``config_hash`` is the decision key (gate settings and the evaluations weighed); ``candidate_key`` the
         key of the candidates weighed (default ``config_hash``, as before stage keys). ``promoted`` is
-        ``promoted_candidate_id is not None``. The promoted candidate must belong to the version, be under
-        ``candidate_key`` and not be a random control.
+        ``promoted_candidate_id is not None``. The promoted candidate must belong to the version, be one of the
+        candidates weighed and not be a random control.
+
+        Args:
+            candidate_ids: The candidates weighed (each keyed by its own settings, ``tasks.keys.candidate_key``), kept
+                in the statistics as ``candidate_ids``; None: the candidates under ``candidate_key`` (decisions made
+                before per-candidate keys, whose candidates all shared one key).
         """
         check.text(config_hash, "config_hash", max_len=64)
         candidate_key = candidate_key or config_hash
@@ -213,13 +229,19 @@ class EvidenceStore(Store):
         stats = check.jsonable(statistics, "statistics")
         if not isinstance(stats, dict):
             raise RegistryError(f"statistics must be a JSON object, got {type(statistics).__name__}")
+        if candidate_ids is not None:
+            stats = {**stats, "candidate_ids": sorted(int(i) for i in candidate_ids)}
         with self._write() as s:
             self._row(s, AdapterVersion, adapter_version_id, "adapter version")
             if run_id is not None:
                 self._row(s, RefinementRun, run_id, "refinement run")
             if promoted_candidate_id is not None:
                 cand = self._row(s, Candidate, promoted_candidate_id, "candidate")
-                if (cand.adapter_version_id, cand.config_hash) != (adapter_version_id, candidate_key):
+                if candidate_ids is not None:
+                    if cand.adapter_version_id != adapter_version_id or cand.id not in set(candidate_ids):
+                        raise RegistryError(f"candidate {cand.id} is not one of the candidates weighed "
+                                            f"{sorted(candidate_ids)} of adapter version {adapter_version_id}")
+                elif (cand.adapter_version_id, cand.config_hash) != (adapter_version_id, candidate_key):
                     raise RegistryError(f"candidate {cand.id} is not a candidate of adapter version "
                                         f"{adapter_version_id} under candidate key {candidate_key}")
                 if cand.is_control:

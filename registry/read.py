@@ -116,18 +116,17 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
                Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
                recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
                stats["promoted"].label("promoted_arm"), stats["verdict"].label("verdict"),
-               stats["n_needed"].label("n_needed"))
+               stats["n_needed"].label("n_needed"), stats["candidate_ids"].label("candidate_ids"))
         .join(recent, recent.c.id == Decision.id)).all()
     full_stats = dict(s.execute(select(Decision.id, Decision.statistics_json).join(recent, recent.c.id == Decision.id)
                                 .where(recent.c.rank <= max(detail_runs, 1))).all())
     cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
                  Candidate.is_control)
-    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.candidate_key == Candidate.config_hash))
-    candidates = s.execute(select(*cand_cols, recent.c.rank).join(recent, on)).all()
-    latest = select(recent).where(recent.c.rank == 1).subquery()
-    on1 = ((latest.c.version_id == Candidate.adapter_version_id) & (latest.c.candidate_key == Candidate.config_hash))
-    spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json).join(latest, on1)
-                        .order_by(Candidate.id)).all()
+    weighed = _decision_candidates(s, recent, decisions, cand_cols)
+    candidates = list({c.id: c for cs in weighed.values() for c in cs}.values())
+    latest_ids = sorted({c.id for d in decisions if d.rank == 1 for c in weighed.get(d.id, ())})
+    spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json)
+                        .where(Candidate.id.in_(latest_ids)).order_by(Candidate.id)).all() if latest_ids else []
     detail = select(recent.c.version_id).where(recent.c.rank <= detail_runs).distinct().subquery()
     evaluations = s.execute(
         select(Evaluation.id, Evaluation.adapter_version_id, Evaluation.candidate_id, Evaluation.kind,
@@ -157,9 +156,10 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
           .where((Review.state == "pending") | Review.decision_id.in_(select(recent.c.id))).order_by(Review.id))
     if ids is not None:
         wq = wq.where(Review.adapter_id.in_(ids))
-    costs = _costs(s, [d.id for d in decisions if d.rank == 1])
+    costs = _costs(s, {d.id: [c.id for c in weighed.get(d.id, ())] for d in decisions if d.rank == 1})
     return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
+            "decision_candidates": weighed,
             "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
             "pointers": s.execute(pq).all(), "runs": runs}
 
@@ -190,21 +190,70 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
     return [{"adapter": name, "family": family, "statistics": stats or {}} for name, stats in rows]
 
 
-def _costs(s: Session, decision_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
-    """What each arm weighed by these decisions cost: ``{decision id: {arm name: seconds}}`` (:func:`latest_decisions`)."""
+def _decision_candidates(s: Session, recent, decisions, cand_cols) -> dict[int, list]:
+    """The candidates each decision weighed: ``{decision id: [candidate rows]}``.
+
+    A decision made since per-candidate keys (``tasks.keys.candidate_key``) lists them in its statistics
+    (``candidate_ids``); an older one weighed the candidates under its ``candidate_key``, which they all shared.
+    """
+    listed = {d.id: [int(i) for i in d.candidate_ids] for d in decisions if isinstance(d.candidate_ids, list)}
+    out: dict[int, list] = {}
+    on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.candidate_key == Candidate.config_hash))
+    for row in s.execute(select(*cand_cols, recent.c.id.label("decision_id")).join(recent, on)
+                         .order_by(Candidate.id)).all():
+        if row.decision_id not in listed:
+            out.setdefault(row.decision_id, []).append(row)
+    ids = sorted({i for cs in listed.values() for i in cs})
+    by_id = {c.id: c for c in s.execute(select(*cand_cols).where(Candidate.id.in_(ids))).all()} if ids else {}
+    for did, cs in listed.items():
+        out[did] = [by_id[i] for i in sorted(cs) if i in by_id]
+    return out
+
+
+def _weighed(s: Session, decision_ids: list[int]) -> dict[int, list[int]]:
+    """decision id -> the ids of the candidates it weighed (see :func:`_decision_candidates`)."""
     if not decision_ids:
+        return {}
+    out: dict[int, list[int]] = {}
+    old = []
+    for did, ids in s.execute(select(Decision.id, Decision.statistics_json["candidate_ids"])
+                              .where(Decision.id.in_(decision_ids))).all():
+        if isinstance(ids, list):
+            out[did] = [int(i) for i in ids]
+        else:
+            old.append(did)
+    if old:
+        on = ((Candidate.adapter_version_id == Decision.adapter_version_id)
+              & (Candidate.config_hash == Decision.candidate_key))
+        for did, cid in s.execute(select(Decision.id, Candidate.id).join(Candidate, on)
+                                  .where(Decision.id.in_(old)).order_by(Candidate.id)).all():
+            out.setdefault(did, []).append(cid)
+    return out
+
+
+def _costs(s: Session, weighed: dict[int, list[int]]) -> dict[int, dict[str, dict[str, Any]]]:
+    """What each arm weighed by these decisions cost: ``{decision id: {arm name: seconds}}`` (:func:`latest_decisions`).
+
+    Args:
+        weighed: decision id -> the ids of the candidates it weighed.
+    """
+    ids = sorted({i for cs in weighed.values() for i in cs})
+    if not ids:
         return {}
     evaluated = (select(Evaluation.candidate_id.label("cid"), func.sum(Evaluation.seconds).label("s"))
                  .where(Evaluation.candidate_id.is_not(None)).group_by(Evaluation.candidate_id).subquery())
-    q = (select(Decision.id, Candidate.policy, Candidate.seed, Candidate.seconds_json, evaluated.c.s)
-         .join(Candidate, (Candidate.adapter_version_id == Decision.adapter_version_id)
-               & (Candidate.config_hash == Decision.candidate_key))
+    q = (select(Candidate.id, Candidate.policy, Candidate.seed, Candidate.seconds_json, evaluated.c.s)
          .outerjoin(evaluated, evaluated.c.cid == Candidate.id)
-         .where(Decision.id.in_(decision_ids)))
+         .where(Candidate.id.in_(ids)))
+    rows = {r[0]: r[1:] for r in s.execute(q).all()}
     out: dict[int, dict[str, dict[str, Any]]] = {}
-    for did, policy, seed, spent, evaluate in s.execute(q).all():
-        arm = f"{policy}-s{seed}" if policy == "random_index" else policy  # the flow's arm names
-        out.setdefault(did, {})[arm] = {**(spent or {}), "evaluate": evaluate}
+    for did, cs in weighed.items():
+        for cid in cs:
+            if cid not in rows:
+                continue
+            policy, seed, spent, evaluate = rows[cid]
+            arm = f"{policy}-s{seed}" if policy == "random_index" else policy  # the flow's arm names
+            out.setdefault(did, {})[arm] = {**(spent or {}), "evaluate": evaluate}
     return out
 
 
@@ -219,8 +268,9 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
 
     Returns:
         ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
-        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs"}``
-        (``reviews``: those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",
+        "decision_candidates"}`` (``decision_candidates``: decision id -> the candidate rows it weighed; ``reviews``:
+        those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
         every adapter's latest decision cost, as :func:`latest_decisions` gives it).
     """
     with session_scope(registry.engine, write=False) as s:
@@ -256,7 +306,7 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
             if did not in out or (seconds is not None and out[did]["seconds"] is None):
                 out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
                             "statistics": stats or {}, "seconds": seconds, "costs": {}}
-        for did, costs in _costs(s, list(out)).items():
+        for did, costs in _costs(s, _weighed(s, list(out))).items():
             out[did]["costs"] = costs
     return sorted(out.values(), key=lambda r: r["adapter"])
 

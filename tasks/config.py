@@ -144,10 +144,6 @@ class SensitivityHNSConfig(_Strict):
         return v
 
 
-# EditConfig fields holding a post-hoc method's settings, named after the registered policy.
-METHOD_SETTINGS = ("hns", "ablation_temperature", "rmt_bulk_only", "para", "para_e95", "para_e99", "sensitivity_hns")
-
-
 class EditConfig(_Strict):
     """Parameters of every reweighting policy, with clamp and energy preservation (METHOD §6, §7, §9, §12).
 
@@ -218,6 +214,14 @@ class EditConfig(_Strict):
                 "suppression must not exceed amplification — swap them or lower sup_factor."
             )
         return self
+
+
+# EditConfig fields holding a post-hoc method's settings (a sub-model each, named after the registered policy):
+# derived from the fields, so adding a method's settings is one field. Left out of dumps at their defaults.
+METHOD_SETTINGS: tuple[str, ...] = tuple(
+    name for name, f in EditConfig.model_fields.items() if isinstance(f.annotation, type)
+    and issubclass(f.annotation, BaseModel)
+)
 
 
 class TargetConfig(_Strict):

@@ -146,6 +146,10 @@ class Registry(Generic[T]):
         self._frozen = True
 
     # -- lookup
+    def aliases(self) -> dict[str, str]:
+        """Every alias with the name it resolves to (a copy)."""
+        return dict(self._aliases)
+
     def canonical(self, name: str) -> str:
         """The registered name ``name`` stands for (itself, or what its alias points at).
 

@@ -1,23 +1,13 @@
 """The nightly run's configuration: one pydantic model, validated at the edge, rendered by Prefect as a form.
 
-Results are keyed by stage, each by exactly what determines it (so a threshold change never costs a model pass):
-
-* :func:`prepared_key`: the decomposition and calibration sensitivities (adapter content, base model and revision,
-  targets, calibration settings and the calibration examples' hash, engine version);
-* :func:`candidate_key`: the edited adapters: the prepared key plus the edit settings (the policy and seed are
-  the rest of a candidate's identity, so adding a policy adds one candidate and changes no other);
-* evaluations: (subject, benchmark, limit, evaluator identity), see ``flows/refine_adapter.py``;
-* :func:`decision_key`: the gate settings plus the evaluations weighed.
-
-:meth:`RunConfig.result_hash` is coarser on purpose: it says whether an adapter version needs a visit under this
-run config at all (anything that changes any stage changes it); the visit then reuses every stage whose key is done.
-Where things live and how much runs in parallel enter no key.
+Every result key (prepared state, each candidate, evaluations, decisions, and :meth:`RunConfig.result_hash`) is
+computed in :mod:`tasks.keys` from resolved values; :func:`prepared_key`, :func:`candidate_key` and
+:func:`decision_key` are re-exported here for older callers. :data:`SETTING_KEYS` says where each field enters them.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from tasks.config import SurgeryConfig, default_data_dir
+from tasks.keys import candidate_key, decision_key, prepared_key  # noqa: F401  (re-exported)
 from tasks.decision.gate import DecisionConfig, GateConfig
 from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
@@ -60,6 +51,7 @@ class LadderConfig(BaseModel):
 # identity of every evaluation key (flows.worker.evaluator_identity); "adapter" = the per-adapter result key, only
 # where it is used (flows.refine_adapter.adapter_config_hash: the sandbox, for code benchmarks); "no" = determines
 # no result (where things live, how much runs at once, whether and how production moves, who is recorded).
+# Within "surgery", each candidate is keyed by its own policy's settings only (tasks.keys.candidate_key).
 SETTING_KEYS: dict[str, str] = {
     "surgery": "result", "gate": "result", "ladder": "result", "sequential": "result", "edit_budget": "result",
     "evaluator": "result", "evaluator_options": "result", "benchmark_profile": "result", "task_limit": "result",
@@ -245,24 +237,9 @@ class RunConfig(BaseModel):
         environment picks it), so switching ``HF_HUB_OFFLINE`` switches the key with the suites. The sandbox is
         keyed per adapter, where a code benchmark uses it (``flows.refine_adapter.adapter_config_hash``).
         """
-        keyed = self.model_dump(
-            mode="json",
-            include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "task_limit",
-                     "guard_limit", "guard", "calib_source"},
-        )
-        keyed["benchmark_profile"] = self.profile
-        if self.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
-            keyed["task_limits"] = dict(sorted(self.task_limits.items()))
-        if self.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does
-            keyed["guard_arms"] = self.guard_arms
-        if self.edit_budget.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
-            keyed["edit_budget"] = self.edit_budget.model_dump(mode="json")
-        if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
-            keyed["sequential"] = self.sequential.model_dump(mode="json")
-        if self.decision != DecisionConfig():  # the default changes nothing: hashes stay those made before it existed
-            keyed["decision"] = self.decision.model_dump(mode="json")
-        keyed["adapter_overrides"] = adapter_overrides or {}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+        from tasks.keys import result_key
+
+        return result_key(self, adapter_overrides)
 
     def limit_for(self, benchmark: str) -> int | None:
         """Documents of ``benchmark`` as a task benchmark: its ``task_limits`` entry, else ``task_limit``."""
@@ -310,46 +287,3 @@ def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str,
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
     return data
-
-
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def prepared_key(adapter_sha256: str, base_model_id: str, base_model_revision: str | None, surgery: SurgeryConfig,
-                 calib_sha256: str) -> str:
-    """Key of one adapter version's decomposition and calibration sensitivities (what one model pass produces)."""
-    from tasks.surgery.edit import ENGINE_VERSION
-
-    return _sha({"stage": "prepared", "engine": ENGINE_VERSION, "adapter": adapter_sha256, "base": base_model_id,
-                 "base_revision": base_model_revision, "targets": surgery.targets.model_dump(mode="json"),
-                 "calib": surgery.calib.model_dump(mode="json"), "calib_sha256": calib_sha256})
-
-
-def candidate_key(prepared: str, surgery: SurgeryConfig, *, holdout_sha256: str | None = None) -> str:
-    """Key of the candidates edited from one prepared state (policy and seed are the rest of their identity).
-
-    Args:
-        prepared: :func:`prepared_key`.
-        surgery: The edit settings and the global scalar's settings enter the key.
-        holdout_sha256: Hash of the held-out calibration examples the global scalar's γ is chosen on (None: none).
-    """
-    return _sha({"stage": "candidates", "prepared": prepared, "edit": surgery.edit.model_dump(mode="json"),
-                 "global_scalar": surgery.global_scalar.model_dump(mode="json"), "holdout": holdout_sha256})
-
-
-def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any],
-                 decision: DecisionConfig | None = None) -> str:  # fmt: skip
-    """Key of one decision: the gate settings, the decision metric, the candidates' key and the evaluations weighed.
-
-    Args:
-        gate: The gate settings in force for the adapter.
-        candidates: The candidates' key (:func:`candidate_key`).
-        evidence: JSON-serialisable description of the evaluations weighed, e.g. per benchmark its evaluator key
-            and the evaluated subjects' candidate ids.
-        decision: Which values decide; the default (task metric) leaves the key as it was before it existed.
-    """
-    keyed = {"stage": "decision", "gate": gate.model_dump(mode="json"), "candidates": candidates, "evidence": evidence}
-    if decision is not None and decision != DecisionConfig():
-        keyed["decision"] = decision.model_dump(mode="json")
-    return _sha(keyed)

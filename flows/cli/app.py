@@ -176,29 +176,32 @@ def cli(ctx: click.Context, data_dir: Path | None, db: str | None, json_: bool, 
 
 # ---------------------------------------------------------------------------------------------- edit
 def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """``edit --list-policies``: every registered edit, its role, whether it needs data, and one line; exit 0."""
+    """``edit --list-policies`` / ``run --list-policies``: every registered edit, its role, whether it needs data,
+    the settings it reads (its candidates' key) and one line, from the registrations; exit 0."""
     if not value or ctx.resilient_parsing:
         return
     import json
 
     from rich.table import Table
 
-    from tasks.surgery.policies import get_policy, list_policies
-    from tasks.surgery.policy_registry import ROLES
+    from tasks.surgery.policy_docs import policy_rows
 
-    specs = [get_policy(name) for name in list_policies(ROLES)]
-    rows = [{"name": s.name, "role": s.role, "needs_data": s.needs_data, "promotable": s.promotable,
-             "description": s.description} for s in specs]
+    rows = policy_rows()
     as_json = ctx.params.get("json_") or (ctx.parent is not None and (ctx.parent.obj or {}).get("json"))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
         table = Table(title=f"{len(rows)} registered edits (surgery.policies / edit --policy)")
         for col in ("edit", "role", "data"):
             table.add_column(col, no_wrap=True)
+        table.add_column("settings it reads (keyed)", overflow="fold")
         table.add_column("what it does", overflow="fold")
         for r in rows:
-            table.add_row(r["name"], r["role"], "calibration" if r["needs_data"] else "data-free", r["description"])
+            settings = ", ".join(f"{k}.*" if isinstance(v, dict) else k for k, v in r.settings.items())
+            if r.gamma_search:
+                settings = "surgery.global_scalar.* (γ search)"
+            table.add_row(r.name, r.role, "calibration" if r.needs_data else "data-free", settings or "-",
+                          r.description)
         from flows.cli.common import console
 
         console().print(table)
@@ -228,7 +231,8 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 @click.option("--max-seq-len", type=int, default=None)
 @click.option("--allow-pickle", is_flag=True, help="Accept adapter_model.bin (pickle) weights.")
 @click.option("--list-policies", is_flag=True, is_eager=True, expose_value=False, callback=_list_policies,
-              help="List every registered edit (role, whether it needs calibration data, what it does) and exit.")
+              help="List every registered edit (role, whether it needs calibration data, the settings it reads) "
+                   "and exit.")
 def _edit(**kwargs: Any) -> None: ...
 
 
@@ -310,6 +314,9 @@ def _list(**kwargs: Any) -> None: ...
 @click.option("--review", is_flag=True,
               help="promote: review — a passing decision waits for `spectral-surgery approve REVIEW_ID` (for the "
                    "config's review_window, default 24 h) instead of moving production.")
+@click.option("--list-policies", is_flag=True, is_eager=True, expose_value=False, callback=_list_policies,
+              help="List every registered edit (role, whether it needs calibration data, the settings it reads) "
+                   "and exit.")
 def _run(**kwargs: Any) -> None: ...
 
 

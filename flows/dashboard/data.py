@@ -110,9 +110,9 @@ class _Index:
             self.versions_of[v.adapter_id].append(v)
         self.full_stats = rows["full_stats"]
         self.cands = {c.id: c for c in rows["extra_candidates"]} | {c.id: c for c in rows["candidates"]}
-        self.by_decision: dict[tuple[int, str], list] = defaultdict(list)  # (version, candidate key) -> candidates
-        for c in sorted(rows["candidates"], key=lambda c: c.id):
-            self.by_decision[(c.adapter_version_id, c.config_hash)].append(c)
+        self.by_decision: dict[int, list] = defaultdict(list)  # decision id -> the candidates it weighed
+        for did, cs in rows["decision_candidates"].items():
+            self.by_decision[did] = sorted(cs, key=lambda c: c.id)
         self.decisions: dict[int, list] = defaultdict(list)  # adapter -> decisions, newest first
         for d in sorted(rows["decisions"], key=lambda d: d.rank):
             self.decisions[d.adapter_id].append(d)
@@ -151,7 +151,7 @@ class _Index:
             means = d.means or {}
             if isinstance(means.get("baseline"), (int, float)):
                 self.version_value[d.adapter_version_id] = means["baseline"]
-            for c in self.by_decision[(d.adapter_version_id, d.candidate_key)]:
+            for c in self.by_decision[d.id]:
                 arm = arm_name(c.policy, c.seed, c.is_control)
                 if isinstance(means.get(arm), (int, float)):
                     self.cand_value[c.id] = means[arm]
@@ -238,7 +238,7 @@ def _night(ix: _Index, d) -> dict[str, Any]:
     conf = float(rec.config.get("confidence", 0.95))
     means, gmeans = rec.means, rec.guard_means or {}
     verdicts = {v.name: v for v in rec.verdicts}
-    cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[(d.adapter_version_id, d.candidate_key)]}
+    cands = {arm_name(c.policy, c.seed, c.is_control): c for c in ix.by_decision[d.id]}
     controls = [a for a, c in cands.items() if c.is_control]
     best_control = next((v.control_name for v in verdicts.values() if v.control_name), None)
     best_control = best_control or _better(means, controls, hib)
@@ -306,7 +306,7 @@ def _trend(ix: _Index, adapter_id: int, decisions: list, now: datetime) -> list[
         rec = ix.record(d)
         hib = rec.higher_is_better
         means = rec.means
-        cands = ix.by_decision[(d.adapter_version_id, d.candidate_key)]
+        cands = ix.by_decision[d.id]
         guided = [arm_name(c.policy, c.seed, c.is_control) for c in cands if not c.is_control]
         controls = [arm_name(c.policy, c.seed, c.is_control) for c in cands if c.is_control]
         best, ctrl = _better(means, guided, hib), _better(means, controls, hib)
@@ -333,7 +333,7 @@ def _spectrum(ix: _Index, latest) -> tuple[dict | None, dict | None]:
     """σ before/after of every candidate of the latest decision, and the version's sensitivity profile."""
     if latest is None:
         return None, None
-    cands = [c for c in ix.by_decision[(latest.adapter_version_id, latest.candidate_key)] if c.id in ix.spectra]
+    cands = [c for c in ix.by_decision[latest.id] if c.id in ix.spectra]
     rec = ix.record(latest)
     modules: list[str] = []
     panels, sens = [], None

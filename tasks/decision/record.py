@@ -127,6 +127,7 @@ class EvidenceKeys(_Part):
     candidates: str | None = None
     task_evaluation: str | None = None
     guard_evaluation: str | None = None
+    candidate_arms: dict[str, str] | None = None  # arm name -> its own candidate key (one key per candidate)
 
 
 class LadderRecord(_Part):

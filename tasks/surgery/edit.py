@@ -24,7 +24,7 @@ import torch
 from tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
 from tasks.adapter_io import write_adapter
 from tasks.surgery.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
-from tasks.config import METHOD_SETTINGS, EditConfig, SurgeryConfig
+from tasks.config import EditConfig, SurgeryConfig
 from tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
 from tasks.surgery.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
 from tasks.surgery.posthoc import effective_rank
@@ -338,12 +338,16 @@ def build_manifest(
     """The edit manifest written beside every edited adapter (JSON-serialisable).
 
     ``role``/``is_control``/``promotable``/``needs_data`` come from the policy registry; ``rebuild`` is the factor
-    form. A post-hoc method's own settings are under ``settings``; each module has its effective rank before and
+    form. ``parameters`` holds the resolved EditConfig settings the policy reads (what its candidate is keyed by,
+    :func:`tasks.keys.policy_settings`); a post-hoc method's own settings are also under ``settings``; each module has its effective rank before and
     after (EXTENSIONS §0) and the policy's ``describe`` facts (e.g. RMT labels), and modules without a gradient
     have ``sensitivity`` None.
     With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
     ``gamma_scores`` (see :meth:`tasks.surgery.global_scalar.GammaSelection.to_manifest`).
     """
+    from tasks.config import METHOD_SETTINGS
+    from tasks.keys import policy_settings
+
     spec = get_policy(policy)
     pooled = pooled_facts(prepared, policy, cfg.edit, reference_batch_size=cfg.calib.reference_batch_size)
     modules = {}
@@ -381,7 +385,7 @@ def build_manifest(
         "promotable": spec.promotable,
         "rebuild": spec.rebuild,
         "needs_data": spec.needs_data,
-        "parameters": cfg.edit.model_dump(mode="json"),
+        "parameters": policy_settings(spec.name, cfg.edit),  # what it read: what its candidate is keyed by
         **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")}
            if spec.name in METHOD_SETTINGS else {}),  # fmt: skip
         "targets": cfg.targets.model_dump(mode="json"),

@@ -262,6 +262,7 @@ def _describe(inp: PolicyInputs, cfg: EditConfig) -> dict:
     keep_identical=True,
     pool=_pool,
     describe=_describe,
+    reads=("sensitivity_hns",),
     description="Full HNS on the modules calibration rates important and HNS-compatible; others untouched.",
 )
 def sensitivity_hns(inp: PolicyInputs, cfg: EditConfig) -> Tensor:

@@ -171,5 +171,5 @@ for _name, _setting, _desc in (
     ("para_e99", "para_e99", "ε-PARA rank pruning at ε = 0.99 (keeps ~80% of parameters in the reports)"),
 ):
     register_policy(_name, uses_sensitivity=False, role="posthoc", description=_desc, rebuild="rank_changing",
-                    postprocess=False, needs_data=False, needs_shape=True, describe=_para_describe,
+                    postprocess=False, needs_data=False, needs_shape=True, describe=_para_describe, reads=(_setting,),
                     pool=_pool(_setting))(_para_fn)  # fmt: skip

@@ -49,6 +49,11 @@ from tasks.surgery.policy_registry import (  # noqa: F401  (re-exported: the pub
 
 PAPER = "https://arxiv.org/abs/2603.03995"
 
+# The EditConfig fields each policy reads (its ``reads``: what its candidates are keyed by), in groups they share.
+FACTORS = ("amp_factor", "sup_factor", "mid_factor")
+COUNTS = ("core_frac", "noise_frac", "min_core_k", *FACTORS)  # policy_counts + _three_level
+SMOOTH = ("core_frac", "noise_frac", "smooth_temperature", *FACTORS)
+
 
 def policy_counts(r: int, cfg: EditConfig) -> tuple[int, int]:
     """``(k_core, k_noise)`` of the hard gates (METHOD §7.1): ``k_core = min(r, max(round(r·core_frac),
@@ -73,7 +78,11 @@ def _double_sigmoid(
     return mid - (mid - sup) * torch.sigmoid((t_low - x) / tau) + (amp - mid) * torch.sigmoid((x - t_high) / tau)
 
 
-@register_policy("abs_select", description="Hard gate by |g| rank: top k_core ×amp, bottom k_noise ×sup.")
+@register_policy(
+    "abs_select",
+    reads=COUNTS,
+    description="Hard gate by |g| rank: top k_core ×amp, bottom k_noise ×sup.",
+)
 def abs_select(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Hard three-level gate by |g| rank (METHOD §7.1; paper: https://arxiv.org/abs/2603.03995).
 
@@ -87,7 +96,11 @@ def abs_select(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return _three_level(inp.sigma0, order[:k_core], noise, cfg)
 
 
-@register_policy("smooth_abs", description="Sigmoid gate over |g| between sup and amp, centred on the median.")
+@register_policy(
+    "smooth_abs",
+    reads=(*SMOOTH, "smooth_center_q", "smooth_align_mid"),
+    description="Sigmoid gate over |g| between sup and amp, centred on the median.",
+)
 def smooth_abs(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Continuous sigmoid gate over |g| (METHOD §7.2; paper: https://arxiv.org/abs/2603.03995).
 
@@ -119,6 +132,7 @@ def smooth_abs(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     uses_sensitivity=False,
     is_control=True,
     needs_data=True,  # edits the modules the gradient pass reached, like the policies it is matched to
+    reads=COUNTS,
     description="Matched random control: abs_select's counts on random components.",
 )
 def random_index(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
@@ -135,7 +149,12 @@ def random_index(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return _three_level(sigma0, perm[:k_core], perm[k_core : k_core + k_noise], cfg)
 
 
-@register_policy("grad_direction", aliases=("gd",), description="Signed step against ∂L/∂σ: shrink g>0, grow g<0.")
+@register_policy(
+    "grad_direction",
+    aliases=("gd",),
+    reads=("eta", "update_mode", "asymmetric_update", "eta_suppress", "eta_enhance", "pos_power"),
+    description="Signed step against ∂L/∂σ: shrink g>0, grow g<0.",
+)
 def grad_direction(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Signed gradient step on σ (METHOD §7.4, CLI mode ``gd``; paper: https://arxiv.org/abs/2603.03995).
 
@@ -156,7 +175,11 @@ def grad_direction(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return inp.sigma0 * torch.exp(-e)
 
 
-@register_policy("double_smooth", description="Two sigmoids: suppress below Q(noise_frac), amplify above Q(1−core).")
+@register_policy(
+    "double_smooth",
+    reads=SMOOTH,
+    description="Two sigmoids: suppress below Q(noise_frac), amplify above Q(1−core).",
+)
 def double_smooth(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Double-sided sigmoid gate over |g| (METHOD §12; paper: https://arxiv.org/abs/2603.03995).
 
@@ -174,7 +197,11 @@ def double_smooth(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return sigma0 * gate.to(sigma0.dtype)
 
 
-@register_policy("z_score", description="Double sigmoid in z-space, z = (|g| − mean)/std.")
+@register_policy(
+    "z_score",
+    reads=("z_high", "z_low", "z_tau", "z_fallback_std", *FACTORS),
+    description="Double sigmoid in z-space, z = (|g| − mean)/std.",
+)
 def z_score(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Double sigmoid in z-space (METHOD §12; paper: https://arxiv.org/abs/2603.03995).
 
@@ -191,7 +218,11 @@ def z_score(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     return sigma0 * gate.to(sigma0.dtype)
 
 
-@register_policy("robust_z", description="Double sigmoid in robust z-space, z = (|g| − median)/(1.4826·MAD).")
+@register_policy(
+    "robust_z",
+    reads=("robust_z_high", "robust_z_low", "robust_z_tau", "robust_fallback_sigma", *FACTORS),
+    description="Double sigmoid in robust z-space, z = (|g| − median)/(1.4826·MAD).",
+)
 def robust_z(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Double sigmoid in robust z-space (METHOD §12; paper: https://arxiv.org/abs/2603.03995).
 

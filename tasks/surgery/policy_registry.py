@@ -100,6 +100,12 @@ class PolicySpec:
             rebuilt (the identity short-circuit of EXTENSIONS §0, used by ``dg_hard``).
         describe: Optional ``(PolicyInputs, EditConfig) -> dict`` of per-module facts for the edit manifest
             (labels, thresholds), JSON-serialisable.
+        reads: The :class:`tasks.config.EditConfig` fields ``fn`` (with ``describe`` and ``pool``) reads: a tuple of
+            names, or ``(EditConfig) -> tuple`` where they depend on the values (``rmt_bulk_only`` reads its base
+            policy's). What :func:`tasks.surgery.policies.apply_policy` reads on its behalf is added by
+            :meth:`settings` (``grad_norm`` when it uses the sensitivities; ``sigma_clip_min`` and
+            ``preserve_energy`` when it is post-processed). A candidate is keyed by exactly these values
+            (:func:`tasks.keys.candidate_key`), so changing a setting rewrites only the candidates that read it.
         pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module the edit changes
             (in module order, each with its σ0, ``scaling``, ``shape``, ``name`` and ``layer``) before any module
             is edited; the dict (JSON-serialisable facts, e.g. ε-PARA's threshold, the modules ``sensitivity_hns``
@@ -121,6 +127,16 @@ class PolicySpec:
     keep_identical: bool = False
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None
     pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None
+    reads: tuple[str, ...] | Callable[[EditConfig], tuple[str, ...]] = ()
+
+    def settings(self, cfg: EditConfig) -> tuple[str, ...]:
+        """The EditConfig fields this edit reads under ``cfg``, sorted: its declared ``reads`` plus what
+        :func:`tasks.surgery.policies.apply_policy` reads for it (``grad_norm``, ``sigma_clip_min``,
+        ``preserve_energy``)."""
+        declared = self.reads(cfg) if callable(self.reads) else self.reads
+        engine = (("grad_norm",) if self.uses_sensitivity else ()) + \
+            (("sigma_clip_min", "preserve_energy") if self.postprocess else ())
+        return tuple(sorted(set(declared) | set(engine)))
 
     @property
     def is_control(self) -> bool:
@@ -156,6 +172,7 @@ def register_policy(
     keep_identical: bool = False,
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None,
     pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None,
+    reads: tuple[str, ...] | Callable[[EditConfig], tuple[str, ...]] = (),
 ) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
     """Decorator registering a policy function under ``name`` (and optional ``aliases``).
 
@@ -174,10 +191,13 @@ def register_policy(
         keep_identical: Keep the original bytes of modules whose σ is unchanged (see :class:`PolicySpec`).
         describe: Per-module manifest facts (see :class:`PolicySpec`).
         pool: Facts computed once over all modules before editing (see :class:`PolicySpec`).
+        reads: The EditConfig fields the edit reads (see :class:`PolicySpec`): the settings its candidates are
+            keyed by.
 
     Raises:
         ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
-            role or rebuild form; ``is_control=True`` with a role that is promoted.
+            role or rebuild form; ``is_control=True`` with a role that is promoted; ``reads`` names a field
+            EditConfig does not have.
     """
     if role is None:
         role = "random_control" if is_control else "policy"
@@ -187,6 +207,10 @@ def register_policy(
         raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
     if rebuild not in REBUILDS:
         raise ValueError(f"rebuild must be one of {', '.join(REBUILDS)}; got {rebuild!r}")
+    unknown = [] if callable(reads) else [f for f in reads if f not in EditConfig.model_fields]
+    if unknown:
+        raise ValueError(f"policy {name!r}: reads names {unknown}, which EditConfig does not have; declare the "
+                         f"fields the policy reads (EditConfig has {', '.join(EditConfig.model_fields)})")
     for n in (name, *aliases):  # refused at decoration time, before the body is built
         if not isinstance(n, str) or not n.strip():
             raise ValueError(f"policy names must be non-empty strings, got {n!r}")
@@ -197,7 +221,7 @@ def register_policy(
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
         data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
         POLICIES.add(name, PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
-                                      data, needs_shape, keep_identical, describe, pool), aliases=aliases)  # fmt: skip
+                                      data, needs_shape, keep_identical, describe, pool, reads), aliases=aliases)  # fmt: skip
         return fn
 
     return deco

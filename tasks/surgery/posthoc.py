@@ -180,7 +180,9 @@ def ablation_spectrum(sigma: Tensor, mode: AblationMode, tau: float | None = Non
 _POSTHOC = {"uses_sensitivity": False, "needs_data": False, "role": "posthoc", "postprocess": False}
 
 
-@register_policy("hns", description="HNS: data-free Newton–Schulz flattening of σ, nuclear norm kept.", **_POSTHOC)
+@register_policy(
+    "hns", reads=("hns",), description="HNS: data-free Newton–Schulz flattening of σ, nuclear norm kept.", **_POSTHOC
+)
 def hns(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """HNS spectral reshaping with ``cfg.hns`` (EXTENSIONS §1; paper: https://arxiv.org/abs/2603.03995).
 
@@ -248,7 +250,8 @@ def ablation_tail_lift(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
 
 
 @register_policy(
-    "ablation_temperature", description="Ablation: Σσ·σ^τ/Σσ^τ (τ from cfg, nuclear norm kept).", **_POSTHOC
+    "ablation_temperature", reads=("ablation_temperature",),
+    description="Ablation: Σσ·σ^τ/Σσ^τ (τ from cfg, nuclear norm kept).", **_POSTHOC
 )
 def ablation_temperature(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """Spectral temperature with ``cfg.ablation_temperature.tau`` (EXTENSIONS §4; paper:

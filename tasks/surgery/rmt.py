@@ -267,6 +267,12 @@ def _rmt_describe(inp: PolicyInputs, cfg: EditConfig) -> dict:
             "rmt_beta": lab.beta, "rmt_base_policy": cfg.rmt_bulk_only.base_policy}  # fmt: skip
 
 
+def _rmt_reads(cfg: EditConfig) -> tuple[str, ...]:
+    # its own settings, the clamp and rescale it applies itself, and whatever its base policy reads
+    base = get_policy(cfg.rmt_bulk_only.base_policy)
+    return ("rmt_bulk_only", "sigma_clip_min", "preserve_energy", *base.settings(cfg))
+
+
 @register_policy(
     "rmt_bulk_only",
     uses_sensitivity=True,
@@ -274,6 +280,7 @@ def _rmt_describe(inp: PolicyInputs, cfg: EditConfig) -> dict:
     postprocess=False,
     needs_shape=True,
     describe=_rmt_describe,
+    reads=_rmt_reads,
     description="A gradient policy (cfg.rmt_bulk_only.base_policy) on the MP-bulk components only.",
 )
 def rmt_bulk_only(inp: PolicyInputs, cfg: EditConfig) -> Tensor:

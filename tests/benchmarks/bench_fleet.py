@@ -153,7 +153,7 @@ def _run_key(data: Path, url: str | None, base: Path, calib: Path) -> str:
     from types import SimpleNamespace
 
     from flows.cli.run import run_config_from_args
-    from tasks.run_keys import adapter_config_hash
+    from tasks.keys import adapter_key as adapter_config_hash
 
     ns = argparse.Namespace(config=None, data_dir=data, db=url, evaluator="fake", task_limit=20, guard_limit=20,
                             concurrency=None, task_runner=None, dask_address=None, calib=None, device=None,

@@ -173,6 +173,7 @@ def test_help_exits_0():
 def test_list_policies_shows_every_registered_edit():
     """``edit --list-policies``: every edit of the registry with its role and whether it needs calibration data,
     without the options an edit needs (--base, --adapter, ...)."""
+    from tasks.config import EditConfig
     from tasks.surgery.policies import get_policy, list_policies
     from tasks.surgery.policy_registry import ROLES
 
@@ -184,6 +185,12 @@ def test_list_policies_shows_every_registered_edit():
     assert all(r["description"] == get_policy(r["name"]).description and r["description"] for r in rows)
     text = cli("edit", "--list-policies")
     assert text.code == 0 and "data-free" in text.out and "calibration" in text.out and "flat_nuclear" in text.out
+    # the settings each edit reads, from its registration: what its candidates are keyed by
+    assert set(by_name["z_score"]["settings"]) == set(get_policy("z_score").settings(EditConfig()))
+    assert by_name["z_score"]["settings"]["z_tau"] == 0.2 and "z_tau" not in by_name["abs_select"]["settings"]
+    assert by_name["hns"]["settings"] == {"hns": EditConfig().hns.model_dump(mode="json")}
+    assert by_name["global_scalar"]["gamma_search"] is True and by_name["grad_direction"]["aliases"] == ["gd"]
+    assert cli("--json", "run", "--list-policies").json() == rows  # the same listing from the nightly's command
 
 
 def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path):

@@ -68,7 +68,7 @@ def decisions_of(reg, name: str) -> list[Decision]:
 def evaluations_of(reg, d: Decision) -> dict[tuple[int | None, str], Evaluation]:
     """The evaluations a decision was made on: its candidates' and the unedited version's by the same evaluator
     (a version decided under two configurations has a baseline evaluation per evaluator)."""
-    cands = {c.id for c in reg.list_candidates(d.adapter_version_id, d.candidate_key)}
+    cands = {c.id for c in reg.decision_candidates(d)}
     evals = reg.list_evaluations(d.adapter_version_id)
     stage = (d.statistics_json or {}).get("keys")  # stage-keyed decisions name the evaluations they weighed
     if stage:

@@ -72,3 +72,59 @@ def test_the_cli_follows_its_own_run_not_a_concurrent_one(tmp_path):
     progress.poll()
     assert progress.run_id == ours.id
     reg.close()
+
+
+def test_a_setting_one_policy_reads_rewrites_and_rescores_that_policy_only(prefect_harness, make_fleet, fleet_base,
+                                                                          tmp_path, monkeypatch):
+    """issue 25: ``edit.z_tau`` (read by z_score alone) or an HNS sub-setting (read by hns alone) rewrites that
+    policy's candidate and scores it; every other candidate (the global scalar's γ search and the random controls
+    included) is the same row, reused with its evaluations: no model pass, no γ search, nothing else scored."""
+    import tasks.surgery.global_scalar
+    from flows import worker
+    from flows.refine_fleet import run_nightly
+    from tests.flows.test_nightly import _config, _counts, _declared, _no_model_pass, _register
+
+    worker.reset()
+    dirs, calib = make_fleet(1)
+    cfg = _config(tmp_path / "data", calib)
+    cfg = cfg.model_copy(update={"surgery": cfg.surgery.model_copy(update={"policies": ("abs_select", "z_score",
+                                                                                        "hns")})})
+    reg = _register(cfg, dirs, fleet_base, ("math",))
+    run_nightly(cfg)
+    version = reg.list_versions("ad0")[0]
+
+    def no_gamma_search(*a, **k):
+        raise AssertionError("the global scalar's γ search ran again although nothing it reads changed")
+
+    monkeypatch.setattr(tasks.surgery.global_scalar, "select_gamma_calib_loss", no_gamma_search)
+    seen = _no_model_pass(monkeypatch, allow_evaluations=4)
+    for changed, edit in (("z_score", {"z_tau": 0.5}), ("hns", {"z_tau": 0.5, "hns": {"fast_steps": 4,
+                                                                                       "stable_steps": 1}})):
+        before = _counts(reg)
+        rows = {(c.policy, c.seed): c for c in reg.list_candidates(version.id)}
+        evals = {(e.candidate_id, e.benchmark, e.evaluator_key) for e in reg.list_evaluations(version.id)}
+        seen["subjects"] = 0
+        cfg = cfg.model_copy(update={"surgery": cfg.surgery.model_copy(
+            update={"edit": cfg.surgery.edit.model_validate({**cfg.surgery.edit.model_dump(), **edit})})})
+        out = run_nightly(cfg)
+        assert out["refined"] == 1 and out["failed"] == 0, out
+        result = out["results"][0]
+        assert result["candidates_written"] == 1 and result["calibrated"] is False
+        decision = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
+        skipped = decision.statistics_json.get("guard", {}).get("skipped", {})
+        new = 1 + (changed not in skipped)  # the task benchmark, and the guard unless the plan skips it
+        assert seen["subjects"] == new, seen
+        after = _counts(reg)
+        assert after["candidates"] == before["candidates"] + 1
+        assert after["evaluations"] == before["evaluations"] + new
+        now = {(c.policy, c.seed): c for c in reg.list_candidates(version.id)}
+        new_rows = {k: c for k, c in now.items() if c.id not in {r.id for r in rows.values()}}
+        assert [k[0] for k in new_rows] == [changed]
+        weighed = set(decision.statistics_json["candidate_ids"])
+        kept = {k: r for k, r in rows.items() if k[0] != changed}
+        assert {r.id for r in kept.values()} <= weighed  # the others: the same rows, weighed again
+        assert now[(changed, 42)].id in weighed and rows[(changed, 42)].id not in weighed
+        assert now[(changed, 42)].config_hash != rows[(changed, 42)].config_hash
+        assert all(now[k].config_hash == r.config_hash for k, r in kept.items())
+        assert {(e.candidate_id, e.benchmark, e.evaluator_key) for e in reg.list_evaluations(version.id)} >= evals
+    worker.reset()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from registry.read import dashboard_rows, registry_fingerprint
 
 KEYS = {"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
-        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs"}
+        "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",
+        "decision_candidates"}
 
 
 def test_rows_of_an_empty_and_a_registered_fleet(registry):

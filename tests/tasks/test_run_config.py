@@ -15,9 +15,10 @@ EVIDENCE = {"task": {"evaluator": "fake/v1", "subjects": [None, 1, 2]}}
 
 def keys(surgery: SurgeryConfig, gate: GateConfig = GateConfig(), *, adapter: str = ADAPTER, base: str = BASE,
          revision: str | None = None, calib: str = CALIB, evidence: dict = EVIDENCE) -> tuple[str, str, str]:
-    """(prepared, candidate, decision) keys of one adapter version, chained as the nightly flow chains them."""
+    """(prepared, candidate, decision) keys of one adapter version, chained as the nightly flow chains them; the
+    candidate is grad_direction's (which reads ``eta``)."""
     p = prepared_key(adapter, base, revision, surgery, calib)
-    c = candidate_key(p, surgery)
+    c = candidate_key(p, surgery, "grad_direction", surgery.calib.seed)
     return p, c, decision_key(gate, c, evidence)
 
 
