@@ -38,6 +38,11 @@ if TYPE_CHECKING:  # annotations only: tasks.run_config imports this module
 BARE_BASE = "bare_base"  # the arm (and candidate policy) of the base model without the adapter
 
 
+# Part of every candidate's key: bump it when the edit math or the write path changes what a candidate is, so that
+# stored candidates (and the evaluations keyed by them) are recomputed rather than reused.
+ENGINE_VERSION = "1"
+
+
 def sha(obj: Any) -> str:
     """sha256 hex of ``obj`` as canonical JSON (sorted keys; anything else by ``str``)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
@@ -62,8 +67,6 @@ def policy_settings(policy: str, edit: EditConfig) -> dict[str, Any]:
 def prepared_key(adapter_sha256: str, base_model_id: str, base_model_revision: str | None, surgery: SurgeryConfig,
                  calib_sha256: str) -> str:
     """Key of one adapter version's decomposition and calibration sensitivities (what one model pass produces)."""
-    from tasks.surgery.edit import ENGINE_VERSION
-
     return sha({"stage": "prepared", "engine": ENGINE_VERSION, "adapter": adapter_sha256, "base": base_model_id,
                 "base_revision": base_model_revision, "targets": surgery.targets.model_dump(mode="json"),
                 "calib": surgery.calib.model_dump(mode="json"), "calib_sha256": calib_sha256})
@@ -129,30 +132,13 @@ def decision_key(gate: GateConfig, candidates: str, evidence: dict[str, Any],
 
 
 def result_key(config: "RunConfig", adapter_overrides: dict | None = None) -> str:
-    """Hash of everything that determines candidates, evaluations and decisions for one adapter under ``config``
-    (:meth:`tasks.run_config.RunConfig.result_hash`).
+    """Hash of everything that determines candidates, evaluations and decisions for one adapter under ``config``.
 
-    Resolved values, not requests: ``benchmark_profile: null`` is keyed as the profile it resolves to here. A
-    setting at the value it had before it existed is left out, so the hashes of earlier runs stay the same.
+    It is :meth:`tasks.run_config.RunConfig.result_hash`, which hashes the fields ``SETTING_KEYS`` classifies as keyed
+    beside their classification (resolved values: ``benchmark_profile: null`` is keyed as the profile it resolves
+    to here).
     """
-    keyed = config.model_dump(
-        mode="json",
-        include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "task_limit",
-                 "guard_limit", "guard", "calib_source"},
-    )
-    keyed["benchmark_profile"] = config.profile
-    if config.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
-        keyed["task_limits"] = dict(sorted(config.task_limits.items()))
-    if config.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does
-        keyed["guard_arms"] = config.guard_arms
-    if config.edit_budget.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
-        keyed["edit_budget"] = config.edit_budget.model_dump(mode="json")
-    if config.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
-        keyed["sequential"] = config.sequential.model_dump(mode="json")
-    if config.decision != DecisionConfig():  # the default changes nothing: hashes stay those made before it existed
-        keyed["decision"] = config.decision.model_dump(mode="json")
-    keyed["adapter_overrides"] = adapter_overrides or {}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+    return config.result_hash(adapter_overrides)
 
 
 def sandbox_used(config: "RunConfig", spec: "BenchmarkSpec") -> str | None:

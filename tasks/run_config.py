@@ -8,6 +8,7 @@ computed in :mod:`tasks.keys` from resolved values; :func:`prepared_key`, :func:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from tasks.config import SurgeryConfig, default_data_dir
-from tasks.keys import candidate_key, decision_key, prepared_key  # noqa: F401  (re-exported)
 from tasks.decision.gate import DecisionConfig, GateConfig
 from tasks.production.mlflow_mirror import MlflowConfig
 from tasks.secrets import redact_url
@@ -237,9 +237,24 @@ class RunConfig(BaseModel):
         environment picks it), so switching ``HF_HUB_OFFLINE`` switches the key with the suites. The sandbox is
         keyed per adapter, where a code benchmark uses it (``flows.refine_adapter.adapter_config_hash``).
         """
-        from tasks.keys import result_key
-
-        return result_key(self, adapter_overrides)
+        keyed = self.model_dump(
+            mode="json",
+            include={"surgery", "gate", "ladder", "evaluator", "evaluator_options", "task_limit",
+                     "guard_limit", "guard", "calib_source"},
+        )
+        keyed["benchmark_profile"] = self.profile
+        if self.task_limits:  # empty, it changes nothing: hashes stay those of runs made before it existed
+            keyed["task_limits"] = dict(sorted(self.task_limits.items()))
+        if self.guard_arms != "promotable":  # the default changes nothing: it decides as every arm guarded does
+            keyed["guard_arms"] = self.guard_arms
+        if self.edit_budget.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
+            keyed["edit_budget"] = self.edit_budget.model_dump(mode="json")
+        if self.sequential.enabled:  # off, it changes nothing: hashes stay those of runs made before it existed
+            keyed["sequential"] = self.sequential.model_dump(mode="json")
+        if self.decision != DecisionConfig():  # the default changes nothing: hashes stay those made before it existed
+            keyed["decision"] = self.decision.model_dump(mode="json")
+        keyed["adapter_overrides"] = adapter_overrides or {}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def limit_for(self, benchmark: str) -> int | None:
         """Documents of ``benchmark`` as a task benchmark: its ``task_limits`` entry, else ``task_limit``."""

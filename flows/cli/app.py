@@ -89,8 +89,9 @@ def _complete(kind: str) -> Callable:
     """A ``shell_complete`` callback of :mod:`flows.cli.complete` (imported only when the shell asks)."""
 
     def callback(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-        from flows.cli import complete
+        import importlib
 
+        complete = importlib.import_module("flows.cli.complete")  # not `from flows.cli import`: no package cycle
         return getattr(complete, f"complete_{kind}")(ctx, param, incomplete)
 
     return callback

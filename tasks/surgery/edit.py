@@ -27,16 +27,12 @@ from tasks.surgery.calibration import CalibExample, Sensitivity, calibration_sha
 from tasks.config import EditConfig, SurgeryConfig
 from tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
 from tasks.surgery.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
+from tasks.keys import ENGINE_VERSION  # noqa: F401  (the engine's version, in tasks.keys: every key holds it)
 from tasks.surgery.posthoc import effective_rank
 
 # ``GammaSelection`` (tasks.surgery.global_scalar, which imports this module) appears in annotations only, never imported.
 
 log = logging.getLogger(__name__)
-
-# Part of every candidate's key: bump it when the edit math or the write path changes what a candidate is, so that
-# stored candidates (and the evaluations keyed by them) are recomputed rather than reused.
-ENGINE_VERSION = "1"
-
 
 @dataclass
 class PreparedAdapter:

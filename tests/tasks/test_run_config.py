@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from tasks.config import SurgeryConfig
 from tasks.decision.gate import GateConfig
-from tasks.run_config import RunConfig, candidate_key, decision_key, prepared_key
+from tasks.keys import candidate_key, decision_key, prepared_key
+from tasks.run_config import RunConfig
 
 ADAPTER, BASE, CALIB = "a" * 64, "acme/base", "c" * 64
 EVIDENCE = {"task": {"evaluator": "fake/v1", "subjects": [None, 1, 2]}}
