@@ -1,7 +1,7 @@
 """Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
 
-Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews`) is also
-announced as a Prefect event (:mod:`flows.events`) once the registry has recorded it.
+Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews_cmd`) is also
+announced as a Prefect event (:mod:`flows.integrations.events`) once the registry has recorded it.
 
 (``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
@@ -281,7 +281,7 @@ def event_payload(reg, event) -> tuple[dict, str, str]:
 def mlflow_config(args):
     """The ``mlflow:`` section of ``--config`` (``None`` without one), read and validated BEFORE a move, so that a
     bad file is refused with nothing moved."""
-    from tasks.production.mlflow_mirror import MlflowConfig
+    from tasks.delivery.mlflow_run import MlflowConfig
     from tasks.run_config import read_config_file
 
     if not getattr(args, "config", None):
@@ -303,7 +303,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
     (:func:`mlflow_config`), else ``$MLFLOW_TRACKING_URI`` (default experiment and prefix). Never fails the move."""
     import logging
 
-    from flows.mlflow_mirror import follow_or_warn
+    from flows.integrations.mlflow_client import follow_or_warn
 
     return follow_or_warn(reg, event, mcfg, logging.getLogger("spectral_surgery.mlflow"))
 
@@ -311,7 +311,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
 def _print_event(args, reg, event, title: str) -> int:
     from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
 
-    from flows.events import announce_move
+    from flows.integrations.events import announce_move
 
     announce_move(reg, event)  # the Prefect event of the move (never fails it)
     mirrored = follow_in_mlflow(reg, event, getattr(args, "mlflow", None))

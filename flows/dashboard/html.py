@@ -421,7 +421,7 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
 
     Args:
         data: :func:`flows.dashboard.data.collect`'s dict (plus ``alignment``).
-        live: Served by :mod:`flows.dashboard.serve`: poll ``version`` and reload when it changes.
+        live: Served by :mod:`flows.dashboard.server`: poll ``version`` and reload when it changes.
         version: The registry fingerprint this page shows.
         interval_s: Poll interval of the live page.
         alignment_choices: Adapter names offered for the alignment diagnostic (served mode only).
