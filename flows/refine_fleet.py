@@ -356,7 +356,8 @@ def run_nightly(config: RunConfig) -> dict:
         os.environ[DB_ENV] = config.registry_url
         config = config.model_copy(update={"registry_url": None})
     if config.mlflow is not None and has_password(config.mlflow.tracking_uri):
-        # the same for the MLflow tracking URI: MLflow reads $MLFLOW_TRACKING_URI itself (flows/integrations/mlflow_client.py)
+        # the same for the MLflow tracking URI: MLflow reads $MLFLOW_TRACKING_URI itself
+        # (flows/integrations/mlflow_client.py)
         os.environ["MLFLOW_TRACKING_URI"] = config.mlflow.tracking_uri
         config = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": None})})
     return nightly_refinement.with_options(task_runner=_task_runner(config))(config)

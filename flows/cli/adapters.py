@@ -6,6 +6,9 @@ announced as a Prefect event (:mod:`flows.integrations.events`) once the registr
 (``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
 :class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
+
+Over 400 lines: the seven registry sub-commands share their option handling and output helpers; one module per group
+of sub-commands is the CLI's rule (flows/cli/__init__.py).
 """
 
 from __future__ import annotations

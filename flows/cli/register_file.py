@@ -27,9 +27,6 @@ from typing import Any
 
 from flows.cli.common import console, emit, fail, open_registry, resolve_location, table, warn
 
-FIELDS = ("name", "source", "base", "family", "benchmark", "calib", "base_revision", "enabled",
-          "priority")
-
 
 def _entry_model():
     from pydantic import BaseModel, ConfigDict, field_validator
