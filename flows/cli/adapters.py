@@ -116,7 +116,7 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import context_warnings, door_checks, door_warnings
+        from tasks.register_checks import context_warnings, door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
         findings, later = context_warnings(door_checks(source, base, args.base_revision,
@@ -160,8 +160,8 @@ def cmd_register(args) -> int:
 
 @guarded
 def cmd_check(args) -> int:
-    """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import context_warnings, door_checks, door_warnings
+    """The checks of ``register`` (:mod:`tasks.register_checks`) on registered adapters: exit 1 if any fails."""
+    from tasks.register_checks import context_warnings, door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()

@@ -281,8 +281,8 @@ class Progress:
 
 
 def preflight(config, adapters) -> str | None:
-    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_door`); None: it can."""
-    from tasks.run_door import check_device, check_dtype, context_problems
+    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_checks`); None: it can."""
+    from tasks.run_checks import check_device, check_dtype, context_problems
 
     try:
         check_device(config.device)
