@@ -20,7 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, interrupt, stage_hook, worker
+from flows import interrupt, stage_hook, worker
+from flows.integrations import events
 from registry.runs import INTERRUPTED
 from registry.validation import RunStoppedError
 from tasks.adapter_io import adapter_content_sha256
@@ -547,7 +548,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
     except Exception as e:  # artifacts are a convenience; never fail a refinement over them
         _logger().warning("could not write artifacts for %s: %s", adapter_name, e)
     if config.mlflow is not None:  # a copy of the decision in MLflow; a failure there is only a warning
-        from flows.mlflow_mirror import mirror_or_warn
+        from flows.integrations.mlflow_client import mirror_or_warn
 
         result["mlflow"] = mirror_or_warn(config, reg, version, adapter, result, guard_name, _logger())
     return result

@@ -23,7 +23,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import events, interrupt, stage_hook, worker
+from flows import interrupt, stage_hook, worker
+from flows.integrations import events
 from registry.db import DB_ENV
 from tasks.secrets import has_password
 from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
@@ -355,7 +356,8 @@ def run_nightly(config: RunConfig) -> dict:
         os.environ[DB_ENV] = config.registry_url
         config = config.model_copy(update={"registry_url": None})
     if config.mlflow is not None and has_password(config.mlflow.tracking_uri):
-        # the same for the MLflow tracking URI: MLflow reads $MLFLOW_TRACKING_URI itself (flows/mlflow_mirror.py)
+        # the same for the MLflow tracking URI: MLflow reads $MLFLOW_TRACKING_URI itself
+        # (flows/integrations/mlflow_client.py)
         os.environ["MLFLOW_TRACKING_URI"] = config.mlflow.tracking_uri
         config = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": None})})
     return nightly_refinement.with_options(task_runner=_task_runner(config))(config)

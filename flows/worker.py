@@ -1,4 +1,4 @@
-"""Per-worker state: the registry handle, the base model loaded ONCE, the evaluator built once.
+"""A per-process model cache (not a Prefect worker): the registry handle, the base model loaded ONCE, one evaluator.
 
 A worker (a process running flows: the CLI, a Prefect process worker, a Dask worker) keeps one loaded copy of
 each base model and one evaluator bound to it, and reuses them across every adapter that shares the base.

@@ -16,12 +16,14 @@ returns plain rows (SQLAlchemy ``Row`` named tuples) or a hash; nothing here wri
   plus every pending one;
 * :func:`production_set`: what every adapter serves now, with where its files are and the hash recorded for them
   (what ``spectral-surgery export`` writes out for serving).
+
+Over 400 lines: a catalogue of independent read-only queries, one per reader's need (dashboard, export, CLI).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -339,9 +341,6 @@ class ProductionEntry:
     source_path: str | None
     sha256: str | None
     implicit: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _iso(at: datetime | None) -> str | None:

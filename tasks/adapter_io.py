@@ -5,6 +5,9 @@ An adapter directory holds ``adapter_config.json`` and ``adapter_model.safetenso
 and computes, per LoRA module, the scaling exactly as PEFT does. ``write_adapter`` writes an edited copy
 that plain ``PeftModel.from_pretrained`` loads: same config bytes, same keys and dtypes, untouched tensors
 byte-identical, plus ``edit_manifest.json``; it never leaves a half-written directory behind.
+
+Over 400 lines: reading, validating and writing share the format's constants and checks; a split would part the
+checks from the readers that apply them.
 """
 
 from __future__ import annotations

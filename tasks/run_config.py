@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from tasks.config import SurgeryConfig, default_data_dir
 from tasks.decision.gate import DecisionConfig, GateConfig
-from tasks.production.mlflow_mirror import MlflowConfig
+from tasks.delivery.mlflow_run import MlflowConfig
 from tasks.secrets import redact_url
 from tasks.decision.sequential import SequentialConfig
 from tasks.decision.edit_budget import EditBudgetConfig

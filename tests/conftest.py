@@ -37,7 +37,7 @@ from tests import tiny
 SHARED_FILES = {
     "smol": ("tests/tasks/test_model.py", "tests/tasks/evaluation/arms/test_generation.py",
              "tests/tasks/decision/test_continuous.py"),
-    "mlflow": ("tests/flows/test_mlflow_follow.py", "tests/flows/test_mlflow_mirror.py"),
+    "mlflow": ("tests/flows/test_mlflow_follow.py", "tests/flows/test_mlflow_client.py"),
 }
 GROUP_OF = {path: group for group, paths in SHARED_FILES.items() for path in paths}
 # The longest files (or groups) go to the workers first, longest first, the rest in collection order: a long file

@@ -1,11 +1,14 @@
 """Registry sub-commands of ``spectral-surgery``: init, register, list, history, promote, rollback, dashboard.
 
-Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews`) is also
-announced as a Prefect event (:mod:`flows.events`) once the registry has recorded it.
+Every move of a production pointer (``promote``, ``rollback``; ``approve`` in :mod:`flows.cli.reviews_cmd`) is also
+announced as a Prefect event (:mod:`flows.integrations.events`) once the registry has recorded it.
 
 (``run`` lives in :mod:`flows.cli.run`, the shared plumbing in :mod:`flows.cli.common`.) Each command opens the
 registry named by the global ``--data-dir`` / ``--db`` options, does one thing through
 :class:`registry.repository.Registry` (the only write path), and prints a rich table, or JSON with ``--json``.
+
+Over 400 lines: the seven registry sub-commands share their option handling and output helpers; one module per group
+of sub-commands is the CLI's rule (flows/cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def cmd_register(args) -> int:
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
         from registry.declaration import check_declaration
-        from tasks.door import context_warnings, door_checks, door_warnings
+        from tasks.register_checks import context_warnings, door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
         findings, later = context_warnings(door_checks(source, base, args.base_revision,
@@ -157,8 +160,8 @@ def cmd_register(args) -> int:
 
 @guarded
 def cmd_check(args) -> int:
-    """The checks of ``register`` (:mod:`tasks.door`) on registered adapters: exit 1 if any fails."""
-    from tasks.door import context_warnings, door_checks, door_warnings
+    """The checks of ``register`` (:mod:`tasks.register_checks`) on registered adapters: exit 1 if any fails."""
+    from tasks.register_checks import context_warnings, door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
@@ -281,7 +284,7 @@ def event_payload(reg, event) -> tuple[dict, str, str]:
 def mlflow_config(args):
     """The ``mlflow:`` section of ``--config`` (``None`` without one), read and validated BEFORE a move, so that a
     bad file is refused with nothing moved."""
-    from tasks.production.mlflow_mirror import MlflowConfig
+    from tasks.delivery.mlflow_run import MlflowConfig
     from tasks.run_config import read_config_file
 
     if not getattr(args, "config", None):
@@ -303,7 +306,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
     (:func:`mlflow_config`), else ``$MLFLOW_TRACKING_URI`` (default experiment and prefix). Never fails the move."""
     import logging
 
-    from flows.mlflow_mirror import follow_or_warn
+    from flows.integrations.mlflow_client import follow_or_warn
 
     return follow_or_warn(reg, event, mcfg, logging.getLogger("spectral_surgery.mlflow"))
 
@@ -311,7 +314,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
 def _print_event(args, reg, event, title: str) -> int:
     from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
 
-    from flows.events import announce_move
+    from flows.integrations.events import announce_move
 
     announce_move(reg, event)  # the Prefect event of the move (never fails it)
     mirrored = follow_in_mlflow(reg, event, getattr(args, "mlflow", None))

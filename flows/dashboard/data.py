@@ -10,6 +10,8 @@ adapters × months of nights fast:
 * spectra and sensitivities for the candidates of each adapter's latest decision only.
 
 Every value is a fraction on the metric's own scale (0..1 for accuracies); the renderer prints points (×100).
+
+Over 400 lines: one query-to-dict function per dashboard section, each independent.
 """
 
 from __future__ import annotations

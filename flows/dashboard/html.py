@@ -6,6 +6,8 @@ hash, filter and page the long tables, and in served mode poll ``/version`` and 
 Adapter sections are collapsed ``<details>`` so the page stays quick with hundreds of adapters; the fleet, evidence
 and failures tables show :data:`PAGE_ROWS` rows at a time (a filter box searches all of them), so a fleet of
 thousands stays one usable page.
+
+Over 400 lines: one page's markup in the order it renders; the per-adapter pages are already apart (adapter_html).
 """
 
 from __future__ import annotations
@@ -421,7 +423,7 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
 
     Args:
         data: :func:`flows.dashboard.data.collect`'s dict (plus ``alignment``).
-        live: Served by :mod:`flows.dashboard.serve`: poll ``version`` and reload when it changes.
+        live: Served by :mod:`flows.dashboard.server`: poll ``version`` and reload when it changes.
         version: The registry fingerprint this page shows.
         interval_s: Poll interval of the live page.
         alignment_choices: Adapter names offered for the alignment diagnostic (served mode only).

@@ -1,7 +1,7 @@
 """The audit dashboard: one self-contained HTML page of the fleet's evidence, read from the registry.
 
 * :func:`render_dashboard` writes the page to a file (no network needed to view it: inline SVG, inline CSS/JS).
-* :func:`flows.dashboard.serve.serve_dashboard` serves it on localhost and reloads it when the registry changes.
+* :func:`flows.dashboard.server.serve_dashboard` serves it on localhost and reloads it when the registry changes.
 * :func:`adapter_markdown` summarises one adapter as Markdown (its history, production and latest decision; the
   nightly flow's own artifacts come from the decision alone, :mod:`tasks.decision.report`).
 

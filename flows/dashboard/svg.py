@@ -5,6 +5,8 @@ Heatmap cells are a tiny PNG embedded as a data URI inside the SVG (one pixel pe
 smoothing): a 32 × 16 heatmap costs a few hundred bytes instead of 512 ``<rect>`` elements, which keeps a page
 of hundreds of adapters small. Colours are the Okabe-Ito palette (distinguishable with colour-blindness);
 heatmaps use viridis (sequential) and a blue-white-red map (diverging).
+
+Over 400 lines: a catalogue of independent chart primitives, one function each.
 """
 
 from __future__ import annotations

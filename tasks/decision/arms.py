@@ -19,7 +19,6 @@ from tasks.run_config import RunConfig
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
-ROLES = ("policy", "random_control", "scalar_control", "canary", "bare_base")
 RANDOM_INDEX = "random_index"  # the random control: the only policy the ladder runs at several seeds
 
 

@@ -64,6 +64,9 @@ rate is checked by simulation and by a permutation check on real outputs (``test
 Differences are fractions of the metric's 0..1 scale (``min_delta = 0.01`` is one point); sentences print
 them ×100 as "pts". For lower-is-better metrics "better" means lower, and the paired tests use
 ``alternative="less"``.
+
+Over 400 lines: the rules, the verdicts and the Decision record are one contract (ARCHITECTURE.md, "The gate,
+precisely"); split candidate: the Decision record and its serialisation.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ when configured) and :func:`combine` them: it stops for efficacy only when every
 (guard and canaries still apply); at the last look run ``decide`` with :func:`last_look_config`.
 :func:`run_looks` is that loop over a ``score`` callback (the flow's evaluates each look's new documents), and
 :func:`sequential_decision` the gate at the look where it stopped.
+
+Over 400 lines: the design (boundaries, α spending), the looks and the simulation share the same boundary code;
+split candidate: the simulation (simulate_sequential, used by tests and benchmarks).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ request of one vLLM engine through lm-eval's vLLM backend (where vllm is install
 Both are registered by name (:func:`register_evaluator` / :func:`get_evaluator`) and satisfy the
 :class:`Evaluator` protocol; neither inherits from anything. A subject whose path is ``None``
 (:data:`BARE_BASE`) is the bare base model, scored on the same documents (the "adapter is applied" canary).
+
+Over 400 lines: the evaluator (subjects hot-swapped on one loaded base) and its per-document results are one
+contract with lm-eval; split candidate: the per-document rows (doc_rows, split_doc_rows).
 """
 
 from __future__ import annotations

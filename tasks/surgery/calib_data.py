@@ -5,6 +5,9 @@ registered loader (``hf:<dataset>`` from the local ``datasets`` cache, with the 
 GSM8K, MetaMathQA, Magicoder, Alpaca and CommonsenseQA). Selection, sequence building and prompt masking
 follow ``src/finetune/spectral_edit/calib.py`` of ``TTtianTT/peft-sft-lab`` (the paper-era version).
 :mod:`tasks.surgery.calibration` re-exports this API next to the sensitivity pass.
+
+Over 400 lines: the example type, every registered loader and formatter and the batching are read together (one
+registry of sources); split by source when one grows.
 """
 
 from __future__ import annotations

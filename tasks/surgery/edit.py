@@ -6,6 +6,9 @@ an ordinary PEFT adapter plus an edit manifest. Nothing here needs Prefect or a 
 
 Data-free edits (``PolicySpec.needs_data`` False: the zero rebuilds and the post-hoc methods of EXTENSIONS) edit
 every target module and can be served by ``prepare_data_free``, which decomposes only (no model, no pass).
+
+Over 400 lines: the engine's one pipeline (decompose, calibrate, edit, write) kept in order in one place; split
+candidate: the writing half.
 """
 
 from __future__ import annotations

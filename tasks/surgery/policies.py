@@ -22,6 +22,8 @@ The authors' post-hoc edits (EXTENSIONS §1, §2, §4-§6: HNS, flat spectra, th
 and RMT bulk-only, ε-PARA, calibration-guided module selection) have role ``posthoc``; they live in
 :mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and :mod:`tasks.surgery.module_selection`, which register themselves
 when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
+
+Over 400 lines: a catalogue: one short, independent registered function per policy of METHOD §6-§12.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from flows.dashboard import render_dashboard
-from flows.dashboard.serve import start_dashboard_server
+from flows.dashboard.server import start_dashboard_server
 from tests.flows.dashboard_support import (SECTIONS, build_flow_registry, build_generated_registry,
                                            copy_registry)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.dashboard.serve import start_dashboard_server
+from flows.dashboard.server import start_dashboard_server
 from tests.flows.dashboard_support import build_flow_registry, copy_registry, external_references, unpack_sections
 
 REPO = Path(__file__).resolve().parents[2]

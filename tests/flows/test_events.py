@@ -17,7 +17,7 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger
 from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (the harness's fixture)
 
 from flows import worker
-from flows.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
+from flows.integrations.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
 from flows.refine_fleet import run_nightly
 from tests.flows.cli_support import assert_error, cli
 from tests.flows.test_nightly import WINNER, _config, _register
@@ -197,7 +197,7 @@ def test_the_event_of_a_move_is_built_from_the_recorded_event_alone():
 def test_a_failing_event_client_never_fails_the_move(monkeypatch, caplog):
     import prefect.events
 
-    from flows import events
+    from flows.integrations import events
 
     def broken(**kwargs):
         raise ConnectionError("no server")
@@ -205,6 +205,6 @@ def test_a_failing_event_client_never_fails_the_move(monkeypatch, caplog):
     monkeypatch.setattr(prefect.events, "emit_event", broken)
     monkeypatch.setattr(events, "can_emit", lambda: True)
     spec = events.EventSpec("spectral-surgery.promoted", events.adapter_resource("a"), {})
-    with caplog.at_level("WARNING", logger="flows.events"):
+    with caplog.at_level("WARNING", logger="flows.integrations.events"):
         assert events.emit(spec) is None
     assert "could not emit Prefect event spectral-surgery.promoted for a: no server" in caplog.text

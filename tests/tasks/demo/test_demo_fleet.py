@@ -58,7 +58,7 @@ def test_untrained_adapter_is_the_initialisation_and_changes_nothing(tiny_base, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.door import inert_adapter
+    from tasks.register_checks import inert_adapter
 
     spec = next(s for s in tiny_fleet() if s.name == "math-untrained")
     (entry,) = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(spec,))

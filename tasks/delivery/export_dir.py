@@ -1,6 +1,6 @@
 """The export directory's file system operations: atomic version folders, symlink swaps, ``production.json``.
 
-Used by :mod:`tasks.production.export` (the layout and the guarantees are described there). Every write goes to a fresh
+Used by :mod:`tasks.delivery.export` (the layout and the guarantees are described there). Every write goes to a fresh
 hidden temporary name in the same directory, is fsynced, and is renamed into place with ``os.replace``.
 """
 

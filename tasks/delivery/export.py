@@ -14,7 +14,7 @@ before a switch can finish reading what it resolved. ``production.json`` is writ
 ``os.replace``d, and only when its content changes; an export with nothing new writes nothing.
 
 Names with ``/`` (``acme/gsm-lora``) get the folder ``acme--gsm-lora``. Everything here works on paths and plain
-data (the file system operations are :mod:`tasks.production.export_dir`); the registry read is
+data (the file system operations are :mod:`tasks.delivery.export_dir`); the registry read is
 :func:`registry.read.production_set`.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, AdapterError, content_sha256
-from tasks.production.export_dir import (
+from tasks.delivery.export_dir import (
     MANIFEST,
     VERSIONS,
     ExportError,
@@ -41,7 +41,7 @@ from tasks.production.export_dir import (
     write_manifest,
     write_version,
 )
-from tasks.production.serving import normalise, serving_problems
+from tasks.delivery.serving import normalise, serving_problems
 
 __all__ = ["MANIFEST", "VERSIONS", "ExportError", "ExportItem", "Outcome", "Payload", "export_one",
            "export_production", "folder_name", "read_payload", "verified_files"]
@@ -210,7 +210,7 @@ def export_production(items: list[ExportItem], out_dir: str | Path, *, normalise
     Args:
         items: The production set (:func:`registry.read.production_set`, as :class:`ExportItem`).
         out_dir: The export directory (created if missing).
-        normalise_config: Rewrite configs a serving engine cannot apply (:func:`tasks.production.serving.normalise`)
+        normalise_config: Rewrite configs a serving engine cannot apply (:func:`tasks.delivery.serving.normalise`)
             instead of refusing them.
         keep_previous: Keep the version folder a switch unlinked (until the next switch), for readers that
             resolved the link just before it.

@@ -1,4 +1,4 @@
-"""Tests for tasks/production/publish.py's pure parts: the tag, the evidence and card, the check of an existing tag's files,
+"""Tests for tasks/delivery/publish.py's pure parts: the tag, the evidence and card, the check of an existing tag's files,
 and the one-line messages for huggingface_hub's errors (made by huggingface_hub's own ``hf_raise_for_status``)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, adapter_content_sha256
-from tasks.production.export import ExportItem
-from tasks.production.publish import (
+from tasks.delivery.export import ExportItem
+from tasks.delivery.publish import (
     CARD_NAME,
     EVIDENCE_NAME,
     PublishError,

@@ -7,7 +7,7 @@ announced as Prefect events, like the nightly run does), so nobody sees or appro
 
 from __future__ import annotations
 
-from flows import events
+from flows.integrations import events
 from flows.cli.common import console, default_actor, emit, guarded, open_registry, table
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.adapter_io import package_versions
-from tasks.production.export import ExportError, ExportItem, verified_files
+from tasks.delivery.export import ExportError, ExportItem, verified_files
 from tasks.secrets import redact_text
 
 EVIDENCE_NAME = "spectral_surgery.json"
@@ -117,7 +117,7 @@ def plan_publish(item: ExportItem, repo_id: str, *, revision: str = "main", sent
     """Read and verify the production files of ``item`` and prepare their publish to ``repo_id`` (no request).
 
     Args:
-        item: The production entry (:func:`flows.cli.export.items_of`): its source folder, recorded sha256 and info.
+        item: The production entry (:func:`flows.cli.export_cmd.items_of`): its source folder, recorded sha256 and info.
         repo_id: ``org/name`` of a Hub model repo.
         revision: The branch to commit to.
         sentence: The gate decision's sentence (the evidence), if a decision put it in production.

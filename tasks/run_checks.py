@@ -1,6 +1,6 @@
 """What ``spectral-surgery run`` checks before the flow starts, so that a run that cannot work exits 2 at once
 instead of recording one failure per adapter: the device exists in this torch, the evaluator's ``dtype`` is a
-torch dtype, and every enabled adapter's evaluation fits its base's context (:func:`tasks.door_fit.context_fit`,
+torch dtype, and every enabled adapter's evaluation fits its base's context (:func:`tasks.base_fit.context_fit`,
 with the run config's ``max_gen_toks``). Each message names the field and the fix."""
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def check_dtype(value: object) -> None:
 def context_problems(adapters, *, max_gen_toks: int | None, profile: str | None,
                      data_dir: Path | None) -> list[str]:
     """For each adapter (registry rows), why its evaluation cannot fit its base's context (empty: all fit)."""
-    from tasks.door import base_dir_offline, door_benchmarks
-    from tasks.door_fit import base_layout, context_fit
+    from tasks.register_checks import base_dir_offline, door_benchmarks
+    from tasks.base_fit import base_layout, context_fit
 
     problems = []
     for a in adapters:

@@ -1,7 +1,7 @@
 """The MLflow mirror's calls (optional extra ``mlflow``): one recorded decision → one MLflow run, and a promoted
 adapter → a registered model version with alias ``production``.
 
-What is logged is decided by the pure mapping in :mod:`tasks.production.mlflow_mirror`; this module only talks to the tracking
+What is logged is decided by the pure mapping in :mod:`tasks.delivery.mlflow_run`; this module only talks to the tracking
 server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
 ``spectral_surgery.decision_id`` tag, so a re-visit that finds the decision done logs nothing again; a run left
 unfinished by a failed attempt is marked FAILED and a new one is made. The refinement flow calls
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.production.mlflow_mirror import (
+from tasks.delivery.mlflow_run import (
     TAG,
     model_version_tags,
     registered_model_name,
@@ -236,7 +236,7 @@ def follow_move(reg, event, mcfg, uri: str) -> dict[str, Any]:
     Args:
         reg: The registry (read only).
         event: The recorded :class:`registry.models.PromotionEvent`.
-        mcfg: The :class:`tasks.production.mlflow_mirror.MlflowConfig` (experiment, model prefix).
+        mcfg: The :class:`tasks.delivery.mlflow_run.MlflowConfig` (experiment, model prefix).
         uri: The tracking server.
 
     Returns:
@@ -288,7 +288,7 @@ def follow_or_warn(reg, event, mcfg, log) -> dict[str, Any] | None:
     """:func:`follow_move` for the command line, when a tracking server is known: ``mcfg``'s ``tracking_uri``,
     else ``$MLFLOW_TRACKING_URI`` (``mcfg`` None: the defaults). Nothing is done without one (``None``); an error is
     logged as a warning and returned as ``{"error": ...}``, never raised (the registry's move stands)."""
-    from tasks.production.mlflow_mirror import MlflowConfig
+    from tasks.delivery.mlflow_run import MlflowConfig
 
     mcfg = mcfg or MlflowConfig()
     uri = mcfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -1,5 +1,6 @@
 """What one decision looks like in MLflow: the pure mapping of a recorded decision to a run's params, metrics and
-tags, and to the evidence tags of a registered model version (the MLflow calls are in ``flows/mlflow_mirror.py``).
+tags, and to the evidence tags of a registered model version (the MLflow calls are in
+``flows/integrations/mlflow_client.py``).
 
 One MLflow run per decided adapter version, in one experiment for the fleet, named ``<adapter>@<sha256[:12]>``:
 

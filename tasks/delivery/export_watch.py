@@ -2,9 +2,9 @@
 
 :func:`watch` is the loop of ``spectral-surgery export DIR --watch``. Every ``interval`` seconds it reads the
 production set (a callable, so that this module knows nothing of the registry: the CLI passes
-:func:`registry.read.production_set` mapped to :class:`tasks.production.export.ExportItem`), compares each adapter with what
+:func:`registry.read.production_set` mapped to :class:`tasks.delivery.export.ExportItem`), compares each adapter with what
 it exported last, and exports only the adapters whose files, hash or ``production.json`` entry changed, through
-:func:`tasks.production.export.export_production` (so every switch is the same atomic one as a single export, and
+:func:`tasks.delivery.export.export_production` (so every switch is the same atomic one as a single export, and
 ``production.json`` keeps the entries of the adapters not re-exported).
 
 * The first poll exports (or verifies as ``unchanged``) every adapter.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.production.export import ExportError, ExportItem, Outcome, export_production
+from tasks.delivery.export import ExportError, ExportItem, Outcome, export_production
 
 __all__ = ["WatchState", "item_key", "watch", "watch_tick"]
 
@@ -119,7 +119,7 @@ def watch(read: Callable[[], list[ExportItem]], out_dir: str | Path, *, interval
         stop: Ends the loop at the next wait (or before the next poll).
         max_ticks: Stop after this many polls (``None``: until ``stop``).
         transient: Exception types of ``read`` that are retried at the next poll.
-        **export_options: ``normalise_config`` and ``keep_previous`` of :func:`tasks.production.export.export_production`.
+        **export_options: ``normalise_config`` and ``keep_previous`` of :func:`tasks.delivery.export.export_production`.
 
     Returns:
         The final :class:`WatchState`.

@@ -1,11 +1,11 @@
 """``spectral-surgery export DIR``: write the current production set out for serving (vLLM, LoRAX, PEFT).
 
 Reads the production set through :func:`registry.read.production_set` and exports it with
-:func:`tasks.production.export.export_production` (the layout, the atomic switches and ``production.json`` are described there).
+:func:`tasks.delivery.export.export_production` (the layout, the atomic switches and ``production.json`` are described there).
 Exit code 0 when every adapter with something in production is exported (or unchanged), 1 if any failed (the others
 are still exported, and a failed adapter keeps serving its previous export).
 
-``--watch`` keeps ``DIR`` current (:func:`tasks.production.export_watch.watch`): one line per switch on stdout (a JSON object
+``--watch`` keeps ``DIR`` current (:func:`tasks.delivery.export_watch.watch`): one line per switch on stdout (a JSON object
 per line with ``--json``), failures and registry errors on stderr, until SIGINT/SIGTERM (exit 0).
 """
 
@@ -21,9 +21,9 @@ from flows.cli.common import console, emit, open_registry, table
 
 
 def items_of(entries):
-    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.production.export.ExportItem` (also what
+    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.delivery.export.ExportItem` (also what
     ``publish`` reads)."""
-    from tasks.production.export import ExportItem
+    from tasks.delivery.export import ExportItem
 
     return [ExportItem(e.adapter, Path(e.source_path) if e.source_path else None, e.sha256, {
         "policy": e.policy, "decision_id": e.decision_id, "promoted_at": e.promoted_at,
@@ -36,7 +36,7 @@ def cmd_export(args) -> int:
     from dataclasses import asdict
 
     from registry.read import production_set
-    from tasks.production.export import MANIFEST, export_production
+    from tasks.delivery.export import MANIFEST, export_production
 
     if getattr(args, "watch", False):
         return cmd_watch(args)
@@ -128,7 +128,7 @@ def cmd_watch(args) -> int:
     from flows.cli.common import fail, warn
     from registry.read import production_set
     from registry.validation import NotFoundError
-    from tasks.production.export_watch import watch
+    from tasks.delivery.export_watch import watch
 
     if args.dry_run:
         from registry.validation import RegistryError

@@ -1,4 +1,4 @@
-"""The MLflow mirror's mapping (tasks/production/mlflow_mirror.py): a real gate decision → params, metrics, tags; no server."""
+"""The MLflow mirror's mapping (tasks/delivery/mlflow_run.py): a real gate decision → params, metrics, tags; no server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.decision.gate import ArmOutcomes, GateConfig, decide
-from tasks.production.mlflow_mirror import (
+from tasks.delivery.mlflow_run import (
     metric_key,
     model_version_tags,
     registered_model_name,

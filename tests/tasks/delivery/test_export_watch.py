@@ -1,4 +1,4 @@
-"""Tests for tasks/production/export_watch.py: the polling loop of ``export DIR --watch`` on real adapters and a real export."""
+"""Tests for tasks/delivery/export_watch.py: the polling loop of ``export DIR --watch`` on real adapters and a real export."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tasks.adapter_io import adapter_content_sha256
-from tasks.production.export import MANIFEST, ExportItem
-from tasks.production.export_watch import WatchState, item_key, watch, watch_tick
+from tasks.delivery.export import MANIFEST, ExportItem
+from tasks.delivery.export_watch import WatchState, item_key, watch, watch_tick
 from tests import tiny
 
 

@@ -10,12 +10,12 @@ import os
 import pytest
 
 from flows import worker
-from flows.mlflow_mirror import mirror_decision
+from flows.integrations.mlflow_client import mirror_decision
 from flows.refine_fleet import run_nightly
 from tasks.adapter_io import adapter_content_sha256
 from tasks.config import CalibConfig, SurgeryConfig
 from tasks.decision.gate import GateConfig
-from tasks.production.mlflow_mirror import MlflowConfig
+from tasks.delivery.mlflow_run import MlflowConfig
 from tasks.run_config import RunConfig
 from tests.mlflow_server import free_port
 

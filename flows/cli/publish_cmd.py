@@ -1,7 +1,7 @@
 """``spectral-surgery publish ADAPTER --repo org/name``: the production adapter to the Hugging Face Hub.
 
 Reads what ``ADAPTER`` serves through :func:`registry.read.production_set` (as ``export`` does), verifies and
-prepares the upload with :func:`tasks.production.publish.plan_publish` and pushes it with :func:`tasks.production.publish.push`
+prepares the upload with :func:`tasks.delivery.publish.plan_publish` and pushes it with :func:`tasks.delivery.publish.push`
 (``huggingface_hub.HfApi``: one commit with ``parent_commit``, then a tag). ``--dry-run`` prints what would be
 uploaded and makes no request. The Hub endpoint and token are huggingface_hub's own: ``HF_ENDPOINT``, ``HF_TOKEN``
 or ``hf auth login`` (read when the command runs; the token is never printed). Exit code 0 when published or already
@@ -28,9 +28,9 @@ from flows.cli.common import (
 def cmd_publish(args) -> int:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from flows.cli.export import items_of
+    from flows.cli.export_cmd import items_of
     from registry.read import production_set
-    from tasks.production.publish import PublishError, plan_publish, push
+    from tasks.delivery.publish import PublishError, plan_publish, push
 
     try:
         validate_repo_id(args.repo)

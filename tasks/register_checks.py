@@ -1,4 +1,4 @@
-"""Checks at the door: what ``register`` (and ``spectral-surgery check``) can verify without a model pass.
+"""Checks at registration: what ``register`` (and ``spectral-surgery check``) can verify without a model pass.
 
 The nightly run would fail on each of these hours later, after a scan and maybe a calibration pass; here they fail
 at once, with the message the run would give (it comes from the same readers):
@@ -11,13 +11,13 @@ at once, with the message the run would give (it comes from the same readers):
   local model directory with a ``config.json``, or a hub id whose ``config.json`` is in the local Hugging Face
   cache (offline, a hub id that was never downloaded cannot be loaded at night either);
 * the calibration source parses into at least one example (:func:`tasks.surgery.calib_data.load_calibration`);
-* the adapter fits the base (:mod:`tasks.door_fit`, from the base's ``config.json`` and safetensors headers): its
+* the adapter fits the base (:mod:`tasks.base_fit`, from the base's ``config.json`` and safetensors headers): its
   modules exist there, its LoRA shapes match the base's layers, its rank does not exceed a layer's; and the
   evaluation fits the base's context (the benchmarks' ``max_gen_toks`` plus their longest prompt below
   ``max_position_embeddings``). A base whose files are not here yet (a hub id not in the cache, a GGUF not
   converted yet) and a ``hf://`` adapter are checked by the run. The context finding (``benchmark``, apart in
   :func:`context_warnings`) is refused by ``register`` (unless ``--force``: a run config may lower ``max_gen_toks``)
-  and ``check``, and by ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_door`) with the config's
+  and ``check``, and by ``spectral-surgery run`` before the flow starts (:mod:`tasks.run_checks`) with the config's
   own ``max_gen_toks``.
 
 Two checks only warn (:func:`door_warnings`): :func:`base_mismatch`, when the adapter's own
@@ -145,11 +145,11 @@ def base_dir_offline(model_id: str, revision: str | None = None, data_dir: Path 
 def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | None = None, *,
               benchmarks: list | None = None, max_gen_toks: int | None = None,
               data_dir: Path | None = None, cache: dict | None = None) -> list[Finding]:
-    """:mod:`tasks.door_fit` on a local adapter and a base whose files are here: ``base`` findings for an adapter
+    """:mod:`tasks.base_fit` on a local adapter and a base whose files are here: ``base`` findings for an adapter
     that does not fit the base, ``benchmark`` findings for an evaluation that does not fit its context. ``cache``:
     see :func:`door_checks`."""
     from tasks.adapter_io import AdapterError, load_adapter
-    from tasks.door_fit import adapter_fit, base_layout, context_fit
+    from tasks.base_fit import adapter_fit, base_layout, context_fit
 
     cache = {} if cache is None else cache
     base_dir = base_dir_offline(base_model_id, base_model_revision, data_dir)

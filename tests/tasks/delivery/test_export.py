@@ -1,4 +1,4 @@
-"""Tests for tasks/production/export.py (with tasks/production/export_dir.py) and tasks/production/serving.py: the serving layout, atomic switches,
+"""Tests for tasks/delivery/export.py (with tasks/delivery/export_dir.py) and tasks/delivery/serving.py: the serving layout, atomic switches,
 verification, normalisation."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tasks.adapter_io import (
     adapter_content_sha256,
     load_adapter,
 )
-from tasks.production.export import (
+from tasks.delivery.export import (
     MANIFEST,
     VERSIONS,
     ExportError,
@@ -27,7 +27,7 @@ from tasks.production.export import (
     folder_name,
     read_payload,
 )
-from tasks.production.serving import normalise, serving_problems
+from tasks.delivery.serving import normalise, serving_problems
 from tests import tiny
 
 RANK_PATTERN = {"model.layers.1.self_attn.o_proj": 8, "q_proj": 2}
