@@ -26,12 +26,14 @@ SHARED_STAGES = ("decompose", "calibrate")  # one stored stage, recorded on ever
 
 
 def _stage_seconds(s: Session, decision: Decision) -> dict[str, float]:
-    """Per-stage seconds of refining the version ``decision`` decided: the stored stages once, every candidate's
-    write and γ, and every evaluation of its candidates and of the baseline under the same evaluator keys."""
+    """Per-stage seconds of refining the version ``decision`` decided: the stored stages once, the write and γ of
+    every candidate it weighed, and every evaluation of them and of the baseline under the same evaluator keys."""
     out: dict[str, float] = {}
+    ids = (decision.statistics_json or {}).get("candidate_ids")  # each candidate keyed on its own since issue 25
+    weighed = (Candidate.id.in_([int(i) for i in ids]) if ids is not None
+               else Candidate.config_hash == decision.candidate_key)  # a decision made before: one key for all
     cands = s.execute(select(Candidate.id, Candidate.seconds_json).where(
-        Candidate.adapter_version_id == decision.adapter_version_id,
-        Candidate.config_hash == decision.candidate_key)).all()
+        Candidate.adapter_version_id == decision.adapter_version_id, weighed)).all()
     for _cid, spent in cands:
         for stage, sec in (spent or {}).items():
             if sec is None:

@@ -92,6 +92,25 @@ def stage_seconds(prepared, needs_data: bool) -> dict[str, float]:
     return out
 
 
+def write_seconds(write: float, prepared, needs_data: bool, gamma: float | None = None) -> dict[str, float]:
+    """What a written candidate cost: ``write`` (its own write), the stages it was written from
+    (:func:`stage_seconds`) and, for the global scalar, ``gamma`` (the γ choice, when this visit made it)."""
+    seconds = {"write": write, **stage_seconds(prepared, needs_data)}
+    if gamma is not None:
+        seconds["gamma"] = gamma
+    return seconds
+
+
+def arm_ids(arms: Sequence[Arm], keys: dict[str, str], rows: Sequence[Any]) -> dict[str, int]:
+    """Arm name -> the id of the stored candidate row written under that arm's own key (policy, seed, key).
+
+    Raises:
+        KeyError: an arm has no stored row under its key (the visit did not write it).
+    """
+    by_key = {(c.policy, c.seed, c.config_hash): c for c in rows}
+    return {a.name: by_key[(a.policy, a.seed, keys[a.name])].id for a in arms}
+
+
 @dataclass(frozen=True)
 class CandidateRecord:
     """What the registry stores of one written candidate, from its edit manifest (:func:`candidate_record`)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from tasks.decision.arms import Arm
-from tasks.surgery.write_plan import candidate_record, fresh_holdout, is_data_free, plan_writes
+from tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free, plan_writes,
+                                      write_seconds)
 
 SMOOTH, RANDOM = Arm("smooth_abs", 42, "policy"), Arm("random_index", 1, "random_control")
 SCALAR, BARE = Arm("global_scalar", 42, "scalar_control"), Arm("bare_base", 0, "bare_base")
@@ -57,3 +58,17 @@ def test_candidate_record_keeps_the_manifests_spectrum_sensitivity_and_gamma():
     assert rec.spectrum["modules"]["v"] == {"before": [3.0], "after": [3.0]}
     assert rec.sensitivity == {"q": {"magnitude": [0.5], "sign_agreement": [1.0]}}  # none without data
     assert candidate_record(manifest, scalar=True).params["gamma"] == 0.6
+
+
+def test_a_written_candidate_costs_its_write_its_stages_and_gamma_only_when_chosen():
+    prepared = SimpleNamespace(timings={"decompose": 1.0, "calibrate": 4.0, "stored_decompose": 2.0})
+    assert write_seconds(0.5, prepared, needs_data=True) == {"write": 0.5, "decompose": 2.0, "calibrate": 4.0}
+    assert write_seconds(0.5, prepared, needs_data=False, gamma=3.0) == {"write": 0.5, "decompose": 2.0,
+                                                                         "gamma": 3.0}
+
+
+def test_each_arm_finds_the_row_written_under_its_own_key():
+    rows = [SimpleNamespace(policy="smooth_abs", seed=42, config_hash=h, id=i) for h, i in (("old", 1), ("new", 2))]
+    rows.append(SimpleNamespace(policy="random_index", seed=1, config_hash="r", id=3))
+    assert arm_ids([SMOOTH, RANDOM], {SMOOTH.name: "new", RANDOM.name: "r"}, rows) == {SMOOTH.name: 2,
+                                                                                        RANDOM.name: 3}
