@@ -70,6 +70,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _logging_enabled():
+    """Every test starts with logging on: a command stopped in this process (``run``/``demo`` after a stop request)
+    turns library logging off for the rest of its process (:func:`flows.cli.run._on_stop`), which is meant to exit;
+    under pytest-xdist the tests after it in the same worker would otherwise see no log records."""
+    import logging
+
+    logging.disable(logging.NOTSET)
+    yield
+
+
 @pytest.fixture
 def code_sandbox(monkeypatch):
     """For tests that run honest generated code (HumanEval's canonical solutions): bubblewrap where it works, else
