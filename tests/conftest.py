@@ -72,12 +72,18 @@ def _seed():
 
 @pytest.fixture(autouse=True)
 def _logging_enabled():
-    """Every test starts with logging on: a command stopped in this process (``run``/``demo`` after a stop request)
-    turns library logging off for the rest of its process (:func:`flows.cli.run._on_stop`), which is meant to exit;
-    under pytest-xdist the tests after it in the same worker would otherwise see no log records."""
+    """Every test starts with logging on and unfiltered: a command stopped in this process turns library logging off
+    for the rest of its process (:func:`flows.cli.run._on_stop`), and a quiet ``run``/``demo`` leaves its terminal
+    filter on the handlers it found (pytest's capture handler among them), both meant for a process that exits;
+    under pytest-xdist the tests after them in the same worker would otherwise miss log records."""
     import logging
+    import sys
 
     logging.disable(logging.NOTSET)
+    runlog = sys.modules.get("flows.cli.runlog")
+    if runlog is not None:  # a quiet command's terminal filter stays on the handlers it found (pytest's own too)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(runlog.ONLY_OWN)
     yield
 
 

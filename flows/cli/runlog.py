@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-OWN = ("flows", "tasks", "registry", "deployments", "prefect.flow_runs", "prefect.task_runs", "__main__")
+OWN = ("flows", "tasks", "registry", "deployments", "spectral_surgery", "prefect.flow_runs", "prefect.task_runs",
+       "__main__")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
