@@ -7,9 +7,10 @@ import torch
 from pydantic import ValidationError
 
 from tasks.surgery.calibration import CalibExample, aggregate, batch_gradients
-from tasks.config import CalibConfig, EditConfig, HNSConfig, SensitivityHNSConfig, SurgeryConfig, TargetConfig
+from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 from tasks.surgery.decompose import lowrank_svd
 from tasks.surgery.module_selection import (
+    SensitivityHNSConfig,
     NOT_COMPATIBLE,
     OUTSIDE_BUDGET,
     default_budget,
@@ -18,7 +19,7 @@ from tasks.surgery.module_selection import (
     selected_spectra,
 )
 from tasks.surgery.policies import get_policy, list_policies
-from tasks.surgery.posthoc import hns_spectrum
+from tasks.surgery.posthoc import HNSConfig, hns_spectrum
 from tests import tiny
 
 F64 = torch.float64
