@@ -175,14 +175,14 @@ class EditConfig(_Strict):
         return self
 
     def __getattr__(self, name: str) -> Any:
-        # edit.<method>: the section given, else the method's registered defaults
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            spec = None if name.startswith("_") else _method_spec(name)
-            if spec is None:
-                raise
-            return spec.settings_default
+        # edit.<method>: the section given, else the method's registered defaults (called for names that are no field)
+        if not name.startswith("_"):
+            extra = self.__pydantic_extra__
+            if extra and name in extra:
+                return extra[name]
+            if (spec := _method_spec(name)) is not None:
+                return spec.settings_default
+        return super().__getattr__(name)
 
     @classmethod
     def setting_names(cls) -> list[str]:
