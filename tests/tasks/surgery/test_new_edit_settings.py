@@ -117,3 +117,38 @@ def test_other_tests_do_not_see_it():
     assert NAME not in EditConfig.setting_names()
     with pytest.raises(ValidationError, match="unknown key"):
         EditConfig.model_validate({NAME: {"keep": 3}})
+
+
+def test_every_declared_settings_model_is_described_and_valid_at_its_defaults():
+    """The registered edits' own settings (the sections a run config accepts), as EditConfig's fields are."""
+    from tasks.config import method_settings
+    from tasks.surgery.policies import get_policy
+
+    sections = method_settings()
+    assert list(sections) == ["hns", "ablation_temperature", "rmt_bulk_only", "para", "para_e95", "para_e99",
+                              "sensitivity_hns"]  # fmt: skip
+    for name, default in sections.items():
+        model = get_policy(name).settings_model
+        assert isinstance(default, model) and model.model_validate(default.model_dump()) == default, name
+        missing = [f for f, info in model.model_fields.items() if not info.description]
+        assert missing == [], (name, missing)
+    assert (sections["para"].epsilon, sections["para_e95"].epsilon, sections["para_e99"].epsilon) == (0.9, 0.95, 0.99)
+
+
+def test_a_settings_model_that_could_not_key_a_candidate_is_refused(monkeypatch):
+    from pydantic import BaseModel
+
+    monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+
+    class Loose(BaseModel):  # neither frozen nor refusing unknown keys
+        keep: int = 1
+
+    class NoDefault(SettingsModel):
+        keep: int = Field(description="No default.")
+
+    for settings, fragment in ((Loose, "must be frozen and refuse unknown keys"), (NoDefault, "no valid defaults"),
+                               (dict, "must be a pydantic model")):
+        with pytest.raises(ValueError, match=fragment):
+            register_policy("toy_refused", role="posthoc", settings=settings)(toy_head_keep)
+    with pytest.raises(ValueError, match="is an EditConfig field"):
+        register_policy("z_tau", role="posthoc", settings=HeadKeepConfig)(toy_head_keep)
