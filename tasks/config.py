@@ -185,6 +185,19 @@ class EditConfig(_Strict):
         return super().__getattr__(name)
 
     @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        # the schema (Prefect's form of the flow's parameters) lists every registered edit's section with its model
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.setdefault("properties", {})
+        for name, default in method_settings().items():
+            properties[name] = {**handler(type(default).__pydantic_core_schema__),
+                                "default": default.model_dump(mode="json"),
+                                "description": f"Settings of the {name} edit (register_policy(settings=...))."}
+        target["additionalProperties"] = False  # the sections are all of them
+        return schema
+
+    @classmethod
     def setting_names(cls) -> list[str]:
         """Every setting a policy may read: the fields, then the registered edits' own settings sections."""
         return [*cls.model_fields, *method_settings()]

@@ -113,6 +113,14 @@ def test_run_list_policies_lists_it_with_its_settings(registered):
     assert text.code == 0 and f"{NAME}.*" in text.out
 
 
+def test_the_run_config_schema_shows_its_section(registered):
+    """The JSON schema (Prefect's form of the flow's parameters) has the section, with the declared model."""
+    edit = RunConfig.model_json_schema()["$defs"]["EditConfig"]
+    section = edit["properties"][NAME]
+    assert section["default"] == {"keep": 2} and section["properties"]["keep"]["minimum"] == 1
+    assert {"hns", "para_e95", "sensitivity_hns"} <= set(edit["properties"]) and edit["additionalProperties"] is False
+
+
 def test_other_tests_do_not_see_it():
     assert NAME not in EditConfig.setting_names()
     with pytest.raises(ValidationError, match="unknown key"):
