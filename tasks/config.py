@@ -32,10 +32,10 @@ class SettingsModel(_Strict):
 # Where the settings models of the authors' post-hoc edits moved (beside their code): ``from tasks.config import
 # HNSConfig`` keeps working for older callers through the module ``__getattr__`` below.
 _MOVED = {
-    "HNS_FAST": "tasks.surgery.posthoc", "HNS_STABLE": "tasks.surgery.posthoc", "HNSConfig": "tasks.surgery.posthoc",
-    "TemperatureConfig": "tasks.surgery.posthoc", "RMTConfig": "tasks.surgery.rmt", "ParaConfig": "tasks.surgery.para",
-    "SelectionRule": "tasks.surgery.module_selection", "SELECTION_RULES": "tasks.surgery.module_selection",
-    "SensitivityHNSConfig": "tasks.surgery.module_selection",
+    "HNS_FAST": "spectral_surgery.tasks.surgery.posthoc", "HNS_STABLE": "spectral_surgery.tasks.surgery.posthoc", "HNSConfig": "spectral_surgery.tasks.surgery.posthoc",
+    "TemperatureConfig": "spectral_surgery.tasks.surgery.posthoc", "RMTConfig": "spectral_surgery.tasks.surgery.rmt", "ParaConfig": "spectral_surgery.tasks.surgery.para",
+    "SelectionRule": "spectral_surgery.tasks.surgery.module_selection", "SELECTION_RULES": "spectral_surgery.tasks.surgery.module_selection",
+    "SensitivityHNSConfig": "spectral_surgery.tasks.surgery.module_selection",
 }  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def __getattr__(name: str):
 def method_settings() -> dict[str, BaseModel]:
     """Every registered edit that declared its own settings model (``register_policy(settings=...)``), by name,
     with its default settings, in registration order: the sections ``edit: {<name>: {...}}`` accepts."""
-    from tasks.surgery import policy_registry
+    from spectral_surgery.tasks.surgery import policy_registry
 
     _complete_registry()
     return {name: spec.settings_default for name in policy_registry.POLICIES
@@ -60,15 +60,15 @@ def method_settings() -> dict[str, BaseModel]:
 
 
 def _complete_registry() -> None:
-    # The registry is complete once tasks.surgery.policies is imported (it imports every module that registers);
+    # The registry is complete once spectral_surgery.tasks.surgery.policies is imported (it imports every module that registers);
     # imported here, at call time, because those modules import this one.
-    import tasks.surgery.policies  # noqa: F401
+    import spectral_surgery.tasks.surgery.policies  # noqa: F401
 
 
 def _method_spec(name: str):
     """The registration of the edit ``name`` when it declared its own settings, else None (no import of torch
     unless the name is not registered yet)."""
-    from tasks.surgery import policy_registry
+    from spectral_surgery.tasks.surgery import policy_registry
 
     if name not in policy_registry.POLICIES:
         _complete_registry()
@@ -80,8 +80,8 @@ def _method_spec(name: str):
 
 def _section_error(name: str) -> PydanticCustomError:
     """Why ``edit.<name>`` is neither an EditConfig field nor the settings of a registered edit, with the fix."""
-    from tasks.names import unknown_name
-    from tasks.surgery import policy_registry
+    from spectral_surgery.tasks.names import unknown_name
+    from spectral_surgery.tasks.surgery import policy_registry
 
     reg = policy_registry.POLICIES
     if name in reg:

@@ -107,11 +107,11 @@ def sections_markdown(setting_keys: Mapping[str, str]) -> str:
 _BY_NAME = {s.name: s for s in SECTIONS}
 
 
-if __name__ == "__main__":  # python -m tasks.run_sections docs/operations.md: rewrite the table between the markers
+if __name__ == "__main__":  # python -m spectral_surgery.tasks.run_sections docs/operations.md: rewrite the table between the markers
     import sys
     from pathlib import Path
 
-    from tasks.run_config import SETTING_KEYS
+    from spectral_surgery.tasks.run_config import SETTING_KEYS
 
     for arg in sys.argv[1:]:
         page = Path(arg)

@@ -102,7 +102,7 @@ class RunLog:
         root.handlers.insert(0, handler)
         self.handler = handler
         self.quiet_terminal()
-        from flows.cli.prefect_home import send_server_output_to
+        from spectral_surgery.flows.cli.prefect_home import send_server_output_to
 
         send_server_output_to(self.path)  # the temporary Prefect server's own stderr (its shutdown tracebacks)
         return self.path
@@ -120,7 +120,7 @@ class RunLog:
             root.removeHandler(handler)
             handler.close()
         logging.captureWarnings(False)
-        from flows.cli.prefect_home import send_server_output_to
+        from spectral_surgery.flows.cli.prefect_home import send_server_output_to
 
         send_server_output_to(None)
 

@@ -32,8 +32,8 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from tasks.config import EditConfig, SettingsModel
-from tasks.surgery.policy_registry import PolicyInputs, register_policy
+from spectral_surgery.tasks.config import EditConfig, SettingsModel
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
 
 
 class ParaConfig(SettingsModel):

@@ -24,8 +24,8 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from tasks.config import EditConfig, EnergyMode, GradNorm
-from tasks.names import Registry
+from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm
+from spectral_surgery.tasks.names import Registry
 
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
 
@@ -264,7 +264,7 @@ def _settings_of(name: str, settings: type[BaseModel] | BaseModel | None) -> tup
     model = type(settings) if isinstance(settings, BaseModel) else settings
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ValueError(f"policy {name!r}: settings must be a pydantic model class (subclass "
-                         f"tasks.config.SettingsModel) or an instance of one, got {settings!r}")
+                         f"spectral_surgery.tasks.config.SettingsModel) or an instance of one, got {settings!r}")
     if not model.model_config.get("frozen") or model.model_config.get("extra") != "forbid":
         raise ValueError(f"policy {name!r}: settings model {model.__name__} must be frozen and refuse unknown keys "
                          f"(its values key candidates, a misspelt key must fail): subclass tasks.config.SettingsModel")

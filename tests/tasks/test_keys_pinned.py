@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import EditConfig, SurgeryConfig
-from tasks.keys import candidate_key, sha
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
+from spectral_surgery.tasks.keys import candidate_key, sha
+from spectral_surgery.tasks.run_config import RunConfig
 
 PREPARED, HOLDOUT, SEED = "p" * 64, "h" * 64, 42
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.run_config import SETTING_KEYS, RunConfig, read_config_file
-from tasks.run_sections import BEGIN, END, SECTION_OF, SECTIONS, flatten_sections, sections_markdown
+from spectral_surgery.tasks.run_config import SETTING_KEYS, RunConfig, read_config_file
+from spectral_surgery.tasks.run_sections import BEGIN, END, SECTION_OF, SECTIONS, flatten_sections, sections_markdown
 from tests.flows.cli_support import assert_error, cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,4 +78,4 @@ def test_a_sectioned_file_is_read_flat_and_the_command_line_overrides_it(tmp_pat
 def test_the_docs_table_is_generated_from_the_sections():
     page = (ROOT / "docs" / "operations.md").read_text()
     assert f"{BEGIN}\n{sections_markdown(SETTING_KEYS)}\n{END}" in page, \
-        "rewrite it: python -m tasks.run_sections docs/operations.md"
+        "rewrite it: python -m spectral_surgery.tasks.run_sections docs/operations.md"

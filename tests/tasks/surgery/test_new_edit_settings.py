@@ -12,13 +12,13 @@ import pytest
 import torch
 from pydantic import Field, ValidationError
 
-import tasks.surgery.policy_registry as policy_registry
-from registry.declaration import one_line
-from tasks.config import EditConfig, SettingsModel, SurgeryConfig
-from tasks.keys import candidate_key, policy_settings
-from tasks.run_config import RunConfig
-from tasks.surgery.edit import prepare_data_free, write_candidate
-from tasks.surgery.policy_registry import PolicyInputs, preserve_energy, register_policy
+import spectral_surgery.tasks.surgery.policy_registry as policy_registry
+from spectral_surgery.registry.declaration import one_line
+from spectral_surgery.tasks.config import EditConfig, SettingsModel, SurgeryConfig
+from spectral_surgery.tasks.keys import candidate_key, policy_settings
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.surgery.edit import prepare_data_free, write_candidate
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, preserve_energy, register_policy
 from tests.flows.cli_support import assert_error, cli
 
 NAME = "toy_head_keep"
@@ -83,7 +83,7 @@ def test_a_bad_section_in_a_run_config_file_is_one_line_naming_the_file_the_fiel
 
 
 def test_its_settings_key_its_candidates_only(registered):
-    from tasks.surgery.policies import list_policies
+    from spectral_surgery.tasks.surgery.policies import list_policies
 
     every = list_policies(None)
     default = {p: candidate_key(PREPARED, _run_config({}).surgery, p, 42) for p in every}
@@ -129,8 +129,8 @@ def test_other_tests_do_not_see_it():
 
 def test_every_declared_settings_model_is_described_and_valid_at_its_defaults():
     """The registered edits' own settings (the sections a run config accepts), as EditConfig's fields are."""
-    from tasks.config import method_settings
-    from tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.config import method_settings
+    from spectral_surgery.tasks.surgery.policies import get_policy
 
     sections = method_settings()
     assert list(sections) == ["hns", "ablation_temperature", "rmt_bulk_only", "para", "para_e95", "para_e99",

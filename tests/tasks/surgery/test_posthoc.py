@@ -11,11 +11,11 @@ from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from tasks.adapter_io import load_adapter
-from tasks.config import EditConfig, SurgeryConfig
-from tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
-from tasks.surgery.policies import apply_policy, get_policy, list_policies
-from tasks.surgery.posthoc import (
+from spectral_surgery.tasks.adapter_io import load_adapter
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
+from spectral_surgery.tasks.surgery.policies import apply_policy, get_policy, list_policies
+from spectral_surgery.tasks.surgery.posthoc import (
     HNS_FAST,
     HNS_STABLE,
     HNSConfig,
