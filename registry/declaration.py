@@ -149,6 +149,8 @@ def one_line(error: Any, model: type, prefix: str) -> str:
     loc = [str(p) for p in first["loc"]]
     where = ".".join([p for p in (prefix, *loc) if p])
     if first["type"] == "extra_forbidden":
+        if first["msg"] != "Extra inputs are not permitted":  # a model's own reason (EditConfig: an edit's section)
+            return f"{where}: {first['msg']}"
         valid = _fields_at(model, loc[:-1])
         return f"{where}: unknown key.{hint(loc[-1], valid)} Valid keys: {', '.join(valid)}"
     msg = first["msg"].removeprefix("Value error, ")
@@ -157,10 +159,14 @@ def one_line(error: Any, model: type, prefix: str) -> str:
 
 
 def _fields_at(model: type, path: Sequence[str]) -> list[str]:
-    """The field names of the pydantic model found by following ``path`` from ``model`` (``[]`` if none)."""
+    """The field names of the pydantic model found by following ``path`` from ``model`` (``[]`` if none); a model
+    with sections beside its fields (EditConfig: the registered edits' settings) says so by ``section_model`` and
+    ``setting_names``."""
     for part in path:
         field = getattr(model, "model_fields", {}).get(part)
-        if field is None or not hasattr(field.annotation, "model_fields"):
+        sub = field.annotation if field is not None else getattr(model, "section_model", lambda _: None)(part)
+        if not hasattr(sub, "model_fields"):
             return []
-        model = field.annotation
-    return list(getattr(model, "model_fields", {}))
+        model = sub
+    names = getattr(model, "setting_names", None)
+    return list(names() if names is not None else getattr(model, "model_fields", {}))

@@ -7,10 +7,10 @@ targets ``o_proj`` + ``down_proj``, 128 calibration examples, reference mini-bat
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 GradNorm = Literal["mean_abs", "l2", "none"]
 EnergyMode = Literal["l1", "l2", "none"]
@@ -24,132 +24,98 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# ---- settings of the authors' post-hoc edits (EXTENSIONS §1, §2, §4; code in tasks/surgery/posthoc.py, tasks/surgery/rmt.py) ----
-HNS_FAST = (3.4445, -4.7750, 2.0315)  # EXTENSIONS §1 step 3
-HNS_STABLE = (2.0, -1.5, 0.5)
+class SettingsModel(_Strict):
+    """Base of an edit's own settings model (``register_policy(..., settings=Model)``): unknown keys are refused
+    and values are frozen, as a key of the edit's candidates needs (a subclass adds typed, described fields)."""
 
 
-class HNSConfig(_Strict):
-    """Hybrid Newton–Schulz spectral reshaping, policy ``hns`` (EXTENSIONS §1; code in tasks/surgery/posthoc.py).
-
-    Defaults are the library/CLI defaults (8 fast + 2 stable steps, nuclear norm restored, full strength). The
-    authors' 18-checkpoint cohort ran 4 + 1 (``fast_steps=4, stable_steps=1``); ``0 + 0`` is the zero rebuild.
-    """
-
-    fast_steps: int = Field(8, ge=0, description="Steps of the fast polynomial x(a + b x² + c x⁴).")
-    stable_steps: int = Field(2, ge=0, description="Steps of the stable polynomial after the fast ones.")
-    fast_coefficients: tuple[float, float, float] = Field(HNS_FAST, description="(a, b, c) of the fast steps.")
-    stable_coefficients: tuple[float, float, float] = Field(HNS_STABLE, description="(a, b, c) of the stable steps.")
-    preserve_nuclear_norm: bool = Field(True, description="Rescale to the nuclear norm Σσ of the kept part.")
-    strength: float = Field(1.0, ge=0.0, le=1.0, description="Blend λ: t = σ + λ(x − σ) (0 = identity).")
-    output_rank: int | None = Field(
-        None, ge=1, description="Keep only the first output_rank components (the rest become 0); None = all r."
-    )
-    eps: float = Field(1e-7, gt=0.0, description="Floor of ‖σ‖₂ and of Σx (the fill threshold).")
-
-    @field_validator("fast_coefficients", "stable_coefficients")
-    @classmethod
-    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if not all(math.isfinite(c) for c in v):
-            raise ValueError(f"HNS coefficients must be finite, got {v}; e.g. (3.4445, -4.775, 2.0315)")
-        return v
+# Where the settings models of the authors' post-hoc edits moved (beside their code): ``from tasks.config import
+# HNSConfig`` keeps working for older callers through the module ``__getattr__`` below.
+_MOVED = {
+    "HNS_FAST": "spectral_surgery.tasks.surgery.posthoc", "HNS_STABLE": "spectral_surgery.tasks.surgery.posthoc", "HNSConfig": "spectral_surgery.tasks.surgery.posthoc",
+    "TemperatureConfig": "spectral_surgery.tasks.surgery.posthoc", "RMTConfig": "spectral_surgery.tasks.surgery.rmt", "ParaConfig": "spectral_surgery.tasks.surgery.para",
+    "SelectionRule": "spectral_surgery.tasks.surgery.module_selection", "SELECTION_RULES": "spectral_surgery.tasks.surgery.module_selection",
+    "SensitivityHNSConfig": "spectral_surgery.tasks.surgery.module_selection",
+}  # fmt: skip
 
 
-class TemperatureConfig(_Strict):
-    """The ``ablation_temperature`` transform t = S·σ^τ/Σσ^τ (EXTENSIONS §4; code in tasks/surgery/posthoc.py).
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
 
-    The authors' bank builds τ ∈ {1.0, 0.75, 0.5, 0.25, 0.0}, with no single default; 0.5 (the bank's middle, the
-    first non-trivial value of a coarse sweep: τ = 1 is the identity, τ = 0 is flat_nuclear) is this project's.
-    """
-
-    tau: float = Field(0.5, ge=0.0, description="Temperature τ (finite, >= 0): 1 = identity, 0 = flat nuclear.")
-
-    @field_validator("tau")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"ablation_temperature.tau must be finite and >= 0, got {v}; e.g. 0.5")
-        return v
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    if name == "METHOD_SETTINGS":  # derived from the registry: the edits that declared their own settings
+        return tuple(method_settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class RMTConfig(_Strict):
-    """Marchenko–Pastur labelling and bulk-only editing, policy ``rmt_bulk_only`` (EXTENSIONS §2; tasks/surgery/rmt.py).
+def method_settings() -> dict[str, BaseModel]:
+    """Every registered edit that declared its own settings model (``register_policy(settings=...)``), by name,
+    with its default settings, in registration order: the sections ``edit: {<name>: {...}}`` accepts."""
+    from spectral_surgery.tasks.surgery import policy_registry
 
-    Defaults are the reference CLI's (``--rmt_tail_count 0``, ``--rmt_edge_margin 0.10``); the wrapped policy
-    defaults to the reference edit CLI's default mode, ``abs_select`` (METHOD §16; the §2 test vectors use it).
-    """
-
-    tail_count: int = Field(0, ge=0, description="Tail size t (smallest σ); 0 = ⌊r/2⌋; clipped to [1, r−1].")
-    edge_margin: float = Field(0.10, ge=0.0, description="Margin m around the conservative MP edge e.")
-    base_policy: str = Field(
-        "abs_select", min_length=1, description="Gradient policy applied to the bulk components (by name)."
-    )
+    _complete_registry()
+    return {name: spec.settings_default for name in policy_registry.POLICIES
+            if (spec := policy_registry.POLICIES.get(name)).settings_model is not None}  # fmt: skip
 
 
-class ParaConfig(_Strict):
-    """ε-PARA, one global energy threshold over the pooled spectra (EXTENSIONS §3; code in tasks/surgery/para.py).
-
-    The authors' reports ran ε ∈ {0.90, 0.95, 0.99}, all reported and none selected. This project registers the
-    three as ``para`` (ε configurable, default 0.90), ``para_e95`` and ``para_e99`` (defaults 0.95 and 0.99), so
-    one nightly run can try all three and let the gate choose.
-    """
-
-    epsilon: float = Field(0.90, gt=0.0, le=1.0, description="Share ε ∈ (0, 1] of the pooled energy Σ(|s|σ)² kept.")
+def _complete_registry() -> None:
+    # The registry is complete once spectral_surgery.tasks.surgery.policies is imported (it imports every module that registers);
+    # imported here, at call time, because those modules import this one.
+    import spectral_surgery.tasks.surgery.policies  # noqa: F401
 
 
-SelectionRule = Literal["importance_compatible", "importance"]
-SELECTION_RULES: tuple[SelectionRule, ...] = ("importance_compatible", "importance")
+def _method_spec(name: str):
+    """The registration of the edit ``name`` when it declared its own settings, else None (no import of torch
+    unless the name is not registered yet)."""
+    from spectral_surgery.tasks.surgery import policy_registry
+
+    if name not in policy_registry.POLICIES:
+        _complete_registry()
+    if name not in policy_registry.POLICIES:
+        return None
+    spec = policy_registry.POLICIES.get(name)
+    return spec if spec.settings_model is not None and spec.name == name else None
 
 
-class SensitivityHNSConfig(_Strict):
-    """Calibration-guided module selection, policy ``sensitivity_hns`` (EXTENSIONS §7; code in
-    tasks/surgery/module_selection.py).
+def _section_error(name: str) -> PydanticCustomError:
+    """Why ``edit.<name>`` is neither an EditConfig field nor the settings of a registered edit, with the fix."""
+    from spectral_surgery.tasks.names import unknown_name
+    from spectral_surgery.tasks.surgery import policy_registry
 
-    Full HNS (strength 1, every component) on the modules that are task-important and whose first-order predicted
-    loss change under HNS is favourable; the other modules are untouched. Defaults are the reference CLI's
-    (``sensitivity-hns``: budget by the layer rule, ``importance_compatible``, threshold 0.0, HNS 8 + 2 with L1 on);
-    the authors' one run used 4 + 1 (``hns: {fast_steps: 4, stable_steps: 1}``).
-    """
+    reg = policy_registry.POLICIES
+    if name in reg:
+        spec = reg.get(name)
+        if spec.name != name:
+            reason = f"{name!r} is an alias of the edit {spec.name!r}: give its settings under {spec.name}"
+        else:
+            reason = (f"the edit {name!r} declares no settings of its own (register_policy(..., settings=Model)); "
+                      f"remove the section {name}")
+    else:
+        close = unknown_name("edit setting", name, EditConfig.setting_names()).close
+        reason = (f"unknown key.{' Did you mean ' + ' or '.join(map(repr, close)) + '?' if close else ''} Valid keys: "
+                  f"{', '.join(EditConfig.model_fields)}, and the settings of the edits "
+                  f"{', '.join(method_settings())} (an edit's own settings go under its registered name)")
+    return PydanticCustomError("extra_forbidden", "{reason}", {"reason": reason})
 
-    module_budget: int | None = Field(
-        None, ge=1, description="Shortlist size (top modules by importance); None = 2 × distinct layer indices, "
-        "capped at the candidate count (max(1, ⌈2N/7⌉) when no module has a layer index).",
-    )
-    selection_rule: SelectionRule = Field(
-        "importance_compatible", description="importance_compatible: drop shortlisted modules whose HNS "
-        "compatibility is <= min_compatibility; importance: keep the whole shortlist.",
-    )
-    min_compatibility: float = Field(
-        0.0, description="importance_compatible: a shortlisted module is kept only if its compatibility "
-        "(predicted loss decrease) is above this.",
-    )
-    hns: HNSConfig = Field(
-        default_factory=HNSConfig, description="The HNS iteration applied to the chosen modules (and scored); full "
-        "HNS, so strength must stay 1 and output_rank None.",
-    )
 
-    @field_validator("min_compatibility")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"sensitivity_hns.min_compatibility must be finite, got {v}; e.g. 0.0")
-        return v
-
-    @field_validator("hns")
-    @classmethod
-    def _full_hns(cls, v: HNSConfig) -> HNSConfig:
-        if v.strength != 1.0 or v.output_rank is not None:
-            raise ValueError(f"sensitivity_hns applies FULL HNS (EXTENSIONS §7): leave hns.strength at 1 and "
-                             f"hns.output_rank unset; got strength={v.strength}, output_rank={v.output_rank}")
-        return v
+def _section_errors(name: str, error: ValidationError) -> list[InitErrorDetails]:
+    # the settings model's errors, each under the section's name, so that they point at edit.<name>.<field>
+    return [InitErrorDetails(type=PydanticCustomError(e["type"], "{reason}", {"reason": e["msg"]}),
+                             loc=(name, *e["loc"]), input=e.get("input")) for e in error.errors()]  # fmt: skip
 
 
 class EditConfig(_Strict):
     """Parameters of every reweighting policy, with clamp and energy preservation (METHOD §6, §7, §9, §12).
 
-    The post-hoc methods of EXTENSIONS keep their settings in one sub-model each, under the policy's name
-    (``hns``, ``ablation_temperature``, ``rmt_bulk_only``); they ignore the other fields unless they say so.
+    An edit that declares its own settings model (``register_policy(name, settings=Model)``, beside its code) has
+    them here under its registered name, ``edit: {hns: {fast_steps: 4}}``: validated against that model (an unknown
+    name is refused with the closest names), read as ``cfg.hns`` (the model's defaults when the section is absent),
+    and keyed into that edit's candidates only (:func:`tasks.keys.candidate_key`). The fields below are those of the
+    paper's policies and of the engine; the edits of EXTENSIONS ignore them unless their ``reads`` say so.
     """
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # extra keys: the edits' sections, checked on validation
 
     core_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (by |g| rank) amplified.")
     noise_frac: float = Field(0.2, ge=0.0, le=1.0, description="Fraction of components (lowest |g|) suppressed.")
@@ -177,34 +143,70 @@ class EditConfig(_Strict):
     robust_z_low: float = Field(-0.5, description="robust_z: z below which components are suppressed.")
     robust_z_tau: float = Field(0.2, gt=0.0, description="robust_z sigmoid temperature.")
     robust_fallback_sigma: float = Field(1e-6, ge=0.0, description="robust_z: identity if robust σ below this.")
-    hns: HNSConfig = Field(default_factory=HNSConfig, description="Settings of the hns policy (EXTENSIONS §1).")
-    ablation_temperature: TemperatureConfig = Field(
-        default_factory=TemperatureConfig, description="Settings of ablation_temperature (EXTENSIONS §4)."
-    )
-    rmt_bulk_only: RMTConfig = Field(
-        default_factory=RMTConfig, description="Settings of the rmt_bulk_only policy (EXTENSIONS §2)."
-    )
-    para: ParaConfig = Field(default_factory=ParaConfig, description="Settings of the para policy (EXTENSIONS §3).")
-    para_e95: ParaConfig = Field(
-        default_factory=lambda: ParaConfig(epsilon=0.95), description="Settings of para_e95 (EXTENSIONS §3)."
-    )
-    para_e99: ParaConfig = Field(
-        default_factory=lambda: ParaConfig(epsilon=0.99), description="Settings of para_e99 (EXTENSIONS §3)."
-    )
-    sensitivity_hns: SensitivityHNSConfig = Field(
-        default_factory=SensitivityHNSConfig, description="Settings of sensitivity_hns (EXTENSIONS §7)."
-    )
 
-    @model_serializer(mode="wrap")
-    def _drop_default_method_settings(self, handler):
-        # A post-hoc method's settings at their defaults are left out of dumps, so the candidate and result keys
-        # (hashes of these dumps) of runs made before the methods existed stay the same; validation fills them in.
-        data = handler(self)
-        for name in METHOD_SETTINGS:
-            default = type(self).model_fields[name].get_default(call_default_factory=True)
-            if isinstance(data, dict) and getattr(self, name) == default:
-                data.pop(name, None)
-        return data
+    @model_validator(mode="wrap")
+    @classmethod
+    def _method_sections(cls, data: Any, handler) -> "EditConfig":
+        # A key that is no field is the section of a registered edit's own settings (its registered name), validated
+        # against the model it declared; sections equal to the edit's defaults are not kept, so that dumps (and the
+        # candidate and result keys hashed from them) are those of runs made before the edit existed.
+        if not isinstance(data, dict):
+            return handler(data)
+        sections = {k: v for k, v in data.items() if k not in cls.model_fields}
+        self = handler({k: v for k, v in data.items() if k in cls.model_fields})
+        kept, errors = {}, []
+        for name, value in sections.items():
+            spec = _method_spec(name) if isinstance(name, str) else None
+            if spec is None:
+                errors.append(InitErrorDetails(type=_section_error(str(name)), loc=(name,), input=value))
+                continue
+            try:
+                settings = value if isinstance(value, spec.settings_model) else \
+                    spec.settings_model.model_validate(value)
+            except ValidationError as e:
+                errors.extend(_section_errors(name, e))
+                continue
+            if settings != spec.settings_default:
+                kept[name] = settings
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        self.__pydantic_extra__.clear()
+        self.__pydantic_extra__.update(kept)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # edit.<method>: the section given, else the method's registered defaults (called for names that are no field)
+        if not name.startswith("_"):
+            extra = self.__pydantic_extra__
+            if extra and name in extra:
+                return extra[name]
+            if (spec := _method_spec(name)) is not None:
+                return spec.settings_default
+        return super().__getattr__(name)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        # the schema (Prefect's form of the flow's parameters) lists every registered edit's section with its model
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.setdefault("properties", {})
+        for name, default in method_settings().items():
+            properties[name] = {**handler(type(default).__pydantic_core_schema__),
+                                "default": default.model_dump(mode="json"),
+                                "description": f"Settings of the {name} edit (register_policy(settings=...))."}
+        target["additionalProperties"] = False  # the sections are all of them
+        return schema
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """Every setting a policy may read: the fields, then the registered edits' own settings sections."""
+        return [*cls.model_fields, *method_settings()]
+
+    @classmethod
+    def section_model(cls, name: str) -> type[BaseModel] | None:
+        """The settings model the registered edit ``name`` declared (the schema of ``edit.<name>``), or None."""
+        spec = _method_spec(name)
+        return None if spec is None else spec.settings_model
 
     @model_validator(mode="after")
     def _check_factors(self) -> "EditConfig":
@@ -214,14 +216,6 @@ class EditConfig(_Strict):
                 "suppression must not exceed amplification — swap them or lower sup_factor."
             )
         return self
-
-
-# EditConfig fields holding a post-hoc method's settings (a sub-model each, named after the registered policy):
-# derived from the fields, so adding a method's settings is one field. Left out of dumps at their defaults.
-METHOD_SETTINGS: tuple[str, ...] = tuple(
-    name for name, f in EditConfig.model_fields.items() if isinstance(f.annotation, type)
-    and issubclass(f.annotation, BaseModel)
-)
 
 
 class TargetConfig(_Strict):

@@ -3,6 +3,9 @@
 Every result key (prepared state, each candidate, evaluations, decisions, and :meth:`RunConfig.result_hash`) is
 computed in :mod:`tasks.keys` from resolved values; :func:`prepared_key`, :func:`candidate_key` and
 :func:`decision_key` are re-exported here for older callers. :data:`SETTING_KEYS` says where each field enters them.
+
+A config may be written flat or in four sections (``where``, ``run``, ``evaluate``, ``decide``:
+:data:`tasks.run_sections.SECTIONS`); both validate to the same flat model, so sections change no key.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from spectral_surgery.tasks.secrets import redact_url
 from spectral_surgery.tasks.decision.sequential import SequentialConfig
 from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig
 from spectral_surgery.tasks.night_plan import WindowConfig, parse_duration
+from spectral_surgery.tasks.run_sections import SECTIONS, flatten_sections, sectioned
 
 
 
@@ -132,6 +136,19 @@ class RunConfig(BaseModel):
     mlflow: MlflowConfig | None = Field(None, description="Mirror every decision into MLflow (a run per adapter "
                                         "version, promoted adapters as model versions with alias 'production'); "
                                         "None = off. Needs the 'mlflow' extra.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _open_sections(cls, data: Any) -> Any:
+        # a sectioned config (where/run/evaluate/decide) is the same flat config: the model and its keys stay flat
+        if isinstance(data, dict) and any(s.name in data for s in SECTIONS):
+            return flatten_sections(data)
+        return data
+
+    def sections(self, mode: Literal["json", "python"] = "json") -> dict[str, dict[str, Any]]:
+        """This config's dump grouped into its sections (:data:`tasks.run_sections.SECTIONS`): a file written from
+        it validates to this config again."""
+        return sectioned(self.model_dump(mode=mode))
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -278,14 +295,17 @@ def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str,
     """The mapping in a YAML (or ``.json``) run-config file: the one loader of every config file the project reads.
 
     Values only (never validated here: defaults such as ``data_dir`` resolve on the machine that runs the flow);
-    :class:`RunConfig` validates the mapping where it is used.
+    :class:`RunConfig` validates the mapping where it is used. A sectioned file (``where``, ``run``, ``evaluate``,
+    ``decide``) is returned flat (:func:`tasks.run_sections.flatten_sections`), so command-line options override its
+    fields as they do a flat file's.
 
     Args:
         path: The file.
         option: How the caller names it in errors (``--config``).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not valid YAML/JSON, or not a mapping (naming the file).
+        FileNotFoundError: no such file. ValueError: not valid YAML/JSON, not a mapping, or a section holds what
+            it cannot (naming the file, the section and the field).
     """
     import yaml
 
@@ -301,4 +321,4 @@ def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str,
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
-    return data
+    return flatten_sections(data, where=str(path))

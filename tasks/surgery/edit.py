@@ -344,7 +344,6 @@ def build_manifest(
     With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
     ``gamma_scores`` (see :meth:`tasks.surgery.global_scalar.GammaSelection.to_manifest`).
     """
-    from spectral_surgery.tasks.config import METHOD_SETTINGS
     from spectral_surgery.tasks.keys import policy_settings
 
     spec = get_policy(policy)
@@ -386,7 +385,7 @@ def build_manifest(
         "needs_data": spec.needs_data,
         "parameters": policy_settings(spec.name, cfg.edit),  # what it read: what its candidate is keyed by
         **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")}
-           if spec.name in METHOD_SETTINGS else {}),  # fmt: skip
+           if spec.settings_model is not None else {}),  # fmt: skip
         "targets": cfg.targets.model_dump(mode="json"),
         "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
         "seed": seed,

@@ -30,13 +30,61 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from spectral_surgery.tasks.config import SELECTION_RULES, EditConfig, HNSConfig
+from spectral_surgery.tasks.config import EditConfig, SettingsModel
 from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
-from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
+from spectral_surgery.tasks.surgery.posthoc import HNSConfig, hns_spectrum
+
+SelectionRule = Literal["importance_compatible", "importance"]
+SELECTION_RULES: tuple[SelectionRule, ...] = ("importance_compatible", "importance")
+
+
+class SensitivityHNSConfig(SettingsModel):
+    """Settings of calibration-guided module selection, policy ``sensitivity_hns`` (EXTENSIONS §7), registered below.
+
+    Full HNS (strength 1, every component) on the modules that are task-important and whose first-order predicted
+    loss change under HNS is favourable; the other modules are untouched. Defaults are the reference CLI's
+    (``sensitivity-hns``: budget by the layer rule, ``importance_compatible``, threshold 0.0, HNS 8 + 2 with L1 on);
+    the authors' one run used 4 + 1 (``hns: {fast_steps: 4, stable_steps: 1}``).
+    """
+
+    module_budget: int | None = Field(
+        None, ge=1, description="Shortlist size (top modules by importance); None = 2 × distinct layer indices, "
+        "capped at the candidate count (max(1, ⌈2N/7⌉) when no module has a layer index).",
+    )
+    selection_rule: SelectionRule = Field(
+        "importance_compatible", description="importance_compatible: drop shortlisted modules whose HNS "
+        "compatibility is <= min_compatibility; importance: keep the whole shortlist.",
+    )
+    min_compatibility: float = Field(
+        0.0, description="importance_compatible: a shortlisted module is kept only if its compatibility "
+        "(predicted loss decrease) is above this.",
+    )
+    hns: HNSConfig = Field(
+        default_factory=HNSConfig, description="The HNS iteration applied to the chosen modules (and scored); full "
+        "HNS, so strength must stay 1 and output_rank None.",
+    )
+
+    @field_validator("min_compatibility")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"sensitivity_hns.min_compatibility must be finite, got {v}; e.g. 0.0")
+        return v
+
+    @field_validator("hns")
+    @classmethod
+    def _full_hns(cls, v: HNSConfig) -> HNSConfig:
+        if v.strength != 1.0 or v.output_rank is not None:
+            raise ValueError(f"sensitivity_hns applies FULL HNS (EXTENSIONS §7): leave hns.strength at 1 and "
+                             f"hns.output_rank unset; got strength={v.strength}, output_rank={v.output_rank}")
+        return v
+
 
 OUTSIDE_BUDGET = "outside_importance_budget"
 NOT_COMPATIBLE = "non_positive_hns_compatibility"
@@ -262,7 +310,7 @@ def _describe(inp: PolicyInputs, cfg: EditConfig) -> dict:
     keep_identical=True,
     pool=_pool,
     describe=_describe,
-    reads=("sensitivity_hns",),
+    settings=SensitivityHNSConfig,
     description="Full HNS on the modules calibration rates important and HNS-compatible; others untouched.",
 )
 def sensitivity_hns(inp: PolicyInputs, cfg: EditConfig) -> Tensor:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
 from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm
@@ -104,14 +105,20 @@ class PolicySpec:
             names, or ``(EditConfig) -> tuple`` where they depend on the values (``rmt_bulk_only`` reads its base
             policy's). What :func:`tasks.surgery.policies.apply_policy` reads on its behalf is added by
             :meth:`settings` (``grad_norm`` when it uses the sensitivities; ``sigma_clip_min`` and
-            ``preserve_energy`` when it is post-processed). A candidate is keyed by exactly these values
-            (:func:`tasks.keys.candidate_key`), so changing a setting rewrites only the candidates that read it.
+            ``preserve_energy`` when it is post-processed), and so is the edit's own section (``settings_model``).
+            A candidate is keyed by exactly these values (:func:`tasks.keys.candidate_key`), so changing a setting
+            rewrites only the candidates that read it.
         pool: Optional ``(list[PolicyInputs], EditConfig) -> dict`` run once over every module the edit changes
             (in module order, each with its σ0, ``scaling``, ``shape``, ``name`` and ``layer``) before any module
             is edited; the dict (JSON-serialisable facts, e.g. ε-PARA's threshold, the modules ``sensitivity_hns``
             chose) reaches ``fn`` and ``describe`` as ``PolicyInputs.pooled`` and the edit manifest as ``pooled``.
             A data-free edit's pool sees every target module; an edit that needs data sees the modules with a
             gradient, each with its per-mini-batch gradients ``batch_grads``.
+        settings_model: The edit's own settings model (a frozen pydantic model refusing unknown keys, declared beside
+            its code), or None: ``edit.<name>`` in a run config is validated against it, ``fn`` reads it as
+            ``cfg.<name>`` and the edit's candidates (only theirs) are keyed by it.
+        settings_default: The settings in force when a run config gives no ``edit.<name>`` section (None without a
+            ``settings_model``).
     """
 
     name: str
@@ -128,15 +135,18 @@ class PolicySpec:
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None
     pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None
     reads: tuple[str, ...] | Callable[[EditConfig], tuple[str, ...]] = ()
+    settings_model: type[BaseModel] | None = None
+    settings_default: BaseModel | None = None
 
     def settings(self, cfg: EditConfig) -> tuple[str, ...]:
-        """The EditConfig fields this edit reads under ``cfg``, sorted: its declared ``reads`` plus what
-        :func:`tasks.surgery.policies.apply_policy` reads for it (``grad_norm``, ``sigma_clip_min``,
-        ``preserve_energy``)."""
+        """The EditConfig settings this edit reads under ``cfg``, sorted: its declared ``reads``, its own section
+        (when it declared a ``settings_model``) and what :func:`tasks.surgery.policies.apply_policy` reads for it
+        (``grad_norm``, ``sigma_clip_min``, ``preserve_energy``)."""
         declared = self.reads(cfg) if callable(self.reads) else self.reads
+        own = (self.name,) if self.settings_model is not None else ()
         engine = (("grad_norm",) if self.uses_sensitivity else ()) + \
             (("sigma_clip_min", "preserve_energy") if self.postprocess else ())
-        return tuple(sorted(set(declared) | set(engine)))
+        return tuple(sorted(set(declared) | set(own) | set(engine)))
 
     @property
     def is_control(self) -> bool:
@@ -173,6 +183,7 @@ def register_policy(
     describe: Callable[[PolicyInputs, EditConfig], dict] | None = None,
     pool: Callable[[list[PolicyInputs], EditConfig], dict] | None = None,
     reads: tuple[str, ...] | Callable[[EditConfig], tuple[str, ...]] = (),
+    settings: type[BaseModel] | BaseModel | None = None,
 ) -> Callable[[Callable[[PolicyInputs, EditConfig], Tensor]], Callable[[PolicyInputs, EditConfig], Tensor]]:
     """Decorator registering a policy function under ``name`` (and optional ``aliases``).
 
@@ -193,11 +204,25 @@ def register_policy(
         pool: Facts computed once over all modules before editing (see :class:`PolicySpec`).
         reads: The EditConfig fields the edit reads (see :class:`PolicySpec`): the settings its candidates are
             keyed by.
+        settings: The edit's own settings: a pydantic model class (subclass :class:`tasks.config.SettingsModel`;
+            its defaults apply), or an instance of one (those values are the defaults: ``para_e95`` is
+            ``ParaConfig(epsilon=0.95)``). A run config gives them as ``edit: {<name>: {...}}``; they key this
+            edit's candidates only.
 
     Raises:
         ValueError: ``name`` or an alias is empty or already registered (as a name or an alias); an unknown
-            role or rebuild form; ``is_control=True`` with a role that is promoted; ``reads`` names a field
-            EditConfig does not have.
+            role or rebuild form; ``is_control=True`` with a role that is promoted; ``reads`` names a setting
+            EditConfig does not have; ``settings`` is not a frozen pydantic model refusing unknown keys, its
+            defaults do not validate, or ``name`` is an EditConfig field.
+
+    Example (one file: the settings model, the edit, its registration)::
+
+        class TailCut(SettingsModel):
+            keep: int = Field(1, ge=0, description="Components kept.")
+
+        @register_policy("tail_cut", role="posthoc", uses_sensitivity=False, settings=TailCut)
+        def tail_cut(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
+            ...  # cfg.tail_cut is a TailCut: the run config's edit.tail_cut, else TailCut()
     """
     if role is None:
         role = "random_control" if is_control else "policy"
@@ -207,10 +232,13 @@ def register_policy(
         raise ValueError(f"is_control=True contradicts role={role!r} (which may be promoted); give one of them")
     if rebuild not in REBUILDS:
         raise ValueError(f"rebuild must be one of {', '.join(REBUILDS)}; got {rebuild!r}")
-    unknown = [] if callable(reads) else [f for f in reads if f not in EditConfig.model_fields]
+    model, default = _settings_of(name, settings)
+    sections = [n for n in POLICIES if POLICIES.get(n).settings_model is not None] + ([name] if model else [])
+    unknown = [] if callable(reads) else [f for f in reads if f not in EditConfig.model_fields and f not in sections]
     if unknown:
         raise ValueError(f"policy {name!r}: reads names {unknown}, which EditConfig does not have; declare the "
-                         f"fields the policy reads (EditConfig has {', '.join(EditConfig.model_fields)})")
+                         f"settings the policy reads (EditConfig has {', '.join([*EditConfig.model_fields, *sections])}"
+                         f"), or its own as settings=Model")
     for n in (name, *aliases):  # refused at decoration time, before the body is built
         if not isinstance(n, str) or not n.strip():
             raise ValueError(f"policy names must be non-empty strings, got {n!r}")
@@ -221,10 +249,35 @@ def register_policy(
         desc = description or (fn.__doc__ or "").strip().split("\n", 1)[0]
         data = (uses_sensitivity or needs_gamma) if needs_data is None else bool(needs_data)
         POLICIES.add(name, PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
-                                      data, needs_shape, keep_identical, describe, pool, reads), aliases=aliases)  # fmt: skip
+                                      data, needs_shape, keep_identical, describe, pool, reads, model, default),
+                     aliases=aliases)  # fmt: skip
         return fn
 
     return deco
+
+
+def _settings_of(name: str, settings: type[BaseModel] | BaseModel | None) -> tuple[type[BaseModel] | None,
+                                                                                   BaseModel | None]:
+    """``register_policy(settings=...)`` as (model, default), checked (see :func:`register_policy`)."""
+    if settings is None:
+        return None, None
+    model = type(settings) if isinstance(settings, BaseModel) else settings
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ValueError(f"policy {name!r}: settings must be a pydantic model class (subclass "
+                         f"spectral_surgery.tasks.config.SettingsModel) or an instance of one, got {settings!r}")
+    if not model.model_config.get("frozen") or model.model_config.get("extra") != "forbid":
+        raise ValueError(f"policy {name!r}: settings model {model.__name__} must be frozen and refuse unknown keys "
+                         f"(its values key candidates, a misspelt key must fail): subclass tasks.config.SettingsModel")
+    if name in EditConfig.model_fields:
+        raise ValueError(f"policy {name!r}: its settings would be the section edit.{name}, which is an EditConfig "
+                         f"field; pick another name")
+    try:
+        default = settings if isinstance(settings, BaseModel) else model()
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ValueError(f"policy {name!r}: settings model {model.__name__} has no valid defaults ({first['msg']} at "
+                         f"{'.'.join(map(str, first['loc']))}); give every field a valid default") from None
+    return model, default
 
 
 def get_policy(name: str) -> PolicySpec:

@@ -8,7 +8,8 @@ are rebuilt **balanced** (``B' = U diag(√t)``, ``A' = diag(√t) Vᵀ``, EXTEN
 
 Numerics (EXTENSIONS §0): the transforms run in float64 on σ clamped at >= 0 and return σ's dtype; only the flat
 spectra refuse a negative σ instead (§5). Re-derived from ``src/finetune/spectral_edit/{posthoc_hns,flat,
-ablations}.py`` of ``TTtianTT/peft-sft-lab`` as described in EXTENSIONS; settings in :mod:`tasks.config`.
+ablations}.py`` of ``TTtianTT/peft-sft-lab`` as described in EXTENSIONS; the settings models
+(:class:`HNSConfig`, :class:`TemperatureConfig`) are here, registered with their edits (``settings=``).
 
 The edits register through :mod:`tasks.surgery.policy_registry` (never :mod:`tasks.surgery.policies`, which imports this module so
 that they register whenever the registry is used; importing that one first keeps the canonical listing order).
@@ -20,9 +21,10 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from spectral_surgery.tasks.config import EditConfig, HNSConfig
+from spectral_surgery.tasks.config import EditConfig, SettingsModel
 from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
 
 PAPER = "https://arxiv.org/abs/2603.03995"
@@ -31,6 +33,54 @@ _TINY = 1e-12  # the reference's floor for "zero" sums and norms in flat, ablati
 AblationMode = Literal["scalar_shrink", "exact_flat_nuclear", "top_shrink", "tail_lift", "temperature"]
 ABLATION_MODES: tuple[AblationMode, ...] = ("scalar_shrink", "exact_flat_nuclear", "top_shrink", "tail_lift",
                                             "temperature")  # fmt: skip
+
+
+# ---- settings (EXTENSIONS §1, §4): each registered beside its edit below ----------------------------------
+HNS_FAST = (3.4445, -4.7750, 2.0315)  # EXTENSIONS §1 step 3
+HNS_STABLE = (2.0, -1.5, 0.5)
+
+
+class HNSConfig(SettingsModel):
+    """Settings of Hybrid Newton–Schulz spectral reshaping, policy ``hns`` (EXTENSIONS §1): ``edit.hns``.
+
+    Defaults are the library/CLI defaults (8 fast + 2 stable steps, nuclear norm restored, full strength). The
+    authors' 18-checkpoint cohort ran 4 + 1 (``fast_steps=4, stable_steps=1``); ``0 + 0`` is the zero rebuild.
+    """
+
+    fast_steps: int = Field(8, ge=0, description="Steps of the fast polynomial x(a + b x² + c x⁴).")
+    stable_steps: int = Field(2, ge=0, description="Steps of the stable polynomial after the fast ones.")
+    fast_coefficients: tuple[float, float, float] = Field(HNS_FAST, description="(a, b, c) of the fast steps.")
+    stable_coefficients: tuple[float, float, float] = Field(HNS_STABLE, description="(a, b, c) of the stable steps.")
+    preserve_nuclear_norm: bool = Field(True, description="Rescale to the nuclear norm Σσ of the kept part.")
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="Blend λ: t = σ + λ(x − σ) (0 = identity).")
+    output_rank: int | None = Field(
+        None, ge=1, description="Keep only the first output_rank components (the rest become 0); None = all r."
+    )
+    eps: float = Field(1e-7, gt=0.0, description="Floor of ‖σ‖₂ and of Σx (the fill threshold).")
+
+    @field_validator("fast_coefficients", "stable_coefficients")
+    @classmethod
+    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(c) for c in v):
+            raise ValueError(f"HNS coefficients must be finite, got {v}; e.g. (3.4445, -4.775, 2.0315)")
+        return v
+
+
+class TemperatureConfig(SettingsModel):
+    """Settings of the ``ablation_temperature`` transform t = S·σ^τ/Σσ^τ (EXTENSIONS §4): ``edit.ablation_temperature``.
+
+    The authors' bank builds τ ∈ {1.0, 0.75, 0.5, 0.25, 0.0}, with no single default; 0.5 (the bank's middle, the
+    first non-trivial value of a coarse sweep: τ = 1 is the identity, τ = 0 is flat_nuclear) is this project's.
+    """
+
+    tau: float = Field(0.5, ge=0.0, description="Temperature τ (finite, >= 0): 1 = identity, 0 = flat nuclear.")
+
+    @field_validator("tau")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"ablation_temperature.tau must be finite and >= 0, got {v}; e.g. 0.5")
+        return v
 
 
 def _f64(sigma: Tensor) -> Tensor:
@@ -181,7 +231,8 @@ _POSTHOC = {"uses_sensitivity": False, "needs_data": False, "role": "posthoc", "
 
 
 @register_policy(
-    "hns", reads=("hns",), description="HNS: data-free Newton–Schulz flattening of σ, nuclear norm kept.", **_POSTHOC
+    "hns", settings=HNSConfig, description="HNS: data-free Newton–Schulz flattening of σ, nuclear norm kept.",
+    **_POSTHOC,
 )
 def hns(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """HNS spectral reshaping with ``cfg.hns`` (EXTENSIONS §1; paper: https://arxiv.org/abs/2603.03995).
@@ -250,7 +301,7 @@ def ablation_tail_lift(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
 
 
 @register_policy(
-    "ablation_temperature", reads=("ablation_temperature",),
+    "ablation_temperature", settings=TemperatureConfig,
     description="Ablation: Σσ·σ^τ/Σσ^τ (τ from cfg, nuclear norm kept).", **_POSTHOC
 )
 def ablation_temperature(inp: PolicyInputs, cfg: EditConfig) -> Tensor:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from spectral_surgery.tasks.config import EditConfig
+from spectral_surgery.tasks.config import EditConfig, SettingsModel
 from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, get_policy, preserve_energy, register_policy
 
 _EPS = 1e-8
@@ -255,6 +256,20 @@ def rmt_labels(sigma: Tensor, d_out: int, d_in: int, *, tail_count: int = 0, edg
     return RMTLabels(labels, t, beta, m_beta, noise_var, sigma_plus, edge)
 
 
+class RMTConfig(SettingsModel):
+    """Settings of Marchenko–Pastur labelling and bulk-only editing, policy ``rmt_bulk_only`` (EXTENSIONS §2).
+
+    Defaults are the reference CLI's (``--rmt_tail_count 0``, ``--rmt_edge_margin 0.10``); the wrapped policy
+    defaults to the reference edit CLI's default mode, ``abs_select`` (METHOD §16; the §2 test vectors use it).
+    """
+
+    tail_count: int = Field(0, ge=0, description="Tail size t (smallest σ); 0 = ⌊r/2⌋; clipped to [1, r−1].")
+    edge_margin: float = Field(0.10, ge=0.0, description="Margin m around the conservative MP edge e.")
+    base_policy: str = Field(
+        "abs_select", min_length=1, description="Gradient policy applied to the bulk components (by name)."
+    )
+
+
 def _labels_for(inp: PolicyInputs, cfg: EditConfig) -> RMTLabels:
     c = cfg.rmt_bulk_only
     return rmt_labels(inp.sigma0, *inp.shape, tail_count=c.tail_count, edge_margin=c.edge_margin)
@@ -268,9 +283,9 @@ def _rmt_describe(inp: PolicyInputs, cfg: EditConfig) -> dict:
 
 
 def _rmt_reads(cfg: EditConfig) -> tuple[str, ...]:
-    # its own settings, the clamp and rescale it applies itself, and whatever its base policy reads
+    # the clamp and rescale it applies itself, and whatever its base policy reads (its own settings: settings=)
     base = get_policy(cfg.rmt_bulk_only.base_policy)
-    return ("rmt_bulk_only", "sigma_clip_min", "preserve_energy", *base.settings(cfg))
+    return ("sigma_clip_min", "preserve_energy", *base.settings(cfg))
 
 
 @register_policy(
@@ -281,6 +296,7 @@ def _rmt_reads(cfg: EditConfig) -> tuple[str, ...]:
     needs_shape=True,
     describe=_rmt_describe,
     reads=_rmt_reads,
+    settings=RMTConfig,
     description="A gradient policy (cfg.rmt_bulk_only.base_policy) on the MP-bulk components only.",
 )
 def rmt_bulk_only(inp: PolicyInputs, cfg: EditConfig) -> Tensor:

@@ -7,9 +7,10 @@ import torch
 from pydantic import ValidationError
 
 from spectral_surgery.tasks.surgery.calibration import CalibExample, aggregate, batch_gradients
-from spectral_surgery.tasks.config import CalibConfig, EditConfig, HNSConfig, SensitivityHNSConfig, SurgeryConfig, TargetConfig
+from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 from spectral_surgery.tasks.surgery.decompose import lowrank_svd
 from spectral_surgery.tasks.surgery.module_selection import (
+    SensitivityHNSConfig,
     NOT_COMPATIBLE,
     OUTSIDE_BUDGET,
     default_budget,
@@ -18,7 +19,7 @@ from spectral_surgery.tasks.surgery.module_selection import (
     selected_spectra,
 )
 from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
-from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
+from spectral_surgery.tasks.surgery.posthoc import HNSConfig, hns_spectrum
 from tests import tiny
 
 F64 = torch.float64

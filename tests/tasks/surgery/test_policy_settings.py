@@ -14,7 +14,8 @@ from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
 from tests import tiny
 
 GAMMA = 0.7  # given to every edit: global_scalar needs one, the others ignore it
-#: A valid other value of every EditConfig field (sup_factor <= amp_factor kept); a new field must be added here.
+#: A valid other value of every EditConfig setting (sup_factor <= amp_factor kept): the fields and the sections of the
+#: edits that declare their own settings; a new one must be added here.
 OTHER = {
     "core_frac": 0.4, "noise_frac": 0.4, "amp_factor": 1.5, "sup_factor": 0.5, "mid_factor": 1.1, "min_core_k": 3,
     "smooth_temperature": 0.7, "smooth_center_q": 0.3, "smooth_align_mid": False, "eta": 0.5,
@@ -48,7 +49,7 @@ def _with(field: str) -> EditConfig:
 
 
 def test_every_setting_has_another_value_here():
-    assert set(OTHER) == set(EditConfig.model_fields)
+    assert set(OTHER) == set(EditConfig.setting_names())
 
 
 @pytest.mark.parametrize("policy", list_policies(None))
@@ -56,10 +57,11 @@ def test_a_setting_an_edit_does_not_declare_leaves_its_output_unchanged(prepared
     default = EditConfig()
     reads = get_policy(policy).settings(default)
     before = _sigmas(prepared, policy, default)
-    for field in sorted(set(EditConfig.model_fields) - set(reads)):
+    for field in sorted(set(EditConfig.setting_names()) - set(reads)):
         after = _sigmas(prepared, policy, _with(field))
         assert after.keys() == before.keys() and all(torch.equal(after[m], before[m]) for m in before), (
-            f"{policy} changed with {field}={OTHER[field]!r} but does not declare it in register_policy(reads=...)")
+            f"{policy} changed with {field}={OTHER[field]!r} but does not declare it in register_policy(reads=..., "
+            f"settings=...)")
 
 
 @pytest.mark.parametrize("policy, field", [
