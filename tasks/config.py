@@ -7,7 +7,7 @@ targets ``o_proj`` + ``down_proj``, 128 calibration examples, reference mini-bat
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -29,63 +29,60 @@ class SettingsModel(_Strict):
     and values are frozen, as a key of the edit's candidates needs (a subclass adds typed, described fields)."""
 
 
-# Where the settings models of the authors' post-hoc edits moved (beside their code): ``from tasks.config import
-# HNSConfig`` keeps working for older callers through the module ``__getattr__`` below.
-_MOVED = {
-    "HNS_FAST": "spectral_surgery.tasks.surgery.posthoc", "HNS_STABLE": "spectral_surgery.tasks.surgery.posthoc", "HNSConfig": "spectral_surgery.tasks.surgery.posthoc",
-    "TemperatureConfig": "spectral_surgery.tasks.surgery.posthoc", "RMTConfig": "spectral_surgery.tasks.surgery.rmt", "ParaConfig": "spectral_surgery.tasks.surgery.para",
-    "SelectionRule": "spectral_surgery.tasks.surgery.module_selection", "SELECTION_RULES": "spectral_surgery.tasks.surgery.module_selection",
-    "SensitivityHNSConfig": "spectral_surgery.tasks.surgery.module_selection",
-}  # fmt: skip
-
-
 def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
     if name == "METHOD_SETTINGS":  # derived from the registry: the edits that declared their own settings
         return tuple(method_settings())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+class EditSection(NamedTuple):
+    """What ``edit.<name>`` is for one registered edit name or alias (filled in by ``register_policy``)."""
+
+    name: str  #: the edit's registered name (an alias maps to it)
+    settings_model: type[BaseModel] | None  #: the settings model the edit declared, None without one
+    settings_default: BaseModel | None  #: its settings when no section is given
+
+
+#: Every registered edit name and alias: what its ``edit.<name>`` section is. Filled by
+#: :func:`tasks.surgery.policy_registry.register_policy` (which imports this module; this module imports no edit, so
+#: there is no import cycle), and complete once ``spectral_surgery.tasks.surgery.policies`` is imported: the entry
+#: points that read a config (RunConfig, the ``edit`` command, the registry's declarations) import it first when a
+#: config names a section (:func:`names_edit_sections`).
+EDIT_SECTIONS: dict[str, EditSection] = {}
+
+
+def declare_edit(name: str, aliases: tuple[str, ...], settings_model: type[BaseModel] | None,
+                 settings_default: BaseModel | None) -> None:
+    """Record a registered edit's section (called by ``register_policy``, after its own checks)."""
+    entry = EditSection(name, settings_model, settings_default)
+    for n in (name, *aliases):
+        EDIT_SECTIONS[n] = entry
+
+
+def names_edit_sections(edit: Any) -> bool:
+    """Whether an ``edit`` mapping (a run config's ``surgery.edit``) has a key that is no EditConfig field, i.e. the
+    section of an edit's own settings: the caller then imports the edits before validating it."""
+    return isinstance(edit, dict) and any(k not in EditConfig.model_fields for k in edit)
+
+
 def method_settings() -> dict[str, BaseModel]:
     """Every registered edit that declared its own settings model (``register_policy(settings=...)``), by name,
     with its default settings, in registration order: the sections ``edit: {<name>: {...}}`` accepts."""
-    from spectral_surgery.tasks.surgery import policy_registry
-
-    _complete_registry()
-    return {name: spec.settings_default for name in policy_registry.POLICIES
-            if (spec := policy_registry.POLICIES.get(name)).settings_model is not None}  # fmt: skip
+    return {n: e.settings_default for n, e in EDIT_SECTIONS.items() if e.settings_model is not None and e.name == n}
 
 
-def _complete_registry() -> None:
-    # The registry is complete once spectral_surgery.tasks.surgery.policies is imported (it imports every module that registers);
-    # imported here, at call time, because those modules import this one.
-    import spectral_surgery.tasks.surgery.policies  # noqa: F401
-
-
-def _method_spec(name: str):
-    """The registration of the edit ``name`` when it declared its own settings, else None (no import of torch
-    unless the name is not registered yet)."""
-    from spectral_surgery.tasks.surgery import policy_registry
-
-    if name not in policy_registry.POLICIES:
-        _complete_registry()
-    if name not in policy_registry.POLICIES:
-        return None
-    spec = policy_registry.POLICIES.get(name)
-    return spec if spec.settings_model is not None and spec.name == name else None
+def _method_spec(name: str) -> EditSection | None:
+    """The section of the edit ``name`` when it declared its own settings (and ``name`` is not an alias), else None."""
+    entry = EDIT_SECTIONS.get(name)
+    return entry if entry is not None and entry.settings_model is not None and entry.name == name else None
 
 
 def _section_error(name: str) -> PydanticCustomError:
     """Why ``edit.<name>`` is neither an EditConfig field nor the settings of a registered edit, with the fix."""
     from spectral_surgery.tasks.names import unknown_name
-    from spectral_surgery.tasks.surgery import policy_registry
 
-    reg = policy_registry.POLICIES
-    if name in reg:
-        spec = reg.get(name)
+    if name in EDIT_SECTIONS:
+        spec = EDIT_SECTIONS[name]
         if spec.name != name:
             reason = f"{name!r} is an alias of the edit {spec.name!r}: give its settings under {spec.name}"
         else:

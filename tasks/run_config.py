@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from spectral_surgery.tasks.config import SurgeryConfig, default_data_dir
+from spectral_surgery.tasks.config import SurgeryConfig, default_data_dir, names_edit_sections
 from spectral_surgery.tasks.decision.gate import DecisionConfig, GateConfig
 from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
 from spectral_surgery.tasks.secrets import redact_url
@@ -142,7 +142,9 @@ class RunConfig(BaseModel):
     def _open_sections(cls, data: Any) -> Any:
         # a sectioned config (where/run/evaluate/decide) is the same flat config: the model and its keys stay flat
         if isinstance(data, dict) and any(s.name in data for s in SECTIONS):
-            return flatten_sections(data)
+            data = flatten_sections(data)
+        if isinstance(data, dict) and isinstance(data.get("surgery"), dict):
+            _register_edits_for(data["surgery"])
         return data
 
     def sections(self, mode: Literal["json", "python"] = "json") -> dict[str, dict[str, Any]]:
@@ -288,7 +290,15 @@ class RunConfig(BaseModel):
                 merged[section].update(values)
             else:
                 merged[section] = values
+        _register_edits_for(merged)
         return SurgeryConfig.model_validate(merged)
+
+
+def _register_edits_for(surgery: dict[str, Any]) -> None:
+    """Import the edits (their registrations say what each ``edit.<name>`` section is) when a surgery mapping
+    names such a section; a config without one does not pay for importing torch."""
+    if names_edit_sections(surgery.get("edit")):
+        import spectral_surgery.tasks.surgery.policies  # noqa: F401  (registers every edit and its settings)
 
 
 def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str, Any]:
@@ -322,3 +332,17 @@ def read_config_file(path: str | Path, *, option: str = "--config") -> dict[str,
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run config is a mapping of RunConfig fields, got {type(data).__name__}")
     return flatten_sections(data, where=str(path))
+
+
+if __name__ == "__main__":  # python -m spectral_surgery.tasks.run_config docs/operations.md: rewrite the sections table
+    import sys
+
+    from spectral_surgery.tasks.run_sections import BEGIN, END, sections_markdown
+
+    for arg in sys.argv[1:]:
+        page = Path(arg)
+        text = page.read_text()
+        start, stop = text.find(BEGIN), text.find(END)
+        if start < 0 or stop < start:
+            raise SystemExit(f"{page}: needs the lines {BEGIN!r} and {END!r} (in that order) around the table")
+        page.write_text(text[: start + len(BEGIN)] + "\n" + sections_markdown(SETTING_KEYS) + "\n" + text[stop:])

@@ -18,7 +18,7 @@ def _console(stderr: bool = False):
 
 
 def surgery_config_from_args(args) -> "SurgeryConfig":
-    from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
+    from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig, names_edit_sections
 
     calib = {k: v for k, v in {"n_samples": args.n_samples, "batch_size": args.batch_size,
                                 "aggregation": args.aggregation, "max_seq_len": args.max_seq_len}.items() if v is not None}
@@ -28,8 +28,11 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
     policies = []
     for p in args.policy or ["all"]:
         policies.extend(PAPER_POLICIES if p == "all" else [p])
+    sets = parse_sets(args.set)
+    if names_edit_sections(sets):
+        import spectral_surgery.tasks.surgery.policies  # noqa: F401  (what each edit.<name> section is)
     return SurgeryConfig(
-        edit=EditConfig(**parse_sets(args.set)),
+        edit=EditConfig(**sets),
         targets=TargetConfig(**targets),
         calib=CalibConfig(**calib),
         policies=tuple(dict.fromkeys(policies)),

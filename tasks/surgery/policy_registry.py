@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
-from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm
+from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm, declare_edit
 from spectral_surgery.tasks.names import Registry
 
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
@@ -251,6 +251,7 @@ def register_policy(
         POLICIES.add(name, PolicySpec(name, fn, uses_sensitivity, role, desc, rebuild, postprocess, needs_gamma,
                                       data, needs_shape, keep_identical, describe, pool, reads, model, default),
                      aliases=aliases)  # fmt: skip
+        declare_edit(name, tuple(aliases), model, default)  # what edit.<name> is, for EditConfig's validation
         return fn
 
     return deco

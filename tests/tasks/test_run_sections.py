@@ -78,4 +78,4 @@ def test_a_sectioned_file_is_read_flat_and_the_command_line_overrides_it(tmp_pat
 def test_the_docs_table_is_generated_from_the_sections():
     page = (ROOT / "docs" / "operations.md").read_text()
     assert f"{BEGIN}\n{sections_markdown(SETTING_KEYS)}\n{END}" in page, \
-        "rewrite it: python -m spectral_surgery.tasks.run_sections docs/operations.md"
+        "rewrite it: python -m spectral_surgery.tasks.run_config docs/operations.md"

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+import spectral_surgery.tasks.config as config_module
 import spectral_surgery.tasks.surgery.policy_registry as policy_registry
 from spectral_surgery.tasks.adapter_io import load_adapter
 from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
@@ -28,6 +29,7 @@ def toy_tail_cut(inp: PolicyInputs, cfg: EditConfig) -> torch.Tensor:
 @pytest.fixture
 def registered(monkeypatch):
     monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+    monkeypatch.setattr(config_module, "EDIT_SECTIONS", dict(config_module.EDIT_SECTIONS))
     # the one line that adds an edit:
     register_policy("toy_tail_cut", role="posthoc", uses_sensitivity=False, needs_data=False, postprocess=False,
                     reads=("preserve_energy",))(toy_tail_cut)  # fmt: skip

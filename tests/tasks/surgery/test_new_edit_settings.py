@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import Field, ValidationError
 
+import spectral_surgery.tasks.config as config_module
 import spectral_surgery.tasks.surgery.policy_registry as policy_registry
 from spectral_surgery.registry.declaration import one_line
 from spectral_surgery.tasks.config import EditConfig, SettingsModel, SurgeryConfig
@@ -43,6 +44,7 @@ def toy_head_keep(inp: PolicyInputs, cfg: EditConfig) -> torch.Tensor:
 @pytest.fixture
 def registered(monkeypatch):
     monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+    monkeypatch.setattr(config_module, "EDIT_SECTIONS", dict(config_module.EDIT_SECTIONS))  # what edit.<name> is
     # the one line that adds the edit and its settings:
     register_policy(NAME, role="posthoc", uses_sensitivity=False, needs_data=False, postprocess=False,
                     reads=("preserve_energy",), settings=HeadKeepConfig)(toy_head_keep)  # fmt: skip
@@ -147,6 +149,7 @@ def test_a_settings_model_that_could_not_key_a_candidate_is_refused(monkeypatch)
     from pydantic import BaseModel
 
     monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+    monkeypatch.setattr(config_module, "EDIT_SECTIONS", dict(config_module.EDIT_SECTIONS))  # what edit.<name> is
 
     class Loose(BaseModel):  # neither frozen nor refusing unknown keys
         keep: int = 1

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import spectral_surgery.tasks.config as config_module
 from spectral_surgery.tasks.surgery import policies, policy_registry
 from spectral_surgery.tasks.config import EditConfig
 from spectral_surgery.tasks.names import UnknownNameError
@@ -101,6 +102,7 @@ def test_unknown_name_suggests_close_match():
 
 def test_duplicate_registration_raises(monkeypatch):
     monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+    monkeypatch.setattr(config_module, "EDIT_SECTIONS", dict(config_module.EDIT_SECTIONS))
 
     @register_policy("tmp_identity", aliases=("tmp_id",))
     def tmp_identity(inp, cfg):
@@ -474,6 +476,7 @@ def test_control_ladder_roles_and_flags():
 
 def test_register_policy_role_arguments(monkeypatch):
     monkeypatch.setattr(policy_registry, "POLICIES", policy_registry.POLICIES.copy())
+    monkeypatch.setattr(config_module, "EDIT_SECTIONS", dict(config_module.EDIT_SECTIONS))
 
     @register_policy("tmp_control", is_control=True)
     def tmp_control(inp, cfg):
