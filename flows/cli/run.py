@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from flows.cli.common import PAPER_POLICIES, parse_sets
@@ -410,6 +411,32 @@ def stoppable(args, body: Callable[[object], int]) -> int:
         log.close()
 
 
+def prefect_server(err, *, shared: bool) -> None:
+    """Choose this command's Prefect server before Prefect is imported; say in one dim line what was chosen.
+
+    ``shared=False`` (at the command's start): without sharing (``$SPECTRAL_SURGERY_PREFECT_IDLE=0``), a private
+    database when another run holds the shared one (:func:`flows.cli.prefect_home.isolate_temporary_server`).
+    ``shared=True`` (once there is work): the shared server (:func:`flows.cli.shared_server.attach`), reused or
+    started; where none can be (a run without sharing holds the database), the private database as above.
+    """
+    from flows.cli.prefect_home import isolate_temporary_server
+    from flows.cli.shared_server import DEFAULT_IDLE, ENV_IDLE, attach, wanted
+
+    if not shared and wanted():
+        return  # decided once there is work: a no-op night starts no server
+    if shared and wanted():
+        t0 = time.monotonic()
+        got = attach()
+        if got is not None:
+            how = "reused" if got.reused else f"started in {time.monotonic() - t0:.0f} s"
+            err.print(f"[dim]Prefect server {got.url} (pid {got.pid}) {how}; it stops after ${ENV_IDLE} "
+                      f"({os.environ.get(ENV_IDLE) or DEFAULT_IDLE}) without runs[/]", highlight=False)
+            return
+    if isolate_temporary_server():
+        err.print("[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect "
+                  "database, removed when it exits.[/]")
+
+
 @guarded
 def cmd_run(args) -> int:
     return stoppable(args, functools.partial(_cmd_run, args))
@@ -423,12 +450,14 @@ def _cmd_run(args, log) -> int:
     from flows.cli.summary import render as render_summary
 
     from flows import interrupt, stage_hook
-    from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
+    from flows.cli.prefect_home import detach_temporary_server
+    from flows.cli.shared_server import idle_seconds
 
-    if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
-        Console(stderr=True, soft_wrap=True).print(
-            "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
-            "removed when it exits.[/]")
+    try:
+        idle_seconds()  # a bad $SPECTRAL_SURGERY_PREFECT_IDLE: a usage error before anything starts
+    except ValueError as e:
+        return fail(message(e))
+    prefect_server(Console(stderr=True, soft_wrap=True), shared=False)  # before Prefect is imported
     if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
@@ -467,6 +496,7 @@ def _cmd_run(args, log) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+        prefect_server(err, shared=True)  # the shared server (started or reused) before Prefect is imported
         from flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
 
         log.quiet_terminal()  # the handlers Prefect's import just installed get the terminal's filter too
