@@ -275,7 +275,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             todo, plan, deferred = _plan(reg, config, run.id, pending, monotonic() - started_at, log)
             results += deferred
             entry = {e.version_id: e for e in plan.entries} if plan else {}
-            stage_hook.plan(len(todo))  # the command line's progress: adapter i of n
+            # the command line's progress: adapter i of n, and the ETA from the plan's forecasts
+            stage_hook.plan(len(todo), {v.adapter.name: entry[v.id].forecast_s for v in todo} if plan else None)
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
             in_flight: deque = deque()
             committed = 0.0  # GPU lane-seconds: actual of the finished, forecast of those in flight

@@ -325,6 +325,28 @@ def time_left(elapsed_s: float, window: WindowConfig) -> float | None:
     return None if stop is None else max(0.0, stop - elapsed_s)
 
 
+def eta_seconds(left: Sequence[float | None], mean_s: float | None, lanes: int = 1) -> float | None:
+    """The time left of a night, for the progress line: the plan's forecasts of the adapters not yet done, summed
+    and shared among the lanes.
+
+    Args:
+        left: One entry per adapter not yet done (in flight or waiting): its forecast in seconds, or None where the
+            plan has none (a night without a window).
+        mean_s: The mean seconds of this run's finished adapters, standing in for a missing forecast (None: none
+            finished yet).
+        lanes: Adapters refined at once.
+
+    Returns:
+        Seconds (0 when nothing is left), or None when an adapter has neither a forecast nor a mean to stand in.
+    """
+    if not left:
+        return 0.0
+    if any(f is None for f in left) and mean_s is None:
+        return None
+    total = sum(mean_s if f is None else f for f in left)
+    return total / max(1, min(lanes, len(left)))
+
+
 def forecast_error(forecast_s: float, actual_s: float) -> float:
     """Relative forecast error of one adapter: ``(actual − forecast) / forecast`` (+0.25: took 25 % longer)."""
     return (actual_s - forecast_s) / forecast_s

@@ -111,8 +111,9 @@ class Progress:
 
     On a terminal: one live line, ``evaluation · ops-math (2/3) · 1 min 10 s · ETA ~2 min 20 s``, redrawn in place,
     with a line above it per finished adapter. In a pipe: plain lines, one per change of stage or adapter and one per
-    finished adapter, never a redraw. The ETA is the mean seconds of this run's finished adapters times those left,
-    divided among the adapters refined at once.
+    finished adapter, never a redraw. The ETA sums the plan's forecasts of the adapters not done yet (a windowed
+    night; the mean seconds of this run's finished adapters stands in where there is none), divided among the
+    adapters refined at once (:func:`tasks.night_plan.eta_seconds`).
     """
 
     def __init__(self, reg, console, *, moves: bool | str = True, concurrency: int = 1) -> None:
@@ -132,6 +133,7 @@ class Progress:
         self.polled_at = None  # ended_at from which the next poll reads (None: the whole run)
         self.seen: set[int] = set()
         self.durations: list[float] = []
+        self.finished: set[str] = set()  # adapters done tonight: completed, failed or deferred
         self.last_status: tuple | None = None
         self.live = None
         self._names: dict[int, str] = {}
@@ -179,6 +181,7 @@ class Progress:
 
         from flows import stage_hook
         from flows.cli.summary import fmt_seconds
+        from tasks.night_plan import eta_seconds
 
         stage = stage_hook.current() or ("starting" if self.run_id is None else "scan")
         if running != self._running:  # another adapter started: its first stage is not reached yet
@@ -193,9 +196,13 @@ class Progress:
         elif n is not None:
             parts.append(f"{done}/{n} adapters")
         parts.append(fmt_seconds(elapsed))
-        if n and self.durations and done < n:
-            left = sum(self.durations) / len(self.durations) * (n - done) / min(self.concurrency, n - done)
-            parts.append(f"ETA ~{fmt_seconds(left)}")
+        if n and done < n:
+            mean = sum(self.durations) / len(self.durations) if self.durations else None
+            forecasts = stage_hook.forecasts()
+            left = ([f for name, f in forecasts.items() if name not in self.finished] if forecasts
+                    else [None] * (n - done))
+            if (eta := eta_seconds(left, mean, self.concurrency)) is not None and left:
+                parts.append(f"ETA ~{fmt_seconds(eta)}")
         return " · ".join(parts)
 
     def poll(self) -> None:
@@ -222,8 +229,11 @@ class Progress:
             if r.status == "running":
                 running.append(self._name(r.adapter_version_id))
                 continue
+            if r.status == "deferred":  # done for tonight (the window): no more of the ETA
+                self.finished.add(self._name(r.adapter_version_id))
             if r.id in self.seen or r.status not in ("completed", "failed"):
                 continue
+            self.finished.add(self._name(r.adapter_version_id))
             self.seen.add(r.id)
             if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
                 continue

@@ -230,8 +230,9 @@ def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[in
         poll_s: How often the watchdog checks for users.
 
     Returns:
-        What was done, or None: no sharing here (see :func:`wanted`), or another process holds the database
-        without a shared server (a run with idle 0); the caller then starts a temporary server as before.
+        What was done, or None: no sharing here (see :func:`wanted`), another process holds the database without a
+        shared server (a run with idle 0), or the recorded server cannot serve this run but a live run uses it;
+        the caller then starts a temporary server with a private database, as before.
 
     Raises:
         RuntimeError: the started server did not answer within ``timeout_s`` (the message holds its log's tail).
@@ -251,6 +252,8 @@ def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[in
             _lease_users(home)
             env["PREFECT_API_URL"] = rec.url
             return Attached(rec.url, rec.pid, reused=True)
+        if rec is not None and _runs(rec.pid, rec.started) and _in_use(home):
+            return None  # a live run uses it (another Prefect version, say): never pulled from under it
         if rec is not None:
             stop_recorded(rec)
             (home / RECORD).unlink(missing_ok=True)
@@ -297,6 +300,18 @@ def _await_server(proc: subprocess.Popen, url: str, home: Path, timeout_s: float
     tail = (home / LOG).read_text(errors="replace")[-2000:] if (home / LOG).exists() else ""
     raise RuntimeError(f"Prefect's shared server did not answer {url}/health within {timeout_s:.0f} s; its log "
                        f"({home / LOG}) ends:\n{tail}")
+
+
+def _in_use(home: Path) -> bool:
+    """Whether a run (this process included) holds the users lock."""
+    fd = os.open(home / USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the lock if it was taken
+    return False
 
 
 def _lease_users(home: Path) -> None:

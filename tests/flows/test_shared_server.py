@@ -86,6 +86,9 @@ def test_a_second_run_reuses_the_server_and_a_wrong_version_or_dead_one_is_repla
     second = ss.attach(env2 := _env(home), command=stand_in, version="3.9.1")
     assert second == ss.Attached(first.url, first.pid, reused=True) and env2["PREFECT_API_URL"] == first.url
 
+    assert ss.attach(_env(home), command=stand_in, version="4.0.0") is None  # in use by this "run": left alone
+    assert ss.read_record(home) == rec and ss._runs(rec.pid, rec.started)
+    ss.detach()  # that run ended: now the wrong-version server is replaced
     other = ss.attach(_env(home), command=stand_in, version="4.0.0", poll_s=0.2)
     assert not other.reused and other.pid != first.pid and other.replaced == "it runs Prefect 3.9.1, this run 4.0.0"
     assert _gone(rec)  # the old server and its watchdog were stopped, not left beside the new one
