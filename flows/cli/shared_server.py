@@ -340,7 +340,7 @@ def watch(home: Path, idle_s: float, poll_s: float, command: Sequence[str]) -> i
         signal.signal(sig, _stop)
     server = subprocess.Popen(list(command), preexec_fn=_die_with_parent)  # noqa: PLW1509 - a prctl, nothing else
     me = os.getpid()
-    last_busy = time.monotonic()
+    last_busy: float | None = None  # idle counts from the first check: the starter holds the start lock until ready
     users = os.open(home / USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     with contextlib.suppress(_Stopped):
         while server.poll() is None:
@@ -348,6 +348,7 @@ def watch(home: Path, idle_s: float, poll_s: float, command: Sequence[str]) -> i
             if server.poll() is not None:
                 break
             with _locked(home / START_LOCK):
+                last_busy = time.monotonic() if last_busy is None else last_busy
                 try:
                     fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
