@@ -436,7 +436,9 @@ def prefect_server(err, *, shared: bool) -> None:
         return  # decided once there is work: a no-op night starts no server
     if shared and wanted():
         t0 = time.monotonic()
-        got = attach()
+        from flows import interrupt
+
+        got = attach(check=interrupt.check)  # a Ctrl-C while the server starts stops it, and the command
         if got is not None:
             how = "reused" if got.reused else f"started in {time.monotonic() - t0:.0f} s"
             err.print(f"[dim]Prefect server {got.url} (pid {got.pid}) {how}; it stops after ${ENV_IDLE} "

@@ -216,7 +216,8 @@ class Attached:
 
 
 def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[int], Sequence[str]] = prefect_command,
-           version: str | None = None, timeout_s: float = 180.0, poll_s: float = 5.0) -> Attached | None:
+           version: str | None = None, timeout_s: float = 180.0, poll_s: float = 5.0,
+           check: Callable[[], None] | None = None) -> Attached | None:
     """Reuse this Prefect home's shared server, or start one, and point ``env``'s ``PREFECT_API_URL`` at it.
 
     Call before Prefect is imported (its settings are read at import). This process holds the server's users lock
@@ -228,6 +229,8 @@ def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[in
         version: The Prefect version to require (default the installed one).
         timeout_s: How long a started server may take to answer its health endpoint.
         poll_s: How often the watchdog checks for users.
+        check: Called while a started server is awaited; what it raises (a stop request) stops that server and
+            propagates.
 
     Returns:
         What was done, or None: no sharing here (see :func:`wanted`), another process holds the database without a
@@ -273,7 +276,7 @@ def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[in
                                                "PREFECT__SERVER_FINAL": "1"})
         os.close(db)  # the watchdog holds the lock now (the same open file description)
         url = f"http://127.0.0.1:{port}/api"
-        server_pid = _await_server(proc, url, home, timeout_s)
+        server_pid = _await_server(proc, url, home, timeout_s, check)
         rec = ServerRecord(proc.pid, _start_time(proc.pid), server_pid, _start_time(server_pid), url, version,
                            database, idle)
         tmp = home / f"{RECORD}.{os.getpid()}"
@@ -284,22 +287,33 @@ def attach(env: MutableMapping[str, str] | None = None, *, command: Callable[[in
     return Attached(url, proc.pid, reused=False, replaced=replaced)
 
 
-def _await_server(proc: subprocess.Popen, url: str, home: Path, timeout_s: float) -> int:
+def _await_server(proc: subprocess.Popen, url: str, home: Path, timeout_s: float,
+                  check: Callable[[], None] | None = None) -> int:
     """Wait for the watchdog's server to answer; returns the server's pid (the watchdog's only child)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _healthy(url, timeout_s=1.0):
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-            with contextlib.suppress(OSError, ValueError):
-                return int(children.read_text().split()[0])
-            return proc.pid  # no /proc: the watchdog stands for both
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if check is not None:
+                check()
+            if _healthy(url, timeout_s=1.0):
+                children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                with contextlib.suppress(OSError, ValueError):
+                    return int(children.read_text().split()[0])
+                return proc.pid  # no /proc: the watchdog stands for both
+            time.sleep(0.1)
+    except BaseException:
+        _kill_group(proc)  # a stop request while it started: no server is left behind
+        raise
+    _kill_group(proc)
     tail = (home / LOG).read_text(errors="replace")[-2000:] if (home / LOG).exists() else ""
     raise RuntimeError(f"Prefect's shared server did not answer {url}/health within {timeout_s:.0f} s; its log "
                        f"({home / LOG}) ends:\n{tail}")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _in_use(home: Path) -> bool:

@@ -189,3 +189,28 @@ def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(fle
     print(f"second run {t_second:.1f} s vs first {t_first:.1f} s (server {said[0].group(3)}): "
           f"ratio {t_second / t_first:.2f}")
     assert t_second < t_first
+
+
+def test_a_stop_request_while_the_server_starts_leaves_no_server(home):
+    """``run`` passes its stop check (flows.interrupt.check): a Ctrl-C during the start stops the starting server."""
+    from flows import interrupt
+
+    slow = lambda port: ["sh", "-c", 'sleep 30; exec "$0" "$@"', *stand_in(port)]  # noqa: E731
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 3:
+            raise interrupt.Interrupted("interrupted (SIGINT)")
+
+    with pytest.raises(interrupt.Interrupted):
+        ss.attach(_env(home), command=slow, version="1", check=check)
+    assert ss.read_record(home) is None and not ss._in_use(home)
+    assert not [p for p in Path("/proc").glob("[0-9]*") if f" {home} 600.0 5.0 " in _cmdline(p)]  # no watchdog
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
