@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from flows import refine_fleet, worker
-from flows.refine_fleet import headline, run_nightly, window_lines
-from registry import models as m
-from flows.cli.why import next_steps
-from flows.dashboard.data import collect
-from flows.dashboard.html import render_html
-from registry.night import run_plan
-from registry.read import adapter_story
-from tasks.decision.gate import GateConfig
+from spectral_surgery.flows import refine_fleet, worker
+from spectral_surgery.flows.refine_fleet import headline, run_nightly, window_lines
+from spectral_surgery.registry import models as m
+from spectral_surgery.flows.cli.why import next_steps
+from spectral_surgery.flows.dashboard.data import collect
+from spectral_surgery.flows.dashboard.html import render_html
+from spectral_surgery.registry.night import run_plan
+from spectral_surgery.registry.read import adapter_story
+from spectral_surgery.tasks.decision.gate import GateConfig
 from tests.flows.test_nightly import _config, _register
 
 
@@ -178,7 +178,7 @@ def test_an_adapter_in_flight_at_the_hard_stop_is_released_deferred_and_first_ne
     """window.wall_clock + window.grace passes while ad0 writes its candidates (each written candidate costs an
     injected 600 s): ad0 stops at the checkpoint before its third write (never mid-write), is recorded deferred
     (not failed, not running), nothing is decided or promoted, ad1 never starts, and the next night ad0 is first."""
-    from flows import stage_hook
+    from spectral_surgery.flows import stage_hook
 
     dirs, calib = make_fleet(2)
     window = {"wall_clock": "1000s", "grace": "100s", "default_adapter_seconds": 400}
@@ -207,7 +207,7 @@ def test_an_adapter_in_flight_at_the_hard_stop_is_released_deferred_and_first_ne
     ad0 = reg.list_versions("ad0")[0]
     written = [c for c in reg.list_candidates(ad0.id) if c.artifact_uri]  # the bare-base arm writes nothing
     assert len(written) == 2  # two whole candidates; the checkpoint before the third stopped it
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
     assert all(adapter_content_sha256(c.artifact_uri) == c.artifact_sha256 for c in written)  # none cut mid-write
     with Session(reg.engine) as s:
@@ -229,7 +229,7 @@ def test_an_adapter_in_flight_at_the_hard_stop_is_released_deferred_and_first_ne
 def test_grace_is_a_duration_and_none_lets_adapters_in_flight_finish():
     from datetime import timedelta
 
-    from tasks.night_plan import WindowConfig, time_left
+    from spectral_surgery.tasks.night_plan import WindowConfig, time_left
 
     w = WindowConfig(wall_clock="1000s")
     assert w.grace == timedelta(minutes=5) and w.hard_stop_s == 1300.0

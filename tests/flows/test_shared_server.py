@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import shared_server as ss
+from spectral_surgery.flows.cli import shared_server as ss
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH = textwrap.dedent("""
@@ -115,7 +115,7 @@ def test_an_idle_server_stops_itself_and_a_used_one_stays(home):
 ATTACH = textwrap.dedent("""
     import sys
     from tests.flows.test_shared_server import stand_in
-    from flows.cli import shared_server as ss
+    from spectral_surgery.flows.cli import shared_server as ss
     ss.wanted = lambda env: True
     got = ss.attach({"PREFECT_HOME": sys.argv[1], ss.ENV_IDLE: "10m"}, command=stand_in, version="1")
     print(got.pid, got.reused, flush=True)
@@ -138,7 +138,7 @@ def test_two_runs_starting_together_start_one_server(home):
 def test_a_run_without_sharing_keeps_the_database_and_no_shared_server_starts(home):
     """A run with idle 0 holds the home's database lock (flows/cli/prefect_home.py): a sharing run beside it
     starts no server on that database and falls back to a private temporary one."""
-    from flows.cli import prefect_home as ph
+    from spectral_surgery.flows.cli import prefect_home as ph
 
     ph.release()
     try:
@@ -193,7 +193,7 @@ def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(fle
 
 def test_a_stop_request_while_the_server_starts_leaves_no_server(home):
     """``run`` passes its stop check (flows.interrupt.check): a Ctrl-C during the start stops the starting server."""
-    from flows import interrupt
+    from spectral_surgery.flows import interrupt
 
     slow = lambda port: ["sh", "-c", 'sleep 30; exec "$0" "$@"', *stand_in(port)]  # noqa: E731
     calls = []

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tasks.night_plan import (
+from spectral_surgery.tasks.night_plan import (
     AdapterHistory,
     WindowConfig,
     clock,
@@ -156,7 +156,7 @@ def test_forecast_error_and_clock():
 
 
 def test_the_window_decides_what_runs_never_what_a_result_is():
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.run_config import RunConfig
 
     plain = RunConfig()
     windowed = RunConfig(window={"wall_clock": "6h", "gpu_hours": 12})
@@ -168,7 +168,7 @@ def test_the_window_decides_what_runs_never_what_a_result_is():
 
 
 def test_eta_sums_the_forecasts_left_and_falls_back_to_the_run_mean():
-    from tasks.night_plan import eta_seconds
+    from spectral_surgery.tasks.night_plan import eta_seconds
 
     assert eta_seconds([300.0, 600.0], mean_s=50.0) == 900.0  # the plan's forecasts, not the run's mean
     assert eta_seconds([300.0, 600.0, 900.0], mean_s=None, lanes=2) == 900.0  # shared among the lanes
