@@ -21,10 +21,13 @@ caller's last words and ends the process. Nothing here imports Prefect or the re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 STOP = threading.Event()
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -39,6 +42,26 @@ class Interrupted(KeyboardInterrupt):
     A ``KeyboardInterrupt`` so that the ``except Exception`` clauses that turn one adapter's failure into data do
     not swallow it, and the command line reports it as ``error: interrupted`` (exit 130).
     """
+
+
+class WindowEnded(Interrupted):
+    """The night's window ended (with its grace) while this adapter was in flight: raised at its next checkpoint
+    (:func:`check`), only in the context that runs the adapter (:func:`window_deadline`); the per-adapter flow
+    records it deferred, not failed. An ``Interrupted`` so that no ``except Exception`` takes it for a failure."""
+
+
+_deadline: ContextVar[tuple[float, Callable[[], float]] | None] = ContextVar("window_deadline", default=None)
+
+
+@contextlib.contextmanager
+def window_deadline(left_s: float | None, clock: Callable[[], float] = time.monotonic):
+    """Within the block (and the contexts copied from it: the adapter's tasks), :func:`check` raises
+    :class:`WindowEnded` once ``clock()`` has advanced ``left_s`` seconds; None: no deadline."""
+    token = _deadline.set(None if left_s is None else (clock() + left_s, clock))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def requested() -> bool:
@@ -75,9 +98,12 @@ def check() -> None:
 
     Raises:
         Interrupted: a stop was requested.
+        WindowEnded: the window's hard stop passed, in an adapter's context (:func:`window_deadline`).
     """
     if STOP.is_set():
         raise Interrupted(f"interrupted ({signal_name()})")
+    if (d := _deadline.get()) is not None and d[1]() >= d[0]:
+        raise WindowEnded("the night's window ended (window.wall_clock + window.grace) while it was in flight")
 
 
 def wait(seconds: float) -> None:

@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from spectral_surgery.flows import stage_hook, worker
+from spectral_surgery.flows.interrupt import WindowEnded
 from spectral_surgery.flows.refine import candidates as _candidates
 from spectral_surgery.flows.refine import decision as _decision
 from spectral_surgery.flows.refine import evaluation as _evaluation
@@ -145,6 +146,10 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                                     budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
+    except WindowEnded as e:  # the window ended in flight: released between stages, first in line next night
+        reg.release_adapter_run(arun.id, str(e))
+        _logger().info("%s: %s; released, deferred to the next night (nothing promoted)", adapter_name, e)
+        return {"adapter": adapter_name, "status": "deferred", "reason": str(e), "released": True}
     except (KeyboardInterrupt, RunStoppedError) as e:  # a stop request: the row is released, not a failure of the work
         with contextlib.suppress(Exception):
             reg.finish_adapter_run(arun.id, "failed", error_type=INTERRUPTED,

@@ -7,8 +7,9 @@ request (:mod:`flows.interrupt`: SIGINT/SIGTERM) ends the run ``cancelled`` with
 
 With ``RunConfig.window`` the night plans itself (:mod:`tasks.night_plan`): each adapter's cost is forecast from
 past nights, adapters start in priority order while they fit, the rest are recorded ``deferred`` (first in line
-the next night), and a night that runs long stops starting adapters (those in flight finish). The summary reports
-planned against actual seconds per adapter and the forecast error.
+the next night), and a night that runs long stops starting adapters; one still in flight at ``wall_clock + grace``
+is released between stages and recorded deferred too (nothing promoted). The summary reports planned against
+actual seconds per adapter and the forecast error.
 """
 
 import contextlib
@@ -28,23 +29,26 @@ from spectral_surgery.flows.integrations import events
 from spectral_surgery.registry.db import DB_ENV
 from spectral_surgery.tasks.secrets import has_password
 from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
-from spectral_surgery.tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits
+from spectral_surgery.tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits, time_left
 from spectral_surgery.tasks.run_config import RunConfig
 
 monotonic = time.monotonic  # the night's clock (a test injects stage costs by replacing it)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
-def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
+def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig,
+               window_left_s: float | None = None) -> dict:
     """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on. The result
     names the process that did the work (``worker``: host:pid, a Dask worker process or this one) and its torch
-    threads (``worker_threads``)."""
+    threads (``worker_threads``). ``window_left_s``: seconds until the window's hard stop, past which the adapter is
+    released at its next checkpoint (status ``deferred``); None: none."""
     import torch
 
     where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_threads": torch.get_num_threads()}
     t0 = monotonic()
     try:
-        out = {**refine_adapter(version_id, adapter_name, run_id, config), **where}
+        with interrupt.window_deadline(window_left_s, clock=monotonic):
+            out = {**refine_adapter(version_id, adapter_name, run_id, config), **where}
     except Exception as e:
         out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
     return {**out, "version_id": version_id, "seconds": monotonic() - t0}
@@ -271,7 +275,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             todo, plan, deferred = _plan(reg, config, run.id, pending, monotonic() - started_at, log)
             results += deferred
             entry = {e.version_id: e for e in plan.entries} if plan else {}
-            stage_hook.plan(len(todo))  # the command line's progress: adapter i of n
+            # the command line's progress: adapter i of n, and the ETA from the plan's forecasts
+            stage_hook.plan(len(todo), {v.adapter.name: entry[v.id].forecast_s for v in todo} if plan else None)
             # Bounded fan-out: never more than `concurrency` adapters in flight, whatever the task runner.
             in_flight: deque = deque()
             committed = 0.0  # GPU lane-seconds: actual of the finished, forecast of those in flight
@@ -283,9 +288,14 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
                 e = entry.get(r.get("version_id"))
                 if e is not None:
                     committed += r["seconds"] - e.forecast_s
+                if r.get("released"):  # in flight at the hard stop: the reason says so, with the window's times
+                    r["reason"] = (f"{r['reason']} (window {clock(config.window.wall_clock_s)} + grace "
+                                   f"{clock(config.window.grace.total_seconds())}); released at "
+                                   f"{clock(monotonic() - started_at)}, nothing promoted")
                 with contextlib.suppress(Exception):  # a cost not written is a forecast less, never a lost night
                     reg.record_visit(run.id, r["version_id"], seconds=r["seconds"],
-                                     forecast_s=e.forecast_s if e else None, reason=e.reason if e else None)
+                                     forecast_s=e.forecast_s if e else None,
+                                     reason=r["reason"] if r.get("released") else e.reason if e else None)
 
             for i, v in enumerate(todo):
                 if len(in_flight) >= config.concurrency:
@@ -298,7 +308,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
                                        f"{late}; not started", log) for w in todo[i:]]
                     break
                 committed += entry[v.id].forecast_s if plan is not None else 0.0
-                in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config))
+                left = time_left(monotonic() - started_at, config.window) if plan is not None else None
+                in_flight.append(refine_one.submit(v.id, v.adapter.name, run.id, config, left))
             while in_flight:
                 finish(in_flight.popleft())
             interrupt.check()  # a stop that came after the last adapter still ends the run cancelled

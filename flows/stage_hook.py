@@ -26,7 +26,7 @@ ENV_AT = "SPECTRAL_SURGERY_PAUSE_AT"
 ENV_FILE = "SPECTRAL_SURGERY_PAUSE_FILE"
 STAGES = ("scan", "calibration", "editing", "evaluation", "decision", "promotion")
 STARTUP = "startup"
-_last: dict[str, object] = {"stage": None, "planned": None}
+_last: dict[str, object] = {"stage": None, "planned": None, "forecasts": {}}
 
 
 def current() -> str | None:
@@ -39,14 +39,20 @@ def planned() -> int | None:
     return _last["planned"]  # type: ignore[return-value]
 
 
-def plan(n: int) -> None:
-    """Record that the nightly flow found ``n`` adapter versions to refine (read by :func:`planned`)."""
-    _last["planned"] = n
+def plan(n: int, forecasts: dict[str, float] | None = None) -> None:
+    """Record that the nightly flow found ``n`` adapter versions to refine (read by :func:`planned`) and, in a
+    windowed night, the plan's forecast seconds of each by adapter name (read by :func:`forecasts`)."""
+    _last["planned"], _last["forecasts"] = n, dict(forecasts or {})
+
+
+def forecasts() -> dict[str, float]:
+    """The plan's forecast seconds of the adapters this process's nightly flow starts, by name (empty: no plan)."""
+    return dict(_last["forecasts"])  # type: ignore[arg-type]
 
 
 def forget() -> None:
-    """Clear :func:`current` and :func:`planned` (the start of a command's run)."""
-    _last.update(stage=None, planned=None)
+    """Clear :func:`current`, :func:`planned` and :func:`forecasts` (the start of a command's run)."""
+    _last.update(stage=None, planned=None, forecasts={})
 
 
 def reached(stage: str) -> None:

@@ -322,6 +322,17 @@ class RunStore(Store):
                 row.plan_reason = reason
             return row
 
+    def release_adapter_run(self, adapter_run_id: int, reason: str) -> AdapterRun:
+        """Close a ``running`` adapter run as ``deferred``: the night's window ended while it was in flight and its
+        work stopped between stages. Like a deferral at the plan, it is neither failed nor running: the version
+        stays pending work and is first in line the next night. A row already closed is left as it is."""
+        check.text(reason, "reason")
+        with self._write() as s:
+            row = self._row(s, AdapterRun, adapter_run_id, "adapter run")
+            if row.status == "running":
+                row.status, row.plan_reason, row.ended_at = "deferred", reason, utcnow()
+            return row
+
     def record_visit(self, run_id: int, adapter_version_id: int, *, seconds: float, forecast_s: float | None = None,
                      reason: str | None = None) -> None:
         """Write what a version's visit cost as the nightly flow measured it (``wall_seconds``) and, in a windowed

@@ -16,7 +16,8 @@ runs long. So the flow plans its own night before it starts anything (:func:`pla
    still fill the gap. A deferred adapter is first in line the next night.
 
 While the night runs, :func:`still_fits` re-checks each adapter against the real clock before it starts: past the
-window's end no new adapter starts; those in flight finish.
+window's end no new adapter starts. An adapter still in flight at ``wall_clock + grace`` (:func:`time_left`) is
+released at its next checkpoint between stages and recorded deferred, so it is first in line the next night.
 
 Pure: no Prefect, no registry, no clock (elapsed seconds are arguments).
 """
@@ -68,6 +69,10 @@ class WindowConfig(BaseModel):
     gpu_hours: float | None = Field(
         None, gt=0, description="GPU-hours the night may spend, all lanes together (one adapter holds one lane); "
         "none = no budget.")
+    grace: timedelta | None = Field(
+        timedelta(minutes=5), description="How long past wall_clock an adapter still in flight may run before it is "
+        "released: interrupted between stages (never mid-write), recorded deferred, nothing promoted, first in line "
+        "the next night. Hours as a number or with a unit ('5m', '90s'); none = adapters in flight finish.")
     default_adapter_seconds: float = Field(
         DEFAULT_ADAPTER_SECONDS, gt=0, description="Forecast of an adapter with no recorded cost on a night when no "
         "adapter has one either (the first night); later nights use the fleet's median recorded cost.")
@@ -84,6 +89,18 @@ class WindowConfig(BaseModel):
             raise ValueError(f"window.wall_clock must be positive (e.g. 6h), got {v}")
         return v
 
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace_duration(cls, v):
+        return None if v is None else parse_duration(v, "window.grace")
+
+    @field_validator("grace")
+    @classmethod
+    def _not_negative(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(0):
+            raise ValueError(f"window.grace must not be negative (e.g. 5m; none: adapters in flight finish), got {v}")
+        return v
+
     @model_validator(mode="after")
     def _some_limit(self) -> "WindowConfig":
         if self.wall_clock is None and self.gpu_hours is None:
@@ -95,6 +112,14 @@ class WindowConfig(BaseModel):
     def wall_clock_s(self) -> float | None:
         """The wall clock in seconds (None: none)."""
         return None if self.wall_clock is None else self.wall_clock.total_seconds()
+
+    @property
+    def hard_stop_s(self) -> float | None:
+        """When adapters in flight are released, seconds from the night's start: ``wall_clock + grace`` (None: no
+        wall clock, or no grace)."""
+        if self.wall_clock is None or self.grace is None:
+            return None
+        return (self.wall_clock + self.grace).total_seconds()
 
     @property
     def gpu_seconds(self) -> float | None:
@@ -291,6 +316,35 @@ def still_fits(entry: PlannedAdapter, elapsed_s: float, spent_s: float, window: 
         return (f"the night spent more than planned: {spent_s / 3600:.2f} GPU-hours committed, its forecast would "
                 f"bring it past the budget {budget / 3600:.2f}")
     return None
+
+
+def time_left(elapsed_s: float, window: WindowConfig) -> float | None:
+    """Seconds an adapter starting now may run before the window's hard stop (:attr:`WindowConfig.hard_stop_s`);
+    None: no hard stop. Never negative."""
+    stop = window.hard_stop_s
+    return None if stop is None else max(0.0, stop - elapsed_s)
+
+
+def eta_seconds(left: Sequence[float | None], mean_s: float | None, lanes: int = 1) -> float | None:
+    """The time left of a night, for the progress line: the plan's forecasts of the adapters not yet done, summed
+    and shared among the lanes.
+
+    Args:
+        left: One entry per adapter not yet done (in flight or waiting): its forecast in seconds, or None where the
+            plan has none (a night without a window).
+        mean_s: The mean seconds of this run's finished adapters, standing in for a missing forecast (None: none
+            finished yet).
+        lanes: Adapters refined at once.
+
+    Returns:
+        Seconds (0 when nothing is left), or None when an adapter has neither a forecast nor a mean to stand in.
+    """
+    if not left:
+        return 0.0
+    if any(f is None for f in left) and mean_s is None:
+        return None
+    total = sum(mean_s if f is None else f for f in left)
+    return total / max(1, min(lanes, len(left)))
 
 
 def forecast_error(forecast_s: float, actual_s: float) -> float:

@@ -17,6 +17,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The command lines the tests start stop their Prefect server at exit (no server shared across runs, left idling in
+# a test's temporary Prefect home): tests/flows/test_shared_server.py turns sharing on where it is under test.
+os.environ.setdefault("SPECTRAL_SURGERY_PREFECT_IDLE", "0")
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # A pytest-xdist worker: torch (and the command lines the tests start) get an equal share of the CPUs, not one
     # thread per CPU in every worker (oversubscribed OpenMP threads spin and wait on each other).

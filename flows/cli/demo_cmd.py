@@ -6,7 +6,7 @@ import functools
 import os
 
 from spectral_surgery.flows.cli.common import console as plain_console
-from spectral_surgery.flows.cli.common import emit, guarded, resolve_location, verdict_cell
+from spectral_surgery.flows.cli.common import emit, fail, guarded, message, resolve_location, verdict_cell
 
 
 def _fmt(v, spec: str = "+.3f") -> str:
@@ -27,12 +27,15 @@ def _cmd_demo(args, log) -> int:
     from rich.console import Console
 
     from spectral_surgery.flows import interrupt, stage_hook
-    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
+    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server
+    from spectral_surgery.flows.cli.run import prefect_server
+    from spectral_surgery.flows.cli.shared_server import idle_seconds
 
-    if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
-        Console(stderr=True, soft_wrap=True).print(
-            "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
-            "removed when it exits.[/]")
+    try:
+        idle_seconds()  # a bad $SPECTRAL_SURGERY_PREFECT_IDLE: a usage error before anything starts
+    except ValueError as e:
+        return fail(message(e))
+    prefect_server(Console(stderr=True, soft_wrap=True), shared=True)  # before Prefect is imported
 
     from spectral_surgery.flows.demo import BUDGETS, run_demo, with_overrides
     from spectral_surgery.flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens

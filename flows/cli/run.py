@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from spectral_surgery.flows.cli.common import PAPER_POLICIES, parse_sets
@@ -110,8 +111,9 @@ class Progress:
 
     On a terminal: one live line, ``evaluation · ops-math (2/3) · 1 min 10 s · ETA ~2 min 20 s``, redrawn in place,
     with a line above it per finished adapter. In a pipe: plain lines, one per change of stage or adapter and one per
-    finished adapter, never a redraw. The ETA is the mean seconds of this run's finished adapters times those left,
-    divided among the adapters refined at once.
+    finished adapter, never a redraw. The ETA sums the plan's forecasts of the adapters not done yet (a windowed
+    night; the mean seconds of this run's finished adapters stands in where there is none), divided among the
+    adapters refined at once (:func:`tasks.night_plan.eta_seconds`).
     """
 
     def __init__(self, reg, console, *, moves: bool | str = True, concurrency: int = 1) -> None:
@@ -131,6 +133,7 @@ class Progress:
         self.polled_at = None  # ended_at from which the next poll reads (None: the whole run)
         self.seen: set[int] = set()
         self.durations: list[float] = []
+        self.finished: set[str] = set()  # adapters done tonight: completed, failed or deferred
         self.last_status: tuple | None = None
         self.live = None
         self._names: dict[int, str] = {}
@@ -178,6 +181,7 @@ class Progress:
 
         from spectral_surgery.flows import stage_hook
         from spectral_surgery.flows.cli.summary import fmt_seconds
+        from spectral_surgery.tasks.night_plan import eta_seconds
 
         stage = stage_hook.current() or ("starting" if self.run_id is None else "scan")
         if running != self._running:  # another adapter started: its first stage is not reached yet
@@ -192,9 +196,13 @@ class Progress:
         elif n is not None:
             parts.append(f"{done}/{n} adapters")
         parts.append(fmt_seconds(elapsed))
-        if n and self.durations and done < n:
-            left = sum(self.durations) / len(self.durations) * (n - done) / min(self.concurrency, n - done)
-            parts.append(f"ETA ~{fmt_seconds(left)}")
+        if n and done < n:
+            mean = sum(self.durations) / len(self.durations) if self.durations else None
+            forecasts = stage_hook.forecasts()
+            left = ([f for name, f in forecasts.items() if name not in self.finished] if forecasts
+                    else [None] * (n - done))
+            if (eta := eta_seconds(left, mean, self.concurrency)) is not None and left:
+                parts.append(f"ETA ~{fmt_seconds(eta)}")
         return " · ".join(parts)
 
     def poll(self) -> None:
@@ -221,8 +229,11 @@ class Progress:
             if r.status == "running":
                 running.append(self._name(r.adapter_version_id))
                 continue
+            if r.status == "deferred":  # done for tonight (the window): no more of the ETA
+                self.finished.add(self._name(r.adapter_version_id))
             if r.id in self.seen or r.status not in ("completed", "failed"):
                 continue
+            self.finished.add(self._name(r.adapter_version_id))
             self.seen.add(r.id)
             if r.error_type == INTERRUPTED:  # released by a stop request: the command says "interrupted" once
                 continue
@@ -410,6 +421,34 @@ def stoppable(args, body: Callable[[object], int]) -> int:
         log.close()
 
 
+def prefect_server(err, *, shared: bool) -> None:
+    """Choose this command's Prefect server before Prefect is imported; say in one dim line what was chosen.
+
+    ``shared=False`` (at the command's start): without sharing (``$SPECTRAL_SURGERY_PREFECT_IDLE=0``), a private
+    database when another run holds the shared one (:func:`flows.cli.prefect_home.isolate_temporary_server`).
+    ``shared=True`` (once there is work): the shared server (:func:`flows.cli.shared_server.attach`), reused or
+    started; where none can be (a run without sharing holds the database), the private database as above.
+    """
+    from spectral_surgery.flows.cli.prefect_home import isolate_temporary_server
+    from spectral_surgery.flows.cli.shared_server import DEFAULT_IDLE, ENV_IDLE, attach, wanted
+
+    if not shared and wanted():
+        return  # decided once there is work: a no-op night starts no server
+    if shared and wanted():
+        t0 = time.monotonic()
+        from spectral_surgery.flows import interrupt
+
+        got = attach(check=interrupt.check)  # a Ctrl-C while the server starts stops it, and the command
+        if got is not None:
+            how = "reused" if got.reused else f"started in {time.monotonic() - t0:.0f} s"
+            err.print(f"[dim]Prefect server {got.url} (pid {got.pid}) {how}; it stops after ${ENV_IDLE} "
+                      f"({os.environ.get(ENV_IDLE) or DEFAULT_IDLE}) without runs[/]", highlight=False)
+            return
+    if isolate_temporary_server():
+        err.print("[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect "
+                  "database, removed when it exits.[/]")
+
+
 @guarded
 def cmd_run(args) -> int:
     return stoppable(args, functools.partial(_cmd_run, args))
@@ -423,12 +462,14 @@ def _cmd_run(args, log) -> int:
     from spectral_surgery.flows.cli.summary import render as render_summary
 
     from spectral_surgery.flows import interrupt, stage_hook
-    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
+    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server
+    from spectral_surgery.flows.cli.shared_server import idle_seconds
 
-    if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
-        Console(stderr=True, soft_wrap=True).print(
-            "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
-            "removed when it exits.[/]")
+    try:
+        idle_seconds()  # a bad $SPECTRAL_SURGERY_PREFECT_IDLE: a usage error before anything starts
+    except ValueError as e:
+        return fail(message(e))
+    prefect_server(Console(stderr=True, soft_wrap=True), shared=False)  # before Prefect is imported
     if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
@@ -467,6 +508,7 @@ def _cmd_run(args, log) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+        prefect_server(err, shared=True)  # the shared server (started or reused) before Prefect is imported
         from spectral_surgery.flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
 
         log.quiet_terminal()  # the handlers Prefect's import just installed get the terminal's filter too

@@ -103,3 +103,23 @@ def test_on_a_terminal_a_live_line_and_a_summary_that_fits_80_columns(home, tmp_
                if not line.startswith("log: ")]  # the log file's path is one line, whole, whatever its length
     assert all(len(line) <= 80 for line in summary), [line for line in summary if len(line) > 80]
     assert "Traceback" not in text and "FutureWarning" not in text
+
+
+def test_the_eta_of_a_windowed_night_sums_the_plans_forecasts_left(tmp_path):
+    """The progress line's ETA from the plan (tasks.night_plan.eta_seconds): before any adapter finished, and
+    without the run's mean; a finished or deferred adapter leaves it."""
+    from rich.console import Console
+
+    from spectral_surgery.flows import stage_hook
+    from spectral_surgery.flows.cli.run import Progress
+
+    with open(tmp_path / "out.txt", "w") as out:
+        progress = Progress(None, Console(file=out), concurrency=1)
+        stage_hook.plan(3, {"ad0": 600.0, "ad1": 1200.0, "ad2": 60.0})
+        try:
+            assert progress.status(["ad0"], 0).endswith("ETA ~31 min 00 s")  # 600 + 1200 + 60 s
+            progress.finished |= {"ad0", "ad2"}  # ad0 done, ad2 deferred by the window
+            progress.durations.append(5.0)  # the run's mean (5 s) is not what the plan says is left
+            assert progress.status(["ad1"], 1).endswith("ETA ~20 min 00 s")
+        finally:
+            stage_hook.forget()

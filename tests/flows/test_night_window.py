@@ -171,3 +171,71 @@ def test_register_declares_a_priority(make_fleet, fleet_base, tmp_path):
     bad = cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--priority", "5000",
               "--data-dir", data)
     assert bad.code != 0 and "priority must be a whole number from -1000 to 1000" in bad.err
+
+
+def test_an_adapter_in_flight_at_the_hard_stop_is_released_deferred_and_first_next_night(
+        prefect_harness, make_fleet, fleet_base, tmp_path, night, monkeypatch):
+    """window.wall_clock + window.grace passes while ad0 writes its candidates (each written candidate costs an
+    injected 600 s): ad0 stops at the checkpoint before its third write (never mid-write), is recorded deferred
+    (not failed, not running), nothing is decided or promoted, ad1 never starts, and the next night ad0 is first."""
+    from spectral_surgery.flows import stage_hook
+
+    dirs, calib = make_fleet(2)
+    window = {"wall_clock": "1000s", "grace": "100s", "default_adapter_seconds": 400}
+    cfg = _config(tmp_path / "data", calib, window=window)
+    reg = _register(cfg, dirs, fleet_base, families=("math", "math"))
+    clock = night({"ad0": 0.0, "ad1": 0.0})
+    reached, stage_costs = stage_hook.reached, {"editing": 600.0}
+
+    def costly_stage(stage: str) -> None:
+        reached(stage)
+        clock.now += stage_costs.get(stage, 0.0)
+
+    monkeypatch.setattr(stage_hook, "reached", costly_stage)
+    out = run_nightly(cfg)
+    assert (out["completed"], out["failed"], out["deferred"], out["refined"]) == (0, 0, 2, 0)
+    assert [r["action"] for r in out["plan"]] == ["start", "start"]  # both fitted the plan; the night ran long
+    res = {r["adapter"]: r for r in out["results"]}
+    assert res["ad0"]["status"] == "deferred" and res["ad0"]["released"]
+    assert "window ended" in res["ad0"]["reason"] and "(window 0:16:40 + grace 0:01:40); released at 0:20:00, " \
+        "nothing promoted" in res["ad0"]["reason"]
+    assert "the night ran long" in res["ad1"]["reason"] and "not started" in res["ad1"]["reason"]
+    rows = {r.adapter: r for r in run_plan(reg, out["run_id"])}
+    assert {n: r.status for n, r in rows.items()} == {"ad0": "deferred", "ad1": "deferred"}
+    assert "released at 0:20:00" in rows["ad0"].reason and rows["ad0"].forecast_s == 400.0
+    assert reg.get_run(out["run_id"]).status == "completed"
+    ad0 = reg.list_versions("ad0")[0]
+    written = [c for c in reg.list_candidates(ad0.id) if c.artifact_uri]  # the bare-base arm writes nothing
+    assert len(written) == 2  # two whole candidates; the checkpoint before the third stopped it
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+
+    assert all(adapter_content_sha256(c.artifact_uri) == c.artifact_sha256 for c in written)  # none cut mid-write
+    with Session(reg.engine) as s:
+        assert s.scalar(select(m.Decision.id).limit(1)) is None  # nothing decided, so nothing promoted
+    assert reg.production("ad0").candidate_id is None  # still the adapter as registered (implicit)
+
+    # next night, no injected stage cost: ad0 is first in line and completes, reusing its two stored candidates
+    stage_costs.clear()
+    night({"ad0": 10.0, "ad1": 10.0})
+    out2 = run_nightly(cfg)
+    assert [r["adapter"] for r in out2["plan"]] == ["ad0", "ad1"]
+    assert out2["plan"][0]["reason"].startswith("deferred last night")
+    assert (out2["completed"], out2["deferred"], out2["failed"]) == (2, 0, 0)
+    res2 = {r["adapter"]: r for r in out2["results"]}
+    # the two candidates written before the hard stop and the bare-base row are reused, not written again
+    assert res2["ad0"]["candidates_written"] == res2["ad1"]["candidates_written"] - 3
+
+
+def test_grace_is_a_duration_and_none_lets_adapters_in_flight_finish():
+    from datetime import timedelta
+
+    from spectral_surgery.tasks.night_plan import WindowConfig, time_left
+
+    w = WindowConfig(wall_clock="1000s")
+    assert w.grace == timedelta(minutes=5) and w.hard_stop_s == 1300.0
+    assert (time_left(300.0, w), time_left(2000.0, w)) == (1000.0, 0.0)
+    assert WindowConfig(wall_clock=1, grace="90s").hard_stop_s == 3690.0
+    assert time_left(0.0, WindowConfig(wall_clock=1, grace=None)) is None  # as before: in-flight adapters finish
+    assert time_left(0.0, WindowConfig(gpu_hours=2)) is None  # no wall clock, no hard stop
+    with pytest.raises(ValueError, match="window.grace must not be negative"):
+        WindowConfig(wall_clock=1, grace=-0.1)

@@ -165,3 +165,15 @@ def test_the_window_decides_what_runs_never_what_a_result_is():
     assert again.window == windowed.window
     with pytest.raises(ValidationError, match="window.wall_clock must be positive"):
         RunConfig(window={"wall_clock": -1})
+
+
+def test_eta_sums_the_forecasts_left_and_falls_back_to_the_run_mean():
+    from spectral_surgery.tasks.night_plan import eta_seconds
+
+    assert eta_seconds([300.0, 600.0], mean_s=50.0) == 900.0  # the plan's forecasts, not the run's mean
+    assert eta_seconds([300.0, 600.0, 900.0], mean_s=None, lanes=2) == 900.0  # shared among the lanes
+    assert eta_seconds([300.0], mean_s=None, lanes=4) == 300.0  # one adapter left holds one lane
+    assert eta_seconds([None, None], mean_s=120.0) == 240.0  # no plan: the mean of the finished adapters
+    assert eta_seconds([200.0, None], mean_s=100.0) == 300.0  # a missing forecast: the mean stands in for it
+    assert eta_seconds([200.0, None], mean_s=None) is None  # nothing to stand in: no ETA rather than a wrong one
+    assert eta_seconds([], mean_s=None) == 0.0
