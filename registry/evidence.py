@@ -163,6 +163,15 @@ class EvidenceStore(Store):
                 adapter_version_id=adapter_version_id, subject=_subject(candidate_id), benchmark=benchmark,
                 evaluator_key=evaluator_key)).first()
 
+    def evaluations_by_subject(self, adapter_version_id: int, benchmark: str,
+                               evaluator_key: str) -> dict[int | None, Evaluation]:
+        """Every recorded score of a version on ``benchmark`` under ``evaluator_key`` in one query: candidate id
+        (``None``: the baseline) -> its evaluation (what :meth:`get_evaluation` returns for each subject)."""
+        with self._read() as s:
+            rows = s.scalars(select(Evaluation).filter_by(adapter_version_id=adapter_version_id, benchmark=benchmark,
+                                                          evaluator_key=evaluator_key))
+            return {row.candidate_id: row for row in rows if row.subject == _subject(row.candidate_id)}
+
     def list_evaluations(self, adapter_version_id: int) -> list[Evaluation]:
         """Every score recorded for a version (baseline and candidates), by id."""
         with self._read() as s:
