@@ -8,6 +8,7 @@ from pathlib import Path
 from flows import interrupt, stage_hook, worker
 from flows.refine import logger
 from flows.refine.candidates import Candidates
+from registry.evidence import Score
 from tasks.decision.arms import BARE_BASE, BASELINE, Arm
 from tasks.decision.sequential import design_for, run_looks
 from tasks.evaluation.benchmarks import BenchmarkSpec
@@ -76,14 +77,14 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
             with using_backend(config.sandbox):  # generated code of this evaluation runs in the configured sandbox
                 results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=None if docs else limit,
                                       out_dir=out_dir, on_result=on_result, **chosen)
-            for name, r in results.items():
-                # add_evaluation returns the stored row (another process's, if it wrote this key first)
-                stored[subjects[name]] = reg.add_evaluation(
-                    version.id, spec.name, r.metric, r.value, evaluator_key=ekey, higher_is_better=r.higher_is_better,
-                    candidate_id=subjects[name], n=r.n, stderr=r.stderr, samples_uri=r.samples_path,
-                    doc_outcomes=doc_rows(r), kind=kind, seconds=took.get(r.subject, took.get(name)))
-                stage_hook.reached("evaluation")
-                interrupt.check()
+            # every new score in one transaction (its rows returned: another process's, if it wrote a key first)
+            rows = reg.add_evaluations(version.id, spec.name, ekey, [
+                Score(subjects[name], r.metric, r.value, r.higher_is_better, n=r.n, stderr=r.stderr,
+                      samples_uri=r.samples_path, doc_outcomes=doc_rows(r), seconds=took.get(r.subject, took.get(name)))
+                for name, r in results.items()], kind=kind)
+            stored.update(zip((subjects[name] for name in results), rows))
+            stage_hook.reached("evaluation")
+            interrupt.check()
     out: dict[str, list] = {}
     scores: dict[str, list] = {}
     for name, cid in subjects.items():

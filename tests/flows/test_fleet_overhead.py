@@ -18,12 +18,13 @@ from tasks.run_config import RunConfig
 
 ADAPTERS = 3
 # One task run per adapter for the refinement and one for reading its source at the scan (the only retried step);
-# no subflow run. Before: 6.8 task runs and one subflow run per adapter.
+# no subflow run.
 TASK_RUNS_PER_ADAPTER = 2
 FLOW_RUNS = 1  # the nightly flow itself
-# Measured 148 per adapter for this night on SQLite (before: BEFORE); the margin allows for the lease's heartbeat
-# (one statement every 30 s of a slow run), not for a new query per candidate or subject (about 7 or 10 each).
-STATEMENTS_PER_ADAPTER = 160
+# Measured 114 per adapter for this night on SQLite (before: 249, and 7 task runs and a subflow run per adapter); the
+# margin allows for the lease's heartbeat (a statement every 30 s of a slow run), not for a query per candidate or
+# subject again (7 candidates and 10 scores per adapter).
+STATEMENTS_PER_ADAPTER = 125
 
 
 @contextlib.contextmanager
