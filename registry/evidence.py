@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from registry import validation as check
-from registry.db import holds_write_lock
-from registry.models import (
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.db import holds_write_lock
+from spectral_surgery.registry.models import (
     EVALUATION_KINDS,
     AdapterRun,
     AdapterVersion,
@@ -20,8 +20,8 @@ from registry.models import (
     GuardResult,
     RefinementRun,
 )
-from registry.store import Store, _subject
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.registry.store import Store, _subject
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from flows import worker
-from flows.refine_fleet import run_nightly
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.refine_fleet import run_nightly
+from spectral_surgery.tasks.run_config import RunConfig
 
 ADAPTERS = 3
 # One task run per adapter for the refinement and one for reading its source at the scan (the only retried step);
