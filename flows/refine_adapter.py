@@ -1,9 +1,11 @@
-"""Per-adapter subflow: download → decompose + calibrate once → edit under every policy and random control →
+"""Per-adapter refinement: download → decompose + calibrate once → edit under every policy and random control →
 evaluate → guard → decide → promote.
 
 Every step first asks the registry whether its result already exists (content-addressed keys), so a re-run does
-no new work and a run killed mid-way resumes where it stopped. This module holds only orchestration: the
-``refine_adapter`` flow and the thin Prefect tasks it runs (retries for I/O, one task run per step). Their bodies,
+no new work and a run killed mid-way resumes where it stopped. This module holds only orchestration:
+:func:`refine_version` (the steps, in order, as plain calls; the nightly flow runs it inside one task run per
+adapter), the ``refine_adapter`` flow around it (one adapter on its own), and the one step that retries, the
+:func:`fetch_adapter` task (I/O). The steps' bodies,
 the registry and model I/O, live in :mod:`flows.refine` (``source``, ``candidates``, ``evaluation``, ``decision``,
 ``artifacts``); the pure work in ``tasks/``: the arms, the gate's inputs and the guard plan in
 :mod:`tasks.decision.arms`, what to write in :mod:`tasks.surgery.write_plan`, what to score in
@@ -63,41 +65,28 @@ def version_files(version, source_uri: str, fetch=None) -> Path:
     return _source.version_files(version, source_uri, fetch or fetch_adapter)
 
 
-@task(cache_policy=NO_CACHE)
-def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list[Arm]) -> Candidates:
-    """Write every planned candidate not stored yet (:func:`flows.refine.candidates.make_candidates`)."""
-    return _candidates.make_candidates(config, version, adapter, local, arms)
-
-
-@task(cache_policy=NO_CACHE)
-def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
-                      limit: int | None, kind: str, arms: list[str] | None = None,
-                      docs: tuple[int, int] | None = None) -> tuple[str, dict[str, list], dict[str, list]]:
-    """Score the subjects not scored yet on ``spec`` (:func:`flows.refine.evaluation.evaluate_subjects`)."""
-    return _evaluation.evaluate_subjects(config, version, adapter, local, cands, spec, limit, kind, arms, docs)
-
-
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,
                         arms: list[Arm]) -> tuple[tuple[str, dict[str, list], dict[str, list]], dict]:
-    """The task benchmark in looks (:func:`flows.refine.evaluation.evaluate_sequential`), each look a run of the
-    :func:`evaluate_subjects` task."""
-    return _evaluation.evaluate_sequential(config, version, adapter, local, cands, spec, arms,
-                                           evaluate=evaluate_subjects)
-
-
-@task(cache_policy=NO_CACHE)
-def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
-                       task_eval: tuple[str, dict], guard_eval: tuple[str, dict] | None, higher_is_better: bool,
-                       task_name: str, guard_name: str | None, sequential: dict | None = None,
-                       guard_skipped: dict[str, str] | None = None, budget: dict | None = None) -> dict:
-    """Gate, record the decision once per key, move production (:func:`flows.refine.decision.decide_and_promote`)."""
-    return _decision.decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                        higher_is_better, task_name, guard_name, sequential, guard_skipped, budget)
+    """The task benchmark in looks (:func:`flows.refine.evaluation.evaluate_sequential`)."""
+    return _evaluation.evaluate_sequential(config, version, adapter, local, cands, spec, arms)
 
 
 @flow(name="refine-adapter", flow_run_name="refine-{adapter_name}")  # no log_prints: see refine_fleet
 def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
-    """Refine one adapter version end to end; failures are recorded in the registry and re-raised."""
+    """Refine one adapter version end to end as a flow run of its own (:func:`refine_version`); failures are
+    recorded in the registry and re-raised."""
+    return refine_version(version_id, adapter_name, run_id, config)
+
+
+def refine_version(version_id: int, adapter_name: str, run_id: int, config: RunConfig) -> dict:
+    """Refine one adapter version end to end; failures are recorded in the registry and re-raised.
+
+    Plain calls, no Prefect runs of its own: the nightly flow runs it inside the adapter's one task run
+    (``refine-<adapter>``, :func:`flows.refine_fleet.refine_one`), :func:`refine_adapter` inside a flow run. Each
+    step's cost is in the registry (the stage seconds of candidates and evaluations) and in the log, not in a
+    Prefect run per step: a task or subflow run per step cost more orchestration than the tiny adapters' model
+    work (docs/fleet.md, "Measured").
+    """
     reg = worker.registry(config)
     version = reg.get_version(version_id)
     adapter = reg.get_adapter(adapter_name)
@@ -119,13 +108,13 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
         spec = resolve_benchmark(adapter.task_family, profile=config.profile, override=adapter.benchmark_override)
         if spec.executes_code and runs_generated_code(config.evaluator):
             resolve_backend(config.sandbox)  # before any model work: no usable sandbox refuses it, saying how to fix
-        cands = make_candidates(config, version, adapter, local, arms)
+        cands = _candidates.make_candidates(config, version, adapter, local, arms)
         sequential = None
         if config.sequential.enabled:
             task_eval, sequential = evaluate_sequential(config, version, adapter, local, cands, spec, arms)
         else:
-            task_eval = evaluate_subjects(config, version, adapter, local, cands, spec, config.limit_for(spec.name),
-                                          "task")
+            task_eval = _evaluation.evaluate_subjects(config, version, adapter, local, cands, spec,
+                                                      config.limit_for(spec.name), "task")
         guard_eval, guard_name, guard_skipped = None, None, {}
         if config.guard:
             gspec = guard_benchmark(config.profile)
@@ -136,14 +125,14 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
                 guarded, guard_skipped = guard_plan(config, arms, cands.ids, task_eval[1], spec.higher_is_better,
                                                     sequential)
                 if guarded or BASELINE not in guard_skipped:
-                    guard_eval = evaluate_subjects(config, version, adapter, local, cands, gspec,
-                                                   config.guard_limit, "guard", guarded)
+                    guard_eval = _evaluation.evaluate_subjects(config, version, adapter, local, cands, gspec,
+                                                               config.guard_limit, "guard", guarded)
                 if guard_skipped:
                     _logger().info("%s: IFEval guard for %d arm(s), %d skipped (%s)", adapter.name, len(guarded),
                                    len(guard_skipped), ", ".join(sorted(guard_skipped)))
-        result = decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
-                                    spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped,
-                                    budget)
+        result = _decision.decide_and_promote(config, version, adapter, run_id, cands, arms, task_eval, guard_eval,
+                                              spec.higher_is_better, spec.name, guard_name, sequential, guard_skipped,
+                                              budget)
         stage_hook.reached("promotion")
         reg.finish_adapter_run(arun.id, "completed", decision_id=result["decision_id"])
     except WindowEnded as e:  # the window ended in flight: released between stages, first in line next night

@@ -1,4 +1,4 @@
-"""The nightly flow: scan the registry, find adapter versions that need work, fan out one subflow per adapter.
+"""The nightly flow: scan the registry, find adapter versions that need work, fan out one task run per adapter.
 
 A version needs work when it is new, was never refined, or was refined under another configuration (its
 result hash differs). One adapter's failure is recorded with its error and never stops the others. Fan-out is
@@ -28,8 +28,9 @@ from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.integrations import events
 from spectral_surgery.registry.db import DB_ENV
 from spectral_surgery.tasks.secrets import has_password
-from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
-from spectral_surgery.tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits, time_left
+from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_version
+from spectral_surgery.tasks.night_plan import (NightPlan, PlannedAdapter, clock, forecast_error, plan_night,
+                                               still_fits, time_left)
 from spectral_surgery.tasks.run_config import RunConfig
 
 monotonic = time.monotonic  # the night's clock (a test injects stage costs by replacing it)
@@ -38,17 +39,18 @@ monotonic = time.monotonic  # the night's clock (a test injects stage costs by r
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
 def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig,
                window_left_s: float | None = None) -> dict:
-    """Run the per-adapter subflow; its failure is returned as data, not raised, so the fleet goes on. The result
-    names the process that did the work (``worker``: host:pid, a Dask worker process or this one) and its torch
-    threads (``worker_threads``). ``window_left_s``: seconds until the window's hard stop, past which the adapter is
-    released at its next checkpoint (status ``deferred``); None: none."""
+    """Refine one adapter version in this task run (:func:`flows.refine_adapter.refine_version`; no subflow run,
+    whose Prefect bookkeeping cost more than a small adapter's model work). Its failure is returned as data, not
+    raised, so the fleet goes on. The result names the process that did the work (``worker``: host:pid, a Dask
+    worker process or this one) and its torch threads (``worker_threads``). ``window_left_s``: seconds until the
+    window's hard stop, past which the adapter is released at its next checkpoint (status ``deferred``); None: none."""
     import torch
 
     where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_threads": torch.get_num_threads()}
     t0 = monotonic()
     try:
         with interrupt.window_deadline(window_left_s, clock=monotonic):
-            out = {**refine_adapter(version_id, adapter_name, run_id, config), **where}
+            out = {**refine_version(version_id, adapter_name, run_id, config), **where}
     except Exception as e:
         out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
     return {**out, "version_id": version_id, "seconds": monotonic() - t0}

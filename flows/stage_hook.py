@@ -8,8 +8,9 @@ kill the process (tests/flows/test_nightly.py, ``test_killed_at_each_stage_resum
 (tests/flows/test_interrupt.py), and check that the next run resumes with no lost, duplicated or stale rows.
 
 The stages, in the order one adapter meets them: ``scan`` (a version recorded), ``calibration`` (one batch done),
-``editing`` (one candidate written and recorded), ``evaluation`` (one evaluation recorded), ``decision`` (the
-decision recorded, production not moved yet), ``promotion`` (production moved, the adapter run not closed yet).
+``editing`` (one candidate written and recorded), ``evaluation`` (an evaluation's new scores recorded),
+``decision`` (the decision recorded, production not moved yet), ``promotion`` (production moved, the adapter run not
+closed yet).
 :data:`STARTUP` comes before them all: the command line's start-up, before the flow (and Prefect's server) starts.
 
 The same calls feed the command line's progress display: :func:`current` is the stage this process reached last and

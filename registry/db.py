@@ -128,6 +128,13 @@ def write_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
 
+def holds_write_lock(session: Session) -> bool:
+    """Whether ``session``'s transaction took SQLite's write lock at ``BEGIN`` (``BEGIN IMMEDIATE``): then no other
+    connection can write until it ends, so what it read is still true when it writes."""
+    conn = session.connection()
+    return conn.dialect.name == "sqlite" and conn.get_execution_options().get(_BEGIN_OPTION) == "IMMEDIATE"
+
+
 @contextmanager
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any exception.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.db import holds_write_lock
 from spectral_surgery.registry.models import (
     EVALUATION_KINDS,
     AdapterRun,
@@ -19,7 +21,23 @@ from spectral_surgery.registry.models import (
     RefinementRun,
 )
 from spectral_surgery.registry.store import Store, _subject
-from spectral_surgery.registry.validation import RegistryError
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
+
+
+@dataclass(frozen=True)
+class Score:
+    """One subject's score on a benchmark, as :meth:`EvidenceStore.add_evaluations` records it (the arguments of
+    :meth:`EvidenceStore.add_evaluation` besides the version, benchmark, evaluator key and kind)."""
+
+    candidate_id: int | None  # None: the baseline
+    metric: str
+    value: float
+    higher_is_better: bool
+    n: int | None = None
+    stderr: float | None = None
+    samples_uri: str | None = None
+    doc_outcomes: Sequence[Sequence[Any]] | None = None
+    seconds: float | None = None
 
 
 class EvidenceStore(Store):
@@ -127,32 +145,65 @@ class EvidenceStore(Store):
             kind: ``task`` (the adapter's benchmark) or ``guard`` (IFEval).
             seconds: Wall seconds of scoring this subject (its share of the evaluator's pass).
         """
+        score = Score(candidate_id, metric, value, higher_is_better, n=n, stderr=stderr, samples_uri=samples_uri,
+                      doc_outcomes=doc_outcomes, seconds=seconds)
+        return self.add_evaluations(adapter_version_id, benchmark, evaluator_key, [score], kind=kind)[0]
+
+    def add_evaluations(self, adapter_version_id: int, benchmark: str, evaluator_key: str, scores: Sequence[Score],
+                        *, kind: str = "task") -> list[Evaluation]:
+        """Get or create several subjects' scores of one evaluation (one benchmark, one evaluator key) in one
+        transaction: :meth:`add_evaluation` for each, in order, in a fixed number of reads.
+
+        Returns:
+            The stored row of each score, in order (an existing one as is: the first write wins).
+        """
         check.text(benchmark, "benchmark", max_len=200)
-        check.text(metric, "metric", max_len=100)
         check.text(evaluator_key, "evaluator_key", max_len=64)
         check.choice(kind, "kind", EVALUATION_KINDS)
-        outcomes = None
-        if doc_outcomes is not None:
-            outcomes = check.jsonable([list(pair) for pair in doc_outcomes], "doc_outcomes")
+        values = [self._evaluation_values(sc, kind) for sc in scores]
+        cids = {sc.candidate_id for sc in scores} - {None}
+        with self._write() as s:
+            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+            owners = {cid: vid for cid, vid in s.execute(select(Candidate.id, Candidate.adapter_version_id)
+                                                          .where(Candidate.id.in_(cids)))} if cids else {}
+            for cid in sorted(cids):
+                if cid not in owners:
+                    raise NotFoundError(f"no candidate with id {cid}")
+                if owners[cid] != adapter_version_id:
+                    raise RegistryError(f"candidate {cid} belongs to adapter version {owners[cid]}, not "
+                                        f"{adapter_version_id}")
+            key = {"adapter_version_id": adapter_version_id, "benchmark": benchmark, "evaluator_key": evaluator_key}
+            stored = {row.subject: row for row in s.scalars(select(Evaluation).filter_by(**key))}
+            out = []
+            locked = holds_write_lock(s)  # SQLite: no other writer since the read above, insert what it lacked
+            for sc, vals in zip(scores, values):
+                subject = _subject(sc.candidate_id)
+                if subject in stored:
+                    pass
+                elif locked:
+                    stored[subject] = Evaluation(**key, subject=subject, **vals)
+                    s.add(stored[subject])
+                else:  # PostgreSQL: the savepoint settles a race with another process
+                    stored[subject], _ = self._get_or_create(s, Evaluation, {**key, "subject": subject}, vals)
+                out.append(stored[subject])
+            s.flush()
+            return out
+
+    @staticmethod
+    def _evaluation_values(sc: Score, kind: str) -> dict[str, Any]:
+        """The checked column values of one score (what :meth:`add_evaluations` inserts besides the key)."""
+        check.text(sc.metric, "metric", max_len=100)
+        n, outcomes = sc.n, None
+        if sc.doc_outcomes is not None:
+            outcomes = check.jsonable([list(pair) for pair in sc.doc_outcomes], "doc_outcomes")
             if any(len(row) not in (2, 3) for row in outcomes):
                 raise RegistryError("doc_outcomes must be a list of [doc_id, value] pairs or [doc_id, value, score] "
                                     "triples")
             n = len(outcomes) if n is None else n
-        values = {"metric": metric, "value": check.finite(value, "value"), "n": n,
-                  "stderr": check.finite(stderr, "stderr", optional=True), "samples_uri": samples_uri,
-                  "doc_outcomes_json": outcomes, "higher_is_better": bool(higher_is_better), "kind": kind,
-                  "candidate_id": candidate_id, "seconds": check.finite(seconds, "seconds", optional=True)}
-        with self._write() as s:
-            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
-            if candidate_id is not None:
-                cand = self._row(s, Candidate, candidate_id, "candidate")
-                if cand.adapter_version_id != adapter_version_id:
-                    raise RegistryError(f"candidate {candidate_id} belongs to adapter version "
-                                        f"{cand.adapter_version_id}, not {adapter_version_id}")
-            row, _ = self._get_or_create(s, Evaluation, {
-                "adapter_version_id": adapter_version_id, "subject": _subject(candidate_id),
-                "benchmark": benchmark, "evaluator_key": evaluator_key}, values)
-            return row
+        return {"metric": sc.metric, "value": check.finite(sc.value, "value"), "n": n,
+                "stderr": check.finite(sc.stderr, "stderr", optional=True), "samples_uri": sc.samples_uri,
+                "doc_outcomes_json": outcomes, "higher_is_better": bool(sc.higher_is_better), "kind": kind,
+                "candidate_id": sc.candidate_id, "seconds": check.finite(sc.seconds, "seconds", optional=True)}
 
     def get_evaluation(
         self, adapter_version_id: int, benchmark: str, evaluator_key: str, candidate_id: int | None = None
@@ -162,6 +213,15 @@ class EvidenceStore(Store):
             return s.scalars(select(Evaluation).filter_by(
                 adapter_version_id=adapter_version_id, subject=_subject(candidate_id), benchmark=benchmark,
                 evaluator_key=evaluator_key)).first()
+
+    def evaluations_by_subject(self, adapter_version_id: int, benchmark: str,
+                               evaluator_key: str) -> dict[int | None, Evaluation]:
+        """Every recorded score of a version on ``benchmark`` under ``evaluator_key`` in one query: candidate id
+        (``None``: the baseline) -> its evaluation (what :meth:`get_evaluation` returns for each subject)."""
+        with self._read() as s:
+            rows = s.scalars(select(Evaluation).filter_by(adapter_version_id=adapter_version_id, benchmark=benchmark,
+                                                          evaluator_key=evaluator_key))
+            return {row.candidate_id: row for row in rows if row.subject == _subject(row.candidate_id)}
 
     def list_evaluations(self, adapter_version_id: int) -> list[Evaluation]:
         """Every score recorded for a version (baseline and candidates), by id."""

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.db import holds_write_lock, session_scope
 from spectral_surgery.registry.models import (
     BASELINE,
     Adapter,
@@ -50,13 +50,19 @@ class Store:
         """The row of ``model`` with ``key``, inserted with ``values`` if missing; ``(row, created)``.
 
         The insert runs in a SAVEPOINT: if another process inserted the same key first, the unique constraint
-        fails, the savepoint rolls back, and that process's row is returned instead.
+        fails, the savepoint rolls back, and that process's row is returned instead. A SQLite write session needs
+        none: it holds the write lock since its ``BEGIN IMMEDIATE``, so no other process can have inserted the key
+        since the read (two statements fewer per insert).
         """
         stmt = select(model).filter_by(**key)
         row = s.scalars(stmt).first()
         if row is not None:
             return row, False
         row = model(**key, **values)
+        if holds_write_lock(s):
+            s.add(row)
+            s.flush()
+            return row, True
         try:
             with s.begin_nested():
                 s.add(row)

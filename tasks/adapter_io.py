@@ -13,6 +13,7 @@ checks from the readers that apply them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -175,7 +176,17 @@ def adapter_content_sha256(path: str | Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the libraries that determine an edit's result (recorded in every manifest)."""
+    """Versions of the libraries that determine an edit's result (recorded in every manifest).
+
+    Read once per process: each lookup scans the installed distributions (about 50 ms for the list, paid by every
+    candidate written before), and a process runs with the libraries it imported at start, whatever is installed
+    later.
+    """
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for dist in ("torch", "transformers", "peft", "safetensors", "accelerate", "huggingface_hub", "lm-eval"):
         try:

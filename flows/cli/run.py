@@ -537,10 +537,19 @@ def _cmd_run(args, log) -> int:
             for line in note_lines(f"{name} {note['text']}", width):
                 console.print(escape(line), highlight=False, soft_wrap=True)
 
-    from spectral_surgery.flows.cli.common import production_behind
+    from spectral_surgery.flows.cli.common import production_behind, production_payload
+    from spectral_surgery.registry.read import fleet_listing
 
     names = dict.fromkeys(r["adapter"] for r in summary["results"])
-    behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}
+    # what each adapter serves and its latest version in a fixed number of queries, not a few per adapter
+    listed = {x.adapter.name: x for x in fleet_listing(reg)} if names else {}
+    behind = {}
+    for n in names:
+        x = listed.get(n)
+        b = production_behind(reg, n) if x is None else production_behind(
+            reg, n, production_payload(x.production, x.policy), x.latest.id if x.latest else None)
+        if b is not None:
+            behind[n] = b
     summary["production_behind"] = behind
     emit(args, summary, render)
     err.print(f"[dim]log: {escape(str(log.path))}[/] (library warnings and Prefect's messages)", highlight=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.refine import logger
 from spectral_surgery.flows.refine.candidates import Candidates
+from spectral_surgery.registry.evidence import Score
 from spectral_surgery.tasks.decision.arms import BARE_BASE, BASELINE, Arm
 from spectral_surgery.tasks.decision.sequential import design_for, run_looks
 from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec
@@ -47,8 +48,10 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
     sandbox = sandbox_used(config, spec)
     ekey = evaluator_key(worker.evaluator_identity(config, adapter.base_model_id), spec, limit, docs, sandbox)
     subjects = evaluation_subjects(BASELINE, cands.ids, arms)
-    todo = to_score(subjects, lambda cid: reg.get_evaluation(version.id, spec.name, ekey, cid) is not None,
-                    lambda cid: reg.get_candidate(cid).artifact_uri, local, BARE_BASE)
+    # one query for the stored scores and one for the artifacts, whatever the number of subjects
+    stored = reg.evaluations_by_subject(version.id, spec.name, ekey)
+    todo = to_score(subjects, lambda cid: cid in stored, _artifact_uris(reg, version.id), local,
+                    BARE_BASE)
     if todo:
         log = logger()
         with worker.model_lock(adapter.base_model_id):
@@ -74,22 +77,34 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
             with using_backend(config.sandbox):  # generated code of this evaluation runs in the configured sandbox
                 results = ev.evaluate(adapter.base_model_id, todo, spec.name, limit=None if docs else limit,
                                       out_dir=out_dir, on_result=on_result, **chosen)
-            for name, r in results.items():
-                reg.add_evaluation(version.id, spec.name, r.metric, r.value, evaluator_key=ekey,
-                                   higher_is_better=r.higher_is_better, candidate_id=subjects[name], n=r.n,
-                                   stderr=r.stderr, samples_uri=r.samples_path,
-                                   doc_outcomes=doc_rows(r), kind=kind,
-                                   seconds=took.get(r.subject, took.get(name)))
-                stage_hook.reached("evaluation")
-                interrupt.check()
+            # every new score in one transaction (its rows returned: another process's, if it wrote a key first)
+            rows = reg.add_evaluations(version.id, spec.name, ekey, [
+                Score(subjects[name], r.metric, r.value, r.higher_is_better, n=r.n, stderr=r.stderr,
+                      samples_uri=r.samples_path, doc_outcomes=doc_rows(r), seconds=took.get(r.subject, took.get(name)))
+                for name, r in results.items()], kind=kind)
+            stored.update(zip((subjects[name] for name in results), rows))
+            stage_hook.reached("evaluation")
+            interrupt.check()
     out: dict[str, list] = {}
     scores: dict[str, list] = {}
     for name, cid in subjects.items():
-        out[name], sc = stored_outcomes(reg.get_evaluation(version.id, spec.name, ekey, cid).doc_outcomes_json)
+        out[name], sc = stored_outcomes(stored[cid].doc_outcomes_json)
         if sc is not None:  # an evaluation recorded before scores existed has none
             scores[name] = sc
     logger().info("%s: %s evaluated (%d new subjects)", adapter.name, spec.name, len(todo))
     return ekey, out, scores
+
+
+def _artifact_uris(reg, version_id: int) -> Callable[[int], str | None]:
+    """Candidate id -> where its written adapter lies, read on the first call (none when nothing is to score)."""
+    uris: dict[int, str | None] = {}
+
+    def uri(cid: int) -> str | None:
+        if not uris:
+            uris.update((c.id, c.artifact_uri) for c in reg.list_candidates(version_id))
+        return uris[cid]
+
+    return uri
 
 
 def evaluate_sequential(config: RunConfig, version, adapter, local: Path, cands: Candidates, spec: BenchmarkSpec,

@@ -36,7 +36,7 @@ class InjectedClock:
 @pytest.fixture
 def night(monkeypatch):
     """Install an :class:`InjectedClock` for the given costs (seconds per adapter name)."""
-    real = refine_fleet.refine_adapter
+    real = refine_fleet.refine_version
 
     def install(costs: dict[str, float]) -> InjectedClock:
         clock = InjectedClock(costs)
@@ -48,7 +48,7 @@ def night(monkeypatch):
                 clock.now += clock.costs[adapter_name]
 
         monkeypatch.setattr(refine_fleet, "monotonic", clock)
-        monkeypatch.setattr(refine_fleet, "refine_adapter", costly)
+        monkeypatch.setattr(refine_fleet, "refine_version", costly)
         return clock
 
     return install

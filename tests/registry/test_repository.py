@@ -241,6 +241,36 @@ def test_evaluations_baseline_and_candidates(reg):
         reg.add_evaluation(v.id, "mbpp", "pass@1", math.inf, evaluator_key="ev1", higher_is_better=True)
 
 
+def test_evaluations_in_one_transaction_are_the_rows_one_at_a_time_would_be(reg):
+    """add_evaluations (one evaluation's subjects at once, as the flow writes them) keys, keeps the first write and
+    refuses what add_evaluation refuses, and writes nothing when one score is refused."""
+    from spectral_surgery.registry.evidence import Score
+
+    _, v = make_adapter(reg)
+    _, other_v = make_adapter(reg, "other")
+    c1, c2 = reg.add_candidate(v.id, H1, "abs_select", 42), reg.add_candidate(v.id, H1, "smooth_abs", 42)
+    first = reg.add_evaluation(v.id, "gsm8k", "acc", 0.4, evaluator_key="ev1", higher_is_better=True)
+    rows = reg.add_evaluations(v.id, "gsm8k", "ev1", [
+        Score(None, "acc", 0.9, True), Score(c1.id, "acc", 0.5, True, doc_outcomes=[(0, 1.0), (1, 0.0)], seconds=2.0),
+        Score(c2.id, "acc", 0.6, True, n=7), Score(c1.id, "acc", 0.7, True)], kind="guard")
+    assert rows[0].id == first.id and rows[0].value == 0.4  # the first write wins, in a batch too
+    assert rows[3].id == rows[1].id and rows[3].value == 0.5
+    assert [(r.subject, r.candidate_id, r.kind, r.n) for r in rows[1:3]] == [
+        (f"candidate:{c1.id}", c1.id, "guard", 2), (f"candidate:{c2.id}", c2.id, "guard", 7)]
+    assert rows[1].seconds == 2.0 and rows[1].doc_outcomes_json == [[0, 1.0], [1, 0.0]]
+    assert reg.get_evaluation(v.id, "gsm8k", "ev1", candidate_id=c2.id).id == rows[2].id
+    assert {k: e.id for k, e in reg.evaluations_by_subject(v.id, "gsm8k", "ev1").items()} == \
+        {None: rows[0].id, c1.id: rows[1].id, c2.id: rows[2].id}
+    before = counts(reg)
+    with pytest.raises(RegistryError, match="belongs to adapter version"):
+        reg.add_evaluations(other_v.id, "gsm8k", "ev1", [Score(None, "acc", 0.5, True), Score(c1.id, "acc", 0.5, True)])
+    with pytest.raises(NotFoundError, match="no candidate with id"):
+        reg.add_evaluations(v.id, "gsm8k", "ev2", [Score(None, "acc", 0.5, True), Score(10**6, "acc", 0.5, True)])
+    with pytest.raises(RegistryError, match="value must be finite"):
+        reg.add_evaluations(v.id, "gsm8k", "ev2", [Score(None, "acc", 0.5, True), Score(c1.id, "acc", math.nan, True)])
+    assert counts(reg) == before
+
+
 def test_decision_first_write_wins_and_controls_never_promote(reg):
     _, v = make_adapter(reg)
     good, other, control, decision = refine(reg, v)
