@@ -142,7 +142,7 @@ def test_static_page_in_chromium(browser, flow, tmp_path):
                              ("sensitivity magnitude", ["relative |g|"]), ("sign agreement", ["fraction agreeing"])):
             chart = page.locator(f'#adapter-ad-win svg.chart[aria-label*="{label}"]')
             assert chart.count() == 1, label
-            drawn = chart.locator("text").all_inner_texts()
+            drawn = chart.locator("text").all_text_contents()
             assert all(any(t in d for d in drawn) for t in texts), (label, drawn)
         images = page.locator("#adapter-ad-win svg.chart image")
         assert images.count() >= 6 and all(images.nth(i).get_attribute("href").startswith("data:image/png;base64,")
