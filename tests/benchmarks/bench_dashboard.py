@@ -6,9 +6,10 @@
 A registry of ``adapters`` × ``nights`` (every night a decision with its evaluations, promotions, overrides,
 rollbacks and failures; the latest ``full-spectra-nights`` with spectra and sensitivities of every module) is
 generated with the test suite's generator, then ``render_dashboard`` runs ``reps`` times. Reported: the render
-times (wall and this process's CPU seconds, which a machine shared with other jobs inflates less), the page size, and the share of the 5 s budget (issue 6) the best render used; with ``--chromium``, the
-seconds headless Chromium (``/usr/bin/chromium`` through Playwright, network cut off) takes to load the page and to
-open one adapter's section (inflate it and draw its charts).
+times (wall, and this process's CPU seconds, which a machine shared with other jobs inflates less), the page size
+and the share of the 5 s budget (issue 6) the best render used; with ``--chromium``, the seconds headless Chromium
+(``/usr/bin/chromium`` through Playwright, network cut off) takes to load the page and to open one adapter's section
+(inflate it and draw its charts).
 
 The full history of docs/fleet.md is ``--adapters 1000 --nights 3 --full-spectra-nights 1`` (what
 ``tests/flows/test_dashboard_browser.py`` renders). ``--registry DIR`` keeps the generated registry in ``DIR`` and
@@ -101,11 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"adapters": args.adapters, "nights": args.nights, "full_spectra_nights": args.full_spectra_nights,
               "decisions": counts["decisions"], "evaluations": counts["evaluations"],
               "generate_s": round(generated, 1), "render_s": [round(x, 2) for x in times],
-              "best_render_s": round(min(times), 2), "render_cpu_s": [round(x, 2) for x in cpu], "page_mb": round(size_mb, 1), "budget_s": BUDGET_S,
+              "best_render_s": round(min(times), 2), "render_cpu_s": [round(x, 2) for x in cpu],
+              "page_mb": round(size_mb, 1), "budget_s": BUDGET_S,
               "share_of_budget": round(min(times) / BUDGET_S, 3), "chromium": browser}
     print(f"{args.adapters} adapters x {args.nights} nights ({counts['decisions']} decisions, "
           f"{counts['evaluations']} evaluations; generated in {generated:.1f} s): render "
-          f"{', '.join(f'{x:.2f} s' for x in times)} (CPU {', '.join(f'{x:.2f} s' for x in cpu)}); page {size_mb:.1f} MB; best = "
+          f"{', '.join(f'{x:.2f} s' for x in times)} (CPU {', '.join(f'{x:.2f} s' for x in cpu)}); "
+          f"page {size_mb:.1f} MB; best = "
           f"{min(times) / BUDGET_S:.0%} of the {BUDGET_S:g} s budget"
           + (f"; Chromium: load {browser['load_s']:.2f} s, open a section {browser['open_section_s']:.2f} s "
              f"({browser['charts_in_section']} charts)" if browser else ""))
