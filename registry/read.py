@@ -32,9 +32,9 @@ import orjson
 from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from registry import promotion as prom
-from registry.db import session_scope
-from registry.models import (
+from spectral_surgery.registry import promotion as prom
+from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.models import (
     Adapter,
     AdapterRun,
     AdapterVersion,

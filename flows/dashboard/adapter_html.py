@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-import flows.dashboard.svg as sv
-from flows.dashboard.charts_js import chart_json, heatmap_spec, matrix, multiples_spec
-from flows.dashboard.fmt import (
+import spectral_surgery.flows.dashboard.svg as sv
+from spectral_surgery.flows.dashboard.charts_js import chart_json, heatmap_spec, matrix, multiples_spec
+from spectral_surgery.flows.dashboard.fmt import (
     _ci,
     _short,
     _status_badge,
@@ -22,7 +22,7 @@ from flows.dashboard.fmt import (
     pts,
     review_text,
 )
-from flows.dashboard.svg import color_for, e
+from spectral_surgery.flows.dashboard.svg import color_for, e
 
 MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
 

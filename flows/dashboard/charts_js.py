@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from flows.dashboard.svg import _DIVERGING, _MISSING, _VIRIDIS, e
+from spectral_surgery.flows.dashboard.svg import _DIVERGING, _MISSING, _VIRIDIS, e
 
 __all__ = ["CHARTS_JS", "chart_json", "heatmap_spec", "matrix", "multiples_spec"]
 

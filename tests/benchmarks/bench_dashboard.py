@@ -33,7 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 def _registry(root: Path, args: argparse.Namespace):
     """``(registry, counts, seconds to generate)``: generated under ``root``, or reused from it."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
     from tests import tiny
     from tests.flows.dashboard_support import generate_fleet
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from flows.dashboard import render_dashboard
+    from spectral_surgery.flows.dashboard import render_dashboard
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.registry or Path(tmp) / "fleet"

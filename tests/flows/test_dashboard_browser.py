@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from flows.dashboard import render_dashboard
-from flows.dashboard.server import start_dashboard_server
+from spectral_surgery.flows.dashboard import render_dashboard
+from spectral_surgery.flows.dashboard.server import start_dashboard_server
 from tests.flows.dashboard_support import (SECTIONS, build_flow_registry, build_generated_registry,
                                            copy_registry)
 
@@ -179,7 +179,7 @@ def test_the_page_draws_the_charts_python_would(browser, flow, tmp_path):
     """The page's script (flows/dashboard/charts_js.py) mirrors flows/dashboard/svg.py: for each σ / sensitivity
     chart of a real adapter, the SVG Chromium draws from the shipped JSON has the size, texts (titles, ticks,
     legend, colour bar) and marks that the Python primitive writes from the same values."""
-    import flows.dashboard.svg as sv
+    import spectral_surgery.flows.dashboard.svg as sv
     from tests.flows.dashboard_support import chart_specs, unpack_sections
 
     reg, _ = flow
@@ -290,7 +290,7 @@ def test_1000_adapter_page_is_paged_and_fits_1280px_in_chromium(browser, fleet_b
     """1,000 adapters: the long tables show 50 rows at a time (the filter searches all of them), and at 1,280 px no
     table is wider than the page or its box (no clipped column). The render and load times are printed (measured:
     docs/fleet.md, with ``tests/benchmarks/bench_dashboard.py``)."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
     from tests.flows.dashboard_support import generate_fleet
     from tests import tiny
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flows import worker
-from tasks.evaluation.dtypes import DTYPES, model_dtype_name
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.tasks.evaluation.dtypes import DTYPES, model_dtype_name
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 @pytest.mark.parametrize(("setting", "device", "cuda_bf16", "expected"), [
@@ -54,10 +54,10 @@ def test_the_worker_loads_the_base_in_the_evaluators_dtype(tmp_path, monkeypatch
 
 
 def test_the_worker_passes_the_dtype_to_load_base(tmp_path, monkeypatch):
-    import tasks.model
+    import spectral_surgery.tasks.model
 
     seen = {}
-    monkeypatch.setattr(tasks.model, "load_base", lambda model_id, **kw: seen.update(kw) or ("model", "tok"))
+    monkeypatch.setattr(spectral_surgery.tasks.model, "load_base", lambda model_id, **kw: seen.update(kw) or ("model", "tok"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert worker.base_model(_config(tmp_path, "cuda", dtype="bfloat16"), "acme/base") == ("model", "tok")
