@@ -56,11 +56,21 @@ def model_lock(model_id: str) -> Iterator[None]:
         yield
 
 
+def base_dtype(config: RunConfig) -> str:
+    """The dtype name the worker loads base models in: the evaluator's ``dtype`` setting
+    (:func:`tasks.evaluation.dtypes.model_dtype_name`: ``auto`` = bfloat16 on CUDA, float32 on CPU)."""
+    from spectral_surgery.tasks.evaluation.dtypes import model_dtype_name
+
+    cuda = config.device.startswith("cuda")
+    return model_dtype_name(config.evaluator_options.get("dtype"), config.device,
+                            cuda_bf16=cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
 def base_model(config: RunConfig, model_id: str, revision: str | None = None):
-    """(model, tokenizer) of ``model_id``: loaded once per process (float32 on CPU, float16 on CUDA as the reference)."""
+    """(model, tokenizer) of ``model_id``: loaded once per process, in :func:`base_dtype`."""
     from spectral_surgery.tasks.model import load_base
 
-    dtype = torch.float16 if config.device.startswith("cuda") else torch.float32
+    dtype = getattr(torch, base_dtype(config))
     return load_base(model_id, data_dir=config.data_dir, dtype=dtype, device=config.device, revision=revision)
 
 
@@ -91,9 +101,8 @@ def evaluator_identity(config: RunConfig, model_id: str) -> str:
 
     options = dict(config.evaluator_options)
     if config.evaluator == "lm_eval":
-        # as evaluator(): the worker's base model, whose dtype base_model() picks from the device
-        options.update(device=config.device,
-                       model_dtype="float16" if config.device.startswith("cuda") else "float32")
+        # as evaluator(): the worker's base model, loaded in base_dtype()
+        options.update(device=config.device, model_dtype=base_dtype(config))
     return identity(config.evaluator, **options)
 
 

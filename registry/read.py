@@ -23,11 +23,13 @@ Over 400 lines: a catalogue of independent read-only queries, one per reader's n
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, select
+import orjson
+from sqlalchemy import Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from spectral_surgery.registry import promotion as prom
@@ -120,15 +122,15 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
                stats["promoted"].label("promoted_arm"), stats["verdict"].label("verdict"),
                stats["n_needed"].label("n_needed"), stats["candidate_ids"].label("candidate_ids"))
         .join(recent, recent.c.id == Decision.id)).all()
-    full_stats = dict(s.execute(select(Decision.id, Decision.statistics_json).join(recent, recent.c.id == Decision.id)
-                                .where(recent.c.rank <= max(detail_runs, 1))).all())
+    full_stats = {i: _loads(text) for i, text in s.execute(
+        select(Decision.id, cast(Decision.statistics_json, Text)).join(recent, recent.c.id == Decision.id)
+        .where(recent.c.rank <= max(detail_runs, 1))).all()}
     cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
                  Candidate.is_control)
     weighed = _decision_candidates(s, recent, decisions, cand_cols)
     candidates = list({c.id: c for cs in weighed.values() for c in cs}.values())
     latest_ids = sorted({c.id for d in decisions if d.rank == 1 for c in weighed.get(d.id, ())})
-    spectra = s.execute(select(Candidate.id, Candidate.spectrum_json, Candidate.sensitivity_json)
-                        .where(Candidate.id.in_(latest_ids)).order_by(Candidate.id)).all() if latest_ids else []
+    spectra = _spectra(s, latest_ids, [weighed.get(d.id, ()) for d in decisions if d.rank == 1])
     detail = select(recent.c.version_id).where(recent.c.rank <= detail_runs).distinct().subquery()
     evaluations = s.execute(
         select(Evaluation.id, Evaluation.adapter_version_id, Evaluation.candidate_id, Evaluation.kind,
@@ -190,6 +192,50 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
         rows = s.execute(select(past.c.name, past.c.statistics_json).where(past.c.rank == 1)
                          .order_by(past.c.name)).all()
     return [{"adapter": name, "family": family, "statistics": stats or {}} for name, stats in rows]
+
+
+class SpectrumRow(NamedTuple):
+    """A candidate's σ before/after per module, and the sensitivity profile it was edited with (None unless it is
+    the one its decision's view shows)."""
+
+    id: int
+    spectrum_json: dict | None
+    sensitivity_json: dict | None
+
+
+def _loads(text: str | None) -> Any:
+    """A JSON column's text parsed by orjson (C; the stdlib parser took most of a 1,000-adapter dashboard's read),
+    falling back to :func:`json.loads` for the NaN/Infinity literals ``json.dumps`` writes and orjson refuses."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def _spectra(s: Session, ids: list[int], weighed: list) -> list[SpectrumRow]:
+    """The spectra of candidates ``ids`` (each latest decision's), with ONE sensitivity profile per decision in
+    ``weighed`` (its candidates): the first by id that has one, which is the one the dashboard shows; the others
+    are the same version's calibration pass and are not parsed (each is as large as a spectrum).
+
+    Both columns are read as text (``CAST AS TEXT`` on SQLite and PostgreSQL alike) and parsed by :func:`_loads`.
+    """
+    if not ids:
+        return []
+    rows = s.execute(select(Candidate.id, cast(Candidate.spectrum_json, Text), cast(Candidate.sensitivity_json, Text))
+                     .where(Candidate.id.in_(ids)).order_by(Candidate.id)).all()
+    sens_text = {r[0]: r[2] for r in rows}
+    sens: dict[int, Any] = {}
+    for cands in weighed:
+        for c in sorted(cands, key=lambda c: c.id):
+            if c.id not in sens_text:
+                continue
+            value = sens[c.id] if c.id in sens else _loads(sens_text[c.id])
+            sens[c.id] = value
+            if value:
+                break
+    return [SpectrumRow(i, _loads(spec), sens.get(i)) for i, spec, _ in rows]
 
 
 def _decision_candidates(s: Session, recent, decisions, cand_cols) -> dict[int, list]:

@@ -224,6 +224,10 @@ class RunConfig(BaseModel):
                 check_arms_pass(arms_pass)  # vllm: refused here when it is not installed
             except ValueError as e:
                 raise ValueError(f"evaluator_options.arms_pass: {e}") from None
+        if "dtype" in self.evaluator_options:
+            from spectral_surgery.tasks.evaluation.dtypes import model_dtype_name
+
+            model_dtype_name(self.evaluator_options["dtype"], self.device, cuda_bf16=False)  # raises naming the fix
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")

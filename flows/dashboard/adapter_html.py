@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import gzip
 import math
-from typing import Any
+
+import numpy as np
 
 import spectral_surgery.flows.dashboard.svg as sv
+from spectral_surgery.flows.dashboard.charts_js import chart_json, heatmap_spec, matrix, multiples_spec
 from spectral_surgery.flows.dashboard.fmt import (
     _ci,
     _short,
@@ -158,28 +160,26 @@ def _spectrum(a: dict) -> str:
     if not sp:
         return ""
     panels, biggest = [], 0.0
+    n_cols = max((len(r) for c in sp["candidates"] for r in (*c["before"], *c["after"])), default=0)
     for c in sp["candidates"]:
-        mat = []
-        for before, after in zip(c["before"], c["after"]):
-            row: list[Any] = []
-            for s0, s1 in zip(before, after):
-                v = math.log2(s1 / s0) if s0 and s0 > 1e-12 and s1 is not None and s1 > 0 else None
-                if v is not None:
-                    biggest = max(biggest, abs(v))
-                row.append(v)
-            mat.append(row)
-        panels.append((c["arm"], mat))
+        before, after = matrix(c["before"], n_cols), matrix(c["after"], n_cols)
+        with np.errstate(divide="ignore", invalid="ignore"):  # σ≈0 and missing values are grey cells
+            ratio = np.where((before > 1e-12) & (after > 0), np.log2(after / before), np.nan)
+        if np.isfinite(ratio).any():
+            biggest = max(biggest, float(np.nanmax(np.abs(ratio))))
+        panels.append((c["arm"], ratio))
     lim = _nice_log2(biggest or 0.1)
-    heat = sv.heatmap_panels(panels, sp["modules"], col_label="component k (σ descending)", vmin=-lim, vmax=lim,
-                             cmap="diverging", cbar_label="σ'/σ", cbar_fmt=lambda t: f"×{2 ** t:.2g}",
-                             label=f"{a['name']}: σ'/σ per module and component")
+    heat = chart_json("heatmap", heatmap_spec(
+        panels, sp["modules"], col_label="component k (σ descending)", vmin=-lim, vmax=lim, cmap="diverging",
+        cbar_label="σ'/σ", cbar_ratio=True, label=f"{a['name']}: σ'/σ per module and component"))
     focus = next((c for c in sp["candidates"] if c["arm"] == sp["focus"]), sp["candidates"][0])
     mods = list(zip(sp["modules"], focus["before"], focus["after"]))[:MAX_MULTIPLES]
     color = color_for(focus["policy"])
-    multiples = sv.small_multiples(
+    multiples = chart_json("multiples", multiples_spec(
         [(name, [("σ before", "#4B5563", b), (f"σ' {focus['arm']}", color, af)]) for name, b, af in mods],
-        x_label="component k", y_label="singular value σ", label=f"{a['name']}: singular values before and after ({focus['arm']})",
-        legend_items=[("σ before (unedited)", "#4B5563", "line"), (f"σ' after {focus['arm']}", color, "line")])
+        x_label="component k", y_label="singular value σ",
+        label=f"{a['name']}: singular values before and after ({focus['arm']})",
+        legend_items=[("σ before (unedited)", "#4B5563", "line"), (f"σ' after {focus['arm']}", color, "line")]))
     more = (f'<p class="muted">First {MAX_MULTIPLES} of {len(sp["modules"])} modules; the heatmap shows all.</p>'
             if len(sp["modules"]) > MAX_MULTIPLES else "")
     return ('<p class="guide">Reading guide: each cell is one singular value\'s factor σ\'/σ after the edit (red = '
@@ -192,16 +192,16 @@ def _sensitivity(a: dict) -> str:
     se = a["sensitivity"]
     if not se:
         return ""
-    mag = []
-    for row in se["magnitude"]:
-        top = max((abs(v) for v in row), default=0.0)
-        mag.append([abs(v) / top if top > 0 else None for v in row])
-    h1 = sv.heatmap_panels([("|g| ÷ module max", mag)], se["modules"], col_label="component k", vmin=0, vmax=1,
-                           cmap="viridis", cbar_label="relative |g|", label=f"{a['name']}: sensitivity magnitude",
-                           max_width=560)
-    h2 = sv.heatmap_panels([("sign agreement", se["sign_agreement"])], se["modules"], col_label="component k",
-                           vmin=0, vmax=1, cmap="viridis", cbar_label="fraction agreeing",
-                           label=f"{a['name']}: sign agreement", max_width=560)
+    mag = np.abs(matrix(se["magnitude"]))
+    top = np.nanmax(np.where(np.isnan(mag), -np.inf, mag), axis=1, keepdims=True) if mag.size else mag
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(top > 0, mag / top, np.nan)  # |g| ÷ its module's max; a module with no signal is grey
+    h1 = chart_json("heatmap", heatmap_spec(
+        [("|g| ÷ module max", mag)], se["modules"], col_label="component k", vmin=0, vmax=1, cmap="viridis",
+        cbar_label="relative |g|", label=f"{a['name']}: sensitivity magnitude", max_width=560))
+    h2 = chart_json("heatmap", heatmap_spec(
+        [("sign agreement", se["sign_agreement"])], se["modules"], col_label="component k", vmin=0, vmax=1,
+        cmap="viridis", cbar_label="fraction agreeing", label=f"{a['name']}: sign agreement", max_width=560))
     return ('<p class="guide">Reading guide: |g| is how strongly the calibration loss responds to each singular '
             'value (normalised per module; bright = the components the |g| policies amplify). Sign agreement is the '
             'fraction of calibration examples whose gradient points the same way as the aggregate: near 1 = a '
@@ -233,8 +233,11 @@ def _failures(a: dict) -> str:
 
 
 def pack(html: str) -> str:
-    """``html`` gzip-compressed and base64-encoded, for a lazy section the page inflates when it is opened."""
-    return base64.b64encode(gzip.compress(html.encode("utf-8"), compresslevel=6, mtime=0)).decode("ascii")
+    """``html`` gzip-compressed and base64-encoded, for a lazy section the page inflates when it is opened.
+
+    Level 3: a quarter of level 6's time for ~10% more bytes (a section's σ values are noise to gzip; at 1,000
+    adapters level 6 was a fifth of the render)."""
+    return base64.b64encode(gzip.compress(html.encode("utf-8"), compresslevel=3, mtime=0)).decode("ascii")
 
 
 def adapter_section(a: dict, *, lazy: bool = True) -> str:
@@ -244,7 +247,8 @@ def adapter_section(a: dict, *, lazy: bool = True) -> str:
         a: One entry of ``collect()["adapters"]``.
         lazy: Ship the section's body gzip-compressed (``<div class="lazy" data-gz=...>``); the page's script
             inflates it with the browser's ``DecompressionStream`` on first opening. Charts compress ~8×, and a
-            page of 200 adapters builds 200 closed sections instead of thousands of SVG nodes.
+            page of 200 adapters builds 200 closed sections instead of thousands of SVG nodes. Either way the σ
+            and sensitivity charts are JSON the page's script draws (:mod:`flows.dashboard.charts_js`).
     """
     prod = a["production"]
     dec = a["last_decision"]

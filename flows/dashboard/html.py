@@ -1,8 +1,10 @@
 """The audit dashboard's HTML: one self-contained page from :func:`flows.dashboard.data.collect`'s dict.
 
 No network at all: no CDN script, no web font, no external image. Charts are inline SVG from
-:mod:`flows.dashboard.svg`; the only script is a few lines written here (open the adapter named in the URL
-hash, filter and page the long tables, and in served mode poll ``/version`` and reload when the registry changed).
+:mod:`flows.dashboard.svg`, except an adapter section's σ and sensitivity charts, which ship as compact JSON and are
+drawn when the section is opened (:mod:`flows.dashboard.charts_js`); the only script is written here and there
+(open the adapter named in the URL hash, inflate and draw a section, filter and page the long tables, and in
+served mode poll ``/version`` and reload when the registry changed).
 Adapter sections are collapsed ``<details>`` so the page stays quick with hundreds of adapters; the fleet, evidence
 and failures tables show :data:`PAGE_ROWS` rows at a time (a filter box searches all of them), so a fleet of
 thousands stays one usable page.
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 import spectral_surgery.flows.dashboard.svg as sv
 from spectral_surgery.flows.dashboard.adapter_html import adapter_section
+from spectral_surgery.flows.dashboard.charts_js import CHARTS_JS
 from spectral_surgery.flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
 from spectral_surgery.flows.dashboard.svg import color_for, e
 from spectral_surgery.tasks.decision.report import cost_text
@@ -57,7 +60,8 @@ function inflate(el){
 if(!el||el.getAttribute('data-state'))return Promise.resolve();el.setAttribute('data-state','loading');
 var b=atob(el.getAttribute('data-gz')),u=new Uint8Array(b.length);for(var i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
 return new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text().then(function(h){
-el.innerHTML=h;el.removeAttribute('data-gz');el.setAttribute('data-state','ready');});}
+el.innerHTML=h;SSCharts.draw(el);el.removeAttribute('data-gz');el.setAttribute('data-state','ready');});}
+document.querySelectorAll('.lazy[data-state=ready]').forEach(function(el){SSCharts.draw(el);});
 function opened(d){return d.open?inflate(d.querySelector(':scope>.body>.lazy')):Promise.resolve();}
 document.querySelectorAll('details.adapter').forEach(function(d){d.addEventListener('toggle',function(){opened(d);});});
 function openTarget(){var id=decodeURIComponent(location.hash.slice(1));if(!id)return;var el=document.getElementById(id);
@@ -448,5 +452,5 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
              f'open. Numbers are on the task metric\'s scale in % (differences in points); intervals are 95%. The '
              f'last {data["detail_runs"]} decisions are itemised, the last {data["history"]} are in the trend.</p>']
     parts += [adapter_section(a) for a in data["adapters"]]
-    parts.append(f"</section></main><script>{_JS}</script></body></html>")
+    parts.append(f"</section></main><script>{CHARTS_JS}{_JS}</script></body></html>")
     return "".join(parts)

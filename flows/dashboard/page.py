@@ -18,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,11 +72,29 @@ def build_page(registry, *, alignment_adapter: str | None = None, live: bool = F
     """Collect and render: returns ``(html, data, fingerprint)`` (the fingerprint taken before the snapshot, so a
     write during rendering makes the next poll re-render rather than being missed)."""
     version = registry_fingerprint(registry)
-    data = collect(registry, history=history, detail_runs=detail_runs, now=now)
-    data["alignment"] = alignment_for(registry, pick_alignment_adapter(data, alignment_adapter), cache_dir=cache_dir)
-    choices = [a["name"] for a in data["adapters"] if a["latest_version"]] if live else None
-    html = render_html(data, live=live, version=version, interval_s=interval_s, alignment_choices=choices)
+    with _collector_paused():
+        data = collect(registry, history=history, detail_runs=detail_runs, now=now)
+        data["alignment"] = alignment_for(registry, pick_alignment_adapter(data, alignment_adapter),
+                                          cache_dir=cache_dir)
+        choices = [a["name"] for a in data["adapters"] if a["latest_version"]] if live else None
+        html = render_html(data, live=live, version=version, interval_s=interval_s, alignment_choices=choices)
     return html, data, version
+
+
+@contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while a page is built, and on again after (if it was on).
+
+    A 1,000-adapter page builds millions of small dicts and lists that live until the page is written and form
+    no cycles; the collector would rescan them every few thousand allocations (it took a third of the time).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def render_dashboard(registry, out_path: Path, *, alignment_adapter: str | None = None, history: int = HISTORY,

@@ -450,10 +450,10 @@ class LmEvalEvaluator:
     def _torch_dtype(self):
         import torch
 
-        if self.dtype == "auto":
-            cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
-            return torch.bfloat16 if cuda_bf16 else torch.float32
-        return getattr(torch, self.dtype)
+        from spectral_surgery.tasks.evaluation.dtypes import model_dtype_name
+
+        cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return getattr(torch, model_dtype_name(self.dtype, self.device, cuda_bf16=cuda_bf16))
 
     def _base(self, base_model: str) -> _Base:
         if base_model in self._bases:

@@ -245,6 +245,7 @@ def make_plan(args: argparse.Namespace) -> dict:
     """Resolve the base, build (or reuse) the demo adapter and plan the arms and benchmarks."""
     from spectral_surgery.tasks.decision.arms import plan_arms
     from spectral_surgery.tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
+    from spectral_surgery.tasks.run_config import LadderConfig, RunConfig
     from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
     from spectral_surgery.tasks.demo.demo_fleet import DEMO_FLEET, build_demo_fleet
     from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
@@ -258,9 +259,12 @@ def make_plan(args: argparse.Namespace) -> dict:
                                 on_progress=lambda m: print("  fleet:", m, file=sys.stderr))  # fmt: skip
     surgery = SurgeryConfig(policies=ARMS_POLICIES, random_control_seeds=CONTROL_SEEDS,
                             calib=CalibConfig(n_samples=args.n_calib))  # fmt: skip
-    arms = [{"name": a.name, "policy": a.policy, "seed": a.seed, "is_control": a.is_control}
-            for a in plan_arms(None, surgery)]  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-refine-", dir=data_dir))
+    # The five arms above and no ladder: the two paths compare the policies and the random controls only.
+    config = RunConfig(data_dir=work, surgery=surgery,
+                       ladder=LadderConfig(global_scalar=False, zero_rebuild=False, bare_base=False))
+    arms = [{"name": a.name, "policy": a.policy, "seed": a.seed, "is_control": a.is_control}
+            for a in plan_arms(config, surgery)]  # fmt: skip
     return {"data_dir": str(data_dir), "model_id": BUNDLED_MODEL, "base_dir": str(base_dir), "adapter": spec.name,
             "adapter_dir": str(entry["path"]), "calib_path": str(entry["calib_path"]), "adapter_reused": entry["reused"],
             "surgery": surgery.model_dump(mode="json"), "arms": arms, "work_dir": str(work),

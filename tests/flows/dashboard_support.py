@@ -54,6 +54,13 @@ def unpack_sections(html: str) -> dict[str, str]:
     return out
 
 
+def chart_specs(section: str) -> list[tuple[str, dict]]:
+    """``(kind, spec)`` of every chart a section ships as JSON for the page's script to draw
+    (:mod:`flows.dashboard.charts_js`), in page order."""
+    return [(m.group(1), json.loads(m.group(2).replace("<\\/", "</"))) for m in re.finditer(
+        r'<script type="application/json" class="js-chart" data-chart="([a-z]+)">(.*?)</script>', section, re.S)]
+
+
 class _Refs(HTMLParser):
     """Every URL-bearing attribute of a document, and the tags that could load something."""
 

@@ -29,6 +29,7 @@ from tests.flows.dashboard_support import (
     SECTIONS,
     build_flow_registry,
     build_generated_registry,
+    chart_specs,
     decision_pool,
     external_references,
     unpack_sections,
@@ -284,10 +285,33 @@ def test_adapter_section_html(page):
     assert {"production (served after the night)", "unedited (baseline)", "promotion"} <= set(texts)
     forest = chart_labelled(win, "paired deltas")
     assert "Δ task (pts)" in svg_texts(forest) and "Δ IFEval (pts)" in svg_texts(forest)
-    sigma = chart_labelled(win, "singular values before and after")
-    assert any("singular value σ" in t for t in svg_texts(sigma)) and "σ before (unedited)" in svg_texts(sigma)
-    assert "σ'/σ" in svg_texts(chart_labelled(win, "σ'/σ per module"))
-    assert "fraction agreeing" in svg_texts(chart_labelled(win, "sign agreement"))
+    # σ and sensitivity charts ship as JSON the page draws on opening (drawn in Chromium: test_dashboard_browser)
+    specs = {spec["label"].split(": ", 1)[1]: (kind, spec) for kind, spec in chart_specs(win)}
+    a = views(data)["ad-win"]
+    sp, se = a["spectrum"], a["sensitivity"]
+    kind, sigma = specs[f"singular values before and after ({sp['focus']})"]
+    focus = next(c for c in sp["candidates"] if c["arm"] == sp["focus"])
+    assert kind == "multiples" and sigma["y_label"] == "singular value σ"
+    assert ["σ before (unedited)", "#4B5563", "line"] in sigma["legend"]
+    assert [p[0] for p in sigma["panels"]] == sp["modules"]
+    for (_, series), before, after in zip(sigma["panels"], focus["before"], focus["after"]):
+        assert series[0][2] == pytest.approx(before, rel=1e-3) and series[1][2] == pytest.approx(after, rel=1e-3)
+    kind, ratio = specs["σ'/σ per module and component"]
+    assert kind == "heatmap" and ratio["cbar_label"] == "σ'/σ" and ratio["rows"] == sp["modules"]
+    assert [p[0] for p in ratio["panels"]] == [c["arm"] for c in sp["candidates"]]
+    for (_, matrix), c in zip(ratio["panels"], sp["candidates"]):
+        expected = [[math.log2(s1 / s0) if s0 > 1e-12 and s1 > 0 else None for s0, s1 in zip(b, af)]
+                    for b, af in zip(c["before"], c["after"])]
+        assert [[v if v is None else pytest.approx(v, abs=6e-4) for v in row] for row in expected] == matrix
+    biggest = max(abs(v) for _, m in ratio["panels"] for r in m for v in r if v)
+    assert -ratio["vmin"] == ratio["vmax"] >= min(biggest, 8.0)  # a symmetric scale, clipped at ×256
+    kind, agree = specs["sign agreement"]
+    assert kind == "heatmap" and agree["cbar_label"] == "fraction agreeing"
+    assert agree["panels"][0][1] == [[pytest.approx(v, abs=6e-4) for v in row] for row in se["sign_agreement"]]
+    kind, mag = specs["sensitivity magnitude"]
+    for row, values in zip(mag["panels"][0][1], se["magnitude"]):
+        top = max(abs(v) for v in values)
+        assert row == [pytest.approx(abs(v) / top, abs=6e-4) for v in values] and max(row) == 1.0
     mixed = sections["adapter-ad-mixed"]
     assert "manual override" in mixed and "rollback" in mixed and "alice" in mixed and "bob" in mixed
     bad = sections["adapter-ad-bad"]

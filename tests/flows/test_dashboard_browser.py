@@ -10,7 +10,9 @@ Never run ``playwright install``: the system Chromium is used.
 from __future__ import annotations
 
 import os
+import re
 import time
+from html import unescape
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -134,6 +136,18 @@ def test_static_page_in_chromium(browser, flow, tmp_path):
             open_adapter(page, slug)
             charts[slug] = page.locator(f"#{slug} svg.chart").count()
         assert charts["adapter-ad-win"] >= 6 and charts["adapter-ad-mixed"] >= 6  # trend, forest, σ, |g|, agreement
+        # The σ and sensitivity charts, shipped as JSON, are drawn by the page on opening.
+        for label, texts in (("singular values before and after", ["singular value σ", "σ before (unedited)"]),
+                             ("σ'/σ per module and component", ["σ'/σ", "component k (σ descending)"]),
+                             ("sensitivity magnitude", ["relative |g|"]), ("sign agreement", ["fraction agreeing"])):
+            chart = page.locator(f'#adapter-ad-win svg.chart[aria-label*="{label}"]')
+            assert chart.count() == 1, label
+            drawn = chart.locator("text").all_text_contents()
+            assert all(any(t in d for d in drawn) for t in texts), (label, drawn)
+        images = page.locator("#adapter-ad-win svg.chart image")
+        assert images.count() >= 6 and all(images.nth(i).get_attribute("href").startswith("data:image/png;base64,")
+                                           for i in range(images.count()))
+        assert page.locator("#adapter-ad-win script.js-chart").count() == 0  # every placeholder replaced
         body = page.locator("#adapter-ad-mixed").inner_text()
         for text in ("Runs and candidates", "Singular values before → after", "Sensitivity profile",
                      "manual override", "rollback", "alice", "bob"):
@@ -147,6 +161,48 @@ def test_static_page_in_chromium(browser, flow, tmp_path):
         page.wait_for_selector("#adapter-ad-win[open] .lazy[data-state=ready]", timeout=15000)
         assert w.errors == [], w.errors
         assert w.external() == [], w.external()
+    finally:
+        w.close()
+
+
+def _drawn(svg_text: str) -> dict:
+    """What a chart shows: its size, accessible name, non-empty texts and how many images, paths and dots."""
+    return {"viewBox": re.search(r'viewBox="([^"]+)"', svg_text).group(1),
+            "label": unescape(re.search(r'aria-label="([^"]*)"', svg_text).group(1)),
+            "texts": [t for t in (unescape(re.sub(r"<[^>]+>", "", x))
+                                  for x in re.findall(r"<text[^>]*>(.*?)</text>", svg_text, re.S)) if t],
+            "images": svg_text.count("<image"), "paths": svg_text.count("<path"),
+            "dots": svg_text.count("<circle")}
+
+
+def test_the_page_draws_the_charts_python_would(browser, flow, tmp_path):
+    """The page's script (flows/dashboard/charts_js.py) mirrors flows/dashboard/svg.py: for each σ / sensitivity
+    chart of a real adapter, the SVG Chromium draws from the shipped JSON has the size, texts (titles, ticks,
+    legend, colour bar) and marks that the Python primitive writes from the same values."""
+    import spectral_surgery.flows.dashboard.svg as sv
+    from tests.flows.dashboard_support import chart_specs, unpack_sections
+
+    reg, _ = flow
+    out = render_dashboard(reg, tmp_path / "dashboard.html")
+    specs = chart_specs(unpack_sections(out.read_text(encoding="utf-8"))["adapter-ad-win"])
+    assert sorted(k for k, _ in specs) == ["heatmap", "heatmap", "heatmap", "multiples"]
+    w = Watch(browser)
+    try:
+        w.page.goto(out.as_uri(), wait_until="load")
+        for kind, spec in specs:
+            js = w.page.evaluate(f"s => SSCharts.{kind}(s)", spec)
+            if kind == "heatmap":
+                py = sv.heatmap_panels(
+                    [(t, m) for t, m in spec["panels"]], spec["rows"], col_label=spec["col_label"],
+                    vmin=spec["vmin"], vmax=spec["vmax"], cmap=spec["cmap"], cbar_label=spec["cbar_label"],
+                    cbar_fmt=(lambda t: f"×{2 ** t:.2g}") if spec["cbar_ratio"] else None, label=spec["label"],
+                    max_width=spec["max_width"])
+            else:
+                py = sv.small_multiples([(t, [tuple(x) for x in series]) for t, series in spec["panels"]],
+                                        x_label=spec["x_label"], y_label=spec["y_label"], label=spec["label"],
+                                        legend_items=[tuple(i) for i in spec["legend"]])
+            assert _drawn(js) == _drawn(py), spec["label"]
+        assert w.errors == [], w.errors
     finally:
         w.close()
 
@@ -233,7 +289,7 @@ OVERFLOW = """() => {
 def test_1000_adapter_page_is_paged_and_fits_1280px_in_chromium(browser, fleet_base, tmp_path):
     """1,000 adapters: the long tables show 50 rows at a time (the filter searches all of them), and at 1,280 px no
     table is wider than the page or its box (no clipped column). The render and load times are printed (measured:
-    docs/fleet.md; building every adapter's section eagerly is what a 1,000-adapter render spends its time on)."""
+    docs/fleet.md, with ``tests/benchmarks/bench_dashboard.py``)."""
     from spectral_surgery.registry.repository import Registry
     from tests.flows.dashboard_support import generate_fleet
     from tests import tiny
