@@ -125,6 +125,19 @@ def lora_delta(x: torch.Tensor, stack: LayerStack, slots: torch.Tensor) -> torch
     return torch.bmm(h, stack.b_t[slots]).reshape(*x.shape[:-1], stack.b_t.shape[-1])
 
 
+def add_lora_delta(result: torch.Tensor, x: torch.Tensor, stack: LayerStack, slots: torch.Tensor) -> torch.Tensor:
+    """``result + lora_delta(x, stack, slots)``, added in place into ``result`` (a fresh base-layer output) where
+    that is safe: no autograd, no autocast, one dtype, contiguous. In place the second multiply accumulates straight
+    into the output (``baddbmm_``): measured on CPU 1.1-2x faster than multiplying then adding (no ``[batch, T,
+    out]`` temporary)."""
+    if (torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or result.dtype != stack.a_t.dtype
+            or not result.is_contiguous()):
+        return result + lora_delta(x, stack, slots).to(result.dtype)
+    h = torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]).to(stack.a_t.dtype), stack.a_t[slots])
+    result.view(result.shape[0], -1, result.shape[-1]).baddbmm_(h, stack.b_t[slots])
+    return result
+
+
 class StackedLora:
     """Every supported LoRA layer of a ``PeftModel`` computing its arms' deltas by :func:`lora_delta`.
 
@@ -223,4 +236,4 @@ class StackedLora:
         rows = self._rows_on(stack.slot_of.device)
         if rows.shape[0] != x.shape[0]:
             raise RuntimeError(f"StackedLora: a batch of {x.shape[0]} rows with {rows.shape[0]} arm names")
-        return result + lora_delta(x, stack, row_slots(stack, rows)).to(result.dtype)
+        return add_lora_delta(result, x, stack, row_slots(stack, rows))

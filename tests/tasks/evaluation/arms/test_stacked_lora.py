@@ -82,9 +82,10 @@ def test_one_layer_equals_peft_mixed_batch_row_by_row():
         stacked = StackedLora([layer], ARMS)
         assert stacked.peft_layers == []
         ref = layer(x, adapter_names=names)
-        with stacked.installed(), stacked.rows(names):
-            got = layer(x)
-        assert (got - ref).abs().max() <= TOL_LAYER
+        for grad in (True, False):  # out of place (autograd) and accumulated in place into the base output
+            with stacked.installed(), stacked.rows(names), torch.set_grad_enabled(grad):
+                got = layer(x)
+            assert (got - ref).abs().max() <= TOL_LAYER, grad
         mine = [a for a in ARMS if a in layer.lora_A]
         assert stacked.stacks[layer].a_t.shape[0] == len(mine) + 1  # slot 0: the zero arm
         assert stacked.stacks[layer].a_t.shape[2] == max(layer.r[a] for a in mine)  # padded to the largest rank
@@ -95,8 +96,8 @@ def test_one_layer_equals_peft_mixed_batch_row_by_row():
 def test_one_pass_equals_peft_mixed_batch_and_each_adapter_alone(lm, monkeypatch, batch_size):
     requests = _requests()
     calls = []
-    delta = stacked_lora.lora_delta
-    monkeypatch.setattr(stacked_lora, "lora_delta", lambda *a: calls.append(1) or delta(*a))
+    delta = stacked_lora.add_lora_delta
+    monkeypatch.setattr(stacked_lora, "add_lora_delta", lambda *a: calls.append(1) or delta(*a))
     fallbacks: dict[str, str] = {}
     got = loglikelihood_arms(lm, requests, ARMS, batch_size=batch_size, fallbacks=fallbacks)
     assert calls and fallbacks == {}  # the stacked path ran, every layer stacked
