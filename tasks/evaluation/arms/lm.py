@@ -177,7 +177,9 @@ class ArmsLM(HFLM):
         rows, decode_rows = self._generation_rows(requests)
         try:
             texts, self.generation_stats = generate_until_arms(self, requests, self.arms, reference=self.reference,
-                                                               batch_size=rows, max_decode_rows=decode_rows)
+                                                               batch_size=rows, max_decode_rows=decode_rows,
+                                                               lora_multiply=self.lora_multiply,
+                                                               fallbacks=self.fallbacks)
             return texts
         except UnsupportedGeneration as e:
             self.fallbacks["generate_until"] = f"arm by arm: {e}"

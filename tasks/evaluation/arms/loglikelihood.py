@@ -8,8 +8,9 @@ the vocabulary. Here the requests that share a context become ONE row per (conte
     pos     0  1  2  3 |  4  5 |  4 |  4  5  6        (each continuation positioned right after the context)
     sees   causal      | ctx + its own earlier tokens (a tree-shaped mask: never another continuation)
 
-so the context is computed once per arm, every arm of a batch is a row of one PEFT mixed-adapter batch
-(``adapter_names``, ``"__base__"`` = the bare base), and ``lm_head`` runs only at the positions whose
+so the context is computed once per arm, every arm of a batch is a row of one mixed-adapter batch (``"__base__"`` =
+the bare base; each LoRA layer's deltas for all rows in one gathered batched multiply of the arms' stacked factors,
+:mod:`~tasks.evaluation.arms.stacked_lora`, or PEFT's own mixed batch), and ``lm_head`` runs only at the positions whose
 log-prob is read (the context's last token and each continuation token but its last), in fp32 from the upcast
 hidden states whatever the model's dtype (:mod:`~tasks.evaluation.arms.precision`), log-softmax in fp32.
 
@@ -21,10 +22,9 @@ each request is scored from exactly the tokens HFLM would feed. What differs is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -113,45 +113,15 @@ def _collect(requests: Sequence[Any], lm: Any) -> tuple[list[_Group], list[tuple
     return list(groups.values()), where
 
 
-def _inject_adapter_names(module: Any, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple[tuple, dict]:
-    """Forward pre-hook of a LoRA layer: its rows' adapters (what PEFT's ``adapter_names`` forward argument does)."""
-    kwargs["adapter_names"] = adapter_names
-    return args, kwargs
-
-
-@contextmanager
-def _adapter_names(layers: list[Any], names: list[str]) -> Iterator[None]:
-    """Every LoRA layer runs row ``i`` with adapter ``names[i]`` (PEFT's mixed-adapter batch) inside the block.
-
-    PEFT's own ``adapter_names`` forward argument walks every module of the model on each call to find these
-    layers (and to check the names): with K adapters resident that walk cost as much as the forward itself on
-    SmolLM2. The layers are found once per call of :func:`loglikelihood_arms` instead; names are checked there.
-    """
-    hook = partial(_inject_adapter_names, adapter_names=names)
-    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _model_parts(model: Any, arms: Sequence[str],
-                 lora_multiply: str = "stacked") -> tuple[Any, Any, Any, Callable, Callable, str | None]:
-    """(decoder, lm_head, config, hooks factory, installer, fallback) of a ``PeftModel`` (or of a plain model for
-    ``__base__`` alone).
-
-    ``hooks(names)`` makes row ``i`` of the batches inside it run arm ``names[i]``; ``installer()`` is the context
-    inside which the batches run. With ``lora_multiply="stacked"`` the supported LoRA layers compute every arm's
-    delta in one batched multiply (:class:`~tasks.evaluation.arms.stacked_lora.StackedLora`, stacked here, once per
-    call); the others, and every layer with ``"peft"``, get PEFT's mixed batch. ``fallback`` says which layers kept
-    PEFT's mixed batch with ``"stacked"`` and why (None: none).
-    """
+                 lora_multiply: str = "stacked") -> tuple[Any, Any, Any, Callable, str | None]:
+    """(decoder, lm_head, config, hooks factory, fallback) of a ``PeftModel`` (or of a plain model for ``__base__``
+    alone): ``hooks(names)`` makes row ``i`` of the batches inside it run arm ``names[i]``
+    (:class:`~tasks.evaluation.arms.stacked_lora.MixedBatch`); ``fallback`` says which LoRA layers kept PEFT's mixed
+    batch with ``lora_multiply="stacked"`` and why (None: none)."""
     from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-    from peft.utils.other import AuxiliaryTrainingWrapper
 
-    from tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES, StackedLora
+    from tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES, MixedBatch
 
     if lora_multiply not in LORA_MULTIPLIES:
         raise ValueError(f"loglikelihood_arms: lora_multiply must be one of {LORA_MULTIPLIES}, got {lora_multiply!r}")
@@ -161,18 +131,8 @@ def _model_parts(model: Any, arms: Sequence[str],
             raise KeyError(f"loglikelihood_arms: arms {missing} are not adapters of the model "
                            f"(loaded: {sorted(model.peft_config)})")
         inner = model.get_base_model()
-        lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
-        others = [m for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
-        stacked = StackedLora(lora, arms) if lora_multiply == "stacked" else None
-        layers = others + (lora if stacked is None else stacked.peft_layers)
-
-        @contextmanager
-        def hooks(names: list[str]) -> Iterator[None]:
-            with _adapter_names(layers, names), (nullcontext() if stacked is None else stacked.rows(names)):
-                yield
-
-        installer = nullcontext if stacked is None else stacked.installed
-        fallback = None if stacked is None else stacked.describe_fallbacks()
+        mixed = MixedBatch(model, arms, lora_multiply)  # the arms stacked once per call
+        hooks, fallback = mixed.rows, mixed.fallback
     else:
         if list(arms) != [BASE_ARM] and set(arms) != {BASE_ARM}:
             raise KeyError(f"loglikelihood_arms: a model without adapters has only the arm {BASE_ARM!r}, got {arms}")
@@ -181,8 +141,8 @@ def _model_parts(model: Any, arms: Sequence[str],
         def hooks(names: list[str]):
             return nullcontext()
 
-        installer, fallback = nullcontext, None
-    return inner.get_decoder(), inner.get_output_embeddings(), inner.config, hooks, installer, fallback
+        fallback = None
+    return inner.get_decoder(), inner.get_output_embeddings(), inner.config, hooks, fallback
 
 
 def _rows_per_batch(batch_size: int | str, config: Any, decoder: Any, device: torch.device, arms: int,
@@ -234,7 +194,7 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
     if not is_auto(batch_size) and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"loglikelihood_arms: batch_size must be an int >= 1 or 'auto', got {batch_size!r}")
     arms = list(dict.fromkeys(arms))
-    decoder, head, config, hooks, installer, fallback = _model_parts(lm.model, arms, lora_multiply)
+    decoder, head, config, hooks, fallback = _model_parts(lm.model, arms, lora_multiply)
     if fallback is not None and fallbacks is not None:
         fallbacks["lora_multiply"] = fallback
     device = next(decoder.parameters()).device
@@ -253,43 +213,42 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
                 if getattr(lm, "mixed_precision_dtype", None) is not None else nullcontext())
     rows_for = _rows_per_batch(batch_size, config, decoder, device, len(arms),
                                max(sum(len(s) for s in p[3]) for p in packed) if packed else 0)
-    with installer():  # the stacked LoRA layers' forward, for this call's batches only
-        b0 = 0
-        while b0 < len(rows):
-            # rows are longest first: the batch's first row sets its width (and, sized from memory, its row count)
-            batch = rows[b0:b0 + rows_for(len(packed[rows[b0][0]][0]), len(rows) - b0)]
-            b0 += len(batch)
-            width = max(len(packed[gi][0]) for gi, _ in batch)
-            n_scored = max(sum(len(s) for s in packed[gi][3]) for gi, _ in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            pos = torch.zeros(len(batch), width, dtype=torch.long)
-            # right padding; a padding position attends to itself (a query with no key at all gives SDPA NaN)
-            mask = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)
-            gather = torch.zeros(len(batch), n_scored, dtype=torch.long)
-            for r, (gi, _) in enumerate(batch):
-                g_ids, g_pos, g_mask, scored = packed[gi]
-                n = len(g_ids)
-                ids[r, :n], pos[r, :n] = torch.tensor(g_ids), torch.tensor(g_pos)
-                mask[r, :n, :n] = g_mask
-                flat = [i for s in scored for i in s]
-                gather[r, :len(flat)] = torch.tensor(flat)
-            with hooks([arm for _, arm in batch]), autocast:
-                hidden = decoder(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
-                                 position_ids=pos.to(device), use_cache=False).last_hidden_state
-                picked = hidden.gather(1, gather.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))
-                # [batch, scored, vocab]: the projection only where a score is read, in fp32 whatever the model's dtype
-                # (a bf16 logit is rounded to 1/8 at magnitude 16: sums and is-greedy flags would carry it)
-                logits = project(picked)
-            if softcap:  # models that cap their logits (Gemma 2) do it in their lm forward, after the head
-                logits = torch.tanh(logits / softcap) * softcap
-            logp = logits.log_softmax(-1)
-            greedy = logp.argmax(-1)
-            for r, (gi, arm) in enumerate(batch):
-                out, k = [], 0
-                for cont, s in zip(groups[gi].continuations, packed[gi][3]):
-                    target = torch.tensor(cont, device=logp.device)
-                    lp = logp[r, k:k + len(s)].gather(-1, target[:, None]).squeeze(-1)
-                    out.append((float(lp.sum()), bool((greedy[r, k:k + len(s)] == target).all())))
-                    k += len(s)
-                scores[gi, arm] = out
+    b0 = 0
+    while b0 < len(rows):
+        # rows are longest first: the batch's first row sets its width (and, sized from memory, its row count)
+        batch = rows[b0:b0 + rows_for(len(packed[rows[b0][0]][0]), len(rows) - b0)]
+        b0 += len(batch)
+        width = max(len(packed[gi][0]) for gi, _ in batch)
+        n_scored = max(sum(len(s) for s in packed[gi][3]) for gi, _ in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        pos = torch.zeros(len(batch), width, dtype=torch.long)
+        # right padding; a padding position attends to itself (a query with no key at all gives SDPA NaN)
+        mask = torch.eye(width, dtype=torch.bool).repeat(len(batch), 1, 1)
+        gather = torch.zeros(len(batch), n_scored, dtype=torch.long)
+        for r, (gi, _) in enumerate(batch):
+            g_ids, g_pos, g_mask, scored = packed[gi]
+            n = len(g_ids)
+            ids[r, :n], pos[r, :n] = torch.tensor(g_ids), torch.tensor(g_pos)
+            mask[r, :n, :n] = g_mask
+            flat = [i for s in scored for i in s]
+            gather[r, :len(flat)] = torch.tensor(flat)
+        with hooks([arm for _, arm in batch]), autocast:
+            hidden = decoder(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
+                             position_ids=pos.to(device), use_cache=False).last_hidden_state
+            picked = hidden.gather(1, gather.to(device)[..., None].expand(-1, -1, hidden.shape[-1]))
+            # [batch, scored, vocab]: the projection only where a score is read, in fp32 whatever the model's dtype
+            # (a bf16 logit is rounded to 1/8 at magnitude 16: sums and is-greedy flags would carry it)
+            logits = project(picked)
+        if softcap:  # models that cap their logits (Gemma 2) do it in their lm forward, after the head
+            logits = torch.tanh(logits / softcap) * softcap
+        logp = logits.log_softmax(-1)
+        greedy = logp.argmax(-1)
+        for r, (gi, arm) in enumerate(batch):
+            out, k = [], 0
+            for cont, s in zip(groups[gi].continuations, packed[gi][3]):
+                target = torch.tensor(cont, device=logp.device)
+                lp = logp[r, k:k + len(s)].gather(-1, target[:, None]).squeeze(-1)
+                out.append((float(lp.sum()), bool((greedy[r, k:k + len(s)] == target).all())))
+                k += len(s)
+            scores[gi, arm] = out
     return {arm: [scores[gi, arm][ci] for gi, ci in where] for arm in arms}

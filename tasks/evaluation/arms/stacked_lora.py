@@ -28,7 +28,7 @@ Pure: no Prefect, no registry.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -237,3 +237,53 @@ class StackedLora:
         if rows.shape[0] != x.shape[0]:
             raise RuntimeError(f"StackedLora: a batch of {x.shape[0]} rows with {rows.shape[0]} arm names")
         return add_lora_delta(result, x, stack, row_slots(stack, rows))
+
+
+def _inject_adapter_names(module: Any, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple[tuple, dict]:
+    """Forward pre-hook of a LoRA layer: its rows' adapters (what PEFT's ``adapter_names`` forward argument does)."""
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
+
+
+class MixedBatch:
+    """Mixed-adapter batches of a ``PeftModel``: inside :meth:`rows`, row ``i`` of a forward pass runs ``names[i]``.
+
+    PEFT's own ``adapter_names`` forward argument walks every module of the model on each call to find the LoRA
+    layers (and to check the names): with K adapters resident that walk cost as much as the forward itself on
+    SmolLM2. The layers are found once here instead.
+
+    Args:
+        model: A ``peft.PeftModel`` holding the arms as named adapters.
+        arms: Every arm the batches will name (``"__base__"``: the bare base); checked by the caller.
+        lora_multiply: ``"stacked"`` (default): the supported LoRA layers compute every row's delta by one gathered
+            batched multiply (:class:`StackedLora`, stacked here, once), the others get PEFT's mixed batch;
+            ``"peft"``: every layer gets PEFT's mixed batch (a loop over the adapters in each layer).
+
+    Attributes:
+        fallback: Which LoRA layers keep PEFT's mixed batch on the stacked path and why (None: none, or ``"peft"``).
+    """
+
+    def __init__(self, model: Any, arms: Sequence[str], lora_multiply: str = "stacked") -> None:
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        if lora_multiply not in LORA_MULTIPLIES:
+            raise ValueError(f"MixedBatch: lora_multiply must be one of {LORA_MULTIPLIES}, got {lora_multiply!r}")
+        lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        others = [m for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+        self.stacked = StackedLora(lora, list(arms)) if lora_multiply == "stacked" else None
+        self._peft_layers = others + (lora if self.stacked is None else self.stacked.peft_layers)
+        self.fallback = None if self.stacked is None else self.stacked.describe_fallbacks()
+
+    @contextmanager
+    def rows(self, names: Sequence[str]) -> Iterator[None]:
+        """Row ``i`` of the forward passes inside the block runs arm ``names[i]``; the stacked layers' forward and
+        the PEFT layers' hooks exist only inside it (removed on exit, also on an exception)."""
+        hook = partial(_inject_adapter_names, adapter_names=list(names))
+        with ExitStack() as stack:
+            for layer in self._peft_layers:
+                stack.callback(layer.register_forward_pre_hook(hook, with_kwargs=True).remove)
+            if self.stacked is not None:
+                stack.enter_context(self.stacked.installed())
+                stack.enter_context(self.stacked.rows(names))
+            yield

@@ -125,7 +125,8 @@ def test_arms_pass_is_part_of_the_key_and_validated():
 def _ignoring_adapter_names(monkeypatch):
     """Break the one pass with PEFT's mixed batch (``lora_multiply="peft"``): the LoRA layers never see
     adapter_names, every row runs the active adapter (the first subject)."""
-    monkeypatch.setattr("tasks.evaluation.arms.loglikelihood._inject_adapter_names", lambda m, args, kw, **_: (args, kw))
+    monkeypatch.setattr("tasks.evaluation.arms.stacked_lora._inject_adapter_names",
+                        lambda m, args, kw, **_: (args, kw))
     yield
 
 

@@ -158,19 +158,19 @@ def test_what_is_not_stacked_says_why():
     from peft import LoraConfig, get_peft_model
 
     def layers(**cfg):
-        pm = get_peft_model(tiny.make_model(), LoraConfig(r=2, **cfg), adapter_name="a")
+        pm = get_peft_model(tiny.make_model(), LoraConfig(r=2, **cfg), adapter_name="one")
         return pm, {n.rsplit(".", 1)[-1]: m for n, m in pm.named_modules() if hasattr(m, "lora_A")}
 
     _, got = layers(target_modules=["q_proj", "embed_tokens"])
-    assert "Embedding" in unsupported(got["embed_tokens"], ["a"]) and unsupported(got["q_proj"], ["a"]) is None
+    assert "Embedding" in unsupported(got["embed_tokens"], ["one"]) and unsupported(got["q_proj"], ["one"]) is None
     _, got = layers(target_modules=["q_proj"], use_dora=True)
-    assert unsupported(got["q_proj"], ["a"]).startswith("DoraLinearVariant on arm 'a'")
+    assert unsupported(got["q_proj"], ["one"]).startswith("DoraLinearVariant on arm 'one'")
     _, got = layers(target_modules=["q_proj"], lora_bias=True)
-    assert unsupported(got["q_proj"], ["a"]) == "lora_bias on arm 'a'"
+    assert unsupported(got["q_proj"], ["one"]) == "lora_bias on arm 'one'"
     pm, got = layers(target_modules=["q_proj"], lora_dropout=0.1)
     pm.train()
-    assert unsupported(got["q_proj"], ["a"]) == "dropout active (training mode) on arm 'a'"
+    assert unsupported(got["q_proj"], ["one"]) == "dropout active (training mode) on arm 'one'"
     pm.eval()
-    assert unsupported(got["q_proj"], ["a"]) is None  # dropout is the identity at eval
-    got["q_proj"].merge(adapter_names=["a"])
-    assert unsupported(got["q_proj"], ["a"]) == "adapter weights merged into the base"
+    assert unsupported(got["q_proj"], ["one"]) is None  # dropout is the identity at eval
+    got["q_proj"].merge(adapter_names=["one"])
+    assert unsupported(got["q_proj"], ["one"]) == "adapter weights merged into the base"
