@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
-from tasks.evaluation.arms.precision import fp32_logits
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
+from spectral_surgery.tasks.evaluation.arms.precision import fp32_logits
 
 __all__ = ["ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
 
@@ -141,7 +141,7 @@ def generate_until_arms(
                                     "this call's, with shared_prefix)")
     # every argmax below (the reference's decoding, verification, decoding on) from fp32 logits: a bf16/fp16 model's
     # head is run in fp32 on upcast hidden states (tasks.evaluation.arms.precision)
-    from tasks.evaluation.arms.stacked_lora import MixedBatch
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatch
 
     mixed = MixedBatch(model, arms, lora_multiply)  # every arm's LoRA factors stacked once per call
     if mixed.fallback is not None and fallbacks is not None:

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
-from tasks.evaluation.arms.precision import fp32_head
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
+from spectral_surgery.tasks.evaluation.arms.precision import fp32_head
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _model_parts(model: Any, arms: Sequence[str],
     batch with ``lora_multiply="stacked"`` and why (None: none)."""
     from peft import PeftModel
 
-    from tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES, MixedBatch
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES, MixedBatch
 
     if lora_multiply not in LORA_MULTIPLIES:
         raise ValueError(f"loglikelihood_arms: lora_multiply must be one of {LORA_MULTIPLIES}, got {lora_multiply!r}")

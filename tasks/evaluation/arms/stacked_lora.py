@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
 
 LORA_MULTIPLIES = ("stacked", "peft")  # the one pass's LoRA delta: stacked arms (default) or PEFT's mixed batch
 

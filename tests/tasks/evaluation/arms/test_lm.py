@@ -9,12 +9,12 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from tasks.decision.gate import ArmOutcomes
-from tasks.decision.canaries import canaries
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.compare import compare_results
-from tasks.evaluation.arms.lm import ArmsLM
-from tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity, get_evaluator
+from spectral_surgery.tasks.decision.gate import ArmOutcomes
+from spectral_surgery.tasks.decision.canaries import canaries
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.compare import compare_results
+from spectral_surgery.tasks.evaluation.arms.lm import ArmsLM
+from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity, get_evaluator
 from tests import smol, tiny
 
 LIMIT_MC = 12
@@ -125,7 +125,7 @@ def test_arms_pass_is_part_of_the_key_and_validated():
 def _ignoring_adapter_names(monkeypatch):
     """Break the one pass with PEFT's mixed batch (``lora_multiply="peft"``): the LoRA layers never see
     adapter_names, every row runs the active adapter (the first subject)."""
-    monkeypatch.setattr("tasks.evaluation.arms.stacked_lora._inject_adapter_names",
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora._inject_adapter_names",
                         lambda m, args, kw, **_: (args, kw))
     yield
 
@@ -142,7 +142,7 @@ def test_stacked_multiply_serving_the_first_arms_delta_to_every_row_trips_the_ba
         tiny_base, subjects, monkeypatch, tmp_path):
     """Break the stacked LoRA multiply (the default): every row gets the first subject's (the baseline's) delta, so
     the bare base scores as the baseline."""
-    monkeypatch.setattr("tasks.evaluation.arms.stacked_lora.row_slots",
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora.row_slots",
                         lambda stack, rows: stack.slot_of[torch.zeros_like(rows)])
     got, ev = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass")
     record, flags = _canaries(got)
@@ -153,7 +153,7 @@ def test_stacked_multiply_serving_the_first_arms_delta_to_every_row_trips_the_ba
 def test_stacked_multiply_serving_the_next_arms_delta_trips_the_zero_rebuild_canary(
         tiny_base, subjects, monkeypatch, mc_reference, tmp_path):
     """Break the stacked LoRA multiply: every row gets the next arm's delta (the zero rebuild gets 'other')."""
-    monkeypatch.setattr("tasks.evaluation.arms.stacked_lora.row_slots",
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora.row_slots",
                         lambda stack, rows: stack.slot_of[(rows + 1) % len(stack.slot_of)])
     got, _ = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass")
     record, flags = _canaries(got)
@@ -192,7 +192,7 @@ def test_model_work_happens_once_and_each_arm_is_served(arms_lm, monkeypatch):
     first = arms_lm.loglikelihood(reqs)
     scored = dict(arms_lm.requests_scored)
     calls = []
-    monkeypatch.setattr("tasks.evaluation.arms.lm.loglikelihood_arms", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.lm.loglikelihood_arms", lambda *a, **k: calls.append(a))
     served = {}
     for arm in arms_lm.arms:
         arms_lm.serve(arm)

@@ -7,10 +7,10 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms import stacked_lora
-from tasks.evaluation.arms.loglikelihood import loglikelihood_arms
-from tasks.evaluation.arms.stacked_lora import StackedLora, unsupported
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms import stacked_lora
+from spectral_surgery.tasks.evaluation.arms.loglikelihood import loglikelihood_arms
+from spectral_surgery.tasks.evaluation.arms.stacked_lora import StackedLora, unsupported
 from tests import tiny
 
 TOL_LL = 1e-4  # fp32: max |ΔLL| per request against PEFT's mixed batch and against HFLM arm by arm (~1e-6 measured)
