@@ -88,7 +88,7 @@ class RunConfig(BaseModel):
     evaluator: str = Field("lm_eval", description="Registered evaluator name (lm_eval; fake is for tests).")
     evaluator_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword options of the evaluator (lm_eval: batch_size, max_gen_toks, "
-        "arms_pass = one_pass | arm_by_arm, ...).")
+        "arms_pass = one_pass | arm_by_arm, lora_multiply = stacked | peft, ...).")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
         None, description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
     )
@@ -228,6 +228,17 @@ class RunConfig(BaseModel):
             from spectral_surgery.tasks.evaluation.dtypes import model_dtype_name
 
             model_dtype_name(self.evaluator_options["dtype"], self.device, cuda_bf16=False)  # raises naming the fix
+        if "lora_multiply" in self.evaluator_options:
+            from spectral_surgery.tasks.evaluation.evaluate import check_lora_multiply
+
+            if self.evaluator != "lm_eval":
+                raise ValueError(f"evaluator_options.lora_multiply: only the lm_eval evaluator takes it (evaluator "
+                                 f"is {self.evaluator!r}); remove it or set evaluator: lm_eval")
+            try:
+                check_lora_multiply(self.evaluator_options["lora_multiply"])
+            except ValueError as e:
+                raise ValueError(f"evaluator_options.lora_multiply: {e} (stacked: the one pass's batched LoRA "
+                                 f"multiply, the default; peft: PEFT's mixed-adapter batch)") from None
         if self.gate.require_control and not self.surgery.random_control_seeds:
             raise ValueError("gate.require_control is on but surgery.random_control_seeds is empty: add a seed or "
                              "set gate.require_control=false.")

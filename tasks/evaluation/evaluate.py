@@ -373,6 +373,11 @@ class LmEvalEvaluator:
             its adapter swapped in (the reference path); ``vllm``: every subject a LoRA request of one vLLM engine
             through lm-eval's vLLM backend (:mod:`tasks.evaluation.arms.vllm_arms`; needs vllm, refused here
             without it; ``base_model`` must be a path or hub id vLLM loads). Part of :attr:`key`.
+        lora_multiply: On the one-pass path, how a mixed batch's LoRA deltas are computed: ``stacked`` (default:
+            each LoRA layer's arms stacked once per pass, one gathered batched multiply,
+            :mod:`tasks.evaluation.arms.stacked_lora`) or ``peft`` (PEFT's mixed-adapter batch, a loop over the
+            adapters in every layer; the path before the stacked one). The same outcomes by test; ``peft`` adds
+            ``;lora=peft`` to :attr:`key`.
         vllm_options: Extra options of lm-eval's ``VLLM`` on the vllm path (``gpu_memory_utilization``,
             ``max_model_len``, ...).
 
@@ -390,13 +395,14 @@ class LmEvalEvaluator:
                  max_gen_toks: int | None = None, apply_chat_template: bool = False,
                  model: Any = None, tokenizer: Any = None,
                  model_id: str | None = None, max_cached_bases: int = 1,
-                 reference_scores: bool = False, arms_pass: str = "one_pass",
+                 reference_scores: bool = False, arms_pass: str = "one_pass", lora_multiply: str = "stacked",
                  vllm_options: dict[str, Any] | None = None) -> None:  # fmt: skip
         import torch
 
         if (model is None) != (tokenizer is None):
             raise ValueError("LmEvalEvaluator: give both model and tokenizer, or neither")
         self.arms_pass = check_arms_pass(arms_pass)
+        self.lora_multiply = check_lora_multiply(lora_multiply)
         self.last_scoring: ArmsScoring | None = None
         self.batch_size = _check_batch_size(batch_size)
         if device is None:
@@ -417,18 +423,21 @@ class LmEvalEvaluator:
             self._bases[model_id or str(getattr(model, "name_or_path", "preloaded"))] = _Base(model.eval(), tokenizer)
         self.key = self.identity(batch_size=batch_size, device=self.device, dtype=dtype, max_gen_toks=max_gen_toks,
                                  apply_chat_template=apply_chat_template, arms_pass=arms_pass,
+                                 lora_multiply=lora_multiply,
                                  model_dtype=None if model is None else str(model.dtype),
                                  reference_scores=reference_scores)
 
     @staticmethod
     def identity(*, batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
                  max_gen_toks: int | None = None, apply_chat_template: bool = False, model_dtype: str | None = None,
-                 reference_scores: bool = False, arms_pass: str = "one_pass", **_ignored: Any) -> str:
+                 reference_scores: bool = False, arms_pass: str = "one_pass", lora_multiply: str = "stacked",
+                 **_ignored: Any) -> str:
         """What determines this evaluator's scores (library versions, device kind, dtype, batch, generation, suites,
         how the arms are scored).
 
         ``arm_by_arm`` keeps the key the evaluator had before the one-pass path existed (its scores are those);
-        ``one_pass`` adds ``;arms=one_pass`` (the same outcomes by test, log-likelihoods equal only to ~1e-5).
+        ``one_pass`` adds ``;arms=one_pass`` (the same outcomes by test, log-likelihoods equal only to ~1e-5);
+        its default LoRA multiply (``stacked``) keeps that key, ``lora_multiply="peft"`` adds ``;lora=peft``.
         ``model_dtype`` is the dtype of a preloaded model (it replaces ``dtype``); other options that do not change
         scores (``model``, ``tokenizer``, ``model_id``, ``max_cached_bases``) are ignored.
         """
@@ -443,6 +452,8 @@ class LmEvalEvaluator:
             f"bs={batch_size};max_gen_toks={max_gen_toks};chat={apply_chat_template};suites={suites_digest()}"
             + (";reference_scores" if reference_scores else "")  # off: the keys of evaluations made before it
             + ("" if check_arms_pass(arms_pass) == "arm_by_arm" else f";arms={arms_pass}")
+            + (f";lora={lora_multiply}" if arms_pass == "one_pass" and check_lora_multiply(lora_multiply) != "stacked"
+               else "")
             + (f";vllm={version('vllm')}" if arms_pass == "vllm" else "")
         )
 
@@ -651,7 +662,8 @@ class LmEvalEvaluator:
             base.peft.to(self.device).eval()
         # the first subject (the flow's baseline, when it is to be scored) decodes generative documents; every
         # other subject is verified against its continuation and decodes on only where it diverges
-        lm = ArmsLM(model, base.tokenizer, arms=list(arm_of.values()), batch_size=self.batch_size)
+        lm = ArmsLM(model, base.tokenizer, arms=list(arm_of.values()), batch_size=self.batch_size,
+                    lora_multiply=self.lora_multiply)
         subject_of = {arm: subject for subject, arm in arm_of.items()}
         out: dict[str, EvalResult] = {}
         for subject in subjects:
@@ -925,3 +937,16 @@ def _update_projections(adapter_dir: Path, benchmark: str, n: int) -> list[float
         a, b = (t.to(torch.float64).numpy() for t in (tensors[key], b))
         total += np.einsum("ir,ir->i", rows("x", prefix, b.shape[0]) @ b, rows("y", prefix, a.shape[1]) @ a.T)
     return total.tolist()
+def check_lora_multiply(lora_multiply: str) -> str:
+    """``lora_multiply`` if it is one of :data:`~tasks.evaluation.arms.stacked_lora.LORA_MULTIPLIES`.
+
+    Raises:
+        ValueError: Another value (with the close match).
+    """
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES
+
+    if lora_multiply not in LORA_MULTIPLIES:
+        close = difflib.get_close_matches(str(lora_multiply), LORA_MULTIPLIES, n=1)
+        raise ValueError(f"LmEvalEvaluator: lora_multiply must be one of {', '.join(LORA_MULTIPLIES)}, got "
+                         f"{lora_multiply!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return lora_multiply

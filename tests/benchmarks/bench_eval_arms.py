@@ -8,16 +8,21 @@ baseline; the arms of a decision are built from it as the nightly builds them: t
 canary), the zero rebuild (σ unchanged through the write path), then σ-edits by the registered policies
 (abs_select, smooth_abs, grad_direction, double_smooth, random_index), each with its own seeded stand-in
 sensitivities (this measures what evaluation costs, which does not depend on which σ' a policy picks), until
-there are K arms. For each K and benchmark, ONE base model (loaded once, shared) is evaluated by two
-:class:`tasks.evaluation.evaluate.LmEvalEvaluator` in this process, interleaved (the order alternates per repeat):
+there are K arms. For each K and benchmark, ONE base model (loaded once, shared) is evaluated by three
+:class:`tasks.evaluation.evaluate.LmEvalEvaluator` in this process, interleaved (the order rotates per repeat):
 
 * ``arm_by_arm``: one lm-eval run per arm, its adapter swapped in (the reference path);
-* ``one_pass``: every arm a named adapter, the requests scored for all arms at once (:mod:`tasks.evaluation.arms`).
+* ``one_pass``: every arm a named adapter, the requests scored for all arms at once (:mod:`tasks.evaluation.arms`),
+  the LoRA deltas of a mixed batch by the stacked multi-arm multiply (:mod:`tasks.evaluation.arms.stacked_lora`);
+* ``one_pass_peft``: the same with PEFT's mixed-adapter batch (``lora_multiply="peft"``: a loop over the adapters
+  in every LoRA layer, the one pass before the stacked multiply); ``--paths`` picks a subset.
 
-Reported per (benchmark, K): wall and CPU time of each path (adapter loading included) and their ratios (with
+Reported per (benchmark, K): wall and CPU time of each path (adapter loading included) and the ratios arm by arm /
+one pass and arm by arm / one pass with PEFT's mixed batch (with
 torch on one thread the process's CPU time is the work done, robust to other processes sharing the cores, which
 wall time is not), the one pass's shared model work, per-document outcome
-mismatches between the paths (each with its top-2 log-likelihood gap, :func:`compare_results`), the largest
+mismatches of each one pass against arm by arm (each with its top-2 log-likelihood gap, :func:`compare_results`),
+the largest
 |ΔLL| over every choice of every document and arm, the one-pass path's fallbacks (none for greedy requests), and on
 generative benchmarks the share of (arm, document) pairs that left the baseline's greedy path and decoded on.
 """
@@ -32,7 +37,9 @@ import time
 from pathlib import Path
 
 EDIT_POLICIES = ("abs_select", "smooth_abs", "grad_direction", "double_smooth", "random_index")
-PATHS = ("arm_by_arm", "one_pass")
+PATHS = ("arm_by_arm", "one_pass", "one_pass_peft")
+OPTIONS = {"arm_by_arm": {"arms_pass": "arm_by_arm"}, "one_pass": {"arms_pass": "one_pass"},
+           "one_pass_peft": {"arms_pass": "one_pass", "lora_multiply": "peft"}}
 
 
 def build_arms(base_dir: Path, work: Path, k: int, seed: int) -> dict[str, Path | None]:
@@ -88,9 +95,10 @@ def run(args: argparse.Namespace) -> list[dict]:
     dtype = getattr(args, "dtype", "float32")
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device).eval()
     tok = AutoTokenizer.from_pretrained(base_dir)
+    paths = args.paths
     evaluators = {p: LmEvalEvaluator(model=model, tokenizer=tok, model_id="smol", device=device,
-                                     batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, arms_pass=p)
-                  for p in PATHS}  # fmt: skip
+                                     batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, **OPTIONS[p])
+                  for p in paths}  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_arms-") as tmp:
         work = Path(tmp)
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             for k in args.arms:
                 arms = build_arms(base_dir, work / "adapters", k, args.seed)
                 for rep in range(args.repeats):
-                    order = PATHS if rep % 2 == 0 else PATHS[::-1]
+                    order = paths[rep % len(paths):] + paths[:rep % len(paths)]
                     wall, cpu, res, peak = {}, {}, {}, {}
                     for path in order:
                         if device.startswith("cuda"):
@@ -112,33 +120,45 @@ def run(args: argparse.Namespace) -> list[dict]:
                             torch.cuda.synchronize()
                             peak[path] = torch.cuda.max_memory_allocated() / 2**30
                         wall[path], cpu[path] = time.perf_counter() - t0, time.process_time() - c0
-                    cmp = compare_results(res["arm_by_arm"], res["one_pass"])
                     scoring = evaluators["one_pass"].last_scoring
-                    rows.append({
+                    row = {
                         "benchmark": bench, "k": k, "limit": limit, "repeat": rep, "order": list(order),
-                        "dtype": dtype, "device": device, "peak_gib": peak,
-                        "arm_by_arm_s": wall["arm_by_arm"], "one_pass_s": wall["one_pass"],
-                        "ratio": wall["arm_by_arm"] / wall["one_pass"], "documents": cmp.documents,
-                        "arm_by_arm_cpu_s": cpu["arm_by_arm"], "one_pass_cpu_s": cpu["one_pass"],
-                        "cpu_ratio": cpu["arm_by_arm"] / cpu["one_pass"],
-                        "mismatches": [m.__dict__ for m in cmp.mismatches], "max_abs_dll": cmp.max_abs_dll,
-                        "responses_differing": cmp.responses_differing,
-                        "fallbacks": dict(scoring.fallbacks), "shared_s": scoring.shared_seconds,
+                        "dtype": dtype, "device": device, "peak_gib": peak, "arm_by_arm_s": wall["arm_by_arm"],
+                        "arm_by_arm_cpu_s": cpu["arm_by_arm"],
                         "arm_differs_from_baseline": sum(
                             r.outcomes != res["arm_by_arm"]["baseline"].outcomes for r in res["arm_by_arm"].values()),
                         # generative: (subject, documents that left the baseline's greedy path, documents checked)
                         "diverged": [list(d) for d in scoring.diverged],
-                    })  # fmt: skip
+                    }  # fmt: skip
+                    for p in paths[1:]:  # one_pass: the keys of before; one_pass_peft: the same keys prefixed
+                        cmp = compare_results(res["arm_by_arm"], res[p])
+                        pre = "" if p == "one_pass" else "peft_"
+                        row.update({
+                            f"{p}_s": wall[p], f"{pre}ratio": wall["arm_by_arm"] / wall[p], "documents": cmp.documents,
+                            f"{p}_cpu_s": cpu[p], f"{pre}cpu_ratio": cpu["arm_by_arm"] / cpu[p],
+                            f"{pre}mismatches": [m.__dict__ for m in cmp.mismatches],
+                            f"{pre}max_abs_dll": cmp.max_abs_dll, f"{pre}responses_differing": cmp.responses_differing,
+                            f"{pre}fallbacks": dict(evaluators[p].last_scoring.fallbacks),
+                            f"{pre}shared_s": evaluators[p].last_scoring.shared_seconds,
+                        })  # fmt: skip
+                    rows.append(row)
                     print(_line(rows[-1]), flush=True)
     return rows
 
 
 def _line(r: dict) -> str:
-    dll = "n/a" if r["max_abs_dll"] is None else f"{r['max_abs_dll']:.1e}"
-    return (f"| {r['benchmark']} | {r['k']} | {r['limit']} | {r['arm_by_arm_s']:.1f} s | {r['one_pass_s']:.1f} s "
-            f"| {r['ratio']:.2f}× | {r['arm_by_arm_cpu_s']:.1f} s | {r['one_pass_cpu_s']:.1f} s "
-            f"| **{r['cpu_ratio']:.2f}×** | {r['shared_s']:.1f} s | {len(r['mismatches'])}/{r['documents']} | {dll} "
-            f"| {', '.join(r['fallbacks']) or 'none'} | {_divergence(r)} |")
+    """One line per one-pass variant: its times against arm by arm, ratios, mismatches, |ΔLL|, fallbacks."""
+    out = []
+    for p, pre in (("one_pass", ""), ("one_pass_peft", "peft_")):
+        if f"{p}_s" not in r:
+            continue
+        dll = "n/a" if r[f"{pre}max_abs_dll"] is None else f"{r[f'{pre}max_abs_dll']:.1e}"
+        fallbacks = "; ".join(f"{k}: {v}" for k, v in r[f"{pre}fallbacks"].items()) or "none"
+        out.append(f"| {r['benchmark']} | {r['k']} | {r['limit']} | {p} | {r['arm_by_arm_s']:.1f} s "
+                   f"| {r[f'{p}_s']:.1f} s | {r[f'{pre}ratio']:.2f}× | {r['arm_by_arm_cpu_s']:.1f} s "
+                   f"| {r[f'{p}_cpu_s']:.1f} s | **{r[f'{pre}cpu_ratio']:.2f}×** | {r[f'{pre}shared_s']:.1f} s "
+                   f"| {len(r[f'{pre}mismatches'])}/{r['documents']} | {dll} | {fallbacks} | {_divergence(r)} |")
+    return "\n".join(out)
 
 
 def _divergence(r: dict) -> str:
@@ -165,24 +185,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1).")
     ap.add_argument("--repeats", type=int, default=1, help="Repeats per (benchmark, K), the path order alternating.")
     ap.add_argument("--data-dir", default=None, help="Model cache (default: the product's data dir).")
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help=f"Paths, comma-separated: arm_by_arm,one_pass[,one_pass_peft] (default {','.join(PATHS)}).")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="Also write the rows to this JSON file.")
     args = ap.parse_args(argv)
     args.arms = [int(x) for x in args.arms.split(",")]
     args.benchmarks = [x.strip() for x in args.benchmarks.split(",") if x.strip()]
+    args.paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
+    if args.paths[:2] != PATHS[:2] or set(args.paths) - set(PATHS):
+        ap.error(f"--paths: arm_by_arm,one_pass then optionally one_pass_peft; got {','.join(args.paths)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s), batch {args.batch_size}, "
           f"{args.dtype}\n")
-    print("| benchmark | K | docs | arm by arm wall | one pass wall | wall ratio | arm by arm CPU | one pass CPU "
-          "| CPU ratio | shared pass (wall) | outcome mismatches | max \\|ΔLL\\| | fallbacks | diverged |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("| benchmark | K | docs | one pass | arm by arm wall | one pass wall | wall ratio | arm by arm CPU "
+          "| one pass CPU | CPU ratio | shared pass (wall) | outcome mismatches | max \\|ΔLL\\| | fallbacks "
+          "| diverged |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     rows = run(args)
     for r in rows:
-        for m in r["mismatches"]:
-            print(f"  mismatch {r['benchmark']} K={r['k']}: {m}")
+        for pre in ("", "peft_"):
+            for m in r.get(f"{pre}mismatches", []):
+                print(f"  mismatch {r['benchmark']} K={r['k']} {pre or 'stacked'}: {m}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return rows

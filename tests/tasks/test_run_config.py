@@ -137,6 +137,15 @@ def test_arms_pass_is_an_lm_eval_option_checked_at_the_edge(tmp_path):
         RunConfig(data_dir=tmp_path, evaluator="fake", evaluator_options={"arms_pass": "one_pass"})
 
 
+def test_lora_multiply_is_an_lm_eval_option_checked_at_the_edge(tmp_path):
+    for multiply in ("stacked", "peft"):
+        RunConfig(data_dir=tmp_path, evaluator_options={"lora_multiply": multiply})
+    with pytest.raises(ValidationError, match="lora_multiply: .* got 'bmm'.*stacked: the one pass's batched"):
+        RunConfig(data_dir=tmp_path, evaluator_options={"lora_multiply": "bmm"})
+    with pytest.raises(ValidationError, match="lora_multiply: only the lm_eval evaluator takes it"):
+        RunConfig(data_dir=tmp_path, evaluator="fake", evaluator_options={"lora_multiply": "peft"})
+
+
 def test_read_config_file_is_the_one_loader(tmp_path):
     """YAML and JSON files, the errors naming the file; the deployments' loader and the CLI's are this one."""
     import spectral_surgery.deployments.serve

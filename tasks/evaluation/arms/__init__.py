@@ -5,6 +5,8 @@
 * :mod:`~tasks.evaluation.arms.lm`: :class:`~tasks.evaluation.arms.lm.ArmsLM`, lm-eval's ``HFLM`` that scores a
   benchmark's requests for every arm on its first call and then serves each arm's responses, so lm-eval's own
   filters and metrics turn them into per-document outcomes;
+* :mod:`~tasks.evaluation.arms.stacked_lora`: a mixed batch's LoRA deltas in one gathered batched multiply per layer
+  (every arm's A and B stacked once per pass) instead of PEFT's loop over the adapters;
 * :mod:`~tasks.evaluation.arms.compare`: two result sets compared document by document, mismatches with their gaps;
 * :mod:`~tasks.evaluation.arms.precision`: scores from fp32 logits on a bf16/fp16 model;
 * :mod:`~tasks.evaluation.arms.memory`: rows per pass from free GPU memory (``batch_size="auto"``);
@@ -27,7 +29,9 @@ class ArmsScoring:
         path: ``one_pass`` (every arm scored together, then served to lm-eval arm by arm), ``arm_by_arm``, or
             ``vllm`` (every arm a LoRA request of one vLLM engine, :mod:`~tasks.evaluation.arms.vllm_arms`).
         arms: Arms scored together (1 per subject on the arm-by-arm path).
-        fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path.
+        fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path,
+            and ``("lora_multiply", why)`` when LoRA layers kept PEFT's mixed batch instead of the stacked multi-arm
+            multiply (:mod:`~tasks.evaluation.arms.stacked_lora`: DoRA, ``lora_bias``, embeddings, ...).
         shared_seconds: Seconds of model work done for all arms together (0.0 arm by arm); each subject's
             ``on_result`` seconds are its own wall time outside that work plus ``shared_seconds / arms``.
         diverged: Generative requests on the one-pass path: ``(subject, documents diverged, documents checked)``

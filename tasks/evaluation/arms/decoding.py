@@ -62,8 +62,9 @@ class Runner:
     """Runs (arm, prompt, reference tokens) rows in mixed-adapter batches and counts what it costs."""
 
     def __init__(self, model: Any, lm: Any, counts: dict[str, Counts], rows_per_batch: int, max_decode_rows: int,
-                 prefix: list[int]) -> None:  # fmt: skip
+                 prefix: list[int], mixed: Any) -> None:  # fmt: skip
         self.model, self.lm, self.counts, self.rows_per_batch = model, lm, counts, rows_per_batch
+        self.mixed = mixed  # tasks.evaluation.arms.stacked_lora.MixedBatch: row r of a pass runs names[r]
         self.max_decode_rows = max_decode_rows
         self.prefix = prefix
         self.prefix_kv: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
@@ -71,8 +72,8 @@ class Runner:
 
     def forward(self, names: list[str], **kwargs: Any) -> Any:
         """One forward pass of the mixed batch whose row ``r`` runs adapter ``names[r]``."""
-        with forward_context(self.lm):
-            out = self.model(adapter_names=names, use_cache=True, **kwargs)
+        with forward_context(self.lm), self.mixed.rows(names):
+            out = self.model(use_cache=True, **kwargs)
         self.passes += 1
         for a in set(names):
             self.counts[a].forward_passes += 1

@@ -7,9 +7,11 @@ with the baseline on most documents. Here:
 1. the reference arm decodes every document greedily (prompts encoded exactly as HFLM encodes its batches:
    left truncation to ``max_length - max_gen_toks``, the same special tokens);
 2. every other arm is checked by ONE teacher-forced forward over prompt + the reference continuation, in PEFT
-   mixed-adapter batches (``adapter_names`` per row), comparing its argmax with the reference's tokens up to the
-   reference's *useful length*: the first token that completes a stop string in the decoded text (stops are
-   matched in text: a tokenizer may split ``"\n\n"`` into two tokens), or an EOS token, or ``max_gen_toks``;
+   mixed-adapter batches (an arm per row; the LoRA deltas by :mod:`~tasks.evaluation.arms.stacked_lora`'s
+   stacked multiply, or PEFT's mixed batch where a layer is not stacked), comparing its argmax with the
+   reference's tokens up to the reference's *useful length*: the first token that completes a stop string in the
+   decoded text (stops are matched in text: a tokenizer may split ``"\n\n"`` into two tokens), or an EOS token,
+   or ``max_gen_toks``;
    later tokens are batch filler and would only give false divergences;
 3. only the (arm, document) pairs that diverge decode on, from the first divergent token, reusing the KV cache of
    the verified prefix (the cached keys are already rotated, so the continuation passes explicit
@@ -99,7 +101,8 @@ class GenerationStats:
 
 def generate_until_arms(
     lm: Any, requests: Sequence[Any], arms: Sequence[str], *, reference: str, batch_size: int | None = None,
-    shared_prefix: bool = True, max_decode_rows: int = 128,
+    shared_prefix: bool = True, max_decode_rows: int = 128, lora_multiply: str = "stacked",
+    fallbacks: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[str]], GenerationStats]:
     """Greedy ``generate_until`` of every arm, string for string what ``HFLM.generate_until`` returns per arm.
 
@@ -116,6 +119,10 @@ def generate_until_arms(
             HFLM's own ``generate`` batches (its strings are HFLM's by construction) and no prefix is shared.
         max_decode_rows: Most rows decoding together (the rows that diverged in several teacher-forced batches
             decode as one batch, so the sequential steps are paid once, not once per batch; this bounds its cache).
+        lora_multiply: How a mixed batch's LoRA deltas are computed: ``"stacked"`` (default: one gathered batched
+            multiply per layer, :mod:`~tasks.evaluation.arms.stacked_lora`) or ``"peft"`` (PEFT's mixed batch).
+        fallbacks: Where given, ``fallbacks["lora_multiply"]`` says which LoRA layers kept PEFT's mixed batch on
+            the stacked path and why; untouched when every layer is stacked.
 
     Returns:
         ``(outputs, stats)``: arm -> generated strings aligned with ``requests``, and the per-arm
@@ -134,14 +141,20 @@ def generate_until_arms(
                                     "this call's, with shared_prefix)")
     # every argmax below (the reference's decoding, verification, decoding on) from fp32 logits: a bf16/fp16 model's
     # head is run in fp32 on upcast hidden states (tasks.evaluation.arms.precision)
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatch
+
+    mixed = MixedBatch(model, arms, lora_multiply)  # every arm's LoRA factors stacked once per call
+    if mixed.fallback is not None and fallbacks is not None:
+        fallbacks["lora_multiply"] = mixed.fallback
     with fp32_logits(model):
-        results, stats = _generate_all(lm, model, requests, arms, reference, batch_size, shared_prefix, max_decode_rows)
+        results, stats = _generate_all(lm, model, requests, arms, reference, batch_size, shared_prefix,
+                                       max_decode_rows, mixed)
     return results, stats
 
 
 def _generate_all(lm: Any, model: Any, requests: Sequence[Any], arms: Sequence[str], reference: str,
-                  batch_size: int | None, shared_prefix: bool,
-                  max_decode_rows: int) -> tuple[dict[str, list[str]], GenerationStats]:
+                  batch_size: int | None, shared_prefix: bool, max_decode_rows: int,
+                  mixed: Any) -> tuple[dict[str, list[str]], GenerationStats]:
     """The body of :func:`generate_until_arms` once the model is checked (see there)."""
     from lm_eval.models.utils import Collator
 
@@ -155,7 +168,7 @@ def _generate_all(lm: Any, model: Any, requests: Sequence[Any], arms: Sequence[s
     chunks = [_encode(lm, model, chunk) for chunk in re_ords.get_batched(n=hflm_batch, batch_fn=None)]
     prompts = [p for c in chunks for p in c.prompts]
     runner = Runner(model, lm, counts, int(batch_size or lm.batch_size), max_decode_rows,
-                     _common_prefix(prompts) if shared_prefix and prompts else [])  # fmt: skip
+                     _common_prefix(prompts) if shared_prefix and prompts else [], mixed)  # fmt: skip
     docs = [(c, i) for c in chunks for i in range(len(c.prompts))]  # HFLM's order
     if shared_prefix:  # the reference decodes in the runner's batches, every document's steps together
         refs = runner.run([Row(reference, c.prompts[i], [], c.stop) for c, i in docs])

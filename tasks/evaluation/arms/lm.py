@@ -55,6 +55,9 @@ class ArmsLM(HFLM):
             HFLM's fallbacks find theirs as lm-eval does.
         reference: The arm that decodes every generative document, the others being verified against it (the
             baseline where there is one); default the first arm.
+        lora_multiply: How the one pass computes the LoRA deltas of a mixed batch: ``"stacked"`` (default, every
+            arm's A and B stacked per layer, one gathered batched multiply: :mod:`~tasks.evaluation.arms.
+            stacked_lora`) or ``"peft"`` (PEFT's mixed-adapter batch, a loop over the adapters in every layer).
         **hflm_kwargs: Any other ``HFLM`` option.
 
     Attributes:
@@ -63,13 +66,14 @@ class ArmsLM(HFLM):
         pass_seconds: Seconds spent in model work for all arms together (the shared passes and the fallbacks
             that score every arm at once).
         requests_scored: Request type -> distinct requests scored for all arms.
-        fallbacks: Request type -> why it was scored arm by arm.
+        fallbacks: Request type -> why it was scored arm by arm; ``"lora_multiply"`` -> which LoRA layers kept
+            PEFT's mixed batch on the stacked path and why (DoRA, ``lora_bias``, embeddings, ...).
         generation_stats: The last :class:`~tasks.evaluation.arms.generation.GenerationStats` (per arm: documents
             verified equal to the reference vs diverged, forward passes, decoded tokens), or None.
     """
 
     def __init__(self, pretrained: Any, tokenizer: Any, *, arms: Sequence[str], batch_size: int | str = 8,
-                 reference: str | None = None, **hflm_kwargs: Any) -> None:
+                 reference: str | None = None, lora_multiply: str = "stacked", **hflm_kwargs: Any) -> None:
         super().__init__(pretrained=pretrained, tokenizer=tokenizer, batch_size=batch_size, **hflm_kwargs)
         if not arms:
             raise ValueError("ArmsLM: give at least one arm")
@@ -78,6 +82,11 @@ class ArmsLM(HFLM):
         self.reference = self.arms[0] if reference is None else reference
         if self.reference not in self.arms:
             raise ValueError(f"ArmsLM: reference {self.reference!r} is not one of the arms {self.arms}")
+        from spectral_surgery.tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES
+
+        if lora_multiply not in LORA_MULTIPLIES:
+            raise ValueError(f"ArmsLM: lora_multiply must be one of {LORA_MULTIPLIES}, got {lora_multiply!r}")
+        self.lora_multiply = lora_multiply
         self.generation_stats = None
         self.pass_seconds = 0.0
         self.requests_scored: dict[str, int] = {}
@@ -129,7 +138,8 @@ class ArmsLM(HFLM):
         missing = list({r.args: r for r in requests if r.args not in self._ll}.values())
         if missing:
             t0 = time.perf_counter()
-            scores = loglikelihood_arms(self, missing, self.arms, batch_size=self._pass_batch_size)
+            scores = loglikelihood_arms(self, missing, self.arms, batch_size=self._pass_batch_size,
+                                        lora_multiply=self.lora_multiply, fallbacks=self.fallbacks)
             for i, req in enumerate(missing):
                 self._ll[req.args] = {arm: scores[arm][i] for arm in self.arms}
             self._count("loglikelihood", len(missing), time.perf_counter() - t0)
@@ -167,7 +177,9 @@ class ArmsLM(HFLM):
         rows, decode_rows = self._generation_rows(requests)
         try:
             texts, self.generation_stats = generate_until_arms(self, requests, self.arms, reference=self.reference,
-                                                               batch_size=rows, max_decode_rows=decode_rows)
+                                                               batch_size=rows, max_decode_rows=decode_rows,
+                                                               lora_multiply=self.lora_multiply,
+                                                               fallbacks=self.fallbacks)
             return texts
         except UnsupportedGeneration as e:
             self.fallbacks["generate_until"] = f"arm by arm: {e}"

@@ -8,8 +8,9 @@ the vocabulary. Here the requests that share a context become ONE row per (conte
     pos     0  1  2  3 |  4  5 |  4 |  4  5  6        (each continuation positioned right after the context)
     sees   causal      | ctx + its own earlier tokens (a tree-shaped mask: never another continuation)
 
-so the context is computed once per arm, every arm of a batch is a row of one PEFT mixed-adapter batch
-(``adapter_names``, ``"__base__"`` = the bare base), and ``lm_head`` runs only at the positions whose
+so the context is computed once per arm, every arm of a batch is a row of one mixed-adapter batch (``"__base__"`` =
+the bare base; each LoRA layer's deltas for all rows in one gathered batched multiply of the arms' stacked factors,
+:mod:`~tasks.evaluation.arms.stacked_lora`, or PEFT's own mixed batch), and ``lm_head`` runs only at the positions whose
 log-prob is read (the context's last token and each continuation token but its last), in fp32 from the upcast
 hidden states whatever the model's dtype (:mod:`~tasks.evaluation.arms.precision`), log-softmax in fp32.
 
@@ -21,10 +22,9 @@ each request is scored from exactly the tokens HFLM would feed. What differs is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -113,45 +113,26 @@ def _collect(requests: Sequence[Any], lm: Any) -> tuple[list[_Group], list[tuple
     return list(groups.values()), where
 
 
-def _inject_adapter_names(module: Any, args: tuple, kwargs: dict, adapter_names: list[str]) -> tuple[tuple, dict]:
-    """Forward pre-hook of a LoRA layer: its rows' adapters (what PEFT's ``adapter_names`` forward argument does)."""
-    kwargs["adapter_names"] = adapter_names
-    return args, kwargs
-
-
-@contextmanager
-def _adapter_names(layers: list[Any], names: list[str]) -> Iterator[None]:
-    """Every LoRA layer runs row ``i`` with adapter ``names[i]`` (PEFT's mixed-adapter batch) inside the block.
-
-    PEFT's own ``adapter_names`` forward argument walks every module of the model on each call to find these
-    layers (and to check the names): with K adapters resident that walk cost as much as the forward itself on
-    SmolLM2. The layers are found once per call of :func:`loglikelihood_arms` instead; names are checked there.
-    """
-    hook = partial(_inject_adapter_names, adapter_names=names)
-    handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in layers]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _model_parts(model: Any, arms: Sequence[str]) -> tuple[Any, Any, Any, Any]:
-    """(decoder, lm_head, config, hooks factory) of a ``PeftModel`` (or of a plain model for ``__base__`` alone)."""
+def _model_parts(model: Any, arms: Sequence[str],
+                 lora_multiply: str = "stacked") -> tuple[Any, Any, Any, Callable, str | None]:
+    """(decoder, lm_head, config, hooks factory, fallback) of a ``PeftModel`` (or of a plain model for ``__base__``
+    alone): ``hooks(names)`` makes row ``i`` of the batches inside it run arm ``names[i]``
+    (:class:`~tasks.evaluation.arms.stacked_lora.MixedBatch`); ``fallback`` says which LoRA layers kept PEFT's mixed
+    batch with ``lora_multiply="stacked"`` and why (None: none)."""
     from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-    from peft.utils.other import AuxiliaryTrainingWrapper
 
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import LORA_MULTIPLIES, MixedBatch
+
+    if lora_multiply not in LORA_MULTIPLIES:
+        raise ValueError(f"loglikelihood_arms: lora_multiply must be one of {LORA_MULTIPLIES}, got {lora_multiply!r}")
     if isinstance(model, PeftModel):
         missing = [a for a in arms if a != BASE_ARM and a not in model.peft_config]
         if missing:
             raise KeyError(f"loglikelihood_arms: arms {missing} are not adapters of the model "
                            f"(loaded: {sorted(model.peft_config)})")
         inner = model.get_base_model()
-        layers = [m for m in model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
-
-        def hooks(names: list[str]):
-            return _adapter_names(layers, names)
+        mixed = MixedBatch(model, arms, lora_multiply)  # the arms stacked once per call
+        hooks, fallback = mixed.rows, mixed.fallback
     else:
         if list(arms) != [BASE_ARM] and set(arms) != {BASE_ARM}:
             raise KeyError(f"loglikelihood_arms: a model without adapters has only the arm {BASE_ARM!r}, got {arms}")
@@ -159,7 +140,9 @@ def _model_parts(model: Any, arms: Sequence[str]) -> tuple[Any, Any, Any, Any]:
 
         def hooks(names: list[str]):
             return nullcontext()
-    return inner.get_decoder(), inner.get_output_embeddings(), inner.config, hooks
+
+        fallback = None
+    return inner.get_decoder(), inner.get_output_embeddings(), inner.config, hooks, fallback
 
 
 def _rows_per_batch(batch_size: int | str, config: Any, decoder: Any, device: torch.device, arms: int,
@@ -177,8 +160,9 @@ def _rows_per_batch(batch_size: int | str, config: Any, decoder: Any, device: to
 
 
 @torch.no_grad()
-def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
-                       batch_size: int | str) -> dict[str, list[tuple[float, bool]]]:
+def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *, batch_size: int | str,
+                       lora_multiply: str = "stacked",
+                       fallbacks: dict[str, str] | None = None) -> dict[str, list[tuple[float, bool]]]:
     """Score ``loglikelihood`` requests under every arm in one pass.
 
     Args:
@@ -189,6 +173,12 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
         batch_size: Packed rows (one per context and arm) per forward pass, or ``"auto"``: as many as the
             device's free memory holds for each batch's row length (:func:`~tasks.evaluation.arms.memory.
             loglikelihood_rows`; CUDA only, :data:`~tasks.evaluation.arms.memory.DEFAULT_ROWS` elsewhere).
+        lora_multiply: ``"stacked"`` (default): each LoRA layer computes every row's delta in one gathered batched
+            multiply of the arms stacked once per call (:mod:`~tasks.evaluation.arms.stacked_lora`); ``"peft"``:
+            PEFT's mixed-adapter batch (a loop over the adapters in every layer). The same outcomes, log-likelihoods
+            equal to float summation order (tested at 1e-4 in fp32).
+        fallbacks: Where given, ``fallbacks["lora_multiply"]`` says which LoRA layers kept PEFT's mixed batch on
+            the stacked path and why (DoRA, ``lora_bias``, embeddings, ...); untouched when every layer is stacked.
 
     Returns:
         Arm -> one ``(sum of the continuation's log-probs, whether it is the greedy continuation)`` per request,
@@ -196,14 +186,17 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
 
     Raises:
         KeyError: An arm that is not an adapter of the model.
-        ValueError: A request lm-eval would refuse as well (empty or over-long continuation).
+        ValueError: A request lm-eval would refuse as well (empty or over-long continuation), or an unknown
+            ``lora_multiply``.
     """
     if getattr(lm, "backend", "causal") != "causal":
         raise ValueError(f"loglikelihood_arms: causal language models only (backend {lm.backend!r})")
     if not is_auto(batch_size) and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"loglikelihood_arms: batch_size must be an int >= 1 or 'auto', got {batch_size!r}")
     arms = list(dict.fromkeys(arms))
-    decoder, head, config, hooks = _model_parts(lm.model, arms)
+    decoder, head, config, hooks, fallback = _model_parts(lm.model, arms, lora_multiply)
+    if fallback is not None and fallbacks is not None:
+        fallbacks["lora_multiply"] = fallback
     device = next(decoder.parameters()).device
     softcap = getattr(config, "final_logit_softcapping", None)
     project = fp32_head(head)  # the head's fp32 weight made once per call (none for an fp32 model)

@@ -113,22 +113,52 @@ def test_arms_pass_is_part_of_the_key_and_validated():
     assert evaluator_identity("lm_eval") == one  # the default
     with pytest.raises(ValueError, match="did you mean 'one_pass'"):
         LmEvalEvaluator(arms_pass="onepass")
+    assert evaluator_identity("lm_eval", lora_multiply="stacked") == one  # the default keeps the one pass's key
+    assert evaluator_identity("lm_eval", lora_multiply="peft") == one + ";lora=peft"
+    assert evaluator_identity("lm_eval", arms_pass="arm_by_arm", lora_multiply="peft") == ref  # no LoRA multiply
+    with pytest.raises(ValueError, match="did you mean 'stacked'"):
+        LmEvalEvaluator(lora_multiply="stack")
 
 
 # ----------------------------------------------------------------------------- canaries on a broken path
 @contextmanager
 def _ignoring_adapter_names(monkeypatch):
-    """Break the one pass: the LoRA layers never see adapter_names, every row runs the active adapter (the first
-    subject)."""
-    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.loglikelihood._inject_adapter_names", lambda m, args, kw, **_: (args, kw))
+    """Break the one pass with PEFT's mixed batch (``lora_multiply="peft"``): the LoRA layers never see
+    adapter_names, every row runs the active adapter (the first subject)."""
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora._inject_adapter_names",
+                        lambda m, args, kw, **_: (args, kw))
     yield
 
 
 def test_ignoring_adapter_names_trips_the_bare_base_canary(tiny_base, subjects, monkeypatch, tmp_path):
     with _ignoring_adapter_names(monkeypatch):
-        got, _ = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass")
+        got, ev = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass", lora_multiply="peft")
     record, flags = _canaries(got)
     assert not record["bare_base"]["ok"] and any("adapter not applied" in f for f in flags)
+    assert ev.key.endswith(";arms=one_pass;lora=peft")
+
+
+def test_stacked_multiply_serving_the_first_arms_delta_to_every_row_trips_the_bare_base_canary(
+        tiny_base, subjects, monkeypatch, tmp_path):
+    """Break the stacked LoRA multiply (the default): every row gets the first subject's (the baseline's) delta, so
+    the bare base scores as the baseline."""
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora.row_slots",
+                        lambda stack, rows: stack.slot_of[torch.zeros_like(rows)])
+    got, ev = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass")
+    record, flags = _canaries(got)
+    assert not record["bare_base"]["ok"] and any("adapter not applied" in f for f in flags)
+    assert ev.last_scoring.fallbacks == ()  # the broken path is the stacked one: no layer fell back to PEFT's
+
+
+def test_stacked_multiply_serving_the_next_arms_delta_trips_the_zero_rebuild_canary(
+        tiny_base, subjects, monkeypatch, mc_reference, tmp_path):
+    """Break the stacked LoRA multiply: every row gets the next arm's delta (the zero rebuild gets 'other')."""
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.stacked_lora.row_slots",
+                        lambda stack, rows: stack.slot_of[(rows + 1) % len(stack.slot_of)])
+    got, _ = _evaluate(tiny_base, subjects, "ss_mc", LIMIT_MC, tmp_path, "one_pass")
+    record, flags = _canaries(got)
+    assert not record["zero_rebuild"]["ok"] and any("zero-rebuild canary" in f for f in flags)
+    assert compare_results(mc_reference, got).mismatches
 
 
 def test_serving_the_wrong_arm_trips_the_zero_rebuild_canary(tiny_base, subjects, monkeypatch, mc_reference,
