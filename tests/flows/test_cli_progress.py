@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -45,7 +46,10 @@ def _argv(data: Path, calib: Path) -> list[str]:
                              "--guard-limit", 60, "--n-samples", 4, "--calib", calib)]
 
 
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def _env(tmp_path: Path, prefect_home_template: Path, **extra: str) -> dict[str, str]:
+    """The command's environment: its own temporary Prefect server, on a copy of the migrated Prefect home (a
+    user's second run; the progress display is what is tested here, not a first run's migration)."""
+    shutil.copytree(prefect_home_template, tmp_path / "prefect")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **extra}
     env.pop("PREFECT_API_URL", None)
@@ -54,14 +58,12 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.slow  # one nightly run through Prefect in a subprocess (about 40 s on a busy 2-core machine)
-def test_in_a_pipe_plain_short_lines_and_warnings_in_the_log_file(home, tmp_path):
-    import shutil
-
+def test_in_a_pipe_plain_short_lines_and_warnings_in_the_log_file(home, prefect_home_template, tmp_path):
     root, calib = home
     data = tmp_path / "home"
     shutil.copytree(root / "template", data)
     r = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *_argv(data, calib)], capture_output=True, text=True,
-                       cwd=REPO, env=_env(tmp_path), timeout=600)
+                       cwd=REPO, env=_env(tmp_path, prefect_home_template), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (r.stdout + r.stderr).splitlines()
     assert max(len(line) for line in lines) <= 200, max(lines, key=len)
@@ -81,13 +83,11 @@ def test_in_a_pipe_plain_short_lines_and_warnings_in_the_log_file(home, tmp_path
 
 
 @pytest.mark.slow  # one nightly run through Prefect in a pseudo-terminal
-def test_on_a_terminal_a_live_line_and_a_summary_that_fits_80_columns(home, tmp_path):
-    import shutil
-
+def test_on_a_terminal_a_live_line_and_a_summary_that_fits_80_columns(home, prefect_home_template, tmp_path):
     root, calib = home
     data = tmp_path / "home"
     shutil.copytree(root / "template", data)
-    term = Terminal(_argv(data, calib), _env(tmp_path, COLUMNS="80", LINES="24"))
+    term = Terminal(_argv(data, calib), _env(tmp_path, prefect_home_template, COLUMNS="80", LINES="24"))
     fcntl.ioctl(term.master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     try:
         code, _ = term.wait(600)

@@ -172,10 +172,13 @@ CASES = [(stage, "SIGINT") for stage in (STARTUP, *STAGES)] + [("evaluation", "S
 
 @pytest.mark.slow  # eight runs stopped in a terminal and eight re-runs: 10 min on a 2-core machine at load 6
 @pytest.mark.parametrize("stage,how", CASES, ids=[f"{s}-{h}" for s, h in CASES])
-def test_interrupt_is_a_clean_stop(stage, how, clean_counts, prefect_harness, fleet, tmp_path):
+def test_interrupt_is_a_clean_stop(stage, how, clean_counts, prefect_harness, prefect_home_template, fleet, tmp_path):
     data = tmp_path / "home"
     shutil.copytree(fleet.template, data)
     marker = tmp_path / "paused"
+    # the command's temporary server on a migrated database (a user's second run): the stop is what is tested here,
+    # a first run's migration is tests/flows/test_prefect_home.py's
+    shutil.copytree(prefect_home_template, tmp_path / "prefect")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
            "COLUMNS": "250", ENV_AT: stage, ENV_FILE: str(marker)}

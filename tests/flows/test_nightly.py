@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -458,10 +459,14 @@ def _harness_url() -> str:
     return PREFECT_API_URL.value()
 
 
-def test_killed_run_resumes_without_duplicates(prefect_harness, make_fleet, fleet_base, tmp_path):
+def test_killed_run_resumes_without_duplicates(prefect_harness, prefect_home_template, make_fleet, fleet_base,
+                                               tmp_path):
     dirs, calib = make_fleet(3)
     cfg = _config(tmp_path / "data", calib)
     reg = _register(cfg, dirs, fleet_base)
+    # killed with the temporary server it started, on a migrated Prefect database (not a first run: that is
+    # tests/flows/test_prefect_home.py's)
+    shutil.copytree(prefect_home_template, tmp_path / "prefect-a")
     proc = _spawn(cfg, tmp_path / "prefect-a")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -595,7 +600,9 @@ def test_two_runs_at_once_never_promote_twice(prefect_harness, make_fleet, fleet
     dirs, calib = make_fleet(2)
     cfg = _config(tmp_path / "data", calib)
     reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
-    procs = [_spawn(cfg, tmp_path / f"prefect-{i}") for i in range(2)]
+    # on the session's Prefect server, as in test_two_cli_runs_at_once: the claims are the registry's, and two
+    # temporary servers starting at once only cost CPU
+    procs = [_spawn(cfg, tmp_path / f"prefect-{i}", {"PREFECT_API_URL": _harness_url()}) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (so, se) in zip(procs, outs):
         assert p.returncode == 0, se[-3000:]
