@@ -180,16 +180,20 @@ def _quiet_progress(line: str) -> None:
 
 
 def per_arm(res: dict, diverged, roles: dict[str, str] | None) -> dict[str, dict]:
-    """Per subject: role, accuracy on each path (mean outcome) and, on a generative benchmark, the documents where it
-    left the baseline's greedy path on the one-pass path (``diverged`` of ``checked``)."""
+    """Per subject: role, accuracy on each path (mean outcome), the documents whose outcome differs from the
+    baseline's (arm by arm) and, on a generative benchmark, the documents where it left the baseline's greedy path
+    on the one-pass path (``diverged`` of ``checked``)."""
     div = {s: (d, n) for s, d, n in diverged}
     out = {}
+    base = res["arm_by_arm"].get("baseline")
     for name, ref in res["arm_by_arm"].items():
         one = res["one_pass"][name]
         d, n = div.get(name, (None, None))
         out[name] = {"role": (roles or {}).get(name, "baseline" if name == "baseline" else "stand-in"),
                      "accuracy_arm_by_arm": sum(ref.outcomes) / len(ref.outcomes),
                      "accuracy_one_pass": sum(one.outcomes) / len(one.outcomes),
+                     "outcomes_differing": None if base is None else sum(
+                         x != y for x, y in zip(ref.outcomes, base.outcomes)),
                      "diverged": d, "checked": n}  # fmt: skip
     return out
 
@@ -203,11 +207,11 @@ def _demo_facts(arms) -> dict:
 
 def _arm_lines(r: dict) -> list[str]:
     lines = [f"  {r['benchmark']} per arm ({r['limit']} docs): | arm | role | accuracy arm by arm | one pass "
-             f"| diverged from the baseline's greedy path |"]
+             f"| outcomes ≠ baseline | diverged from the baseline's greedy path |"]
     for name, a in r["per_arm"].items():
         div = "n/a" if not a["checked"] else f"{a['diverged']}/{a['checked']} ({a['diverged'] / a['checked']:.0%})"
         lines.append(f"  | {name} | {a['role']} | {a['accuracy_arm_by_arm']:.1%} | {a['accuracy_one_pass']:.1%} "
-                     f"| {div} |")
+                     f"| {a.get('outcomes_differing')} | {div} |")
     return lines
 
 
