@@ -16,10 +16,12 @@ adapter, calibration and settings writes nothing and runs no model for it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.adapter_io import MANIFEST_NAME
 from tasks.decision.arms import BASELINE, plan_arms
 from tasks.demo.demo_fleet import DEMO_FLEET, DemoAdapterSpec
 from tasks.run_config import RunConfig
@@ -46,7 +48,7 @@ class DemoDecisionArms:
         losses: Its per-step training losses (from the fleet's cache marker).
         n_calib: Calibration examples of the sensitivities; ``n_holdout`` the held-out ones γ was chosen on.
         n_holdout: Held-out calibration examples (0: no global scalar, see ``skipped``).
-        gamma: The global scalar's γ (None: not written this call, or skipped).
+        gamma: The global scalar's γ, from its edit manifest (None: no global scalar arm).
         written: Candidates written this call (0 on a cached re-run).
         skipped: Arm name -> why it is not among the subjects.
     """
@@ -95,7 +97,7 @@ def demo_decision_arms(base_dir: Path, base_model_id: str, work: Path, name: str
             :func:`flows.demo.demo_config`; the adapter's own overrides are merged as the nightly merges them.
         model: The loaded base (eval mode): calibrated through and γ chosen with, only when a candidate is written.
         tokenizer: Its tokenizer.
-        steps: Training steps (None: the spec's); ``n_train`` training rows (None: the spec's).
+        steps: Training steps (None: the spec's).
         n_train: Training rows (None: the spec's).
         fleet: The demo fleet's specs.
         on_progress: Called with one line of training progress.
@@ -141,7 +143,6 @@ def demo_decision_arms(base_dir: Path, base_model_id: str, work: Path, name: str
     out = {a.name: work / "candidates" / f"{a.name}-{keys[a.name][:16]}" for a in arms}
     plan = plan_writes(arms, {(a.policy, a.seed): StoredCandidate(str(out[a.name])) for a in arms
                               if a.role != "bare_base" and out[a.name].is_dir()})
-    gamma = None
     if plan.writes:
         prep_file = work / "prepared" / f"{pkey[:16]}.safetensors"
         prepared = load_prepared(prep_file, entry["path"], surgery.targets)
@@ -152,10 +153,11 @@ def demo_decision_arms(base_dir: Path, base_model_id: str, work: Path, name: str
         if plan.needs_gamma:
             selection = select_gamma_calib_loss(model, tokenizer, prepared, holdout, surgery,
                                                 sensitivity_examples=examples)
-            gamma = selection.gamma
         for arm in plan.writes:
             write_candidate(prepared, arm.policy, surgery, out[arm.name], seed=arm.seed,
                             selection=selection if arm.role == "scalar_control" else None)
+    scalar = [out[a.name] for a in arms if a.role == "scalar_control"]
+    gamma = json.loads((scalar[0] / MANIFEST_NAME).read_text(encoding="utf-8"))["gamma"] if scalar else None
     subjects: dict[str, Path | None] = {BASELINE: Path(entry["path"])}
     roles = {BASELINE: "baseline"}
     for a in arms:

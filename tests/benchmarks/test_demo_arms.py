@@ -87,7 +87,7 @@ def test_candidates_differ_from_the_baseline_where_the_edit_changed_sigma(built)
 def test_a_rerun_reuses_the_adapter_and_every_candidate(built):
     _, first, build = built
     again = build()
-    assert again.written == 0 and again.subjects == first.subjects
+    assert again.written == 0 and again.subjects == first.subjects and again.gamma == first.gamma
 
 
 def test_each_benchmark_gets_the_demo_adapter_of_its_family():
