@@ -1,7 +1,7 @@
 """Serve the nightly flow from this process: the simplest deployment, no work pool and no worker.
 
-    python -m deployments.serve                                   # nightly-cpu.yaml, 02:00 UTC
-    python -m deployments.serve --config deployments/configs/nightly-gpu.yaml --cron "30 1 * * *"
+    python -m spectral_surgery.deployments.serve                                   # nightly-cpu.yaml, 02:00 UTC
+    python -m spectral_surgery.deployments.serve --config deployments/configs/nightly-gpu.yaml --cron "30 1 * * *"
 
 The process registers the deployment with the Prefect API (``PREFECT_API_URL``; a local ``prefect server start``
 or Prefect Cloud), then polls for its scheduled runs and executes them in subprocesses until stopped. The
@@ -29,7 +29,7 @@ def load_config(path: Path) -> dict[str, Any]:
     """The RunConfig mapping in ``path``, validated (so a bad file fails here, naming itself, not at 02:00)."""
     from pydantic import ValidationError
 
-    from tasks.run_config import RunConfig, read_config_file
+    from spectral_surgery.tasks.run_config import RunConfig, read_config_file
 
     data = read_config_file(path)
     try:
@@ -59,20 +59,20 @@ def deployment_kwargs(config_path: Path = DEFAULT_CONFIG, *, name: str = NAME, c
 
 def build_deployment(config_path: Path = DEFAULT_CONFIG, **kwargs):
     """The deployment ``serve`` registers, built in-process (no API call): for inspection and tests."""
-    from flows.refine_fleet import nightly_refinement
+    from spectral_surgery.flows.refine_fleet import nightly_refinement
 
     return nightly_refinement.to_deployment(**deployment_kwargs(config_path, **kwargs),
                                             concurrency_limit=concurrency_limit())
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m spectral_surgery.deployments.serve", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="RunConfig YAML (the flow's parameter).")
     p.add_argument("--name", default=NAME, help="Deployment name.")
     p.add_argument("--cron", default=CRON, help="Schedule (cron, in --timezone).")
     p.add_argument("--timezone", default=TIMEZONE)
     args = p.parse_args(argv)
-    from flows.refine_fleet import nightly_refinement
+    from spectral_surgery.flows.refine_fleet import nightly_refinement
 
     try:
         kwargs = deployment_kwargs(args.config, name=args.name, cron=args.cron, timezone=args.timezone)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # imported where used: `spectral-surgery --help` reads BUDGETS without the model stack
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ BUDGETS = {
 
 def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = None) -> RunConfig:
     """The nightly configuration the demo runs: defaults everywhere except the budget's limits."""
-    from tasks.config import CalibConfig, SurgeryConfig
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+    from spectral_surgery.tasks.run_config import RunConfig
 
     return RunConfig(
         data_dir=data_dir,
@@ -83,10 +83,10 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     Returns:
         ``{"adapters": [...], "rows": [per-adapter summary], "dashboard": path, "seconds": {...}}``.
     """
-    from flows import worker
-    from flows.refine_fleet import run_nightly
-    from tasks.demo.demo_fleet import build_demo_fleet
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     data_dir = Path(data_dir).expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     seconds["base_model"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from tasks.demo.demo_fleet import DEMO_FLEET
+    from spectral_surgery.tasks.demo.demo_fleet import DEMO_FLEET
 
     say(f"[2/4] demo fleet: {len(DEMO_FLEET)} LoRA adapters (r 16, α 32, all seven projections) on generated data; "
         + "; ".join(f"{s.name}: {s.about}" for s in DEMO_FLEET if s.about))
@@ -119,7 +119,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     rows = summary_rows(reg, [f"demo-{a['name']}" for a in fleet], cfg)
     dashboard = None
     try:
-        from flows.dashboard import render_dashboard
+        from spectral_surgery.flows.dashboard import render_dashboard
 
         dashboard = str(render_dashboard(reg, data_dir / "dashboard.html"))
     except ImportError:  # pragma: no cover - the dashboard module ships with the package
@@ -136,8 +136,8 @@ def _limits(budget: DemoBudget) -> str:
 
 def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
     """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
-    from flows.refine_adapter import adapter_config_hash
-    from tasks.decision.record import DecisionRecord
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.tasks.decision.record import DecisionRecord
 
     rows = []
     for name in names:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from flows import worker
-from tasks.download import resolve_source
-from tasks.run_config import RunConfig
-from tasks.keys import adapter_key as adapter_config_hash
+from spectral_surgery.flows import worker
+from spectral_surgery.tasks.download import resolve_source
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.keys import adapter_key as adapter_config_hash
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def look_for_work(config: RunConfig) -> Prescan:
     Returns:
         A :class:`Prescan` whose ``work`` names the first reason found to run the flow, or None: nothing to do.
     """
-    from registry.models import utcnow
+    from spectral_surgery.registry.models import utcnow
 
     config = config.resolved()  # the keys the flow would use (it resolves the same way)
     reg = worker.registry(config)

@@ -18,26 +18,26 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import stage_hook, worker
-from flows.refine import candidates as _candidates
-from flows.refine import decision as _decision
-from flows.refine import evaluation as _evaluation
-from flows.refine import logger as _logger
-from flows.refine import source as _source
-from flows.refine.artifacts import decision_artifacts, failure_artifact
-from flows.refine.candidates import Candidates, apply_edit_budget
-from flows.refine.decision import request_review  # noqa: F401  (importable from here, as before the split)
-from flows.refine.evaluation import evaluator_key as _evaluator_key  # noqa: F401  (as above)
-from flows.refine.source import SourceChangedError  # noqa: F401  (as above)
-from registry.runs import INTERRUPTED
-from registry.validation import RunStoppedError
-from tasks.decision.arms import BASELINE, Arm, guard_plan, plan_arms
-from tasks.download import ResolvedAdapter, can_heal, resolve_source
-from tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
-from tasks.evaluation.evaluate import runs_generated_code
-from tasks.evaluation.sandbox import resolve_backend
-from tasks.keys import adapter_key as adapter_config_hash  # noqa: F401  (this module's API since issue 9)
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import stage_hook, worker
+from spectral_surgery.flows.refine import candidates as _candidates
+from spectral_surgery.flows.refine import decision as _decision
+from spectral_surgery.flows.refine import evaluation as _evaluation
+from spectral_surgery.flows.refine import logger as _logger
+from spectral_surgery.flows.refine import source as _source
+from spectral_surgery.flows.refine.artifacts import decision_artifacts, failure_artifact
+from spectral_surgery.flows.refine.candidates import Candidates, apply_edit_budget
+from spectral_surgery.flows.refine.decision import request_review  # noqa: F401  (importable from here, as before the split)
+from spectral_surgery.flows.refine.evaluation import evaluator_key as _evaluator_key  # noqa: F401  (as above)
+from spectral_surgery.flows.refine.source import SourceChangedError  # noqa: F401  (as above)
+from spectral_surgery.registry.runs import INTERRUPTED
+from spectral_surgery.registry.validation import RunStoppedError
+from spectral_surgery.tasks.decision.arms import BASELINE, Arm, guard_plan, plan_arms
+from spectral_surgery.tasks.download import ResolvedAdapter, can_heal, resolve_source
+from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
+from spectral_surgery.tasks.evaluation.evaluate import runs_generated_code
+from spectral_surgery.tasks.evaluation.sandbox import resolve_backend
+from spectral_surgery.tasks.keys import adapter_key as adapter_config_hash  # noqa: F401  (this module's API since issue 9)
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 def _io_retry(task_, task_run, state) -> bool:
@@ -165,7 +165,7 @@ def refine_adapter(version_id: int, adapter_name: str, run_id: int, config: RunC
     except Exception as e:  # artifacts are a convenience; never fail a refinement over them
         _logger().warning("could not write artifacts for %s: %s", adapter_name, e)
     if config.mlflow is not None:  # a copy of the decision in MLflow; a failure there is only a warning
-        from flows.integrations.mlflow_client import mirror_or_warn
+        from spectral_surgery.flows.integrations.mlflow_client import mirror_or_warn
 
         result["mlflow"] = mirror_or_warn(config, reg, version, adapter, result, guard_name, _logger())
     return result

@@ -23,13 +23,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import interrupt, stage_hook, worker
-from flows.integrations import events
-from registry.db import DB_ENV
-from tasks.secrets import has_password
-from flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
-from tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import interrupt, stage_hook, worker
+from spectral_surgery.flows.integrations import events
+from spectral_surgery.registry.db import DB_ENV
+from spectral_surgery.tasks.secrets import has_password
+from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_adapter
+from spectral_surgery.tasks.night_plan import NightPlan, PlannedAdapter, clock, forecast_error, plan_night, still_fits
+from spectral_surgery.tasks.run_config import RunConfig
 
 monotonic = time.monotonic  # the night's clock (a test injects stage costs by replacing it)
 
@@ -149,7 +149,7 @@ def _plan(reg, config: RunConfig, run_id: int, pending: list, elapsed_s: float,
     the deferred ones are recorded as such. Without a window: every pending version, no plan."""
     if config.window is None:
         return pending, None, []
-    from registry.night import night_history
+    from spectral_surgery.registry.night import night_history
 
     hash_of = lambda v: adapter_config_hash(config, v.adapter)  # noqa: E731
     plan = plan_night(night_history(reg, pending), config.window, config.concurrency, elapsed_s)

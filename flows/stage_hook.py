@@ -56,7 +56,7 @@ def reached(stage: str) -> None:
     Raises:
         flows.interrupt.Interrupted: a stop was requested while paused.
     """
-    from flows import interrupt
+    from spectral_surgery.flows import interrupt
 
     _last["stage"] = stage
     if os.environ.get(ENV_AT) != stage:

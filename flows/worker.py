@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.run_config import RunConfig
 
 _lock = threading.Lock()
 _model_locks: dict[str, threading.RLock] = {}
@@ -26,8 +26,8 @@ _registries: dict[tuple, Any] = {}
 def registry(config: RunConfig):
     """The registry of ``config`` (opened and migrated once per process): ``config.registry_url``, else
     ``$SPECTRAL_SURGERY_DB`` (how a URL with a password reaches the flow), else SQLite in ``data_dir``."""
-    from registry.db import env_url
-    from registry.repository import Registry
+    from spectral_surgery.registry.db import env_url
+    from spectral_surgery.registry.repository import Registry
 
     url = config.registry_url or env_url()
     key = (url, str(config.data_dir))
@@ -58,7 +58,7 @@ def model_lock(model_id: str) -> Iterator[None]:
 
 def base_model(config: RunConfig, model_id: str, revision: str | None = None):
     """(model, tokenizer) of ``model_id``: loaded once per process (float32 on CPU, float16 on CUDA as the reference)."""
-    from tasks.model import load_base
+    from spectral_surgery.tasks.model import load_base
 
     dtype = torch.float16 if config.device.startswith("cuda") else torch.float32
     return load_base(model_id, data_dir=config.data_dir, dtype=dtype, device=config.device, revision=revision)
@@ -70,7 +70,7 @@ def evaluator(config: RunConfig, model_id: str, revision: str | None = None):
     ``lm_eval`` reuses the worker's loaded base model (no second copy in memory); other evaluators (``fake``
     for tests) get only ``config.evaluator_options``.
     """
-    from tasks.evaluation.evaluate import get_evaluator
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 
     key = (config.evaluator, repr(sorted(config.evaluator_options.items())), model_id, config.device)
     with _lock:
@@ -87,7 +87,7 @@ def evaluator(config: RunConfig, model_id: str, revision: str | None = None):
 
 def evaluator_identity(config: RunConfig, model_id: str) -> str:
     """The key of the evaluator :func:`evaluator` would build, without loading the base model."""
-    from tasks.evaluation.evaluate import evaluator_identity as identity
+    from spectral_surgery.tasks.evaluation.evaluate import evaluator_identity as identity
 
     options = dict(config.evaluator_options)
     if config.evaluator == "lm_eval":

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tasks.config import default_data_dir
+from spectral_surgery.tasks.config import default_data_dir
 
 BUSY_TIMEOUT_S = 30.0
 # The one environment variable naming the registry's database, read by the CLI and by Alembic's env.py.

@@ -5,7 +5,7 @@ transaction, so a typo (``--family mth``, a misspelt policy, a calibration file 
 ``register`` with one line naming the field and the closest valid names, instead of failing in the nightly run
 after the calibration pass. Every refusal is a :class:`DeclarationError` (a ``RegistryError``).
 
-The names come from the registries the run uses (``tasks.evaluation.benchmarks``, ``tasks.surgery.policies``, ``tasks.surgery.calib_data``),
+The names come from the registries the run uses (``tasks.evaluation.benchmarks``, ``spectral_surgery.tasks.surgery.policies``, ``tasks.surgery.calib_data``),
 imported lazily: those modules import torch, and the CLI's other commands should not pay for it.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.validation import RegistryError
+from spectral_surgery.registry.validation import RegistryError
 
 # The keys of an adapter's ``config`` the nightly run reads (flows/refine_adapter.py): anything else would be
 # stored and silently ignored.
@@ -51,7 +51,7 @@ def check_declaration(task_family: str, benchmark_override: str | None, config: 
 
 def check_family(value: str) -> str:
     """``value`` if it is a task family of :data:`tasks.evaluation.benchmarks.FAMILIES`."""
-    from tasks.evaluation.benchmarks import FAMILIES
+    from spectral_surgery.tasks.evaluation.benchmarks import FAMILIES
 
     if value not in FAMILIES:
         raise _unknown("task_family", "task family", value, FAMILIES)
@@ -60,7 +60,7 @@ def check_family(value: str) -> str:
 
 def check_benchmark(value: str | None) -> str | None:
     """``value`` if it is ``None`` or a registered benchmark name."""
-    from tasks.evaluation.benchmarks import list_benchmarks
+    from spectral_surgery.tasks.evaluation.benchmarks import list_benchmarks
 
     if value is not None and value not in list_benchmarks():
         raise _unknown("benchmark_override", "benchmark", value, list_benchmarks())
@@ -90,7 +90,7 @@ def check_calib(value: Any, field: str) -> str:
 
     Mirrors :func:`tasks.surgery.calib_data.load_calibration`'s reading of a source without loading any data.
     """
-    from tasks.surgery.calib_data import get_calib_loader
+    from spectral_surgery.tasks.surgery.calib_data import get_calib_loader
 
     if not isinstance(value, str) or not value.strip():
         where = " (calibration settings go under surgery.calib)" if isinstance(value, dict) else ""
@@ -115,9 +115,9 @@ def check_surgery(config: dict[str, Any]) -> None:
     """Build the adapter's surgery config as the run does (:meth:`RunConfig.surgery_for`) and check its policies."""
     from pydantic import ValidationError
 
-    from tasks.config import SurgeryConfig
-    from tasks.surgery.policies import get_policy
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.config import SurgeryConfig
+    from spectral_surgery.tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.run_config import RunConfig
 
     surgery = config["surgery"]
     if not isinstance(surgery, dict):
@@ -135,8 +135,8 @@ def check_surgery(config: dict[str, Any]) -> None:
         if spec.name == "random_index":  # as RunConfig refuses it: the run adds one per control seed itself
             raise DeclarationError("config.surgery.policies lists random_index: the random control is added "
                                    "for every seed in surgery.random_control_seeds; remove it from policies")
-    import tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
-    from tasks.surgery.policy_registry import ladder_member_problem
+    import spectral_surgery.tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
+    from spectral_surgery.tasks.surgery.policy_registry import ladder_member_problem
 
     if problem := ladder_member_problem(merged.policies, field="config.surgery.policies"):
         raise DeclarationError(problem)

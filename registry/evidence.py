@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from registry import validation as check
-from registry.models import (
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.models import (
     EVALUATION_KINDS,
     AdapterRun,
     AdapterVersion,
@@ -18,8 +18,8 @@ from registry.models import (
     GuardResult,
     RefinementRun,
 )
-from registry.store import Store, _subject
-from registry.validation import RegistryError
+from spectral_surgery.registry.store import Store, _subject
+from spectral_surgery.registry.validation import RegistryError
 
 
 class EvidenceStore(Store):

@@ -9,15 +9,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from registry import validation as check
-from registry.declaration import check_declaration
-from registry.models import (
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.declaration import check_declaration
+from spectral_surgery.registry.models import (
     Adapter,
     AdapterVersion,
     utcnow,
 )
-from registry.store import Store
-from registry.validation import RegistryError
+from spectral_surgery.registry.store import Store
+from spectral_surgery.registry.validation import RegistryError
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from registry.db import session_scope
-from registry.models import Adapter, AdapterRun, AdapterVersion, Candidate, Decision, Evaluation
-from tasks.night_plan import AdapterHistory
+from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.models import Adapter, AdapterRun, AdapterVersion, Candidate, Decision, Evaluation
+from spectral_surgery.tasks.night_plan import AdapterHistory
 
 SHARED_STAGES = ("decompose", "calibrate")  # one stored stage, recorded on every candidate written from it
 

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry import promotion as prom
-from registry import validation as check
-from registry.models import (
+from spectral_surgery.registry import promotion as prom
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.models import (
     AdapterVersion,
     Candidate,
     Decision,
@@ -19,9 +19,9 @@ from registry.models import (
     PromotionEvent,
     RefinementRun,
 )
-from registry.promotion import ProductionState
-from registry.store import Store
-from registry.validation import RegistryError, RunStoppedError
+from spectral_surgery.registry.promotion import ProductionState
+from spectral_surgery.registry.store import Store
+from spectral_surgery.registry.validation import RegistryError, RunStoppedError
 
 
 class ProductionStore(Store):

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.models import (
+from spectral_surgery.registry.models import (
     Adapter,
     AdapterVersion,
     Candidate,
@@ -28,7 +28,7 @@ from registry.models import (
     Review,
     utcnow,
 )
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 
 
 class BackwardsError(RegistryError):
@@ -103,7 +103,7 @@ def verify_target(session: Session, to_version_id: int, to_candidate_id: int | N
     Raises:
         RegistryError: the directory is missing or unreadable, or its content differs from the recorded hash.
     """
-    from tasks.adapter_io import AdapterError, adapter_content_sha256  # lazy: the registry's only tasks import
+    from spectral_surgery.tasks.adapter_io import AdapterError, adapter_content_sha256  # lazy: the registry's only tasks import
 
     if to_candidate_id is not None:
         cand = session.get(Candidate, to_candidate_id)

@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from registry import promotion as prom
-from registry.db import session_scope
-from registry.models import (
+from spectral_surgery.registry import promotion as prom
+from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.models import (
     Adapter,
     AdapterRun,
     AdapterVersion,

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.db import make_engine
-from registry.evidence import EvidenceStore
-from registry.fleet import AdapterStore
-from registry.migrations import init_db
-from registry.production import ProductionStore
-from registry.promotion import BackwardsError, ProductionState
-from registry.reviews import ReviewRequest, ReviewStore
-from registry.runs import RunStore
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.registry.db import make_engine
+from spectral_surgery.registry.evidence import EvidenceStore
+from spectral_surgery.registry.fleet import AdapterStore
+from spectral_surgery.registry.migrations import init_db
+from spectral_surgery.registry.production import ProductionStore
+from spectral_surgery.registry.promotion import BackwardsError, ProductionState
+from spectral_surgery.registry.reviews import ReviewRequest, ReviewStore
+from spectral_surgery.registry.runs import RunStore
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 
 __all__ = ["BackwardsError", "NotFoundError", "ProductionState", "Registry", "RegistryError", "ReviewRequest"]
 

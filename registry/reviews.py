@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry import promotion as prom
-from registry import validation as check
-from registry.models import REVIEW_STATES, AdapterVersion, Decision, PromotionEvent, Review, utcnow
-from registry.store import Store
-from registry.validation import RegistryError
+from spectral_surgery.registry import promotion as prom
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.models import REVIEW_STATES, AdapterVersion, Decision, PromotionEvent, Review, utcnow
+from spectral_surgery.registry.store import Store
+from spectral_surgery.registry.validation import RegistryError
 
 
 @dataclass(frozen=True)

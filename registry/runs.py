@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from registry import validation as check
-from registry.models import (
+from spectral_surgery.registry import validation as check
+from spectral_surgery.registry.models import (
     RUN_STATUSES,
     Adapter,
     AdapterRun,
@@ -20,9 +20,9 @@ from registry.models import (
     RefinementRun,
     utcnow,
 )
-from registry.promotion import lock_adapter
-from registry.store import Store
-from registry.validation import RegistryError
+from spectral_surgery.registry.promotion import lock_adapter
+from spectral_surgery.registry.store import Store
+from spectral_surgery.registry.validation import RegistryError
 
 LEASE_SECONDS = 600.0  # a run whose heartbeat is older than this is considered dead (heartbeats every 30 s)
 CRASHED = "Crashed"  # error_type of the adapter runs of a run that died

@@ -15,12 +15,12 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.db import session_scope
-from registry.models import (
+from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.models import (
     BASELINE,
     Adapter,
 )
-from registry.validation import NotFoundError
+from spectral_surgery.registry.validation import NotFoundError
 
 T = TypeVar("T")
 

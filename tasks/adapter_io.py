@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, Iterable
 
 import torch
 
-from tasks.config import TargetConfig
+from spectral_surgery.tasks.config import TargetConfig
 
 CONFIG_NAME = "adapter_config.json"
 SAFETENSORS_NAME = "adapter_model.safetensors"

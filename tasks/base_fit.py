@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.evaluation.benchmarks import BenchmarkSpec
+from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec
 
 # The linear layers of a Llama-style decoder layer: name -> (out, in) as a function of config.json.
 _LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2", "phi3", "olmo", "olmo2", "granite",
@@ -156,7 +156,7 @@ def _suite_yaml(spec: BenchmarkSpec) -> dict | None:
     read as plain strings; None when not found."""
     import yaml
 
-    from tasks.evaluation.evaluate import SUITES_DIR
+    from spectral_surgery.tasks.evaluation.evaluate import SUITES_DIR
 
     class _Loader(yaml.SafeLoader):
         pass
@@ -199,7 +199,7 @@ def longest_prompt(spec: BenchmarkSpec) -> str | None:
     of the prompts lm-eval builds); None for a hub benchmark (its data are not here before the run)."""
     from jinja2 import Template
 
-    from tasks.evaluation.suites import utils
+    from spectral_surgery.tasks.evaluation.suites import utils
 
     doc = _suite_yaml(spec)
     loaders = {"ss_arith": "load_ss_arith", "ss_mc": "load_ss_mc", "ss_ifeval": "load_ss_ifeval",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tasks.adapter_io import AdapterError, adapter_content_sha256
+from spectral_surgery.tasks.adapter_io import AdapterError, adapter_content_sha256
 
 @dataclass(frozen=True)
 class ResolvedAdapter:

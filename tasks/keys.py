@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import BaseModel
 
-from tasks.config import EditConfig, SurgeryConfig
-from tasks.decision.gate import DecisionConfig, GateConfig
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
+from spectral_surgery.tasks.decision.gate import DecisionConfig, GateConfig
 
 if TYPE_CHECKING:  # annotations only: tasks.run_config imports this module
-    from tasks.evaluation.benchmarks import BenchmarkSpec
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec
+    from spectral_surgery.tasks.run_config import RunConfig
 
 
 BARE_BASE = "bare_base"  # the arm (and candidate policy) of the base model without the adapter
@@ -58,8 +58,8 @@ def policy_settings(policy: str, edit: EditConfig) -> dict[str, Any]:
     Raises:
         UnknownNameError: unknown policy.
     """
-    import tasks.surgery.policies  # noqa: F401  (registers every policy)
-    from tasks.surgery.policy_registry import get_policy
+    import spectral_surgery.tasks.surgery.policies  # noqa: F401  (registers every policy)
+    from spectral_surgery.tasks.surgery.policy_registry import get_policy
 
     return {f: _json(getattr(edit, f)) for f in get_policy(policy).settings(edit)}
 
@@ -86,7 +86,7 @@ def candidate_key(prepared: str, surgery: SurgeryConfig, policy: str, seed: int,
         holdout_sha256: Hash of the held-out calibration examples γ is chosen on; keyed for an edit that needs γ
             only.
     """
-    from tasks.surgery.policy_registry import get_policy
+    from spectral_surgery.tasks.surgery.policy_registry import get_policy
 
     if policy == BARE_BASE:
         return sha({"stage": "candidate", "prepared": prepared, "policy": BARE_BASE, "seed": seed, "settings": {}})
@@ -143,8 +143,8 @@ def result_key(config: "RunConfig", adapter_overrides: dict | None = None) -> st
 
 def sandbox_used(config: "RunConfig", spec: "BenchmarkSpec") -> str | None:
     """The sandbox backend that runs ``spec``'s generated code under ``config`` (None: it runs none)."""
-    from tasks.evaluation.evaluate import runs_generated_code
-    from tasks.evaluation.sandbox import chosen_backend
+    from spectral_surgery.tasks.evaluation.evaluate import runs_generated_code
+    from spectral_surgery.tasks.evaluation.sandbox import chosen_backend
 
     if not (spec.executes_code and runs_generated_code(config.evaluator)):
         return None
@@ -154,7 +154,7 @@ def sandbox_used(config: "RunConfig", spec: "BenchmarkSpec") -> str | None:
 def adapter_key(config: "RunConfig", adapter) -> str:
     """The result key of one adapter under one run config: :func:`result_key` with the adapter's declaration,
     and, when its benchmark runs generated code, the sandbox backend that runs it."""
-    from tasks.evaluation.benchmarks import resolve_benchmark
+    from spectral_surgery.tasks.evaluation.benchmarks import resolve_benchmark
 
     declared = {
         "overrides": adapter.config_json or {},

@@ -50,7 +50,7 @@ def check_adapter_source(source_uri: str) -> None:
     Raises:
         tasks.adapter_io.AdapterError: the directory is not a usable LoRA adapter (file and field named).
     """
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     if "://" in source_uri:
         return
@@ -67,7 +67,7 @@ def check_base(model_id: str, revision: str | None = None) -> None:
     Raises:
         tasks.model.BaseModelError: the id cannot be resolved; the message says how to fix it.
     """
-    from tasks.model import BUNDLED_ALIASES, GGUF_PREFIX, BaseModelError, bundled_gguf_path
+    from spectral_surgery.tasks.model import BUNDLED_ALIASES, GGUF_PREFIX, BaseModelError, bundled_gguf_path
 
     if not isinstance(model_id, str) or not model_id.strip():
         raise BaseModelError(f"base model id must be a non-empty string, got {model_id!r}")
@@ -109,8 +109,8 @@ def check_calibration(source: str) -> None:
     Raises:
         FileNotFoundError, ValueError: the message names the source and what is wrong.
     """
-    from tasks.config import CalibConfig
-    from tasks.surgery.calib_data import ROW_FORMAT, load_calibration
+    from spectral_surgery.tasks.config import CalibConfig
+    from spectral_surgery.tasks.surgery.calib_data import ROW_FORMAT, load_calibration
 
     if not load_calibration(source, CalibConfig(n_samples=1)):
         raise ValueError(f"calibration source {source!r} has no examples; add {ROW_FORMAT} to it")
@@ -120,11 +120,11 @@ def base_dir_offline(model_id: str, revision: str | None = None, data_dir: Path 
     """The local directory holding the base's ``config.json`` without downloading or converting anything: a local
     model directory, the Hugging Face cache's snapshot, or the converted cache of the bundled model under
     ``<data_dir>/models``; None when there is none yet."""
-    from tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
+    from spectral_surgery.tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
 
     model_id = str(model_id).strip()
     if model_id in BUNDLED_ALIASES:
-        from tasks.config import default_data_dir
+        from spectral_surgery.tasks.config import default_data_dir
 
         converted = Path(data_dir or default_data_dir()).expanduser() / "models" / BUNDLED_SLUG
         return converted if (converted / "config.json").is_file() else None
@@ -148,8 +148,8 @@ def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | No
     """:mod:`tasks.base_fit` on a local adapter and a base whose files are here: ``base`` findings for an adapter
     that does not fit the base, ``benchmark`` findings for an evaluation that does not fit its context. ``cache``:
     see :func:`door_checks`."""
-    from tasks.adapter_io import AdapterError, load_adapter
-    from tasks.base_fit import adapter_fit, base_layout, context_fit
+    from spectral_surgery.tasks.adapter_io import AdapterError, load_adapter
+    from spectral_surgery.tasks.base_fit import adapter_fit, base_layout, context_fit
 
     cache = {} if cache is None else cache
     base_dir = base_dir_offline(base_model_id, base_model_revision, data_dir)
@@ -180,7 +180,7 @@ def check_fit(source_uri: str, base_model_id: str, base_model_revision: str | No
 
 def door_benchmarks(family: str, benchmark_override: str | None = None, profile: str | None = None) -> list:
     """The benchmarks a night evaluates an adapter of ``family`` on: its task benchmark and the guard."""
-    from tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
+    from spectral_surgery.tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
 
     return [resolve_benchmark(family, profile=profile, override=benchmark_override), guard_benchmark(profile)]
 
@@ -235,7 +235,7 @@ def model_name(model_id: str) -> str:
     converted cache ``~/.spectral-surgery/models/smollm2-135m-instruct`` and a Hugging Face cache snapshot
     ``.../models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/<sha>`` all give ``smollm2-135m-instruct``.
     """
-    from tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
+    from spectral_surgery.tasks.model import BUNDLED_ALIASES, BUNDLED_SLUG, GGUF_PREFIX
 
     text = str(model_id).strip()
     if text in BUNDLED_ALIASES:
@@ -276,7 +276,7 @@ def inert_adapter(source_uri: str) -> str | None:
     step looks like this). Its nightly decision can only be REJECT (the baseline equals the bare base: the
     "adapter is applied" canary fails). None when any module updates its layer, or the source cannot be read here.
     """
-    from tasks.adapter_io import AdapterError, load_adapter
+    from spectral_surgery.tasks.adapter_io import AdapterError, load_adapter
 
     if "://" in source_uri:
         return None

@@ -54,8 +54,8 @@ def check_dtype(value: object) -> None:
 def context_problems(adapters, *, max_gen_toks: int | None, profile: str | None,
                      data_dir: Path | None) -> list[str]:
     """For each adapter (registry rows), why its evaluation cannot fit its base's context (empty: all fit)."""
-    from tasks.register_checks import base_dir_offline, door_benchmarks
-    from tasks.base_fit import base_layout, context_fit
+    from spectral_surgery.tasks.register_checks import base_dir_offline, door_benchmarks
+    from spectral_surgery.tasks.base_fit import base_layout, context_fit
 
     problems = []
     for a in adapters:

@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from tasks.config import SurgeryConfig, default_data_dir
-from tasks.decision.gate import DecisionConfig, GateConfig
-from tasks.delivery.mlflow_run import MlflowConfig
-from tasks.secrets import redact_url
-from tasks.decision.sequential import SequentialConfig
-from tasks.decision.edit_budget import EditBudgetConfig
-from tasks.night_plan import WindowConfig, parse_duration
+from spectral_surgery.tasks.config import SurgeryConfig, default_data_dir
+from spectral_surgery.tasks.decision.gate import DecisionConfig, GateConfig
+from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
+from spectral_surgery.tasks.secrets import redact_url
+from spectral_surgery.tasks.decision.sequential import SequentialConfig
+from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig
+from spectral_surgery.tasks.night_plan import WindowConfig, parse_duration
 
 
 
@@ -164,12 +164,12 @@ class RunConfig(BaseModel):
                 "surgery.policies lists random_index: the random control is added automatically for every seed in "
                 "surgery.random_control_seeds; remove it from policies."
             )
-        import tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
-        from tasks.surgery.policy_registry import ladder_member_problem
+        import spectral_surgery.tasks.surgery.policies  # noqa: F401  (registers every policy, the ladder's included)
+        from spectral_surgery.tasks.surgery.policy_registry import ladder_member_problem
 
         if problem := ladder_member_problem(self.surgery.policies):
             raise ValueError(problem)
-        from tasks.evaluation.benchmarks import list_benchmarks
+        from spectral_surgery.tasks.evaluation.benchmarks import list_benchmarks
 
         known = list_benchmarks()
         for name, n in self.task_limits.items():
@@ -191,7 +191,7 @@ class RunConfig(BaseModel):
                              "alpha for the task metric's McNemar test): set decision.metric: task or turn sequential "
                              "off.")
         if "arms_pass" in self.evaluator_options:
-            from tasks.evaluation.evaluate import ARMS_PASSES, check_arms_pass
+            from spectral_surgery.tasks.evaluation.evaluate import ARMS_PASSES, check_arms_pass
 
             arms_pass = self.evaluator_options["arms_pass"]
             if self.evaluator != "lm_eval":
@@ -219,14 +219,14 @@ class RunConfig(BaseModel):
     def profile(self) -> str:
         """The benchmark profile in force: ``benchmark_profile``, else the environment's
         (:func:`tasks.evaluation.benchmarks.default_profile`)."""
-        from tasks.evaluation.benchmarks import default_profile
+        from spectral_surgery.tasks.evaluation.benchmarks import default_profile
 
         return self.benchmark_profile or default_profile()
 
     def resolved(self) -> "RunConfig":
         """This config with what it would read from the environment pinned (``benchmark_profile``, ``sandbox``), so
         that every process of a run, and every key, uses the same values whatever their environment."""
-        from tasks.evaluation.sandbox import chosen_backend
+        from spectral_surgery.tasks.evaluation.sandbox import chosen_backend
 
         return self.model_copy(update={"benchmark_profile": self.profile, "sandbox": chosen_backend(self.sandbox)})
 

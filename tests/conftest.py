@@ -80,7 +80,7 @@ def _logging_enabled():
     import sys
 
     logging.disable(logging.NOTSET)
-    runlog = sys.modules.get("flows.cli.runlog")
+    runlog = sys.modules.get("spectral_surgery.flows.cli.runlog")
     if runlog is not None:  # a quiet command's terminal filter stays on the handlers it found (pytest's own too)
         for handler in logging.getLogger().handlers:
             handler.removeFilter(runlog.ONLY_OWN)
@@ -92,7 +92,7 @@ def code_sandbox(monkeypatch):
     """For tests that run honest generated code (HumanEval's canonical solutions): bubblewrap where it works, else
     the opted-in python-guard, so they pass on a machine without bubblewrap (the refusal itself is tested in
     tests/tasks/evaluation/test_sandbox.py)."""
-    from tasks.evaluation.sandbox import ENV_SANDBOX, bwrap_problem
+    from spectral_surgery.tasks.evaluation.sandbox import ENV_SANDBOX, bwrap_problem
 
     if bwrap_problem() is not None:
         monkeypatch.setenv(ENV_SANDBOX, "python-guard")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from registry.fleet import Registration
-from tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.registry.fleet import Registration
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
 
 def _sha(text: str) -> str:
@@ -50,8 +50,8 @@ def populate_bulk(reg, n: int, artifact: Path, *, base: str = "tiny-base", promo
     finds every adapter up to date (a no-op night over ``n`` adapters)."""
     from sqlalchemy import insert, text
 
-    from registry.db import session_scope
-    from registry.models import (Adapter, AdapterRun, AdapterVersion, Candidate, Decision, ProductionPointer,
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.models import (Adapter, AdapterRun, AdapterVersion, Candidate, Decision, ProductionPointer,
                                  PromotionEvent, RefinementRun, utcnow)
 
     now, art, sha = utcnow(), str(artifact), adapter_content_sha256(artifact)

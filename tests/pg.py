@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url, text
 
-from registry.db import make_engine, normalize_url
+from spectral_surgery.registry.db import make_engine, normalize_url
 
 PG_ENV = "SPECTRAL_TEST_PG_URL"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from tasks.adapter_io import load_adapter, write_adapter
-from tasks.surgery.decompose import lowrank_svd, rebuild_factors
-from tasks.model import BUNDLED_MODEL, resolve_base
+from spectral_surgery.tasks.adapter_io import load_adapter, write_adapter
+from spectral_surgery.tasks.surgery.decompose import lowrank_svd, rebuild_factors
+from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 from tests.tiny import TARGETS_ALL
 
 

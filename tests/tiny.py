@@ -145,8 +145,8 @@ def write_broken_rebuild(prepared, out_dir: Path, *, kind: str = "scale", factor
     Returns:
         ``out_dir``.
     """
-    from tasks.adapter_io import write_adapter
-    from tasks.surgery.edit import rebuilt_tensors
+    from spectral_surgery.tasks.adapter_io import write_adapter
+    from spectral_surgery.tasks.surgery.edit import rebuilt_tensors
 
     if kind not in BROKEN_KINDS:
         raise ValueError(f"kind must be one of {BROKEN_KINDS}, got {kind!r}")

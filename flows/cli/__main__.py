@@ -1,7 +1,7 @@
-"""``python -m flows.cli``: the same as the ``spectral-surgery`` console script."""
+"""``python -m spectral_surgery.flows.cli``: the same as the ``spectral-surgery`` console script."""
 
 import sys
 
-from flows.cli.app import main
+from spectral_surgery.flows.cli.app import main
 
 sys.exit(main())

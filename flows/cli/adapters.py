@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.cli.common import (
+from spectral_surgery.flows.cli.common import (
     EXIT_USAGE,
     adapter_dict,
     candidates_of_latest,
@@ -44,7 +44,7 @@ from flows.cli.common import (
 def cmd_init(args) -> int:
     from rich.markup import escape
 
-    from registry.migrations import current
+    from spectral_surgery.registry.migrations import current
 
     reg = open_registry(args, create=True)
     data_dir, _ = resolve_location(args)
@@ -88,7 +88,7 @@ def cmd_register(args) -> int:
             return fail(f"Missing option '{missing[0]}' (--dir shares --base and --family among its adapters)")
         if args.disabled and args.enabled:
             return fail("--disabled and --enabled exclude each other: give one")
-        from flows.cli.register_file import cmd_register_dir
+        from spectral_surgery.flows.cli.register_file import cmd_register_dir
 
         return cmd_register_dir(args)
     if args.prefix is not None:
@@ -100,7 +100,7 @@ def cmd_register(args) -> int:
         if given:
             return fail(f"--from FILE declares every field itself: drop {', '.join(given)} (or register one "
                         "adapter without --from)")
-        from flows.cli.register_file import cmd_register_from
+        from spectral_surgery.flows.cli.register_file import cmd_register_from
 
         return cmd_register_from(args)
     missing = [k for k in ("NAME", "--source", "--base", "--family") if one[k] is None]
@@ -115,8 +115,8 @@ def cmd_register(args) -> int:
     source = _local_or_uri(args.source, "--source", must_exist=True)
     base = _local_or_uri(args.base, "--base", must_exist=False)
     if not args.no_check:  # what the nightly run would refuse hours later, refused now (no model pass)
-        from registry.declaration import check_declaration
-        from tasks.register_checks import context_warnings, door_checks, door_warnings
+        from spectral_surgery.registry.declaration import check_declaration
+        from spectral_surgery.tasks.register_checks import context_warnings, door_checks, door_warnings
 
         check_declaration(args.family, args.benchmark, config)  # names first: "did you mean" beats a parse error
         findings, later = context_warnings(door_checks(source, base, args.base_revision,
@@ -161,7 +161,7 @@ def cmd_register(args) -> int:
 @guarded
 def cmd_check(args) -> int:
     """The checks of ``register`` (:mod:`tasks.register_checks`) on registered adapters: exit 1 if any fails."""
-    from tasks.register_checks import context_warnings, door_checks, door_warnings
+    from spectral_surgery.tasks.register_checks import context_warnings, door_checks, door_warnings
 
     reg = open_registry(args)
     adapters = [reg.get_adapter(args.name)] if args.name else reg.list_adapters()
@@ -197,7 +197,7 @@ def cmd_check(args) -> int:
 
 @guarded
 def cmd_list(args) -> int:
-    from registry.read import fleet_listing
+    from spectral_surgery.registry.read import fleet_listing
 
     reg = open_registry(args)
     rows = []
@@ -284,14 +284,14 @@ def event_payload(reg, event) -> tuple[dict, str, str]:
 def mlflow_config(args):
     """The ``mlflow:`` section of ``--config`` (``None`` without one), read and validated BEFORE a move, so that a
     bad file is refused with nothing moved."""
-    from tasks.delivery.mlflow_run import MlflowConfig
-    from tasks.run_config import read_config_file
+    from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
+    from spectral_surgery.tasks.run_config import read_config_file
 
     if not getattr(args, "config", None):
         return None
     from pydantic import ValidationError
 
-    from registry.validation import RegistryError
+    from spectral_surgery.registry.validation import RegistryError
 
     section = read_config_file(args.config).get("mlflow")
     try:
@@ -306,7 +306,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
     (:func:`mlflow_config`), else ``$MLFLOW_TRACKING_URI`` (default experiment and prefix). Never fails the move."""
     import logging
 
-    from flows.integrations.mlflow_client import follow_or_warn
+    from spectral_surgery.flows.integrations.mlflow_client import follow_or_warn
 
     return follow_or_warn(reg, event, mcfg, logging.getLogger("spectral_surgery.mlflow"))
 
@@ -314,7 +314,7 @@ def follow_in_mlflow(reg, event, mcfg) -> dict | None:
 def _print_event(args, reg, event, title: str) -> int:
     from rich.markup import escape  # the reason and actor are free text: "[urgent] …" is not markup
 
-    from flows.integrations.events import announce_move
+    from spectral_surgery.flows.integrations.events import announce_move
 
     announce_move(reg, event)  # the Prefect event of the move (never fails it)
     mirrored = follow_in_mlflow(reg, event, getattr(args, "mlflow", None))
@@ -330,7 +330,7 @@ def _print_event(args, reg, event, title: str) -> int:
 
 @guarded
 def cmd_promote(args) -> int:
-    from registry.repository import RegistryError
+    from spectral_surgery.registry.repository import RegistryError
 
     args.mlflow = mlflow_config(args)
     reg = open_registry(args)
@@ -364,12 +364,12 @@ def cmd_rollback(args) -> int:
 @guarded
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
-    from registry.read import latest_decisions
-    from tasks.decision.report import cost_by_data, cost_text, what_wins
+    from spectral_surgery.registry.read import latest_decisions
+    from spectral_surgery.tasks.decision.report import cost_by_data, cost_text, what_wins
 
     if args.family:
-        from tasks.evaluation.benchmarks import FAMILIES
-        from tasks.names import unknown_name
+        from spectral_surgery.tasks.evaluation.benchmarks import FAMILIES
+        from spectral_surgery.tasks.names import unknown_name
 
         if args.family not in FAMILIES:  # `--family maths` must not read as "no decisions yet"
             return fail(f"--family: {unknown_name('task family', args.family, list(FAMILIES))}", code=EXIT_USAGE)
@@ -409,13 +409,13 @@ def cmd_dashboard(args) -> int:
     from rich.markup import escape
 
     try:
-        from flows.dashboard import render_dashboard, serve_dashboard
+        from spectral_surgery.flows.dashboard import render_dashboard, serve_dashboard
     except ImportError as e:
         return fail(f"the dashboard is not available in this installation ({e})")
     reg = open_registry(args)
     data_dir, _ = resolve_location(args)
     if args.evidence:
-        from flows.dashboard import collect, evidence_markdown, evidence_rows
+        from spectral_surgery.flows.dashboard import collect, evidence_markdown, evidence_rows
 
         data = collect(reg)
         reg.close()

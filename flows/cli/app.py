@@ -31,7 +31,7 @@ from typing import Any
 
 import click
 
-from flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded, quiet_closed_pipe
+from spectral_surgery.flows.cli.common import EXIT_USAGE, PAPER_POLICIES, fail, guarded, quiet_closed_pipe
 
 GLOBAL_KEYS = ("data_dir", "db", "json", "verbose")
 
@@ -94,7 +94,7 @@ def _complete(kind: str) -> Callable:
     def callback(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
         import importlib
 
-        complete = importlib.import_module("flows.cli.complete")  # not `from flows.cli import`: no package cycle
+        complete = importlib.import_module("spectral_surgery.flows.cli.complete")  # not `from flows.cli import`: no package cycle
         return getattr(complete, f"complete_{kind}")(ctx, param, incomplete)
 
     return callback
@@ -151,7 +151,7 @@ def command(name: str, target: str, **settings: Any) -> Callable[[Callable], cli
             kwargs.update(merged)
             _console_logging(bool(kwargs["verbose"]))
             module, attr = target.split(":")
-            fn = getattr(importlib.import_module(f"flows.cli.{module}"), attr)
+            fn = getattr(importlib.import_module(f"spectral_surgery.flows.cli.{module}"), attr)
             return guarded(fn)(argparse.Namespace(**kwargs))
 
         return run
@@ -188,7 +188,7 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
     from rich.table import Table
 
-    from tasks.surgery.policy_docs import policy_rows
+    from spectral_surgery.tasks.surgery.policy_docs import policy_rows
 
     rows = policy_rows()
     as_json = ctx.params.get("json_") or (ctx.parent is not None and (ctx.parent.obj or {}).get("json"))
@@ -206,7 +206,7 @@ def _list_policies(ctx: click.Context, _param: click.Parameter, value: bool) -> 
                 settings = "surgery.global_scalar.* (γ search)"
             table.add_row(r.name, r.role, "calibration" if r.needs_data else "data-free", settings or "-",
                           r.description)
-        from flows.cli.common import console
+        from spectral_surgery.flows.cli.common import console
 
         console().print(table)
     ctx.exit(0)
@@ -326,7 +326,7 @@ def _run(**kwargs: Any) -> None: ...
 
 
 def _budgets() -> list[str]:
-    from flows.demo import BUDGETS
+    from spectral_surgery.flows.demo import BUDGETS
 
     return list(BUDGETS)
 
@@ -487,7 +487,7 @@ def _dashboard(**kwargs: Any) -> None: ...
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit code (module docstring)."""
-    from flows.cli.prefect_home import local_defaults
+    from spectral_surgery.flows.cli.prefect_home import local_defaults
 
     local_defaults()  # a user's own settings win
     try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.validation import error_summary
+from spectral_surgery.registry.validation import error_summary
 
 
 PAPER_POLICIES = ("abs_select", "smooth_abs", "random_index", "grad_direction")
@@ -33,7 +33,7 @@ def exit_code(e: BaseException) -> int:
     """
     from pydantic import ValidationError
 
-    from registry.validation import NotFoundError, RegistryError
+    from spectral_surgery.registry.validation import NotFoundError, RegistryError
 
     if isinstance(e, (NotFoundError, FileNotFoundError)):
         return EXIT_NOT_FOUND
@@ -113,7 +113,7 @@ def quiet_closed_pipe() -> int:
 def message(e: BaseException) -> str:
     from pydantic import ValidationError
 
-    from registry.validation import RegistryError
+    from spectral_surgery.registry.validation import RegistryError
 
     if isinstance(e, (RegistryError, ValidationError, FileNotFoundError)):
         return str(e)
@@ -124,8 +124,8 @@ def message(e: BaseException) -> str:
 
 def resolve_location(args: argparse.Namespace) -> tuple[Path, str | None]:
     """``(data_dir, registry_url)`` from ``--data-dir`` / ``--db``, the environment and the defaults."""
-    from registry.db import env_url
-    from tasks.config import default_data_dir
+    from spectral_surgery.registry.db import env_url
+    from spectral_surgery.tasks.config import default_data_dir
 
     data_dir = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else default_data_dir()
     return data_dir, getattr(args, "db", None) or env_url()
@@ -133,9 +133,9 @@ def resolve_location(args: argparse.Namespace) -> tuple[Path, str | None]:
 
 def open_registry(args: argparse.Namespace, *, create: bool = False):
     """The registry of the command line; a missing default SQLite file is an error unless ``create``."""
-    from registry.db import default_url
-    from registry.repository import Registry
-    from registry.validation import NotFoundError
+    from spectral_surgery.registry.db import default_url
+    from spectral_surgery.registry.repository import Registry
+    from spectral_surgery.registry.validation import NotFoundError
 
     data_dir, url = resolve_location(args)
     if url is None and not create and not (data_dir / "registry.db").is_file():
@@ -339,8 +339,8 @@ def production_behind(reg, name: str, prod: dict | None = None, latest: int | No
     if d is None:
         why = f"v{latest} was not refined yet (the next run refines it)"
     else:
-        from tasks.decision.gate import verdict_label
-        from tasks.decision.record import DecisionRecord
+        from spectral_surgery.tasks.decision.gate import verdict_label
+        from spectral_surgery.tasks.decision.record import DecisionRecord
 
         stats = DecisionRecord.from_json(d.statistics_json, d.promoted)
         verdict = stats.verdict

@@ -74,8 +74,8 @@ def policy_names(cache_dir: Path | None = None) -> list[str]:
         return cache.read_text().split()
     except OSError:
         pass
-    from tasks.surgery.policies import list_policies
-    from tasks.surgery.policy_registry import ROLES
+    from spectral_surgery.tasks.surgery.policies import list_policies
+    from spectral_surgery.tasks.surgery.policy_registry import ROLES
 
     names = list(list_policies(ROLES))
     try:
@@ -89,7 +89,7 @@ def policy_names(cache_dir: Path | None = None) -> list[str]:
 
 
 def families() -> list[str]:
-    from tasks.evaluation.benchmarks import FAMILIES
+    from spectral_surgery.tasks.evaluation.benchmarks import FAMILIES
 
     return list(FAMILIES)
 

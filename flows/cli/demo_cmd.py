@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import os
 
-from flows.cli.common import console as plain_console
-from flows.cli.common import emit, guarded, resolve_location, verdict_cell
+from spectral_surgery.flows.cli.common import console as plain_console
+from spectral_surgery.flows.cli.common import emit, guarded, resolve_location, verdict_cell
 
 
 def _fmt(v, spec: str = "+.3f") -> str:
@@ -18,7 +18,7 @@ def cmd_demo(args) -> int:
     """The demo, stopped cleanly by Ctrl-C or SIGTERM like ``run`` (:func:`flows.cli.run.stoppable`): the nightly
     run ends ``cancelled`` with its in-flight rows released, nothing is promoted after the signal, and the command
     prints ``error: interrupted`` and exits 130."""
-    from flows.cli.run import stoppable
+    from spectral_surgery.flows.cli.run import stoppable
 
     return stoppable(args, functools.partial(_cmd_demo, args))
 
@@ -26,16 +26,16 @@ def cmd_demo(args) -> int:
 def _cmd_demo(args, log) -> int:
     from rich.console import Console
 
-    from flows import interrupt, stage_hook
-    from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
+    from spectral_surgery.flows import interrupt, stage_hook
+    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
 
     if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
         Console(stderr=True, soft_wrap=True).print(
             "[dim]Another run holds Prefect's temporary server database: this run uses a private Prefect database, "
             "removed when it exits.[/]")
 
-    from flows.demo import BUDGETS, run_demo, with_overrides
-    from flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens
+    from spectral_surgery.flows.demo import BUDGETS, run_demo, with_overrides
+    from spectral_surgery.flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens
 
     if not args.verbose:
         # Progress is the demo's step lines plus the flow's own log lines; lm-eval's per-call warnings go to the
@@ -54,9 +54,9 @@ def _cmd_demo(args, log) -> int:
     stage_hook.reached(stage_hook.STARTUP)
     interrupt.check()
 
-    from flows import worker
-    from flows.cli.run import Progress
-    from flows.demo import demo_config
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.cli.run import Progress
+    from spectral_surgery.flows.demo import demo_config
 
     err = Console(stderr=True, soft_wrap=True)
     cfg = demo_config(data_dir, budget, registry_url=db)

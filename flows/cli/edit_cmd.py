@@ -6,7 +6,7 @@ import json
 
 from pydantic import ValidationError
 
-from flows.cli.common import PAPER_POLICIES, console, fail, parse_sets, resolve_location
+from spectral_surgery.flows.cli.common import PAPER_POLICIES, console, fail, parse_sets, resolve_location
 
 
 def _console(stderr: bool = False):
@@ -18,7 +18,7 @@ def _console(stderr: bool = False):
 
 
 def surgery_config_from_args(args) -> "SurgeryConfig":
-    from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
+    from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 
     calib = {k: v for k, v in {"n_samples": args.n_samples, "batch_size": args.batch_size,
                                 "aggregation": args.aggregation, "max_seq_len": args.max_seq_len}.items() if v is not None}
@@ -39,8 +39,8 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
 
 def _first_error(e: ValidationError) -> str:
     """The first error of a config built from edit's options, as one line naming the option and the key."""
-    from registry.declaration import one_line
-    from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
+    from spectral_surgery.registry.declaration import one_line
+    from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
 
     models = {m.__name__: m for m in (CalibConfig, EditConfig, SurgeryConfig, TargetConfig)}
     return one_line(e, models.get(e.title, SurgeryConfig), "--set" if e.title == "EditConfig" else "")
@@ -49,11 +49,11 @@ def _first_error(e: ValidationError) -> str:
 def cmd_edit(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tasks.adapter_io import AdapterError, load_adapter
-    from tasks.surgery.calibration import load_calibration
-    from tasks.surgery.edit import prepare, prepare_data_free
-    from tasks.model import BaseModelError, load_base
-    from tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.adapter_io import AdapterError, load_adapter
+    from spectral_surgery.tasks.surgery.calibration import load_calibration
+    from spectral_surgery.tasks.surgery.edit import prepare, prepare_data_free
+    from spectral_surgery.tasks.model import BaseModelError, load_base
+    from spectral_surgery.tasks.surgery.policies import get_policy
 
     try:
         cfg = surgery_config_from_args(args)
@@ -103,7 +103,7 @@ def _write_and_report(args, cfg, prepared, console) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from tasks.surgery.edit import write_candidate
+    from spectral_surgery.tasks.surgery.edit import write_candidate
 
     rows = []
     for policy in cfg.policies:

@@ -17,13 +17,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from flows.cli.common import console, emit, open_registry, table
+from spectral_surgery.flows.cli.common import console, emit, open_registry, table
 
 
 def items_of(entries):
     """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.delivery.export.ExportItem` (also what
     ``publish`` reads)."""
-    from tasks.delivery.export import ExportItem
+    from spectral_surgery.tasks.delivery.export import ExportItem
 
     return [ExportItem(e.adapter, Path(e.source_path) if e.source_path else None, e.sha256, {
         "policy": e.policy, "decision_id": e.decision_id, "promoted_at": e.promoted_at,
@@ -35,20 +35,20 @@ def items_of(entries):
 def cmd_export(args) -> int:
     from dataclasses import asdict
 
-    from registry.read import production_set
-    from tasks.delivery.export import MANIFEST, export_production
+    from spectral_surgery.registry.read import production_set
+    from spectral_surgery.tasks.delivery.export import MANIFEST, export_production
 
     if getattr(args, "watch", False):
         return cmd_watch(args)
     if getattr(args, "interval", None) is not None or getattr(args, "max_ticks", None) is not None:
-        from registry.validation import RegistryError
+        from spectral_surgery.registry.validation import RegistryError
 
         raise RegistryError("--interval and --max-ticks go with --watch")
     reg = open_registry(args)
     entries = production_set(reg, only=args.adapter)
     reg.close()
     if args.adapter and not entries:
-        from registry.validation import NotFoundError
+        from spectral_surgery.registry.validation import NotFoundError
 
         raise NotFoundError(f"no adapter named {args.adapter!r}")
     out_dir = Path(args.dir).expanduser().absolute()
@@ -81,7 +81,7 @@ def cmd_export(args) -> int:
 
     emit(args, payload, render)
     if failed and not args.json:
-        from flows.cli.common import fail
+        from spectral_surgery.flows.cli.common import fail
 
         for r in failed:
             fail(f"{r['name']}: {r['reason']}", code=1)
@@ -125,13 +125,13 @@ def cmd_watch(args) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flows.cli.common import fail, warn
-    from registry.read import production_set
-    from registry.validation import NotFoundError
-    from tasks.delivery.export_watch import watch
+    from spectral_surgery.flows.cli.common import fail, warn
+    from spectral_surgery.registry.read import production_set
+    from spectral_surgery.registry.validation import NotFoundError
+    from spectral_surgery.tasks.delivery.export_watch import watch
 
     if args.dry_run:
-        from registry.validation import RegistryError
+        from spectral_surgery.registry.validation import RegistryError
 
         raise RegistryError("--watch writes the export; drop --dry-run (or run export --dry-run once)")
     reg = open_registry(args)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from flows.cli.common import (
+from spectral_surgery.flows.cli.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
     console,
@@ -28,9 +28,9 @@ from flows.cli.common import (
 def cmd_publish(args) -> int:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from flows.cli.export_cmd import items_of
-    from registry.read import production_set
-    from tasks.delivery.publish import PublishError, plan_publish, push
+    from spectral_surgery.flows.cli.export_cmd import items_of
+    from spectral_surgery.registry.read import production_set
+    from spectral_surgery.tasks.delivery.publish import PublishError, plan_publish, push
 
     try:
         validate_repo_id(args.repo)
@@ -44,7 +44,7 @@ def cmd_publish(args) -> int:
     try:
         entries = production_set(reg, only=args.adapter)
         if not entries:
-            from registry.validation import NotFoundError
+            from spectral_surgery.registry.validation import NotFoundError
 
             raise NotFoundError(f"no adapter named {args.adapter!r}")
         (entry,) = entries

@@ -25,7 +25,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from flows.cli.common import console, emit, fail, open_registry, resolve_location, table, warn
+from spectral_surgery.flows.cli.common import console, emit, fail, open_registry, resolve_location, table, warn
 
 
 def _entry_model():
@@ -121,7 +121,7 @@ def _register_entries(args, entries: list[dict[str, Any]], problems: list[str], 
     all of them in one transaction, or none with every problem named."""
     from pydantic import ValidationError
 
-    from registry.fleet import Registration
+    from spectral_surgery.registry.fleet import Registration
 
     Entry = _entry_model()
     regs: list[Registration] = []
@@ -174,9 +174,9 @@ def _register_entries(args, entries: list[dict[str, Any]], problems: list[str], 
 
 def _door(args, regs: list) -> list[str]:
     """Every entry through ``register``'s checks (names, then the adapter against its base and calibration)."""
-    from registry.declaration import check_declaration
-    from registry.validation import RegistryError
-    from tasks.register_checks import context_warnings, door_checks, door_warnings
+    from spectral_surgery.registry.declaration import check_declaration
+    from spectral_surgery.registry.validation import RegistryError
+    from spectral_surgery.tasks.register_checks import context_warnings, door_checks, door_warnings
 
     problems, data_dir = [], resolve_location(args)[0]
     shared: dict = {}  # what depends only on the base: checked once per base (tasks.register_checks.door_checks)

@@ -7,8 +7,8 @@ announced as Prefect events, like the nightly run does), so nobody sees or appro
 
 from __future__ import annotations
 
-from flows.integrations import events
-from flows.cli.common import console, default_actor, emit, guarded, open_registry, table
+from spectral_surgery.flows.integrations import events
+from spectral_surgery.flows.cli.common import console, default_actor, emit, guarded, open_registry, table
 
 
 def _expire(reg) -> list:
@@ -61,7 +61,7 @@ def cmd_reviews(args) -> int:
 def cmd_approve(args) -> int:
     from rich.markup import escape
 
-    from flows.cli.adapters import event_payload, follow_in_mlflow, mlflow_config
+    from spectral_surgery.flows.cli.adapters import event_payload, follow_in_mlflow, mlflow_config
 
     mcfg = mlflow_config(args)
     reg = open_registry(args)

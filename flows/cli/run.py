@@ -24,9 +24,9 @@ import os
 import threading
 from collections.abc import Callable
 
-from flows.cli.common import PAPER_POLICIES, parse_sets
-from flows.cli.common import console as plain_console
-from flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry
+from spectral_surgery.flows.cli.common import PAPER_POLICIES, parse_sets
+from spectral_surgery.flows.cli.common import console as plain_console
+from spectral_surgery.flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry
 
 POLL_S = 0.25
 STOP_GRACE_S = 8.0  # after a stop request: the longest wait for the work to reach a checkpoint before exiting anyway
@@ -45,12 +45,12 @@ def run_config_from_args(args: argparse.Namespace):
     """
     from pydantic import ValidationError
 
-    from registry.db import env_url
-    from registry.declaration import one_line
-    from tasks.surgery.policies import get_policy
-    from tasks.run_config import RunConfig
+    from spectral_surgery.registry.db import env_url
+    from spectral_surgery.registry.declaration import one_line
+    from spectral_surgery.tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.run_config import RunConfig
 
-    from tasks.run_config import read_config_file
+    from spectral_surgery.tasks.run_config import read_config_file
 
     data = read_config_file(args.config) if args.config else {}
     if args.data_dir:
@@ -96,7 +96,7 @@ def run_config_from_args(args: argparse.Namespace):
             raise ValueError(f"{option}: {one_line(e, RunConfig, '').split(': ', 1)[1]}") from None
         where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
         raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}") from None
-    from tasks.evaluation.evaluate import require_evaluator
+    from spectral_surgery.tasks.evaluation.evaluate import require_evaluator
 
     require_evaluator(config.evaluator)  # an unknown name fails here with "did you mean", before any work starts
     for p in config.surgery.policies:
@@ -118,9 +118,9 @@ class Progress:
         # moves: RunConfig.promote (True: the gate moves pointers; False: a dry run; "review": they wait for approval)
         import time
 
-        from flows import stage_hook
-        from registry.models import utcnow
-        from registry.runs import this_owner
+        from spectral_surgery.flows import stage_hook
+        from spectral_surgery.registry.models import utcnow
+        from spectral_surgery.registry.runs import this_owner
 
         self.reg, self.console, self.moves, self.concurrency = reg, console, moves, max(1, concurrency)
         # The flow runs in this process, so its run row is owned by this process: found by owner and start time
@@ -176,8 +176,8 @@ class Progress:
         """The one line of where the run is: stage, adapter i/n, elapsed, ETA (pure but for the clock)."""
         import time
 
-        from flows import stage_hook
-        from flows.cli.summary import fmt_seconds
+        from spectral_surgery.flows import stage_hook
+        from spectral_surgery.flows.cli.summary import fmt_seconds
 
         stage = stage_hook.current() or ("starting" if self.run_id is None else "scan")
         if running != self._running:  # another adapter started: its first stage is not reached yet
@@ -202,8 +202,8 @@ class Progress:
 
         from rich.markup import escape
 
-        from registry.models import utcnow
-        from registry.runs import INTERRUPTED
+        from spectral_surgery.registry.models import utcnow
+        from spectral_surgery.registry.runs import INTERRUPTED
 
         running: list[str] = []
         if self.run_id is None:
@@ -235,7 +235,7 @@ class Progress:
 
             self.live.update(Text(line, style="dim", no_wrap=True, overflow="ellipsis"))
         else:
-            from flows import stage_hook
+            from spectral_surgery.flows import stage_hook
 
             # a pipe gets a line when the stage or the adapters change, not every tick
             what = (stage_hook.current(), tuple(running), len(self.durations), stage_hook.planned())
@@ -246,7 +246,7 @@ class Progress:
     def _line(self, r) -> str:
         from rich.markup import escape  # names, errors and sentences are text, not markup ("[type=...]")
 
-        from flows.cli.summary import fmt_seconds
+        from spectral_surgery.flows.cli.summary import fmt_seconds
 
         name = escape(self._name(r.adapter_version_id))
         took = f" ({fmt_seconds((r.ended_at - r.started_at).total_seconds())})" if r.started_at and r.ended_at else ""
@@ -257,8 +257,8 @@ class Progress:
         d = self.reg.get_decision_by_id(r.decision_id) if r.decision_id else None
         if d is None:
             return f"[green]✓ {name}[/] done{took}"
-        from tasks.decision.gate import verdict_label
-        from tasks.decision.record import DecisionRecord
+        from spectral_surgery.tasks.decision.gate import verdict_label
+        from spectral_surgery.tasks.decision.record import DecisionRecord
 
         stats = DecisionRecord.from_json(d.statistics_json, d.promoted)
         kind = stats.verdict
@@ -282,7 +282,7 @@ class Progress:
 
 def preflight(config, adapters) -> str | None:
     """Why this run cannot work, checked before the flow starts (:mod:`tasks.run_checks`); None: it can."""
-    from tasks.run_checks import check_device, check_dtype, context_problems
+    from spectral_surgery.tasks.run_checks import check_device, check_dtype, context_problems
 
     try:
         check_device(config.device)
@@ -346,7 +346,7 @@ def _last_words() -> None:
     exit hangs on it)."""
     import sys
 
-    from flows.cli.prefect_home import stop_temporary_server
+    from spectral_surgery.flows.cli.prefect_home import stop_temporary_server
 
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -364,7 +364,7 @@ def _exit_if_stopped() -> None:
     """
     import sys
 
-    from flows import interrupt
+    from spectral_surgery.flows import interrupt
 
     if interrupt.requested():
         with contextlib.suppress(Exception):
@@ -380,8 +380,8 @@ def stoppable(args, body: Callable[[object], int]) -> int:
     :class:`flows.cli.runlog.RunLog` (third-party warnings held for its file). After a stop: ``error: interrupted``
     once, exit 130, within :data:`STOP_GRACE_S` seconds whatever the work was doing.
     """
-    from flows import interrupt
-    from flows.cli import runlog
+    from spectral_surgery.flows import interrupt
+    from spectral_surgery.flows.cli import runlog
 
     # First, before the slow imports: a Ctrl-C from here on is recorded and honoured at the next checkpoint, never
     # swallowed by whatever the main thread was doing (an import's weakref callback: "Exception ignored in ...").
@@ -419,11 +419,11 @@ def _cmd_run(args, log) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flows.cli.summary import nothing_to_do, note_lines, summary_rows, width_of
-    from flows.cli.summary import render as render_summary
+    from spectral_surgery.flows.cli.summary import nothing_to_do, note_lines, summary_rows, width_of
+    from spectral_surgery.flows.cli.summary import render as render_summary
 
-    from flows import interrupt, stage_hook
-    from flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
+    from spectral_surgery.flows import interrupt, stage_hook
+    from spectral_surgery.flows.cli.prefect_home import detach_temporary_server, isolate_temporary_server
 
     if isolate_temporary_server():  # before Prefect is imported: concurrent runs never share one server DB
         Console(stderr=True, soft_wrap=True).print(
@@ -435,7 +435,7 @@ def _cmd_run(args, log) -> int:
         config = run_config_from_args(args)
     except (ValueError, KeyError) as e:  # a bad option or config file: a usage error (2), never a traceback
         return fail(message(e))
-    from flows import worker
+    from spectral_surgery.flows import worker
 
     log.open(config.data_dir, "run")  # Prefect's handlers, installed when there is work, are filtered then
     interrupt.check()
@@ -456,7 +456,7 @@ def _cmd_run(args, log) -> int:
               + (", [yellow]dry run[/] (no promotion)" if not config.promote else "")
               + (f", [yellow]review window[/] {config.review_window} (passing decisions wait for `spectral-surgery "
                  "approve`)" if config.promote == "review" else ""))
-    from flows.prescan import look_for_work, record_quiet_night
+    from spectral_surgery.flows.prescan import look_for_work, record_quiet_night
 
     if (found := look_for_work(config)).work is None:  # a no-op night: no Prefect server, no flow (seconds)
         summary = record_quiet_night(config)
@@ -467,7 +467,7 @@ def _cmd_run(args, log) -> int:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        from flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
+        from spectral_surgery.flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
 
         log.quiet_terminal()  # the handlers Prefect's import just installed get the terminal's filter too
 
@@ -483,7 +483,7 @@ def _cmd_run(args, log) -> int:
         if not summary["results"]:
             console.print(escape(nothing_to_do(reg)))
             return
-        from flows.refine_fleet import headline, window_lines
+        from spectral_surgery.flows.refine_fleet import headline, window_lines
 
         console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
         width = width_of(console)
@@ -495,7 +495,7 @@ def _cmd_run(args, log) -> int:
             for line in note_lines(f"{name} {note['text']}", width):
                 console.print(escape(line), highlight=False, soft_wrap=True)
 
-    from flows.cli.common import production_behind
+    from spectral_surgery.flows.cli.common import production_behind
 
     names = dict.fromkeys(r["adapter"] for r in summary["results"])
     behind = {n: b for n in names if (b := production_behind(reg, n)) is not None}

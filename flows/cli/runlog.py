@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-OWN = ("flows", "tasks", "registry", "deployments", "spectral_surgery", "prefect.flow_runs", "prefect.task_runs",
+OWN = ("spectral_surgery", "prefect.flow_runs", "prefect.task_runs",
        "__main__")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -102,7 +102,7 @@ class RunLog:
         root.handlers.insert(0, handler)
         self.handler = handler
         self.quiet_terminal()
-        from flows.cli.prefect_home import send_server_output_to
+        from spectral_surgery.flows.cli.prefect_home import send_server_output_to
 
         send_server_output_to(self.path)  # the temporary Prefect server's own stderr (its shutdown tracebacks)
         return self.path
@@ -120,7 +120,7 @@ class RunLog:
             root.removeHandler(handler)
             handler.close()
         logging.captureWarnings(False)
-        from flows.cli.prefect_home import send_server_output_to
+        from spectral_surgery.flows.cli.prefect_home import send_server_output_to
 
         send_server_output_to(None)
 

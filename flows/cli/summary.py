@@ -61,7 +61,7 @@ def fmt_seconds(s: float | None) -> str:
 
 def key_number(verdict: str, statistics: dict) -> str:
     """The number behind a verdict: the promoted edit's gain, a HOLD's documents needed, a REJECT's best gain."""
-    from tasks.decision.gate import fmt_gain
+    from spectral_surgery.tasks.decision.gate import fmt_gain
 
     if verdict == "hold":
         n = statistics.get("n_needed")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.cli.common import console, emit, guarded, open_registry, table
-from tasks.decision.record import DecisionRecord, PairedTestRecord
+from spectral_surgery.flows.cli.common import console, emit, guarded, open_registry, table
+from spectral_surgery.tasks.decision.record import DecisionRecord, PairedTestRecord
 
 
 def _pts(x: float | None) -> str:
@@ -31,7 +31,7 @@ def _interval(test: PairedTestRecord | None) -> str:
 
 def _error_line(run: dict[str, Any]) -> str:
     """The exception and its message from a stored traceback (its last line)."""
-    from registry.validation import error_summary
+    from spectral_surgery.registry.validation import error_summary
 
     return error_summary(run["error_message"]) or run["error_type"] or "unknown error"
 
@@ -112,8 +112,8 @@ def story_dict(story) -> dict[str, Any]:
 
 @guarded
 def cmd_why(args) -> int:
-    from registry.read import adapter_story
-    from registry.validation import NotFoundError
+    from spectral_surgery.registry.read import adapter_story
+    from spectral_surgery.registry.validation import NotFoundError
 
     reg = open_registry(args)
     try:
@@ -140,7 +140,7 @@ def cmd_why(args) -> int:
                 out.print(f"  deferred to the next night: {run['plan_reason']}", highlight=False)
         d = story.decision
         if d is not None:
-            from tasks.decision.gate import verdict_label
+            from spectral_surgery.tasks.decision.gate import verdict_label
 
             stats = DecisionRecord.from_json(d["statistics"], d["promoted"])
             label = verdict_label(d["verdict"], stats.n_needed, stats.promoted)

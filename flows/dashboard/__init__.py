@@ -8,8 +8,8 @@ the registry) → :mod:`~flows.dashboard.html` → :mod:`~flows.dashboard.adapte
 writes to the registry, and nothing here imports the command line.
 """
 
-from flows.dashboard.data import collect
-from flows.dashboard.page import (
+from spectral_surgery.flows.dashboard.data import collect
+from spectral_surgery.flows.dashboard.page import (
     adapter_data,
     adapter_markdown,
     build_page,
@@ -17,7 +17,7 @@ from flows.dashboard.page import (
     evidence_rows,
     render_dashboard,
 )
-from flows.dashboard.server import serve_dashboard
+from spectral_surgery.flows.dashboard.server import serve_dashboard
 
 __all__ = ["adapter_data", "adapter_markdown", "build_page", "collect", "evidence_markdown", "evidence_rows", "render_dashboard",
            "serve_dashboard"]

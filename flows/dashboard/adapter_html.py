@@ -8,8 +8,8 @@ import gzip
 import math
 from typing import Any
 
-import flows.dashboard.svg as sv
-from flows.dashboard.fmt import (
+import spectral_surgery.flows.dashboard.svg as sv
+from spectral_surgery.flows.dashboard.fmt import (
     _ci,
     _short,
     _status_badge,
@@ -20,7 +20,7 @@ from flows.dashboard.fmt import (
     pts,
     review_text,
 )
-from flows.dashboard.svg import color_for, e
+from spectral_surgery.flows.dashboard.svg import color_for, e
 
 MAX_MULTIPLES = 16  # σ small multiples drawn per adapter (the heatmap shows every module)
 

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from statistics import NormalDist, fmean, stdev
 from typing import Any
 
-from registry.read import dashboard_rows
-from registry.validation import error_summary
-from tasks.decision.arms import stored_arm_name
-from tasks.surgery.diagnostics import short_module
-from tasks.decision.gate import verdict_label, verdict_of
-from tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
-from tasks.decision.report import pairing_text, what_wins
+from spectral_surgery.registry.read import dashboard_rows
+from spectral_surgery.registry.validation import error_summary
+from spectral_surgery.tasks.decision.arms import stored_arm_name
+from spectral_surgery.tasks.surgery.diagnostics import short_module
+from spectral_surgery.tasks.decision.gate import verdict_label, verdict_of
+from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
+from spectral_surgery.tasks.decision.report import pairing_text, what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.dashboard.svg import e
+from spectral_surgery.flows.dashboard.svg import e
 
 
 def pct(v: float | None, digits: int = 1) -> str:

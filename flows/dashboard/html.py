@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import flows.dashboard.svg as sv
-from flows.dashboard.adapter_html import adapter_section
-from flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
-from flows.dashboard.svg import color_for, e
-from tasks.decision.report import cost_text
+import spectral_surgery.flows.dashboard.svg as sv
+from spectral_surgery.flows.dashboard.adapter_html import adapter_section
+from spectral_surgery.flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
+from spectral_surgery.flows.dashboard.svg import color_for, e
+from spectral_surgery.tasks.decision.report import cost_text
 
 _CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--ok:#047857;--bad:#b91c1c;--warn:#b45309}
@@ -259,7 +259,7 @@ def _night(data: dict) -> str:
     night = data.get("night")
     if not night:
         return ""
-    from tasks.night_plan import clock
+    from spectral_surgery.tasks.night_plan import clock
 
     err = "" if night["error"] is None else f" Forecast error over the adapters that ran: {night['error']:+.0%}."
     out = [f'<section id="night"><h2>Last night against its window</h2><p class="guide">Run #{night["run_id"]}: '

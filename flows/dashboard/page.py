@@ -11,8 +11,8 @@ Layers: :mod:`flows.dashboard.data` (read-only queries → plain dicts), :mod:`t
 
 Example::
 
-    from registry.repository import Registry
-    from flows.dashboard import render_dashboard
+    from spectral_surgery.registry.repository import Registry
+    from spectral_surgery.flows.dashboard import render_dashboard
     render_dashboard(Registry.open(), Path("dashboard.html"))
 """
 
@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flows.dashboard.data import DETAIL_RUNS, HISTORY, collect
-from registry.read import registry_fingerprint
-from flows.dashboard.fmt import fmt_p, pct, pts
-from flows.dashboard.html import render_html
+from spectral_surgery.flows.dashboard.data import DETAIL_RUNS, HISTORY, collect
+from spectral_surgery.registry.read import registry_fingerprint
+from spectral_surgery.flows.dashboard.fmt import fmt_p, pct, pts
+from spectral_surgery.flows.dashboard.html import render_html
 
 __all__ = ["adapter_data", "adapter_markdown", "evidence_markdown", "build_page", "pick_alignment_adapter",
            "render_dashboard"]
@@ -49,7 +49,7 @@ def alignment_for(registry, adapter: dict | None, *, cache_dir: Path | None = No
     """Fig. 1 data of ``adapter``'s latest version, or ``{"adapter", "error"}`` saying why it is unavailable."""
     if adapter is None:
         return None
-    from tasks.surgery.diagnostics import subspace_alignment
+    from spectral_surgery.tasks.surgery.diagnostics import subspace_alignment
 
     lv = adapter["latest_version"]
     if lv is None or not lv["local_path"]:

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from flows.dashboard.page import build_page
-from registry.read import registry_fingerprint
+from spectral_surgery.flows.dashboard.page import build_page
+from spectral_surgery.registry.read import registry_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.delivery.mlflow_run import (
+from spectral_surgery.tasks.delivery.mlflow_run import (
     TAG,
     model_version_tags,
     registered_model_name,
@@ -24,9 +24,9 @@ from tasks.delivery.mlflow_run import (
     run_params,
     run_tags,
 )
-from tasks.decision.report import decision_markdown
-from tasks.run_config import RunConfig
-from tasks.secrets import password_of, redact_text, redact_url
+from spectral_surgery.tasks.decision.report import decision_markdown
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.secrets import password_of, redact_text, redact_url
 
 ALIAS = "production"
 _BATCH = 100  # MLflow's log_batch takes at most 100 params and 100 tags per call (1000 metrics)
@@ -288,7 +288,7 @@ def follow_or_warn(reg, event, mcfg, log) -> dict[str, Any] | None:
     """:func:`follow_move` for the command line, when a tracking server is known: ``mcfg``'s ``tracking_uri``,
     else ``$MLFLOW_TRACKING_URI`` (``mcfg`` None: the defaults). Nothing is done without one (``None``); an error is
     logged as a warning and returned as ``{"error": ...}``, never raised (the registry's move stands)."""
-    from tasks.delivery.mlflow_run import MlflowConfig
+    from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
 
     mcfg = mcfg or MlflowConfig()
     uri = mcfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -18,4 +18,4 @@ def logger():
     try:
         return get_run_logger()
     except Exception:  # called outside a flow run
-        return logging.getLogger("flows.refine_adapter")
+        return logging.getLogger("spectral_surgery.flows.refine_adapter")

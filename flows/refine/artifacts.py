@@ -2,8 +2,8 @@
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.decision.gate import verdict_label, verdict_of
-from tasks.decision.report import candidate_rows, decision_markdown
+from spectral_surgery.tasks.decision.gate import verdict_label, verdict_of
+from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
 
 
 def artifact_key(adapter_name: str) -> str:

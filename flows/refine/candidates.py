@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows import interrupt, stage_hook, worker
-from flows.refine import logger
-from tasks.adapter_io import adapter_content_sha256
-from tasks.decision.arms import Arm
-from tasks.keys import candidate_key, candidates_key, prepared_key
-from tasks.run_config import RunConfig
-from tasks.surgery.policies import get_policy
-from tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free, no_holdout_reason,
+from spectral_surgery.flows import interrupt, stage_hook, worker
+from spectral_surgery.flows.refine import logger
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.decision.arms import Arm
+from spectral_surgery.tasks.keys import candidate_key, candidates_key, prepared_key
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.surgery.policies import get_policy
+from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free, no_holdout_reason,
                                       plan_writes, write_seconds)
 
 
@@ -41,10 +41,10 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     decomposition and sensitivities by :func:`tasks.keys.prepared_key`, stored once per key in the artifact store, so
     a new policy or another edit setting is written from the stored sensitivities with no forward or backward pass.
     """
-    from tasks.surgery.calibration import calibration_sha256, load_calibration
-    from tasks.surgery.edit import prepare, prepare_data_free, write_candidate
-    from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
-    from tasks.surgery.prep_store import load_prepared, save_prepared
+    from spectral_surgery.tasks.surgery.calibration import calibration_sha256, load_calibration
+    from spectral_surgery.tasks.surgery.edit import prepare, prepare_data_free, write_candidate
+    from spectral_surgery.tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
+    from spectral_surgery.tasks.surgery.prep_store import load_prepared, save_prepared
 
     reg = worker.registry(config)
     overrides = adapter.config_json or {}
@@ -147,8 +147,8 @@ def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[A
     Only configured edits (role ``policy``) are cut; the ladder's controls and canaries always stay. The history
     is past nights' decisions of the adapter's family (:func:`registry.read.edit_history`), never this run's.
     """
-    from registry.read import edit_history
-    from tasks.decision.edit_budget import choose_edits
+    from spectral_surgery.registry.read import edit_history
+    from spectral_surgery.tasks.decision.edit_budget import choose_edits
 
     history = edit_history(reg, adapter.task_family, run_id)
     edits = [a.policy for a in arms if a.role == "policy"]

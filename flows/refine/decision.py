@@ -2,16 +2,16 @@
 or a review requested (:func:`decide_and_promote`). The key's evidence and the stored record come from
 :mod:`tasks.decision.decision_evidence`, the gate's inputs from :mod:`tasks.decision.arms`."""
 
-from flows import interrupt, stage_hook, worker
-from flows.integrations import events
-from flows.refine import logger
-from flows.refine.candidates import Candidates
-from tasks.decision.arms import Arm, gate_inputs, run_gate
-from tasks.decision.decision_evidence import decision_evidence, decision_record
-from tasks.decision.gate import decision_metric, verdict_label
-from tasks.decision.record import DecisionRecord
-from tasks.keys import decision_key
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import interrupt, stage_hook, worker
+from spectral_surgery.flows.integrations import events
+from spectral_surgery.flows.refine import logger
+from spectral_surgery.flows.refine.candidates import Candidates
+from spectral_surgery.tasks.decision.arms import Arm, gate_inputs, run_gate
+from spectral_surgery.tasks.decision.decision_evidence import decision_evidence, decision_record
+from spectral_surgery.tasks.decision.gate import decision_metric, verdict_label
+from spectral_surgery.tasks.decision.record import DecisionRecord
+from spectral_surgery.tasks.keys import decision_key
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: Candidates, arms: list[Arm],
@@ -50,7 +50,7 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
     stage_hook.reached("decision")
     promoted, review, held_back = False, None, None
     if row.promoted and config.moves:
-        from registry.promotion import BackwardsError
+        from spectral_surgery.registry.promotion import BackwardsError
 
         try:
             # checked inside the move's transaction: no move starts after a stop request, one that started commits
@@ -81,7 +81,7 @@ def request_review(reg, decision, config: RunConfig) -> dict | None:
     Returns the review as the run's result shows it (``None`` if the decision is already in production: its
     version was promoted under another setting). Announces the request and whatever it superseded or found expired.
     """
-    from registry.validation import RegistryError
+    from spectral_surgery.registry.validation import RegistryError
 
     try:
         req = reg.request_review(decision, window=config.review_window, actor=config.actor)

@@ -5,17 +5,17 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from flows import interrupt, stage_hook, worker
-from flows.refine import logger
-from flows.refine.candidates import Candidates
-from tasks.decision.arms import BARE_BASE, BASELINE, Arm
-from tasks.decision.sequential import design_for, run_looks
-from tasks.evaluation.benchmarks import BenchmarkSpec
-from tasks.evaluation.evaluate import doc_rows
-from tasks.evaluation.sandbox import using_backend
-from tasks.evaluation.subjects import evaluation_subjects, stored_outcomes, to_score
-from tasks.keys import evaluation_key, sandbox_used
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import interrupt, stage_hook, worker
+from spectral_surgery.flows.refine import logger
+from spectral_surgery.flows.refine.candidates import Candidates
+from spectral_surgery.tasks.decision.arms import BARE_BASE, BASELINE, Arm
+from spectral_surgery.tasks.decision.sequential import design_for, run_looks
+from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec
+from spectral_surgery.tasks.evaluation.evaluate import doc_rows
+from spectral_surgery.tasks.evaluation.sandbox import using_backend
+from spectral_surgery.tasks.evaluation.subjects import evaluation_subjects, stored_outcomes, to_score
+from spectral_surgery.tasks.keys import evaluation_key, sandbox_used
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 def evaluator_key(identity: str, spec: BenchmarkSpec, limit: int | None, docs: tuple[int, int] | None = None,

@@ -3,8 +3,8 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.adapter_io import adapter_content_sha256
-from tasks.download import ResolvedAdapter
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.download import ResolvedAdapter
 
 
 class SourceChangedError(ValueError):

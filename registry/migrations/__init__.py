@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-from registry.db import write_engine
+from spectral_surgery.registry.db import write_engine
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 

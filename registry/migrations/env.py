@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from registry.models import Base
+from spectral_surgery.registry.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,7 +28,7 @@ def _configure(**kwargs) -> None:
 
 
 def _url() -> str:
-    from registry.db import default_url, env_url, normalize_url
+    from spectral_surgery.registry.db import default_url, env_url, normalize_url
 
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     return normalize_url(url or env_url() or default_url())
@@ -52,7 +52,7 @@ def main() -> None:
     if connection is not None:
         _run_online(connection)
         return
-    from registry.db import make_engine, write_engine
+    from spectral_surgery.registry.db import make_engine, write_engine
 
     engine = make_engine(_url())
     try:

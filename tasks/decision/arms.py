@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from tasks.decision.gate import REJECTED_ON_TASK_EVIDENCE, ArmOutcomes, Decision, DecisionConfig, decide, guard_skips
-from tasks.decision.sequential import sequential_decision
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.decision.gate import REJECTED_ON_TASK_EVIDENCE, ArmOutcomes, Decision, DecisionConfig, decide, guard_skips
+from spectral_surgery.tasks.decision.sequential import sequential_decision
+from spectral_surgery.tasks.run_config import RunConfig
 
 BASELINE = "baseline"
 BARE_BASE = "bare_base"  # the subject name (and candidate policy) of the base model without the adapter
@@ -59,7 +59,7 @@ class Arm:
 
 def plan_arms(config: RunConfig, surgery) -> list[Arm]:
     """The configured policies at the calibration seed, ``random_index`` at each control seed, and the ladder."""
-    from tasks.surgery.policies import get_policy  # the policies (and torch) only where arms are planned
+    from spectral_surgery.tasks.surgery.policies import get_policy  # the policies (and torch) only where arms are planned
 
     arms = []
     for p in surgery.policies:

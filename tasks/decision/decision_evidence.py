@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.decision.arms import Arm
-from tasks.decision.gate import Decision
-from tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
+from spectral_surgery.tasks.decision.arms import Arm
+from spectral_surgery.tasks.decision.gate import Decision
+from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
 
 
 def decision_evidence(task_name: str, task_key: str, guard_name: str | None, guard_key: str | None,

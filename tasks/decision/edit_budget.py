@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.decision.report import what_wins
+from spectral_surgery.tasks.decision.report import what_wins
 
 
 class EditBudgetConfig(BaseModel):

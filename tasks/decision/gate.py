@@ -80,9 +80,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.decision.canaries import canaries
-from tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde, paired_sample_size
-from tasks.decision.stats import Pairing, PairedTest, adjust_pvalues, as_outcomes, paired_t, paired_test, pairing
+from spectral_surgery.tasks.decision.canaries import canaries
+from spectral_surgery.tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde, paired_sample_size
+from spectral_surgery.tasks.decision.stats import Pairing, PairedTest, adjust_pvalues, as_outcomes, paired_t, paired_test, pairing
 
 _EPS = 1e-12  # float slack on threshold comparisons, so a drop of exactly the tolerance is "within"
 Verdict = Literal["promote", "hold", "reject"]

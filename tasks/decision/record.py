@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.decision.gate import Decision
+from spectral_surgery.tasks.decision.gate import Decision
 
 SCHEMA_VERSION = 1
 Verdict = Literal["promote", "hold", "reject"]

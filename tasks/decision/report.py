@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.decision.gate import fmt_p, verdict_label, verdict_of
+from spectral_surgery.tasks.decision.gate import fmt_p, verdict_label, verdict_of
 
 
 def _pct(x: float | None) -> str:

@@ -53,9 +53,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import optimize, special
 from scipy import stats as sps
 
-from tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, summarize
-from tasks.decision.power import exact_rejects, pair_counts, simulate_tables
-from tasks.decision.stats import as_outcomes, is_binary, newcombe_paired_ci_array
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, summarize
+from spectral_surgery.tasks.decision.power import exact_rejects, pair_counts, simulate_tables
+from spectral_surgery.tasks.decision.stats import as_outcomes, is_binary, newcombe_paired_ci_array
 
 Spending = Literal["obrien_fleming", "pocock"]
 LookResult = Literal["continue", "efficacy", "futility"]
@@ -412,7 +412,7 @@ def run_looks(design: SequentialDesign, roles: dict[str, str], score: ScoreLook,
         canary_tolerance: ``GateConfig.canary_tolerance`` (the zero-rebuild canary's allowed differing fraction).
         baseline: The baseline's subject name.
     """
-    from tasks.decision.canaries import documents_differing, zero_rebuild_holds
+    from spectral_surgery.tasks.decision.canaries import documents_differing, zero_rebuild_holds
 
     candidates = [n for n, r in roles.items() if r in ("policy", "scalar_control")]
     controls = [n for n, r in roles.items() if r == "random_control"]

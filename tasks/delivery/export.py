@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, AdapterError, content_sha256
-from tasks.delivery.export_dir import (
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, AdapterError, content_sha256
+from spectral_surgery.tasks.delivery.export_dir import (
     MANIFEST,
     VERSIONS,
     ExportError,
@@ -41,7 +41,7 @@ from tasks.delivery.export_dir import (
     write_manifest,
     write_version,
 )
-from tasks.delivery.serving import normalise, serving_problems
+from spectral_surgery.tasks.delivery.serving import normalise, serving_problems
 
 __all__ = ["MANIFEST", "VERSIONS", "ExportError", "ExportItem", "Outcome", "Payload", "export_one",
            "export_production", "folder_name", "read_payload", "verified_files"]

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tasks.adapter_io import CONFIG_NAME, PICKLE_NAME, SAFETENSORS_NAME, content_sha256, fsync_path
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, PICKLE_NAME, SAFETENSORS_NAME, content_sha256, fsync_path
 
 MANIFEST = "production.json"
 VERSIONS = ".versions"

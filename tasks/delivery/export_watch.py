@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.delivery.export import ExportError, ExportItem, Outcome, export_production
+from spectral_surgery.tasks.delivery.export import ExportError, ExportItem, Outcome, export_production
 
 __all__ = ["WatchState", "item_key", "watch", "watch_tick"]
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
-from tasks.decision.gate import verdict_label
-from tasks.decision.record import DecisionRecord, VerdictRecord
-from tasks.secrets import redact_url
+from spectral_surgery.tasks.decision.gate import verdict_label
+from spectral_surgery.tasks.decision.record import DecisionRecord, VerdictRecord
+from spectral_surgery.tasks.secrets import redact_url
 
 # MLflow's limits (mlflow.utils.validation): longer values are cut, keys are made of the allowed characters.
 MAX_PARAM_VALUE = 6000

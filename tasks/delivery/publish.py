@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.adapter_io import package_versions
-from tasks.delivery.export import ExportError, ExportItem, verified_files
-from tasks.secrets import redact_text
+from spectral_surgery.tasks.adapter_io import package_versions
+from spectral_surgery.tasks.delivery.export import ExportError, ExportItem, verified_files
+from spectral_surgery.tasks.secrets import redact_text
 
 EVIDENCE_NAME = "spectral_surgery.json"
 CARD_NAME = "README.md"

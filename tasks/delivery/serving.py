@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.adapter_io import CONFIG_NAME, AdapterError, lora_modules
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, AdapterError, lora_modules
 
 SERVING_FIELDS = ("rank_pattern", "alpha_pattern", "exclude_modules")
 _WHY = {

@@ -255,7 +255,7 @@ def make_instruction_items(n: int, seed: int) -> list[dict]:
     One constraint, or (every other item on average) two compatible ones; the descriptions come from
     lm-eval's IFEval instruction classes, so the prompt wording is IFEval's and its checkers score the answer.
     """
-    from tasks.evaluation.nltk_data import ensure_punkt_tab
+    from spectral_surgery.tasks.evaluation.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # lm_eval.tasks.ifeval downloads punkt_tab at import time otherwise
     from lm_eval.tasks.ifeval import instructions_registry as reg

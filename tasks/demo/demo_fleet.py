@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.demo.demo_data import make_instruction_rows, make_math_rows, make_mc_rows
-from tasks.model import SOURCE_MARKER, load_tokenizer, make_tmp_dir, publish_dir, sha256_file
+from spectral_surgery.tasks.demo.demo_data import make_instruction_rows, make_math_rows, make_mc_rows
+from spectral_surgery.tasks.model import SOURCE_MARKER, load_tokenizer, make_tmp_dir, publish_dir, sha256_file
 
 __all__ = ["DEMO_FLEET", "DemoAdapterSpec", "build_demo_fleet", "encode_row", "train_lora",
            "make_math_rows", "make_mc_rows", "make_instruction_rows"]  # fmt: skip

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from tasks.names import Registry, unknown_name
+from spectral_surgery.tasks.names import Registry, unknown_name
 
 Kind = Literal["hub", "local"]
 FAMILIES = ("math", "code", "instruction", "commonsense")
@@ -86,7 +86,7 @@ for _spec in (
                   description="GSM8K 5-shot greedy, exact match of the '#### N' answer."),
     BenchmarkSpec("humaneval", "ss_humaneval", "pass@1", True, None, "local", executes_code=True,
                   description="HumanEval 0-shot greedy pass@1 with lm-eval's humaneval settings, every program run in "
-                              "tasks.evaluation.sandbox (not HF evaluate's code_eval)."),
+                              "spectral_surgery.tasks.evaluation.sandbox (not HF evaluate's code_eval)."),
     BenchmarkSpec("ifeval", "ifeval", "prompt_level_strict_acc", True, None, "hub",
                   description="IFEval (541 prompts) prompt-level strict accuracy."),
     BenchmarkSpec("commonsense_qa", "commonsense_qa", "acc", True, None, "hub",

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.evaluation.evaluate import EvalResult
+from spectral_surgery.tasks.evaluation.evaluate import EvalResult
 
 
 def _responses(r: EvalResult) -> dict[str, Any] | None:

@@ -34,9 +34,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Protocol
 
-from tasks.evaluation.arms import BASE_ARM, ArmsScoring
-from tasks.evaluation.benchmarks import BenchmarkSpec, get_benchmark
-from tasks.names import Registry
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM, ArmsScoring
+from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec, get_benchmark
+from spectral_surgery.tasks.names import Registry
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +583,7 @@ class LmEvalEvaluator:
         chosen = _check_docs(docs, limit)
         limit = limit if limit is not None or chosen is not None else spec.default_limit
         if spec.executes_code:
-            from tasks.evaluation.sandbox import resolve_backend
+            from spectral_surgery.tasks.evaluation.sandbox import resolve_backend
 
             resolve_backend()  # before the model loads: no usable sandbox refuses the benchmark, saying how to fix
             # HF_ALLOW_CODE_EVAL is never set here: every registered code benchmark runs in the sandbox; a user's
@@ -642,7 +642,7 @@ class LmEvalEvaluator:
         served from its cache. A subject's ``on_result`` seconds are its own wall time outside that shared work
         plus an equal share of it (the shared seconds / the number of arms).
         """
-        from tasks.evaluation.arms.lm import ArmsLM
+        from spectral_surgery.tasks.evaluation.arms.lm import ArmsLM
 
         arm_of = {subject: BASE_ARM if path is None else self._add_adapter(base, Path(path))
                   for subject, path in subjects.items()}
@@ -679,7 +679,7 @@ class LmEvalEvaluator:
         """Every subject a LoRA request of one vLLM engine (:mod:`tasks.evaluation.arms.vllm_arms`); lm-eval runs
         per subject, the engine work once. The engine is built on the first call for ``base_model`` and rebuilt only
         when a call needs more LoRA slots or a larger rank than it has."""
-        from tasks.evaluation.arms.vllm_arms import engine_options, lora_arms
+        from spectral_surgery.tasks.evaluation.arms.vllm_arms import engine_options, lora_arms
 
         arms = lora_arms(subjects, first_id=self._adapter_seq + 1)
         self._adapter_seq += sum(a.path is not None for a in arms)  # vLLM caches adapters by id: never reuse one
@@ -702,7 +702,7 @@ class LmEvalEvaluator:
 
     def _vllm_engine(self, base_model: str, options: dict) -> Any:
         """The cached ``ArmsVLLM`` of ``base_model``, rebuilt when ``options`` ask for more than it holds."""
-        from tasks.evaluation.arms.vllm_lm import ArmsVLLM
+        from spectral_surgery.tasks.evaluation.arms.vllm_lm import ArmsVLLM
 
         held = self._vllm.get(base_model)
         if held is not None:
@@ -804,7 +804,7 @@ def check_arms_pass(arms_pass: str) -> str:
         raise ValueError(f"LmEvalEvaluator: arms_pass must be one of {', '.join(ARMS_PASSES)}, got {arms_pass!r}"
                          + (f"; did you mean {close[0]!r}?" if close else ""))
     if arms_pass == "vllm":
-        from tasks.evaluation.arms.vllm_arms import require_vllm
+        from spectral_surgery.tasks.evaluation.arms.vllm_arms import require_vllm
 
         require_vllm()
     return arms_pass

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from tasks.evaluation.sandbox_bwrap import ENV, WORKDIR, bwrap_command, missing_tools
-from tasks.evaluation.sandbox_guard import (
+from spectral_surgery.tasks.evaluation.sandbox_bwrap import ENV, WORKDIR, bwrap_command, missing_tools
+from spectral_surgery.tasks.evaluation.sandbox_guard import (
     EXIT_OK,
     EXIT_SYNTAX,
     guard_command,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.evaluation.evaluate import split_doc_rows
+from spectral_surgery.tasks.evaluation.evaluate import split_doc_rows
 
 
 def evaluation_subjects(baseline: str, candidate_ids: Mapping[str, int],

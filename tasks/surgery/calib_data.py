@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.config import CalibConfig
-from tasks.names import Registry
+from spectral_surgery.tasks.config import CalibConfig
+from spectral_surgery.tasks.names import Registry
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tasks.surgery.calib_data import (  # noqa: F401  (re-exported API)
+from spectral_surgery.tasks.surgery.calib_data import (  # noqa: F401  (re-exported API)
     FORMATTERS,
     IGNORE_INDEX,
     CalibExample,
@@ -48,7 +48,7 @@ from tasks.surgery.calib_data import (  # noqa: F401  (re-exported API)
     sequence_limit,
     warn_if_truncated,
 )
-from tasks.config import CalibConfig
+from spectral_surgery.tasks.config import CalibConfig
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def alignment_from_factors(modules: list[tuple[str, int | None, Any, Any]], m: i
     """
     import torch
 
-    from tasks.surgery.decompose import lowrank_svd
+    from spectral_surgery.tasks.surgery.decompose import lowrank_svd
 
     if not modules:
         raise ValueError("no o_proj/down_proj LoRA modules to compare")
@@ -107,7 +107,7 @@ def subspace_alignment(adapter_dir: str | Path, content_sha256: str, *, m: int =
             return {**_MEMORY[key], "cached": True}
         except (OSError, ValueError):
             pass  # a torn or foreign file: recompute and overwrite
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     t0 = time.perf_counter()
     adapter = load_adapter(adapter_dir)

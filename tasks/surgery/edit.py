@@ -24,14 +24,14 @@ from typing import Callable, Iterator
 
 import torch
 
-from tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
-from tasks.adapter_io import write_adapter
-from tasks.surgery.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
-from tasks.config import EditConfig, SurgeryConfig
-from tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
-from tasks.surgery.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
-from tasks.keys import ENGINE_VERSION  # noqa: F401  (the engine's version, in tasks.keys: every key holds it)
-from tasks.surgery.posthoc import effective_rank
+from spectral_surgery.tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
+from spectral_surgery.tasks.adapter_io import write_adapter
+from spectral_surgery.tasks.surgery.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
+from spectral_surgery.tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
+from spectral_surgery.tasks.surgery.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
+from spectral_surgery.tasks.keys import ENGINE_VERSION  # noqa: F401  (the engine's version, in tasks.keys: every key holds it)
+from spectral_surgery.tasks.surgery.posthoc import effective_rank
 
 # ``GammaSelection`` (tasks.surgery.global_scalar, which imports this module) appears in annotations only, never imported.
 
@@ -278,7 +278,7 @@ def rank_changes(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> 
     tensors are dropped and its name joins ``exclude_modules`` (a list is extended; a regex string ``R`` becomes
     ``(?:R)|name|…``, which PEFT full-matches). Modules keeping their rank are untouched.
     """
-    from tasks.surgery.para import rank_preserving_alpha  # here, not at the top: tasks.surgery.policies registers it in order
+    from spectral_surgery.tasks.surgery.para import rank_preserving_alpha  # here, not at the top: tasks.surgery.policies registers it in order
 
     config = json.loads(json.dumps(prepared.adapter.config))
     use_rslora = bool(config.get("use_rslora", False))
@@ -344,8 +344,8 @@ def build_manifest(
     With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
     ``gamma_scores`` (see :meth:`tasks.surgery.global_scalar.GammaSelection.to_manifest`).
     """
-    from tasks.config import METHOD_SETTINGS
-    from tasks.keys import policy_settings
+    from spectral_surgery.tasks.config import METHOD_SETTINGS
+    from spectral_surgery.tasks.keys import policy_settings
 
     spec = get_policy(policy)
     pooled = pooled_facts(prepared, policy, cfg.edit, reference_batch_size=cfg.calib.reference_batch_size)
@@ -431,7 +431,7 @@ def write_candidate(
     spec = get_policy(policy)
     if spec.needs_gamma and selection is None:
         raise ValueError(f"policy {spec.name!r} needs a γ selection: pass selection= from "
-                         "tasks.surgery.global_scalar.select_gamma_calib_loss / select_gamma_held_out / fixed_gamma")
+                         "spectral_surgery.tasks.surgery.global_scalar.select_gamma_calib_loss / select_gamma_held_out / fixed_gamma")
     if selection is not None and not spec.needs_gamma:
         raise ValueError(f"policy {spec.name!r} takes no γ; drop selection= (it is only for global_scalar)")
     gamma = None if selection is None else selection.gamma

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.surgery.calib_data import (
+from spectral_surgery.tasks.surgery.calib_data import (
     IGNORE_INDEX,
     CalibExample,
     build_batch,
@@ -36,9 +36,9 @@ from tasks.surgery.calib_data import (
     sequence_limit,
     warn_if_truncated,
 )
-from tasks.surgery.calibration import resolve_lora_layer
-from tasks.config import CalibConfig, GlobalScalarConfig, SurgeryConfig
-from tasks.surgery.edit import PreparedAdapter, attached_adapter
+from spectral_surgery.tasks.surgery.calibration import resolve_lora_layer
+from spectral_surgery.tasks.config import CalibConfig, GlobalScalarConfig, SurgeryConfig
+from spectral_surgery.tasks.surgery.edit import PreparedAdapter, attached_adapter
 
 SelectionRule = Literal["calib_loss", "held_out_metric", "fixed"]
 

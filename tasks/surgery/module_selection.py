@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tasks.config import SELECTION_RULES, EditConfig, HNSConfig
-from tasks.surgery.policy_registry import PolicyInputs, register_policy
-from tasks.surgery.posthoc import hns_spectrum
+from spectral_surgery.tasks.config import SELECTION_RULES, EditConfig, HNSConfig
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
+from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
 
 OUTSIDE_BUDGET = "outside_importance_budget"
 NOT_COMPATIBLE = "non_positive_hns_compatibility"
@@ -238,7 +238,7 @@ def _pool(modules: list[PolicyInputs], cfg: EditConfig) -> dict:
     no_rows = [m.name for m in modules if m.batch_grads is None]
     if no_rows:
         raise ValueError(f"sensitivity_hns needs per-mini-batch gradients for {no_rows[:5]}: edit through "
-                         "tasks.surgery.edit.write_candidate (it passes calib.reference_batch_size)")
+                         "spectral_surgery.tasks.surgery.edit.write_candidate (it passes calib.reference_batch_size)")
     sel = select_hns_modules({m.name: m.sigma0 for m in modules}, {m.name: m.batch_grads for m in modules},
                              layers={m.name: m.layer for m in modules}, module_budget=st.module_budget,
                              selection_rule=st.selection_rule, min_compatibility=st.min_compatibility,

@@ -31,8 +31,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from tasks.config import EditConfig
-from tasks.surgery.policy_registry import PolicyInputs, register_policy
+from spectral_surgery.tasks.config import EditConfig
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
 
 PRUNING_PAPER = "https://arxiv.org/abs/2604.27796"
 

@@ -33,8 +33,8 @@ import math
 import torch
 from torch import Tensor
 
-from tasks.config import EditConfig
-from tasks.surgery.policy_registry import (  # noqa: F401  (re-exported: the public names this module has always had)
+from spectral_surgery.tasks.config import EditConfig
+from spectral_surgery.tasks.surgery.policy_registry import (  # noqa: F401  (re-exported: the public names this module has always had)
     _EPS,
     NEVER_PROMOTED,
     ROLES,
@@ -438,7 +438,7 @@ def pool_facts(
 # The authors' post-hoc edits register themselves on import; imported here (not in tasks/__init__) so that every
 # name is known wherever the registry is used. They import tasks.surgery.policy_registry, not this module (no cycle); they
 # stay last so that the paper's policies and the control ladder register first (the order list_policies reports).
-from tasks.surgery import posthoc as _posthoc  # noqa: E402,F401
-from tasks.surgery import rmt as _rmt  # noqa: E402,F401
-from tasks.surgery import para as _para  # noqa: E402,F401
-from tasks.surgery import module_selection as _module_selection  # noqa: E402,F401
+from spectral_surgery.tasks.surgery import posthoc as _posthoc  # noqa: E402,F401
+from spectral_surgery.tasks.surgery import rmt as _rmt  # noqa: E402,F401
+from spectral_surgery.tasks.surgery import para as _para  # noqa: E402,F401
+from spectral_surgery.tasks.surgery import module_selection as _module_selection  # noqa: E402,F401

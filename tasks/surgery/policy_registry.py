@@ -23,8 +23,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from tasks.config import EditConfig, EnergyMode, GradNorm
-from tasks.names import Registry
+from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm
+from spectral_surgery.tasks.names import Registry
 
 _EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
 

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from tasks.config import EditConfig, HNSConfig
-from tasks.surgery.policy_registry import PolicyInputs, register_policy
+from spectral_surgery.tasks.config import EditConfig, HNSConfig
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, register_policy
 
 PAPER = "https://arxiv.org/abs/2603.03995"
 _TINY = 1e-12  # the reference's floor for "zero" sums and norms in flat, ablations and the effective rank

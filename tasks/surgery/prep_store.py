@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tasks.adapter_io import load_adapter, select_modules
-from tasks.surgery.calibration import Sensitivity
-from tasks.config import TargetConfig
-from tasks.surgery.decompose import Spectrum
-from tasks.surgery.edit import PreparedAdapter
+from spectral_surgery.tasks.adapter_io import load_adapter, select_modules
+from spectral_surgery.tasks.surgery.calibration import Sensitivity
+from spectral_surgery.tasks.config import TargetConfig
+from spectral_surgery.tasks.surgery.decompose import Spectrum
+from spectral_surgery.tasks.surgery.edit import PreparedAdapter
 
 FORMAT = "spectral-surgery/prepared/v1"
 _SPECTRUM = ("U", "S", "V")

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tasks.config import EditConfig
-from tasks.surgery.policy_registry import PolicyInputs, get_policy, preserve_energy, register_policy
+from spectral_surgery.tasks.config import EditConfig
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, get_policy, preserve_energy, register_policy
 
 _EPS = 1e-8
 SIGNAL, NEAR_EDGE, BULK = "signal", "near_edge", "bulk"

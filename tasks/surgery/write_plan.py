@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.decision.arms import Arm
+from spectral_surgery.tasks.decision.arms import Arm
 
 
 def is_data_free(arms: Sequence[Arm]) -> bool:
     """Every arm to write is a data-free edit (post-hoc reshapes, the zero-rebuild canary): it depends on the adapter
     alone, so no calibration source is read and no model runs (the key holds no calibration either)."""
-    from tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.surgery.policies import get_policy
 
     return all(not get_policy(a.policy).needs_data for a in arms if a.role != "bare_base")
 

@@ -77,7 +77,7 @@ def discordant_count(n: int, mean_a: float, mean_b: float, ci_low: float, ci_hig
 
     from scipy import stats as sps
 
-    from tasks.decision.stats import newcombe_paired_ci
+    from spectral_surgery.tasks.decision.stats import newcombe_paired_ci
 
     sa, sb = round(mean_a * n / 100), round(mean_b * n / 100)
     diff = sa - sb
@@ -264,8 +264,8 @@ def fitting_docs(costs: list[AdapterCost], task_limit: int, task_limits: dict[st
 def table(perdoc_result: dict, target: float, max_seconds: float, alpha: float = 0.05, power: float = 0.8,
           size_for: str = "demo-commonsense", trade: str = "ss_ifeval") -> dict:
     """Print the plans (the old default; ss_mc sized for ``target``) and return them (see the module docstring)."""
-    from flows.demo import BUDGETS
-    from tasks.decision.power import gate_mde, gate_sample_size
+    from spectral_surgery.flows.demo import BUDGETS
+    from spectral_surgery.tasks.decision.power import gate_mde, gate_sample_size
 
     raw, overhead = flow_overhead(perdoc_result)
     costs = cost_model(perdoc_result, overhead=overhead)
@@ -320,7 +320,7 @@ def perdoc(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.evaluation.evaluate import LmEvalEvaluator
+    from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator
     from tests.benchmarks.bench_eval_arms import build_arms
 
     torch.set_num_threads(1)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from flows.dashboard import render_dashboard
+    from spectral_surgery.flows.dashboard import render_dashboard
     from tests import tiny
     from tests.flows.dashboard_support import build_generated_registry
 

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from tasks.surgery.calibration import CalibExample, build_batch, collect_sensitivities
-from tasks.config import CalibConfig
-from tasks.surgery.decompose import lowrank_svd
+from spectral_surgery.tasks.surgery.calibration import CalibExample, build_batch, collect_sensitivities
+from spectral_surgery.tasks.config import CalibConfig
+from spectral_surgery.tasks.surgery.decompose import lowrank_svd
 from tests import tiny
 
 SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,

@@ -68,8 +68,8 @@ def build_subjects(base_dir: Path, work: Path, seed: int) -> dict[str, Path]:
     """The baseline adapter and its five σ-edited candidates, written under ``work``; name -> adapter dir."""
     import torch
 
-    from tasks.config import EditConfig
-    from tasks.surgery.policies import apply_policy
+    from spectral_surgery.tasks.config import EditConfig
+    from spectral_surgery.tasks.surgery.policies import apply_policy
     from tests.smol import edit_sigmas, make_lora
 
     baseline = make_lora(base_dir, work / "baseline", r=8, alpha=16, rel_norm=0.05, seed=seed)
@@ -95,7 +95,7 @@ def run_path(plan: dict) -> dict:
 
     if plan["threads"]:
         torch.set_num_threads(plan["threads"])
-    from tasks.evaluation.evaluate import LmEvalEvaluator
+    from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator
     import lm_eval  # noqa: F401 - imported before timing starts so both paths pay it outside the clock
     import peft  # noqa: F401
     import transformers  # noqa: F401
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from tasks.config import default_data_dir
+    from spectral_surgery.tasks.config import default_data_dir
     from tests.smol import bundled_base_dir
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

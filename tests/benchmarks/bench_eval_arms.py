@@ -47,8 +47,8 @@ def build_arms(base_dir: Path, work: Path, k: int, seed: int) -> dict[str, Path 
     """K arms: baseline, bare base, zero rebuild, then policy edits of the baseline (name -> adapter dir or None)."""
     import torch
 
-    from tasks.config import EditConfig
-    from tasks.surgery.policies import apply_policy
+    from spectral_surgery.tasks.config import EditConfig
+    from spectral_surgery.tasks.surgery.policies import apply_policy
     from tests.smol import edit_sigmas, make_lora
 
     baseline = work / "baseline"
@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.config import default_data_dir
-    from tasks.evaluation.arms.compare import compare_results
-    from tasks.evaluation.evaluate import LmEvalEvaluator
+    from spectral_surgery.tasks.config import default_data_dir
+    from spectral_surgery.tasks.evaluation.arms.compare import compare_results
+    from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator
     from tests.smol import bundled_base_dir
 
     if args.threads:

@@ -29,8 +29,8 @@ def suite_requests(benchmark: str, limit: int, lm, *, chat: bool = False) -> lis
     them (few-shot context, generation kwargs; chat-templated with ``lm``'s template when ``chat``)."""
     from lm_eval.tasks import TaskManager
 
-    from tasks.evaluation.benchmarks import get_benchmark
-    from tasks.evaluation.evaluate import SUITES_DIR
+    from spectral_surgery.tasks.evaluation.benchmarks import get_benchmark
+    from spectral_surgery.tasks.evaluation.evaluate import SUITES_DIR
 
     name = get_benchmark(benchmark).lm_eval_task
     task = TaskManager(include_path=str(SUITES_DIR), include_defaults=False).load([name])["tasks"][name]
@@ -45,8 +45,8 @@ def build_arms(base_dir: Path, work: Path, seed: int) -> dict[str, Path | None]:
     """Adapter dir per arm name (None: the bare base), in :data:`ARM_ORDER`."""
     import torch
 
-    from tasks.config import EditConfig
-    from tasks.surgery.policies import apply_policy
+    from spectral_surgery.tasks.config import EditConfig
+    from spectral_surgery.tasks.surgery.policies import apply_policy
     from tests.benchmarks.bench_eval import build_subjects
     from tests.smol import edit_sigmas
 
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.config import default_data_dir
-    from tasks.evaluation.arms.generation import generate_until_arms
+    from spectral_surgery.tasks.config import default_data_dir
+    from spectral_surgery.tasks.evaluation.arms.generation import generate_until_arms
     from tests.smol import bundled_base_dir
 
     if args.threads:

@@ -50,19 +50,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--markdown", type=Path, default=None, help="Also write both tables here.")
     args = ap.parse_args(argv)
 
-    from flows.cli.prefect_home import isolate_temporary_server, local_defaults
+    from spectral_surgery.flows.cli.prefect_home import isolate_temporary_server, local_defaults
 
     local_defaults()  # as `spectral-surgery run` does, before Prefect is imported
     isolate_temporary_server()
-    from flows import worker
-    from flows.dashboard.data import collect
-    from flows.dashboard.page import evidence_markdown
-    from flows.demo import BUDGETS, demo_config, with_overrides
-    from flows.refine_fleet import run_nightly
-    from registry.read import latest_decisions
-    from tasks.decision.report import cost_by_data, what_wins, what_wins_markdown
-    from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.dashboard.data import collect
+    from spectral_surgery.flows.dashboard.page import evidence_markdown
+    from spectral_surgery.flows.demo import BUDGETS, demo_config, with_overrides
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.registry.read import latest_decisions
+    from spectral_surgery.tasks.decision.report import cost_by_data, what_wins, what_wins_markdown
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     wanted = [a.strip() for a in args.adapters.split(",") if a.strip()]
     try:

@@ -65,7 +65,7 @@ class Statements:
 
 def _cli(*argv) -> tuple[int, str, float]:
     """``spectral-surgery ARGV`` in this process: (exit code, stdout, seconds)."""
-    from flows.cli import main
+    from spectral_surgery.flows.cli import main
 
     out = io.StringIO()
     t = time.perf_counter()
@@ -78,7 +78,7 @@ def _fresh_process(*argv) -> float:
     """Wall seconds of ``spectral-surgery ARGV`` in a new process (imports included: what a person waits for)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, argv)], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *map(str, argv)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode not in (0, 1):
         raise RuntimeError(f"{argv}: exit {done.returncode}: {done.stderr[-2000:]}")
@@ -98,8 +98,8 @@ def _model_seconds(reg) -> float:
     own cost, shared by its candidates), each candidate's write and γ, each evaluation's scoring."""
     from sqlalchemy import func, select
 
-    from registry.db import session_scope
-    from registry.models import Candidate, Evaluation
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.models import Candidate, Evaluation
 
     with session_scope(reg.engine, write=False) as s:
         shared: dict[int, float] = {}
@@ -119,7 +119,7 @@ def _registry_urls(backend: str, pg_admin: str | None):
         return lambda: None
     from sqlalchemy import make_url, text
 
-    from registry.db import make_engine
+    from spectral_surgery.registry.db import make_engine
 
     admin = make_engine(pg_admin).execution_options(isolation_level="AUTOCOMMIT")
 
@@ -152,8 +152,8 @@ def _run_key(data: Path, url: str | None, base: Path, calib: Path) -> str:
     """The adapter key a ``run`` with :data:`RUN_OPTIONS` gives a tiny math adapter on ``base`` with ``calib``."""
     from types import SimpleNamespace
 
-    from flows.cli.run import run_config_from_args
-    from tasks.keys import adapter_key as adapter_config_hash
+    from spectral_surgery.flows.cli.run import run_config_from_args
+    from spectral_surgery.tasks.keys import adapter_key as adapter_config_hash
 
     ns = argparse.Namespace(config=None, data_dir=data, db=url, evaluator="fake", task_limit=20, guard_limit=20,
                             concurrency=None, task_runner=None, dask_address=None, calib=None, device=None,
@@ -168,9 +168,9 @@ def _run_key(data: Path, url: str | None, base: Path, calib: Path) -> str:
 def measure(backend: str, n: int, *, root: Path, base: Path, calib: Path, artifact: Path, url: str | None,
             run: bool, check: bool, stmts: Statements) -> dict:
     """One backend at one size (see the module docstring)."""
-    from flows import worker
-    from flows.dashboard import render_dashboard
-    from registry.repository import Registry
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.dashboard import render_dashboard
+    from spectral_surgery.registry.repository import Registry
     from tests import fleet_rows
 
     data = root / f"{backend}-{n}"
@@ -225,9 +225,9 @@ def measure(backend: str, n: int, *, root: Path, base: Path, calib: Path, artifa
 def simulate(backend: str, n: int, *, root: Path, base: Path, calib: Path, artifact: Path, url: str | None,
              stmts: Statements) -> dict:
     """``n`` adapters in bulk (rows only): the no-op night's scan and plan, and ``list``."""
-    from flows import prescan, worker
-    from registry.repository import Registry
-    from tasks.run_config import RunConfig
+    from spectral_surgery.flows import prescan, worker
+    from spectral_surgery.registry.repository import Registry
+    from spectral_surgery.tasks.run_config import RunConfig
     from tests import fleet_rows
 
     data = root / f"{backend}-sim-{n}"
@@ -261,7 +261,7 @@ def simulate(backend: str, n: int, *, root: Path, base: Path, calib: Path, artif
 
 
 def _pg_admin() -> tuple[str | None, object]:
-    from registry.db import normalize_url
+    from spectral_surgery.registry.db import normalize_url
 
     if os.environ.get("SPECTRAL_TEST_PG_URL"):
         return normalize_url(os.environ["SPECTRAL_TEST_PG_URL"]), lambda: None

@@ -37,8 +37,8 @@ from pathlib import Path
 def _row_counts(reg) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from registry import models
-    from registry.db import session_scope
+    from spectral_surgery.registry import models
+    from spectral_surgery.registry.db import session_scope
 
     out = {}
     with session_scope(reg.engine, write=False) as s:
@@ -57,11 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
                     help="The policy added by the one-new-policy run (default double_smooth).")
     args = ap.parse_args(argv)
 
-    from flows import worker
-    from flows.demo import BUDGETS, demo_config
-    from flows.refine_fleet import run_nightly
-    from tasks.demo.demo_fleet import build_demo_fleet
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.demo import BUDGETS, demo_config
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     budget = BUDGETS[args.budget]
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     budget, cache, fleet, names = prepare_fleet(ap, args)
-    from flows.demo import demo_config
+    from spectral_surgery.flows.demo import demo_config
 
     options = demo_config(cache, budget).evaluator_options
     result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "adapters": names, "modes": {}}

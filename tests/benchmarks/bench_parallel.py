@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from flows import worker
-    from flows.demo import BUDGETS, demo_config
-    from flows.refine_fleet import run_nightly
-    from tasks.demo.demo_fleet import build_demo_fleet
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.demo import BUDGETS, demo_config
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     budget = BUDGETS[args.budget]
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()

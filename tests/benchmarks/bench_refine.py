@@ -10,7 +10,7 @@ matter for timing) on the bundled SmolLM2-135M-Instruct, five arms: the three pa
 subject (the unedited adapter as ``baseline`` plus the five candidates) is scored on the adapter's family suite
 (offline profile) and on the IFEval guard ``ss_ifeval`` at the same fixed limits in both paths.
 
-* product: the base is loaded once (``tasks.model.load_base``); ``tasks.surgery.edit.prepare`` runs ONE thin SVD per module
+* product: the base is loaded once (``tasks.model.load_base``); ``spectral_surgery.tasks.surgery.edit.prepare`` runs ONE thin SVD per module
   and ONE calibration pass; every arm is written from the same (U, σ, V, g) by ``write_candidate``; ONE
   ``LmEvalEvaluator`` bound to the loaded base hot-swaps all six subjects, once for the task suite, once for the
   guard (what ``flows.refine_adapter`` does, minus the registry).
@@ -136,7 +136,7 @@ def _scores(results: dict) -> dict[str, dict]:
 
 
 def _evaluator(plan: dict, **model: Any):
-    from tasks.evaluation.evaluate import get_evaluator
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 
     return get_evaluator("lm_eval", device="cpu", batch_size=plan["eval_batch_size"],
                          max_gen_toks=plan["max_gen_toks"], **model)  # fmt: skip
@@ -144,11 +144,11 @@ def _evaluator(plan: dict, **model: Any):
 
 def product_path(plan: dict, clock: ModelClock, out: Path) -> dict:
     """Base once, prepare once, every arm from the same spectra, one evaluator over all subjects."""
-    from tasks.adapter_io import adapter_content_sha256
-    from tasks.surgery.calibration import load_calibration
-    from tasks.config import SurgeryConfig
-    from tasks.surgery.edit import prepare, write_candidate
-    from tasks.model import load_base
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.surgery.calibration import load_calibration
+    from spectral_surgery.tasks.config import SurgeryConfig
+    from spectral_surgery.tasks.surgery.edit import prepare, write_candidate
+    from spectral_surgery.tasks.model import load_base
 
     surgery = SurgeryConfig.model_validate(plan["surgery"])
     with clock.phase("load base"):
@@ -174,11 +174,11 @@ def product_path(plan: dict, clock: ModelClock, out: Path) -> dict:
 
 def naive_path(plan: dict, clock: ModelClock, out: Path) -> dict:
     """Per candidate: reload the base, recompute SVD + calibration, write, evaluate with a fresh evaluator."""
-    from tasks.adapter_io import adapter_content_sha256
-    from tasks.surgery.calibration import load_calibration
-    from tasks.config import SurgeryConfig
-    from tasks.surgery.edit import prepare, write_candidate
-    from tasks.model import load_base
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.surgery.calibration import load_calibration
+    from spectral_surgery.tasks.config import SurgeryConfig
+    from spectral_surgery.tasks.surgery.edit import prepare, write_candidate
+    from spectral_surgery.tasks.model import load_base
 
     surgery = SurgeryConfig.model_validate(plan["surgery"])
     scores: dict[str, dict] = {"task": {}, "guard": {}}
@@ -221,8 +221,8 @@ def run_child(kind: str, plan_file: Path, result_file: Path) -> None:
     import transformers
     from lm_eval import simple_evaluate  # noqa: F401
 
-    import tasks.surgery.edit  # noqa: F401
-    import tasks.evaluation.evaluate  # noqa: F401
+    import spectral_surgery.tasks.surgery.edit  # noqa: F401
+    import spectral_surgery.tasks.evaluation.evaluate  # noqa: F401
 
     plan = json.loads(plan_file.read_text())
     arch = json.loads((Path(plan["base_dir"]) / "config.json").read_text())["architectures"][0]
@@ -243,11 +243,11 @@ def run_child(kind: str, plan_file: Path, result_file: Path) -> None:
 # ------------------------------------------------------------------------------------------------ driver
 def make_plan(args: argparse.Namespace) -> dict:
     """Resolve the base, build (or reuse) the demo adapter and plan the arms and benchmarks."""
-    from tasks.decision.arms import plan_arms
-    from tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
-    from tasks.config import CalibConfig, SurgeryConfig
-    from tasks.demo.demo_fleet import DEMO_FLEET, build_demo_fleet
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.tasks.decision.arms import plan_arms
+    from spectral_surgery.tasks.evaluation.benchmarks import guard_benchmark, resolve_benchmark
+    from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+    from spectral_surgery.tasks.demo.demo_fleet import DEMO_FLEET, build_demo_fleet
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     data_dir = Path(args.data_dir).absolute()
     base_dir = resolve_base(BUNDLED_MODEL, data_dir=data_dir)

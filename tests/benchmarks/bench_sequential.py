@@ -36,13 +36,13 @@ def _task_documents(reg, names: list[str]) -> int:
 def prepare_fleet(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
     """Prefect as the CLI starts it, the budget (``--budget``, ``--task-limit``), the model cache and the demo fleet
     (``--adapters``, trained or reused). Returns ``(budget, cache, fleet, registered names)``."""
-    from flows.cli.prefect_home import isolate_temporary_server, local_defaults
+    from spectral_surgery.flows.cli.prefect_home import isolate_temporary_server, local_defaults
 
     local_defaults()  # as `spectral-surgery run` does, before Prefect is imported
     isolate_temporary_server()
-    from flows.demo import BUDGETS, with_overrides
-    from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
-    from tasks.model import BUNDLED_MODEL, resolve_base
+    from spectral_surgery.flows.demo import BUDGETS, with_overrides
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
+    from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
     budget = with_overrides(BUDGETS[args.budget], task_limit=args.task_limit, task_limits=())
     cache = (args.data_dir or Path(tempfile.gettempdir()) / "spectral-surgery-bench").expanduser()
@@ -63,10 +63,10 @@ def refine_once(fleet: list[dict], names: list[str], cache: Path, budget, label:
     demo's with ``update``; returns wall and CPU seconds (this process: the flow's thread workers included), task
     subject-documents, verdicts, failures, sequential stops and the
     seconds spent scoring (the sum of the evaluations' recorded seconds)."""
-    from flows import worker
-    from flows.demo import demo_config
-    from flows.refine_fleet import run_nightly
-    from tasks.model import BUNDLED_MODEL
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.demo import demo_config
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.tasks.model import BUNDLED_MODEL
 
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
     try:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     budget, cache, fleet, names = prepare_fleet(ap, args)
-    from tasks.decision.sequential import SequentialConfig
+    from spectral_surgery.tasks.decision.sequential import SequentialConfig
 
     result: dict = {"budget": args.budget, "task_limit": budget.task_limit, "looks": args.looks, "adapters": names,
                     "modes": {}}

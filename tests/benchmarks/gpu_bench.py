@@ -37,7 +37,7 @@ PREPARED = Path(".gpu_bench") / "smol"
 
 def prepare(dest: Path = PREPARED) -> Path:
     """Copy the bundled SmolLM2's config and tokenizer files (3.5 MB, no weights) to ``dest``."""
-    from tasks.config import default_data_dir
+    from spectral_surgery.tasks.config import default_data_dir
     from tests.smol import bundled_base_dir
 
     src = bundled_base_dir(default_data_dir())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.decision.power import gate_sample_size
-from tasks.decision.stats import mcnemar_exact
+from spectral_surgery.tasks.decision.power import gate_sample_size
+from spectral_surgery.tasks.decision.stats import mcnemar_exact
 from tests.benchmarks.bench_budget import (EVIDENCE, AdapterCost, StageCost, cost_model, discordant_count,
                                            evidence_psi, fit_stage, fitting_docs, forecast, visit_seconds)  # fmt: skip
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.run_config import RunConfig
 from tests import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _tiny_config(data_dir: Path, **kw) -> dict:
 
 def _tiny_fleet(base: Path, root: Path, n: int) -> Path:
     """``n`` tiny adapters registered (with their calibration file) in a fresh registry under ``root/data``."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     calib = root / "calib.jsonl"
     calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
@@ -61,9 +61,9 @@ def test_every_yaml_parses(path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_is_a_run_config(path):
-    from tasks.evaluation.benchmarks import PROFILES, resolve_benchmark
-    from tasks.evaluation.evaluate import EVALUATORS
-    from tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.evaluation.benchmarks import PROFILES, resolve_benchmark
+    from spectral_surgery.tasks.evaluation.evaluate import EVALUATORS
+    from spectral_surgery.tasks.surgery.policies import get_policy
 
     data = yaml.safe_load(path.read_text())
     cfg = RunConfig.model_validate(data)
@@ -121,7 +121,7 @@ def test_parameters_equal_the_config_files(dep):
 def test_serve_builds_the_same_deployment(monkeypatch):
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
-    from deployments import serve
+    from spectral_surgery.deployments import serve
 
     monkeypatch.chdir(REPO)
     dep = _deployments()[0]
@@ -137,8 +137,8 @@ def test_serve_builds_the_same_deployment(monkeypatch):
 
 
 def test_serve_main_serves_with_a_global_limit_of_one(monkeypatch):
-    from flows.refine_fleet import nightly_refinement
-    from deployments import serve
+    from spectral_surgery.flows.refine_fleet import nightly_refinement
+    from spectral_surgery.deployments import serve
 
     calls = []
     monkeypatch.setattr(nightly_refinement, "serve", lambda **kw: calls.append(kw))
@@ -153,7 +153,7 @@ def test_serve_main_serves_with_a_global_limit_of_one(monkeypatch):
 
 
 def test_serve_rejects_a_bad_config(tmp_path, capsys):
-    from deployments import serve
+    from spectral_surgery.deployments import serve
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("surgery:\n  policies: [random_index]\n")
@@ -165,7 +165,7 @@ def test_serve_rejects_a_bad_config(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ running it
 @pytest.fixture
 def _fresh_worker():
-    from flows import worker
+    from spectral_surgery.flows import worker
 
     worker.reset()
     yield
@@ -173,7 +173,7 @@ def _fresh_worker():
 
 
 def test_worker_threads_split_the_cores():
-    from flows.refine_fleet import THREAD_VARS, worker_thread_env
+    from spectral_surgery.flows.refine_fleet import THREAD_VARS, worker_thread_env
 
     assert worker_thread_env(4, cpus=16) == {v: "4" for v in THREAD_VARS}
     assert worker_thread_env(3, cpus=16) == {v: "5" for v in THREAD_VARS}
@@ -181,9 +181,9 @@ def test_worker_threads_split_the_cores():
 
 
 def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, tiny_base, tmp_path):
-    from flows import worker
-    from flows.refine_adapter import adapter_config_hash
-    from flows.refine_fleet import run_nightly
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.flows.refine_fleet import run_nightly
 
     data = _tiny_fleet(tiny_base, tmp_path, 2)
     # the flow's default LocalCluster: two worker processes, each with its own base model and registry handle
@@ -215,7 +215,7 @@ def test_process_work_pool_runs_prefect_yaml(prefect_harness, _fresh_worker, tin
     from prefect.deployments import run_deployment
     from prefect.settings import get_current_settings
 
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     data = _tiny_fleet(tiny_base, tmp_path, 1)
     dep = _deployments()[0]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
-from flows.cli import main
+from spectral_surgery.flows.cli import main
 
 
 @dataclass
@@ -62,7 +62,7 @@ def assert_error(r: Result, *fragments: str, code: int = 2) -> str:
 
 def promote(env, artifact, policy: str, key: str):
     """Record a candidate of ad0's version with ``artifact`` and a decision promoting it; promote it."""
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
     v = env.versions["ad0"]
     cand = env.reg.add_candidate(v.id, key * 8, policy, 0, artifact_uri=str(artifact),

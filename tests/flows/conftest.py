@@ -35,8 +35,8 @@ def make_fleet(fleet_base, tmp_path):
 def reg_env(fleet_base, tmp_path):
     """A registry for the export and publish CLI tests: ad0 with a gate promotion (``env.decision``; promote more
     with :func:`tests.flows.cli_support.promote`), ad1 unedited (never promoted), ad2 registered without a version."""
-    from registry.repository import Registry
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.registry.repository import Registry
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
     from tests.flows.cli_support import cli, promote
 
     src = tmp_path / "src"

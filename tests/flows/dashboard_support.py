@@ -99,10 +99,10 @@ def build_flow_registry(root: Path, base: Path):
     """
     if "flow" in _BUILT:
         return _BUILT["flow"]
-    from flows import worker
-    from flows.refine_fleet import run_nightly
-    from tasks.config import CalibConfig, SurgeryConfig
-    from tasks.run_config import LadderConfig, RunConfig
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.refine_fleet import run_nightly
+    from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+    from spectral_surgery.tasks.run_config import LadderConfig, RunConfig
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def copy_registry(registry, dest: Path):
     test can change it without touching the shared one."""
     import sqlite3
 
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     dest.mkdir(parents=True, exist_ok=True)
     src_path = registry.engine.url.database
@@ -165,7 +165,7 @@ def build_generated_registry(root: Path, base: Path, **kw):
     """
     if "generated" in _BUILT:
         return _BUILT["generated"]
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     (root / "data").mkdir(parents=True, exist_ok=True)
     real = tiny.save_adapter(base, root / "fleet-real", seed=7)
@@ -183,7 +183,7 @@ def _outcomes(rng: random.Random, u: list[float], p: float, noise: float = 0.08)
 
 def decision_pool(size: int, n_docs: int, seed: int) -> list[dict]:
     """Real gate decisions (``tasks.decision.gate.decide``) on synthetic paired outcomes, sorted by baseline score."""
-    from tasks.decision.gate import ArmOutcomes, GateConfig, decide
+    from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
 
     rng = random.Random(seed)
     cfg = GateConfig(n_boot=200)
@@ -257,10 +257,10 @@ def generate_fleet(registry, *, adapters: int = 200, nights: int = 30, n_docs: i
 
 def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nights, fail_rate, seed, real_adapter,
               t0) -> dict:
-    from registry.db import session_scope
-    from registry.models import (AdapterRun, AdapterVersion, Candidate, Decision, Evaluation, GuardResult,
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.models import (AdapterRun, AdapterVersion, Candidate, Decision, Evaluation, GuardResult,
                                  RefinementRun)
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
     from tests.registry.artifacts import artifact
 
@@ -316,7 +316,7 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
                     "id": ids[AdapterRun], "run_id": run.id, "adapter_version_id": vid, "config_hash": chash,
                     "status": "failed" if failed else "completed", "started_at": at,
                     "ended_at": at + timedelta(seconds=15),
-                    "error_type": "tasks.adapter_io.AdapterError" if failed else None,
+                    "error_type": "spectral_surgery.tasks.adapter_io.AdapterError" if failed else None,
                     "error_message": ("Traceback (most recent call last):\n  File \"flows/refine_adapter.py\", line "
                                       "228, in refine_adapter\ntasks.adapter_io.AdapterError: adapter_model.safetensors"
                                       f": field 'lora_B': shape mismatch in layer {k % 8}") if failed else None})
@@ -383,11 +383,11 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
 def _moves(registry, rng: random.Random, rows: dict, promote: list[int], night: datetime, counts: dict) -> None:
     """Promotions of the night through the Registry API (and a few overrides and rollbacks), on a simulated
     clock so the history's timestamps fall on the night they belong to."""
-    from registry.models import Candidate, Decision
-    from registry.validation import RegistryError
+    from spectral_surgery.registry.models import Candidate, Decision
+    from spectral_surgery.registry.validation import RegistryError
 
     clock = {"now": night + timedelta(hours=1)}
-    with mock.patch("registry.promotion.utcnow", lambda: clock["now"]):
+    with mock.patch("spectral_surgery.registry.promotion.utcnow", lambda: clock["now"]):
         for did in promote:
             clock["now"] += timedelta(seconds=1)
             registry.promote(did, actor="nightly")

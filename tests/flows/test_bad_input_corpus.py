@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from flows import worker
+from spectral_surgery.flows import worker
 from tests import tiny
 from tests.flows.cli_support import Result, cli
 
@@ -347,7 +347,7 @@ def night(prefect_harness, env, tmp_path_factory):
     """One ``spectral-surgery run --evaluator fake`` over the good adapter and every run-time bad input."""
     from prefect.settings import PREFECT_API_URL
 
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     worker.reset()
     d = tmp_path_factory.mktemp("night")
@@ -357,7 +357,7 @@ def night(prefect_harness, env, tmp_path_factory):
     calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
     _night_fleet(env, d, data)
     # in a process of its own, as an operator runs it (in this one, the test harness set Prefect's logging up)
-    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--evaluator", "fake", "--task-limit", "20",
+    p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "run", "--evaluator", "fake", "--task-limit", "20",
                         "--guard-limit", "20", "--n-samples", "4", "--policy", "smooth_abs", "--calib", str(calib),
                         "--json", "--data-dir", str(data)], capture_output=True, text=True, timeout=600, check=False,
                        cwd=Path(__file__).resolve().parents[2],

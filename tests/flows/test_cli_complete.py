@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from flows.cli.complete import adapter_names, policy_names
+from spectral_surgery.flows.cli.complete import adapter_names, policy_names
 from tests.flows.cli_support import cli
 
 HEAVY = ("torch", "transformers", "peft", "prefect", "lm_eval")
@@ -16,7 +16,7 @@ def _complete(line: str, env: dict | None = None) -> tuple[list[str], list[str]]
     """What bash's completion gets for ``line`` (the word being typed last), and the heavy modules it imported."""
     words = line.split(" ")
     script = ("import sys, runpy\n"
-              "try:\n    runpy.run_module('flows.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "try:\n    runpy.run_module('spectral_surgery.flows.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
               f"print('HEAVY', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})), file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "_SPECTRAL_SURGERY_COMPLETE": "bash_complete", "COMP_WORDS": line,
@@ -50,8 +50,8 @@ def test_families_complete_without_the_model_stack():
 
 
 def test_policies_complete_from_the_policy_registry_then_its_cache(tmp_path):
-    from tasks.surgery.policies import list_policies
-    from tasks.surgery.policy_registry import ROLES
+    from spectral_surgery.tasks.surgery.policies import list_policies
+    from spectral_surgery.tasks.surgery.policy_registry import ROLES
 
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     first, _ = _complete("spectral-surgery run --policy smooth", env=env)

@@ -11,8 +11,8 @@ from importlib.metadata import version
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from flows.cli.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.flows.cli.common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 from tests.flows.cli_support import assert_error, cli
 
 
@@ -66,7 +66,7 @@ def test_exit_code_of_a_validation_error():
 
 
 def _python_cli(*argv: str, env: dict | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, **kw)
 
 
@@ -85,7 +85,7 @@ def test_closed_pipe_ends_quietly(tmp_path):
     read, write = os.pipe()
     os.close(read)  # nobody will ever read
     try:
-        p = subprocess.run([sys.executable, "-m", "flows.cli", "list", "--json", "--data-dir", str(data)],
+        p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--json", "--data-dir", str(data)],
                            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write)
@@ -97,7 +97,7 @@ def test_closed_pipe_ends_quietly(tmp_path):
 def test_a_reader_that_leaves_early_gets_exit_0(tmp_path, json_):
     """``list --json | head -1`` over a large registry: the reader leaves mid-output; exit 0 and no noise (Click
     turns an EPIPE it sees into exit 1, so the command handles it first)."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     data = tmp_path / "data"
     assert cli("init", "--data-dir", data).code == 0
@@ -105,7 +105,7 @@ def test_a_reader_that_leaves_early_gets_exit_0(tmp_path, json_):
     for i in range(300):
         reg.register_adapter(f"ad{i:03d}", f"/srv/loras/ad{i:03d}", "base", "math")
     reg.close()
-    argv = [sys.executable, "-m", "flows.cli", "list", "--data-dir", str(data)] + (["--json"] if json_ else [])
+    argv = [sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--data-dir", str(data)] + (["--json"] if json_ else [])
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     p.stdout.close()  # `head -1` exits
@@ -115,7 +115,7 @@ def test_a_reader_that_leaves_early_gets_exit_0(tmp_path, json_):
 
 
 def test_prefect_telemetry_off_by_default(monkeypatch, capsys):
-    from flows.cli import main
+    from spectral_surgery.flows.cli import main
 
     monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
     assert main(["--version"]) == 0
@@ -197,7 +197,7 @@ def test_piped_tables_keep_each_row_on_one_line(reg_env):
 
 
 def test_a_folded_path_breaks_after_its_separators():
-    from flows.cli.common import Folded
+    from spectral_surgery.flows.cli.common import Folded
 
     path = "/srv/lora/adapters/gsm8k-math-v3/checkpoint-1200"
     lines = Folded(path).lines(20)

@@ -69,7 +69,7 @@ def test_run_refuses_a_device_this_torch_lacks_before_the_flow_starts(door, tmp_
     line = assert_error(cli("run", "--device", "cuda", "--evaluator", "fake", "--data-dir", data), "device 'cuda'",
                         "--device cpu")
     assert "CUDA" in line
-    from registry.repository import NotFoundError, Registry
+    from spectral_surgery.registry.repository import NotFoundError, Registry
 
     reg = Registry.open(data_dir=data)
     with pytest.raises(NotFoundError):

@@ -173,9 +173,9 @@ def test_help_exits_0():
 def test_list_policies_shows_every_registered_edit():
     """``edit --list-policies``: every edit of the registry with its role and whether it needs calibration data,
     without the options an edit needs (--base, --adapter, ...)."""
-    from tasks.config import EditConfig
-    from tasks.surgery.policies import get_policy, list_policies
-    from tasks.surgery.policy_registry import ROLES
+    from spectral_surgery.tasks.config import EditConfig
+    from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
+    from spectral_surgery.tasks.surgery.policy_registry import ROLES
 
     rows = cli("--json", "edit", "--list-policies").json()
     assert [r["name"] for r in rows] == list_policies(ROLES)
@@ -196,7 +196,7 @@ def test_list_policies_shows_every_registered_edit():
 def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path):
     """``edit --policy hns`` with only the adapter: decomposition only (no model, no calibration pass), and the
     written σ of every target module is exactly HNS of the original σ (EXTENSIONS §1)."""
-    from tasks.surgery.posthoc import hns_spectrum
+    from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
 
     out = tmp_path / "out"
     r = cli("edit", "--adapter", tiny_adapter, "--policy", "hns", "--out", out, "--json")
@@ -217,7 +217,7 @@ def test_data_free_edit_needs_no_base_and_no_calibration(tiny_adapter, tmp_path)
 def test_para_edit_prunes_ranks_and_writes_a_config_peft_reads(tiny_adapter, tmp_path):
     """``edit --policy para_e95``: data-free rank pruning (EXTENSIONS §3); the written config carries the new ranks
     in ``rank_pattern`` and our reader (PEFT's pattern matching) agrees with the manifest."""
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     out = tmp_path / "out"
     r = cli("edit", "--adapter", tiny_adapter, "--policy", "para_e95", "--out", out, "--json")
@@ -240,9 +240,9 @@ def test_sensitivity_hns_edit_calibrates_selects_and_records_why(tiny_base, tiny
     """``edit --policy sensitivity_hns`` (EXTENSIONS §7): listed as a post-hoc edit that needs calibration; one pass,
     settings through ``--set``; full HNS on the chosen modules only, the others keep their bytes; the manifest holds
     the selection (chosen, rejections with reasons, scores); a bad setting or a missing --base is a usage error."""
-    from tasks.adapter_io import load_adapter
-    from tasks.surgery.module_selection import OUTSIDE_BUDGET
-    from tasks.surgery.posthoc import hns_spectrum
+    from spectral_surgery.tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.surgery.module_selection import OUTSIDE_BUDGET
+    from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
 
     row = {r["name"]: r for r in cli("--json", "edit", "--list-policies").json()}["sensitivity_hns"]
     assert row["needs_data"] is True and row["role"] == "posthoc" and row["promotable"] is True

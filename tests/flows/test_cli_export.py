@@ -6,8 +6,8 @@ import json
 import os
 import shutil
 
-from registry.read import production_set
-from tasks.adapter_io import CONFIG_NAME, adapter_content_sha256
+from spectral_surgery.registry.read import production_set
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, adapter_content_sha256
 from tests import tiny
 from tests.flows.cli_support import assert_error, cli, promote
 

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from tasks.adapter_io import (
+from spectral_surgery.tasks.adapter_io import (
     CONFIG_NAME,
     SAFETENSORS_NAME,
     adapter_content_sha256,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows import worker
+from spectral_surgery.flows import worker
 from tests import tiny
 from tests.flows.cli_support import assert_error, cli
 
@@ -135,7 +135,7 @@ def test_register_and_list(fleet, tmp_path, monkeypatch):
     assert [a["name"] for a in cli("list", "--json", "--data-dir", data).json()] == ["ad0"]
     assert "│ no " in cli("list", "--data-dir", data).out
     # a source the nightly scan could not fetch shows with its error until a fetch succeeds
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     reg = Registry.open(None, data)
     try:
@@ -430,7 +430,7 @@ def test_dashboard_is_written(ran, tmp_path):
 
 def test_report_says_what_wins_per_family_and_edit(ran):
     """``report``: one row per family × edit over each adapter's latest decision, the same numbers as the decisions."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     out = cli(*_in(ran.data, "report", "--json")).json()
     assert out["adapters"] == 2
@@ -463,7 +463,7 @@ def test_report_says_what_wins_per_family_and_edit(ran):
 
 
 def _exists(reg, decision_id: int) -> bool:
-    from registry.validation import NotFoundError
+    from spectral_surgery.registry.validation import NotFoundError
 
     try:
         reg.get_decision_by_id(decision_id)
@@ -473,7 +473,7 @@ def _exists(reg, decision_id: int) -> bool:
 
 
 def test_verdict_cell_tells_hold_from_reject():
-    from flows.cli.common import verdict_cell
+    from spectral_surgery.flows.cli.common import verdict_cell
 
     assert verdict_cell({"status": "completed", "verdict": "promote", "promoted": "smooth_abs"}) == \
         "[green]PROMOTE[/] smooth_abs"

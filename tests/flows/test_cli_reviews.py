@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from registry.repository import Registry
+from spectral_surgery.registry.repository import Registry
 from tests.flows.cli_support import assert_error, cli
 from tests.registry.artifacts import artifact
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from flows.cli.app import Count, cli as group
+from spectral_surgery.flows.cli.app import Count, cli as group
 from tests.flows.cli_support import assert_error, cli
 
 NUMERIC = (click.types.IntParamType, click.types.FloatParamType, click.IntRange, click.FloatRange, Count)

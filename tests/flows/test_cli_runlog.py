@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from flows.cli import runlog
+from spectral_surgery.flows.cli import runlog
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_third_party_warnings_are_filed_not_shown(terminal, tmp_path, verbose):
 
         hf_logging.get_logger("transformers.modeling_utils").warning("a transformers notice")
         logging.getLogger("prefect.server").warning("a Prefect notice")
-        logging.getLogger("tasks.surgery.calib_data").warning("only 4 calibration examples")
+        logging.getLogger("spectral_surgery.tasks.surgery.calib_data").warning("only 4 calibration examples")
     finally:
         log.close()
     filed, shown = path.read_text(), terminal.getvalue()

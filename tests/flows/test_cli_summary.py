@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli.summary import PIPE_WIDTH, SummaryRow, fmt_seconds, render, row_of
+from spectral_surgery.flows.cli.summary import PIPE_WIDTH, SummaryRow, fmt_seconds, render, row_of
 
 SENTENCE = " | ".join([
     "PROMOTE smooth_abs: task 0.620 vs baseline 0.540 (+8.0 pts, McNemar p=0.0031, Holm-adjusted p=0.0093, "

@@ -31,7 +31,7 @@ def test_never_refined_and_never_scanned(reg_env):
 
 
 def test_retrained_version_held_keeps_production_on_the_old_edit_and_says_so(reg_env, tmp_path):
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
     from tests import tiny
 
     env, reg = reg_env, reg_env.reg

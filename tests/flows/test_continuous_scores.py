@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows import worker
-from flows.refine_fleet import run_nightly
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.refine_fleet import run_nightly
 from tests.flows.test_nightly import _config, _declared, _no_model_pass, _register
 
 

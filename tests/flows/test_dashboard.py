@@ -19,10 +19,10 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flows.dashboard import adapter_data, adapter_markdown, build_page, render_dashboard
-from flows.dashboard.data import HISTORY, collect, diagnostics
-from registry.read import registry_fingerprint
-from registry.models import AdapterVersion, Decision, Evaluation
+from spectral_surgery.flows.dashboard import adapter_data, adapter_markdown, build_page, render_dashboard
+from spectral_surgery.flows.dashboard.data import HISTORY, collect, diagnostics
+from spectral_surgery.registry.read import registry_fingerprint
+from spectral_surgery.registry.models import AdapterVersion, Decision, Evaluation
 from tests.flows.dashboard_support import (
     CONTROL,
     POLICIES,
@@ -222,7 +222,7 @@ def test_adapter_view_runs_and_candidates(flow, page):
 
 def test_adapter_view_spectra_match_the_adapter_files(flow, page):
     """σ before is the SVD of the unedited adapter's B·A, read back from its files; after differs per policy."""
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     reg, info = flow
     _, data, _ = page
@@ -295,7 +295,7 @@ def test_adapter_section_html(page):
 
 
 def test_adapter_markdown_summary(flow):
-    from registry.validation import NotFoundError
+    from spectral_surgery.registry.validation import NotFoundError
 
     reg, _ = flow
     a = adapter_data(reg, "ad-mixed")
@@ -374,7 +374,7 @@ def test_diagnostics_summaries_on_real_gate_decisions():
 
 
 def test_subspace_alignment_matches_an_svd_of_the_adapter_files(flow, page):
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     reg, info = flow
     _, data, _ = page
@@ -445,7 +445,7 @@ def test_render_dashboard_writes_one_self_contained_file(flow, tmp_path):
 
 
 def test_cli_dashboard_renders_the_file(flow, tmp_path, capsys):
-    from flows.cli import main
+    from spectral_surgery.flows.cli import main
 
     reg, info = flow
     out = tmp_path / "cli" / "dash.html"
@@ -460,9 +460,9 @@ def test_cli_dashboard_renders_the_file(flow, tmp_path, capsys):
 
 
 def test_evidence_markdown_has_a_row_per_arm_of_each_latest_decision(flow, capsys):
-    from flows.cli import main
-    from flows.dashboard import evidence_markdown
-    from flows.dashboard.data import collect
+    from spectral_surgery.flows.cli import main
+    from spectral_surgery.flows.dashboard import evidence_markdown
+    from spectral_surgery.flows.dashboard.data import collect
 
     reg, info = flow
     data = collect(reg)
@@ -498,7 +498,7 @@ def test_fingerprint_is_stable_and_moves_with_the_registry(flow, tmp_path):
     before = registry_fingerprint(copy)
     assert registry_fingerprint(copy) == before == registry_fingerprint(reg)
     # ad-win's first version was overwritten in place (night 2): rolling back to it would serve other bytes
-    from registry.repository import RegistryError
+    from spectral_surgery.registry.repository import RegistryError
 
     with pytest.raises(RegistryError, match="changed after they were evaluated"):
         copy.rollback("ad-win", actor="carol", reason="fingerprint test")
@@ -591,8 +591,8 @@ def test_200_adapters_by_30_nights_render_completely(fleet, tmp_path):
 def test_what_wins_section_matches_the_report(flow, tmp_path):
     """The dashboard's "What wins" view and ``spectral-surgery report`` are the same numbers: the dashboard builds
     it from its own snapshot, the CLI from registry.read.latest_decisions, both through tasks.decision.report.what_wins."""
-    from registry.read import latest_decisions
-    from tasks.decision.report import what_wins
+    from spectral_surgery.registry.read import latest_decisions
+    from spectral_surgery.tasks.decision.report import what_wins
 
     reg, _ = flow
     data = collect(reg)
@@ -608,7 +608,7 @@ def test_what_wins_section_matches_the_report(flow, tmp_path):
     (0.5, 0.05, 100, 0.5 - 1.959964 * 0.05, 0.5 + 1.959964 * 0.05),  # inside the range: unchanged
 ])
 def test_task_intervals_stay_inside_the_metric_range(mean, stderr, n, lo, hi):
-    from flows.dashboard.data import mean_ci
+    from spectral_surgery.flows.dashboard.data import mean_ci
 
     ci = mean_ci(mean, stderr, n, 0.95)
     assert ci["mean"] == mean and ci["lo"] == pytest.approx(lo, abs=1e-6) and ci["hi"] == pytest.approx(hi, abs=1e-6)

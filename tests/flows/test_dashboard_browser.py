@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from flows.dashboard import render_dashboard
-from flows.dashboard.server import start_dashboard_server
+from spectral_surgery.flows.dashboard import render_dashboard
+from spectral_surgery.flows.dashboard.server import start_dashboard_server
 from tests.flows.dashboard_support import (SECTIONS, build_flow_registry, build_generated_registry,
                                            copy_registry)
 
@@ -234,7 +234,7 @@ def test_1000_adapter_page_is_paged_and_fits_1280px_in_chromium(browser, fleet_b
     """1,000 adapters: the long tables show 50 rows at a time (the filter searches all of them), and at 1,280 px no
     table is wider than the page or its box (no clipped column). The render and load times are printed (measured:
     docs/fleet.md; building every adapter's section eagerly is what a 1,000-adapter render spends its time on)."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
     from tests.flows.dashboard_support import generate_fleet
     from tests import tiny
 

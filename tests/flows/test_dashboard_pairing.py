@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.dashboard.adapter_html import _vs_unedited
+from spectral_surgery.flows.dashboard.adapter_html import _vs_unedited
 
 
 def test_vs_unedited_cell_carries_the_pairing_and_the_unit():

@@ -10,9 +10,9 @@ from html import unescape
 
 import pytest
 
-from flows.dashboard import adapter_markdown, build_page, collect
-from registry.read import registry_fingerprint
-from tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.flows.dashboard import adapter_markdown, build_page, collect
+from spectral_surgery.registry.read import registry_fingerprint
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 from tests.flows.dashboard_support import unpack_sections
 
 T0 = datetime.now(UTC).replace(microsecond=0)

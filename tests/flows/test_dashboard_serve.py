@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.dashboard.server import start_dashboard_server
+from spectral_surgery.flows.dashboard.server import start_dashboard_server
 from tests.flows.dashboard_support import build_flow_registry, copy_registry, external_references, unpack_sections
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_cli_dashboard_serve_end_to_end(reg, tmp_path):
     data_dir = Path(reg.engine.url.database).parent
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "dashboard", "--data-dir", str(data_dir), "--serve", "--port", str(port),
+        [sys.executable, "-m", "spectral_surgery.flows.cli", "dashboard", "--data-dir", str(data_dir), "--serve", "--port", str(port),
          "--interval", "0.3"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/"
     try:

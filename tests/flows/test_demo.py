@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.repository import Registry
-from tasks.config import SurgeryConfig
+from spectral_surgery.registry.repository import Registry
+from spectral_surgery.tasks.config import SurgeryConfig
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def demo_run(tmp_path_factory):
                PREFECT_SERVER_ANALYTICS_ENABLED="false", SPECTRAL_SURGERY_HOME=str(root / "unused"))
     env["PREFECT_LOGGING_LEVEL"] = "INFO"  # tests/flows/conftest.py quiets Prefect; the demo's user sees INFO
     env.pop("PREFECT_API_URL", None)  # the child runs its own ephemeral Prefect server, like a fresh user's
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--budget", "smallest", "--data-dir",
+    proc = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "demo", "--budget", "smallest", "--data-dir",
                            str(data_dir), "--json"], env=env, capture_output=True, text=True, timeout=1500,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{proc.stderr[-6000:]}"

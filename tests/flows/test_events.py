@@ -16,9 +16,9 @@ from prefect.events.clients import AssertingEventsClient
 from prefect.events.schemas.automations import AutomationCore, EventTrigger
 from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (the harness's fixture)
 
-from flows import worker
-from flows.integrations.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
-from flows.refine_fleet import run_nightly
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.integrations.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
+from spectral_surgery.flows.refine_fleet import run_nightly
 from tests.flows.cli_support import assert_error, cli
 from tests.flows.test_nightly import WINNER, _config, _register
 
@@ -157,14 +157,14 @@ def test_review_window_waits_for_approval_then_promotes_audited(prefect_harness,
 @pytest.mark.slow  # two nightly runs through Prefect
 def test_an_unapproved_review_expires_at_the_next_run_recorded_and_refused(prefect_harness, captured, make_fleet,
                                                                            fleet_base, tmp_path, monkeypatch):
-    import registry.reviews
+    import spectral_surgery.registry.reviews
 
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib, promote="review", review_window=1)
     reg = _register(cfg, dirs, fleet_base, ("math",))
     review = run_nightly(cfg)["results"][0]["review"]
-    real = registry.reviews.utcnow
-    monkeypatch.setattr(registry.reviews, "utcnow", lambda: real() + timedelta(hours=2))  # two hours later
+    real = spectral_surgery.registry.reviews.utcnow
+    monkeypatch.setattr(spectral_surgery.registry.reviews, "utcnow", lambda: real() + timedelta(hours=2))  # two hours later
     again = run_nightly(cfg)
     assert again["refined"] == 0
     r = reg.get_review(review["id"])
@@ -197,7 +197,7 @@ def test_the_event_of_a_move_is_built_from_the_recorded_event_alone():
 def test_a_failing_event_client_never_fails_the_move(monkeypatch, caplog):
     import prefect.events
 
-    from flows.integrations import events
+    from spectral_surgery.flows.integrations import events
 
     def broken(**kwargs):
         raise ConnectionError("no server")
@@ -205,6 +205,6 @@ def test_a_failing_event_client_never_fails_the_move(monkeypatch, caplog):
     monkeypatch.setattr(prefect.events, "emit_event", broken)
     monkeypatch.setattr(events, "can_emit", lambda: True)
     spec = events.EventSpec("spectral-surgery.promoted", events.adapter_resource("a"), {})
-    with caplog.at_level("WARNING", logger="flows.integrations.events"):
+    with caplog.at_level("WARNING", logger="spectral_surgery.flows.integrations.events"):
         assert events.emit(spec) is None
     assert "could not emit Prefect event spectral-surgery.promoted for a: no server" in caplog.text

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from flows import worker
-from flows.refine_fleet import run_nightly
-from tasks.config import CalibConfig, SurgeryConfig
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.refine_fleet import run_nightly
+from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+from spectral_surgery.tasks.run_config import RunConfig
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,8 @@ def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:
 
 
 def _run(cfg: RunConfig, dirs, base, *, page: bool = False) -> dict:
-    from flows.refine_adapter import adapter_config_hash
-    from registry.validation import NotFoundError
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.registry.validation import NotFoundError
 
     reg = worker.registry(cfg)
     for d in dirs:
@@ -59,7 +59,7 @@ def _run(cfg: RunConfig, dirs, base, *, page: bool = False) -> dict:
                        "verdicts": {v["name"]: v["verdict"] for v in stats["verdicts"]},
                        "decision": (stats["verdict"], stats["promoted"], stats["n_needed"])}
     if page:  # the dashboard shows a skipped guard as no score (and still renders)
-        from flows.dashboard import build_page
+        from spectral_surgery.flows.dashboard import build_page
 
         html, data, _ = build_page(reg, cache_dir=cfg.data_dir / "dash")
         for a in data["adapters"]:
@@ -106,8 +106,8 @@ def test_a_gate_change_that_needs_a_skipped_guard_scores_it_then(prefect_harness
     """min_effect 90 pts rejects everything on task evidence: no guard is scored. Back at the default gate the math
     adapter's smooth_abs can be promoted again: its guard and the baseline's are scored now (only those), and the
     decision is the one of a run that guarded every arm."""
-    import tasks.surgery.edit
-    from tasks.evaluation.evaluate import FakeEvaluator
+    import spectral_surgery.tasks.surgery.edit
+    from spectral_surgery.tasks.evaluation.evaluate import FakeEvaluator
 
     dirs, calib = make_fleet(1)
     strict = _config(tmp_path / "data", calib)
@@ -119,7 +119,7 @@ def test_a_gate_change_that_needs_a_skipped_guard_scores_it_then(prefect_harness
     def no_prepare(*a, **k):
         raise AssertionError("a model pass (calibration) ran although its result was stored")
 
-    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.edit, "prepare", no_prepare)
     scored, real = [], FakeEvaluator.evaluate
 
     def counted(self, base_model, subjects, benchmark, **kw):

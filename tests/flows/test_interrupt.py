@@ -27,9 +27,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from flows import worker
-from flows.stage_hook import ENV_AT, ENV_FILE, STAGES, STARTUP
-from registry import models as m
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.stage_hook import ENV_AT, ENV_FILE, STAGES, STARTUP
+from spectral_surgery.registry import models as m
 from tests import tiny
 from tests.flows.cli_support import cli
 
@@ -53,8 +53,8 @@ def _fresh_worker():
 
 
 def _counts(data: Path) -> dict[str, int]:
-    from registry.db import session_scope
-    from registry.repository import Registry
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.repository import Registry
 
     reg = Registry.open(None, data)
     try:
@@ -66,8 +66,8 @@ def _counts(data: Path) -> dict[str, int]:
 
 def _state(data: Path) -> SimpleNamespace:
     """Runs, adapter runs, production and the history of ad0, read by a fresh registry handle."""
-    from registry.db import session_scope
-    from registry.repository import Registry
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.repository import Registry
 
     reg = Registry.open(None, data)
     try:
@@ -123,7 +123,7 @@ class Terminal:
         def controlling_tty() -> None:  # runs in the child after setsid(): the slave (fd 0) becomes its terminal
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *argv], stdin=slave, stdout=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], stdin=slave, stdout=slave,
                                      stderr=slave, cwd=REPO, env=env, start_new_session=True,
                                      preexec_fn=controlling_tty)
         os.close(slave)
@@ -228,7 +228,7 @@ def test_a_signal_only_requests_a_stop():
     """The handlers raise nothing where the signal lands (that is how a Ctrl-C got swallowed): they record the stop,
     run the callbacks once, and :func:`flows.interrupt.check` raises at the next checkpoint; Prefect's SIGTERM
     bridge is replaced again by :func:`flows.interrupt.rearm`; :func:`flows.interrupt.reset` restores everything."""
-    from flows import interrupt
+    from spectral_surgery.flows import interrupt
 
     called: list[int] = []
     old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from flows.refine_adapter import SourceChangedError, _evaluator_key, adapter_config_hash, version_files
-from tasks.adapter_io import adapter_content_sha256
-from tasks.download import resolve_source
-from tasks.evaluation.benchmarks import get_benchmark
-from tasks.run_config import RunConfig
+from spectral_surgery.flows.refine_adapter import SourceChangedError, _evaluator_key, adapter_config_hash, version_files
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.download import resolve_source
+from spectral_surgery.tasks.evaluation.benchmarks import get_benchmark
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 def _adapter(family: str, benchmark: str | None = None):
@@ -59,9 +59,9 @@ def test_the_cli_follows_its_own_run_not_a_concurrent_one(tmp_path):
     """Another process's run started after ours began is never taken for ours (today: before + 1)."""
     from rich.console import Console
 
-    from flows.cli.run import Progress
-    from registry.repository import Registry
-    from registry.runs import this_owner
+    from spectral_surgery.flows.cli.run import Progress
+    from spectral_surgery.registry.repository import Registry
+    from spectral_surgery.registry.runs import this_owner
 
     reg = Registry.open(data_dir=tmp_path)
     progress = Progress(reg, Console(file=open(tmp_path / "out.txt", "w")))
@@ -79,9 +79,9 @@ def test_a_setting_one_policy_reads_rewrites_and_rescores_that_policy_only(prefe
     """issue 25: ``edit.z_tau`` (read by z_score alone) or an HNS sub-setting (read by hns alone) rewrites that
     policy's candidate and scores it; every other candidate (the global scalar's γ search and the random controls
     included) is the same row, reused with its evaluations: no model pass, no γ search, nothing else scored."""
-    import tasks.surgery.global_scalar
-    from flows import worker
-    from flows.refine_fleet import run_nightly
+    import spectral_surgery.tasks.surgery.global_scalar
+    from spectral_surgery.flows import worker
+    from spectral_surgery.flows.refine_fleet import run_nightly
     from tests.flows.test_nightly import _config, _counts, _declared, _no_model_pass, _register
 
     worker.reset()
@@ -96,7 +96,7 @@ def test_a_setting_one_policy_reads_rewrites_and_rescores_that_policy_only(prefe
     def no_gamma_search(*a, **k):
         raise AssertionError("the global scalar's γ search ran again although nothing it reads changed")
 
-    monkeypatch.setattr(tasks.surgery.global_scalar, "select_gamma_calib_loss", no_gamma_search)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.global_scalar, "select_gamma_calib_loss", no_gamma_search)
     seen = _no_model_pass(monkeypatch, allow_evaluations=4)
     for changed, edit in (("z_score", {"z_tau": 0.5}), ("hns", {"z_tau": 0.5, "hns": {"fast_steps": 4,
                                                                                        "stable_steps": 1}})):

@@ -9,14 +9,14 @@ import os
 
 import pytest
 
-from flows import worker
-from flows.integrations.mlflow_client import mirror_decision
-from flows.refine_fleet import run_nightly
-from tasks.adapter_io import adapter_content_sha256
-from tasks.config import CalibConfig, SurgeryConfig
-from tasks.decision.gate import GateConfig
-from tasks.delivery.mlflow_run import MlflowConfig
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.integrations.mlflow_client import mirror_decision
+from spectral_surgery.flows.refine_fleet import run_nightly
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+from spectral_surgery.tasks.decision.gate import GateConfig
+from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
+from spectral_surgery.tasks.run_config import RunConfig
 from tests.mlflow_server import free_port
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.adapter_io import adapter_content_sha256
-from tasks.delivery.mlflow_run import MlflowConfig
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
 from tests.flows.cli_support import assert_error, cli
 from tests.mlflow_server import free_port
 
@@ -30,8 +30,8 @@ def alias_files(client, model: str, tmp_path, tag: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_the_alias_follows_manual_promotions_rollbacks_and_approvals(reg_env, mlflow_server, tmp_path, monkeypatch):
-    from flows.integrations.mlflow_client import mirror_decision
-    from tasks.run_config import RunConfig
+    from spectral_surgery.flows.integrations.mlflow_client import mirror_decision
+    from spectral_surgery.tasks.run_config import RunConfig
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)

@@ -11,15 +11,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from flows import refine_fleet, worker
-from flows.refine_fleet import headline, run_nightly, window_lines
-from registry import models as m
-from flows.cli.why import next_steps
-from flows.dashboard.data import collect
-from flows.dashboard.html import render_html
-from registry.night import run_plan
-from registry.read import adapter_story
-from tasks.decision.gate import GateConfig
+from spectral_surgery.flows import refine_fleet, worker
+from spectral_surgery.flows.refine_fleet import headline, run_nightly, window_lines
+from spectral_surgery.registry import models as m
+from spectral_surgery.flows.cli.why import next_steps
+from spectral_surgery.flows.dashboard.data import collect
+from spectral_surgery.flows.dashboard.html import render_html
+from spectral_surgery.registry.night import run_plan
+from spectral_surgery.registry.read import adapter_story
+from spectral_surgery.tasks.decision.gate import GateConfig
 from tests.flows.test_nightly import _config, _register
 
 

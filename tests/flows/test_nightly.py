@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from flows import worker
-from flows.refine_fleet import headline, run_nightly
-from registry import models as m
-from tasks.decision.record import DecisionRecord
-from tasks.config import CalibConfig, SurgeryConfig
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.flows.refine_fleet import headline, run_nightly
+from spectral_surgery.registry import models as m
+from spectral_surgery.tasks.decision.record import DecisionRecord
+from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+from spectral_surgery.tasks.run_config import RunConfig
 from tests import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,13 +126,13 @@ def test_config_change_and_new_version_are_refined(prefect_harness, make_fleet, 
 
 def _no_model_pass(monkeypatch, allow_evaluations: int = 0) -> dict[str, int]:
     """Make any calibration pass fail the test, and count (and cap) evaluated subjects."""
-    import tasks.surgery.edit
-    from tasks.evaluation.evaluate import FakeEvaluator
+    import spectral_surgery.tasks.surgery.edit
+    from spectral_surgery.tasks.evaluation.evaluate import FakeEvaluator
 
     def no_prepare(*a, **k):
         raise AssertionError("a model pass (calibration) ran although its result was stored")
 
-    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.edit, "prepare", no_prepare)
     seen = {"subjects": 0}
     real = FakeEvaluator.evaluate
 
@@ -173,14 +173,14 @@ def test_gate_only_change_redecides_from_stored_outcomes(prefect_harness, make_f
 def _runs(reg) -> list:
     from sqlalchemy import select
 
-    from registry.db import session_scope
+    from spectral_surgery.registry.db import session_scope
 
     with session_scope(reg.engine) as s:
         return list(s.scalars(select(m.RefinementRun).order_by(m.RefinementRun.id)))
 
 
 def _declared(reg, name: str = "ad0") -> dict:
-    from flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
 
     defaults = RunConfig()
 
@@ -226,8 +226,8 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     """A run whose edits are all data-free (post-hoc reshapes, the zero-rebuild canary; no random control, no global
     scalar) reads no calibration source and runs no calibration pass; the candidates are still written, evaluated
     and decided."""
-    from tasks.decision.gate import GateConfig
-    from tasks.run_config import LadderConfig
+    from spectral_surgery.tasks.decision.gate import GateConfig
+    from spectral_surgery.tasks.run_config import LadderConfig
 
     dirs, _ = make_fleet(1)
     cfg = RunConfig(data_dir=tmp_path / "data", evaluator="fake",
@@ -237,12 +237,12 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
                     gate=GateConfig(require_control=False))
     assert cfg.calib_source is None
     reg = _register(cfg, dirs, fleet_base, ("math",))  # registered without any calibration file
-    import tasks.surgery.edit
+    import spectral_surgery.tasks.surgery.edit
 
     def no_prepare(*a, **k):
         raise AssertionError("a calibration pass ran for data-free edits")
 
-    monkeypatch.setattr(tasks.surgery.edit, "prepare", no_prepare)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.edit, "prepare", no_prepare)
     out = run_nightly(cfg)
     assert out["failed"] == 0, out
     result = out["results"][0]
@@ -251,7 +251,7 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     candidates = {c.policy: c for c in reg.list_candidates(version.id)}
     assert sorted(candidates) == ["bare_base", "flat_nuclear", "hns", "para", "zero_rebuild"]
     # ε-PARA's candidate is rank-pruned: a PEFT config with a rank_pattern, fewer parameters, still loadable
-    from tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.adapter_io import load_adapter
 
     pruned = load_adapter(candidates["para"].artifact_uri)
     assert pruned.config.get("rank_pattern") and sum(m.r for m in pruned.modules.values()) < sum(
@@ -259,7 +259,7 @@ def test_all_data_free_edits_skip_calibration(prefect_harness, make_fleet, fleet
     decision = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
     assert {v["name"] for v in decision.statistics_json["verdicts"]} == {"hns", "flat_nuclear", "para"}
     assert decision.promoted and reg.get_candidate(decision.promoted_candidate_id).policy == "hns"
-    from flows.dashboard import render_dashboard  # candidates without sensitivities still render
+    from spectral_surgery.flows.dashboard import render_dashboard  # candidates without sensitivities still render
 
     assert "flat_nuclear" in render_dashboard(reg, tmp_path / "dashboard.html").read_text()
 
@@ -270,18 +270,18 @@ def test_sensitivity_hns_calibrates_once_and_is_a_candidate(prefect_harness, mak
     """A nightly config naming ``sensitivity_hns`` (EXTENSIONS §7) runs the calibration pass (it needs data) exactly
     once, writes the candidate with its selection in the manifest, and the gate decides on it; a changed setting
     is a new candidate key and is written from the stored per-example gradients, with no second pass."""
-    import tasks.surgery.edit
-    from tasks.decision.gate import GateConfig
-    from tasks.run_config import LadderConfig
+    import spectral_surgery.tasks.surgery.edit
+    from spectral_surgery.tasks.decision.gate import GateConfig
+    from spectral_surgery.tasks.run_config import LadderConfig
 
     calls = []
-    real_prepare = tasks.surgery.edit.prepare
+    real_prepare = spectral_surgery.tasks.surgery.edit.prepare
 
     def counting_prepare(*a, **k):
         calls.append(1)
         return real_prepare(*a, **k)
 
-    monkeypatch.setattr(tasks.surgery.edit, "prepare", counting_prepare)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.edit, "prepare", counting_prepare)
     dirs, calib = make_fleet(1)
     surgery = SurgeryConfig(policies=("sensitivity_hns",), random_control_seeds=(),
                             calib=CalibConfig(n_samples=4, batch_size=4))
@@ -322,8 +322,8 @@ def test_sensitivity_hns_calibrates_once_and_is_a_candidate(prefect_harness, mak
 
 def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, fleet_base, tmp_path):
     """Three random seeds, the calibrated global scalar, the zero-rebuild canary and the bare base, on real edits."""
-    from flows.refine_adapter import adapter_config_hash
-    from tasks.run_config import LadderConfig
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.tasks.run_config import LadderConfig
 
     dirs, calib = make_fleet(1)
     Path(calib).write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(40)))  # held-out rows for γ
@@ -355,7 +355,7 @@ def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, f
     assert record.promoted_verdict.name == "smooth_abs" and record.promoted_verdict.vs_baseline.p_value < 0.05
     assert record.ladder.roles["zero_rebuild"] == "canary" and record.canaries["bare_base"].n_differ > 0
     assert record.guard.arms == cfg.guard_arms and record.keys.candidates == decision.candidate_key
-    from flows.demo import summary_rows  # the demo's table reads the same record
+    from spectral_surgery.flows.demo import summary_rows  # the demo's table reads the same record
 
     (row,) = summary_rows(reg, ["ad0"], cfg)
     best = record.promoted_verdict
@@ -367,7 +367,7 @@ def test_calibration_file_without_held_out_rows_skips_the_scalar_and_says_why(pr
                                                                               fleet_base, tmp_path):
     """The scalar's γ is chosen on rows after the sensitivity slice; a file with none left skips it (recorded), not
     the adapter (the demo's calibration files once held exactly n_samples rows)."""
-    from flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
 
     dirs, calib = make_fleet(1)
     Path(calib).write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(4)))  # = n_samples: none held out
@@ -385,7 +385,7 @@ def test_held_out_rows_that_repeat_sensitivity_rows_are_not_used_for_gamma(prefe
                                                                           tmp_path):
     """A file whose rows after the sensitivity slice repeat rows inside it has no unseen data for γ (the demo's
     generated instruction rows repeat a few): the scalar is skipped with its reason, the adapter still decided."""
-    from flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
 
     dirs, calib = make_fleet(1)
     rows = tiny.calib_rows(4)
@@ -423,8 +423,8 @@ def test_rollback_restores_previous_production(prefect_harness, make_fleet, flee
 RUNNER = """
 import json, os, sys
 sys.path.insert(0, {repo!r})
-from flows.refine_fleet import run_nightly
-from tasks.run_config import RunConfig
+from spectral_surgery.flows.refine_fleet import run_nightly
+from spectral_surgery.tasks.run_config import RunConfig
 out = run_nightly(RunConfig.model_validate_json(sys.argv[1]))
 print(json.dumps({{"refined": out["refined"], "failed": out["failed"]}}))
 """
@@ -439,7 +439,7 @@ def _spawn(cfg: RunConfig, home: Path, extra_env: dict | None = None, argv: list
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **(extra_env or {})}
     if not env["PREFECT_API_URL"]:
         env.pop("PREFECT_API_URL")
-    cmd = [sys.executable, "-m", "flows.cli", *map(str, argv)] if argv else \
+    cmd = [sys.executable, "-m", "spectral_surgery.flows.cli", *map(str, argv)] if argv else \
         [sys.executable, "-c", RUNNER.format(repo=str(REPO)), cfg.model_dump_json()]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
@@ -509,13 +509,13 @@ def clean_counts(prefect_harness, fleet_base, tmp_path_factory):
 
 
 @pytest.mark.slow  # six killed children and six resumed runs: about 2 min on 2 cores
-@pytest.mark.parametrize("stage", __import__("flows.stage_hook", fromlist=["STAGES"]).STAGES)
+@pytest.mark.parametrize("stage", __import__("spectral_surgery.flows.stage_hook", fromlist=["STAGES"]).STAGES)
 def test_killed_at_each_stage_resumes_cleanly(stage, clean_counts, prefect_harness, make_fleet, fleet_base, tmp_path):
     """SIGKILL at each stage of a run (flows/stage_hook.py pauses the child exactly there), then a re-run: no row
     lost or doubled (the same counts as a clean run), nothing left ``running``, no temporary file or directory left,
     and production points at a candidate whose files are there and match their recorded sha256."""
-    from flows.stage_hook import ENV_AT, ENV_FILE
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.flows.stage_hook import ENV_AT, ENV_FILE
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
     dirs, calib = make_fleet(1)
     cfg = _config(tmp_path / "data", calib)
@@ -565,7 +565,7 @@ def _cli_fleet(base: Path, root: Path, db_args: list) -> list:
 def test_two_cli_runs_at_once(backend, prefect_harness, fleet_base, tmp_path, request):
     """Two ``spectral-surgery run`` processes started together on one registry: both exit 0 with no lock failure,
     each adapter version is refined by exactly one of them (its claim), and each adapter is promoted once."""
-    from registry.repository import Registry
+    from spectral_surgery.registry.repository import Registry
 
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
     db_args = ["--data-dir", tmp_path / "home", *(["--db", url] if url else [])]
@@ -614,13 +614,13 @@ def test_a_version_held_by_a_live_run_is_skipped_and_picked_up_once_its_holder_d
                                                                                       fleet_base, tmp_path):
     from datetime import timedelta
 
-    from registry.db import session_scope
+    from spectral_surgery.registry.db import session_scope
 
     dirs, calib = make_fleet(2)
     cfg = _config(tmp_path / "data", calib)
     reg = _register(cfg, dirs, fleet_base, ("math", "commonsense"))
     # another machine's run is refining ad0 right now (fresh heartbeat)
-    from flows.refine_adapter import adapter_config_hash, fetch_adapter
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter
 
     res = fetch_adapter.fn(str(dirs[0]))
     v0, _ = reg.record_version("ad0", res.sha256, res.revision, res.local_path)
@@ -647,7 +647,7 @@ def test_missing_source_is_recorded_on_the_adapter_and_cleared_once_fixed(prefec
     by the dashboard, and never stops the rest of the fleet; the next successful fetch clears it."""
     import shutil
 
-    from flows.dashboard.data import collect
+    from spectral_surgery.flows.dashboard.data import collect
 
     dirs, calib = make_fleet(2)
     cfg = _config(tmp_path / "data", calib)
@@ -694,7 +694,7 @@ def _three_paths_config(data_dir: Path, calib: Path, rates: dict = THREE_PATHS, 
 
 
 def _decision(reg, cfg: RunConfig, name: str):
-    from flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
 
     return reg.decision_of_run(reg.list_versions(name)[0].id, adapter_config_hash(cfg, reg.get_adapter(name)))
 
@@ -735,9 +735,9 @@ def test_one_fleet_reaches_promote_hold_and_reject(prefect_harness, make_fleet, 
 
 def _break_zero_rebuild(monkeypatch) -> None:
     """Write the zero-rebuild canary through a deliberately wrong rebuild (B' doubled) instead of the real one."""
-    import tasks.surgery.edit
+    import spectral_surgery.tasks.surgery.edit
 
-    real = tasks.surgery.edit.write_candidate
+    real = spectral_surgery.tasks.surgery.edit.write_candidate
 
     def writer(prepared, policy, surgery, out_dir, **kw):
         path, manifest = real(prepared, policy, surgery, out_dir, **kw)
@@ -745,7 +745,7 @@ def _break_zero_rebuild(monkeypatch) -> None:
             tiny.write_broken_rebuild(prepared, Path(path), kind="scale")
         return path, manifest
 
-    monkeypatch.setattr(tasks.surgery.edit, "write_candidate", writer)
+    monkeypatch.setattr(spectral_surgery.tasks.surgery.edit, "write_candidate", writer)
 
 
 def test_broken_rebuild_trips_the_zero_rebuild_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
@@ -767,7 +767,7 @@ def test_broken_rebuild_trips_the_zero_rebuild_canary(prefect_harness, make_flee
 def test_adapter_not_applied_trips_the_bare_base_canary(prefect_harness, make_fleet, fleet_base, tmp_path,
                                                         monkeypatch):
     """An evaluation stack that silently scores the bare base for every subject: flagged, nothing promoted."""
-    from tasks.evaluation.evaluate import FakeEvaluator
+    from spectral_surgery.tasks.evaluation.evaluate import FakeEvaluator
 
     real = FakeEvaluator.evaluate
 
@@ -789,7 +789,7 @@ def test_sequential_evaluation_stops_early_with_the_fixed_designs_verdicts(prefe
                                                                            tmp_path):
     """Looks of 60 documents up to 240: the clear winner and the clear loser stop at the first look, each look
     scores only new documents for the arms still running, and the verdicts are those of the fixed 240-document run."""
-    from tasks.decision.sequential import SequentialConfig
+    from spectral_surgery.tasks.decision.sequential import SequentialConfig
 
     dirs, calib = make_fleet(2)
     verdicts = {}
@@ -825,7 +825,7 @@ def _applied_only_after(monkeypatch, n_first: int) -> None:
     weak adapter, or an easy first chunk): the baseline's and the zero rebuild's outcomes there are the bare base's."""
     import dataclasses
 
-    from tasks.evaluation.evaluate import FakeEvaluator
+    from spectral_surgery.tasks.evaluation.evaluate import FakeEvaluator
 
     real = FakeEvaluator.evaluate
 
@@ -848,7 +848,7 @@ def test_sequential_bare_base_canary_sees_the_fixed_designs_documents(prefect_ha
     applied and promotes the clear winner; so must the sequential one: the bare base is scored at later looks until
     the baseline differs from it, and the first look's efficacy waits for that difference instead of stopping into a
     canary REJECT ("adapter not applied" on 60 documents)."""
-    from tasks.decision.sequential import SequentialConfig
+    from spectral_surgery.tasks.decision.sequential import SequentialConfig
 
     _applied_only_after(monkeypatch, 60)
     dirs, calib = make_fleet(1)
@@ -875,7 +875,7 @@ def test_sequential_stops_at_the_first_look_when_the_zero_rebuild_fails(prefect_
                                                                         tmp_path, monkeypatch):
     """A broken write path shows at the first look, and no later document can undo it: the adapter stops there,
     rejected by the canary, having scored one look instead of four."""
-    from tasks.decision.sequential import SequentialConfig
+    from spectral_surgery.tasks.decision.sequential import SequentialConfig
 
     _break_zero_rebuild(monkeypatch)
     dirs, calib = make_fleet(1)
@@ -906,7 +906,7 @@ def test_edit_budget_evaluates_only_past_winners_of_the_family_never_chosen_on_t
     """edit_budget: night 1 has no history, so both math adapters try every edit (the second one is not steered by
     the first one's decision of the same night); night 2's new math adapter evaluates only the past winner, and the
     ladder stays whole."""
-    from tasks.decision.edit_budget import EditBudgetConfig
+    from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig
 
     dirs, calib = make_fleet(3)
     cfg = _config(tmp_path / "data", calib, edit_budget=EditBudgetConfig(enabled=True, per_family=1))

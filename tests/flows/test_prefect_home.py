@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import prefect_home as ph
+from spectral_surgery.flows.cli import prefect_home as ph
 from tests.flows.cli_support import cli
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = textwrap.dedent("""
     import sys, time
-    from flows.cli.prefect_home import isolate_temporary_server
+    from spectral_surgery.flows.cli.prefect_home import isolate_temporary_server
     env = {"PREFECT_HOME": sys.argv[1]}
     print(isolate_temporary_server(env), flush=True)
     time.sleep(60)
@@ -92,7 +92,7 @@ def test_two_runs_started_together_on_a_fresh_prefect_home_both_succeed(tmp_path
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and k not in ph.DB_VARS}
     env.update(HF_HUB_OFFLINE="1", PREFECT_HOME=str(tmp_path / "prefect"), TMPDIR=str(tmp),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "flows.cli"]
+    cmd = [sys.executable, "-m", "spectral_surgery.flows.cli"]
     assert cli("init", "--data-dir", data).code == 0  # in this process: the two runs are what is under test
     dirs, calib = make_fleet(1, tmp_path / "fleet")
     assert cli("register", "ad0", "--source", dirs[0], "--base", fleet_base, "--family", "math", "--calib", calib,
@@ -142,7 +142,7 @@ def test_the_temporary_server_starts_detached_and_is_stopped_by_the_command(monk
 OWNER = textwrap.dedent("""
     import os, sys, time
     os.environ["PREFECT_HOME"] = sys.argv[1]
-    from flows.cli.prefect_home import _DetachedPopen
+    from spectral_surgery.flows.cli.prefect_home import _DetachedPopen
     server = _DetachedPopen([sys.executable, "-c", "import time; time.sleep(300)"])
     print(server.pid, flush=True)
     time.sleep(300)

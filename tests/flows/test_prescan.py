@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import prefect_home as ph
+from spectral_surgery.flows.cli import prefect_home as ph
 from tests import tiny
 from tests.flows.cli_support import cli
 
@@ -26,7 +26,7 @@ def _run(argv: list, prefect: Path, tmp: Path, *, forced: bool = False) -> tuple
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL" and k not in ph.DB_VARS}
     env.update(HF_HUB_OFFLINE="1", PREFECT_HOME=str(prefect), TMPDIR=str(tmp), PYTHONPATH=str(REPO),
                PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    cmd = [sys.executable, "-c", FORCED] if forced else [sys.executable, "-m", "flows.cli"]
+    cmd = [sys.executable, "-c", FORCED] if forced else [sys.executable, "-m", "spectral_surgery.flows.cli"]
     t0 = time.perf_counter()
     done = subprocess.run([*cmd, *map(str, argv)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     return done, time.perf_counter() - t0
@@ -65,10 +65,10 @@ def test_a_no_op_night_starts_no_prefect_server_and_takes_a_fraction_of_a_flow_r
 
 def test_work_is_found_for_a_new_version_and_none_after_it_is_refined(fleet_base, tmp_path):
     """The scan before the flow without Prefect: an unrefined version is work; once refined under the key, none."""
-    from flows import prescan, worker
-    from flows.refine_adapter import adapter_config_hash
-    from tasks.adapter_io import adapter_content_sha256
-    from tasks.run_config import RunConfig
+    from spectral_surgery.flows import prescan, worker
+    from spectral_surgery.flows.refine_adapter import adapter_config_hash
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.run_config import RunConfig
 
     data = tmp_path / "data"
     assert cli("init", "--data-dir", data).code == 0

@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 from sqlalchemy import inspect, make_url, text
 
-from flows import worker
-from tasks.run_config import RunConfig
-from tasks.secrets import has_password, redact_text, redact_url
+from spectral_surgery.flows import worker
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.secrets import has_password, redact_text, redact_url
 from tests import tiny
 from tests.flows.cli_support import cli
 
@@ -63,7 +63,7 @@ def test_a_planted_password_is_nowhere_after_a_run(prefect_harness, fleet_base, 
     for text_ in (reg.out, reg.err, run.out, run.err, out, err):
         assert secret not in text_
     # 2. every text of every table of the registry
-    from registry.db import make_engine
+    from spectral_surgery.registry.db import make_engine
 
     engine = make_engine(url)
     with engine.connect() as conn:

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from flows import worker
-from tasks.run_config import RunConfig
+from spectral_surgery.flows import worker
+from spectral_surgery.tasks.run_config import RunConfig
 
 FAKE = {"n_docs": 8, "rates": {"smooth_abs": 0.9}}
 

@@ -18,7 +18,7 @@ def artifact(tag: str) -> tuple[str, str]:
     import torch
     from safetensors.torch import save_file
 
-    from tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
     global _ROOT
     if _ROOT is None:

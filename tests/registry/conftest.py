@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from registry.db import make_engine
-from registry.migrations import init_db
-from registry.repository import Registry
+from spectral_surgery.registry.db import make_engine
+from spectral_surgery.registry.migrations import init_db
+from spectral_surgery.registry.repository import Registry
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.declaration import OVERRIDE_KEYS, DeclarationError, check_calib, check_overrides
-from registry.repository import Registry, RegistryError
+from spectral_surgery.registry.declaration import OVERRIDE_KEYS, DeclarationError, check_calib, check_overrides
+from spectral_surgery.registry.repository import Registry, RegistryError
 
 SOURCE, BASE = "hf://acme/gsm-lora@v1", "acme/base"
 

@@ -1,11 +1,11 @@
-"""registry.read.fleet_listing (``spectral-surgery list``): a fixed number of queries whatever the fleet's size."""
+"""spectral_surgery.registry.read.fleet_listing (``spectral-surgery list``): a fixed number of queries whatever the fleet's size."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import event
 
-from registry.read import fleet_listing
+from spectral_surgery.registry.read import fleet_listing
 from tests import fleet_rows, tiny
 
 

@@ -12,10 +12,10 @@ from alembic.util import CommandError
 from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from registry import migrations
-from registry.db import make_engine
-from registry.migrations import init_db
-from registry.models import Base
+from spectral_surgery.registry import migrations
+from spectral_surgery.registry.db import make_engine
+from spectral_surgery.registry.migrations import init_db
+from spectral_surgery.registry.models import Base
 
 HEAD = "0008"
 TABLES = {
@@ -200,7 +200,7 @@ def test_alembic_reads_the_database_from_the_same_variable_as_the_cli(tmp_path, 
     """``alembic upgrade`` with no ``-x url=`` migrates ``$SPECTRAL_SURGERY_DB`` (the CLI's variable)."""
     from alembic import command
 
-    from registry.db import DB_ENV, DEPRECATED_DB_ENV
+    from spectral_surgery.registry.db import DB_ENV, DEPRECATED_DB_ENV
 
     assert DB_ENV == "SPECTRAL_SURGERY_DB"
     monkeypatch.setenv("SPECTRAL_SURGERY_HOME", str(tmp_path / "home"))  # the default file, which must stay unused
@@ -218,7 +218,7 @@ def test_alembic_reads_the_database_from_the_same_variable_as_the_cli(tmp_path, 
 def test_the_old_variable_still_works_with_a_warning(tmp_path, monkeypatch):
     from alembic import command
 
-    from registry.db import DB_ENV, DEPRECATED_DB_ENV, env_url
+    from spectral_surgery.registry.db import DB_ENV, DEPRECATED_DB_ENV, env_url
 
     monkeypatch.delenv(DB_ENV, raising=False)
     monkeypatch.setenv(DEPRECATED_DB_ENV, "")

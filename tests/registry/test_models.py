@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from registry.db import default_url, make_engine, normalize_url, session_scope
-from registry.models import (
+from spectral_surgery.registry.db import default_url, make_engine, normalize_url, session_scope
+from spectral_surgery.registry.models import (
     Adapter,
     AdapterVersion,
     AppendOnlyError,
@@ -142,7 +142,7 @@ def test_promotion_events_refuse_sql_update_and_delete(engine, statement):
 
 @pytest.mark.postgres
 def test_promotion_events_refuse_truncate_on_postgres(pg_url):
-    from registry.migrations import init_db
+    from spectral_surgery.registry.migrations import init_db
 
     eng = make_engine(pg_url)
     init_db(eng)

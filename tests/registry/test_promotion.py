@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from registry import promotion as prom
-from registry.db import session_scope
-from registry.models import Adapter, ProductionPointer, PromotionEvent
-from registry.repository import Registry
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.registry import promotion as prom
+from spectral_surgery.registry.db import session_scope
+from spectral_surgery.registry.models import Adapter, ProductionPointer, PromotionEvent
+from spectral_surgery.registry.repository import Registry
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 from tests.registry.artifacts import artifact
 
 H = "a" * 64  # config hash

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from registry.read import dashboard_rows, registry_fingerprint
+from spectral_surgery.registry.read import dashboard_rows, registry_fingerprint
 
 KEYS = {"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
         "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",

@@ -9,8 +9,8 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy import func, select
 
-from registry.models import Base, PromotionEvent
-from registry.repository import NotFoundError, Registry, RegistryError
+from spectral_surgery.registry.models import Base, PromotionEvent
+from spectral_surgery.registry.repository import NotFoundError, Registry, RegistryError
 from tests.registry.artifacts import artifact
 
 H1, H2 = "a" * 64, "b" * 64  # config hashes
@@ -300,7 +300,7 @@ def test_a_stop_checked_inside_the_promotion_moves_nothing(reg):
 def test_a_promotion_of_a_run_that_was_cancelled_moves_nothing(reg):
     """The run row is the stop state every worker shares (a remote one too): a promotion names its run, and one
     whose run was cancelled (or closed) refuses inside the move's transaction; a running run's promotion moves."""
-    from registry.validation import RunStoppedError
+    from spectral_surgery.registry.validation import RunStoppedError
 
     _, v = make_adapter(reg)
     good, *_, decision = refine(reg, v)

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from registry.promotion import BackwardsError
-from registry.validation import NotFoundError, RegistryError
+from spectral_surgery.registry.promotion import BackwardsError
+from spectral_surgery.registry.validation import NotFoundError, RegistryError
 from tests.registry.artifacts import artifact
 
 T0 = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_production_never_moves_backwards_without_force_or_rollback(registry):
     forced move or a rollback. A seeded generator (hypothesis is not installed in the project's environment)."""
     import random
 
-    from registry.promotion import BackwardsError
+    from spectral_surgery.registry.promotion import BackwardsError
 
     rng = random.Random(20261207)
     for seq in range(SEQUENCES):

@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text, update
 
-from registry import migrations
-from registry.db import make_engine, session_scope
-from registry.models import RefinementRun
-from registry.repository import Registry, RegistryError
-from registry.runs import CRASHED, INTERRUPTED, owner_is_dead, this_owner
+from spectral_surgery.registry import migrations
+from spectral_surgery.registry.db import make_engine, session_scope
+from spectral_surgery.registry.models import RefinementRun
+from spectral_surgery.registry.repository import Registry, RegistryError
+from spectral_surgery.registry.runs import CRASHED, INTERRUPTED, owner_is_dead, this_owner
 
 
 def sha(tag: str) -> str:

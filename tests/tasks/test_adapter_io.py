@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tasks import adapter_io
-from tasks.adapter_io import (
+from spectral_surgery.tasks import adapter_io
+from spectral_surgery.tasks.adapter_io import (
     AdapterError,
     check_base_compat,
     load_adapter,
@@ -23,7 +23,7 @@ from tasks.adapter_io import (
     sha256_path,
     write_adapter,
 )
-from tasks.config import TargetConfig
+from spectral_surgery.tasks.config import TargetConfig
 from tests import tiny
 
 RANK_PATTERN = {"model.layers.1.self_attn.o_proj": 8, "o_proj": 2}  # full key first: PEFT takes the first match

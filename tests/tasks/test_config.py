@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import (
+from spectral_surgery.tasks.config import (
     DEFAULT_GAMMA_GRID,
     DEFAULT_TARGETS,
     PROTOCOL1_GRID,

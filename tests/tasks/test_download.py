@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from tasks.adapter_io import AdapterError, load_adapter
-from tasks.download import parse_hf_uri, resolve_source
+from spectral_surgery.tasks.adapter_io import AdapterError, load_adapter
+from spectral_surgery.tasks.download import parse_hf_uri, resolve_source
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -85,8 +85,8 @@ def test_only_errors_that_can_heal_are_retried(monkeypatch):
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
-    from tasks.adapter_io import AdapterError
-    from tasks.download import can_heal
+    from spectral_surgery.tasks.adapter_io import AdapterError
+    from spectral_surgery.tasks.download import can_heal
 
     def http(cls, status):
         req = httpx.Request("GET", "https://huggingface.co/api/models/acme/x")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config import EditConfig, GlobalScalarConfig, SurgeryConfig
-from tasks.keys import BARE_BASE, candidate_key, candidates_key, policy_settings
-from tasks.surgery.policies import get_policy, list_policies
+from spectral_surgery.tasks.config import EditConfig, GlobalScalarConfig, SurgeryConfig
+from spectral_surgery.tasks.keys import BARE_BASE, candidate_key, candidates_key, policy_settings
+from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
 
 PREPARED = "p" * 64
 HOLDOUT = "h" * 64
@@ -96,7 +96,7 @@ def test_the_set_key_follows_its_members():
 
 
 def test_reads_must_name_editconfig_fields():
-    from tasks.surgery.policy_registry import register_policy
+    from spectral_surgery.tasks.surgery.policy_registry import register_policy
 
     with pytest.raises(ValueError, match="z_tauu.*EditConfig does not have"):
         register_policy("never_registered", reads=("z_tauu",))

@@ -1,4 +1,4 @@
-"""tasks.model: resolving base model ids, the GGUF → safetensors cache, and the per-process load cache."""
+"""spectral_surgery.tasks.model: resolving base model ids, the GGUF → safetensors cache, and the per-process load cache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import model as tm
+from spectral_surgery.tasks import model as tm
 from tests import tiny
 
 PROMPTS = ["Question: what is 3 plus 5?\nAnswer:", "The capital of France is",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.names import Registry, UnknownNameError, unknown_name
+from spectral_surgery.tasks.names import Registry, UnknownNameError, unknown_name
 
 
 def test_add_get_and_aliases():
@@ -82,11 +82,11 @@ def test_decorator_copy_and_freeze():
 
 def test_every_kind_of_name_uses_it():
     """Policies, benchmarks, calibration loaders and evaluators: one registry type, one error type."""
-    from tasks.evaluation.benchmarks import BENCHMARKS, get_benchmark
-    from tasks.evaluation.evaluate import EVALUATORS, get_evaluator
-    from tasks.surgery.calib_data import LOADERS, get_calib_loader
-    from tasks.surgery.policies import get_policy
-    from tasks.surgery.policy_registry import POLICIES
+    from spectral_surgery.tasks.evaluation.benchmarks import BENCHMARKS, get_benchmark
+    from spectral_surgery.tasks.evaluation.evaluate import EVALUATORS, get_evaluator
+    from spectral_surgery.tasks.surgery.calib_data import LOADERS, get_calib_loader
+    from spectral_surgery.tasks.surgery.policies import get_policy
+    from spectral_surgery.tasks.surgery.policy_registry import POLICIES
 
     for reg, get, typo in [(POLICIES, get_policy, "smoth_abs"), (BENCHMARKS, get_benchmark, "ss_mcc"),
                            (LOADERS, get_calib_loader, "gsm8"), (EVALUATORS, get_evaluator, "fak")]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tasks.night_plan import (
+from spectral_surgery.tasks.night_plan import (
     AdapterHistory,
     WindowConfig,
     clock,
@@ -156,7 +156,7 @@ def test_forecast_error_and_clock():
 
 
 def test_the_window_decides_what_runs_never_what_a_result_is():
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.run_config import RunConfig
 
     plain = RunConfig()
     windowed = RunConfig(window={"wall_clock": "6h", "gpu_hours": 12})

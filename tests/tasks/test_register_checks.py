@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tasks.adapter_io import AdapterError
-from tasks.register_checks import check_adapter_source, check_base, check_calibration, door_checks
-from tasks.model import BaseModelError
+from spectral_surgery.tasks.adapter_io import AdapterError
+from spectral_surgery.tasks.register_checks import check_adapter_source, check_base, check_calibration, door_checks
+from spectral_surgery.tasks.model import BaseModelError
 
 
 def test_a_good_adapter_base_and_calibration_pass(tiny_base, tiny_adapter, calib_file):
@@ -61,7 +61,7 @@ def test_empty_calibration_file_is_refused(tmp_path, tiny_adapter, tiny_base):
     ("/data/models/gguf-smollm2-135m-instruct.q4_1-1a2b3c4d", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 ])
 def test_one_model_named_in_different_ways_is_the_same_base(a, b):
-    from tasks.register_checks import model_name
+    from spectral_surgery.tasks.register_checks import model_name
 
     assert model_name(a) == model_name(b) == "smollm2-135m-instruct"
 
@@ -69,7 +69,7 @@ def test_one_model_named_in_different_ways_is_the_same_base(a, b):
 def test_an_adapter_naming_another_base_is_warned_about(tiny_base, tiny_adapter, tmp_path):
     import json
 
-    from tasks.register_checks import base_mismatch
+    from spectral_surgery.tasks.register_checks import base_mismatch
 
     assert base_mismatch(str(tiny_adapter), str(tiny_base)) is None  # its own base
     named = json.loads((tiny_adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -83,7 +83,7 @@ def test_an_adapter_naming_another_base_is_warned_about(tiny_base, tiny_adapter,
 def test_an_adapter_that_changes_nothing_is_warned_about(tiny_base, tiny_adapter, tmp_path):
     """lora_B zero in every module (PEFT's initialisation): valid, registered, but warned about; one trained
     module is enough to stay silent."""
-    from tasks.register_checks import door_warnings, inert_adapter
+    from spectral_surgery.tasks.register_checks import door_warnings, inert_adapter
 
     assert inert_adapter(str(tiny_adapter)) is None and door_warnings(str(tiny_adapter), str(tiny_base)) == []
     inert = tmp_path / "inert"
@@ -135,7 +135,7 @@ def tiny_adapter_on(base, tmp_path):
 
 def test_shapes_come_from_config_json_when_the_weights_are_not_there(qwen_adapter, tmp_path):
     from tests import tiny
-    from tasks.base_fit import base_layout
+    from spectral_surgery.tasks.base_fit import base_layout
 
     llama64 = tiny.save_base(tmp_path / "llama64", hidden=64, intermediate=128, layers=2)
     (llama64 / "model.safetensors").unlink()  # config.json alone

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import SurgeryConfig
-from tasks.decision.gate import GateConfig
-from tasks.keys import candidate_key, decision_key, prepared_key
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.config import SurgeryConfig
+from spectral_surgery.tasks.decision.gate import GateConfig
+from spectral_surgery.tasks.keys import candidate_key, decision_key, prepared_key
+from spectral_surgery.tasks.run_config import RunConfig
 
 ADAPTER, BASE, CALIB = "a" * 64, "acme/base", "c" * 64
 EVIDENCE = {"task": {"evaluator": "fake/v1", "subjects": [None, 1, 2]}}
@@ -139,8 +139,8 @@ def test_arms_pass_is_an_lm_eval_option_checked_at_the_edge(tmp_path):
 
 def test_read_config_file_is_the_one_loader(tmp_path):
     """YAML and JSON files, the errors naming the file; the deployments' loader and the CLI's are this one."""
-    import deployments.serve
-    from tasks.run_config import RunConfig, read_config_file
+    import spectral_surgery.deployments.serve
+    from spectral_surgery.tasks.run_config import RunConfig, read_config_file
 
     y = tmp_path / "c.yaml"
     y.write_text("task_limit: 7\nsurgery: {policies: [hns]}\n")
@@ -158,7 +158,7 @@ def test_read_config_file_is_the_one_loader(tmp_path):
         read_config_file(tmp_path / "bad.yaml")
     with pytest.raises(FileNotFoundError, match="--config .*absent.yaml: no such file"):
         read_config_file(tmp_path / "absent.yaml")
-    assert deployments.serve.load_config(y) == read_config_file(y)
+    assert spectral_surgery.deployments.serve.load_config(y) == read_config_file(y)
 
 
 def test_promote_takes_true_false_or_review_and_the_window_reads_hours_by_default():
@@ -183,7 +183,7 @@ def test_promote_takes_true_false_or_review_and_the_window_reads_hours_by_defaul
 # ------------------------------------------------------------------------------------------- keys hold what was used
 def test_every_setting_is_classified_as_keyed_or_not():
     """A new RunConfig field must say where it enters the keys (tasks.run_config.SETTING_KEYS), or this fails."""
-    from tasks.run_config import SETTING_KEYS
+    from spectral_surgery.tasks.run_config import SETTING_KEYS
 
     assert set(SETTING_KEYS) == set(RunConfig.model_fields), set(RunConfig.model_fields) ^ set(SETTING_KEYS)
     assert set(SETTING_KEYS.values()) == {"result", "evaluation", "adapter", "no"}
@@ -197,7 +197,7 @@ def test_every_setting_is_classified_as_keyed_or_not():
     ("calib_source", "metamath"), ("decision", {"metric": "continuous"}),
 ])  # fmt: skip
 def test_every_setting_classified_result_changes_the_result_hash(field, value, tmp_path, monkeypatch):
-    from tasks.run_config import SETTING_KEYS
+    from spectral_surgery.tasks.run_config import SETTING_KEYS
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert SETTING_KEYS[field] == "result"
@@ -224,7 +224,7 @@ def test_the_benchmark_profile_is_keyed_by_what_it_resolves_to(tmp_path, monkeyp
     ("zero_rebuild_one_sided", "never a candidate"),
 ])  # fmt: skip
 def test_a_control_or_canary_listed_as_a_policy_is_refused_with_the_fix(policy, fragment, tmp_path):
-    from registry.declaration import DeclarationError, check_surgery
+    from spectral_surgery.registry.declaration import DeclarationError, check_surgery
 
     with pytest.raises(ValidationError, match=rf"surgery.policies\[1\] lists {policy}.*{fragment}.*remove it"):
         RunConfig.model_validate({"data_dir": str(tmp_path), "surgery": {"policies": ["smooth_abs", policy]}})
@@ -234,7 +234,7 @@ def test_a_control_or_canary_listed_as_a_policy_is_refused_with_the_fix(policy, 
 
 # ------------------------------------------------------------------------------------------- decision metric
 def test_decision_metric_is_keyed_into_the_decision_only_and_validated_at_the_edge(tmp_path):
-    from tasks.decision.gate import DecisionConfig
+    from spectral_surgery.tasks.decision.gate import DecisionConfig
 
     p, c, d = keys(SurgeryConfig())
     assert decision_key(GateConfig(), c, EVIDENCE, DecisionConfig()) == d  # the default: keys as before it existed

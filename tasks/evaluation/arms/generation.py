@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
-from tasks.evaluation.arms.precision import fp32_logits
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.decoding import Counts, Row, Runner, Stop, UnsupportedGeneration
+from spectral_surgery.tasks.evaluation.arms.precision import fp32_logits
 
 __all__ = ["ArmGenerationStats", "GenerationStats", "UnsupportedGeneration", "generate_until_arms"]
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
-from tasks.evaluation.arms.precision import fp32_head
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
+from spectral_surgery.tasks.evaluation.arms.precision import fp32_head
 
 
 @dataclass

@@ -17,8 +17,8 @@ from lm_eval.models.vllm_causallms import VLLM
 from vllm import SamplingParams, TokensPrompt
 from vllm.lora.request import LoRARequest
 
-from tasks.evaluation.arms.lm import _generation_key
-from tasks.evaluation.arms.vllm_arms import FanOut, LoraArm
+from spectral_surgery.tasks.evaluation.arms.lm import _generation_key
+from spectral_surgery.tasks.evaluation.arms.vllm_arms import FanOut, LoraArm
 
 
 class ArmsVLLM(VLLM):

@@ -1,4 +1,4 @@
-"""Deterministic generators of the local data of the offline suites; ``python -m tasks.evaluation.suites.build_data``.
+"""Deterministic generators of the local data of the offline suites; ``python -m spectral_surgery.tasks.evaluation.suites.build_data``.
 
 The JSONL files next to this module are the output of :func:`write_all` and are shipped with the package;
 ``tests/tasks/evaluation/test_suites.py`` checks that regenerating them reproduces the shipped bytes.
@@ -20,9 +20,9 @@ import json
 import random
 from pathlib import Path
 
-from tasks.evaluation.suites.arith_items import TEMPLATES, legacy_problem, problem
-from tasks.evaluation.suites.mc_items import mc_items
-from tasks.evaluation.suites.mix import spread
+from spectral_surgery.tasks.evaluation.suites.arith_items import TEMPLATES, legacy_problem, problem
+from spectral_surgery.tasks.evaluation.suites.mc_items import mc_items
+from spectral_surgery.tasks.evaluation.suites.mix import spread
 
 SUITES_DIR = Path(__file__).parent
 SEED = 20240611
@@ -207,7 +207,7 @@ def ifeval_rows(seed: int = SEED) -> list[dict]:
     ids (in turn), the others lead with ``PAIRABLE[i % len(PAIRABLE)]``, and two of every three of those
     add a second, compatible instruction.
     """
-    from tasks.evaluation.nltk_data import ensure_punkt_tab
+    from spectral_surgery.tasks.evaluation.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # lm_eval.tasks.ifeval downloads punkt_tab at import time otherwise
     from lm_eval.tasks.ifeval import instructions_registry as reg

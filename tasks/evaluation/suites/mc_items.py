@@ -15,8 +15,8 @@ import random
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
-from tasks.evaluation.suites import mc_tables as t
-from tasks.evaluation.suites.mix import spread
+from spectral_surgery.tasks.evaluation.suites import mc_tables as t
+from spectral_surgery.tasks.evaluation.suites.mix import spread
 
 SEED = 20240611
 OPTIONS = "{options}"  # replaced by the four choices in their final order: "a, b, c or d"

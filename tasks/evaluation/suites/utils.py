@@ -87,7 +87,7 @@ def humaneval_program(doc: dict, completion: str) -> str:
 
 def process_ss_code(doc: dict, results: list[str]) -> dict[str, float]:
     """pass@1 of the one greedy completion, run in the sandbox (never in this process)."""
-    from tasks.evaluation.sandbox import run_code
+    from spectral_surgery.tasks.evaluation.sandbox import run_code
 
     res = run_code(humaneval_program(doc, results[0]), timeout_s=CODE_TIMEOUT_S, memory_mb=CODE_MEMORY_MB)
     return {"pass@1": 1.0 if res.passed else 0.0}
@@ -96,7 +96,7 @@ def process_ss_code(doc: dict, results: list[str]) -> dict[str, float]:
 def _ifeval_utils():
     # lm_eval.tasks.ifeval.instructions_util calls nltk.download("punkt_tab") at import time when the
     # model is missing; make the offline copy visible first.
-    from tasks.evaluation.nltk_data import ensure_punkt_tab
+    from spectral_surgery.tasks.evaluation.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()
     from lm_eval.tasks.ifeval import utils as ifeval_utils

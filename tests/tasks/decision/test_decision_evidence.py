@@ -7,11 +7,11 @@ tests/flows/test_guard_arms.py.
 
 from __future__ import annotations
 
-from tasks.decision.arms import Arm
-from tasks.decision.decision_evidence import decision_evidence, decision_record
-from tasks.decision.gate import GateConfig, decide
-from tasks.decision.record import DecisionRecord
-from tasks.keys import decision_key
+from spectral_surgery.tasks.decision.arms import Arm
+from spectral_surgery.tasks.decision.decision_evidence import decision_evidence, decision_record
+from spectral_surgery.tasks.decision.gate import GateConfig, decide
+from spectral_surgery.tasks.decision.record import DecisionRecord
+from spectral_surgery.tasks.keys import decision_key
 from tests.tasks.decision.test_gate_sentences import BASE, RANDOM, cand
 
 IDS = {"smooth_abs": 7, "random_s0": 3}

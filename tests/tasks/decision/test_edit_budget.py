@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.decision.edit_budget import EditBudgetConfig, choose_edits
-from tasks.decision.gate import GateConfig, decide
+from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig, choose_edits
+from spectral_surgery.tasks.decision.gate import GateConfig, decide
 from tests.tasks.decision.test_report import _arm
 
 

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 
 import math
 
-from tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, guard_check
-from tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde
-from tasks.decision.stats import adjust_pvalues
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, Decision, GateConfig, decide, guard_check
+from spectral_surgery.tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde
+from spectral_surgery.tasks.decision.stats import adjust_pvalues
 
 N_DOCS, N_PROMPTS = 400, 100
 CFG = GateConfig()
@@ -455,7 +455,7 @@ def _scored(arm: ArmOutcomes, shift: float, seed: int) -> ArmOutcomes:
 
 
 def test_every_verdict_records_correlation_and_effective_sample_size():
-    from tasks.decision.stats import pairing
+    from spectral_surgery.tasks.decision.stats import pairing
 
     c, r = cand("smooth_abs"), ctrl()
     d = decide(BASE, [c], [r], CFG)
@@ -477,7 +477,7 @@ def test_every_verdict_records_correlation_and_effective_sample_size():
 
 
 def test_continuous_metric_decides_on_scores_with_the_same_verdicts():
-    from tasks.decision.gate import DecisionConfig, decision_metric
+    from spectral_surgery.tasks.decision.gate import DecisionConfig, decision_metric
 
     cont = DecisionConfig(metric="continuous", min_effect=0.1)
     cfg = CFG.model_copy(update={"require_control": False})

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tasks.decision.gate import (
+from spectral_surgery.tasks.decision.gate import (
     REJECTED_ON_TASK_EVIDENCE,
     ArmOutcomes,
     GateConfig,

@@ -8,10 +8,10 @@ documents and 100 prompts, built as in tests/tasks/decision/test_gate.py.
 
 from __future__ import annotations
 
-from tasks.config import CalibConfig, SurgeryConfig
-from tasks.decision.gate import ArmOutcomes, GateConfig, decide, summarize
-from tasks.run_config import RunConfig
-from tasks.decision.sequential import SequentialConfig, design_for
+from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide, summarize
+from spectral_surgery.tasks.run_config import RunConfig
+from spectral_surgery.tasks.decision.sequential import SequentialConfig, design_for
 
 CFG = GateConfig()
 
@@ -131,7 +131,7 @@ def test_sequential_decision_sentence_uses_the_gates_tail(tmp_path):
     """A sequential run adds the candidates stopped for futility to the gate's verdicts: its sentence comes from the
     same composer, so a REJECT has no tail and a HOLD's names the held candidate (not "held for evidence" after a
     guard-rejected candidate's reason)."""
-    from tasks.decision.sequential import sequential_decision
+    from spectral_surgery.tasks.decision.sequential import sequential_decision
 
     cfg = RunConfig(data_dir=tmp_path, sequential=SequentialConfig(enabled=True, looks=4), task_limit=400,
                     surgery=SurgeryConfig(calib=CalibConfig(n_samples=4)))

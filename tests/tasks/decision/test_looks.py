@@ -7,8 +7,8 @@ asked to score. The flow's use (evaluating each look's documents) is covered in 
 
 from __future__ import annotations
 
-from tasks.decision.gate import GateConfig
-from tasks.decision.sequential import SequentialConfig, design_for, run_looks
+from spectral_surgery.tasks.decision.gate import GateConfig
+from spectral_surgery.tasks.decision.sequential import SequentialConfig, design_for, run_looks
 
 N = 240
 BASE = [float(i % 2) for i in range(N)]

@@ -13,8 +13,8 @@ import math
 
 import pytest
 
-from tasks.decision.gate import ArmOutcomes, GateConfig, decide, verdict_of
-from tasks.decision.record import (
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide, verdict_of
+from spectral_surgery.tasks.decision.record import (
     SCHEMA_VERSION,
     DecisionRecord,
     EvidenceKeys,

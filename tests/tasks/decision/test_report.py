@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.decision.gate import ArmOutcomes, GateConfig, decide
-from tasks.decision.report import candidate_rows, decision_markdown
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
 
 N = 400
 
@@ -71,7 +71,7 @@ def _two_policies(base: int, a: int, b: int) -> dict:
 
 
 def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
-    from tasks.decision.report import what_wins, what_wins_markdown
+    from spectral_surgery.tasks.decision.report import what_wins, what_wins_markdown
 
     decisions = [  # gains of hns: +4, +8, +16 pts over the unedited adapter (of 400 documents) in math
         {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0},
@@ -102,7 +102,7 @@ def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
 def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated():
     """An edit's cost per adapter is its stages counted whole (what it alone would pay) + write + evaluate; the
     calibration pass counts only for an edit that needs data; data-free edits are compared with calibrated ones."""
-    from tasks.decision.report import cost_by_data, edit_cost, what_wins, what_wins_markdown
+    from spectral_surgery.tasks.decision.report import cost_by_data, edit_cost, what_wins, what_wins_markdown
 
     def costs(calibrate: float, evaluate_hns: float) -> dict:
         return {"smooth_abs": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0},
@@ -138,7 +138,7 @@ def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated(
 def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
     import dataclasses
 
-    from tasks.decision.gate import DecisionConfig
+    from spectral_surgery.tasks.decision.gate import DecisionConfig
 
     stats = _decision(base=200, cand=260, ctrl=200)
     md = decision_markdown("ad-1", stats, "s")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tasks.decision.stats import PairedTest, adjust_pvalues, newcombe_paired_ci, newcombe_paired_ci_array, paired_test
+from spectral_surgery.tasks.decision.stats import PairedTest, adjust_pvalues, newcombe_paired_ci, newcombe_paired_ci_array, paired_test
 
 SEED = 1234
 # Cavo et al. (2012), paired 2x2 table [[59, 6], [16, 80]]; Newcombe square-and-add interval as published in
@@ -236,7 +236,7 @@ def test_vectorised_newcombe_matches_scalar():
 
 # ------------------------------------------------------------------------------------- pairing, paired t
 def test_pairing_hand_computed_on_outcomes_and_scores():
-    from tasks.decision.stats import pairing
+    from spectral_surgery.tasks.decision.stats import pairing
 
     # a = 1,1,0,0 and b = 1,0,0,0: n11=1, n10=1, n01=0, n00=2 -> phi = (1·2 − 1·0)/√(2·2·1·3) = 1/√3;
     # var_a = 1/3, var_b = 1/4, a − b = 0,1,0,0 with var 1/4 -> n_eff = 4·(1/3 + 1/4)/(1/4) = 28/3
@@ -258,7 +258,7 @@ def test_pairing_hand_computed_on_outcomes_and_scores():
 
 
 def test_paired_t_matches_scipy_and_hand_interval():
-    from tasks.decision.stats import paired_t
+    from spectral_surgery.tasks.decision.stats import paired_t
 
     a, b = [1.0, 2.0, 3.0, 4.5], [1.0, 2.0, 3.0, 4.0]
     t = paired_t(a, b, alternative="greater")

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.adapter_io import (
+from spectral_surgery.tasks.adapter_io import (
     CONFIG_NAME,
     SAFETENSORS_NAME,
     adapter_content_sha256,
     load_adapter,
 )
-from tasks.delivery.export import (
+from spectral_surgery.tasks.delivery.export import (
     MANIFEST,
     VERSIONS,
     ExportError,
@@ -27,7 +27,7 @@ from tasks.delivery.export import (
     folder_name,
     read_payload,
 )
-from tasks.delivery.serving import normalise, serving_problems
+from spectral_surgery.tasks.delivery.serving import normalise, serving_problems
 from tests import tiny
 
 RANK_PATTERN = {"model.layers.1.self_attn.o_proj": 8, "q_proj": 2}
@@ -217,7 +217,7 @@ def test_normalise_drops_excluded_modules_without_random_layers(adapters, tiny_b
 
 
 def test_normalise_is_pure_and_refuses_lora_bias():
-    from tasks.adapter_io import AdapterError
+    from spectral_surgery.tasks.adapter_io import AdapterError
 
     a, b = torch.randn(2, 4), torch.randn(3, 2)
     tensors = {"base_model.model.m.lora_A.weight": a, "base_model.model.m.lora_B.weight": b}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.adapter_io import adapter_content_sha256
-from tasks.delivery.export import MANIFEST, ExportItem
-from tasks.delivery.export_watch import WatchState, item_key, watch, watch_tick
+from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from spectral_surgery.tasks.delivery.export import MANIFEST, ExportItem
+from spectral_surgery.tasks.delivery.export_watch import WatchState, item_key, watch, watch_tick
 from tests import tiny
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from tasks.decision.gate import ArmOutcomes, GateConfig, decide
-from tasks.delivery.mlflow_run import (
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from spectral_surgery.tasks.delivery.mlflow_run import (
     metric_key,
     model_version_tags,
     registered_model_name,
@@ -17,7 +17,7 @@ from tasks.delivery.mlflow_run import (
     run_params,
     run_tags,
 )
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 def _task(gain: int) -> list[float]:

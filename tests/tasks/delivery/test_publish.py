@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, adapter_content_sha256
-from tasks.delivery.export import ExportItem
-from tasks.delivery.publish import (
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, SAFETENSORS_NAME, adapter_content_sha256
+from spectral_surgery.tasks.delivery.export import ExportItem
+from spectral_surgery.tasks.delivery.publish import (
     CARD_NAME,
     EVIDENCE_NAME,
     PublishError,

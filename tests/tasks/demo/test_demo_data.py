@@ -1,4 +1,4 @@
-"""tasks.demo.demo_data: the generated demo training / calibration rows are deterministic, well-formed and correct."""
+"""spectral_surgery.tasks.demo.demo_data: the generated demo training / calibration rows are deterministic, well-formed and correct."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tasks.demo import demo_data as dd
-from tasks.evaluation.suites import arith_items
-from tasks.evaluation.suites import utils as suite_utils
+from spectral_surgery.tasks.demo import demo_data as dd
+from spectral_surgery.tasks.evaluation.suites import arith_items
+from spectral_surgery.tasks.evaluation.suites import utils as suite_utils
 
 N = 400
 GENERATORS = [dd.make_math_rows, dd.make_mc_rows, dd.make_instruction_rows]
@@ -145,7 +145,7 @@ def test_instruction_answers_pass_ifevals_own_checkers():
 
 
 def test_instruction_topics_are_not_the_suite_topics():
-    from tasks.evaluation.suites import build_data
+    from spectral_surgery.tasks.evaluation.suites import build_data
 
     assert not {t for t, _, _ in dd.TOPICS} & set(build_data.TOPICS)
     # a prompt starts with its topic: no demo prompt can start like a suite prompt

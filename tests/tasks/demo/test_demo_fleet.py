@@ -1,4 +1,4 @@
-"""tasks.demo.demo_fleet: LoRA training on the tiny model, and the cached demo fleet (never the real model here)."""
+"""spectral_surgery.tasks.demo.demo_fleet: LoRA training on the tiny model, and the cached demo fleet (never the real model here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks.demo import demo_fleet as df
+from spectral_surgery.tasks.demo import demo_fleet as df
 from tests import tiny
 
 STEPS = 20
@@ -58,7 +58,7 @@ def test_untrained_adapter_is_the_initialisation_and_changes_nothing(tiny_base, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tasks.register_checks import inert_adapter
+    from spectral_surgery.tasks.register_checks import inert_adapter
 
     spec = next(s for s in tiny_fleet() if s.name == "math-untrained")
     (entry,) = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(spec,))

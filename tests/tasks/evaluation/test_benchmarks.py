@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.evaluation import benchmarks as B
+from spectral_surgery.tasks.evaluation import benchmarks as B
 
 PAPER = {"math": "gsm8k", "code": "humaneval", "instruction": "ifeval", "commonsense": "commonsense_qa"}
 OFFLINE = {"math": "ss_arith", "code": "ss_code", "instruction": "ss_ifeval", "commonsense": "ss_mc"}

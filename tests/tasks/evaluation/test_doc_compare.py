@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.evaluation.doc_compare import differing_docs
-from tasks.evaluation.evaluate import EvalResult
+from spectral_surgery.tasks.evaluation.doc_compare import differing_docs
+from spectral_surgery.tasks.evaluation.evaluate import EvalResult
 
 
 def _result(tmp_path, name, outcomes, resps=None, benchmark="ss_mc") -> EvalResult:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from tasks.evaluation.doc_compare import differing_docs
-from tasks.evaluation.evaluate import (
+from spectral_surgery.tasks.evaluation.doc_compare import differing_docs
+from spectral_surgery.tasks.evaluation.evaluate import (
     BARE_BASE,
     EvalResult,
     FakeEvaluator,
@@ -21,7 +21,7 @@ from tasks.evaluation.evaluate import (
     register_evaluator,
     split_doc_rows,
 )
-from tasks.evaluation.benchmarks import get_benchmark
+from spectral_surgery.tasks.evaluation.benchmarks import get_benchmark
 from tests import tiny
 
 LIMIT_MC = 8

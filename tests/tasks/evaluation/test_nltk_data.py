@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nltk
 
-from tasks.evaluation.nltk_data import FILES, ensure_punkt_tab
+from spectral_surgery.tasks.evaluation.nltk_data import FILES, ensure_punkt_tab
 
 TEXT = "Dr. Smith went to Washington. He met Mr. Jones at 5 p.m. on Friday. They talked about the U.S. economy."
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluation import sandbox
-from tasks.evaluation.sandbox import (
+from spectral_surgery.tasks.evaluation import sandbox
+from spectral_surgery.tasks.evaluation.sandbox import (
     SandboxUnavailable,
     bwrap_problem,
     resolve_backend,
     run_code,
     using_backend,
 )
-from tasks.evaluation.suites.utils import humaneval_program, load_ss_code
+from spectral_surgery.tasks.evaluation.suites.utils import humaneval_program, load_ss_code
 
 BACKENDS = [
     pytest.param("bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_problem()}")),
@@ -164,7 +164,7 @@ def test_without_bubblewrap_code_is_refused_with_the_fix(no_bwrap):
 def test_python_guard_opt_in_runs_with_a_warning(no_bwrap, monkeypatch, caplog):
     monkeypatch.setenv(sandbox.ENV_SANDBOX, "python-guard")
     sandbox._warn_guard.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="tasks.evaluation.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="spectral_surgery.tasks.evaluation.sandbox"):
         assert run_code("assert 1 + 1 == 2\n").passed
     assert any("python-guard" in r.getMessage() for r in caplog.records)
 
@@ -178,7 +178,7 @@ def test_bwrap_is_the_default(monkeypatch):
 
 
 def test_code_benchmark_is_refused_before_the_model_loads(no_bwrap, tmp_path):
-    from tasks.evaluation.evaluate import get_evaluator, runs_generated_code
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator, runs_generated_code
 
     assert runs_generated_code("lm_eval") and not runs_generated_code("fake")
     ev = get_evaluator("lm_eval")
@@ -189,7 +189,7 @@ def test_code_benchmark_is_refused_before_the_model_loads(no_bwrap, tmp_path):
 def test_run_config_sandbox_is_validated():
     from pydantic import ValidationError
 
-    from tasks.run_config import RunConfig
+    from spectral_surgery.tasks.run_config import RunConfig
 
     assert RunConfig().sandbox is None and RunConfig(sandbox="python-guard").sandbox == "python-guard"
     with pytest.raises(ValidationError, match="bwrap"):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluation.sandbox import bwrap_problem, run_code
-from tasks.evaluation.sandbox_bwrap import NPROC
+from spectral_surgery.tasks.evaluation.sandbox import bwrap_problem, run_code
+from spectral_surgery.tasks.evaluation.sandbox_bwrap import NPROC
 
 BWRAP = pytest.param("bwrap", marks=pytest.mark.skipif(bwrap_problem() is not None, reason=f"{bwrap_problem()}"))
 GUARD_LOSES = pytest.mark.xfail(strict=True, reason="the python-guard fallback does not hold this (use bwrap)")
@@ -289,7 +289,7 @@ class _Listeners:
 @pytest.mark.parametrize("backend", [BWRAP, GUARD])
 def test_12_no_network(backend):
     if backend == "python-guard":
-        from tasks.evaluation.sandbox_guard import unshare_prefix
+        from spectral_surgery.tasks.evaluation.sandbox_guard import unshare_prefix
 
         if not unshare_prefix():
             pytest.xfail("no network namespace here: python-guard cannot hold _socket")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.evaluation.subjects import doc_order, evaluation_subjects, stored_outcomes, to_score
+from spectral_surgery.tasks.evaluation.subjects import doc_order, evaluation_subjects, stored_outcomes, to_score
 
 IDS = {"smooth_abs": 7, "bare_base": 3, "random_s0": 5}
 LOCAL = Path("/adapters/v1")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluation.benchmarks import get_benchmark, list_benchmarks
-from tasks.evaluation.suites import build_data
-from tasks.evaluation.suites.mix import spread
-from tasks.evaluation.suites.utils import SUITES_DIR, read_jsonl
+from spectral_surgery.tasks.evaluation.benchmarks import get_benchmark, list_benchmarks
+from spectral_surgery.tasks.evaluation.suites import build_data
+from spectral_surgery.tasks.evaluation.suites.mix import spread
+from spectral_surgery.tasks.evaluation.suites.utils import SUITES_DIR, read_jsonl
 
 SUITES = {"ss_arith": 1000, "ss_mc": 1000, "ss_code": 164, "ss_humaneval": 164, "ss_ifeval": 300}  # task -> minimum documents
 VERSIONS = {"ss_arith": 2.0, "ss_mc": 2.0, "ss_code": 1.0, "ss_humaneval": 1.0, "ss_ifeval": 2.0}
@@ -139,7 +139,7 @@ def _mc_right_answer(question: str, choices: list[str]) -> str | None:
 
 
 def test_mc_computable_answers_are_right():
-    from tasks.evaluation.suites import mc_tables
+    from spectral_surgery.tasks.evaluation.suites import mc_tables
 
     factors = {(small, large): f for large, small, f in mc_tables.UNITS}
     days, months = mc_tables.DAYS, mc_tables.MONTHS
@@ -161,7 +161,7 @@ def test_mc_computable_answers_are_right():
 
 def test_mc_tables_are_unambiguous():
     """A word is in one antonym pair, a thing in one category, a capital in one country: one right choice."""
-    from tasks.evaluation.suites import mc_tables as t
+    from spectral_surgery.tasks.evaluation.suites import mc_tables as t
 
     words = [w for pairs in t.OPPOSITES.values() for pair in pairs for w in pair]
     members = [m for ms in t.CATEGORIES.values() for m in ms]
@@ -175,7 +175,7 @@ def test_mc_tables_are_unambiguous():
 
 
 def test_ifeval_rows_use_ifeval_format():
-    from tasks.evaluation.nltk_data import ensure_punkt_tab
+    from spectral_surgery.tasks.evaluation.nltk_data import ensure_punkt_tab
 
     ensure_punkt_tab()
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
@@ -193,7 +193,7 @@ def test_ifeval_rows_use_ifeval_format():
 
 
 def test_ifeval_scoring_is_lm_evals_own():
-    from tasks.evaluation.suites.utils import process_ss_ifeval
+    from spectral_surgery.tasks.evaluation.suites.utils import process_ss_ifeval
 
     doc = read_jsonl(SUITES_DIR / "ss_ifeval.jsonl")[0]
     assert doc["instruction_id_list"] == ["punctuation:no_comma"]
@@ -207,7 +207,7 @@ def test_ifeval_scoring_is_lm_evals_own():
 def test_every_ifeval_doc_scores_through_lm_eval_dataset(task_manager):
     # The docs as lm-eval hands them over (datasets merges all kwargs dicts into one struct, None-filled)
     # are accepted by IFEval's checkers, and a response that follows nothing fails most prompts.
-    from tasks.evaluation.suites.utils import process_ss_ifeval
+    from spectral_surgery.tasks.evaluation.suites.utils import process_ss_ifeval
 
     task = task_manager.load(["ss_ifeval"])["tasks"]["ss_ifeval"]
     docs = list(task.eval_docs)
@@ -286,7 +286,7 @@ class _OracleLM:
 def test_oracle_scores_perfectly_through_lm_eval(task_manager, code_sandbox):
     from lm_eval import simple_evaluate
 
-    from tasks.evaluation.suites.utils import load_ss_code
+    from spectral_surgery.tasks.evaluation.suites.utils import load_ss_code
 
     arith = read_jsonl(SUITES_DIR / "ss_arith.jsonl")
     code = list(load_ss_code()["test"])

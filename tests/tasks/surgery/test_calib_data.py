@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tasks.surgery.calib_data import (
+from spectral_surgery.tasks.surgery.calib_data import (
     IGNORE_INDEX,
     CalibExample,
     build_batch,
@@ -22,8 +22,8 @@ from tasks.surgery.calib_data import (
     load_calibration,
     register_calib_loader,
 )
-from tasks.config import CalibConfig
-from tasks.names import UnknownNameError
+from spectral_surgery.tasks.config import CalibConfig
+from spectral_surgery.tasks.names import UnknownNameError
 from tests import tiny
 
 EOS = "</s>"

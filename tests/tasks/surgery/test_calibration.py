@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.surgery.calibration import (
+from spectral_surgery.tasks.surgery.calibration import (
     IGNORE_INDEX,
     CalibExample,
     Sensitivity,
@@ -24,7 +24,7 @@ from tasks.surgery.calibration import (
     load_calibration,
     resolve_lora_layer,
 )
-from tasks.config import CalibConfig
+from spectral_surgery.tasks.config import CalibConfig
 
 REL_TOL = 1e-4
 PREFIX = "base_model.model."
@@ -229,7 +229,7 @@ def test_module_without_gradient_is_absent(setup, monkeypatch, caplog):
     pm, tok, spectra, scalings, examples = setup
     layer1 = pm.get_submodule(PREFIX + "model.layers.1")
     monkeypatch.setattr(layer1, "forward", lambda hidden_states, *a, **k: hidden_states)  # layer 1 never runs
-    with caplog.at_level(logging.WARNING, logger="tasks.surgery.calibration"):
+    with caplog.at_level(logging.WARNING, logger="spectral_surgery.tasks.surgery.calibration"):
         sens = collect_sensitivities(pm, tok, examples[:3], spectra, scalings, _cfg())
     assert set(sens) == {n for n in spectra if ".layers.0." in n}
     assert "model.layers.1.mlp.down_proj" in caplog.text and "never fired" in caplog.text
@@ -240,13 +240,13 @@ def test_sequences_longer_than_the_base_are_truncated_with_a_warning(setup, monk
     pm, tok, spectra, scalings, examples = setup
     monkeypatch.setattr(pm.get_base_model().config, "max_position_embeddings", 16)
     assert max(build_batch(tok, [e])["input_ids"].shape[1] for e in examples) > 16
-    with caplog.at_level(logging.WARNING, logger="tasks.surgery.calib_data"):
+    with caplog.at_level(logging.WARNING, logger="spectral_surgery.tasks.surgery.calib_data"):
         cut = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4))
     warnings = [r for r in caplog.records if "positions" in r.getMessage()]
     assert len(warnings) == 1 and "truncated to 16 tokens" in warnings[0].getMessage()
     assert "calib.max_seq_len" in warnings[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tasks.surgery.calib_data"):  # the user's own, shorter limit: silent
+    with caplog.at_level(logging.WARNING, logger="spectral_surgery.tasks.surgery.calib_data"):  # the user's own, shorter limit: silent
         asked = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4, max_seq_len=16))
     assert not [r for r in caplog.records if "positions" in r.getMessage()]
     for name in spectra:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
+from spectral_surgery.tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
 
 ATOL = 1e-5
 SHAPES = [(8, 6, 2), (32, 48, 4), (64, 16, 16), (128, 96, 8)]  # (d_out, d_in, r); the third has r = d_in

@@ -9,13 +9,13 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tasks.adapter_io import load_adapter
-from tasks.surgery.calibration import CalibExample, build_batch
-from tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
-from tasks.surgery.decompose import lowrank_svd
-from tasks.surgery.edit import edit_sigmas, prepare, write_candidate
-from tasks.surgery.global_scalar import fixed_gamma
-from tasks.surgery.policies import policy_counts
+from spectral_surgery.tasks.adapter_io import load_adapter
+from spectral_surgery.tasks.surgery.calibration import CalibExample, build_batch
+from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig
+from spectral_surgery.tasks.surgery.decompose import lowrank_svd
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare, write_candidate
+from spectral_surgery.tasks.surgery.global_scalar import fixed_gamma
+from spectral_surgery.tasks.surgery.policies import policy_counts
 from tests import tiny
 
 POLICIES = ("abs_select", "smooth_abs", "random_index", "grad_direction", "double_smooth", "z_score", "robust_z")
@@ -154,7 +154,7 @@ def test_layer_range_and_targets(tiny_base, tiny_adapter):
 
 
 def test_cli_edit_writes_one_adapter_per_policy(tiny_base, tiny_adapter, calib_file, tmp_path, capsys):
-    from flows.cli import main
+    from spectral_surgery.flows.cli import main
 
     out = tmp_path / "out"
     rc = main(["edit", "--base", str(tiny_base), "--adapter", str(tiny_adapter), "--calib", str(calib_file),
@@ -168,7 +168,7 @@ def test_cli_edit_writes_one_adapter_per_policy(tiny_base, tiny_adapter, calib_f
 
 
 def test_cli_edit_reports_bad_adapter(tiny_base, calib_file, tmp_path, capsys):
-    from flows.cli import main
+    from spectral_surgery.flows.cli import main
 
     (tmp_path / "bad").mkdir()
     rc = main(["edit", "--base", str(tiny_base), "--adapter", str(tmp_path / "bad"), "--calib", str(calib_file),

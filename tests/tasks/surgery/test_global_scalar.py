@@ -8,12 +8,12 @@ from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from tasks.surgery.calib_data import select_examples
-from tasks.surgery.calibration import CalibExample
-from tasks.config import DEFAULT_GAMMA_GRID, PROTOCOL1_GRID, CalibConfig, GlobalScalarConfig, SurgeryConfig
-from tasks.config import TargetConfig
-from tasks.surgery.edit import prepare, write_candidate
-from tasks.surgery.global_scalar import (
+from spectral_surgery.tasks.surgery.calib_data import select_examples
+from spectral_surgery.tasks.surgery.calibration import CalibExample
+from spectral_surgery.tasks.config import DEFAULT_GAMMA_GRID, PROTOCOL1_GRID, CalibConfig, GlobalScalarConfig, SurgeryConfig
+from spectral_surgery.tasks.config import TargetConfig
+from spectral_surgery.tasks.surgery.edit import prepare, write_candidate
+from spectral_surgery.tasks.surgery.global_scalar import (
     choose_gamma,
     fixed_gamma,
     holdout_calib_config,
@@ -22,7 +22,7 @@ from tasks.surgery.global_scalar import (
     select_gamma_calib_loss,
     select_gamma_held_out,
 )
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.run_config import RunConfig
 from tests import tiny
 
 # EXTENSIONS §8.3 Protocol 1: calibration accuracies on the grid 1.00 .. 0.40.

@@ -6,10 +6,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks.surgery.calibration import CalibExample, aggregate, batch_gradients
-from tasks.config import CalibConfig, EditConfig, HNSConfig, SensitivityHNSConfig, SurgeryConfig, TargetConfig
-from tasks.surgery.decompose import lowrank_svd
-from tasks.surgery.module_selection import (
+from spectral_surgery.tasks.surgery.calibration import CalibExample, aggregate, batch_gradients
+from spectral_surgery.tasks.config import CalibConfig, EditConfig, HNSConfig, SensitivityHNSConfig, SurgeryConfig, TargetConfig
+from spectral_surgery.tasks.surgery.decompose import lowrank_svd
+from spectral_surgery.tasks.surgery.module_selection import (
     NOT_COMPATIBLE,
     OUTSIDE_BUDGET,
     default_budget,
@@ -17,8 +17,8 @@ from tasks.surgery.module_selection import (
     select_hns_modules,
     selected_spectra,
 )
-from tasks.surgery.policies import get_policy, list_policies
-from tasks.surgery.posthoc import hns_spectrum
+from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
+from spectral_surgery.tasks.surgery.posthoc import hns_spectrum
 from tests import tiny
 
 F64 = torch.float64
@@ -205,7 +205,7 @@ def test_settings_are_validated_and_keyed_only_when_changed():
 def prepared(tiny_base, tiny_adapter):
     from transformers import AutoModelForCausalLM
 
-    from tasks.surgery.edit import prepare
+    from spectral_surgery.tasks.surgery.edit import prepare
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base).eval()
     examples = [CalibExample(r["prompt"], r["answer"]) for r in tiny.calib_rows(6)]
@@ -214,8 +214,8 @@ def prepared(tiny_base, tiny_adapter):
 
 
 def test_write_candidate_edits_only_the_chosen_modules(prepared, tmp_path):
-    from tasks.adapter_io import load_adapter
-    from tasks.surgery.edit import write_candidate
+    from spectral_surgery.tasks.adapter_io import load_adapter
+    from spectral_surgery.tasks.surgery.edit import write_candidate
 
     p, cfg = prepared
     cfg = cfg.model_copy(update={"edit": EditConfig(sensitivity_hns={"selection_rule": "importance"})})

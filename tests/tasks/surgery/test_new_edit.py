@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-import tasks.surgery.policy_registry as policy_registry
-from tasks.adapter_io import load_adapter
-from tasks.config import EditConfig, SurgeryConfig
-from tasks.keys import candidate_key
-from tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
-from tasks.surgery.policy_docs import policy_rows
-from tasks.surgery.policy_registry import PolicyInputs, preserve_energy, register_policy
+import spectral_surgery.tasks.surgery.policy_registry as policy_registry
+from spectral_surgery.tasks.adapter_io import load_adapter
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
+from spectral_surgery.tasks.keys import candidate_key
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
+from spectral_surgery.tasks.surgery.policy_docs import policy_rows
+from spectral_surgery.tasks.surgery.policy_registry import PolicyInputs, preserve_energy, register_policy
 
 
 def toy_tail_cut(inp: PolicyInputs, cfg: EditConfig) -> torch.Tensor:
@@ -59,12 +59,12 @@ def test_a_registered_edit_is_keyed_and_listed_by_what_it_declares(registered):
 
 
 def test_the_registration_is_private_to_the_test(registered):
-    from tasks.surgery.policies import list_policies
+    from spectral_surgery.tasks.surgery.policies import list_policies
 
     assert registered in list_policies(None)
 
 
 def test_other_tests_do_not_see_it():
-    from tasks.surgery.policies import list_policies
+    from spectral_surgery.tasks.surgery.policies import list_policies
 
     assert "toy_tail_cut" not in list_policies(None)

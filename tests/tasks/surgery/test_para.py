@@ -10,11 +10,11 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tasks.adapter_io import CONFIG_NAME, AdapterError, load_adapter, write_adapter
-from tasks.config import EditConfig, SurgeryConfig, TargetConfig
-from tasks.surgery.edit import edit_sigmas, prepare_data_free, rank_changes, write_candidate
-from tasks.surgery.para import para_threshold, rank_preserving_alpha
-from tasks.surgery.policies import get_policy, list_policies
+from spectral_surgery.tasks.adapter_io import CONFIG_NAME, AdapterError, load_adapter, write_adapter
+from spectral_surgery.tasks.config import EditConfig, SurgeryConfig, TargetConfig
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare_data_free, rank_changes, write_candidate
+from spectral_surgery.tasks.surgery.para import para_threshold, rank_preserving_alpha
+from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
 from tests import tiny
 
 T = torch.tensor
@@ -250,7 +250,7 @@ def test_evaluator_scores_a_pruned_adapter_beside_full_rank_ones_as_it_scores_it
     """A PARA candidate (other ranks, excluded modules) gets LoRA layers of its own in the shared PEFT model; the
     modules it excludes contribute nothing while it is active, and the full-rank adapter after it gets its own
     numbers back (bit for bit arm by arm; one pass, the arms share batches: equal to float summation order)."""
-    from tasks.evaluation.evaluate import get_evaluator
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 
     cfg = _cfg(0.5)
     prepared = prepare_data_free(tiny_adapter, cfg)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.surgery import policies, policy_registry
-from tasks.config import EditConfig
-from tasks.names import UnknownNameError
-from tasks.surgery.policies import (
+from spectral_surgery.tasks.surgery import policies, policy_registry
+from spectral_surgery.tasks.config import EditConfig
+from spectral_surgery.tasks.names import UnknownNameError
+from spectral_surgery.tasks.surgery.policies import (
     PolicyInputs,
     apply_policy,
     get_policy,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.config import CalibConfig, EditConfig, SurgeryConfig
-from tasks.surgery.calibration import CalibExample
-from tasks.surgery.edit import edit_sigmas, prepare
-from tasks.surgery.policies import get_policy, list_policies
+from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig
+from spectral_surgery.tasks.surgery.calibration import CalibExample
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare
+from spectral_surgery.tasks.surgery.policies import get_policy, list_policies
 from tests import tiny
 
 GAMMA = 0.7  # given to every edit: global_scalar needs one, the others ignore it

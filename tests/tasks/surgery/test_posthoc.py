@@ -11,11 +11,11 @@ from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from tasks.adapter_io import load_adapter
-from tasks.config import HNS_FAST, HNS_STABLE, EditConfig, HNSConfig, SurgeryConfig, TemperatureConfig
-from tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
-from tasks.surgery.policies import apply_policy, get_policy, list_policies
-from tasks.surgery.posthoc import ablation_spectrum, effective_rank, flat_spectrum, hns_spectrum
+from spectral_surgery.tasks.adapter_io import load_adapter
+from spectral_surgery.tasks.config import HNS_FAST, HNS_STABLE, EditConfig, HNSConfig, SurgeryConfig, TemperatureConfig
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare_data_free, write_candidate
+from spectral_surgery.tasks.surgery.policies import apply_policy, get_policy, list_policies
+from spectral_surgery.tasks.surgery.posthoc import ablation_spectrum, effective_rank, flat_spectrum, hns_spectrum
 
 # EXTENSIONS §1 H1 (= METHOD §15's σ0), §1 H2, §4 A1.
 H1 = torch.tensor([8.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0], dtype=torch.float64)

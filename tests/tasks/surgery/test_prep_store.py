@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tasks.surgery.calibration import CalibExample
-from tasks.config import CalibConfig, SurgeryConfig, TargetConfig
-from tasks.surgery.edit import edit_sigmas, prepare, write_candidate
-from tasks.surgery.prep_store import load_prepared, save_prepared
+from spectral_surgery.tasks.surgery.calibration import CalibExample
+from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig, TargetConfig
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare, write_candidate
+from spectral_surgery.tasks.surgery.prep_store import load_prepared, save_prepared
 from tests import tiny
 
 
@@ -46,7 +46,7 @@ def test_reloaded_prepared_gives_identical_edits_and_adapters(fresh, tiny_adapte
 
 
 def test_stage_seconds_count_calibration_only_for_edits_that_need_data(fresh, tiny_adapter, tmp_path):
-    from tasks.surgery.write_plan import stage_seconds
+    from spectral_surgery.tasks.surgery.write_plan import stage_seconds
 
     prepared, cfg = fresh
     loaded = load_prepared(save_prepared(prepared, tmp_path / "prepared.safetensors"), tiny_adapter, cfg.targets)

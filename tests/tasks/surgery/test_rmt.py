@@ -11,13 +11,13 @@ import torch
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from tasks.adapter_io import load_adapter
-from tasks.surgery.calibration import CalibExample
-from tasks.config import CalibConfig, EditConfig, RMTConfig, SurgeryConfig
-from tasks.surgery.edit import edit_sigmas, prepare, prepare_data_free, write_candidate
-from tasks.names import UnknownNameError
-from tasks.surgery.policies import apply_policy, get_policy
-from tasks.surgery.rmt import (
+from spectral_surgery.tasks.adapter_io import load_adapter
+from spectral_surgery.tasks.surgery.calibration import CalibExample
+from spectral_surgery.tasks.config import CalibConfig, EditConfig, RMTConfig, SurgeryConfig
+from spectral_surgery.tasks.surgery.edit import edit_sigmas, prepare, prepare_data_free, write_candidate
+from spectral_surgery.tasks.names import UnknownNameError
+from spectral_surgery.tasks.surgery.policies import apply_policy, get_policy
+from spectral_surgery.tasks.surgery.rmt import (
     dg_hard_spectrum,
     dg_threshold,
     gd_lambda_star,

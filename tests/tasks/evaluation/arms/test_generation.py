@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.evaluation.arms.generation import (
+from spectral_surgery.tasks.evaluation.arms.generation import (
     BASE_ARM,
     UnsupportedGeneration,
     _common_prefix,

@@ -9,12 +9,12 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from tasks.decision.gate import ArmOutcomes
-from tasks.decision.canaries import canaries
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.compare import compare_results
-from tasks.evaluation.arms.lm import ArmsLM
-from tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity, get_evaluator
+from spectral_surgery.tasks.decision.gate import ArmOutcomes
+from spectral_surgery.tasks.decision.canaries import canaries
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.compare import compare_results
+from spectral_surgery.tasks.evaluation.arms.lm import ArmsLM
+from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity, get_evaluator
 from tests import smol, tiny
 
 LIMIT_MC = 12
@@ -120,7 +120,7 @@ def test_arms_pass_is_part_of_the_key_and_validated():
 def _ignoring_adapter_names(monkeypatch):
     """Break the one pass: the LoRA layers never see adapter_names, every row runs the active adapter (the first
     subject)."""
-    monkeypatch.setattr("tasks.evaluation.arms.loglikelihood._inject_adapter_names", lambda m, args, kw, **_: (args, kw))
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.loglikelihood._inject_adapter_names", lambda m, args, kw, **_: (args, kw))
     yield
 
 
@@ -162,7 +162,7 @@ def test_model_work_happens_once_and_each_arm_is_served(arms_lm, monkeypatch):
     first = arms_lm.loglikelihood(reqs)
     scored = dict(arms_lm.requests_scored)
     calls = []
-    monkeypatch.setattr("tasks.evaluation.arms.lm.loglikelihood_arms", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("spectral_surgery.tasks.evaluation.arms.lm.loglikelihood_arms", lambda *a, **k: calls.append(a))
     served = {}
     for arm in arms_lm.arms:
         arms_lm.serve(arm)

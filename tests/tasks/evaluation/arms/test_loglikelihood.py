@@ -7,8 +7,8 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-from tasks.evaluation.arms import BASE_ARM
-from tasks.evaluation.arms.loglikelihood import loglikelihood_arms, window
+from spectral_surgery.tasks.evaluation.arms import BASE_ARM
+from spectral_surgery.tasks.evaluation.arms.loglikelihood import loglikelihood_arms, window
 from tests import tiny
 
 TOL_LL = 1e-4  # max |ΔLL| per request against HFLM (fp32; measured ~1e-5: only the summation order differs)

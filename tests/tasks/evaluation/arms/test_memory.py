@@ -7,12 +7,12 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
-import tasks.evaluation.arms.lm as arms_lm_module
-import tasks.evaluation.arms.loglikelihood as ll_module
-from tasks.evaluation.arms import memory
-from tasks.evaluation.arms.lm import ArmsLM
-from tasks.evaluation.arms.loglikelihood import loglikelihood_arms
-from tasks.evaluation.arms.memory import MAX_ROWS, ModelDims, generation_rows, loglikelihood_rows
+import spectral_surgery.tasks.evaluation.arms.lm as arms_lm_module
+import spectral_surgery.tasks.evaluation.arms.loglikelihood as ll_module
+from spectral_surgery.tasks.evaluation.arms import memory
+from spectral_surgery.tasks.evaluation.arms.lm import ArmsLM
+from spectral_surgery.tasks.evaluation.arms.loglikelihood import loglikelihood_arms
+from spectral_surgery.tasks.evaluation.arms.memory import MAX_ROWS, ModelDims, generation_rows, loglikelihood_rows
 from tests import tiny
 from tests.tasks.evaluation.arms.test_loglikelihood import ARMS, _peft, _requests
 
@@ -119,15 +119,15 @@ def test_loglikelihood_refuses_a_bad_batch_size(lm):
     with pytest.raises(ValueError, match="int >= 1 or 'auto'"):
         loglikelihood_arms(lm, _requests(lm)[:2], ARMS, batch_size=0)
     with pytest.raises(ValueError, match="'auto'"):
-        from tasks.evaluation.evaluate import LmEvalEvaluator
+        from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator
 
         LmEvalEvaluator(batch_size="max")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_auto_reads_free_memory_and_bf16_one_pass_keeps_the_fp32_outcomes(tiny_base, tmp_path, monkeypatch):
-    from tasks.evaluation.arms.compare import compare_results
-    from tasks.evaluation.evaluate import get_evaluator
+    from spectral_surgery.tasks.evaluation.arms.compare import compare_results
+    from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 
     subjects = {"baseline": tiny.save_adapter(tiny_base, tmp_path / "a", seed=3), "bare": None,
                 "other": tiny.save_adapter(tiny_base, tmp_path / "b", seed=5)}

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from tasks.evaluation.arms.compare import compare_results
-from tasks.evaluation.arms.precision import Fp32Head, fp32_head, fp32_logits
-from tasks.evaluation.evaluate import get_evaluator
+from spectral_surgery.tasks.evaluation.arms.compare import compare_results
+from spectral_surgery.tasks.evaluation.arms.precision import Fp32Head, fp32_head, fp32_logits
+from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 from tests import smol, tiny
 
 LIMIT_MC = 24

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tasks.evaluation.arms.vllm_arms import (
+from spectral_surgery.tasks.evaluation.arms.vllm_arms import (
     VLLM_MISSING,
     FanOut,
     LoraArm,
@@ -20,8 +20,8 @@ from tasks.evaluation.arms.vllm_arms import (
     split,
     vllm_installed,
 )
-from tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.evaluation.evaluate import LmEvalEvaluator, evaluator_identity
+from spectral_surgery.tasks.run_config import RunConfig
 from tests import tiny
 
 needs_vllm = pytest.mark.skipif(not vllm_installed(), reason="vllm is not installed")
