@@ -157,8 +157,8 @@ def build_demo_arms(args: argparse.Namespace, base_dir: Path, model, tok, work: 
     """The arms of a real decision on the demo adapter of ``bench``'s family (:mod:`tests.benchmarks.demo_arms`):
     the demo's run config and budget preset ``args.budget`` (training steps and rows, calibration size), cached in
     ``work``."""
-    from flows.demo import BUDGETS, demo_config, with_overrides
-    from tasks.model import BUNDLED_MODEL
+    from spectral_surgery.flows.demo import BUDGETS, demo_config, with_overrides
+    from spectral_surgery.tasks.model import BUNDLED_MODEL
     from tests.benchmarks.demo_arms import demo_adapter_for, demo_decision_arms
 
     budget = with_overrides(BUDGETS[args.budget], steps=args.steps)

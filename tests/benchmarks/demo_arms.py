@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.adapter_io import MANIFEST_NAME
-from tasks.decision.arms import BASELINE, plan_arms
-from tasks.demo.demo_fleet import DEMO_FLEET, DemoAdapterSpec
-from tasks.run_config import RunConfig
+from spectral_surgery.tasks.adapter_io import MANIFEST_NAME
+from spectral_surgery.tasks.decision.arms import BASELINE, plan_arms
+from spectral_surgery.tasks.demo.demo_fleet import DEMO_FLEET, DemoAdapterSpec
+from spectral_surgery.tasks.run_config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def demo_adapter_for(benchmark: str, profile: str = "offline", fleet: Sequence[D
     Raises:
         ValueError: No trained demo adapter's family is scored on ``benchmark`` under ``profile``.
     """
-    from tasks.evaluation.benchmarks import resolve_benchmark
+    from spectral_surgery.tasks.evaluation.benchmarks import resolve_benchmark
 
     for spec in fleet:
         if spec.scaled_from is None and not spec.untrained and \
@@ -105,15 +105,15 @@ def demo_decision_arms(base_dir: Path, base_model_id: str, work: Path, name: str
     Returns:
         A :class:`DemoDecisionArms`.
     """
-    from tasks.adapter_io import adapter_content_sha256
-    from tasks.decision.edit_budget import choose_edits
-    from tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
-    from tasks.keys import candidate_key, prepared_key
-    from tasks.surgery.calibration import calibration_sha256, load_calibration
-    from tasks.surgery.edit import prepare, write_candidate
-    from tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
-    from tasks.surgery.prep_store import load_prepared, save_prepared
-    from tasks.surgery.write_plan import fresh_holdout, no_holdout_reason, plan_writes
+    from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+    from spectral_surgery.tasks.decision.edit_budget import choose_edits
+    from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
+    from spectral_surgery.tasks.keys import candidate_key, prepared_key
+    from spectral_surgery.tasks.surgery.calibration import calibration_sha256, load_calibration
+    from spectral_surgery.tasks.surgery.edit import prepare, write_candidate
+    from spectral_surgery.tasks.surgery.global_scalar import holdout_calib_config, select_gamma_calib_loss
+    from spectral_surgery.tasks.surgery.prep_store import load_prepared, save_prepared
+    from spectral_surgery.tasks.surgery.write_plan import fresh_holdout, no_holdout_reason, plan_writes
 
     work = Path(work).absolute()
     built = build_demo_fleet(base_dir, work, steps=steps, n_train=n_train, fleet=fleet_specs([name], fleet),

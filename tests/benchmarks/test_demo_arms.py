@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.adapter_io import MANIFEST_NAME, load_adapter
-from tasks.decision.arms import BASELINE, plan_arms
-from tasks.demo.demo_fleet import DEMO_FLEET
+from spectral_surgery.tasks.adapter_io import MANIFEST_NAME, load_adapter
+from spectral_surgery.tasks.decision.arms import BASELINE, plan_arms
+from spectral_surgery.tasks.demo.demo_fleet import DEMO_FLEET
 from tests.benchmarks.demo_arms import demo_adapter_for, demo_decision_arms
 from tests.tiny import save_base
 
@@ -36,7 +36,7 @@ def delta_w(path: Path) -> dict[str, torch.Tensor]:
 def built(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from flows.demo import BUDGETS, demo_config
+    from spectral_surgery.flows.demo import BUDGETS, demo_config
 
     tmp = tmp_path_factory.mktemp("demo_arms")
     base = save_base(tmp / "base")
