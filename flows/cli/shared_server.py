@@ -21,6 +21,9 @@ that has work starts one *shared* server under its Prefect home instead, and lat
 
 ``0`` keeps the behaviour without sharing: a temporary server per run, stopped at exit
 (:mod:`flows.cli.prefect_home`). Nothing is shared when the user chose a server (``PREFECT_API_URL``) or a database.
+
+Over 400 lines: the record, the locks, attach/start/replace and the watchdog are one protocol; the watchdog runs this
+file as a script (standard library only), so it cannot live in a module that imports the rest.
 """
 
 from __future__ import annotations
