@@ -27,7 +27,7 @@ HEAVY = ("torch", "transformers", "peft", "prefect", "lm_eval", "sqlalchemy", "s
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"], ["demo", "--help"]])
 def test_version_and_help_import_no_model_stack(argv):
     """``--version`` and ``--help`` answer at once (issue 27): the sub-commands' modules are imported when they run."""
-    code = ("import sys; from flows.cli.app import main; code = main(%r); "
+    code = ("import sys; from spectral_surgery.flows.cli.app import main; code = main(%r); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & set(%r))); sys.exit(code)" % (argv, HEAVY))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -18,8 +18,8 @@ from tests.flows.cli_support import cli
 
 REPO = Path(__file__).resolve().parents[2]
 # `run` with the scan before the flow made to find work: the command as it was before the no-op path existed
-FORCED = ("import sys; import flows.prescan as p; p.look_for_work = lambda c: p.Prescan('forced', 0); "
-          "from flows.cli import main; sys.exit(main(sys.argv[1:]))")
+FORCED = ("import sys; import spectral_surgery.flows.prescan as p; p.look_for_work = lambda c: p.Prescan('forced', 0); "
+          "from spectral_surgery.flows.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _run(argv: list, prefect: Path, tmp: Path, *, forced: bool = False) -> tuple[subprocess.CompletedProcess, float]:

@@ -206,7 +206,7 @@ def run_in_evaluator(prog: str, backend: str, secret: str) -> str:
     A separate evaluator, because ``/proc/<pid>/environ`` shows a process's environment as it was started:
     only then is the secret really there to be stolen.
     """
-    code = ("import sys\nfrom tasks.evaluation.sandbox import run_code\n"
+    code = ("import sys\nfrom spectral_surgery.tasks.evaluation.sandbox import run_code\n"
             "r = run_code(sys.stdin.read(), backend=sys.argv[1])\nsys.stdout.write(r.status + '\\n' + r.detail)\n")
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "HF_TOKEN": secret, "PYTHONPATH": path}
