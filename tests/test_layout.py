@@ -1,5 +1,5 @@
-"""The source tree explains itself: no two modules of the project's packages share a file name, and a module over
-400 lines says in its docstring why it is not split.
+"""The source tree explains itself: no two modules of the project's packages share a file name, a module over
+400 lines says in its docstring why it is not split, and no modules import each other round a circle.
 
 Two ``mlflow_mirror.py`` (one the MLflow client, one the pure mapping) or two ``serve.py`` make a traceback, a
 grep or an editor tab say the wrong thing; a module whose name another module already has is renamed to say
@@ -53,3 +53,91 @@ def test_a_long_module_says_why_it_is_not_split():
         if REASON not in (ast.get_docstring(ast.parse(text)) or ""):
             silent.append(f"{rel} ({text.count(chr(10))} lines)")
     assert not silent, f"split these or add a line '{REASON} <why>' to their module docstring: {silent}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the project's modules it imports, at any depth of its code (module level, functions, TYPE_CHECKING):
+    names resolved under the ``spectral_surgery`` namespace, a ``from package import module`` as that module."""
+    import ast
+
+    mods = {}
+    for path in module_paths():
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        mods[".".join(["spectral_surgery", *(parts[:-1] if is_pkg else parts)])] = (path, is_pkg)
+    graph: dict[str, set[str]] = {}
+    for mod, (path, is_pkg) in mods.items():
+        pkg = mod if is_pkg else mod.rpartition(".")[0]
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                    base = ".".join([*up, base] if base else up)
+                names = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for n in names:
+                while n and n not in mods:
+                    n = n.rpartition(".")[0]
+                if n and n != mod:
+                    out.add(n)
+        graph[mod] = out
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan, iterative)."""
+    index, low, on, stack, found, counter = {}, {}, set(), [], [], 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    group = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        group.append(w)
+                        if w == v:
+                            break
+                    if len(group) > 1:
+                        found.append(sorted(group))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    """No two of the project's modules import each other, directly or round a circle, even lazily inside a function:
+    each such import is a hidden order of initialisation (the shared tools/import_cycles.py counts the same, but it
+    knows the folders' bare names, not the installed ``spectral_surgery.*`` ones this tree imports by)."""
+    graph = _import_graph()
+    assert sum(map(len, graph.values())) > 300  # the imports resolved: the graph has its edges
+    assert not _cycles(graph), _cycles(graph)
