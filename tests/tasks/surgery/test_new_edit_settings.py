@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 import spectral_surgery.tasks.config as config_module
 import spectral_surgery.tasks.surgery.policy_registry as policy_registry
 from spectral_surgery.registry.declaration import one_line
-from spectral_surgery.tasks.config import EditConfig, SettingsModel, SurgeryConfig
+from spectral_surgery.tasks.config import EditConfig, SettingsModel
 from spectral_surgery.tasks.keys import candidate_key, policy_settings
 from spectral_surgery.tasks.run_config import RunConfig
 from spectral_surgery.tasks.surgery.edit import prepare_data_free, write_candidate
@@ -79,7 +79,7 @@ def test_a_bad_section_in_a_run_config_file_is_one_line_naming_the_file_the_fiel
     config.write_text(f"surgery:\n  policies: [{NAME}]\n  edit:\n    {NAME}:\n      keep: 0\n")
     r = cli("run", "--config", config, "--evaluator", "fake", "--data-dir", tmp_path / "none")
     assert_error(r, str(config), f"surgery.edit.{NAME}.keep", "greater than or equal to 1")
-    config.write_text(f"surgery:\n  edit:\n    toy_head_kep: {{keep: 3}}\n")
+    config.write_text("surgery:\n  edit:\n    toy_head_kep: {keep: 3}\n")
     r = cli("run", "--config", config, "--evaluator", "fake", "--data-dir", tmp_path / "none")
     assert_error(r, str(config), "surgery.edit.toy_head_kep", f"Did you mean {NAME!r}?")
 
