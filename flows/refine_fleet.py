@@ -52,6 +52,9 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
         with interrupt.window_deadline(window_left_s, clock=monotonic):
             out = {**refine_version(version_id, adapter_name, run_id, config), **where}
     except Exception as e:
+        # the traceback in the task run's log (the run's log file; the terminal with -v), as the adapter's own flow
+        # run logged it when it was one; the registry records the failure itself
+        get_run_logger().error("%s failed: %s: %s", adapter_name, type(e).__name__, e, exc_info=True)
         out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
     return {**out, "version_id": version_id, "seconds": monotonic() - t0}
 

@@ -155,7 +155,7 @@ def one_line(error: Any, model: type, prefix: str) -> str:
         return f"{where}: unknown key.{hint(loc[-1], valid)} Valid keys: {', '.join(valid)}"
     msg = first["msg"].removeprefix("Value error, ")
     got = f" (got {first['input']!r})" if "input" in first and not isinstance(first["input"], dict) else ""
-    return f"{where}: {msg}{got}"
+    return f"{where}: {msg}{got}" if where else f"{msg}{got}"  # a model-level check names its own fields
 
 
 def _fields_at(model: type, path: Sequence[str]) -> list[str]:

@@ -110,12 +110,16 @@ def quiet_closed_pipe() -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """A bad option or run config: its text (the field or option, what is wrong, the fix) is the whole message."""
+
+
 def message(e: BaseException) -> str:
     from pydantic import ValidationError
 
     from spectral_surgery.registry.validation import RegistryError
 
-    if isinstance(e, (RegistryError, ValidationError, FileNotFoundError)):
+    if isinstance(e, (RegistryError, ValidationError, FileNotFoundError, UsageError)):
         return str(e)
     if isinstance(e, KeyError):  # KeyError quotes its message; the registries' errors read as plain text
         return str(e.args[0]) if e.args else type(e).__name__

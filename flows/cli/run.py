@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from spectral_surgery.flows.cli.common import PAPER_POLICIES, parse_sets
+from spectral_surgery.flows.cli.common import PAPER_POLICIES, UsageError, parse_sets
 from spectral_surgery.flows.cli.common import console as plain_console
 from spectral_surgery.flows.cli.common import EXIT_INTERRUPTED, emit, fail, guarded, message, open_registry
 
@@ -94,9 +94,9 @@ def run_config_from_args(args: argparse.Namespace):
         loc = ".".join(str(p) for p in e.errors()[0]["loc"])
         option = OPTION_OF.get(loc)
         if option and getattr(args, option.removeprefix("--").replace("-", "_"), None) is not None:
-            raise ValueError(f"{option}: {one_line(e, RunConfig, '').split(': ', 1)[1]}") from None
+            raise UsageError(f"{option}: {one_line(e, RunConfig, '').split(': ', 1)[1]}") from None
         where = f"{args.config} (with the command-line options)" if args.config else "the command-line options"
-        raise ValueError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}") from None
+        raise UsageError(f"invalid run configuration from {where}: {one_line(e, RunConfig, '')}") from None
     from spectral_surgery.tasks.evaluation.evaluate import require_evaluator
 
     require_evaluator(config.evaluator)  # an unknown name fails here with "did you mean", before any work starts

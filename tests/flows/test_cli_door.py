@@ -82,7 +82,7 @@ def test_run_refuses_an_invalid_device_or_dtype_before_the_flow_starts(door, tmp
     assert_error(cli("run", "--device", "gpu0", "--evaluator", "fake", "--data-dir", data), "device 'gpu0'",
                  "cpu, cuda, cuda:N")
     assert_error(cli("run", "--evaluator", "fake", "--evaluator-option", "dtype=float33", "--data-dir", data),
-                 "evaluator_options.dtype 'float33'", "bfloat16")
+                 "evaluator_options.dtype: 'float33'", "bfloat16")
 
 
 def test_run_refuses_an_evaluation_that_cannot_fit_the_context(door, tmp_path):

@@ -72,7 +72,7 @@ def test_in_a_pipe_plain_short_lines_and_warnings_in_the_log_file(home, prefect_
     # a plain line per change of stage or adapter (polled: a stage shorter than a tick may go unseen)
     seen = {m.groups() for line in lines if (m := re.match(r"^(\w+) · (ad\d \(\d/2\)) · ", line))}
     assert {a for _, a in seen} == {"ad0 (1/2)", "ad1 (2/2)"}, r.stderr
-    assert len({s for s, _ in seen} & {"calibration", "editing", "evaluation", "decision"}) >= 2, r.stderr
+    assert len({s for s, _ in seen} & {"preparing", "calibration", "editing", "evaluation", "decision"}) >= 2, r.stderr
     assert any("ETA ~" in line for line in lines)  # once one adapter has finished
     heads = [line for line in r.stdout.splitlines() if not line.startswith(" ")]
     assert heads[0] == "Nightly refinement run 1: 2 refined, 0 failed"
