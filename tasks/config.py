@@ -158,8 +158,10 @@ class EditConfig(_Strict):
                 errors.append(InitErrorDetails(type=_section_error(str(name)), loc=(name,), input=value))
                 continue
             try:
-                settings = value if isinstance(value, spec.settings_model) else \
-                    spec.settings_model.model_validate(value)
+                # a partial section overrides the edit's registered defaults (para_e95's ε is 0.95, not the
+                # model class's 0.90), so a field left out means what the edit means by it
+                settings = value if isinstance(value, spec.settings_model) else spec.settings_model.model_validate(
+                    {**spec.settings_default.model_dump(), **value} if isinstance(value, dict) else value)
             except ValidationError as e:
                 errors.extend(_section_errors(name, e))
                 continue

@@ -163,3 +163,17 @@ def test_a_settings_model_that_could_not_key_a_candidate_is_refused(monkeypatch)
             register_policy("toy_refused", role="posthoc", settings=settings)(toy_head_keep)
     with pytest.raises(ValueError, match="is an EditConfig field"):
         register_policy("z_tau", role="posthoc", settings=HeadKeepConfig)(toy_head_keep)
+
+
+def test_partial_section_keeps_the_edits_registered_defaults():
+    """``edit: {para_e95: {}}`` is para_e95 at ε 0.95 (its registered default), not the settings model's class
+    default 0.90; a field left out of a section keeps the edit's own value, a field given overrides it."""
+    import spectral_surgery.tasks.surgery.policies  # noqa: F401  (registers the edits)
+    from spectral_surgery.tasks.config import EditConfig
+
+    assert EditConfig.model_validate({"para_e95": {}}).para_e95.epsilon == 0.95
+    assert EditConfig.model_validate({"para_e99": {}}).para_e99.epsilon == 0.99
+    assert EditConfig.model_validate({"para": {}}).para.epsilon == 0.90
+    assert EditConfig.model_validate({"para_e95": {"epsilon": 0.97}}).para_e95.epsilon == 0.97
+    # an empty section is the default, so it keys nothing (dumps equal those of a config without it)
+    assert EditConfig.model_validate({"para_e95": {}}).model_dump() == EditConfig().model_dump()
