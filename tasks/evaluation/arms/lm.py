@@ -69,7 +69,7 @@ class ArmsLM(HFLM):
             that score every arm at once).
         requests_scored: Request type -> distinct requests scored for all arms.
         fallbacks: Request type -> why it was scored arm by arm; ``"lora_multiply"`` -> which LoRA layers kept
-            PEFT's mixed batch on the stacked path and why (DoRA, ``lora_bias``, embeddings, ...).
+            PEFT's mixed batch on the stacked path and why (``lora_bias``, embeddings, ...).
         generation_stats: The last :class:`~tasks.evaluation.arms.generation.GenerationStats` (per arm: documents
             verified equal to the reference vs diverged, forward passes, decoded tokens), or None.
     """
