@@ -29,9 +29,11 @@ class ArmsScoring:
         path: ``one_pass`` (every arm scored together, then served to lm-eval arm by arm), ``arm_by_arm``, or
             ``vllm`` (every arm a LoRA request of one vLLM engine, :mod:`~tasks.evaluation.arms.vllm_arms`).
         arms: Arms scored together (1 per subject on the arm-by-arm path).
-        fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path,
-            and ``("lora_multiply", why)`` when LoRA layers kept PEFT's mixed batch instead of the stacked multi-arm
-            multiply (:mod:`~tasks.evaluation.arms.stacked_lora`: DoRA, ``lora_bias``, embeddings, ...).
+        fallbacks: ``(request type, why)`` for every request type that was scored arm by arm on the one-pass path
+            (also ``loglikelihood`` / ``generate_until`` when a DoRA arm would need PEFT's mixed batch, which refuses
+            DoRA: DoRA on an embedding, ``lora_multiply="peft"``), and ``("lora_multiply", why)`` when LoRA layers
+            kept PEFT's mixed batch instead of the stacked multi-arm multiply
+            (:mod:`~tasks.evaluation.arms.stacked_lora`: ``lora_bias``, embeddings, LoRA variants other than DoRA).
         shared_seconds: Seconds of model work done for all arms together (0.0 arm by arm); each subject's
             ``on_result`` seconds are its own wall time outside that work plus ``shared_seconds / arms``.
         diverged: Generative requests on the one-pass path: ``(subject, documents diverged, documents checked)``

@@ -131,8 +131,9 @@ def generate_until_arms(
     Raises:
         UnsupportedGeneration: Sampling requests, generation kwargs or generation-config settings that change a
             greedy argmax, a thinking-token or seq2seq HFLM, HFLM's ``batch_size="auto"`` without this call's
-            ``batch_size`` (or with ``shared_prefix=False``), a model that is not a ``PeftModel``; the caller falls
-            back to ``HFLM.generate_until`` arm by arm.
+            ``batch_size`` (or with ``shared_prefix=False``), a model that is not a ``PeftModel``, a DoRA arm that
+            PEFT's mixed batch would have to run (:class:`~tasks.evaluation.arms.stacked_lora.MixedBatchRefused`);
+            the caller falls back to ``HFLM.generate_until`` arm by arm.
         ValueError: Unknown, repeated or empty arms, or a reference that is not one of them.
     """
     model = _check_model(lm, arms, reference)
@@ -141,9 +142,12 @@ def generate_until_arms(
                                     "this call's, with shared_prefix)")
     # every argmax below (the reference's decoding, verification, decoding on) from fp32 logits: a bf16/fp16 model's
     # head is run in fp32 on upcast hidden states (tasks.evaluation.arms.precision)
-    from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatch
+    from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatch, MixedBatchRefused
 
-    mixed = MixedBatch(model, arms, lora_multiply)  # every arm's LoRA factors stacked once per call
+    try:
+        mixed = MixedBatch(model, arms, lora_multiply)  # every arm's LoRA factors stacked once per call
+    except MixedBatchRefused as e:  # a DoRA arm PEFT's mixed batch would refuse: the caller goes arm by arm
+        raise UnsupportedGeneration(str(e)) from e
     if mixed.fallback is not None and fallbacks is not None:
         fallbacks["lora_multiply"] = mixed.fallback
     with fp32_logits(model):

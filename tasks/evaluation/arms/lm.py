@@ -10,7 +10,8 @@ request; each later call (the same requests, rebuilt by lm-eval for the next arm
         lm.serve(arm)
         simple_evaluate(model=lm, tasks=["ss_mc"], ...)   # model work on the first iteration only
 
-Request types: ``loglikelihood`` in one pass (:func:`~tasks.evaluation.arms.loglikelihood.loglikelihood_arms`);
+Request types: ``loglikelihood`` in one pass (:func:`~tasks.evaluation.arms.loglikelihood.loglikelihood_arms`; arm
+by arm, recorded, where a DoRA arm would need PEFT's mixed batch, which refuses DoRA);
 ``generate_until`` through :meth:`ArmsLM._generate_all`: greedy requests by
 :func:`~tasks.evaluation.arms.generation.generate_until_arms` (the reference arm decodes; every other arm is verified by
 one teacher-forced pass over its continuation and decodes on only where it diverges), anything it refuses (sampling,
@@ -32,6 +33,7 @@ from lm_eval.models.huggingface import HFLM
 from spectral_surgery.tasks.evaluation.arms import BASE_ARM
 from spectral_surgery.tasks.evaluation.arms.loglikelihood import loglikelihood_arms
 from spectral_surgery.tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, generation_rows, is_auto
+from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatchRefused
 
 OTHER_FALLBACK = "arm by arm: no all-arms scorer for this request type"
 
@@ -67,7 +69,7 @@ class ArmsLM(HFLM):
             that score every arm at once).
         requests_scored: Request type -> distinct requests scored for all arms.
         fallbacks: Request type -> why it was scored arm by arm; ``"lora_multiply"`` -> which LoRA layers kept
-            PEFT's mixed batch on the stacked path and why (DoRA, ``lora_bias``, embeddings, ...).
+            PEFT's mixed batch on the stacked path and why (``lora_bias``, embeddings, ...).
         generation_stats: The last :class:`~tasks.evaluation.arms.generation.GenerationStats` (per arm: documents
             verified equal to the reference vs diverged, forward passes, decoded tokens), or None.
     """
@@ -132,14 +134,23 @@ class ArmsLM(HFLM):
 
     # -- loglikelihood: every arm in one pass
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """``HFLM.loglikelihood`` of the served arm; the first call for these requests scores every arm."""
+        """``HFLM.loglikelihood`` of the served arm; the first call for these requests scores every arm (in one pass,
+        or HFLM's own with each adapter active where the arms cannot share a mixed batch:
+        :class:`~tasks.evaluation.arms.stacked_lora.MixedBatchRefused`, recorded in :attr:`fallbacks`)."""
         if self.enable_thinking:  # HFLM's own refusal
             raise ValueError("enable_thinking=True is not compatible with loglikelihood tasks.")
         missing = list({r.args: r for r in requests if r.args not in self._ll}.values())
         if missing:
             t0 = time.perf_counter()
-            scores = loglikelihood_arms(self, missing, self.arms, batch_size=self._pass_batch_size,
-                                        lora_multiply=self.lora_multiply, fallbacks=self.fallbacks)
+            try:
+                scores = loglikelihood_arms(self, missing, self.arms, batch_size=self._pass_batch_size,
+                                            lora_multiply=self.lora_multiply, fallbacks=self.fallbacks)
+            except MixedBatchRefused as e:  # a DoRA arm PEFT's mixed batch would run: HFLM's own, arm by arm
+                self.fallbacks["loglikelihood"] = f"arm by arm: {e}"
+                scores = {}
+                for arm in self.arms:
+                    with self.active(arm):
+                        scores[arm] = HFLM.loglikelihood(self, missing, disable_tqdm=True)
             for i, req in enumerate(missing):
                 self._ll[req.args] = {arm: scores[arm][i] for arm in self.arms}
             self._count("loglikelihood", len(missing), time.perf_counter() - t0)

@@ -178,7 +178,7 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
             PEFT's mixed-adapter batch (a loop over the adapters in every layer). The same outcomes, log-likelihoods
             equal to float summation order (tested at 1e-4 in fp32).
         fallbacks: Where given, ``fallbacks["lora_multiply"]`` says which LoRA layers kept PEFT's mixed batch on
-            the stacked path and why (DoRA, ``lora_bias``, embeddings, ...); untouched when every layer is stacked.
+            the stacked path and why (``lora_bias``, embeddings, ...); untouched when every layer is stacked.
 
     Returns:
         Arm -> one ``(sum of the continuation's log-probs, whether it is the greedy continuation)`` per request,
@@ -188,6 +188,8 @@ def loglikelihood_arms(lm: Any, requests: Sequence[Any], arms: Sequence[str], *,
         KeyError: An arm that is not an adapter of the model.
         ValueError: A request lm-eval would refuse as well (empty or over-long continuation), or an unknown
             ``lora_multiply``.
+        MixedBatchRefused: A DoRA arm on a layer left to PEFT's mixed batch, which refuses DoRA
+            (:class:`~tasks.evaluation.arms.stacked_lora.MixedBatchRefused`): score these arms arm by arm.
     """
     if getattr(lm, "backend", "causal") != "causal":
         raise ValueError(f"loglikelihood_arms: causal language models only (backend {lm.backend!r})")

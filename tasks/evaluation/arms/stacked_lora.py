@@ -15,12 +15,25 @@ Measured on CPU, one thread, fp32, 8 rows of 100-300 tokens, r 8-16, SmolLM2-135
 arm (one matmul per arm, then a scatter) cost as much as PEFT's loop: the index copies and the scatter are the cost,
 not the matmuls.
 
+DoRA arms (`paper <https://huggingface.co/papers/2402.09353>`_) take the same multiply. PEFT's DoRA forward at
+eval (``tuners/lora/dora.py``: dropout the identity, the base output reused) adds to the base output ``y = W x + b``::
+
+    (m / ||W + s B A||_row - 1) * (y - b) + (m / ||W + s B A||_row) * s * B A x
+
+with the magnitude vector ``m`` and the row norm of the base weight plus the arm's delta, detached as PEFT detaches
+it. Per arm and layer ``k = m / ||W + s B A||_row`` is computed ONCE per pass by PEFT's own ``get_weight_norm`` (PEFT
+recomputes it on every forward) and folded in: ``k * s * B`` goes into the stack like ``s * B``, and ``k - 1`` into a
+per-slot output scale (:attr:`LayerStack.rescale`, 0 for plain-LoRA arms, the bare base and absent arms), so DoRA,
+plain-LoRA and base rows share one pass. PEFT's mixed batch refuses DoRA (``adapter_names`` with a DoRA adapter is a
+``ValueError``), so a DoRA arm on a layer that is not stacked (DoRA on an embedding, ``lora_multiply="peft"``, ...)
+makes :class:`MixedBatch` raise :class:`MixedBatchRefused` up front; the callers then score that arm set arm by arm.
+
 :class:`StackedLora` installs this as each supported layer's ``forward`` on the instance for the duration of
 :meth:`StackedLora.installed` (PEFT's classes and every other model are untouched; the instance attribute is
-removed on exit, also on an exception). Supported: PEFT's ``lora.Linear`` with vanilla LoRA (any subset of the
-projections, any ranks, rslora or any other scaling, dropout inactive at eval). Every other LoRA layer (DoRA or
-another variant, ``lora_bias``, embeddings, convolutions, quantized layers, merged weights, active dropout) keeps
-PEFT's mixed batch, the reason recorded in :attr:`StackedLora.fallbacks`.
+removed on exit, also on an exception). Supported: PEFT's ``lora.Linear`` with vanilla LoRA or DoRA (any subset of
+the projections, any ranks, rslora or any other scaling, dropout inactive at eval). Every other LoRA layer (another
+variant, ``lora_bias``, embeddings, convolutions, quantized layers, merged weights, active dropout) keeps PEFT's
+mixed batch, the reason recorded in :attr:`StackedLora.fallbacks`.
 
 Pure: no Prefect, no registry.
 """
@@ -48,11 +61,28 @@ class LayerStack:
         a_t: ``[slots, in, r_max]``: each arm's ``A^T`` (ranks padded with zero columns); slot 0 is the zero arm.
         b_t: ``[slots, r_max, out]``: each arm's ``(scaling * B)^T`` (padded with zero rows); slot 0 is zero.
         slot_of: ``[arms]`` (long): the pass's arm index -> this layer's slot (0 for the base and absent arms).
+        rescale: ``[slots, out]``: each DoRA arm's ``m / ||W + s B A||_row - 1`` (its ``b_t`` holds
+            ``m / ||W + s B A||_row * s * B``), 0 for the other slots; None where no arm of the pass is DoRA here.
+        bias: The base layer's bias (``[out]``) where ``rescale`` is set and the base has one: DoRA rescales the
+            base output without it.
     """
 
     a_t: torch.Tensor
     b_t: torch.Tensor
     slot_of: torch.Tensor
+    rescale: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+
+class MixedBatchRefused(ValueError):
+    """The arms cannot share a mixed batch exactly (a DoRA arm on a layer left to PEFT's mixed batch, which refuses
+    DoRA): the caller scores this arm set arm by arm, with each adapter active, and records why."""
+
+
+def _is_dora(layer: Any, arm: str) -> bool:
+    from peft.tuners.lora.variants import DoraLinearVariant
+
+    return type(layer.lora_variant.get(arm)) is DoraLinearVariant and arm in layer.lora_magnitude_vector
 
 
 def unsupported(layer: Any, arms: Sequence[str]) -> str | None:
@@ -72,8 +102,8 @@ def unsupported(layer: Any, arms: Sequence[str]) -> str | None:
         return "adapters disabled"
     mine = [a for a in arms if a in layer.lora_A]
     for arm in mine:
-        if arm in layer.lora_variant:
-            return f"{type(layer.lora_variant[arm]).__name__} on arm {arm!r} (DoRA or another LoRA variant)"
+        if arm in layer.lora_variant and not _is_dora(layer, arm):
+            return f"{type(layer.lora_variant[arm]).__name__} on arm {arm!r} (a LoRA variant other than DoRA)"
         if layer.lora_bias.get(arm, False) or layer.lora_B[arm].bias is not None:
             return f"lora_bias on arm {arm!r}"
         drop = layer.lora_dropout[arm]
@@ -98,13 +128,34 @@ def stack_layer(layer: Any, arms: Sequence[str]) -> LayerStack | None:
     a_t = torch.zeros(len(mine) + 1, layer.in_features, r_max, dtype=w.dtype, device=w.device)
     b_t = torch.zeros(len(mine) + 1, r_max, layer.out_features, dtype=w.dtype, device=w.device)
     slot_of = torch.zeros(len(arms), dtype=torch.long)
+    dora = [a for a in mine if _is_dora(layer, a)]
+    rescale = torch.zeros(len(mine) + 1, layer.out_features, dtype=w.dtype, device=w.device) if dora else None
     with torch.no_grad():
         for s, arm in enumerate(mine, start=1):
-            a, b = layer.lora_A[arm].weight, layer.lora_B[arm].weight
+            a, b = layer.lora_A[arm].weight, layer.lora_B[arm].weight * layer.scaling[arm]
+            if arm in dora:
+                k = dora_factor(layer, arm)
+                b = b * k[:, None]
+                rescale[s] = k - 1
             a_t[s, :, :a.shape[0]] = a.T
-            b_t[s, :b.shape[1], :] = (b * layer.scaling[arm]).T
+            b_t[s, :b.shape[1], :] = b.T
             slot_of[list(arms).index(arm)] = s
-    return LayerStack(a_t, b_t, slot_of.to(w.device))
+    bias = None if rescale is None else layer.get_base_layer().bias
+    return LayerStack(a_t, b_t, slot_of.to(w.device), rescale, None if bias is None else bias.detach())
+
+
+def dora_factor(layer: Any, arm: str) -> torch.Tensor:
+    """``m / ||W + s B A||_row`` (``[out]``) of DoRA arm ``arm`` on ``layer``, as PEFT's DoRA forward computes it:
+    its own ``get_lora_weight`` and ``get_weight_norm`` (``fan_in_fan_out`` handled there) on the base weight
+    (dequantized, in the LoRA weights' dtype, as PEFT casts the input), the norm detached."""
+    from peft.utils.integrations import dequantize_module_weight
+
+    dora = layer.lora_magnitude_vector[arm]
+    lora_a, lora_b = layer.lora_A[arm], layer.lora_B[arm]
+    lora_weight = dora.get_lora_weight(lora_A=lora_a, lora_B=lora_b).to(lora_a.weight.dtype)
+    weight = dequantize_module_weight(layer.get_base_layer()).to(lora_a.weight.dtype)
+    norm = dora.get_weight_norm(weight=weight, lora_weight=lora_weight.detach(), scaling=layer.scaling[arm]).detach()
+    return (dora.weight / norm).to(device=lora_a.weight.device, dtype=lora_a.weight.dtype)
 
 
 def row_slots(stack: LayerStack, rows: torch.Tensor) -> torch.Tensor:
@@ -129,9 +180,15 @@ def add_lora_delta(result: torch.Tensor, x: torch.Tensor, stack: LayerStack, slo
     """``result + lora_delta(x, stack, slots)``, added in place into ``result`` (a fresh base-layer output) where
     that is safe: no autograd, no autocast, one dtype, contiguous. In place the second multiply accumulates straight
     into the output (``baddbmm_``): measured on CPU 1.1-2x faster than multiplying then adding (no ``[batch, T,
-    out]`` temporary)."""
-    if (torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or result.dtype != stack.a_t.dtype
-            or not result.is_contiguous()):
+    out]`` temporary). A layer with DoRA arms first adds each row's ``rescale * (result - bias)`` (PEFT's
+    ``(m / ||W + s B A|| - 1) * base_result``; 0 for the other rows), in place as well where that is safe."""
+    in_place = not (torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
+                    or result.dtype != stack.a_t.dtype or not result.is_contiguous())
+    if stack.rescale is not None:  # DoRA arms: (k - 1) * (W x), the bias left out, from the base output
+        scale = stack.rescale[slots].view(slots.shape[0], *([1] * (result.dim() - 2)), -1).to(result.dtype)
+        base = result if stack.bias is None else result - stack.bias
+        result = result.addcmul_(base, scale) if in_place else result + base * scale
+    if not in_place:
         return result + lora_delta(x, stack, slots).to(result.dtype)
     h = torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]).to(stack.a_t.dtype), stack.a_t[slots])
     result.view(result.shape[0], -1, result.shape[-1]).baddbmm_(h, stack.b_t[slots])
@@ -261,6 +318,9 @@ class MixedBatch:
 
     Attributes:
         fallback: Which LoRA layers keep PEFT's mixed batch on the stacked path and why (None: none, or ``"peft"``).
+
+    Raises:
+        MixedBatchRefused: A DoRA arm on a LoRA layer left to PEFT's mixed batch (PEFT refuses it).
     """
 
     def __init__(self, model: Any, arms: Sequence[str], lora_multiply: str = "stacked") -> None:
@@ -272,7 +332,13 @@ class MixedBatch:
         lora = [m for m in model.modules() if isinstance(m, LoraLayer)]
         others = [m for m in model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
         self.stacked = StackedLora(lora, list(arms)) if lora_multiply == "stacked" else None
-        self._peft_layers = others + (lora if self.stacked is None else self.stacked.peft_layers)
+        peft_lora = lora if self.stacked is None else self.stacked.peft_layers
+        dora = sorted({a for layer in peft_lora for a in arms if layer.use_dora.get(a, False)})
+        if dora:  # PEFT's _check_forward_args would raise on the first forward: say so before any work
+            why = "lora_multiply='peft'" if self.stacked is None else self.stacked.describe_fallbacks()
+            raise MixedBatchRefused(f"DoRA arms {dora} on LoRA layers left to PEFT's mixed batch, which refuses DoRA "
+                                    f"({why})")
+        self._peft_layers = others + peft_lora
         self.fallback = None if self.stacked is None else self.stacked.describe_fallbacks()
 
     @contextmanager

@@ -153,8 +153,8 @@ def test_lora_bias_keeps_peft_mixed_batch_recorded_and_scores_stay_exact():
 
 
 def test_what_is_not_stacked_says_why():
-    """DoRA, embeddings, lora_bias, active dropout, merged weights keep PEFT's mixed batch (PEFT itself refuses a
-    mixed batch with a DoRA adapter: the one pass of a DoRA arm fails as before, with PEFT's message)."""
+    """Embeddings, lora_bias, active dropout, merged weights keep PEFT's mixed batch; DoRA on a linear layer is
+    stacked (tests/tasks/evaluation/arms/test_stacked_dora.py), DoRA on an embedding is not."""
     from peft import LoraConfig, get_peft_model
 
     def layers(**cfg):
@@ -163,8 +163,9 @@ def test_what_is_not_stacked_says_why():
 
     _, got = layers(target_modules=["q_proj", "embed_tokens"])
     assert "Embedding" in unsupported(got["embed_tokens"], ["one"]) and unsupported(got["q_proj"], ["one"]) is None
-    _, got = layers(target_modules=["q_proj"], use_dora=True)
-    assert unsupported(got["q_proj"], ["one"]).startswith("DoraLinearVariant on arm 'one'")
+    _, got = layers(target_modules=["q_proj", "embed_tokens"], use_dora=True)
+    assert unsupported(got["q_proj"], ["one"]) is None
+    assert "Embedding" in unsupported(got["embed_tokens"], ["one"])
     _, got = layers(target_modules=["q_proj"], lora_bias=True)
     assert unsupported(got["q_proj"], ["one"]) == "lora_bias on arm 'one'"
     pm, got = layers(target_modules=["q_proj"], lora_dropout=0.1)
