@@ -69,8 +69,20 @@ def trend_spec(a: dict) -> dict:
 
 
 def _rate_pts(v: float | None) -> float | None:
-    """A fraction in points (None stays None: a gap in the line)."""
-    return None if v is None else v * 100
+    """A fraction in points to 3 decimals (None stays None: a gap in the line)."""
+    return None if v is None else round(v * 100, 3)
+
+
+def _compact(x: dict | None) -> dict | None:
+    """A score ``{mean, lo, hi}`` or paired difference ``{delta, lo, hi, p, n}`` as the runs table shows it: values to
+    5 decimals, 1/100 of the 0.1 points the table prints, and the p-value to 3 significant digits (what ``fmt_p``
+    prints). Full floats were most of a page's bytes: their random last digits do not compress."""
+    if not x:
+        return None
+    out = {k: round(v, 5) if type(v) is float else v for k, v in x.items() if v is not None and k != "p"}
+    if type(x.get("p")) is float:
+        out["p"] = float(f"{x['p']:.3g}")
+    return out
 
 
 def _thin(xs: list[float], n: int) -> list[float]:
@@ -89,9 +101,9 @@ def forest_spec(a: dict, night: dict) -> dict | None:
             return None
         color = "#009E73" if r["promoted"] else (color_for(r["policy"]) if r["passed"] else "#9CA3AF")
         tip = f"{r['arm']} {what}: {pts(x['delta'])} pts [{pts(x['lo'])}, {pts(x['hi'])}] {fmt_p(x.get('p'))}"
-        lo = x["lo"] * 100 if x.get("lo") is not None else None
-        hi = x["hi"] * 100 if x.get("hi") is not None else None
-        return [x["delta"] * 100, lo, hi, color, tip]
+        lo = round(x["lo"] * 100, 3) if x.get("lo") is not None else None
+        hi = round(x["hi"] * 100, 3) if x.get("hi") is not None else None
+        return [round(x["delta"] * 100, 3), lo, hi, color, tip]
 
     panels = [
         {"title": "task: candidate − unedited", "x_label": "Δ task (pts)",
@@ -120,8 +132,16 @@ def _forest(a: dict, night: dict) -> str:
             + chart_json("forest", spec))
 
 
-_ROW_KEYS = ("arm", "role", "task", "guard", "vs_baseline", "vs_control", "guard_delta", "promoted", "passed",
-             "verdict", "n_needed", "reason", "failed", "best_control", "pairing")
+_SCORES = ("task", "guard", "vs_baseline", "vs_control", "guard_delta")
+_FIELDS = ("arm", "role", "promoted", "passed", "verdict", "n_needed", "reason", "failed", "best_control", "pairing")
+
+
+def _run_row(r: dict) -> dict:
+    """One subject of the runs table: its scores (:func:`_compact`) and verdict fields, empty ones left out."""
+    out = {k: r[k] for k in _FIELDS if r.get(k) not in (None, False, [], "")}
+    out.update({k: _compact(r[k]) for k in _SCORES if r.get(k)})
+    out["color"] = color_for(r["policy"])
+    return out
 
 
 def runs_spec(a: dict) -> dict:
@@ -131,7 +151,7 @@ def runs_spec(a: dict) -> dict:
         "at": n["at"], "run_id": n["run_id"], "version_sha": n["version_sha"], "config_hash": n["config_hash"],
         "bench": f"{n['benchmark']} · guard {n['guard_benchmark']}" if n["benchmark"] else "",
         "promoted": n["promoted"], "sentence": n["sentence"], "metric": n.get("decision_metric", "task"),
-        "rows": [{**{k: r.get(k) for k in _ROW_KEYS}, "color": color_for(r["policy"])} for r in n["rows"]]}
+        "rows": [_run_row(r) for r in n["rows"]]}
         for n in a["nights"]]}
 
 

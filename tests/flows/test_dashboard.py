@@ -294,8 +294,16 @@ def test_adapter_section_html(page):
     [runs] = [spec for kind, spec in chart_specs(win) if kind == "runs"]
     assert [n["sentence"] for n in runs["nights"]] == [n["sentence"] for n in a["nights"]]
     rows = [r for n in runs["nights"] for r in n["rows"]]
-    assert any(r["promoted"] for r in rows) and any(r["verdict"] in ("reject", "hold") for r in rows if r["verdict"])
-    assert any(r["vs_baseline"] and r["vs_baseline"]["p"] < 0.001 for r in rows)
+    assert any(r.get("promoted") for r in rows) and any(r.get("verdict") in ("reject", "hold") for r in rows)
+    assert any(r.get("vs_baseline") and r["vs_baseline"]["p"] < 0.001 for r in rows)
+    shown = {(n["decision_id"], r["arm"]): r for n in a["nights"] for r in n["rows"]}
+    for n, night in zip(runs["nights"], a["nights"]):  # the scores as printed: 0.001 points, p to 3 digits
+        for r in n["rows"]:
+            full = shown[(night["decision_id"], r["arm"])]
+            assert r["task"]["mean"] == pytest.approx(full["task"]["mean"], abs=5e-6)
+            if full["vs_baseline"]:
+                assert r["vs_baseline"]["lo"] == pytest.approx(full["vs_baseline"]["lo"], abs=5e-6)
+                assert r["vs_baseline"]["p"] == pytest.approx(full["vs_baseline"]["p"], rel=5e-3)
     sp, se = a["spectrum"], a["sensitivity"]
     kind, sigma = specs[f"singular values before and after ({sp['focus']})"]
     focus = next(c for c in sp["candidates"] if c["arm"] == sp["focus"])
