@@ -36,28 +36,53 @@ def _trend(a: dict) -> str:
     t = a["trend"]
     if not t:
         return '<p class="muted">No decision yet.</p>'
+    return ('<p class="guide">Reading guide: the green step line is what production scored after each night (it '
+            'moves only on a promotion, override or rollback); grey is the unedited adapter of that night, blue the '
+            'best edited candidate, light grey the random control. Triangles mark promotions.</p>'
+            + chart_json("line", trend_spec(a)))
+
+
+def trend_spec(a: dict) -> dict:
+    """The JSON of the trend chart (:func:`flows.dashboard.svg.line_chart`'s arguments, in points; drawn by
+    ``SSCharts.line``): one x per decision, oldest first, tick labels as dates."""
+    t = a["trend"]
     xs = [float(i + 1) for i in range(len(t))]
     xfmt, xlab = _x_dates([p["t"] for p in t])
-
-    def series(key: str) -> list[tuple[float, float | None]]:
-        return [(x, p[key] * 100 if p[key] is not None else None) for x, p in zip(xs, t)]
-
+    ticks = _thin(xs, 8)
     few = len(t) <= 3  # lines of one or two points need their dots to be visible at all
-    titles = {x: f"{p['at']} · version {p['version_sha']} · production {p['production_label']}" for x, p in zip(xs, t)}
-    markers = [{"x": x, "y": p["promoted_value"] * 100, "color": "#009E73", "legend": "promotion",
+
+    def series(key: str) -> list[list]:
+        return [[x, _rate_pts(p[key])] for x, p in zip(xs, t)]
+
+    titles = [f"{p['at']} · version {p['version_sha']} · production {p['production_label']}" for p in t]
+    markers = [{"x": x, "y": _rate_pts(p["promoted_value"]), "color": "#009E73", "legend": "promotion",
                 "title": f"{p['at']}: promoted {p['promoted_arm']} ({pct(p['promoted_value'])}%)"}
                for x, p in zip(xs, t) if p["promoted_arm"] and p["promoted_value"] is not None]
-    chart = sv.line_chart([
+    return {"series": [
         {"name": "production (served after the night)", "points": series("production"), "color": "#009E73",
-         "step": True, "titles": titles},
+         "step": True, "dots": True, "titles": titles},
         {"name": "unedited (baseline)", "points": series("baseline"), "color": "#4B5563", "dots": few},
         {"name": "best guided candidate", "points": series("best"), "color": "#0072B2", "dash": True, "dots": few},
         {"name": "random control", "points": series("control"), "color": "#9CA3AF", "dash": True, "dots": few}],
-        x_label=xlab, y_label=_metric_label(a), xfmt=xfmt, xticks=_thin(xs, 8), markers=markers,
-        label=f"{a['name']}: task metric across nights")
-    return ('<p class="guide">Reading guide: the green step line is what production scored after each night (it '
-            'moves only on a promotion, override or rollback); grey is the unedited adapter of that night, blue the '
-            'best edited candidate, light grey the random control. Triangles mark promotions.</p>' + chart)
+        "x_label": xlab, "y_label": _metric_label(a), "xticks": ticks, "xlabels": [xfmt(x) for x in ticks],
+        "markers": markers, "width": 620, "height": 280, "label": f"{a['name']}: task metric across nights"}
+
+
+def _rate_pts(v: float | None) -> float | None:
+    """A fraction in points to 3 decimals (None stays None: a gap in the line)."""
+    return None if v is None else round(v * 100, 3)
+
+
+def _compact(x: dict | None) -> dict | None:
+    """A score ``{mean, lo, hi}`` or paired difference ``{delta, lo, hi, p, n}`` as the runs table shows it: values to
+    5 decimals, 1/100 of the 0.1 points the table prints, and the p-value to 3 significant digits (what ``fmt_p``
+    prints). Full floats were most of a page's bytes: their random last digits do not compress."""
+    if not x:
+        return None
+    out = {k: round(v, 5) if type(v) is float else v for k, v in x.items() if v is not None and k != "p"}
+    if type(x.get("p")) is float:
+        out["p"] = float(f"{x['p']:.3g}")
+    return out
 
 
 def _thin(xs: list[float], n: int) -> list[float]:
@@ -65,20 +90,20 @@ def _thin(xs: list[float], n: int) -> list[float]:
     return xs[::step]
 
 
-def _forest(a: dict, night: dict) -> str:
+def forest_spec(a: dict, night: dict) -> dict | None:
+    """The JSON of the latest decision's forest plot (:func:`flows.dashboard.svg.forest`'s arguments, in points;
+    drawn by ``SSCharts.forest``); None when no candidate has a paired difference."""
     cands = [r for r in night["rows"] if r["role"] == "candidate"]
-    if not cands:
-        return ""
     tol = night["gate"].get("guard_tolerance")
 
-    def val(x: dict | None, r: dict, what: str) -> tuple | None:
+    def val(x: dict | None, r: dict, what: str) -> list | None:
         if not x or x.get("delta") is None:
             return None
         color = "#009E73" if r["promoted"] else (color_for(r["policy"]) if r["passed"] else "#9CA3AF")
         tip = f"{r['arm']} {what}: {pts(x['delta'])} pts [{pts(x['lo'])}, {pts(x['hi'])}] {fmt_p(x.get('p'))}"
-        lo = x["lo"] * 100 if x.get("lo") is not None else None
-        hi = x["hi"] * 100 if x.get("hi") is not None else None
-        return (x["delta"] * 100, lo, hi, color, tip)
+        lo = round(x["lo"] * 100, 3) if x.get("lo") is not None else None
+        hi = round(x["hi"] * 100, 3) if x.get("hi") is not None else None
+        return [round(x["delta"] * 100, 3), lo, hi, color, tip]
 
     panels = [
         {"title": "task: candidate − unedited", "x_label": "Δ task (pts)",
@@ -87,68 +112,51 @@ def _forest(a: dict, night: dict) -> str:
          "values": [val(r["vs_control"], r, f"vs {r['control']}") for r in cands]},
         {"title": "IFEval: candidate − unedited", "x_label": "Δ IFEval (pts)",
          "values": [val(r["guard_delta"], r, "IFEval") for r in cands],
-         "band": (-tol * 100, 0.0) if tol else None},
+         "band": [-tol * 100, 0.0] if tol else None},
     ]
     panels = [p for p in panels if any(v is not None for v in p["values"])]
-    if not panels:
+    if not cands or not panels:
+        return None
+    return {"panels": panels, "rows": [r["arm"] + (" ★" if r["promoted"] else "") for r in cands], "width": 900,
+            "label": f"{a['name']}: latest decision's paired deltas"}
+
+
+def _forest(a: dict, night: dict) -> str:
+    spec = forest_spec(a, night)
+    if spec is None:
         return ""
-    labels = [r["arm"] + (" ★" if r["promoted"] else "") for r in cands]
     return ('<p class="guide">Reading guide: dots are paired differences with 95% intervals. A candidate is promoted '
             'when its interval-backed gain is significant against BOTH the unedited adapter and the random control '
             'and its IFEval change stays inside the shaded tolerance band. Green = promoted (★), coloured = passed, '
             'grey = not promoted (the Decision column says which: held for evidence, or rejected).</p>'
-            + sv.forest(panels, labels, label=f"{a['name']}: latest decision's paired deltas"))
+            + chart_json("forest", spec))
 
 
-def _verdict(r: dict) -> str:
-    if r["role"] == "baseline":
-        return '<span class="muted">reference</span>'
-    if r["role"] == "control":
-        return '<span class="badge b-mut">random control' + (" (best)" if r["best_control"] else "") + "</span>"
-    if r["promoted"]:
-        return f'<span class="badge b-ok" title="{e(r["reason"] or "")}">promoted</span>'
-    if r["passed"]:
-        return f'<span class="badge b-info" title="{e(r["reason"] or "")}">passed</span>'
-    if r.get("verdict") == "hold":
-        need = f": needs ~{r['n_needed']:,} docs" if r.get("n_needed") else ""
-        return f'<span class="badge b-warn" title="{e(r["reason"] or "")}">held{need}</span>'
-    failed = r.get("failed") or []
-    return (f'<span class="badge b-bad" title="{e(r["reason"] or "")}">rejected</span> '
-            f'<span class="muted">{e(", ".join(failed))}</span>')
+_SCORES = ("task", "guard", "vs_baseline", "vs_control", "guard_delta")
+_FIELDS = ("arm", "role", "promoted", "passed", "verdict", "n_needed", "reason", "failed", "best_control", "pairing")
 
 
-def _vs_unedited(r: dict, metric: str) -> str:
-    """The Δ vs unedited cell: points (nats for a decision on the continuous metric), the pairing as its tooltip."""
-    x = r["vs_baseline"]
-    title = f' title="pairing vs unedited: {e(r["pairing"])}"' if r.get("pairing") else ""
-    if metric != "continuous" or not x:
-        return f'<td class="num"{title}>{_ci(x, signed=True)}</td>'
-    lo, hi = x.get("lo"), x.get("hi")
-    band = f"[{lo:+.3f}, {hi:+.3f}] " if lo is not None and hi is not None else ""
-    p = fmt_p(x["p"]) if x.get("p") is not None else ""
-    return f'<td class="num"{title}>{x["delta"]:+.3f} nats<small>{band}{p}</small></td>'
+def _run_row(r: dict) -> dict:
+    """One subject of the runs table: its scores (:func:`_compact`) and verdict fields, empty ones left out."""
+    out = {k: r[k] for k in _FIELDS if r.get(k) not in (None, False, [], "")}
+    out.update({k: _compact(r[k]) for k in _SCORES if r.get(k)})
+    out["color"] = color_for(r["policy"])
+    return out
+
+
+def runs_spec(a: dict) -> dict:
+    """The JSON of the itemised runs table (``SSViews.runs`` in :mod:`flows.dashboard.views_js` draws it): per
+    decision its header and every subject's scores and verdict, as :func:`flows.dashboard.data.collect` holds them."""
+    return {"nights": [{
+        "at": n["at"], "run_id": n["run_id"], "version_sha": n["version_sha"], "config_hash": n["config_hash"],
+        "bench": f"{n['benchmark']} · guard {n['guard_benchmark']}" if n["benchmark"] else "",
+        "promoted": n["promoted"], "sentence": n["sentence"], "metric": n.get("decision_metric", "task"),
+        "rows": [_run_row(r) for r in n["rows"]]}
+        for n in a["nights"]]}
 
 
 def _runs_table(a: dict) -> str:
-    if not a["nights"]:
-        return ""
-    out = ['<table><thead><tr><th>Subject</th><th class="num">Task (%) [95% CI]</th><th class="num">IFEval (%) '
-           '[95% CI]</th><th class="num">Δ vs unedited (pts) [CI] p</th><th class="num">Δ vs random control (pts) '
-           '[CI] p</th><th class="num">Δ IFEval (pts) [CI] p</th><th>Decision</th></tr></thead><tbody>']
-    for n in a["nights"]:
-        bench = f"{n['benchmark']} · guard {n['guard_benchmark']}" if n["benchmark"] else ""
-        out.append(f'<tr class="night"><th colspan="7">{e(n["at"])} · run #{n["run_id"]} · version '
-                   f'{e(n["version_sha"])} · config {e(n["config_hash"])} · {e(bench)} — '
-                   f'<span class="{"" if n["promoted"] else "muted"}">{e(_short(n["sentence"], 220))}</span></th></tr>')
-        for r in n["rows"]:
-            name = e(r["arm"]) if r["role"] != "baseline" else "unedited (baseline)"
-            out.append(f'<tr><td><span style="color:{color_for(r["policy"])}">■</span> {name}</td>'
-                       f'<td class="num">{_ci(r["task"])}</td><td class="num">{_ci(r["guard"])}</td>'
-                       f'{_vs_unedited(r, n.get("decision_metric", "task"))}'
-                       f'<td class="num">{_ci(r["vs_control"], signed=True)}</td>'
-                       f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_verdict(r)}</td></tr>')
-    out.append("</tbody></table>")
-    return f'<div class="scroll">{"".join(out)}</div>'
+    return chart_json("runs", runs_spec(a)) if a["nights"] else ""
 
 
 def _nice_log2(x: float) -> float:

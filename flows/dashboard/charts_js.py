@@ -1,12 +1,16 @@
-"""The heavy charts of an adapter section, drawn by the page's script when the section is opened.
+"""The per-adapter charts, drawn by the page's script: an adapter section's when it is opened, a fleet row's
+sparkline when its row is first shown.
 
-A section's σ heatmaps, σ small multiples and sensitivity heatmaps are shipped as compact JSON
-(``<script type="application/json" class="js-chart" data-chart="heatmap|multiples">``) inside its gzip'd body,
-and :data:`CHARTS_JS` turns each into the same inline SVG that :func:`flows.dashboard.svg.heatmap_panels` and
-:func:`flows.dashboard.svg.small_multiples` write (same layout, colour maps, ticks, labels and accessible names;
-heatmap cells are a PNG drawn on a canvas). Why: building those SVGs in Python for every adapter was most of the
-time a 1,000-adapter page took to render, for sections nobody opens (docs/fleet.md). :func:`heatmap_spec` and
-:func:`multiples_spec` build the JSON; their keys mirror the Python primitives' arguments.
+A section's trend, forest plot, σ heatmaps, σ small multiples and sensitivity heatmaps are shipped as compact JSON
+(``<script type="application/json" class="js-chart" data-chart="line|forest|heatmap|multiples|runs">``) inside
+its gzip'd body, and :data:`CHARTS_JS` turns each into the same inline SVG that :func:`flows.dashboard.svg.line_chart`,
+:func:`~flows.dashboard.svg.forest`, :func:`~flows.dashboard.svg.heatmap_panels` and
+:func:`~flows.dashboard.svg.small_multiples` write (same layout, colour maps, ticks, labels and accessible names;
+heatmap cells are a PNG drawn on a canvas); ``runs`` is the itemised table (:mod:`flows.dashboard.views_js`). A fleet
+row's ``<span class="spark" data-v=...>`` becomes :func:`flows.dashboard.svg.sparkline`'s SVG. Why: building those
+SVGs and tables in Python for every adapter was most of the time a 1,000-adapter page took to render, for sections
+nobody opens and rows on pages nobody turns to (docs/fleet.md). :func:`heatmap_spec`, :func:`multiples_spec` and
+``adapter_html``'s ``*_spec`` functions build the JSON; their keys mirror the Python primitives' arguments.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def _rgb(anchors) -> str:
     return json.dumps([list(a) for a in anchors], separators=(",", ":"))
 
 
-# Mirrors svg.py: nice_ticks, fmt_tick, Frame.axes, legend, svg, heatmap_panels, small_multiples.
+# Mirrors svg.py: nice_ticks, extent, fmt_tick, Frame, legend, svg, line_chart, forest, sparkline, heatmap_panels,
+# small_multiples.
 CHARTS_JS = """
 var SSCharts=(function(){
 var ANCH={viridis:%(viridis)s,diverging:%(diverging)s},MISS=%(missing)s,TAB={};
@@ -145,9 +150,76 @@ b.push('<text transform="translate('+(width-6)+','+f1(top+ph/2)+') rotate(-90)" 
 function legend(items,x,y,maxw){var out=[],cx=x,cy=y;items.forEach(function(it){var w=22+6.6*it[0].length+14;
 if(cx+w>x+maxw&&cx>x){cx=x;cy+=16;}if(it[2]==='line'||it[2]==='dash')out.push('<line x1="'+Math.round(cx)+
 '" x2="'+Math.round(cx+16)+'" y1="'+(cy-4)+'" y2="'+(cy-4)+'" stroke="'+it[1]+'" stroke-width="2.5"'+
-(it[2]==='dash'?' stroke-dasharray="5 3"':'')+'/>');else out.push('<rect x="'+Math.round(cx)+'" y="'+(cy-10)+
+(it[2]==='dash'?' stroke-dasharray="5 3"':'')+'/>');else if(it[2]==='dot')out.push('<circle cx="'+Math.round(cx+8)+
+'" cy="'+(cy-4)+'" r="4.5" fill="'+it[1]+'"/>');else if(it[2]==='tri')out.push('<path d="M'+Math.round(cx+8)+','+
+(cy-10)+'l6,10h-12z" fill="'+it[1]+'"/>');else out.push('<rect x="'+Math.round(cx)+'" y="'+(cy-10)+
 '" width="14" height="11" fill="'+it[1]+'"/>');out.push('<text x="'+Math.round(cx+21)+'" y="'+cy+
 '" font-size="11.5" fill="#111827">'+esc(it[0])+'</text>');cx+=w;});return out;}
+function extent(vals,inc,pad){var v=vals.concat(inc).filter(fin);if(!v.length)return [0,1];
+var lo=Math.min.apply(null,v),hi=Math.max.apply(null,v);if(hi-lo<1e-12){lo=lo-0.5*(Math.abs(lo)||1)*0.1-0.01;
+hi=hi+0.5*(Math.abs(hi)||1)*0.1+0.01;}var sp=hi-lo;return [lo-pad*sp,hi+pad*sp];}
+function frame(w,h,xl,yl,l,r,t,b){return {w:w,h:h,l:l,r:r,t:t,b:b,xl:xl,yl:yl,
+x:function(v){return l+(v-xl[0])/((xl[1]-xl[0])||1)*(w-l-r);},
+y:function(v){return h-b-(v-yl[0])/((yl[1]-yl[0])||1)*(h-t-b);}};}
+function axes(f,xlab,ylab,xt,yt,xf){function inside(lim){return function(t){return lim[0]-1e-9<=t&&t<=lim[1]+1e-9;};}
+xt=(xt||nice(f.xl[0],f.xl[1],5)).filter(inside(f.xl));yt=(yt||nice(f.yl[0],f.yl[1],5)).filter(inside(f.yl));
+xf=xf||function(v){return fmtTick(v,xt);};var x0=f.l,x1=f.w-f.r,y0=f.h-f.b,y1=f.t;
+var out=['<rect x="'+x0+'" y="'+y1+'" width="'+(x1-x0)+'" height="'+(y0-y1)+'" fill="#fff"/>'];
+yt.forEach(function(t){var py=f.y(t);out.push('<line x1="'+x0+'" x2="'+x1+'" y1="'+f1(py)+'" y2="'+f1(py)+
+'" stroke="#e5e7eb"/>','<text x="'+(x0-6)+'" y="'+f1(py+4)+'" text-anchor="end" font-size="11" fill="#374151">'+
+esc(fmtTick(t,yt))+'</text>');});
+xt.forEach(function(t){var px=f.x(t);out.push('<line x1="'+f1(px)+'" x2="'+f1(px)+'" y1="'+y1+'" y2="'+y0+
+'" stroke="#f0f1f3"/>','<text x="'+f1(px)+'" y="'+(y0+16)+'" text-anchor="middle" font-size="11" fill="#374151">'+
+esc(xf(t))+'</text>');});
+out.push('<path d="M'+x0+','+y1+'V'+y0+'H'+x1+'" fill="none" stroke="#6b7280"/>','<text x="'+f1((x0+x1)/2)+
+'" y="'+(f.h-8)+'" text-anchor="middle" font-size="12" fill="#111827">'+esc(xlab)+'</text>',
+'<text transform="translate(14,'+f1((y0+y1)/2)+') rotate(-90)" text-anchor="middle" font-size="12" fill="#111827">'+
+esc(ylab)+'</text>');return out;}
+function vline(f,v,c){var px=f.x(v);return '<line x1="'+f1(px)+'" x2="'+f1(px)+'" y1="'+f.t+'" y2="'+(f.h-f.b)+
+'" stroke="'+c+'" stroke-dasharray="4 3"/>';}
+function line(s){var xs=[],ys=[],W=s.width,H=s.height;s.series.forEach(function(se){se.points.forEach(function(p){
+if(fin(p[0]))xs.push(p[0]);if(fin(p[1]))ys.push(p[1]);});});s.markers.forEach(function(m){if(fin(m.y))ys.push(m.y);});
+var f=frame(W,H,xs.length?extent(xs,[],0.04):[0,1],extent(ys,s.include_y||[],0.08),58,16,44,46);
+var b=axes(f,s.x_label,s.y_label,s.xticks,null,s.xlabels?function(v){var i=s.xticks.indexOf(v);
+return i>=0?s.xlabels[i]:'';}:null);
+s.series.forEach(function(se){var segs=[],cur=[],prev=null,dash=se.dash?' stroke-dasharray="6 4"':'';
+se.points.forEach(function(p){if(!(fin(p[0])&&fin(p[1]))){if(cur.length)segs.push(cur);cur=[];prev=null;return;}
+if(se.step&&prev!==null)cur.push([f.x(p[0]),f.y(prev)]);cur.push([f.x(p[0]),f.y(p[1])]);prev=p[1];});
+if(cur.length)segs.push(cur);segs.forEach(function(g){b.push('<path d="M'+g.map(function(a){return f1(a[0])+','+
+f1(a[1]);}).join('L')+'" fill="none" stroke="'+se.color+'" stroke-width="2"'+dash+'/>');});
+if(se.dots)se.points.forEach(function(p,i){if(!(fin(p[0])&&fin(p[1])))return;var t=se.titles&&se.titles[i];
+b.push('<circle cx="'+f1(f.x(p[0]))+'" cy="'+f1(f.y(p[1]))+'" r="2.6" fill="'+se.color+'">'+
+(t?'<title>'+esc(t)+'</title>':'')+'</circle>');});});
+var seen={},items=s.series.map(function(se){return [se.name,se.color,se.dash?'dash':'line'];});
+s.markers.forEach(function(m){if(!(fin(m.x)&&fin(m.y)))return;var px=f.x(m.x),py=f.y(m.y);
+b.push('<path d="M'+f1(px)+','+f1(py-8)+'l6,10h-12z" fill="'+m.color+'" stroke="#fff" stroke-width="0.8"><title>'+
+esc(m.title)+'</title></path>');});
+s.markers.forEach(function(m){var k=m.legend+'|'+m.color;
+if(m.legend&&!seen[k]){seen[k]=1;items.push([m.legend,m.color,'tri']);}});
+return svg(W,H,b.concat(legend(items,f.l,16,W-f.l-f.r)),s.label);}
+function forest(s){var rh=24,top=40,bottom=44,left=150,W=s.width,n=Math.max(s.rows.length,1),H=top+bottom+rh*n,
+pw=(W-left-10)/Math.max(s.panels.length,1),b=[];
+s.rows.forEach(function(r,i){b.push('<text x="'+(left-8)+'" y="'+f1(top+rh*(i+0.5)+4)+
+'" text-anchor="end" font-size="12" fill="#111827">'+esc(r)+'</text>');});
+s.panels.forEach(function(p,k){var xs=[];p.values.forEach(function(v){if(v)v.slice(0,3).forEach(function(x){
+if(fin(x))xs.push(x);});});var x0=left+k*pw,f=frame(Math.floor(pw),H,extent(xs,[0],0.06),[0,1],14,14,top,bottom);
+b.push('<g transform="translate('+f1(x0)+',0)">');b=b.concat(axes(f,p.x_label,'',null,[]));
+b.push('<text x="'+f1(f.w/2)+'" y="'+(top-14)+'" text-anchor="middle" font-size="12.5" font-weight="600" '+
+'fill="#111827">'+esc(p.title)+'</text>');
+if(p.band)b.push('<rect x="'+f1(f.x(p.band[0]))+'" y="'+top+'" width="'+f1(f.x(p.band[1])-f.x(p.band[0]))+
+'" height="'+(H-top-bottom)+'" fill="#fde68a" fill-opacity="0.35"/>');b.push(vline(f,0,'#111827'));
+p.values.forEach(function(v,i){if(!v)return;var cy=top+rh*(i+0.5);if(fin(v[1])&&fin(v[2]))b.push('<line x1="'+
+f1(f.x(v[1]))+'" x2="'+f1(f.x(v[2]))+'" y1="'+f1(cy)+'" y2="'+f1(cy)+'" stroke="'+v[3]+'" stroke-width="2.5"/>');
+if(fin(v[0]))b.push('<circle cx="'+f1(f.x(v[0]))+'" cy="'+f1(cy)+'" r="5" fill="'+v[3]+'" stroke="#fff"><title>'+
+esc(v[4])+'</title></circle>');});b.push('</g>');});return svg(W,H,b,s.label);}
+function spark(v,marks,label){var W=130,H=30,pts=[];v.forEach(function(y,i){if(fin(y))pts.push([i,y]);});
+if(!pts.length)return '<span class="muted">\u2013</span>';var e=extent(pts.map(function(p){return p[1];}),[],0.1),
+n=Math.max(v.length-1,1),xy=pts.map(function(p){return [2+p[0]/n*(W-4),H-3-(p[1]-e[0])/(e[1]-e[0])*(H-6)];});
+var b=['<path d="M'+xy.map(function(a){return f1(a[0])+','+f1(a[1]);}).join('L')+
+'" fill="none" stroke="#009E73" stroke-width="1.6"/>'];pts.forEach(function(p,i){if(marks.indexOf(p[0])>=0)
+b.push('<circle cx="'+f1(xy[i][0])+'" cy="'+f1(xy[i][1])+'" r="2.4" fill="#111827"/>');});
+return '<svg class="spark" viewBox="0 0 '+W+' '+H+'" width="'+W+'" height="'+H+'" role="img" aria-label="'+
+esc(label)+'"><title>'+esc(label)+'</title>'+b.join('')+'</svg>';}
 function multiples(s){var P=s.panels,cols=Math.max(1,Math.min(4,P.length)),rows=Math.ceil(P.length/cols),
 cw=210,chh=120,top=26,width=cols*cw,height=top+rows*chh+22,b=legend(s.legend,8,16,width-16);
 b.push('<text x="'+Math.round(width/2)+'" y="'+(height-6)+'" text-anchor="middle" font-size="12" fill="#111827">'+
@@ -174,8 +246,11 @@ if(!pts.length)return;q.push('<path d="M'+pts.map(function(a){return f1(a[0])+',
 '" fill="none" stroke="'+se[1]+'" stroke-width="1.8"/>');if(pts.length<=8)pts.forEach(function(a){
 q.push('<circle cx="'+f1(a[0])+'" cy="'+f1(a[1])+'" r="2" fill="'+se[1]+'"/>');});});
 q.push('</g>');b=b.concat(q);});return svg(width,height,b,s.label);}
+var KINDS={heatmap:heatmap,multiples:multiples,line:line,forest:forest,runs:function(s){return SSViews.runs(s);}};
 function draw(root){root.querySelectorAll('script.js-chart').forEach(function(el){var s=JSON.parse(el.textContent),
-kind=el.getAttribute('data-chart'),t=document.createElement('template');
-t.innerHTML=kind==='heatmap'?heatmap(s):multiples(s);el.replaceWith(t.content);});}
-return {draw:draw,heatmap:heatmap,multiples:multiples};})();
+t=document.createElement('template');t.innerHTML=KINDS[el.getAttribute('data-chart')](s);el.replaceWith(t.content);});
+root.querySelectorAll('.spark[data-v]').forEach(function(el){var t=document.createElement('template');
+t.innerHTML=spark(JSON.parse(el.getAttribute('data-v')),JSON.parse(el.getAttribute('data-m')||'[]'),
+el.getAttribute('aria-label')||'trend');el.replaceWith(t.content);});}
+return {draw:draw,heatmap:heatmap,multiples:multiples,line:line,forest:forest,spark:spark};})();
 """ % {"viridis": _rgb(_VIRIDIS), "diverging": _rgb(_DIVERGING), "missing": json.dumps(list(_MISSING))}

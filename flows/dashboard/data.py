@@ -81,11 +81,20 @@ def mean_ci(mean: float | None, stderr: float | None, n: int | None, confidence:
     return {"mean": mean, "lo": None, "hi": None}
 
 
-def _test(t: PairedTestRecord | None) -> dict | None:
-    """A stored ``PairedTest`` as ``{delta, lo, hi, p, n}``."""
+RATE_DIFF = (-1.0, 1.0)  # the range of a difference of two rates (±100 points)
+
+
+def _test(t: PairedTestRecord | None, bounds: tuple[float, float] | None = RATE_DIFF) -> dict | None:
+    """A stored ``PairedTest`` as ``{delta, lo, hi, p, n}``, its interval clipped to ``bounds`` (the range of a
+    difference of two rates, so a paired interval never reads past ±100 points; None: a continuous metric, left
+    unclipped)."""
     if not t:
         return None
-    return {"delta": t.delta, "lo": t.ci_low, "hi": t.ci_high, "p": t.p_value, "n": t.n}
+    lo, hi = t.ci_low, t.ci_high
+    if bounds is not None:
+        lo = None if lo is None else min(max(lo, bounds[0]), bounds[1])
+        hi = None if hi is None else min(max(hi, bounds[0]), bounds[1])
+    return {"delta": t.delta, "lo": lo, "hi": hi, "p": t.p_value, "n": t.n}
 
 
 def _pairing(v: VerdictRecord | None) -> str | None:
@@ -249,6 +258,7 @@ def _night(ix: _Index, d) -> dict[str, Any]:
     promoted_arm = rec.promoted if d.promoted else None
     order = ["baseline"] + [a for a, c in cands.items() if not c.is_control] + controls
     order += [a for a in verdicts if a not in order]
+    task_bounds = None if rec.metric == "continuous" else RATE_DIFF  # nats have no range to clip to
     rows = []
     for arm in order:
         c = cands.get(arm)
@@ -271,8 +281,9 @@ def _night(ix: _Index, d) -> dict[str, Any]:
             "candidate_id": cid,
             "task": mean_ci(task_mean, te.stderr if te is not None else None, n_task, conf),
             "guard": mean_ci(guard_mean, ge.stderr if ge is not None else None, n_guard, conf),
-            "vs_baseline": _test(v and v.vs_baseline), "vs_control": _test(v and v.vs_control),
-            "vs_scalar": _test(v and v.vs_scalar),
+            "vs_baseline": _test(v and v.vs_baseline, task_bounds),
+            "vs_control": _test(v and v.vs_control, task_bounds),
+            "vs_scalar": _test(v and v.vs_scalar, task_bounds),
             "control": v and v.control_name, "guard_delta": guard,
             "passed": v.passed if v is not None else None, "promoted": arm == promoted_arm,
             "verdict": v.verdict if v is not None else None,  # recorded before verdicts: promote if it passed
@@ -441,14 +452,15 @@ def _last_decision(d, review: dict | None) -> dict[str, Any]:
 
 
 def _summary(values: list[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean and a normal-approximation 95% interval of the mean (None where undefined)."""
+    """Mean and a normal-approximation 95% interval of the mean (None where undefined), clipped to the range of a
+    difference of rates (:data:`RATE_DIFF`): the values are gains and IFEval drops."""
     if not values:
         return None, None, None
     m = fmean(values)
     if len(values) < 2:
         return m, None, None
     half = 1.96 * stdev(values) / math.sqrt(len(values))
-    return m, m - half, m + half
+    return m, max(m - half, RATE_DIFF[0]), min(m + half, RATE_DIFF[1])
 
 
 def diagnostics(latest: list[tuple[str, dict]]) -> dict[str, Any]:

@@ -1,24 +1,28 @@
 """The audit dashboard's HTML: one self-contained page from :func:`flows.dashboard.data.collect`'s dict.
 
-No network at all: no CDN script, no web font, no external image. Charts are inline SVG from
-:mod:`flows.dashboard.svg`, except an adapter section's σ and sensitivity charts, which ship as compact JSON and are
-drawn when the section is opened (:mod:`flows.dashboard.charts_js`); the only script is written here and there
-(open the adapter named in the URL hash, inflate and draw a section, filter and page the long tables, and in
-served mode poll ``/version`` and reload when the registry changed).
+No network at all: no CDN script, no web font, no external image. The fleet-wide charts are inline SVG from
+:mod:`flows.dashboard.svg`; everything drawn per adapter (a fleet row's sparkline; a section's trend, forest plot,
+runs table, σ and sensitivity charts) ships as compact JSON and is drawn by the page's script when it is shown
+(:mod:`flows.dashboard.charts_js`, :mod:`flows.dashboard.views_js`), so a page's Python work and size stay small
+per adapter. The only script is written there and here (open the adapter named in the URL hash, inflate and draw a
+section, filter and page the long tables, and in served mode poll ``/version`` and reload when the registry
+changed).
 Adapter sections are collapsed ``<details>`` so the page stays quick with hundreds of adapters; the fleet, evidence
-and failures tables show :data:`PAGE_ROWS` rows at a time (a filter box searches all of them), so a fleet of
-thousands stays one usable page.
+and failures tables show :data:`PAGE_ROWS` rows at a time (a filter box searches all of them; the fleet table also
+has family and verdict drop-downs), so a fleet of thousands stays one usable page.
 
 Over 400 lines: one page's markup in the order it renders; the per-adapter pages are already apart (adapter_html).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import spectral_surgery.flows.dashboard.svg as sv
 from spectral_surgery.flows.dashboard.adapter_html import adapter_section
 from spectral_surgery.flows.dashboard.charts_js import CHARTS_JS
+from spectral_surgery.flows.dashboard.views_js import VIEWS_JS
 from spectral_surgery.flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
 from spectral_surgery.flows.dashboard.svg import color_for, e
 from spectral_surgery.tasks.decision.report import cost_text
@@ -76,17 +80,21 @@ document.querySelectorAll('table[data-page]').forEach(function(t){
 var size=parseInt(t.getAttribute('data-page'),10),rows=Array.prototype.slice.call(t.tBodies[0].rows),page=0,q='';
 var keys=rows.map(function(r){return(r.getAttribute('data-search')||r.textContent).toLowerCase();});
 var nav=document.getElementById(t.id+'-pager'),f=document.querySelector('input[data-filter="'+t.id+'"]');
+var sel=Array.prototype.slice.call(document.querySelectorAll('select[data-filter="'+t.id+'"]'));
+function match(r,i){return keys[i].indexOf(q)>=0&&sel.every(function(s){
+return !s.value||r.getAttribute('data-'+s.getAttribute('data-attr'))===s.value;});}
 function draw(){var hit=[];
-rows.forEach(function(r,i){if(keys[i].indexOf(q)>=0)hit.push(r);else r.style.display='none';});
+rows.forEach(function(r,i){if(match(r,i))hit.push(r);else r.style.display='none';});
 var pages=Math.max(1,Math.ceil(hit.length/size));page=Math.min(page,pages-1);
 var lo=page*size,hi=Math.min(hit.length,lo+size);
-hit.forEach(function(r,i){r.style.display=i>=lo&&i<hi?'':'none';});if(!nav)return;
+hit.forEach(function(r,i){r.style.display=i>=lo&&i<hi?'':'none';if(i>=lo&&i<hi)SSCharts.draw(r);});if(!nav)return;
 nav.querySelector('.info').textContent=(hit.length?(lo+1)+'\u2013'+hi:'0')+' of '+hit.length+
 (hit.length<rows.length?' (filtered from '+rows.length+')':'');nav.querySelector('.prev').disabled=page===0;
 nav.querySelector('.next').disabled=page>=pages-1;nav.style.display=rows.length>size?'':'none';}
 if(nav){nav.querySelector('.prev').addEventListener('click',function(){page--;draw();});
 nav.querySelector('.next').addEventListener('click',function(){page++;draw();});}
-if(f)f.addEventListener('input',function(){q=f.value.toLowerCase();page=0;draw();});draw();});
+if(f)f.addEventListener('input',function(){q=f.value.toLowerCase();page=0;draw();});
+sel.forEach(function(s){s.addEventListener('change',function(){page=0;draw();});});draw();});
 var body=document.body,every=parseFloat(body.getAttribute('data-interval')||'0')*1000;
 if(body.getAttribute('data-live')!=='1'||!every)return;var badge=document.getElementById('live');
 function save(){var open=[];document.querySelectorAll('details[open]').forEach(function(d){if(d.id)open.push(d.id);});
@@ -113,6 +121,37 @@ def _pager(table_id: str, placeholder: str) -> tuple[str, str]:
     return box, nav
 
 
+VERDICTS = [("promote", "promoted"), ("review", "awaiting review"), ("hold", "held"), ("reject", "rejected"),
+            ("none", "no decision yet")]  # the fleet table's verdict filter: (data-verdict, label)
+
+
+def verdict_key(dec: dict | None) -> str:
+    """The fleet table's verdict of an adapter's last decision (a key of :data:`VERDICTS`)."""
+    if dec is None:
+        return "none"
+    verdict = dec.get("verdict") or ("promote" if dec.get("promoted") else "reject")
+    review = dec.get("review")
+    return "review" if verdict == "promote" and review and review["state"] == "pending" else verdict
+
+
+def _select(table_id: str, attr: str, every: str, options: Sequence[tuple[str, str]]) -> str:
+    """A drop-down filter of ``table#table_id`` on its rows' ``data-<attr>`` (``_JS`` wires it)."""
+    opts = "".join(f'<option value="{e(v)}">{e(label)}</option>' for v, label in options)
+    return (f' <select id="{table_id.removesuffix("-table")}-{attr}" data-filter="{table_id}" data-attr="{attr}" '
+            f'aria-label="{e(every)}"><option value="">{e(every)}</option>{opts}</select>')
+
+
+def _spark(name: str, trend: list[dict]) -> str:
+    """The production score's sparkline as data (``SSCharts.spark`` draws it when its row is first shown)."""
+    values = [None if t["production"] is None else round(t["production"], 5) for t in trend]
+    if not any(v is not None for v in values):
+        return '<span class="muted">–</span>'
+    marks = [i for i, t in enumerate(trend) if t["promoted_arm"]]
+    label = f"{name}: production task score over {len(trend)} nights"
+    return (f'<span class="spark" data-v="{json.dumps(values, separators=(",", ":"))}" '
+            f'data-m="{json.dumps(marks, separators=(",", ":"))}" aria-label="{e(label)}"></span>')
+
+
 def _fleet(data: dict) -> str:
     s = data["summary"]
     cards = [("adapters", s["adapters"]), ("enabled", s["enabled"]), ("serving an edit", s["edited_in_production"]),
@@ -137,7 +176,9 @@ def _fleet(data: dict) -> str:
                '"policy @ version", or "unedited"). The trend line is the task score production had after each '
                'night (dots: promotions). Click a name for its evidence.</p>')
     box, nav = _pager("fleet-table", "Filter adapters (name, family, status)…")
-    out.append(box)
+    families = sorted({a["family"] for a in data["adapters"]})
+    out.append(box.replace("</p>", _select("fleet-table", "family", "every family", [(f, f) for f in families])
+                           + _select("fleet-table", "verdict", "every verdict", VERDICTS) + "</p>"))
     out.append(f'<table id="fleet-table" data-page="{PAGE_ROWS}"><thead><tr><th>Adapter</th>'
                '<th>Family / benchmark</th><th>Production</th>'
                '<th class="num">Task now (%)</th><th>Task trend</th><th>Last run</th><th>Last decision</th>'
@@ -147,9 +188,7 @@ def _fleet(data: dict) -> str:
         run = a["last_run"]
         dec = a["last_decision"]
         trend = a["trend"]
-        marks = [i for i, t in enumerate(trend) if t["promoted_arm"]]
-        spark = sv.sparkline([t["production"] for t in trend], marks=marks,
-                             label=f"{a['name']}: production task score over {len(trend)} nights")
+        spark = _spark(a["name"], trend)
         bench = a["metric"]["benchmark"] if a["metric"] else (a["benchmark_override"] or "")
         if dec is None:
             dec_html = '<span class="muted">no decision yet</span>'
@@ -168,7 +207,8 @@ def _fleet(data: dict) -> str:
         disabled = "" if a["enabled"] else ' <span class="badge b-mut">disabled</span>'
         search = " ".join([a["name"], a["family"], run["status"] if run else "never", bench]).lower()
         out.append(
-            f'<tr data-search="{e(search)}"><td><a href="#{e(a["slug"])}">{e(a["name"])}</a>{disabled}</td>'
+            f'<tr data-search="{e(search)}" data-family="{e(a["family"])}" data-verdict="{verdict_key(dec)}">'
+            f'<td><a href="#{e(a["slug"])}">{e(a["name"])}</a>{disabled}</td>'
             f'<td>{e(a["family"])}<br><span class="muted">{e(bench)}</span></td><td>{prod_html}</td>'
             f'<td class="num">{pct(prod["value"]) if prod else "–"}</td><td>{spark}</td><td>{run_html}</td>'
             f'<td>{dec_html}</td><td class="num">{a["n_failures"] or ""}</td></tr>')
@@ -452,5 +492,5 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
              f'open. Numbers are on the task metric\'s scale in % (differences in points); intervals are 95%. The '
              f'last {data["detail_runs"]} decisions are itemised, the last {data["history"]} are in the trend.</p>']
     parts += [adapter_section(a) for a in data["adapters"]]
-    parts.append(f"</section></main><script>{CHARTS_JS}{_JS}</script></body></html>")
+    parts.append(f"</section></main><script>{VIEWS_JS}{CHARTS_JS}{_JS}</script></body></html>")
     return "".join(parts)

@@ -149,7 +149,8 @@ def decision_markdown(adapter_name: str, statistics: dict[str, Any], sentence: s
 
 # ------------------------------------------------------------------------------------------- what wins
 def _mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean with a Student-t interval across adapters (scipy); no interval from fewer than two values."""
+    """Mean with a Student-t interval across adapters (scipy); no interval from fewer than two values. The values are
+    differences of rates in points, so the interval is clipped to their range, ±100 points."""
     import math
 
     from scipy import stats
@@ -161,7 +162,7 @@ def _mean_ci(values: list[float], confidence: float = 0.95) -> dict[str, Any]:
     if n < 2 or len(set(values)) == 1:
         return {"n": n, "mean": mean, "lo": None if n < 2 else mean, "hi": None if n < 2 else mean}
     ci = stats.ttest_1samp(values, 0.0).confidence_interval(confidence)
-    lo, hi = float(ci.low), float(ci.high)
+    lo, hi = max(float(ci.low), -100.0), min(float(ci.high), 100.0)
     return {"n": n, "mean": mean, "lo": lo if math.isfinite(lo) else None, "hi": hi if math.isfinite(hi) else None}
 
 

@@ -152,7 +152,7 @@ def test_fleet_view_html(page):
     for sid in SECTIONS:
         assert f'id="{sid}"' in html, sid
     fleet = html.split('<section id="fleet">', 1)[1].split("</section>", 1)[0]
-    rows = re.findall(r'<tr data-search="[^"]*">(.*?)</tr>', fleet, re.S)
+    rows = re.findall(r'<tr data-search="[^"]*"[^>]*>(.*?)</tr>', fleet, re.S)
     assert len(rows) == len(data["adapters"]) == 4
     by_name = {re.search(r'<a href="#adapter-[^"]+">([^<]+)</a>', r).group(1): r for r in rows}
     win = by_name["ad-win"]
@@ -277,17 +277,33 @@ def test_adapter_section_html(page):
                   "Promotion, override and rollback history"):
         assert title in win, title
     assert win.count('<p class="guide">Reading guide') >= 4
-    assert "p<0.001" in win and "promoted" in win and ("rejected" in win or "held" in win)
-    trend = chart_labelled(win, "task metric across nights")
-    texts = svg_texts(trend)
-    metric = views(data)["ad-win"]["metric"]
-    assert f"{metric['benchmark']} {metric['metric']} (%)" in texts  # y axis with its unit
-    assert {"production (served after the night)", "unedited (baseline)", "promotion"} <= set(texts)
-    forest = chart_labelled(win, "paired deltas")
-    assert "Δ task (pts)" in svg_texts(forest) and "Δ IFEval (pts)" in svg_texts(forest)
-    # σ and sensitivity charts ship as JSON the page draws on opening (drawn in Chromium: test_dashboard_browser)
-    specs = {spec["label"].split(": ", 1)[1]: (kind, spec) for kind, spec in chart_specs(win)}
+    # Every chart and the runs table ship as JSON the page draws on opening (drawn in Chromium:
+    # test_dashboard_browser, which also checks the drawings against svg.py's).
+    specs = {spec["label"].split(": ", 1)[1]: (kind, spec) for kind, spec in chart_specs(win) if kind != "runs"}
     a = views(data)["ad-win"]
+    kind, trend = specs["task metric across nights"]
+    metric = a["metric"]
+    assert kind == "line" and trend["y_label"] == f"{metric['benchmark']} {metric['metric']} (%)"  # with its unit
+    assert [s["name"] for s in trend["series"]][:2] == ["production (served after the night)", "unedited (baseline)"]
+    assert {m["legend"] for m in trend["markers"]} == {"promotion"}
+    assert [p[1] for p in trend["series"][1]["points"]] == [pytest.approx(t["baseline"] * 100) for t in a["trend"]]
+    kind, forest = specs["latest decision's paired deltas"]
+    assert kind == "forest" and {p["x_label"] for p in forest["panels"]} == {"Δ task (pts)", "Δ IFEval (pts)"}
+    for p in forest["panels"]:  # intervals inside ±100 points, the estimate inside its interval
+        assert all(-100 <= v[1] <= v[0] <= v[2] <= 100 for v in p["values"] if v and v[1] is not None)
+    [runs] = [spec for kind, spec in chart_specs(win) if kind == "runs"]
+    assert [n["sentence"] for n in runs["nights"]] == [n["sentence"] for n in a["nights"]]
+    rows = [r for n in runs["nights"] for r in n["rows"]]
+    assert any(r.get("promoted") for r in rows) and any(r.get("verdict") in ("reject", "hold") for r in rows)
+    assert any(r.get("vs_baseline") and r["vs_baseline"]["p"] < 0.001 for r in rows)
+    shown = {(n["decision_id"], r["arm"]): r for n in a["nights"] for r in n["rows"]}
+    for n, night in zip(runs["nights"], a["nights"]):  # the scores as printed: 0.001 points, p to 3 digits
+        for r in n["rows"]:
+            full = shown[(night["decision_id"], r["arm"])]
+            assert r["task"]["mean"] == pytest.approx(full["task"]["mean"], abs=5e-6)
+            if full["vs_baseline"]:
+                assert r["vs_baseline"]["lo"] == pytest.approx(full["vs_baseline"]["lo"], abs=5e-6)
+                assert r["vs_baseline"]["p"] == pytest.approx(full["vs_baseline"]["p"], rel=5e-3)
     sp, se = a["spectrum"], a["sensitivity"]
     kind, sigma = specs[f"singular values before and after ({sp['focus']})"]
     focus = next(c for c in sp["candidates"] if c["arm"] == sp["focus"])

@@ -148,6 +148,11 @@ def test_static_page_in_chromium(browser, flow, tmp_path):
         assert images.count() >= 6 and all(images.nth(i).get_attribute("href").startswith("data:image/png;base64,")
                                            for i in range(images.count()))
         assert page.locator("#adapter-ad-win script.js-chart").count() == 0  # every placeholder replaced
+        # The runs table, drawn from JSON: scores with intervals, p-values and verdicts.
+        runs = page.locator("#adapter-ad-win table").first.inner_text()
+        assert "unedited (baseline)" in runs and "p<0.001" in runs and "promoted" in runs
+        assert "rejected" in runs or "held" in runs
+        assert page.locator("#fleet-table svg.spark").count() == 2  # the two adapters with a production score
         body = page.locator("#adapter-ad-mixed").inner_text()
         for text in ("Runs and candidates", "Singular values before → after", "Sensitivity profile",
                      "manual override", "rollback", "alice", "bob"):
@@ -184,14 +189,27 @@ def test_the_page_draws_the_charts_python_would(browser, flow, tmp_path):
 
     reg, _ = flow
     out = render_dashboard(reg, tmp_path / "dashboard.html")
-    specs = chart_specs(unpack_sections(out.read_text(encoding="utf-8"))["adapter-ad-win"])
-    assert sorted(k for k, _ in specs) == ["heatmap", "heatmap", "heatmap", "multiples"]
+    specs = [(k, s) for k, s in chart_specs(unpack_sections(out.read_text(encoding="utf-8"))["adapter-ad-win"])
+             if k != "runs"]
+    assert sorted(k for k, _ in specs) == ["forest", "heatmap", "heatmap", "heatmap", "line", "multiples"]
     w = Watch(browser)
     try:
         w.page.goto(out.as_uri(), wait_until="load")
         for kind, spec in specs:
             js = w.page.evaluate(f"s => SSCharts.{kind}(s)", spec)
-            if kind == "heatmap":
+            if kind == "line":
+                labels = dict(zip(spec["xticks"], spec["xlabels"]))
+                py = sv.line_chart(
+                    [{**se, "points": [tuple(p) for p in se["points"]],
+                      "titles": dict(zip([p[0] for p in se["points"]], se.get("titles") or []))}
+                     for se in spec["series"]], x_label=spec["x_label"], y_label=spec["y_label"],
+                    xticks=spec["xticks"], xfmt=lambda v: labels.get(v, ""), markers=spec["markers"],
+                    width=spec["width"], height=spec["height"], label=spec["label"])
+            elif kind == "forest":
+                py = sv.forest([{**p, "values": [tuple(v) if v else None for v in p["values"]],
+                                 "band": tuple(p["band"]) if p.get("band") else None} for p in spec["panels"]],
+                               spec["rows"], width=spec["width"], label=spec["label"])
+            elif kind == "heatmap":
                 py = sv.heatmap_panels(
                     [(t, m) for t, m in spec["panels"]], spec["rows"], col_label=spec["col_label"],
                     vmin=spec["vmin"], vmax=spec["vmax"], cmap=spec["cmap"], cbar_label=spec["cbar_label"],
@@ -202,6 +220,10 @@ def test_the_page_draws_the_charts_python_would(browser, flow, tmp_path):
                                         x_label=spec["x_label"], y_label=spec["y_label"], label=spec["label"],
                                         legend_items=[tuple(i) for i in spec["legend"]])
             assert _drawn(js) == _drawn(py), spec["label"]
+        for values, marks in (([0.41, 0.43, None, 0.47], [1]), ([0.5], []), ([0.3, 0.3], [0, 1])):  # sparklines
+            js = w.page.evaluate("a => SSCharts.spark(a[0], a[1], 'trend')", [values, marks])
+            py = sv.sparkline(values, marks=marks, label="trend")
+            assert re.sub(r"\d+\.\d", "#", js) == re.sub(r"\d+\.\d", "#", py)  # same marks (coordinates ±0.1)
         assert w.errors == [], w.errors
     finally:
         w.close()

@@ -46,7 +46,7 @@ def section(html: str, name: str) -> str:
 
 
 def fleet_cell(html: str, name: str) -> str:
-    row = re.search(rf'<tr data-search="[^"]*"><td><a href="#adapter-{name}">.*?</tr>', html, re.DOTALL)
+    row = re.search(rf'<tr data-search="[^"]*"[^>]*><td><a href="#adapter-{name}">.*?</tr>', html, re.DOTALL)
     assert row, name
     return row.group(0)
 
@@ -65,6 +65,7 @@ def test_a_pending_review_is_an_amber_badge_not_a_promotion(reviewed, tmp_path):
     cell = fleet_cell(html, "ad1")
     assert '<span class="badge b-warn"' in cell and "awaiting review: smooth_abs" in cell
     assert f"review {review.id}" in cell and "promoted smooth_abs</span>" not in cell
+    assert 'data-verdict="review"' in cell  # the fleet table's verdict filter: "awaiting review", not "promoted"
     assert "awaiting review: " not in fleet_cell(html, "ad0")  # ad0's gate promotion stays green
     assert '<span class="badge b-ok">promoted' in fleet_cell(html, "ad0")
     assert re.search(r"<b>1</b><span>awaiting review</span>", html)
