@@ -41,6 +41,11 @@ SHARED_FILES = {
     "smol": ("tests/tasks/test_model.py", "tests/tasks/evaluation/arms/test_generation.py",
              "tests/tasks/decision/test_continuous.py"),
     "mlflow": ("tests/flows/test_mlflow_follow.py", "tests/flows/test_mlflow_client.py"),
+    # dashboard_support's registries (two real nightly runs; 200 adapters x 30 nights), memoised per process: on one
+    # worker they are built once, not once in each worker that gets one of these files. (Not shared across workers on
+    # disk: test_dashboard reads the flow's Prefect artifacts from the worker's own Prefect test server.)
+    "dashboard": ("tests/flows/test_dashboard.py", "tests/flows/test_dashboard_serve.py",
+                  "tests/flows/test_dashboard_browser.py"),
 }
 GROUP_OF = {path: group for group, paths in SHARED_FILES.items() for path in paths}
 # The longest files (or groups) go to the workers first, longest first, the rest in collection order: a long file

@@ -31,6 +31,8 @@ class DashboardServer:
     Attributes:
         url: ``http://host:port/``.
         version: The registry fingerprint of the page currently served.
+        renders: How many times a page was rendered.
+        checks: How many registry checks the poller has finished (a test waits for a few instead of sleeping).
     """
 
     def __init__(self, registry, host: str, port: int, interval_s: float, alignment_adapter: str | None,
@@ -45,6 +47,7 @@ class DashboardServer:
         self.version = ""
         self.last_error: str | None = None
         self.renders = 0
+        self.checks = 0
         self._refresh()  # fail early (bad URL, unmigrated database) instead of on the first request
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
         self.httpd.daemon_threads = True
@@ -87,6 +90,7 @@ class DashboardServer:
             except Exception as exc:  # e.g. the database is briefly unreachable: keep serving the last page
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("dashboard refresh failed (serving the previous page): %s", self.last_error)
+            self.checks += 1
 
     def shutdown(self) -> None:
         """Stop serving and polling, promptly.

@@ -63,6 +63,14 @@ def wait_for_new_version(base: str, old: str, timeout: float = 20.0) -> str:
     raise AssertionError(f"/version still {old} after {timeout}s: the server did not notice the registry change")
 
 
+def wait_for_checks(server, n: int, timeout: float = 20.0) -> None:
+    """Until the server's poller has finished ``n`` registry checks in all (polled, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while server.checks < n:
+        assert time.monotonic() < deadline, f"{server.checks} registry checks after {timeout}s, expected {n}"
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,8 +105,8 @@ def test_server_serves_the_page_and_reloads_on_registry_changes(reg, tmp_path):
         v3 = wait_for_new_version(base, v2)
         html3 = get(base)[2]
         assert page_version(html3) == v3 and 'id="adapter-ad-late"' in html3
-        renders = server.renders
-        time.sleep(0.6)  # nothing changed: polling does not re-render
+        renders, checks = server.renders, server.checks
+        wait_for_checks(server, checks + 2)  # nothing changed: a whole poll (and more) does not re-render
         assert server.renders == renders and version_of(base) == v3
         # Other routes.
         assert get(base + "healthz")[:3:2] == (200, "ok")
