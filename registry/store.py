@@ -74,7 +74,8 @@ class Store:
         return row, True
 
     @staticmethod
-    def _insert_missing(s: Session, model: type[T], key: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[tuple, T]:
+    def _insert_missing(s: Session, model: type[T], key: Sequence[str],
+                        rows: Sequence[dict[str, Any]]) -> dict[tuple, T]:
         """Insert ``rows`` of ``model`` in one statement, skipping every row whose ``key`` columns are stored already;
         returns key values -> the row stored under them (the one inserted, or the one found).
 
