@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from spectral_surgery.registry import validation as check
-from spectral_surgery.registry.db import holds_write_lock
 from spectral_surgery.registry.models import (
     EVALUATION_KINDS,
     AdapterRun,
@@ -38,6 +39,17 @@ class Score:
     samples_uri: str | None = None
     doc_outcomes: Sequence[Sequence[Any]] | None = None
     seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """One candidate's guard verdict, as :meth:`EvidenceStore.add_guard_results` records it."""
+
+    candidate_id: int
+    baseline_value: float
+    candidate_value: float
+    passed: bool
+    p_value: float | None = None
 
 
 class EvidenceStore(Store):
@@ -79,18 +91,30 @@ class EvidenceStore(Store):
                 "sensitivity_json": check.jsonable(sensitivity, "sensitivity"),
                 "seconds_json": None if seconds is None else {
                     k: check.finite(v, f"seconds.{k}") for k, v in check.jsonable(seconds, "seconds").items()}}
-        with self._write() as s:
-            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
-            row, created = self._get_or_create(
-                s, Candidate,
-                {"adapter_version_id": adapter_version_id, "config_hash": config_hash, "policy": policy, "seed": seed},
-                {"params_json": check.jsonable(params or {}, "params"), "is_control": bool(is_control), **fill},
-            )
-            if not created:
-                for field, value in fill.items():
-                    if value is not None and getattr(row, field) is None:
-                        setattr(row, field, value)
+        key = {"adapter_version_id": adapter_version_id, "config_hash": config_hash, "policy": policy, "seed": seed}
+        values = {**key, "params_json": check.jsonable(params or {}, "params"), "is_control": bool(is_control), **fill}
+        # one statement when the candidate is new (a night writes only new ones): no read before the insert; the
+        # version must exist (its foreign key), checked only to name it when the insert fails
+        with self._absent_version(adapter_version_id), self._write() as s:
+            row = self._insert_missing(s, Candidate, tuple(key), [values])[tuple(key.values())]
+            for field, value in fill.items():  # an existing row (another process's): fill what it lacks
+                if value is not None and getattr(row, field) is None:
+                    setattr(row, field, value)
             return row
+
+    @contextmanager
+    def _absent_version(self, adapter_version_id: int, run_id: int | None = None) -> Iterator[None]:
+        """Turn a write refused by the database because adapter version ``adapter_version_id`` (or refinement run
+        ``run_id``) does not exist (a foreign key) into the :class:`NotFoundError` a read before the write used to
+        raise; any other error as is. The write itself reads neither: a night only writes under rows that exist."""
+        try:
+            yield
+        except IntegrityError:
+            with self._read() as s:
+                self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+                if run_id is not None:
+                    self._row(s, RefinementRun, run_id, "refinement run")
+            raise
 
     def get_candidate(self, candidate_id: int) -> Candidate:
         """The candidate ``candidate_id``."""
@@ -162,8 +186,9 @@ class EvidenceStore(Store):
         check.choice(kind, "kind", EVALUATION_KINDS)
         values = [self._evaluation_values(sc, kind) for sc in scores]
         cids = {sc.candidate_id for sc in scores} - {None}
-        with self._write() as s:
-            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
+        key = {"adapter_version_id": adapter_version_id, "benchmark": benchmark, "evaluator_key": evaluator_key}
+        subjects = [_subject(sc.candidate_id) for sc in scores]
+        with self._absent_version(adapter_version_id), self._write() as s:
             owners = {cid: vid for cid, vid in s.execute(select(Candidate.id, Candidate.adapter_version_id)
                                                           .where(Candidate.id.in_(cids)))} if cids else {}
             for cid in sorted(cids):
@@ -172,22 +197,13 @@ class EvidenceStore(Store):
                 if owners[cid] != adapter_version_id:
                     raise RegistryError(f"candidate {cid} belongs to adapter version {owners[cid]}, not "
                                         f"{adapter_version_id}")
-            key = {"adapter_version_id": adapter_version_id, "benchmark": benchmark, "evaluator_key": evaluator_key}
-            stored = {row.subject: row for row in s.scalars(select(Evaluation).filter_by(**key))}
-            out = []
-            locked = holds_write_lock(s)  # SQLite: no other writer since the read above, insert what it lacked
-            for sc, vals in zip(scores, values):
-                subject = _subject(sc.candidate_id)
-                if subject in stored:
-                    pass
-                elif locked:
-                    stored[subject] = Evaluation(**key, subject=subject, **vals)
-                    s.add(stored[subject])
-                else:  # PostgreSQL: the savepoint settles a race with another process
-                    stored[subject], _ = self._get_or_create(s, Evaluation, {**key, "subject": subject}, vals)
-                out.append(stored[subject])
-            s.flush()
-            return out
+            # every score in one statement; a subject already stored keeps its score (the first write wins)
+            first: dict[str, dict[str, Any]] = {}
+            for subject, vals in zip(subjects, values):
+                first.setdefault(subject, vals)  # a subject given twice: its first score, as before
+            stored = self._insert_missing(s, Evaluation, (*key, "subject"),
+                                          [{**key, "subject": subject, **vals} for subject, vals in first.items()])
+            return [stored[(*key.values(), subject)] for subject in subjects]
 
     @staticmethod
     def _evaluation_values(sc: Score, kind: str) -> dict[str, Any]:
@@ -241,16 +257,34 @@ class EvidenceStore(Store):
         p_value: float | None = None,
     ) -> GuardResult:
         """Get or create the guard verdict of a candidate on ``benchmark`` (``delta = candidate - baseline``)."""
+        verdict = GuardVerdict(candidate_id, baseline_value, candidate_value, passed, p_value)
+        return self.add_guard_results(benchmark, tolerance, [verdict])[0]
+
+    def add_guard_results(self, benchmark: str, tolerance: float,
+                          verdicts: Sequence[GuardVerdict]) -> list[GuardResult]:
+        """Get or create several candidates' guard verdicts on ``benchmark`` in one transaction of a fixed number of
+        statements (:meth:`add_guard_result` for each, in order; an existing verdict is returned as is)."""
         check.text(benchmark, "benchmark", max_len=200)
-        b, c = check.finite(baseline_value, "baseline_value"), check.finite(candidate_value, "candidate_value")
-        values = {"baseline_value": b, "candidate_value": c, "delta": c - b,
-                  "p_value": check.finite(p_value, "p_value", optional=True),
-                  "tolerance": check.finite(tolerance, "tolerance"), "passed": bool(passed)}
+        tol = check.finite(tolerance, "tolerance")
+        rows = []
+        for v in verdicts:
+            b, c = check.finite(v.baseline_value, "baseline_value"), check.finite(v.candidate_value, "candidate_value")
+            rows.append({"candidate_id": v.candidate_id, "benchmark": benchmark, "baseline_value": b,
+                         "candidate_value": c, "delta": c - b,
+                         "p_value": check.finite(v.p_value, "p_value", optional=True), "tolerance": tol,
+                         "passed": bool(v.passed)})
+        if not rows:
+            return []
+        ids = {v.candidate_id for v in verdicts}
         with self._write() as s:
-            self._row(s, Candidate, candidate_id, "candidate")
-            row, _ = self._get_or_create(s, GuardResult, {"candidate_id": candidate_id, "benchmark": benchmark},
-                                         values)
-            return row
+            known = set(s.scalars(select(Candidate.id).where(Candidate.id.in_(ids))))
+            if ids - known:
+                raise NotFoundError(f"no candidate with id {min(ids - known)}")
+            first: dict[int, dict[str, Any]] = {}
+            for r in rows:
+                first.setdefault(r["candidate_id"], r)  # a candidate given twice: its first verdict
+            stored = self._insert_missing(s, GuardResult, ("candidate_id", "benchmark"), list(first.values()))
+            return [stored[(v.candidate_id, benchmark)] for v in verdicts]
 
     def guard_results(self, candidate_id: int) -> list[GuardResult]:
         """The guard verdicts of a candidate."""
@@ -291,10 +325,8 @@ class EvidenceStore(Store):
             raise RegistryError(f"statistics must be a JSON object, got {type(statistics).__name__}")
         if candidate_ids is not None:
             stats = {**stats, "candidate_ids": sorted(int(i) for i in candidate_ids)}
-        with self._write() as s:
-            self._row(s, AdapterVersion, adapter_version_id, "adapter version")
-            if run_id is not None:
-                self._row(s, RefinementRun, run_id, "refinement run")
+        # the version and the run must exist (their foreign keys), read only to name them when the insert fails
+        with self._absent_version(adapter_version_id, run_id), self._write() as s:
             if promoted_candidate_id is not None:
                 cand = self._row(s, Candidate, promoted_candidate_id, "candidate")
                 if candidate_ids is not None:
@@ -307,12 +339,12 @@ class EvidenceStore(Store):
                 if cand.is_control:
                     raise RegistryError(f"candidate {cand.id} is a random control ({cand.policy}); "
                                         "controls are never promoted")
-            row, _ = self._get_or_create(
-                s, Decision, {"adapter_version_id": adapter_version_id, "config_hash": config_hash},
-                {"run_id": run_id, "promoted_candidate_id": promoted_candidate_id, "candidate_key": candidate_key,
+            key = ("adapter_version_id", "config_hash")
+            return self._insert_missing(s, Decision, key, [
+                {"adapter_version_id": adapter_version_id, "config_hash": config_hash, "run_id": run_id,
+                 "promoted_candidate_id": promoted_candidate_id, "candidate_key": candidate_key,
                  "promoted": promoted_candidate_id is not None, "statistics_json": stats, "sentence": sentence},
-            )
-            return row
+            ])[(adapter_version_id, config_hash)]
 
     def get_decision_by_id(self, decision_id: int) -> Decision:
         """The decision ``decision_id``."""

@@ -7,7 +7,7 @@ production), each in its own module and each a subclass of :class:`Store`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -72,6 +72,31 @@ class Store:
                 raise
             return existing, False
         return row, True
+
+    @staticmethod
+    def _insert_missing(s: Session, model: type[T], key: Sequence[str],
+                        rows: Sequence[dict[str, Any]]) -> dict[tuple, T]:
+        """Insert ``rows`` of ``model`` in one statement, skipping every row whose ``key`` columns are stored already;
+        returns key values -> the row stored under them (the one inserted, or the one found).
+
+        ``INSERT ... ON CONFLICT (key) DO NOTHING RETURNING`` on SQLite and PostgreSQL alike: an insert that is new
+        (what a night writes) costs one statement, with no read before it and no savepoint; a key another process
+        wrote first is read back afterwards, and its stored values win. Only the unique constraint over exactly
+        ``key`` is settled this way: any other violation (a missing foreign row) raises as before.
+        """
+        if not rows:
+            return {}
+        dialect = s.get_bind().dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(model).on_conflict_do_nothing(index_elements=list(key)).returning(model)
+        found = {tuple(getattr(r, k) for k in key): r for r in s.scalars(stmt, list(rows))}
+        missing = [tuple(r[k] for k in key) for r in rows if tuple(r[k] for k in key) not in found]
+        for values in missing:  # stored by another process first (a retried task, a racing run)
+            found[values] = s.scalars(select(model).filter_by(**dict(zip(key, values)))).one()
+        return found
 
     def _adapter(self, s: Session, adapter: Adapter | str | int) -> Adapter:
         if isinstance(adapter, Adapter):

@@ -132,7 +132,7 @@ def prefect_harness():
     test process: starting one takes seconds, and an idle one still burns CPU on its background services)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=600):
         yield
 
 

@@ -22,8 +22,9 @@ from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record
 
 @dataclass(frozen=True)
 class Candidates:
-    """The candidates of one visit: the key of the set, the arm name -> candidate row id of every planned arm and
-    arm name -> its own candidate key (:func:`tasks.keys.candidate_key`)."""
+    """The candidates of one visit: the key of the set, the arm name -> candidate row id of every planned arm,
+    arm name -> its own candidate key (:func:`tasks.keys.candidate_key`) and candidate row id -> where its written
+    adapter lies (what the evaluation scores, known here without reading the rows again)."""
 
     key: str
     ids: dict[str, int]
@@ -31,6 +32,7 @@ class Candidates:
     calibrated: bool
     skipped: dict[str, str]
     keys: dict[str, str] = field(default_factory=dict)
+    uris: dict[int, str | None] = field(default_factory=dict)
 
 
 def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list[Arm]) -> Candidates:
@@ -78,12 +80,12 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
     holdout_sha = calibration_sha256(holdout) if holdout else None
     keys = {a.name: candidate_key(pkey, surgery, a.policy, a.seed, holdout_sha256=holdout_sha) for a in arms}
     mine = {(a.policy, a.seed, keys[a.name]) for a in arms}  # a stored row counts only under its arm's own key
-    plan = plan_writes(arms, {(c.policy, c.seed): c for c in reg.list_candidates(version.id)
-                              if (c.policy, c.seed, c.config_hash) in mine})
+    rows = reg.list_candidates(version.id)  # read once: the rows written below are added as they are recorded
+    plan = plan_writes(arms, {(c.policy, c.seed): c for c in rows if (c.policy, c.seed, c.config_hash) in mine})
     calibrated = False
     log = logger()
     for arm in plan.bare:  # scored with the adapter off: nothing to write
-        reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params={}, is_control=True)
+        rows.append(reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params={}, is_control=True))
     writes = plan.writes
     if writes:
         prep_file = worker.store_dir(config, adapter.name, version.content_sha256, pkey) / "prepared.safetensors"
@@ -132,13 +134,16 @@ def make_candidates(config: RunConfig, version, adapter, local: Path, arms: list
             seconds = write_seconds(time.perf_counter() - t_write, prepared, get_policy(arm.policy).needs_data,
                                     gamma_seconds if sel is not None else None)
             rec = candidate_record(manifest, scalar=sel is not None)
-            reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params=rec.params,
-                              is_control=arm.is_control, artifact_uri=str(path),
-                              artifact_sha256=adapter_content_sha256(path),
-                              spectrum=rec.spectrum, sensitivity=rec.sensitivity, seconds=seconds)
+            # one transaction per candidate: each is a checkpoint (a run stopped after it reuses it)
+            rows.append(reg.add_candidate(version.id, keys[arm.name], arm.policy, arm.seed, params=rec.params,
+                                          is_control=arm.is_control, artifact_uri=str(path),
+                                          artifact_sha256=adapter_content_sha256(path),
+                                          spectrum=rec.spectrum, sensitivity=rec.sensitivity, seconds=seconds))
             stage_hook.reached("editing")
-    ids = arm_ids(arms, keys, reg.list_candidates(version.id))
-    return Candidates(candidates_key(keys), ids, len(plan.missing), calibrated, skipped, keys)
+    ids = arm_ids(arms, keys, rows)  # a row recorded this visit comes after the stored one of its key: it wins
+    uris = {c.id: c.artifact_uri for c in rows}
+    return Candidates(candidates_key(keys), ids, len(plan.missing), calibrated, skipped, keys,
+                      {i: uris[i] for i in ids.values()})
 
 
 def apply_edit_budget(config: RunConfig, reg, adapter, run_id: int, arms: list[Arm]) -> tuple[list[Arm], dict]:

@@ -6,6 +6,7 @@ from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.integrations import events
 from spectral_surgery.flows.refine import logger
 from spectral_surgery.flows.refine.candidates import Candidates
+from spectral_surgery.registry.evidence import GuardVerdict
 from spectral_surgery.tasks.decision.arms import Arm, gate_inputs, run_gate
 from spectral_surgery.tasks.decision.decision_evidence import decision_evidence, decision_record
 from spectral_surgery.tasks.decision.gate import decision_metric, verdict_label
@@ -34,10 +35,10 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
                                                       guard_skipped, task_scores)
     metric = decision_metric(config.decision, [base, *candidates, *controls, extras["scalar_control"]], task_name)
     decision = run_gate(config, sequential, base, candidates, controls, extras, metric.used)
-    for v in decision.verdicts:
-        if v.guard_test is not None and guard_name:
-            reg.add_guard_result(cands.ids[v.name], guard_name, v.guard_test.mean_b, v.guard_test.mean_a,
-                                 config.gate.guard_tolerance, v.guard_ok, p_value=v.guard_test.p_value)
+    guarded = [GuardVerdict(cands.ids[v.name], v.guard_test.mean_b, v.guard_test.mean_a, v.guard_ok,
+                            p_value=v.guard_test.p_value) for v in decision.verdicts if v.guard_test is not None]
+    if guarded and guard_name:  # every verdict in one transaction
+        reg.add_guard_results(guard_name, config.gate.guard_tolerance, guarded)
     record = decision_record(
         decision, arms, candidate_ids=cands.ids, candidates_key=cands.key, candidate_keys=cands.keys,
         ladder_skipped=cands.skipped, task_key=task_key, task_out=task_out, guard_key=guard_key, guard_out=guard_out,

@@ -50,7 +50,7 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
     subjects = evaluation_subjects(BASELINE, cands.ids, arms)
     # one query for the stored scores and one for the artifacts, whatever the number of subjects
     stored = reg.evaluations_by_subject(version.id, spec.name, ekey)
-    todo = to_score(subjects, lambda cid: cid in stored, _artifact_uris(reg, version.id), local,
+    todo = to_score(subjects, lambda cid: cid in stored, _artifact_uris(reg, version.id, cands.uris), local,
                     BARE_BASE)
     if todo:
         log = logger()
@@ -95,12 +95,13 @@ def evaluate_subjects(config: RunConfig, version, adapter, local: Path, cands: C
     return ekey, out, scores
 
 
-def _artifact_uris(reg, version_id: int) -> Callable[[int], str | None]:
-    """Candidate id -> where its written adapter lies, read on the first call (none when nothing is to score)."""
-    uris: dict[int, str | None] = {}
+def _artifact_uris(reg, version_id: int, known: dict[int, str | None]) -> Callable[[int], str | None]:
+    """Candidate id -> where its written adapter lies: as the visit's candidates know it (``known``), else read on
+    the first call for an id they lack (none when nothing is to score)."""
+    uris: dict[int, str | None] = dict(known)
 
     def uri(cid: int) -> str | None:
-        if not uris:
+        if cid not in uris:
             uris.update((c.id, c.artifact_uri) for c in reg.list_candidates(version_id))
         return uris[cid]
 

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     stmts = Statements()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=600):
         root = Path(tmp)
         base = tiny.save_base(root / "base")
         artifact = tiny.save_adapter(base, root / "artifact", seed=1)

@@ -271,6 +271,33 @@ def test_evaluations_in_one_transaction_are_the_rows_one_at_a_time_would_be(reg)
     assert counts(reg) == before
 
 
+def test_guard_verdicts_in_one_transaction_and_writes_to_a_missing_version(reg):
+    """add_guard_results keys by (candidate, benchmark) and keeps the first write, in a batch too; a write whose
+    version or run does not exist (refused by its foreign key, with no read before it) names what is missing."""
+    from spectral_surgery.registry.evidence import GuardVerdict
+
+    _, v = make_adapter(reg)
+    c1, c2 = reg.add_candidate(v.id, H1, "abs_select", 42), reg.add_candidate(v.id, H1, "smooth_abs", 42)
+    first = reg.add_guard_result(c1.id, "ifeval", 0.5, 0.4, 0.02, False)
+    rows = reg.add_guard_results("ifeval", 0.02, [GuardVerdict(c1.id, 0.5, 0.6, True),
+                                                  GuardVerdict(c2.id, 0.5, 0.55, True, p_value=0.3),
+                                                  GuardVerdict(c2.id, 0.5, 0.1, False)])
+    assert rows[0].id == first.id and rows[0].candidate_value == 0.4  # the first write wins
+    assert rows[2].id == rows[1].id and (rows[1].candidate_value, rows[1].p_value, rows[1].passed) == (0.55, 0.3, True)
+    assert [g.id for g in reg.guard_results(c2.id)] == [rows[1].id]
+    assert reg.add_candidate(v.id, H1, "abs_select", 42).id == c1.id  # get, not a second row
+    before = counts(reg)
+    with pytest.raises(NotFoundError, match="no candidate with id"):
+        reg.add_guard_results("ifeval", 0.02, [GuardVerdict(10**6, 0.5, 0.6, True)])
+    with pytest.raises(NotFoundError, match="no adapter version with id"):
+        reg.add_candidate(10**6, H1, "abs_select", 42)
+    with pytest.raises(NotFoundError, match="no adapter version with id"):
+        reg.add_evaluation(10**6, "gsm8k", "acc", 0.5, evaluator_key="ev1", higher_is_better=True)
+    with pytest.raises(NotFoundError, match="no refinement run with id"):
+        reg.record_decision(v.id, H1, run_id=10**6, promoted_candidate_id=None, statistics={}, sentence="s")
+    assert counts(reg) == before
+
+
 def test_decision_first_write_wins_and_controls_never_promote(reg):
     _, v = make_adapter(reg)
     good, other, control, decision = refine(reg, v)
