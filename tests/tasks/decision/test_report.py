@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
