@@ -164,7 +164,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
             "decision_candidates": weighed,
-            "records": records, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
+            "records": records, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations,
+            "events": events,
             "pointers": s.execute(pq).all(), "runs": runs}
 
 
@@ -357,12 +358,12 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
 
     Returns:
         ``[{"adapter", "family", "decision_id", "at", "record", "seconds", "costs"}]``: ``record`` is the
-        decision's recorded statistics (:class:`tasks.decision.record.DecisionRecord`), ``seconds`` the wall time of the adapter run that made it (None if unknown:
-        a decision re-made by hand, or a run without an end), ``costs`` what each arm it weighed cost, by arm name
-        (``random_index-s<seed>`` for a random control, else the policy): the candidate's recorded seconds
-        (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows written before costs were recorded)
-        plus ``evaluate``, the seconds of every evaluation of that candidate (task and guard, every look), None
-        when none was timed.
+        decision's recorded statistics (:class:`tasks.decision.record.DecisionRecord`), ``seconds`` the wall time of
+        the adapter run that made it (None if unknown: a decision re-made by hand, or a run without an end),
+        ``costs`` what each arm it weighed cost, by arm name (``random_index-s<seed>`` for a random control, else the
+        policy): the candidate's recorded seconds (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows
+        written before costs were recorded) plus ``evaluate``, the seconds of every evaluation of that candidate
+        (task and guard, every look), None when none was timed.
     """
     rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
                                   order_by=(Decision.created_at.desc(), Decision.id.desc()))

@@ -328,8 +328,10 @@ def _served(r: dict) -> str | None:
         return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
     if review:
         return f"unchanged (review {review['id']} {review['state']})"
-    stats = r.get("statistics") or {}
-    return f"{stats['promoted']} (not moved: dry run)" if stats.get("promoted") else "unchanged"
+    from spectral_surgery.tasks.decision.record import DecisionRecord
+
+    promoted = DecisionRecord.from_json(r.get("statistics")).promoted  # the result's statistics, as recorded
+    return f"{promoted} (not moved: dry run)" if promoted else "unchanged"
 
 
 def _on_stop(verbose: bool) -> None:
