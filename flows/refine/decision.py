@@ -9,7 +9,6 @@ from spectral_surgery.flows.refine.candidates import Candidates
 from spectral_surgery.tasks.decision.arms import Arm, gate_inputs, run_gate
 from spectral_surgery.tasks.decision.decision_evidence import decision_evidence, decision_record
 from spectral_surgery.tasks.decision.gate import decision_metric, verdict_label
-from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.keys import decision_key
 from spectral_surgery.tasks.run_config import RunConfig
 
