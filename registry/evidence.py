@@ -132,7 +132,7 @@ class EvidenceStore(Store):
     def decision_candidates(self, decision: Decision) -> list[Candidate]:
         """The candidates ``decision`` weighed, by id: those its statistics list (``candidate_ids``, since each
         candidate has its own key), else, for a decision made before, those under its ``candidate_key``."""
-        ids = (decision.statistics_json or {}).get("candidate_ids")
+        ids = decision.record.candidate_ids
         if ids is None:
             return self.list_candidates(decision.adapter_version_id, decision.candidate_key or decision.config_hash)
         with self._read() as s:

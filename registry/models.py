@@ -14,7 +14,7 @@ agree.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +34,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from spectral_surgery.tasks.decision.record import DecisionRecord
 
 # Primary and foreign keys are named by convention; unique, check and index names are spelled out (short enough
 # for PostgreSQL's 63-character limit) so that the migration and the models name them identically.
@@ -292,6 +295,14 @@ class Decision(Base):
     statistics_json: Mapped[dict[str, Any]]
     sentence: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def record(self) -> DecisionRecord:
+        """``statistics_json`` read as a typed record, upgraded from whatever older shape the row holds (a row without
+        statistics reads as an empty record)."""
+        from spectral_surgery.tasks.decision.record import DecisionRecord  # pydantic + the gate: only when read
+
+        return DecisionRecord.from_json(self.statistics_json, bool(self.promoted))
 
 
 class ProductionPointer(Base):

@@ -29,7 +29,7 @@ def _stage_seconds(s: Session, decision: Decision) -> dict[str, float]:
     """Per-stage seconds of refining the version ``decision`` decided: the stored stages once, the write and γ of
     every candidate it weighed, and every evaluation of them and of the baseline under the same evaluator keys."""
     out: dict[str, float] = {}
-    ids = (decision.statistics_json or {}).get("candidate_ids")  # each candidate keyed on its own since issue 25
+    ids = decision.record.candidate_ids  # each candidate keyed on its own since issue 25
     weighed = (Candidate.id.in_([int(i) for i in ids]) if ids is not None
                else Candidate.config_hash == decision.candidate_key)  # a decision made before: one key for all
     cands = s.execute(select(Candidate.id, Candidate.seconds_json).where(

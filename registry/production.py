@@ -83,6 +83,7 @@ class ProductionStore(Store):
                                               "promoted by it; the next run promotes it")
                 if before_move is not None:
                     before_move()
+                # the evidence is the decision's statistics exactly as recorded (raw: the audit copy never changes)
                 return prom.move_pointer(
                     s, version.adapter_id, d.adapter_version_id, d.promoted_candidate_id, kind="promotion",
                     actor=actor, reason=d.sentence, evidence=d.statistics_json, decision_id=d.id,

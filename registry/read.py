@@ -47,6 +47,7 @@ from spectral_surgery.registry.models import (
     RefinementRun,
     Review,
 )
+from spectral_surgery.tasks.decision.record import DecisionRecord
 
 
 def registry_fingerprint(registry) -> str:
@@ -111,23 +112,22 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     if version_ids is not None:
         rq = rq.where(AdapterRun.adapter_version_id.in_(version_ids))
         fq = fq.where(AdapterRun.adapter_version_id.in_(version_ids))
-    # Trends need three fields of each decision's statistics, extracted by the database (JSON path operators
-    # on SQLite and PostgreSQL alike); the whole document is parsed only for the itemised recent decisions.
-    stats = Decision.statistics_json
+    # Trends need a few fields of each decision's statistics, extracted by the database (:data:`INDEXED`); the
+    # whole document is parsed only for the itemised recent decisions.
     decisions = s.execute(
         select(Decision.id, Decision.adapter_version_id, Decision.config_hash, Decision.candidate_key, Decision.run_id,
                Decision.promoted,
                Decision.promoted_candidate_id, Decision.sentence, Decision.created_at, recent.c.adapter_id,
-               recent.c.rank, stats["means"].label("means"), stats["higher_is_better"].label("hib"),
-               stats["promoted"].label("promoted_arm"), stats["verdict"].label("verdict"),
-               stats["n_needed"].label("n_needed"), stats["candidate_ids"].label("candidate_ids"))
+               recent.c.rank, *indexed_columns())
         .join(recent, recent.c.id == Decision.id)).all()
-    full_stats = {i: _loads(text) for i, text in s.execute(
+    full = {i: _loads(text) for i, text in s.execute(
         select(Decision.id, cast(Decision.statistics_json, Text)).join(recent, recent.c.id == Decision.id)
         .where(recent.c.rank <= max(detail_runs, 1))).all()}
+    records = {d.id: indexed_record(d) if d.id not in full else DecisionRecord.from_json(full[d.id], bool(d.promoted))
+               for d in decisions}
     cand_cols = (Candidate.id, Candidate.adapter_version_id, Candidate.config_hash, Candidate.policy, Candidate.seed,
                  Candidate.is_control)
-    weighed = _decision_candidates(s, recent, decisions, cand_cols)
+    weighed = _decision_candidates(s, recent, records, cand_cols)
     candidates = list({c.id: c for cs in weighed.values() for c in cs}.values())
     latest_ids = sorted({c.id for d in decisions if d.rank == 1 for c in weighed.get(d.id, ())})
     spectra = _spectra(s, latest_ids, [weighed.get(d.id, ()) for d in decisions if d.rank == 1])
@@ -164,7 +164,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
             "decision_candidates": weighed,
-            "full_stats": full_stats, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations, "events": events,
+            "records": records, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations,
+            "events": events,
             "pointers": s.execute(pq).all(), "runs": runs}
 
 
@@ -176,11 +177,12 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
     (:mod:`tasks.decision.edit_budget`).
 
     Returns:
-        ``[{"adapter", "family", "statistics"}]`` in adapter-name order.
+        ``[{"adapter", "family", "record"}]`` in adapter-name order (``record``: the decision's statistics as a
+        :class:`tasks.decision.record.DecisionRecord`).
     """
     with session_scope(registry.engine, write=False) as s:
         started = s.scalar(select(RefinementRun.started_at).where(RefinementRun.id == run_id))
-        past = (select(Decision.id, Decision.statistics_json, Adapter.name,
+        past = (select(Decision.id, Decision.statistics_json, Decision.promoted, Adapter.name,
                        func.row_number().over(partition_by=Adapter.id,
                                               order_by=(Decision.created_at.desc(), Decision.id.desc())).label("rank"))
                 .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id)
@@ -189,9 +191,10 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
         if started is not None:
             past = past.where(Decision.created_at < started)
         past = past.subquery()
-        rows = s.execute(select(past.c.name, past.c.statistics_json).where(past.c.rank == 1)
+        rows = s.execute(select(past.c.name, past.c.statistics_json, past.c.promoted).where(past.c.rank == 1)
                          .order_by(past.c.name)).all()
-    return [{"adapter": name, "family": family, "statistics": stats or {}} for name, stats in rows]
+    return [{"adapter": name, "family": family, "record": DecisionRecord.from_json(stats, bool(promoted))}
+            for name, stats, promoted in rows]
 
 
 class SpectrumRow(NamedTuple):
@@ -201,6 +204,30 @@ class SpectrumRow(NamedTuple):
     id: int
     spectrum_json: dict | None
     sensitivity_json: dict | None
+
+
+# The fields of a decision's statistics that readers need for EVERY decision of a window (the dashboard's trends and
+# last-decision lines, the candidates each weighed): DecisionRecord field -> the label of its column in the rows.
+# The database extracts them (JSON path operators, on SQLite and PostgreSQL alike) for speed: parsing every whole
+# document took most of a 1,000-adapter dashboard read. They are read back through the record (:func:`indexed_record`),
+# so a row of any recorded shape upgrades as its whole document does; tests/registry/test_record_readers.py checks that
+# the two paths agree on rows of every shape.
+INDEXED = {"means": "means", "higher_is_better": "hib", "promoted": "promoted_arm", "verdict": "verdict",
+           "n_needed": "n_needed", "candidate_ids": "candidate_ids"}
+
+
+def indexed_columns(*fields: str) -> list:
+    """The database's extraction of ``fields`` (default: all of :data:`INDEXED`), labelled as :data:`INDEXED` says."""
+    return [Decision.statistics_json[f].label(INDEXED[f]) for f in fields or INDEXED]
+
+
+def indexed_record(row) -> DecisionRecord:
+    """The record of the fields extracted by :func:`indexed_columns` in ``row`` (which also holds ``promoted``, the
+    row's flag, where the verdict is read): what those fields say, upgraded as the whole document would be."""
+    m = row._mapping
+    promoted = m.get("promoted")
+    return DecisionRecord.from_json({f: m[label] for f, label in INDEXED.items() if m.get(label) is not None},
+                                    None if promoted is None else bool(promoted))
 
 
 def _loads(text: str | None) -> Any:
@@ -238,13 +265,13 @@ def _spectra(s: Session, ids: list[int], weighed: list) -> list[SpectrumRow]:
     return [SpectrumRow(i, _loads(spec), sens.get(i)) for i, spec, _ in rows]
 
 
-def _decision_candidates(s: Session, recent, decisions, cand_cols) -> dict[int, list]:
+def _decision_candidates(s: Session, recent, records: dict[int, DecisionRecord], cand_cols) -> dict[int, list]:
     """The candidates each decision weighed: ``{decision id: [candidate rows]}``.
 
     A decision made since per-candidate keys (``tasks.keys.candidate_key``) lists them in its statistics
     (``candidate_ids``); an older one weighed the candidates under its ``candidate_key``, which they all shared.
     """
-    listed = {d.id: [int(i) for i in d.candidate_ids] for d in decisions if isinstance(d.candidate_ids, list)}
+    listed = {did: rec.candidate_ids for did, rec in records.items() if rec.candidate_ids is not None}
     out: dict[int, list] = {}
     on = ((recent.c.version_id == Candidate.adapter_version_id) & (recent.c.candidate_key == Candidate.config_hash))
     for row in s.execute(select(*cand_cols, recent.c.id.label("decision_id")).join(recent, on)
@@ -264,12 +291,13 @@ def _weighed(s: Session, decision_ids: list[int]) -> dict[int, list[int]]:
         return {}
     out: dict[int, list[int]] = {}
     old = []
-    for did, ids in s.execute(select(Decision.id, Decision.statistics_json["candidate_ids"])
-                              .where(Decision.id.in_(decision_ids))).all():
-        if isinstance(ids, list):
-            out[did] = [int(i) for i in ids]
+    for row in s.execute(select(Decision.id, *indexed_columns("candidate_ids"))
+                         .where(Decision.id.in_(decision_ids))).all():
+        ids = indexed_record(row).candidate_ids
+        if ids is not None:
+            out[row.id] = ids
         else:
-            old.append(did)
+            old.append(row.id)
     if old:
         on = ((Candidate.adapter_version_id == Decision.adapter_version_id)
               & (Candidate.config_hash == Decision.candidate_key))
@@ -315,7 +343,7 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
         only: Restrict to the adapter with this name.
 
     Returns:
-        ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
+        ``{"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "records",
         "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",
         "decision_candidates"}`` (``decision_candidates``: decision id -> the candidate rows it weighed; ``reviews``:
         those of the decisions read and every pending one, oldest first; ``costs``: what each arm of
@@ -329,31 +357,32 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
     """Each adapter's latest decision with what a fleet report needs, in adapter-name order (one read transaction).
 
     Returns:
-        ``[{"adapter", "family", "decision_id", "at", "statistics", "seconds", "costs"}]``: ``statistics`` is the
-        decision's recorded statistics, ``seconds`` the wall time of the adapter run that made it (None if unknown:
-        a decision re-made by hand, or a run without an end), ``costs`` what each arm it weighed cost, by arm name
-        (``random_index-s<seed>`` for a random control, else the policy): the candidate's recorded seconds
-        (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows written before costs were recorded)
-        plus ``evaluate``, the seconds of every evaluation of that candidate (task and guard, every look), None
-        when none was timed.
+        ``[{"adapter", "family", "decision_id", "at", "record", "seconds", "costs"}]``: ``record`` is the
+        decision's recorded statistics (:class:`tasks.decision.record.DecisionRecord`), ``seconds`` the wall time of
+        the adapter run that made it (None if unknown: a decision re-made by hand, or a run without an end),
+        ``costs`` what each arm it weighed cost, by arm name (``random_index-s<seed>`` for a random control, else the
+        policy): the candidate's recorded seconds (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows
+        written before costs were recorded) plus ``evaluate``, the seconds of every evaluation of that candidate
+        (task and guard, every look), None when none was timed.
     """
     rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
                                   order_by=(Decision.created_at.desc(), Decision.id.desc()))
     ranked = (select(Decision.id.label("id"), AdapterVersion.adapter_id.label("adapter_id"), rank.label("rank"))
               .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id).subquery())
     q = (select(Adapter.name, Adapter.task_family, Decision.id, Decision.created_at, Decision.statistics_json,
-                AdapterRun.started_at, AdapterRun.ended_at)
+                Decision.promoted, AdapterRun.started_at, AdapterRun.ended_at)
          .join(ranked, ranked.c.adapter_id == Adapter.id)
          .join(Decision, Decision.id == ranked.c.id)
          .outerjoin(AdapterRun, AdapterRun.decision_id == Decision.id)
          .where(ranked.c.rank == 1).order_by(Adapter.name, AdapterRun.id))
     out: dict[int, dict[str, Any]] = {}
     with session_scope(registry.engine, write=False) as s:
-        for name, family, did, at, stats, started, ended in s.execute(q).all():
+        for name, family, did, at, stats, promoted, started, ended in s.execute(q).all():
             seconds = (ended - started).total_seconds() if started is not None and ended is not None else None
             if did not in out or (seconds is not None and out[did]["seconds"] is None):
                 out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
-                            "statistics": stats or {}, "seconds": seconds, "costs": {}}
+                            "record": DecisionRecord.from_json(stats, bool(promoted)), "seconds": seconds,
+                            "costs": {}}
         for did, costs in _costs(s, _weighed(s, list(out))).items():
             out[did]["costs"] = costs
     return sorted(out.values(), key=lambda r: r["adapter"])
@@ -502,10 +531,10 @@ def adapter_story(registry, name: str) -> AdapterStory | None:
             d = s.scalars(select(Decision).where(Decision.adapter_version_id.in_(ids))
                           .order_by(Decision.created_at.desc(), Decision.id.desc()).limit(1)).first()
             if d is not None:
-                stats = d.statistics_json or {}
+                # the statistics as recorded (``why --json`` prints them), the verdict as the record reads it
                 decision = {"id": d.id, "version_id": d.adapter_version_id, "run_id": d.run_id,
-                            "verdict": stats.get("verdict") or ("promote" if d.promoted else "reject"),
-                            "promoted": d.promoted, "sentence": d.sentence, "statistics": stats,
+                            "verdict": d.record.verdict, "promoted": d.promoted, "sentence": d.sentence,
+                            "statistics": d.statistics_json or {},
                             "at": _iso(d.created_at)}
         reviews = tuple({"id": r.id, "decision_id": r.decision_id, "expires_at": _iso(r.expires_at)}
                         for r in s.scalars(select(Review).where(Review.adapter_id == adapter.id,

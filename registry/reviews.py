@@ -152,6 +152,8 @@ class ReviewStore(Store):
             if review.state != "pending" or review.expires_at <= now:
                 raise RegistryError(self._refusal(review))
             d = self._row(s, Decision, review.decision_id, "decision")
+            # the audit row copies the decision's statistics exactly as recorded (raw, not re-serialised through the
+            # record: what is recorded never changes); a reader reads them through DecisionRecord.from_json
             evidence = {"review_id": review.id, "requested_by": review.requested_by,
                         "requested_at": review.requested_at.isoformat(), "expires_at": review.expires_at.isoformat(),
                         "decision_sentence": d.sentence, "statistics": d.statistics_json}

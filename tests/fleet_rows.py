@@ -9,6 +9,7 @@ from pathlib import Path
 
 from spectral_surgery.registry.fleet import Registration
 from spectral_surgery.tasks.adapter_io import adapter_content_sha256
+from tests.records import statistics
 
 
 def _sha(text: str) -> str:
@@ -31,7 +32,7 @@ def populate(reg, n: int, artifact: Path, *, base: str = "tiny-base", promote_ev
         promoted = i % promote_every == 0
         decision = reg.record_decision(version.id, config_hash, run_id=run.id,
                                        promoted_candidate_id=cand.id if promoted else None,
-                                       statistics={"verdict": "promote" if promoted else "reject"},
+                                       statistics=statistics(verdict="promote" if promoted else "reject"),
                                        sentence="smooth_abs wins" if promoted else "no candidate beats the baseline")
         adapter_run = reg.start_adapter_run(run.id, version.id, config_hash)
         reg.finish_adapter_run(adapter_run.id, "completed", decision_id=decision.id)
@@ -74,8 +75,8 @@ def populate_bulk(reg, n: int, artifact: Path, *, base: str = "tiny-base", promo
                                        "artifact_uri": art, "artifact_sha256": sha, "created_at": now} for i in ids])
         s.execute(insert(Decision), [{"id": i, "adapter_version_id": i, "config_hash": config_hash, "run_id": run.id,
                                       "promoted_candidate_id": i if i in promoted else None,
-                                      "promoted": i in promoted, "statistics_json": {
-                                          "verdict": "promote" if i in promoted else "reject"},
+                                      "promoted": i in promoted, "statistics_json": statistics(
+                                          verdict="promote" if i in promoted else "reject"),
                                       "sentence": "smooth_abs wins" if i in promoted else
                                       "no candidate beats the baseline", "created_at": now} for i in ids])
         s.execute(insert(AdapterRun), [{"id": i, "run_id": run.id, "adapter_version_id": i,

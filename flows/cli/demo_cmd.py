@@ -6,7 +6,7 @@ import functools
 import os
 
 from spectral_surgery.flows.cli.common import console as plain_console
-from spectral_surgery.flows.cli.common import emit, fail, guarded, message, resolve_location, verdict_cell
+from spectral_surgery.flows.cli.common import emit, guarded, resolve_location, verdict_cell
 
 
 def _fmt(v, spec: str = "+.3f") -> str:
@@ -28,14 +28,11 @@ def _cmd_demo(args, log) -> int:
 
     from spectral_surgery.flows import interrupt, stage_hook
     from spectral_surgery.flows.cli.prefect_home import detach_temporary_server
-    from spectral_surgery.flows.cli.run import prefect_server
-    from spectral_surgery.flows.cli.shared_server import idle_seconds
+    from spectral_surgery.flows.cli.run import start_up
 
-    try:
-        idle_seconds()  # a bad $SPECTRAL_SURGERY_PREFECT_IDLE: a usage error before anything starts
-    except ValueError as e:
-        return fail(message(e))
-    prefect_server(Console(stderr=True, soft_wrap=True), shared=True)  # before Prefect is imported
+    refused = start_up(shared=True)  # the demo always has work: the shared server now
+    if refused is not None:
+        return refused
 
     from spectral_surgery.flows.demo import BUDGETS, run_demo, with_overrides
     from spectral_surgery.flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens

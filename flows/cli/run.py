@@ -328,8 +328,10 @@ def _served(r: dict) -> str | None:
         return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
     if review:
         return f"unchanged (review {review['id']} {review['state']})"
-    stats = r.get("statistics") or {}
-    return f"{stats['promoted']} (not moved: dry run)" if stats.get("promoted") else "unchanged"
+    from spectral_surgery.tasks.decision.record import DecisionRecord
+
+    promoted = DecisionRecord.from_json(r.get("statistics")).promoted  # the result's statistics, as recorded
+    return f"{promoted} (not moved: dry run)" if promoted else "unchanged"
 
 
 def _on_stop(verbose: bool) -> None:
@@ -449,6 +451,26 @@ def prefect_server(err, *, shared: bool) -> None:
                   "database, removed when it exits.[/]")
 
 
+def start_up(*, shared: bool) -> int | None:
+    """The start-up ``run`` and ``demo`` share, before Prefect is imported: a bad ``$SPECTRAL_SURGERY_PREFECT_IDLE``
+    is a usage error before anything starts, then this command's Prefect server is chosen (:func:`prefect_server`,
+    ``shared`` as there).
+
+    Returns:
+        The exit code of the usage error, or None to go on.
+    """
+    from rich.console import Console
+
+    from spectral_surgery.flows.cli.shared_server import idle_seconds
+
+    try:
+        idle_seconds()
+    except ValueError as e:
+        return fail(message(e))
+    prefect_server(Console(stderr=True, soft_wrap=True), shared=shared)
+    return None
+
+
 @guarded
 def cmd_run(args) -> int:
     return stoppable(args, functools.partial(_cmd_run, args))
@@ -463,13 +485,10 @@ def _cmd_run(args, log) -> int:
 
     from spectral_surgery.flows import interrupt, stage_hook
     from spectral_surgery.flows.cli.prefect_home import detach_temporary_server
-    from spectral_surgery.flows.cli.shared_server import idle_seconds
 
-    try:
-        idle_seconds()  # a bad $SPECTRAL_SURGERY_PREFECT_IDLE: a usage error before anything starts
-    except ValueError as e:
-        return fail(message(e))
-    prefect_server(Console(stderr=True, soft_wrap=True), shared=False)  # before Prefect is imported
+    refused = start_up(shared=False)  # the server is attached once there is work
+    if refused is not None:
+        return refused
     if not args.verbose:  # the progress lines replace Prefect's logs and load bars (warnings go to the log file)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:

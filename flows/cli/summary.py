@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a summary is built: the command line starts without the statistics stack
+    from spectral_surgery.tasks.decision.record import DecisionRecord
 
 PIPE_WIDTH = 100  # a pipe (cron log, `| less`): plain lines this long at most
 MIN_WIDTH = 40  # the narrowest terminal the summary wraps for
@@ -59,29 +63,27 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def key_number(verdict: str, statistics: dict) -> str:
+def key_number(verdict: str, rec: DecisionRecord) -> str:
     """The number behind a verdict: the promoted edit's gain, a HOLD's documents needed, a REJECT's best gain."""
     from spectral_surgery.tasks.decision.gate import fmt_gain
 
     if verdict == "hold":
-        n = statistics.get("n_needed")
+        n = rec.n_needed
         return f"needs ~{n:,} docs" if n else ""
-    base = statistics.get("baseline_task_mean")
-    sign = 1.0 if statistics.get("higher_is_better", True) else -1.0
-    metric = (statistics.get("decision") or {}).get("metric", "task")
-    verdicts = [v for v in statistics.get("verdicts") or [] if v.get("task_mean") is not None]
-    if base is None or not verdicts or metric != "task":
+    base = rec.baseline_task_mean
+    sign = 1.0 if rec.higher_is_better else -1.0
+    verdicts = [v for v in rec.verdicts if v.task_mean is not None]
+    if base is None or not verdicts or rec.metric != "task":
         return ""
     if verdict == "promote":
-        chosen = [v for v in verdicts if v.get("name") == statistics.get("promoted")]
+        chosen = [v for v in verdicts if v.name == rec.promoted]
     else:  # the best gain any edit (not a control) measured
-        chosen = sorted((v for v in verdicts if v.get("p_adjusted") is not None),
-                        key=lambda v: -sign * (v["task_mean"] - base))
+        chosen = sorted((v for v in verdicts if v.p_adjusted is not None), key=lambda v: -sign * (v.task_mean - base))
     if not chosen:
         return ""
     best = chosen[0]
-    gain = fmt_gain(sign * (best["task_mean"] - base))
-    return gain if verdict == "promote" else f"best {best['name']} {gain}"
+    gain = fmt_gain(sign * (best.task_mean - base))
+    return gain if verdict == "promote" else f"best {best.name} {gain}"
 
 
 def reasons(sentence: str | None) -> list[str]:
@@ -104,11 +106,13 @@ def row_of(result: dict, version: str, seconds: float | None, served: str | None
                           tuple(reasons(result.get("reason"))))
     if result.get("reused"):
         return SummaryRow(name, version, status, "DONE", "already refined under this configuration", seconds)
-    stats = result.get("statistics") or {}
-    verdict = result.get("verdict") or stats.get("verdict") or "reject"
+    from spectral_surgery.tasks.decision.record import DecisionRecord
+
+    stats = DecisionRecord.from_json(result.get("statistics"))  # the result's statistics, as recorded
+    verdict = result.get("verdict") or stats.verdict
     label = verdict.upper()
-    if verdict == "promote" and stats.get("promoted"):
-        label += f" {stats['promoted']}"
+    if verdict == "promote" and stats.promoted:
+        label += f" {stats.promoted}"
         review = result.get("review")
         if review:
             label += " awaiting review" if review["state"] == "pending" else f" (review {review['state']})"

@@ -27,7 +27,7 @@ from spectral_surgery.registry.read import dashboard_rows
 from spectral_surgery.registry.validation import error_summary
 from spectral_surgery.tasks.decision.arms import stored_arm_name
 from spectral_surgery.tasks.surgery.diagnostics import short_module
-from spectral_surgery.tasks.decision.gate import verdict_label, verdict_of
+from spectral_surgery.tasks.decision.gate import verdict_label
 from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
 from spectral_surgery.tasks.decision.report import pairing_text, what_wins
 
@@ -119,7 +119,7 @@ class _Index:
         self.versions_of: dict[int, list] = defaultdict(list)  # adapter -> versions, latest first
         for v in sorted(rows["versions"], key=lambda v: (v.last_seen_at, v.id), reverse=True):
             self.versions_of[v.adapter_id].append(v)
-        self.full_stats = rows["full_stats"]
+        self.records: dict[int, DecisionRecord] = rows["records"]  # decision id -> its statistics, typed
         self.cands = {c.id: c for c in rows["extra_candidates"]} | {c.id: c for c in rows["candidates"]}
         self.by_decision: dict[int, list] = defaultdict(list)  # decision id -> the candidates it weighed
         for did, cs in rows["decision_candidates"].items():
@@ -149,8 +149,7 @@ class _Index:
         for r in sorted(rows["reviews"], key=lambda r: r.id, reverse=True):
             if r.state == "superseded":
                 self.superseded[r.adapter_id].append(r)
-        self.arm_of = {d.id: d.promoted_arm for d in rows["decisions"]}
-        self._records: dict[int, DecisionRecord] = {}
+        self.arm_of = {d.id: self.records[d.id].promoted for d in rows["decisions"]}
         # Task score of each candidate and of each unedited version, as the gate saw it (oldest decision first,
         # so the latest decision of a version wins).
         # Candidates are reused across decisions (stage keys): a promoted candidate keeps the score of the decision
@@ -159,7 +158,7 @@ class _Index:
         self.version_value: dict[int, float] = {}
         promoted_value: dict[int, float] = {}
         for d in sorted(rows["decisions"], key=lambda d: (d.created_at, d.id)):
-            means = d.means or {}
+            means = self.records[d.id].means
             if isinstance(means.get("baseline"), (int, float)):
                 self.version_value[d.adapter_version_id] = means["baseline"]
             for c in self.by_decision[d.id]:
@@ -182,19 +181,11 @@ class _Index:
                 "decided_by": r.decided_by, "decided_at": _iso(r.decided_at), "reason": r.reason,
                 "superseded_by": r.superseded_by_id}
 
-    def stats(self, d) -> dict[str, Any]:
-        """A decision's statistics: the whole document when it was read, else the fields every view needs."""
-        full = self.full_stats.get(d.id)
-        if full is not None:
-            return full
-        return {"means": d.means or {}, "higher_is_better": True if d.hib is None else bool(d.hib), "promoted": d.promoted_arm}
-
     def record(self, d) -> DecisionRecord:
-        """:meth:`stats` read as a typed record (:class:`tasks.decision.record.DecisionRecord`), once per decision."""
-        rec = self._records.get(d.id)
-        if rec is None:
-            rec = self._records[d.id] = DecisionRecord.from_json(self.stats(d), bool(d.promoted))
-        return rec
+        """A decision's statistics as a typed record (:class:`tasks.decision.record.DecisionRecord`): the whole
+        document for the itemised decisions, else the fields the database extracted for every decision
+        (:func:`registry.read.indexed_record`)."""
+        return self.records[d.id]
 
     def sha(self, version_id: int | None) -> str:
         v = self.versions.get(version_id)
@@ -426,8 +417,8 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
                       "ended": _iso(last.ended_at), "version_sha": ix.sha(last.adapter_version_id),
                       "error_type": last.error_type, "error": error_summary(ix.messages.get(last.id))}
                      if last is not None else None),
-        "last_decision": (_last_decision(decisions[0], ix.review(ix.review_of.get(decisions[0].id), now))
-                          if decisions else None),
+        "last_decision": (_last_decision(decisions[0], ix.record(decisions[0]),
+                                         ix.review(ix.review_of.get(decisions[0].id), now)) if decisions else None),
         "review": ix.review(ix.pending.get(a.id), now),
         "superseded_reviews": [ix.review(r, now) for r in ix.superseded[a.id][:3]],  # each says why
         "metric": metric, "trend": _trend(ix, a.id, decisions, now), "nights": nights,
@@ -438,12 +429,12 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- diagnostics
-def _last_decision(d, review: dict | None) -> dict[str, Any]:
+def _last_decision(d, rec: DecisionRecord, review: dict | None) -> dict[str, Any]:
     """``review``: the decision's review (``promote: review``), which says whether a passing decision moved
     production (approved) or waits (pending), or never will (expired, superseded)."""
-    verdict = verdict_of({"verdict": d.verdict}, bool(d.promoted))
-    arm = d.promoted_arm if d.promoted else None
-    n_needed = d.n_needed if verdict == "hold" else None
+    verdict = rec.verdict
+    arm = rec.promoted if d.promoted else None
+    n_needed = rec.n_needed if verdict == "hold" else None
     label = verdict_label(verdict, n_needed, arm)
     if review is not None and review["state"] != "approved":
         label += " awaiting review" if review["state"] == "pending" else f" (review {review['state']})"
@@ -463,11 +454,11 @@ def _summary(values: list[float]) -> tuple[float | None, float | None, float | N
     return m, max(m - half, RATE_DIFF[0]), min(m + half, RATE_DIFF[1])
 
 
-def diagnostics(latest: list[tuple[str, dict]]) -> dict[str, Any]:
+def diagnostics(latest: list[tuple[str, DecisionRecord]]) -> dict[str, Any]:
     """The paper's Fig. 3 (guided vs random) and Fig. 4 (reward vs risk) from each adapter's latest decision.
 
     Args:
-        latest: ``(adapter name, decision statistics)`` per adapter.
+        latest: ``(adapter name, decision record)`` per adapter.
 
     Returns:
         ``reward_risk``: points ``{adapter, policy, gain, risk, promoted}`` (gain = task improvement over the
@@ -476,21 +467,21 @@ def diagnostics(latest: list[tuple[str, dict]]) -> dict[str, Any]:
         random control's gain and y the policy's gain, and per policy how many lie above the diagonal.
     """
     rr, gr = [], []
-    for name, stats in latest:
-        sign = 1.0 if stats.get("higher_is_better", True) else -1.0
-        means, gmeans = stats.get("means") or {}, stats.get("guard_means") or {}
+    for name, rec in latest:
+        sign = 1.0 if rec.higher_is_better else -1.0
+        means, gmeans = rec.means, rec.guard_means or {}
         base, gbase = means.get("baseline"), gmeans.get("baseline")
-        promoted = stats.get("promoted")
         controls = set()
-        for v in stats.get("verdicts") or []:
-            gain = sign * (v.get("vs_baseline") or {}).get("delta", float("nan"))
-            risk = -v["guard_delta"] if v.get("guard_delta") is not None else None
+        for v in rec.verdicts:
+            delta = v.vs_baseline.delta if v.vs_baseline is not None else None
+            gain = sign * (float("nan") if delta is None else delta)
+            risk = -v.guard_delta if v.guard_delta is not None else None
             if math.isfinite(gain):
-                rr.append({"adapter": name, "policy": v.get("policy") or v.get("name"), "gain": gain, "risk": risk,
-                           "promoted": v.get("name") == promoted})
-            ctrl = v.get("control_name")
+                rr.append({"adapter": name, "policy": v.policy or v.name, "gain": gain, "risk": risk,
+                           "promoted": v.name == rec.promoted})
+            ctrl = v.control_name
             if ctrl and isinstance(means.get(ctrl), (int, float)) and base is not None and math.isfinite(gain):
-                gr.append({"adapter": name, "policy": v.get("policy") or v.get("name"), "control": ctrl,
+                gr.append({"adapter": name, "policy": v.policy or v.name, "control": ctrl,
                            "x": sign * (means[ctrl] - base), "y": gain})
                 controls.add(ctrl)
         for ctrl in sorted(controls):  # the random control itself, as the paper's random_index point
@@ -543,11 +534,11 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
         while view["slug"] in seen:
             view["slug"] += "-"
         seen.add(view["slug"])
-    latest = [(names[aid], ix.stats(ds[0])) for aid, ds in ix.decisions.items() if aid in names and ds]
+    latest = [(names[aid], ix.record(ds[0])) for aid, ds in ix.decisions.items() if aid in names and ds]
     families = {a.id: a.task_family for a in rows["adapters"]}
     run_seconds = {(r.run_id, r.adapter_version_id): (r.ended_at - r.started_at).total_seconds()
                    for r in rows["adapter_runs"] if r.started_at is not None and r.ended_at is not None}
-    wins = what_wins([{"adapter": names[aid], "family": families[aid], "statistics": ix.stats(ds[0]),
+    wins = what_wins([{"adapter": names[aid], "family": families[aid], "record": ix.record(ds[0]),
                        "seconds": run_seconds.get((ds[0].run_id, ds[0].adapter_version_id)),
                        "costs": rows["costs"].get(ds[0].id, {})}
                       for aid, ds in ix.decisions.items() if aid in names and ds])

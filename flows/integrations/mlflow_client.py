@@ -24,6 +24,7 @@ from spectral_surgery.tasks.delivery.mlflow_run import (
     run_params,
     run_tags,
 )
+from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.decision.report import decision_markdown
 from spectral_surgery.tasks.run_config import RunConfig
 from spectral_surgery.tasks.secrets import password_of, redact_text, redact_url
@@ -140,25 +141,28 @@ def mirror_decision(config: RunConfig, reg, version, adapter, decision_id: int, 
         return {"run_id": found.info.run_id, "experiment_id": experiment_id, "reused": True, "model": None,
                 "model_version": None}
     decision = reg.get_decision_by_id(decision_id)
-    stats = decision.statistics_json or {}
+    stats = decision.statistics_json or {}  # as recorded: logged unchanged (decision/statistics.json) and rendered
+    # by the report; every field the mirror reads goes through the record (without the row's flag: the MLflow mirror
+    # always read a row recorded before verdicts by the gate's ``promoted``)
+    rec = DecisionRecord.from_json(stats)
     surgery = config.surgery_for(adapter.config_json).model_dump(mode="json")
     info = {"name": adapter.name, "version_sha256": version.content_sha256, "base_model": adapter.base_model_id,
             "base_model_revision": adapter.base_model_revision, "task_family": adapter.task_family,
             "benchmark": benchmark, "guard_benchmark": guard_benchmark}
     run_config = config.model_dump(mode="json", exclude={"data_dir", "registry_url", "mlflow"})
     moved = bool(production_moved and decision.promoted and decision.promoted_candidate_id is not None)
-    tags = run_tags(stats, decision.sentence, decision_id=decision_id, registry_run_id=decision.run_id,
+    tags = run_tags(rec, decision.sentence, decision_id=decision_id, registry_run_id=decision.run_id,
                     promoted=moved)
     run = client.create_run(experiment_id, run_name=run_name(adapter.name, version.content_sha256),
                             tags={f"{TAG}decision_id": str(decision_id)})
     run_id = run.info.run_id
     try:
         stamp = int(decision.created_at.timestamp() * 1000) if decision.created_at else int(time.time() * 1000)
-        _log(client, run_id, run_params(adapter=info, run_config=run_config, surgery=surgery, statistics=stats),
-             run_metrics(stats), tags, stamp)
+        _log(client, run_id, run_params(adapter=info, run_config=run_config, surgery=surgery, statistics=rec),
+             run_metrics(rec), tags, stamp)
         client.log_dict(run_id, stats, "decision/statistics.json")
         client.log_text(run_id, decision_markdown(adapter.name, stats, decision.sentence,
-                                                  promoted=stats.get("promoted") if moved else None),
+                                                  promoted=rec.promoted if moved else None),
                         "decision/decision.md")
         model = mv = None
         if moved and mcfg.register_models:
@@ -268,8 +272,8 @@ def follow_move(reg, event, mcfg, uri: str) -> dict[str, Any]:
     sentence = f"{event.kind} by {event.actor}: {event.reason}"
     if run is not None:  # an approved decision: its evidence run holds the files
         decision = reg.get_decision_by_id(event.decision_id)
-        tags = model_version_tags(decision.statistics_json or {}, decision.sentence, decision_id=decision.id,
-                                  adapter_sha256=version.content_sha256,
+        tags = model_version_tags(DecisionRecord.from_json(decision.statistics_json), decision.sentence,
+                                  decision_id=decision.id, adapter_sha256=version.content_sha256,
                                   candidate={"id": cand.id, "policy": cand.policy, "seed": cand.seed,
                                              "artifact_sha256": cand.artifact_sha256} if cand else {}) | tags
         mv = _register(client, run.info.run_id, model, served["path"], tags, sentence)

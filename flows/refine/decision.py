@@ -10,7 +10,6 @@ from spectral_surgery.registry.evidence import GuardVerdict
 from spectral_surgery.tasks.decision.arms import Arm, gate_inputs, run_gate
 from spectral_surgery.tasks.decision.decision_evidence import decision_evidence, decision_record
 from spectral_surgery.tasks.decision.gate import decision_metric, verdict_label
-from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.keys import decision_key
 from spectral_surgery.tasks.run_config import RunConfig
 
@@ -67,13 +66,13 @@ def decide_and_promote(config: RunConfig, version, adapter, run_id: int, cands: 
             promoted = True
     elif row.promoted and config.promote == "review":
         review = request_review(reg, row, config)
-    recorded = DecisionRecord.from_json(row.statistics_json, bool(row.promoted))  # this one, or an older one
+    recorded = row.record  # this one, or an older one
     n_needed = recorded.n_needed if recorded.verdict == "hold" else None
     return {"decision_id": row.id, "promoted": decision.promoted if promoted else None, "review": review,
             "verdict": recorded.verdict, "n_needed": n_needed,
             "verdict_label": verdict_label(recorded.verdict, n_needed, recorded.promoted),
             "sentence": row.sentence if held_back is None else f"{row.sentence} Not promoted: {held_back}",
-            "statistics": row.statistics_json or {}}
+            "statistics": row.statistics_json or {}}  # as recorded: `run --json` prints them unchanged
 
 
 def request_review(reg, decision, config: RunConfig) -> dict | None:
@@ -95,4 +94,4 @@ def request_review(reg, decision, config: RunConfig) -> dict | None:
         events.announce_review(reg, req.review)
     r = req.review
     return {"id": r.id, "state": r.state, "expires_at": r.expires_at.isoformat(timespec="seconds"),
-            "candidate": decision.statistics_json.get("promoted") if decision.statistics_json else None}
+            "candidate": decision.record.promoted}

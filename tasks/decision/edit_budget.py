@@ -37,7 +37,7 @@ def choose_edits(configured: list[str], history: list[dict[str, Any]], family: s
 
     Args:
         configured: The configured edits (``surgery.policies``), in order.
-        history: Past decisions, ``[{"adapter", "family", "statistics"}]`` (:func:`registry.read.edit_history`:
+        history: Past decisions, ``[{"adapter", "family", "record"}]`` (:func:`registry.read.edit_history`:
             each adapter's latest decision of an earlier night).
         family: The adapter's task family.
         cfg: The budget.

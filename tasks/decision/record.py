@@ -8,7 +8,8 @@ reader (the CLI, the dashboard, the demo summary, the MLflow mirror, the artifac
 
 **Versions.** ``schema_version`` 1 is today's shape: the keys of ``Decision.to_dict()`` plus the flow's sections
 (``means``, ``guard_means``, ``keys``, ``ladder``, ``guard``, ``sequential``, ``edit_budget``, ``decision_metric``;
-a section is absent where it does not apply) plus ``schema_version``. A row without ``schema_version`` (version 0)
+a section is absent where it does not apply) plus ``schema_version``; the registry adds ``candidate_ids`` (the
+candidates weighed) when it records the row. A row without ``schema_version`` (version 0)
 is any earlier shape: decisions recorded before verdicts existed lack ``verdict`` (upgraded: "promote" when
 something was promoted, else "reject", as :func:`tasks.decision.gate.verdict_of` always read them), and a
 candidate's verdict without its own ``verdict`` is "promote" when it passed, else "reject" (as ``why`` and the
@@ -172,7 +173,8 @@ class DecisionRecord(_Part):
     """A decision's statistics as the registry stores them (module docstring).
 
     Attributes mirror :meth:`tasks.decision.gate.Decision.to_dict` (``promoted`` … ``verdicts``) and the flow's
-    sections (``means`` … ``decision_metric``; None where absent).
+    sections (``means`` … ``decision_metric``; None where absent). ``candidate_ids`` lists the candidates weighed
+    (ids, sorted) where the registry recorded them.
     """
 
     schema_version: int = 0
@@ -197,6 +199,9 @@ class DecisionRecord(_Part):
     sequential: SequentialRecord | None = None
     edit_budget: dict[str, Any] | None = None
     decision_metric: MetricFallback | None = None
+    # Added by the registry on recording (``Registry.record_decision``), after ``to_json``: None in a row recorded
+    # before per-candidate keys, whose candidates all shared the decision's ``candidate_key``.
+    candidate_ids: list[int] | None = None
 
     # ------------------------------------------------------------------------------------------ reading
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from spectral_surgery.tasks.decision.gate import fmt_p, verdict_label, verdict_of
+from spectral_surgery.tasks.decision.record import DecisionRecord
 
 
 def _pct(x: float | None) -> str:
@@ -171,8 +172,8 @@ def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list
     over the unedited adapter and its IFEval change across adapters (95% Student-t intervals), and the cost.
 
     Args:
-        decisions: ``[{"adapter", "family", "statistics", "seconds"}]``, one per adapter
-            (:func:`registry.read.latest_decisions`).
+        decisions: ``[{"adapter", "family", "record", "seconds"}]``, one per adapter
+            (:func:`registry.read.latest_decisions`; ``record``: the decision's :class:`DecisionRecord`).
         confidence: Of the intervals.
 
     Returns:
@@ -188,25 +189,24 @@ def what_wins(decisions: list[dict[str, Any]], confidence: float = 0.95) -> list
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     seconds: dict[str, list[float]] = {}
     for d in decisions:
-        stats = d.get("statistics") or {}
+        rec: DecisionRecord = d["record"]
         if d.get("seconds") is not None:
             seconds.setdefault(d["family"], []).append(float(d["seconds"]))
-        for v in stats.get("verdicts", []):
-            g = groups.setdefault((d["family"], v.get("policy") or v["name"]), {
+        for v in rec.verdicts:  # a candidate recorded before verdicts existed: promote if it passed, else reject
+            g = groups.setdefault((d["family"], v.policy or v.name), {
                 "adapters": 0, "promoted": 0, "passed": 0, "held": 0, "rejected": 0, "delta": [], "guard": [],
                 "costs": []})
-            cost = edit_cost((d.get("costs") or {}).get(v["name"]))
+            cost = edit_cost((d.get("costs") or {}).get(v.name))
             if cost is not None:
                 g["costs"].append(cost)
             g["adapters"] += 1
-            verdict = v.get("verdict") or ("promote" if v["passed"] else "reject")
-            g["passed"] += bool(v["passed"])
-            g["promoted"] += stats.get("promoted") == v["name"]
-            g["held"] += verdict == "hold"
-            g["rejected"] += verdict == "reject"
-            g["delta"].append(v["vs_baseline"]["delta"] * 100)
-            if v.get("guard_delta") is not None:
-                g["guard"].append(v["guard_delta"] * 100)
+            g["passed"] += bool(v.passed)
+            g["promoted"] += rec.promoted == v.name
+            g["held"] += v.verdict == "hold"
+            g["rejected"] += v.verdict == "reject"
+            g["delta"].append(v.vs_baseline.delta * 100)
+            if v.guard_delta is not None:
+                g["guard"].append(v.guard_delta * 100)
     rows = []
     for (family, edit), g in groups.items():
         secs = seconds.get(family, [])

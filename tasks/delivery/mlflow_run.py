@@ -97,7 +97,7 @@ def _flat(prefix: str, obj: Any, out: dict[str, str]) -> None:
 
 
 def run_params(*, adapter: dict[str, Any], run_config: dict[str, Any], surgery: dict[str, Any],
-               statistics: dict[str, Any]) -> dict[str, str]:
+               statistics: dict[str, Any] | DecisionRecord) -> dict[str, str]:
     """The run's params: the adapter, the run settings that decided, the surgery settings and the gate in force.
 
     Args:
@@ -130,7 +130,7 @@ def _put(out: dict[str, float], value: Any, *key: str) -> None:
         out[metric_key(*key)] = float(value)
 
 
-def run_metrics(statistics: dict[str, Any]) -> dict[str, float]:
+def run_metrics(statistics: dict[str, Any] | DecisionRecord) -> dict[str, float]:
     """The run's metrics from a decision's statistics (None and non-finite values are left out).
 
     Per evaluated arm: ``task/<arm>``, ``guard/<arm>``. Per candidate (policy or scalar): ``delta_vs_<ref>/<arm>``
@@ -184,8 +184,8 @@ def run_metrics(statistics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_tags(statistics: dict[str, Any], sentence: str, *, decision_id: int, registry_run_id: int | None,
-             promoted: bool) -> dict[str, str]:
+def run_tags(statistics: dict[str, Any] | DecisionRecord, sentence: str, *, decision_id: int,
+             registry_run_id: int | None, promoted: bool) -> dict[str, str]:
     """The run's tags: the verdict and its words, the decision, its sentence (also the run's description).
 
     Args:
@@ -212,8 +212,8 @@ def run_tags(statistics: dict[str, Any], sentence: str, *, decision_id: int, reg
     return {k: v[:MAX_TAG_VALUE] for k, v in tags.items()}
 
 
-def model_version_tags(statistics: dict[str, Any], sentence: str, *, decision_id: int, candidate: dict[str, Any],
-                       adapter_sha256: str) -> dict[str, str]:
+def model_version_tags(statistics: dict[str, Any] | DecisionRecord, sentence: str, *, decision_id: int,
+                       candidate: dict[str, Any], adapter_sha256: str) -> dict[str, str]:
     """The evidence on a promoted adapter's model version: the decision, the policy, its gains and p-values.
 
     Args:

@@ -11,6 +11,7 @@ from typing import Any
 from unittest import mock
 
 from spectral_surgery.flows.cli import main
+from tests.records import statistics
 
 
 @dataclass
@@ -68,6 +69,6 @@ def promote(env, artifact, policy: str, key: str):
     cand = env.reg.add_candidate(v.id, key * 8, policy, 0, artifact_uri=str(artifact),
                                  artifact_sha256=adapter_content_sha256(artifact))
     d = env.reg.record_decision(v.id, key * 8, run_id=None, promoted_candidate_id=cand.id,
-                                statistics={"verdict": "promote"}, sentence=f"{policy} wins")
+                                statistics=statistics(verdict="promote"), sentence=f"{policy} wins")
     env.reg.promote(d)
     return d

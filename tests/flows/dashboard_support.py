@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, insert, select
 
 from tests import tiny
+from tests.records import stored
 
 POLICIES = ("abs_select", "smooth_abs", "grad_direction")
 CONTROL = "random_index-s42"
@@ -204,12 +205,11 @@ def decision_pool(size: int, n_docs: int, seed: int) -> list[dict]:
         outs = {a: ArmOutcomes(a, a.split("-s")[0] if a != "baseline" else "baseline", a == CONTROL, t, g)
                 for a, (t, g) in arms.items()}
         d = decide(outs["baseline"], [outs[p] for p in POLICIES], [outs[CONTROL]], cfg)
-        stats = d.to_dict()
-        stats["means"] = {a: sum(t) / n_docs for a, (t, _) in arms.items()}
-        stats["guard_means"] = {a: sum(g) / n_docs for a, (_, g) in arms.items()}
+        stats = stored(d, means={a: sum(t) / n_docs for a, (t, _) in arms.items()},
+                       guard_means={a: sum(g) / n_docs for a, (_, g) in arms.items()})
         docs = {a: ([[str(j), v] for j, v in enumerate(t)], [[str(j), v] for j, v in enumerate(g)])
                 for a, (t, g) in arms.items()}  # built once per entry and shared by every row that uses it
-        pool.append({"stats": json.loads(json.dumps(stats)), "arms": arms, "docs": docs, "promoted": d.promoted,
+        pool.append({"stats": stats, "arms": arms, "docs": docs, "promoted": d.promoted,
                      "sentence": d.sentence})
     return sorted(pool, key=lambda p: p["stats"]["means"]["baseline"])
 

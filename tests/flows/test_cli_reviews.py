@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from spectral_surgery.registry.repository import Registry
 from tests.flows.cli_support import assert_error, cli
+from tests.records import statistics
 from tests.registry.artifacts import artifact
 
 
@@ -18,7 +19,7 @@ def _decision(reg, version, tag: str):
     cand = reg.add_candidate(version.id, ckey, "smooth_abs", 42, artifact_uri=path, artifact_sha256=digest)
     return reg.record_decision(version.id, hashlib.sha256(f"d-{tag}".encode()).hexdigest(), run_id=None,
                                candidate_key=ckey, promoted_candidate_id=cand.id,
-                               statistics={"promoted": "smooth_abs"}, sentence=f"promoted smooth_abs ({tag})")
+                               statistics=statistics(promoted="smooth_abs"), sentence=f"promoted smooth_abs ({tag})")
 
 
 def _ops_v1(tmp_path, tag: str):
@@ -78,7 +79,7 @@ def test_list_says_when_production_serves_an_edit_of_an_older_version_and_why(tm
     (row,) = cli("list", "--json", "--data-dir", data).json()
     assert row["production_behind"]["latest_version"] == v2.id and "not refined yet" in row["production_behind"]["why"]
     held = reg.record_decision(v2.id, hashlib.sha256(b"held").hexdigest(), run_id=None, candidate_key=None,
-                               promoted_candidate_id=None, statistics={"verdict": "hold", "n_needed": 400},
+                               promoted_candidate_id=None, statistics=statistics(verdict="hold", n_needed=400),
                                sentence="HOLD: the interval holds both no gain and min_effect")
     (row,) = cli("list", "--json", "--data-dir", data).json()
     behind = row["production_behind"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spectral_surgery.flows.cli.summary import PIPE_WIDTH, SummaryRow, fmt_seconds, render, row_of
+from tests.records import statistics
 
 SENTENCE = " | ".join([
     "PROMOTE smooth_abs: task 0.620 vs baseline 0.540 (+8.0 pts, McNemar p=0.0031, Holm-adjusted p=0.0093, "
@@ -20,15 +21,14 @@ VERDICTS = [{"name": "smooth_abs", "task_mean": 0.62, "p_adjusted": 0.009},
 
 
 def _results() -> list[dict]:
-    stats = {"verdict": "promote", "promoted": "smooth_abs", "baseline_task_mean": 0.54, "higher_is_better": True,
-             "verdicts": VERDICTS, "decision": {"metric": "task"}}
+    common = {"baseline_task_mean": 0.54, "higher_is_better": True, "verdicts": VERDICTS, "decision": {"metric": "task"}}
     return [
         {"adapter": "ops-math", "status": "completed", "verdict": "promote", "promoted": "smooth_abs",
-         "statistics": stats, "sentence": SENTENCE},
+         "statistics": statistics(verdict="promote", promoted="smooth_abs", **common), "sentence": SENTENCE},
         {"adapter": "ops-code", "status": "completed", "verdict": "hold", "sentence": SENTENCE,
-         "statistics": {**stats, "verdict": "hold", "promoted": None, "n_needed": 1200}},
+         "statistics": statistics(verdict="hold", promoted=None, n_needed=1200, **common)},
         {"adapter": "ops-chat", "status": "completed", "verdict": "reject", "sentence": SENTENCE,
-         "statistics": {**stats, "verdict": "reject", "promoted": None}},
+         "statistics": statistics(verdict="reject", promoted=None, **common)},
         {"adapter": "ops-broken", "status": "failed",
          "error": "AdapterError: /srv/loras/ops-broken/adapter_model.safetensors: not a safetensors file (header "
                   "length 1953719668 > file size 15): re-export the adapter with save_pretrained"},

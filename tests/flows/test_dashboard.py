@@ -23,6 +23,7 @@ from spectral_surgery.flows.dashboard import adapter_data, adapter_markdown, bui
 from spectral_surgery.flows.dashboard.data import HISTORY, collect, diagnostics
 from spectral_surgery.registry.read import registry_fingerprint
 from spectral_surgery.registry.models import AdapterVersion, Decision, Evaluation
+from spectral_surgery.tasks.decision.record import DecisionRecord
 from tests.flows.dashboard_support import (
     CONTROL,
     POLICIES,
@@ -392,7 +393,8 @@ def test_reward_risk_and_guided_random_from_the_fleet(flow, page):
 def test_diagnostics_summaries_on_real_gate_decisions():
     """Per-policy means, intervals and the above-diagonal counts, over many real gate decisions."""
     pool = decision_pool(40, 60, seed=3)
-    diag = diagnostics([(f"a{i}", p["stats"]) for i, p in enumerate(pool)])
+    diag = diagnostics([(f"a{i}", DecisionRecord.from_json(p["stats"], p["promoted"] is not None))
+                        for i, p in enumerate(pool)])
     by_policy = {s["policy"]: s for s in diag["reward_risk"]["policies"]}
     assert set(by_policy) == {*POLICIES, "random_index"}
     for pol, s in by_policy.items():

@@ -14,6 +14,7 @@ from spectral_surgery.flows.dashboard import adapter_markdown, build_page, colle
 from spectral_surgery.registry.read import registry_fingerprint
 from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 from tests.flows.dashboard_support import unpack_sections
+from tests.records import statistics
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(hours=24)
@@ -25,8 +26,8 @@ def passing_decision(env, name: str, artifact, key: str):
     cand = env.reg.add_candidate(v.id, key * 8, "smooth_abs", 0, artifact_uri=str(artifact),
                                  artifact_sha256=adapter_content_sha256(artifact))
     return env.reg.record_decision(v.id, key * 8, run_id=None, promoted_candidate_id=cand.id, candidate_key=key * 8,
-                                   statistics={"verdict": "promote", "promoted": "smooth_abs",
-                                               "means": {"baseline": 0.4, "smooth_abs": 0.5}},
+                                   statistics=statistics(verdict="promote", promoted="smooth_abs",
+                                                          means={"baseline": 0.4, "smooth_abs": 0.5}),
                                    sentence="promoted smooth_abs: +10 pts")
 
 
@@ -132,7 +133,7 @@ def test_a_review_superseded_by_a_newer_promotion_says_why_on_the_adapter_page(r
                                  artifact_sha256=adapter_content_sha256(art))
     newer = env.reg.record_decision(v2.id, "n2" * 32, run_id=None, promoted_candidate_id=cand.id,
                                     candidate_key="n2" * 32,
-                                    statistics={"verdict": "promote", "promoted": "smooth_abs"},
+                                    statistics=statistics(verdict="promote", promoted="smooth_abs"),
                                     sentence="promoted smooth_abs on the retrained version")
     event = env.reg.promote(newer)
     html, data, _ = build_page(env.reg, cache_dir=tmp_path, now=T0 + timedelta(hours=1))

@@ -166,6 +166,35 @@ class Terminal:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def hold_at(self, marker: Path, stage: str) -> None:
+        """Poll (up to ``REACH_S``) until the command holds at ``stage``: it wrote ``stage`` to ``marker``."""
+        deadline = time.monotonic() + REACH_S
+        while time.monotonic() < deadline and self.proc.poll() is None and not marker.exists():
+            time.sleep(0.05)
+        assert marker.exists() and marker.read_text() == stage, self.text()[-3000:]
+
+    def stop(self, how: str) -> tuple[int, float]:
+        """Stop the command with ``how`` (``SIGINT``: a ^C in the terminal; ``SIGTERM`` to its process group) and
+        wait for its exit: ``(exit code, seconds from the signal to the exit)``."""
+        t0 = time.monotonic()
+        if how == "SIGINT":
+            self.press_ctrl_c()
+        else:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        code, ended = self.wait(EXIT_S + 20)
+        return code, ended - t0
+
+    def assert_clean_stop(self, code: int, took: float) -> None:
+        """The stop was clean: exit 130, ``error: interrupted`` as the last line, within ``EXIT_S``, none of the
+        noise, and no process the command started (Prefect's temporary server) outlived it."""
+        out = self.text()
+        lines = [t for line in out.splitlines() if (t := line.replace("^C", "").strip())]  # ^C: the terminal's echo
+        assert code == 130, out[-3000:]
+        assert lines[-1] == "error: interrupted", out[-3000:]
+        assert took < EXIT_S, (took, out[-3000:])
+        assert not [n for n in NOISE if n in out], out[-3000:]
+        assert self.closed(), "a process the command started (Prefect's temporary server) outlived it"
+
 
 CASES = [(stage, "SIGINT") for stage in (STARTUP, *STAGES)] + [("evaluation", "SIGTERM")]
 
@@ -185,27 +214,13 @@ def test_interrupt_is_a_clean_stop(stage, how, clean_counts, prefect_harness, pr
     env.pop("PREFECT_API_URL", None)  # the command starts its own temporary server, as a user's shell would
     term = Terminal(_run_args(fleet, data), env)
     try:
-        deadline = time.monotonic() + REACH_S
-        while time.monotonic() < deadline and term.proc.poll() is None and not marker.exists():
-            time.sleep(0.05)
-        assert marker.exists() and marker.read_text() == stage, term.text()[-3000:]
+        term.hold_at(marker, stage)
         before = _state(data)  # what production was when the signal came
-        t0 = time.monotonic()
-        if how == "SIGINT":
-            term.press_ctrl_c()
-        else:
-            os.killpg(term.proc.pid, signal.SIGTERM)
-        code, ended = term.wait(EXIT_S + 20)
-        TIMINGS[f"{stage}-{how}"] = took = ended - t0
+        code, took = term.stop(how)
+        TIMINGS[f"{stage}-{how}"] = took
     finally:
         term.kill()
-    out = term.text()
-    lines = [t for line in out.splitlines() if (t := line.replace("^C", "").strip())]  # ^C: the terminal's echo
-    assert code == 130, out[-3000:]
-    assert lines[-1] == "error: interrupted", out[-3000:]
-    assert took < EXIT_S, (took, out[-3000:])
-    assert not [n for n in NOISE if n in out], out[-3000:]
-    assert term.closed(), "a process the command started (Prefect's temporary server) outlived it"
+    term.assert_clean_stop(code, took)
     after = _state(data)
     assert after.production == before.production and after.history == before.history  # nothing moved after ^C
     if stage == STARTUP:
@@ -266,24 +281,10 @@ def test_demo_interrupt_is_a_clean_stop(how, tmp_path):
     env.pop("PREFECT_API_URL", None)
     term = Terminal(["demo", "--budget", "smallest", "--data-dir", str(data)], env)
     try:
-        deadline = time.monotonic() + REACH_S
-        while time.monotonic() < deadline and term.proc.poll() is None and not marker.exists():
-            time.sleep(0.05)
-        assert marker.exists() and marker.read_text() == STARTUP, term.text()[-3000:]
-        t0 = time.monotonic()
-        if how == "SIGINT":
-            term.press_ctrl_c()
-        else:
-            os.killpg(term.proc.pid, signal.SIGTERM)
-        code, ended = term.wait(EXIT_S + 20)
-        TIMINGS[f"demo-{STARTUP}-{how}"] = took = ended - t0
+        term.hold_at(marker, STARTUP)
+        code, took = term.stop(how)
+        TIMINGS[f"demo-{STARTUP}-{how}"] = took
     finally:
         term.kill()
-    out = term.text()
-    lines = [t for line in out.splitlines() if (t := line.replace("^C", "").strip())]
-    assert code == 130, out[-3000:]
-    assert lines[-1] == "error: interrupted", out[-3000:]
-    assert took < EXIT_S, (took, out[-3000:])
-    assert not [n for n in NOISE if n in out], out[-3000:]
-    assert term.closed()
+    term.assert_clean_stop(code, took)
     assert not (data / "registry.db").exists()  # stopped before the registry, the model and the flow

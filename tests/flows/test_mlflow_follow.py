@@ -14,6 +14,7 @@ from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 from spectral_surgery.tasks.delivery.mlflow_run import MlflowConfig
 from tests.flows.cli_support import assert_error, cli
 from tests.mlflow_server import free_port
+from tests.records import statistics
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 MlflowClient = pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[test]'"
@@ -73,7 +74,7 @@ def test_the_alias_follows_manual_promotions_rollbacks_and_approvals(reg_env, ml
     c1 = reg.add_candidate(v1.id, "n" * 64, "smooth_abs", 0, artifact_uri=str(reg_env.edited[1]),
                            artifact_sha256=sha1)
     d = reg.record_decision(v1.id, "n" * 64, run_id=None, promoted_candidate_id=c1.id, candidate_key="n" * 64,
-                            statistics={"verdict": "promote", "promoted": "smooth_abs"}, sentence="smooth_abs wins")
+                            statistics=statistics(verdict="promote", promoted="smooth_abs"), sentence="smooth_abs wins")
     review = reg.request_review(d, window=timedelta(hours=24), now=datetime.now(UTC)).review
     run_cfg = RunConfig(data_dir=data, mlflow=MlflowConfig(**mcfg))
     mirrored = mirror_decision(run_cfg, reg, v1, reg.get_adapter("ad1"), d.id, benchmark="ss_mc",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spectral_surgery.registry.read import dashboard_rows, registry_fingerprint
 
-KEYS = {"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "full_stats",
+KEYS = {"adapters", "versions", "adapter_runs", "failure_messages", "decisions", "candidates", "records",
         "extra_candidates", "spectra", "evaluations", "events", "pointers", "runs", "reviews", "costs",
         "decision_candidates"}
 

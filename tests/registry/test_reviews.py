@@ -13,6 +13,7 @@ import pytest
 
 from spectral_surgery.registry.promotion import BackwardsError
 from spectral_surgery.registry.validation import NotFoundError, RegistryError
+from tests.records import statistics
 from tests.registry.artifacts import artifact
 
 T0 = datetime(2026, 12, 4, 2, 0, tzinfo=UTC)
@@ -29,7 +30,7 @@ def _decision(registry, version, tag: str, *, promoted: bool = True):
     cand = registry.add_candidate(version.id, ckey, "smooth_abs", 42, artifact_uri=path, artifact_sha256=digest)
     return registry.record_decision(version.id, _sha("decision-" + tag), run_id=None, candidate_key=ckey,
                                     promoted_candidate_id=cand.id if promoted else None,
-                                    statistics={"promoted": "smooth_abs" if promoted else None},
+                                    statistics=statistics(promoted="smooth_abs" if promoted else None),
                                     sentence=f"promoted smooth_abs ({tag})" if promoted else "no candidate promoted")
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig, choose_edits
 from spectral_surgery.tasks.decision.gate import GateConfig, decide
+from tests.records import recorded
 from tests.tasks.decision.test_report import _arm
 
 
@@ -15,7 +14,7 @@ def _decision(family: str, base: int, scores: dict[str, int]) -> dict:
     baseline = _arm("baseline", "baseline", base)
     d = decide(baseline, [_arm(n, n, k) for n, k in scores.items()],
                [_arm("random_s1", "random_index", base, control=True)], GateConfig())
-    return {"adapter": f"{family}-{base}", "family": family, "statistics": json.loads(json.dumps(d.to_dict()))}
+    return {"adapter": f"{family}-{base}", "family": family, "record": recorded(d)}
 
 
 CONFIGURED = ["abs_select", "smooth_abs", "hns", "flat_nuclear"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
+from tests.records import recorded, stored
 
 N = 400
 
@@ -22,7 +22,7 @@ def _decision(base: int, cand: int, ctrl: int):
     baseline = _arm("baseline", "baseline", base)
     d = decide(baseline, [_arm("smooth_abs", "smooth_abs", cand)], [_arm("random_s1", "random_index", ctrl,
                control=True)], GateConfig())
-    return json.loads(json.dumps(d.to_dict()))  # what the registry stores and the flow reads back
+    return stored(d)  # what the registry stores and the flow reads back
 
 
 def test_promoted_decision_reports_every_number_behind_it():
@@ -63,21 +63,21 @@ def test_reject_and_canary_lines():
     assert "- **Flag:** zero-rebuild canary" in md
 
 
-def _two_policies(base: int, a: int, b: int) -> dict:
+def _two_policies(base: int, a: int, b: int) -> DecisionRecord:
     baseline = _arm("baseline", "baseline", base)
     d = decide(baseline, [_arm("smooth_abs", "smooth_abs", a), _arm("hns", "hns", b)],
                [_arm("random_s1", "random_index", base, control=True)], GateConfig())
-    return json.loads(json.dumps(d.to_dict()))
+    return recorded(d)
 
 
 def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
     from spectral_surgery.tasks.decision.report import what_wins, what_wins_markdown
 
     decisions = [  # gains of hns: +4, +8, +16 pts over the unedited adapter (of 400 documents) in math
-        {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0},
-        {"adapter": "m2", "family": "math", "statistics": _two_policies(200, 204, 232), "seconds": 300.0},
-        {"adapter": "m3", "family": "math", "statistics": _two_policies(100, 100, 164), "seconds": None},
-        {"adapter": "c1", "family": "commonsense", "statistics": _two_policies(200, 260, 200), "seconds": 50.0},
+        {"adapter": "m1", "family": "math", "record": _two_policies(200, 200, 216), "seconds": 100.0},
+        {"adapter": "m2", "family": "math", "record": _two_policies(200, 204, 232), "seconds": 300.0},
+        {"adapter": "m3", "family": "math", "record": _two_policies(100, 100, 164), "seconds": None},
+        {"adapter": "c1", "family": "commonsense", "record": _two_policies(200, 260, 200), "seconds": 50.0},
     ]
     rows = what_wins(decisions)
     assert [(r["family"], r["edit"]) for r in rows] == [("commonsense", "smooth_abs"), ("commonsense", "hns"),
@@ -110,11 +110,11 @@ def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated(
                 "random_index-s1": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0}}
 
     decisions = [
-        {"adapter": "m1", "family": "math", "statistics": _two_policies(200, 200, 216), "seconds": 100.0,
+        {"adapter": "m1", "family": "math", "record": _two_policies(200, 200, 216), "seconds": 100.0,
          "costs": costs(60.0, 20.0)},
-        {"adapter": "m2", "family": "math", "statistics": _two_policies(200, 204, 232), "seconds": 300.0,
+        {"adapter": "m2", "family": "math", "record": _two_policies(200, 204, 232), "seconds": 300.0,
          "costs": costs(100.0, 40.0)},
-        {"adapter": "m3", "family": "math", "statistics": _two_policies(100, 100, 164), "seconds": None,
+        {"adapter": "m3", "family": "math", "record": _two_policies(100, 100, 164), "seconds": None,
          "costs": {}},  # an adapter decided before costs were recorded: not in the means
     ]
     rows = {r["edit"]: r for r in what_wins(decisions)}
@@ -155,7 +155,7 @@ def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
 
     base, cand = scored(_arm("baseline", "baseline", 200), 0.0), scored(_arm("smooth_abs", "smooth_abs", 200), 0.3)
     d = decide(base, [cand], [], GateConfig(require_control=False), decision=DecisionConfig(metric="continuous"))
-    cont = json.loads(json.dumps(d.to_dict()))
+    cont = stored(d)
     md = decision_markdown("ad-1", cont, d.sentence)
     assert "- **Decision metric:** continuous" in md and "nats of the gold answer's margin" in md
     row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))

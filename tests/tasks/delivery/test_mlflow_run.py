@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
+from spectral_surgery.tasks.decision.record import EvidenceKeys
 from spectral_surgery.tasks.delivery.mlflow_run import (
     metric_key,
     model_version_tags,
@@ -18,6 +19,7 @@ from spectral_surgery.tasks.delivery.mlflow_run import (
     run_tags,
 )
 from spectral_surgery.tasks.run_config import RunConfig
+from tests.records import stored
 
 
 def _task(gain: int) -> list[float]:
@@ -39,11 +41,9 @@ def _statistics() -> dict:
     d = decide(arms["baseline"], [arms["smooth_abs"], arms["abs_select"], arms["global_scalar"]],
                [arms["random_index-s42"]], GateConfig(), scalar_control=arms["global_scalar"],
                zero_rebuild=arms["zero_rebuild"], bare_base=arms["bare_base"])
-    stats = json.loads(json.dumps(d.to_dict()))  # as the registry hands it back
-    stats["means"] = {n: sum(a.task) / len(a.task) for n, a in arms.items()}
-    stats["guard_means"] = {n: sum(a.guard) / len(a.guard) for n, a in arms.items() if a.guard}
-    stats["keys"] = {"candidates": "c" * 64, "task_evaluation": "t" * 64, "guard_evaluation": "g" * 64}
-    return stats
+    return stored(d, means={n: sum(a.task) / len(a.task) for n, a in arms.items()},  # as the registry hands it back
+                  guard_means={n: sum(a.guard) / len(a.guard) for n, a in arms.items() if a.guard},
+                  keys=EvidenceKeys(candidates="c" * 64, task_evaluation="t" * 64, guard_evaluation="g" * 64))
 
 
 def test_metrics_carry_every_arm_and_every_test():
