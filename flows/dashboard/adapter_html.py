@@ -9,10 +9,8 @@ import math
 
 import numpy as np
 
-import spectral_surgery.flows.dashboard.svg as sv
 from spectral_surgery.flows.dashboard.charts_js import chart_json, heatmap_spec, matrix, multiples_spec
 from spectral_surgery.flows.dashboard.fmt import (
-    _ci,
     _short,
     _status_badge,
     _x_dates,
