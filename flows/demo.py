@@ -35,6 +35,9 @@ class DemoBudget:
         guard_limit: Prompts of the IFEval guard.
         max_gen_toks: Generation budget of the generative suites.
         batch_size: lm-eval batch size.
+        gamma_holdout: Held-out calibration examples the global scalar's γ is chosen on
+            (``GlobalScalarConfig.holdout``; its 8 γ values are 8 forward passes over them, most of a small adapter's
+            visit: the smallest budget, whose sensitivity pass sees 4 examples, chooses on 4 as well).
     """
 
     steps: int | None = None
@@ -45,11 +48,12 @@ class DemoBudget:
     guard_limit: int = 30
     max_gen_toks: int = 96
     batch_size: int = 16
+    gamma_holdout: int = 32
 
 
 BUDGETS = {
     "smallest": DemoBudget(steps=2, n_train=16, n_calib=4, task_limit=4, task_limits=(("ss_mc", 6),), guard_limit=4,
-                           max_gen_toks=8, batch_size=4),
+                           max_gen_toks=8, batch_size=4, gamma_holdout=4),
     "small": DemoBudget(steps=12, n_train=96, n_calib=32, task_limit=30, task_limits=(("ss_mc", 100),),
                         guard_limit=15, max_gen_toks=64),
     "default": DemoBudget(),
@@ -60,7 +64,7 @@ BUDGETS = {
 
 def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = None) -> RunConfig:
     """The nightly configuration the demo runs: defaults everywhere except the budget's limits."""
-    from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
+    from spectral_surgery.tasks.config import CalibConfig, GlobalScalarConfig, SurgeryConfig
     from spectral_surgery.tasks.run_config import RunConfig
 
     return RunConfig(
@@ -72,7 +76,8 @@ def demo_config(data_dir: Path, budget: DemoBudget, *, registry_url: str | None 
         task_limit=budget.task_limit,
         task_limits=dict(budget.task_limits),
         guard_limit=budget.guard_limit,
-        surgery=SurgeryConfig(calib=CalibConfig(n_samples=budget.n_calib)),
+        surgery=SurgeryConfig(calib=CalibConfig(n_samples=budget.n_calib),
+                              global_scalar=GlobalScalarConfig(holdout=budget.gamma_holdout)),
     )
 
 
