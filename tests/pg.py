@@ -8,6 +8,7 @@ works the PostgreSQL tests skip and say why. Every test gets its own fresh schem
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -94,20 +95,20 @@ def pg_server() -> Iterator[str]:
         stop()
 
 
-@pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    """URL of a fresh, empty schema on the PostgreSQL server, dropped after the test.
+@contextlib.contextmanager
+def fresh_schema(server: str) -> Iterator[str]:
+    """URL of a fresh, empty schema on the PostgreSQL server at ``server``, dropped when the block ends.
 
-    Each test gets its own schema rather than its own database (``CREATE DATABASE`` costs about half a second,
-    ``CREATE SCHEMA`` nothing): the URL sets ``search_path`` to it, so tables, the Alembic version table and the
-    trigger function all land there, exactly as they would in ``public``.
+    A schema rather than a database (``CREATE DATABASE`` costs about half a second, ``CREATE SCHEMA`` nothing): the
+    URL sets ``search_path`` to it, so tables, the Alembic version table and the trigger function all land there,
+    exactly as they would in ``public``.
     """
-    admin = make_engine(pg_server).execution_options(isolation_level="AUTOCOMMIT")
+    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
     name = f"ss_test_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{name}"'))
     try:
-        url = make_url(pg_server)
+        url = make_url(server)
         yield url.set(query={**url.query, "options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
@@ -116,3 +117,8 @@ def pg_url(pg_server: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """URL of a fresh, empty schema on the PostgreSQL server, dropped after the test (:func:`fresh_schema`)."""
+    with fresh_schema(pg_server) as url:
+        yield url

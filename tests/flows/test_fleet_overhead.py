@@ -8,7 +8,6 @@ a statement per candidate or subject, a query that grows with the fleet) fails h
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import pytest
 from sqlalchemy import event
@@ -92,22 +91,10 @@ def _registry_url(backend: str, request):
     if backend == "sqlite":
         yield None
         return
-    from sqlalchemy import make_url, text
+    from tests.pg import fresh_schema
 
-    from spectral_surgery.registry.db import make_engine
-
-    server = request.getfixturevalue("pg_server")
-    admin = make_engine(server).execution_options(isolation_level="AUTOCOMMIT")
-    name = f"ss_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        url = make_url(server)
-        yield url.set(query={**url.query, "options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
+    with fresh_schema(request.getfixturevalue("pg_server")) as url:
+        yield url
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -23,6 +23,8 @@ from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatch, Mixe
 from spectral_surgery.tasks.evaluation.evaluate import get_evaluator
 from tests import tiny
 from tests.benchmarks.bench_eval_generation import arm_by_arm
+from tests.tasks.evaluation.arms.test_stacked_lora import _lora_layers
+from tests.tasks.evaluation.arms.test_stacked_lora import _requests as _stacked_requests
 
 TOL_LL = 1e-4  # fp32: max |ΔLL| per request against HFLM with each adapter active
 TOL_LAYER = 1e-5  # fp32: max |Δ| of one layer's output against PEFT's DoRA forward
@@ -70,15 +72,8 @@ def _peft(configs: dict[str, dict], arch: str = "llama"):
     return pm.eval()
 
 
-def _lora_layers(pm):
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in pm.modules() if isinstance(m, LoraLayer)]
-
-
 def _requests() -> list[Instance]:
-    return [Instance("loglikelihood", {}, (ctx, c), i)
-            for i, (ctx, c) in enumerate((ctx, c) for ctx in CONTEXTS for c in CONTINUATIONS)]
+    return _stacked_requests(CONTEXTS, CONTINUATIONS)
 
 
 def _hflm(lm: HFLM, requests, arm: str) -> list[tuple[float, bool]]:

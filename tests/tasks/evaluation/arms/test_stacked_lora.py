@@ -55,9 +55,9 @@ def _lora_layers(pm):
     return [m for m in pm.modules() if isinstance(m, LoraLayer)]
 
 
-def _requests() -> list[Instance]:
+def _requests(contexts=CONTEXTS, continuations=CONTINUATIONS) -> list[Instance]:
     return [Instance("loglikelihood", {}, (ctx, c), i)
-            for i, (ctx, c) in enumerate((ctx, c) for ctx in CONTEXTS for c in CONTINUATIONS)]
+            for i, (ctx, c) in enumerate((ctx, c) for ctx in contexts for c in continuations)]
 
 
 def _hflm(lm: HFLM, requests, arm: str) -> list[tuple[float, bool]]:
