@@ -42,7 +42,8 @@ outcome, and its guard need not be evaluated. Such an arm carries ``guard_skippe
 
 **Power.** For 0/1 outcomes with observed discordant rate ψ̂ = (n10 + n01)/n against reference X, at level
 α* = alpha/m (Holm's first step, Bonferroni) or alpha (``"none"``): ``mde`` is Connor's (1987) minimum
-detectable gain at n with power ``power`` (:func:`tasks.decision.power.mcnemar_mde`, ψ = max(ψ̂, 1/n)) and
+detectable gain at n with power ``power`` (:func:`tasks.decision.power.mcnemar_mde` at ψ = max(ψ̂, 1/n), which
+takes ψ = δ where the gain would exceed the discordance: never less than a gain every discordant document makes) and
 ``n_needed`` the documents at which a gain of ``min_effect`` is detected with that power
 (:func:`tasks.decision.power.mcnemar_sample_size`, ψ = max(ψ̂, min_effect)); for continuous outcomes the normal
 formulas with the standard deviation of the paired differences. Both are the largest over the references,

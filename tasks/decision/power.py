@@ -10,7 +10,11 @@ McNemar test (:func:`tasks.decision.stats.mcnemar_exact`) is a binomial test of 
   paired-sample design", Biometrics 43:207-211, p. 209 (normal approximation, one-sided level α, power 1−β):
   ``n = (z_{1−α}·√ψ + z_{1−β}·√(ψ − δ²))² / δ²``.
 * :func:`mcnemar_mde` — the same equation solved for δ at given n (the larger root of
-  ``(n + z_β²)δ² − 2A√n·δ + A² − z_β²ψ = 0`` with ``A = z_{1−α}√ψ``).
+  ``(n + z_β²)δ² − 2A√n·δ + A² − z_β²ψ = 0`` with ``A = z_{1−α}√ψ``). A gain needs at least as many discordant
+  documents as it gains (``|δ| ≤ ψ``), so where that root exceeds ψ the discordance is taken as ``ψ = δ``, as
+  :func:`gate_sample_size` does: the smallest gain detectable when every discordant document goes the candidate's way
+  (:func:`mcnemar_mde_floor`), never ψ itself (at ψ̂ ≈ 0 that would claim "+3.3 pts at 30 documents", a gain of one
+  document, which no level below ½ can call significant).
 * :func:`mcnemar_power` — EXACT power of the exact test: ``Σ_D Bin(D; n, ψ)·P(n10 ≥ c_D | Bin(D, π))`` where
   ``c_D`` is the exact critical count (:func:`mcnemar_critical`).
 * :func:`gate_mde` / :func:`gate_sample_size` — the gate's own power figures (``Decision.mde``/``n_needed``) before a
@@ -74,7 +78,9 @@ def mcnemar_mde(n: int, psi: float, alpha: float = 0.05, power: float = 0.8) -> 
         power: Target power.
 
     Returns:
-        The δ > 0 with ``δ√n = z_{1−α}√ψ + z_{1−β}√(ψ − δ²)``, capped at ``psi`` (no larger gain is possible).
+        The δ > 0 with ``δ√n = z_{1−α}√ψ' + z_{1−β}√(ψ' − δ²)`` at ``ψ' = max(ψ, δ)``: Connor's root at ψ where it is
+        at most ψ, else :func:`mcnemar_mde_floor` (a gain needs as many discordant documents as it gains). So
+        ``mcnemar_sample_size(δ, max(ψ, δ)) = n`` wherever δ < 1; 1.0 means no gain is detectable at n.
     """
     _check_level(alpha, power)
     if n < 1 or not 0.0 < psi <= 1.0:
@@ -83,7 +89,32 @@ def mcnemar_mde(n: int, psi: float, alpha: float = 0.05, power: float = 0.8) -> 
     a = za * math.sqrt(psi)
     qa, qb, qc = n + zb * zb, -2.0 * a * math.sqrt(n), a * a - zb * zb * psi
     root = (-qb + math.sqrt(max(0.0, qb * qb - 4 * qa * qc))) / (2 * qa)
-    return min(psi, root)
+    return root if root <= psi else mcnemar_mde_floor(n, alpha, power)
+
+
+def mcnemar_mde_floor(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest gain detectable at n documents whatever the discordance: Connor's equation at ``ψ = δ``.
+
+    With ``x = √δ``: ``x√n = z_{1−α} + z_{1−β}√(1 − x²)``, whose root is
+    ``x = (z_{1−α}√n + z_{1−β}√(n − z_{1−α}² + z_{1−β}²)) / (n + z_{1−β}²)`` for ``n ≥ z_{1−α}²``; below that not
+    even a gain on every document is detectable (returns 1.0).
+
+    Args:
+        n: Documents, ≥ 1.
+        alpha: One-sided level.
+        power: Target power.
+
+    Returns:
+        δ in (0, 1].
+    """
+    _check_level(alpha, power)
+    if n < 1:
+        raise ValueError(f"need n >= 1, got n={n}")
+    za, zb = _z(1 - alpha), _z(power)
+    if n < za * za:
+        return 1.0
+    x = (za * math.sqrt(n) + zb * math.sqrt(n - za * za + zb * zb)) / (n + zb * zb)
+    return min(1.0, x * x)
 
 
 def gate_mde(n: int, psis: Sequence[float], alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:
@@ -92,7 +123,8 @@ def gate_mde(n: int, psis: Sequence[float], alpha: float = 0.05, power: float = 
     Args:
         n: Documents per arm, ≥ 1.
         psis: Discordant rate of the candidate against each reference it must beat (baseline, best random
-            control, global scalar), each in (0, 1]; a rate below ``1/n`` counts as ``1/n``, as in the gate.
+            control, global scalar), each in (0, 1]; a rate below ``1/n`` counts as ``1/n``, as in the gate (a
+            rate that low gives :func:`mcnemar_mde_floor` in any case).
         alpha: One-sided family-wise level.
         power: Target power of each comparison.
         m: Promotable candidates Holm corrects over (the first step tests at ``alpha/m``).

@@ -10,6 +10,7 @@ from scipy import stats as sps
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
 from spectral_surgery.tasks.decision.power import (exact_rejects, gate_mde, gate_sample_size, mcnemar_critical, mcnemar_mde,
+                                                    mcnemar_mde_floor,
                                   mcnemar_power, mcnemar_sample_size, pair_counts, paired_mde, paired_sample_size,
                                   power_table, simulate_tables)  # fmt: skip
 
@@ -35,6 +36,31 @@ def test_mde_inverts_sample_size(n, psi):
     if d < psi:
         assert mcnemar_sample_size(d, psi, 0.025, 0.8) == pytest.approx(n, rel=1e-9)
     assert mcnemar_mde(4 * n, psi, 0.025, 0.8) < d
+
+
+@pytest.mark.parametrize("n", [30, 60, 200, 800])
+@pytest.mark.parametrize("psi", [0.001, 0.01, 0.05, 0.2])
+def test_mde_never_claims_a_gain_larger_than_the_discordance_allows(n, psi):
+    """At a discordance below the gain, Connor's root would exceed ψ; the MDE then solves at ψ = δ (the floor), so
+    it inverts the sample size the gate reports (ψ floored at δ) everywhere: "needs ~N documents" and "MDE at n"
+    never contradict. The exact test's power at the floor (every discordant document the candidate's) is about the
+    target: within 0.1, Connor being a normal approximation."""
+    psi = max(psi, 1 / n)
+    d = mcnemar_mde(n, psi, 0.0125, 0.8)
+    assert d >= mcnemar_mde_floor(n, 0.0125, 0.8) - 1e-12
+    assert mcnemar_sample_size(d, max(psi, d), 0.0125, 0.8) == pytest.approx(n, rel=1e-9)
+    assert gate_sample_size(d + 1e-9, [psi], 0.05, 0.8, m=4) == n  # the inverse, as the gate floors ψ at δ
+    floor = mcnemar_mde_floor(n, 0.0125, 0.8)
+    assert mcnemar_power(n, floor, floor, 0.0125) == pytest.approx(0.8, abs=0.1)
+
+
+def test_mde_at_near_zero_discordance_is_not_one_document():
+    """The demo's report read "needs ~790 documents (MDE at 30: +3.3 pts)": a gain of one document out of 30, which no
+    one-sided level below ½ can call significant. At 30 documents and Holm α/4 the floor is +29 pts (9 of 30
+    documents, all one way: exact p = 2⁻⁹)."""
+    d = gate_mde(30, [0.0], 0.05, 0.8, m=4)
+    assert d == pytest.approx(0.2902, abs=1e-4) and d == mcnemar_mde_floor(30, 0.0125, 0.8)
+    assert mcnemar_mde_floor(5, 0.0125, 0.8) == 1.0  # 5 < z²: not even a gain on every document is detectable
 
 
 def test_gate_mde_is_the_worst_reference_at_holms_first_step():
