@@ -86,7 +86,9 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     """Run the whole product once on the embedded default; returns a summary (also stored in the registry).
 
     Returns:
-        ``{"adapters": [...], "rows": [per-adapter summary], "dashboard": path, "seconds": {...}}``.
+        ``{"adapters": [...], "rows": [per-adapter summary], "dashboard": path, "seconds": {...}, "run_id": id,
+        "nightly": what run_nightly returned}`` (the command line prints the run's summary from ``nightly`` and
+        drops it from ``--json``).
     """
     from spectral_surgery.flows import worker
     from spectral_surgery.flows.refine_fleet import run_nightly
@@ -131,7 +133,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
         pass
     return {"adapters": [{k: str(v) for k, v in a.items() if k != "losses"} for a in fleet], "rows": rows,
             "failed": nightly["failed"], "dashboard": dashboard, "seconds": seconds, "budget": asdict(budget),
-            "data_dir": str(data_dir)}
+            "data_dir": str(data_dir), "run_id": nightly["run_id"], "nightly": nightly}
 
 
 def _limits(budget: DemoBudget) -> str:

@@ -3,14 +3,67 @@
 from __future__ import annotations
 
 import functools
-import os
 
 from spectral_surgery.flows.cli.common import console as plain_console
-from spectral_surgery.flows.cli.common import emit, guarded, resolve_location, verdict_cell
+from spectral_surgery.flows.cli.common import emit, guarded, resolve_location
 
 
 def _fmt(v, spec: str = "+.3f") -> str:
     return "—" if v is None else format(v, spec)
+
+
+def _pts(v, spec: str = "+.1f") -> str:
+    """A fraction in points (0.034 → ``+3.4``); ``—`` for None."""
+    return "—" if v is None else format(100 * v, spec).replace("-", "−")
+
+
+def demo_lines(result: dict, rows: list, width: int, *, color: bool = False) -> list[str]:
+    """What the demo prints: its timings, a table of numbers only, then the run's summary as ``run`` shows it.
+
+    The table holds one short value per cell, in points (the unedited adapter's task score, the best edit, its score,
+    its gains over the unedited adapter and the best random control, its IFEval change); the verdicts and the gate's reasons follow as the summary of
+    :func:`flows.cli.summary.render` (one headline per adapter, the reasons wrapped below it), never a sentence in a
+    table cell, and no line wider than ``width`` (a pipe: :data:`flows.cli.summary.PIPE_WIDTH`).
+
+    Args:
+        result: What :func:`flows.demo.run_demo` returned (without ``nightly``).
+        rows: The run's :class:`flows.cli.summary.SummaryRow` records.
+        width: Columns to fit.
+        color: Rich markup for a terminal.
+
+    Returns:
+        Lines (rich markup when ``color``).
+    """
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from spectral_surgery.flows.cli.summary import render
+
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
+                  caption="task scores and gains in points; p-values and verdicts below", caption_justify="left")
+    for col in ("adapter", "baseline", "best edit", "score", "Δ base", "Δ random", "IFEval Δ"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("adapter", "best edit") else "right")
+    for r in result["rows"]:
+        table.add_row(r["adapter"], _pts(r.get("baseline"), ".1f"), r.get("best_policy") or "—",
+                      _pts(r.get("task"), ".1f"), _pts(r.get("delta_baseline")), _pts(r.get("delta_random")),
+                      _pts(r.get("guard_delta")))
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(table)
+    def plain(text: str) -> str:
+        return escape(text) if color else text
+
+    lines = [plain(f"Demo nightly run over {len(result['rows'])} adapters ({timings})")]
+    lines += [plain(line.rstrip()) for line in out.getvalue().splitlines()]
+    lines += render(rows, width, color=color)
+    if result.get("dashboard"):
+        lines += [plain(f"Dashboard: {result['dashboard']}"),
+                  plain(f"Registry: spectral-surgery list --data-dir {result['data_dir']}")]
+    return lines
 
 
 @guarded
@@ -39,8 +92,7 @@ def _cmd_demo(args, log) -> int:
 
     if not args.verbose:
         # Progress is the demo's step lines plus the flow's own log lines; lm-eval's per-call warnings go to the
-        # log file (flows/cli/runlog.py) and tqdm bars nowhere.
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        # log file and tqdm bars nowhere (flows/cli/runlog.py: capture sets TQDM_DISABLE before tqdm is imported).
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -63,28 +115,17 @@ def _cmd_demo(args, log) -> int:
     with Progress(worker.registry(cfg), err, moves=cfg.promote, concurrency=cfg.concurrency):  # as `run` shows it
         result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
 
+    nightly = result.pop("nightly")  # the run's summary, as `run` prints it; --json keeps its run_id
+
     def render() -> None:
-        from rich.table import Table
+        from spectral_surgery.flows.cli.run import _served
+        from spectral_surgery.flows.cli.summary import summary_rows, width_of
 
         console = plain_console()
-        table = Table(title=f"Demo nightly run over {len(result['rows'])} adapters "
-                            f"({', '.join(f'{k} {v:.0f} s' for k, v in result['seconds'].items())})")
-        for col in ("adapter", "baseline", "best policy", "task", "Δ vs baseline (p)", "Δ vs random (p)",
-                    "guard Δ", "decision"):
-            table.add_column(col, overflow="fold")
-        for r in result["rows"]:
-            table.add_row(r["adapter"], _fmt(r.get("baseline"), ".3f"), r.get("best_policy") or "—",
-                          _fmt(r.get("task"), ".3f"),
-                          f"{_fmt(r.get('delta_baseline'))} ({_fmt(r.get('p_baseline'), '.3g')})",
-                          f"{_fmt(r.get('delta_random'))} ({_fmt(r.get('p_random'), '.3g')})",
-                          _fmt(r.get("guard_delta")),
-                          verdict_cell(r))
-        console.print(table)
-        for r in result["rows"]:  # the gate's own sentence: every candidate's evidence, why it moved or not
-            console.print(f"[bold]{r['adapter']}[/]: " + (r.get("decision") or "").replace(" | ", "\n  "),
-                          highlight=False)
-        if result.get("dashboard"):
-            console.print(f"Dashboard: {result['dashboard']}   Registry: spectral-surgery list --data-dir {data_dir}")
+        width = width_of(console)
+        rows = summary_rows(worker.registry(cfg), nightly, _served)
+        for line in demo_lines(result, rows, width, color=console.is_terminal):
+            console.print(line, highlight=False, soft_wrap=True)
 
     emit(args, result, render)
     err.print(f"[dim]log: {log.path}[/] (library warnings and Prefect's messages)", highlight=False)

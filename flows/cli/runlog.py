@@ -126,7 +126,14 @@ class RunLog:
 
 
 def capture(verbose: bool) -> RunLog:
-    """Start holding this command's log records (and warnings) for its file; the terminal keeps only its own."""
+    """Start holding this command's log records (and warnings) for its file; the terminal keeps only its own.
+
+    Without ``-v`` the libraries' progress bars (lm-eval builds each task's requests under a tqdm bar, transformers
+    converts the GGUF under another) are switched off: ``TQDM_DISABLE=1`` unless set. tqdm reads it when it is first
+    imported, which is later than this (the command line imports no model stack before its work starts).
+    """
+    if not verbose:
+        os.environ.setdefault("TQDM_DISABLE", "1")
     log = RunLog(verbose)
     log.quiet_terminal()
     return log

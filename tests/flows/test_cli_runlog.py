@@ -58,3 +58,20 @@ def test_third_party_warnings_are_filed_not_shown(terminal, tmp_path, verbose):
     logging.getLogger("prefect._internal.concurrency").error("task_run_recorder: CancelledError")  # at exit
     assert ("CancelledError" in terminal.getvalue()) == verbose  # after the command too: its exit hooks log
     assert "CancelledError" not in path.read_text()  # the file was closed with the command
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_progress_bars_of_the_libraries_are_off_unless_verbose(verbose):
+    """The demo in a pipe printed lm-eval's request-building bars (``0%| | 0/6``) for every arm and transformers'
+    GGUF-conversion bar: a command that captures its log switches tqdm off before tqdm is imported (it reads
+    TQDM_DISABLE then), unless -v. A fresh interpreter, as a command starts."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom spectral_surgery.flows.cli import runlog\nassert 'tqdm' not in sys.modules\n"
+            f"runlog.capture({verbose})\nfrom tqdm.auto import tqdm\nlist(tqdm(range(3), desc='bar'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert ("bar: 100%" in proc.stderr) is verbose

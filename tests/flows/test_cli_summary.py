@@ -75,3 +75,35 @@ def test_a_deferred_adapter_is_one_line_with_the_window_s_reason_below():
     lines = render([row], 80)
     assert lines[0].startswith("… ops-math@4") and "DEFERRED" in lines[0] and "next night" in lines[0]
     assert lines[1].strip() == reason and all(len(line) <= 80 for line in lines)
+
+
+def _demo_result() -> dict:
+    """flows.demo.run_demo's result for three adapters, as the demo command renders it (nightly popped)."""
+    row = {"adapter": "demo-commonsense-x3", "promoted": "global_scalar", "verdict": "promote", "baseline": 0.41625,
+           "best_policy": "global_scalar", "task": 0.565, "delta_baseline": 0.14875, "p_baseline": 1.2e-14,
+           "delta_random": 0.15125, "p_random": 3.3e-15, "guard_delta": 0.0, "decision": SENTENCE}
+    failed = {"adapter": "demo-math", "decision": "failed or not refined", "promoted": None}
+    return {"rows": [row, dict(row, adapter="demo-commonsense", guard_delta=None), failed],
+            "seconds": {"base_model": 97.2, "fleet": 1070.4, "nightly": 2397.0}, "run_id": 7,
+            "dashboard": "/home/u/.spectral-surgery/dashboard.html", "data_dir": "/home/u/.spectral-surgery"}
+
+
+@pytest.mark.parametrize("width", [80, PIPE_WIDTH])
+def test_the_demo_prints_numbers_in_a_table_and_the_reasons_as_the_run_summary(width):
+    """The demo printed a table whose last column held the verdict and then each gate sentence on one line of
+    300-1,600 characters; now a table of short numbers, then the run's own summary, every line within the width."""
+    from spectral_surgery.flows.cli.demo_cmd import demo_lines
+
+    lines = demo_lines(_demo_result(), _rows(), width)
+    assert max(len(line) for line in lines) <= width
+    assert lines[0] == "Demo nightly run over 3 adapters (base_model 97 s, fleet 1070 s, nightly 2397 s)"
+    table = "\n".join(lines[1:lines.index("✓ ops-math@2    PROMOTE smooth_abs  +8.0 pts  38 s")])
+    x3 = next(line for line in table.splitlines() if "demo-commonsense-x3" in line)
+    assert x3.split() == ["demo-commonsense-x3", "41.6", "global_scalar", "56.5", "+14.9", "+15.1", "+0.0"]
+    assert "— — — — — —" in " ".join(next(line for line in table.splitlines() if "demo-math" in line).split())
+    assert "PROMOTE" not in table and "McNemar" not in table  # verdicts and sentences are the summary's, below
+    assert render(_rows(), width) == lines[len(table.splitlines()) + 1:-2]
+    assert lines[-2:] == ["Dashboard: /home/u/.spectral-surgery/dashboard.html",
+                          "Registry: spectral-surgery list --data-dir /home/u/.spectral-surgery"]
+    colored = demo_lines(_demo_result(), _rows(), width, color=True)
+    assert "[green]PROMOTE smooth_abs[/]" in "\n".join(colored) and len(colored) == len(lines)
