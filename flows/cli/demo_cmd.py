@@ -12,6 +12,17 @@ def _fmt(v, spec: str = "+.3f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _say(err, message: str) -> None:
+    """A step of the demo on stderr, wrapped like the summary (the terminal's width, 100 columns in a pipe)."""
+    import textwrap
+
+    from spectral_surgery.flows.cli.summary import INDENT, width_of
+
+    for line in textwrap.wrap(message, max(40, width_of(err)), subsequent_indent=INDENT, break_long_words=False,
+                              break_on_hyphens=False) or [""]:
+        err.print(line, highlight=False)
+
+
 def _pts(v, spec: str = "+.1f") -> str:
     """A fraction in points (0.034 → ``+3.4``); ``—`` for None."""
     return "—" if v is None else format(100 * v, spec).replace("-", "−")
@@ -113,7 +124,7 @@ def _cmd_demo(args, log) -> int:
     err = Console(stderr=True, soft_wrap=True)
     cfg = demo_config(data_dir, budget, registry_url=db)
     with Progress(worker.registry(cfg), err, moves=cfg.promote, concurrency=cfg.concurrency):  # as `run` shows it
-        result = run_demo(data_dir, budget, registry_url=db, say=lambda m: err.print(m, highlight=False))
+        result = run_demo(data_dir, budget, registry_url=db, say=functools.partial(_say, err))
 
     nightly = result.pop("nightly")  # the run's summary, as `run` prints it; --json keeps its run_id
 

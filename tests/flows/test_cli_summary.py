@@ -107,3 +107,19 @@ def test_the_demo_prints_numbers_in_a_table_and_the_reasons_as_the_run_summary(w
                           "Registry: spectral-surgery list --data-dir /home/u/.spectral-surgery"]
     colored = demo_lines(_demo_result(), _rows(), width, color=True)
     assert "[green]PROMOTE smooth_abs[/]" in "\n".join(colored) and len(colored) == len(lines)
+
+
+def test_the_demos_steps_are_wrapped_like_the_summary():
+    """The demo's "[2/4] demo fleet: ..." step was one 455-character line in a pipe."""
+    import io
+
+    from rich.console import Console
+
+    from spectral_surgery.flows.cli.demo_cmd import _say
+
+    out = io.StringIO()
+    step = "[2/4] demo fleet: 5 LoRA adapters on generated data; " + "; ".join(["math: trained on arithmetic"] * 12)
+    _say(Console(file=out, width=200, soft_wrap=True), step)  # a file is no terminal: 100 columns
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= PIPE_WIDTH and lines[0].startswith("[2/4] demo fleet:")
+    assert " ".join(line.strip() for line in lines) == step
