@@ -31,7 +31,7 @@ from spectral_surgery.tasks.decision.report import (
     what_wins_markdown,
 )
 from spectral_surgery.tasks.delivery.mlflow_run import run_metrics, run_tags
-from tests.records import recorded
+from tests.records import recorded, statistics
 from tests.registry.test_record_readers import _shapes
 from tests.tasks.decision.test_gate_sentences import BASE, GUARD_FAILS, HELD, RANDOM, cand, guard, task
 
@@ -113,18 +113,17 @@ def rendered() -> dict[str, Any]:
     out: dict[str, Any] = {}
     recs = decisions()
     for name, rec in recs.items():
-        stats = json.loads(json.dumps(rec.to_json()))
-        out[f"{name}/markdown"] = decision_markdown(f"ad-{name}", stats, rec.sentence or "")
-        out[f"{name}/markdown_promoted"] = decision_markdown(f"ad-{name}", stats, "moved", promoted=rec.promoted)
-        out[f"{name}/rows"] = json.dumps(candidate_rows(stats))
+        out[f"{name}/markdown"] = decision_markdown(f"ad-{name}", rec, rec.sentence or "")
+        out[f"{name}/markdown_promoted"] = decision_markdown(f"ad-{name}", rec, "moved", promoted=rec.promoted)
+        out[f"{name}/rows"] = json.dumps(candidate_rows(rec))
         out[f"{name}/pairing"] = [_pairing(v) for v in rec.verdicts] + [_pairing(None)]
         out[f"{name}/mlflow_metrics"] = json.dumps(run_metrics(rec))
         out[f"{name}/mlflow_tags"] = json.dumps(run_tags(rec, rec.sentence or "", decision_id=7, registry_run_id=3,
                                                          promoted=rec.promoted is not None))
     for name, stats in older_rows().items():
         rec = DecisionRecord.from_json(stats)
-        out[f"old:{name}/markdown"] = decision_markdown(f"old-{name}", stats, "s")
-        out[f"old:{name}/rows"] = json.dumps(candidate_rows(stats))
+        out[f"old:{name}/markdown"] = decision_markdown(f"old-{name}", rec, "s")
+        out[f"old:{name}/rows"] = json.dumps(candidate_rows(rec))
         out[f"old:{name}/pairing"] = [_pairing(v) for v in rec.verdicts]
     history = [{"adapter": f"ad-{name}", "family": "math" if i % 2 else "code", "record": rec,
                 "seconds": None if i == 3 else 100.0 + 10 * i, "costs": _costs(i) if i != 4 else {}}
@@ -175,6 +174,41 @@ def test_the_pinned_decisions_cover_every_verdict_and_section():
     assert recs["continuous"].metric == "continuous" and recs["fallback"].decision_metric is not None
     assert recs["holm"].correction and any(r.flags for r in recs.values())
     assert any(v.mde is not None for v in verdicts) and any(v.guard_delta for v in verdicts)
+
+
+@pytest.mark.parametrize("name", list(_shapes()))
+def test_every_recorded_shape_renders_through_the_record(name):
+    """Rows of every shape the registry holds render (the report raised on a candidate recorded before verdicts and
+    on nulls where a value has a default); what a row did not record shows as ``–`` / None, never as a number."""
+    stats, promoted, _ = _shapes()[name]
+    rec = DecisionRecord.from_json(json.loads(json.dumps(stats)), promoted)
+    md = decision_markdown(name, rec, "s")
+    rows = candidate_rows(rec)
+    assert md.startswith(f"### {name}: ") and [r["candidate"] for r in rows] == [v.name for v in rec.verdicts]
+    if name == "before_verdicts":  # verdicts upgraded from `passed`; the interval it never recorded: `–`
+        assert [r["verdict"] for r in rows] == ["promote", "rejected"] and rows[0]["vs baseline (pts)"] == 10.0
+        assert "| smooth_abs | 60.0 | +10.0 [–, –] p=0.001 | – | – | – | – | – | – | – | **promote** |" \
+            in md
+        assert rows[0]["guard delta (pts)"] is None and rows[0]["phi vs baseline"] is None
+    if name == "nulls":
+        assert rows == [] and md == "### nulls: REJECTED\n\ns\n\n"
+
+
+def test_an_empty_recorded_part_reads_as_not_recorded_and_a_canary_without_ok_as_held():
+    """``{}`` where a paired test or a pairing belongs shows as ``–``, like an absent or null one; a canary that
+    recorded no ``ok`` held, one that recorded a null failed (the gate records a bool)."""
+    v = {"name": "a", "passed": False, "task_mean": 0.5, "vs_baseline": {"delta": 0.01, "ci_low": -0.01,
+         "ci_high": 0.03, "p_value": 0.2}, "vs_control": {}, "vs_scalar": None, "n": None,
+         "pairing": [{"reference": "baseline", "outcomes": {"correlation": 0.5, "n_eff": 1234.0}, "scores": {}}]}
+    rec = DecisionRecord.from_json(statistics(verdicts=[v], canaries={"zero_rebuild": {"arm": "z", "n_differ": 0},
+                                                                      "bare_base": {"arm": "b", "ok": None}}))
+    md = decision_markdown("x", rec, "s")
+    assert "| a | 50.0 | +1.0 [−1.0, +3.0] p=0.2 | – | – | – | – | – | – | φ 0.50, n_eff 1,234 | rejected |" \
+        in md
+    assert "- **Canary zero_rebuild** (`z`): ok," in md and "- **Canary bare_base** (`b`): FAILED," in md
+    assert rec.verdicts[0].vs_control is not None and rec.verdicts[0].vs_control.empty
+    assert not rec.verdicts[0].vs_baseline.empty
+    assert candidate_rows(rec)[0]["score r vs baseline"] is None
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
