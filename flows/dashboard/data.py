@@ -387,7 +387,8 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
                       "since": None, "value": ix.state_value(None, versions[0].id)}
     else:
         production = None
-    failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at), "version_sha": ix.sha(r.adapter_version_id),
+    failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at),
+                 "version_sha": ix.sha(r.adapter_version_id),
                  "error_type": r.error_type, "summary": error_summary(ix.messages.get(r.id)),
                  "message": ix.messages.get(r.id) or ""} for r in runs if r.status == "failed"]
     if a.fetch_error:  # the source itself could not be fetched on the latest scan (no run to hang it on)

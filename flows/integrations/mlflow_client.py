@@ -1,8 +1,8 @@
 """The MLflow mirror's calls (optional extra ``mlflow``): one recorded decision → one MLflow run, and a promoted
 adapter → a registered model version with alias ``production``.
 
-What is logged is decided by the pure mapping in :mod:`tasks.delivery.mlflow_run`; this module only talks to the tracking
-server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
+What is logged is decided by the pure mapping in :mod:`tasks.delivery.mlflow_run`; this module only talks to the
+tracking server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
 ``spectral_surgery.decision_id`` tag, so a re-visit that finds the decision done logs nothing again; a run left
 unfinished by a failed attempt is marked FAILED and a new one is made. The refinement flow calls
 :func:`mirror_decision` after the decision and treats any error as a warning (the registry stays the record).

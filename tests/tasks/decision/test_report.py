@@ -130,9 +130,11 @@ def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated(
     assert by == {"data-free": {"edits": 1, "prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5},
                   "calibration": {"edits": 1, "prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0}}
     md = what_wins_markdown(list(rows.values()))
-    assert "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) " \
-           "| 200 |" in md
-
+    assert (
+        "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) "
+        "| 200 |"
+        in md
+    )
 
 
 def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
