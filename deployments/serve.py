@@ -66,7 +66,8 @@ def build_deployment(config_path: Path = DEFAULT_CONFIG, **kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spectral_surgery.deployments.serve", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m spectral_surgery.deployments.serve",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="RunConfig YAML (the flow's parameter).")
     p.add_argument("--name", default=NAME, help="Deployment name.")
     p.add_argument("--cron", default=CRON, help="Schedule (cron, in --timezone).")

@@ -10,8 +10,8 @@ the registry and model I/O, live in :mod:`flows.refine` (``source``, ``candidate
 ``artifacts``); the pure work in ``tasks/``: the arms, the gate's inputs and the guard plan in
 :mod:`tasks.decision.arms`, what to write in :mod:`tasks.surgery.write_plan`, what to score in
 :mod:`tasks.evaluation.subjects`, the sequential looks in :func:`tasks.decision.sequential.run_looks`, the decision's
-evidence and record in :mod:`tasks.decision.decision_evidence` and :class:`tasks.decision.record.DecisionRecord`, and every
-key in :mod:`tasks.keys`.
+evidence and record in :mod:`tasks.decision.decision_evidence` and :class:`tasks.decision.record.DecisionRecord`, and
+every key in :mod:`tasks.keys`.
 """
 
 import contextlib
@@ -29,7 +29,9 @@ from spectral_surgery.flows.refine import logger as _logger
 from spectral_surgery.flows.refine import source as _source
 from spectral_surgery.flows.refine.artifacts import decision_artifacts, failure_artifact
 from spectral_surgery.flows.refine.candidates import Candidates, apply_edit_budget
-from spectral_surgery.flows.refine.decision import request_review  # noqa: F401  (importable from here, as before the split)
+from spectral_surgery.flows.refine.decision import (
+    request_review,
+)  # noqa: F401  (importable from here, as before the split)
 from spectral_surgery.flows.refine.evaluation import evaluator_key as _evaluator_key  # noqa: F401  (as above)
 from spectral_surgery.flows.refine.source import SourceChangedError  # noqa: F401  (as above)
 from spectral_surgery.registry.runs import INTERRUPTED
@@ -39,7 +41,9 @@ from spectral_surgery.tasks.download import ResolvedAdapter, can_heal, resolve_s
 from spectral_surgery.tasks.evaluation.benchmarks import BenchmarkSpec, guard_benchmark, resolve_benchmark
 from spectral_surgery.tasks.evaluation.evaluate import runs_generated_code
 from spectral_surgery.tasks.evaluation.sandbox import resolve_backend
-from spectral_surgery.tasks.keys import adapter_key as adapter_config_hash  # noqa: F401  (this module's API since issue 9)
+from spectral_surgery.tasks.keys import (
+    adapter_key as adapter_config_hash,
+)  # noqa: F401  (this module's API since issue 9)
 from spectral_surgery.tasks.run_config import RunConfig
 
 

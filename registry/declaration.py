@@ -5,8 +5,9 @@ transaction, so a typo (``--family mth``, a misspelt policy, a calibration file 
 ``register`` with one line naming the field and the closest valid names, instead of failing in the nightly run
 after the calibration pass. Every refusal is a :class:`DeclarationError` (a ``RegistryError``).
 
-The names come from the registries the run uses (``tasks.evaluation.benchmarks``, ``spectral_surgery.tasks.surgery.policies``, ``tasks.surgery.calib_data``),
-imported lazily: those modules import torch, and the CLI's other commands should not pay for it.
+The names come from the registries the run uses (``tasks.evaluation.benchmarks``,
+``spectral_surgery.tasks.surgery.policies``, ``tasks.surgery.calib_data``), imported lazily: those modules import torch,
+and the CLI's other commands should not pay for it.
 """
 
 from __future__ import annotations

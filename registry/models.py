@@ -329,7 +329,8 @@ class PromotionEvent(Base):
         UniqueConstraint("decision_id", name="uq_promotion_events_decision"),
         UniqueConstraint("reverts_event_id", name="uq_promotion_events_reverts"),
         CheckConstraint(_in("kind", EVENT_KINDS), name="ck_promotion_events_kind"),
-        CheckConstraint("decision_id IS NULL OR kind IN ('promotion', 'approval')", name="ck_promotion_events_decision"),
+        CheckConstraint("decision_id IS NULL OR kind IN ('promotion', 'approval')",
+                        name="ck_promotion_events_decision"),
         CheckConstraint("(kind = 'rollback') = (reverts_event_id IS NOT NULL)", name="ck_promotion_events_reverts"),
         Index("ix_promotion_events_adapter", "adapter_id", "id"),
     )

@@ -103,7 +103,10 @@ def verify_target(session: Session, to_version_id: int, to_candidate_id: int | N
     Raises:
         RegistryError: the directory is missing or unreadable, or its content differs from the recorded hash.
     """
-    from spectral_surgery.tasks.adapter_io import AdapterError, adapter_content_sha256  # lazy: the registry's only tasks import
+    from spectral_surgery.tasks.adapter_io import (
+        AdapterError,
+        adapter_content_sha256,
+    )  # lazy: the registry's only tasks import
 
     if to_candidate_id is not None:
         cand = session.get(Candidate, to_candidate_id)

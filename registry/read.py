@@ -161,7 +161,8 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
     if ids is not None:
         wq = wq.where(Review.adapter_id.in_(ids))
     costs = _costs(s, {d.id: [c.id for c in weighed.get(d.id, ())] for d in decisions if d.rank == 1})
-    return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions, "adapter_runs": s.execute(rq).all(),
+    return {"costs": costs, "reviews": s.execute(wq).all(),"adapters": adapters, "versions": versions,
+            "adapter_runs": s.execute(rq).all(),
             "failure_messages": dict(s.execute(fq).all()), "decisions": decisions, "candidates": candidates,
             "decision_candidates": weighed,
             "records": records, "extra_candidates": extra, "spectra": spectra, "evaluations": evaluations,

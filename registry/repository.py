@@ -37,7 +37,8 @@ class Registry(AdapterStore, RunStore, EvidenceStore, ProductionStore, ReviewSto
 
     One class for callers, one module per thing it manages: :mod:`registry.fleet` (adapters and versions),
     :mod:`registry.runs` (refinement runs), :mod:`registry.evidence` (candidates, evaluations, guard results,
-    decisions) and :mod:`registry.production` (promotion, overrides, rollback, history) and :mod:`registry.reviews` (review windows:
+    decisions) and :mod:`registry.production` (promotion, overrides, rollback, history) and :mod:`registry.reviews`
+    (review windows:
     decisions waiting for approval), on the shared plumbing of
     :mod:`registry.store`; the dashboard's fleet-wide reads are :mod:`registry.read`.
 

@@ -179,7 +179,9 @@ class ReviewStore(Store):
                    f"{review.promotion_event_id})"
         hint = ("approve the newer review instead (`spectral-surgery reviews`)" if review.state == "superseded"
                 else LATE)
-        return f"review {review.id} is {review.state} (at {when}: {review.reason}): it can no longer be approved; {hint}"
+        return (
+            f"review {review.id} is {review.state} (at {when}: {review.reason}): it can no longer be approved; {hint}"
+        )
 
     def get_review(self, review_id: int) -> Review:
         """One review by id (``NotFoundError`` if unknown)."""

@@ -110,7 +110,11 @@ class Store:
         if found is None:
             names = list(s.scalars(select(Adapter.name)))
             close = difflib.get_close_matches(str(adapter), names, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; register it first (`spectral-surgery register NAME ...`)"
+            hint = (
+                f"; did you mean {', '.join(map(repr, close))}?"
+                if close
+                else "; register it first (`spectral-surgery register NAME ...`)"
+            )
             raise NotFoundError(f"no adapter named {adapter!r}{hint}")
         return found
 

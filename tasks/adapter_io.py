@@ -172,7 +172,8 @@ def adapter_content_sha256(path: str | Path) -> str:
         raise AdapterError(path / CONFIG_NAME, CONFIG_NAME, "missing: not a PEFT adapter directory", RESAVE)
     if not weights:
         raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, "no adapter weights file found", RESAVE)
-    return content_sha256([(CONFIG_NAME, (path / CONFIG_NAME).read_bytes()), (weights[0].name, weights[0].read_bytes())])
+    return content_sha256([(CONFIG_NAME, (path / CONFIG_NAME).read_bytes()),
+                           (weights[0].name, weights[0].read_bytes())])
 
 
 def package_versions() -> dict[str, str]:
@@ -238,7 +239,8 @@ def _check_rank(value: Any, path: Path | None, field_name: str) -> int:
         raise AdapterError(path, field_name, f"rank must be a positive integer, got {value!r}",
                            f"set {field_name} to the rank the adapter was trained with (the rows of its lora_A)")
     if value <= 0:
-        raise AdapterError(path, field_name, f"rank must be a positive integer, got {value} (rank 0 has no LoRA update)",
+        raise AdapterError(path, field_name,
+                           f"rank must be a positive integer, got {value} (rank 0 has no LoRA update)",
                            f"set {field_name} to the rank the adapter was trained with (the rows of its lora_A)")
     return value
 
@@ -320,7 +322,8 @@ def _read_config(path: Path) -> dict:
         raise AdapterError(cfg_path, "peft_type", f"{peft_type!r} is not LoRA; only LoRA adapters can be edited",
                            "register a LoRA adapter (peft_type LORA) instead")
     if config.get("use_dora"):
-        raise AdapterError(cfg_path, "use_dora", "DoRA adapters are not supported (the magnitude vector is not spectral)",
+        raise AdapterError(cfg_path, "use_dora",
+                           "DoRA adapters are not supported (the magnitude vector is not spectral)",
                            "train it as plain LoRA (LoraConfig(use_dora=False))")
     return config
 
@@ -342,20 +345,24 @@ def _read_tensors(path: Path, allow_pickle: bool) -> tuple[Path, bytes, dict[str
     if pkl.is_file():
         if not allow_pickle:
             raise AdapterError(
-                pkl, "allow_pickle", "pickle weights can run code when loaded; convert to safetensors or pass allow_pickle=True"
+                pkl, "allow_pickle",
+                "pickle weights can run code when loaded; convert to safetensors or pass allow_pickle=True"
             )
         data = pkl.read_bytes()
         try:
             obj = torch.load(pkl, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise AdapterError(pkl, "<pickle>", f"cannot be read with torch.load(weights_only=True): {e}", RESAVE) from e
+            raise AdapterError(pkl, "<pickle>", f"cannot be read with torch.load(weights_only=True): {e}",
+                               RESAVE) from e
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise AdapterError(pkl, "<pickle>", "expected a flat state dict of tensors", RESAVE)
         return pkl, data, {str(k): v for k, v in obj.items()}, {}
-    raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME, f"no weights file ({SAFETENSORS_NAME} or {PICKLE_NAME})", RESAVE)
+    raise AdapterError(path / SAFETENSORS_NAME, SAFETENSORS_NAME,
+                       f"no weights file ({SAFETENSORS_NAME} or {PICKLE_NAME})", RESAVE)
 
 
-def _parse_modules(config: dict, cfg_path: Path, wfile: Path, tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
+def _parse_modules(config: dict, cfg_path: Path, wfile: Path,
+                   tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
     pairs: dict[str, dict[str, str]] = {}
     for key in tensors:
         if "lora_magnitude_vector" in key:
@@ -367,7 +374,8 @@ def _parse_modules(config: dict, cfg_path: Path, wfile: Path, tensors: dict[str,
         name = m["prefix"].removeprefix(PEFT_PREFIX)
         slot = pairs.setdefault(name, {})
         if m["which"] in slot:
-            raise AdapterError(wfile, key, f"duplicate lora_{m['which']} for module {name!r} (also {slot[m['which']]!r})", RESAVE)
+            raise AdapterError(wfile, key,
+                               f"duplicate lora_{m['which']} for module {name!r} (also {slot[m['which']]!r})", RESAVE)
         slot[m["which"]] = key
     modules: dict[str, LoraModule] = {}
     for name, slot in sorted(pairs.items()):
@@ -377,13 +385,16 @@ def _parse_modules(config: dict, cfg_path: Path, wfile: Path, tensors: dict[str,
         A, B = tensors[slot["A"]], tensors[slot["B"]]
         r, alpha, scaling = lora_scaling(config, name, path=cfg_path)
         if A.ndim != 2 or B.ndim != 2:
-            raise AdapterError(wfile, slot["A"] if A.ndim != 2 else slot["B"], "only Linear LoRA (2-D A and B) is supported",
+            raise AdapterError(wfile, slot["A"] if A.ndim != 2 else slot["B"],
+                               "only Linear LoRA (2-D A and B) is supported",
                                "target Linear layers only (q_proj, v_proj, ...; not convolutions or embeddings)")
         if A.shape[0] != r:
-            raise AdapterError(wfile, slot["A"], f"lora_A has shape {tuple(A.shape)}, expected (r={r}, d_in) from the config",
+            raise AdapterError(wfile, slot["A"],
+                               f"lora_A has shape {tuple(A.shape)}, expected (r={r}, d_in) from the config",
                                f"set r (or rank_pattern) in {CONFIG_NAME} to the trained rank, or {RESAVE}")
         if B.shape[1] != r:
-            raise AdapterError(wfile, slot["B"], f"lora_B has shape {tuple(B.shape)}, expected (d_out, r={r}) from the config",
+            raise AdapterError(wfile, slot["B"],
+                               f"lora_B has shape {tuple(B.shape)}, expected (d_out, r={r}) from the config",
                                f"set r (or rank_pattern) in {CONFIG_NAME} to the trained rank, or {RESAVE}")
         lm = _LAYER.search(name)
         modules[name] = LoraModule(name, slot["A"], slot["B"], r, alpha, scaling, int(lm[1]) if lm else None)
@@ -481,16 +492,20 @@ def check_base_compat(adapter: LoraAdapter, model: torch.nn.Module) -> None:
     for m in adapter.modules.values():
         target = named.get(m.name) or named.get(PEFT_PREFIX + m.name)
         if target is None:
-            raise AdapterError(adapter.weights_file, m.key_A, f"module {m.name!r} does not exist in the base model", fix)
+            raise AdapterError(adapter.weights_file, m.key_A, f"module {m.name!r} does not exist in the base model",
+                               fix)
         feats = _features(target)
         if feats is None:
-            raise AdapterError(adapter.weights_file, m.key_A, f"{m.name!r} is a {type(target).__name__}, not a linear layer", fix)
+            raise AdapterError(adapter.weights_file, m.key_A,
+                               f"{m.name!r} is a {type(target).__name__}, not a linear layer", fix)
         d_in, d_out = feats
         A, B = adapter.tensors[m.key_A], adapter.tensors[m.key_B]
         if A.shape[1] != d_in:
-            raise AdapterError(adapter.weights_file, m.key_A, f"d_in {A.shape[1]} != in_features {d_in} of {m.name!r}", fix)
+            raise AdapterError(adapter.weights_file, m.key_A, f"d_in {A.shape[1]} != in_features {d_in} of {m.name!r}",
+                               fix)
         if B.shape[0] != d_out:
-            raise AdapterError(adapter.weights_file, m.key_B, f"d_out {B.shape[0]} != out_features {d_out} of {m.name!r}", fix)
+            raise AdapterError(adapter.weights_file, m.key_B,
+                               f"d_out {B.shape[0]} != out_features {d_out} of {m.name!r}", fix)
 
 
 # --------------------------------------------------------------------------- writing

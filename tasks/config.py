@@ -284,7 +284,8 @@ DEFAULT_GAMMA_GRID = (*PROTOCOL1_GRID, 0.30, 0.20)  # extended below 0.40 (EXTEN
 
 
 class GlobalScalarConfig(_Strict):
-    """The calibrated global scalar control ``global_scalar`` (EXTENSIONS §8.3, §11; code in tasks/surgery/global_scalar.py).
+    """The calibrated global scalar control ``global_scalar`` (EXTENSIONS §8.3, §11; code in
+    tasks/surgery/global_scalar.py).
 
     t_m = γσ_m in every edited module, rebuilt one-sided. γ is picked from ``grid`` on data never used for the
     gate's decision; an exact tie goes to the γ closest to 1.

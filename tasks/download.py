@@ -71,7 +71,8 @@ def resolve_source(uri: str, *, cache_dir: Path | None = None) -> ResolvedAdapte
         raise AdapterError(local, "source_uri", f"adapter directory does not exist (from {uri!r})",
                            "restore the directory, or register the adapter again with its new --source")
     if not (local / "adapter_config.json").is_file():
-        raise AdapterError(local / "adapter_config.json", "adapter_config.json", "missing: not a PEFT adapter directory",
+        raise AdapterError(local / "adapter_config.json", "adapter_config.json",
+                           "missing: not a PEFT adapter directory",
                            "point --source at the folder PEFT's save_pretrained() wrote (it holds adapter_config.json)")
     return ResolvedAdapter(uri=uri, local_path=local, revision=resolved_rev, sha256=adapter_content_sha256(local))
 

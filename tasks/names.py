@@ -121,7 +121,8 @@ class Registry(Generic[T]):
         return value
 
     def add_lazy(self, name: str, target: str, *, aliases: tuple[str, ...] = ()) -> None:
-        """Bind ``name`` to ``"module:attr"``, imported at its first :meth:`get` (heavy backends load only when used)."""
+        """Bind ``name`` to ``"module:attr"``, imported at its first :meth:`get` (heavy backends load only when
+        used)."""
         lazy = _Lazy(target)
         self._claim((name, *aliases))
         self._entries[name] = lazy

@@ -269,7 +269,8 @@ def plan_night(adapters: Sequence[AdapterHistory], window: WindowConfig, lanes: 
     fallback, fallback_basis = ((statistics.median(known), "fleet") if known
                                 else (window.default_adapter_seconds, "default"))
     wall, budget = window.wall_clock_s, window.gpu_seconds
-    free = [(float(elapsed_s), lane) for lane in range(lanes)]  # (when the lane frees, lane): the lane that frees first is next
+    free = [(float(elapsed_s),
+             lane) for lane in range(lanes)]  # (when the lane frees, lane): the lane that frees first is next
     spent = 0.0
     entries = []
     for rank, h in enumerate(sorted(adapters, key=priority_key)):

@@ -45,7 +45,8 @@ class LadderConfig(BaseModel):
     global_scalar: bool = Field(True, description="Calibrated global scalar σ·γ (γ on held-out calibration data): "
                                 "a policy that does not beat it is explained by a global rescale; it may be promoted.")
     zero_rebuild: bool = Field(True, description="Zero-rebuild canary (σ unchanged, same write path): must match the "
-                               "baseline's per-document outcomes within gate.canary_tolerance, else nothing is promoted.")
+                               "baseline's per-document outcomes within gate.canary_tolerance, else nothing is "
+                               "promoted.")
     bare_base: bool = Field(True, description="Adapter-applied canary: the baseline must differ from the bare base "
                             "model on some documents, else nothing is promoted.")
 
@@ -90,7 +91,8 @@ class RunConfig(BaseModel):
         default_factory=dict, description="Keyword options of the evaluator (lm_eval: batch_size, max_gen_toks, "
         "arms_pass = one_pass | arm_by_arm, lora_multiply = stacked | peft, ...).")
     benchmark_profile: Literal["offline", "paper"] | None = Field(
-        None, description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
+        None,
+        description="Benchmark set: offline = the suites shipped in the repo; paper = gsm8k/humaneval/ifeval/csqa."
     )
     sandbox: Literal["bwrap", "python-guard"] | None = Field(
         None, description="Where generated code of code benchmarks runs: bwrap = bubblewrap's OS boundary (needs "

@@ -52,7 +52,8 @@ def populate_bulk(reg, n: int, artifact: Path, *, base: str = "tiny-base", promo
     from sqlalchemy import insert, text
 
     from spectral_surgery.registry.db import session_scope
-    from spectral_surgery.registry.models import (Adapter, AdapterRun, AdapterVersion, Candidate, Decision, ProductionPointer,
+    from spectral_surgery.registry.models import (Adapter, AdapterRun, AdapterVersion, Candidate, Decision,
+                                                  ProductionPointer,
                                  PromotionEvent, RefinementRun, utcnow)
 
     now, art, sha = utcnow(), str(artifact), adapter_content_sha256(artifact)

@@ -63,7 +63,8 @@ class Repo:
             oid = next((o for o in self.commits if o.startswith(rev)), None)
         return self.commits.get(oid) if oid else None
 
-    def commit(self, branch: str, files: dict[str, bytes], lfs: set[str], message: str, description: str = "") -> Commit:
+    def commit(self, branch: str, files: dict[str, bytes], lfs: set[str], message: str,
+               description: str = "") -> Commit:
         parent = self.commits.get(self.branches.get(branch, ""))
         new_files = {**(parent.files if parent else {}), **files}
         new_lfs = ((parent.lfs if parent else set()) - set(files)) | lfs

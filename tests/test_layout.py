@@ -1,5 +1,6 @@
 """The source tree explains itself: no two modules of the project's packages share a file name, a module over
-400 lines says in its docstring why it is not split, and no modules import each other round a circle.
+400 lines says in its docstring why it is not split, no modules import each other round a circle, and no line of a
+tracked Python file is wider than 120 columns.
 
 Two ``mlflow_mirror.py`` (one the MLflow client, one the pure mapping) or two ``serve.py`` make a traceback, a
 grep or an editor tab say the wrong thing; a module whose name another module already has is renamed to say
@@ -8,6 +9,7 @@ which one it is (the CLI's command modules end in ``_cmd`` where a library modul
 
 from __future__ import annotations
 
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -141,3 +143,25 @@ def test_no_import_cycles():
     graph = _import_graph()
     assert sum(map(len, graph.values())) > 300  # the imports resolved: the graph has its edges
     assert not _cycles(graph), _cycles(graph)
+
+
+MAX_COLUMNS = 120
+
+
+def tracked_python_files() -> list[Path]:
+    """Every ``.py`` file git tracks (the tree's own ``.py`` files outside hidden and cache folders where git or the
+    repository is missing, e.g. an unpacked source archive)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "*.py"], cwd=ROOT, capture_output=True, check=True).stdout
+        return [ROOT / p for p in out.decode().split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(p for p in ROOT.rglob("*.py") if not any(part.startswith(".") or part == "__pycache__"
+                                                               for part in p.relative_to(ROOT).parts))
+
+
+def test_no_line_is_wider_than_120_columns():
+    files = [p for p in tracked_python_files() if p.is_file()]
+    assert len(files) > 100  # the listing found the tree, so the check below checks something
+    wide = [f"{p.relative_to(ROOT)}:{i} ({len(line)} columns)" for p in files
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if len(line) > MAX_COLUMNS]
+    assert not wide, f"lines over {MAX_COLUMNS} columns (wrap them; a data table: wrap the literal): {wide}"

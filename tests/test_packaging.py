@@ -47,7 +47,9 @@ def _bare_imports(path: Path) -> list[str]:
             [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
         out += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in FOLDERS]
         if isinstance(node, ast.Constant) and isinstance(node.value, str):  # code in a string: python -c "..."
-            out += [f"{path.relative_to(ROOT)}:{node.lineno} {m.group(0).strip()}" for m in CODE_IMPORT.finditer(node.value)]
+            out += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {m.group(0).strip()}" for m in CODE_IMPORT.finditer(node.value)
+            ]
     return out
 
 

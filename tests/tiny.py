@@ -120,7 +120,8 @@ def calib_rows(n: int = 8) -> list[dict]:
     rows = []
     for i in range(n):
         a, b = 3 + i, 5 + 2 * i
-        rows.append({"prompt": f"Question: what is {a} plus {b}?\nAnswer:", "answer": f"{a} + {b} = {a + b}. #### {a + b}"})
+        rows.append({"prompt": f"Question: what is {a} plus {b}?\nAnswer:",
+                     "answer": f"{a} + {b} = {a + b}. #### {a + b}"})
     return rows
 
 

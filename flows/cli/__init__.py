@@ -1,4 +1,5 @@
-"""The ``spectral-surgery`` command line: :func:`main` (the console script) and ``python -m spectral_surgery.flows.cli``.
+"""The ``spectral-surgery`` command line: :func:`main` (the console script) and ``python -m
+spectral_surgery.flows.cli``.
 
 Modules: :mod:`~flows.cli.app` (the parser and :func:`main`), one module per group of sub-commands
 (:mod:`~flows.cli.edit_cmd`, :mod:`~flows.cli.adapters`, :mod:`~flows.cli.run`, :mod:`~flows.cli.demo_cmd`) and

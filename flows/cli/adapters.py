@@ -185,7 +185,8 @@ def cmd_check(args) -> int:
             console().print("No adapters registered yet: add one with `spectral-surgery register`.")
             return
         console().print(table(
-            f"Checked {len(rows)} adapter(s): {sum(not r['ok'] for r in rows)} with problems", ["adapter", "check", "problems"],
+            f"Checked {len(rows)} adapter(s): {sum(not r['ok'] for r in rows)} with problems",
+            ["adapter", "check", "problems"],
             [[r["adapter"], ("ok" if r["ok"] else "FAILED") + (" (warning)" if r["warnings"] else ""),
               "\n".join(f"{p['what']}: {p['message']}" for p in r["problems"] + r["warnings"]) or "—"]
              for r in rows],
@@ -272,7 +273,8 @@ def cmd_history(args) -> int:
 
 
 def event_payload(reg, event) -> tuple[dict, str, str]:
-    """``(payload, from label, to label)`` of a recorded pointer move, as ``promote``/``rollback``/``approve`` print it."""
+    """``(payload, from label, to label)`` of a recorded pointer move, as ``promote``/``rollback``/``approve`` print
+    it."""
     name = reg.get_version(event.to_version_id).adapter.name
     cache: dict[int, str] = {}
     payload = {"changed": True, "event": event_dict(event, name), "production": production_dict(reg, name)}

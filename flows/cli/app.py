@@ -94,7 +94,9 @@ def _complete(kind: str) -> Callable:
     def callback(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
         import importlib
 
-        complete = importlib.import_module("spectral_surgery.flows.cli.complete")  # not `from flows.cli import`: no package cycle
+        complete = importlib.import_module(
+            "spectral_surgery.flows.cli.complete"
+        )  # not `from flows.cli import`: no package cycle
         return getattr(complete, f"complete_{kind}")(ctx, param, incomplete)
 
     return callback
@@ -166,7 +168,8 @@ class _InOrder(click.Group):
         return list(self.commands)
 
 
-@click.group(cls=_InOrder, context_settings=CONTEXT, help="Nightly, " + __doc__.splitlines()[0].split(": nightly, ", 1)[1]
+@click.group(cls=_InOrder, context_settings=CONTEXT,
+             help="Nightly, " + __doc__.splitlines()[0].split(": nightly, ", 1)[1]
              + "\n\nGlobal options may also follow the sub-command (spectral-surgery list -v).")
 @global_options
 @click.version_option(_version(), "--version", prog_name="spectral-surgery")
@@ -295,7 +298,8 @@ def _list(**kwargs: Any) -> None: ...
 @command("run", "run:cmd_run", short_help="Run the nightly refinement now (progress, then a summary table).",
          help="Refine every enabled adapter whose latest version was not refined under this configuration, "
               "decide, and promote. Exit code 1 if any adapter failed (the others still ran).")
-@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE", help="RunConfig as YAML or JSON.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="RunConfig as YAML or JSON.")
 @click.option("--evaluator", default=None, help="Registered evaluator (lm_eval; fake for tests).")
 @click.option("--evaluator-option", multiple=True, metavar="KEY=VALUE",
               help="Evaluator keyword option (value parsed as JSON when it can be), repeatable.")
@@ -402,9 +406,9 @@ def _history(**kwargs: Any) -> None: ...
 
 
 @command("why", "why:cmd_why", short_help="What happened to one adapter, why, and what to do next.",
-         help="The adapter's versions (ADAPTER@N beside the global id), its last refinement and any failure, its latest "
-              "decision with each candidate's gain, interval and reason, what production serves and why, pending "
-              "reviews, and the next step (documents needed, a retrained version held, a source to fix).")
+         help="The adapter's versions (ADAPTER@N beside the global id), its last refinement and any failure, its "
+              "latest decision with each candidate's gain, interval and reason, what production serves and why, "
+              "pending reviews, and the next step (documents needed, a retrained version held, a source to fix).")
 @click.argument("adapter", metavar="ADAPTER", shell_complete=_complete("adapter"))
 def _why(**kwargs: Any) -> None: ...
 

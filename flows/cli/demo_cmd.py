@@ -31,10 +31,11 @@ def _pts(v, spec: str = "+.1f") -> str:
 def demo_lines(result: dict, rows: list, width: int, *, color: bool = False) -> list[str]:
     """What the demo prints: its timings, a table of numbers only, then the run's summary as ``run`` shows it.
 
-    The table holds one short value per cell, in points (the unedited adapter's task score, the best edit, its score,
-    its gains over the unedited adapter and the best random control, its IFEval change); the verdicts and the gate's reasons follow as the summary of
-    :func:`flows.cli.summary.render` (one headline per adapter, the reasons wrapped below it), never a sentence in a
-    table cell, and no line wider than ``width`` (a pipe: :data:`flows.cli.summary.PIPE_WIDTH`).
+    The table holds one short value per cell, in points (the unedited adapter's task score, the best edit, its
+    score, its gains over the unedited adapter and the best random control, its IFEval change); the verdicts and the
+    gate's reasons follow as the summary of :func:`flows.cli.summary.render` (one headline per adapter, the reasons
+    wrapped below it), never a sentence in a table cell, and no line wider than ``width`` (a pipe:
+    :data:`flows.cli.summary.PIPE_WIDTH`).
 
     Args:
         result: What :func:`flows.demo.run_demo` returned (without ``nightly``).
@@ -99,7 +100,9 @@ def _cmd_demo(args, log) -> int:
         return refused
 
     from spectral_surgery.flows.demo import BUDGETS, run_demo, with_overrides
-    from spectral_surgery.flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist before the log opens
+    from spectral_surgery.flows.refine_fleet import (
+        run_nightly,
+    )  # noqa: F401 - Prefect's log handlers exist before the log opens
 
     if not args.verbose:
         # Progress is the demo's step lines plus the flow's own log lines; lm-eval's per-call warnings go to the

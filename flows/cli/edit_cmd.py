@@ -21,7 +21,8 @@ def surgery_config_from_args(args) -> "SurgeryConfig":
     from spectral_surgery.tasks.config import CalibConfig, EditConfig, SurgeryConfig, TargetConfig, names_edit_sections
 
     calib = {k: v for k, v in {"n_samples": args.n_samples, "batch_size": args.batch_size,
-                                "aggregation": args.aggregation, "max_seq_len": args.max_seq_len}.items() if v is not None}
+                                "aggregation": args.aggregation,
+                               "max_seq_len": args.max_seq_len}.items() if v is not None}
     calib["seed"] = args.seed
     targets = {k: v for k, v in {"target_modules": args.targets, "layer_min": args.layer_min,
                                   "layer_max": args.layer_max}.items() if v is not None}

@@ -1,12 +1,12 @@
 """``spectral-surgery export DIR``: write the current production set out for serving (vLLM, LoRAX, PEFT).
 
 Reads the production set through :func:`registry.read.production_set` and exports it with
-:func:`tasks.delivery.export.export_production` (the layout, the atomic switches and ``production.json`` are described there).
-Exit code 0 when every adapter with something in production is exported (or unchanged), 1 if any failed (the others
-are still exported, and a failed adapter keeps serving its previous export).
+:func:`tasks.delivery.export.export_production` (the layout, the atomic switches and ``production.json`` are described
+there). Exit code 0 when every adapter with something in production is exported (or unchanged), 1 if any failed (the
+others are still exported, and a failed adapter keeps serving its previous export).
 
-``--watch`` keeps ``DIR`` current (:func:`tasks.delivery.export_watch.watch`): one line per switch on stdout (a JSON object
-per line with ``--json``), failures and registry errors on stderr, until SIGINT/SIGTERM (exit 0).
+``--watch`` keeps ``DIR`` current (:func:`tasks.delivery.export_watch.watch`): one line per switch on stdout (a JSON
+object per line with ``--json``), failures and registry errors on stderr, until SIGINT/SIGTERM (exit 0).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from spectral_surgery.flows.cli.common import console, emit, open_registry, tabl
 
 
 def items_of(entries):
-    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.delivery.export.ExportItem` (also what
-    ``publish`` reads)."""
+    """The production set (:class:`registry.read.ProductionEntry`) as :class:`tasks.delivery.export.ExportItem` (also
+    what ``publish`` reads)."""
     from spectral_surgery.tasks.delivery.export import ExportItem
 
     return [ExportItem(e.adapter, Path(e.source_path) if e.source_path else None, e.sha256, {
@@ -86,7 +86,6 @@ def cmd_export(args) -> int:
         for r in failed:
             fail(f"{r['name']}: {r['reason']}", code=1)
     return 1 if failed else 0
-
 
 
 # ---------------------------------------------------------------------------------------------- --watch

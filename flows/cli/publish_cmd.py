@@ -1,12 +1,12 @@
 """``spectral-surgery publish ADAPTER --repo org/name``: the production adapter to the Hugging Face Hub.
 
 Reads what ``ADAPTER`` serves through :func:`registry.read.production_set` (as ``export`` does), verifies and
-prepares the upload with :func:`tasks.delivery.publish.plan_publish` and pushes it with :func:`tasks.delivery.publish.push`
-(``huggingface_hub.HfApi``: one commit with ``parent_commit``, then a tag). ``--dry-run`` prints what would be
-uploaded and makes no request. The Hub endpoint and token are huggingface_hub's own: ``HF_ENDPOINT``, ``HF_TOKEN``
-or ``hf auth login`` (read when the command runs; the token is never printed). Exit code 0 when published or already
-published, 1 when the Hub refused or failed (nothing half-done is left untold), 2 for a bad ``--repo``, 3 for an
-unknown adapter.
+prepares the upload with :func:`tasks.delivery.publish.plan_publish` and pushes it with
+:func:`tasks.delivery.publish.push` (``huggingface_hub.HfApi``: one commit with ``parent_commit``, then a tag).
+``--dry-run`` prints what would be uploaded and makes no request. The Hub endpoint and token are huggingface_hub's own:
+``HF_ENDPOINT``, ``HF_TOKEN`` or ``hf auth login`` (read when the command runs; the token is never printed). Exit code 0
+when published or already published, 1 when the Hub refused or failed (nothing half-done is left untold), 2 for a bad
+``--repo``, 3 for an unknown adapter.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def cmd_publish(args) -> int:
             out.print(f"already published: tag {escape(plan.tag)} is at {payload['commit'][:12]} with these adapter "
                       "files; nothing done")
         else:
-            out.print(f"published commit {payload['commit'][:12]} (parent {(payload['parent_commit'] or '?')[:12]}), tagged "
-                      f"{escape(plan.tag)}: {escape(payload['commit_url'])}")
+            out.print(f"published commit {payload['commit'][:12]} (parent {(payload['parent_commit'] or '?')[:12]}), "
+                      f"tagged {escape(plan.tag)}: {escape(payload['commit_url'])}")
 
     return emit(args, payload, render)

@@ -279,8 +279,10 @@ class Progress:
             if self.moves is True:
                 verdict = f"[green]promoted[/] [bold]{policy}[/]"
             elif review is not None and review.state == "pending":
-                verdict = (f"[yellow]awaiting review[/] of [bold]{policy}[/] (review {review.id}, until "
-                           f"{review.expires_at.isoformat(timespec='minutes')}: `spectral-surgery approve {review.id}`)")
+                verdict = (
+                    f"[yellow]awaiting review[/] of [bold]{policy}[/] (review {review.id}, until "
+                    f"{review.expires_at.isoformat(timespec='minutes')}: `spectral-surgery approve {review.id}`)"
+                )
             else:
                 why = "dry run: not moved" if review is None else f"not moved: review {review.id} {review.state}"
                 verdict = f"[green]would promote[/] [bold]{policy}[/] ({why})"
@@ -528,7 +530,9 @@ def _cmd_run(args, log) -> int:
 
             hf_logging.disable_progress_bar()
         prefect_server(err, shared=True)  # the shared server (started or reused) before Prefect is imported
-        from spectral_surgery.flows.refine_fleet import run_nightly  # Prefect and the model stack: imported only for work
+        from spectral_surgery.flows.refine_fleet import (
+            run_nightly,
+        )  # Prefect and the model stack: imported only for work
 
         log.quiet_terminal()  # the handlers Prefect's import just installed get the terminal's filter too
 

@@ -19,5 +19,6 @@ from spectral_surgery.flows.dashboard.page import (
 )
 from spectral_surgery.flows.dashboard.server import serve_dashboard
 
-__all__ = ["adapter_data", "adapter_markdown", "build_page", "collect", "evidence_markdown", "evidence_rows", "render_dashboard",
+__all__ = ["adapter_data", "adapter_markdown", "build_page", "collect", "evidence_markdown", "evidence_rows",
+           "render_dashboard",
            "serve_dashboard"]

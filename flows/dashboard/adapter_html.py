@@ -230,7 +230,8 @@ def _events(a: dict) -> str:
 def _failures(a: dict) -> str:
     if not a["failures"]:
         return ""
-    rows = "".join(f'<tr><td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td><td>{e(f["at"] or "")}</td><td>{e(f["version_sha"])}</td>'
+    rows = "".join(f'<tr><td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td><td>{e(f["at"] or "")}</td>'
+                   f'<td>{e(f["version_sha"])}</td>'
                    f'<td><b>{e(f["error_type"] or "")}</b> {e(_short(f["summary"], 200))}<details><summary '
                    f'class="muted">traceback</summary><pre>{e(f["message"][-4000:])}</pre></details></td></tr>'
                    for f in a["failures"])

@@ -29,7 +29,7 @@ from spectral_surgery.tasks.decision.arms import stored_arm_name
 from spectral_surgery.tasks.surgery.diagnostics import short_module
 from spectral_surgery.tasks.decision.gate import verdict_label
 from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
-from spectral_surgery.tasks.decision.report import pairing_text, what_wins
+from spectral_surgery.tasks.decision.report import pairing_text, pairing_vs, what_wins
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
@@ -99,8 +99,8 @@ def _test(t: PairedTestRecord | None, bounds: tuple[float, float] | None = RATE_
 
 def _pairing(v: VerdictRecord | None) -> str | None:
     """What pairing bought against the baseline, in words (None where not recorded)."""
-    p = next((p for p in v.pairing if p.reference == "baseline"), None) if v is not None else None
-    return pairing_text(p.model_dump(mode="json")) if p is not None else None
+    p = pairing_vs(v) if v is not None else None
+    return pairing_text(p) if p is not None else None
 
 
 def _better(values: dict[str, float], names: list[str], hib: bool) -> str | None:
@@ -387,7 +387,8 @@ def _adapter(ix: _Index, a, detail_runs: int, now: datetime) -> dict[str, Any]:
                       "since": None, "value": ix.state_value(None, versions[0].id)}
     else:
         production = None
-    failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at), "version_sha": ix.sha(r.adapter_version_id),
+    failures = [{"run_id": r.run_id, "at": _iso(r.ended_at or r.started_at),
+                 "version_sha": ix.sha(r.adapter_version_id),
                  "error_type": r.error_type, "summary": error_summary(ix.messages.get(r.id)),
                  "message": ix.messages.get(r.id) or ""} for r in runs if r.status == "failed"]
     if a.fetch_error:  # the source itself could not be fetched on the latest scan (no run to hang it on)

@@ -31,11 +31,13 @@ _CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--ok:#047857;--bad:#b91c1c;--warn:#b45309}
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,
 sans-serif;color:var(--fg);background:var(--bg)}header{background:#0f172a;color:#f8fafc;padding:14px 24px;display:flex;
-gap:24px;align-items:baseline;flex-wrap:wrap}header h1{font-size:20px;margin:0}header .meta{color:#cbd5e1;font-size:12.5px}
+gap:24px;align-items:baseline;flex-wrap:wrap}header h1{font-size:20px;margin:0}header .meta{color:#cbd5e1;\
+font-size:12.5px}
 nav{position:sticky;top:0;z-index:5;background:#fff;border-bottom:1px solid var(--line);padding:8px 24px;display:flex;
 gap:18px;flex-wrap:wrap}nav a{color:#1d4ed8;text-decoration:none;font-weight:500}main{max-width:1320px;margin:0 auto;
 padding:8px 24px 60px}section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:14px 18px;
-margin:18px 0}h2{font-size:18px;margin:4px 0 10px}h3{font-size:15.5px;margin:18px 0 6px}h4{font-size:14px;margin:16px 0 4px}
+margin:18px 0}h2{font-size:18px;margin:4px 0 10px}h3{font-size:15.5px;margin:18px 0 6px}h4{font-size:14px;margin:16px \
+0 4px}
 .guide{color:#374151;background:#f1f5f9;border-left:3px solid #94a3b8;padding:6px 10px;margin:6px 0 10px;font-size:13px}
 .cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:8px}.card{border:1px solid var(--line);border-radius:6px;
 padding:8px 14px;min-width:130px}.card b{display:block;font-size:22px}.card span{color:var(--muted);font-size:12px}
@@ -47,11 +49,16 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 .b-mut{background:#f3f4f6;color:#374151}.b-warn{background:#fef3c7;color:#92400e}
 details.adapter{border:1px solid var(--line);border-radius:6px;margin:6px 0;background:#fff}
 details.adapter>summary{cursor:pointer;padding:7px 12px;display:flex;gap:14px;flex-wrap:wrap;align-items:center}
-details.adapter[open]>summary{background:#f1f5f9;border-bottom:1px solid var(--line)}details.adapter .body{padding:4px 14px 14px}
-.chart{max-width:100%;height:auto;display:block;margin:4px 0}.row{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}
-.sentence{font-size:13px;margin:4px 0}pre{white-space:pre-wrap;font-size:12px;background:#f9fafb;border:1px solid var(--line);
-padding:8px;max-height:320px;overflow:auto}input[type=search]{padding:5px 8px;border:1px solid #cbd5e1;border-radius:5px;
-min-width:260px}tr.night th{background:#eef2ff;position:static;font-weight:500}#live{font-size:12px}.scroll{overflow-x:auto}.scroll th{position:static}
+details.adapter[open]>summary{background:#f1f5f9;border-bottom:1px solid var(--line)}details.adapter .body{padding:4px \
+14px 14px}
+.chart{max-width:100%;height:auto;display:block;margin:4px 0}.row{display:flex;gap:18px;flex-wrap:wrap;\
+align-items:flex-start}
+.sentence{font-size:13px;margin:4px 0}pre{white-space:pre-wrap;font-size:12px;background:#f9fafb;border:1px solid \
+var(--line);
+padding:8px;max-height:320px;overflow:auto}input[type=search]{padding:5px 8px;border:1px solid #cbd5e1;\
+border-radius:5px;
+min-width:260px}tr.night th{background:#eef2ff;position:static;font-weight:500}#live{font-size:12px}\
+.scroll{overflow-x:auto}.scroll th{position:static}
 td.num small{display:block;color:var(--muted);font-size:11.5px}
 td.nw{white-space:nowrap}th.num{white-space:normal}td.num small{white-space:normal}
 .pager{margin:8px 0;display:flex;gap:10px;align-items:center}.pager .info{color:var(--muted)}
@@ -68,7 +75,8 @@ el.innerHTML=h;SSCharts.draw(el);el.removeAttribute('data-gz');el.setAttribute('
 document.querySelectorAll('.lazy[data-state=ready]').forEach(function(el){SSCharts.draw(el);});
 function opened(d){return d.open?inflate(d.querySelector(':scope>.body>.lazy')):Promise.resolve();}
 document.querySelectorAll('details.adapter').forEach(function(d){d.addEventListener('toggle',function(){opened(d);});});
-function openTarget(){var id=decodeURIComponent(location.hash.slice(1));if(!id)return;var el=document.getElementById(id);
+function openTarget(){var id=decodeURIComponent(location.hash.slice(1));if(!id)return;var \
+el=document.getElementById(id);
 if(!el)return;for(var d=el;d;d=d.parentElement){if(d.tagName==='DETAILS'){d.open=true;}}
 var det=el.closest('details.adapter');(det?opened(det):Promise.resolve()).then(function(){el.scrollIntoView();});}
 window.addEventListener('hashchange',openTarget);
@@ -193,7 +201,9 @@ def _fleet(data: dict) -> str:
         if dec is None:
             dec_html = '<span class="muted">no decision yet</span>'
         else:
-            dec_html = f'{decision_badge(dec)} <span title="{e(dec["sentence"])}">{e(_short(dec["sentence"], 120))}</span>'
+            dec_html = (
+                f'{decision_badge(dec)} <span title="{e(dec["sentence"])}">{e(_short(dec["sentence"], 120))}</span>'
+            )
         run_html = (f'{_status_badge(run["status"])} <span class="muted">#{run["run_id"]} · '
                     f'{e(run["ended"] or run["started"] or "")}</span>' if run else _status_badge(None))
         if run and run["status"] == "failed":
@@ -323,8 +333,8 @@ def _night(data: dict) -> str:
 
 def _failures(data: dict) -> str:
     out = ['<section id="failures"><h2>Failures</h2><p class="guide">Adapter refinements whose latest attempt '
-           'failed, and adapters whose source could not be fetched on the last scan (run "scan"), newest first, with the '
-           'error the flow recorded (expand for the traceback). A failed adapter keeps its current production '
+           'failed, and adapters whose source could not be fetched on the last scan (run "scan"), newest first, with '
+           'the error the flow recorded (expand for the traceback). A failed adapter keeps its current production '
            'version.</p>']
     if not data["failures"]:
         return "".join(out) + '<p class="muted">No failed refinements.</p></section>'
@@ -380,12 +390,14 @@ def _reward_risk(data: dict) -> str:
                              corner_notes=[("tl", "high reward · low risk"), ("tr", "alignment tax"),
                                            ("br", "harmful")], label="Reward vs risk per policy")
     rows = "".join(f'<tr><td class="nw"><span style="color:{color_for(s["policy"])}">■</span> {e(s["policy"])}</td>'
-                   f'<td class="num">{s["n"]}</td><td class="num">{pts(s["gain"])} <span class=muted>[{pts(s["gain_lo"])}'
+                   f'<td class="num">{s["n"]}</td><td class="num">{pts(s["gain"])} <span '
+                   f'class=muted>[{pts(s["gain_lo"])}'
                    f', {pts(s["gain_hi"])}]</span></td><td class="num">{pts(s["risk"])} <span class=muted>'
                    f'[{pts(s["risk_lo"])}, {pts(s["risk_hi"])}]</span></td></tr>' for s in rr["policies"])
     return "".join(out) + (f'<div class="row">{chart}<table style="max-width:460px"><thead><tr><th>Policy</th>'
                            '<th class="num">adapters</th><th class="num">mean gain (pts) [95% CI]</th>'
-                           f'<th class="num">mean IFEval drop (pts)</th></tr></thead><tbody>{rows}</tbody></table></div>')
+                           '<th class="num">mean IFEval drop '
+                           f'(pts)</th></tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 def _guided_random(data: dict) -> str:
@@ -482,7 +494,8 @@ def render_html(data: dict, *, live: bool = False, version: str = "", interval_s
             f'<body data-live="{1 if live else 0}" data-version="{e(version)}" data-interval="{interval_s:g}">'
             f'<header><h1>Spectral Surgery · audit dashboard</h1><span class="meta">{s["adapters"]} adapters · '
             f'generated {e(data["generated_at"])} · registry {e(data["registry_url"])}</span>{live_badge}</header>'
-            '<nav><a href="#fleet">Fleet</a><a href="#evidence">Evidence</a><a href="#failures">Failures</a><a href="#diagnostics">Diagnostics</a>'
+            '<nav><a href="#fleet">Fleet</a><a href="#evidence">Evidence</a><a href="#failures">Failures</a><a '
+            'href="#diagnostics">Diagnostics</a>'
             '<a href="#reward-risk">Reward vs risk</a><a href="#guided-random">Guided vs random</a>'
             '<a href="#alignment">Subspace alignment</a><a href="#adapters">Adapters</a></nav><main>')
     parts = [head, _fleet(data), _evidence(data), _what_wins(data), _night(data), _failures(data),

@@ -189,8 +189,8 @@ def evidence_markdown(data: dict) -> str:
     Args:
         data: :func:`flows.dashboard.data.collect` of the registry.
     """
-    lines = ["| adapter | candidate | task (%) | Δ vs unedited (pts) | Δ vs best random (pts) | Δ vs global scalar (pts) "
-             "| Δ IFEval (pts) | verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| adapter | candidate | task (%) | Δ vs unedited (pts) | Δ vs best random (pts) | Δ vs global scalar "
+             "(pts) | Δ IFEval (pts) | verdict |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for a in data["adapters"]:
         if not a.get("nights"):
             continue

@@ -66,7 +66,8 @@ def adapter_resource(adapter: str, **labels: Any) -> dict[str, str]:
 def _related(decision_id: int | None, review_id: int | None) -> list[dict[str, str]]:
     out = []
     if decision_id is not None:
-        out.append({"prefect.resource.id": f"spectral-surgery.decision.{decision_id}", "prefect.resource.role": "decision"})
+        out.append({"prefect.resource.id": f"spectral-surgery.decision.{decision_id}",
+                    "prefect.resource.role": "decision"})
     if review_id is not None:
         out.append({"prefect.resource.id": f"spectral-surgery.review.{review_id}", "prefect.resource.role": "review"})
     return out
@@ -147,7 +148,8 @@ def emit(spec: EventSpec):
         return emit_event(event=spec.event, resource=spec.resource, related=spec.related or None,
                           payload=spec.payload)
     except Exception as e:  # an announcement never fails the change it announces
-        log.warning("could not emit Prefect event %s for %s: %s", spec.event, spec.resource.get("prefect.resource.name"),
+        log.warning("could not emit Prefect event %s for %s: %s", spec.event,
+                    spec.resource.get("prefect.resource.name"),
                     e)
         return None
 

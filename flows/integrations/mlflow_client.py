@@ -1,8 +1,8 @@
 """The MLflow mirror's calls (optional extra ``mlflow``): one recorded decision → one MLflow run, and a promoted
 adapter → a registered model version with alias ``production``.
 
-What is logged is decided by the pure mapping in :mod:`tasks.delivery.mlflow_run`; this module only talks to the tracking
-server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
+What is logged is decided by the pure mapping in :mod:`tasks.delivery.mlflow_run`; this module only talks to the
+tracking server through :class:`mlflow.MlflowClient`. The mirror is idempotent: the run of a decision is found by its
 ``spectral_surgery.decision_id`` tag, so a re-visit that finds the decision done logs nothing again; a run left
 unfinished by a failed attempt is marked FAILED and a new one is made. The refinement flow calls
 :func:`mirror_decision` after the decision and treats any error as a warning (the registry stays the record).
@@ -141,8 +141,8 @@ def mirror_decision(config: RunConfig, reg, version, adapter, decision_id: int, 
         return {"run_id": found.info.run_id, "experiment_id": experiment_id, "reused": True, "model": None,
                 "model_version": None}
     decision = reg.get_decision_by_id(decision_id)
-    stats = decision.statistics_json or {}  # as recorded: logged unchanged (decision/statistics.json) and rendered
-    # by the report; every field the mirror reads goes through the record (without the row's flag: the MLflow mirror
+    stats = decision.statistics_json or {}  # as recorded: logged unchanged (decision/statistics.json); every field
+    # the mirror reads and the report renders goes through the record (without the row's flag: the MLflow mirror
     # always read a row recorded before verdicts by the gate's ``promoted``)
     rec = DecisionRecord.from_json(stats)
     surgery = config.surgery_for(adapter.config_json).model_dump(mode="json")
@@ -161,7 +161,7 @@ def mirror_decision(config: RunConfig, reg, version, adapter, decision_id: int, 
         _log(client, run_id, run_params(adapter=info, run_config=run_config, surgery=surgery, statistics=rec),
              run_metrics(rec), tags, stamp)
         client.log_dict(run_id, stats, "decision/statistics.json")
-        client.log_text(run_id, decision_markdown(adapter.name, stats, decision.sentence,
+        client.log_text(run_id, decision_markdown(adapter.name, rec, decision.sentence,
                                                   promoted=rec.promoted if moved else None),
                         "decision/decision.md")
         model = mv = None

@@ -2,7 +2,8 @@
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from spectral_surgery.tasks.decision.gate import verdict_label, verdict_of
+from spectral_surgery.tasks.decision.gate import verdict_label
+from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
 
 
@@ -14,14 +15,14 @@ def artifact_key(adapter_name: str) -> str:
 def decision_artifacts(adapter_name: str, result: dict) -> None:
     """The decision's table and Markdown artifacts, built from the decision itself (never from the dashboard)."""
     key = artifact_key(adapter_name)
-    stats = result.get("statistics", {})
-    label = result.get("verdict_label") or verdict_label(verdict_of(stats, bool(stats.get("promoted"))))
+    rec = DecisionRecord.from_json(result.get("statistics"))  # the result's statistics, as recorded
+    label = result.get("verdict_label") or verdict_label(rec.verdict)
     review = result.get("review")
     if review and review["state"] == "pending":  # promote: review — passed, not in production yet
         label += f" (awaiting review {review['id']} until {review['expires_at']})"
-    create_table_artifact(key=key, table=candidate_rows(stats),
+    create_table_artifact(key=key, table=candidate_rows(rec),
                           description=f"{adapter_name}: {label.upper()} — {result.get('sentence', '')}")
-    markdown = decision_markdown(adapter_name, stats, result.get("sentence", ""), promoted=result.get("promoted"))
+    markdown = decision_markdown(adapter_name, rec, result.get("sentence", ""), promoted=result.get("promoted"))
     create_markdown_artifact(key=key + "-summary", markdown=markdown, description=f"Decision for {adapter_name}")
 
 

@@ -16,7 +16,8 @@ from spectral_surgery.tasks.decision.arms import Arm
 from spectral_surgery.tasks.keys import candidate_key, candidates_key, prepared_key
 from spectral_surgery.tasks.run_config import RunConfig
 from spectral_surgery.tasks.surgery.policies import get_policy
-from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free, no_holdout_reason,
+from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free,
+                                                       no_holdout_reason,
                                       plan_writes, write_seconds)
 
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from spectral_surgery.tasks.decision.gate import REJECTED_ON_TASK_EVIDENCE, ArmOutcomes, Decision, DecisionConfig, decide, guard_skips
+from spectral_surgery.tasks.decision.gate import (
+    REJECTED_ON_TASK_EVIDENCE,
+    ArmOutcomes,
+    Decision,
+    DecisionConfig,
+    decide,
+    guard_skips,
+)
 from spectral_surgery.tasks.decision.sequential import sequential_decision
 from spectral_surgery.tasks.run_config import RunConfig
 
@@ -59,7 +66,9 @@ class Arm:
 
 def plan_arms(config: RunConfig, surgery) -> list[Arm]:
     """The configured policies at the calibration seed, ``random_index`` at each control seed, and the ladder."""
-    from spectral_surgery.tasks.surgery.policies import get_policy  # the policies (and torch) only where arms are planned
+    from spectral_surgery.tasks.surgery.policies import (
+        get_policy,
+    )  # the policies (and torch) only where arms are planned
 
     arms = []
     for p in surgery.policies:

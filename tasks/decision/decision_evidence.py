@@ -12,7 +12,13 @@ from typing import Any
 
 from spectral_surgery.tasks.decision.arms import Arm
 from spectral_surgery.tasks.decision.gate import Decision
-from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, GuardRecord, LadderRecord, MetricFallback
+from spectral_surgery.tasks.decision.record import (
+    DecisionRecord,
+    EvidenceKeys,
+    GuardRecord,
+    LadderRecord,
+    MetricFallback,
+)
 
 
 def decision_evidence(task_name: str, task_key: str, guard_name: str | None, guard_key: str | None,

@@ -83,7 +83,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spectral_surgery.tasks.decision.canaries import canaries
 from spectral_surgery.tasks.decision.power import mcnemar_mde, mcnemar_sample_size, paired_mde, paired_sample_size
-from spectral_surgery.tasks.decision.stats import Pairing, PairedTest, adjust_pvalues, as_outcomes, paired_t, paired_test, pairing
+from spectral_surgery.tasks.decision.stats import (
+    Pairing,
+    PairedTest,
+    adjust_pvalues,
+    as_outcomes,
+    paired_t,
+    paired_test,
+    pairing,
+)
 
 _EPS = 1e-12  # float slack on threshold comparisons, so a drop of exactly the tolerance is "within"
 Verdict = Literal["promote", "hold", "reject"]
@@ -517,7 +525,8 @@ def _corrected(raw: list[tuple[PairedTest, PairedTest | None, PairedTest | None]
     """Apply ``cfg.correction`` per reference family and to the intersection-union p-values (module docstring)."""
     def adjust(col: int) -> dict[int, float]:
         idx = [i for i, t in enumerate(raw) if family[i] and t[col] is not None]
-        return dict(zip(idx, adjust_pvalues([raw[i][col].p_value for i in idx], cfg.correction)))  # type: ignore[union-attr]
+        return dict(zip(idx,
+                        adjust_pvalues([raw[i][col].p_value for i in idx], cfg.correction)))  # type: ignore[union-attr]
 
     per = [adjust(0), adjust(1), adjust(2)]
     idx = [i for i in range(len(raw)) if family[i]]
@@ -573,7 +582,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
             parts.append(f"IFEval {pts(g_delta)} within {tol}")
     joint_ok = t.adj is None or t.adj < cfg.alpha
     if beats_b and control_ok and beats_s is not False and not joint_ok:
-        parts.append(f"{cfg.correction}-adjusted p over candidates {fmt_p(t.adj)} not below alpha")  # type: ignore[arg-type]
+        parts.append(f"{cfg.correction}-adjusted p over candidates "
+                     f"{fmt_p(t.adj)} not below alpha")  # type: ignore[arg-type]
     passed = bool(beats_b and control_ok and beats_s is not False and g_ok and joint_ok and not flags
                   and not c.is_control)
     # Power: what this n can detect and what n would detect min_effect, against every reference.
@@ -721,7 +731,12 @@ def summarize(verdicts: Sequence[CandidateVerdict], flags: Sequence[str] = (), h
         also = f" (also passed: {', '.join(others)})" if others else ""
         return winner.name, "promote", f"{winner.reason} → promoted{also}{direction}", None
     if not verdicts:
-        return None, "reject", "no candidate promoted: " + ("; ".join(flags) if flags else "no candidates evaluated"), None
+        return (
+            None,
+            "reject",
+            "no candidate promoted: " + ("; ".join(flags) if flags else "no candidates evaluated"),
+            None,
+        )
     sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts) + direction
     if not held or flags:
         return None, "reject", sentence, None

@@ -38,6 +38,12 @@ class _Part(BaseModel):
     # extra="allow": keys of an older (or newer) shape are kept as they were and written back unchanged
     model_config = ConfigDict(extra="allow", frozen=True)
 
+    @property
+    def empty(self) -> bool:
+        """Whether the stored object held no key at all (``{}``): a reader shows it as not recorded, as it shows a
+        part that is absent or null (those read as None)."""
+        return not self.model_fields_set and not self.model_extra
+
 
 class PairedTestRecord(_Part):
     """A recorded paired test (:class:`tasks.decision.stats.PairedTest`)."""
@@ -120,6 +126,12 @@ class CanaryRecord(_Part):
     fraction: float | None = None
     ok: bool | None = None
     tolerance: float | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether the canary held: ``ok`` as recorded; a row that did not record ``ok`` reads as held, a recorded
+        null as failed (as the report always read them; the gate records a bool)."""
+        return bool(self.ok) if "ok" in self.model_fields_set else True
 
 
 class EvidenceKeys(_Part):

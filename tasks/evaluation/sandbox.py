@@ -21,9 +21,9 @@ Two backends, chosen by :func:`resolve_backend` (argument, then the run config's
 * ``python-guard`` (opt-in fallback, logged as a warning): the Python prelude of :mod:`tasks.evaluation.sandbox_guard`,
   rlimits, ``unshare --net`` when it works and a process-group kill. It stops accidents, not hostile code.
 
-What holds is tested case by case in ``tests/tasks/evaluation/test_sandbox_hostile.py`` (issue 13's 17 hostile cases, each
-against a real target in the evaluator's world; the table is in docs/sandbox.md): under ``bwrap`` all of them, under
-``python-guard`` only the environment, network namespace, memory, CPU, single-file size and the plain
+What holds is tested case by case in ``tests/tasks/evaluation/test_sandbox_hostile.py`` (issue 13's 17 hostile cases,
+each against a real target in the evaluator's world; the table is in docs/sandbox.md): under ``bwrap`` all of them,
+under ``python-guard`` only the environment, network namespace, memory, CPU, single-file size and the plain
 ``open``/``os.remove`` cases.
 
 Without a working bubblewrap, :func:`run_code` raises :class:`SandboxUnavailable` (saying how to install it or

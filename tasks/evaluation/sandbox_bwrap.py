@@ -103,7 +103,8 @@ def bwrap_command(runner_fd: int, program_fd: int, *, memory_mb: int, cpu_s: int
             cmd += ["--ro-bind", d, d]
     mib = 1024 * 1024
     # the tmpfs first: a Python installation under /tmp (a CI venv) is then bound read-only on top of it
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * fsize_mb * mib), "--tmpfs", WORKDIR]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * fsize_mb * mib), "--tmpfs",
+            WORKDIR]
     made: set[str] = {WORKDIR}
     for f in _ETC_FILES:
         if os.path.exists(f):

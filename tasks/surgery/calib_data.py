@@ -202,13 +202,15 @@ def read_jsonl(path: str | Path) -> list[CalibExample]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {lineno}: invalid JSON ({e.msg}); write {ROW_FORMAT}") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}; write {ROW_FORMAT}")
+                raise ValueError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}; write "
+                                 f"{ROW_FORMAT}")
             for key in ("prompt", "answer"):
                 if key not in row:
                     raise ValueError(f"{path} line {lineno}: missing field {key!r}; write {ROW_FORMAT}")
                 if not isinstance(row[key], str):
                     got = type(row[key]).__name__
-                    raise ValueError(f"{path} line {lineno}: field {key!r} must be a string, got {got}; write {ROW_FORMAT}")
+                    raise ValueError(f"{path} line {lineno}: field {key!r} must be a string, got {got}; write "
+                                     f"{ROW_FORMAT}")
             out.append(CalibExample(row["prompt"], row["answer"]))
     return out
 

@@ -24,16 +24,20 @@ from typing import Callable, Iterator
 
 import torch
 
-from spectral_surgery.tasks.adapter_io import LoraAdapter, LoraModule, check_base_compat, load_adapter, package_versions, select_modules
+from spectral_surgery.tasks.adapter_io import (LoraAdapter, LoraModule, check_base_compat, load_adapter,
+                                               package_versions, select_modules)
 from spectral_surgery.tasks.adapter_io import write_adapter
-from spectral_surgery.tasks.surgery.calibration import CalibExample, Sensitivity, calibration_sha256, collect_sensitivities
+from spectral_surgery.tasks.surgery.calibration import (CalibExample, Sensitivity, calibration_sha256,
+                                                        collect_sensitivities)
 from spectral_surgery.tasks.config import EditConfig, SurgeryConfig
 from spectral_surgery.tasks.surgery.decompose import Spectrum, lowrank_svd, rebuild_factors
 from spectral_surgery.tasks.surgery.policies import PolicyInputs, PolicySpec, apply_policy, get_policy, pool_facts
-from spectral_surgery.tasks.keys import ENGINE_VERSION  # noqa: F401  (the engine's version, in tasks.keys: every key holds it)
+# the engine's version, in tasks.keys: every key holds it
+from spectral_surgery.tasks.keys import ENGINE_VERSION  # noqa: F401
 from spectral_surgery.tasks.surgery.posthoc import effective_rank
 
-# ``GammaSelection`` (tasks.surgery.global_scalar, which imports this module) appears in annotations only, never imported.
+# ``GammaSelection`` (tasks.surgery.global_scalar, which imports this module) appears in annotations only, never
+# imported.
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +282,8 @@ def rank_changes(prepared: PreparedAdapter, sigmas: dict[str, torch.Tensor]) -> 
     tensors are dropped and its name joins ``exclude_modules`` (a list is extended; a regex string ``R`` becomes
     ``(?:R)|name|…``, which PEFT full-matches). Modules keeping their rank are untouched.
     """
-    from spectral_surgery.tasks.surgery.para import rank_preserving_alpha  # here, not at the top: tasks.surgery.policies registers it in order
+    # here, not at the top: tasks.surgery.policies registers it in order
+    from spectral_surgery.tasks.surgery.para import rank_preserving_alpha
 
     config = json.loads(json.dumps(prepared.adapter.config))
     use_rslora = bool(config.get("use_rslora", False))
@@ -338,9 +343,9 @@ def build_manifest(
 
     ``role``/``is_control``/``promotable``/``needs_data`` come from the policy registry; ``rebuild`` is the factor
     form. ``parameters`` holds the resolved EditConfig settings the policy reads (what its candidate is keyed by,
-    :func:`tasks.keys.policy_settings`); a post-hoc method's own settings are also under ``settings``; each module has its effective rank before and
-    after (EXTENSIONS §0) and the policy's ``describe`` facts (e.g. RMT labels), and modules without a gradient
-    have ``sensitivity`` None.
+    :func:`tasks.keys.policy_settings`); a post-hoc method's own settings are also under ``settings``; each module has
+    its effective rank before and after (EXTENSIONS §0) and the policy's ``describe`` facts (e.g. RMT labels), and
+    modules without a gradient have ``sensitivity`` None.
     With a γ selection (``global_scalar``) it also holds ``gamma``, ``gamma_rule``, ``gamma_grid`` and
     ``gamma_scores`` (see :meth:`tasks.surgery.global_scalar.GammaSelection.to_manifest`).
     """
@@ -387,7 +392,8 @@ def build_manifest(
         **({"settings": getattr(cfg.edit, spec.name).model_dump(mode="json")}
            if spec.settings_model is not None else {}),  # fmt: skip
         "targets": cfg.targets.model_dump(mode="json"),
-        "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256, "n_examples": prepared.n_examples},
+        "calibration": {**cfg.calib.model_dump(mode="json"), "sha256": prepared.calib_sha256,
+                        "n_examples": prepared.n_examples},
         "seed": seed,
         "input_adapter_sha256": prepared.adapter.sha256,
         "summary": spectrum_summary(prepared, sigmas),
@@ -430,7 +436,8 @@ def write_candidate(
     spec = get_policy(policy)
     if spec.needs_gamma and selection is None:
         raise ValueError(f"policy {spec.name!r} needs a γ selection: pass selection= from "
-                         "spectral_surgery.tasks.surgery.global_scalar.select_gamma_calib_loss / select_gamma_held_out / fixed_gamma")
+                         "spectral_surgery.tasks.surgery.global_scalar.select_gamma_calib_loss / select_gamma_held_out "
+                         "/ fixed_gamma")
     if selection is not None and not spec.needs_gamma:
         raise ValueError(f"policy {spec.name!r} takes no γ; drop selection= (it is only for global_scalar)")
     gamma = None if selection is None else selection.gamma

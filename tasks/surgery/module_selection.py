@@ -2,9 +2,9 @@
 
 The authors' ``sensitivity-hns`` (``src/finetune/spectral_edit/module_selection.py`` of ``TTtianTT/peft-sft-lab``,
 re-derived from EXTENSIONS §7; no code copied; paper: https://arxiv.org/abs/2603.03995). Per candidate module, with
-σ its unscaled spectrum, τ its full-HNS spectrum (:func:`tasks.surgery.posthoc.hns_spectrum`, strength 1, no output rank),
-``δ = τ − σ`` and ``G ∈ R^{n_b×r}`` one σ-gradient row per calibration mini-batch (g including the LoRA scaling s,
-:func:`tasks.surgery.calibration.batch_gradients`), taken at the unedited adapter:
+σ its unscaled spectrum, τ its full-HNS spectrum (:func:`tasks.surgery.posthoc.hns_spectrum`, strength 1, no output
+rank), ``δ = τ − σ`` and ``G ∈ R^{n_b×r}`` one σ-gradient row per calibration mini-batch (g including the LoRA scaling
+s, :func:`tasks.surgery.calibration.batch_gradients`), taken at the unedited adapter:
 
 - ``importance = mean_b mean_k |G_bk σ_k|`` (absolute per batch, so batches cannot cancel);
 - ``compatibility = mean_b(−Σ_k G_bk δ_k)``: the first-order predicted loss *decrease* of the HNS step;

@@ -7,11 +7,11 @@ policy (§7, §12) → clamp at ``sigma_clip_min`` → energy preservation (§9)
 included (§11), follow ``src/finetune/spectral_edit/edit_strategies.py`` of ``TTtianTT/peft-sft-lab``.
 
 The registry machinery (``PolicyInputs``, ``PolicySpec``, ``Role``/``ROLES``, ``register_policy``,
-``get_policy``, ``list_policies``; an unknown name raises :class:`tasks.names.UnknownNameError`) and the shared helpers ``normalize`` and
-``preserve_energy`` live in :mod:`tasks.surgery.policy_registry`, which imports no module that registers policies; this
-module re-exports all of them, so ``from tasks.surgery.policies import ...`` keeps working (the registry's dicts
-``POLICIES`` is the registry module's own :class:`tasks.names.Registry`). This module holds the paper's policies, the control
-ladder, :func:`policy_counts` and :func:`apply_policy`.
+``get_policy``, ``list_policies``; an unknown name raises :class:`tasks.names.UnknownNameError`) and the shared helpers
+``normalize`` and ``preserve_energy`` live in :mod:`tasks.surgery.policy_registry`, which imports no module that
+registers policies; this module re-exports all of them, so ``from tasks.surgery.policies import ...`` keeps working (the
+registry's dicts ``POLICIES`` is the registry module's own :class:`tasks.names.Registry`). This module holds the paper's
+policies, the control ladder, :func:`policy_counts` and :func:`apply_policy`.
 
 The registry also holds the control ladder's edits (EXTENSIONS §8.3, §8.4, §11), each with a ``role``:
 ``zero_rebuild`` / ``zero_rebuild_one_sided`` (canaries: t = σ, never promoted) and ``global_scalar``
@@ -20,8 +20,9 @@ skip clamp and energy preservation (their target is exact) and name the factor f
 
 The authors' post-hoc edits (EXTENSIONS §1, §2, §4-§6: HNS, flat spectra, the ablation transforms, Gavish–Donoho
 and RMT bulk-only, ε-PARA, calibration-guided module selection) have role ``posthoc``; they live in
-:mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and :mod:`tasks.surgery.module_selection`, which register themselves
-when this module is imported (last lines). ``needs_data`` tells the data-free edits apart.
+:mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and
+:mod:`tasks.surgery.module_selection`, which register themselves when this module is imported (last lines).
+``needs_data`` tells the data-free edits apart.
 
 Over 400 lines: a catalogue: one short, independent registered function per policy of METHOD §6-§12.
 """
@@ -34,7 +35,8 @@ import torch
 from torch import Tensor
 
 from spectral_surgery.tasks.config import EditConfig
-from spectral_surgery.tasks.surgery.policy_registry import (  # noqa: F401  (re-exported: the public names this module has always had)
+# re-exported: the public names this module has always had
+from spectral_surgery.tasks.surgery.policy_registry import (  # noqa: F401
     _EPS,
     NEVER_PROMOTED,
     ROLES,
@@ -436,8 +438,8 @@ def pool_facts(
 
 
 # The authors' post-hoc edits register themselves on import; imported here (not in tasks/__init__) so that every
-# name is known wherever the registry is used. They import tasks.surgery.policy_registry, not this module (no cycle); they
-# stay last so that the paper's policies and the control ladder register first (the order list_policies reports).
+# name is known wherever the registry is used. They import tasks.surgery.policy_registry, not this module (no cycle);
+# they stay last so that the paper's policies and the control ladder register first (the order list_policies reports).
 from spectral_surgery.tasks.surgery import posthoc as _posthoc  # noqa: E402,F401
 from spectral_surgery.tasks.surgery import rmt as _rmt  # noqa: E402,F401
 from spectral_surgery.tasks.surgery import para as _para  # noqa: E402,F401

@@ -2,9 +2,10 @@
 
 ``spectral-surgery edit --list-policies`` / ``run --list-policies`` print :func:`policy_rows`; the table in
 ``docs/methods.md`` between :data:`BEGIN` and :data:`END` is :func:`policies_markdown` (``tests/tasks/surgery/
-test_policy_docs.py`` fails when they differ; ``python -m spectral_surgery.tasks.surgery.policy_docs docs/methods.md`` rewrites it).
-Nothing here is written by hand: an edit's settings are the ``reads`` it registered with and its own section when
-it declared ``settings=Model`` (:meth:`tasks.surgery.policy_registry.PolicySpec.settings`), shown with their defaults.
+test_policy_docs.py`` fails when they differ; ``python -m spectral_surgery.tasks.surgery.policy_docs docs/methods.md``
+rewrites it). Nothing here is written by hand: an edit's settings are the ``reads`` it registered with and its own
+section when it declared ``settings=Model`` (:meth:`tasks.surgery.policy_registry.PolicySpec.settings`), shown with
+their defaults.
 """
 
 from __future__ import annotations

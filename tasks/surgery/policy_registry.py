@@ -8,9 +8,9 @@ the one :class:`tasks.names.UnknownNameError`) and the two helpers shared by the
 
 It imports none of the modules that register policies, so they can all import it without a cycle: the paper's
 policies, the control ladder and :func:`apply_policy` live in :mod:`tasks.surgery.policies` (which re-exports every name
-here); the authors' post-hoc edits in :mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para` and
-:mod:`tasks.surgery.module_selection`. The registry is complete once :mod:`tasks.surgery.policies` is imported: it imports the
-post-hoc modules, so they register, and importing it first
+here); the authors' post-hoc edits in :mod:`tasks.surgery.posthoc`, :mod:`tasks.surgery.rmt`, :mod:`tasks.surgery.para`
+and :mod:`tasks.surgery.module_selection`. The registry is complete once :mod:`tasks.surgery.policies` is imported: it
+imports the post-hoc modules, so they register, and importing it first
 gives the canonical order of :func:`list_policies` (the paper's policies, the control ladder, then the post-hoc
 edits). Lookups run at call time, so an edit may resolve another by name (``rmt_bulk_only``'s base policy).
 """

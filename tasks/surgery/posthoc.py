@@ -11,8 +11,8 @@ spectra refuse a negative σ instead (§5). Re-derived from ``src/finetune/spect
 ablations}.py`` of ``TTtianTT/peft-sft-lab`` as described in EXTENSIONS; the settings models
 (:class:`HNSConfig`, :class:`TemperatureConfig`) are here, registered with their edits (``settings=``).
 
-The edits register through :mod:`tasks.surgery.policy_registry` (never :mod:`tasks.surgery.policies`, which imports this module so
-that they register whenever the registry is used; importing that one first keeps the canonical listing order).
+The edits register through :mod:`tasks.surgery.policy_registry` (never :mod:`tasks.surgery.policies`, which imports this
+module so that they register whenever the registry is used; importing that one first keeps the canonical listing order).
 """
 
 from __future__ import annotations

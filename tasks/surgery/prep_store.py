@@ -81,7 +81,8 @@ def load_prepared(path: str | Path, adapter_dir: str | Path, targets: TargetConf
         return None
     adapter = load_adapter(adapter_dir)
     modules = select_modules(adapter, targets)
-    if meta.get("adapter_sha256") != adapter.sha256 or json.loads(meta.get("modules", "[]")) != [m.name for m in modules]:
+    if (meta.get("adapter_sha256") != adapter.sha256
+            or json.loads(meta.get("modules", "[]")) != [m.name for m in modules]):
         return None
     aggregations = json.loads(meta.get("aggregations", "{}"))
     spectra, sens = {}, {}

@@ -13,9 +13,10 @@ shape** (d_out × d_in, the rows of U and of V), so their policies need ``Policy
 The two use different MP medians on purpose (EXTENSIONS §12.1): the labelling a 20,000-point grid (0.652875 at
 β = 1), the threshold Gauss–Legendre quadrature (0.652776); each keeps its own for parity with the reference.
 
-Both register through :mod:`tasks.surgery.policy_registry` (never :mod:`tasks.surgery.policies`, which imports this module so that
-they register whenever the registry is used). ``rmt_bulk_only`` resolves its base policy by name at call time, so
-the paper's policies must be registered by then: :func:`tasks.surgery.policies.apply_policy`, its caller, sees to that.
+Both register through :mod:`tasks.surgery.policy_registry` (never :mod:`tasks.surgery.policies`, which imports this
+module so that they register whenever the registry is used). ``rmt_bulk_only`` resolves its base policy by name at call
+time, so the paper's policies must be registered by then: :func:`tasks.surgery.policies.apply_policy`, its caller, sees
+to that.
 """
 
 from __future__ import annotations

@@ -164,7 +164,9 @@ def bench_sensitivity(device: str, n_examples: int) -> dict:
     naive = naive_per_example(pm, tok, examples, spectra, scalings)
     _sync(device)
     naive_s = time.perf_counter() - t
-    rel = max(float((sens[n].per_example.cpu() - naive[n].cpu()).norm() / naive[n].norm().clamp_min(1e-30)) for n in naive)
+    rel = max(
+        float((sens[n].per_example.cpu() - naive[n].cpu()).norm() / naive[n].norm().clamp_min(1e-30)) for n in naive
+    )
     return {"examples": n_examples, "batch": 8, "modules": len(spectra), "hooks_s": hook_s, "naive_s": naive_s,
             "speedup": naive_s / hook_s, "max_rel_err": rel, "calib_peak_extra_mb": mem.extra_bytes / 2**20,
             "model_mb": model_bytes / 2**20, "peak_over_model": mem.extra_bytes / model_bytes}

@@ -82,7 +82,8 @@ def build_subjects(base_dir: Path, work: Path, seed: int) -> dict[str, Path]:
             g = torch.randn(s.shape, generator=gen)  # stand-in sensitivities (see the module docstring)
             return apply_policy(policy, s, g.abs(), g, cfg, generator=gen)
 
-        subjects[policy] = edit_sigmas(baseline, work / policy, new_sigma, {"policy": policy, "sensitivities": "seeded"})
+        subjects[policy] = edit_sigmas(baseline, work / policy, new_sigma,
+                                       {"policy": policy, "sensitivities": "seeded"})
     return subjects
 
 
@@ -160,7 +161,8 @@ def table(rows: list[dict], n_subjects: int, benchmark: str, limit: int) -> str:
     for r in rows:
         lines.append(
             f"| {r['path']} | {r['base_loads']} | {r['wall_s']:.1f} s | {r['wall_s'] / n_subjects:.1f} s "
-            f"| {r['wall_s'] / ref['wall_s']:.2f}× | {r['rss_peak_mb']:.0f} MiB | {r['rss_peak_mb'] / ref['rss_peak_mb']:.2f}× |"
+            f"| {r['wall_s'] / ref['wall_s']:.2f}× | {r['rss_peak_mb']:.0f} MiB | "
+            f"{r['rss_peak_mb'] / ref['rss_peak_mb']:.2f}× |"
         )
     return "\n".join(lines)
 

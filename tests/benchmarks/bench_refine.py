@@ -10,7 +10,8 @@ matter for timing) on the bundled SmolLM2-135M-Instruct, five arms: the three pa
 subject (the unedited adapter as ``baseline`` plus the five candidates) is scored on the adapter's family suite
 (offline profile) and on the IFEval guard ``ss_ifeval`` at the same fixed limits in both paths.
 
-* product: the base is loaded once (``tasks.model.load_base``); ``spectral_surgery.tasks.surgery.edit.prepare`` runs ONE thin SVD per module
+* product: the base is loaded once (``tasks.model.load_base``); ``spectral_surgery.tasks.surgery.edit.prepare`` runs ONE
+thin SVD per module
   and ONE calibration pass; every arm is written from the same (U, σ, V, g) by ``write_candidate``; ONE
   ``LmEvalEvaluator`` bound to the loaded base hot-swaps all six subjects, once for the task suite, once for the
   guard (what ``flows.refine_adapter`` does, minus the registry).
@@ -165,7 +166,8 @@ def product_path(plan: dict, clock: ModelClock, out: Path) -> dict:
             shas[arm["name"]] = adapter_content_sha256(path)
     scores = {}
     ev = _evaluator(plan, model=model, tokenizer=tok, model_id=plan["model_id"])
-    for kind, bench, limit in (("task", plan["task"], plan["task_limit"]), ("guard", plan["guard"], plan["guard_limit"])):
+    for kind, bench, limit in (("task", plan["task"], plan["task_limit"]),
+                               ("guard", plan["guard"], plan["guard_limit"])):
         with clock.phase(f"evaluate {kind}"):
             scores[kind] = _scores(ev.evaluate(plan["model_id"], subjects, bench, limit=limit, out_dir=out / "eval"))
     return {"candidate_sha256": shas, "scores": scores, "base_loads": 1 + ev.base_loads,
@@ -266,7 +268,8 @@ def make_plan(args: argparse.Namespace) -> dict:
     arms = [{"name": a.name, "policy": a.policy, "seed": a.seed, "is_control": a.is_control}
             for a in plan_arms(config, surgery)]  # fmt: skip
     return {"data_dir": str(data_dir), "model_id": BUNDLED_MODEL, "base_dir": str(base_dir), "adapter": spec.name,
-            "adapter_dir": str(entry["path"]), "calib_path": str(entry["calib_path"]), "adapter_reused": entry["reused"],
+            "adapter_dir": str(entry["path"]), "calib_path": str(entry["calib_path"]),
+            "adapter_reused": entry["reused"],
             "surgery": surgery.model_dump(mode="json"), "arms": arms, "work_dir": str(work),
             "task": resolve_benchmark(spec.task_family, profile="offline").name,
             "guard": guard_benchmark("offline").name, "task_limit": args.task_limit, "guard_limit": args.guard_limit,
@@ -302,16 +305,20 @@ def table(plan: dict, prod: dict, naive: dict, cmp: dict) -> str:
              _mib(naive["rss_peak_bytes"] - naive["rss_start_bytes"]))]  # fmt: skip
     for name in prod["phases"]:
         p, n = prod["phases"][name], naive["phases"].get(name, {"wall_s": 0.0, "count": 0})
-        rows.append((f"phase: {name} (s, ×count)", f"{p['wall_s']:.1f} ×{p['count']}", f"{n['wall_s']:.1f} ×{n['count']}"))
-    lines = [f"Adapter `{plan['adapter']}` on SmolLM2-135M-Instruct (fp32, CPU, {prod['torch_threads']} torch threads); "
-             f"calibration N={plan['surgery']['calib']['n_samples']}; arms: {', '.join(a['name'] for a in plan['arms'])}; "
+        rows.append((f"phase: {name} (s, ×count)", f"{p['wall_s']:.1f} ×{p['count']}",
+                     f"{n['wall_s']:.1f} ×{n['count']}"))
+    lines = [f"Adapter `{plan['adapter']}` on SmolLM2-135M-Instruct (fp32, CPU, {prod['torch_threads']} torch "
+             f"threads); calibration N={plan['surgery']['calib']['n_samples']}; arms: "
+             f"{', '.join(a['name'] for a in plan['arms'])}; "
              f"subjects: baseline + {len(plan['arms'])}; task `{plan['task']}` limit {plan['task_limit']}, guard "
              f"`{plan['guard']}` limit {plan['guard_limit']}, max_gen_toks {plan['max_gen_toks']}, eval batch "
              f"{plan['eval_batch_size']}.", "",
              "| measure | product path | naive path |", "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", f"**Speed-up (naive / product): {cmp['speedup']:.2f}×**; product path time in model forward+backward: "
-              f"**{cmp['product_model_share']:.1%}**; identical candidates in both paths: {cmp['identical_candidates']}; "
+    lines += ["",
+              f"**Speed-up (naive / product): {cmp['speedup']:.2f}×**; product path time in model forward+backward: "
+              f"**{cmp['product_model_share']:.1%}**; identical candidates in both paths: "
+              f"{cmp['identical_candidates']}; "
               f"identical per-document scores: {cmp['identical_scores']}."]  # fmt: skip
     scores = [f"{s}: task {prod['scores']['task'][s]['value']:.3f}, guard {prod['scores']['guard'][s]['value']:.3f}"
               for s in prod["scores"]["task"]]  # fmt: skip

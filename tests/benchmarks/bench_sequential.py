@@ -81,7 +81,8 @@ def refine_once(fleet: list[dict], names: list[str], cache: Path, budget, label:
         seconds, cpu = time.perf_counter() - t, time.process_time() - c
         scoring = sum(e.seconds or 0.0 for n in names for v in reg.list_versions(n)
                       for e in reg.list_evaluations(v.id))
-        return {"seconds": seconds, "cpu_seconds": cpu, "task_documents": _task_documents(reg, names), "scoring_seconds": scoring,
+        return {"seconds": seconds, "cpu_seconds": cpu, "task_documents": _task_documents(reg, names),
+                "scoring_seconds": scoring,
                 "verdicts": {r["adapter"]: r.get("verdict") or r.get("status") for r in summary["results"]},
                 "failed": summary["failed"],
                 "stopped_at_look": {r["adapter"]: (r.get("statistics") or {}).get("sequential", {}).get(

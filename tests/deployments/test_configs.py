@@ -226,7 +226,8 @@ def test_process_work_pool_runs_prefect_yaml(prefect_harness, _fresh_worker, tin
            "PYTHONPATH": str(REPO), "SPECTRAL_SURGERY_REPO": str(REPO), "SPECTRAL_SURGERY_HOME": str(tmp_path / "home"),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     deployed = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(PREFECT_YAML.relative_to(REPO)),
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+         str(PREFECT_YAML.relative_to(REPO)),
          "--name", dep["name"]], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     # Prefect 3.8.8's CLI, after creating the deployment, lists the pool's workers with "limit": null, which the
     # server rejects under fastapi 0.154 (422 on /workers/filter): the deployment exists; only that check fails.

@@ -265,7 +265,8 @@ def generate_fleet(registry, *, adapters: int = 200, nights: int = 30, n_docs: i
 def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nights, fail_rate, seed, real_adapter,
               t0) -> dict:
     from spectral_surgery.registry.db import session_scope
-    from spectral_surgery.registry.models import (AdapterRun, AdapterVersion, Candidate, Decision, Evaluation, GuardResult,
+    from spectral_surgery.registry.models import (AdapterRun, AdapterVersion, Candidate, Decision, Evaluation,
+                                                  GuardResult,
                                  RefinementRun)
     from spectral_surgery.tasks.adapter_io import adapter_content_sha256
 
@@ -370,7 +371,8 @@ def _generate(registry, adapters, nights, n_docs, layers, rank, full_spectra_nig
                 ids[Decision] += 1
                 promoted = entry["promoted"]
                 rows[Decision].append({
-                    "id": ids[Decision], "adapter_version_id": vid, "config_hash": chash, "candidate_key": chash, "run_id": run.id,
+                    "id": ids[Decision], "adapter_version_id": vid, "config_hash": chash, "candidate_key": chash,
+                    "run_id": run.id,
                     "promoted_candidate_id": cand_ids[promoted] if promoted else None, "promoted": bool(promoted),
                     "statistics_json": entry["stats"], "sentence": entry["sentence"],
                     "created_at": at + timedelta(seconds=10)})

@@ -6,8 +6,8 @@ file and the field, and the fragment that says how to fix it. ``register`` (and 
 one ``spectral-surgery run --evaluator fake`` with a good adapter beside the bad ones: the failure is recorded in
 the registry, the good adapter completes, and the console shows one line per failure and no traceback.
 
-:func:`test_corpus_figures` computes the figures in docs/operations.md: cases, clear (the message names the file or field
-and says how to fix it), recorded (run-time failures found in the registry), crashes (tracebacks).
+:func:`test_corpus_figures` computes the figures in docs/operations.md: cases, clear (the message names the file or
+field and says how to fix it), recorded (run-time failures found in the registry), crashes (tracebacks).
 """
 
 from __future__ import annotations
@@ -132,9 +132,11 @@ CASES = [
     Case("truncated-weights", "weights", _weights(_truncate), (WF, "<safetensors>"), RESAVE),
     Case("empty-weights", "weights", _weights(lambda p: (p / WF).write_bytes(b"")), (WF, "<safetensors>"), RESAVE),
     Case("no-weights-file", "weights", _weights(lambda p: (p / WF).unlink()), (WF,), RESAVE),
-    Case("nan-weights", "weights", _weights(lambda p: _tensors(p, lambda t: t[O_PROJ_B].__setitem__((0, 0), float("nan")))),
+    Case("nan-weights", "weights",
+         _weights(lambda p: _tensors(p, lambda t: t[O_PROJ_B].__setitem__((0, 0), float("nan")))),
          (WF, O_PROJ_B, "NaN"), "checkpoint"),
-    Case("inf-weights", "weights", _weights(lambda p: _tensors(p, lambda t: t[O_PROJ_A].__setitem__((1, 2), float("-inf")))),
+    Case("inf-weights", "weights",
+         _weights(lambda p: _tensors(p, lambda t: t[O_PROJ_A].__setitem__((1, 2), float("-inf")))),
          (WF, O_PROJ_A, "Inf"), "checkpoint"),
     Case("missing-lora-B", "weights", _weights(lambda p: _tensors(p, lambda t: t.pop(O_PROJ_B))),
          (WF, O_PROJ_A, "lora_B"), RESAVE),
@@ -144,11 +146,15 @@ CASES = [
          (WF, O_PROJ_A, "r=4"), "set r"),
     Case("A-not-2d", "weights", _weights(lambda p: _tensors(p, _put(O_PROJ_A, torch.ones(4, 32, 1)))),
          (WF, O_PROJ_A, "2-D"), "Linear"),
-    Case("dora-magnitude", "weights", _weights(lambda p: _tensors(p, _put(O_PROJ_A.replace("lora_A.weight", "lora_magnitude_vector"), torch.ones(32)))),
+    Case("dora-magnitude", "weights",
+         _weights(lambda p: _tensors(p,
+                                     _put(O_PROJ_A.replace("lora_A.weight", "lora_magnitude_vector"), torch.ones(32)))),
          (WF, "lora_magnitude_vector", "DoRA"), "use_dora=False"),
-    Case("no-lora-pairs", "weights", _weights(lambda p: _tensors(p, lambda t: [t.pop(k) for k in list(t) if "lora_" in k])),
+    Case("no-lora-pairs", "weights",
+         _weights(lambda p: _tensors(p, lambda t: [t.pop(k) for k in list(t) if "lora_" in k])),
          (WF, "lora_A"), RESAVE),
-    Case("pickle-weights", "weights", _weights(_pickle), ("adapter_model.bin", "allow_pickle"), "convert to safetensors"),
+    Case("pickle-weights", "weights", _weights(_pickle), ("adapter_model.bin", "allow_pickle"),
+         "convert to safetensors"),
     # --------------------------------------------------------------------------------------------- config
     Case("no-config", "config", _weights(lambda p: (p / CF).unlink()), (CF,), RESAVE),
     Case("invalid-json-config", "config", _weights(lambda p: (p / CF).write_text('{"r": 4,')), (CF, "<json>"), RESAVE),
@@ -157,14 +163,16 @@ CASES = [
     Case("not-lora", "config", _weights(lambda p: _config(p, peft_type="IA3")), (CF, "peft_type"), "LoRA adapter"),
     Case("rank-zero", "config", _weights(lambda p: _config(p, r=0)), (CF, "'r'"), "set r"),
     Case("no-rank", "config", _weights(lambda p: _config(p, r=None)), (CF, "'r'"), "set r"),
-    Case("alpha-text", "config", _weights(lambda p: _config(p, lora_alpha="eight")), (CF, "lora_alpha"), "set lora_alpha"),
+    Case("alpha-text", "config", _weights(lambda p: _config(p, lora_alpha="eight")), (CF, "lora_alpha"),
+         "set lora_alpha"),
     Case("rank-pattern-list", "config", _weights(lambda p: _config(p, rank_pattern=[4])), (CF, "rank_pattern"),
          "mapping"),
     # ----------------------------------------------------------------------------------------- calibration
     Case("calib-missing", "calibration", lambda env, d: [_register(env, env.good, "--calib", d / "missing.jsonl")],
          ("config.calib", "missing.jsonl"), "give an existing", code=2),
     Case("calib-empty", "calibration", _calib(""), ("--calib", "c.jsonl"), "add"),
-    Case("calib-bad-json", "calibration", _calib(GOOD_ROW + "\n{not json\n"), ("c.jsonl", "line 2"), "JSON object per line"),
+    Case("calib-bad-json", "calibration", _calib(GOOD_ROW + "\n{not json\n"), ("c.jsonl", "line 2"),
+         "JSON object per line"),
     Case("calib-missing-answer", "calibration", _calib(json.dumps({"prompt": "2+2?"}) + "\n"),
          ("c.jsonl", "line 1", "'answer'"), "prompt"),
     Case("calib-not-object", "calibration", _calib("[1, 2]\n"), ("c.jsonl", "line 1"), "JSON object per line"),
@@ -357,7 +365,8 @@ def night(prefect_harness, env, tmp_path_factory):
     calib.write_text("".join(json.dumps(r) + "\n" for r in tiny.calib_rows(8)))
     _night_fleet(env, d, data)
     # in a process of its own, as an operator runs it (in this one, the test harness set Prefect's logging up)
-    p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "run", "--evaluator", "fake", "--task-limit", "20",
+    p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "run", "--evaluator", "fake",
+                        "--task-limit", "20",
                         "--guard-limit", "20", "--n-samples", "4", "--policy", "smooth_abs", "--calib", str(calib),
                         "--json", "--data-dir", str(data)], capture_output=True, text=True, timeout=600, check=False,
                        cwd=Path(__file__).resolve().parents[2],
@@ -395,7 +404,8 @@ def test_run_time_failure_is_recorded_in_one_line(case: RunCase, night):
 
 
 def test_corpus_figures():
-    """The figures in docs/operations.md, from the cases that ran in this session (all of them when the file runs whole)."""
+    """The figures in docs/operations.md, from the cases that ran in this session (all of them when the file runs
+    whole)."""
     every = [c.id for c in CASES] + [c.id for c in RUN_CASES]
     if set(RESULTS) != set(every):
         pytest.skip(f"figures need the whole file: {len(RESULTS)} of {len(every)} cases ran")

@@ -16,7 +16,8 @@ def _complete(line: str, env: dict | None = None) -> tuple[list[str], list[str]]
     """What bash's completion gets for ``line`` (the word being typed last), and the heavy modules it imported."""
     words = line.split(" ")
     script = ("import sys, runpy\n"
-              "try:\n    runpy.run_module('spectral_surgery.flows.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "try:\n    runpy.run_module('spectral_surgery.flows.cli', run_name='__main__')\nexcept SystemExit:\n    "
+              "pass\n"
               f"print('HEAVY', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})), file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "_SPECTRAL_SURGERY_COMPLETE": "bash_complete", "COMP_WORDS": line,

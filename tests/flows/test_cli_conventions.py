@@ -66,7 +66,8 @@ def test_exit_code_of_a_validation_error():
 
 
 def _python_cli(*argv: str, env: dict | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout,
                           env={**os.environ, **(env or {})}, **kw)
 
 
@@ -85,7 +86,8 @@ def test_closed_pipe_ends_quietly(tmp_path):
     read, write = os.pipe()
     os.close(read)  # nobody will ever read
     try:
-        p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--json", "--data-dir", str(data)],
+        p = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--json", "--data-dir",
+                            str(data)],
                            stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write)
@@ -105,7 +107,8 @@ def test_a_reader_that_leaves_early_gets_exit_0(tmp_path, json_):
     for i in range(300):
         reg.register_adapter(f"ad{i:03d}", f"/srv/loras/ad{i:03d}", "base", "math")
     reg.close()
-    argv = [sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--data-dir", str(data)] + (["--json"] if json_ else [])
+    argv = [sys.executable, "-m", "spectral_surgery.flows.cli", "list", "--data-dir",
+            str(data)] + (["--json"] if json_ else [])
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
     p.stdout.close()  # `head -1` exits

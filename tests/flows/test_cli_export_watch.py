@@ -26,7 +26,8 @@ class Watcher:
     """The watcher process, its stdout JSON lines in a queue and its stderr lines in a list."""
 
     def __init__(self, env, out: Path, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "spectral_surgery.flows.cli", "export", str(out), "--watch", "--interval", "0.2", "--json",
+        cmd = [sys.executable, "-m", "spectral_surgery.flows.cli", "export", str(out), "--watch", "--interval", "0.2",
+               "--json",
                "--data-dir", str(env.data), *extra]
         penv = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                 "HF_HUB_OFFLINE": "1"}

@@ -62,7 +62,8 @@ def test_in_a_pipe_plain_short_lines_and_warnings_in_the_log_file(home, prefect_
     root, calib = home
     data = tmp_path / "home"
     shutil.copytree(root / "template", data)
-    r = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *_argv(data, calib)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", *_argv(data, calib)], capture_output=True,
+                       text=True,
                        cwd=REPO, env=_env(tmp_path, prefect_home_template), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = (r.stdout + r.stderr).splitlines()

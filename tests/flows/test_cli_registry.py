@@ -193,7 +193,9 @@ def test_register_checks_at_the_door(fleet, tmp_path):
     assert r.code == 1
     by = {row["adapter"]: row for row in json.loads(r.out)}
     assert by["good"]["ok"] and not by["x"]["ok"]
-    assert by["x"]["problems"][0]["what"] == "source" and "adapter_model.safetensors" in by["x"]["problems"][0]["message"]
+    assert (
+        by["x"]["problems"][0]["what"] == "source" and "adapter_model.safetensors" in by["x"]["problems"][0]["message"]
+    )
     assert cli("check", "good", "--data-dir", data).code == 0
     assert_error(cli("check", "nope", "--data-dir", data), "no adapter named 'nope'", code=3)
 
@@ -448,7 +450,9 @@ def test_report_says_what_wins_per_family_and_edit(ran):
             # the edit's own cost, recorded by the run: its write, its stages and its evaluations' seconds
             assert r["data"] in ("calibration", "data-free") and r["cost"]["n"] == 1
             assert r["cost"]["write"] > 0 and r["cost"]["prepare"] > 0
-            assert r["cost"]["total"] == pytest.approx(r["cost"]["prepare"] + r["cost"]["write"] + r["cost"]["evaluate"])
+            assert r["cost"]["total"] == pytest.approx(
+                r["cost"]["prepare"] + r["cost"]["write"] + r["cost"]["evaluate"]
+            )
     assert set(out["cost_by_data"]) >= {"calibration"}
     reg.close()
     only = cli(*_in(ran.data, "report", "--family", "math", "--json")).json()

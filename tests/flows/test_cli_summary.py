@@ -21,7 +21,8 @@ VERDICTS = [{"name": "smooth_abs", "task_mean": 0.62, "p_adjusted": 0.009},
 
 
 def _results() -> list[dict]:
-    common = {"baseline_task_mean": 0.54, "higher_is_better": True, "verdicts": VERDICTS, "decision": {"metric": "task"}}
+    common = {"baseline_task_mean": 0.54, "higher_is_better": True, "verdicts": VERDICTS,
+              "decision": {"metric": "task"}}
     return [
         {"adapter": "ops-math", "status": "completed", "verdict": "promote", "promoted": "smooth_abs",
          "statistics": statistics(verdict="promote", promoted="smooth_abs", **common), "sentence": SENTENCE},

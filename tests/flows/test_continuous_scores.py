@@ -26,7 +26,9 @@ def test_decision_records_correlation_and_n_eff_and_the_continuous_metric_redeci
     version = reg.list_versions("ad0")[0]
     evals = reg.list_evaluations(version.id)
     # [doc_id, outcome, score] triples, the score's sign being the outcome (the fake's margin)
-    assert evals and all(len(row) == 3 and (row[2] > 0) == (row[1] == 1.0) for e in evals for row in e.doc_outcomes_json)
+    assert evals and all(
+        len(row) == 3 and (row[2] > 0) == (row[1] == 1.0) for e in evals for row in e.doc_outcomes_json
+    )
     first = reg.decision_of_run(version.id, cfg.result_hash(_declared(reg)))
     stats = first.statistics_json
     assert stats["decision"]["metric"] == "task"

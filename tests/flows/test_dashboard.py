@@ -632,7 +632,8 @@ def test_200_adapters_by_30_nights_render_completely(fleet, tmp_path):
 
 def test_what_wins_section_matches_the_report(flow, tmp_path):
     """The dashboard's "What wins" view and ``spectral-surgery report`` are the same numbers: the dashboard builds
-    it from its own snapshot, the CLI from registry.read.latest_decisions, both through tasks.decision.report.what_wins."""
+    it from its own snapshot, the CLI from registry.read.latest_decisions, both through
+    tasks.decision.report.what_wins."""
     from spectral_surgery.registry.read import latest_decisions
     from spectral_surgery.tasks.decision.report import what_wins
 

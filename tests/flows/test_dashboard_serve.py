@@ -137,7 +137,8 @@ def test_cli_dashboard_serve_end_to_end(reg, tmp_path):
     data_dir = Path(reg.engine.url.database).parent
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spectral_surgery.flows.cli", "dashboard", "--data-dir", str(data_dir), "--serve", "--port", str(port),
+        [sys.executable, "-m", "spectral_surgery.flows.cli", "dashboard", "--data-dir", str(data_dir), "--serve",
+         "--port", str(port),
          "--interval", "0.3"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/"
     try:

@@ -32,7 +32,8 @@ def demo_run(tmp_path_factory):
                PREFECT_SERVER_ANALYTICS_ENABLED="false", SPECTRAL_SURGERY_HOME=str(root / "unused"))
     env["PREFECT_LOGGING_LEVEL"] = "INFO"  # tests/flows/conftest.py quiets Prefect; the demo's user sees INFO
     env.pop("PREFECT_API_URL", None)  # the child runs its own ephemeral Prefect server, like a fresh user's
-    proc = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "demo", "--budget", "smallest", "--data-dir",
+    proc = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "demo", "--budget", "smallest",
+                           "--data-dir",
                            str(data_dir), "--json"], env=env, capture_output=True, text=True, timeout=1500,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
@@ -81,7 +82,8 @@ def test_demo_candidates_evaluations_and_decisions_are_in_the_registry(demo_run)
         evals = reg.list_evaluations(version.id)
         benchmarks = {e.benchmark for e in evals}
         runs = [r for r in reg.adapter_runs(1) if r.adapter_version_id == version.id]
-        skipped = reg.decision_of_run(version.id, runs[0].config_hash).statistics_json.get("guard", {}).get("skipped", {})
+        skipped = reg.decision_of_run(version.id, runs[0].config_hash).statistics_json.get("guard", {}).get("skipped",
+                                                                                                            {})
         assert all(why.startswith("guard not evaluated: ") for why in skipped.values())
         # the task suite and the IFEval guard (unless every candidate is rejected on task evidence: then not even
         # the baseline's guard is scored); the instruction adapter's task suite *is* the guard, scored once

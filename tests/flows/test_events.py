@@ -164,14 +164,16 @@ def test_an_unapproved_review_expires_at_the_next_run_recorded_and_refused(prefe
     reg = _register(cfg, dirs, fleet_base, ("math",))
     review = run_nightly(cfg)["results"][0]["review"]
     real = spectral_surgery.registry.reviews.utcnow
-    monkeypatch.setattr(spectral_surgery.registry.reviews, "utcnow", lambda: real() + timedelta(hours=2))  # two hours later
+    monkeypatch.setattr(spectral_surgery.registry.reviews, "utcnow",
+                        lambda: real() + timedelta(hours=2))  # two hours later
     again = run_nightly(cfg)
     assert again["refined"] == 0
     r = reg.get_review(review["id"])
     assert (r.state, r.decided_by) == ("expired", "expiry") and "not approved within the window" in r.reason
     assert [e.event for e in captured()] == ["spectral-surgery.review-requested", "spectral-surgery.review-expired"]
     assert captured()[-1].payload["state"] == "expired"
-    assert_error(cli("approve", review["id"], "--reason", "late", *_data_args(cfg)), f"review {review['id']} is expired")
+    assert_error(cli("approve", review["id"], "--reason", "late", *_data_args(cfg)),
+                 f"review {review['id']} is expired")
     assert reg.production("ad0").implicit and reg.history("ad0") == []
     listed = cli("reviews", "--all", "--json", *_data_args(cfg)).json()
     assert [x["state"] for x in listed] == ["expired"]

@@ -123,7 +123,8 @@ class Terminal:
         def controlling_tty() -> None:  # runs in the child after setsid(): the slave (fd 0) becomes its terminal
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], stdin=slave, stdout=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "spectral_surgery.flows.cli", *argv], stdin=slave,
+                                     stdout=slave,
                                      stderr=slave, cwd=REPO, env=env, start_new_session=True,
                                      preexec_fn=controlling_tty)
         os.close(slave)

@@ -1,4 +1,5 @@
-"""spectral_surgery.registry.read.fleet_listing (``spectral-surgery list``): a fixed number of queries whatever the fleet's size."""
+"""spectral_surgery.registry.read.fleet_listing (``spectral-surgery list``): a fixed number of queries whatever the
+fleet's size."""
 
 from __future__ import annotations
 

@@ -58,9 +58,11 @@ def reg(registry) -> Registry:
 
 # ------------------------------------------------------------------------------------------- adapters
 def test_register_adapter_is_idempotent_and_declarative(reg):
-    a = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"calib": {"seed": 1}}})
+    a = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math",
+                             config={"surgery": {"calib": {"seed": 1}}})
     before = counts(reg)
-    again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math", config={"surgery": {"calib": {"seed": 1}}})
+    again = reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v1", "base", "math",
+                                 config={"surgery": {"calib": {"seed": 1}}})
     assert again.id == a.id and counts(reg) == before
     with pytest.raises(RegistryError, match=r"config.surgery: \{'calib': \{'seed': 1\}\} → \(none\).*--force"):
         reg.register_adapter("gsm-lora", "hf://acme/gsm-lora@v2", "base", "math", benchmark_override="gsm8k")

@@ -43,7 +43,8 @@ def raw_tensors(path: Path) -> tuple[dict[str, tuple[str, list[int], bytes]], di
     header = json.loads(data[8 : 8 + n])
     meta = header.pop("__metadata__", {})
     body = data[8 + n :]
-    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k, v in header.items()}, meta
+    return {k: (v["dtype"], v["shape"], body[v["data_offsets"][0] : v["data_offsets"][1]]) for k,
+            v in header.items()}, meta
 
 
 def copy_adapter(src: Path, dst: Path) -> Path:

@@ -51,7 +51,8 @@ def test_the_engine_settings_key_every_policy_they_apply_to():
     clip = _keys(_edit(sigma_clip_min=0.1))
     changed = {p for p in EVERY if clip[p] != DEFAULT[p]}
     assert changed == {p for p in EVERY if get_policy(p).postprocess} | {"rmt_bulk_only"}
-    assert {"abs_select", "random_index", "z_score"} <= changed and not {"hns", "zero_rebuild", "global_scalar"} & changed
+    assert {"abs_select", "random_index", "z_score"} <= changed and not {"hns", "zero_rebuild",
+                                                                         "global_scalar"} & changed
 
 
 def test_rmt_bulk_only_is_keyed_by_its_base_policy_and_what_that_reads():

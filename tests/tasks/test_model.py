@@ -1,4 +1,5 @@
-"""spectral_surgery.tasks.model: resolving base model ids, the GGUF → safetensors cache, and the per-process load cache."""
+"""spectral_surgery.tasks.model: resolving base model ids, the GGUF → safetensors cache, and the per-process load
+cache."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def test_local_dir_is_returned_as_is(tiny_base, tmp_path):
         ("/no/such/dir/model", "does not exist"),
         ("gguf:/no/such/file.gguf", "GGUF file .* does not exist"),
         ("not a model id!", "not a valid Hugging Face hub id"),
-        ("some-org/surely-not-cached-model-xyz", "some-org/surely-not-cached-model-xyz.*not in the local Hugging Face cache"),
+        ("some-org/surely-not-cached-model-xyz",
+         "some-org/surely-not-cached-model-xyz.*not in the local Hugging Face cache"),
     ],
 )
 def test_bad_model_ids_name_the_model(model_id, match, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""tasks/register_checks.py: what register checks without a model pass (real files: a tiny base, a PEFT adapter, JSONL)."""
+"""tasks/register_checks.py: what register checks without a model pass (real files: a tiny base, a PEFT adapter,
+JSONL)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,13 @@ from typing import Any
 import torch
 
 from spectral_surgery.tasks.evaluation.arms import BASE_ARM
-from spectral_surgery.tasks.evaluation.arms.memory import DEFAULT_ROWS, ModelDims, free_bytes, is_auto, loglikelihood_rows
+from spectral_surgery.tasks.evaluation.arms.memory import (
+    DEFAULT_ROWS,
+    ModelDims,
+    free_bytes,
+    is_auto,
+    loglikelihood_rows,
+)
 from spectral_surgery.tasks.evaluation.arms.precision import fp32_head
 
 

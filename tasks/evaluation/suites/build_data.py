@@ -1,4 +1,5 @@
-"""Deterministic generators of the local data of the offline suites; ``python -m spectral_surgery.tasks.evaluation.suites.build_data``.
+"""Deterministic generators of the local data of the offline suites; ``python -m
+spectral_surgery.tasks.evaluation.suites.build_data``.
 
 The JSONL files next to this module are the output of :func:`write_all` and are shipped with the package;
 ``tests/tasks/evaluation/test_suites.py`` checks that regenerating them reproduces the shipped bytes.

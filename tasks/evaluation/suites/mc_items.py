@@ -172,7 +172,8 @@ def units(rng: random.Random) -> list[Draft]:
         for n in sorted(rng.sample(range(2, 13), 9)):
             ans = n * f
             cands = [(n - 1) * f, (n + 1) * f, n * (100 if f != 100 else 10), n * f * 10, n + f]
-            out.append(Draft("units", f"How many {small} are in {n} {large}?", str(ans), tuple(_numbers(cands, ans, rng))))
+            out.append(Draft("units", f"How many {small} are in {n} {large}?", str(ans),
+                             tuple(_numbers(cands, ans, rng))))
     return out
 
 

@@ -67,8 +67,10 @@ CATEGORIES = {
     "mammal": ["dog", "horse", "tiger", "rabbit", "elephant", "giraffe", "zebra", "wolf", "bear", "fox"],
     "bird": ["sparrow", "eagle", "parrot", "robin", "pigeon", "crow", "swan", "penguin", "flamingo", "ostrich"],
     "vehicle": ["car", "bus", "truck", "bicycle", "train", "motorcycle", "tram", "van", "scooter", "tractor"],
-    "musical instrument": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "cello", "harp", "clarinet", "banjo"],
-    "piece of furniture": ["chair", "table", "sofa", "bed", "desk", "wardrobe", "bookshelf", "stool", "dresser", "bench"],
+    "musical instrument": ["piano", "violin", "guitar", "flute", "drum", "trumpet", "cello", "harp", "clarinet",
+                           "banjo"],
+    "piece of furniture": ["chair", "table", "sofa", "bed", "desk", "wardrobe", "bookshelf", "stool", "dresser",
+                           "bench"],
     "tool": ["hammer", "saw", "screwdriver", "wrench", "drill", "chisel", "pliers", "shovel", "rake", "axe"],
     "piece of clothing": ["shirt", "jacket", "scarf", "sock", "coat", "sweater", "skirt", "glove", "hat", "dress"],
     "sport": ["football", "tennis", "golf", "hockey", "basketball", "baseball", "rugby", "volleyball", "badminton",
@@ -110,7 +112,8 @@ FEATURES = [
     ("Which animal looks like a horse with black and white stripes?", "a zebra"),
     ("Which animal carries its shell on its back and leaves a slimy trail?", "a snail"),
     ("Which animal has a hump on its back and lives in the desert?", "a camel"),
-    ("Which animal carries its baby in a pouch?", "a kangaroo"), ("Which animal spins a web to catch insects?", "a spider"),
+    ("Which animal carries its baby in a pouch?", "a kangaroo"),
+    ("Which animal spins a web to catch insects?", "a spider"),
     ("Which animal has eight arms and lives in the sea?", "an octopus"),
     ("Which animal has a mane and is called the king of the jungle?", "a lion"),
     ("Which animal has sharp quills all over its back?", "a porcupine"),
@@ -132,12 +135,14 @@ GEOMETRY = [("How many faces does a cube have?", "6", ["4", "8", "12"]),
             ("How many degrees do the angles of a triangle add up to?", "180", ["90", "360", "270"]),
             ("What is the name of a shape whose points are all the same distance from its center?", "a circle",
              ["a square", "a triangle", "a rectangle"]),
-            ("What is the name of a solid shape like a ball?", "a sphere", ["a cube", "a cone", "a cylinder"])]  # fmt: skip
+            ("What is the name of a solid shape like a ball?", "a sphere",
+             ["a cube", "a cone", "a cylinder"])]  # fmt: skip
 
 PLURALS = [("mouse", "mice", ["mouses", "mices", "mousen"]), ("child", "children", ["childs", "childes", "childrens"]),
            ("foot", "feet", ["foots", "feets", "footes"]), ("tooth", "teeth", ["tooths", "teeths", "toothes"]),
            ("goose", "geese", ["gooses", "geeses", "goosen"]), ("man", "men", ["mans", "mens", "manes"]),
-           ("woman", "women", ["womans", "womens", "womanes"]), ("person", "people", ["persons", "peoples", "persones"]),
+           ("woman", "women", ["womans", "womens", "womanes"]),
+           ("person", "people", ["persons", "peoples", "persones"]),
            ("leaf", "leaves", ["leafs", "leafes", "leavs"]), ("knife", "knives", ["knifes", "knive", "knifies"]),
            ("ox", "oxen", ["oxes", "oxs", "oxens"]), ("cactus", "cacti", ["cactuss", "cactis", "cactes"]),
            ("sheep", "sheep", ["sheeps", "sheepes", "sheepen"]), ("wolf", "wolves", ["wolfs", "wolfes", "wolvs"]),
@@ -146,7 +151,8 @@ PLURALS = [("mouse", "mice", ["mouses", "mices", "mousen"]), ("child", "children
            ("thief", "thieves", ["thiefs", "thiefes", "thievs"]), ("louse", "lice", ["louses", "lices", "lousen"]),
            ("crisis", "crises", ["crisises", "crisis", "crisiss"]), ("city", "cities", ["citys", "cityes", "citis"]),
            ("baby", "babies", ["babys", "babyes", "babis"]), ("box", "boxes", ["boxs", "boxen", "boxies"]),
-           ("potato", "potatoes", ["potatos", "potatoe", "potatose"]), ("calf", "calves", ["calfs", "calfes", "calvs"])]  # fmt: skip
+           ("potato", "potatoes", ["potatos", "potatoe", "potatose"]),
+           ("calf", "calves", ["calfs", "calfes", "calvs"])]  # fmt: skip
 PAST = [("go", "went"), ("eat", "ate"), ("run", "ran"), ("see", "saw"), ("take", "took"), ("write", "wrote"),
         ("sing", "sang"), ("swim", "swam"), ("drink", "drank"), ("buy", "bought"), ("think", "thought"),
         ("bring", "brought"), ("catch", "caught"), ("teach", "taught"), ("fly", "flew"), ("throw", "threw"),
@@ -172,7 +178,8 @@ DURATIONS = ["a second", "a minute", "an hour", "a day", "a week", "a month", "a
 ALPHA_WORDS = ["anchor", "apple", "basket", "bridge", "button", "candle", "carpet", "castle", "desert", "dragon",
                "eagle", "engine", "feather", "forest", "garden", "guitar", "hammer", "harbor", "island", "jacket",
                "kettle", "ladder", "lemon", "meadow", "mirror", "needle", "ocean", "orange", "pencil", "pepper",
-               "rabbit", "river", "saddle", "silver", "tiger", "tunnel", "umbrella", "valley", "window", "yogurt"]  # fmt: skip
+               "rabbit", "river", "saddle", "silver", "tiger", "tunnel", "umbrella", "valley", "window",
+               "yogurt"]  # fmt: skip
 
 COLORS = [("What color is a ripe banana?", "yellow", ["blue", "purple", "black"]),
           ("What color is fresh snow?", "white", ["green", "brown", "red"]),
@@ -191,7 +198,8 @@ COLORS = [("What color is a ripe banana?", "yellow", ["blue", "purple", "black"]
           ("What color is the inside of a ripe watermelon?", "red", ["blue", "black", "gray"])]  # fmt: skip
 
 EVERYDAY = [
-    ("Where do you keep milk so that it stays cold?", "in a refrigerator", ["in an oven", "on a windowsill", "in a drawer"]),
+    ("Where do you keep milk so that it stays cold?", "in a refrigerator",
+     ["in an oven", "on a windowsill", "in a drawer"]),
     ("What do you use to cut paper?", "scissors", ["a spoon", "a pillow", "a towel"]),
     ("What do people use to dry themselves after a shower?", "a towel", ["a fork", "a pencil", "a brick"]),
     ("What falls from clouds when it rains?", "water", ["sand", "milk", "sugar"]),
@@ -205,7 +213,8 @@ EVERYDAY = [
     ("Which season usually has the coldest weather?", "winter", ["summer", "spring", "autumn"]),
     ("What do you use to see in the dark?", "a flashlight", ["a hammer", "a mirror", "a pillow"]),
     ("What is the usual color of grass?", "green", ["purple", "orange", "black"]),
-    ("What do people use an umbrella for?", "to stay dry in the rain", ["to cook food", "to tell the time", "to dig holes"]),
+    ("What do people use an umbrella for?", "to stay dry in the rain",
+     ["to cook food", "to tell the time", "to dig holes"]),
     ("Where do people usually sleep at night?", "in a bed", ["in a bathtub", "on a roof", "in a fridge"]),
     ("What do you use to brush your teeth?", "a toothbrush", ["a comb", "a broom", "a paintbrush"]),
     ("What do cows eat most of the time?", "grass", ["meat", "fish", "stones"]),

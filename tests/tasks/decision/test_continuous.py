@@ -138,7 +138,8 @@ def test_permutation_false_promotion_rate_on_real_outputs(real_scores):
     reps = 2000
     cfg = GateConfig(alpha=ALPHA, require_control=False, correction="none")
     rate = permutation_promotion_rate(c.scores, b.scores, reps, SEED, cfg)
-    print(f"\nreal arms on ss_mc, n={b.n}: accuracy {b.value:.3f} vs {c.value:.3f}; scores r={p_scores.correlation:.3f} "
+    print(f"\nreal arms on ss_mc, n={b.n}: accuracy {b.value:.3f} vs {c.value:.3f}; scores "
+          f"r={p_scores.correlation:.3f} "
           f"n_eff={p_scores.n_eff:.0f}; outcomes phi={p_outcomes.correlation} n_eff={p_outcomes.n_eff}; "
           f"permutation PROMOTE rate {rate:.4f} over {reps} (alpha {ALPHA}, tolerance {_tol(reps):.4f})")
     assert rate <= ALPHA + _tol(reps)

@@ -318,7 +318,8 @@ def test_verdict_hold_says_how_many_documents():
     expected = math.ceil(mcnemar_sample_size(0.02, 34 / 400, 0.05, 0.8))
     assert v.n_needed == expected == 1312
     assert v.mde == pytest.approx(mcnemar_mde(400, 34 / 400, 0.05, 0.8))
-    assert d.n_needed == expected and d.sentence.endswith(f"adapter held for evidence ({v.name}): needs ~{expected} documents")
+    assert d.n_needed == expected and d.sentence.endswith(f"adapter held for evidence ({v.name}): needs ~{expected} "
+                                                          "documents")
     assert f"hold: held for evidence: needs ~{expected} documents" in v.reason
 
 
@@ -387,7 +388,8 @@ def test_adapter_not_applied_canary():
     assert d.promoted is None and d.verdict == "reject"  # not "hold": a flag blocks everything
     assert d.flags == ("adapter not applied: the baseline matches the bare base bare_base on all 400 documents",)
     assert one(d, "abs_select").verdict == "reject"
-    fine = decide(BASE, [cand("smooth_abs")], [ctrl()], CFG, bare_base=ArmOutcomes("bare_base", "none", True, task(loss=30)))
+    fine = decide(BASE, [cand("smooth_abs")], [ctrl()], CFG,
+                  bare_base=ArmOutcomes("bare_base", "none", True, task(loss=30)))
     assert fine.promoted == "smooth_abs" and fine.canaries["bare_base"]["n_differ"] == 30
 
 
@@ -501,5 +503,9 @@ def test_continuous_metric_decides_on_scores_with_the_same_verdicts():
     with pytest.raises(ValueError, match="no continuous scores"):
         decide(BASE, [better], [], cfg, decision=cont)
     choice = decision_metric(cont, [BASE, better], "ss_arith")
-    assert choice.used.metric == "task" and "ss_arith has no continuous" in choice.fallback and "baseline" in choice.fallback
+    assert (
+        choice.used.metric == "task"
+        and "ss_arith has no continuous" in choice.fallback
+        and "baseline" in choice.fallback
+    )
     assert decision_metric(cont, [b, better], "ss_mc") == type(choice)(cont)

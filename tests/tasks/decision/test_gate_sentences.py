@@ -1,4 +1,5 @@
-"""Every verdict's sentence (tasks/decision/gate.py): a candidate's reason per verdict and the decision's sentence per verdict.
+"""Every verdict's sentence (tasks/decision/gate.py): a candidate's reason per verdict and the decision's sentence per
+verdict.
 
 Only a HOLD ends with the adapter's "held for evidence" tail; a REJECT's sentence never carries it, whatever the
 order of the candidates (issue 9: a guard-rejected candidate's sentence ended "reject: the IFEval guard fails — held
@@ -124,7 +125,9 @@ def test_no_candidates_and_lower_is_better_sentences():
     low = [ArmOutcomes(a.name, a.policy, a.is_control, [1 - x for x in a.task], a.guard, higher_is_better=False)
            for a in (BASE, cand("smooth_abs", **GUARD_FAILS), RANDOM)]
     d = decide(low[0], [low[1]], [low[2]], CFG)
-    assert d.verdict == "reject" and d.sentence.endswith("reject: the IFEval guard fails (task metric: lower is better)")
+    assert d.verdict == "reject" and d.sentence.endswith(
+        "reject: the IFEval guard fails (task metric: lower is better)"
+    )
 
 
 def test_sequential_decision_sentence_uses_the_gates_tail(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
-from spectral_surgery.tasks.decision.power import (exact_rejects, gate_mde, gate_sample_size, mcnemar_critical, mcnemar_mde,
-                                                    mcnemar_mde_floor,
+from spectral_surgery.tasks.decision.power import (exact_rejects, gate_mde, gate_sample_size, mcnemar_critical,
+                                                   mcnemar_mde, mcnemar_mde_floor,
                                   mcnemar_power, mcnemar_sample_size, pair_counts, paired_mde, paired_sample_size,
                                   power_table, simulate_tables)  # fmt: skip
 

@@ -28,7 +28,7 @@ def _decision(base: int, cand: int, ctrl: int):
 def test_promoted_decision_reports_every_number_behind_it():
     stats = _decision(base=200, cand=260, ctrl=200)
     assert stats["verdict"] == "promote" and stats["promoted"] == "smooth_abs"
-    md = decision_markdown("ad-1", stats, "the sentence", promoted="smooth_abs")
+    md = decision_markdown("ad-1", DecisionRecord.from_json(stats), "the sentence", promoted="smooth_abs")
     assert md.startswith("### ad-1: PROMOTE SMOOTH_ABS\n") and "the sentence" in md
     assert "- **Unedited adapter:** task 50.0%" in md
     row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
@@ -43,10 +43,10 @@ def test_promoted_decision_reports_every_number_behind_it():
 def test_hold_is_not_a_reject_and_says_how_many_documents():
     stats = _decision(base=200, cand=204, ctrl=200)  # +1 pt at 400 docs: the interval holds 0 and +2 pts
     assert stats["verdict"] == "hold" and stats["n_needed"] > 0
-    md = decision_markdown("ad-2", stats, "s")
+    md = decision_markdown("ad-2", DecisionRecord.from_json(stats), "s")
     assert md.startswith(f"### ad-2: HELD FOR EVIDENCE: NEEDS ~{stats['n_needed']} DOCUMENTS")
     assert "rejected" not in md.split("**Why**")[0]
-    rows = candidate_rows(stats)
+    rows = candidate_rows(DecisionRecord.from_json(stats))
     assert [r["candidate"] for r in rows] == ["smooth_abs"]  # controls are references, not verdicts
     assert rows[0]["verdict"].startswith("held for evidence") and rows[0]["vs baseline (pts)"] == 1.0
 
@@ -57,7 +57,7 @@ def test_reject_and_canary_lines():
     stats["canaries"] = {"zero_rebuild": {"arm": "zero_rebuild", "n_differ": 3, "fraction": 0.0075, "ok": False,
                                           "tolerance": 0.0}}
     stats["flags"] = ["zero-rebuild canary zero_rebuild differs from the baseline on 3 of 400 documents"]
-    md = decision_markdown("ad-3", stats, "s")
+    md = decision_markdown("ad-3", DecisionRecord.from_json(stats), "s")
     assert md.startswith("### ad-3: REJECTED")
     assert "- **Canary zero_rebuild** (`zero_rebuild`): FAILED, differs from the unedited adapter on 3 documents" in md
     assert "- **Flag:** zero-rebuild canary" in md
@@ -130,9 +130,11 @@ def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated(
     assert by == {"data-free": {"edits": 1, "prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5},
                   "calibration": {"edits": 1, "prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0}}
     md = what_wins_markdown(list(rows.values()))
-    assert "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) " \
-           "| 200 |" in md
-
+    assert (
+        "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) "
+        "| 200 |"
+        in md
+    )
 
 
 def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
@@ -141,13 +143,14 @@ def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
     from spectral_surgery.tasks.decision.gate import DecisionConfig
 
     stats = _decision(base=200, cand=260, ctrl=200)
-    md = decision_markdown("ad-1", stats, "s")
+    md = decision_markdown("ad-1", DecisionRecord.from_json(stats), "s")
     row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # nested arms: phi = (200·140)/√(260·140·200·200) = 0.73; n·(var_c + var_b)/var(c − b) with the
     # ddof=1 variances 400·p(1−p)/399 of p = 0.65, 0.5 and 0.15 (60 differing documents): 400·(91 + 100)/51 = 1,498
     assert cells[-2] == "φ 0.73, n_eff 1,498"
-    assert candidate_rows(stats)[0]["phi vs baseline"] == pytest.approx(28000 / (260 * 140 * 200 * 200) ** 0.5)
+    phi = candidate_rows(DecisionRecord.from_json(stats))[0]["phi vs baseline"]
+    assert phi == pytest.approx(28000 / (260 * 140 * 200 * 200) ** 0.5)
     # on the continuous metric: differences in nats, the score pairing beside the outcomes'
     def scored(a: ArmOutcomes, shift: float) -> ArmOutcomes:
         return dataclasses.replace(a, scores=[(1.0 if o else -1.0) + shift + 0.01 * (i % 7)
@@ -156,7 +159,7 @@ def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():
     base, cand = scored(_arm("baseline", "baseline", 200), 0.0), scored(_arm("smooth_abs", "smooth_abs", 200), 0.3)
     d = decide(base, [cand], [], GateConfig(require_control=False), decision=DecisionConfig(metric="continuous"))
     cont = stored(d)
-    md = decision_markdown("ad-1", cont, d.sentence)
+    md = decision_markdown("ad-1", DecisionRecord.from_json(cont), d.sentence)
     assert "- **Decision metric:** continuous" in md and "nats of the gold answer's margin" in md
     row = next(line for line in md.splitlines() if line.startswith("| smooth_abs |"))
     cells = [c.strip() for c in row.strip("|").split("|")]

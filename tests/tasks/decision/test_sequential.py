@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from scipy import stats as sps
 
 from spectral_surgery.tasks.decision.gate import GateConfig
-from spectral_surgery.tasks.decision.sequential import (SequentialConfig, SequentialDesign, boundaries, classical_constant, combine,
+from spectral_surgery.tasks.decision.sequential import (SequentialConfig, SequentialDesign, boundaries,
+                                                        classical_constant, combine,
                               crossing_probabilities, design_for, last_look_alpha, last_look_config, look,
                               look_candidates, look_config, simulate_sequential, spending_function)  # fmt: skip
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from spectral_surgery.tasks.decision.stats import PairedTest, adjust_pvalues, newcombe_paired_ci, newcombe_paired_ci_array, paired_test
+from spectral_surgery.tasks.decision.stats import (
+    PairedTest,
+    adjust_pvalues,
+    newcombe_paired_ci,
+    newcombe_paired_ci_array,
+    paired_test,
+)
 
 SEED = 1234
 # Cavo et al. (2012), paired 2x2 table [[59, 6], [16, 80]]; Newcombe square-and-add interval as published in

@@ -1,5 +1,5 @@
-"""Tests for tasks/delivery/export.py (with tasks/delivery/export_dir.py) and tasks/delivery/serving.py: the serving layout, atomic switches,
-verification, normalisation."""
+"""Tests for tasks/delivery/export.py (with tasks/delivery/export_dir.py) and tasks/delivery/serving.py: the serving
+layout, atomic switches, verification, normalisation."""
 
 from __future__ import annotations
 

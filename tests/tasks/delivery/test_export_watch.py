@@ -1,4 +1,5 @@
-"""Tests for tasks/delivery/export_watch.py: the polling loop of ``export DIR --watch`` on real adapters and a real export."""
+"""Tests for tasks/delivery/export_watch.py: the polling loop of ``export DIR --watch`` on real adapters and a real
+export."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The MLflow mirror's mapping (tasks/delivery/mlflow_run.py): a real gate decision → params, metrics, tags; no server."""
+"""The MLflow mirror's mapping (tasks/delivery/mlflow_run.py): a real gate decision → params, metrics, tags; no
+server."""
 
 from __future__ import annotations
 

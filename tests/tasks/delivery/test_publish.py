@@ -1,5 +1,6 @@
-"""Tests for tasks/delivery/publish.py's pure parts: the tag, the evidence and card, the check of an existing tag's files,
-and the one-line messages for huggingface_hub's errors (made by huggingface_hub's own ``hf_raise_for_status``)."""
+"""Tests for tasks/delivery/publish.py's pure parts: the tag, the evidence and card, the check of an existing tag's
+files, and the one-line messages for huggingface_hub's errors (made by huggingface_hub's own
+``hf_raise_for_status``)."""
 
 from __future__ import annotations
 

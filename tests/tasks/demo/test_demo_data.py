@@ -1,4 +1,5 @@
-"""spectral_surgery.tasks.demo.demo_data: the generated demo training / calibration rows are deterministic, well-formed and correct."""
+"""spectral_surgery.tasks.demo.demo_data: the generated demo training / calibration rows are deterministic, well-formed
+and correct."""
 
 from __future__ import annotations
 
@@ -115,7 +116,8 @@ def test_mc_questions_are_not_the_suite_questions():
     # nor for any seed: the demo's question skeletons (numbers, letters blanked) are all seen in a few
     # thousand rows and none is the skeleton of a suite question
     def demo(seed: int) -> set[str]:
-        return {_mc_skeleton(r["prompt"].split("\n")[0].removeprefix("Question: ")) for r in dd.make_mc_rows(3000, seed)}
+        return {_mc_skeleton(r["prompt"].split("\n")[0].removeprefix("Question: "))
+                for r in dd.make_mc_rows(3000, seed)}
 
     assert demo(1) == demo(2)
     assert not demo(1) & {_mc_skeleton(q) for q in suite}

@@ -1,4 +1,5 @@
-"""spectral_surgery.tasks.demo.demo_fleet: LoRA training on the tiny model, and the cached demo fleet (never the real model here)."""
+"""spectral_surgery.tasks.demo.demo_fleet: LoRA training on the tiny model, and the cached demo fleet (never the real
+model here)."""
 
 from __future__ import annotations
 
@@ -212,11 +213,14 @@ def test_scaled_adapter_is_its_source_with_alpha_times_the_scale(tiny_base, tmp_
     src, x3 = df.build_demo_fleet(tiny_base, tmp_path, steps=2, n_train=8, n_calib=6, fleet=(src_spec, x3_spec))
     assert not x3["reused"] and x3["losses"] == src["losses"] and x3["overrides"] == x3_spec.overrides
     assert x3["calib_path"].read_bytes() == src["calib_path"].read_bytes()
-    assert (x3["path"] / "adapter_model.safetensors").read_bytes() == (src["path"] / "adapter_model.safetensors").read_bytes()
+    assert (x3["path"] / "adapter_model.safetensors").read_bytes() == (
+        src["path"] / "adapter_model.safetensors"
+    ).read_bytes()
     cfg_src = json.loads((src["path"] / "adapter_config.json").read_text())
     cfg_x3 = json.loads((x3["path"] / "adapter_config.json").read_text())
     assert cfg_x3["lora_alpha"] == 3 * cfg_src["lora_alpha"] and isinstance(cfg_x3["lora_alpha"], int)
-    assert {k: v for k, v in cfg_x3.items() if k != "lora_alpha"} == {k: v for k, v in cfg_src.items() if k != "lora_alpha"}
+    assert {k: v for k, v in cfg_x3.items() if k != "lora_alpha"} == {k: v for k,
+                                                                      v in cfg_src.items() if k != "lora_alpha"}
 
     # PEFT applies it as three times the source's update in every adapted module.
     def delta(path):
@@ -260,7 +264,8 @@ def test_held_out_rows_skip_training_prompts():
         calib = df.held_out_rows(spec.make_rows, df.N_CALIB, train)
         assert len(calib) == df.N_CALIB and not {r["prompt"] for r in calib} & {r["prompt"] for r in train}
     with pytest.raises(ValueError, match="differ from the training rows"):
-        df.held_out_rows(lambda n, seed: [{"prompt": "same", "answer": "x"}] * n, 4, [{"prompt": "same", "answer": "x"}])
+        df.held_out_rows(lambda n, seed: [{"prompt": "same", "answer": "x"}] * n, 4,
+                         [{"prompt": "same", "answer": "x"}])
 
 
 def test_base_fingerprint_follows_content(tiny_base, tmp_path):

@@ -1,4 +1,5 @@
-"""Per-document comparisons of the canaries (tasks/evaluation/doc_compare.py); end to end with lm-eval in test_evaluate.py."""
+"""Per-document comparisons of the canaries (tasks/evaluation/doc_compare.py); end to end with lm-eval in
+test_evaluate.py."""
 
 from __future__ import annotations
 

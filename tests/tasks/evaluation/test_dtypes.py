@@ -57,7 +57,8 @@ def test_the_worker_passes_the_dtype_to_load_base(tmp_path, monkeypatch):
     import spectral_surgery.tasks.model
 
     seen = {}
-    monkeypatch.setattr(spectral_surgery.tasks.model, "load_base", lambda model_id, **kw: seen.update(kw) or ("model", "tok"))
+    monkeypatch.setattr(spectral_surgery.tasks.model, "load_base", lambda model_id,
+                        **kw: seen.update(kw) or ("model", "tok"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert worker.base_model(_config(tmp_path, "cuda", dtype="bfloat16"), "acme/base") == ("model", "tok")

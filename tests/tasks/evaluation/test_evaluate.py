@@ -335,8 +335,10 @@ def test_fake_rates_and_default_size(tiny_base, tiny_adapter, tmp_path):
         assert a["x"].outcomes == [b["x"].outcomes[5], b["x"].outcomes[30]]
     assert first["good"].n == 8
     per_bench = FakeEvaluator(n_docs=30, rates={"good": 1.0, "ss_mc/good": 0.0})  # benchmark-specific wins
-    assert per_bench.evaluate(str(tiny_base), subjects, "ifeval", limit=None, out_dir=tmp_path / "b")["good"].value == 1.0
-    assert per_bench.evaluate(str(tiny_base), subjects, "ss_mc", limit=None, out_dir=tmp_path / "c")["good"].value == 0.0
+    assert per_bench.evaluate(str(tiny_base), subjects, "ifeval", limit=None,
+                              out_dir=tmp_path / "b")["good"].value == 1.0
+    assert per_bench.evaluate(str(tiny_base), subjects, "ss_mc", limit=None,
+                              out_dir=tmp_path / "c")["good"].value == 0.0
 
 
 # --------------------------------------------------------------------------------------- registry

@@ -14,7 +14,8 @@ from spectral_surgery.tasks.evaluation.suites import build_data
 from spectral_surgery.tasks.evaluation.suites.mix import spread
 from spectral_surgery.tasks.evaluation.suites.utils import SUITES_DIR, read_jsonl
 
-SUITES = {"ss_arith": 1000, "ss_mc": 1000, "ss_code": 164, "ss_humaneval": 164, "ss_ifeval": 300}  # task -> minimum documents
+SUITES = {"ss_arith": 1000, "ss_mc": 1000, "ss_code": 164, "ss_humaneval": 164,
+          "ss_ifeval": 300}  # task -> minimum documents
 VERSIONS = {"ss_arith": 2.0, "ss_mc": 2.0, "ss_code": 1.0, "ss_humaneval": 1.0, "ss_ifeval": 2.0}
 MAX_FILE_BYTES = 400_000  # package data: about 280 kB for ss_arith's 1,208 rows
 PREFIX = 100  # the nightly run's limit is of this order

@@ -246,7 +246,8 @@ def test_sequences_longer_than_the_base_are_truncated_with_a_warning(setup, monk
     assert len(warnings) == 1 and "truncated to 16 tokens" in warnings[0].getMessage()
     assert "calib.max_seq_len" in warnings[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="spectral_surgery.tasks.surgery.calib_data"):  # the user's own, shorter limit: silent
+    with caplog.at_level(logging.WARNING,
+                         logger="spectral_surgery.tasks.surgery.calib_data"):  # the user's own, shorter limit: silent
         asked = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=4, max_seq_len=16))
     assert not [r for r in caplog.records if "positions" in r.getMessage()]
     for name in spectra:

@@ -1,4 +1,5 @@
-"""Thin SVD of B·A and the balanced and one-sided rebuilds (tasks/surgery/decompose.py, METHOD §3, §10, EXTENSIONS §0)."""
+"""Thin SVD of B·A and the balanced and one-sided rebuilds (tasks/surgery/decompose.py, METHOD §3, §10, EXTENSIONS
+§0)."""
 
 from __future__ import annotations
 
@@ -258,4 +259,3 @@ def test_works_on_the_inputs_device():
     _assert_spectrum(cpu, A, B)
     A2, B2 = rebuild_factors(spec, spec.S.cpu() * 1.1, dtype_A=A.dtype, dtype_B=B.dtype)
     assert A2.is_cuda and B2.is_cuda and A2.dtype == B2.dtype == torch.bfloat16
-

@@ -149,7 +149,8 @@ def test_rank_above_the_layer_width_edits_and_loads_in_peft(tiny_base, tmp_path)
 
 def test_layer_range_and_targets(tiny_base, tiny_adapter):
     model = _base(tiny_base)
-    p = prepare(model, tiny.make_tokenizer(), tiny_adapter, _examples(2), _cfg(target_modules="q_proj,v_proj", layer_min=1))
+    p = prepare(model, tiny.make_tokenizer(), tiny_adapter, _examples(2),
+                _cfg(target_modules="q_proj,v_proj", layer_min=1))
     assert [m.name for m in p.modules] == ["model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
 
 

@@ -10,7 +10,13 @@ from transformers import AutoModelForCausalLM
 
 from spectral_surgery.tasks.surgery.calib_data import select_examples
 from spectral_surgery.tasks.surgery.calibration import CalibExample
-from spectral_surgery.tasks.config import DEFAULT_GAMMA_GRID, PROTOCOL1_GRID, CalibConfig, GlobalScalarConfig, SurgeryConfig
+from spectral_surgery.tasks.config import (
+    DEFAULT_GAMMA_GRID,
+    PROTOCOL1_GRID,
+    CalibConfig,
+    GlobalScalarConfig,
+    SurgeryConfig,
+)
 from spectral_surgery.tasks.config import TargetConfig
 from spectral_surgery.tasks.surgery.edit import prepare, write_candidate
 from spectral_surgery.tasks.surgery.global_scalar import (

@@ -26,7 +26,11 @@ F64 = torch.float64
 HNS_41 = HNSConfig(fast_steps=4, stable_steps=1)
 
 # M2 (EXTENSIONS §7): three modules, τ = 4+1 HNS of each σ, budget 2
-L0_O, L0_DOWN, L1_O = "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.o_proj"
+L0_O, L0_DOWN, L1_O = (
+    "model.layers.0.self_attn.o_proj",
+    "model.layers.0.mlp.down_proj",
+    "model.layers.1.self_attn.o_proj",
+)
 M2 = {
     L0_O: ([8, 6, 5, 4], [[0.2, -0.1, 0.05, 0.3], [0.1, -0.3, 0, 0.2]],
            [5.684418, 5.898665, 5.687310, 5.729607], 0.88125, -0.122514),

@@ -236,7 +236,8 @@ def test_regex_exclusions_are_extended(mixed, tmp_path):
 def test_write_adapter_checks_reshaped_tensors_against_the_new_config(mixed, tmp_path):
     src = load_adapter(mixed)
     m = src.modules["model.layers.0.mlp.down_proj"]
-    bad = {m.key_A: torch.zeros(3, src.tensors[m.key_A].shape[1]), m.key_B: torch.zeros(src.tensors[m.key_B].shape[0], 3)}
+    bad = {m.key_A: torch.zeros(3, src.tensors[m.key_A].shape[1]),
+           m.key_B: torch.zeros(src.tensors[m.key_B].shape[0], 3)}
     with pytest.raises(AdapterError, match="expected"):  # config still says r=4
         write_adapter(src, bad, tmp_path / "x", {}, config=src.config)
     with pytest.raises(AdapterError, match="new config"):

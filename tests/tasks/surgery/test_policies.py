@@ -1,4 +1,5 @@
-"""Reweighting policies, normalisation, clamp and energy preservation (tasks/surgery/policies.py, METHOD §6-§12, §15)."""
+"""Reweighting policies, normalisation, clamp and energy preservation (tasks/surgery/policies.py, METHOD §6-§12,
+§15)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ PAGE = Path(__file__).resolve().parents[3] / "docs" / "methods.md"
 
 def test_the_methods_page_lists_what_the_registrations_declare():
     text = PAGE.read_text()
-    assert render_into(text) == text, "docs/methods.md is stale: run python -m spectral_surgery.tasks.surgery.policy_docs docs/methods.md"
+    assert (
+        render_into(text) == text
+    ), "docs/methods.md is stale: run python -m spectral_surgery.tasks.surgery.policy_docs docs/methods.md"
 
 
 def test_every_edit_is_listed_with_the_settings_it_reads():

@@ -1,5 +1,5 @@
-"""The authors' data-free post-hoc reshapes (tasks/surgery/posthoc.py): HNS, flat spectra, the ablation bank (EXTENSIONS §1,
-§4, §5), their settings, their registration and their path through tasks.surgery.edit on a tiny LoRA adapter."""
+"""The authors' data-free post-hoc reshapes (tasks/surgery/posthoc.py): HNS, flat spectra, the ablation bank (EXTENSIONS
+§1, §4, §5), their settings, their registration and their path through tasks.surgery.edit on a tiny LoRA adapter."""
 
 from __future__ import annotations
 
@@ -143,7 +143,8 @@ def test_hns_h1_vectors():
     t82 = _hns()
     torch.testing.assert_close(t82, _t([3.813189, 3.812712, 3.811899, 3.813396, 3.812075, 3.811770, 3.811658,
                                         3.813301]), **TOL)  # fmt: skip
-    assert float(t82.sum()) == pytest.approx(30.5, abs=1e-12) and _fro(t82) / _fro(H1) == pytest.approx(0.859923, abs=1e-6)
+    assert float(t82.sum()) == pytest.approx(30.5, abs=1e-12)
+    assert _fro(t82) / _fro(H1) == pytest.approx(0.859923, abs=1e-6)
     t41 = _hns(fast_steps=4, stable_steps=1)
     torch.testing.assert_close(t41, _t([3.822512, 3.833099, 3.754010, 3.688617, 3.903066, 3.796742, 3.877819,
                                         3.824134]), **TOL)  # fmt: skip
@@ -244,7 +245,8 @@ def test_flat_degenerate_cases():
                                dtype=torch.float64))  # fmt: skip
     assert torch.equal(flat_spectrum(torch.zeros(3), "fro"), torch.zeros(3))
     assert torch.equal(flat_spectrum(torch.zeros(3), "nuclear"), torch.zeros(3))
-    assert torch.equal(flat_spectrum(_t([2.5]), "fro"), _t([2.5])) and flat_spectrum(H1.float(), "fro").dtype == torch.float32
+    assert torch.equal(flat_spectrum(_t([2.5]), "fro"), _t([2.5]))
+    assert flat_spectrum(H1.float(), "fro").dtype == torch.float32
     for bad in (torch.zeros(0), H1[None], _t([1.0, -0.1]), _t([1.0, float("nan")]), _t([float("inf")])):
         with pytest.raises(ValueError, match="flat spectrum"):
             flat_spectrum(bad, "fro")
@@ -386,7 +388,8 @@ def test_data_free_edits_write_valid_balanced_adapters(free, tiny_adapter, polic
     edited, src = load_adapter(path), load_adapter(tiny_adapter)
     for m in free.modules:
         sp = free.spectra[m.name]
-        want = apply_policy(policy, sp.S, torch.zeros(4), torch.zeros(4), cfg.edit, shape=(sp.U.shape[0], sp.V.shape[0]))
+        want = apply_policy(policy, sp.S, torch.zeros(4), torch.zeros(4), cfg.edit,
+                            shape=(sp.U.shape[0], sp.V.shape[0]))
         sig = torch.tensor(manifest["modules"][m.name]["sigma_after"])
         torch.testing.assert_close(sig, want, atol=1e-7, rtol=0)
         assert bool((sig >= 0).all()) and bool(torch.isfinite(sig).all())

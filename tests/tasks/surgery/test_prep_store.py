@@ -26,7 +26,9 @@ def test_reloaded_prepared_gives_identical_edits_and_adapters(fresh, tiny_adapte
     path = save_prepared(prepared, tmp_path / "p" / "prepared.safetensors")
     loaded = load_prepared(path, tiny_adapter, cfg.targets)
     assert loaded is not None and loaded.calib_sha256 == prepared.calib_sha256
-    assert loaded.n_examples == prepared.n_examples and [m.name for m in loaded.modules] == [m.name for m in prepared.modules]
+    assert loaded.n_examples == prepared.n_examples and [m.name for m in loaded.modules] == [
+        m.name for m in prepared.modules
+    ]
     for name, s in prepared.sensitivities.items():
         assert torch.equal(loaded.sensitivities[name].per_example, s.per_example)
         assert torch.equal(loaded.sensitivities[name].signed, s.signed)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from spectral_surgery.tasks.decision.arms import Arm
-from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free, plan_writes,
+from spectral_surgery.tasks.surgery.write_plan import (arm_ids, candidate_record, fresh_holdout, is_data_free,
+                                                       plan_writes,
                                       write_seconds)
 
 SMOOTH, RANDOM = Arm("smooth_abs", 42, "policy"), Arm("random_index", 1, "random_control")

@@ -89,7 +89,8 @@ def test_one_pass_generation_verifies_against_the_first_subject_with_the_same_ou
     assert cmp.mismatches == () and cmp.responses_differing == 0
     assert ev.last_scoring.fallbacks == ()  # greedy: verified, not arm by arm
     diverged = {s: (d, n) for s, d, n in ev.last_scoring.diverged}
-    assert set(diverged) == {"cand", "zero_rebuild", "other", "bare"} and all(n == LIMIT_GEN for _, n in diverged.values())
+    assert set(diverged) == {"cand", "zero_rebuild", "other", "bare"}
+    assert all(n == LIMIT_GEN for _, n in diverged.values())
     assert diverged["zero_rebuild"] == (0, LIMIT_GEN)  # σ unchanged: never leaves the baseline's greedy path
 
 
