@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 
 from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.integrations import events
+from spectral_surgery.flows.refine.released import released_state, stopped_state
 from spectral_surgery.registry.db import DB_ENV
 from spectral_surgery.registry.validation import RunStoppedError
 from spectral_surgery.tasks.secrets import has_password
@@ -46,8 +47,8 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
     worker process or this one) and its torch threads (``worker_threads``). ``window_left_s``: seconds until the
     window's hard stop, past which the adapter is released at its next checkpoint (status ``deferred``); None: none.
 
-    A released adapter ends its task run in a named state, never ``Crashed`` (whose "Crash detected!" and traceback
-    read as a failure in the run's log): :func:`released_state`. Only a real failure of the work logs an error.
+    A released adapter's task run ends in a named state, not ``Crashed`` (:mod:`flows.refine.released`); only a
+    real failure of the work logs an error.
     """
     import torch
 
@@ -68,27 +69,6 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
         out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
     out = {**out, "version_id": version_id, "seconds": monotonic() - t0}
     return released_state(out) or out
-
-
-def released_state(result: dict):
-    """The Prefect state that ends the task run of a released adapter, or None for any other result (its task run
-    completes as usual, or a failure's: returned as data).
-
-    Released by the window's hard stop: ``Completed`` named ``Released``, its message saying so (the work stopped
-    between stages as planned; the result is the deferral). Released by a stop request: ``Cancelled``, its message
-    naming the signal. Either is one readable line in the run's log ("Finished in state Released('ad0 released by the
-    window ...')"), where a ``KeyboardInterrupt`` escaping the task would log "Crash detected!" with a traceback.
-    """
-    from prefect.states import Cancelled, Completed
-
-    if result.get("released"):
-        return Completed(name="Released", data=result, message=f"{result['adapter']} released by the window: "
-                                                                f"{result['reason']}; deferred, nothing promoted")
-    if result.get("interrupted"):
-        by = f"the interrupt ({interrupt.signal_name()})" if interrupt.requested() else "its run's stop"
-        return Cancelled(data=result, message=f"{result['adapter']} released by {by}: nothing promoted after it; the "
-                                              "next run refines it again")
-    return None
 
 
 HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
@@ -267,7 +247,7 @@ def _result(future) -> dict:
     while not future.wrapped_future.done():
         interrupt.check()
         future.wait(POLL_S)
-    if future.state.is_cancelled():  # released by a stop request (:func:`released_state`): its result is data
+    if future.state.is_cancelled():  # released by a stop request (flows.refine.released): its result is data
         return future.result(raise_on_failure=False)
     return future.result()
 
@@ -285,17 +265,6 @@ def _close(reg, run_id: int, e: BaseException) -> bool:
         else:
             reg.finish_run(run_id, "failed")
     return stopped
-
-
-def stopped_state(run_id: int | None):
-    """The state that ends the nightly flow run after a stop request: ``Cancelled``, its message naming the signal;
-    :func:`run_nightly` turns it back into :class:`flows.interrupt.Interrupted` for its caller. A
-    ``KeyboardInterrupt`` escaping the flow would end it ``Crashed`` ("Crash detected!" in the run's log)."""
-    from prefect.states import Cancelled
-
-    what = f"run {run_id}" if run_id is not None else "the run"
-    return Cancelled(message=f"{what} stopped by {interrupt.signal_name()}: adapters in flight released, nothing "
-                             "promoted after the signal")
 
 
 # log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
