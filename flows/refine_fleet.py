@@ -26,7 +26,9 @@ from prefect.cache_policies import NO_CACHE
 
 from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.integrations import events
+from spectral_surgery.flows.refine.released import released_state, stopped_state
 from spectral_surgery.registry.db import DB_ENV
+from spectral_surgery.registry.validation import RunStoppedError
 from spectral_surgery.tasks.secrets import has_password
 from spectral_surgery.flows.refine_adapter import adapter_config_hash, fetch_adapter, refine_version
 from spectral_surgery.tasks.night_plan import (NightPlan, PlannedAdapter, clock, forecast_error, plan_night,
@@ -38,12 +40,16 @@ monotonic = time.monotonic  # the night's clock (a test injects stage costs by r
 
 @task(cache_policy=NO_CACHE, task_run_name="refine-{adapter_name}")
 def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfig,
-               window_left_s: float | None = None) -> dict:
+               window_left_s: float | None = None):
     """Refine one adapter version in this task run (:func:`flows.refine_adapter.refine_version`; no subflow run,
     whose Prefect bookkeeping cost more than a small adapter's model work). Its failure is returned as data, not
     raised, so the fleet goes on. The result names the process that did the work (``worker``: host:pid, a Dask
     worker process or this one) and its torch threads (``worker_threads``). ``window_left_s``: seconds until the
-    window's hard stop, past which the adapter is released at its next checkpoint (status ``deferred``); None: none."""
+    window's hard stop, past which the adapter is released at its next checkpoint (status ``deferred``); None: none.
+
+    A released adapter's task run ends in a named state, not ``Crashed`` (:mod:`flows.refine.released`); only a
+    real failure of the work logs an error.
+    """
     import torch
 
     where = {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_threads": torch.get_num_threads()}
@@ -51,12 +57,18 @@ def refine_one(version_id: int, adapter_name: str, run_id: int, config: RunConfi
     try:
         with interrupt.window_deadline(window_left_s, clock=monotonic):
             out = {**refine_version(version_id, adapter_name, run_id, config), **where}
+    except (KeyboardInterrupt, RunStoppedError) as e:
+        # a stop request (Interrupted at a checkpoint; RunStoppedError: the run's row was cancelled, which is how a
+        # Dask worker process that never saw the signal learns of it): refine_version closed the adapter's row
+        out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", "interrupted": True,
+               **where}
     except Exception as e:
         # the traceback in the task run's log (the run's log file; the terminal with -v), as the adapter's own flow
         # run logged it when it was one; the registry records the failure itself
         get_run_logger().error("%s failed: %s: %s", adapter_name, type(e).__name__, e, exc_info=True)
         out = {"adapter": adapter_name, "status": "failed", "error": f"{type(e).__name__}: {e}", **where}
-    return {**out, "version_id": version_id, "seconds": monotonic() - t0}
+    out = {**out, "version_id": version_id, "seconds": monotonic() - t0}
+    return released_state(out) or out
 
 
 HEARTBEAT_SECONDS = 30.0  # well inside registry.runs.LEASE_SECONDS
@@ -235,12 +247,14 @@ def _result(future) -> dict:
     while not future.wrapped_future.done():
         interrupt.check()
         future.wait(POLL_S)
+    if future.state.is_cancelled():  # released by a stop request (flows.refine.released): its result is data
+        return future.result(raise_on_failure=False)
     return future.result()
 
 
-def _close(reg, run_id: int, e: BaseException) -> None:
+def _close(reg, run_id: int, e: BaseException) -> bool:
     """Close the run's row after an in-process ending: ``cancelled`` for a stop request (SIGINT, SIGTERM, or
-    Prefect's own ``TerminationSignal``), ``failed`` for anything else."""
+    Prefect's own ``TerminationSignal``), ``failed`` for anything else. Returns whether it was a stop."""
     from prefect.exceptions import TerminationSignal
 
     stopped = interrupt.requested() or isinstance(e, (KeyboardInterrupt, TerminationSignal))
@@ -250,6 +264,7 @@ def _close(reg, run_id: int, e: BaseException) -> None:
             reg.cancel_run(run_id, f"stopped by {interrupt.signal_name()}")
         else:
             reg.finish_run(run_id, "failed")
+    return stopped
 
 
 # log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
@@ -259,7 +274,8 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     from prefect.runtime import flow_run
 
     interrupt.rearm()  # Prefect's engine swapped SIGTERM for its own bridge: a SIGTERM is a clean stop here too
-    interrupt.check()
+    if interrupt.requested():
+        return stopped_state(None)
     log = get_run_logger()
     config = config.resolved()  # the profile and sandbox the environment picks, pinned for every process and key
     reg = worker.registry(config)
@@ -320,8 +336,9 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
             interrupt.check()  # a stop that came after the last adapter still ends the run cancelled
     except BaseException as e:
         # in-process endings (an error, Ctrl-C, SIGTERM, a Prefect cancellation) close the row; a SIGKILL is reaped
-        # later
-        _close(reg, run.id, e)
+        # later. A stop ends the flow run Cancelled (a named state, not a crash); an error fails it
+        if _close(reg, run.id, e):
+            return stopped_state(run.id)
         raise
     failed = [r for r in results if r.get("status") == "failed"]
     skipped = [r for r in results if r.get("status") == "skipped"]
@@ -376,4 +393,7 @@ def run_nightly(config: RunConfig) -> dict:
         # (flows/integrations/mlflow_client.py)
         os.environ["MLFLOW_TRACKING_URI"] = config.mlflow.tracking_uri
         config = config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": None})})
-    return nightly_refinement.with_options(task_runner=_task_runner(config))(config)
+    state = nightly_refinement.with_options(task_runner=_task_runner(config))(config, return_state=True)
+    if state.is_cancelled() and interrupt.requested():  # stopped (stopped_state): the caller sees the stop as before
+        raise interrupt.Interrupted(f"interrupted ({interrupt.signal_name()})")
+    return state.result()

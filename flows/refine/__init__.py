@@ -6,6 +6,7 @@ wrappers): registry and model I/O around the pure steps of ``tasks/``.
 - :mod:`flows.refine.evaluation`: scoring the subjects not scored yet, fixed or in sequential looks;
 - :mod:`flows.refine.decision`: the gate on the stored outcomes, the stored decision, the production move or review;
 - :mod:`flows.refine.artifacts`: the Prefect artifacts of a decision or a failure.
+- :mod:`flows.refine.released`: the named Prefect states that end a released adapter's run and a stopped night's.
 """
 
 import logging

@@ -253,3 +253,77 @@ def test_process_work_pool_runs_prefect_yaml(prefect_harness, _fresh_worker, tin
     assert [r.status for r in reg.adapter_runs(1)] == ["completed"]
     assert len(reg.list_candidates(reg.list_versions("ad0")[0].id)) == 9  # policies, scalar, 3 seeds, canaries
     reg.close()
+
+
+class FlowClock:
+    """An injected clock for the flow's process only: ``refine_one`` travels to a Dask worker by value, with the
+    clock it reads (``refine_fleet.monotonic``), and there (another process) this one is the real clock."""
+
+    def __init__(self) -> None:
+        self.pid, self.now = os.getpid(), 0.0
+
+    def __call__(self) -> float:
+        import time
+
+        return self.now if os.getpid() == self.pid else time.monotonic()
+
+
+def test_dask_process_workers_stop_at_the_window_s_hard_stop(prefect_harness, _fresh_worker, tiny_base, tmp_path,
+                                                               monkeypatch):
+    """The window's hard stop under Dask worker processes (issue 27 §1): two adapters in flight in two worker
+    processes are released at their next checkpoint once ``wall_clock + grace`` passes (each worker holds at the
+    ``editing`` stage, :mod:`flows.stage_hook`, and its hold's checkpoint meets the deadline by the worker's own
+    clock), recorded deferred with nothing promoted and nothing left ``running``; the third is not started (the
+    flow's clock, injected, says the night ran long); the run completes as under the thread runner."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from spectral_surgery.flows import refine_fleet, stage_hook, worker
+    from spectral_surgery.registry import models as m
+    from spectral_surgery.registry.night import run_plan
+
+    data = _tiny_fleet(tiny_base, tmp_path, 3)
+    window = {"wall_clock": "3s", "grace": "0s", "default_adapter_seconds": 1}
+    cfg = RunConfig.model_validate(_tiny_config(data, task_runner="dask", concurrency=2, window=window))
+    assert cfg.dask_workers == "processes"
+    # the worker processes inherit the environment: each adapter holds at its first written candidate until the
+    # hard stop (3 s after it started, by the worker's clock) releases it; never longer, whatever the machine
+    monkeypatch.setenv(stage_hook.ENV_AT, "editing")
+    clock = FlowClock()  # the flow's: the plan and both starts at 0 s; an adapter's end moves it past the window
+    monkeypatch.setattr(refine_fleet, "monotonic", clock)
+    result = refine_fleet._result
+
+    def finished(future) -> dict:
+        out = result(future)
+        clock.now += 100.0
+        return out
+
+    monkeypatch.setattr(refine_fleet, "_result", finished)
+    out = refine_fleet.run_nightly(cfg)
+    res = {r["adapter"]: r for r in out["results"]}
+    assert (out["completed"], out["failed"], out["deferred"]) == (0, 0, 3), res
+    assert [r["action"] for r in out["plan"]] == ["start", "start", "start"]  # all fitted; the night ran long
+    for name in ("ad0", "ad1"):  # released in a worker process, not this one
+        assert res[name]["released"] and "window ended" in res[name]["reason"], res[name]
+        assert int(res[name]["worker"].rsplit(":", 1)[1]) != os.getpid()
+    assert "the night ran long" in res["ad2"]["reason"] and "not started" in res["ad2"]["reason"]
+    reg = worker.registry(cfg)
+    assert reg.get_run(out["run_id"]).status == "completed"
+    assert {r.adapter: r.status for r in run_plan(reg, out["run_id"])} == {n: "deferred" for n in ("ad0", "ad1",
+                                                                                                   "ad2")}
+    with Session(reg.engine) as s:
+        assert not s.scalars(select(m.AdapterRun).where(m.AdapterRun.status.in_(("pending", "running")))).all()
+        assert s.scalar(select(m.Decision.id).limit(1)) is None  # nothing decided, so nothing promoted
+    assert all(reg.production(n).candidate_id is None for n in ("ad0", "ad1", "ad2"))
+    # in Prefect, each released adapter's task run (in its worker process) ends in the named state, not Crashed
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[reg.get_run(out["run_id"]).flow_run_id])), task_run_filter=TaskRunFilter(name=TaskRunFilterName(
+                any_=["refine-ad0", "refine-ad1"])))
+        states = sorted((r.name, r.state.type.value, r.state.name, r.state.message) for r in runs)
+    assert [s[:3] for s in states] == [("refine-ad0", "COMPLETED", "Released"),
+                                       ("refine-ad1", "COMPLETED", "Released")], states
+    assert all("released by the window: the night's window ended" in s[3] for s in states), states
