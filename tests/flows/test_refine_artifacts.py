@@ -1,6 +1,6 @@
-"""The adapters' Prefect artifacts (flows/refine/artifacts.py): posted at once outside the nightly flow, by the night's
-publisher inside it, and either way what ``create_*_artifact`` would have written from the same place (type, key,
-description, data, task run and flow run). The nightly flow's own artifacts are checked in tests/flows/test_dashboard.py.
+"""The adapters' Prefect artifacts (flows/refine/artifacts.py): posted at once outside the nightly flow, by the
+night's publisher inside it, and either way what ``create_*_artifact`` would have written from the same place (type,
+key, description, data, task run and flow run). The nightly flow's own are checked in tests/flows/test_dashboard.py.
 """
 
 from __future__ import annotations
