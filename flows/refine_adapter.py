@@ -93,7 +93,7 @@ def refine_version(version_id: int, adapter_name: str, run_id: int, config: RunC
     """
     reg = worker.registry(config)
     version = reg.get_version(version_id)
-    adapter = reg.get_adapter(adapter_name)
+    adapter = version.adapter  # loaded with the version: one read, not two
     chash = adapter_config_hash(config, adapter)
     arun, holder = reg.claim_adapter_run(run_id, version_id, chash)
     if arun is None:  # another live run is refining this very version: never refine it twice

@@ -21,11 +21,11 @@ import uuid
 from collections import deque
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from spectral_surgery.flows import interrupt, stage_hook, worker
 from spectral_surgery.flows.integrations import events
+from spectral_surgery.flows.refine.artifacts import night_artifacts, night_publisher
 from spectral_surgery.flows.refine.released import released_state, stopped_state
 from spectral_surgery.registry.db import DB_ENV
 from spectral_surgery.registry.validation import RunStoppedError
@@ -270,7 +270,15 @@ def _close(reg, run_id: int, e: BaseException) -> bool:
 # log_prints stays off: it would capture the stdout that dill (via datasets) swaps out to parse dis.dis output
 @flow(name="nightly-refinement")
 def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
-    """Refine every adapter version that needs it; decide and promote; summarise as artifacts."""
+    """Refine every adapter version that needs it; decide and promote; summarise as artifacts.
+
+    The adapters' artifacts and the night's are posted by one client off the adapters' path
+    (:func:`flows.refine.artifacts.night_publisher`), all of them before the flow ends."""
+    with night_publisher():
+        return _nightly(config)
+
+
+def _nightly(config: RunConfig) -> dict:
     from prefect.runtime import flow_run
 
     interrupt.rearm()  # Prefect's engine swapped SIGTERM for its own bridge: a SIGTERM is a clean stop here too
@@ -355,20 +363,7 @@ def nightly_refinement(config: RunConfig = RunConfig()) -> dict:
     if plan is not None:
         summary["plan"] = plan_rows(plan, results)
         summary["window"] = window_summary(plan, summary["plan"], monotonic() - started_at)
-    rows = [{"adapter": r["adapter"], "status": r["status"], "verdict": r.get("verdict_label"),
-             "promoted": r.get("promoted"), "awaiting_review": (r.get("review") or {}).get("id"),
-             "decision": r.get("sentence") or r.get("error") or r.get("reason", "")}
-            for r in results]
-    if rows:
-        create_table_artifact(key="nightly-refinement", table=rows,
-                              description=headline(summary))
-    create_markdown_artifact(key="nightly-refinement-summary", markdown="\n".join(
-        [f"## Nightly refinement run {run.id}", "", headline(summary) + ".",
-         ""] + [f"- **{r['adapter']}**: " + (f"**{r['verdict_label'].upper()}** — " if r.get("verdict_label") else "")
-               + (f"awaiting review {r['review']['id']} until {r['review']['expires_at']} — " if r.get("review")
-                  else "")
-               + f"{r.get('sentence') or r.get('error') or r.get('reason') or r['status']}" for r in results]
-        + ([""] + window_lines(summary) if plan is not None else [])))
+    night_artifacts(summary, headline(summary), window_lines(summary) if plan is not None else None)
     return summary
 
 

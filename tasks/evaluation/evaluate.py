@@ -898,6 +898,7 @@ class FakeEvaluator:
         u = [int.from_bytes(hashlib.sha256(f"base:{draw}|{spec.name}|{i}".encode()).digest()[:8], "big") / 2**64
              for i in chosen]
         for subject, path in subjects.items():
+            t0 = time.perf_counter()  # what scoring this subject cost, recorded as a real evaluator's seconds are
             s = [0.0] * n if path is None else _update_projections(Path(path), spec.name, chosen[-1] + 1)
             s = s if path is None else [s[i] for i in chosen]
             p = self.rates.get(f"{spec.name}/{subject}", self.rates.get(subject, self.rate))
@@ -912,7 +913,7 @@ class FakeEvaluator:
             out[subject] = EvalResult(subject, spec.name, spec.metric, sum(outcomes) / n, n, mean_stderr(outcomes),
                                       spec.higher_is_better, doc_ids, outcomes, path_out, scores)  # fmt: skip
             if on_result is not None:
-                on_result(out[subject], 0.0)
+                on_result(out[subject], time.perf_counter() - t0)
         return out
 
 

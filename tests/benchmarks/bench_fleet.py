@@ -10,7 +10,8 @@ For each backend (SQLite file; PostgreSQL from ``$SPECTRAL_TEST_PG_URL`` or a th
 * run (``n`` in ``--run-sizes``): the real nightly ``run`` with the fake evaluator (one policy, small limits) under
   one Prefect test server: wall seconds, SQL statements and Prefect task runs per adapter, and the overhead per
   adapter = (wall - model work) / n, model work being what the registry records the stages cost (decomposition
-  and calibration once per version, each candidate's write, each evaluation's scoring);
+  and calibration once per version, each candidate's write, each evaluation's scoring; ``scoring_s``: the last
+  alone, what the fake evaluator measures of its own work);
 * sizes not run get the same rows in bulk (:func:`tests.fleet_rows.populate_bulk`: every adapter refined under the
   run's key, a quarter promoted), so that what follows sees a refined fleet either way;
 * no-op night: ``run`` again, nothing to do (the scan before the flow; no Prefect server);
@@ -113,6 +114,18 @@ def _model_seconds(reg) -> float:
     return sum(shared.values()) + own + scoring
 
 
+def _scoring_seconds(reg) -> float:
+    """The part of :func:`_model_seconds` that is the evaluations' scoring (the fake evaluator's own seconds per
+    subject; 0 before it recorded them, when its scoring counted as overhead)."""
+    from sqlalchemy import func, select
+
+    from spectral_surgery.registry.db import session_scope
+    from spectral_surgery.registry.models import Evaluation
+
+    with session_scope(reg.engine, write=False) as s:
+        return float(s.scalar(select(func.coalesce(func.sum(Evaluation.seconds), 0.0))))
+
+
 def _registry_urls(backend: str, pg_admin: str | None):
     """A function returning a fresh registry URL (None: SQLite in the data dir) for ``backend``."""
     if backend == "sqlite":
@@ -192,6 +205,7 @@ def measure(backend: str, n: int, *, root: Path, base: Path, calib: Path, artifa
         assert code == 0 and summary["completed"] == n, (code, out[-2000:])
         row["run_task_runs"] = _task_runs() - tasks_before
         row["model_s"] = round(_model_seconds(reg), 2)
+        row["scoring_s"] = round(_scoring_seconds(reg), 2)
         row["overhead_per_adapter_s"] = round((row["run_s"] - row["model_s"]) / n, 3)
         row["statements_per_adapter"] = round(row["run_statements"] / n, 1)
         row["task_runs_per_adapter"] = round(row["run_task_runs"] / n, 1)

@@ -575,8 +575,11 @@ def test_prefect_artifacts_per_adapter_per_run(flow):
         decs = decisions_of(reg, name)  # newest first, like the artifacts
         tables, notes = _artifacts(f"refine-{name}"), _artifacts(f"refine-{name}-summary")
         assert [t.type for t in tables] == ["table"] * 2 and [n.type for n in notes] == ["markdown"] * 2
-        assert len({t.flow_run_id for t in tables}) == 2  # one refine-adapter flow run each night
+        assert len({t.flow_run_id for t in tables}) == 2  # one nightly flow run each night
         assert {t.flow_run_id for t in tables} == {n.flow_run_id for n in notes}
+        # posted by the night's publisher off the adapter's path, still linked to the adapter's own task run
+        assert all(a.task_run_id is not None for a in tables + notes)
+        assert [t.task_run_id for t in tables] == [n.task_run_id for n in notes]
         for table, note, d in zip(tables, notes, decs):
             rows = json.loads(table.data) if isinstance(table.data, str) else table.data
             verdicts = {v["name"]: v for v in d.statistics_json["verdicts"]}

@@ -23,11 +23,13 @@ SIZES = (3, 6)  # two fleet sizes: the statements per adapter must not grow with
 TASK_RUNS_PER_ADAPTER = 2
 FLOW_RUNS = 1  # the nightly flow itself
 # SQL statements per adapter of this night (7 candidates, 11 scores, 2 guard verdicts, a decision per adapter).
-# Measured at 3 and 6 adapters: 75.0 and 65.5 on SQLite (which counts its BEGINs), 55.0 and 47.5 on PostgreSQL; the
-# adapters from the 4th to the 6th cost 56 and 40 each. Before the per-adapter writes were batched (issue 27 §2):
-# 114 at 3 on SQLite; before one task run per adapter: 249. The margin allows for the lease's heartbeat (a statement
-# every 30 s of a slow run), not for a statement per candidate's read or per score again: that alone adds 10 or more.
-STATEMENTS_PER_ADAPTER = {"sqlite": 80, "postgresql": 60}
+# Measured at 3 and 6 adapters: 73.0 and 63.5 on SQLite (which counts its BEGINs: one per transaction), 54.0 and 46.5
+# on PostgreSQL; the adapters from the 4th to the 6th cost 54 and 39 each. Was 75/65.5 and 55/47.5 before the
+# refinement read its adapter with its version (issue 27 §2, third pass); 114 at 3 on SQLite before the per-adapter
+# writes were batched; 249 before one task run per adapter. The margin allows for the lease's heartbeat (a
+# transaction every 30 s of a slow run: 3 statements on SQLite, 2 on PostgreSQL), not for a statement per
+# candidate's read or per score again: that alone adds 10 or more.
+STATEMENTS_PER_ADAPTER = {"sqlite": 76, "postgresql": 57}
 # The marginal adapter (the statements of 6 adapters less those of 3, per adapter added) costs no more than the
 # average one: nothing is read once per adapter already seen (no O(n²) query).
 MARGINAL_SLACK = 3
