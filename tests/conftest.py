@@ -38,8 +38,9 @@ from tests import tiny
 # run, not once per worker. (``xdist_group`` marks would say this per test, but pytest-xdist 3.8 cannot apply them
 # under pytest 9, whose node ids it can no longer rename.)
 SHARED_FILES = {
+    # the demo's smoke test starts from a copy of the conversion (a user's second run; its own would be ~25 s more)
     "smol": ("tests/tasks/test_model.py", "tests/tasks/evaluation/arms/test_generation.py",
-             "tests/tasks/decision/test_continuous.py"),
+             "tests/tasks/decision/test_continuous.py", "tests/flows/test_demo.py"),
     "mlflow": ("tests/flows/test_mlflow_follow.py", "tests/flows/test_mlflow_client.py"),
     # dashboard_support's registries (two real nightly runs; 200 adapters x 30 nights), memoised per process: on one
     # worker they are built once, not once in each worker that gets one of these files. (Not shared across workers on
@@ -50,7 +51,7 @@ SHARED_FILES = {
 GROUP_OF = {path: group for group, paths in SHARED_FILES.items() for path in paths}
 # The longest files (or groups) go to the workers first, longest first, the rest in collection order: a long file
 # that started last would leave the other workers idle at the end of the run.
-LONGEST_FIRST = ("tests/flows/test_interrupt.py", "tests/flows/test_nightly.py", "tests/flows/test_demo.py", "smol")
+LONGEST_FIRST = ("smol", "tests/flows/test_interrupt.py", "tests/flows/test_nightly.py")
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without pytest-xdist it is never called
@@ -143,7 +144,8 @@ def prefect_home_template(tmp_path_factory):
     A command line started without ``PREFECT_API_URL`` starts Prefect's temporary server, which migrates a fresh
     ``$PREFECT_HOME/prefect.db`` first: about half the server's start-up CPU (5 of 10 s measured). Tests whose
     subject is not a first run give the command a copy of this home (``shutil.copytree``), as a user's second run
-    finds it; the tests of a fresh home (tests/flows/test_prefect_home.py, test_prescan.py, the demo) keep theirs.
+    finds it (the demo's smoke test too); the tests of a fresh home (tests/flows/test_prefect_home.py, test_prescan.py)
+    keep theirs.
     """
     import asyncio
 
@@ -166,8 +168,9 @@ def prefect_home_template(tmp_path_factory):
 def smol_base(tmp_path_factory):
     """The bundled SmolLM2-135M-Instruct converted once per session: ``(data_dir, model dir)``.
 
-    Conversion from the GGUF takes about 20 s (more on a busy machine); the real-model tests share it. The tests that
-    alter the cache (tests/tasks/test_model.py) put back what they changed.
+    Conversion from the GGUF takes about 20 s (more on a busy machine); the real-model tests share it, and the demo's
+    smoke test (tests/flows/test_demo.py) gives its ``demo`` a copy. The tests that alter the cache
+    (tests/tasks/test_model.py) put back what they changed.
     """
     from tests.smol import bundled_base_dir
 

@@ -127,8 +127,8 @@ def test_prefect_telemetry_off_by_default(monkeypatch, capsys):
     assert main(["--version"]) == 0 and os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
 
 
-@pytest.mark.slow  # one real nightly run through Prefect in a subprocess (about 25 s)
-def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(tmp_path):
+@pytest.mark.slow  # two real nightly runs through Prefect in a subprocess
+def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(prefect_harness, tmp_path):
     """A recorded failure is one line on the console (what, which file and field); ``-v`` brings the traceback back.
     The header counts the failure apart from the refinements."""
     import json
@@ -149,15 +149,20 @@ def test_run_reports_a_failed_adapter_in_one_line_without_a_traceback(tmp_path):
         assert reg.code == 0, reg.err
     argv = ("run", "--evaluator", "fake", "--task-limit", "20", "--guard-limit", "20", "--n-samples", "4",
             "--policy", "smooth_abs", "--data-dir", home)
-    # a nightly run with its own temporary Prefect server: 25 s alone, minutes beside other tests on a busy machine
-    quiet = _python_cli(*argv, env={"COLUMNS": "200"}, timeout=600)
+    # each run in a process of its own (its console is under test) on the session's Prefect server: a temporary
+    # server of its own (its start-up and stop, tested in test_prefect_home.py and test_interrupt.py) cost each run
+    # 10-20 s here and changed nothing on the console the assertions read
+    from prefect.settings import PREFECT_API_URL
+
+    env = {"COLUMNS": "200", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    quiet = _python_cli(*argv, env=env, timeout=600)
     assert quiet.returncode == EXIT_FAILURE
     assert "Traceback" not in quiet.stderr
     assert "✗ bad failed: AdapterError:" in quiet.stderr and "adapter_model.safetensors" in quiet.stderr
     assert "1 refined, 1 failed" in quiet.stdout
     tiny.save_adapter(base, tmp_path / "bad", seed=5)  # a new version of `bad`, corrupted again: refined again
     (tmp_path / "bad" / "adapter_model.safetensors").write_bytes(b"still not safetensors")
-    loud = _python_cli(*argv, "-v", env={"COLUMNS": "200"}, timeout=600)
+    loud = _python_cli(*argv, "-v", env=env, timeout=600)
     assert loud.returncode == EXIT_FAILURE and "Traceback" in loud.stderr
 
 

@@ -1,14 +1,20 @@
 """Smoke test of the README's main-job command: ``spectral-surgery demo`` at its smallest budget, end to end.
 
-It runs the real thing in a child process (bundled SmolLM2 from the GGUF, three freshly trained demo adapters,
-the real nightly flow with lm-eval on the offline suites, the IFEval guard, the gate) and then reads what it
-left behind in the registry and on disk. A few minutes on 2 cores; the full demo's numbers are in docs/demo.md.
+It runs the real thing in a child process (bundled SmolLM2, three freshly trained demo adapters, the real nightly
+flow with lm-eval on the offline suites, the IFEval guard, the gate) and then reads what it left behind in the
+registry and on disk. A few minutes on 2 cores; the full demo's numbers are in docs/demo.md.
+
+Two first-run costs that no assertion here reads are paid once per test process instead, as a user's second run
+finds them: the GGUF's conversion (``smol_base``, shared with the real-model tests of the ``smol`` group in
+tests/conftest.py, and tested against the GGUF in tests/tasks/test_model.py) and the migration of Prefect's database
+(``prefect_home_template``; a fresh Prefect home is tests/flows/test_prefect_home.py's).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +31,16 @@ TASK_SUITE = {"demo-math": "ss_arith", "demo-commonsense": "ss_mc", "demo-instru
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(smol_base, prefect_home_template, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     data_dir = root / "data"
+    # the bundled model's cache as the first run leaves it (a copy: tests/tasks/test_model.py alters its own)
+    shutil.copytree(smol_base[0] / "models", data_dir / "models")
+    shutil.copytree(prefect_home_template, root / "prefect")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PREFECT_HOME=str(root / "prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", SPECTRAL_SURGERY_HOME=str(root / "unused"))
     env["PREFECT_LOGGING_LEVEL"] = "INFO"  # tests/flows/conftest.py quiets Prefect; the demo's user sees INFO
-    env.pop("PREFECT_API_URL", None)  # the child runs its own ephemeral Prefect server, like a fresh user's
+    env.pop("PREFECT_API_URL", None)  # the child runs its own temporary Prefect server, as a user's does
     proc = subprocess.run([sys.executable, "-m", "spectral_surgery.flows.cli", "demo", "--budget", "smallest",
                            "--data-dir",
                            str(data_dir), "--json"], env=env, capture_output=True, text=True, timeout=1500,

@@ -149,8 +149,8 @@ def test_a_run_without_sharing_keeps_the_database_and_no_shared_server_starts(ho
         ph.release()
 
 
-@pytest.mark.slow  # three real `run` processes, two of them through Prefect's server
-def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(fleet_base, tmp_path):
+@pytest.mark.slow  # two real `run` processes through Prefect's server
+def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(prefect_harness, fleet_base, tmp_path):
     """Two nights through the flow (the scan before it made to find work) on one Prefect home with sharing on: the
     first starts the server, the second reuses it (same pid and URL) and its start-up is what it saves."""
     import json
@@ -158,7 +158,7 @@ def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(fle
 
     from tests import tiny
     from tests.flows.cli_support import cli
-    from tests.flows.test_prescan import _run
+    from tests.flows.test_prescan import _run, _work_done
 
     data, tmp = tmp_path / "data", tmp_path / "tmp"
     tmp.mkdir()
@@ -170,7 +170,8 @@ def test_a_second_run_reuses_the_first_runs_prefect_server_and_starts_faster(fle
                "--data-dir", data).code == 0
     argv = ["run", "--evaluator", "fake", "--task-limit", 20, "--guard-limit", 20, "--n-samples", 4,
             "--policy", "smooth_abs", "--data-dir", data, "--json"]
-    assert _run(argv, tmp_path / "p0", tmp)[0].returncode == 0  # the work done: the two nights below are alike
+    # the work done (in this process, on the session's Prefect server): the two nights below are alike
+    assert _work_done(argv).code == 0
     home = tmp_path / "p1"
     os.environ[ss.ENV_IDLE] = "5m"  # _run passes this process's environment on
     try:
