@@ -138,15 +138,20 @@ def rendered() -> dict[str, Any]:
 
 
 def artifacts(monkeypatch) -> dict[str, Any]:
-    """The Prefect artifacts the nightly flow publishes for each decision (the real builder; the two Prefect calls
-    are recorded instead of posted to a server)."""
+    """The Prefect artifacts the nightly flow publishes for each decision (the real builder; what it hands to
+    :func:`flows.refine.artifacts.publish` is recorded instead of posted to a server)."""
+    from prefect.artifacts import TableArtifact
+
     from spectral_surgery.flows.refine import artifacts as art
 
     posted: dict[str, Any] = {}
-    monkeypatch.setattr(art, "create_table_artifact",
-                        lambda key, table, description: posted.setdefault(key, [json.dumps(table), description]))
-    monkeypatch.setattr(art, "create_markdown_artifact",
-                        lambda key, markdown, description: posted.setdefault(key, [markdown, description]))
+
+    def record(*built) -> None:
+        for a in built:
+            body = json.dumps(a.table) if isinstance(a, TableArtifact) else a.markdown
+            posted.setdefault(a.key, [body, a.description])
+
+    monkeypatch.setattr(art, "publish", record)
     for name, rec in decisions().items():
         stats = json.loads(json.dumps(rec.to_json()))
         art.decision_artifacts(f"ad-{name}", {"statistics": stats, "sentence": rec.sentence,
