@@ -118,6 +118,10 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
                              config={"calib": str(a["calib_path"]), **a.get("overrides", {})})
     say(f"[3/4] nightly refinement over {len(fleet)} adapters: {', '.join(cfg.surgery.policies)} + the control ladder, "
         f"task benchmarks ({_limits(budget)}), IFEval guard ({budget.guard_limit} prompts), gate, promotion")
+    from spectral_surgery.tasks.decision.power import guard_resolution_note
+
+    if note := guard_resolution_note(cfg.guard_limit if cfg.guard else None, cfg.gate.guard_tolerance):
+        say(f"note: {note}")
     t = time.perf_counter()
     nightly = run_nightly(cfg)
     seconds["nightly"] = time.perf_counter() - t

@@ -213,6 +213,28 @@ def paired_sample_size(delta: float, sd: float, alpha: float = 0.05, power: floa
     return ((_z(1 - alpha) + _z(power)) * sd / abs(delta)) ** 2
 
 
+def guard_resolution_note(prompts: int | None, tolerance: float) -> str | None:
+    """What the IFEval guard's tolerance means at its size, when one prompt weighs more than the tolerance.
+
+    The guard fails on a drop larger than ``tolerance`` (:func:`tasks.decision.gate.guard_check`); with n prompts a
+    drop comes in steps of 1/n, so below ``n = ⌈1/tolerance⌉`` prompts a single lost prompt already exceeds it.
+
+    Args:
+        prompts: Prompts the guard scores (``guard_limit``), or None (the whole suite, or no guard).
+        tolerance: ``gate.guard_tolerance`` (0.02 = 2 pts).
+
+    Returns:
+        A one-line note, or None when one prompt is within the tolerance.
+    """
+    if prompts is None or prompts < 1 or 1.0 / prompts <= tolerance + 1e-12:
+        return None
+    enough = math.ceil(1.0 / tolerance - 1e-9) if tolerance > 0 else None
+    fix = (f"guard_limit >= {enough} (--guard-limit) lets it allow one" if enough else
+           "a tolerance of 0 allows none at any size")
+    return (f"the IFEval guard scores {prompts} prompts: one prompt is {100 / prompts:.1f} pts, above "
+            f"guard_tolerance {100 * tolerance:.1f} pts, so a single lost prompt rejects an edit ({fix})")
+
+
 def paired_mde(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Minimum detectable mean difference of continuous outcomes: ``(z_{1−α}+z_{1−β})·s/√n``."""
     _check_level(alpha, power)

@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
 from spectral_surgery.tasks.decision.power import (exact_rejects, gate_mde, gate_sample_size, mcnemar_critical,
-                                                   mcnemar_mde, mcnemar_mde_floor,
+                                                   guard_resolution_note, mcnemar_mde, mcnemar_mde_floor,
                                   mcnemar_power, mcnemar_sample_size, pair_counts, paired_mde, paired_sample_size,
                                   power_table, simulate_tables)  # fmt: skip
 
@@ -170,3 +170,25 @@ def test_invalid_arguments_raise():
         mcnemar_mde(100, 0.1, alpha=1.5)
     with pytest.raises(ValueError, match="effect"):
         simulate_tables([10], -0.1, 0.05, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(("prompts", "tolerance", "says"), [
+    (30, 0.02, "one prompt is 3.3 pts, above guard_tolerance 2.0 pts, so a single lost prompt rejects an edit "
+               "(guard_limit >= 50 (--guard-limit) lets it allow one)"),
+    (49, 0.02, "guard_limit >= 50"),
+    (50, 0.02, None), (541, 0.02, None), (None, 0.02, None),
+    (10, 0.0, "a tolerance of 0 allows none at any size"),
+])
+def test_the_guard_says_when_one_prompt_outweighs_its_tolerance(prompts, tolerance, says):
+    """The default demo's guard scores 30 prompts at a 2-pt tolerance: one lost prompt (−3.3) rejected demo-math's
+    scalar. The note says so, and the size at which the tolerance allows one prompt; and that size really does: the
+    gate's own check passes a one-prompt drop at 50 prompts and fails it at 49 and at 30."""
+    from spectral_surgery.tasks.decision.gate import guard_check
+
+    note = guard_resolution_note(prompts, tolerance)
+    assert (note is None) if says is None else (says in note)
+    cfg = GateConfig(guard_tolerance=0.02, guard_alpha=1e-9)  # the tolerance alone (no test can reject at 1e-9)
+    for n, holds in ((50, True), (49, False), (30, False)):
+        base = [1.0] * (n // 2) + [0.0] * (n - n // 2)
+        cand = [0.0] + base[1:]  # one prompt lost
+        assert guard_check(cand, base, cfg)[0] is holds
