@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, DecisionConfig, GateConfig, decide
-from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, MetricFallback
+from spectral_surgery.tasks.decision.record import DecisionRecord, MetricFallback
 from spectral_surgery.tasks.decision.report import (
     candidate_rows,
     cost_by_data,
@@ -31,35 +31,16 @@ from spectral_surgery.tasks.decision.report import (
     what_wins_markdown,
 )
 from spectral_surgery.tasks.delivery.mlflow_run import run_metrics, run_tags
-from tests.records import recorded, statistics
+from tests.records import ladder_promotion, recorded, statistics
 from tests.registry.test_record_readers import _shapes
-from tests.tasks.decision.test_gate_sentences import BASE, GUARD_FAILS, HELD, RANDOM, cand, guard, task
+from tests.tasks.decision.test_gate_sentences import BASE, GUARD_FAILS, HELD, RANDOM, cand, task
 
 PINNED = Path(__file__).with_name("report_pinned.json")
 
 
 def _full() -> DecisionRecord:
-    """A promotion weighed against the whole ladder (random control, global scalar, both canaries), as in
-    tests/tasks/delivery/test_mlflow_run.py."""
-    def t(gain: int) -> list[float]:
-        x = [1.0] * 100 + [0.0] * 100
-        x[100:100 + gain] = [1.0] * gain
-        return x
-
-    g = [1.0] * 40 + [0.0] * 10
-    arms = {"baseline": ArmOutcomes("baseline", "baseline", False, t(0), g),
-            "smooth_abs": ArmOutcomes("smooth_abs", "smooth_abs", False, t(40), g),
-            "abs_select": ArmOutcomes("abs_select", "abs_select", False, t(3), g),
-            "random_index-s42": ArmOutcomes("random_index-s42", "random_index", True, t(2), g),
-            "global_scalar": ArmOutcomes("global_scalar", "global_scalar", False, t(1), g),
-            "zero_rebuild": ArmOutcomes("zero_rebuild", "zero_rebuild", True, t(0)),
-            "bare_base": ArmOutcomes("bare_base", "bare_base", True, [0.0] * 200)}
-    d = decide(arms["baseline"], [arms["smooth_abs"], arms["abs_select"], arms["global_scalar"]],
-               [arms["random_index-s42"]], GateConfig(), scalar_control=arms["global_scalar"],
-               zero_rebuild=arms["zero_rebuild"], bare_base=arms["bare_base"])
-    return recorded(d, means={n: sum(a.task) / len(a.task) for n, a in arms.items()},
-                    guard_means={n: sum(a.guard) / len(a.guard) for n, a in arms.items() if a.guard},
-                    keys=EvidenceKeys(candidates="c" * 64, task_evaluation="t" * 64, guard_evaluation="g" * 64))
+    """A promotion weighed against the whole ladder (random control, global scalar, both canaries)."""
+    return ladder_promotion()
 
 
 def _continuous() -> DecisionRecord:

@@ -8,8 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
-from spectral_surgery.tasks.decision.record import EvidenceKeys
+from spectral_surgery.tasks.decision.gate import GateConfig
 from spectral_surgery.tasks.delivery.mlflow_run import (
     metric_key,
     model_version_tags,
@@ -20,31 +19,12 @@ from spectral_surgery.tasks.delivery.mlflow_run import (
     run_tags,
 )
 from spectral_surgery.tasks.run_config import RunConfig
-from tests.records import stored
-
-
-def _task(gain: int) -> list[float]:
-    x = [1.0] * 100 + [0.0] * 100  # the baseline solves documents 0..99 of 200
-    x[100:100 + gain] = [1.0] * gain
-    return x
+from tests.records import ladder_promotion
 
 
 def _statistics() -> dict:
-    """A decision of the project's gate on synthetic 0/1 outcomes, recorded as the flow records it."""
-    guard = [1.0] * 40 + [0.0] * 10
-    arms = {"baseline": ArmOutcomes("baseline", "baseline", False, _task(0), guard),
-            "smooth_abs": ArmOutcomes("smooth_abs", "smooth_abs", False, _task(40), guard),
-            "abs_select": ArmOutcomes("abs_select", "abs_select", False, _task(3), guard),
-            "random_index-s42": ArmOutcomes("random_index-s42", "random_index", True, _task(2), guard),
-            "global_scalar": ArmOutcomes("global_scalar", "global_scalar", False, _task(1), guard),
-            "zero_rebuild": ArmOutcomes("zero_rebuild", "zero_rebuild", True, _task(0)),
-            "bare_base": ArmOutcomes("bare_base", "bare_base", True, [0.0] * 200)}
-    d = decide(arms["baseline"], [arms["smooth_abs"], arms["abs_select"], arms["global_scalar"]],
-               [arms["random_index-s42"]], GateConfig(), scalar_control=arms["global_scalar"],
-               zero_rebuild=arms["zero_rebuild"], bare_base=arms["bare_base"])
-    return stored(d, means={n: sum(a.task) / len(a.task) for n, a in arms.items()},  # as the registry hands it back
-                  guard_means={n: sum(a.guard) / len(a.guard) for n, a in arms.items() if a.guard},
-                  keys=EvidenceKeys(candidates="c" * 64, task_evaluation="t" * 64, guard_evaluation="g" * 64))
+    """A decision of the project's gate on synthetic 0/1 outcomes, as the registry hands it back."""
+    return ladder_promotion().to_json()
 
 
 def test_metrics_carry_every_arm_and_every_test():
