@@ -47,6 +47,7 @@ from spectral_surgery.registry.models import (
     RefinementRun,
     Review,
 )
+from spectral_surgery.tasks.decision.fleet_report import ArmSeconds, LatestDecision
 from spectral_surgery.tasks.decision.record import DecisionRecord
 
 
@@ -170,7 +171,7 @@ def _load(s: Session, history: int, detail_runs: int, only: str | None) -> dict[
             "pointers": s.execute(pq).all(), "runs": runs}
 
 
-def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
+def edit_history(registry, family: str, run_id: int) -> list[LatestDecision]:
     """What past nights decided for the adapters of ``family``: never anything of the night being decided.
 
     Each adapter's latest decision made by an earlier run (id below ``run_id``) before run ``run_id`` started; a
@@ -178,12 +179,12 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
     (:mod:`tasks.decision.edit_budget`).
 
     Returns:
-        ``[{"adapter", "family", "record"}]`` in adapter-name order (``record``: the decision's statistics as a
-        :class:`tasks.decision.record.DecisionRecord`).
+        One :class:`tasks.decision.fleet_report.LatestDecision` per adapter, in adapter-name order (no ``seconds``, no
+        ``costs``: the budget ranks on verdicts and gains).
     """
     with session_scope(registry.engine, write=False) as s:
         started = s.scalar(select(RefinementRun.started_at).where(RefinementRun.id == run_id))
-        past = (select(Decision.id, Decision.statistics_json, Decision.promoted, Adapter.name,
+        past = (select(Decision.id, Decision.created_at, Decision.statistics_json, Decision.promoted, Adapter.name,
                        func.row_number().over(partition_by=Adapter.id,
                                               order_by=(Decision.created_at.desc(), Decision.id.desc())).label("rank"))
                 .join(AdapterVersion, AdapterVersion.id == Decision.adapter_version_id)
@@ -192,10 +193,11 @@ def edit_history(registry, family: str, run_id: int) -> list[dict[str, Any]]:
         if started is not None:
             past = past.where(Decision.created_at < started)
         past = past.subquery()
-        rows = s.execute(select(past.c.name, past.c.statistics_json, past.c.promoted).where(past.c.rank == 1)
-                         .order_by(past.c.name)).all()
-    return [{"adapter": name, "family": family, "record": DecisionRecord.from_json(stats, bool(promoted))}
-            for name, stats, promoted in rows]
+        rows = s.execute(select(past.c.name, past.c.id, past.c.created_at, past.c.statistics_json, past.c.promoted)
+                         .where(past.c.rank == 1).order_by(past.c.name)).all()
+    return [LatestDecision(adapter=name, family=family, decision_id=did, at=at,
+                           record=DecisionRecord.from_json(stats, bool(promoted)))
+            for name, did, at, stats, promoted in rows]
 
 
 class SpectrumRow(NamedTuple):
@@ -308,7 +310,7 @@ def _weighed(s: Session, decision_ids: list[int]) -> dict[int, list[int]]:
     return out
 
 
-def _costs(s: Session, weighed: dict[int, list[int]]) -> dict[int, dict[str, dict[str, Any]]]:
+def _costs(s: Session, weighed: dict[int, list[int]]) -> dict[int, dict[str, ArmSeconds]]:
     """What each arm weighed by these decisions cost: ``{decision id: {arm name: seconds}}`` (:func:`latest_decisions`).
 
     Args:
@@ -323,14 +325,14 @@ def _costs(s: Session, weighed: dict[int, list[int]]) -> dict[int, dict[str, dic
          .outerjoin(evaluated, evaluated.c.cid == Candidate.id)
          .where(Candidate.id.in_(ids)))
     rows = {r[0]: r[1:] for r in s.execute(q).all()}
-    out: dict[int, dict[str, dict[str, Any]]] = {}
+    out: dict[int, dict[str, ArmSeconds]] = {}
     for did, cs in weighed.items():
         for cid in cs:
             if cid not in rows:
                 continue
             policy, seed, spent, evaluate = rows[cid]
             arm = f"{policy}-s{seed}" if policy == "random_index" else policy  # the flow's arm names
-            out.setdefault(did, {})[arm] = {**(spent or {}), "evaluate": evaluate}
+            out.setdefault(did, {})[arm] = ArmSeconds.model_validate({**(spent or {}), "evaluate": evaluate})
     return out
 
 
@@ -354,17 +356,14 @@ def dashboard_rows(registry, *, history: int, detail_runs: int, only: str | None
         return _load(s, history, detail_runs, only)
 
 
-def latest_decisions(registry) -> list[dict[str, Any]]:
+def latest_decisions(registry) -> list[LatestDecision]:
     """Each adapter's latest decision with what a fleet report needs, in adapter-name order (one read transaction).
 
     Returns:
-        ``[{"adapter", "family", "decision_id", "at", "record", "seconds", "costs"}]``: ``record`` is the
-        decision's recorded statistics (:class:`tasks.decision.record.DecisionRecord`), ``seconds`` the wall time of
-        the adapter run that made it (None if unknown: a decision re-made by hand, or a run without an end),
-        ``costs`` what each arm it weighed cost, by arm name (``random_index-s<seed>`` for a random control, else the
-        policy): the candidate's recorded seconds (``write``, ``decompose``, ``calibrate``, ``gamma``; absent for rows
-        written before costs were recorded) plus ``evaluate``, the seconds of every evaluation of that candidate
-        (task and guard, every look), None when none was timed.
+        One :class:`tasks.decision.fleet_report.LatestDecision` per adapter: its ``seconds`` are the wall time of the
+        adapter run that made it (None if unknown: a decision re-made by hand, or a run without an end), its
+        ``costs`` what each arm it weighed cost (:class:`tasks.decision.fleet_report.ArmSeconds`: the candidate's
+        recorded seconds plus those of every evaluation of it).
     """
     rank = func.row_number().over(partition_by=AdapterVersion.adapter_id,
                                   order_by=(Decision.created_at.desc(), Decision.id.desc()))
@@ -376,17 +375,16 @@ def latest_decisions(registry) -> list[dict[str, Any]]:
          .join(Decision, Decision.id == ranked.c.id)
          .outerjoin(AdapterRun, AdapterRun.decision_id == Decision.id)
          .where(ranked.c.rank == 1).order_by(Adapter.name, AdapterRun.id))
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, LatestDecision] = {}
     with session_scope(registry.engine, write=False) as s:
         for name, family, did, at, stats, promoted, started, ended in s.execute(q).all():
             seconds = (ended - started).total_seconds() if started is not None and ended is not None else None
-            if did not in out or (seconds is not None and out[did]["seconds"] is None):
-                out[did] = {"adapter": name, "family": family, "decision_id": did, "at": at,
-                            "record": DecisionRecord.from_json(stats, bool(promoted)), "seconds": seconds,
-                            "costs": {}}
-        for did, costs in _costs(s, _weighed(s, list(out))).items():
-            out[did]["costs"] = costs
-    return sorted(out.values(), key=lambda r: r["adapter"])
+            if did not in out or (seconds is not None and out[did].seconds is None):
+                out[did] = LatestDecision(adapter=name, family=family, decision_id=did, at=at,
+                                          record=DecisionRecord.from_json(stats, bool(promoted)), seconds=seconds)
+        costs = _costs(s, _weighed(s, list(out)))
+    return sorted((d.model_copy(update={"costs": costs.get(did, {})}) for did, d in out.items()),
+                  key=lambda r: r.adapter)
 
 
 @dataclass(frozen=True)

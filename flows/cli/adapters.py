@@ -367,7 +367,7 @@ def cmd_rollback(args) -> int:
 def cmd_report(args) -> int:
     """What wins, for which adapters: per task family × edit over each adapter's latest decision."""
     from spectral_surgery.registry.read import latest_decisions
-    from spectral_surgery.tasks.decision.report import cost_by_data, cost_text, what_wins
+    from spectral_surgery.tasks.decision.fleet_report import MeanCI, cost_by_data, cost_text, what_wins
 
     if args.family:
         from spectral_surgery.tasks.evaluation.benchmarks import FAMILIES
@@ -379,31 +379,33 @@ def cmd_report(args) -> int:
     decisions = latest_decisions(reg)
     reg.close()
     if args.family:
-        decisions = [d for d in decisions if d["family"] == args.family]
+        decisions = [d for d in decisions if d.family == args.family]
     rows = what_wins(decisions)
+
+    def fmt(x: MeanCI) -> str:
+        return "–" if x.mean is None else f"{x.mean:+.1f}" + ("" if x.lo is None else f" [{x.lo:+.1f}, {x.hi:+.1f}]")
 
     def render() -> None:
         if not rows:
             console().print(f"No decisions of {args.family} adapters yet." if args.family else
                             "No decisions yet: run `spectral-surgery run` (or `demo`) first.")
             return
-        fmt = lambda x: "–" if x["mean"] is None else (  # noqa: E731
-            f"{x['mean']:+.1f}" + ("" if x["lo"] is None else f" [{x['lo']:+.1f}, {x['hi']:+.1f}]"))
         console().print(table(
             f"What wins: {len(decisions)} adapter(s), each adapter's latest decision (points, 95% CI across adapters)",
             ["family", "edit", "data", "adapters", "promoted", "pass/hold/reject", "Δ vs unedited", "Δ IFEval",
              "s/edit (prep+write+eval)", "s/adapter run"],
-            [[r["family"], r["edit"], r.get("data") or "–", r["adapters"], r["promoted"],
-              f"{r['passed']}/{r['held']}/{r['rejected']}", fmt(r["delta_pts"]), fmt(r["guard_pts"]),
-              cost_text(r.get("cost")),
-              "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"] for r in rows],
+            [[r.family, r.edit, r.data or "–", r.adapters, r.promoted, f"{r.passed}/{r.held}/{r.rejected}",
+              fmt(r.delta_pts), fmt(r.guard_pts), cost_text(r.cost),
+              "–" if r.seconds_per_adapter is None else f"{r.seconds_per_adapter:.0f}"] for r in rows],
             narrow=("family", "edit", "data", "adapters", "promoted", "pass/hold/reject")))
         for kind, c in by_data.items():
-            console().print(f"{kind} edits ({c['edits']:.0f}): {c['total']:.0f} s per edit and adapter "
-                            f"(prepare {c['prepare']:.0f} + write {c['write']:.1f} + evaluate {c['evaluate']:.0f})")
+            console().print(f"{kind} edits ({c.edits:.0f}): {c.total:.0f} s per edit and adapter "
+                            f"(prepare {c.prepare:.0f} + write {c.write:.1f} + evaluate {c.evaluate:.0f})")
 
     by_data = cost_by_data(rows)
-    return emit(args, {"adapters": len(decisions), "rows": rows, "cost_by_data": by_data}, render)
+    # the typed rows as JSON: the same keys, in the same order, as the report's dicts before it was typed
+    return emit(args, {"adapters": len(decisions), "rows": [r.model_dump(mode="json") for r in rows],
+                       "cost_by_data": {k: c.model_dump(mode="json") for k, c in by_data.items()}}, render)
 
 
 @guarded

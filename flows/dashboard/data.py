@@ -29,7 +29,8 @@ from spectral_surgery.tasks.decision.arms import stored_arm_name
 from spectral_surgery.tasks.surgery.diagnostics import short_module
 from spectral_surgery.tasks.decision.gate import verdict_label
 from spectral_surgery.tasks.decision.record import DecisionRecord, EvidenceKeys, PairedTestRecord, VerdictRecord
-from spectral_surgery.tasks.decision.report import pairing_text, pairing_vs, what_wins
+from spectral_surgery.tasks.decision.fleet_report import LatestDecision, what_wins
+from spectral_surgery.tasks.decision.report import pairing_text, pairing_vs
 
 HISTORY = 30  # decisions per adapter in trends and diagnostics
 DETAIL_RUNS = 5  # decisions per adapter shown with every candidate's numbers
@@ -522,8 +523,10 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
         now: The snapshot's time (default: now, UTC).
 
     Returns:
-        A JSON-serialisable dict: ``summary``, ``runs``, ``failures``, ``adapters`` (one view per adapter) and
-        ``diagnostics``; see the module docstring for units.
+        A dict of plain values: ``summary``, ``runs``, ``failures``, ``adapters`` (one view per adapter) and
+        ``diagnostics``; see the module docstring for units. ``what_wins`` is the fleet report's typed rows
+        (:class:`tasks.decision.fleet_report.WhatWinsRow`, differences in points), as ``spectral-surgery report``
+        computes them.
     """
     now = now or datetime.now(UTC)
     rows = dashboard_rows(registry, history=history, detail_runs=detail_runs, only=only)
@@ -539,9 +542,10 @@ def collect(registry, *, history: int = HISTORY, detail_runs: int = DETAIL_RUNS,
     families = {a.id: a.task_family for a in rows["adapters"]}
     run_seconds = {(r.run_id, r.adapter_version_id): (r.ended_at - r.started_at).total_seconds()
                    for r in rows["adapter_runs"] if r.started_at is not None and r.ended_at is not None}
-    wins = what_wins([{"adapter": names[aid], "family": families[aid], "record": ix.record(ds[0]),
-                       "seconds": run_seconds.get((ds[0].run_id, ds[0].adapter_version_id)),
-                       "costs": rows["costs"].get(ds[0].id, {})}
+    wins = what_wins([LatestDecision(adapter=names[aid], family=families[aid], decision_id=ds[0].id,
+                                     at=ds[0].created_at, record=ix.record(ds[0]),
+                                     seconds=run_seconds.get((ds[0].run_id, ds[0].adapter_version_id)),
+                                     costs=rows["costs"].get(ds[0].id, {}))
                       for aid, ds in ix.decisions.items() if aid in names and ds])
     per_run: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows["adapter_runs"]:

@@ -25,7 +25,7 @@ from spectral_surgery.flows.dashboard.charts_js import CHARTS_JS
 from spectral_surgery.flows.dashboard.views_js import VIEWS_JS
 from spectral_surgery.flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
 from spectral_surgery.flows.dashboard.svg import color_for, e
-from spectral_surgery.tasks.decision.report import cost_text
+from spectral_surgery.tasks.decision.fleet_report import MeanCI, cost_text
 
 _CSS = """
 :root{--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--ok:#047857;--bad:#b91c1c;--warn:#b45309}
@@ -261,21 +261,21 @@ def _evidence(data: dict) -> str:
 
 
 def _what_wins(data: dict) -> str:
-    """Per task family × edit over each adapter's latest decision (:func:`tasks.decision.report.what_wins`)."""
-    def cell(x: dict) -> str:
-        if x["mean"] is None:
+    """Per task family × edit over each adapter's latest decision (:func:`tasks.decision.fleet_report.what_wins`)."""
+    def cell(x: MeanCI) -> str:
+        if x.mean is None:
             return "–"
-        ci = "" if x["lo"] is None else f"<small>[{pts(x['lo'] / 100)}, {pts(x['hi'] / 100)}]</small>"
-        return f"{pts(x['mean'] / 100)}{ci}"
+        ci = "" if x.lo is None else f"<small>[{pts(x.lo / 100)}, {pts(x.hi / 100)}]</small>"
+        return f"{pts(x.mean / 100)}{ci}"
 
     rows = []
     for r in data.get("what_wins", []):
-        secs = "–" if r["seconds_per_adapter"] is None else f"{r['seconds_per_adapter']:.0f}"
-        rows.append(f'<tr><td>{e(r["family"])}</td><td><span style="color:{color_for(r["edit"])}">■</span> '
-                    f'{e(r["edit"])}</td><td class="num">{r["adapters"]}</td><td class="num">{r["promoted"]}</td>'
-                    f'<td class="num">{r["passed"]} / {r["held"]} / {r["rejected"]}</td>'
-                    f'<td class="num">{cell(r["delta_pts"])}</td><td class="num">{cell(r["guard_pts"])}</td>'
-                    f'<td>{e(r.get("data") or "–")}</td><td class="num">{e(cost_text(r.get("cost")))}</td>'
+        secs = "–" if r.seconds_per_adapter is None else f"{r.seconds_per_adapter:.0f}"
+        rows.append(f'<tr><td>{e(r.family)}</td><td><span style="color:{color_for(r.edit)}">■</span> '
+                    f'{e(r.edit)}</td><td class="num">{r.adapters}</td><td class="num">{r.promoted}</td>'
+                    f'<td class="num">{r.passed} / {r.held} / {r.rejected}</td>'
+                    f'<td class="num">{cell(r.delta_pts)}</td><td class="num">{cell(r.guard_pts)}</td>'
+                    f'<td>{e(r.data or "–")}</td><td class="num">{e(cost_text(r.cost))}</td>'
                     f'<td class="num">{secs}</td></tr>')
     if not rows:
         return ""

@@ -7,17 +7,15 @@ did best on F's adapters in past nights, plus every configured edit tried on few
 
 The history is chosen on past nights only, never on the night being decided: each adapter's latest decision made
 by an earlier run, before this run started (:func:`registry.read.edit_history`). Ranking, best first: times
-promoted, then times passed, then mean gain over the unedited adapter (:func:`tasks.decision.report.what_wins`),
+promoted, then times passed, then mean gain over the unedited adapter (:func:`tasks.decision.fleet_report.what_wins`),
 then the configured order. Without enough history every configured edit is evaluated.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from spectral_surgery.tasks.decision.report import what_wins
+from spectral_surgery.tasks.decision.fleet_report import LatestDecision, what_wins
 
 
 class EditBudgetConfig(BaseModel):
@@ -31,14 +29,14 @@ class EditBudgetConfig(BaseModel):
                                "is always evaluated (1: only an edit never tried on the family).")
 
 
-def choose_edits(configured: list[str], history: list[dict[str, Any]], family: str,
+def choose_edits(configured: list[str], history: list[LatestDecision], family: str,
                  cfg: EditBudgetConfig) -> tuple[list[str], dict[str, str]]:
     """The configured edits to evaluate for an adapter of ``family``, and why each other one is not.
 
     Args:
         configured: The configured edits (``surgery.policies``), in order.
-        history: Past decisions, ``[{"adapter", "family", "record"}]`` (:func:`registry.read.edit_history`:
-            each adapter's latest decision of an earlier night).
+        history: Past decisions (:func:`registry.read.edit_history`: each adapter's latest decision of an earlier
+            night).
         family: The adapter's task family.
         cfg: The budget.
 
@@ -47,14 +45,14 @@ def choose_edits(configured: list[str], history: list[dict[str, Any]], family: s
     """
     if not cfg.enabled:
         return list(configured), {}
-    rows = {r["edit"]: r for r in what_wins([d for d in history if d.get("family") == family])}
+    rows = {r.edit: r for r in what_wins([d for d in history if d.family == family])}
     order = {e: i for i, e in enumerate(configured)}
 
     def rank(edit: str) -> tuple:
         r = rows[edit]
-        return (-r["promoted"], -r["passed"], -(r["delta_pts"]["mean"] or 0.0), order[edit])
+        return (-r.promoted, -r.passed, -(r.delta_pts.mean or 0.0), order[edit])
 
-    tried = [e for e in configured if e in rows and rows[e]["adapters"] >= cfg.explore_below]
+    tried = [e for e in configured if e in rows and rows[e].adapters >= cfg.explore_below]
     best = sorted(tried, key=rank)[:cfg.per_family]
     kept = [e for e in configured if e in best or e not in tried]
     skipped = {}
@@ -62,6 +60,6 @@ def choose_edits(configured: list[str], history: list[dict[str, Any]], family: s
         if e not in kept:
             r = rows[e]
             skipped[e] = (f"edit budget: not among the {cfg.per_family} best of family {family} on past nights "
-                          f"(promoted {r['promoted']} of {r['adapters']} adapter(s), mean "
-                          f"{r['delta_pts']['mean']:+.1f} pts; kept {', '.join(best)})")
+                          f"(promoted {r.promoted} of {r.adapters} adapter(s), mean "
+                          f"{r.delta_pts.mean:+.1f} pts; kept {', '.join(best)})")
     return kept, skipped

@@ -12,8 +12,8 @@ the same gate, Holm correction included, on the same documents. Run on demand, n
 Reported: the evidence table (adapter × edit: Δ vs the unedited adapter with its 95% interval and p, Δ vs the best
 random control and vs the global scalar, guard Δ, verdict; :func:`flows.dashboard.page.evidence_markdown`), the
 fleet report (family × edit: Δ across adapters, cost per edit and adapter from ``candidates.seconds_json`` and
-``evaluations.seconds``; :func:`tasks.decision.report.what_wins`) and the data-free edits' cost against the
-calibrated ones (:func:`tasks.decision.report.cost_by_data`).
+``evaluations.seconds``; :func:`tasks.decision.fleet_report.what_wins`) and the data-free edits' cost against the
+calibrated ones (:func:`tasks.decision.fleet_report.cost_by_data`).
 
 The registry lives in ``--run-dir`` (default ``DIR/bench-extensions``) and is kept: a second run with more policies
 reuses every stored stage (decomposition, calibration, γ search, the baseline's and the controls' scores) and
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     from spectral_surgery.flows.demo import BUDGETS, demo_config, with_overrides
     from spectral_surgery.flows.refine_fleet import run_nightly
     from spectral_surgery.registry.read import latest_decisions
-    from spectral_surgery.tasks.decision.report import cost_by_data, what_wins, what_wins_markdown
+    from spectral_surgery.tasks.decision.fleet_report import cost_by_data, what_wins, what_wins_markdown
     from spectral_surgery.tasks.demo.demo_fleet import build_demo_fleet, fleet_specs
     from spectral_surgery.tasks.model import BUNDLED_MODEL, resolve_base
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     nightly_seconds = time.perf_counter() - t
 
     reg = worker.registry(cfg)
-    decisions = [d for d in latest_decisions(reg) if d["adapter"] in names]
+    decisions = [d for d in latest_decisions(reg) if d.adapter in names]
     rows = what_wins(decisions)
     by_data = cost_by_data(rows)
     evidence = evidence_markdown(collect(reg))
@@ -115,10 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"budget": args.budget, "task_limit": budget.task_limit, "task_limits": dict(budget.task_limits),
               "guard_limit": budget.guard_limit, "policies": policies, "adapters": sorted(names),
               "seconds": {"fleet": fleet_seconds, "nightly": nightly_seconds}, "failed": summary["failed"],
-              "verdicts": verdicts, "what_wins": rows, "cost_by_data": by_data, "evidence_markdown": evidence}
+              "verdicts": verdicts, "what_wins": [r.model_dump(mode="json") for r in rows],
+              "cost_by_data": {k: c.model_dump(mode="json") for k, c in by_data.items()},
+              "evidence_markdown": evidence}
     text = f"{evidence}\n{what_wins_markdown(rows)}\n" + "".join(
-        f"- {kind} edits ({c['edits']:.0f}): {c['total']:.0f} s per edit and adapter (prepare {c['prepare']:.0f} + "
-        f"write {c['write']:.1f} + evaluate {c['evaluate']:.0f})\n" for kind, c in by_data.items())
+        f"- {kind} edits ({c.edits:.0f}): {c.total:.0f} s per edit and adapter (prepare {c.prepare:.0f} + "
+        f"write {c.write:.1f} + evaluate {c.evaluate:.0f})\n" for kind, c in by_data.items())
     print(text)
     print(f"fleet {fleet_seconds:.0f} s, nightly {nightly_seconds:.0f} s, verdicts {verdicts}")
     if args.json:

@@ -636,14 +636,14 @@ def test_200_adapters_by_30_nights_render_completely(fleet, tmp_path):
 def test_what_wins_section_matches_the_report(flow, tmp_path):
     """The dashboard's "What wins" view and ``spectral-surgery report`` are the same numbers: the dashboard builds
     it from its own snapshot, the CLI from registry.read.latest_decisions, both through
-    tasks.decision.report.what_wins."""
+    tasks.decision.fleet_report.what_wins."""
     from spectral_surgery.registry.read import latest_decisions
-    from spectral_surgery.tasks.decision.report import what_wins
+    from spectral_surgery.tasks.decision.fleet_report import what_wins
 
     reg, _ = flow
     data = collect(reg)
     assert data["what_wins"] == what_wins(latest_decisions(reg))
-    assert data["what_wins"] and {r["edit"] for r in data["what_wins"]} >= {"smooth_abs"}
+    assert data["what_wins"] and {r.edit for r in data["what_wins"]} >= {"smooth_abs"}
     html = render_dashboard(reg, tmp_path / "d.html").read_text()
     assert 'id="what-wins"' in html and "What wins, for which adapters" in html
 

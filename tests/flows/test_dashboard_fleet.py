@@ -19,8 +19,8 @@ from spectral_surgery.flows.dashboard.data import _test, mean_ci
 from spectral_surgery.registry.db import session_scope
 from spectral_surgery.registry.models import Adapter
 from spectral_surgery.registry.repository import Registry
+from spectral_surgery.tasks.decision.fleet_report import _mean_ci
 from spectral_surgery.tasks.decision.record import PairedTestRecord
-from spectral_surgery.tasks.decision.report import _mean_ci
 from tests import fleet_rows, tiny
 from tests.flows.test_dashboard_browser import browser  # noqa: F401  (the Chromium fixture, skipped without it)
 
@@ -82,7 +82,7 @@ def test_intervals_are_clipped_to_the_metric_range():
     ci = mean_ci(0.99, 0.02, 30, 0.95)
     assert ci["hi"] == 1.0 and ci["lo"] == pytest.approx(0.99 - 1.959964 * 0.02)
     across = _mean_ci([95.0, 99.0, -20.0], 0.95)  # what-wins: a Student-t interval of gains in points
-    assert -100.0 <= across["lo"] < across["mean"] < across["hi"] <= 100.0 and across["hi"] == 100.0
+    assert -100.0 <= across.lo < across.mean < across.hi <= 100.0 and across.hi == 100.0
 
 
 def test_1000_adapter_page_pages_filters_and_fits_1280px_in_chromium(browser, artifact, tmp_path):

@@ -139,12 +139,13 @@ def test_every_registry_reader_agrees_with_the_record(registry):
         ids = [c.id for c in registry.decision_candidates(d)]
         assert weighed[d.id] == ids and len(ids) == 2, name
         assert (d.record.candidate_ids is not None) == _shapes()[name][2]
-    by_name = {r["adapter"]: r for r in latest_decisions(registry)}
+    by_name = {r.adapter: r for r in latest_decisions(registry)}
     night_2 = max(d.run_id for d in fresh.values()) + 1
-    history = {r["adapter"]: r for r in edit_history(registry, "math", run_id=night_2)}
+    history = {r.adapter: r for r in edit_history(registry, "math", run_id=night_2)}
     full = dashboard_rows(registry, history=5, detail_runs=1)["records"]  # each adapter's latest: the whole document
     for name, d in fresh.items():
-        assert by_name[name]["record"] == d.record == history[name]["record"] == full[d.id], name
+        assert by_name[name].record == d.record == history[name].record == full[d.id], name
+        assert by_name[name].decision_id == history[name].decision_id == d.id, name
         assert adapter_story(registry, name).decision["verdict"] == d.record.verdict
         assert adapter_story(registry, name).decision["statistics"] == (d.statistics_json or {})  # `why --json`
     for d in fresh.values():  # a newer decision of each version: the one above is read from the extracted fields

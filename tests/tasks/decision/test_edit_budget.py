@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from spectral_surgery.tasks.decision.edit_budget import EditBudgetConfig, choose_edits
+from spectral_surgery.tasks.decision.fleet_report import LatestDecision
 from spectral_surgery.tasks.decision.gate import GateConfig, decide
 from tests.records import recorded
 from tests.tasks.decision.test_report import _arm
 
 
-def _decision(family: str, base: int, scores: dict[str, int]) -> dict:
+def _decision(family: str, base: int, scores: dict[str, int]) -> LatestDecision:
     baseline = _arm("baseline", "baseline", base)
     d = decide(baseline, [_arm(n, n, k) for n, k in scores.items()],
                [_arm("random_s1", "random_index", base, control=True)], GateConfig())
-    return {"adapter": f"{family}-{base}", "family": family, "record": recorded(d)}
+    return LatestDecision(adapter=f"{family}-{base}", family=family, decision_id=base,
+                          at=datetime(2026, 12, 1, tzinfo=UTC), record=recorded(d))
 
 
 CONFIGURED = ["abs_select", "smooth_abs", "hns", "flat_nuclear"]

@@ -7,7 +7,7 @@ import pytest
 from spectral_surgery.tasks.decision.gate import ArmOutcomes, GateConfig, decide
 from spectral_surgery.tasks.decision.record import DecisionRecord
 from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
-from tests.records import recorded, stored
+from tests.records import stored
 
 N = 400
 
@@ -61,80 +61,6 @@ def test_reject_and_canary_lines():
     assert md.startswith("### ad-3: REJECTED")
     assert "- **Canary zero_rebuild** (`zero_rebuild`): FAILED, differs from the unedited adapter on 3 documents" in md
     assert "- **Flag:** zero-rebuild canary" in md
-
-
-def _two_policies(base: int, a: int, b: int) -> DecisionRecord:
-    baseline = _arm("baseline", "baseline", base)
-    d = decide(baseline, [_arm("smooth_abs", "smooth_abs", a), _arm("hns", "hns", b)],
-               [_arm("random_s1", "random_index", base, control=True)], GateConfig())
-    return recorded(d)
-
-
-def test_what_wins_counts_verdicts_and_averages_gains_across_adapters():
-    from spectral_surgery.tasks.decision.report import what_wins, what_wins_markdown
-
-    decisions = [  # gains of hns: +4, +8, +16 pts over the unedited adapter (of 400 documents) in math
-        {"adapter": "m1", "family": "math", "record": _two_policies(200, 200, 216), "seconds": 100.0},
-        {"adapter": "m2", "family": "math", "record": _two_policies(200, 204, 232), "seconds": 300.0},
-        {"adapter": "m3", "family": "math", "record": _two_policies(100, 100, 164), "seconds": None},
-        {"adapter": "c1", "family": "commonsense", "record": _two_policies(200, 260, 200), "seconds": 50.0},
-    ]
-    rows = what_wins(decisions)
-    assert [(r["family"], r["edit"]) for r in rows] == [("commonsense", "smooth_abs"), ("commonsense", "hns"),
-                                                        ("math", "hns"), ("math", "smooth_abs")]
-    hns = rows[2]
-    assert (hns["adapters"], hns["promoted"], hns["passed"]) == (3, 3, 3) and hns["held"] == hns["rejected"] == 0
-    # mean of (4, 8, 16) = 9.333; sd 6.110, t(0.975, 2) = 4.3027: 9.333 ± 15.18 (textbook Student-t interval)
-    assert hns["delta_pts"]["mean"] == pytest.approx(28 / 3)
-    assert hns["delta_pts"]["lo"] == pytest.approx(28 / 3 - 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
-    assert hns["delta_pts"]["hi"] == pytest.approx(28 / 3 + 4.302653 * 6.110101 / 3 ** 0.5, abs=1e-4)
-    assert hns["guard_pts"]["mean"] == 0.0
-    assert hns["seconds_per_adapter"] == 200.0  # the runs with a known wall time
-    smooth = rows[3]
-    assert smooth["promoted"] == 0 and smooth["adapters"] == 3 and smooth["delta_pts"]["mean"] == pytest.approx(1 / 3)
-    single = rows[0]
-    assert single["promoted"] == 1 and single["delta_pts"]["lo"] is None  # one adapter: no interval
-    md = what_wins_markdown(rows)
-    assert "| math | hns | – | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | – | 200 |" in md
-    assert hns["cost"] is None and hns["data"] is None  # decisions from before costs were recorded
-
-
-def test_what_wins_reports_each_edits_own_cost_and_data_free_against_calibrated():
-    """An edit's cost per adapter is its stages counted whole (what it alone would pay) + write + evaluate; the
-    calibration pass counts only for an edit that needs data; data-free edits are compared with calibrated ones."""
-    from spectral_surgery.tasks.decision.report import cost_by_data, edit_cost, what_wins, what_wins_markdown
-
-    def costs(calibrate: float, evaluate_hns: float) -> dict:
-        return {"smooth_abs": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0},
-                "hns": {"write": 0.5, "decompose": 2.0, "evaluate": evaluate_hns},
-                "random_index-s1": {"write": 1.0, "decompose": 2.0, "calibrate": calibrate, "evaluate": 30.0}}
-
-    decisions = [
-        {"adapter": "m1", "family": "math", "record": _two_policies(200, 200, 216), "seconds": 100.0,
-         "costs": costs(60.0, 20.0)},
-        {"adapter": "m2", "family": "math", "record": _two_policies(200, 204, 232), "seconds": 300.0,
-         "costs": costs(100.0, 40.0)},
-        {"adapter": "m3", "family": "math", "record": _two_policies(100, 100, 164), "seconds": None,
-         "costs": {}},  # an adapter decided before costs were recorded: not in the means
-    ]
-    rows = {r["edit"]: r for r in what_wins(decisions)}
-    assert set(rows) == {"hns", "smooth_abs"}  # the random control is a reference, not an edit
-    hns, smooth = rows["hns"], rows["smooth_abs"]
-    assert hns["data"] == "data-free" and smooth["data"] == "calibration"
-    assert hns["cost"] == {"prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5, "n": 2}
-    assert smooth["cost"] == {"prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0, "n": 2}
-    assert edit_cost({"write": 1.0, "decompose": 2.0, "calibrate": 3.0, "gamma": 4.0, "evaluate": None}) == {
-        "prepare": 9.0, "write": 1.0, "evaluate": 0.0, "total": 10.0, "data": "calibration"}
-    assert edit_cost({"evaluate": None}) is None and edit_cost(None) is None
-    by = cost_by_data(list(rows.values()))
-    assert by == {"data-free": {"edits": 1, "prepare": 2.0, "write": 0.5, "evaluate": 30.0, "total": 32.5},
-                  "calibration": {"edits": 1, "prepare": 82.0, "write": 1.0, "evaluate": 30.0, "total": 113.0}}
-    md = what_wins_markdown(list(rows.values()))
-    assert (
-        "| math | hns | data-free | 3 | 3 | 3 / 0 / 0 | +9.3 [−5.8, +24.5] | +0.0 [+0.0, +0.0] | 32 (2 + 0.5 + 30) "
-        "| 200 |"
-        in md
-    )
 
 
 def test_report_shows_the_pairing_and_a_continuous_decision_in_nats():

@@ -1,12 +1,14 @@
-"""What the decision report renders is pinned byte for byte on real gate decisions (tasks/decision/report.py).
+"""What the decision report renders is pinned byte for byte on real gate decisions (tasks/decision/report.py, and
+what wins across them: tasks/decision/fleet_report.py).
 
 Every surface that renders a recorded decision through :mod:`tasks.decision.report` is rendered here from real gate
 decisions recorded as the flow records them (:mod:`tests.records`) and from the older row shapes the registry holds
 (:mod:`tests.registry.test_record_readers`): the Markdown (the flow's artifact and the MLflow mirror's
 ``decision/decision.md``), the table artifact's rows, the dashboard's pairing words and what-wins table, the CLI's
 ``report`` rows and the MLflow metrics and tags. ``report_pinned.json`` beside this file holds what the code rendered
-before the report moved from raw dicts to the typed record (:class:`tasks.decision.record.DecisionRecord`); the
-output must not change by a byte. A change of the report that is meant regenerates it with
+before the report moved from raw dicts to the typed record (:class:`tasks.decision.record.DecisionRecord`), and
+before what wins moved from dicts to typed rows (:mod:`tasks.decision.fleet_report`); the output must not change by
+a byte. A change of the report that is meant regenerates it with
 ``python -m tests.tasks.decision.test_report_pinned --write`` and says so in the commit.
 """
 
@@ -15,21 +17,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from spectral_surgery.tasks.decision.gate import ArmOutcomes, DecisionConfig, GateConfig, decide
-from spectral_surgery.tasks.decision.record import DecisionRecord, MetricFallback
-from spectral_surgery.tasks.decision.report import (
-    candidate_rows,
+from spectral_surgery.tasks.decision.fleet_report import (
+    ArmSeconds,
+    LatestDecision,
     cost_by_data,
     cost_text,
-    decision_markdown,
     what_wins,
     what_wins_markdown,
 )
+from spectral_surgery.tasks.decision.gate import ArmOutcomes, DecisionConfig, GateConfig, decide
+from spectral_surgery.tasks.decision.record import DecisionRecord, MetricFallback
+from spectral_surgery.tasks.decision.report import candidate_rows, decision_markdown
 from spectral_surgery.tasks.delivery.mlflow_run import run_metrics, run_tags
 from tests.records import ladder_promotion, recorded, statistics
 from tests.registry.test_record_readers import _shapes
@@ -106,15 +110,17 @@ def rendered() -> dict[str, Any]:
         out[f"old:{name}/markdown"] = decision_markdown(f"old-{name}", rec, "s")
         out[f"old:{name}/rows"] = json.dumps(candidate_rows(rec))
         out[f"old:{name}/pairing"] = [_pairing(v) for v in rec.verdicts]
-    history = [{"adapter": f"ad-{name}", "family": "math" if i % 2 else "code", "record": rec,
-                "seconds": None if i == 3 else 100.0 + 10 * i, "costs": _costs(i) if i != 4 else {}}
+    history = [LatestDecision(adapter=f"ad-{name}", family="math" if i % 2 else "code", decision_id=i,
+                              at=datetime(2026, 12, 1, tzinfo=UTC), record=rec,
+                              seconds=None if i == 3 else 100.0 + 10 * i,
+                              costs={arm: ArmSeconds(**spent) for arm, spent in _costs(i).items()} if i != 4 else {})
                for i, (name, rec) in enumerate(recs.items())]
-    rows = what_wins(history)
-    out["what_wins/rows"] = json.dumps(rows)
+    rows = what_wins(history)  # the typed rows, dumped as `report --json` dumps them
+    out["what_wins/rows"] = json.dumps([r.model_dump(mode="json") for r in rows])
     out["what_wins/markdown"] = what_wins_markdown(rows)
-    out["what_wins/cost_by_data"] = json.dumps(cost_by_data(rows))
-    out["what_wins/cost_text"] = [cost_text(r.get("cost")) for r in rows]
-    out["what_wins/dashboard_html"] = _what_wins({"what_wins": json.loads(json.dumps(rows))})
+    out["what_wins/cost_by_data"] = json.dumps({k: c.model_dump(mode="json") for k, c in cost_by_data(rows).items()})
+    out["what_wins/cost_text"] = [cost_text(r.cost) for r in rows]
+    out["what_wins/dashboard_html"] = _what_wins({"what_wins": rows})
     return out
 
 
