@@ -85,7 +85,8 @@ def _registry(data) -> None:
                    ArmOutcomes("abs_select", "abs_select", False, task(5)))
     _adapter(reg, "ad-code", "code", held,
              {"smooth_abs": {"write": 2.0, "decompose": 3.0, "calibrate": 40.0},
-              "hns": {"write": 1.0, "decompose": 3.0}, "abs_select": None, "random_index-s0": {"write": 1.0, "decompose": 3.0}},
+              "hns": {"write": 1.0, "decompose": 3.0}, "abs_select": None,
+              "random_index-s0": {"write": 1.0, "decompose": 3.0}},
              {}, run.id, 100.0)
     reg.finish_run(run.id, "completed")
     reg.close()
