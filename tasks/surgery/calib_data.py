@@ -382,13 +382,18 @@ def warn_if_truncated(tokenizer, examples: Sequence[CalibExample], model, max_se
     n_pos = model_positions(model)
     if n_pos is None or (max_seq_len is not None and max_seq_len <= n_pos):
         return 0
-    lengths = [len(tokenizer(_full_text(tokenizer, ex), add_special_tokens=False)["input_ids"]) for ex in examples]
+    lengths = [token_length(tokenizer, ex) for ex in examples]
     over = [i for i, n in enumerate(lengths) if n > n_pos]
     if over:
         log.warning("%s: %d of %d examples are longer than the base model's %d positions (longest %d tokens, "
                     "e.g. example %d); they are truncated to %d tokens. Set calib.max_seq_len to choose the length, "
                     "or shorten those rows.", what, len(over), len(examples), n_pos, max(lengths), over[0], n_pos)
     return len(over)
+
+
+def token_length(tokenizer, ex: CalibExample) -> int:
+    """Tokens of ``ex``'s full teacher-forcing text as :func:`build_batch` tokenises it (before truncation)."""
+    return len(tokenizer(_full_text(tokenizer, ex), add_special_tokens=False)["input_ids"])
 
 
 def _full_text(tokenizer, ex: CalibExample) -> str:

@@ -255,12 +255,29 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _per_example_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Sum over examples of each example's summed shifted CE (fp32), and supervised tokens per example."""
+def scored_positions(labels: Tensor) -> Tensor:
+    """The positions ``t`` whose logits some row scores (its token ``t + 1`` is supervised), ascending: what a
+    forward needs the output head at (``logits_to_keep``)."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+
+
+def _per_example_loss(logits: Tensor, labels: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Sum over examples of each example's summed shifted CE (fp32), and supervised tokens per example.
+
+    ``keep``: the positions ``logits`` holds (:func:`scored_positions`, from a forward with ``logits_to_keep``);
+    None, or a model that returned every position anyway, reads them from the full logits.
+    """
     shift_labels = labels[:, 1:].to(logits.device)
+    if keep is not None:
+        keep = keep.to(logits.device)
+        if logits.shape[1] != len(keep):  # a model that ignores logits_to_keep returns every position
+            logits = logits[:, keep]
+        shift_labels = shift_labels[:, keep]
+    else:
+        logits = logits[:, :-1]
     sel = shift_labels != IGNORE_INDEX
     # Only supervised positions are upcast: fp32 logits for every position would cost B·T·vocab·4 bytes.
-    picked = logits[:, :-1][sel].float()
+    picked = logits[sel].float()
     loss = F.cross_entropy(picked, shift_labels[sel], reduction="sum")
     return loss, sel.sum(dim=1).cpu()
 
@@ -330,9 +347,11 @@ def collect_sensitivities(
             batch = build_batch(tokenizer, examples[bi * cfg.batch_size : (bi + 1) * cfg.batch_size],
                                 max_seq_len=limit)
             state.mask = batch["attention_mask"].to(device)
+            keep = scored_positions(batch["labels"]).to(device)  # the head (forward and backward) only there
             with torch.enable_grad():
-                out = model(input_ids=batch["input_ids"].to(device), attention_mask=state.mask, use_cache=False)
-                loss, n_tok = _per_example_loss(out.logits, batch["labels"])
+                out = model(input_ids=batch["input_ids"].to(device), attention_mask=state.mask, use_cache=False,
+                            logits_to_keep=keep)
+                loss, n_tok = _per_example_loss(out.logits, batch["labels"], keep)
                 del out
                 if loss.requires_grad:
                     loss.backward()

@@ -34,6 +34,7 @@ from spectral_surgery.tasks.surgery.calib_data import (
     build_batch,
     calibration_sha256,
     sequence_limit,
+    token_length,
     warn_if_truncated,
 )
 from spectral_surgery.tasks.surgery.calibration import resolve_lora_layer
@@ -163,8 +164,13 @@ def scaled_lora_b(peft_model: nn.Module, module_names: Sequence[str], gamma: flo
 def mean_calibration_loss(model: nn.Module, tokenizer, examples: Sequence[CalibExample], cfg: CalibConfig) -> float:
     """Token-mean cross-entropy over the supervised (answer) tokens of ``examples``, forward only.
 
-    Batches as the calibration pass builds them (``cfg.batch_size``, ``cfg.max_seq_len``); the model is put in
-    eval mode for the call and restored.
+    Batches of ``cfg.batch_size`` built as the calibration pass builds them (``cfg.max_seq_len``), from the
+    examples ordered by token length (a batch pads to its longest row: less padding, the same tokens), and the
+    output head applied only at the positions whose next token is supervised (``logits_to_keep``, where the model
+    takes it). The sum is the same as over the examples in file order with every position's logits, to float
+    rounding (tests/tasks/surgery/test_global_scalar.py: 1e-6 relative); the held-out loss of every γ is computed
+    in the same order, so an exact tie between two γ stays one. The model is put in eval mode for the call and
+    restored.
 
     Raises:
         ValueError: no examples, or no supervised token in any of them.
@@ -176,17 +182,22 @@ def mean_calibration_loss(model: nn.Module, tokenizer, examples: Sequence[CalibE
     total, n_tok = 0.0, 0
     limit = sequence_limit(model, cfg.max_seq_len)
     warn_if_truncated(tokenizer, examples, model, cfg.max_seq_len, what="global scalar's held-out calibration")
+    ordered = sorted(examples, key=lambda ex: token_length(tokenizer, ex))  # stable: ties keep the file's order
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(examples), cfg.batch_size):
-                batch = build_batch(tokenizer, examples[i : i + cfg.batch_size], max_seq_len=limit)
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
-                labels = batch["labels"][:, 1:].to(logits.device)
+            for i in range(0, len(ordered), cfg.batch_size):
+                batch = build_batch(tokenizer, ordered[i : i + cfg.batch_size], max_seq_len=limit)
+                labels = batch["labels"][:, 1:].to(device)
                 sel = labels != IGNORE_INDEX
-                total += float(F.cross_entropy(logits[:, :-1][sel].float(), labels[sel], reduction="sum"))
+                keep = sel.any(0).nonzero().flatten()  # positions t whose next token is scored in some row
+                logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"]
+                               .to(device), use_cache=False, logits_to_keep=keep).logits
+                if logits.shape[1] != len(keep):  # a model that ignores logits_to_keep returns every position
+                    logits = logits[:, keep]
+                sel = sel[:, keep]
+                total += float(F.cross_entropy(logits[sel].float(), labels[:, keep][sel], reduction="sum"))
                 n_tok += int(sel.sum())
     finally:
         model.train(was_training)

@@ -180,6 +180,29 @@ def test_per_example_results_do_not_depend_on_batch_size(setup):
             assert torch.equal(other[name].n_tokens, runs[0][name].n_tokens)
 
 
+class _EveryPosition(nn.Module):
+    """The model with ``logits_to_keep`` dropped: every position's logits, as the pass computed them before."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, logits_to_keep=None, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+def test_head_only_at_scored_positions_matches_every_position(setup):
+    """The pass runs the output head only where a token is scored (``logits_to_keep``): the per-example values are
+    those of the full logits (the pass before; also what a model without ``logits_to_keep`` gets) to 1e-6."""
+    pm, tok, spectra, scalings, examples = setup
+    for bs in (1, 3, 8):
+        fast = collect_sensitivities(pm, tok, examples, spectra, scalings, _cfg(batch_size=bs))
+        every = collect_sensitivities(_EveryPosition(pm), tok, examples, spectra, scalings, _cfg(batch_size=bs))
+        for name in spectra:
+            torch.testing.assert_close(fast[name].per_example, every[name].per_example, rtol=1e-5, atol=1e-6)
+            assert torch.equal(fast[name].n_tokens, every[name].n_tokens)
+
+
 def test_results_do_not_depend_on_which_other_modules_are_hooked(setup):
     # Parameters are frozen and backward starts at the earliest hooked output; hooking only the reference
     # targets (o_proj, down_proj) must give the same per-module values as hooking all seven projections.

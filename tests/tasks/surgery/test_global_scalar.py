@@ -191,6 +191,40 @@ def test_calib_loss_selection_matches_written_adapters(tiny_base, tiny_adapter, 
     assert man["gamma_selection"]["holdout"]["sha256"] != prepared.calib_sha256
 
 
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes ``**kwargs`` and ignores ``logits_to_keep`` (every position's logits)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask, use_cache=False, **_ignored):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+def test_held_out_loss_fast_path_matches_the_reference(tiny_base, tiny_adapter):
+    """Examples ordered by length and the head only at scored positions give the reference's loss (file order, every
+    position's logits: tests/benchmarks/bench_gamma.py) to 1e-6 relative, for batches that split the examples, with
+    and without ``logits_to_keep``, truncated or not; ordering alone reorders whole rows only."""
+    from tests.benchmarks.bench_gamma import naive_mean_calibration_loss
+
+    rows = _rows(12)
+    rows = [CalibExample(r.prompt * (1 + i % 3), r.answer + " ok" * (i % 4)) for i, r in enumerate(rows)]
+    tok = tiny.make_tokenizer()
+    peft = PeftModel.from_pretrained(_base(tiny_base), str(tiny_adapter)).eval()
+    for bs, max_len in ((1, None), (5, None), (4, 90), (12, None)):  # 90: some rows lose part or all of their answer
+        calib = CalibConfig(n_samples=12, batch_size=bs, max_seq_len=max_len)
+        ref = naive_mean_calibration_loss(peft, tok, rows, calib)
+        assert mean_calibration_loss(peft, tok, rows, calib) == pytest.approx(ref, rel=1e-6)
+        assert mean_calibration_loss(_NoLogitsToKeep(peft), tok, rows, calib) == pytest.approx(ref, rel=1e-6)
+    calib = CalibConfig(n_samples=12, batch_size=1)  # one example per batch: the same batches in another order
+    assert mean_calibration_loss(peft, tok, rows, calib) == pytest.approx(
+        naive_mean_calibration_loss(peft, tok, rows, calib), rel=1e-12)
+
+
 def test_gamma_zero_on_all_modules_is_the_bare_base(tiny_base, tiny_adapter):
     rows = _rows()
     cfg = _cfg(targets=TargetConfig(target_modules="all")).model_copy(
