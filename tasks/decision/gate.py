@@ -47,7 +47,8 @@ takes ψ = δ where the gain would exceed the discordance: never less than a gai
 ``n_needed`` the documents at which a gain of ``min_effect`` is detected with that power
 (:func:`tasks.decision.power.mcnemar_sample_size`, ψ = max(ψ̂, min_effect)); for continuous outcomes the normal
 formulas with the standard deviation of the paired differences. Both are the largest over the references,
-since the gate must beat all of them.
+since the gate must beat all of them. Where some reference's continuous differences show no spread (one document,
+or the same difference on every one) both are None, not 0: there is nothing to size them from.
 
 **Pairing.** Every verdict records, against each reference, what pairing the arms on the same documents buys
 (:func:`tasks.decision.stats.pairing`): the Pearson correlation of the paired per-document values (phi for the 0/1
@@ -93,6 +94,8 @@ from spectral_surgery.tasks.decision.stats import (
     pairing,
 )
 
+# A held candidate whose continuous paired differences show no spread has no power estimate (:func:`_power`).
+NO_SPREAD = "documents needed unknown (the paired differences show no spread to size them from)"
 _EPS = 1e-12  # float slack on threshold comparisons, so a drop of exactly the tolerance is "within"
 Verdict = Literal["promote", "hold", "reject"]
 REJECTED_ON_TASK_EVIDENCE = "rejected on task evidence"  # why a guard was skipped (module docstring)
@@ -437,14 +440,22 @@ def _part(test: PairedTest, p_adj: float, what: str, note: str, unit: str, cfg: 
     return f"{delta} vs {what} ({inner})"
 
 
-def _power(c: ArmOutcomes, x: ArmOutcomes, test: PairedTest, cfg: GateConfig, level: float) -> tuple[float, float]:
-    """(mde at n, documents needed for min_effect) of c vs x, from the observed spread (module docstring)."""
+def _power(c: ArmOutcomes, x: ArmOutcomes, test: PairedTest, cfg: GateConfig,
+           level: float) -> tuple[float, float] | None:  # fmt: skip
+    """(mde at n, documents needed for min_effect) of c vs x, from the observed spread (module docstring); None for
+    continuous outcomes whose paired differences show no spread (the same difference on every document, up to float
+    rounding: the test's method ``"none"``): the normal formulas would give an MDE of 0 and 0 documents needed, a
+    power the data cannot back."""
     n = test.n
     if test.n_a_only is not None:
         psi = (test.n_a_only + (test.n_b_only or 0)) / n
         return (mcnemar_mde(n, max(psi, 1.0 / n), level, cfg.power),
                 mcnemar_sample_size(cfg.min_effect, max(psi, cfg.min_effect), level, cfg.power))  # fmt: skip
+    if test.method == "none":  # every difference equal up to float rounding (the test's own criterion)
+        return None
     sd = float(np.std(np.asarray(c.task, float) - np.asarray(x.task, float), ddof=1)) if n > 1 else 0.0
+    if not sd > 0.0:
+        return None
     return paired_mde(n, sd, level, cfg.power), paired_sample_size(cfg.min_effect, sd, level, cfg.power)
 
 
@@ -588,9 +599,13 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
                   and not c.is_control)
     # Power: what this n can detect and what n would detect min_effect, against every reference.
     refs = [(x, tt) for x, tt in ((b, t.vs_b), (r, t.vs_r), (s, t.vs_s)) if x is not None and tt is not None]
-    mde, needed = (max(v) for v in zip(*(_power(c, x, tt, cfg, level) for x, tt in refs)))
-    # capped (an alpha so small that no n reaches the power gives inf): 10**9 documents reads as "unreachable"
-    n_needed = 10**9 if not math.isfinite(needed) else int(min(math.ceil(needed - 1e-9), 10**9))
+    powers = [_power(c, x, tt, cfg, level) for x, tt in refs]
+    mde: float | None = None
+    n_needed: int | None = None
+    if all(pw is not None for pw in powers):  # else unknown: some reference's differences show no spread
+        mde, needed = (max(v) for v in zip(*powers))  # type: ignore[misc]
+        # capped (an alpha so small that no n reaches the power gives inf): 10**9 documents reads as "unreachable"
+        n_needed = 10**9 if not math.isfinite(needed) else int(min(math.ceil(needed - 1e-9), 10**9))
     upper = _gain(t.vs_b, hib)[1]
     explained_by, why = None, ""
     if flags:
@@ -614,7 +629,8 @@ def _verdict(c: ArmOutcomes, b: ArmOutcomes, r: ArmOutcomes | None, s: ArmOutcom
                 verdict, why = "reject", f"{what} explains this gain (upper bound {bound} vs it)"
                 break
         if verdict == "hold":
-            why = f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {fmt_gain(mde, metric)})"
+            why = (f"held for evidence: needs ~{n_needed} documents (MDE at {t.vs_b.n}: {fmt_gain(mde, metric)})"
+                   if mde is not None else f"held for evidence: {NO_SPREAD}")
     # first match wins: a candidate rejected by rule 2 (a significant gain too small to be worth having) is not
     # eligible either, so "passed" and the verdict never disagree and only a "promote" verdict can be promoted
     passed = passed and verdict == "promote"
@@ -740,7 +756,11 @@ def summarize(verdicts: Sequence[CandidateVerdict], flags: Sequence[str] = (), h
     sentence = "no candidate promoted: " + " | ".join(v.reason for v in verdicts) + direction
     if not held or flags:
         return None, "reject", sentence, None
-    n_needed = min(v.n_needed for v in held)  # type: ignore[type-var]
+    known = [v.n_needed for v in held if v.n_needed is not None]
+    if not known:
+        names = ", ".join(v.name for v in held)
+        return None, "hold", f"{sentence} — adapter held for evidence ({names}): {NO_SPREAD}", None
+    n_needed = min(known)
     names = ", ".join(v.name for v in held if v.n_needed == n_needed)
     return None, "hold", f"{sentence} — adapter held for evidence ({names}): needs ~{n_needed} documents", n_needed
 

@@ -478,6 +478,29 @@ def test_every_verdict_records_correlation_and_effective_sample_size():
     assert scored.verdicts[0].pairing[0].scores == pairing(sc.scores, sb.scores, "scores")
 
 
+def test_continuous_power_without_spread_is_unknown_not_zero():
+    """Paired differences that are all equal (up to float rounding) carry no spread: the gate records no MDE and no
+    documents needed, and a HOLD says that it cannot size them; it used to say "needs ~0 documents (MDE at 2:
+    +0.000 nats)". With any spread the figures are the normal formulas' again."""
+    from spectral_surgery.tasks.decision.gate import NO_SPREAD, DecisionConfig
+
+    cont = DecisionConfig(metric="continuous", min_effect=0.1)
+    cfg = GateConfig(require_control=False)
+
+    def arm(name: str, s: list[float]) -> ArmOutcomes:
+        return ArmOutcomes(name, name, False, [1.0 if x > 0 else 0.0 for x in s], scores=s)
+
+    d = decide(arm("baseline", [0.2, 0.4]), [arm("c", [0.5, 0.7])], [], cfg, decision=cont)  # +0.3 twice
+    v = d.verdicts[0]
+    assert v.vs_baseline.method == "none" and v.verdict == "hold" and d.verdict == "hold"
+    assert v.mde is None and v.n_needed is None and d.n_needed is None
+    assert d.sentence.endswith(f"held for evidence (c): {NO_SPREAD}") and "~0 documents" not in d.sentence
+    spread = decide(arm("baseline", [0.2, 0.4, 0.1]), [arm("c", [0.5, 0.8, 0.3])], [], cfg, decision=cont)
+    w = spread.verdicts[0]
+    sd = float(np.std([0.3, 0.4, 0.2], ddof=1))
+    assert w.vs_baseline.method == "paired_t" and w.mde == pytest.approx(paired_mde(3, sd, CFG.alpha, CFG.power))
+
+
 def test_continuous_metric_decides_on_scores_with_the_same_verdicts():
     from spectral_surgery.tasks.decision.gate import DecisionConfig, decision_metric
 
@@ -491,6 +514,8 @@ def test_continuous_metric_decides_on_scores_with_the_same_verdicts():
     assert v["better"].vs_baseline.method == "none" and v["better"].vs_baseline.delta == pytest.approx(0.3)
     assert d.promoted == "better" and v["better"].verdict == "promote" and "+0.300 nats" in v["better"].reason
     assert v["same"].verdict == "reject" and "min_effect 0.100 nats" in v["same"].reason
+    # every difference the same: no spread to size the power from, so unknown rather than an MDE of 0
+    assert v["better"].mde is None and v["better"].n_needed is None and v["same"].mde is None
     assert v["better"].task_mean == pytest.approx(0.5)  # task_mean stays the task metric's
     assert d.to_dict()["decision"] == {"metric": "continuous", "min_effect": 0.1, "min_delta": 0.0}
     assert decide(b, [same, better], [], cfg).promoted is None  # the task metric sees no gain at all
