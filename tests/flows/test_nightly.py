@@ -56,11 +56,7 @@ def _corrupt(d: Path) -> None:
     (d / "adapter_model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 def test_fleet_with_one_corrupt_adapter(prefect_harness, make_fleet, fleet_base, tmp_path):
