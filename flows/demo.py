@@ -86,7 +86,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     """Run the whole product once on the embedded default; returns a summary (also stored in the registry).
 
     Returns:
-        ``{"adapters": [...], "rows": [per-adapter summary], "dashboard": path, "seconds": {...}, "run_id": id,
+        ``{"adapters": [...], "rows": best_edit_rows(...), "dashboard": path, "seconds": {...}, "run_id": id,
         "nightly": what run_nightly returned}`` (the command line prints the run's summary from ``nightly`` and
         drops it from ``--json``).
     """
@@ -127,7 +127,7 @@ def run_demo(data_dir: Path, budget: DemoBudget, *, registry_url: str | None = N
     seconds["nightly"] = time.perf_counter() - t
 
     say("[4/4] dashboard")
-    rows = summary_rows(reg, [f"demo-{a['name']}" for a in fleet], cfg)
+    rows = best_edit_rows(reg, [f"demo-{a['name']}" for a in fleet], cfg)
     dashboard = None
     try:
         from spectral_surgery.flows.dashboard import render_dashboard
@@ -145,8 +145,23 @@ def _limits(budget: DemoBudget) -> str:
     return f"{budget.task_limit} docs" + (f"; {own}" if own else "")
 
 
-def summary_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
-    """Per adapter: best policy, task delta vs baseline and vs random (with p-values), guard delta, decision."""
+def best_edit_rows(reg, names: list[str], cfg: RunConfig) -> list[dict]:
+    """Per adapter, its decision under ``cfg`` and the best edit's evidence: the rows of the demo's score table and
+    of its ``--json`` (``run_demo``'s ``"rows"``); the run's summary under the table is
+    :func:`flows.cli.summary.summary_rows`.
+
+    Args:
+        reg: The registry the night wrote.
+        names: Adapter names, in the table's order.
+        cfg: The night's config (the decision looked up is the one of its adapter config hash).
+
+    Returns:
+        One dict per name: ``adapter``, ``promoted``, ``decision`` (the decision's sentence), ``verdict``,
+        ``n_needed`` (a hold's) and ``baseline``, and for the promoted edit (else the best by task score)
+        ``best_policy``, ``task``, ``delta_baseline``/``p_baseline``, ``delta_random``/``p_random`` and
+        ``guard_delta``; a name with no decision (failed, not refined) only ``adapter``, ``decision`` ("failed or not
+        refined") and ``promoted`` (None).
+    """
     from spectral_surgery.flows.refine_adapter import adapter_config_hash
     from spectral_surgery.tasks.decision.record import DecisionRecord
 

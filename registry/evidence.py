@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from spectral_surgery.registry import validation as check
 from spectral_surgery.registry.models import (
+    BASELINE,
     EVALUATION_KINDS,
     AdapterRun,
     AdapterVersion,
@@ -21,8 +22,14 @@ from spectral_surgery.registry.models import (
     GuardResult,
     RefinementRun,
 )
-from spectral_surgery.registry.store import Store, _subject
+from spectral_surgery.registry.store import Store
 from spectral_surgery.registry.validation import NotFoundError, RegistryError
+
+
+def _subject(candidate_id: int | None) -> str:
+    """An evaluation's ``subject`` column: ``baseline`` or ``candidate:<id>`` (what ``ck_evaluations_subject``
+    allows), so that a unique key over it holds for the baseline too, whose ``candidate_id`` is NULL."""
+    return BASELINE if candidate_id is None else f"candidate:{int(candidate_id)}"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from spectral_surgery.registry.db import holds_write_lock, session_scope
-from spectral_surgery.registry.models import (
-    BASELINE,
-    Adapter,
-)
+from spectral_surgery.registry.models import Adapter
 from spectral_surgery.registry.validation import NotFoundError
 
 T = TypeVar("T")
@@ -124,6 +121,3 @@ class Store:
         if row is None:
             raise NotFoundError(f"no {what} with id {row_id}")
         return row
-
-def _subject(candidate_id: int | None) -> str:
-    return BASELINE if candidate_id is None else f"candidate:{int(candidate_id)}"

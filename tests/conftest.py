@@ -107,6 +107,30 @@ def code_sandbox(monkeypatch):
         monkeypatch.setenv(ENV_SANDBOX, "python-guard")
 
 
+@pytest.fixture
+def fresh_worker():
+    """The worker's cached registries and evaluators forgotten before and after the test (:func:`flows.worker.reset`):
+    no registry or evaluator of one test reaches the next. Opt in per file with
+    ``pytestmark = pytest.mark.usefixtures("fresh_worker")`` (not autouse: files whose tests share a warm worker
+    cache leave it out)."""
+    from spectral_surgery.flows import worker
+
+    worker.reset()
+    yield
+    worker.reset()
+
+
+@pytest.fixture(scope="module")
+def fresh_worker_module():
+    """As :func:`fresh_worker`, once around a whole file: for files whose tests share one module-scoped fleet and
+    registry (``pytestmark = pytest.mark.usefixtures("fresh_worker_module")``)."""
+    from spectral_surgery.flows import worker
+
+    worker.reset()
+    yield
+    worker.reset()
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """Path of a saved tiny Llama model + tokenizer (2 layers, hidden 32)."""

@@ -132,12 +132,11 @@ def _cmd_demo(args, log) -> int:
     nightly = result.pop("nightly")  # the run's summary, as `run` prints it; --json keeps its run_id
 
     def render() -> None:
-        from spectral_surgery.flows.cli.run import _served
-        from spectral_surgery.flows.cli.summary import summary_rows, width_of
+        from spectral_surgery.flows.cli.summary import served_now, summary_rows, width_of
 
         console = plain_console()
         width = width_of(console)
-        rows = summary_rows(worker.registry(cfg), nightly, _served)
+        rows = summary_rows(worker.registry(cfg), nightly, served_now)
         for line in demo_lines(result, rows, width, color=console.is_terminal):
             console.print(line, highlight=False, soft_wrap=True)
 

@@ -319,23 +319,6 @@ def _error_line(error_type: str, text: str | None) -> str:
     return f"{short}: {lines[-1] if lines else ''}"
 
 
-def _served(r: dict) -> str | None:
-    """What production serves after the run, in words (None: nothing to say, a failure or a version already done)."""
-    if r.get("status") != "completed" or r.get("reused"):
-        return None
-    if r.get("promoted"):
-        return f"{r['promoted']} (promoted by this run)"
-    review = r.get("review")
-    if review and review["state"] == "pending":
-        return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
-    if review:
-        return f"unchanged (review {review['id']} {review['state']})"
-    from spectral_surgery.tasks.decision.record import DecisionRecord
-
-    promoted = DecisionRecord.from_json(r.get("statistics")).promoted  # the result's statistics, as recorded
-    return f"{promoted} (not moved: dry run)" if promoted else "unchanged"
-
-
 def _on_stop(verbose: bool) -> None:
     """From the first stop request on: no library log lines (Prefect's "Crash detected!" of the stopped runs), so
     that ``error: interrupted`` is the one line the stop prints; ``-v`` keeps them."""
@@ -482,7 +465,7 @@ def _cmd_run(args, log) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from spectral_surgery.flows.cli.summary import nothing_to_do, note_lines, summary_rows, width_of
+    from spectral_surgery.flows.cli.summary import nothing_to_do, note_lines, served_now, summary_rows, width_of
     from spectral_surgery.flows.cli.summary import render as render_summary
 
     from spectral_surgery.flows import interrupt, stage_hook
@@ -559,7 +542,7 @@ def _cmd_run(args, log) -> int:
 
         console.print(f"Nightly refinement run {summary['run_id']}: {headline(summary)}", highlight=False)
         width = width_of(console)
-        for line in render_summary(summary_rows(reg, summary, _served), width, color=console.is_terminal):
+        for line in render_summary(summary_rows(reg, summary, served_now), width, color=console.is_terminal):
             console.print(line, highlight=False, soft_wrap=True)
         for line in window_lines(summary):  # planned vs actual per adapter, the forecast error (a windowed night)
             console.print(escape(line), highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ reasons follow, indented and wrapped to the width (never a sentence in a table c
 a pipe gets plain lines of at most :data:`PIPE_WIDTH` characters, so a cron log stays readable and greppable.
 
 :func:`summary_rows` reads the registry once into typed :class:`SummaryRow` records; :func:`render` is pure.
+``run`` and ``demo`` both word what production serves with :func:`served_now`.
 """
 
 from __future__ import annotations
@@ -91,6 +92,33 @@ def reasons(sentence: str | None) -> list[str]:
     return [part.strip() for part in (sentence or "").split(" | ") if part.strip()]
 
 
+def served_now(result: dict) -> str | None:
+    """What production serves after the run, in words: the line under an adapter's headline in the summaries of
+    ``run`` and ``demo`` (:func:`summary_rows`' ``served``).
+
+    Args:
+        result: One adapter's result in what :func:`flows.refine_fleet.run_nightly` returned.
+
+    Returns:
+        ``smooth_abs (promoted by this run)``, ``unchanged (awaiting review N of ... until ...)``, ``unchanged
+        (review N rejected)``, ``smooth_abs (not moved: dry run)`` or ``unchanged``; None when there is nothing to
+        say (a failure, or a version an earlier run already did).
+    """
+    if result.get("status") != "completed" or result.get("reused"):
+        return None
+    if result.get("promoted"):
+        return f"{result['promoted']} (promoted by this run)"
+    review = result.get("review")
+    if review and review["state"] == "pending":
+        return f"unchanged (awaiting review {review['id']} of {review['candidate']} until {review['expires_at']})"
+    if review:
+        return f"unchanged (review {review['id']} {review['state']})"
+    from spectral_surgery.tasks.decision.record import DecisionRecord
+
+    promoted = DecisionRecord.from_json(result.get("statistics")).promoted  # the result's statistics, as recorded
+    return f"{promoted} (not moved: dry run)" if promoted else "unchanged"
+
+
 def row_of(result: dict, version: str, seconds: float | None, served: str | None) -> SummaryRow:
     """A :class:`SummaryRow` from one adapter's result of :func:`flows.refine_fleet.nightly_refinement`."""
     name, status = result["adapter"], result.get("status", "completed")
@@ -170,7 +198,8 @@ def summary_rows(reg, summary: dict, served=None) -> list[SummaryRow]:
     Args:
         reg: The registry the run wrote.
         summary: What :func:`flows.refine_fleet.run_nightly` returned.
-        served: ``result -> str | None``, what production serves now (the command line's wording), or None.
+        served: ``result -> str | None``, what production serves now (:func:`served_now`, the command line's
+            wording), or None.
     """
     runs = {}
     for arun in reg.adapter_runs(summary["run_id"]):

@@ -11,14 +11,14 @@ import numpy as np
 
 from spectral_surgery.flows.dashboard.charts_js import chart_json, heatmap_spec, matrix, multiples_spec
 from spectral_surgery.flows.dashboard.fmt import (
-    _short,
-    _status_badge,
-    _x_dates,
+    date_ticks,
     decision_badge,
     fmt_p,
     pct,
     pts,
     review_text,
+    shorten,
+    status_badge,
 )
 from spectral_surgery.flows.dashboard.svg import color_for, e
 
@@ -45,7 +45,7 @@ def trend_spec(a: dict) -> dict:
     ``SSCharts.line``): one x per decision, oldest first, tick labels as dates."""
     t = a["trend"]
     xs = [float(i + 1) for i in range(len(t))]
-    xfmt, xlab = _x_dates([p["t"] for p in t])
+    xfmt, xlab = date_ticks([p["t"] for p in t])
     ticks = _thin(xs, 8)
     few = len(t) <= 3  # lines of one or two points need their dots to be visible at all
 
@@ -221,7 +221,7 @@ def _events(a: dict) -> str:
     cls = {"promotion": "b-ok", "approval": "b-ok", "manual_override": "b-warn", "rollback": "b-bad"}
     rows = "".join(f'<tr><td>{e(v["at"])}</td><td><span class="badge {cls.get(v["kind"], "b-mut")}">'
                    f'{e(v["kind"].replace("_", " "))}</span></td><td>{e(v["actor"])}</td><td>{e(v["from"])} → '
-                   f'<b>{e(v["to"])}</b></td><td title="{e(v["reason"])}">{e(_short(v["reason"], 160))}</td></tr>'
+                   f'<b>{e(v["to"])}</b></td><td title="{e(v["reason"])}">{e(shorten(v["reason"], 160))}</td></tr>'
                    for v in a["events"])
     return ('<table><thead><tr><th>When</th><th>Kind</th><th>Actor</th><th>From → to</th><th>Reason</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
@@ -232,7 +232,7 @@ def _failures(a: dict) -> str:
         return ""
     rows = "".join(f'<tr><td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td><td>{e(f["at"] or "")}</td>'
                    f'<td>{e(f["version_sha"])}</td>'
-                   f'<td><b>{e(f["error_type"] or "")}</b> {e(_short(f["summary"], 200))}<details><summary '
+                   f'<td><b>{e(f["error_type"] or "")}</b> {e(shorten(f["summary"], 200))}<details><summary '
                    f'class="muted">traceback</summary><pre>{e(f["message"][-4000:])}</pre></details></td></tr>'
                    for f in a["failures"])
     return (f'<h4>Failures ({a["n_failures"]})</h4><table><thead><tr><th>Run</th><th>When</th><th>Version</th>'
@@ -265,7 +265,7 @@ def adapter_section(a: dict, *, lazy: bool = True) -> str:
         badge = decision_badge(dec)
     summary = (f'<summary><b>{e(a["name"])}</b><span class="muted">{e(a["family"])}</span>'
                f'<span>production: {e(prod["label"]) if prod else "–"}</span>{badge}'
-               f'{_status_badge(run["status"]) if run else ""}'
+               f'{status_badge(run["status"]) if run else ""}'
                + (f'<span class="badge b-bad">{a["n_failures"]} failed</span>' if a["n_failures"] else "")
                + "</summary>")
     lv = a["latest_version"]

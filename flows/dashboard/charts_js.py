@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from spectral_surgery.flows.dashboard.svg import _DIVERGING, _MISSING, _VIRIDIS, e
+from spectral_surgery.flows.dashboard.svg import DIVERGING, MISSING, VIRIDIS, e
 
 __all__ = ["CHARTS_JS", "chart_json", "heatmap_spec", "matrix", "multiples_spec"]
 
@@ -253,4 +253,4 @@ root.querySelectorAll('.spark[data-v]').forEach(function(el){var t=document.crea
 t.innerHTML=spark(JSON.parse(el.getAttribute('data-v')),JSON.parse(el.getAttribute('data-m')||'[]'),
 el.getAttribute('aria-label')||'trend');el.replaceWith(t.content);});}
 return {draw:draw,heatmap:heatmap,multiples:multiples,line:line,forest:forest,spark:spark};})();
-""" % {"viridis": _rgb(_VIRIDIS), "diverging": _rgb(_DIVERGING), "missing": json.dumps(list(_MISSING))}
+""" % {"viridis": _rgb(VIRIDIS), "diverging": _rgb(DIVERGING), "missing": json.dumps(list(MISSING))}

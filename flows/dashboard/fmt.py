@@ -29,7 +29,7 @@ def fmt_p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3g}"
 
 
-def _ci(x: dict | None, *, signed: bool = False) -> str:
+def ci_cell(x: dict | None, *, signed: bool = False) -> str:
     """``39.0`` over a muted ``[29.4, 48.6]`` line (and the p-value, for a difference)."""
     if not x:
         return "–"
@@ -43,12 +43,13 @@ def _ci(x: dict | None, *, signed: bool = False) -> str:
     return f"{f(x.get(key))}" + (f"<small>{' '.join(extra)}</small>" if extra else "")
 
 
-def _short(text: str | None, n: int = 160) -> str:
+def shorten(text: str | None, n: int = 160) -> str:
+    """``text`` cut to ``n`` characters, the last one an ellipsis when it was longer ("" for None)."""
     text = text or ""
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _x_dates(ts: Sequence[float | None]) -> Any:
+def date_ticks(ts: Sequence[float | None]) -> Any:
     """Tick formatter for a night-index axis labelled with dates (times when everything is within two days)."""
     valid = [t for t in ts if t is not None]
     fmt = "%H:%M" if valid and max(valid) - min(valid) < 2 * 86400 else "%m-%d"
@@ -99,7 +100,8 @@ def review_text(r: dict) -> str:
     return head + f'<span class="badge b-mut">{e(r["state"])}</span> {e(why)}; production did not move.'
 
 
-def _status_badge(status: str | None) -> str:
+def status_badge(status: str | None) -> str:
+    """A run's status as a coloured badge (completed green, failed red, deferred amber; "never run" for None)."""
     cls = {"completed": "b-ok", "failed": "b-bad", "running": "b-info", "pending": "b-mut",
            "deferred": "b-warn"}.get(status or "", "b-mut")
     return f'<span class="badge {cls}">{e(status or "never run")}</span>'

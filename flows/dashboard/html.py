@@ -23,7 +23,7 @@ import spectral_surgery.flows.dashboard.svg as sv
 from spectral_surgery.flows.dashboard.adapter_html import adapter_section
 from spectral_surgery.flows.dashboard.charts_js import CHARTS_JS
 from spectral_surgery.flows.dashboard.views_js import VIEWS_JS
-from spectral_surgery.flows.dashboard.fmt import _ci, _short, _status_badge, decision_badge, pct, pts
+from spectral_surgery.flows.dashboard.fmt import ci_cell, decision_badge, pct, pts, shorten, status_badge
 from spectral_surgery.flows.dashboard.svg import color_for, e
 from spectral_surgery.tasks.decision.fleet_report import MeanCI, cost_text
 
@@ -202,18 +202,19 @@ def _fleet(data: dict) -> str:
             dec_html = '<span class="muted">no decision yet</span>'
         else:
             dec_html = (
-                f'{decision_badge(dec)} <span title="{e(dec["sentence"])}">{e(_short(dec["sentence"], 120))}</span>'
+                f'{decision_badge(dec)} <span title="{e(dec["sentence"])}">{e(shorten(dec["sentence"], 120))}</span>'
             )
-        run_html = (f'{_status_badge(run["status"])} <span class="muted">#{run["run_id"]} · '
-                    f'{e(run["ended"] or run["started"] or "")}</span>' if run else _status_badge(None))
+        run_html = (f'{status_badge(run["status"])} <span class="muted">#{run["run_id"]} · '
+                    f'{e(run["ended"] or run["started"] or "")}</span>' if run else status_badge(None))
         if run and run["status"] == "failed":
-            run_html += f'<br><span class="muted" title="{e(run["error"])}">{e(_short(run["error"], 90))}</span>'
+            run_html += f'<br><span class="muted" title="{e(run["error"])}">{e(shorten(run["error"], 90))}</span>'
         prod_html = (f'{e(prod["label"])}' + (' <span class="muted">(implicit)</span>' if prod["implicit"] else
                                                 f' <span class="muted">since {e(prod["since"])}</span>')
                      if prod else '<span class="muted">no version recorded</span>')
         if a["fetch_error"]:
             prod_html += (f'<br><span class="badge b-bad">source not fetched</span> '
-                          f'<span class="muted" title="{e(a["fetch_error"])}">{e(_short(a["fetch_error"], 90))}</span>')
+                          f'<span class="muted" title="{e(a["fetch_error"])}">'
+                          f'{e(shorten(a["fetch_error"], 90))}</span>')
         disabled = "" if a["enabled"] else ' <span class="badge b-mut">disabled</span>'
         search = " ".join([a["name"], a["family"], run["status"] if run else "never", bench]).lower()
         out.append(
@@ -239,11 +240,11 @@ def _evidence(data: dict) -> str:
             if r["role"] == "baseline":
                 continue
             rows.append(f'<tr><td>{e(a["name"])}</td><td><span style="color:{color_for(r["policy"])}">■</span> '
-                        f'{e(r["arm"])}</td><td class="num">{_ci(r["task"])}</td>'
-                        f'<td class="num">{_ci(r["vs_baseline"], signed=True)}</td>'
-                        f'<td class="num">{_ci(r["vs_control"], signed=True)}</td>'
-                        f'<td class="num">{_ci(r.get("vs_scalar"), signed=True)}</td>'
-                        f'<td class="num">{_ci(r["guard_delta"], signed=True)}</td><td>{_row_verdict(r)}</td></tr>')
+                        f'{e(r["arm"])}</td><td class="num">{ci_cell(r["task"])}</td>'
+                        f'<td class="num">{ci_cell(r["vs_baseline"], signed=True)}</td>'
+                        f'<td class="num">{ci_cell(r["vs_control"], signed=True)}</td>'
+                        f'<td class="num">{ci_cell(r.get("vs_scalar"), signed=True)}</td>'
+                        f'<td class="num">{ci_cell(r["guard_delta"], signed=True)}</td><td>{_row_verdict(r)}</td></tr>')
     if not rows:
         return ""
     box, nav = _pager("evidence-table", "Filter rows (adapter, candidate, verdict)…")
@@ -322,11 +323,11 @@ def _night(data: dict) -> str:
            "<table><thead><tr><th>Adapter</th><th>Status</th><th>Forecast</th><th>Actual</th><th>Error</th>"
            "<th>Plan</th></tr></thead><tbody>"]
     for r in night["rows"]:
-        out.append(f'<tr><td>{e(r["adapter"])}</td><td>{_status_badge(r["status"])}</td>'
+        out.append(f'<tr><td>{e(r["adapter"])}</td><td>{status_badge(r["status"])}</td>'
                    f'<td>{clock(r["forecast_s"])}</td>'
                    f'<td>{"–" if r["actual_s"] is None else clock(r["actual_s"])}</td>'
                    f'<td>{"–" if r["error"] is None else format(r["error"], "+.0%")}</td>'
-                   f'<td>{e(_short(r["reason"] or "", 200))}</td></tr>')
+                   f'<td>{e(shorten(r["reason"] or "", 200))}</td></tr>')
     out.append("</tbody></table></section>")
     return "".join(out)
 
@@ -345,7 +346,7 @@ def _failures(data: dict) -> str:
         out.append(f'<tr><td><a href="#{e(f["slug"])}">{e(f["adapter"])}</a></td>'
                    f'<td>{"#" + str(f["run_id"]) if f["run_id"] else "scan"}</td>'
                    f'<td>{e(f["at"] or "")}</td><td>{e(f["version_sha"])}</td><td><b>{e(f["error_type"] or "")}</b> '
-                   f'{e(_short(f["summary"], 200))}<details><summary class="muted">traceback</summary>'
+                   f'{e(shorten(f["summary"], 200))}<details><summary class="muted">traceback</summary>'
                    f'<pre>{e(f["message"][-4000:])}</pre></details></td></tr>')
     out.append(f"</tbody></table>{nav}</section>")
     return "".join(out)

@@ -23,9 +23,10 @@ FIXED = {"baseline": "#4B5563", "smooth_abs": "#0072B2", "abs_select": "#E69F00"
          "random_index": "#9CA3AF", "production": "#009E73", "failed": "#D55E00", "completed": "#0072B2",
          "promoted": "#009E73", "running": "#9CA3AF"}
 FONT = 'font-family="system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif"'
-_VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
-_DIVERGING = ((33, 102, 172), (103, 169, 207), (247, 247, 247), (239, 138, 98), (178, 24, 43))
-_MISSING = (229, 231, 235)
+# Colour-map anchors (RGB), shared by the static heatmaps here and the page's script (charts_js); MISSING: a NaN cell
+VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+DIVERGING = ((33, 102, 172), (103, 169, 207), (247, 247, 247), (239, 138, 98), (178, 24, 43))
+MISSING = (229, 231, 235)
 
 
 def color_for(name: str) -> str:
@@ -384,7 +385,7 @@ def colormap(name: str) -> Callable[[float], tuple[int, int, int]]:
     """``viridis`` (t in [0, 1]) or ``diverging`` (t in [0, 1], 0.5 = white), from a 256-entry table."""
     table = _TABLES.get(name)
     if table is None:
-        anchors = _VIRIDIS if name == "viridis" else _DIVERGING
+        anchors = VIRIDIS if name == "viridis" else DIVERGING
         table = _TABLES[name] = [_lerp(anchors, i / 255) for i in range(256)]
     return lambda t: table[min(255, max(0, int(t * 255 + 0.5)))]
 
@@ -440,7 +441,7 @@ def heatmap_panels(panels: Sequence[tuple[str, Sequence[Sequence[float | None]]]
     for k, (title, matrix) in enumerate(panels):
         x0 = left + k * (pw + 18)
         scale = 1.0 / ((vmax - vmin) or 1)
-        pixels = [[cm((v - vmin) * scale) if v is not None and v == v else _MISSING  # v == v: not NaN
+        pixels = [[cm((v - vmin) * scale) if v is not None and v == v else MISSING  # v == v: not NaN
                    for v in (list(matrix[i]) + [None] * (n_cols - len(matrix[i])) if i < len(matrix) else
                              [None] * n_cols)] for i in range(n_rows)]
         body.append(f'<text x="{x0 + gw / 2:.1f}" y="{top - 10}" text-anchor="middle" font-size="12" '

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["VIEWS_JS"]
 
-# Mirrors fmt.py (pct, pts, fmt_p, _ci, _short): the cells, badges and tooltips the Python table had.
+# Mirrors fmt.py (pct, pts, fmt_p, ci_cell, shorten): the cells, badges and tooltips the Python table had.
 VIEWS_JS = r"""
 var SSViews=(function(){
 function esc(s){return String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;')

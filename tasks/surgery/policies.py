@@ -37,7 +37,7 @@ from torch import Tensor
 from spectral_surgery.tasks.config import EditConfig
 # re-exported: the public names this module has always had
 from spectral_surgery.tasks.surgery.policy_registry import (  # noqa: F401
-    _EPS,
+    EPS,
     NEVER_PROMOTED,
     ROLES,
     PolicyInputs,
@@ -120,8 +120,8 @@ def smooth_abs(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     q_lo, q_hi = min(1.0, max(0.0, cfg.noise_frac)), min(1.0, max(0.0, 1.0 - cfg.core_frac))
     if q_hi <= q_lo:
         q_lo, q_hi = 0.25, 0.75
-    scale = (torch.quantile(x, q_hi) - torch.quantile(x, q_lo)).clamp_min(_EPS)
-    tau = (float(cfg.smooth_temperature) * scale).clamp_min(_EPS)
+    scale = (torch.quantile(x, q_hi) - torch.quantile(x, q_lo)).clamp_min(EPS)
+    tau = (float(cfg.smooth_temperature) * scale).clamp_min(EPS)
     mu = torch.quantile(x, min(1.0, max(0.0, cfg.smooth_center_q)))
     sup, mid, amp = float(cfg.sup_factor), float(cfg.mid_factor), float(cfg.amp_factor)
     if cfg.smooth_align_mid and amp > sup and sup < mid < amp:
@@ -196,7 +196,7 @@ def double_smooth(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     q_noise, q_core = min(1.0, max(0.0, cfg.noise_frac)), min(1.0, max(0.0, 1.0 - cfg.core_frac))
     if q_noise >= q_core:
         q_noise, q_core = 0.45, 0.55
-    tau = (float(cfg.smooth_temperature) * (x.max() - x.min()).clamp_min(_EPS)).clamp_min(_EPS)
+    tau = (float(cfg.smooth_temperature) * (x.max() - x.min()).clamp_min(EPS)).clamp_min(EPS)
     gate = _double_sigmoid(x, torch.quantile(x, q_noise), torch.quantile(x, q_core), tau, cfg)
     return sigma0 * gate.to(sigma0.dtype)
 
@@ -215,10 +215,10 @@ def z_score(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """
     x, sigma0 = inp.magnitude.float(), inp.sigma0
     std = x.std(unbiased=False)
-    z = (x - x.mean()) / std.clamp_min(_EPS)
+    z = (x - x.mean()) / std.clamp_min(EPS)
     if float(std) < float(cfg.z_fallback_std) or float(z.abs().max()) < 1e-3:
         return sigma0.clone()
-    gate = _double_sigmoid(z, float(cfg.z_low), float(cfg.z_high), max(_EPS, float(cfg.z_tau)), cfg)
+    gate = _double_sigmoid(z, float(cfg.z_low), float(cfg.z_high), max(EPS, float(cfg.z_tau)), cfg)
     return sigma0 * gate.to(sigma0.dtype)
 
 
@@ -236,12 +236,12 @@ def robust_z(inp: PolicyInputs, cfg: EditConfig) -> Tensor:
     """
     x, sigma0 = inp.magnitude.float(), inp.sigma0
     median = x.median()
-    sigma_robust = ((x - median).abs().median() * 1.4826).clamp_min(_EPS)
+    sigma_robust = ((x - median).abs().median() * 1.4826).clamp_min(EPS)
     if float(sigma_robust) < float(cfg.robust_fallback_sigma):
         return sigma0.clone()
     z = (x - median) / sigma_robust
     gate = _double_sigmoid(
-        z, float(cfg.robust_z_low), float(cfg.robust_z_high), max(_EPS, float(cfg.robust_z_tau)), cfg
+        z, float(cfg.robust_z_low), float(cfg.robust_z_high), max(EPS, float(cfg.robust_z_tau)), cfg
     )
     return sigma0 * gate.to(sigma0.dtype)
 

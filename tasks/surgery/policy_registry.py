@@ -27,7 +27,7 @@ from torch import Tensor
 from spectral_surgery.tasks.config import EditConfig, EnergyMode, GradNorm, declare_edit
 from spectral_surgery.tasks.names import Registry
 
-_EPS = 1e-8  # the reference's floor for every denominator, spread and temperature
+EPS = 1e-8  # the reference's floor for every denominator, spread and temperature (the policies' too)
 
 Role = Literal["policy", "random_control", "scalar_control", "canary", "posthoc"]
 ROLES: tuple[Role, ...] = ("policy", "random_control", "scalar_control", "canary", "posthoc")
@@ -306,9 +306,9 @@ def normalize(values: Tensor, mode: GradNorm) -> Tensor:
     """Per-module normalisation of sensitivities (METHOD §6): ``mean_abs`` v/max(mean|v|, 1e-8),
     ``l2`` v/max(‖v‖₂, 1e-8), ``none`` v. Shape (r,) in, (r,) out; a new tensor."""
     if mode == "mean_abs":
-        return values / values.abs().mean().clamp_min(_EPS)
+        return values / values.abs().mean().clamp_min(EPS)
     if mode == "l2":
-        return values / torch.linalg.vector_norm(values).clamp_min(_EPS)
+        return values / torch.linalg.vector_norm(values).clamp_min(EPS)
     if mode == "none":
         return values.clone()
     raise ValueError(f"grad_norm must be one of mean_abs, l2, none; got {mode!r}")
@@ -318,10 +318,10 @@ def preserve_energy(sigma0: Tensor, sigma_tilde: Tensor, mode: EnergyMode) -> Te
     """Rescale σ̃ so that one norm of σ0 is kept (METHOD §9): ``l1`` nuclear norm (Σσ), ``l2`` Frobenius
     norm (‖σ‖₂), ``none`` unchanged. Both norms are floored at 1e-8, so an all-zero σ̃ stays zero."""
     if mode == "l1":
-        return sigma_tilde * (sigma0.sum().clamp_min(_EPS) / sigma_tilde.sum().clamp_min(_EPS))
+        return sigma_tilde * (sigma0.sum().clamp_min(EPS) / sigma_tilde.sum().clamp_min(EPS))
     if mode == "l2":
-        n0 = torch.linalg.vector_norm(sigma0).clamp_min(_EPS)
-        return sigma_tilde * (n0 / torch.linalg.vector_norm(sigma_tilde).clamp_min(_EPS))
+        n0 = torch.linalg.vector_norm(sigma0).clamp_min(EPS)
+        return sigma_tilde * (n0 / torch.linalg.vector_norm(sigma_tilde).clamp_min(EPS))
     if mode == "none":
         return sigma_tilde.clone()
     raise ValueError(f"preserve_energy must be one of l1, l2, none; got {mode!r}")

@@ -163,15 +163,6 @@ def test_serve_rejects_a_bad_config(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ running it
-@pytest.fixture
-def _fresh_worker():
-    from spectral_surgery.flows import worker
-
-    worker.reset()
-    yield
-    worker.reset()
-
-
 def test_worker_threads_split_the_cores():
     from spectral_surgery.flows.refine_fleet import THREAD_VARS, worker_thread_env
 
@@ -180,7 +171,7 @@ def test_worker_threads_split_the_cores():
     assert worker_thread_env(4, cpus=2) == {v: "1" for v in THREAD_VARS}  # never 0
 
 
-def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, tiny_base, tmp_path):
+def test_dask_task_runner_refines_every_adapter(prefect_harness, fresh_worker, tiny_base, tmp_path):
     from spectral_surgery.flows import worker
     from spectral_surgery.flows.refine_adapter import adapter_config_hash
     from spectral_surgery.flows.refine_fleet import run_nightly
@@ -207,7 +198,7 @@ def test_dask_task_runner_refines_every_adapter(prefect_harness, _fresh_worker, 
 
 
 @pytest.mark.slow
-def test_process_work_pool_runs_prefect_yaml(prefect_harness, _fresh_worker, tiny_base, tmp_path):
+def test_process_work_pool_runs_prefect_yaml(prefect_harness, fresh_worker, tiny_base, tmp_path):
     """`prefect deploy` of prefect.yaml, then a process worker: one run refines, the overlapping one is cancelled."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -268,7 +259,7 @@ class FlowClock:
         return self.now if os.getpid() == self.pid else time.monotonic()
 
 
-def test_dask_process_workers_stop_at_the_window_s_hard_stop(prefect_harness, _fresh_worker, tiny_base, tmp_path,
+def test_dask_process_workers_stop_at_the_window_s_hard_stop(prefect_harness, fresh_worker, tiny_base, tmp_path,
                                                                monkeypatch):
     """The window's hard stop under Dask worker processes (issue 27 §1): two adapters in flight in two worker
     processes are released at their next checkpoint once ``wall_clock + grace`` passes (each worker holds at the

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from spectral_surgery.flows import worker
 from tests import tiny
 from tests.flows.cli_support import assert_error, cli
 
@@ -19,11 +18,7 @@ WINNER = {"smooth_abs": 0.9}  # the fake evaluator passes smooth_abs' documents 
 REASON = "[urgent] the math team prefers it"  # brackets: printed as typed, never parsed as rich markup
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker_module")
 
 
 @pytest.fixture(scope="module")

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from spectral_surgery.flows import worker
 from spectral_surgery.flows.refine_fleet import run_nightly
 from tests.flows.test_nightly import _config, _declared, _no_model_pass, _register
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 def test_decision_records_correlation_and_n_eff_and_the_continuous_metric_redecides(

@@ -16,7 +16,6 @@ from prefect.events.clients import AssertingEventsClient
 from prefect.events.schemas.automations import AutomationCore, EventTrigger
 from prefect.testing.fixtures import asserting_events_worker  # noqa: F401  (the harness's fixture)
 
-from spectral_surgery.flows import worker
 from spectral_surgery.flows.integrations.events import MOVE_EVENTS, RESOURCE_PREFIX, move_event
 from spectral_surgery.flows.refine_fleet import run_nightly
 from tests.flows.cli_support import assert_error, cli
@@ -26,11 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 AUTOMATION = REPO / "deployments" / "automations" / "notify-on-promotion.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 @pytest.fixture

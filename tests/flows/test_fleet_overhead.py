@@ -59,11 +59,7 @@ def _prefect_counts() -> tuple[int, int]:
                 int(client._client.post("/flow_runs/count", json={}).json()))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 def _night(cfg: RunConfig, dirs, fleet_base) -> tuple[int, int, int]:

@@ -17,18 +17,11 @@ from spectral_surgery.flows.refine_fleet import run_nightly
 from spectral_surgery.tasks.config import CalibConfig, SurgeryConfig
 from spectral_surgery.tasks.run_config import RunConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fresh_worker")]
 
 THREE_PATHS = {"smooth_abs": 0.9, "ss_mc/smooth_abs": 0.2, "ss_mc/global_scalar": 0.2, "ss_code/smooth_abs": 0.6}
 FAMILIES = {"ad0": "math", "ad1": "commonsense", "ad2": "code"}
 SKIPPED = "guard not evaluated: rejected on task evidence"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
 
 
 def _config(data_dir: Path, calib: Path, **kw) -> RunConfig:

@@ -27,7 +27,6 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
-from spectral_surgery.flows import worker
 from spectral_surgery.flows.stage_hook import ENV_AT, ENV_FILE, STAGES, STARTUP
 from spectral_surgery.registry import models as m
 from tests import tiny
@@ -43,11 +42,12 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 TIMINGS: dict[str, float] = {}
 
 
+pytestmark = pytest.mark.usefixtures("fresh_worker_module")
+
+
 @pytest.fixture(scope="module", autouse=True)
-def _fresh_worker():
-    worker.reset()
+def _print_timings():
     yield
-    worker.reset()
     if TIMINGS:  # the seconds from the signal to the exit, per stage (shown with -s; the report quotes them)
         print("\nsignal → exit:", ", ".join(f"{k} {v:.2f} s" for k, v in TIMINGS.items()))
 

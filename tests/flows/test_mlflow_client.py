@@ -34,12 +34,13 @@ def _config(data_dir, calib, mlflow: MlflowConfig, **kw) -> RunConfig:
                      mlflow=mlflow, **kw)
 
 
+pytestmark = pytest.mark.usefixtures("fresh_worker")
+
+
 @pytest.fixture(autouse=True)
-def _fresh_worker(monkeypatch):
+def _no_tracking_uri(monkeypatch):
+    """No MLFLOW_TRACKING_URI from the environment: each test's config names its own server."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    worker.reset()
-    yield
-    worker.reset()
 
 
 @pytest.mark.slow

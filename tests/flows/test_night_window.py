@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from spectral_surgery.flows import refine_fleet, worker
+from spectral_surgery.flows import refine_fleet
 from spectral_surgery.flows.refine_fleet import headline, run_nightly, window_lines
 from spectral_surgery.registry import models as m
 from spectral_surgery.flows.cli.why import next_steps
@@ -54,11 +54,7 @@ def night(monkeypatch):
     return install
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 def _inject_history(reg, name: str, seconds: float) -> None:

@@ -56,11 +56,7 @@ def _corrupt(d: Path) -> None:
     (d / "adapter_model.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 def test_fleet_with_one_corrupt_adapter(prefect_harness, make_fleet, fleet_base, tmp_path):
@@ -356,9 +352,9 @@ def test_control_ladder_is_evaluated_and_recorded(prefect_harness, make_fleet, f
     assert record.promoted_verdict.name == "smooth_abs" and record.promoted_verdict.vs_baseline.p_value < 0.05
     assert record.ladder.roles["zero_rebuild"] == "canary" and record.canaries["bare_base"].n_differ > 0
     assert record.guard.arms == cfg.guard_arms and record.keys.candidates == decision.candidate_key
-    from spectral_surgery.flows.demo import summary_rows  # the demo's table reads the same record
+    from spectral_surgery.flows.demo import best_edit_rows  # the demo's score table reads the same record
 
-    (row,) = summary_rows(reg, ["ad0"], cfg)
+    (row,) = best_edit_rows(reg, ["ad0"], cfg)
     best = record.promoted_verdict
     assert row["verdict"] == "promote" and row["best_policy"] == "smooth_abs" == row["promoted"]
     assert (row["delta_baseline"], row["p_random"]) == (best.vs_baseline.delta, best.vs_control.p_value)

@@ -25,11 +25,7 @@ from tests.flows.test_nightly import WINNER, _config, _register
 CRASH = ("Crash detected", "Traceback", "Crashed")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_worker():
-    worker.reset()
-    yield
-    worker.reset()
+pytestmark = pytest.mark.usefixtures("fresh_worker")
 
 
 @pytest.fixture

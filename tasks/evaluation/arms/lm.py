@@ -38,8 +38,17 @@ from spectral_surgery.tasks.evaluation.arms.stacked_lora import MixedBatchRefuse
 OTHER_FALLBACK = "arm by arm: no all-arms scorer for this request type"
 
 
-def _generation_key(args: tuple) -> tuple[str, str]:
-    """Cache key of a ``generate_until`` request: its context and its generation settings."""
+def generation_key(args: tuple) -> tuple[str, str]:
+    """Cache key of a ``generate_until`` request: its context and its generation settings (``gen_kwargs`` as sorted
+    JSON). Shared by the arms models (:class:`ArmsLM`, :class:`~tasks.evaluation.arms.vllm_lm.ArmsVLLM`): a request is
+    generated once per arm.
+
+    Args:
+        args: The request's ``args``: ``(context, gen_kwargs)``.
+
+    Returns:
+        ``(context, gen_kwargs as JSON)``.
+    """
     context, gen_kwargs = args
     return context, json.dumps(gen_kwargs, sort_keys=True, default=repr)
 
@@ -162,15 +171,15 @@ class ArmsLM(HFLM):
     # -- generate_until: the seam for an all-arms generator
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
         """``HFLM.generate_until`` of the served arm; the first call for these requests generates for every arm."""
-        missing = list({_generation_key(r.args): r for r in requests
-                        if _generation_key(r.args) not in self._gen}.values())
+        missing = list({generation_key(r.args): r for r in requests
+                        if generation_key(r.args) not in self._gen}.values())
         if missing:
             t0 = time.perf_counter()
             texts = self._generate_all(missing)
             for i, req in enumerate(missing):
-                self._gen[_generation_key(req.args)] = {arm: texts[arm][i] for arm in self.arms}
+                self._gen[generation_key(req.args)] = {arm: texts[arm][i] for arm in self.arms}
             self._count("generate_until", len(missing), time.perf_counter() - t0)
-        out = [self._gen[_generation_key(r.args)][self.serving] for r in requests]
+        out = [self._gen[generation_key(r.args)][self.serving] for r in requests]
         for r, text in zip(requests, out):
             self.cache_hook.add_partial("generate_until", r.args, text)
         return out

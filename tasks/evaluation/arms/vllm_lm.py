@@ -17,7 +17,7 @@ from lm_eval.models.vllm_causallms import VLLM
 from vllm import SamplingParams, TokensPrompt
 from vllm.lora.request import LoRARequest
 
-from spectral_surgery.tasks.evaluation.arms.lm import _generation_key
+from spectral_surgery.tasks.evaluation.arms.lm import generation_key
 from spectral_surgery.tasks.evaluation.arms.vllm_arms import FanOut, LoraArm
 
 
@@ -103,4 +103,4 @@ class ArmsVLLM(VLLM):
         return self._all_arms("loglikelihood_rolling", VLLM.loglikelihood_rolling, requests, lambda r: r.args)
 
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-        return self._all_arms("generate_until", VLLM.generate_until, requests, lambda r: _generation_key(r.args))
+        return self._all_arms("generate_until", VLLM.generate_until, requests, lambda r: generation_key(r.args))
