@@ -100,9 +100,7 @@ def _cmd_demo(args, log) -> int:
         return refused
 
     from spectral_surgery.flows.demo import BUDGETS, run_demo, with_overrides
-    from spectral_surgery.flows.refine_fleet import (
-        run_nightly,
-    )  # noqa: F401 - Prefect's log handlers exist before the log opens
+    from spectral_surgery.flows.refine_fleet import run_nightly  # noqa: F401 - Prefect's log handlers exist first
 
     if not args.verbose:
         # Progress is the demo's step lines plus the flow's own log lines; lm-eval's per-call warnings go to the

@@ -504,8 +504,6 @@ def _cmd_run(args, log) -> int:
     from spectral_surgery.tasks.decision.power import guard_resolution_note
 
     if config.guard and (note := guard_resolution_note(config.guard_limit, config.gate.guard_tolerance)):
-        from spectral_surgery.flows.cli.summary import note_lines, width_of
-
         for line in note_lines(note, width_of(err)):  # wrapped like the summary: a pipe gets 100 columns
             err.print(escape(line), highlight=False)
     from spectral_surgery.flows.prescan import look_for_work, record_quiet_night
