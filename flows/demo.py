@@ -28,10 +28,11 @@ class DemoBudget:
         task_limit: Documents of each task benchmark (the same for every candidate).
         task_limits: Per benchmark, documents instead of ``task_limit``: the multiple-choice suite is scored by
             log-likelihood, cheap per document once every arm is scored in one pass, so it gets the documents a
-            decision needs within the old default's time: 800 detect +3.0 to +3.2 pts (power 0.8, Holm over the 4
-            promotable candidates) at the discordance (7.5-8.5%) the default night's candidates had. IFEval prompts,
-            the dearest documents, pay for them: 30 as a task, as many as the guard (docs/demo.md, "How the
-            default budget is sized"; ``python -m tests.benchmarks.bench_budget table``).
+            decision needs within the old default's time: the whole suite (1,205), whose night took 39.5 min on 2
+            cores and detects +2.0 to +2.3 pts on ``demo-commonsense`` (power 0.8, Holm over the 4 promotable
+            candidates; +2.4 to +3.0 at the 800 before). IFEval prompts, the dearest documents, pay for them: 30 as
+            a task, as many as the guard (docs/demo.md, "How the default budget is sized";
+            ``python -m tests.benchmarks.bench_budget table``).
         guard_limit: Prompts of the IFEval guard.
         max_gen_toks: Generation budget of the generative suites.
         batch_size: lm-eval batch size.
@@ -44,7 +45,7 @@ class DemoBudget:
     n_train: int | None = None
     n_calib: int = 128
     task_limit: int = 60
-    task_limits: tuple[tuple[str, int], ...] = (("ss_mc", 800), ("ss_ifeval", 30))
+    task_limits: tuple[tuple[str, int], ...] = (("ss_mc", 1205), ("ss_ifeval", 30))
     guard_limit: int = 30
     max_gen_toks: int = 96
     batch_size: int = 16
